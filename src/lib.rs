@@ -1,1 +1,34 @@
-//! placeholder
+//! # cognito-resend
+//!
+//! Re-sends Amazon Cognito sign-up confirmation codes (`ResendConfirmationCode`) to users who
+//! never confirmed, at scale and safely. The product contract is SPEC.md; the README is the
+//! user's guide.
+//!
+//! # Layout
+//!
+//! The folders follow a job through the pipeline:
+//!
+//! - [`source`]: where jobs come from (a CSV file or stdin so far). A [`source::Source`] yields
+//!   jobs only when the engine can start them, and is told each job's fate.
+//! - [`engine`]: the concurrency semaphore, the adaptive rate limit and the one retry layer.
+//! - [`cognito`]: the one place that talks to Cognito, and the classification of its answers.
+//! - [`outcome`]: every job's one outcome: counted, reported (JSON Lines), logged.
+//! - [`telemetry`]: logs, metrics (`/metrics`, `/healthz`, `/readyz`), progress and summary.
+//!
+//! Around them: [`cli`] (raw arguments), [`config`] (layered, validated settings), [`runner`]
+//! (wires a command together), [`shutdown`] (signals). [`emulator`] is the bundled Cognito
+//! emulator used by the tests, the demo and the benchmarks.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod cognito;
+pub mod config;
+pub mod emulator;
+pub mod engine;
+pub mod outcome;
+pub mod runner;
+pub mod shutdown;
+pub mod source;
+pub mod telemetry;

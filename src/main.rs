@@ -1,1 +1,63 @@
-fn main() {}
+//! The `cognito-resend` binary: parse, load settings, start logging, run, map the result to an
+//! exit code. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cognito_resend::cli::Cli;
+use cognito_resend::config::Settings;
+use cognito_resend::runner::{self, RunError};
+use cognito_resend::shutdown::Shutdown;
+use cognito_resend::telemetry;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(&cli.settings) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cognito-resend: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let bar = telemetry::init_logging(&settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (result, signal) = runtime.block_on(async {
+        let shutdown = match Shutdown::listen() {
+            Ok(s) => s,
+            Err(e) => {
+                return (Err(RunError::Fatal(anyhow::anyhow!("cannot listen for signals: {e}"))), None);
+            }
+        };
+        let result = runner::run(cli.command, settings, shutdown.clone(), bar).await;
+        (result, shutdown.signal())
+    });
+    match result {
+        Ok(finished) => match signal {
+            Some(sig) if !finished.complete => ExitCode::from(sig.exit_code()),
+            _ if finished.failed_or_invalid > 0 => ExitCode::from(3),
+            _ => ExitCode::SUCCESS,
+        },
+        Err(RunError::Usage(msg)) => {
+            tracing::error!("{msg}");
+            ExitCode::from(2)
+        }
+        Err(RunError::StoppedEarly(stop)) => {
+            // Already logged where it was detected; say it last, too, for people reading a tail.
+            eprintln!("cognito-resend: {stop}");
+            ExitCode::from(1)
+        }
+        Err(RunError::Fatal(e)) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,1 +1,210 @@
-fn main() {}
+//! `cognito-emulator`: the bundled Cognito emulator as a process, for the README demo and for
+//! benchmarks that drive the release binary from outside.
+//!
+//! It only parses flags, seeds the demo pool, and runs [`cognito_resend::emulator`] until
+//! SIGINT/SIGTERM. Its one line on stdout (`listening on http://127.0.0.1:PORT`) is what scripts
+//! wait for; the final stats go to stderr as JSON, and live ones are at `GET /_emulator/stats`.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use cognito_resend::emulator::{ClientSpec, Emulator, Faults, UserStatus, demo_pool};
+
+/// A local Amazon Cognito emulator (ResendConfirmationCode, AdminGetUser, ListUsers) with
+/// fault injection and a ledger of every code it "sends". Loopback only.
+#[derive(Debug, Parser)]
+#[command(name = "cognito-emulator", version)]
+struct Args {
+    /// Address to listen on (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+
+    /// Seed the demo pool with N usernames (user-000001...): ~70% UNCONFIRMED, ~20% CONFIRMED,
+    /// ~10% missing from the pool.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed: usize,
+
+    /// Write the demo pool's usernames (missing ones too) as CSV `username,email,status`.
+    #[arg(long, value_name = "PATH")]
+    csv_out: Option<PathBuf>,
+
+    /// The app client id.
+    #[arg(long, default_value = "demo-client")]
+    client_id: String,
+
+    /// File holding the app client secret (calls must then carry a SecretHash).
+    #[arg(long, value_name = "PATH")]
+    client_secret_file: Option<PathBuf>,
+
+    /// Answer unknown users with a simulated success, as Cognito's PreventUserExistenceErrors.
+    #[arg(long)]
+    prevent_user_existence_errors: bool,
+
+    /// The user pool id AdminGetUser and ListUsers accept.
+    #[arg(long, default_value = cognito_resend::emulator::DEFAULT_USER_POOL_ID)]
+    user_pool_id: String,
+
+    /// Requests per second before TooManyRequestsException (default: unlimited).
+    #[arg(long, value_name = "RPS")]
+    quota: Option<u32>,
+
+    /// Latency added to every request, e.g. 20ms.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    latency: Duration,
+
+    /// Probability of answering InternalErrorException (HTTP 500), 0.0 to 1.0.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    error_rate: f64,
+
+    /// Probability of closing the connection without answering, 0.0 to 1.0.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    drop_rate: f64,
+
+    /// Codes one user can receive before "Attempt limit exceeded" (default: unlimited).
+    #[arg(long, value_name = "N")]
+    attempt_limit: Option<u32>,
+
+    /// Codes the account can send before "Exceeded daily email limit" (default: unlimited).
+    #[arg(long, value_name = "N")]
+    email_quota: Option<u64>,
+}
+
+fn probability(s: &str) -> Result<f64, String> {
+    let p: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("{p} is not between 0.0 and 1.0"))
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("cognito-emulator: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("cognito-emulator: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    if !args.listen.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {}: the emulator is for local use, give a loopback address such as 127.0.0.1:0",
+            args.listen
+        );
+    }
+    let (users, usernames) = demo_pool(args.seed);
+    if let Some(path) = &args.csv_out {
+        write_csv(path, &users, &usernames)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut client = ClientSpec::new(args.client_id.clone())
+        .with_prevent_user_existence_errors(args.prevent_user_existence_errors);
+    if let Some(path) = &args.client_secret_file {
+        // The secret's value is never printed, only where it came from.
+        let secret = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the client secret file {}", path.display()))?;
+        let secret = secret.trim_end_matches(['\r', '\n']);
+        if secret.is_empty() {
+            bail!("the client secret file {} is empty", path.display());
+        }
+        client = client.with_secret(secret);
+    }
+    let emulator = Emulator::builder()
+        .user_pool_id(args.user_pool_id)
+        .client(client)
+        .users(users)
+        .quota_rps(args.quota)
+        .attempt_limit(args.attempt_limit)
+        .email_quota(args.email_quota)
+        .faults(Faults {
+            latency: args.latency,
+            error_rate: args.error_rate,
+            drop_rate: args.drop_rate,
+        })
+        // Full records are only reachable in-process; out of process, counts are enough and
+        // memory stays flat however long a benchmark runs.
+        .keep_send_records(false)
+        .start(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {}", emulator.endpoint())
+        .and_then(|()| stdout.flush())
+        .context("writing to stdout")?;
+    drop(stdout);
+
+    wait_for_signal().await?;
+    let stats = serde_json::to_string_pretty(&emulator.stats()).context("serializing stats")?;
+    eprintln!("{stats}");
+    emulator.shutdown().await;
+    Ok(())
+}
+
+/// The demo pool as a CSV a backfill can read: `username,email,status`, with empty email and
+/// status for the usernames that are not in the pool.
+fn write_csv(
+    path: &Path,
+    users: &[cognito_resend::emulator::UserSpec],
+    usernames: &[String],
+) -> anyhow::Result<()> {
+    let known: std::collections::HashMap<&str, (&str, UserStatus)> = users
+        .iter()
+        .map(|u| {
+            (
+                u.username.as_str(),
+                (u.email.as_deref().unwrap_or(""), u.status),
+            )
+        })
+        .collect();
+    let mut w = csv::Writer::from_path(path)?;
+    w.write_record(["username", "email", "status"])?;
+    for name in usernames {
+        match known.get(name.as_str()) {
+            Some((email, status)) => w.write_record([name.as_str(), email, status.as_str()])?,
+            None => w.write_record([name.as_str(), "", ""])?,
+        }
+    }
+    w.flush()?;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    Ok(())
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Benchmark: `backfill` throughput and footprint against the bundled emulator (20 ms latency,
+# no quota), --concurrency 64 --rate 0. Prints jobs/s, the ideal (concurrency / latency), their
+# ratio, CPU seconds per 1,000 jobs and peak RSS of the worker process.
+#
+#   scripts/bench.sh [ROWS]      (default 100000; the memory run uses 1000000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rows="${1:-100000}"
+concurrency=64
+latency_ms=20
+
+cargo build --release --locked --bins >&2
+bin="${CARGO_TARGET_DIR:-target}/release"
+work=$(mktemp -d)
+trap 'kill "$emu_pid" 2>/dev/null || true; wait "$emu_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+# The seeded pool has ~10% extra rows for missing users; ask for enough users to get $rows rows.
+seed=$(( rows * 10 / 11 + 1 ))
+"$bin/cognito-emulator" --listen 127.0.0.1:0 --seed "$seed" --csv-out "$work/all.csv" \
+  --client-id bench-client --latency "${latency_ms}ms" > "$work/emulator.out" 2> "$work/emulator.err" &
+emu_pid=$!
+for _ in $(seq 600); do
+  grep -q '^listening on ' "$work/emulator.out" 2>/dev/null && break
+  sleep 0.1
+done
+endpoint=$(sed -n 's/^listening on //p' "$work/emulator.out")
+[ -n "$endpoint" ] || { echo "the emulator did not start:" >&2; cat "$work/emulator.err" >&2; exit 1; }
+head -n $(( rows + 1 )) "$work/all.csv" > "$work/users.csv"
+actual=$(( $(wc -l < "$work/users.csv") - 1 ))
+
+/usr/bin/time -f '%e %U %S %M' -o "$work/time" \
+  "$bin/cognito-resend" backfill "$work/users.csv" --client-id bench-client --region us-east-1 \
+  --cognito-endpoint "$endpoint" --concurrency "$concurrency" --rate 0 --metrics-addr none \
+  --report "$work/report.jsonl" -q || { echo "backfill failed (exit $?)" >&2; exit 1; }
+
+read -r wall user sys rss_kb < "$work/time"
+awk -v rows="$actual" -v wall="$wall" -v user="$user" -v sys="$sys" -v rss="$rss_kb" \
+    -v c="$concurrency" -v lat="$latency_ms" 'BEGIN {
+  rate = rows / wall; ideal = c / (lat / 1000.0);
+  printf "rows                 %d\n", rows;
+  printf "wall                 %.2f s\n", wall;
+  printf "jobs/s               %.0f\n", rate;
+  printf "ideal (c/latency)    %.0f\n", ideal;
+  printf "ratio                %.3f\n", rate / ideal;
+  printf "CPU s per 1000 jobs  %.3f (user %.2f s + sys %.2f s)\n", (user + sys) / rows * 1000, user, sys;
+  printf "peak RSS             %.1f MiB\n", rss / 1024.0;
+}'
+echo "report lines         $(wc -l < "$work/report.jsonl")"

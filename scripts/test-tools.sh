@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond cargo, idempotently:
+#   - a project-local Python venv (.venv) with the pinned packages of tests/requirements.txt
+#     (boto3, the independent client that proves the emulator faithful);
+#   - promtool (Debian package `prometheus`), which checks the metrics exposition.
+# Prints the two environment variables the tests read.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "test-tools: $*" >&2; }
+
+# --- Python venv -------------------------------------------------------------------------------
+req=tests/requirements.txt
+stamp=.venv/.requirements.sha256
+want=$(sha256sum "$req" | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "creating .venv with $req"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r "$req"
+  echo "$want" > "$stamp"
+fi
+
+# --- promtool ----------------------------------------------------------------------------------
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" != 0 ]; then
+    log "promtool is missing and installing it needs root: apt-get install prometheus"
+    exit 1
+  fi
+  log "installing promtool (Debian package prometheus)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  # The package's service is not wanted here (and cannot start without an init system).
+  apt-get install -y -qq --no-install-recommends prometheus >&2 || {
+    log "apt-get install prometheus failed"; exit 1; }
+fi
+
+echo "export COGNITO_RESEND_TEST_PYTHON=$PWD/.venv/bin/python"
+echo "export COGNITO_RESEND_TEST_PROMTOOL=$(command -v promtool)"

@@ -1,0 +1,209 @@
+//! The command line, parsed raw (ripgrep's `LowArgs`): nothing here is validated beyond its type.
+//!
+//! Every setting is a flag that clap can also read from `COGNITO_RESEND_<SECTION>_<KEY>`, so
+//! `--help` documents both spellings. [`crate::config`] layers these over the TOML file and the
+//! built-in defaults and validates the result.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+/// Re-send Amazon Cognito sign-up confirmation codes to users who never confirmed, at scale and
+/// safely.
+///
+/// Settings come from built-in defaults, then the TOML file named by --config, then environment
+/// variables COGNITO_RESEND_<SECTION>_<KEY>, then flags (highest). Durations are written like
+/// 250ms, 30s, 10m, 24h. Exit codes: 0 all jobs done and none failed or invalid; 3 finished with
+/// some failed or invalid jobs (see --report); 2 usage or configuration error, nothing sent;
+/// 1 fatal error or stopped early because the configuration is wrong; 130/143 stopped by
+/// SIGINT/SIGTERM after draining in-flight calls (rerun resumes).
+#[derive(Debug, Parser)]
+#[command(name = "cognito-resend", version, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Every setting, shared by all commands.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+/// The commands of SPEC.md that exist so far.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One-shot: every row of the CSV (or stdin with `-`) gets an outcome, then the process exits.
+    ///
+    /// The CSV needs a header row with a `username` column (aliases `Username`,
+    /// `cognito:username`); optional columns: client_id, client_metadata.<key>,
+    /// analytics_endpoint_id, encoded_data, ip_address. Other columns are ignored.
+    Backfill {
+        /// The CSV file to read, or `-` for standard input.
+        input: PathBuf,
+    },
+    /// Validate the configuration, print the effective settings with secrets redacted, exit 0 or 2.
+    Check,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Every setting as a flag. `None` means "not given here": a lower layer decides.
+///
+/// Numbers and durations stay strings until [`crate::config`] validates them, so every bad value,
+/// whichever layer it came from, gets the same error naming its key.
+#[derive(Debug, Args, Default)]
+pub struct SettingsArgs {
+    /// TOML settings file (see config/example.toml for every key).
+    #[arg(long, global = true, env = "COGNITO_RESEND_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// App client id. A job (CSV column or message field `client_id`) may carry its own.
+    #[arg(long, global = true, env = "COGNITO_RESEND_COGNITO_CLIENT_ID", value_name = "ID")]
+    pub client_id: Option<String>,
+
+    /// File holding the app client secret (or set env COGNITO_RESEND_CLIENT_SECRET). When set,
+    /// each request carries SecretHash = Base64(HMAC-SHA256(secret, username + client_id)). The
+    /// secret itself is never accepted as a flag value and never logged.
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_COGNITO_CLIENT_SECRET_FILE",
+        value_name = "FILE"
+    )]
+    pub client_secret_file: Option<PathBuf>,
+
+    /// AWS region (default: the AWS config chain: AWS_REGION, profile, ...).
+    #[arg(long, global = true, env = "COGNITO_RESEND_AWS_REGION", value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// Cognito endpoint URL, for emulators and VPC endpoints (default: AWS's).
+    #[arg(long, global = true, env = "COGNITO_RESEND_COGNITO_ENDPOINT", value_name = "URL")]
+    pub cognito_endpoint: Option<String>,
+
+    /// User pool id (for discover and --precheck, which later issues add).
+    #[arg(long, global = true, env = "COGNITO_RESEND_COGNITO_USER_POOL_ID", value_name = "ID")]
+    pub user_pool_id: Option<String>,
+
+    /// Per-attempt timeout of a Cognito call [default: 10s].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_COGNITO_ATTEMPT_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub attempt_timeout: Option<String>,
+
+    /// Connect timeout of a Cognito call [default: 3s].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_COGNITO_CONNECT_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub connect_timeout: Option<String>,
+
+    /// Max Cognito calls in flight (the semaphore) [default: 16].
+    #[arg(long, global = true, env = "COGNITO_RESEND_RUN_CONCURRENCY", value_name = "N")]
+    pub concurrency: Option<String>,
+
+    /// Max Cognito calls per second across the process (token bucket); 0 = no limit. Cognito's
+    /// quota is per account and region and shared with live sign-ups: stay below it [default: 10].
+    #[arg(long, global = true, env = "COGNITO_RESEND_RUN_RATE", value_name = "PER_SECOND")]
+    pub rate: Option<String>,
+
+    /// Do everything but the send; every job gets outcome `dry_run`.
+    #[arg(long, global = true, env = "COGNITO_RESEND_RUN_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// Max attempts per job [default: 10].
+    #[arg(long, global = true, env = "COGNITO_RESEND_RETRY_MAX_ATTEMPTS", value_name = "N")]
+    pub max_attempts: Option<String>,
+
+    /// Max time from a job's first attempt to its last [default: 10m].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_RETRY_MAX_ELAPSED",
+        value_name = "DURATION"
+    )]
+    pub max_elapsed: Option<String>,
+
+    /// First retry delay [default: 250ms].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_RETRY_INITIAL_BACKOFF",
+        value_name = "DURATION"
+    )]
+    pub initial_backoff: Option<String>,
+
+    /// Longest retry delay [default: 30s].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_RETRY_MAX_BACKOFF",
+        value_name = "DURATION"
+    )]
+    pub max_backoff: Option<String>,
+
+    /// Growth factor of the retry delay [default: 2.0].
+    #[arg(long, global = true, env = "COGNITO_RESEND_RETRY_MULTIPLIER", value_name = "X")]
+    pub multiplier: Option<String>,
+
+    /// Randomization factor of the retry delay, 0 to 1 [default: 0.5].
+    #[arg(long, global = true, env = "COGNITO_RESEND_RETRY_JITTER", value_name = "X")]
+    pub jitter: Option<String>,
+
+    /// Write one JSON line per job outcome to this file.
+    #[arg(long, global = true, env = "COGNITO_RESEND_REPORT_PATH", value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Serve /metrics, /healthz and /readyz here; port 0 picks a free port and logs it; `none`
+    /// serves nothing [default: 127.0.0.1:9464].
+    #[arg(long, global = true, env = "COGNITO_RESEND_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+
+    /// After a one-shot command finishes, keep serving /metrics this long so a scraper sees the
+    /// final counts (SIGINT/SIGTERM ends it sooner) [default: 0s].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_METRICS_LINGER",
+        value_name = "DURATION"
+    )]
+    pub metrics_linger: Option<String>,
+
+    /// On SIGINT/SIGTERM, how long in-flight calls may take to finish [default: 30s].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_SQS_SHUTDOWN_GRACE",
+        value_name = "DURATION"
+    )]
+    pub shutdown_grace: Option<String>,
+
+    /// Log format [default: text].
+    #[arg(long, global = true, env = "COGNITO_RESEND_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Show usernames in logs (they are personal data; by default logs show a short stable hash).
+    #[arg(long, global = true, env = "COGNITO_RESEND_LOG_USERNAMES")]
+    pub log_usernames: bool,
+
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Less output: warnings and errors only, no progress and no summary.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}

@@ -1,0 +1,361 @@
+//! The retry *policy*: what a ResendConfirmationCode result means.
+//!
+//! Classification uses the SDK's typed error and its `code()`, never the HTTP status (Cognito
+//! answers most client errors with 400). Messages are read only where Cognito uses one error
+//! name for different situations: "already confirmed" and "auto verification off" among
+//! InvalidParameterException, and the per-user attempt limit versus the exhausted account email
+//! quota among LimitExceededException.
+
+use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_cognitoidentityprovider::operation::resend_confirmation_code::ResendConfirmationCodeError as E;
+use aws_smithy_runtime_api::http::Response;
+
+/// A definitive answer about the user: the job ends here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The code was sent (or, with PreventUserExistenceErrors, Cognito pretended so).
+    Sent(crate::outcome::Delivery),
+    /// InvalidParameterException "User is already confirmed."
+    AlreadyConfirmed,
+    /// UserNotFoundException.
+    NotFound,
+}
+
+/// A configuration problem: every further call would fail the same way, so the run stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misconfiguration {
+    /// NotAuthorizedException: missing or wrong SecretHash (or the client forbids this flow).
+    NotAuthorized,
+    /// ResourceNotFoundException: the app client (or pool) does not exist in this region.
+    UnknownClient,
+    /// InvalidParameterException "Cannot resend codes. Auto verification not turned on."
+    AutoVerifyOff,
+    /// Invalid*RoleAccessPolicy / InvalidSmsRoleTrustRelationship: the pool's IAM roles.
+    RolePolicy,
+    /// ForbiddenException: AWS WAF blocked the request.
+    Forbidden,
+    /// OperationNotEnabledException.
+    OperationNotEnabled,
+    /// LimitExceededException "Exceeded daily email limit ...": the account's email quota is spent.
+    EmailQuota,
+}
+
+impl Misconfiguration {
+    /// The `reason` of the `failed` outcome of the job that met it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::NotAuthorized => "not_authorized",
+            Self::UnknownClient => "unknown_client",
+            Self::AutoVerifyOff => "auto_verify_off",
+            Self::RolePolicy => "role_policy",
+            Self::Forbidden => "forbidden",
+            Self::OperationNotEnabled => "operation_not_enabled",
+            Self::EmailQuota => "email_quota",
+        }
+    }
+
+    /// What the operator should do, for the message that ends the run.
+    pub fn fix(self) -> &'static str {
+        match self {
+            Self::NotAuthorized => {
+                "the SecretHash was missing or wrong: if the app client has a secret, give it with \
+                 --client-secret-file or COGNITO_RESEND_CLIENT_SECRET, and check it belongs to this \
+                 client id"
+            }
+            Self::UnknownClient => {
+                "no such app client: check --client-id (or the jobs' client_id) and --region"
+            }
+            Self::AutoVerifyOff => {
+                "the user pool does not verify email or phone automatically; turn on attribute \
+                 verification (AutoVerifiedAttributes) for the pool"
+            }
+            Self::RolePolicy => {
+                "the user pool's SMS or email role is misconfigured; fix its IAM role, trust \
+                 relationship or policy"
+            }
+            Self::Forbidden => "AWS WAF blocked the requests; check the web ACL of the user pool",
+            Self::OperationNotEnabled => "the operation is not enabled for this user pool",
+            Self::EmailQuota => {
+                "the account's daily email quota is spent; configure the user pool to send email \
+                 through Amazon SES (EmailSendingAccount DEVELOPER), or wait for the quota to reset"
+            }
+        }
+    }
+
+    /// How many in a row stop the run. The email quota message is unambiguous, so one suffices;
+    /// the others could in principle be one bad job (a row with a foreign client id), so a few.
+    pub fn stop_after(self) -> u32 {
+        match self {
+            Self::EmailQuota => 1,
+            _ => 3,
+        }
+    }
+}
+
+/// Why a call did not produce an [`Answer`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// TooManyRequestsException: retry later, and slow down.
+    #[error("{0}")]
+    Throttled(String),
+    /// A transient failure: retry.
+    #[error("{0}")]
+    Transient(String),
+    /// UnexpectedLambdaException: retried, but only a few times.
+    #[error("{0}")]
+    LambdaUnavailable(String),
+    /// LimitExceededException "Attempt limit exceeded": this user's resend limit; do not retry.
+    #[error("{0}")]
+    AttemptLimit(String),
+    /// An error retrying cannot fix; the job fails with this reason.
+    #[error("{detail}")]
+    Permanent {
+        /// Short machine-readable reason.
+        reason: &'static str,
+        /// Code and message.
+        detail: String,
+    },
+    /// The configuration is wrong: the run stops.
+    #[error("{detail}")]
+    Misconfigured {
+        /// Which problem.
+        kind: Misconfiguration,
+        /// Code and message.
+        detail: String,
+    },
+}
+
+const ALREADY_CONFIRMED: &str = "already confirmed";
+const AUTO_VERIFY_OFF: &str = "auto verification not turned on";
+const EMAIL_QUOTA: &str = "daily email limit";
+
+fn detail(e: &impl ProvideErrorMetadata) -> String {
+    format!(
+        "{}: {}",
+        e.code().unwrap_or("UnknownError"),
+        e.message().unwrap_or("(no message)")
+    )
+}
+
+fn message_has(e: &impl ProvideErrorMetadata, needle: &str) -> bool {
+    e.message()
+        .is_some_and(|m| m.to_ascii_lowercase().contains(needle))
+}
+
+/// Classifies a service error (an error response Cognito sent).
+pub fn classify_service(err: &E, status: u16) -> Result<Answer, CallError> {
+    let d = detail(err);
+    let misconfigured = |kind| Err(CallError::Misconfigured { kind, detail: d.clone() });
+    let permanent = |reason| Err(CallError::Permanent { reason, detail: d.clone() });
+    match err {
+        E::UserNotFoundException(_) => Ok(Answer::NotFound),
+        E::InvalidParameterException(e) if message_has(e, ALREADY_CONFIRMED) => {
+            Ok(Answer::AlreadyConfirmed)
+        }
+        E::InvalidParameterException(e) if message_has(e, AUTO_VERIFY_OFF) => {
+            misconfigured(Misconfiguration::AutoVerifyOff)
+        }
+        E::InvalidParameterException(_) => permanent("invalid_parameter"),
+        E::TooManyRequestsException(_) => Err(CallError::Throttled(d)),
+        E::InternalErrorException(_) => Err(CallError::Transient(d)),
+        E::UnexpectedLambdaException(_) => Err(CallError::LambdaUnavailable(d)),
+        E::LimitExceededException(e) if message_has(e, EMAIL_QUOTA) => {
+            misconfigured(Misconfiguration::EmailQuota)
+        }
+        // "Attempt limit exceeded, please try after some time." — and any other wording: a
+        // limit is never a hot retry.
+        E::LimitExceededException(_) => Err(CallError::AttemptLimit(d)),
+        E::NotAuthorizedException(_) => misconfigured(Misconfiguration::NotAuthorized),
+        E::ResourceNotFoundException(_) => misconfigured(Misconfiguration::UnknownClient),
+        E::ForbiddenException(_) => misconfigured(Misconfiguration::Forbidden),
+        E::OperationNotEnabledException(_) => misconfigured(Misconfiguration::OperationNotEnabled),
+        E::InvalidEmailRoleAccessPolicyException(_)
+        | E::InvalidSmsRoleAccessPolicyException(_)
+        | E::InvalidSmsRoleTrustRelationshipException(_) => {
+            misconfigured(Misconfiguration::RolePolicy)
+        }
+        E::CodeDeliveryFailureException(_) => permanent("code_delivery_failure"),
+        E::InvalidLambdaResponseException(_) | E::UserLambdaValidationException(_) => {
+            permanent("lambda_error")
+        }
+        // An error this SDK version does not model. Its name is all we have; a 5xx is the
+        // service's own trouble and worth a retry, anything else is not.
+        _ if status >= 500 => Err(CallError::Transient(d)),
+        _ => permanent("unexpected_error"),
+    }
+}
+
+/// Classifies anything the SDK returned as an error.
+pub fn classify(err: SdkError<E, Response>) -> Result<Answer, CallError> {
+    let what = match &err {
+        SdkError::ServiceError(se) => {
+            return classify_service(se.err(), se.raw().status().as_u16());
+        }
+        SdkError::TimeoutError(_) => "attempt timed out",
+        SdkError::DispatchFailure(f) if f.is_timeout() => "connect timeout",
+        SdkError::DispatchFailure(f) if f.is_io() => "connection failed or dropped",
+        SdkError::DispatchFailure(_) => "request could not be sent",
+        // An answer we could not read (a truncated or garbled response): the connection's
+        // trouble, not the user's.
+        SdkError::ResponseError(_) => "unreadable response",
+        SdkError::ConstructionFailure(_) => {
+            return Err(CallError::Permanent {
+                reason: "invalid_request",
+                detail: format!("request could not be built: {}", chain(&err)),
+            });
+        }
+        _ => "unexpected SDK error",
+    };
+    Err(CallError::Transient(format!("{what}: {}", chain(&err))))
+}
+
+/// The error and its sources, joined: the SDK's outer errors say little on their own.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_cognitoidentityprovider::types::error as te;
+
+    fn svc(err: E, status: u16) -> Result<Answer, CallError> {
+        let raw = Response::new(
+            status.try_into().expect("valid status"),
+            aws_smithy_types::body::SdkBody::empty(),
+        );
+        classify(SdkError::service_error(err, raw))
+    }
+
+    macro_rules! err {
+        ($variant:ident, $msg:expr) => {
+            E::$variant(te::$variant::builder().message($msg).build())
+        };
+    }
+
+    fn misconf(r: Result<Answer, CallError>) -> Misconfiguration {
+        match r {
+            Err(CallError::Misconfigured { kind, .. }) => kind,
+            other => panic!("expected a misconfiguration, got {other:?}"),
+        }
+    }
+
+    fn permanent(r: Result<Answer, CallError>) -> &'static str {
+        match r {
+            Err(CallError::Permanent { reason, .. }) => reason,
+            other => panic!("expected permanent, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_error_of_the_operation_model_is_classified() {
+        use Misconfiguration as M;
+        assert_eq!(
+            svc(err!(UserNotFoundException, "Username/client id combination not found."), 400),
+            Ok(Answer::NotFound)
+        );
+        assert_eq!(
+            svc(err!(InvalidParameterException, "User is already confirmed."), 400),
+            Ok(Answer::AlreadyConfirmed)
+        );
+        assert_eq!(
+            misconf(svc(
+                err!(InvalidParameterException, "Cannot resend codes. Auto verification not turned on."),
+                400
+            )),
+            M::AutoVerifyOff
+        );
+        assert_eq!(
+            permanent(svc(
+                err!(InvalidParameterException, "1 validation error detected: Value at 'username' failed"),
+                400
+            )),
+            "invalid_parameter"
+        );
+        assert!(matches!(
+            svc(err!(TooManyRequestsException, "Rate exceeded"), 400),
+            Err(CallError::Throttled(m)) if m == "TooManyRequestsException: Rate exceeded"
+        ));
+        assert!(matches!(
+            svc(err!(InternalErrorException, "Internal server error."), 500),
+            Err(CallError::Transient(_))
+        ));
+        assert!(matches!(
+            svc(err!(UnexpectedLambdaException, "boom"), 400),
+            Err(CallError::LambdaUnavailable(_))
+        ));
+        assert!(matches!(
+            svc(err!(LimitExceededException, "Attempt limit exceeded, please try after some time."), 400),
+            Err(CallError::AttemptLimit(_))
+        ));
+        assert_eq!(
+            misconf(svc(
+                err!(
+                    LimitExceededException,
+                    "Exceeded daily email limit for the operation or the account. If a higher limit is required, please configure your user pool to use your own Amazon SES configuration for sending email."
+                ),
+                400
+            )),
+            M::EmailQuota
+        );
+        assert_eq!(
+            misconf(svc(err!(NotAuthorizedException, "Unable to verify secret hash for client abc"), 400)),
+            M::NotAuthorized
+        );
+        assert_eq!(
+            misconf(svc(err!(ResourceNotFoundException, "User pool client abc does not exist."), 400)),
+            M::UnknownClient
+        );
+        assert_eq!(misconf(svc(err!(ForbiddenException, "waf"), 403)), M::Forbidden);
+        assert_eq!(
+            misconf(svc(err!(OperationNotEnabledException, "no"), 400)),
+            M::OperationNotEnabled
+        );
+        for e in [
+            err!(InvalidEmailRoleAccessPolicyException, "x"),
+            err!(InvalidSmsRoleAccessPolicyException, "x"),
+            err!(InvalidSmsRoleTrustRelationshipException, "x"),
+        ] {
+            assert_eq!(misconf(svc(e, 400)), M::RolePolicy);
+        }
+        assert_eq!(
+            permanent(svc(err!(CodeDeliveryFailureException, "x"), 400)),
+            "code_delivery_failure"
+        );
+        assert_eq!(permanent(svc(err!(InvalidLambdaResponseException, "x"), 400)), "lambda_error");
+        assert_eq!(permanent(svc(err!(UserLambdaValidationException, "x"), 400)), "lambda_error");
+    }
+
+    #[test]
+    fn unmodelled_errors_go_by_class_not_status_for_modelled_ones() {
+        let unknown = || {
+            E::generic(
+                aws_smithy_types::error::ErrorMetadata::builder()
+                    .code("SomethingNewException")
+                    .message("new")
+                    .build(),
+            )
+        };
+        assert!(matches!(svc(unknown(), 503), Err(CallError::Transient(_))));
+        assert_eq!(permanent(svc(unknown(), 400)), "unexpected_error");
+        // A modelled client error keeps its class whatever the status says.
+        assert_eq!(svc(err!(UserNotFoundException, "x"), 500), Ok(Answer::NotFound));
+    }
+
+    #[test]
+    fn timeouts_and_dropped_connections_are_transient() {
+        let t: SdkError<E, Response> = SdkError::timeout_error("slow");
+        assert!(matches!(classify(t), Err(CallError::Transient(_))));
+        let d: SdkError<E, Response> = SdkError::dispatch_failure(
+            aws_smithy_runtime_api::client::result::ConnectorError::io("reset".into()),
+        );
+        assert!(matches!(classify(d), Err(CallError::Transient(m)) if m.contains("dropped")));
+    }
+}

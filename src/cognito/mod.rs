@@ -1,0 +1,107 @@
+//! The one place that talks to Cognito.
+//!
+//! The SDK client is built with its own retries off (our engine is the one retry layer: the
+//! SDK's standard retry treats LimitExceededException as throttling and would burn the user's
+//! few resend attempts) but with a connect timeout and a per-attempt timeout, so a hung call
+//! cannot hold a concurrency permit. ResendConfirmationCode is not authorised by IAM, so the
+//! client carries no credentials: nothing is looked up, nothing is signed.
+
+pub mod classify;
+pub mod secret_hash;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_cognitoidentityprovider::Client;
+use aws_sdk_cognitoidentityprovider::types::{AnalyticsMetadataType, UserContextDataType};
+
+pub use classify::{Answer, CallError, Misconfiguration};
+
+use crate::config::{ClientSecret, CognitoSettings};
+use crate::outcome::Delivery;
+use crate::source::ResendRequest;
+
+/// A ResendConfirmationCode caller.
+#[derive(Clone)]
+pub struct Cognito {
+    client: Client,
+    /// Applied to every job: SecretHash is computed per username and client id.
+    secret: Option<ClientSecret>,
+}
+
+impl Cognito {
+    /// Builds the SDK client from the settings.
+    pub async fn connect(settings: &CognitoSettings) -> Self {
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(settings.connect_timeout)
+            .operation_attempt_timeout(settings.attempt_timeout)
+            .operation_timeout(settings.attempt_timeout)
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(timeouts)
+            .no_credentials();
+        if let Some(region) = &settings.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &settings.endpoint {
+            loader = loader.endpoint_url(endpoint.as_str().trim_end_matches('/'));
+        }
+        let sdk = loader.load().await;
+        Self {
+            client: Client::new(&sdk),
+            secret: settings.secret.as_ref().map(|(s, _)| s.clone()),
+        }
+    }
+
+    /// Whether the SDK found a region (from settings or the AWS config chain).
+    pub fn region(&self) -> Option<String> {
+        self.client.config().region().map(|r| r.to_string())
+    }
+
+    /// One ResendConfirmationCode call, classified.
+    pub async fn resend(&self, req: &ResendRequest, client_id: &str) -> Result<Answer, CallError> {
+        let mut call = self
+            .client
+            .resend_confirmation_code()
+            .client_id(client_id)
+            .username(&req.username)
+            .set_client_metadata(
+                (!req.client_metadata.is_empty())
+                    .then(|| req.client_metadata.clone().into_iter().collect()),
+            );
+        if let Some(secret) = &self.secret {
+            call = call.secret_hash(secret_hash::secret_hash(
+                secret.expose(),
+                &req.username,
+                client_id,
+            ));
+        }
+        if let Some(endpoint) = &req.analytics_endpoint_id {
+            call = call.analytics_metadata(
+                AnalyticsMetadataType::builder()
+                    .analytics_endpoint_id(endpoint)
+                    .build(),
+            );
+        }
+        if req.encoded_data.is_some() || req.ip_address.is_some() {
+            call = call.user_context_data(
+                UserContextDataType::builder()
+                    .set_encoded_data(req.encoded_data.clone())
+                    .set_ip_address(req.ip_address.clone())
+                    .build(),
+            );
+        }
+        match call.send().await {
+            Ok(out) => {
+                let d = out.code_delivery_details();
+                Ok(Answer::Sent(Delivery {
+                    medium: d.and_then(|d| d.delivery_medium()).map(|m| m.as_str().to_owned()),
+                    destination: d.and_then(|d| d.destination()).map(str::to_owned),
+                    attribute: d.and_then(|d| d.attribute_name()).map(str::to_owned),
+                }))
+            }
+            Err(e) => classify::classify(e),
+        }
+    }
+}

@@ -1,0 +1,819 @@
+//! Settings in two stages: a raw serde form layered from defaults, the TOML file and the command
+//! line (flags and their `COGNITO_RESEND_*` environment variables, read by clap), then validated
+//! into typed [`Settings`] that build the working objects.
+//!
+//! This is the only module that reads the environment (the client secret,
+//! `COGNITO_RESEND_CLIENT_SECRET`, which is never a flag). Every validation error names the key
+//! and, through figment, the layer it came from, so an operator can find the bad value.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{LogFormat, SettingsArgs};
+
+/// The environment variable that may hold the client secret itself.
+pub const CLIENT_SECRET_ENV: &str = "COGNITO_RESEND_CLIENT_SECRET";
+
+/// A configuration problem: the run does not start and the process exits 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    pub(crate) fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stage 1: the raw, layered form. Field names are the TOML keys of config/example.toml.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Raw {
+    cognito: RawCognito,
+    aws: RawAws,
+    run: RawRun,
+    retry: RawRetry,
+    report: RawReport,
+    metrics: RawMetrics,
+    sqs: RawSqs,
+    log: RawLog,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCognito {
+    client_id: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    endpoint: Option<String>,
+    user_pool_id: Option<String>,
+    attempt_timeout: String,
+    connect_timeout: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAws {
+    region: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRun {
+    concurrency: NumOrString,
+    rate: NumOrString,
+    dry_run: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRetry {
+    max_attempts: NumOrString,
+    max_elapsed: String,
+    initial_backoff: String,
+    max_backoff: String,
+    multiplier: NumOrString,
+    jitter: NumOrString,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawReport {
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMetrics {
+    listen: String,
+    linger: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSqs {
+    shutdown_grace: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: LogFormat,
+    usernames: bool,
+}
+
+/// A number as TOML writes it, or a string as flags and environment variables do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum NumOrString {
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl fmt::Display for NumOrString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Int(n) => write!(f, "{n}"),
+            Self::Float(x) => write!(f, "{x}"),
+            Self::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+impl Default for Raw {
+    fn default() -> Self {
+        Self {
+            cognito: RawCognito::default(),
+            aws: RawAws::default(),
+            run: RawRun::default(),
+            retry: RawRetry::default(),
+            report: RawReport::default(),
+            metrics: RawMetrics::default(),
+            sqs: RawSqs::default(),
+            log: RawLog::default(),
+        }
+    }
+}
+
+impl Default for RawCognito {
+    fn default() -> Self {
+        Self {
+            client_id: None,
+            client_secret_file: None,
+            endpoint: None,
+            user_pool_id: None,
+            attempt_timeout: "10s".into(),
+            connect_timeout: "3s".into(),
+        }
+    }
+}
+
+impl Default for RawRun {
+    fn default() -> Self {
+        Self {
+            concurrency: NumOrString::Int(16),
+            rate: NumOrString::Int(10),
+            dry_run: false,
+        }
+    }
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        Self {
+            max_attempts: NumOrString::Int(10),
+            max_elapsed: "10m".into(),
+            initial_backoff: "250ms".into(),
+            max_backoff: "30s".into(),
+            multiplier: NumOrString::Float(2.0),
+            jitter: NumOrString::Float(0.5),
+        }
+    }
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+            linger: "0s".into(),
+        }
+    }
+}
+
+impl Default for RawSqs {
+    fn default() -> Self {
+        Self {
+            shutdown_grace: "30s".into(),
+        }
+    }
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            usernames: false,
+        }
+    }
+}
+
+/// The command-line layer: only what was given, nested like the TOML file.
+#[derive(Debug, Default, Serialize)]
+struct Overrides {
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    cognito: Map,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    aws: Map,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    run: Map,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    retry: Map,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    report: Map,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    metrics: Map,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    sqs: Map,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    log: Map,
+}
+
+type Map = serde_json::Map<String, serde_json::Value>;
+
+fn put(map: &mut Map, key: &str, value: Option<impl Serialize>) {
+    if let Some(v) = value {
+        // A String, PathBuf, bool or enum always serializes; nothing to fail here.
+        if let Ok(v) = serde_json::to_value(v) {
+            map.insert(key.to_owned(), v);
+        }
+    }
+}
+
+impl Overrides {
+    fn from_args(a: &SettingsArgs) -> Self {
+        let mut o = Self::default();
+        put(&mut o.cognito, "client_id", a.client_id.as_ref());
+        put(
+            &mut o.cognito,
+            "client_secret_file",
+            a.client_secret_file.as_ref(),
+        );
+        put(&mut o.cognito, "endpoint", a.cognito_endpoint.as_ref());
+        put(&mut o.cognito, "user_pool_id", a.user_pool_id.as_ref());
+        put(&mut o.cognito, "attempt_timeout", a.attempt_timeout.as_ref());
+        put(&mut o.cognito, "connect_timeout", a.connect_timeout.as_ref());
+        put(&mut o.aws, "region", a.region.as_ref());
+        put(&mut o.run, "concurrency", a.concurrency.as_ref());
+        put(&mut o.run, "rate", a.rate.as_ref());
+        // A boolean flag that is absent says nothing: it must not undo `true` from the file.
+        put(&mut o.run, "dry_run", a.dry_run.then_some(true));
+        put(&mut o.retry, "max_attempts", a.max_attempts.as_ref());
+        put(&mut o.retry, "max_elapsed", a.max_elapsed.as_ref());
+        put(&mut o.retry, "initial_backoff", a.initial_backoff.as_ref());
+        put(&mut o.retry, "max_backoff", a.max_backoff.as_ref());
+        put(&mut o.retry, "multiplier", a.multiplier.as_ref());
+        put(&mut o.retry, "jitter", a.jitter.as_ref());
+        put(&mut o.report, "path", a.report.as_ref());
+        put(&mut o.metrics, "listen", a.metrics_addr.as_ref());
+        put(&mut o.metrics, "linger", a.metrics_linger.as_ref());
+        put(&mut o.sqs, "shutdown_grace", a.shutdown_grace.as_ref());
+        put(&mut o.log, "format", a.log_format);
+        put(&mut o.log, "usernames", a.log_usernames.then_some(true));
+        o
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stage 2: validated, typed settings.
+// ---------------------------------------------------------------------------------------------
+
+/// The app client secret. Its `Debug` and `Display` never show the value.
+#[derive(Clone)]
+pub struct ClientSecret(SecretString);
+
+impl ClientSecret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(SecretString::from(value.into()))
+    }
+
+    /// The secret, for computing a SecretHash. Never log what this returns.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientSecret(<redacted>)")
+    }
+}
+
+/// Where the client secret came from, for `check` (never the value).
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    /// The file named by `--client-secret-file` / `cognito.client_secret_file`.
+    File(PathBuf),
+    /// The `COGNITO_RESEND_CLIENT_SECRET` environment variable.
+    Env,
+}
+
+/// Everything about talking to Cognito.
+#[derive(Debug, Clone)]
+pub struct CognitoSettings {
+    /// Default app client id; a job may carry its own.
+    pub client_id: Option<String>,
+    /// The app client secret and where it came from.
+    pub secret: Option<(ClientSecret, SecretSource)>,
+    /// Endpoint override (emulator, VPC endpoint).
+    pub endpoint: Option<url::Url>,
+    /// For discovery and precheck (later issues).
+    pub user_pool_id: Option<String>,
+    /// Region; `None` leaves it to the AWS config chain.
+    pub region: Option<String>,
+    /// Bounds one HTTP attempt, so a hung call cannot hold a permit forever.
+    pub attempt_timeout: Duration,
+    /// Bounds connection setup.
+    pub connect_timeout: Duration,
+}
+
+/// How the engine runs jobs.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Max Cognito calls in flight.
+    pub concurrency: NonZeroUsize,
+    /// Calls per second ceiling; `None` = no limit (`--rate 0`).
+    pub rate: Option<f64>,
+    /// Everything but the send.
+    pub dry_run: bool,
+    /// On a signal, how long in-flight calls may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+/// The retry budget and backoff schedule of one job.
+#[derive(Debug, Clone)]
+pub struct RetrySettings {
+    /// Attempts per job, including the first.
+    pub max_attempts: NonZeroU32,
+    /// Time from the first attempt after which no retry starts.
+    pub max_elapsed: Duration,
+    /// First delay.
+    pub initial_backoff: Duration,
+    /// Longest delay.
+    pub max_backoff: Duration,
+    /// Growth factor, at least 1.
+    pub multiplier: f64,
+    /// Randomization factor in [0, 1].
+    pub jitter: f64,
+}
+
+/// Where metrics are served.
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    /// `None` = serve nothing.
+    pub listen: Option<SocketAddr>,
+    /// How long a finished one-shot run keeps serving its final metrics.
+    pub linger: Duration,
+}
+
+/// How logs look.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Text or JSON.
+    pub format: LogFormat,
+    /// Show usernames instead of their hash.
+    pub usernames: bool,
+    /// -v count minus -q: 0 info, 1 debug, 2 trace, -1 warnings only.
+    pub verbosity: i8,
+}
+
+/// The validated settings every command starts from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The TOML file, if any.
+    pub config_file: Option<PathBuf>,
+    /// Cognito connection.
+    pub cognito: CognitoSettings,
+    /// Engine.
+    pub run: RunSettings,
+    /// Retries.
+    pub retry: RetrySettings,
+    /// JSON Lines report file.
+    pub report: Option<PathBuf>,
+    /// Metrics endpoint.
+    pub metrics: MetricsSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+impl Settings {
+    /// Layers defaults, the TOML file and the command line, then validates.
+    pub fn load(args: &SettingsArgs) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Raw::default()));
+        if let Some(path) = &args.config {
+            if !path.is_file() {
+                return Err(ConfigError::new(format!(
+                    "--config: settings file {} does not exist or is not a file",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Serialized::defaults(Overrides::from_args(args)));
+        let raw: Raw = figment
+            .extract()
+            .map_err(|e| ConfigError::new(format!("invalid settings: {e}")))?;
+        let env_secret = std::env::var(CLIENT_SECRET_ENV)
+            .ok()
+            .filter(|v| !v.is_empty());
+        Self::validate(raw, args, env_secret)
+    }
+
+    fn validate(
+        raw: Raw,
+        args: &SettingsArgs,
+        env_secret: Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let secret = match (&raw.cognito.client_secret_file, env_secret) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(format!(
+                    "both --client-secret-file (cognito.client_secret_file) and {CLIENT_SECRET_ENV} \
+                     are set: give the client secret one way only"
+                )));
+            }
+            (Some(path), None) => Some((read_secret_file(path)?, SecretSource::File(path.clone()))),
+            (None, Some(value)) => Some((ClientSecret::new(value.trim()), SecretSource::Env)),
+            (None, None) => None,
+        };
+        let endpoint = match non_empty(raw.cognito.endpoint) {
+            None => None,
+            Some(s) => {
+                let url = url::Url::parse(&s).map_err(|e| {
+                    ConfigError::new(format!(
+                        "cognito.endpoint (--cognito-endpoint): {s:?} is not a URL: {e}"
+                    ))
+                })?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(ConfigError::new(format!(
+                        "cognito.endpoint (--cognito-endpoint): {s:?} must be an http or https URL"
+                    )));
+                }
+                Some(url)
+            }
+        };
+        let cognito = CognitoSettings {
+            client_id: non_empty(raw.cognito.client_id),
+            secret,
+            endpoint,
+            user_pool_id: non_empty(raw.cognito.user_pool_id),
+            region: non_empty(raw.aws.region),
+            attempt_timeout: positive_duration(
+                "cognito.attempt_timeout (--attempt-timeout)",
+                &raw.cognito.attempt_timeout,
+            )?,
+            connect_timeout: positive_duration(
+                "cognito.connect_timeout (--connect-timeout)",
+                &raw.cognito.connect_timeout,
+            )?,
+        };
+
+        let concurrency: usize = parse_num("run.concurrency (--concurrency)", &raw.run.concurrency)?;
+        let concurrency = NonZeroUsize::new(concurrency).ok_or_else(|| {
+            ConfigError::new("run.concurrency (--concurrency): must be at least 1")
+        })?;
+        let rate: f64 = parse_num("run.rate (--rate)", &raw.run.rate)?;
+        if !rate.is_finite() || rate < 0.0 {
+            return Err(ConfigError::new(format!(
+                "run.rate (--rate): {rate} must be 0 (no limit) or a positive number of calls per second"
+            )));
+        }
+        let run = RunSettings {
+            concurrency,
+            rate: (rate > 0.0).then_some(rate),
+            dry_run: raw.run.dry_run,
+            shutdown_grace: duration("sqs.shutdown_grace (--shutdown-grace)", &raw.sqs.shutdown_grace)?,
+        };
+
+        let max_attempts: u32 =
+            parse_num("retry.max_attempts (--max-attempts)", &raw.retry.max_attempts)?;
+        let max_attempts = NonZeroU32::new(max_attempts).ok_or_else(|| {
+            ConfigError::new("retry.max_attempts (--max-attempts): must be at least 1")
+        })?;
+        let multiplier: f64 = parse_num("retry.multiplier (--multiplier)", &raw.retry.multiplier)?;
+        if !multiplier.is_finite() || multiplier < 1.0 {
+            return Err(ConfigError::new(format!(
+                "retry.multiplier (--multiplier): {multiplier} must be at least 1.0"
+            )));
+        }
+        let jitter: f64 = parse_num("retry.jitter (--jitter)", &raw.retry.jitter)?;
+        if !(0.0..=1.0).contains(&jitter) {
+            return Err(ConfigError::new(format!(
+                "retry.jitter (--jitter): {jitter} must be between 0 and 1"
+            )));
+        }
+        let initial_backoff = positive_duration(
+            "retry.initial_backoff (--initial-backoff)",
+            &raw.retry.initial_backoff,
+        )?;
+        let max_backoff =
+            positive_duration("retry.max_backoff (--max-backoff)", &raw.retry.max_backoff)?;
+        if max_backoff < initial_backoff {
+            return Err(ConfigError::new(format!(
+                "retry.max_backoff (--max-backoff): {} is shorter than retry.initial_backoff ({})",
+                raw.retry.max_backoff, raw.retry.initial_backoff
+            )));
+        }
+        let retry = RetrySettings {
+            max_attempts,
+            max_elapsed: duration("retry.max_elapsed (--max-elapsed)", &raw.retry.max_elapsed)?,
+            initial_backoff,
+            max_backoff,
+            multiplier,
+            jitter,
+        };
+
+        let listen = raw.metrics.listen.trim();
+        let metrics = MetricsSettings {
+            listen: if listen.eq_ignore_ascii_case("none") || listen.is_empty() {
+                None
+            } else {
+                Some(listen.parse().map_err(|_| {
+                    ConfigError::new(format!(
+                        "metrics.listen (--metrics-addr): {listen:?} is not an address like \
+                         127.0.0.1:9464 (or `none`)"
+                    ))
+                })?)
+            },
+            linger: duration("metrics.linger (--metrics-linger)", &raw.metrics.linger)?,
+        };
+
+        Ok(Self {
+            config_file: args.config.clone(),
+            cognito,
+            run,
+            retry,
+            report: raw.report.path.filter(|p| !p.as_os_str().is_empty()),
+            metrics,
+            log: LogSettings {
+                format: raw.log.format,
+                usernames: raw.log.usernames,
+                verbosity: if args.quiet {
+                    -1
+                } else {
+                    args.verbose.min(2) as i8
+                },
+            },
+        })
+    }
+
+    /// The effective settings as TOML, secrets redacted: what `check` prints.
+    pub fn render_redacted(&self) -> String {
+        let opt = |v: &Option<String>| match v {
+            Some(s) => format!("{s:?}"),
+            None => "# not set".to_owned(),
+        };
+        let secret = match &self.cognito.secret {
+            None => "# not set (no SecretHash is sent)".to_owned(),
+            Some((_, SecretSource::File(p))) => {
+                format!("\"<redacted>\"  # read from {}", p.display())
+            }
+            Some((_, SecretSource::Env)) => {
+                format!("\"<redacted>\"  # from {CLIENT_SECRET_ENV}")
+            }
+        };
+        let rate = match self.run.rate {
+            Some(r) => format!("{r}"),
+            None => "0  # no limit".to_owned(),
+        };
+        let listen = match self.metrics.listen {
+            Some(a) => format!("\"{a}\""),
+            None => "\"none\"".to_owned(),
+        };
+        let report = match &self.report {
+            Some(p) => format!("{:?}", p.display().to_string()),
+            None => "# not set".to_owned(),
+        };
+        let d = |d: Duration| format!("\"{}\"", humantime::format_duration(d));
+        format!(
+            "# effective settings{file}\n\
+             [cognito]\n\
+             client_id = {client_id}\n\
+             client_secret = {secret}\n\
+             endpoint = {endpoint}\n\
+             user_pool_id = {pool}\n\
+             attempt_timeout = {at}\n\
+             connect_timeout = {ct}\n\n\
+             [aws]\n\
+             region = {region}\n\n\
+             [run]\n\
+             concurrency = {conc}\n\
+             rate = {rate}\n\
+             dry_run = {dry}\n\n\
+             [retry]\n\
+             max_attempts = {ma}\n\
+             max_elapsed = {me}\n\
+             initial_backoff = {ib}\n\
+             max_backoff = {mb}\n\
+             multiplier = {mult}\n\
+             jitter = {jit}\n\n\
+             [report]\n\
+             path = {report}\n\n\
+             [metrics]\n\
+             listen = {listen}\n\
+             linger = {linger}\n\n\
+             [sqs]\n\
+             shutdown_grace = {grace}\n\n\
+             [log]\n\
+             format = \"{fmt}\"\n\
+             usernames = {lu}\n",
+            file = match &self.config_file {
+                Some(p) => format!(" (file: {})", p.display()),
+                None => String::new(),
+            },
+            client_id = match &self.cognito.client_id {
+                Some(s) => format!("{s:?}"),
+                None => "# not set: every job must carry its own client_id".to_owned(),
+            },
+            endpoint = opt(&self.cognito.endpoint.as_ref().map(|u| u.to_string())),
+            pool = opt(&self.cognito.user_pool_id),
+            at = d(self.cognito.attempt_timeout),
+            ct = d(self.cognito.connect_timeout),
+            region = match &self.cognito.region {
+                Some(r) => format!("{r:?}"),
+                None => "# not set: the AWS config chain decides".to_owned(),
+            },
+            conc = self.run.concurrency,
+            dry = self.run.dry_run,
+            ma = self.retry.max_attempts,
+            me = d(self.retry.max_elapsed),
+            ib = d(self.retry.initial_backoff),
+            mb = d(self.retry.max_backoff),
+            mult = self.retry.multiplier,
+            jit = self.retry.jitter,
+            linger = d(self.metrics.linger),
+            grace = d(self.run.shutdown_grace),
+            fmt = match self.log.format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            },
+            lu = self.log.usernames,
+        )
+    }
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+fn read_secret_file(path: &Path) -> Result<ClientSecret, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(format!(
+            "cognito.client_secret_file (--client-secret-file): cannot read {}: {e}",
+            path.display()
+        ))
+    })?;
+    let value = text.trim();
+    if value.is_empty() {
+        return Err(ConfigError::new(format!(
+            "cognito.client_secret_file (--client-secret-file): {} is empty",
+            path.display()
+        )));
+    }
+    Ok(ClientSecret::new(value))
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, v: &NumOrString) -> Result<T, ConfigError> {
+    let text = v.to_string();
+    text.trim()
+        .parse()
+        .map_err(|_| ConfigError::new(format!("{key}: {text:?} is not a valid number")))
+}
+
+/// Parses "250ms", "30s", "10m", "24h" (and combinations like "1h 30m"); a bare `0` is zero.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("{t:?} is not a duration like 250ms, 30s, 10m or 24h ({e})"))
+}
+
+fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    parse_duration(text).map_err(|e| ConfigError::new(format!("{key}: {e}")))
+}
+
+fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    let d = duration(key, text)?;
+    if d.is_zero() {
+        return Err(ConfigError::new(format!("{key}: must be longer than 0")));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn load_with(argv: &[&str], env_secret: Option<&str>) -> Result<Settings, ConfigError> {
+        let cli = crate::cli::Cli::try_parse_from(argv).expect("argv parses");
+        let mut figment = Figment::from(Serialized::defaults(Raw::default()));
+        if let Some(p) = &cli.settings.config {
+            figment = figment.merge(Toml::file_exact(p));
+        }
+        figment = figment.merge(Serialized::defaults(Overrides::from_args(&cli.settings)));
+        let raw: Raw = figment
+            .extract()
+            .map_err(|e| ConfigError::new(format!("invalid settings: {e}")))?;
+        Settings::validate(raw, &cli.settings, env_secret.map(str::to_owned))
+    }
+
+    #[test]
+    fn durations_parse_like_the_spec_writes_them() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration(" 1h 30m ").unwrap(), Duration::from_secs(5_400));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("ten seconds").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let s = load_with(&["cognito-resend", "check"], None).unwrap();
+        assert_eq!(s.run.concurrency.get(), 16);
+        assert_eq!(s.run.rate, Some(10.0));
+        assert_eq!(s.retry.max_attempts.get(), 10);
+        assert_eq!(s.retry.max_elapsed, Duration::from_secs(600));
+        assert_eq!(s.retry.initial_backoff, Duration::from_millis(250));
+        assert_eq!(s.retry.max_backoff, Duration::from_secs(30));
+        assert_eq!(s.retry.multiplier, 2.0);
+        assert_eq!(s.retry.jitter, 0.5);
+        assert_eq!(s.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(s.run.shutdown_grace, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn file_is_overridden_by_flags_and_bad_values_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[run]\nconcurrency = 4\nrate = 0\ndry_run = true\n[cognito]\nclient_id = \"from-file\"\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let s = load_with(&["cognito-resend", "--config", f, "check"], None).unwrap();
+        assert_eq!(s.run.concurrency.get(), 4);
+        assert_eq!(s.run.rate, None, "rate 0 means no limit");
+        assert!(s.run.dry_run);
+        assert_eq!(s.cognito.client_id.as_deref(), Some("from-file"));
+
+        let s = load_with(
+            &["cognito-resend", "--config", f, "check", "--client-id", "flag", "--concurrency", "8"],
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.cognito.client_id.as_deref(), Some("flag"));
+        assert_eq!(s.run.concurrency.get(), 8);
+        assert!(s.run.dry_run, "an absent boolean flag keeps the file's true");
+
+        let err = load_with(&["cognito-resend", "--concurrency", "lots", "check"], None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("run.concurrency") && err.contains("--concurrency"), "{err}");
+        let err = load_with(&["cognito-resend", "--max-backoff", "soon", "check"], None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("retry.max_backoff"), "{err}");
+
+        std::fs::write(&file, "[run]\nconcurency = 4\n").unwrap();
+        let err = load_with(&["cognito-resend", "--config", f, "check"], None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("concurency"), "a typo in the file is named: {err}");
+    }
+
+    #[test]
+    fn secret_never_prints_and_comes_from_one_place_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "topsecretvalue\n").unwrap();
+        let f = file.to_str().unwrap();
+        let s = load_with(&["cognito-resend", "--client-secret-file", f, "check"], None).unwrap();
+        let (secret, _) = s.cognito.secret.as_ref().unwrap();
+        assert_eq!(secret.expose(), "topsecretvalue", "trailing newline trimmed");
+        assert!(!format!("{s:?}").contains("topsecretvalue"));
+        assert!(!s.render_redacted().contains("topsecretvalue"));
+
+        let err = load_with(
+            &["cognito-resend", "--client-secret-file", f, "check"],
+            Some("other"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("one way only"));
+
+        let err = load_with(
+            &["cognito-resend", "--client-secret-file", "/nonexistent/secret", "check"],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--client-secret-file") && err.contains("/nonexistent/secret"));
+    }
+}

@@ -1,0 +1,313 @@
+//! A faithful Amazon Cognito emulator for tests, the README demo and benchmarks.
+//!
+//! No public emulator implements `ResendConfirmationCode`, so the project ships one. It speaks
+//! Cognito's real wire protocol (awsJson1_1: `POST /` with `X-Amz-Target:
+//! AWSCognitoIdentityProviderService.<Operation>`; errors as HTTP 400, or 500 for
+//! `InternalErrorException`, with `x-amzn-ErrorType` and `{"__type", "message"}`), so the AWS
+//! SDK for Rust and boto3 parse its answers into their typed errors exactly as they would
+//! Cognito's. It implements `ResendConfirmationCode`, `AdminGetUser` and `ListUsers`.
+//!
+//! Beyond the protocol it is a test instrument: it injects latency, 500s and dropped
+//! connections, enforces a requests-per-second quota, per-user attempt limits and an account
+//! email quota, and records every code it "sends" so tests can assert exactly-once delivery.
+//! All knobs can be changed while it runs.
+//!
+//! # Layout
+//! - `model`: the pool (clients, users) and Cognito's pure rules: SecretHash, masking, demo data.
+//! - `filter`: ListUsers' filter language.
+//! - `state`: what changes at run time: knobs, counters, the rate bucket, the send ledger.
+//! - `ops`: the three operations, as functions from request body to JSON or Cognito error.
+//! - `server`: hyper accept loop and request pipeline (faults and quota before the operation).
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use cognito_resend::emulator::{ClientSpec, Emulator, UserSpec, UserStatus};
+//! let emu = Emulator::builder()
+//!     .client(ClientSpec::new("client1").with_secret("s3cret"))
+//!     .user(UserSpec::new("alice", UserStatus::Unconfirmed))
+//!     .quota_rps(Some(50))
+//!     .start("127.0.0.1:0".parse().expect("valid address"))
+//!     .await?;
+//! println!("Cognito at {}", emu.endpoint());
+//! // ... run the worker against emu.endpoint() ...
+//! assert!(emu.stats().users_sent_more_than_once == 0);
+//! emu.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod filter;
+mod model;
+mod ops;
+mod server;
+mod state;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use model::{ClientSpec, UserSpec, UserStatus, demo_pool, secret_hash};
+pub use state::{Faults, SendRecord, Stats};
+
+use model::{Client, Pool};
+use state::{Counters, FaultKnobs, Ledger, RateQuota, Shared, lock};
+
+/// The user pool id used when the builder is not given one.
+pub const DEFAULT_USER_POOL_ID: &str = "us-east-1_Emulator";
+
+/// The message of `LimitExceededException` when a user hit the per-user attempt limit.
+pub const ATTEMPT_LIMIT_MESSAGE: &str = ops::ATTEMPT_LIMIT_MESSAGE;
+/// The message of `LimitExceededException` when the account's email quota is spent.
+pub const EMAIL_QUOTA_MESSAGE: &str = ops::EMAIL_QUOTA_MESSAGE;
+
+/// Configures and starts an [`Emulator`]. See [`Emulator::builder`].
+#[derive(Debug, Clone)]
+pub struct EmulatorBuilder {
+    pool_id: String,
+    clients: Vec<ClientSpec>,
+    users: Vec<UserSpec>,
+    quota_rps: Option<u32>,
+    attempt_limit: Option<u32>,
+    email_quota: Option<u64>,
+    faults: Faults,
+    keep_send_records: bool,
+}
+
+impl Default for EmulatorBuilder {
+    fn default() -> Self {
+        Self {
+            pool_id: DEFAULT_USER_POOL_ID.to_owned(),
+            clients: Vec::new(),
+            users: Vec::new(),
+            quota_rps: None,
+            attempt_limit: None,
+            email_quota: None,
+            faults: Faults::default(),
+            keep_send_records: true,
+        }
+    }
+}
+
+impl EmulatorBuilder {
+    /// Adds an app client (a later one with the same id replaces it).
+    pub fn client(mut self, c: ClientSpec) -> Self {
+        self.clients.push(c);
+        self
+    }
+
+    /// Sets the user pool id AdminGetUser and ListUsers accept (default
+    /// [`DEFAULT_USER_POOL_ID`]).
+    pub fn user_pool_id(mut self, id: impl Into<String>) -> Self {
+        self.pool_id = id.into();
+        self
+    }
+
+    /// Seeds a user (a later one with the same username replaces it).
+    pub fn user(mut self, u: UserSpec) -> Self {
+        self.users.push(u);
+        self
+    }
+
+    /// Seeds many users.
+    pub fn users(mut self, it: impl IntoIterator<Item = UserSpec>) -> Self {
+        self.users.extend(it);
+        self
+    }
+
+    /// Requests per second across all operations before `TooManyRequestsException`; `None`
+    /// (the default) means unlimited, `Some(0)` throttles everything.
+    pub fn quota_rps(mut self, q: Option<u32>) -> Self {
+        self.quota_rps = q;
+        self
+    }
+
+    /// Codes one user can receive before `LimitExceededException` "Attempt limit exceeded";
+    /// `None` (the default) means unlimited.
+    pub fn attempt_limit(mut self, n: Option<u32>) -> Self {
+        self.attempt_limit = n;
+        self
+    }
+
+    /// Codes the whole account can send before `LimitExceededException` "Exceeded daily email
+    /// limit"; `None` (the default) means unlimited.
+    pub fn email_quota(mut self, n: Option<u64>) -> Self {
+        self.email_quota = n;
+        self
+    }
+
+    /// Initial fault injection (none by default).
+    pub fn faults(mut self, f: Faults) -> Self {
+        self.faults = f;
+        self
+    }
+
+    /// Whether to keep every [`SendRecord`] (default true). Benchmarks sending millions of
+    /// codes may turn it off to bound memory; counts and stats are kept either way.
+    pub fn keep_send_records(mut self, keep: bool) -> Self {
+        self.keep_send_records = keep;
+        self
+    }
+
+    /// Binds `addr` (loopback only; port 0 picks a free port) and starts serving on the
+    /// current tokio runtime.
+    pub async fn start(self, addr: SocketAddr) -> std::io::Result<Emulator> {
+        if !addr.ip().is_loopback() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("the emulator only listens on loopback addresses, not {addr}"),
+            ));
+        }
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let pool = Pool::new(self.users);
+        let ledger = Ledger::new(
+            pool.users.len(),
+            self.attempt_limit,
+            self.email_quota,
+            self.keep_send_records,
+        );
+        let faults = FaultKnobs::default();
+        faults.set(&self.faults);
+        let shared = Arc::new(Shared {
+            pool_id: self.pool_id,
+            pool,
+            clients: self
+                .clients
+                .into_iter()
+                .map(|c| (c.client_id.clone(), Client::new(c)))
+                .collect(),
+            faults,
+            counters: Counters::default(),
+            quota: RateQuota::new(self.quota_rps),
+            ledger: Mutex::new(ledger),
+        });
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let accept = tokio::spawn(server::accept_loop(
+            listener,
+            shared.clone(),
+            stop.clone(),
+            tracker.clone(),
+        ));
+        Ok(Emulator {
+            addr,
+            shared,
+            stop,
+            tracker,
+            accept: Some(accept),
+        })
+    }
+}
+
+/// A running emulator. Dropping it stops the server (open connections finish their current
+/// request); [`Emulator::shutdown`] also waits for that.
+pub struct Emulator {
+    /// The bound address (the real port when started on port 0).
+    addr: SocketAddr,
+    /// Shared with every connection task; read back by the accessors below.
+    shared: Arc<Shared>,
+    /// Cancelled on shutdown or drop: stops accepting and closes connections gracefully.
+    stop: CancellationToken,
+    /// The connection tasks, so shutdown can wait for them.
+    tracker: TaskTracker,
+    /// The accept loop; taken by `shutdown`.
+    accept: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl Emulator {
+    /// Starts configuring an emulator.
+    pub fn builder() -> EmulatorBuilder {
+        EmulatorBuilder::default()
+    }
+
+    /// The endpoint URL to give an AWS client, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The user pool id AdminGetUser and ListUsers accept.
+    pub fn user_pool_id(&self) -> &str {
+        &self.shared.pool_id
+    }
+
+    /// Replaces the fault injection settings; takes effect for requests not yet past that step.
+    pub fn set_faults(&self, f: Faults) {
+        self.shared.faults.set(&f);
+    }
+
+    /// The current fault injection settings.
+    pub fn faults(&self) -> Faults {
+        self.shared.faults.get()
+    }
+
+    /// Changes the requests-per-second quota; the bucket restarts full.
+    pub fn set_quota_rps(&self, q: Option<u32>) {
+        self.shared.quota.set(q);
+    }
+
+    /// Changes the account email quota (total codes, counting those already sent).
+    pub fn set_email_quota(&self, n: Option<u64>) {
+        lock(&self.shared.ledger).email_quota = n;
+    }
+
+    /// Changes the per-user attempt limit (counting codes already sent).
+    pub fn set_attempt_limit(&self, n: Option<u32>) {
+        lock(&self.shared.ledger).attempt_limit = n;
+    }
+
+    /// Every recorded send, in the order they were accepted (empty when records are off).
+    pub fn sends(&self) -> Vec<SendRecord> {
+        self.shared.sends()
+    }
+
+    /// Codes sent per username (users with none are absent).
+    pub fn send_counts(&self) -> HashMap<String, usize> {
+        self.shared.send_counts()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Stops accepting, lets open connections finish their current request (up to a few
+    /// seconds), and waits for all of it.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(accept) = self.accept.take() {
+            // The accept loop only ends by cancellation; a join error would mean it panicked,
+            // and there is nothing left to clean up in that case.
+            let _ = accept.await;
+        }
+        self.tracker.close();
+        // Each connection bounds its own grace period; this is a backstop.
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.tracker.wait()).await;
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,532 @@
+//! Everything in the emulator that changes while it runs: the knobs tests flip mid-run, the
+//! counters they read back, the request-rate token bucket, and the ledger of sends that is the
+//! ground truth for exactly-once assertions.
+//!
+//! Counters and knobs are atomics so the hot path takes no lock for them; the ledger and the
+//! bucket each sit behind a short `std::sync::Mutex` (held for a few comparisons, never across
+//! an await).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::model::{Client, Pool};
+
+/// Injected faults, applied to every Cognito operation (never to `/_emulator/*`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    /// Added before each request is answered (also before a dropped connection).
+    pub latency: Duration,
+    /// Probability (0.0..=1.0) of answering `InternalErrorException` (HTTP 500).
+    pub error_rate: f64,
+    /// Probability (0.0..=1.0) of closing the connection without answering.
+    pub drop_rate: f64,
+}
+
+/// One recorded code delivery: the ground truth tests compare the worker's report against.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SendRecord {
+    /// The user the code went to.
+    pub username: String,
+    /// The app client the call named.
+    pub client_id: String,
+    /// `ClientMetadata` as received.
+    pub client_metadata: BTreeMap<String, String>,
+    /// `AnalyticsMetadata.AnalyticsEndpointId`.
+    pub analytics_endpoint_id: Option<String>,
+    /// `UserContextData.EncodedData`.
+    pub encoded_data: Option<String>,
+    /// `UserContextData.IpAddress`.
+    pub ip_address: Option<String>,
+    /// Whether the call carried a `SecretHash` (it was valid, or there would be no send).
+    pub secret_hash_given: bool,
+    /// When the emulator accepted the call.
+    pub at: SystemTime,
+}
+
+/// A snapshot of the emulator's counters (also served as JSON at `GET /_emulator/stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Cognito requests received (anything but `/_emulator/*`), whatever became of them.
+    pub requests_total: u64,
+    /// Requests per `X-Amz-Target` operation; unrecognised targets count as `"unknown"`.
+    pub requests_by_operation: BTreeMap<String, u64>,
+    /// Requests answered `TooManyRequestsException` by the requests-per-second quota.
+    pub throttled: u64,
+    /// Requests answered `InternalErrorException` by fault injection.
+    pub errors_injected: u64,
+    /// Connections closed without an answer by fault injection.
+    pub connections_dropped: u64,
+    /// Requests being handled right now.
+    pub in_flight: u64,
+    /// The most requests ever handled at the same time (the client's real concurrency).
+    pub max_in_flight: u64,
+    /// Codes sent (recorded sends).
+    pub sends_total: u64,
+    /// Users who got at least one code.
+    pub distinct_users_sent: u64,
+    /// Users who got more than one code: zero in an exactly-once run.
+    pub users_sent_more_than_once: u64,
+    /// Successes simulated for unknown users under PreventUserExistenceErrors (no send).
+    pub simulated_successes: u64,
+    /// Error answers per error code (`__type`), injected ones included.
+    pub errors_by_type: BTreeMap<String, u64>,
+}
+
+/// The operations the emulator knows, indexing the per-operation counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operation {
+    ResendConfirmationCode,
+    AdminGetUser,
+    ListUsers,
+    Unknown,
+}
+
+impl Operation {
+    const ALL: [Operation; 4] = [
+        Self::ResendConfirmationCode,
+        Self::AdminGetUser,
+        Self::ListUsers,
+        Self::Unknown,
+    ];
+
+    /// Maps an `X-Amz-Target` header value to an operation.
+    pub(crate) fn from_target(target: &[u8]) -> Self {
+        match target.strip_prefix(b"AWSCognitoIdentityProviderService.") {
+            Some(b"ResendConfirmationCode") => Self::ResendConfirmationCode,
+            Some(b"AdminGetUser") => Self::AdminGetUser,
+            Some(b"ListUsers") => Self::ListUsers,
+            _ => Self::Unknown,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::ResendConfirmationCode => "ResendConfirmationCode",
+            Self::AdminGetUser => "AdminGetUser",
+            Self::ListUsers => "ListUsers",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// The error codes the emulator answers with, indexing the per-error counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorCode {
+    ResourceNotFound,
+    NotAuthorized,
+    InvalidParameter,
+    UserNotFound,
+    LimitExceeded,
+    TooManyRequests,
+    InternalError,
+    UnknownOperation,
+    Serialization,
+}
+
+impl ErrorCode {
+    const ALL: [ErrorCode; 9] = [
+        Self::ResourceNotFound,
+        Self::NotAuthorized,
+        Self::InvalidParameter,
+        Self::UserNotFound,
+        Self::LimitExceeded,
+        Self::TooManyRequests,
+        Self::InternalError,
+        Self::UnknownOperation,
+        Self::Serialization,
+    ];
+
+    /// The `__type` / `x-amzn-ErrorType` name.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::ResourceNotFound => "ResourceNotFoundException",
+            Self::NotAuthorized => "NotAuthorizedException",
+            Self::InvalidParameter => "InvalidParameterException",
+            Self::UserNotFound => "UserNotFoundException",
+            Self::LimitExceeded => "LimitExceededException",
+            Self::TooManyRequests => "TooManyRequestsException",
+            Self::InternalError => "InternalErrorException",
+            Self::UnknownOperation => "UnknownOperationException",
+            Self::Serialization => "SerializationException",
+        }
+    }
+
+    /// Cognito answers every client error with 400 (throttling included) and its own failures
+    /// with 500.
+    pub(crate) fn http_status(self) -> u16 {
+        match self {
+            Self::InternalError => 500,
+            _ => 400,
+        }
+    }
+}
+
+/// Counters and fault knobs, all lock-free.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) requests_total: AtomicU64,
+    by_operation: [AtomicU64; Operation::ALL.len()],
+    pub(crate) throttled: AtomicU64,
+    pub(crate) errors_injected: AtomicU64,
+    pub(crate) connections_dropped: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) max_in_flight: AtomicU64,
+    pub(crate) simulated_successes: AtomicU64,
+    by_error: [AtomicU64; ErrorCode::ALL.len()],
+}
+
+impl Counters {
+    pub(crate) fn count_request(&self, op: Operation) {
+        self.requests_total.fetch_add(1, Relaxed);
+        self.by_operation[op as usize].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn count_error(&self, code: ErrorCode) {
+        self.by_error[code as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Marks a request in flight until the guard drops (including when a dropped connection
+    /// or a cancelled future ends it early).
+    pub(crate) fn enter(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Relaxed) + 1;
+        self.max_in_flight.fetch_max(now, Relaxed);
+        InFlight(&self.in_flight)
+    }
+}
+
+/// See [`Counters::enter`].
+pub(crate) struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// [`Faults`] stored as atomics, so every request can read them without a lock and tests can
+/// change them at any moment.
+#[derive(Default)]
+pub(crate) struct FaultKnobs {
+    latency_nanos: AtomicU64,
+    error_rate_bits: AtomicU64,
+    drop_rate_bits: AtomicU64,
+    /// Fast path: skip the random draws entirely when no fault is configured.
+    any: AtomicBool,
+}
+
+impl FaultKnobs {
+    pub(crate) fn set(&self, f: &Faults) {
+        let latency = u64::try_from(f.latency.as_nanos()).unwrap_or(u64::MAX);
+        self.latency_nanos.store(latency, Relaxed);
+        self.error_rate_bits
+            .store(f.error_rate.clamp(0.0, 1.0).to_bits(), Relaxed);
+        self.drop_rate_bits
+            .store(f.drop_rate.clamp(0.0, 1.0).to_bits(), Relaxed);
+        let any = latency > 0 || f.error_rate > 0.0 || f.drop_rate > 0.0;
+        self.any.store(any, Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> Faults {
+        Faults {
+            latency: Duration::from_nanos(self.latency_nanos.load(Relaxed)),
+            error_rate: f64::from_bits(self.error_rate_bits.load(Relaxed)),
+            drop_rate: f64::from_bits(self.drop_rate_bits.load(Relaxed)),
+        }
+    }
+
+    pub(crate) fn any(&self) -> bool {
+        self.any.load(Relaxed)
+    }
+}
+
+/// The requests-per-second quota: a token bucket holding up to `quota` tokens, refilled at
+/// `quota` per second. A throttled request takes no token.
+pub(crate) struct Bucket {
+    quota: Option<u32>,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    pub(crate) fn new(quota: Option<u32>) -> Self {
+        Self {
+            quota,
+            tokens: quota.map_or(0.0, f64::from),
+            last: Instant::now(),
+        }
+    }
+
+    /// Changes the quota; the bucket starts full at the new size.
+    pub(crate) fn set_quota(&mut self, quota: Option<u32>) {
+        *self = Self::new(quota);
+    }
+
+    /// Takes a token if there is one.
+    pub(crate) fn try_acquire(&mut self, now: Instant) -> bool {
+        let Some(quota) = self.quota else {
+            return true;
+        };
+        let capacity = f64::from(quota);
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * capacity).min(capacity);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The [`Bucket`] behind a flag, so that requests skip the lock entirely when no quota is set
+/// (the common case in benchmarks).
+pub(crate) struct RateQuota {
+    on: AtomicBool,
+    bucket: Mutex<Bucket>,
+}
+
+impl RateQuota {
+    pub(crate) fn new(quota: Option<u32>) -> Self {
+        Self {
+            on: AtomicBool::new(quota.is_some()),
+            bucket: Mutex::new(Bucket::new(quota)),
+        }
+    }
+
+    pub(crate) fn set(&self, quota: Option<u32>) {
+        let mut bucket = lock(&self.bucket);
+        bucket.set_quota(quota);
+        self.on.store(quota.is_some(), Relaxed);
+    }
+
+    /// Takes a token, or says the request is over the quota.
+    pub(crate) fn try_acquire(&self) -> bool {
+        !self.on.load(Relaxed) || lock(&self.bucket).try_acquire(Instant::now())
+    }
+}
+
+/// Why a send was refused by the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendRefused {
+    /// This user already had `attempt_limit` codes.
+    AttemptLimit,
+    /// The account already sent `email_quota` codes.
+    EmailQuota,
+}
+
+/// Every send, and the per-user and account limits checked against them. One lock covers the
+/// checks and the record, so two concurrent calls cannot both take the last allowed send.
+pub(crate) struct Ledger {
+    /// Sends per user, indexed by the user's position in the pool.
+    per_user: Vec<u32>,
+    records: Vec<SendRecord>,
+    /// Whether to keep full [`SendRecord`]s (benchmarks may turn it off to bound memory).
+    keep_records: bool,
+    sends_total: u64,
+    distinct_users: u64,
+    repeated_users: u64,
+    pub(crate) attempt_limit: Option<u32>,
+    pub(crate) email_quota: Option<u64>,
+}
+
+impl Ledger {
+    pub(crate) fn new(
+        users: usize,
+        attempt_limit: Option<u32>,
+        email_quota: Option<u64>,
+        keep_records: bool,
+    ) -> Self {
+        Self {
+            per_user: vec![0; users],
+            records: Vec::new(),
+            keep_records,
+            sends_total: 0,
+            distinct_users: 0,
+            repeated_users: 0,
+            attempt_limit,
+            email_quota,
+        }
+    }
+
+    /// Records a send to the user at `position` unless a limit forbids it. `record` is only
+    /// built when the send is allowed.
+    pub(crate) fn try_send(
+        &mut self,
+        position: usize,
+        record: impl FnOnce() -> SendRecord,
+    ) -> Result<(), SendRefused> {
+        let count = self.per_user[position];
+        if self.attempt_limit.is_some_and(|limit| count >= limit) {
+            return Err(SendRefused::AttemptLimit);
+        }
+        if self
+            .email_quota
+            .is_some_and(|quota| self.sends_total >= quota)
+        {
+            return Err(SendRefused::EmailQuota);
+        }
+        self.per_user[position] = count + 1;
+        self.sends_total += 1;
+        match count {
+            0 => self.distinct_users += 1,
+            1 => self.repeated_users += 1,
+            _ => {}
+        }
+        if self.keep_records {
+            self.records.push(record());
+        }
+        Ok(())
+    }
+}
+
+/// Everything a request handler needs, shared by all connections.
+pub(crate) struct Shared {
+    pub(crate) pool_id: String,
+    pub(crate) pool: Pool,
+    pub(crate) clients: HashMap<String, Client>,
+    pub(crate) faults: FaultKnobs,
+    pub(crate) counters: Counters,
+    pub(crate) quota: RateQuota,
+    pub(crate) ledger: Mutex<Ledger>,
+}
+
+/// Locks a mutex, shrugging off poisoning: every critical section here leaves the data
+/// consistent before anything that could panic, so a poisoned lock's data is still good.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let requests_by_operation = Operation::ALL
+            .iter()
+            .map(|op| {
+                (
+                    op.name().to_owned(),
+                    c.by_operation[*op as usize].load(Relaxed),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let errors_by_type = ErrorCode::ALL
+            .iter()
+            .map(|e| (e.name().to_owned(), c.by_error[*e as usize].load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let (sends_total, distinct_users_sent, users_sent_more_than_once) = {
+            let l = lock(&self.ledger);
+            (l.sends_total, l.distinct_users, l.repeated_users)
+        };
+        Stats {
+            requests_total: c.requests_total.load(Relaxed),
+            requests_by_operation,
+            throttled: c.throttled.load(Relaxed),
+            errors_injected: c.errors_injected.load(Relaxed),
+            connections_dropped: c.connections_dropped.load(Relaxed),
+            in_flight: c.in_flight.load(Relaxed),
+            max_in_flight: c.max_in_flight.load(Relaxed),
+            sends_total,
+            distinct_users_sent,
+            users_sent_more_than_once,
+            simulated_successes: c.simulated_successes.load(Relaxed),
+            errors_by_type,
+        }
+    }
+
+    pub(crate) fn sends(&self) -> Vec<SendRecord> {
+        lock(&self.ledger).records.clone()
+    }
+
+    /// Sends per username, for users who got at least one.
+    pub(crate) fn send_counts(&self) -> HashMap<String, usize> {
+        let l = lock(&self.ledger);
+        self.pool
+            .users
+            .iter()
+            .zip(&l.per_user)
+            .filter(|(_, n)| **n > 0)
+            .map(|(u, n)| (u.username.clone(), *n as usize))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> SendRecord {
+        SendRecord {
+            username: "u".into(),
+            client_id: "c".into(),
+            client_metadata: BTreeMap::new(),
+            analytics_endpoint_id: None,
+            encoded_data: None,
+            ip_address: None,
+            secret_hash_given: false,
+            at: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn bucket_allows_a_burst_of_quota_then_refills() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(Some(3));
+        assert!((0..3).all(|_| b.try_acquire(t0)));
+        assert!(!b.try_acquire(t0), "bucket empty");
+        assert!(
+            !b.try_acquire(t0),
+            "throttled calls take no token and get none"
+        );
+        assert!(
+            b.try_acquire(t0 + Duration::from_millis(334)),
+            "one token per 1/3 s"
+        );
+        assert!(!b.try_acquire(t0 + Duration::from_millis(340)));
+        // Long idle refills only up to capacity.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!((0..10).filter(|_| b.try_acquire(later)).count(), 3);
+        let mut off = Bucket::new(None);
+        assert!((0..1000).all(|_| off.try_acquire(t0)));
+    }
+
+    #[test]
+    fn ledger_enforces_attempt_limit_before_email_quota() {
+        let mut l = Ledger::new(2, Some(2), Some(3), true);
+        assert_eq!(l.try_send(0, record), Ok(()));
+        assert_eq!(l.try_send(0, record), Ok(()));
+        assert_eq!(l.try_send(0, record), Err(SendRefused::AttemptLimit));
+        assert_eq!(l.try_send(1, record), Ok(()));
+        assert_eq!(l.try_send(1, record), Err(SendRefused::EmailQuota));
+        assert_eq!(
+            (l.sends_total, l.distinct_users, l.repeated_users),
+            (3, 2, 1)
+        );
+        assert_eq!(l.records.len(), 3);
+        l.email_quota = None;
+        assert_eq!(l.try_send(1, record), Ok(()));
+    }
+
+    #[test]
+    fn targets_map_to_operations() {
+        let op = |t: &str| Operation::from_target(t.as_bytes());
+        assert_eq!(
+            op("AWSCognitoIdentityProviderService.ResendConfirmationCode"),
+            Operation::ResendConfirmationCode
+        );
+        assert_eq!(
+            op("AWSCognitoIdentityProviderService.ListUsers"),
+            Operation::ListUsers
+        );
+        assert_eq!(
+            op("AWSCognitoIdentityProviderService.SignUp"),
+            Operation::Unknown
+        );
+        assert_eq!(op("ListUsers"), Operation::Unknown);
+    }
+}

@@ -1,0 +1,410 @@
+//! In-process checks that the AWS SDK for Rust — the client the worker uses — reads the
+//! emulator's answers as it reads Cognito's: typed errors with Cognito's codes and messages,
+//! and an injected connection drop as a dispatch failure rather than an HTTP response.
+
+use std::time::Duration;
+
+use aws_sdk_cognitoidentityprovider::Client;
+use aws_sdk_cognitoidentityprovider::config::retry::RetryConfig;
+use aws_sdk_cognitoidentityprovider::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_types::retry::ErrorKind;
+
+use super::*;
+
+const SECRET: &str = "s3cret-value";
+
+async fn emulator() -> Emulator {
+    Emulator::builder()
+        .client(ClientSpec::new("plain"))
+        .client(ClientSpec::new("secretive").with_secret(SECRET))
+        .client(ClientSpec::new("noverify").with_auto_verify(false))
+        .client(ClientSpec::new("private").with_prevent_user_existence_errors(true))
+        .user(UserSpec::new("alice", UserStatus::Unconfirmed))
+        .user(UserSpec::new("bob", UserStatus::Confirmed))
+        .user(
+            UserSpec::new("carol", UserStatus::Unconfirmed)
+                .with_email(None)
+                .with_phone(Some("+15555550123".into())),
+        )
+        .start("127.0.0.1:0".parse().expect("valid address"))
+        .await
+        .expect("emulator starts")
+}
+
+/// An SDK client as the worker builds it: explicit endpoint, no SDK retries.
+fn sdk(emu: &Emulator) -> Client {
+    let config = aws_sdk_cognitoidentityprovider::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(emu.endpoint())
+        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .retry_config(RetryConfig::disabled())
+        .build();
+    Client::from_conf(config)
+}
+
+/// The service error's code and message, or a description of the non-service failure.
+fn code_and_message<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    err: SdkError<E, R>,
+) -> (String, String) {
+    match err {
+        SdkError::ServiceError(e) => {
+            let e = e.into_err();
+            (
+                e.code().unwrap_or("<none>").to_owned(),
+                e.message().unwrap_or("<none>").to_owned(),
+            )
+        }
+        other => panic!("expected a service error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_sees_cognito_typed_errors() {
+    let emu = emulator().await;
+    let c = sdk(&emu);
+    let resend = |client: &str, user: &str| {
+        c.resend_confirmation_code()
+            .client_id(client)
+            .username(user)
+            .send()
+    };
+
+    let err = resend("nope", "alice").await.expect_err("unknown client");
+    assert!(matches!(&err, SdkError::ServiceError(e) if e.err().is_resource_not_found_exception()));
+    assert_eq!(
+        code_and_message(err).1,
+        "User pool client nope does not exist."
+    );
+
+    let err = resend("secretive", "alice").await.expect_err("no hash");
+    assert!(matches!(&err, SdkError::ServiceError(e) if e.err().is_not_authorized_exception()));
+    assert_eq!(
+        code_and_message(err).1,
+        "Client secretive is configured with secret but SECRET_HASH was not received"
+    );
+
+    let err = c
+        .resend_confirmation_code()
+        .client_id("secretive")
+        .username("alice")
+        .secret_hash(secret_hash(SECRET, "bob", "secretive"))
+        .send()
+        .await
+        .expect_err("wrong hash");
+    assert_eq!(
+        code_and_message(err),
+        (
+            "NotAuthorizedException".into(),
+            "Unable to verify secret hash for client secretive".into()
+        )
+    );
+
+    let err = resend("noverify", "alice")
+        .await
+        .expect_err("no auto-verify");
+    assert!(matches!(&err, SdkError::ServiceError(e) if e.err().is_invalid_parameter_exception()));
+
+    let err = resend("plain", "bob").await.expect_err("confirmed");
+    assert_eq!(
+        code_and_message(err),
+        (
+            "InvalidParameterException".into(),
+            "User is already confirmed.".into()
+        )
+    );
+
+    let err = resend("plain", "zed").await.expect_err("missing");
+    assert!(matches!(&err, SdkError::ServiceError(e) if e.err().is_user_not_found_exception()));
+
+    let ok = resend("private", "zed").await.expect("simulated success");
+    assert_eq!(
+        ok.code_delivery_details()
+            .and_then(|d| d.delivery_medium())
+            .map(|m| m.as_str()),
+        Some("EMAIL")
+    );
+
+    let ok = c
+        .resend_confirmation_code()
+        .client_id("secretive")
+        .username("alice")
+        .secret_hash(secret_hash(SECRET, "alice", "secretive"))
+        .client_metadata("k", "v")
+        .send()
+        .await
+        .expect("valid hash");
+    let details = ok.code_delivery_details().expect("details");
+    assert_eq!(details.destination(), Some("a***@e***"));
+    assert_eq!(details.attribute_name(), Some("email"));
+
+    let ok = resend("plain", "carol").await.expect("sms user");
+    let details = ok.code_delivery_details().expect("details");
+    assert_eq!(details.destination(), Some("+*******0123"));
+    assert_eq!(details.delivery_medium().map(|m| m.as_str()), Some("SMS"));
+
+    emu.set_attempt_limit(Some(1));
+    let err = resend("plain", "alice").await.expect_err("attempt limit");
+    assert_eq!(
+        code_and_message(err),
+        (
+            "LimitExceededException".into(),
+            ATTEMPT_LIMIT_MESSAGE.into()
+        )
+    );
+    emu.set_attempt_limit(None);
+    emu.set_email_quota(Some(2));
+    let err = resend("plain", "alice").await.expect_err("email quota");
+    assert_eq!(
+        code_and_message(err),
+        ("LimitExceededException".into(), EMAIL_QUOTA_MESSAGE.into())
+    );
+    emu.set_email_quota(None);
+
+    emu.set_quota_rps(Some(0));
+    let err = resend("plain", "alice").await.expect_err("throttled");
+    assert!(matches!(&err, SdkError::ServiceError(e) if e.err().is_too_many_requests_exception()));
+    assert_eq!(code_and_message(err).1, "Rate exceeded");
+    emu.set_quota_rps(None);
+
+    emu.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    });
+    let err = resend("plain", "alice").await.expect_err("internal error");
+    assert!(matches!(&err, SdkError::ServiceError(e) if e.err().is_internal_error_exception()));
+    if let SdkError::ServiceError(e) = &err {
+        assert_eq!(e.raw().status().as_u16(), 500);
+    }
+    emu.set_faults(Faults::default());
+
+    let got = c
+        .admin_get_user()
+        .user_pool_id(DEFAULT_USER_POOL_ID)
+        .username("carol")
+        .send()
+        .await
+        .expect("admin get user");
+    assert_eq!(got.user_status().map(|s| s.as_str()), Some("UNCONFIRMED"));
+    assert!(got.user_create_date().is_some());
+    let err = c
+        .admin_get_user()
+        .user_pool_id(DEFAULT_USER_POOL_ID)
+        .username("zed")
+        .send()
+        .await
+        .expect_err("missing");
+    assert_eq!(
+        code_and_message(err),
+        (
+            "UserNotFoundException".into(),
+            "User does not exist.".into()
+        )
+    );
+    let listed = c
+        .list_users()
+        .user_pool_id(DEFAULT_USER_POOL_ID)
+        .filter("cognito:user_status = \"UNCONFIRMED\"")
+        .limit(1)
+        .send()
+        .await
+        .expect("list users");
+    assert_eq!(listed.users().len(), 1);
+    assert!(listed.pagination_token().is_some());
+
+    // Ground truth: exactly the two successful real sends (the simulated one records nothing).
+    let sends = emu.sends();
+    let who: Vec<(&str, &str, bool)> = sends
+        .iter()
+        .map(|s| {
+            (
+                s.username.as_str(),
+                s.client_id.as_str(),
+                s.secret_hash_given,
+            )
+        })
+        .collect();
+    assert_eq!(
+        who,
+        [("alice", "secretive", true), ("carol", "plain", false)]
+    );
+    assert_eq!(
+        sends[0].client_metadata.get("k").map(String::as_str),
+        Some("v")
+    );
+    let stats = emu.stats();
+    assert_eq!(stats.simulated_successes, 1);
+    assert_eq!(stats.throttled, 1);
+    assert_eq!(stats.errors_injected, 1);
+    assert_eq!(stats.sends_total, 2);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_sees_a_dropped_connection_as_a_dispatch_failure() {
+    let emu = emulator().await;
+    let c = sdk(&emu);
+    emu.set_faults(Faults {
+        drop_rate: 1.0,
+        ..Faults::default()
+    });
+    let err = c
+        .resend_confirmation_code()
+        .client_id("plain")
+        .username("alice")
+        .send()
+        .await
+        .expect_err("dropped");
+    match &err {
+        SdkError::DispatchFailure(failure) => {
+            // hyper reports "IncompleteMessage"; the SDK files it as a transient connector
+            // error, exactly as it does when a real endpoint closes a connection mid-request.
+            assert_eq!(
+                failure.as_other(),
+                Some(ErrorKind::TransientError),
+                "{failure:?}"
+            );
+        }
+        other => panic!("expected a dispatch failure, got {other:?}"),
+    }
+    assert_eq!(emu.stats().connections_dropped, 1);
+    assert!(emu.sends().is_empty(), "a dropped request sends nothing");
+
+    // The client recovers on a new connection once the fault is gone.
+    emu.set_faults(Faults::default());
+    c.resend_confirmation_code()
+        .client_id("plain")
+        .username("alice")
+        .send()
+        .await
+        .expect("sent after the fault is cleared");
+    assert_eq!(emu.send_counts().get("alice"), Some(&1));
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_in_flight_reflects_client_concurrency() {
+    let emu = emulator().await;
+    emu.set_faults(Faults {
+        latency: Duration::from_millis(300),
+        ..Faults::default()
+    });
+    let c = sdk(&emu);
+    let calls = (0..6).map(|_| {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.admin_get_user()
+                .user_pool_id(DEFAULT_USER_POOL_ID)
+                .username("alice")
+                .send()
+                .await
+        })
+    });
+    for call in calls.collect::<Vec<_>>() {
+        call.await.expect("task runs").expect("call succeeds");
+    }
+    let stats = emu.stats();
+    assert_eq!(stats.max_in_flight, 6);
+    assert_eq!(stats.in_flight, 0);
+    assert_eq!(stats.requests_by_operation.get("AdminGetUser"), Some(&6));
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_protocol_and_introspection() {
+    let emu = emulator().await;
+    let http = reqwest::Client::new();
+    let post = |target: &str, body: &'static str| {
+        http.post(emu.endpoint())
+            .header("X-Amz-Target", target)
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .body(body)
+            .send()
+    };
+
+    let resp = post("AWSCognitoIdentityProviderService.SignUp", "{}")
+        .await
+        .expect("answered");
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(
+        resp.headers()
+            .get("x-amzn-ErrorType")
+            .and_then(|v| v.to_str().ok()),
+        Some("UnknownOperationException")
+    );
+
+    let resp = post("AWSCognitoIdentityProviderService.ListUsers", "{oops")
+        .await
+        .expect("answered");
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: serde_json::Value =
+        serde_json::from_str(&resp.text().await.expect("body")).expect("json");
+    assert_eq!(body["__type"], "SerializationException");
+
+    let resp = post(
+        "AWSCognitoIdentityProviderService.ResendConfirmationCode",
+        r#"{"ClientId":"plain","Username":"alice"}"#,
+    )
+    .await
+    .expect("answered");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/x-amz-json-1.1")
+    );
+    assert_eq!(
+        resp.headers()
+            .get("x-amzn-RequestId")
+            .and_then(|v| v.to_str().ok())
+            .map(str::len),
+        Some(36)
+    );
+
+    let stats: serde_json::Value = serde_json::from_str(
+        &http
+            .get(format!("{}/_emulator/stats", emu.endpoint()))
+            .send()
+            .await
+            .expect("stats")
+            .text()
+            .await
+            .expect("body"),
+    )
+    .expect("json");
+    assert_eq!(stats["requests_total"], 3);
+    assert_eq!(stats["sends_total"], 1);
+    assert_eq!(stats["distinct_users_sent"], 1);
+    assert_eq!(stats["users_sent_more_than_once"], 0);
+    assert_eq!(stats["errors_by_type"]["UnknownOperationException"], 1);
+    let sends: serde_json::Value = serde_json::from_str(
+        &http
+            .get(format!("{}/_emulator/sends", emu.endpoint()))
+            .send()
+            .await
+            .expect("sends")
+            .text()
+            .await
+            .expect("body"),
+    )
+    .expect("json");
+    assert_eq!(sends, serde_json::json!({"alice": 1}));
+
+    let addr = emu.addr();
+    emu.shutdown().await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the port is closed after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn refuses_non_loopback_addresses() {
+    let err = Emulator::builder()
+        .start("0.0.0.0:0".parse().expect("valid address"))
+        .await
+        .expect_err("not loopback");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+}

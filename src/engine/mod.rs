@@ -1,0 +1,342 @@
+//! The engine: takes jobs from a [`Source`] only as fast as it can start them, runs each under a
+//! concurrency permit and the shared rate limit, retries what is retryable, and records exactly
+//! one outcome per job.
+//!
+//! - [`rate`]: the adaptive token bucket shared by all tasks.
+//! - [`retry`]: the backoff schedule and retry budget of one job.
+//!
+//! Stopping. Three things end a run: the source runs dry; a signal (the `shutdown` token); or
+//! the same configuration error a few times in a row (a wrong secret, an unknown client, a spent
+//! email quota). In each case the engine stops taking jobs first. Calls in flight finish (after a
+//! signal, within the grace period; past it they are abandoned and their jobs fail as
+//! `interrupted`). Jobs that had not made their first call yet get no outcome and are handed
+//! back to the source as untouched, so a rerun (or the queue) picks them up.
+
+pub mod rate;
+pub mod retry;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cognito::{Answer, CallError, Cognito, Misconfiguration};
+use crate::outcome::{Outcome, OutcomeKind, Recorder};
+use crate::source::{Input, Job, Settle, Source};
+use crate::telemetry::metrics::{self, AttemptResult};
+use rate::RateLimiter;
+use retry::{LAMBDA_ATTEMPTS, RetryPolicy};
+
+/// What the engine needs besides its source.
+pub struct EngineConfig {
+    /// Max calls in flight.
+    pub concurrency: usize,
+    /// Calls per second ceiling (`None` = no limit).
+    pub rate: Option<f64>,
+    /// Retry budget and backoff.
+    pub retry: RetryPolicy,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--client-id`, for jobs that carry none.
+    pub default_client_id: Option<String>,
+    /// After a signal, how long in-flight calls may take.
+    pub shutdown_grace: Duration,
+}
+
+/// Why the engine stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopCause {
+    /// The source ran dry: every job it yielded has an outcome.
+    EndOfInput,
+    /// The shutdown token was cancelled (SIGINT/SIGTERM).
+    Shutdown,
+    /// The configuration is wrong; the run stopped early.
+    Misconfigured(MisconfigStop),
+}
+
+/// The configuration error that stopped a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MisconfigStop {
+    /// Which problem.
+    pub kind: Misconfiguration,
+    /// The client id the last such error came back for.
+    pub client_id: String,
+    /// Cognito's code and message.
+    pub detail: String,
+    /// How many in a row.
+    pub in_a_row: u32,
+}
+
+impl std::fmt::Display for MisconfigStop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stopped early: Cognito answered {} for client id {} ({} in a row); {}. Jobs not yet \
+             attempted were left untouched: rerun after fixing it.",
+            self.detail,
+            self.client_id,
+            self.in_a_row,
+            self.kind.fix()
+        )
+    }
+}
+
+/// Counts consecutive configuration errors across all tasks.
+#[derive(Default)]
+struct MisconfigWatch {
+    in_a_row: u32,
+    tripped: Option<MisconfigStop>,
+}
+
+/// What every job task shares.
+struct Shared {
+    cognito: Cognito,
+    rate: RateLimiter,
+    retry: RetryPolicy,
+    recorder: Arc<Recorder>,
+    settler: Arc<dyn Settle>,
+    dry_run: bool,
+    default_client_id: Option<String>,
+    /// Stop starting calls (signal or misconfiguration).
+    stop: CancellationToken,
+    /// Abandon calls in flight (the grace period is over).
+    abort: CancellationToken,
+    misconfig: Mutex<MisconfigWatch>,
+}
+
+/// Runs every job of `source` and returns why it stopped.
+pub async fn run<S: Source>(
+    config: EngineConfig,
+    source: &mut S,
+    cognito: Cognito,
+    recorder: Arc<Recorder>,
+    shutdown: CancellationToken,
+) -> StopCause {
+    let stop = shutdown.child_token();
+    let shared = Arc::new(Shared {
+        cognito,
+        rate: RateLimiter::new(config.rate),
+        retry: config.retry,
+        recorder,
+        settler: source.settler(),
+        dry_run: config.dry_run,
+        default_client_id: config.default_client_id,
+        stop: stop.clone(),
+        abort: CancellationToken::new(),
+        misconfig: Mutex::new(MisconfigWatch::default()),
+    });
+    let permits = Arc::new(Semaphore::new(config.concurrency));
+    let tracker = TaskTracker::new();
+
+    loop {
+        // A permit first, then a job: the source is never asked for more than can start now.
+        let permit = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // never closed; a closed semaphore would mean we are done
+            },
+        };
+        let input = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            i = source.next() => i,
+        };
+        match input {
+            None => break,
+            Some(Input::Unreadable(u)) => {
+                drop(permit);
+                let outcome = Outcome {
+                    reason: Some(u.reason.clone()),
+                    ..Outcome::new(OutcomeKind::Invalid, 0)
+                };
+                shared
+                    .recorder
+                    .record(u.username.as_deref(), None, &u.origin, &outcome);
+                shared.settler.settle(&u.origin, Some(&outcome)).await;
+            }
+            Some(Input::Job(job)) => {
+                let shared = shared.clone();
+                tracker.spawn(async move {
+                    // The permit lives as long as the job's task.
+                    let _permit = permit;
+                    run_job(&shared, job).await;
+                });
+            }
+        }
+    }
+    tracker.close();
+
+    let drained = tracker.wait();
+    tokio::pin!(drained);
+    tokio::select! {
+        _ = &mut drained => {}
+        _ = shutdown.cancelled() => {
+            if tokio::time::timeout(config.shutdown_grace, &mut drained).await.is_err() {
+                tracing::warn!(
+                    "calls still in flight after the {:?} grace period: abandoning them",
+                    config.shutdown_grace
+                );
+                shared.abort.cancel();
+                drained.await;
+            }
+        }
+    }
+
+    let tripped = shared
+        .misconfig
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .tripped
+        .clone();
+    match tripped {
+        Some(m) => StopCause::Misconfigured(m),
+        None if shutdown.is_cancelled() => StopCause::Shutdown,
+        None => StopCause::EndOfInput,
+    }
+}
+
+/// One job from start to recorded outcome.
+async fn run_job(shared: &Shared, job: Job) {
+    let req = &job.request;
+    let client_id = req
+        .client_id
+        .as_deref()
+        .or(shared.default_client_id.as_deref());
+    let outcome = match client_id {
+        Some(client_id) => attempt(shared, &job, client_id).await,
+        None => Some(Outcome {
+            reason: Some("no client_id: the job carries none and --client-id is not set".into()),
+            ..Outcome::new(OutcomeKind::Invalid, 0)
+        }),
+    };
+    match &outcome {
+        Some(o) => shared
+            .recorder
+            .record(Some(&req.username), client_id, &job.origin, o),
+        None => shared.recorder.untouched(),
+    }
+    shared.settler.settle(&job.origin, outcome.as_ref()).await;
+}
+
+/// Calls Cognito until the job has an answer or its budget is spent. `None`: the run stopped
+/// before the first call.
+async fn attempt(shared: &Shared, job: &Job, client_id: &str) -> Option<Outcome> {
+    if shared.dry_run {
+        return Some(Outcome::new(OutcomeKind::DryRun, 0));
+    }
+    let mut schedule = shared.retry.schedule();
+    let mut attempts = 0u32;
+    let mut last_error: Option<String> = None;
+    let interrupted = |attempts: u32, last_error: Option<String>| {
+        (attempts > 0).then(|| Outcome::failed("interrupted", last_error, attempts))
+    };
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => return interrupted(attempts, last_error),
+            _ = shared.rate.acquire() => {}
+        }
+        attempts += 1;
+        metrics::in_flight(1.0);
+        let started = Instant::now();
+        let result = tokio::select! {
+            biased;
+            r = shared.cognito.resend(&job.request, client_id) => Some(r),
+            _ = shared.abort.cancelled() => None,
+        };
+        metrics::in_flight(-1.0);
+        let secs = started.elapsed().as_secs_f64();
+        let Some(result) = result else {
+            shared.recorder.attempt(AttemptResult::Transient, secs);
+            return Some(Outcome::failed(
+                "interrupted",
+                Some("call abandoned at shutdown; Cognito may or may not have sent the code".into()),
+                attempts,
+            ));
+        };
+        let error = match result {
+            Ok(answer) => {
+                shared.recorder.attempt(AttemptResult::Ok, secs);
+                shared.rate.on_success();
+                shared.misconfig_cleared();
+                let mut outcome = Outcome::new(OutcomeKind::Sent, attempts);
+                match answer {
+                    Answer::Sent(d) => outcome.delivery = Some(d),
+                    Answer::AlreadyConfirmed => outcome.kind = OutcomeKind::AlreadyConfirmed,
+                    Answer::NotFound => outcome.kind = OutcomeKind::NotFound,
+                }
+                return Some(outcome);
+            }
+            Err(e) => e,
+        };
+        match &error {
+            CallError::Throttled(_) => {
+                shared.recorder.attempt(AttemptResult::Throttled, secs);
+                shared.rate.on_throttle();
+            }
+            CallError::Transient(_) => shared.recorder.attempt(AttemptResult::Transient, secs),
+            CallError::LambdaUnavailable(d) => {
+                shared.recorder.attempt(AttemptResult::Transient, secs);
+                if attempts >= LAMBDA_ATTEMPTS {
+                    return Some(Outcome::failed("lambda_error", Some(d.clone()), attempts));
+                }
+            }
+            CallError::AttemptLimit(d) => {
+                shared.recorder.attempt(AttemptResult::Permanent, secs);
+                return Some(Outcome::failed("attempt_limit", Some(d.clone()), attempts));
+            }
+            CallError::Permanent { reason, detail } => {
+                shared.recorder.attempt(AttemptResult::Permanent, secs);
+                return Some(Outcome::failed(reason, Some(detail.clone()), attempts));
+            }
+            CallError::Misconfigured { kind, detail } => {
+                shared.recorder.attempt(AttemptResult::Permanent, secs);
+                shared.misconfigured(*kind, client_id, detail);
+                return Some(Outcome::failed(kind.reason(), Some(detail.clone()), attempts));
+            }
+        }
+        tracing::debug!(
+            user = %shared.recorder.user(&job.request.username),
+            attempts,
+            error = %error,
+            "retryable error"
+        );
+        last_error = Some(error.to_string());
+        let Some(delay) = schedule.next_delay(attempts) else {
+            return Some(Outcome::failed("retries_exhausted", last_error, attempts));
+        };
+        tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => return interrupted(attempts, last_error),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+impl Shared {
+    fn misconfig_cleared(&self) {
+        let mut w = self.misconfig.lock().unwrap_or_else(|e| e.into_inner());
+        w.in_a_row = 0;
+    }
+
+    fn misconfigured(&self, kind: Misconfiguration, client_id: &str, detail: &str) {
+        let mut w = self.misconfig.lock().unwrap_or_else(|e| e.into_inner());
+        w.in_a_row += 1;
+        if w.tripped.is_none() && w.in_a_row >= kind.stop_after() {
+            let stop = MisconfigStop {
+                kind,
+                client_id: client_id.to_owned(),
+                detail: detail.to_owned(),
+                in_a_row: w.in_a_row,
+            };
+            tracing::error!("{stop}");
+            w.tripped = Some(stop);
+            self.stop.cancel();
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! How jobs end. Every job ends in exactly one [`Outcome`]; the [`Recorder`] is the one place that
+//! counts it (metrics, summary), writes it (report) and shows it (progress). The source is told
+//! afterwards, so nothing is acknowledged before it is recorded.
+
+pub mod recorder;
+pub mod report;
+
+use serde::Serialize;
+
+pub use recorder::{Recorder, Tally};
+
+/// The outcome of a job, as SPEC.md's table names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// Cognito accepted the resend.
+    Sent,
+    /// The user is already confirmed.
+    AlreadyConfirmed,
+    /// No such user for this client.
+    NotFound,
+    /// Sent to this client+username within the cooldown (the ledger; a later issue).
+    Cooldown,
+    /// `--dry-run`: everything but the send.
+    DryRun,
+    /// The row or message could not be read.
+    Invalid,
+    /// A permanent error, or the retry budget ran out.
+    Failed,
+}
+
+impl OutcomeKind {
+    /// Every outcome, in the order summaries list them.
+    pub const ALL: [OutcomeKind; 7] = [
+        Self::Sent,
+        Self::AlreadyConfirmed,
+        Self::NotFound,
+        Self::Cooldown,
+        Self::DryRun,
+        Self::Invalid,
+        Self::Failed,
+    ];
+
+    /// The label value and report spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::AlreadyConfirmed => "already_confirmed",
+            Self::NotFound => "not_found",
+            Self::Cooldown => "cooldown",
+            Self::DryRun => "dry_run",
+            Self::Invalid => "invalid",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Where Cognito says the code went (CodeDeliveryDetails).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    /// EMAIL or SMS.
+    pub medium: Option<String>,
+    /// Masked by Cognito, e.g. `a***@e***`.
+    pub destination: Option<String>,
+    /// The attribute the code went to (email, phone_number).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attribute: Option<String>,
+}
+
+/// How one job ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Which outcome.
+    pub kind: OutcomeKind,
+    /// A short machine-readable cause for `failed` and `invalid` (e.g. `attempt_limit`).
+    pub reason: Option<String>,
+    /// The last error Cognito or the network gave, for people reading the report.
+    pub error: Option<String>,
+    /// Calls made for this job.
+    pub attempts: u32,
+    /// For `sent`.
+    pub delivery: Option<Delivery>,
+}
+
+impl Outcome {
+    /// An outcome with no reason, error or delivery.
+    pub fn new(kind: OutcomeKind, attempts: u32) -> Self {
+        Self {
+            kind,
+            reason: None,
+            error: None,
+            attempts,
+            delivery: None,
+        }
+    }
+
+    /// `failed`, with its reason and last error.
+    pub fn failed(reason: &str, error: Option<String>, attempts: u32) -> Self {
+        Self {
+            kind: OutcomeKind::Failed,
+            reason: Some(reason.to_owned()),
+            error,
+            attempts,
+            delivery: None,
+        }
+    }
+}

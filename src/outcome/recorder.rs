@@ -1,0 +1,167 @@
+//! The [`Recorder`]: the one place an outcome is counted, reported and logged.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::report::ReportWriter;
+use super::{Outcome, OutcomeKind};
+use crate::source::Origin;
+use crate::telemetry::metrics::{self, AttemptResult};
+use crate::telemetry::UserRef;
+
+/// Running counts, read by the progress display and the final summary.
+#[derive(Debug, Default)]
+pub struct Tally {
+    outcomes: [AtomicU64; 7],
+    attempts: [AtomicU64; 4],
+    untouched: AtomicU64,
+}
+
+impl Tally {
+    /// Jobs that reached an outcome.
+    pub fn done(&self) -> u64 {
+        self.outcomes.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Jobs that ended so.
+    pub fn count(&self, kind: OutcomeKind) -> u64 {
+        self.outcomes[kind.index()].load(Ordering::Relaxed)
+    }
+
+    /// Attempts that ended so.
+    pub fn attempts(&self, result: AttemptResult) -> u64 {
+        self.attempts[result as usize].load(Ordering::Relaxed)
+    }
+
+    /// All attempts.
+    pub fn attempts_total(&self) -> u64 {
+        self.attempts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Jobs read but never attempted because the run stopped first.
+    pub fn untouched(&self) -> u64 {
+        self.untouched.load(Ordering::Relaxed)
+    }
+
+    /// `sent=3 already_confirmed=1 ...`, the non-zero ones (all of them when `all`).
+    pub fn outcome_line(&self, all: bool) -> String {
+        let mut parts = Vec::new();
+        for kind in OutcomeKind::ALL {
+            let n = self.count(kind);
+            if all || n > 0 {
+                parts.push(format!("{}={n}", kind.as_str()));
+            }
+        }
+        parts.join(" ")
+    }
+}
+
+/// Records outcomes: metrics, tally, report line, log line.
+pub struct Recorder {
+    source: &'static str,
+    report: Option<Mutex<ReportWriter>>,
+    report_failed: std::sync::atomic::AtomicBool,
+    tally: std::sync::Arc<Tally>,
+    log_usernames: bool,
+}
+
+impl Recorder {
+    /// A recorder for jobs of `source` (the metric label), writing `report` if given.
+    pub fn new(
+        source: &'static str,
+        report: Option<&Path>,
+        log_usernames: bool,
+    ) -> std::io::Result<Self> {
+        let report = match report {
+            Some(p) => Some(Mutex::new(ReportWriter::create(p)?)),
+            None => None,
+        };
+        metrics::register_outcomes(source);
+        Ok(Self {
+            source,
+            report,
+            report_failed: Default::default(),
+            tally: Default::default(),
+            log_usernames,
+        })
+    }
+
+    /// The running counts.
+    pub fn tally(&self) -> std::sync::Arc<Tally> {
+        self.tally.clone()
+    }
+
+    /// How a username appears in logs.
+    pub fn user<'a>(&self, username: &'a str) -> UserRef<'a> {
+        UserRef::new(username, self.log_usernames)
+    }
+
+    /// Counts one call to Cognito.
+    pub fn attempt(&self, result: AttemptResult, seconds: f64) {
+        self.tally.attempts[result as usize].fetch_add(1, Ordering::Relaxed);
+        metrics::attempt(result, seconds);
+    }
+
+    /// Notes a job that was read but never attempted (the run stopped first).
+    pub fn untouched(&self) {
+        self.tally.untouched.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how a job ended. Called exactly once per job.
+    pub fn record(
+        &self,
+        username: Option<&str>,
+        client_id: Option<&str>,
+        origin: &Origin,
+        outcome: &Outcome,
+    ) {
+        self.tally.outcomes[outcome.kind.index()].fetch_add(1, Ordering::Relaxed);
+        metrics::job(self.source, outcome.kind);
+        let source = origin.to_string();
+        let user = username.map(|u| self.user(u));
+        match outcome.kind {
+            OutcomeKind::Failed => tracing::warn!(
+                source = %source,
+                user = user.as_ref().map(tracing::field::display),
+                reason = outcome.reason.as_deref(),
+                error = outcome.error.as_deref(),
+                attempts = outcome.attempts,
+                "job failed"
+            ),
+            OutcomeKind::Invalid => tracing::warn!(
+                source = %source,
+                reason = outcome.reason.as_deref(),
+                "invalid input"
+            ),
+            _ => tracing::debug!(
+                source = %source,
+                user = user.as_ref().map(tracing::field::display),
+                outcome = outcome.kind.as_str(),
+                attempts = outcome.attempts,
+                "job done"
+            ),
+        }
+        if let Some(report) = &self.report {
+            // A poisoned lock means a writer panicked mid-line; keep writing the rest.
+            let mut w = report.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = w.write(username, client_id, &source, outcome) {
+                if !self.report_failed.swap(true, Ordering::Relaxed) {
+                    tracing::error!("writing the report failed: {e}; later lines may be missing");
+                }
+            }
+        }
+    }
+
+    /// Flushes the report. Returns false if any line could not be written.
+    pub fn finish(&self) -> bool {
+        if let Some(report) = &self.report {
+            let mut w = report.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = w.flush() {
+                tracing::error!("flushing the report failed: {e}");
+                return false;
+            }
+        }
+        !self.report_failed.load(Ordering::Relaxed)
+    }
+}

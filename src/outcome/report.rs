@@ -1,0 +1,78 @@
+//! The JSON Lines report: one line per job outcome, in the form SPEC.md gives.
+//!
+//! Lines are written through a `LineWriter`, so each outcome is on disk (in the page cache) as
+//! soon as it is recorded, even if the process is killed.
+
+use std::fs::{File, OpenOptions};
+use std::io::{LineWriter, Write};
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use super::{Delivery, Outcome};
+
+/// An open report file.
+pub struct ReportWriter {
+    out: LineWriter<File>,
+    buf: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    username: Option<&'a str>,
+    client_id: Option<&'a str>,
+    outcome: &'static str,
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    attempts: u32,
+    delivery: Option<&'a Delivery>,
+    source: &'a str,
+    at: String,
+}
+
+impl ReportWriter {
+    /// Creates (or truncates) the report file.
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(Self {
+            out: LineWriter::new(file),
+            buf: Vec::with_capacity(512),
+        })
+    }
+
+    /// Writes one line.
+    pub fn write(
+        &mut self,
+        username: Option<&str>,
+        client_id: Option<&str>,
+        source: &str,
+        outcome: &Outcome,
+    ) -> std::io::Result<()> {
+        let line = Line {
+            username,
+            client_id,
+            outcome: outcome.kind.as_str(),
+            reason: outcome.reason.as_deref(),
+            error: outcome.error.as_deref(),
+            attempts: outcome.attempts,
+            delivery: outcome.delivery.as_ref(),
+            source,
+            at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        };
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, &line)?;
+        self.buf.push(b'\n');
+        self.out.write_all(&self.buf)
+    }
+
+    /// Flushes what is buffered.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}

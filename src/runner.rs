@@ -1,0 +1,215 @@
+//! Orchestrates a command: builds the source, the Cognito client, the recorder and the metrics
+//! endpoint from validated settings, runs the engine, and reports how it went. The result is
+//! mapped to an exit code by `main`, and nowhere else.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cli::{Command, LogFormat};
+use crate::cognito::Cognito;
+use crate::config::Settings;
+use crate::engine::{self, EngineConfig, MisconfigStop, StopCause};
+use crate::outcome::{OutcomeKind, Recorder};
+use crate::shutdown::Shutdown;
+use crate::source::Source;
+use crate::source::csv::{CsvSource, count_records};
+use crate::telemetry::progress::{self, Progress};
+use crate::telemetry::server::{self, Readiness};
+use crate::telemetry::{BarSlot, metrics};
+
+/// How a command ended without a run-level error.
+#[derive(Debug)]
+pub struct Finished {
+    /// Every job read had an outcome (false when a signal stopped the run).
+    pub complete: bool,
+    /// Jobs that ended `failed` or `invalid`.
+    pub failed_or_invalid: u64,
+}
+
+/// Why a command could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Usage or configuration: nothing was sent (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The configuration is wrong in a way only Cognito could tell (exit 1).
+    #[error("{0}")]
+    StoppedEarly(MisconfigStop),
+    /// Anything else that ended the run (exit 1).
+    #[error(transparent)]
+    Fatal(#[from] anyhow::Error),
+}
+
+/// Runs `command`.
+pub async fn run(
+    command: Command,
+    settings: Settings,
+    shutdown: Shutdown,
+    bar: BarSlot,
+) -> Result<Finished, RunError> {
+    match command {
+        Command::Check => check(&settings),
+        Command::Backfill { input } => backfill(input, settings, shutdown, bar).await,
+    }
+}
+
+fn check(settings: &Settings) -> Result<Finished, RunError> {
+    print!("{}", settings.render_redacted());
+    if settings.cognito.client_id.is_none() {
+        eprintln!(
+            "note: --client-id is not set; sending works only if every job carries its own client_id"
+        );
+    }
+    Ok(Finished {
+        complete: true,
+        failed_or_invalid: 0,
+    })
+}
+
+async fn backfill(
+    input: PathBuf,
+    settings: Settings,
+    shutdown: Shutdown,
+    bar: BarSlot,
+) -> Result<Finished, RunError> {
+    let started = Instant::now();
+    let mut source = CsvSource::open(input.clone())
+        .await
+        .map_err(|e| RunError::Usage(e.to_string()))?;
+    if settings.cognito.client_id.is_none() && !source.has_client_id_column() {
+        return Err(RunError::Usage(
+            "missing --client-id (cognito.client_id): the CSV has no client_id column either"
+                .into(),
+        ));
+    }
+    let recorder = Recorder::new(source.label(), settings.report.as_deref(), settings.log.usernames)
+        .map_err(|e| {
+            RunError::Usage(format!(
+                "--report (report.path): cannot create {}: {e}",
+                settings.report.as_deref().unwrap_or(&input).display()
+            ))
+        })?;
+    let recorder = Arc::new(recorder);
+
+    let stop_server = tokio_util::sync::CancellationToken::new();
+    let ready = Readiness::default();
+    let server = start_metrics(&settings, ready.clone(), stop_server.clone()).await?;
+
+    let cognito = Cognito::connect(&settings.cognito).await;
+    if cognito.region().is_none() {
+        return Err(RunError::Usage(
+            "no AWS region: set --region (aws.region) or AWS_REGION".into(),
+        ));
+    }
+    ready.set(true);
+
+    let quiet = settings.log.verbosity < 0;
+    let (progress, total) = Progress::start(
+        recorder.tally(),
+        bar,
+        quiet,
+        settings.log.format == LogFormat::Json,
+    );
+    let count_path = input.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Some(n) = count_records(&count_path) {
+            let _ = total.send(Some(n));
+        }
+    });
+
+    let config = EngineConfig {
+        concurrency: settings.run.concurrency.get(),
+        rate: settings.run.rate,
+        retry: engine::retry::RetryPolicy::new(settings.retry.clone()),
+        dry_run: settings.run.dry_run,
+        default_client_id: settings.cognito.client_id.clone(),
+        shutdown_grace: settings.run.shutdown_grace,
+    };
+    let cause = engine::run(
+        config,
+        &mut source,
+        cognito,
+        recorder.clone(),
+        shutdown.token.clone(),
+    )
+    .await;
+    progress.finish().await;
+    let report_ok = recorder.finish();
+
+    let tally = recorder.tally();
+    let summary = progress::summary("backfill", &tally, started.elapsed());
+    if !quiet {
+        match settings.log.format {
+            LogFormat::Text => eprintln!("{summary}"),
+            LogFormat::Json => tracing::info!(
+                sent = tally.count(OutcomeKind::Sent),
+                already_confirmed = tally.count(OutcomeKind::AlreadyConfirmed),
+                not_found = tally.count(OutcomeKind::NotFound),
+                cooldown = tally.count(OutcomeKind::Cooldown),
+                dry_run = tally.count(OutcomeKind::DryRun),
+                invalid = tally.count(OutcomeKind::Invalid),
+                failed = tally.count(OutcomeKind::Failed),
+                not_attempted = tally.untouched(),
+                attempts = tally.attempts_total(),
+                throttled = tally.attempts(metrics::AttemptResult::Throttled),
+                wall_seconds = started.elapsed().as_secs_f64(),
+                "{summary}"
+            ),
+        }
+    }
+
+    if let Some(addr) = server
+        && !settings.metrics.linger.is_zero()
+    {
+        tracing::info!(
+            "serving final metrics on http://{addr}/metrics for {} (SIGINT/SIGTERM ends it)",
+            humantime::format_duration(settings.metrics.linger)
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(settings.metrics.linger) => {}
+            _ = shutdown.token.cancelled() => {}
+        }
+    }
+    stop_server.cancel();
+
+    if let Some(failure) = source.take_failure() {
+        return Err(RunError::Fatal(anyhow::anyhow!(
+            "{failure}; rows before it have their outcomes (rerun resumes)"
+        )));
+    }
+    if !report_ok {
+        return Err(RunError::Fatal(anyhow::anyhow!(
+            "the report could not be written completely"
+        )));
+    }
+    let failed_or_invalid = tally.count(OutcomeKind::Failed) + tally.count(OutcomeKind::Invalid);
+    match cause {
+        StopCause::Misconfigured(m) => Err(RunError::StoppedEarly(m)),
+        StopCause::Shutdown => Ok(Finished {
+            complete: false,
+            failed_or_invalid,
+        }),
+        StopCause::EndOfInput => Ok(Finished {
+            complete: true,
+            failed_or_invalid,
+        }),
+    }
+}
+
+/// Installs the recorder and, unless `none`, serves it. Returns the bound address.
+async fn start_metrics(
+    settings: &Settings,
+    ready: Readiness,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<Option<std::net::SocketAddr>, RunError> {
+    let handle = metrics::install().map_err(RunError::Fatal)?;
+    let Some(addr) = settings.metrics.listen else {
+        return Ok(None);
+    };
+    let (bound, _task) = server::serve(addr, handle, ready, stop)
+        .await
+        .map_err(|e| RunError::Usage(format!("metrics.listen (--metrics-addr): cannot listen on {addr}: {e}")))?;
+    tracing::info!("metrics on http://{bound}/metrics (also /healthz, /readyz)");
+    Ok(Some(bound))
+}

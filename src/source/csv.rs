@@ -1,0 +1,440 @@
+//! The CSV source: a backfill file or stdin, read on a blocking thread and streamed to the engine
+//! through a small bounded channel, so memory stays flat whatever the file size.
+//!
+//! The header is read before the run starts: a file without a username column is a usage error
+//! (exit 2), not a million `invalid` outcomes. After that, a record that cannot be read is an
+//! [`Unreadable`] naming its line, and the rest of the file goes on.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use csv::{ByteRecord, ErrorKind, ReaderBuilder};
+use tokio::sync::mpsc;
+
+use super::{Input, Job, NothingToSettle, Origin, ResendRequest, Settle, Source, Unreadable};
+
+/// How many parsed rows may wait for the engine. Small on purpose: the file is never read far
+/// ahead of the work.
+const CHANNEL_CAPACITY: usize = 64;
+
+/// Why a CSV cannot be used at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CsvError {
+    /// The file cannot be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file (or `-`).
+        path: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The header row is missing or has no username column.
+    #[error("{path}: {problem}")]
+    Header {
+        /// The file (or `-`).
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// Which column holds what, from the header row.
+#[derive(Debug, Clone, Default)]
+struct Columns {
+    username: usize,
+    client_id: Option<usize>,
+    analytics_endpoint_id: Option<usize>,
+    encoded_data: Option<usize>,
+    ip_address: Option<usize>,
+    /// (column, ClientMetadata key as written after `client_metadata.`)
+    metadata: Vec<(usize, String)>,
+}
+
+impl Columns {
+    fn from_header(header: &ByteRecord) -> Result<Self, String> {
+        let mut cols = Columns::default();
+        let mut username = None;
+        for (i, raw) in header.iter().enumerate() {
+            let name = std::str::from_utf8(raw)
+                .map_err(|_| format!("header column {} is not valid UTF-8", i + 1))?;
+            // An export written by Excel starts with a byte order mark.
+            let name = name.trim_start_matches('\u{feff}').trim();
+            let lower = name.to_ascii_lowercase();
+            match lower.as_str() {
+                "username" | "cognito:username" => {
+                    username.get_or_insert(i);
+                }
+                "client_id" => cols.client_id = cols.client_id.or(Some(i)),
+                "analytics_endpoint_id" => {
+                    cols.analytics_endpoint_id = cols.analytics_endpoint_id.or(Some(i))
+                }
+                "encoded_data" => cols.encoded_data = cols.encoded_data.or(Some(i)),
+                "ip_address" => cols.ip_address = cols.ip_address.or(Some(i)),
+                _ if lower.starts_with("client_metadata.") => {
+                    let key = &name["client_metadata.".len()..];
+                    if !key.is_empty() {
+                        cols.metadata.push((i, key.to_owned()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        cols.username = username.ok_or_else(|| {
+            "the header row has no username column (expected `username`, `Username` or \
+             `cognito:username`)"
+                .to_owned()
+        })?;
+        Ok(cols)
+    }
+
+    /// Turns one record into a job, or says what is wrong with it.
+    fn job(&self, rec: &ByteRecord, line: u64) -> Input {
+        let origin = Origin::Csv { line };
+        let unreadable = |reason: String, username: Option<String>| {
+            Input::Unreadable(Unreadable {
+                origin: origin.clone(),
+                reason: format!("line {line}: {reason}"),
+                username,
+            })
+        };
+        let field = |i: usize, name: &str| -> Result<Option<String>, String> {
+            match rec.get(i) {
+                None => Ok(None),
+                Some(b) => match std::str::from_utf8(b) {
+                    Ok(s) if s.is_empty() => Ok(None),
+                    Ok(s) => Ok(Some(s.to_owned())),
+                    Err(_) => Err(format!("column `{name}` is not valid UTF-8")),
+                },
+            }
+        };
+        let username = match field(self.username, "username") {
+            Ok(Some(u)) => u,
+            Ok(None) => return unreadable("username is empty".into(), None),
+            Err(e) => return unreadable(e, None),
+        };
+        if let Err(e) = super::check_username(&username) {
+            return unreadable(e, Some(username));
+        }
+        let mut request = ResendRequest {
+            username,
+            ..ResendRequest::default()
+        };
+        let optional = |col: Option<usize>, name: &str| match col {
+            Some(i) => field(i, name),
+            None => Ok(None),
+        };
+        let read = (|| -> Result<(), String> {
+            request.client_id = optional(self.client_id, "client_id")?;
+            request.analytics_endpoint_id =
+                optional(self.analytics_endpoint_id, "analytics_endpoint_id")?;
+            request.encoded_data = optional(self.encoded_data, "encoded_data")?;
+            request.ip_address = optional(self.ip_address, "ip_address")?;
+            for (i, key) in &self.metadata {
+                if let Some(v) = field(*i, &format!("client_metadata.{key}"))? {
+                    request.client_metadata.insert(key.clone(), v);
+                }
+            }
+            Ok(())
+        })();
+        match read {
+            Ok(()) => Input::Job(Job { origin, request }),
+            Err(e) => unreadable(e, Some(request.username)),
+        }
+    }
+}
+
+/// A CSV file or stdin as a [`Source`].
+pub struct CsvSource {
+    rx: mpsc::Receiver<Result<Input, String>>,
+    /// Set when reading failed part-way (an I/O error, not a bad row): the run must say so.
+    failure: Option<String>,
+    /// Whether the header has a `client_id` column (so `--client-id` may be omitted).
+    has_client_id_column: bool,
+}
+
+impl CsvSource {
+    /// Opens `path` (`-` for stdin), reads its header and starts the reader thread.
+    pub async fn open(path: PathBuf) -> Result<Self, CsvError> {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        // The reader is blocking I/O: it gets a thread of its own, and the bounded channel's
+        // `blocking_send` is what keeps it from reading ahead of the engine.
+        std::thread::Builder::new()
+            .name("csv-reader".into())
+            .spawn(move || read_all(&path, &tx, ready_tx))
+            .map_err(|e| CsvError::Io {
+                path: "-".into(),
+                source: e,
+            })?;
+        let has_client_id_column = ready_rx.await.map_err(|_| CsvError::Io {
+            path: "-".into(),
+            source: io::Error::other("the CSV reader thread ended unexpectedly"),
+        })??;
+        Ok(Self {
+            rx,
+            failure: None,
+            has_client_id_column,
+        })
+    }
+
+    /// Whether rows may carry their own client id.
+    pub fn has_client_id_column(&self) -> bool {
+        self.has_client_id_column
+    }
+
+    /// The error that ended reading early, if any.
+    pub fn take_failure(&mut self) -> Option<String> {
+        self.failure.take()
+    }
+}
+
+impl Source for CsvSource {
+    fn label(&self) -> &'static str {
+        "csv"
+    }
+
+    async fn next(&mut self) -> Option<Input> {
+        match self.rx.recv().await? {
+            Ok(input) => Some(input),
+            Err(e) => {
+                self.failure = Some(e);
+                None
+            }
+        }
+    }
+
+    fn settler(&self) -> Arc<dyn Settle> {
+        Arc::new(NothingToSettle)
+    }
+}
+
+fn display(path: &Path) -> String {
+    if path == Path::new("-") {
+        "stdin".into()
+    } else {
+        path.display().to_string()
+    }
+}
+
+fn open_reader(path: &Path) -> io::Result<Box<dyn Read + Send>> {
+    if path == Path::new("-") {
+        Ok(Box::new(io::stdin()))
+    } else {
+        Ok(Box::new(File::open(path)?))
+    }
+}
+
+/// The reader thread: header, then every record into the channel.
+fn read_all(
+    path: &Path,
+    tx: &mpsc::Sender<Result<Input, String>>,
+    ready: tokio::sync::oneshot::Sender<Result<bool, CsvError>>,
+) {
+    let name = display(path);
+    let reader = match open_reader(path) {
+        Ok(r) => r,
+        Err(source) => {
+            let _ = ready.send(Err(CsvError::Io { path: name, source }));
+            return;
+        }
+    };
+    let mut csv = ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(io::BufReader::with_capacity(64 * 1024, reader));
+    let columns = match csv.byte_headers() {
+        Ok(h) if h.is_empty() || (h.len() == 1 && h[0].is_empty()) => Err(CsvError::Header {
+            path: name.clone(),
+            problem: "empty file: a header row is required".into(),
+        }),
+        Ok(h) => Columns::from_header(h).map_err(|problem| CsvError::Header {
+            path: name.clone(),
+            problem,
+        }),
+        Err(e) => Err(CsvError::Header {
+            path: name.clone(),
+            problem: format!("cannot read the header row: {e}"),
+        }),
+    };
+    let columns = match columns {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    if ready.send(Ok(columns.client_id.is_some())).is_err() {
+        return;
+    }
+    let mut rec = ByteRecord::new();
+    loop {
+        let item = match csv.read_byte_record(&mut rec) {
+            Ok(false) => return,
+            Ok(true) => {
+                let line = rec.position().map_or(0, |p| p.line());
+                Ok(columns.job(&rec, line))
+            }
+            Err(e) => match e.kind() {
+                ErrorKind::UnequalLengths {
+                    pos,
+                    expected_len,
+                    len,
+                } => {
+                    let line = pos.as_ref().map_or(0, |p| p.line());
+                    Ok(Input::Unreadable(Unreadable {
+                        origin: Origin::Csv { line },
+                        reason: format!(
+                            "line {line}: wrong field count: {len} fields, the header has {expected_len}"
+                        ),
+                        username: None,
+                    }))
+                }
+                ErrorKind::Io(_) => Err(format!("reading {name} failed: {e}")),
+                _ => {
+                    let line = e.position().map_or(0, |p| p.line());
+                    Ok(Input::Unreadable(Unreadable {
+                        origin: Origin::Csv { line },
+                        reason: format!("line {line}: {e}"),
+                        username: None,
+                    }))
+                }
+            },
+        };
+        let stop = item.is_err();
+        // The engine dropped the receiver: the run is over, stop reading.
+        if tx.blocking_send(item).is_err() || stop {
+            return;
+        }
+    }
+}
+
+/// Counts the records of a file (not stdin) for the progress bar's length. Cheap next to the
+/// network work; runs on its own thread so the run does not wait for it.
+pub fn count_records(path: &Path) -> Option<u64> {
+    if path == Path::new("-") {
+        return None;
+    }
+    let mut csv = ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(io::BufReader::with_capacity(256 * 1024, File::open(path).ok()?));
+    let mut rec = ByteRecord::new();
+    let mut n = 0;
+    loop {
+        match csv.read_byte_record(&mut rec) {
+            Ok(true) => n += 1,
+            Ok(false) => return Some(n),
+            Err(e) if matches!(e.kind(), ErrorKind::Io(_)) => return None,
+            Err(_) => n += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read(text: &[u8]) -> Result<Vec<Input>, CsvError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, text).unwrap();
+        let mut src = CsvSource::open(path).await?;
+        let mut out = Vec::new();
+        while let Some(i) = src.next().await {
+            out.push(i);
+        }
+        assert!(src.take_failure().is_none());
+        Ok(out)
+    }
+
+    fn job(i: &Input) -> &Job {
+        match i {
+            Input::Job(j) => j,
+            Input::Unreadable(u) => panic!("expected a job, got {u:?}"),
+        }
+    }
+
+    fn unreadable(i: &Input) -> &Unreadable {
+        match i {
+            Input::Unreadable(u) => u,
+            Input::Job(j) => panic!("expected unreadable, got {j:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn header_aliases_are_case_insensitive_and_bom_tolerated() {
+        for header in ["username", "Username", "USERNAME", "cognito:username", "\u{feff}username"] {
+            let text = format!("email,{header},status\na@x,alice,UNCONFIRMED\n");
+            let inputs = read(text.as_bytes()).await.unwrap();
+            assert_eq!(inputs.len(), 1, "{header}");
+            assert_eq!(job(&inputs[0]).request.username, "alice", "{header}");
+            assert_eq!(job(&inputs[0]).origin, Origin::Csv { line: 2 });
+        }
+    }
+
+    #[tokio::test]
+    async fn every_request_field_is_read() {
+        let text = "Username,Client_ID,client_metadata.Campaign,client_metadata.src,analytics_endpoint_id,encoded_data,ip_address,email\n\
+                    bob,c1,spring,csv,ep-1,ENC==,192.0.2.1,b@x\n\
+                    carol,,,,,,,\n";
+        let inputs = read(text.as_bytes()).await.unwrap();
+        let bob = &job(&inputs[0]).request;
+        assert_eq!(bob.username, "bob");
+        assert_eq!(bob.client_id.as_deref(), Some("c1"));
+        assert_eq!(bob.client_metadata.get("Campaign").map(String::as_str), Some("spring"));
+        assert_eq!(bob.client_metadata.get("src").map(String::as_str), Some("csv"));
+        assert_eq!(bob.analytics_endpoint_id.as_deref(), Some("ep-1"));
+        assert_eq!(bob.encoded_data.as_deref(), Some("ENC=="));
+        assert_eq!(bob.ip_address.as_deref(), Some("192.0.2.1"));
+        let carol = &job(&inputs[1]).request;
+        assert_eq!(carol.client_id, None, "empty cells are absent, not empty strings");
+        assert!(carol.client_metadata.is_empty());
+    }
+
+    #[tokio::test]
+    async fn bad_rows_name_their_line_and_the_rest_goes_on() {
+        let long = "x".repeat(129);
+        let mut text = format!("username,email\n,blank@x\n{long},long@x\nok1,a@x\nextra,a@x,more\n");
+        text.push_str("ok2,b@x\n");
+        let mut bytes = text.into_bytes();
+        bytes.extend_from_slice(b"bad\xff\xfeutf8,c@x\nok3,c@x\n");
+        let inputs = read(&bytes).await.unwrap();
+        assert_eq!(inputs.len(), 7);
+        let u = unreadable(&inputs[0]);
+        assert_eq!(u.origin, Origin::Csv { line: 2 });
+        assert!(u.reason.contains("line 2") && u.reason.contains("empty"), "{}", u.reason);
+        let u = unreadable(&inputs[1]);
+        assert!(u.reason.contains("line 3") && u.reason.contains("129"), "{}", u.reason);
+        assert_eq!(job(&inputs[2]).request.username, "ok1");
+        let u = unreadable(&inputs[3]);
+        assert!(u.reason.contains("line 5") && u.reason.contains("field count"), "{}", u.reason);
+        assert_eq!(job(&inputs[4]).request.username, "ok2");
+        let u = unreadable(&inputs[5]);
+        assert!(u.reason.contains("line 7") && u.reason.contains("UTF-8"), "{}", u.reason);
+        assert_eq!(job(&inputs[6]).request.username, "ok3");
+    }
+
+    #[tokio::test]
+    async fn exactly_128_characters_is_fine() {
+        let name = "é".repeat(128);
+        let inputs = read(format!("username\n{name}\n").as_bytes()).await.unwrap();
+        assert_eq!(job(&inputs[0]).request.username, name);
+    }
+
+    #[tokio::test]
+    async fn missing_username_column_or_header_is_a_usage_error() {
+        let err = read(b"email,status\na@x,UNCONFIRMED\n").await.err().unwrap();
+        assert!(err.to_string().contains("no username column"), "{err}");
+        let err = read(b"").await.err().unwrap();
+        assert!(err.to_string().contains("header row is required"), "{err}");
+    }
+
+    #[test]
+    fn counting_matches_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, "username\na\nb\n\"c\nd\"\n").unwrap();
+        assert_eq!(count_records(&path), Some(3));
+    }
+}

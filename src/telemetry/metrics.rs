@@ -1,0 +1,105 @@
+//! Metric names and the Prometheus recorder. The names are SPEC.md's; no label ever carries a
+//! username or other personal data.
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::outcome::OutcomeKind;
+
+/// Jobs by source and outcome.
+pub const JOBS_TOTAL: &str = "cognito_resend_jobs_total";
+/// Cognito calls by result.
+pub const ATTEMPTS_TOTAL: &str = "cognito_resend_attempts_total";
+/// Latency of each Cognito call.
+pub const REQUEST_DURATION: &str = "cognito_resend_request_duration_seconds";
+/// Cognito calls in flight.
+pub const IN_FLIGHT: &str = "cognito_resend_in_flight";
+/// The rate limiter's current rate (0 = no limit).
+pub const RATE_LIMIT: &str = "cognito_resend_rate_limit_per_second";
+
+/// How one Cognito call ended, for `cognito_resend_attempts_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptResult {
+    /// Cognito gave a definitive answer about the user (sent, already confirmed, not found).
+    Ok = 0,
+    /// TooManyRequestsException.
+    Throttled = 1,
+    /// A retryable error: 5xx, timeout, dropped connection.
+    Transient = 2,
+    /// An error retrying cannot fix.
+    Permanent = 3,
+}
+
+impl AttemptResult {
+    /// Every result.
+    pub const ALL: [AttemptResult; 4] = [Self::Ok, Self::Throttled, Self::Transient, Self::Permanent];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Throttled => "throttled",
+            Self::Transient => "transient",
+            Self::Permanent => "permanent",
+        }
+    }
+}
+
+/// Installs the global recorder. Histograms get buckets (otherwise the exporter renders
+/// summaries, which cannot be aggregated across replicas).
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(REQUEST_DURATION.to_owned()),
+            &[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ],
+        )?
+        .install_recorder()?;
+    describe_counter!(JOBS_TOTAL, "Jobs that reached an outcome, by source and outcome.");
+    describe_counter!(ATTEMPTS_TOTAL, "ResendConfirmationCode calls, by result.");
+    describe_histogram!(
+        REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Duration of each ResendConfirmationCode call."
+    );
+    describe_gauge!(IN_FLIGHT, "ResendConfirmationCode calls in flight.");
+    describe_gauge!(
+        RATE_LIMIT,
+        "Current client-side rate limit in calls per second (0 = no limit)."
+    );
+    for result in AttemptResult::ALL {
+        counter!(ATTEMPTS_TOTAL, "result" => result.as_str()).absolute(0);
+    }
+    gauge!(IN_FLIGHT).set(0.0);
+    Ok(handle)
+}
+
+/// Makes every outcome of `source` visible at 0 from the start, so rates and alerts work before
+/// the first job of each kind.
+pub fn register_outcomes(source: &'static str) {
+    for kind in OutcomeKind::ALL {
+        counter!(JOBS_TOTAL, "source" => source, "outcome" => kind.as_str()).increment(0);
+    }
+}
+
+/// Counts a job's outcome.
+pub fn job(source: &'static str, kind: OutcomeKind) {
+    counter!(JOBS_TOTAL, "source" => source, "outcome" => kind.as_str()).increment(1);
+}
+
+/// Counts a call and observes its duration.
+pub fn attempt(result: AttemptResult, seconds: f64) {
+    counter!(ATTEMPTS_TOTAL, "result" => result.as_str()).increment(1);
+    histogram!(REQUEST_DURATION).record(seconds);
+}
+
+/// Moves the in-flight gauge.
+pub fn in_flight(delta: f64) {
+    gauge!(IN_FLIGHT).increment(delta);
+}
+
+/// Sets the current rate limit (0 = none).
+pub fn rate_limit(per_second: f64) {
+    gauge!(RATE_LIMIT).set(per_second);
+}

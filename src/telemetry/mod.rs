@@ -1,0 +1,129 @@
+//! What the process tells people and machines while it works: logs ([`init_logging`]), metrics
+//! ([`metrics`], served by [`server`]) and progress ([`progress`]).
+//!
+//! Usernames are personal data: logs show them through [`UserRef`], a short stable hash unless
+//! `--log-usernames` is given. Secrets never reach this module.
+
+pub mod metrics;
+pub mod progress;
+pub mod server;
+
+use std::fmt;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use indicatif::ProgressBar;
+use sha2::{Digest, Sha256};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::cli::LogFormat;
+use crate::config::LogSettings;
+
+/// A username as logs show it.
+pub struct UserRef<'a> {
+    name: &'a str,
+    reveal: bool,
+}
+
+impl<'a> UserRef<'a> {
+    /// `reveal` = `--log-usernames`.
+    pub fn new(name: &'a str, reveal: bool) -> Self {
+        Self { name, reveal }
+    }
+}
+
+impl fmt::Display for UserRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.reveal {
+            return f.write_str(self.name);
+        }
+        // Stable across runs and replicas, so one user's lines can be followed without the name.
+        let digest = Sha256::digest(self.name.as_bytes());
+        write!(f, "u-")?;
+        for b in &digest[..6] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the progress bar lives, so log lines can be printed around it instead of through it.
+#[derive(Clone, Default)]
+pub struct BarSlot(Arc<Mutex<Option<ProgressBar>>>);
+
+impl BarSlot {
+    /// Puts a bar in (or takes it out).
+    pub fn set(&self, bar: Option<ProgressBar>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = bar;
+    }
+
+    fn with_suspended(&self, f: impl FnOnce()) {
+        let bar = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+}
+
+/// A log line buffered, then written to stderr in one piece with the progress bar suspended.
+pub struct LineOut {
+    slot: BarSlot,
+    buf: Vec<u8>,
+}
+
+impl Write for LineOut {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineOut {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        self.slot.with_suspended(|| {
+            let _ = std::io::stderr().lock().write_all(&buf);
+        });
+    }
+}
+
+impl<'a> MakeWriter<'a> for BarSlot {
+    type Writer = LineOut;
+    fn make_writer(&'a self) -> LineOut {
+        LineOut {
+            slot: self.clone(),
+            buf: Vec::with_capacity(256),
+        }
+    }
+}
+
+/// Starts logging to stderr. Returns the slot a progress bar goes into.
+pub fn init_logging(log: &LogSettings) -> BarSlot {
+    let level = match log.verbosity {
+        i8::MIN..=-1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    // Our crate at the chosen level; the AWS SDK and HTTP stack one step quieter, since their
+    // debug output is about internals, not jobs.
+    let filter = EnvFilter::new(format!(
+        "warn,cognito_resend={level},cognito_emulator={level}{}",
+        if log.verbosity >= 2 { ",aws=debug" } else { "" }
+    ));
+    let slot = BarSlot::default();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(slot.clone())
+        .with_target(false);
+    match log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
+    }
+    slot
+}

@@ -1,0 +1,152 @@
+//! Progress while a one-shot command runs, and the summary when it ends.
+//!
+//! On a terminal: an indicatif bar (rows done, rate, ETA, counts per outcome). Off a terminal: a
+//! log line every 10 s. Both read the recorder's [`Tally`]; nothing on the job path waits for
+//! them.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use super::BarSlot;
+use super::metrics::AttemptResult;
+use crate::outcome::{OutcomeKind, Tally};
+
+/// How often the non-interactive progress line is logged.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A running progress display.
+pub struct Progress {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    slot: BarSlot,
+}
+
+impl Progress {
+    /// Starts showing progress of `tally`. `total` may arrive later through the returned setter.
+    pub fn start(
+        tally: Arc<Tally>,
+        slot: BarSlot,
+        quiet: bool,
+        json_logs: bool,
+    ) -> (Self, tokio::sync::watch::Sender<Option<u64>>) {
+        let (total_tx, total_rx) = tokio::sync::watch::channel(None);
+        let stop = CancellationToken::new();
+        let interactive = !quiet && !json_logs && std::io::stderr().is_terminal();
+        let task = if interactive {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
+            bar.set_style(spinner_style());
+            slot.set(Some(bar.clone()));
+            tokio::spawn(draw_bar(bar, tally, total_rx, stop.clone()))
+        } else if quiet {
+            tokio::spawn(async {})
+        } else {
+            tokio::spawn(log_lines(tally, total_rx, stop.clone()))
+        };
+        (Self { stop, task, slot }, total_tx)
+    }
+
+    /// Stops the display and clears the bar.
+    pub async fn finish(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+        self.slot.set(None);
+    }
+}
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {pos} rows {per_sec} [{elapsed_precise}] {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} rows {per_sec} eta {eta} [{elapsed_precise}] {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+async fn draw_bar(
+    bar: ProgressBar,
+    tally: Arc<Tally>,
+    mut total: tokio::sync::watch::Receiver<Option<u64>>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+            Ok(()) = total.changed() => {
+                if let Some(n) = *total.borrow() {
+                    bar.set_length(n);
+                    bar.set_style(bar_style());
+                }
+            }
+        }
+        bar.set_position(tally.done());
+        bar.set_message(tally.outcome_line(false));
+    }
+    bar.set_position(tally.done());
+    bar.finish_and_clear();
+}
+
+async fn log_lines(
+    tally: Arc<Tally>,
+    total: tokio::sync::watch::Receiver<Option<u64>>,
+    stop: CancellationToken,
+) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + LOG_EVERY, LOG_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let done = tally.done();
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let of = match *total.borrow() {
+            Some(n) => format!("/{n}"),
+            None => String::new(),
+        };
+        tracing::info!(
+            "progress: {done}{of} jobs, {:.1} jobs/s; {}",
+            done as f64 / secs,
+            tally.outcome_line(false)
+        );
+    }
+}
+
+/// The end-of-run summary: counts per outcome, attempts, throttles, wall time, jobs per second.
+pub fn summary(command: &str, tally: &Tally, wall: Duration) -> String {
+    let done = tally.done();
+    let secs = wall.as_secs_f64().max(0.001);
+    let mut s = format!(
+        "{command}: {done} jobs in {:.1}s ({:.1} jobs/s)\n  outcomes: {}\n  attempts: {} \
+         (ok {}, throttled {}, transient {}, permanent {})",
+        wall.as_secs_f64(),
+        done as f64 / secs,
+        tally.outcome_line(true),
+        tally.attempts_total(),
+        tally.attempts(AttemptResult::Ok),
+        tally.attempts(AttemptResult::Throttled),
+        tally.attempts(AttemptResult::Transient),
+        tally.attempts(AttemptResult::Permanent),
+    );
+    let untouched = tally.untouched();
+    if untouched > 0 {
+        s.push_str(&format!(
+            "\n  not attempted: {untouched} (the run stopped first; rerun to resume)"
+        ));
+    }
+    let bad = tally.count(OutcomeKind::Failed) + tally.count(OutcomeKind::Invalid);
+    if bad > 0 {
+        s.push_str(&format!(
+            "\n  {bad} jobs failed or were invalid: see the report (--report) or the warnings above"
+        ));
+    }
+    s
+}

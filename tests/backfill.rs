@@ -1,0 +1,439 @@
+//! `backfill` end to end: the real binary, through the real AWS SDK, against the bundled Cognito
+//! emulator over HTTP. Ground truth is what the emulator recorded.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cognito_resend::emulator::{Faults, UserSpec, UserStatus};
+use support::*;
+
+fn count(report: &[serde_json::Value], outcome: &str) -> usize {
+    report.iter().filter(|l| l["outcome"] == outcome).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_pool_sends_each_unconfirmed_user_exactly_once_and_everything_adds_up() {
+    let pool = pool(1_500, None, |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = command(&pool.emu.endpoint());
+    cmd.arg("backfill")
+        .arg(&csv)
+        .args(["--client-id", CLIENT, "--rate", "0", "--concurrency", "32"])
+        .arg("--report")
+        .arg(&report_path);
+    let (metrics, code, stderr) = run_and_scrape(cmd).await;
+    assert_eq!(code, 0, "stderr:\n{stderr}");
+
+    // Ground truth: every UNCONFIRMED user got exactly one code, nobody else got any.
+    let sends = pool.emu.send_counts();
+    for u in &pool.unconfirmed {
+        assert_eq!(sends.get(u), Some(&1), "{u} should get exactly one code");
+    }
+    assert_eq!(sends.len(), pool.unconfirmed.len(), "only UNCONFIRMED users get codes");
+
+    // The report agrees with it, line for line.
+    let report = report(&report_path);
+    assert_eq!(report.len(), pool.csv_usernames.len(), "one line per row");
+    assert_eq!(users_with(&report, "sent"), pool.unconfirmed);
+    assert_eq!(users_with(&report, "already_confirmed"), pool.confirmed);
+    assert_eq!(users_with(&report, "not_found"), pool.missing);
+    for line in report.iter().filter(|l| l["outcome"] == "sent") {
+        assert_eq!(line["delivery"]["medium"], "EMAIL");
+        assert!(line["delivery"]["destination"].as_str().unwrap().contains("***"));
+        assert_eq!(line["client_id"], CLIENT);
+        assert!(line["source"].as_str().unwrap().starts_with("csv:"));
+        assert!(line["at"].as_str().unwrap().ends_with('Z'));
+    }
+
+    // And so do the metrics.
+    let jobs = |outcome: &str| {
+        sample(&metrics, "cognito_resend_jobs_total", &[("source", "csv"), ("outcome", outcome)])
+            .unwrap_or_else(|| panic!("jobs_total for {outcome} in:\n{metrics}"))
+    };
+    assert_eq!(jobs("sent") as usize, pool.unconfirmed.len());
+    assert_eq!(jobs("already_confirmed") as usize, pool.confirmed.len());
+    assert_eq!(jobs("not_found") as usize, pool.missing.len());
+    assert_eq!(jobs("failed"), 0.0);
+    assert_eq!(jobs("invalid"), 0.0);
+    let ok = sample(&metrics, "cognito_resend_attempts_total", &[("result", "ok")]).unwrap();
+    assert_eq!(ok as usize, pool.csv_usernames.len());
+    assert_eq!(pool.emu.stats().requests_total as usize, pool.csv_usernames.len());
+    let observed = sample(&metrics, "cognito_resend_request_duration_seconds_count", &[]).unwrap();
+    assert_eq!(observed as usize, pool.csv_usernames.len());
+    assert_eq!(sample(&metrics, "cognito_resend_in_flight", &[]), Some(0.0));
+    assert_eq!(sample(&metrics, "cognito_resend_rate_limit_per_second", &[]), Some(0.0));
+    promtool_check(&metrics);
+
+    // No username in any label (they are personal data).
+    for u in pool.unconfirmed.iter().take(50) {
+        assert!(!metrics.contains(u.as_str()), "metrics mention {u}");
+    }
+    assert!(stderr.contains("backfill:") && stderr.contains("jobs/s"), "summary:\n{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_hash_is_accepted_and_a_wrong_secret_stops_early() {
+    const SECRET: &str = "correct-horse-battery-staple-0123456789";
+    let pool = pool(300, Some(SECRET), |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let secret_file = write_file(dir.path(), "secret", format!("{SECRET}\n"));
+    let report_path = dir.path().join("report.jsonl");
+
+    // The right secret, from a file: everyone sent, each call with a SecretHash.
+    let mut cmd = command(&pool.emu.endpoint());
+    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "--rate", "0"]);
+    cmd.arg("--client-secret-file").arg(&secret_file);
+    cmd.arg("--report").arg(&report_path);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let sends = pool.emu.sends();
+    assert_eq!(sends.len(), pool.unconfirmed.len());
+    assert!(sends.iter().all(|s| s.secret_hash_given));
+
+    // A wrong secret, from the environment: stopped early, exit 1, nothing sent, most rows untouched.
+    let wrong = "wrong-secret-value-must-not-leak";
+    let before = pool.emu.stats().requests_total;
+    let wrong_report = dir.path().join("wrong.jsonl");
+    let mut cmd = command(&pool.emu.endpoint());
+    cmd.env("COGNITO_RESEND_CLIENT_SECRET", wrong);
+    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "--rate", "0", "--concurrency", "4"]);
+    cmd.arg("--report").arg(&wrong_report).arg("-v");
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    assert!(ran.stderr.contains("NotAuthorizedException"), "{}", ran.stderr);
+    assert!(ran.stderr.contains(CLIENT), "the message names the client id: {}", ran.stderr);
+    assert!(ran.stderr.contains("secret"), "the message names the likely fix: {}", ran.stderr);
+    assert_eq!(pool.emu.sends().len(), pool.unconfirmed.len(), "nothing more sent");
+    let calls = pool.emu.stats().requests_total - before;
+    assert!(calls <= 3 + 4, "stops after 3 in a row (plus calls already in flight), made {calls}");
+    let lines = report(&wrong_report);
+    assert_eq!(lines.len() as u64, calls, "only attempted rows have outcomes");
+    assert!(lines.iter().all(|l| l["outcome"] == "failed" && l["reason"] == "not_authorized"));
+
+    // The secret is nowhere: logs, report, check output.
+    let mut check = command(&pool.emu.endpoint());
+    check.env("COGNITO_RESEND_CLIENT_SECRET", wrong).arg("check");
+    let checked = run(check).await;
+    assert_eq!(checked.code, 0, "{}", checked.stderr);
+    assert!(checked.stdout.contains("<redacted>"));
+    let mut check = command(&pool.emu.endpoint());
+    check.arg("check").arg("--client-secret-file").arg(&secret_file);
+    let checked_file = run(check).await;
+    for text in [
+        &ran.stderr,
+        &ran.stdout,
+        &std::fs::read_to_string(&wrong_report).unwrap(),
+        &std::fs::read_to_string(&report_path).unwrap(),
+        &checked.stdout,
+        &checked.stderr,
+        &checked_file.stdout,
+        &checked_file.stderr,
+    ] {
+        assert!(!text.contains(wrong) && !text.contains(SECRET), "a secret leaked into:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_fields_arrive_as_given_in_the_csv() {
+    let emu = emulator_with(
+        vec![
+            UserSpec::new("ana", UserStatus::Unconfirmed),
+            UserSpec::new("bo", UserStatus::Unconfirmed),
+        ],
+        |b| b,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = write_file(
+        dir.path(),
+        "in.csv",
+        "Username,client_metadata.campaign,client_metadata.Locale,analytics_endpoint_id,encoded_data,ip_address,status\n\
+         ana,spring-2026,pt-BR,endpoint-1,ZW5jb2RlZA==,198.51.100.7,UNCONFIRMED\n\
+         bo,,,,,,UNCONFIRMED\n",
+    );
+    let mut cmd = command(&emu.endpoint());
+    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let sends = emu.sends();
+    let ana = sends.iter().find(|s| s.username == "ana").expect("ana was sent a code");
+    assert_eq!(
+        ana.client_metadata,
+        BTreeMap::from([
+            ("campaign".to_owned(), "spring-2026".to_owned()),
+            ("Locale".to_owned(), "pt-BR".to_owned())
+        ])
+    );
+    assert_eq!(ana.analytics_endpoint_id.as_deref(), Some("endpoint-1"));
+    assert_eq!(ana.encoded_data.as_deref(), Some("ZW5jb2RlZA=="));
+    assert_eq!(ana.ip_address.as_deref(), Some("198.51.100.7"));
+    assert_eq!(ana.client_id, CLIENT);
+    let bo = sends.iter().find(|s| s.username == "bo").expect("bo was sent a code");
+    assert!(bo.client_metadata.is_empty());
+    assert_eq!(bo.analytics_endpoint_id, None);
+    assert_eq!((bo.encoded_data.as_deref(), bo.ip_address.as_deref()), (None, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_never_exceeds_the_semaphore_and_reaches_it() {
+    let pool = pool(200, None, |b| {
+        b.faults(Faults {
+            latency: Duration::from_millis(60),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let mut cmd = command(&pool.emu.endpoint());
+    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "--rate", "0", "--concurrency", "7"]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(pool.emu.stats().max_in_flight, 7, "at most 7 in flight, and 7 reached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_without_a_client_limit_still_sends_everyone_exactly_once() {
+    let pool = pool(2_000, None, |b| b.quota_rps(Some(50))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = command(&pool.emu.endpoint());
+    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "--rate", "0", "--concurrency", "16"]);
+    cmd.arg("--report").arg(&report_path);
+    let (metrics, code, stderr) = run_and_scrape(cmd).await;
+    assert_eq!(code, 0, "{stderr}");
+    let sends = pool.emu.send_counts();
+    assert_eq!(sends.len(), pool.unconfirmed.len());
+    assert!(sends.values().all(|&n| n == 1), "nobody got two codes");
+    let throttled = sample(&metrics, "cognito_resend_attempts_total", &[("result", "throttled")]).unwrap();
+    assert!(throttled > 0.0, "the emulator throttled and we counted it");
+    assert_eq!(throttled as u64, pool.emu.stats().throttled, "every throttle counted once");
+    let rate = sample(&metrics, "cognito_resend_rate_limit_per_second", &[]).unwrap();
+    assert!(rate > 0.0, "the limiter engaged after throttling: {rate}");
+    let report = report(&report_path);
+    assert_eq!(report.len(), pool.csv_usernames.len());
+    assert_eq!(count(&report, "failed"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_below_the_quota_is_never_throttled() {
+    let pool = pool(400, None, |b| b.quota_rps(Some(50))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let mut cmd = command(&pool.emu.endpoint());
+    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "--rate", "40", "--concurrency", "16"]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(pool.emu.stats().throttled, 0);
+    assert_eq!(pool.emu.send_counts().len(), pool.unconfirmed.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_errors_and_dropped_connections_are_retried_to_exactly_once() {
+    let pool = pool(1_000, None, |b| {
+        b.faults(Faults {
+            error_rate: 0.05,
+            drop_rate: 0.01,
+            ..Faults::default()
+        })
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = command(&pool.emu.endpoint());
+    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "--rate", "0", "--concurrency", "16"]);
+    cmd.args(["--initial-backoff", "10ms", "--max-backoff", "100ms"]);
+    cmd.arg("--report").arg(&report_path);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let stats = pool.emu.stats();
+    assert!(stats.errors_injected > 0 && stats.connections_dropped > 0, "{stats:?}");
+    let sends = pool.emu.send_counts();
+    assert_eq!(sends.len(), pool.unconfirmed.len());
+    assert!(sends.values().all(|&n| n == 1));
+    let report = report(&report_path);
+    assert_eq!(users_with(&report, "sent"), pool.unconfirmed);
+    let retried = report.iter().filter(|l| l["attempts"].as_u64().unwrap() > 1).count();
+    assert!(retried > 0, "some jobs needed a retry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_email_quota_stops_the_run_with_advice() {
+    let users: Vec<_> = (0..400)
+        .map(|i| UserSpec::new(format!("quota-{i:04}"), UserStatus::Unconfirmed))
+        .collect();
+    let names: Vec<String> = users.iter().map(|u| u.username.clone()).collect();
+    let emu = emulator_with(users, |b| b.email_quota(Some(100))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &names);
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = command(&emu.endpoint());
+    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "--rate", "0", "--concurrency", "4"]);
+    cmd.arg("--report").arg(&report_path);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    assert!(ran.stderr.contains("SES"), "says to configure SES: {}", ran.stderr);
+    assert!(ran.stderr.contains(CLIENT), "{}", ran.stderr);
+    let stats = emu.stats();
+    assert_eq!(stats.sends_total, 100);
+    // The first quota error stops new calls; only calls already in flight can follow it.
+    let after = stats.requests_total - 100;
+    assert!((1..=4).contains(&after), "{after} calls after the quota ran out");
+    let report = report(&report_path);
+    assert_eq!(report.len() as u64, stats.requests_total, "untouched rows have no outcome");
+    assert_eq!(count(&report, "sent"), 100);
+    assert!(report
+        .iter()
+        .filter(|l| l["outcome"] == "failed")
+        .all(|l| l["reason"] == "email_quota"));
+    assert!(ran.stderr.contains("not attempted"), "{}", ran.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_rows_are_invalid_with_their_line_and_the_rest_is_processed() {
+    let emu = emulator_with(
+        ["r1", "r2", "r3"].map(|u| UserSpec::new(u, UserStatus::Unconfirmed)).to_vec(),
+        |b| b,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = b"username,email\nr1,a@x\n,blank@x\n".to_vec();
+    text.extend_from_slice(format!("{},long@x\n", "y".repeat(129)).as_bytes());
+    text.extend_from_slice(b"r2,b@x\nbad\xffname,c@x\nonly-one-field\nr3,c@x,extra\nr3,c@x\n");
+    let csv = write_file(dir.path(), "in.csv", text);
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = command(&emu.endpoint());
+    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT]);
+    cmd.arg("--report").arg(&report_path);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 3, "finished with invalid rows: {}", ran.stderr);
+    let report = report(&report_path);
+    let invalid: BTreeMap<String, String> = report
+        .iter()
+        .filter(|l| l["outcome"] == "invalid")
+        .map(|l| (l["source"].as_str().unwrap().to_owned(), l["reason"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        invalid.keys().cloned().collect::<Vec<_>>(),
+        ["csv:3", "csv:4", "csv:6", "csv:7", "csv:8"]
+    );
+    assert!(invalid["csv:3"].contains("empty"));
+    assert!(invalid["csv:4"].contains("129"));
+    assert!(invalid["csv:6"].contains("UTF-8"));
+    assert!(invalid["csv:7"].contains("field count"));
+    assert!(invalid["csv:8"].contains("field count"));
+    assert_eq!(users_with(&report, "sent").len(), 3, "r1, r2, r3 all sent");
+    for (source, reason) in &invalid {
+        assert!(ran.stderr.contains(reason.as_str()), "{source} logged: {}", ran.stderr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_drains_in_flight_calls_and_exits_130() {
+    let pool = pool(400, None, |b| {
+        b.faults(Faults {
+            latency: Duration::from_millis(300),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = command(&pool.emu.endpoint());
+    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "--rate", "0", "--concurrency", "8"]);
+    cmd.arg("--report").arg(&report_path);
+    let running = Running::spawn(cmd);
+    // Wait until some calls have been made, then interrupt.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while pool.emu.stats().requests_total < 20 {
+        assert!(tokio::time::Instant::now() < deadline, "no calls within 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.signal("INT");
+    let (code, stderr) = running.wait(Duration::from_secs(40)).await;
+    assert_eq!(code, 130, "{stderr}");
+    let stats = pool.emu.stats();
+    assert!(stats.requests_total < pool.csv_usernames.len() as u64, "stopped before the end");
+    let report = report(&report_path);
+    // Every call that was made has its outcome: in-flight calls were let finish.
+    assert_eq!(report.len() as u64, stats.requests_total, "{stderr}");
+    assert_eq!(count(&report, "failed"), 0);
+    assert!(stderr.contains("not attempted"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_exit_2_naming_the_setting_and_send_nothing() {
+    let emu = emulator_with(vec![UserSpec::new("z", UserStatus::Unconfirmed)], |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &["z".to_owned()]);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--concurrency", "0"], "run.concurrency"),
+        (vec!["--rate", "fast"], "run.rate"),
+        (vec!["--max-elapsed", "forever"], "retry.max_elapsed"),
+        (vec!["--jitter", "2"], "retry.jitter"),
+        (vec!["--client-secret-file", "/nonexistent/secret"], "--client-secret-file"),
+        (vec!["--metrics-addr", "not-an-address"], "metrics.listen"),
+    ];
+    for (args, named) in cases {
+        let mut cmd = command(&emu.endpoint());
+        cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT]).args(&args);
+        let ran = run(cmd).await;
+        assert_eq!(ran.code, 2, "{args:?}: {}", ran.stderr);
+        assert!(ran.stderr.contains(named), "{args:?} names {named}: {}", ran.stderr);
+    }
+    // No client id anywhere.
+    let mut cmd = command(&emu.endpoint());
+    cmd.arg("backfill").arg(&csv);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(ran.stderr.contains("--client-id"), "{}", ran.stderr);
+    // A CSV that does not exist.
+    let mut cmd = command(&emu.endpoint());
+    cmd.args(["backfill", "/nonexistent/users.csv", "--client-id", CLIENT]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(ran.stderr.contains("/nonexistent/users.csv"), "{}", ran.stderr);
+    assert_eq!(emu.stats().requests_total, 0, "nothing was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_sends_nothing_and_reports_every_job() {
+    let pool = pool(100, None, |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = command(&pool.emu.endpoint());
+    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "--dry-run"]);
+    cmd.arg("--report").arg(&report_path);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(pool.emu.stats().requests_total, 0);
+    let report = report(&report_path);
+    assert_eq!(count(&report, "dry_run"), pool.csv_usernames.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usernames_are_hashed_in_logs_unless_asked() {
+    let emu = emulator_with(vec![], |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let name = "private.person@example.com";
+    let csv = usernames_csv(dir.path(), &[name.to_owned()]);
+    let mut cmd = command(&emu.endpoint());
+    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "-v"]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "not_found is not a failure: {}", ran.stderr);
+    assert!(!ran.stderr.contains(name), "{}", ran.stderr);
+    assert!(ran.stderr.contains("u-"), "hashed user shown: {}", ran.stderr);
+    let mut cmd = command(&emu.endpoint());
+    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "-v", "--log-usernames"]);
+    let ran = run(cmd).await;
+    assert!(ran.stderr.contains(name), "{}", ran.stderr);
+}

@@ -1,0 +1,304 @@
+//! What the integration tests share: the bundled Cognito emulator with a seeded pool, CSV
+//! writing, running the real `cognito-resend` binary, reading its report, scraping its metrics
+//! and checking them with promtool.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cognito_resend::emulator::{ClientSpec, Emulator, EmulatorBuilder, UserSpec, UserStatus};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_cognito-resend");
+/// The app client every test pool has.
+pub const CLIENT: &str = "test-client";
+
+/// A seeded emulator and the ground truth of who is what.
+pub struct Pool {
+    pub emu: Emulator,
+    pub unconfirmed: HashSet<String>,
+    pub confirmed: HashSet<String>,
+    /// Usernames in the CSV that the pool does not have.
+    pub missing: HashSet<String>,
+    /// Every CSV username, in order.
+    pub csv_usernames: Vec<String>,
+}
+
+/// Starts an emulator with the deterministic demo pool of `n` users (plus ~10% missing names in
+/// the CSV list), a client `CLIENT` (with `secret` if given), configured further by `tune`.
+pub async fn pool(n: usize, secret: Option<&str>, tune: impl FnOnce(EmulatorBuilder) -> EmulatorBuilder) -> Pool {
+    let (users, csv_usernames) = cognito_resend::emulator::demo_pool(n);
+    let mut unconfirmed = HashSet::new();
+    let mut confirmed = HashSet::new();
+    let mut known = HashSet::new();
+    for u in &users {
+        known.insert(u.username.clone());
+        match u.status {
+            UserStatus::Unconfirmed => {
+                unconfirmed.insert(u.username.clone());
+            }
+            UserStatus::Confirmed => {
+                confirmed.insert(u.username.clone());
+            }
+            _ => {}
+        }
+    }
+    let missing = csv_usernames
+        .iter()
+        .filter(|u| !known.contains(*u))
+        .cloned()
+        .collect();
+    let mut client = ClientSpec::new(CLIENT);
+    if let Some(s) = secret {
+        client = client.with_secret(s);
+    }
+    let builder = tune(Emulator::builder().client(client).users(users));
+    let emu = builder
+        .start("127.0.0.1:0".parse().expect("valid address"))
+        .await
+        .expect("the emulator starts on 127.0.0.1");
+    Pool {
+        emu,
+        unconfirmed,
+        confirmed,
+        missing,
+        csv_usernames,
+    }
+}
+
+/// Starts an emulator with exactly these users.
+pub async fn emulator_with(users: Vec<UserSpec>, tune: impl FnOnce(EmulatorBuilder) -> EmulatorBuilder) -> Emulator {
+    tune(Emulator::builder().client(ClientSpec::new(CLIENT)).users(users))
+        .start("127.0.0.1:0".parse().expect("valid address"))
+        .await
+        .expect("the emulator starts on 127.0.0.1")
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write_file(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write test file");
+    path
+}
+
+/// A CSV with a `username` column (and an `email` column to be ignored).
+pub fn usernames_csv(dir: &Path, usernames: &[String]) -> PathBuf {
+    let mut text = String::from("username,email\n");
+    for u in usernames {
+        text.push_str(u);
+        text.push_str(",ignored@example.com\n");
+    }
+    write_file(dir, "users.csv", text)
+}
+
+/// A command running the binary against `endpoint`, isolated from the machine's AWS setup.
+pub fn command(endpoint: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args(["--cognito-endpoint", endpoint, "--region", "us-east-1"])
+        .args(["--metrics-addr", "none"])
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// What a finished run left behind.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs to completion (bounded: a hung run fails the test).
+pub async fn run(mut cmd: tokio::process::Command) -> Ran {
+    let out = tokio::time::timeout(Duration::from_secs(240), cmd.output())
+        .await
+        .expect("cognito-resend finished within 240 s")
+        .expect("cognito-resend could be started");
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The report's lines.
+pub fn report(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).expect("the report exists");
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("report line {l:?} is JSON: {e}")))
+        .collect()
+}
+
+/// Report lines per outcome.
+pub fn outcomes(report: &[serde_json::Value]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for line in report {
+        *m.entry(line["outcome"].as_str().expect("outcome is a string").to_owned()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Usernames in the report with this outcome.
+pub fn users_with(report: &[serde_json::Value], outcome: &str) -> HashSet<String> {
+    report
+        .iter()
+        .filter(|l| l["outcome"] == outcome)
+        .map(|l| l["username"].as_str().expect("username").to_owned())
+        .collect()
+}
+
+/// A running process whose stderr is collected line by line.
+pub struct Running {
+    pub child: tokio::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    new_line: Arc<tokio::sync::Notify>,
+}
+
+impl Running {
+    pub fn spawn(mut cmd: tokio::process::Command) -> Self {
+        cmd.stderr(Stdio::piped()).stdout(Stdio::piped());
+        let mut child = cmd.spawn().expect("cognito-resend could be started");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let new_line = Arc::new(tokio::sync::Notify::new());
+        let (l, n) = (lines.clone(), new_line.clone());
+        tokio::spawn(async move {
+            let mut r = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = r.next_line().await {
+                l.lock().unwrap().push(line);
+                n.notify_waiters();
+            }
+        });
+        Self { child, lines, new_line }
+    }
+
+    /// Waits (at most `limit`) for a stderr line containing `needle`, and returns it.
+    pub async fn wait_for_line(&self, needle: &str, limit: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.new_line.notified();
+            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "no stderr line containing {needle:?} within {limit:?}; stderr so far:\n{}",
+                    self.stderr()
+                );
+            }
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("still running");
+        let ok = std::process::Command::new("kill")
+            .args([format!("-{sig}"), pid.to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
+
+    pub async fn wait(mut self, limit: Duration) -> (i32, String) {
+        let status = tokio::time::timeout(limit, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("exited within {limit:?}; stderr:\n{}", self.stderr()))
+            .expect("wait works");
+        // Let the reader task take the last lines.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (status.code().unwrap_or(-1), self.stderr())
+    }
+}
+
+/// Runs a one-shot command that keeps serving its final metrics (`--metrics-linger`), scrapes
+/// `/metrics`, then ends it with SIGTERM. Returns the exposition, the exit code and stderr.
+pub async fn run_and_scrape(mut cmd: tokio::process::Command) -> (String, i32, String) {
+    cmd.args(["--metrics-addr", "127.0.0.1:0", "--metrics-linger", "5m"]);
+    let running = Running::spawn(cmd);
+    let line = running
+        .wait_for_line("serving final metrics on http://", Duration::from_secs(240))
+        .await;
+    let start = line.find("http://").expect("an URL") ;
+    let url = line[start..].split_whitespace().next().expect("an URL").to_owned();
+    let body = reqwest::get(&url)
+        .await
+        .expect("scrape /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    running.signal("TERM");
+    let (code, stderr) = running.wait(Duration::from_secs(30)).await;
+    (body, code, stderr)
+}
+
+/// The value of a sample, by name and labels (all of them given, in any order).
+pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    for line in exposition.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, label_text) = match series.split_once('{') {
+            Some((m, rest)) => (m, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric != name {
+            continue;
+        }
+        let have: HashMap<&str, &str> = label_text
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        if have.len() == labels.len() && labels.iter().all(|(k, v)| have.get(k) == Some(v)) {
+            return value.parse().ok();
+        }
+    }
+    None
+}
+
+/// Runs `promtool check metrics` on the exposition; fails the test if promtool is missing.
+pub fn promtool_check(exposition: &str) {
+    let promtool = std::env::var("COGNITO_RESEND_TEST_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let mut child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "promtool ({promtool}) is needed to check the metrics exposition and could not be \
+                 started: {e}. Run the tests with scripts/test.sh, which installs it."
+            )
+        });
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(exposition.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool check metrics rejected the exposition:\n{}{}\n--- exposition ---\n{exposition}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
