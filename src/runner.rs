@@ -83,6 +83,11 @@ async fn backfill(
                 .into(),
         ));
     }
+    // The recorder registers its counters: the metrics recorder must exist first.
+    let stop_server = tokio_util::sync::CancellationToken::new();
+    let ready = Readiness::default();
+    let server = start_metrics(&settings, ready.clone(), stop_server.clone()).await?;
+
     let recorder = Recorder::new(source.label(), settings.report.as_deref(), settings.log.usernames)
         .map_err(|e| {
             RunError::Usage(format!(
@@ -91,10 +96,6 @@ async fn backfill(
             ))
         })?;
     let recorder = Arc::new(recorder);
-
-    let stop_server = tokio_util::sync::CancellationToken::new();
-    let ready = Readiness::default();
-    let server = start_metrics(&settings, ready.clone(), stop_server.clone()).await?;
 
     let cognito = Cognito::connect(&settings.cognito).await;
     if cognito.region().is_none() {
@@ -111,6 +112,7 @@ async fn backfill(
         quiet,
         settings.log.format == LogFormat::Json,
     );
+    let counted = total.subscribe();
     let count_path = input.clone();
     tokio::task::spawn_blocking(move || {
         if let Some(n) = count_records(&count_path) {
@@ -138,7 +140,14 @@ async fn backfill(
     let report_ok = recorder.finish();
 
     let tally = recorder.tally();
-    let summary = progress::summary("backfill", &tally, started.elapsed());
+    let total_rows = *counted.borrow();
+    let summary = progress::summary(
+        "backfill",
+        &tally,
+        started.elapsed(),
+        cause != StopCause::EndOfInput,
+        total_rows,
+    );
     if !quiet {
         match settings.log.format {
             LogFormat::Text => eprintln!("{summary}"),

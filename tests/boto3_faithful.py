@@ -161,7 +161,7 @@ def check_main(a):
     ok = resend(ClientId=a.plain_client, Username=a.sms_user)
     check_delivery("phone-only user", ok, "+*******0123", "SMS", "phone_number")
 
-    for i in range(a.attempt_limit):
+    for _ in range(a.attempt_limit):
         resend(ClientId=a.plain_client, Username=a.limited_user)
     expect_error(
         "per-user attempt limit",

@@ -85,6 +85,15 @@ fn probability(s: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if !args.listen.ip().is_loopback() {
+        // A usage error, like clap's own (exit 2): nothing was started.
+        eprintln!(
+            "cognito-emulator: refusing to listen on {}: the emulator is for local use, give a \
+             loopback address such as 127.0.0.1:0",
+            args.listen
+        );
+        return ExitCode::from(2);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -109,12 +118,6 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    if !args.listen.ip().is_loopback() {
-        bail!(
-            "refusing to listen on {}: the emulator is for local use, give a loopback address such as 127.0.0.1:0",
-            args.listen
-        );
-    }
     let (users, usernames) = demo_pool(args.seed);
     if let Some(path) = &args.csv_out {
         write_csv(path, &users, &usernames)

@@ -235,8 +235,19 @@ mod tests {
     }
 
     macro_rules! err {
+        // As the SDK's parser builds them: the message both in the shape and in the metadata.
         ($variant:ident, $msg:expr) => {
-            E::$variant(te::$variant::builder().message($msg).build())
+            E::$variant(
+                te::$variant::builder()
+                    .message($msg)
+                    .meta(
+                        aws_smithy_types::error::ErrorMetadata::builder()
+                            .code(stringify!($variant))
+                            .message($msg)
+                            .build(),
+                    )
+                    .build(),
+            )
         };
     }
 

@@ -53,6 +53,9 @@ impl ApiError {
     }
 }
 
+/// The message of `UnknownOperationException`: names what the emulator does implement, which is
+/// what a developer calling anything else needs to know.
+pub(crate) const UNKNOWN_OPERATION_MESSAGE: &str = "Unknown or unsupported operation: the emulator implements ResendConfirmationCode, AdminGetUser and ListUsers.";
 pub(crate) const ATTEMPT_LIMIT_MESSAGE: &str =
     "Attempt limit exceeded, please try after some time.";
 pub(crate) const EMAIL_QUOTA_MESSAGE: &str = "Exceeded daily email limit for the operation or the account. If a higher limit is required, please configure your user pool to use your own Amazon SES configuration for sending email.";
@@ -68,7 +71,10 @@ pub(crate) fn dispatch(
         Operation::ResendConfirmationCode => resend_confirmation_code(shared, parse(body)?),
         Operation::AdminGetUser => admin_get_user(shared, parse(body)?),
         Operation::ListUsers => list_users(shared, parse(body)?, request_id),
-        Operation::Unknown => Err(ApiError::new(ErrorCode::UnknownOperation, "")),
+        Operation::Unknown => Err(ApiError::new(
+            ErrorCode::UnknownOperation,
+            UNKNOWN_OPERATION_MESSAGE,
+        )),
     }
 }
 

@@ -152,7 +152,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Answer {
         }
     }
     if op == Operation::Unknown {
-        let err = ApiError::new(ErrorCode::UnknownOperation, "");
+        let err = ApiError::new(ErrorCode::UnknownOperation, ops::UNKNOWN_OPERATION_MESSAGE);
         return Ok(error_response(&shared, &err, request_id));
     }
     if !shared.quota.try_acquire() {

@@ -287,7 +287,7 @@ async fn sdk_sees_a_dropped_connection_as_a_dispatch_failure() {
 async fn max_in_flight_reflects_client_concurrency() {
     let emu = emulator().await;
     emu.set_faults(Faults {
-        latency: Duration::from_millis(300),
+        latency: Duration::from_millis(500),
         ..Faults::default()
     });
     let c = sdk(&emu);

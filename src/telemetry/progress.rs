@@ -121,7 +121,15 @@ async fn log_lines(
 }
 
 /// The end-of-run summary: counts per outcome, attempts, throttles, wall time, jobs per second.
-pub fn summary(command: &str, tally: &Tally, wall: Duration) -> String {
+///
+/// `stopped_early`: the run ended before its input did; `total`: the input's size, when known.
+pub fn summary(
+    command: &str,
+    tally: &Tally,
+    wall: Duration,
+    stopped_early: bool,
+    total: Option<u64>,
+) -> String {
     let done = tally.done();
     let secs = wall.as_secs_f64().max(0.001);
     let mut s = format!(
@@ -136,10 +144,14 @@ pub fn summary(command: &str, tally: &Tally, wall: Duration) -> String {
         tally.attempts(AttemptResult::Transient),
         tally.attempts(AttemptResult::Permanent),
     );
-    let untouched = tally.untouched();
-    if untouched > 0 {
+    if stopped_early {
+        let not_attempted = match total {
+            Some(t) => t.saturating_sub(done).to_string(),
+            None => format!("{} read and the rest of the input", tally.untouched()),
+        };
         s.push_str(&format!(
-            "\n  not attempted: {untouched} (the run stopped first; rerun to resume)"
+            "\n  stopped before the end of the input: not attempted: {not_attempted} \
+             (they have no outcome; rerun to resume)"
         ));
     }
     let bad = tally.count(OutcomeKind::Failed) + tally.count(OutcomeKind::Invalid);

@@ -251,7 +251,9 @@ pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
         if line.starts_with('#') {
             continue;
         }
-        let (series, value) = line.rsplit_once(' ')?;
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
         let (metric, label_text) = match series.split_once('{') {
             Some((m, rest)) => (m, rest.trim_end_matches('}')),
             None => (series, ""),
