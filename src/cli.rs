@@ -63,11 +63,21 @@ pub enum LogFormat {
 #[derive(Debug, Args, Default)]
 pub struct SettingsArgs {
     /// TOML settings file (see config/example.toml for every key).
-    #[arg(long, global = true, env = "COGNITO_RESEND_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
 
     /// App client id. A job (CSV column or message field `client_id`) may carry its own.
-    #[arg(long, global = true, env = "COGNITO_RESEND_COGNITO_CLIENT_ID", value_name = "ID")]
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_COGNITO_CLIENT_ID",
+        value_name = "ID"
+    )]
     pub client_id: Option<String>,
 
     /// File holding the app client secret (or set env COGNITO_RESEND_CLIENT_SECRET). When set,
@@ -82,15 +92,30 @@ pub struct SettingsArgs {
     pub client_secret_file: Option<PathBuf>,
 
     /// AWS region (default: the AWS config chain: AWS_REGION, profile, ...).
-    #[arg(long, global = true, env = "COGNITO_RESEND_AWS_REGION", value_name = "REGION")]
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_AWS_REGION",
+        value_name = "REGION"
+    )]
     pub region: Option<String>,
 
     /// Cognito endpoint URL, for emulators and VPC endpoints (default: AWS's).
-    #[arg(long, global = true, env = "COGNITO_RESEND_COGNITO_ENDPOINT", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_COGNITO_ENDPOINT",
+        value_name = "URL"
+    )]
     pub cognito_endpoint: Option<String>,
 
     /// User pool id (for discover and --precheck, which later issues add).
-    #[arg(long, global = true, env = "COGNITO_RESEND_COGNITO_USER_POOL_ID", value_name = "ID")]
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_COGNITO_USER_POOL_ID",
+        value_name = "ID"
+    )]
     pub user_pool_id: Option<String>,
 
     /// Per-attempt timeout of a Cognito call [default: 10s].
@@ -112,12 +137,22 @@ pub struct SettingsArgs {
     pub connect_timeout: Option<String>,
 
     /// Max Cognito calls in flight (the semaphore) [default: 16].
-    #[arg(long, global = true, env = "COGNITO_RESEND_RUN_CONCURRENCY", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_RUN_CONCURRENCY",
+        value_name = "N"
+    )]
     pub concurrency: Option<String>,
 
     /// Max Cognito calls per second across the process (token bucket); 0 = no limit. Cognito's
     /// quota is per account and region and shared with live sign-ups: stay below it [default: 10].
-    #[arg(long, global = true, env = "COGNITO_RESEND_RUN_RATE", value_name = "PER_SECOND")]
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_RUN_RATE",
+        value_name = "PER_SECOND"
+    )]
     pub rate: Option<String>,
 
     /// Do everything but the send; every job gets outcome `dry_run`.
@@ -125,7 +160,12 @@ pub struct SettingsArgs {
     pub dry_run: bool,
 
     /// Max attempts per job [default: 10].
-    #[arg(long, global = true, env = "COGNITO_RESEND_RETRY_MAX_ATTEMPTS", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_RETRY_MAX_ATTEMPTS",
+        value_name = "N"
+    )]
     pub max_attempts: Option<String>,
 
     /// Max time from a job's first attempt to its last [default: 10m].
@@ -156,20 +196,40 @@ pub struct SettingsArgs {
     pub max_backoff: Option<String>,
 
     /// Growth factor of the retry delay [default: 2.0].
-    #[arg(long, global = true, env = "COGNITO_RESEND_RETRY_MULTIPLIER", value_name = "X")]
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_RETRY_MULTIPLIER",
+        value_name = "X"
+    )]
     pub multiplier: Option<String>,
 
     /// Randomization factor of the retry delay, 0 to 1 [default: 0.5].
-    #[arg(long, global = true, env = "COGNITO_RESEND_RETRY_JITTER", value_name = "X")]
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_RETRY_JITTER",
+        value_name = "X"
+    )]
     pub jitter: Option<String>,
 
     /// Write one JSON line per job outcome to this file.
-    #[arg(long, global = true, env = "COGNITO_RESEND_REPORT_PATH", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_REPORT_PATH",
+        value_name = "FILE"
+    )]
     pub report: Option<PathBuf>,
 
     /// Serve /metrics, /healthz and /readyz here; port 0 picks a free port and logs it; `none`
     /// serves nothing [default: 127.0.0.1:9464].
-    #[arg(long, global = true, env = "COGNITO_RESEND_METRICS_LISTEN", value_name = "ADDR")]
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_METRICS_LISTEN",
+        value_name = "ADDR"
+    )]
     pub metrics_addr: Option<String>,
 
     /// After a one-shot command finishes, keep serving /metrics this long so a scraper sees the

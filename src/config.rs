@@ -37,7 +37,7 @@ impl ConfigError {
 // Stage 1: the raw, layered form. Field names are the TOML keys of config/example.toml.
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct Raw {
     cognito: RawCognito,
@@ -127,21 +127,6 @@ impl fmt::Display for NumOrString {
             Self::Int(n) => write!(f, "{n}"),
             Self::Float(x) => write!(f, "{x}"),
             Self::Str(s) => f.write_str(s),
-        }
-    }
-}
-
-impl Default for Raw {
-    fn default() -> Self {
-        Self {
-            cognito: RawCognito::default(),
-            aws: RawAws::default(),
-            run: RawRun::default(),
-            retry: RawRetry::default(),
-            report: RawReport::default(),
-            metrics: RawMetrics::default(),
-            sqs: RawSqs::default(),
-            log: RawLog::default(),
         }
     }
 }
@@ -251,8 +236,16 @@ impl Overrides {
         );
         put(&mut o.cognito, "endpoint", a.cognito_endpoint.as_ref());
         put(&mut o.cognito, "user_pool_id", a.user_pool_id.as_ref());
-        put(&mut o.cognito, "attempt_timeout", a.attempt_timeout.as_ref());
-        put(&mut o.cognito, "connect_timeout", a.connect_timeout.as_ref());
+        put(
+            &mut o.cognito,
+            "attempt_timeout",
+            a.attempt_timeout.as_ref(),
+        );
+        put(
+            &mut o.cognito,
+            "connect_timeout",
+            a.connect_timeout.as_ref(),
+        );
         put(&mut o.aws, "region", a.region.as_ref());
         put(&mut o.run, "concurrency", a.concurrency.as_ref());
         put(&mut o.run, "rate", a.rate.as_ref());
@@ -468,7 +461,8 @@ impl Settings {
             )?,
         };
 
-        let concurrency: usize = parse_num("run.concurrency (--concurrency)", &raw.run.concurrency)?;
+        let concurrency: usize =
+            parse_num("run.concurrency (--concurrency)", &raw.run.concurrency)?;
         let concurrency = NonZeroUsize::new(concurrency).ok_or_else(|| {
             ConfigError::new("run.concurrency (--concurrency): must be at least 1")
         })?;
@@ -482,11 +476,16 @@ impl Settings {
             concurrency,
             rate: (rate > 0.0).then_some(rate),
             dry_run: raw.run.dry_run,
-            shutdown_grace: duration("sqs.shutdown_grace (--shutdown-grace)", &raw.sqs.shutdown_grace)?,
+            shutdown_grace: duration(
+                "sqs.shutdown_grace (--shutdown-grace)",
+                &raw.sqs.shutdown_grace,
+            )?,
         };
 
-        let max_attempts: u32 =
-            parse_num("retry.max_attempts (--max-attempts)", &raw.retry.max_attempts)?;
+        let max_attempts: u32 = parse_num(
+            "retry.max_attempts (--max-attempts)",
+            &raw.retry.max_attempts,
+        )?;
         let max_attempts = NonZeroU32::new(max_attempts).ok_or_else(|| {
             ConfigError::new("retry.max_attempts (--max-attempts): must be at least 1")
         })?;
@@ -726,7 +725,10 @@ mod tests {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
         assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(parse_duration(" 1h 30m ").unwrap(), Duration::from_secs(5_400));
+        assert_eq!(
+            parse_duration(" 1h 30m ").unwrap(),
+            Duration::from_secs(5_400)
+        );
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_duration("ten seconds").is_err());
         assert!(parse_duration("").is_err());
@@ -765,18 +767,33 @@ mod tests {
         assert_eq!(s.cognito.client_id.as_deref(), Some("from-file"));
 
         let s = load_with(
-            &["cognito-resend", "--config", f, "check", "--client-id", "flag", "--concurrency", "8"],
+            &[
+                "cognito-resend",
+                "--config",
+                f,
+                "check",
+                "--client-id",
+                "flag",
+                "--concurrency",
+                "8",
+            ],
             None,
         )
         .unwrap();
         assert_eq!(s.cognito.client_id.as_deref(), Some("flag"));
         assert_eq!(s.run.concurrency.get(), 8);
-        assert!(s.run.dry_run, "an absent boolean flag keeps the file's true");
+        assert!(
+            s.run.dry_run,
+            "an absent boolean flag keeps the file's true"
+        );
 
         let err = load_with(&["cognito-resend", "--concurrency", "lots", "check"], None)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("run.concurrency") && err.contains("--concurrency"), "{err}");
+        assert!(
+            err.contains("run.concurrency") && err.contains("--concurrency"),
+            "{err}"
+        );
         let err = load_with(&["cognito-resend", "--max-backoff", "soon", "check"], None)
             .unwrap_err()
             .to_string();
@@ -786,7 +803,10 @@ mod tests {
         let err = load_with(&["cognito-resend", "--config", f, "check"], None)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("concurency"), "a typo in the file is named: {err}");
+        assert!(
+            err.contains("concurency"),
+            "a typo in the file is named: {err}"
+        );
     }
 
     #[test]
@@ -795,9 +815,17 @@ mod tests {
         let file = dir.path().join("secret");
         std::fs::write(&file, "topsecretvalue\n").unwrap();
         let f = file.to_str().unwrap();
-        let s = load_with(&["cognito-resend", "--client-secret-file", f, "check"], None).unwrap();
+        let s = load_with(
+            &["cognito-resend", "--client-secret-file", f, "check"],
+            None,
+        )
+        .unwrap();
         let (secret, _) = s.cognito.secret.as_ref().unwrap();
-        assert_eq!(secret.expose(), "topsecretvalue", "trailing newline trimmed");
+        assert_eq!(
+            secret.expose(),
+            "topsecretvalue",
+            "trailing newline trimmed"
+        );
         assert!(!format!("{s:?}").contains("topsecretvalue"));
         assert!(!s.render_redacted().contains("topsecretvalue"));
 
@@ -809,7 +837,12 @@ mod tests {
         assert!(err.to_string().contains("one way only"));
 
         let err = load_with(
-            &["cognito-resend", "--client-secret-file", "/nonexistent/secret", "check"],
+            &[
+                "cognito-resend",
+                "--client-secret-file",
+                "/nonexistent/secret",
+                "check",
+            ],
             None,
         )
         .unwrap_err()

@@ -34,7 +34,12 @@ fn main() -> ExitCode {
         let shutdown = match Shutdown::listen() {
             Ok(s) => s,
             Err(e) => {
-                return (Err(RunError::Fatal(anyhow::anyhow!("cannot listen for signals: {e}"))), None);
+                return (
+                    Err(RunError::Fatal(anyhow::anyhow!(
+                        "cannot listen for signals: {e}"
+                    ))),
+                    None,
+                );
             }
         };
         let result = runner::run(cli.command, settings, shutdown.clone(), bar).await;

@@ -88,13 +88,17 @@ async fn backfill(
     let ready = Readiness::default();
     let server = start_metrics(&settings, ready.clone(), stop_server.clone()).await?;
 
-    let recorder = Recorder::new(source.label(), settings.report.as_deref(), settings.log.usernames)
-        .map_err(|e| {
-            RunError::Usage(format!(
-                "--report (report.path): cannot create {}: {e}",
-                settings.report.as_deref().unwrap_or(&input).display()
-            ))
-        })?;
+    let recorder = Recorder::new(
+        source.label(),
+        settings.report.as_deref(),
+        settings.log.usernames,
+    )
+    .map_err(|e| {
+        RunError::Usage(format!(
+            "--report (report.path): cannot create {}: {e}",
+            settings.report.as_deref().unwrap_or(&input).display()
+        ))
+    })?;
     let recorder = Arc::new(recorder);
 
     let cognito = Cognito::connect(&settings.cognito).await;
@@ -218,7 +222,11 @@ async fn start_metrics(
     };
     let (bound, _task) = server::serve(addr, handle, ready, stop)
         .await
-        .map_err(|e| RunError::Usage(format!("metrics.listen (--metrics-addr): cannot listen on {addr}: {e}")))?;
+        .map_err(|e| {
+            RunError::Usage(format!(
+                "metrics.listen (--metrics-addr): cannot listen on {addr}: {e}"
+            ))
+        })?;
     tracing::info!("metrics on http://{bound}/metrics (also /healthz, /readyz)");
     Ok(Some(bound))
 }

@@ -33,7 +33,11 @@ async fn mixed_pool_sends_each_unconfirmed_user_exactly_once_and_everything_adds
     for u in &pool.unconfirmed {
         assert_eq!(sends.get(u), Some(&1), "{u} should get exactly one code");
     }
-    assert_eq!(sends.len(), pool.unconfirmed.len(), "only UNCONFIRMED users get codes");
+    assert_eq!(
+        sends.len(),
+        pool.unconfirmed.len(),
+        "only UNCONFIRMED users get codes"
+    );
 
     // The report agrees with it, line for line.
     let report = report(&report_path);
@@ -43,7 +47,12 @@ async fn mixed_pool_sends_each_unconfirmed_user_exactly_once_and_everything_adds
     assert_eq!(users_with(&report, "not_found"), pool.missing);
     for line in report.iter().filter(|l| l["outcome"] == "sent") {
         assert_eq!(line["delivery"]["medium"], "EMAIL");
-        assert!(line["delivery"]["destination"].as_str().unwrap().contains("***"));
+        assert!(
+            line["delivery"]["destination"]
+                .as_str()
+                .unwrap()
+                .contains("***")
+        );
         assert_eq!(line["client_id"], CLIENT);
         assert!(line["source"].as_str().unwrap().starts_with("csv:"));
         assert!(line["at"].as_str().unwrap().ends_with('Z'));
@@ -51,28 +60,51 @@ async fn mixed_pool_sends_each_unconfirmed_user_exactly_once_and_everything_adds
 
     // And so do the metrics.
     let jobs = |outcome: &str| {
-        sample(&metrics, "cognito_resend_jobs_total", &[("source", "csv"), ("outcome", outcome)])
-            .unwrap_or_else(|| panic!("jobs_total for {outcome} in:\n{metrics}"))
+        sample(
+            &metrics,
+            "cognito_resend_jobs_total",
+            &[("source", "csv"), ("outcome", outcome)],
+        )
+        .unwrap_or_else(|| panic!("jobs_total for {outcome} in:\n{metrics}"))
     };
     assert_eq!(jobs("sent") as usize, pool.unconfirmed.len());
     assert_eq!(jobs("already_confirmed") as usize, pool.confirmed.len());
     assert_eq!(jobs("not_found") as usize, pool.missing.len());
     assert_eq!(jobs("failed"), 0.0);
     assert_eq!(jobs("invalid"), 0.0);
-    let ok = sample(&metrics, "cognito_resend_attempts_total", &[("result", "ok")]).unwrap();
+    let ok = sample(
+        &metrics,
+        "cognito_resend_attempts_total",
+        &[("result", "ok")],
+    )
+    .unwrap();
     assert_eq!(ok as usize, pool.csv_usernames.len());
-    assert_eq!(pool.emu.stats().requests_total as usize, pool.csv_usernames.len());
-    let observed = sample(&metrics, "cognito_resend_request_duration_seconds_count", &[]).unwrap();
+    assert_eq!(
+        pool.emu.stats().requests_total as usize,
+        pool.csv_usernames.len()
+    );
+    let observed = sample(
+        &metrics,
+        "cognito_resend_request_duration_seconds_count",
+        &[],
+    )
+    .unwrap();
     assert_eq!(observed as usize, pool.csv_usernames.len());
     assert_eq!(sample(&metrics, "cognito_resend_in_flight", &[]), Some(0.0));
-    assert_eq!(sample(&metrics, "cognito_resend_rate_limit_per_second", &[]), Some(0.0));
+    assert_eq!(
+        sample(&metrics, "cognito_resend_rate_limit_per_second", &[]),
+        Some(0.0)
+    );
     promtool_check(&metrics);
 
     // No username in any label (they are personal data).
     for u in pool.unconfirmed.iter().take(50) {
         assert!(!metrics.contains(u.as_str()), "metrics mention {u}");
     }
-    assert!(stderr.contains("backfill:") && stderr.contains("jobs/s"), "summary:\n{stderr}");
+    assert!(
+        stderr.contains("backfill:") && stderr.contains("jobs/s"),
+        "summary:\n{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,7 +118,9 @@ async fn secret_hash_is_accepted_and_a_wrong_secret_stops_early() {
 
     // The right secret, from a file: everyone sent, each call with a SecretHash.
     let mut cmd = command(&pool.emu.endpoint());
-    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "--rate", "0"]);
+    cmd.arg("backfill")
+        .arg(&csv)
+        .args(["--client-id", CLIENT, "--rate", "0"]);
     cmd.arg("--client-secret-file").arg(&secret_file);
     cmd.arg("--report").arg(&report_path);
     let ran = run(cmd).await;
@@ -101,28 +135,67 @@ async fn secret_hash_is_accepted_and_a_wrong_secret_stops_early() {
     let wrong_report = dir.path().join("wrong.jsonl");
     let mut cmd = command(&pool.emu.endpoint());
     cmd.env("COGNITO_RESEND_CLIENT_SECRET", wrong);
-    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "--rate", "0", "--concurrency", "4"]);
+    cmd.arg("backfill").arg(&csv).args([
+        "--client-id",
+        CLIENT,
+        "--rate",
+        "0",
+        "--concurrency",
+        "4",
+    ]);
     cmd.arg("--report").arg(&wrong_report).arg("-v");
     let ran = run(cmd).await;
     assert_eq!(ran.code, 1, "{}", ran.stderr);
-    assert!(ran.stderr.contains("NotAuthorizedException"), "{}", ran.stderr);
-    assert!(ran.stderr.contains(CLIENT), "the message names the client id: {}", ran.stderr);
-    assert!(ran.stderr.contains("secret"), "the message names the likely fix: {}", ran.stderr);
-    assert_eq!(pool.emu.sends().len(), pool.unconfirmed.len(), "nothing more sent");
+    assert!(
+        ran.stderr.contains("NotAuthorizedException"),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr.contains(CLIENT),
+        "the message names the client id: {}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr.contains("secret"),
+        "the message names the likely fix: {}",
+        ran.stderr
+    );
+    assert_eq!(
+        pool.emu.sends().len(),
+        pool.unconfirmed.len(),
+        "nothing more sent"
+    );
     let calls = pool.emu.stats().requests_total - before;
-    assert!(calls <= 3 + 4, "stops after 3 in a row (plus calls already in flight), made {calls}");
+    assert!(
+        calls <= 3 + 4,
+        "stops after 3 in a row (plus calls already in flight), made {calls}"
+    );
     let lines = report(&wrong_report);
-    assert_eq!(lines.len() as u64, calls, "only attempted rows have outcomes");
-    assert!(lines.iter().all(|l| l["outcome"] == "failed" && l["reason"] == "not_authorized"));
+    assert_eq!(
+        lines.len() as u64,
+        calls,
+        "only attempted rows have outcomes"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["outcome"] == "failed" && l["reason"] == "not_authorized")
+    );
 
     // The secret is nowhere: logs, report, check output.
     let mut check = command(&pool.emu.endpoint());
-    check.env("COGNITO_RESEND_CLIENT_SECRET", wrong).arg("check");
+    check
+        .env("COGNITO_RESEND_CLIENT_SECRET", wrong)
+        .arg("check");
     let checked = run(check).await;
     assert_eq!(checked.code, 0, "{}", checked.stderr);
     assert!(checked.stdout.contains("<redacted>"));
     let mut check = command(&pool.emu.endpoint());
-    check.arg("check").arg("--client-secret-file").arg(&secret_file);
+    check
+        .arg("check")
+        .arg("--client-secret-file")
+        .arg(&secret_file);
     let checked_file = run(check).await;
     for text in [
         &ran.stderr,
@@ -134,7 +207,10 @@ async fn secret_hash_is_accepted_and_a_wrong_secret_stops_early() {
         &checked_file.stdout,
         &checked_file.stderr,
     ] {
-        assert!(!text.contains(wrong) && !text.contains(SECRET), "a secret leaked into:\n{text}");
+        assert!(
+            !text.contains(wrong) && !text.contains(SECRET),
+            "a secret leaked into:\n{text}"
+        );
     }
 }
 
@@ -161,7 +237,10 @@ async fn request_fields_arrive_as_given_in_the_csv() {
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     let sends = emu.sends();
-    let ana = sends.iter().find(|s| s.username == "ana").expect("ana was sent a code");
+    let ana = sends
+        .iter()
+        .find(|s| s.username == "ana")
+        .expect("ana was sent a code");
     assert_eq!(
         ana.client_metadata,
         BTreeMap::from([
@@ -173,10 +252,16 @@ async fn request_fields_arrive_as_given_in_the_csv() {
     assert_eq!(ana.encoded_data.as_deref(), Some("ZW5jb2RlZA=="));
     assert_eq!(ana.ip_address.as_deref(), Some("198.51.100.7"));
     assert_eq!(ana.client_id, CLIENT);
-    let bo = sends.iter().find(|s| s.username == "bo").expect("bo was sent a code");
+    let bo = sends
+        .iter()
+        .find(|s| s.username == "bo")
+        .expect("bo was sent a code");
     assert!(bo.client_metadata.is_empty());
     assert_eq!(bo.analytics_endpoint_id, None);
-    assert_eq!((bo.encoded_data.as_deref(), bo.ip_address.as_deref()), (None, None));
+    assert_eq!(
+        (bo.encoded_data.as_deref(), bo.ip_address.as_deref()),
+        (None, None)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,10 +276,21 @@ async fn concurrency_never_exceeds_the_semaphore_and_reaches_it() {
     let dir = tempfile::tempdir().unwrap();
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
     let mut cmd = command(&pool.emu.endpoint());
-    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "--rate", "0", "--concurrency", "7"]);
+    cmd.arg("backfill").arg(&csv).args([
+        "--client-id",
+        CLIENT,
+        "--rate",
+        "0",
+        "--concurrency",
+        "7",
+    ]);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
-    assert_eq!(pool.emu.stats().max_in_flight, 7, "at most 7 in flight, and 7 reached");
+    assert_eq!(
+        pool.emu.stats().max_in_flight,
+        7,
+        "at most 7 in flight, and 7 reached"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,16 +300,32 @@ async fn throttling_without_a_client_limit_still_sends_everyone_exactly_once() {
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
     let report_path = dir.path().join("report.jsonl");
     let mut cmd = command(&pool.emu.endpoint());
-    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "--rate", "0", "--concurrency", "16"]);
+    cmd.arg("backfill").arg(&csv).args([
+        "--client-id",
+        CLIENT,
+        "--rate",
+        "0",
+        "--concurrency",
+        "16",
+    ]);
     cmd.arg("--report").arg(&report_path);
     let (metrics, code, stderr) = run_and_scrape(cmd).await;
     assert_eq!(code, 0, "{stderr}");
     let sends = pool.emu.send_counts();
     assert_eq!(sends.len(), pool.unconfirmed.len());
     assert!(sends.values().all(|&n| n == 1), "nobody got two codes");
-    let throttled = sample(&metrics, "cognito_resend_attempts_total", &[("result", "throttled")]).unwrap();
+    let throttled = sample(
+        &metrics,
+        "cognito_resend_attempts_total",
+        &[("result", "throttled")],
+    )
+    .unwrap();
     assert!(throttled > 0.0, "the emulator throttled and we counted it");
-    assert_eq!(throttled as u64, pool.emu.stats().throttled, "every throttle counted once");
+    assert_eq!(
+        throttled as u64,
+        pool.emu.stats().throttled,
+        "every throttle counted once"
+    );
     let rate = sample(&metrics, "cognito_resend_rate_limit_per_second", &[]).unwrap();
     assert!(rate > 0.0, "the limiter engaged after throttling: {rate}");
     let report = report(&report_path);
@@ -227,7 +339,14 @@ async fn a_rate_below_the_quota_is_never_throttled() {
     let dir = tempfile::tempdir().unwrap();
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
     let mut cmd = command(&pool.emu.endpoint());
-    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "--rate", "40", "--concurrency", "16"]);
+    cmd.arg("backfill").arg(&csv).args([
+        "--client-id",
+        CLIENT,
+        "--rate",
+        "40",
+        "--concurrency",
+        "16",
+    ]);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     assert_eq!(pool.emu.stats().throttled, 0);
@@ -248,19 +367,32 @@ async fn internal_errors_and_dropped_connections_are_retried_to_exactly_once() {
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
     let report_path = dir.path().join("report.jsonl");
     let mut cmd = command(&pool.emu.endpoint());
-    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "--rate", "0", "--concurrency", "16"]);
+    cmd.arg("backfill").arg(&csv).args([
+        "--client-id",
+        CLIENT,
+        "--rate",
+        "0",
+        "--concurrency",
+        "16",
+    ]);
     cmd.args(["--initial-backoff", "10ms", "--max-backoff", "100ms"]);
     cmd.arg("--report").arg(&report_path);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     let stats = pool.emu.stats();
-    assert!(stats.errors_injected > 0 && stats.connections_dropped > 0, "{stats:?}");
+    assert!(
+        stats.errors_injected > 0 && stats.connections_dropped > 0,
+        "{stats:?}"
+    );
     let sends = pool.emu.send_counts();
     assert_eq!(sends.len(), pool.unconfirmed.len());
     assert!(sends.values().all(|&n| n == 1));
     let report = report(&report_path);
     assert_eq!(users_with(&report, "sent"), pool.unconfirmed);
-    let retried = report.iter().filter(|l| l["attempts"].as_u64().unwrap() > 1).count();
+    let retried = report
+        .iter()
+        .filter(|l| l["attempts"].as_u64().unwrap() > 1)
+        .count();
     assert!(retried > 0, "some jobs needed a retry");
 }
 
@@ -275,31 +407,53 @@ async fn a_spent_email_quota_stops_the_run_with_advice() {
     let csv = usernames_csv(dir.path(), &names);
     let report_path = dir.path().join("report.jsonl");
     let mut cmd = command(&emu.endpoint());
-    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "--rate", "0", "--concurrency", "4"]);
+    cmd.arg("backfill").arg(&csv).args([
+        "--client-id",
+        CLIENT,
+        "--rate",
+        "0",
+        "--concurrency",
+        "4",
+    ]);
     cmd.arg("--report").arg(&report_path);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 1, "{}", ran.stderr);
-    assert!(ran.stderr.contains("SES"), "says to configure SES: {}", ran.stderr);
+    assert!(
+        ran.stderr.contains("SES"),
+        "says to configure SES: {}",
+        ran.stderr
+    );
     assert!(ran.stderr.contains(CLIENT), "{}", ran.stderr);
     let stats = emu.stats();
     assert_eq!(stats.sends_total, 100);
     // The first quota error stops new calls; only calls already in flight can follow it.
     let after = stats.requests_total - 100;
-    assert!((1..=4).contains(&after), "{after} calls after the quota ran out");
+    assert!(
+        (1..=4).contains(&after),
+        "{after} calls after the quota ran out"
+    );
     let report = report(&report_path);
-    assert_eq!(report.len() as u64, stats.requests_total, "untouched rows have no outcome");
+    assert_eq!(
+        report.len() as u64,
+        stats.requests_total,
+        "untouched rows have no outcome"
+    );
     assert_eq!(count(&report, "sent"), 100);
-    assert!(report
-        .iter()
-        .filter(|l| l["outcome"] == "failed")
-        .all(|l| l["reason"] == "email_quota"));
+    assert!(
+        report
+            .iter()
+            .filter(|l| l["outcome"] == "failed")
+            .all(|l| l["reason"] == "email_quota")
+    );
     assert!(ran.stderr.contains("not attempted"), "{}", ran.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_rows_are_invalid_with_their_line_and_the_rest_is_processed() {
     let emu = emulator_with(
-        ["r1", "r2", "r3"].map(|u| UserSpec::new(u, UserStatus::Unconfirmed)).to_vec(),
+        ["r1", "r2", "r3"]
+            .map(|u| UserSpec::new(u, UserStatus::Unconfirmed))
+            .to_vec(),
         |b| b,
     )
     .await;
@@ -318,7 +472,12 @@ async fn malformed_rows_are_invalid_with_their_line_and_the_rest_is_processed() 
     let invalid: BTreeMap<String, String> = report
         .iter()
         .filter(|l| l["outcome"] == "invalid")
-        .map(|l| (l["source"].as_str().unwrap().to_owned(), l["reason"].as_str().unwrap().to_owned()))
+        .map(|l| {
+            (
+                l["source"].as_str().unwrap().to_owned(),
+                l["reason"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         invalid.keys().cloned().collect::<Vec<_>>(),
@@ -331,7 +490,11 @@ async fn malformed_rows_are_invalid_with_their_line_and_the_rest_is_processed() 
     assert!(invalid["csv:8"].contains("field count"));
     assert_eq!(users_with(&report, "sent").len(), 3, "r1, r2, r3 all sent");
     for (source, reason) in &invalid {
-        assert!(ran.stderr.contains(reason.as_str()), "{source} logged: {}", ran.stderr);
+        assert!(
+            ran.stderr.contains(reason.as_str()),
+            "{source} logged: {}",
+            ran.stderr
+        );
     }
 }
 
@@ -348,20 +511,33 @@ async fn sigint_drains_in_flight_calls_and_exits_130() {
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
     let report_path = dir.path().join("report.jsonl");
     let mut cmd = command(&pool.emu.endpoint());
-    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "--rate", "0", "--concurrency", "8"]);
+    cmd.arg("backfill").arg(&csv).args([
+        "--client-id",
+        CLIENT,
+        "--rate",
+        "0",
+        "--concurrency",
+        "8",
+    ]);
     cmd.arg("--report").arg(&report_path);
     let running = Running::spawn(cmd);
     // Wait until some calls have been made, then interrupt.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while pool.emu.stats().requests_total < 20 {
-        assert!(tokio::time::Instant::now() < deadline, "no calls within 30 s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no calls within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     running.signal("INT");
     let (code, stderr) = running.wait(Duration::from_secs(40)).await;
     assert_eq!(code, 130, "{stderr}");
     let stats = pool.emu.stats();
-    assert!(stats.requests_total < pool.csv_usernames.len() as u64, "stopped before the end");
+    assert!(
+        stats.requests_total < pool.csv_usernames.len() as u64,
+        "stopped before the end"
+    );
     let report = report(&report_path);
     // Every call that was made has its outcome: in-flight calls were let finish.
     assert_eq!(report.len() as u64, stats.requests_total, "{stderr}");
@@ -379,15 +555,25 @@ async fn bad_settings_exit_2_naming_the_setting_and_send_nothing() {
         (vec!["--rate", "fast"], "run.rate"),
         (vec!["--max-elapsed", "forever"], "retry.max_elapsed"),
         (vec!["--jitter", "2"], "retry.jitter"),
-        (vec!["--client-secret-file", "/nonexistent/secret"], "--client-secret-file"),
+        (
+            vec!["--client-secret-file", "/nonexistent/secret"],
+            "--client-secret-file",
+        ),
         (vec!["--metrics-addr", "not-an-address"], "metrics.listen"),
     ];
     for (args, named) in cases {
         let mut cmd = command(&emu.endpoint());
-        cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT]).args(&args);
+        cmd.arg("backfill")
+            .arg(&csv)
+            .args(["--client-id", CLIENT])
+            .args(&args);
         let ran = run(cmd).await;
         assert_eq!(ran.code, 2, "{args:?}: {}", ran.stderr);
-        assert!(ran.stderr.contains(named), "{args:?} names {named}: {}", ran.stderr);
+        assert!(
+            ran.stderr.contains(named),
+            "{args:?} names {named}: {}",
+            ran.stderr
+        );
     }
     // No client id anywhere.
     let mut cmd = command(&emu.endpoint());
@@ -400,7 +586,11 @@ async fn bad_settings_exit_2_naming_the_setting_and_send_nothing() {
     cmd.args(["backfill", "/nonexistent/users.csv", "--client-id", CLIENT]);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 2, "{}", ran.stderr);
-    assert!(ran.stderr.contains("/nonexistent/users.csv"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("/nonexistent/users.csv"),
+        "{}",
+        ran.stderr
+    );
     assert_eq!(emu.stats().requests_total, 0, "nothing was sent");
 }
 
@@ -411,7 +601,9 @@ async fn dry_run_sends_nothing_and_reports_every_job() {
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
     let report_path = dir.path().join("report.jsonl");
     let mut cmd = command(&pool.emu.endpoint());
-    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "--dry-run"]);
+    cmd.arg("backfill")
+        .arg(&csv)
+        .args(["--client-id", CLIENT, "--dry-run"]);
     cmd.arg("--report").arg(&report_path);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
@@ -427,13 +619,21 @@ async fn usernames_are_hashed_in_logs_unless_asked() {
     let name = "private.person@example.com";
     let csv = usernames_csv(dir.path(), &[name.to_owned()]);
     let mut cmd = command(&emu.endpoint());
-    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "-v"]);
+    cmd.arg("backfill")
+        .arg(&csv)
+        .args(["--client-id", CLIENT, "-v"]);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "not_found is not a failure: {}", ran.stderr);
     assert!(!ran.stderr.contains(name), "{}", ran.stderr);
-    assert!(ran.stderr.contains("u-"), "hashed user shown: {}", ran.stderr);
+    assert!(
+        ran.stderr.contains("u-"),
+        "hashed user shown: {}",
+        ran.stderr
+    );
     let mut cmd = command(&emu.endpoint());
-    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT, "-v", "--log-usernames"]);
+    cmd.arg("backfill")
+        .arg(&csv)
+        .args(["--client-id", CLIENT, "-v", "--log-usernames"]);
     let ran = run(cmd).await;
     assert!(ran.stderr.contains(name), "{}", ran.stderr);
 }

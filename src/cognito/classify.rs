@@ -145,8 +145,18 @@ fn message_has(e: &impl ProvideErrorMetadata, needle: &str) -> bool {
 /// Classifies a service error (an error response Cognito sent).
 pub fn classify_service(err: &E, status: u16) -> Result<Answer, CallError> {
     let d = detail(err);
-    let misconfigured = |kind| Err(CallError::Misconfigured { kind, detail: d.clone() });
-    let permanent = |reason| Err(CallError::Permanent { reason, detail: d.clone() });
+    let misconfigured = |kind| {
+        Err(CallError::Misconfigured {
+            kind,
+            detail: d.clone(),
+        })
+    };
+    let permanent = |reason| {
+        Err(CallError::Permanent {
+            reason,
+            detail: d.clone(),
+        })
+    };
     match err {
         E::UserNotFoundException(_) => Ok(Answer::NotFound),
         E::InvalidParameterException(e) if message_has(e, ALREADY_CONFIRMED) => {
@@ -269,23 +279,38 @@ mod tests {
     fn every_error_of_the_operation_model_is_classified() {
         use Misconfiguration as M;
         assert_eq!(
-            svc(err!(UserNotFoundException, "Username/client id combination not found."), 400),
+            svc(
+                err!(
+                    UserNotFoundException,
+                    "Username/client id combination not found."
+                ),
+                400
+            ),
             Ok(Answer::NotFound)
         );
         assert_eq!(
-            svc(err!(InvalidParameterException, "User is already confirmed."), 400),
+            svc(
+                err!(InvalidParameterException, "User is already confirmed."),
+                400
+            ),
             Ok(Answer::AlreadyConfirmed)
         );
         assert_eq!(
             misconf(svc(
-                err!(InvalidParameterException, "Cannot resend codes. Auto verification not turned on."),
+                err!(
+                    InvalidParameterException,
+                    "Cannot resend codes. Auto verification not turned on."
+                ),
                 400
             )),
             M::AutoVerifyOff
         );
         assert_eq!(
             permanent(svc(
-                err!(InvalidParameterException, "1 validation error detected: Value at 'username' failed"),
+                err!(
+                    InvalidParameterException,
+                    "1 validation error detected: Value at 'username' failed"
+                ),
                 400
             )),
             "invalid_parameter"
@@ -303,7 +328,13 @@ mod tests {
             Err(CallError::LambdaUnavailable(_))
         ));
         assert!(matches!(
-            svc(err!(LimitExceededException, "Attempt limit exceeded, please try after some time."), 400),
+            svc(
+                err!(
+                    LimitExceededException,
+                    "Attempt limit exceeded, please try after some time."
+                ),
+                400
+            ),
             Err(CallError::AttemptLimit(_))
         ));
         assert_eq!(
@@ -317,14 +348,29 @@ mod tests {
             M::EmailQuota
         );
         assert_eq!(
-            misconf(svc(err!(NotAuthorizedException, "Unable to verify secret hash for client abc"), 400)),
+            misconf(svc(
+                err!(
+                    NotAuthorizedException,
+                    "Unable to verify secret hash for client abc"
+                ),
+                400
+            )),
             M::NotAuthorized
         );
         assert_eq!(
-            misconf(svc(err!(ResourceNotFoundException, "User pool client abc does not exist."), 400)),
+            misconf(svc(
+                err!(
+                    ResourceNotFoundException,
+                    "User pool client abc does not exist."
+                ),
+                400
+            )),
             M::UnknownClient
         );
-        assert_eq!(misconf(svc(err!(ForbiddenException, "waf"), 403)), M::Forbidden);
+        assert_eq!(
+            misconf(svc(err!(ForbiddenException, "waf"), 403)),
+            M::Forbidden
+        );
         assert_eq!(
             misconf(svc(err!(OperationNotEnabledException, "no"), 400)),
             M::OperationNotEnabled
@@ -340,8 +386,14 @@ mod tests {
             permanent(svc(err!(CodeDeliveryFailureException, "x"), 400)),
             "code_delivery_failure"
         );
-        assert_eq!(permanent(svc(err!(InvalidLambdaResponseException, "x"), 400)), "lambda_error");
-        assert_eq!(permanent(svc(err!(UserLambdaValidationException, "x"), 400)), "lambda_error");
+        assert_eq!(
+            permanent(svc(err!(InvalidLambdaResponseException, "x"), 400)),
+            "lambda_error"
+        );
+        assert_eq!(
+            permanent(svc(err!(UserLambdaValidationException, "x"), 400)),
+            "lambda_error"
+        );
     }
 
     #[test]
@@ -357,7 +409,10 @@ mod tests {
         assert!(matches!(svc(unknown(), 503), Err(CallError::Transient(_))));
         assert_eq!(permanent(svc(unknown(), 400)), "unexpected_error");
         // A modelled client error keeps its class whatever the status says.
-        assert_eq!(svc(err!(UserNotFoundException, "x"), 500), Ok(Answer::NotFound));
+        assert_eq!(
+            svc(err!(UserNotFoundException, "x"), 500),
+            Ok(Answer::NotFound)
+        );
     }
 
     #[test]

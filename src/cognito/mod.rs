@@ -96,7 +96,9 @@ impl Cognito {
             Ok(out) => {
                 let d = out.code_delivery_details();
                 Ok(Answer::Sent(Delivery {
-                    medium: d.and_then(|d| d.delivery_medium()).map(|m| m.as_str().to_owned()),
+                    medium: d
+                        .and_then(|d| d.delivery_medium())
+                        .map(|m| m.as_str().to_owned()),
                     destination: d.and_then(|d| d.destination()).map(str::to_owned),
                     attribute: d.and_then(|d| d.attribute_name()).map(str::to_owned),
                 }))

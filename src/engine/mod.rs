@@ -255,7 +255,9 @@ async fn attempt(shared: &Shared, job: &Job, client_id: &str) -> Option<Outcome>
             shared.recorder.attempt(AttemptResult::Transient, secs);
             return Some(Outcome::failed(
                 "interrupted",
-                Some("call abandoned at shutdown; Cognito may or may not have sent the code".into()),
+                Some(
+                    "call abandoned at shutdown; Cognito may or may not have sent the code".into(),
+                ),
                 attempts,
             ));
         };
@@ -297,7 +299,11 @@ async fn attempt(shared: &Shared, job: &Job, client_id: &str) -> Option<Outcome>
             CallError::Misconfigured { kind, detail } => {
                 shared.recorder.attempt(AttemptResult::Permanent, secs);
                 shared.misconfigured(*kind, client_id, detail);
-                return Some(Outcome::failed(kind.reason(), Some(detail.clone()), attempts));
+                return Some(Outcome::failed(
+                    kind.reason(),
+                    Some(detail.clone()),
+                    attempts,
+                ));
             }
         }
         tracing::debug!(

@@ -104,8 +104,7 @@ impl RateLimiter {
     pub fn on_throttle(&self) {
         let mut s = self.lock();
         let now = Instant::now();
-        if s
-            .last_decrease
+        if s.last_decrease
             .is_some_and(|t| now.duration_since(t) < DECREASE_EVERY)
         {
             return;
@@ -221,7 +220,11 @@ mod tests {
             limiter.acquire().await;
             limiter.on_success();
         }
-        assert_eq!(limiter.current(), Some(40.0), "back to the ceiling, never above");
+        assert_eq!(
+            limiter.current(),
+            Some(40.0),
+            "back to the ceiling, never above"
+        );
     }
 
     #[tokio::test(start_paused = true)]

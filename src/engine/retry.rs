@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
+use backoff::SystemClock;
 use backoff::backoff::Backoff;
 use backoff::exponential::ExponentialBackoff;
-use backoff::SystemClock;
 use tokio::time::Instant;
 
 use crate::config::RetrySettings;
@@ -96,7 +96,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn exponential_then_capped_without_jitter() {
         let mut s = RetryPolicy::new(settings(0.0)).schedule();
-        let delays: Vec<_> = (1..8).map(|n| s.next_delay(n).unwrap().as_millis()).collect();
+        let delays: Vec<_> = (1..8)
+            .map(|n| s.next_delay(n).unwrap().as_millis())
+            .collect();
         assert_eq!(delays, [250, 500, 1000, 2000, 2000, 2000, 2000]);
         assert_eq!(s.next_delay(8), None, "8 attempts is the budget");
     }

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::report::ReportWriter;
 use super::{Outcome, OutcomeKind};
 use crate::source::Origin;
-use crate::telemetry::metrics::{self, AttemptResult};
 use crate::telemetry::UserRef;
+use crate::telemetry::metrics::{self, AttemptResult};
 
 /// Running counts, read by the progress display and the final summary.
 #[derive(Debug, Default)]
@@ -21,7 +21,10 @@ pub struct Tally {
 impl Tally {
     /// Jobs that reached an outcome.
     pub fn done(&self) -> u64 {
-        self.outcomes.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.outcomes
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Jobs that ended so.
@@ -36,7 +39,10 @@ impl Tally {
 
     /// All attempts.
     pub fn attempts_total(&self) -> u64 {
-        self.attempts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.attempts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Jobs read but never attempted because the run stopped first.

@@ -103,7 +103,7 @@ impl Columns {
             match rec.get(i) {
                 None => Ok(None),
                 Some(b) => match std::str::from_utf8(b) {
-                    Ok(s) if s.is_empty() => Ok(None),
+                    Ok("") => Ok(None),
                     Ok(s) => Ok(Some(s.to_owned())),
                     Err(_) => Err(format!("column `{name}` is not valid UTF-8")),
                 },
@@ -318,7 +318,10 @@ pub fn count_records(path: &Path) -> Option<u64> {
     }
     let mut csv = ReaderBuilder::new()
         .flexible(true)
-        .from_reader(io::BufReader::with_capacity(256 * 1024, File::open(path).ok()?));
+        .from_reader(io::BufReader::with_capacity(
+            256 * 1024,
+            File::open(path).ok()?,
+        ));
     let mut rec = ByteRecord::new();
     let mut n = 0;
     loop {
@@ -364,7 +367,13 @@ mod tests {
 
     #[tokio::test]
     async fn header_aliases_are_case_insensitive_and_bom_tolerated() {
-        for header in ["username", "Username", "USERNAME", "cognito:username", "\u{feff}username"] {
+        for header in [
+            "username",
+            "Username",
+            "USERNAME",
+            "cognito:username",
+            "\u{feff}username",
+        ] {
             let text = format!("email,{header},status\na@x,alice,UNCONFIRMED\n");
             let inputs = read(text.as_bytes()).await.unwrap();
             assert_eq!(inputs.len(), 1, "{header}");
@@ -382,20 +391,30 @@ mod tests {
         let bob = &job(&inputs[0]).request;
         assert_eq!(bob.username, "bob");
         assert_eq!(bob.client_id.as_deref(), Some("c1"));
-        assert_eq!(bob.client_metadata.get("Campaign").map(String::as_str), Some("spring"));
-        assert_eq!(bob.client_metadata.get("src").map(String::as_str), Some("csv"));
+        assert_eq!(
+            bob.client_metadata.get("Campaign").map(String::as_str),
+            Some("spring")
+        );
+        assert_eq!(
+            bob.client_metadata.get("src").map(String::as_str),
+            Some("csv")
+        );
         assert_eq!(bob.analytics_endpoint_id.as_deref(), Some("ep-1"));
         assert_eq!(bob.encoded_data.as_deref(), Some("ENC=="));
         assert_eq!(bob.ip_address.as_deref(), Some("192.0.2.1"));
         let carol = &job(&inputs[1]).request;
-        assert_eq!(carol.client_id, None, "empty cells are absent, not empty strings");
+        assert_eq!(
+            carol.client_id, None,
+            "empty cells are absent, not empty strings"
+        );
         assert!(carol.client_metadata.is_empty());
     }
 
     #[tokio::test]
     async fn bad_rows_name_their_line_and_the_rest_goes_on() {
         let long = "x".repeat(129);
-        let mut text = format!("username,email\n,blank@x\n{long},long@x\nok1,a@x\nextra,a@x,more\n");
+        let mut text =
+            format!("username,email\n,blank@x\n{long},long@x\nok1,a@x\nextra,a@x,more\n");
         text.push_str("ok2,b@x\n");
         let mut bytes = text.into_bytes();
         bytes.extend_from_slice(b"bad\xff\xfeutf8,c@x\nok3,c@x\n");
@@ -403,28 +422,49 @@ mod tests {
         assert_eq!(inputs.len(), 7);
         let u = unreadable(&inputs[0]);
         assert_eq!(u.origin, Origin::Csv { line: 2 });
-        assert!(u.reason.contains("line 2") && u.reason.contains("empty"), "{}", u.reason);
+        assert!(
+            u.reason.contains("line 2") && u.reason.contains("empty"),
+            "{}",
+            u.reason
+        );
         let u = unreadable(&inputs[1]);
-        assert!(u.reason.contains("line 3") && u.reason.contains("129"), "{}", u.reason);
+        assert!(
+            u.reason.contains("line 3") && u.reason.contains("129"),
+            "{}",
+            u.reason
+        );
         assert_eq!(job(&inputs[2]).request.username, "ok1");
         let u = unreadable(&inputs[3]);
-        assert!(u.reason.contains("line 5") && u.reason.contains("field count"), "{}", u.reason);
+        assert!(
+            u.reason.contains("line 5") && u.reason.contains("field count"),
+            "{}",
+            u.reason
+        );
         assert_eq!(job(&inputs[4]).request.username, "ok2");
         let u = unreadable(&inputs[5]);
-        assert!(u.reason.contains("line 7") && u.reason.contains("UTF-8"), "{}", u.reason);
+        assert!(
+            u.reason.contains("line 7") && u.reason.contains("UTF-8"),
+            "{}",
+            u.reason
+        );
         assert_eq!(job(&inputs[6]).request.username, "ok3");
     }
 
     #[tokio::test]
     async fn exactly_128_characters_is_fine() {
         let name = "é".repeat(128);
-        let inputs = read(format!("username\n{name}\n").as_bytes()).await.unwrap();
+        let inputs = read(format!("username\n{name}\n").as_bytes())
+            .await
+            .unwrap();
         assert_eq!(job(&inputs[0]).request.username, name);
     }
 
     #[tokio::test]
     async fn missing_username_column_or_header_is_a_usage_error() {
-        let err = read(b"email,status\na@x,UNCONFIRMED\n").await.err().unwrap();
+        let err = read(b"email,status\na@x,UNCONFIRMED\n")
+            .await
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("no username column"), "{err}");
         let err = read(b"").await.err().unwrap();
         assert!(err.to_string().contains("header row is required"), "{err}");

@@ -122,7 +122,10 @@ pub fn check_username(username: &str) -> Result<(), String> {
             "username is {chars} characters long; Cognito allows at most {MAX_USERNAME_CHARS}"
         ));
     }
-    if username.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if username
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err("username contains whitespace or control characters".into());
     }
     Ok(())

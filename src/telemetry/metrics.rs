@@ -32,7 +32,8 @@ pub enum AttemptResult {
 
 impl AttemptResult {
     /// Every result.
-    pub const ALL: [AttemptResult; 4] = [Self::Ok, Self::Throttled, Self::Transient, Self::Permanent];
+    pub const ALL: [AttemptResult; 4] =
+        [Self::Ok, Self::Throttled, Self::Transient, Self::Permanent];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -56,7 +57,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
             ],
         )?
         .install_recorder()?;
-    describe_counter!(JOBS_TOTAL, "Jobs that reached an outcome, by source and outcome.");
+    describe_counter!(
+        JOBS_TOTAL,
+        "Jobs that reached an outcome, by source and outcome."
+    );
     describe_counter!(ATTEMPTS_TOTAL, "ResendConfirmationCode calls, by result.");
     describe_histogram!(
         REQUEST_DURATION,

@@ -30,7 +30,11 @@ pub struct Pool {
 
 /// Starts an emulator with the deterministic demo pool of `n` users (plus ~10% missing names in
 /// the CSV list), a client `CLIENT` (with `secret` if given), configured further by `tune`.
-pub async fn pool(n: usize, secret: Option<&str>, tune: impl FnOnce(EmulatorBuilder) -> EmulatorBuilder) -> Pool {
+pub async fn pool(
+    n: usize,
+    secret: Option<&str>,
+    tune: impl FnOnce(EmulatorBuilder) -> EmulatorBuilder,
+) -> Pool {
     let (users, csv_usernames) = cognito_resend::emulator::demo_pool(n);
     let mut unconfirmed = HashSet::new();
     let mut confirmed = HashSet::new();
@@ -71,11 +75,18 @@ pub async fn pool(n: usize, secret: Option<&str>, tune: impl FnOnce(EmulatorBuil
 }
 
 /// Starts an emulator with exactly these users.
-pub async fn emulator_with(users: Vec<UserSpec>, tune: impl FnOnce(EmulatorBuilder) -> EmulatorBuilder) -> Emulator {
-    tune(Emulator::builder().client(ClientSpec::new(CLIENT)).users(users))
-        .start("127.0.0.1:0".parse().expect("valid address"))
-        .await
-        .expect("the emulator starts on 127.0.0.1")
+pub async fn emulator_with(
+    users: Vec<UserSpec>,
+    tune: impl FnOnce(EmulatorBuilder) -> EmulatorBuilder,
+) -> Emulator {
+    tune(
+        Emulator::builder()
+            .client(ClientSpec::new(CLIENT))
+            .users(users),
+    )
+    .start("127.0.0.1:0".parse().expect("valid address"))
+    .await
+    .expect("the emulator starts on 127.0.0.1")
 }
 
 /// Writes `text` to `dir/name` and returns the path.
@@ -135,7 +146,9 @@ pub async fn run(mut cmd: tokio::process::Command) -> Ran {
 pub fn report(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).expect("the report exists");
     text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("report line {l:?} is JSON: {e}")))
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("report line {l:?} is JSON: {e}"))
+        })
         .collect()
 }
 
@@ -143,7 +156,13 @@ pub fn report(path: &Path) -> Vec<serde_json::Value> {
 pub fn outcomes(report: &[serde_json::Value]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for line in report {
-        *m.entry(line["outcome"].as_str().expect("outcome is a string").to_owned()).or_insert(0) += 1;
+        *m.entry(
+            line["outcome"]
+                .as_str()
+                .expect("outcome is a string")
+                .to_owned(),
+        )
+        .or_insert(0) += 1;
     }
     m
 }
@@ -179,7 +198,11 @@ impl Running {
                 n.notify_waiters();
             }
         });
-        Self { child, lines, new_line }
+        Self {
+            child,
+            lines,
+            new_line,
+        }
     }
 
     /// Waits (at most `limit`) for a stderr line containing `needle`, and returns it.
@@ -187,7 +210,13 @@ impl Running {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let notified = self.new_line.notified();
-            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
                 return l.clone();
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -232,8 +261,12 @@ pub async fn run_and_scrape(mut cmd: tokio::process::Command) -> (String, i32, S
     let line = running
         .wait_for_line("serving final metrics on http://", Duration::from_secs(240))
         .await;
-    let start = line.find("http://").expect("an URL") ;
-    let url = line[start..].split_whitespace().next().expect("an URL").to_owned();
+    let start = line.find("http://").expect("an URL");
+    let url = line[start..]
+        .split_whitespace()
+        .next()
+        .expect("an URL")
+        .to_owned();
     let body = reqwest::get(&url)
         .await
         .expect("scrape /metrics")
@@ -276,7 +309,8 @@ pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
 
 /// Runs `promtool check metrics` on the exposition; fails the test if promtool is missing.
 pub fn promtool_check(exposition: &str) {
-    let promtool = std::env::var("COGNITO_RESEND_TEST_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let promtool =
+        std::env::var("COGNITO_RESEND_TEST_PROMTOOL").unwrap_or_else(|_| "promtool".into());
     let mut child = std::process::Command::new(&promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
