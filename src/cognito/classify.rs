@@ -9,6 +9,7 @@
 use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cognitoidentityprovider::operation::resend_confirmation_code::ResendConfirmationCodeError as E;
 use aws_smithy_runtime_api::http::Response;
+use aws_smithy_types::retry::ErrorKind;
 
 /// A definitive answer about the user: the job ends here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,7 +204,12 @@ pub fn classify(err: SdkError<E, Response>) -> Result<Answer, CallError> {
         }
         SdkError::TimeoutError(_) => "attempt timed out",
         SdkError::DispatchFailure(f) if f.is_timeout() => "connect timeout",
-        SdkError::DispatchFailure(f) if f.is_io() => "connection failed or dropped",
+        // hyper reports a connection closed before the answer as a transient "other" error.
+        SdkError::DispatchFailure(f)
+            if f.is_io() || matches!(f.as_other(), Some(ErrorKind::TransientError)) =>
+        {
+            "connection failed or dropped"
+        }
         SdkError::DispatchFailure(_) => "request could not be sent",
         // An answer we could not read (a truncated or garbled response): the connection's
         // trouble, not the user's.
