@@ -15,8 +15,9 @@ bin="${CARGO_TARGET_DIR:-target}/release"
 work=$(mktemp -d)
 trap 'kill "$emu_pid" 2>/dev/null || true; wait "$emu_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 
-# The seeded pool has ~10% extra rows for missing users; ask for enough users to get $rows rows.
-seed=$(( rows * 10 / 11 + 1 ))
+# The seeded pool's CSV has one row per seeded name (~70 % UNCONFIRMED, ~20 % CONFIRMED, ~10 %
+# missing from the pool): every row is one ResendConfirmationCode call.
+seed=$rows
 "$bin/cognito-emulator" --listen 127.0.0.1:0 --seed "$seed" --csv-out "$work/all.csv" \
   --client-id bench-client --latency "${latency_ms}ms" > "$work/emulator.out" 2> "$work/emulator.err" &
 emu_pid=$!

@@ -10,6 +10,9 @@ use cognito_resend::runner::{self, RunError};
 use cognito_resend::shutdown::Shutdown;
 use cognito_resend::telemetry;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match Settings::load(&cli.settings) {

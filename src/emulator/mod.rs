@@ -35,6 +35,7 @@
 //! # Ok(()) }
 //! ```
 
+mod delay;
 mod filter;
 mod model;
 mod ops;
@@ -185,6 +186,7 @@ impl EmulatorBuilder {
             counters: Counters::default(),
             quota: RateQuota::new(self.quota_rps),
             ledger: Mutex::new(ledger),
+            delay: delay::PreciseDelay::start(),
         });
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();

@@ -114,6 +114,8 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, stop: Cancella
 type Answer = Result<Response<Full<Bytes>>, Hangup>;
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Answer {
+    // Latency counts from the request's arrival, as a client measures it.
+    let arrived = std::time::Instant::now();
     if let Some(path) = req.uri().path().strip_prefix("/_emulator/") {
         return Ok(introspection(&shared, req.method(), path));
     }
@@ -139,7 +141,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Answer {
     if shared.faults.any() {
         let faults = shared.faults.get();
         if !faults.latency.is_zero() {
-            tokio::time::sleep(faults.latency).await;
+            shared.delay.until(arrived + faults.latency).await;
         }
         if faults.drop_rate > 0.0 && fastrand::f64() < faults.drop_rate {
             shared.counters.connections_dropped.fetch_add(1, Relaxed);

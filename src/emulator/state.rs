@@ -393,6 +393,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) quota: RateQuota,
     pub(crate) ledger: Mutex<Ledger>,
+    /// Injected latency, precise to the OS timer (see `delay`).
+    pub(crate) delay: super::delay::PreciseDelay,
 }
 
 /// Locks a mutex, shrugging off poisoning: every critical section here leaves the data

@@ -18,7 +18,7 @@ pub mod retry;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -161,11 +161,7 @@ pub async fn run<S: Source>(
             }
             Some(Input::Job(job)) => {
                 let shared = shared.clone();
-                tracker.spawn(async move {
-                    // The permit lives as long as the job's task.
-                    let _permit = permit;
-                    run_job(&shared, job).await;
-                });
+                tracker.spawn(async move { run_job(&shared, job, permit).await });
             }
         }
     }
@@ -200,8 +196,10 @@ pub async fn run<S: Source>(
     }
 }
 
-/// One job from start to recorded outcome.
-async fn run_job(shared: &Shared, job: Job) {
+/// One job from start to recorded outcome. The permit is held through the calls and the waits
+/// between them (so jobs in progress stay bounded), and given back before recording, which
+/// needs no slot.
+async fn run_job(shared: &Shared, job: Job, permit: OwnedSemaphorePermit) {
     let req = &job.request;
     let client_id = req
         .client_id
@@ -214,6 +212,7 @@ async fn run_job(shared: &Shared, job: Job) {
             ..Outcome::new(OutcomeKind::Invalid, 0)
         }),
     };
+    drop(permit);
     match &outcome {
         Some(o) => shared
             .recorder
