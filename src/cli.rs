@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 /// Re-send Amazon Cognito sign-up confirmation codes to users who never confirmed, at scale and
@@ -47,7 +47,7 @@ pub enum Command {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -56,7 +56,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Every setting as a flag. `None` means "not given here": a lower layer decides.
+/// Every setting as a flag. `None` means "not given here": a lower layer decides. An empty value
+/// (typically an empty environment variable) counts as not given.
+///
+/// The two boolean flags read their environment variables in [`crate::config`] instead of
+/// through clap, which rejects an empty value for a flag.
 ///
 /// Numbers and durations stay strings until [`crate::config`] validates them, so every bad value,
 /// whichever layer it came from, gets the same error naming its key.
@@ -156,7 +160,8 @@ pub struct SettingsArgs {
     pub rate: Option<String>,
 
     /// Do everything but the send; every job gets outcome `dry_run`.
-    #[arg(long, global = true, env = "COGNITO_RESEND_RUN_DRY_RUN")]
+    /// [env: COGNITO_RESEND_RUN_DRY_RUN=true]
+    #[arg(long, global = true)]
     pub dry_run: bool,
 
     /// Max attempts per job [default: 10].
@@ -251,12 +256,18 @@ pub struct SettingsArgs {
     )]
     pub shutdown_grace: Option<String>,
 
-    /// Log format [default: text].
-    #[arg(long, global = true, env = "COGNITO_RESEND_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
+    /// Log format: text or json [default: text].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    pub log_format: Option<String>,
 
     /// Show usernames in logs (they are personal data; by default logs show a short stable hash).
-    #[arg(long, global = true, env = "COGNITO_RESEND_LOG_USERNAMES")]
+    /// [env: COGNITO_RESEND_LOG_USERNAMES=true]
+    #[arg(long, global = true)]
     pub log_usernames: bool,
 
     /// More log output (-v debug, -vv trace).

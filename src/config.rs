@@ -218,15 +218,49 @@ type Map = serde_json::Map<String, serde_json::Value>;
 
 fn put(map: &mut Map, key: &str, value: Option<impl Serialize>) {
     if let Some(v) = value {
-        // A String, PathBuf, bool or enum always serializes; nothing to fail here.
-        if let Ok(v) = serde_json::to_value(v) {
-            map.insert(key.to_owned(), v);
+        // A String, PathBuf or bool always serializes; nothing to fail here.
+        match serde_json::to_value(v) {
+            // An empty value (an empty environment variable) counts as not given.
+            Ok(serde_json::Value::String(s)) if s.trim().is_empty() => {}
+            Ok(v) => {
+                map.insert(key.to_owned(), v);
+            }
+            Err(_) => {}
         }
     }
 }
 
+/// Boolean settings given in the environment (clap reads the others).
+#[derive(Debug, Default, Clone, Copy)]
+struct EnvFlags {
+    dry_run: bool,
+    log_usernames: bool,
+}
+
+impl EnvFlags {
+    fn read() -> Result<Self, ConfigError> {
+        Ok(Self {
+            dry_run: env_bool("COGNITO_RESEND_RUN_DRY_RUN")?,
+            log_usernames: env_bool("COGNITO_RESEND_LOG_USERNAMES")?,
+        })
+    }
+}
+
+fn env_bool(name: &str) -> Result<bool, ConfigError> {
+    match std::env::var(name) {
+        Err(_) => Ok(false),
+        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "" | "false" | "0" | "no" | "off" => Ok(false),
+            "true" | "1" | "yes" | "on" => Ok(true),
+            other => Err(ConfigError::new(format!(
+                "{name}: {other:?} is not a boolean (true or false)"
+            ))),
+        },
+    }
+}
+
 impl Overrides {
-    fn from_args(a: &SettingsArgs) -> Self {
+    fn from_args(a: &SettingsArgs, env: EnvFlags) -> Self {
         let mut o = Self::default();
         put(&mut o.cognito, "client_id", a.client_id.as_ref());
         put(
@@ -250,7 +284,7 @@ impl Overrides {
         put(&mut o.run, "concurrency", a.concurrency.as_ref());
         put(&mut o.run, "rate", a.rate.as_ref());
         // A boolean flag that is absent says nothing: it must not undo `true` from the file.
-        put(&mut o.run, "dry_run", a.dry_run.then_some(true));
+        put(&mut o.run, "dry_run", (a.dry_run || env.dry_run).then_some(true));
         put(&mut o.retry, "max_attempts", a.max_attempts.as_ref());
         put(&mut o.retry, "max_elapsed", a.max_elapsed.as_ref());
         put(&mut o.retry, "initial_backoff", a.initial_backoff.as_ref());
@@ -261,8 +295,12 @@ impl Overrides {
         put(&mut o.metrics, "listen", a.metrics_addr.as_ref());
         put(&mut o.metrics, "linger", a.metrics_linger.as_ref());
         put(&mut o.sqs, "shutdown_grace", a.shutdown_grace.as_ref());
-        put(&mut o.log, "format", a.log_format);
-        put(&mut o.log, "usernames", a.log_usernames.then_some(true));
+        put(&mut o.log, "format", a.log_format.as_ref());
+        put(
+            &mut o.log,
+            "usernames",
+            (a.log_usernames || env.log_usernames).then_some(true),
+        );
         o
     }
 }
@@ -403,7 +441,10 @@ impl Settings {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Serialized::defaults(Overrides::from_args(args)));
+        figment = figment.merge(Serialized::defaults(Overrides::from_args(
+            args,
+            EnvFlags::read()?,
+        )));
         let raw: Raw = figment
             .extract()
             .map_err(|e| ConfigError::new(format!("invalid settings: {e}")))?;
@@ -712,7 +753,10 @@ mod tests {
         if let Some(p) = &cli.settings.config {
             figment = figment.merge(Toml::file_exact(p));
         }
-        figment = figment.merge(Serialized::defaults(Overrides::from_args(&cli.settings)));
+        figment = figment.merge(Serialized::defaults(Overrides::from_args(
+            &cli.settings,
+            EnvFlags::default(),
+        )));
         let raw: Raw = figment
             .extract()
             .map_err(|e| ConfigError::new(format!("invalid settings: {e}")))?;

@@ -637,3 +637,45 @@ async fn usernames_are_hashed_in_logs_unless_asked() {
     let ran = run(cmd).await;
     assert!(ran.stderr.contains(name), "{}", ran.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_settings_apply_and_empty_ones_count_as_unset() {
+    let emu = emulator_with(vec![UserSpec::new("env-user", UserStatus::Unconfirmed)], |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &["env-user".to_owned()]);
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = command(&emu.endpoint());
+    cmd.env("COGNITO_RESEND_COGNITO_CLIENT_ID", CLIENT)
+        .env("COGNITO_RESEND_RUN_CONCURRENCY", "")
+        .env("COGNITO_RESEND_RUN_RATE", "")
+        .env("COGNITO_RESEND_RUN_DRY_RUN", "")
+        .env("COGNITO_RESEND_LOG_FORMAT", "")
+        .env("COGNITO_RESEND_LOG_USERNAMES", "")
+        .env("COGNITO_RESEND_CLIENT_SECRET", "")
+        .env("COGNITO_RESEND_REPORT_PATH", &report_path)
+        .arg("backfill")
+        .arg(&csv);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(emu.sends().len(), 1, "sent: dry run stayed off, no secret hash");
+    assert!(!emu.sends()[0].secret_hash_given);
+    assert_eq!(report(&report_path).len(), 1, "the report path came from the environment");
+
+    let mut cmd = command(&emu.endpoint());
+    cmd.env("COGNITO_RESEND_RUN_DRY_RUN", "true")
+        .env("COGNITO_RESEND_LOG_FORMAT", "json")
+        .args(["backfill", "--client-id", CLIENT])
+        .arg(&csv);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(emu.sends().len(), 1, "dry run from the environment sent nothing");
+    let summary = ran.stderr.lines().last().expect("a summary line");
+    let json: serde_json::Value = serde_json::from_str(summary).expect("json logs");
+    assert_eq!(json["dry_run"], 1, "{summary}");
+
+    let mut cmd = command(&emu.endpoint());
+    cmd.args(["backfill", "--client-id", CLIENT, "--log-format", "xml"]).arg(&csv);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(ran.stderr.contains("log.format"), "{}", ran.stderr);
+}

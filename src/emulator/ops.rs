@@ -580,6 +580,7 @@ mod tests {
             counters: Counters::default(),
             quota: RateQuota::new(None),
             ledger: Mutex::new(Ledger::new(n, None, None, true)),
+            delay: crate::emulator::delay::PreciseDelay::start(),
         }
     }
 
