@@ -6,6 +6,7 @@
 #   scripts/bench.sh [ROWS]      (default 100000; the memory run uses 1000000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 rows="${1:-100000}"
 concurrency=64
 latency_ms=20
@@ -13,20 +14,13 @@ latency_ms=20
 cargo build --release --locked --bins >&2
 bin="${CARGO_TARGET_DIR:-target}/release"
 work=$(mktemp -d)
-trap 'kill "$emu_pid" 2>/dev/null || true; wait "$emu_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "${emu_pid:-}" 2>/dev/null || true; wait "${emu_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 # The seeded pool's CSV has one row per seeded name (~70 % UNCONFIRMED, ~20 % CONFIRMED, ~10 %
 # missing from the pool): every row is one ResendConfirmationCode call.
 seed=$rows
-"$bin/cognito-emulator" --listen 127.0.0.1:0 --seed "$seed" --csv-out "$work/all.csv" \
-  --client-id bench-client --latency "${latency_ms}ms" > "$work/emulator.out" 2> "$work/emulator.err" &
-emu_pid=$!
-for _ in $(seq 600); do
-  grep -q '^listening on ' "$work/emulator.out" 2>/dev/null && break
-  sleep 0.1
-done
-endpoint=$(sed -n 's/^listening on //p' "$work/emulator.out")
-[ -n "$endpoint" ] || { echo "the emulator did not start:" >&2; cat "$work/emulator.err" >&2; exit 1; }
+start_emulator "$work" --seed "$seed" --csv-out "$work/all.csv" --client-id bench-client \
+  --latency "${latency_ms}ms"
 head -n $(( rows + 1 )) "$work/all.csv" > "$work/users.csv"
 actual=$(( $(wc -l < "$work/users.csv") - 1 ))
 

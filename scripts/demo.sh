@@ -6,23 +6,17 @@
 #   scripts/demo.sh [USERS]      (default 3000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 users="${1:-3000}"
 
 cargo build --release --locked --bins
 bin="${CARGO_TARGET_DIR:-target}/release"
 work=$(mktemp -d)
-trap 'kill "$emu_pid" 2>/dev/null || true; wait "$emu_pid" 2>/dev/null || true' EXIT
+trap 'kill "${emu_pid:-}" 2>/dev/null || true; wait "${emu_pid:-}" 2>/dev/null || true' EXIT
 
 # 20 ms per call, like a real network round trip to Cognito.
-"$bin/cognito-emulator" --listen 127.0.0.1:0 --seed "$users" --csv-out "$work/users.csv" \
-  --client-id demo-client --latency 20ms > "$work/emulator.out" 2> "$work/emulator.err" &
-emu_pid=$!
-for _ in $(seq 100); do
-  grep -q '^listening on ' "$work/emulator.out" 2>/dev/null && break
-  sleep 0.1
-done
-endpoint=$(sed -n 's/^listening on //p' "$work/emulator.out")
-[ -n "$endpoint" ] || { echo "the emulator did not start:"; cat "$work/emulator.err"; exit 1; }
+start_emulator "$work" --seed "$users" --csv-out "$work/users.csv" --client-id demo-client \
+  --latency 20ms
 echo "Cognito emulator at $endpoint with $users users; CSV: $work/users.csv"
 echo
 

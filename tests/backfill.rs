@@ -19,10 +19,8 @@ async fn mixed_pool_sends_each_unconfirmed_user_exactly_once_and_everything_adds
     let dir = tempfile::tempdir().unwrap();
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
     let report_path = dir.path().join("report.jsonl");
-    let mut cmd = command(&pool.emu.endpoint());
-    cmd.arg("backfill")
-        .arg(&csv)
-        .args(["--client-id", CLIENT, "--rate", "0", "--concurrency", "32"])
+    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    cmd.args(["--rate", "0", "--concurrency", "32"])
         .arg("--report")
         .arg(&report_path);
     let (metrics, code, stderr) = run_and_scrape(cmd).await;
@@ -117,10 +115,8 @@ async fn secret_hash_is_accepted_and_a_wrong_secret_stops_early() {
     let report_path = dir.path().join("report.jsonl");
 
     // The right secret, from a file: everyone sent, each call with a SecretHash.
-    let mut cmd = command(&pool.emu.endpoint());
-    cmd.arg("backfill")
-        .arg(&csv)
-        .args(["--client-id", CLIENT, "--rate", "0"]);
+    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    cmd.args(["--rate", "0"]);
     cmd.arg("--client-secret-file").arg(&secret_file);
     cmd.arg("--report").arg(&report_path);
     let ran = run(cmd).await;
@@ -232,8 +228,7 @@ async fn request_fields_arrive_as_given_in_the_csv() {
          ana,spring-2026,pt-BR,endpoint-1,ZW5jb2RlZA==,198.51.100.7,UNCONFIRMED\n\
          bo,,,,,,UNCONFIRMED\n",
     );
-    let mut cmd = command(&emu.endpoint());
-    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT]);
+    let cmd = backfill(&emu.endpoint(), &csv);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     let sends = emu.sends();
@@ -275,15 +270,8 @@ async fn concurrency_never_exceeds_the_semaphore_and_reaches_it() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
-    let mut cmd = command(&pool.emu.endpoint());
-    cmd.arg("backfill").arg(&csv).args([
-        "--client-id",
-        CLIENT,
-        "--rate",
-        "0",
-        "--concurrency",
-        "7",
-    ]);
+    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    cmd.args(["--rate", "0", "--concurrency", "7"]);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     assert_eq!(
@@ -299,15 +287,8 @@ async fn throttling_without_a_client_limit_still_sends_everyone_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
     let report_path = dir.path().join("report.jsonl");
-    let mut cmd = command(&pool.emu.endpoint());
-    cmd.arg("backfill").arg(&csv).args([
-        "--client-id",
-        CLIENT,
-        "--rate",
-        "0",
-        "--concurrency",
-        "16",
-    ]);
+    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    cmd.args(["--rate", "0", "--concurrency", "16"]);
     cmd.arg("--report").arg(&report_path);
     let (metrics, code, stderr) = run_and_scrape(cmd).await;
     assert_eq!(code, 0, "{stderr}");
@@ -338,15 +319,8 @@ async fn a_rate_below_the_quota_is_never_throttled() {
     let pool = pool(400, None, |b| b.quota_rps(Some(50))).await;
     let dir = tempfile::tempdir().unwrap();
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
-    let mut cmd = command(&pool.emu.endpoint());
-    cmd.arg("backfill").arg(&csv).args([
-        "--client-id",
-        CLIENT,
-        "--rate",
-        "40",
-        "--concurrency",
-        "16",
-    ]);
+    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    cmd.args(["--rate", "40", "--concurrency", "16"]);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     assert_eq!(pool.emu.stats().throttled, 0);
@@ -366,15 +340,8 @@ async fn internal_errors_and_dropped_connections_are_retried_to_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
     let report_path = dir.path().join("report.jsonl");
-    let mut cmd = command(&pool.emu.endpoint());
-    cmd.arg("backfill").arg(&csv).args([
-        "--client-id",
-        CLIENT,
-        "--rate",
-        "0",
-        "--concurrency",
-        "16",
-    ]);
+    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    cmd.args(["--rate", "0", "--concurrency", "16"]);
     cmd.args(["--initial-backoff", "10ms", "--max-backoff", "100ms"]);
     cmd.arg("--report").arg(&report_path);
     let ran = run(cmd).await;
@@ -406,15 +373,8 @@ async fn a_spent_email_quota_stops_the_run_with_advice() {
     let dir = tempfile::tempdir().unwrap();
     let csv = usernames_csv(dir.path(), &names);
     let report_path = dir.path().join("report.jsonl");
-    let mut cmd = command(&emu.endpoint());
-    cmd.arg("backfill").arg(&csv).args([
-        "--client-id",
-        CLIENT,
-        "--rate",
-        "0",
-        "--concurrency",
-        "4",
-    ]);
+    let mut cmd = backfill(&emu.endpoint(), &csv);
+    cmd.args(["--rate", "0", "--concurrency", "4"]);
     cmd.arg("--report").arg(&report_path);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 1, "{}", ran.stderr);
@@ -463,8 +423,7 @@ async fn malformed_rows_are_invalid_with_their_line_and_the_rest_is_processed() 
     text.extend_from_slice(b"r2,b@x\nbad\xffname,c@x\nonly-one-field\nr3,c@x,extra\nr3,c@x\n");
     let csv = write_file(dir.path(), "in.csv", text);
     let report_path = dir.path().join("report.jsonl");
-    let mut cmd = command(&emu.endpoint());
-    cmd.arg("backfill").arg(&csv).args(["--client-id", CLIENT]);
+    let mut cmd = backfill(&emu.endpoint(), &csv);
     cmd.arg("--report").arg(&report_path);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 3, "finished with invalid rows: {}", ran.stderr);
@@ -510,15 +469,8 @@ async fn sigint_drains_in_flight_calls_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
     let report_path = dir.path().join("report.jsonl");
-    let mut cmd = command(&pool.emu.endpoint());
-    cmd.arg("backfill").arg(&csv).args([
-        "--client-id",
-        CLIENT,
-        "--rate",
-        "0",
-        "--concurrency",
-        "8",
-    ]);
+    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    cmd.args(["--rate", "0", "--concurrency", "8"]);
     cmd.arg("--report").arg(&report_path);
     let running = Running::spawn(cmd);
     // Wait until some calls have been made, then interrupt.
@@ -562,11 +514,8 @@ async fn bad_settings_exit_2_naming_the_setting_and_send_nothing() {
         (vec!["--metrics-addr", "not-an-address"], "metrics.listen"),
     ];
     for (args, named) in cases {
-        let mut cmd = command(&emu.endpoint());
-        cmd.arg("backfill")
-            .arg(&csv)
-            .args(["--client-id", CLIENT])
-            .args(&args);
+        let mut cmd = backfill(&emu.endpoint(), &csv);
+        cmd.args(&args);
         let ran = run(cmd).await;
         assert_eq!(ran.code, 2, "{args:?}: {}", ran.stderr);
         assert!(
@@ -600,10 +549,8 @@ async fn dry_run_sends_nothing_and_reports_every_job() {
     let dir = tempfile::tempdir().unwrap();
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
     let report_path = dir.path().join("report.jsonl");
-    let mut cmd = command(&pool.emu.endpoint());
-    cmd.arg("backfill")
-        .arg(&csv)
-        .args(["--client-id", CLIENT, "--dry-run"]);
+    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    cmd.args(["--dry-run"]);
     cmd.arg("--report").arg(&report_path);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
@@ -618,10 +565,8 @@ async fn usernames_are_hashed_in_logs_unless_asked() {
     let dir = tempfile::tempdir().unwrap();
     let name = "private.person@example.com";
     let csv = usernames_csv(dir.path(), &[name.to_owned()]);
-    let mut cmd = command(&emu.endpoint());
-    cmd.arg("backfill")
-        .arg(&csv)
-        .args(["--client-id", CLIENT, "-v"]);
+    let mut cmd = backfill(&emu.endpoint(), &csv);
+    cmd.args(["-v"]);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "not_found is not a failure: {}", ran.stderr);
     assert!(!ran.stderr.contains(name), "{}", ran.stderr);
@@ -630,17 +575,19 @@ async fn usernames_are_hashed_in_logs_unless_asked() {
         "hashed user shown: {}",
         ran.stderr
     );
-    let mut cmd = command(&emu.endpoint());
-    cmd.arg("backfill")
-        .arg(&csv)
-        .args(["--client-id", CLIENT, "-v", "--log-usernames"]);
+    let mut cmd = backfill(&emu.endpoint(), &csv);
+    cmd.args(["-v", "--log-usernames"]);
     let ran = run(cmd).await;
     assert!(ran.stderr.contains(name), "{}", ran.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn environment_settings_apply_and_empty_ones_count_as_unset() {
-    let emu = emulator_with(vec![UserSpec::new("env-user", UserStatus::Unconfirmed)], |b| b).await;
+    let emu = emulator_with(
+        vec![UserSpec::new("env-user", UserStatus::Unconfirmed)],
+        |b| b,
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let csv = usernames_csv(dir.path(), &["env-user".to_owned()]);
     let report_path = dir.path().join("report.jsonl");
@@ -657,9 +604,17 @@ async fn environment_settings_apply_and_empty_ones_count_as_unset() {
         .arg(&csv);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
-    assert_eq!(emu.sends().len(), 1, "sent: dry run stayed off, no secret hash");
+    assert_eq!(
+        emu.sends().len(),
+        1,
+        "sent: dry run stayed off, no secret hash"
+    );
     assert!(!emu.sends()[0].secret_hash_given);
-    assert_eq!(report(&report_path).len(), 1, "the report path came from the environment");
+    assert_eq!(
+        report(&report_path).len(),
+        1,
+        "the report path came from the environment"
+    );
 
     let mut cmd = command(&emu.endpoint());
     cmd.env("COGNITO_RESEND_RUN_DRY_RUN", "true")
@@ -668,13 +623,18 @@ async fn environment_settings_apply_and_empty_ones_count_as_unset() {
         .arg(&csv);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
-    assert_eq!(emu.sends().len(), 1, "dry run from the environment sent nothing");
+    assert_eq!(
+        emu.sends().len(),
+        1,
+        "dry run from the environment sent nothing"
+    );
     let summary = ran.stderr.lines().last().expect("a summary line");
     let json: serde_json::Value = serde_json::from_str(summary).expect("json logs");
     assert_eq!(json["dry_run"], 1, "{summary}");
 
     let mut cmd = command(&emu.endpoint());
-    cmd.args(["backfill", "--client-id", CLIENT, "--log-format", "xml"]).arg(&csv);
+    cmd.args(["backfill", "--client-id", CLIENT, "--log-format", "xml"])
+        .arg(&csv);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 2, "{}", ran.stderr);
     assert!(ran.stderr.contains("log.format"), "{}", ran.stderr);

@@ -121,6 +121,13 @@ pub fn command(endpoint: &str) -> tokio::process::Command {
     cmd
 }
 
+/// `cognito-resend backfill CSV --client-id CLIENT` against `endpoint`.
+pub fn backfill(endpoint: &str, csv: &Path) -> tokio::process::Command {
+    let mut cmd = command(endpoint);
+    cmd.arg("backfill").arg(csv).args(["--client-id", CLIENT]);
+    cmd
+}
+
 /// What a finished run left behind.
 #[derive(Debug)]
 pub struct Ran {
