@@ -17,7 +17,7 @@ use serde::Serialize;
 /// 250ms, 30s, 10m, 24h. Exit codes: 0 all jobs done and none failed or invalid; 3 finished with
 /// some failed or invalid jobs (see --report); 2 usage or configuration error, nothing sent;
 /// 1 fatal error or stopped early because the configuration is wrong; 130/143 stopped by
-/// SIGINT/SIGTERM after draining in-flight calls (rerun resumes).
+/// SIGINT/SIGTERM after draining in-flight calls.
 #[derive(Debug, Parser)]
 #[command(name = "cognito-resend", version, max_term_width = 100)]
 pub struct Cli {

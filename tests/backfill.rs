@@ -315,8 +315,9 @@ async fn throttling_without_a_client_limit_still_sends_everyone_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rate_below_the_quota_is_never_throttled() {
-    let pool = pool(400, None, |b| b.quota_rps(Some(50))).await;
+async fn a_rate_below_the_quota_is_never_throttled_and_progress_is_logged() {
+    // 480 calls at 40/s: 12 s, long enough for one progress line (every 10 s off a terminal).
+    let pool = pool(480, None, |b| b.quota_rps(Some(50))).await;
     let dir = tempfile::tempdir().unwrap();
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
     let mut cmd = backfill(&pool.emu.endpoint(), &csv);
@@ -325,6 +326,15 @@ async fn a_rate_below_the_quota_is_never_throttled() {
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     assert_eq!(pool.emu.stats().throttled, 0);
     assert_eq!(pool.emu.send_counts().len(), pool.unconfirmed.len());
+    let progress = ran
+        .stderr
+        .lines()
+        .find(|l| l.contains("progress:"))
+        .unwrap_or_else(|| panic!("a progress line: {}", ran.stderr));
+    assert!(
+        progress.contains("/480 jobs") && progress.contains("sent="),
+        "{progress}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -458,7 +468,7 @@ async fn malformed_rows_are_invalid_with_their_line_and_the_rest_is_processed() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigint_drains_in_flight_calls_and_exits_130() {
+async fn signals_drain_in_flight_calls_and_exit_130_or_143() {
     let pool = pool(400, None, |b| {
         b.faults(Faults {
             latency: Duration::from_millis(300),
@@ -468,33 +478,36 @@ async fn sigint_drains_in_flight_calls_and_exits_130() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
-    let report_path = dir.path().join("report.jsonl");
-    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
-    cmd.args(["--rate", "0", "--concurrency", "8"]);
-    cmd.arg("--report").arg(&report_path);
-    let running = Running::spawn(cmd);
-    // Wait until some calls have been made, then interrupt.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while pool.emu.stats().requests_total < 20 {
+    for (signal, expected) in [("INT", 130), ("TERM", 143)] {
+        let before = pool.emu.stats().requests_total;
+        let report_path = dir.path().join(format!("{signal}.jsonl"));
+        let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+        cmd.args(["--rate", "0", "--concurrency", "8"]);
+        cmd.arg("--report").arg(&report_path);
+        let running = Running::spawn(cmd);
+        // Wait until some calls have been made, then signal.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while pool.emu.stats().requests_total < before + 20 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no calls within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        running.signal(signal);
+        let (code, stderr) = running.wait(Duration::from_secs(40)).await;
+        assert_eq!(code, expected, "SIG{signal}: {stderr}");
+        let calls = pool.emu.stats().requests_total - before;
         assert!(
-            tokio::time::Instant::now() < deadline,
-            "no calls within 30 s"
+            calls < pool.csv_usernames.len() as u64,
+            "stopped before the end"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let report = report(&report_path);
+        // Every call that was made has its outcome: in-flight calls were let finish.
+        assert_eq!(report.len() as u64, calls, "{stderr}");
+        assert_eq!(count(&report, "failed"), 0);
+        assert!(stderr.contains("not attempted"), "{stderr}");
     }
-    running.signal("INT");
-    let (code, stderr) = running.wait(Duration::from_secs(40)).await;
-    assert_eq!(code, 130, "{stderr}");
-    let stats = pool.emu.stats();
-    assert!(
-        stats.requests_total < pool.csv_usernames.len() as u64,
-        "stopped before the end"
-    );
-    let report = report(&report_path);
-    // Every call that was made has its outcome: in-flight calls were let finish.
-    assert_eq!(report.len() as u64, stats.requests_total, "{stderr}");
-    assert_eq!(count(&report, "failed"), 0);
-    assert!(stderr.contains("not attempted"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

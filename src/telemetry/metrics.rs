@@ -48,6 +48,10 @@ impl AttemptResult {
 
 /// Installs the global recorder. Histograms get buckets (otherwise the exporter renders
 /// summaries, which cannot be aggregated across replicas).
+///
+/// Must be called inside the runtime: it starts the exporter's upkeep, which folds recorded
+/// histogram samples into their buckets. Without it (no scrapes, e.g. `--metrics-addr none`) the
+/// raw samples pile up, and memory grows with the number of calls.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
@@ -76,6 +80,14 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         counter!(ATTEMPTS_TOTAL, "result" => result.as_str()).absolute(0);
     }
     gauge!(IN_FLIGHT).set(0.0);
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     Ok(handle)
 }
 

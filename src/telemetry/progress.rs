@@ -58,13 +58,13 @@ impl Progress {
 }
 
 fn spinner_style() -> ProgressStyle {
-    ProgressStyle::with_template("{spinner} {pos} rows {per_sec} [{elapsed_precise}] {msg}")
+    ProgressStyle::with_template("{spinner} {pos} rows [{elapsed_precise}] {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner())
 }
 
 fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template(
-        "{bar:30} {pos}/{len} rows {per_sec} eta {eta} [{elapsed_precise}] {msg}",
+        "{bar:30} {pos}/{len} rows eta {eta} [{elapsed_precise}] {msg}",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
 }
@@ -75,6 +75,7 @@ async fn draw_bar(
     mut total: tokio::sync::watch::Receiver<Option<u64>>,
     stop: CancellationToken,
 ) {
+    let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
@@ -87,8 +88,13 @@ async fn draw_bar(
                 }
             }
         }
-        bar.set_position(tally.done());
-        bar.set_message(tally.outcome_line(false));
+        let done = tally.done();
+        bar.set_position(done);
+        bar.set_message(format!(
+            "{:.0} jobs/s {}",
+            done as f64 / started.elapsed().as_secs_f64().max(0.001),
+            tally.outcome_line(false)
+        ));
     }
     bar.set_position(tally.done());
     bar.finish_and_clear();
@@ -151,7 +157,7 @@ pub fn summary(
         };
         s.push_str(&format!(
             "\n  stopped before the end of the input: not attempted: {not_attempted} \
-             (they have no outcome; rerun to resume)"
+             (no outcome, no report line)"
         ));
     }
     let bad = tally.count(OutcomeKind::Failed) + tally.count(OutcomeKind::Invalid);

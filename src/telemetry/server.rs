@@ -44,24 +44,12 @@ pub async fn serve(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let upkeep = metrics.clone();
     let app = Router::new()
         .route("/metrics", get(render))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(AppState { metrics, ready });
     let task = tokio::spawn(async move {
-        // The exporter asks its owner to run upkeep now and then (histogram housekeeping).
-        let upkeep_stop = stop.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = upkeep_stop.cancelled() => return,
-                    _ = tick.tick() => upkeep.run_upkeep(),
-                }
-            }
-        });
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
