@@ -284,7 +284,11 @@ impl Overrides {
         put(&mut o.run, "concurrency", a.concurrency.as_ref());
         put(&mut o.run, "rate", a.rate.as_ref());
         // A boolean flag that is absent says nothing: it must not undo `true` from the file.
-        put(&mut o.run, "dry_run", (a.dry_run || env.dry_run).then_some(true));
+        put(
+            &mut o.run,
+            "dry_run",
+            (a.dry_run || env.dry_run).then_some(true),
+        );
         put(&mut o.retry, "max_attempts", a.max_attempts.as_ref());
         put(&mut o.retry, "max_elapsed", a.max_elapsed.as_ref());
         put(&mut o.retry, "initial_backoff", a.initial_backoff.as_ref());

@@ -113,7 +113,10 @@ mod tests {
         }
         for t in tasks {
             let (ms, took) = t.await.unwrap();
-            assert!(took >= Duration::from_millis(ms), "{ms} ms woke after {took:?}");
+            assert!(
+                took >= Duration::from_millis(ms),
+                "{ms} ms woke after {took:?}"
+            );
         }
     }
 }

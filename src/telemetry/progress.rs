@@ -63,10 +63,8 @@ fn spinner_style() -> ProgressStyle {
 }
 
 fn bar_style() -> ProgressStyle {
-    ProgressStyle::with_template(
-        "{bar:30} {pos}/{len} rows eta {eta} [{elapsed_precise}] {msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    ProgressStyle::with_template("{bar:30} {pos}/{len} rows eta {eta} [{elapsed_precise}] {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
 async fn draw_bar(
