@@ -42,6 +42,24 @@ pub enum Command {
         /// The CSV file to read, or `-` for standard input.
         input: PathBuf,
     },
+    /// Long-running: jobs from --queue-url until SIGTERM/SIGINT, then drain and exit 0.
+    ///
+    /// Each message body is a JSON object with the CSV's fields: {"username": "...",
+    /// "client_id": "...", "client_metadata": {"k": "v"}, ...}; only username is required.
+    Consume,
+    /// Send CSV rows (or stdin with `-`) to --queue-url as jobs, 10 per SendMessageBatch.
+    ///
+    /// For a FIFO queue (URL ending in .fifo) every message gets a MessageGroupId
+    /// (--fifo-group-id, or one group per username) and a MessageDeduplicationId derived from
+    /// its body.
+    Enqueue {
+        /// The CSV file to read, or `-` for standard input.
+        input: PathBuf,
+        /// MessageGroupId for every message (FIFO queues); default: one group per username, so
+        /// different users run in parallel and one user's jobs in order.
+        #[arg(long, value_name = "ID")]
+        fifo_group_id: Option<String>,
+    },
     /// Validate the configuration, print the effective settings with secrets redacted, exit 0 or 2.
     Check,
 }
@@ -246,6 +264,45 @@ pub struct SettingsArgs {
         value_name = "DURATION"
     )]
     pub metrics_linger: Option<String>,
+
+    /// The SQS queue URL (consume, enqueue).
+    #[arg(long, global = true, env = "COGNITO_RESEND_SQS_QUEUE_URL", value_name = "URL")]
+    pub queue_url: Option<String>,
+
+    /// SQS endpoint URL, for emulators and VPC endpoints (default: AWS's).
+    #[arg(long, global = true, env = "COGNITO_RESEND_SQS_ENDPOINT", value_name = "URL")]
+    pub sqs_endpoint: Option<String>,
+
+    /// Messages per ReceiveMessage, 1 to 10 [default: 10].
+    #[arg(long, global = true, env = "COGNITO_RESEND_SQS_BATCH_SIZE", value_name = "N")]
+    pub batch_size: Option<String>,
+
+    /// Long-poll wait of ReceiveMessage, 0s to 20s [default: 20s].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_SQS_WAIT_TIME",
+        value_name = "DURATION"
+    )]
+    pub wait_time: Option<String>,
+
+    /// Visibility timeout of received messages; renewed while their job runs [default: 60s].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_SQS_VISIBILITY_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub visibility_timeout: Option<String>,
+
+    /// Stop renewing a message's visibility after it has been held this long [default: 1h].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_SQS_MAX_EXTENSION",
+        value_name = "DURATION"
+    )]
+    pub max_extension: Option<String>,
 
     /// On SIGINT/SIGTERM, how long in-flight calls may take to finish [default: 30s].
     #[arg(

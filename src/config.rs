@@ -102,6 +102,12 @@ struct RawMetrics {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawSqs {
+    queue_url: Option<String>,
+    endpoint: Option<String>,
+    batch_size: NumOrString,
+    wait_time: String,
+    visibility_timeout: String,
+    max_extension: String,
     shutdown_grace: String,
 }
 
@@ -179,6 +185,12 @@ impl Default for RawMetrics {
 impl Default for RawSqs {
     fn default() -> Self {
         Self {
+            queue_url: None,
+            endpoint: None,
+            batch_size: NumOrString::Int(10),
+            wait_time: "20s".into(),
+            visibility_timeout: "60s".into(),
+            max_extension: "1h".into(),
             shutdown_grace: "30s".into(),
         }
     }
@@ -299,6 +311,12 @@ impl Overrides {
         put(&mut o.metrics, "listen", a.metrics_addr.as_ref());
         put(&mut o.metrics, "linger", a.metrics_linger.as_ref());
         put(&mut o.sqs, "shutdown_grace", a.shutdown_grace.as_ref());
+        put(&mut o.sqs, "queue_url", a.queue_url.as_ref());
+        put(&mut o.sqs, "endpoint", a.sqs_endpoint.as_ref());
+        put(&mut o.sqs, "batch_size", a.batch_size.as_ref());
+        put(&mut o.sqs, "wait_time", a.wait_time.as_ref());
+        put(&mut o.sqs, "visibility_timeout", a.visibility_timeout.as_ref());
+        put(&mut o.sqs, "max_extension", a.max_extension.as_ref());
         put(&mut o.log, "format", a.log_format.as_ref());
         put(
             &mut o.log,
@@ -393,6 +411,23 @@ pub struct RetrySettings {
     pub jitter: f64,
 }
 
+/// The SQS side of `consume` and `enqueue`.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// The queue; required by `consume` and `enqueue`.
+    pub queue_url: Option<String>,
+    /// Endpoint override (moto, VPC endpoints).
+    pub endpoint: Option<url::Url>,
+    /// Messages per receive, 1 to 10.
+    pub batch_size: u32,
+    /// Long-poll wait, at most 20 s.
+    pub wait_time: Duration,
+    /// Visibility of received messages, 1 s to 12 h.
+    pub visibility_timeout: Duration,
+    /// Longest a message is kept invisible by heartbeats.
+    pub max_extension: Duration,
+}
+
 /// Where metrics are served.
 #[derive(Debug, Clone)]
 pub struct MetricsSettings {
@@ -428,6 +463,8 @@ pub struct Settings {
     pub report: Option<PathBuf>,
     /// Metrics endpoint.
     pub metrics: MetricsSettings,
+    /// SQS.
+    pub sqs: QueueSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -474,22 +511,10 @@ impl Settings {
             (None, Some(value)) => Some((ClientSecret::new(value.trim()), SecretSource::Env)),
             (None, None) => None,
         };
-        let endpoint = match non_empty(raw.cognito.endpoint) {
-            None => None,
-            Some(s) => {
-                let url = url::Url::parse(&s).map_err(|e| {
-                    ConfigError::new(format!(
-                        "cognito.endpoint (--cognito-endpoint): {s:?} is not a URL: {e}"
-                    ))
-                })?;
-                if !matches!(url.scheme(), "http" | "https") {
-                    return Err(ConfigError::new(format!(
-                        "cognito.endpoint (--cognito-endpoint): {s:?} must be an http or https URL"
-                    )));
-                }
-                Some(url)
-            }
-        };
+        let endpoint = http_url(
+            "cognito.endpoint (--cognito-endpoint)",
+            non_empty(raw.cognito.endpoint),
+        )?;
         let cognito = CognitoSettings {
             client_id: non_empty(raw.cognito.client_id),
             secret,
@@ -582,7 +607,40 @@ impl Settings {
             linger: duration("metrics.linger (--metrics-linger)", &raw.metrics.linger)?,
         };
 
+        let batch_size: u32 = parse_num("sqs.batch_size (--batch-size)", &raw.sqs.batch_size)?;
+        if !(1..=10).contains(&batch_size) {
+            return Err(ConfigError::new(format!(
+                "sqs.batch_size (--batch-size): {batch_size} must be between 1 and 10"
+            )));
+        }
+        let wait_time = duration("sqs.wait_time (--wait-time)", &raw.sqs.wait_time)?;
+        if wait_time > Duration::from_secs(20) {
+            return Err(ConfigError::new(
+                "sqs.wait_time (--wait-time): SQS long polls for at most 20s",
+            ));
+        }
+        let visibility_timeout = positive_duration(
+            "sqs.visibility_timeout (--visibility-timeout)",
+            &raw.sqs.visibility_timeout,
+        )?;
+        if visibility_timeout < Duration::from_secs(1)
+            || visibility_timeout > Duration::from_secs(12 * 3600)
+        {
+            return Err(ConfigError::new(
+                "sqs.visibility_timeout (--visibility-timeout): must be between 1s and 12h",
+            ));
+        }
+        let sqs = QueueSettings {
+            queue_url: non_empty(raw.sqs.queue_url),
+            endpoint: http_url("sqs.endpoint (--sqs-endpoint)", non_empty(raw.sqs.endpoint))?,
+            batch_size,
+            wait_time,
+            visibility_timeout,
+            max_extension: duration("sqs.max_extension (--max-extension)", &raw.sqs.max_extension)?,
+        };
+
         Ok(Self {
+            sqs,
             config_file: args.config.clone(),
             cognito,
             run,
@@ -657,6 +715,12 @@ impl Settings {
              listen = {listen}\n\
              linger = {linger}\n\n\
              [sqs]\n\
+             queue_url = {queue}\n\
+             endpoint = {sqs_endpoint}\n\
+             batch_size = {batch}\n\
+             wait_time = {wait}\n\
+             visibility_timeout = {vt}\n\
+             max_extension = {mx}\n\
              shutdown_grace = {grace}\n\n\
              [log]\n\
              format = \"{fmt}\"\n\
@@ -687,6 +751,12 @@ impl Settings {
             jit = self.retry.jitter,
             linger = d(self.metrics.linger),
             grace = d(self.run.shutdown_grace),
+            queue = opt(&self.sqs.queue_url),
+            sqs_endpoint = opt(&self.sqs.endpoint.as_ref().map(|u| u.to_string())),
+            batch = self.sqs.batch_size,
+            wait = d(self.sqs.wait_time),
+            vt = d(self.sqs.visibility_timeout),
+            mx = d(self.sqs.max_extension),
             fmt = match self.log.format {
                 LogFormat::Text => "text",
                 LogFormat::Json => "json",
@@ -694,6 +764,18 @@ impl Settings {
             lu = self.log.usernames,
         )
     }
+}
+
+fn http_url(key: &str, text: Option<String>) -> Result<Option<url::Url>, ConfigError> {
+    let Some(s) = text else { return Ok(None) };
+    let url = url::Url::parse(&s)
+        .map_err(|e| ConfigError::new(format!("{key}: {s:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::new(format!(
+            "{key}: {s:?} must be an http or https URL"
+        )));
+    }
+    Ok(Some(url))
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {

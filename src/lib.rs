@@ -27,6 +27,7 @@ pub mod cognito;
 pub mod config;
 pub mod emulator;
 pub mod engine;
+pub mod enqueue;
 pub mod outcome;
 pub mod runner;
 pub mod shutdown;

@@ -14,6 +14,7 @@ use crate::outcome::{OutcomeKind, Recorder};
 use crate::shutdown::Shutdown;
 use crate::source::Source;
 use crate::source::csv::{CsvSource, count_records};
+use crate::source::sqs::{self, SqsSettings, SqsSource};
 use crate::telemetry::progress::{self, Progress};
 use crate::telemetry::server::{self, Readiness};
 use crate::telemetry::{BarSlot, metrics};
@@ -51,6 +52,11 @@ pub async fn run(
     match command {
         Command::Check => check(&settings),
         Command::Backfill { input } => backfill(input, settings, shutdown, bar).await,
+        Command::Consume => consume(settings, shutdown).await,
+        Command::Enqueue {
+            input,
+            fifo_group_id,
+        } => crate::enqueue::run(input, fifo_group_id, settings, shutdown, bar).await,
     }
 }
 
@@ -124,14 +130,7 @@ async fn backfill(
         }
     });
 
-    let config = EngineConfig {
-        concurrency: settings.run.concurrency.get(),
-        rate: settings.run.rate,
-        retry: engine::retry::RetryPolicy::new(settings.retry.clone()),
-        dry_run: settings.run.dry_run,
-        default_client_id: settings.cognito.client_id.clone(),
-        shutdown_grace: settings.run.shutdown_grace,
-    };
+    let config = engine_config(&settings);
     let cause = engine::run(
         config,
         &mut source,
@@ -210,8 +209,100 @@ async fn backfill(
     }
 }
 
+async fn consume(settings: Settings, shutdown: Shutdown) -> Result<Finished, RunError> {
+    let started = Instant::now();
+    let queue_url = settings.sqs.queue_url.clone().ok_or_else(|| {
+        RunError::Usage("consume needs a queue: --queue-url (sqs.queue_url)".into())
+    })?;
+    if settings.cognito.client_id.is_none() {
+        tracing::warn!(
+            "--client-id is not set: messages without their own client_id will be invalid"
+        );
+    }
+    let stop_server = tokio_util::sync::CancellationToken::new();
+    let ready = Readiness::default();
+    let _server = start_metrics(&settings, ready.clone(), stop_server.clone()).await?;
+    metrics::register_sqs();
+    let recorder = Arc::new(
+        Recorder::new("sqs", settings.report.as_deref(), settings.log.usernames).map_err(|e| {
+            RunError::Usage(format!("--report (report.path): cannot create the report: {e}"))
+        })?,
+    );
+    let cognito = Cognito::connect(&settings.cognito).await;
+    if cognito.region().is_none() {
+        return Err(RunError::Usage(
+            "no AWS region: set --region (aws.region) or AWS_REGION".into(),
+        ));
+    }
+    let client = sqs::connect(
+        settings.cognito.region.as_deref(),
+        settings.sqs.endpoint.as_ref(),
+        settings.sqs.wait_time,
+    )
+    .await;
+    if let Some(warning) = sqs::check_queue(&client, &queue_url)
+        .await
+        .map_err(RunError::Usage)?
+    {
+        tracing::warn!("{warning}");
+    }
+    let mut source = SqsSource::start(
+        client,
+        SqsSettings {
+            queue_url: queue_url.clone(),
+            batch_size: settings.sqs.batch_size,
+            wait_time: settings.sqs.wait_time,
+            visibility_timeout: settings.sqs.visibility_timeout,
+            max_extension: settings.sqs.max_extension,
+            concurrency: settings.run.concurrency.get(),
+        },
+        ready.clone(),
+        shutdown.token.child_token(),
+    );
+    ready.set(true);
+    tracing::info!("consuming {queue_url}");
+    let config = engine_config(&settings);
+    let cause = engine::run(
+        config,
+        &mut source,
+        cognito,
+        recorder.clone(),
+        shutdown.token.clone(),
+    )
+    .await;
+    ready.set(false);
+    source.close().await;
+    recorder.finish();
+    if settings.log.verbosity >= 0 {
+        eprintln!(
+            "{}",
+            progress::summary("consume", &recorder.tally(), started.elapsed(), false, None)
+        );
+    }
+    stop_server.cancel();
+    match cause {
+        StopCause::Misconfigured(m) => Err(RunError::StoppedEarly(m)),
+        // A long-running consumer that drained after a signal did what it should: exit 0.
+        StopCause::Shutdown | StopCause::EndOfInput => Ok(Finished {
+            complete: true,
+            failed_or_invalid: 0,
+        }),
+    }
+}
+
+fn engine_config(settings: &Settings) -> EngineConfig {
+    EngineConfig {
+        concurrency: settings.run.concurrency.get(),
+        rate: settings.run.rate,
+        retry: engine::retry::RetryPolicy::new(settings.retry.clone()),
+        dry_run: settings.run.dry_run,
+        default_client_id: settings.cognito.client_id.clone(),
+        shutdown_grace: settings.run.shutdown_grace,
+    }
+}
+
 /// Installs the recorder and, unless `none`, serves it. Returns the bound address.
-async fn start_metrics(
+pub(crate) async fn start_metrics(
     settings: &Settings,
     ready: Readiness,
     stop: tokio_util::sync::CancellationToken,

@@ -3,8 +3,10 @@
 //! engine does not know which source it runs.
 //!
 //! - [`csv`]: a backfill file or stdin, streamed through a bounded channel.
+//! - [`sqs`]: a queue, long-polled, with visibility heartbeats and batched deletes.
 
 pub mod csv;
+pub mod sqs;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -41,12 +43,18 @@ pub enum Origin {
         /// 1-based line number.
         line: u64,
     },
+    /// An SQS message.
+    Sqs {
+        /// Its MessageId.
+        message_id: String,
+    },
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Csv { line } => write!(f, "csv:{line}"),
+            Self::Sqs { message_id } => write!(f, "sqs:{message_id}"),
         }
     }
 }

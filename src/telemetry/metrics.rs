@@ -16,6 +16,25 @@ pub const REQUEST_DURATION: &str = "cognito_resend_request_duration_seconds";
 pub const IN_FLIGHT: &str = "cognito_resend_in_flight";
 /// The rate limiter's current rate (0 = no limit).
 pub const RATE_LIMIT: &str = "cognito_resend_rate_limit_per_second";
+/// SQS messages by what happened to them.
+pub const SQS_MESSAGES: &str = "cognito_resend_sqs_messages_total";
+/// Failed ReceiveMessage calls.
+pub const SQS_RECEIVE_ERRORS: &str = "cognito_resend_sqs_receive_errors_total";
+/// Visibility extensions made by the heartbeat.
+pub const SQS_VISIBILITY_EXTENSIONS: &str = "cognito_resend_sqs_visibility_extensions_total";
+/// Delete entries retried after a partial batch failure.
+pub const SQS_DELETE_RETRIES: &str = "cognito_resend_sqs_delete_retries_total";
+
+/// The `action` values of [`SQS_MESSAGES`]: SPEC's four, `enqueued` for `enqueue`, and
+/// `delete_failed` for a delete that failed for good (the message will be redelivered).
+pub const SQS_ACTIONS: [&str; 6] = [
+    "received",
+    "deleted",
+    "returned",
+    "invalid",
+    "enqueued",
+    "delete_failed",
+];
 
 /// How one Cognito call ended, for `cognito_resend_attempts_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +108,46 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         }
     });
     Ok(handle)
+}
+
+/// Makes the SQS counters visible at 0 (for `consume` and `enqueue`).
+pub fn register_sqs() {
+    describe_counter!(SQS_MESSAGES, "SQS messages, by what happened to them.");
+    describe_counter!(SQS_RECEIVE_ERRORS, "ReceiveMessage calls that failed.");
+    describe_counter!(
+        SQS_VISIBILITY_EXTENSIONS,
+        "Message visibility extensions made while jobs ran."
+    );
+    describe_counter!(
+        SQS_DELETE_RETRIES,
+        "DeleteMessageBatch entries retried after a partial failure."
+    );
+    for action in SQS_ACTIONS {
+        counter!(SQS_MESSAGES, "action" => action).absolute(0);
+    }
+    counter!(SQS_RECEIVE_ERRORS).absolute(0);
+    counter!(SQS_VISIBILITY_EXTENSIONS).absolute(0);
+    counter!(SQS_DELETE_RETRIES).absolute(0);
+}
+
+/// Counts an SQS message event (one of [`SQS_ACTIONS`]).
+pub fn sqs_message(action: &'static str) {
+    counter!(SQS_MESSAGES, "action" => action).increment(1);
+}
+
+/// Counts a failed receive.
+pub fn sqs_receive_error() {
+    counter!(SQS_RECEIVE_ERRORS).increment(1);
+}
+
+/// Counts visibility extensions.
+pub fn sqs_visibility_extended(n: u64) {
+    counter!(SQS_VISIBILITY_EXTENSIONS).increment(n);
+}
+
+/// Counts retried delete entries.
+pub fn sqs_delete_retried(n: u64) {
+    counter!(SQS_DELETE_RETRIES).increment(n);
 }
 
 /// Makes every outcome of `source` visible at 0 from the start, so rates and alerts work before

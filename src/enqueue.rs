@@ -1,0 +1,232 @@
+//! `enqueue`: CSV rows to SQS messages, 10 per SendMessageBatch, so many `consume` replicas can
+//! share a large backfill.
+//!
+//! It reuses the CSV source (same header rules, same `invalid` rows with line numbers) and the
+//! message body format `consume` decodes. Partial batch failures are retried entry by entry;
+//! an entry SQS rejects as the sender's fault is not retried. For FIFO queues every message gets
+//! a MessageGroupId (one per username unless `--fifo-group-id`) and a MessageDeduplicationId
+//! derived from its body, so a retried batch cannot enqueue a job twice.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::config::Settings;
+use crate::runner::{Finished, RunError, start_metrics};
+use crate::shutdown::Shutdown;
+use crate::source::csv::CsvSource;
+use crate::source::sqs::{body, check_queue, connect};
+use crate::source::{Input, Source};
+use crate::telemetry::BarSlot;
+use crate::telemetry::metrics;
+use crate::telemetry::server::Readiness;
+
+/// Batches in flight at once.
+const PARALLEL_BATCHES: usize = 4;
+/// Attempts for one entry.
+const ATTEMPTS: u32 = 5;
+
+#[derive(Default)]
+struct Counts {
+    enqueued: AtomicU64,
+    invalid: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// One message to send: its body and where it came from.
+struct Pending {
+    line: String,
+    body: String,
+    group: Option<String>,
+}
+
+/// Runs `enqueue`.
+pub async fn run(
+    input: PathBuf,
+    fifo_group_id: Option<String>,
+    settings: Settings,
+    shutdown: Shutdown,
+    _bar: BarSlot,
+) -> Result<Finished, RunError> {
+    let started = Instant::now();
+    let queue_url = settings.sqs.queue_url.clone().ok_or_else(|| {
+        RunError::Usage("enqueue needs a queue: --queue-url (sqs.queue_url)".into())
+    })?;
+    let fifo = queue_url.ends_with(".fifo");
+    let mut source = CsvSource::open(input)
+        .await
+        .map_err(|e| RunError::Usage(e.to_string()))?;
+    let stop_server = tokio_util::sync::CancellationToken::new();
+    let _server = start_metrics(&settings, Readiness::default(), stop_server.clone()).await?;
+    metrics::register_sqs();
+    let client = connect(
+        settings.cognito.region.as_deref(),
+        settings.sqs.endpoint.as_ref(),
+        settings.sqs.wait_time,
+    )
+    .await;
+    check_queue(&client, &queue_url)
+        .await
+        .map_err(RunError::Usage)?;
+
+    let counts = Arc::new(Counts::default());
+    let progress = tokio::spawn(log_progress(counts.clone()));
+    // Rows, in batches of ten, until the file ends or a signal stops reading.
+    let group_id = fifo_group_id.as_deref();
+    let batches = futures::stream::unfold(
+        (&mut source, counts.clone(), shutdown.token.clone()),
+        |(source, counts, stop)| async move {
+            let mut batch = Vec::with_capacity(10);
+            while batch.len() < 10 {
+                let next = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => None,
+                    i = source.next() => i,
+                };
+                match next {
+                    None => break,
+                    Some(Input::Unreadable(u)) => {
+                        counts.invalid.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(source = %u.origin, reason = u.reason, "invalid input");
+                    }
+                    Some(Input::Job(job)) => {
+                        let body = body::encode(&job.request);
+                        let group = fifo.then(|| match group_id {
+                            Some(g) => g.to_owned(),
+                            None => short_hash(&job.request.username),
+                        });
+                        batch.push(Pending {
+                            line: job.origin.to_string(),
+                            body,
+                            group,
+                        });
+                    }
+                }
+            }
+            (!batch.is_empty()).then_some((batch, (source, counts, stop)))
+        },
+    );
+    batches
+        .map(|batch| send_batch(&client, &queue_url, batch, &counts))
+        .buffer_unordered(PARALLEL_BATCHES)
+        .collect::<Vec<()>>()
+        .await;
+    progress.abort();
+    stop_server.cancel();
+
+    let (enqueued, invalid, failed) = (
+        counts.enqueued.load(Ordering::Relaxed),
+        counts.invalid.load(Ordering::Relaxed),
+        counts.failed.load(Ordering::Relaxed),
+    );
+    let wall = started.elapsed().as_secs_f64();
+    if settings.log.verbosity >= 0 {
+        eprintln!(
+            "enqueue: {} rows in {wall:.1}s ({:.1} rows/s)\n  enqueued={enqueued} invalid={invalid} failed={failed}",
+            enqueued + invalid + failed,
+            (enqueued + invalid + failed) as f64 / wall.max(0.001)
+        );
+    }
+    if let Some(failure) = source.take_failure() {
+        return Err(RunError::Fatal(anyhow::anyhow!(failure)));
+    }
+    Ok(Finished {
+        complete: !shutdown.token.is_cancelled(),
+        failed_or_invalid: invalid + failed,
+    })
+}
+
+/// Sends one batch, retrying the entries that failed for reasons not the sender's.
+async fn send_batch(client: &Client, queue_url: &str, batch: Vec<Pending>, counts: &Counts) {
+    let mut pending: Vec<Pending> = batch;
+    for attempt in 1..=ATTEMPTS {
+        let entries: Vec<_> = pending
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(&p.body)
+                    .set_message_group_id(p.group.clone())
+                    .set_message_deduplication_id(p.group.as_ref().map(|_| short_hash(&p.body)))
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let sent = client
+            .send_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        let mut retry = Vec::new();
+        match sent {
+            Ok(out) => {
+                let failed: std::collections::HashMap<usize, (bool, String)> = out
+                    .failed()
+                    .iter()
+                    .filter_map(|f| {
+                        let detail = format!("{}: {}", f.code(), f.message().unwrap_or(""));
+                        f.id().parse().ok().map(|i| (i, (f.sender_fault(), detail)))
+                    })
+                    .collect();
+                for (i, p) in pending.into_iter().enumerate() {
+                    match failed.get(&i) {
+                        None => {
+                            counts.enqueued.fetch_add(1, Ordering::Relaxed);
+                            metrics::sqs_message("enqueued");
+                        }
+                        Some((true, detail)) => {
+                            counts.failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(source = p.line, "SQS rejected the message: {detail}");
+                        }
+                        Some((false, _)) => retry.push(p),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "SendMessageBatch failed (attempt {attempt}): {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                );
+                retry = pending;
+            }
+        }
+        if retry.is_empty() {
+            return;
+        }
+        pending = retry;
+        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+    }
+    for p in pending {
+        counts.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(source = p.line, "could not enqueue after {ATTEMPTS} attempts");
+    }
+}
+
+fn short_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn log_progress(counts: Arc<Counts>) {
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(10),
+        Duration::from_secs(10),
+    );
+    loop {
+        tick.tick().await;
+        tracing::info!(
+            "progress: {} enqueued, {} invalid, {} failed",
+            counts.enqueued.load(Ordering::Relaxed),
+            counts.invalid.load(Ordering::Relaxed),
+            counts.failed.load(Ordering::Relaxed)
+        );
+    }
+}

@@ -1,0 +1,185 @@
+//! The SQS message body: a JSON object with the CSV's fields (SPEC.md). Only `username` is
+//! required; unknown fields are ignored; anything else is a problem named precisely, so the
+//! `invalid` outcome says what to fix.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::source::{ResendRequest, check_username};
+
+/// A body larger than this is not a job (a job is a username and a few short fields).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Why a body is not a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyProblem {
+    /// What is wrong.
+    pub reason: String,
+    /// The username, when one could be read.
+    pub username: Option<String>,
+}
+
+fn problem(reason: impl Into<String>) -> BodyProblem {
+    BodyProblem {
+        reason: reason.into(),
+        username: None,
+    }
+}
+
+/// Decodes a message body into a request.
+pub fn decode(text: &str) -> Result<ResendRequest, BodyProblem> {
+    if text.len() > MAX_BODY_BYTES {
+        return Err(problem(format!(
+            "body is {} bytes; a job is at most {MAX_BODY_BYTES}",
+            text.len()
+        )));
+    }
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| problem(format!("body is not JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(problem(format!(
+            "body must be a JSON object with a \"username\", not {}",
+            kind(&value)
+        )));
+    };
+    let username = match obj.get("username") {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(problem(format!(
+                "field \"username\" must be a string, not {}",
+                kind(other)
+            )));
+        }
+        None => return Err(problem("field \"username\" is missing")),
+    };
+    let with_user = |reason: String| BodyProblem {
+        reason,
+        username: Some(username.clone()),
+    };
+    check_username(&username).map_err(with_user)?;
+    let text_field = |name: &str| -> Result<Option<String>, BodyProblem> {
+        match obj.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(with_user(format!(
+                "field \"{name}\" must be a string, not {}",
+                kind(other)
+            ))),
+        }
+    };
+    Ok(ResendRequest {
+        client_id: text_field("client_id")?,
+        analytics_endpoint_id: text_field("analytics_endpoint_id")?,
+        encoded_data: text_field("encoded_data")?,
+        ip_address: text_field("ip_address")?,
+        client_metadata: metadata(&obj).map_err(with_user)?,
+        username: username.clone(),
+    })
+}
+
+fn metadata(obj: &Map<String, Value>) -> Result<BTreeMap<String, String>, String> {
+    match obj.get("client_metadata") {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                other => Err(format!(
+                    "field \"client_metadata\".\"{k}\" must be a string, not {}",
+                    kind(other)
+                )),
+            })
+            .collect(),
+        Some(other) => Err(format!(
+            "field \"client_metadata\" must be an object of strings, not {}",
+            kind(other)
+        )),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The body `enqueue` writes for a request: the inverse of [`decode`].
+pub fn encode(req: &ResendRequest) -> String {
+    let mut obj = Map::new();
+    obj.insert("username".into(), Value::String(req.username.clone()));
+    let mut put = |k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            obj.insert(k.into(), Value::String(v.clone()));
+        }
+    };
+    put("client_id", &req.client_id);
+    put("analytics_endpoint_id", &req.analytics_endpoint_id);
+    put("encoded_data", &req.encoded_data);
+    put("ip_address", &req.ip_address);
+    if !req.client_metadata.is_empty() {
+        obj.insert(
+            "client_metadata".into(),
+            Value::Object(
+                req.client_metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            ),
+        );
+    }
+    Value::Object(obj).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_body_round_trips() {
+        let req = ResendRequest {
+            username: "josé".into(),
+            client_id: Some("c1".into()),
+            client_metadata: BTreeMap::from([("k".into(), "v".into())]),
+            analytics_endpoint_id: Some("ep".into()),
+            encoded_data: Some("ENC".into()),
+            ip_address: Some("192.0.2.1".into()),
+        };
+        assert_eq!(decode(&encode(&req)), Ok(req));
+    }
+
+    #[test]
+    fn only_username_is_required_and_unknown_fields_are_ignored() {
+        let req = decode(r#"{"username":"a","email":"a@x","extra":[1,2]}"#).unwrap();
+        assert_eq!(req.username, "a");
+        assert_eq!(req.client_id, None);
+    }
+
+    #[test]
+    fn poison_bodies_are_named() {
+        let cases = [
+            ("not json", "not JSON"),
+            ("[1,2]", "not an array"),
+            ("{}", "\"username\" is missing"),
+            (r#"{"username":5}"#, "\"username\" must be a string, not a number"),
+            (r#"{"username":""}"#, "empty"),
+            (r#"{"username":"a","client_id":7}"#, "\"client_id\" must be a string"),
+            (r#"{"username":"a","client_metadata":[]}"#, "\"client_metadata\" must be an object"),
+            (r#"{"username":"a","client_metadata":{"k":1}}"#, "\"client_metadata\".\"k\""),
+        ];
+        for (body, expected) in cases {
+            let err = decode(body).unwrap_err();
+            assert!(err.reason.contains(expected), "{body}: {}", err.reason);
+        }
+        let long = format!(r#"{{"username":"{}"}}"#, "x".repeat(129));
+        assert!(decode(&long).unwrap_err().reason.contains("129"));
+        let huge = format!(r#"{{"username":"a","pad":"{}"}}"#, "x".repeat(200 * 1024));
+        assert!(decode(&huge).unwrap_err().reason.contains("bytes"));
+    }
+}
