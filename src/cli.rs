@@ -266,15 +266,30 @@ pub struct SettingsArgs {
     pub metrics_linger: Option<String>,
 
     /// The SQS queue URL (consume, enqueue).
-    #[arg(long, global = true, env = "COGNITO_RESEND_SQS_QUEUE_URL", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_SQS_QUEUE_URL",
+        value_name = "URL"
+    )]
     pub queue_url: Option<String>,
 
     /// SQS endpoint URL, for emulators and VPC endpoints (default: AWS's).
-    #[arg(long, global = true, env = "COGNITO_RESEND_SQS_ENDPOINT", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_SQS_ENDPOINT",
+        value_name = "URL"
+    )]
     pub sqs_endpoint: Option<String>,
 
     /// Messages per ReceiveMessage, 1 to 10 [default: 10].
-    #[arg(long, global = true, env = "COGNITO_RESEND_SQS_BATCH_SIZE", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_SQS_BATCH_SIZE",
+        value_name = "N"
+    )]
     pub batch_size: Option<String>,
 
     /// Long-poll wait of ReceiveMessage, 0s to 20s [default: 20s].

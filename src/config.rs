@@ -315,7 +315,11 @@ impl Overrides {
         put(&mut o.sqs, "endpoint", a.sqs_endpoint.as_ref());
         put(&mut o.sqs, "batch_size", a.batch_size.as_ref());
         put(&mut o.sqs, "wait_time", a.wait_time.as_ref());
-        put(&mut o.sqs, "visibility_timeout", a.visibility_timeout.as_ref());
+        put(
+            &mut o.sqs,
+            "visibility_timeout",
+            a.visibility_timeout.as_ref(),
+        );
         put(&mut o.sqs, "max_extension", a.max_extension.as_ref());
         put(&mut o.log, "format", a.log_format.as_ref());
         put(
@@ -636,7 +640,10 @@ impl Settings {
             batch_size,
             wait_time,
             visibility_timeout,
-            max_extension: duration("sqs.max_extension (--max-extension)", &raw.sqs.max_extension)?,
+            max_extension: duration(
+                "sqs.max_extension (--max-extension)",
+                &raw.sqs.max_extension,
+            )?,
         };
 
         Ok(Self {

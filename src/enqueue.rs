@@ -206,7 +206,10 @@ async fn send_batch(client: &Client, queue_url: &str, batch: Vec<Pending>, count
     }
     for p in pending {
         counts.failed.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(source = p.line, "could not enqueue after {ATTEMPTS} attempts");
+        tracing::warn!(
+            source = p.line,
+            "could not enqueue after {ATTEMPTS} attempts"
+        );
     }
 }
 

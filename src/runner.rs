@@ -225,7 +225,9 @@ async fn consume(settings: Settings, shutdown: Shutdown) -> Result<Finished, Run
     metrics::register_sqs();
     let recorder = Arc::new(
         Recorder::new("sqs", settings.report.as_deref(), settings.log.usernames).map_err(|e| {
-            RunError::Usage(format!("--report (report.path): cannot create the report: {e}"))
+            RunError::Usage(format!(
+                "--report (report.path): cannot create the report: {e}"
+            ))
         })?,
     );
     let cognito = Cognito::connect(&settings.cognito).await;

@@ -126,8 +126,8 @@ pub async fn connect(
         .connect_timeout(Duration::from_secs(3))
         .operation_attempt_timeout(wait_time + Duration::from_secs(10))
         .build();
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(timeouts);
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
     if let Some(region) = region {
         loader = loader.region(aws_config::Region::new(region.to_owned()));
     }
@@ -152,9 +152,9 @@ pub async fn check_queue(client: &Client, queue_url: &str) -> Result<Option<Stri
                 aws_sdk_sqs::error::DisplayErrorContext(&e)
             )
         })?;
-    let has_redrive = attrs.attributes().is_some_and(|a| {
-        a.contains_key(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
-    });
+    let has_redrive = attrs
+        .attributes()
+        .is_some_and(|a| a.contains_key(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy));
     Ok((!has_redrive).then(|| {
         format!(
             "{queue_url} has no redrive policy: invalid and failing messages will come back \
@@ -362,7 +362,9 @@ impl Shared {
 
     /// Deletes a finished job's message (batched by the acker) and waits for it.
     async fn delete(&self, message_id: &str) {
-        let held = lock(&self.held).get(message_id).map(|h| h.receipt_handle.clone());
+        let held = lock(&self.held)
+            .get(message_id)
+            .map(|h| h.receipt_handle.clone());
         let Some(receipt_handle) = held else { return };
         let (done, wait) = oneshot::channel();
         let queued = self.acks.send(AckRequest {
@@ -389,7 +391,9 @@ impl Shared {
         let Origin::Sqs { message_id } = &id else {
             return;
         };
-        let group = lock(&self.held).get(message_id).and_then(|h| h.group.clone());
+        let group = lock(&self.held)
+            .get(message_id)
+            .and_then(|h| h.group.clone());
         let mut f = lock(&self.fifo_state);
         match group {
             Some(g) if f.busy.contains(&g) => f.waiting.entry(g).or_default().push_back(input),
@@ -523,7 +527,9 @@ impl Shared {
             .get(&MessageSystemAttributeName::ApproximateReceiveCount)
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
-        let group = attrs.get(&MessageSystemAttributeName::MessageGroupId).cloned();
+        let group = attrs
+            .get(&MessageSystemAttributeName::MessageGroupId)
+            .cloned();
         let now = Instant::now();
         lock(&self.held).insert(
             message_id.clone(),
@@ -608,7 +614,11 @@ async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
                 .send()
                 .await;
             let failed: HashSet<usize> = match &changed {
-                Ok(out) => out.failed().iter().filter_map(|f| f.id().parse().ok()).collect(),
+                Ok(out) => out
+                    .failed()
+                    .iter()
+                    .filter_map(|f| f.id().parse().ok())
+                    .collect(),
                 Err(e) => {
                     tracing::warn!(
                         "extending message visibility failed: {}",
@@ -682,7 +692,10 @@ async fn delete_batch(client: &Client, queue_url: &str, mut batch: Vec<AckReques
                         "a delete in the batch failed"
                     );
                 }
-                out.failed().iter().filter_map(|f| f.id().parse().ok()).collect()
+                out.failed()
+                    .iter()
+                    .filter_map(|f| f.id().parse().ok())
+                    .collect()
             }
             Err(e) => {
                 tracing::warn!(

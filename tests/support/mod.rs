@@ -3,6 +3,8 @@
 //! and checking them with promtool.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod moto;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -114,6 +116,9 @@ pub fn command(endpoint: &str) -> tokio::process::Command {
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .env("AWS_EC2_METADATA_DISABLED", "true")
+        // SQS needs credentials (moto accepts any); Cognito's resend is sent unsigned.
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
         .args(["--cognito-endpoint", endpoint, "--region", "us-east-1"])
         .args(["--metrics-addr", "none"])
         .stdin(Stdio::null())
@@ -125,6 +130,15 @@ pub fn command(endpoint: &str) -> tokio::process::Command {
 pub fn backfill(endpoint: &str, csv: &Path) -> tokio::process::Command {
     let mut cmd = command(endpoint);
     cmd.arg("backfill").arg(csv).args(["--client-id", CLIENT]);
+    cmd
+}
+
+/// `cognito-resend consume` of `queue_url` on moto at `sqs_endpoint`, short polls for tests.
+pub fn consume(endpoint: &str, sqs_endpoint: &str, queue_url: &str) -> tokio::process::Command {
+    let mut cmd = command(endpoint);
+    cmd.args(["consume", "--client-id", CLIENT, "--rate", "0"])
+        .args(["--sqs-endpoint", sqs_endpoint, "--queue-url", queue_url])
+        .args(["--wait-time", "1s"]);
     cmd
 }
 

@@ -35,8 +35,8 @@ pub fn decode(text: &str) -> Result<ResendRequest, BodyProblem> {
             text.len()
         )));
     }
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| problem(format!("body is not JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| problem(format!("body is not JSON: {e}")))?;
     let Value::Object(obj) = value else {
         return Err(problem(format!(
             "body must be a JSON object with a \"username\", not {}",
@@ -167,11 +167,23 @@ mod tests {
             ("not json", "not JSON"),
             ("[1,2]", "not an array"),
             ("{}", "\"username\" is missing"),
-            (r#"{"username":5}"#, "\"username\" must be a string, not a number"),
+            (
+                r#"{"username":5}"#,
+                "\"username\" must be a string, not a number",
+            ),
             (r#"{"username":""}"#, "empty"),
-            (r#"{"username":"a","client_id":7}"#, "\"client_id\" must be a string"),
-            (r#"{"username":"a","client_metadata":[]}"#, "\"client_metadata\" must be an object"),
-            (r#"{"username":"a","client_metadata":{"k":1}}"#, "\"client_metadata\".\"k\""),
+            (
+                r#"{"username":"a","client_id":7}"#,
+                "\"client_id\" must be a string",
+            ),
+            (
+                r#"{"username":"a","client_metadata":[]}"#,
+                "\"client_metadata\" must be an object",
+            ),
+            (
+                r#"{"username":"a","client_metadata":{"k":1}}"#,
+                "\"client_metadata\".\"k\"",
+            ),
         ];
         for (body, expected) in cases {
             let err = decode(body).unwrap_err();

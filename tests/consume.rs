@@ -1,0 +1,469 @@
+//! `consume` and `enqueue` end to end: the real binary, SQS on moto's server (one request at a
+//! time), Cognito on the bundled emulator. Ground truth: what the emulator recorded and what is
+//! left in the queues.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cognito_resend::emulator::{Faults, UserSpec, UserStatus};
+use support::moto::{self, Moto};
+use support::*;
+
+/// A running consumer and where its metrics are.
+struct Consumer {
+    running: Running,
+    metrics_url: String,
+}
+
+impl Consumer {
+    async fn start(mut cmd: tokio::process::Command) -> Self {
+        cmd.args(["--metrics-addr", "127.0.0.1:0"]);
+        let running = Running::spawn(cmd);
+        let line = running
+            .wait_for_line("metrics on http://", Duration::from_secs(60))
+            .await;
+        let start = line.find("http://").expect("an URL");
+        let metrics_url = line[start..]
+            .split_whitespace()
+            .next()
+            .expect("an URL")
+            .to_owned();
+        running
+            .wait_for_line("consuming", Duration::from_secs(60))
+            .await;
+        Self {
+            running,
+            metrics_url,
+        }
+    }
+
+    async fn metrics(&self) -> String {
+        reqwest::get(&self.metrics_url)
+            .await
+            .expect("scrape /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    async fn sqs(&self, action: &str) -> f64 {
+        sample(
+            &self.metrics().await,
+            "cognito_resend_sqs_messages_total",
+            &[("action", action)],
+        )
+        .unwrap_or(0.0)
+    }
+
+    /// SIGTERM, then the exit code and stderr.
+    async fn stop(self) -> (i32, String) {
+        self.running.signal("TERM");
+        self.running.wait(Duration::from_secs(60)).await
+    }
+}
+
+/// Waits until the queue has nothing visible and nothing in flight (bounded).
+async fn wait_until_empty(client: &aws_sdk_sqs::Client, url: &str, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let (visible, in_flight) = moto::queue_counts(client, url).await;
+        if visible == 0 && in_flight == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queue not empty after {limit:?}: {visible} visible, {in_flight} in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn job(username: &str) -> String {
+    serde_json::json!({ "username": username }).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_messages_send_each_unconfirmed_user_exactly_once_and_empty_the_queue() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let (url, _dlq) = moto::create_queue_with_dlq(&sqs, "mixed", 3).await;
+    let pool = pool(500, None, |b| b).await;
+    let bodies: Vec<String> = pool.csv_usernames.iter().map(|u| job(u)).collect();
+    moto::send_bodies(&sqs, &url, &bodies, None).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = consume(&pool.emu.endpoint(), &moto.endpoint, &url);
+    cmd.args(["--concurrency", "16"])
+        .arg("--report")
+        .arg(&report_path);
+    let consumer = Consumer::start(cmd).await;
+    wait_until_empty(&sqs, &url, Duration::from_secs(120)).await;
+    let deleted = consumer.sqs("deleted").await;
+    let received = consumer.sqs("received").await;
+    let (code, stderr) = consumer.stop().await;
+    assert_eq!(code, 0, "{stderr}");
+
+    let sends = pool.emu.send_counts();
+    assert_eq!(
+        sends.len(),
+        pool.unconfirmed.len(),
+        "only UNCONFIRMED users"
+    );
+    assert!(sends.values().all(|&n| n == 1), "nobody got two codes");
+    assert_eq!(deleted as usize, bodies.len(), "every message deleted once");
+    assert_eq!(received as usize, bodies.len(), "no redelivery");
+    let report = report(&report_path);
+    assert_eq!(report.len(), bodies.len());
+    assert_eq!(users_with(&report, "sent"), pool.unconfirmed);
+    assert_eq!(users_with(&report, "not_found"), pool.missing);
+    assert!(
+        report
+            .iter()
+            .all(|l| l["source"].as_str().unwrap().starts_with("sqs:"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_reach_the_dlq_and_nothing_else_does() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let (url, dlq) = moto::create_queue_with_dlq(&sqs, "poison", 2).await;
+    let users: Vec<_> = (0..30)
+        .map(|i| UserSpec::new(format!("good-{i:02}"), UserStatus::Unconfirmed))
+        .collect();
+    let good: Vec<String> = users.iter().map(|u| job(&u.username)).collect();
+    let emu = emulator_with(users, |b| b).await;
+    let poison = vec![
+        "this is not json".to_owned(),
+        "[\"an\", \"array\"]".to_owned(),
+        "{\"email\": \"no-username@example.com\"}".to_owned(),
+        "{\"username\": 42}".to_owned(),
+        format!(
+            "{{\"username\": \"big\", \"pad\": \"{}\"}}",
+            "x".repeat(200 * 1024)
+        ),
+    ];
+    let mut bodies = good.clone();
+    bodies.extend(poison.iter().cloned());
+    moto::send_bodies(&sqs, &url, &bodies, None).await;
+
+    let mut cmd = consume(&emu.endpoint(), &moto.endpoint, &url);
+    cmd.args(["--visibility-timeout", "1s"]);
+    let consumer = Consumer::start(cmd).await;
+    wait_until_empty(&sqs, &url, Duration::from_secs(90)).await;
+    let invalid = consumer.sqs("invalid").await;
+    let (code, stderr) = consumer.stop().await;
+    assert_eq!(code, 0, "{stderr}");
+
+    let mut in_dlq = moto::drain_bodies(&sqs, &dlq).await;
+    in_dlq.sort();
+    let mut expected = poison.clone();
+    expected.sort();
+    assert_eq!(
+        in_dlq.len(),
+        poison.len(),
+        "exactly the poison bodies in the DLQ"
+    );
+    assert_eq!(in_dlq, expected);
+    assert_eq!(emu.send_counts().len(), good.len(), "every good job sent");
+    assert!(emu.send_counts().values().all(|&n| n == 1));
+    assert!(
+        invalid >= (poison.len() * 2) as f64,
+        "each poison message seen maxReceiveCount times: {invalid}"
+    );
+    for reason in [
+        "not JSON",
+        "not an array",
+        "is missing",
+        "must be a string",
+        "bytes",
+    ] {
+        assert!(stderr.contains(reason), "logged {reason:?}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_cognito_slows_receiving_and_nothing_is_processed_twice() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let (url, _dlq) = moto::create_queue_with_dlq(&sqs, "throttled", 5).await;
+    let pool = pool(300, None, |b| b.quota_rps(Some(20))).await;
+    let bodies: Vec<String> = pool.csv_usernames.iter().map(|u| job(u)).collect();
+    moto::send_bodies(&sqs, &url, &bodies, None).await;
+
+    let concurrency = 32;
+    let batch = 10;
+    let mut cmd = consume(&pool.emu.endpoint(), &moto.endpoint, &url);
+    cmd.args(["--concurrency", &concurrency.to_string()]);
+    let consumer = Consumer::start(cmd).await;
+    // While the emulator throttles, messages held (received, not yet settled) never exceed
+    // what can start soon: the concurrency plus one batch.
+    let mut max_held = 0.0f64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let m = consumer.metrics().await;
+        let get = |a: &str| {
+            sample(&m, "cognito_resend_sqs_messages_total", &[("action", a)]).unwrap_or(0.0)
+        };
+        let held = get("received") - get("deleted") - get("returned") - get("invalid");
+        max_held = max_held.max(held);
+        if get("deleted") as usize == bodies.len() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not done in 120 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let throttled = sample(
+        &consumer.metrics().await,
+        "cognito_resend_attempts_total",
+        &[("result", "throttled")],
+    )
+    .unwrap_or(0.0);
+    let received = consumer.sqs("received").await;
+    let (code, stderr) = consumer.stop().await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        pool.emu.stats().throttled > 0 && throttled > 0.0,
+        "the emulator throttled"
+    );
+    assert!(
+        max_held <= (concurrency + batch) as f64,
+        "held at most concurrency + one batch, saw {max_held}"
+    );
+    assert_eq!(
+        received as usize,
+        bodies.len(),
+        "nothing waited locally until its visibility ran out"
+    );
+    let sends = pool.emu.send_counts();
+    assert_eq!(sends.len(), pool.unconfirmed.len());
+    assert!(sends.values().all(|&n| n == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_slow_jobs_invisible() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let (url, _dlq) = moto::create_queue_with_dlq(&sqs, "slow", 5).await;
+    let users: Vec<_> = (0..12)
+        .map(|i| UserSpec::new(format!("slow-{i:02}"), UserStatus::Unconfirmed))
+        .collect();
+    let bodies: Vec<String> = users.iter().map(|u| job(&u.username)).collect();
+    // Each call takes 4 s; messages are received with a 2 s visibility timeout.
+    let emu = emulator_with(users, |b| {
+        b.faults(Faults {
+            latency: Duration::from_secs(4),
+            ..Faults::default()
+        })
+    })
+    .await;
+    moto::send_bodies(&sqs, &url, &bodies, None).await;
+    let mut cmd = consume(&emu.endpoint(), &moto.endpoint, &url);
+    cmd.args(["--visibility-timeout", "2s", "--concurrency", "12"]);
+    let consumer = Consumer::start(cmd).await;
+    wait_until_empty(&sqs, &url, Duration::from_secs(60)).await;
+    let m = consumer.metrics().await;
+    let (code, stderr) = consumer.stop().await;
+    assert_eq!(code, 0, "{stderr}");
+    let extended = sample(&m, "cognito_resend_sqs_visibility_extensions_total", &[]).unwrap();
+    assert!(extended > 0.0, "the heartbeat extended visibility");
+    let received = sample(
+        &m,
+        "cognito_resend_sqs_messages_total",
+        &[("action", "received")],
+    )
+    .unwrap();
+    assert_eq!(received as usize, bodies.len(), "no message came back");
+    let sends = emu.send_counts();
+    assert_eq!(sends.len(), bodies.len());
+    assert!(sends.values().all(|&n| n == 1), "{sends:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_a_second_consumer_finishes_the_queue() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let (url, _dlq) = moto::create_queue_with_dlq(&sqs, "handover", 5).await;
+    let pool = pool(300, None, |b| {
+        b.faults(Faults {
+            latency: Duration::from_millis(200),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let bodies: Vec<String> = pool.csv_usernames.iter().map(|u| job(u)).collect();
+    moto::send_bodies(&sqs, &url, &bodies, None).await;
+
+    let mut cmd = consume(&pool.emu.endpoint(), &moto.endpoint, &url);
+    cmd.args(["--concurrency", "8", "--shutdown-grace", "10s"]);
+    let first = Consumer::start(cmd).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while pool.emu.stats().requests_total < 40 {
+        assert!(tokio::time::Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let signalled = tokio::time::Instant::now();
+    let (code, stderr) = first.stop().await;
+    assert_eq!(code, 0, "drained and exited 0: {stderr}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "exited within the grace period"
+    );
+    let done_by_first = pool.emu.stats().requests_total;
+    assert!(done_by_first < bodies.len() as u64, "stopped mid-run");
+
+    let mut cmd = consume(&pool.emu.endpoint(), &moto.endpoint, &url);
+    cmd.args(["--concurrency", "16"]);
+    let second = Consumer::start(cmd).await;
+    wait_until_empty(&sqs, &url, Duration::from_secs(120)).await;
+    let (code, stderr) = second.stop().await;
+    assert_eq!(code, 0, "{stderr}");
+    let sends = pool.emu.send_counts();
+    assert_eq!(sends.len(), pool.unconfirmed.len(), "everyone sent overall");
+    assert!(sends.values().all(|&n| n == 1), "nobody twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_ten_thousand_rows_then_two_consumers_share_them() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let (url, _dlq) = moto::create_queue_with_dlq(&sqs, "shared", 5).await;
+    let pool = pool(10_000, None, |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv_text = String::from("username,client_metadata.batch\n");
+    for u in &pool.csv_usernames {
+        csv_text.push_str(&format!("{u},nightly\n"));
+    }
+    csv_text.push_str(",blank-username\n");
+    let csv = write_file(dir.path(), "users.csv", csv_text);
+
+    let mut cmd = command(&pool.emu.endpoint());
+    cmd.args([
+        "enqueue",
+        "--sqs-endpoint",
+        &moto.endpoint,
+        "--queue-url",
+        &url,
+    ])
+    .arg(&csv);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 3, "one invalid row: {}", ran.stderr);
+    assert!(
+        ran.stderr.contains("enqueued=10000") && ran.stderr.contains("invalid=1"),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("line 10002"), "{}", ran.stderr);
+    assert_eq!(moto::queue_counts(&sqs, &url).await, (10_000, 0));
+
+    let mut a = consume(&pool.emu.endpoint(), &moto.endpoint, &url);
+    a.args(["--concurrency", "32"]);
+    let mut b = consume(&pool.emu.endpoint(), &moto.endpoint, &url);
+    b.args(["--concurrency", "32"]);
+    let (a, b) = (Consumer::start(a).await, Consumer::start(b).await);
+    wait_until_empty(&sqs, &url, Duration::from_secs(300)).await;
+    let (da, db) = (a.sqs("deleted").await, b.sqs("deleted").await);
+    let (code_a, err_a) = a.stop().await;
+    let (code_b, err_b) = b.stop().await;
+    assert_eq!((code_a, code_b), (0, 0), "{err_a}\n{err_b}");
+    assert!(da > 0.0 && db > 0.0, "both consumers worked: {da} / {db}");
+    assert_eq!((da + db) as usize, pool.csv_usernames.len());
+    let sends = pool.emu.sends();
+    assert_eq!(
+        sends.len(),
+        pool.unconfirmed.len(),
+        "every UNCONFIRMED user once"
+    );
+    let mut per_user: HashMap<&str, usize> = HashMap::new();
+    for s in &sends {
+        *per_user.entry(s.username.as_str()).or_default() += 1;
+        assert_eq!(
+            s.client_metadata.get("batch").map(String::as_str),
+            Some("nightly")
+        );
+    }
+    assert!(per_user.values().all(|&n| n == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_groups_keep_their_order() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let url = moto::create_fifo_queue(&sqs, "ordered.fifo").await;
+    let users: Vec<_> = (0..4)
+        .map(|i| UserSpec::new(format!("fifo-{i}"), UserStatus::Unconfirmed))
+        .collect();
+    let emu = emulator_with(users, |b| {
+        b.faults(Faults {
+            latency: Duration::from_millis(30),
+            ..Faults::default()
+        })
+    })
+    .await;
+    // Four groups (one per user), six jobs each, numbered; enqueued interleaved.
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv_text = String::from("username,client_metadata.seq\n");
+    for seq in 0..6 {
+        for user in 0..4 {
+            csv_text.push_str(&format!("fifo-{user},{seq}\n"));
+        }
+    }
+    let csv = write_file(dir.path(), "jobs.csv", csv_text);
+    let mut cmd = command(&emu.endpoint());
+    cmd.args([
+        "enqueue",
+        "--sqs-endpoint",
+        &moto.endpoint,
+        "--queue-url",
+        &url,
+    ])
+    .arg(&csv);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+
+    let mut cmd = consume(&emu.endpoint(), &moto.endpoint, &url);
+    cmd.args(["--concurrency", "8"]);
+    let consumer = Consumer::start(cmd).await;
+    wait_until_empty(&sqs, &url, Duration::from_secs(60)).await;
+    let (code, stderr) = consumer.stop().await;
+    assert_eq!(code, 0, "{stderr}");
+    let sends = emu.sends();
+    assert_eq!(sends.len(), 24, "every job once");
+    for user in 0..4 {
+        let name = format!("fifo-{user}");
+        let order: Vec<String> = sends
+            .iter()
+            .filter(|s| s.username == name)
+            .map(|s| s.client_metadata["seq"].clone())
+            .collect();
+        assert_eq!(order, ["0", "1", "2", "3", "4", "5"], "{name}");
+    }
+    assert!(
+        emu.stats().max_in_flight > 1,
+        "different groups ran in parallel"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_that_does_not_exist_is_a_usage_error() {
+    let moto = Moto::start().await;
+    let emu = emulator_with(vec![], |b| b).await;
+    let missing = format!("{}/123456789012/no-such-queue", moto.endpoint);
+    let mut cmd = consume(&emu.endpoint(), &moto.endpoint, &missing);
+    cmd.args(["--metrics-addr", "none"]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("no-such-queue") && ran.stderr.contains("--queue-url"),
+        "{}",
+        ran.stderr
+    );
+    let mut cmd = command(&emu.endpoint());
+    cmd.args(["consume", "--client-id", CLIENT]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(ran.stderr.contains("--queue-url"), "{}", ran.stderr);
+}

@@ -1,0 +1,317 @@
+//! The local SQS is trustworthy: `scripts/moto_server.py` lets one request at a time into moto,
+//! and its long polling neither blocks other clients nor takes messages for a client that left.
+//!
+//! Why it matters: moto 5.2.5's SQS backend is not safe under concurrent requests. Behind its
+//! threaded server, two concurrent DeleteMessage calls could each rebuild the queue's message
+//! list from the same snapshot, so one undid the other and a deleted message was delivered
+//! again 30 s later. The SQS tests would then blame `consume` for a duplicate it did not cause.
+//!
+//! Proof, not timing: the launcher counts the requests inside moto at once
+//! (`/_launcher/stats`). Under many concurrent clients that maximum must be 1, and the same
+//! load with the lock turned off (`--no-serialize`) must show more than 1, or the probe could
+//! not see concurrency at all.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
+use support::moto::{self, Moto};
+
+/// Concurrent clients in the load: well above the SDK's and the server's natural parallelism.
+const CLIENTS: usize = 32;
+/// Messages per client: each is sent, received and deleted one by one (3 requests).
+const PER_CLIENT: usize = 5;
+
+/// Every client sends, receives and deletes its own messages, one request at a time, all
+/// clients at once. Returns (request count, messages each client got back).
+async fn concurrent_load(sqs: &Client, url: &str) -> (u64, Vec<usize>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..CLIENTS {
+        let (sqs, url) = (sqs.clone(), url.to_owned());
+        tasks.spawn(async move {
+            let bodies: Vec<String> = (0..PER_CLIENT).map(|i| format!("c{c}-{i}")).collect();
+            for body in &bodies {
+                sqs.send_message()
+                    .queue_url(&url)
+                    .message_body(body)
+                    .send()
+                    .await
+                    .expect("SendMessage");
+            }
+            // Any client's messages: receiving is competitive, so count what this one got.
+            let mut got = 0;
+            for _ in 0..PER_CLIENT {
+                let out = sqs
+                    .receive_message()
+                    .queue_url(&url)
+                    .visibility_timeout(600)
+                    .send()
+                    .await
+                    .expect("ReceiveMessage");
+                for m in out.messages.unwrap_or_default() {
+                    sqs.delete_message()
+                        .queue_url(&url)
+                        .receipt_handle(m.receipt_handle.expect("a receipt handle"))
+                        .send()
+                        .await
+                        .expect("DeleteMessage");
+                    got += 1;
+                }
+            }
+            got
+        });
+    }
+    let got: Vec<usize> = tasks.join_all().await;
+    let requests = (CLIENTS * PER_CLIENT * 2 + got.iter().sum::<usize>()) as u64;
+    (requests, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moto_serves_one_request_at_a_time_under_concurrent_clients() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let url = moto::create_queue(&sqs, "serial", &[]).await;
+
+    let (requests, _) = concurrent_load(&sqs, &url).await;
+    let stats = moto.stats().await;
+    assert!(
+        stats.requests >= requests,
+        "the probe saw every request: {stats:?}, sent at least {requests}"
+    );
+    assert_eq!(stats.max_concurrency, 1, "one request at a time: {stats:?}");
+    assert_eq!(stats.in_flight, 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_sees_concurrency_when_the_lock_is_off() {
+    let moto = Moto::start_with(&["--no-serialize"]).await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let url = moto::create_queue(&sqs, "unsafe", &[]).await;
+
+    concurrent_load(&sqs, &url).await;
+    let stats = moto.stats().await;
+    assert!(
+        stats.max_concurrency > 1,
+        "without the lock, concurrent clients overlap inside moto: {stats:?}"
+    );
+}
+
+/// The issue's failure: concurrent DeleteMessage calls put messages back. Every message is
+/// received (with a visibility timeout far beyond the test) and then deleted by 32 concurrent
+/// deleters; none may remain, visible or in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deletes_all_stick() {
+    const MESSAGES: usize = 500;
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let url = moto::create_queue(&sqs, "deletes", &[]).await;
+    let bodies: Vec<String> = (0..MESSAGES).map(|i| format!("m{i}")).collect();
+    moto::send_bodies(&sqs, &url, &bodies, None).await;
+
+    let mut handles = Vec::new();
+    while handles.len() < MESSAGES {
+        let out = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .visibility_timeout(600)
+            .send()
+            .await
+            .expect("ReceiveMessage");
+        let got = out.messages.unwrap_or_default();
+        assert!(!got.is_empty(), "all {MESSAGES} are visible until received");
+        handles.extend(got.into_iter().map(|m| m.receipt_handle.expect("a handle")));
+    }
+    assert_eq!(moto::queue_counts(&sqs, &url).await, (0, MESSAGES as u64));
+
+    let handles = std::sync::Arc::new(std::sync::Mutex::new(handles));
+    let mut deleters = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        let (sqs, url, handles) = (sqs.clone(), url.clone(), handles.clone());
+        deleters.spawn(async move {
+            loop {
+                let Some(handle) = handles.lock().expect("not poisoned").pop() else {
+                    return;
+                };
+                sqs.delete_message()
+                    .queue_url(&url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .expect("DeleteMessage");
+            }
+        });
+    }
+    deleters.join_all().await;
+
+    assert_eq!(
+        moto::queue_counts(&sqs, &url).await,
+        (0, 0),
+        "every delete stuck"
+    );
+    assert_eq!(moto.stats().await.max_concurrency, 1);
+}
+
+/// A long poll on an empty queue waits outside the lock: other clients are served meanwhile,
+/// and a message sent during the wait ends it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_blocks_no_one_and_wakes_on_a_send() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let url = moto::create_queue(&sqs, "longpoll", &[]).await;
+
+    let poll = {
+        let (sqs, url) = (sqs.clone(), url.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let out = sqs
+                .receive_message()
+                .queue_url(&url)
+                .wait_time_seconds(20)
+                .send()
+                .await
+                .expect("ReceiveMessage");
+            (started.elapsed(), out.messages.unwrap_or_default())
+        })
+    };
+    wait_for_long_poll(&moto).await;
+
+    // Served while the poll waits (a single-threaded server would hold these for 20 s).
+    let started = Instant::now();
+    for _ in 0..5 {
+        moto::queue_counts(&sqs, &url).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "other requests were served during the poll: {:?}",
+        started.elapsed()
+    );
+    moto::send_bodies(&sqs, &url, &["wake".to_owned()], None).await;
+
+    let (waited, got) = tokio::time::timeout(Duration::from_secs(30), poll)
+        .await
+        .expect("the poll ended")
+        .expect("the poll task");
+    assert_eq!(got.len(), 1, "the poll got the message sent during it");
+    assert_eq!(got[0].body.as_deref(), Some("wake"));
+    assert!(
+        waited < Duration::from_secs(15),
+        "woken by the send, not by its 20 s wait: {waited:?}"
+    );
+    assert_eq!(moto.stats().await.max_concurrency, 1);
+}
+
+/// A consumer that gives up its poll (it is shutting down) closes the connection; the launcher
+/// notices, so a message sent next is not received for it and left invisible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_long_poll_takes_no_message() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let url = moto::create_queue(
+        &sqs,
+        "abandoned",
+        &[(QueueAttributeName::VisibilityTimeout, "600")],
+    )
+    .await;
+
+    let poll = {
+        let (sqs, url) = (sqs.clone(), url.clone());
+        tokio::spawn(async move {
+            sqs.receive_message()
+                .queue_url(&url)
+                .wait_time_seconds(20)
+                .send()
+                .await
+        })
+    };
+    wait_for_long_poll(&moto).await;
+    poll.abort(); // drops the request: the SDK closes its connection
+    let _ = poll.await;
+
+    moto::send_bodies(&sqs, &url, &["keep me".to_owned()], None).await;
+    // The abandoned poll wakes on that send; give it its chance to (wrongly) take the message.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        moto::queue_counts(&sqs, &url).await,
+        (1, 0),
+        "the message stayed visible"
+    );
+    assert_eq!(moto::drain_bodies(&sqs, &url).await, ["keep me"]);
+}
+
+/// Waits (bounded) until a long poll is waiting in the launcher, so what follows happens
+/// during it.
+async fn wait_for_long_poll(moto: &Moto) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while moto.stats().await.long_polls == 0 {
+        assert!(Instant::now() < deadline, "the long poll never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What moto costs per request here, to size tests and the benchmark. Run by hand:
+/// `cargo test --test moto_serial -- --ignored --nocapture` (about three minutes).
+/// For each backlog, fills the queue to it, then runs rounds of SendMessageBatch(10) +
+/// ReceiveMessage(10) + DeleteMessageBatch(10), so the backlog stays put.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check; run by hand"]
+async fn measure_requests_per_second_by_backlog() {
+    const ROUNDS: usize = 50;
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let url = moto::create_queue(&sqs, "measure", &[]).await;
+    let mut backlog = 0;
+    for target in [0usize, 1_000, 5_000, 20_000] {
+        let fill: Vec<String> = (backlog..target).map(|i| format!("fill-{i}")).collect();
+        let started = Instant::now();
+        moto::send_bodies(&sqs, &url, &fill, None).await;
+        let fill_time = started.elapsed();
+        backlog = target;
+
+        let bodies: Vec<String> = (0..10).map(|i| format!("round-{i}")).collect();
+        let (mut send, mut receive, mut delete) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        for _ in 0..ROUNDS {
+            let t = Instant::now();
+            moto::send_bodies(&sqs, &url, &bodies, None).await;
+            send += t.elapsed();
+            let t = Instant::now();
+            let got = sqs
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .expect("ReceiveMessage")
+                .messages
+                .unwrap_or_default();
+            receive += t.elapsed();
+            let t = Instant::now();
+            let mut req = sqs.delete_message_batch().queue_url(&url);
+            for (i, m) in got.iter().enumerate() {
+                req = req.entries(
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(m.receipt_handle.clone().expect("a handle"))
+                        .build()
+                        .expect("id and handle are set"),
+                );
+            }
+            req.send().await.expect("DeleteMessageBatch");
+            delete += t.elapsed();
+        }
+        let per = |d: Duration| d.as_secs_f64() * 1000.0 / ROUNDS as f64;
+        let total = (send + receive + delete).as_secs_f64();
+        println!(
+            "backlog {target:>6} (filled in {fill_time:>8.1?}): SendMessageBatch {:6.1} ms, \
+             ReceiveMessage {:6.1} ms, DeleteMessageBatch {:6.1} ms; {:5.0} requests/s, \
+             {:5.0} messages/s through",
+            per(send),
+            per(receive),
+            per(delete),
+            (3 * ROUNDS) as f64 / total,
+            (10 * ROUNDS) as f64 / total,
+        );
+    }
+}
