@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond cargo, idempotently:
 #   - a project-local Python venv (.venv) with the pinned packages of tests/requirements.txt
-#     (boto3, the independent client that proves the emulator faithful);
+#     (boto3, the independent client that proves the emulator faithful; moto[server], the
+#     local SQS that tests start through scripts/moto_server.py);
 #   - promtool (Debian package `prometheus`), which checks the metrics exposition.
 # Prints the two environment variables the tests read.
 set -euo pipefail
