@@ -16,7 +16,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
+use aws_sdk_sqs::types::QueueAttributeName;
 use support::moto::{self, Moto};
 
 /// Concurrent clients in the load: well above the SDK's and the server's natural parallelism.
@@ -248,70 +248,5 @@ async fn wait_for_long_poll(moto: &Moto) {
     while moto.stats().await.long_polls == 0 {
         assert!(Instant::now() < deadline, "the long poll never arrived");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// What moto costs per request here, to size tests and the benchmark. Run by hand:
-/// `cargo test --test moto_serial -- --ignored --nocapture` (about three minutes).
-/// For each backlog, fills the queue to it, then runs rounds of SendMessageBatch(10) +
-/// ReceiveMessage(10) + DeleteMessageBatch(10), so the backlog stays put.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement, not a check; run by hand"]
-async fn measure_requests_per_second_by_backlog() {
-    const ROUNDS: usize = 50;
-    let moto = Moto::start().await;
-    let sqs = moto::sqs_client(&moto.endpoint).await;
-    let url = moto::create_queue(&sqs, "measure", &[]).await;
-    let mut backlog = 0;
-    for target in [0usize, 1_000, 5_000, 20_000] {
-        let fill: Vec<String> = (backlog..target).map(|i| format!("fill-{i}")).collect();
-        let started = Instant::now();
-        moto::send_bodies(&sqs, &url, &fill, None).await;
-        let fill_time = started.elapsed();
-        backlog = target;
-
-        let bodies: Vec<String> = (0..10).map(|i| format!("round-{i}")).collect();
-        let (mut send, mut receive, mut delete) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-        for _ in 0..ROUNDS {
-            let t = Instant::now();
-            moto::send_bodies(&sqs, &url, &bodies, None).await;
-            send += t.elapsed();
-            let t = Instant::now();
-            let got = sqs
-                .receive_message()
-                .queue_url(&url)
-                .max_number_of_messages(10)
-                .send()
-                .await
-                .expect("ReceiveMessage")
-                .messages
-                .unwrap_or_default();
-            receive += t.elapsed();
-            let t = Instant::now();
-            let mut req = sqs.delete_message_batch().queue_url(&url);
-            for (i, m) in got.iter().enumerate() {
-                req = req.entries(
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(m.receipt_handle.clone().expect("a handle"))
-                        .build()
-                        .expect("id and handle are set"),
-                );
-            }
-            req.send().await.expect("DeleteMessageBatch");
-            delete += t.elapsed();
-        }
-        let per = |d: Duration| d.as_secs_f64() * 1000.0 / ROUNDS as f64;
-        let total = (send + receive + delete).as_secs_f64();
-        println!(
-            "backlog {target:>6} (filled in {fill_time:>8.1?}): SendMessageBatch {:6.1} ms, \
-             ReceiveMessage {:6.1} ms, DeleteMessageBatch {:6.1} ms; {:5.0} requests/s, \
-             {:5.0} messages/s through",
-            per(send),
-            per(receive),
-            per(delete),
-            (3 * ROUNDS) as f64 / total,
-            (10 * ROUNDS) as f64 / total,
-        );
     }
 }
