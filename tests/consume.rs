@@ -467,3 +467,63 @@ async fn a_queue_that_does_not_exist_is_a_usage_error() {
     assert_eq!(ran.code, 2, "{}", ran.stderr);
     assert!(ran.stderr.contains("--queue-url"), "{}", ran.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receive_errors_back_off_and_fail_readiness_until_receiving_works_again() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let url = moto::create_queue(&sqs, "flaky", &[]).await;
+    let users: Vec<_> = (0..5)
+        .map(|i| UserSpec::new(format!("back-{i}"), UserStatus::Unconfirmed))
+        .collect();
+    let bodies: Vec<String> = users.iter().map(|u| job(&u.username)).collect();
+    let emu = emulator_with(users, |b| b).await;
+    let consumer = Consumer::start(consume(&emu.endpoint(), &moto.endpoint, &url)).await;
+    let readyz = consumer.metrics_url.replace("/metrics", "/readyz");
+    let status = |url: String| async move {
+        reqwest::get(&url)
+            .await
+            .expect("readyz answers")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(status(readyz.clone()).await, 200);
+
+    // The queue disappears: every receive fails.
+    sqs.delete_queue()
+        .queue_url(&url)
+        .send()
+        .await
+        .expect("delete queue");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while status(readyz.clone()).await != 503 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readyz never failed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let errors = |m: String| sample(&m, "cognito_resend_sqs_receive_errors_total", &[]).unwrap();
+    let before = errors(consumer.metrics().await);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let during = errors(consumer.metrics().await) - before;
+    assert!(
+        (1.0..=8.0).contains(&during),
+        "receive errors back off, not a hot loop: {during} in 5 s"
+    );
+
+    // It comes back: receiving works again, and so does readiness.
+    let again = moto::create_queue(&sqs, "flaky", &[]).await;
+    assert_eq!(again, url);
+    moto::send_bodies(&sqs, &url, &bodies, None).await;
+    wait_until_empty(&sqs, &url, Duration::from_secs(60)).await;
+    assert_eq!(status(readyz.clone()).await, 200);
+    let (code, stderr) = consumer.stop().await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("receiving from the queue failed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("works again"), "{stderr}");
+    assert_eq!(emu.send_counts().len(), 5);
+}
