@@ -89,30 +89,13 @@ async fn backfill(
                 .into(),
         ));
     }
-    // The recorder registers its counters: the metrics recorder must exist first.
-    let stop_server = tokio_util::sync::CancellationToken::new();
-    let ready = Readiness::default();
-    let server = start_metrics(&settings, ready.clone(), stop_server.clone()).await?;
-
-    let recorder = Recorder::new(
-        source.label(),
-        settings.report.as_deref(),
-        settings.log.usernames,
-    )
-    .map_err(|e| {
-        RunError::Usage(format!(
-            "--report (report.path): cannot create {}: {e}",
-            settings.report.as_deref().unwrap_or(&input).display()
-        ))
-    })?;
-    let recorder = Arc::new(recorder);
-
-    let cognito = Cognito::connect(&settings.cognito).await;
-    if cognito.region().is_none() {
-        return Err(RunError::Usage(
-            "no AWS region: set --region (aws.region) or AWS_REGION".into(),
-        ));
-    }
+    let Parts {
+        stop_server,
+        ready,
+        server,
+        recorder,
+        cognito,
+    } = Parts::start(&settings, source.label()).await?;
     ready.set(true);
 
     let quiet = settings.log.verbosity < 0;
@@ -130,15 +113,7 @@ async fn backfill(
         }
     });
 
-    let config = engine_config(&settings);
-    let cause = engine::run(
-        config,
-        &mut source,
-        cognito,
-        recorder.clone(),
-        shutdown.token.clone(),
-    )
-    .await;
+    let cause = run_engine(&settings, &mut source, cognito, &recorder, &shutdown).await;
     progress.finish().await;
     let report_ok = recorder.finish();
 
@@ -219,23 +194,14 @@ async fn consume(settings: Settings, shutdown: Shutdown) -> Result<Finished, Run
             "--client-id is not set: messages without their own client_id will be invalid"
         );
     }
-    let stop_server = tokio_util::sync::CancellationToken::new();
-    let ready = Readiness::default();
-    let _server = start_metrics(&settings, ready.clone(), stop_server.clone()).await?;
+    let Parts {
+        stop_server,
+        ready,
+        recorder,
+        cognito,
+        ..
+    } = Parts::start(&settings, "sqs").await?;
     metrics::register_sqs();
-    let recorder = Arc::new(
-        Recorder::new("sqs", settings.report.as_deref(), settings.log.usernames).map_err(|e| {
-            RunError::Usage(format!(
-                "--report (report.path): cannot create the report: {e}"
-            ))
-        })?,
-    );
-    let cognito = Cognito::connect(&settings.cognito).await;
-    if cognito.region().is_none() {
-        return Err(RunError::Usage(
-            "no AWS region: set --region (aws.region) or AWS_REGION".into(),
-        ));
-    }
     let client = sqs::connect(
         settings.cognito.region.as_deref(),
         settings.sqs.endpoint.as_ref(),
@@ -263,15 +229,7 @@ async fn consume(settings: Settings, shutdown: Shutdown) -> Result<Finished, Run
     );
     ready.set(true);
     tracing::info!("consuming {queue_url}");
-    let config = engine_config(&settings);
-    let cause = engine::run(
-        config,
-        &mut source,
-        cognito,
-        recorder.clone(),
-        shutdown.token.clone(),
-    )
-    .await;
+    let cause = run_engine(&settings, &mut source, cognito, &recorder, &shutdown).await;
     ready.set(false);
     source.close().await;
     recorder.finish();
@@ -292,15 +250,71 @@ async fn consume(settings: Settings, shutdown: Shutdown) -> Result<Finished, Run
     }
 }
 
-fn engine_config(settings: &Settings) -> EngineConfig {
-    EngineConfig {
+/// What every command that sends needs, built in the order they depend on each other.
+struct Parts {
+    stop_server: tokio_util::sync::CancellationToken,
+    ready: Readiness,
+    server: Option<std::net::SocketAddr>,
+    recorder: Arc<Recorder>,
+    cognito: Cognito,
+}
+
+impl Parts {
+    async fn start(settings: &Settings, source: &'static str) -> Result<Self, RunError> {
+        // The recorder registers its counters: the metrics recorder must exist first.
+        let stop_server = tokio_util::sync::CancellationToken::new();
+        let ready = Readiness::default();
+        let server = start_metrics(settings, ready.clone(), stop_server.clone()).await?;
+        let recorder = Recorder::new(source, settings.report.as_deref(), settings.log.usernames)
+            .map_err(|e| {
+                RunError::Usage(format!(
+                    "--report (report.path): cannot create {}: {e}",
+                    settings
+                        .report
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new("the report"))
+                        .display()
+                ))
+            })?;
+        let cognito = Cognito::connect(&settings.cognito).await;
+        if cognito.region().is_none() {
+            return Err(RunError::Usage(
+                "no AWS region: set --region (aws.region) or AWS_REGION".into(),
+            ));
+        }
+        Ok(Self {
+            stop_server,
+            ready,
+            server,
+            recorder: Arc::new(recorder),
+            cognito,
+        })
+    }
+}
+
+async fn run_engine<S: Source>(
+    settings: &Settings,
+    source: &mut S,
+    cognito: Cognito,
+    recorder: &Arc<Recorder>,
+    shutdown: &Shutdown,
+) -> StopCause {
+    let config = EngineConfig {
         concurrency: settings.run.concurrency.get(),
         rate: settings.run.rate,
         retry: engine::retry::RetryPolicy::new(settings.retry.clone()),
         dry_run: settings.run.dry_run,
         default_client_id: settings.cognito.client_id.clone(),
         shutdown_grace: settings.run.shutdown_grace,
-    }
+    };
+    engine::run(
+        config,
+        source,
+        cognito,
+        recorder.clone(),
+        shutdown.token.clone(),
+    )
+    .await
 }
 
 /// Installs the recorder and, unless `none`, serves it. Returns the bound address.

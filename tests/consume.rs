@@ -24,12 +24,7 @@ impl Consumer {
         let line = running
             .wait_for_line("metrics on http://", Duration::from_secs(60))
             .await;
-        let start = line.find("http://").expect("an URL");
-        let metrics_url = line[start..]
-            .split_whitespace()
-            .next()
-            .expect("an URL")
-            .to_owned();
+        let metrics_url = url_in(&line);
         running
             .wait_for_line("consuming", Duration::from_secs(60))
             .await;

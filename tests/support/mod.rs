@@ -282,12 +282,7 @@ pub async fn run_and_scrape(mut cmd: tokio::process::Command) -> (String, i32, S
     let line = running
         .wait_for_line("serving final metrics on http://", Duration::from_secs(240))
         .await;
-    let start = line.find("http://").expect("an URL");
-    let url = line[start..]
-        .split_whitespace()
-        .next()
-        .expect("an URL")
-        .to_owned();
+    let url = url_in(&line);
     let body = reqwest::get(&url)
         .await
         .expect("scrape /metrics")
@@ -297,6 +292,16 @@ pub async fn run_and_scrape(mut cmd: tokio::process::Command) -> (String, i32, S
     running.signal("TERM");
     let (code, stderr) = running.wait(Duration::from_secs(30)).await;
     (body, code, stderr)
+}
+
+/// The first http:// URL in a log line.
+pub fn url_in(line: &str) -> String {
+    let start = line.find("http://").expect("a URL in the line");
+    line[start..]
+        .split_whitespace()
+        .next()
+        .expect("a URL in the line")
+        .to_owned()
 }
 
 /// The value of a sample, by name and labels (all of them given, in any order).
