@@ -296,16 +296,12 @@ impl Settle for Shared {
 }
 
 impl Shared {
-    /// Failed jobs come back later each time: the visibility timeout doubled per receive.
+    /// How long a failed job's message stays away (see [`redelivery_delay`]).
     fn redelivery_delay(&self, message_id: &str) -> Duration {
         let count = lock(&self.held)
             .get(message_id)
-            .map_or(1, |h| h.receive_count.max(1));
-        let factor = 2u32.saturating_pow(count.saturating_sub(1).min(16));
-        self.settings
-            .visibility_timeout
-            .saturating_mul(factor)
-            .min(MAX_VISIBILITY - Duration::from_secs(60))
+            .map_or(1, |h| h.receive_count);
+        redelivery_delay(self.settings.visibility_timeout, count)
     }
 
     /// Stops holding a message without touching it (its visibility runs out on its own).
@@ -422,6 +418,15 @@ impl Shared {
         drop(f);
         self.fifo_ready.notify_one();
     }
+}
+
+/// Failed jobs come back later each time: the visibility timeout doubled per receive so far,
+/// capped a minute under SQS's 12-hour limit.
+fn redelivery_delay(visibility_timeout: Duration, receive_count: u32) -> Duration {
+    let factor = 2u32.saturating_pow(receive_count.max(1).saturating_sub(1).min(16));
+    visibility_timeout
+        .saturating_mul(factor)
+        .min(MAX_VISIBILITY - Duration::from_secs(60))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -732,5 +737,27 @@ async fn delete_batch(client: &Client, queue_url: &str, mut batch: Vec<AckReques
         );
         metrics::sqs_message("delete_failed");
         let _ = r.done.send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redeliveries_back_off_with_the_receive_count() {
+        let vt = Duration::from_secs(60);
+        let delays: Vec<u64> = (1..=5).map(|n| redelivery_delay(vt, n).as_secs()).collect();
+        assert_eq!(delays, [60, 120, 240, 480, 960]);
+        assert_eq!(
+            redelivery_delay(vt, 0),
+            vt,
+            "a missing count counts as the first"
+        );
+        assert_eq!(
+            redelivery_delay(vt, 30),
+            MAX_VISIBILITY - Duration::from_secs(60),
+            "never past SQS's limit"
+        );
     }
 }
