@@ -320,15 +320,46 @@ impl Shared {
         };
         let held = lock(&self.held).remove(message_id);
         let Some(h) = held else { return };
+        self.set_visibility(message_id, &h.receipt_handle, delay)
+            .await;
+        self.credits.add_permits(1);
+        if delay.is_zero() || !self.fifo {
+            self.group_done(h.group.as_deref());
+            return;
+        }
+        // A FIFO message that failed comes back later: the messages of its group held here must
+        // not overtake it. Hand them back too; SQS delivers the group again in order.
+        let Some(group) = h.group else { return };
+        let behind: Vec<Input> = {
+            let mut f = lock(&self.fifo_state);
+            f.busy.remove(&group);
+            f.waiting.remove(&group).map(Vec::from).unwrap_or_default()
+        };
+        for input in behind {
+            let (Input::Job(Job { origin, .. }) | Input::Unreadable(Unreadable { origin, .. })) =
+                input;
+            let Origin::Sqs { message_id } = origin else {
+                continue;
+            };
+            let held = lock(&self.held).remove(&message_id);
+            if let Some(h) = held {
+                self.set_visibility(&message_id, &h.receipt_handle, Duration::ZERO)
+                    .await;
+                self.credits.add_permits(1);
+            }
+        }
+        self.fifo_ready.notify_one();
+    }
+
+    /// ChangeMessageVisibility, retried a few times; counts `returned` for a delay of 0.
+    async fn set_visibility(&self, message_id: &str, receipt_handle: &str, delay: Duration) {
         let seconds = delay.as_secs().min(MAX_VISIBILITY.as_secs() - 1) as i32;
-        let mut tries = 0;
-        loop {
-            tries += 1;
+        for tries in 1..=ACK_ATTEMPTS {
             let changed = self
                 .client
                 .change_message_visibility()
                 .queue_url(&self.settings.queue_url)
-                .receipt_handle(&h.receipt_handle)
+                .receipt_handle(receipt_handle)
                 .visibility_timeout(seconds)
                 .send()
                 .await;
@@ -345,15 +376,13 @@ impl Shared {
                         "could not change the message's visibility: {}",
                         aws_sdk_sqs::error::DisplayErrorContext(&e)
                     );
-                    break;
+                    return;
                 }
             }
         }
         if delay.is_zero() {
             metrics::sqs_message("returned");
         }
-        self.group_done(h.group.as_deref());
-        self.credits.add_permits(1);
     }
 
     /// Deletes a finished job's message (batched by the acker) and waits for it.
@@ -508,13 +537,21 @@ async fn poll(
         };
         let unused = want as usize - messages.len().min(want as usize);
         shared.credits.add_permits(unused);
-        for message in messages {
+        let mut messages = messages.into_iter();
+        while let Some(message) = messages.next() {
             let Some(input) = shared.admit(message) else {
                 // No id or receipt handle: nothing can be done with it, and its credit is back.
                 shared.credits.add_permits(1);
                 continue;
             };
-            if tx.send(input).await.is_err() {
+            if let Err(unsent) = tx.send(input).await {
+                // The engine is gone (the run is stopping): hand back what it will not take.
+                let rest = messages.filter_map(|m| shared.admit(m));
+                for input in std::iter::once(unsent.0).chain(rest) {
+                    let (Input::Job(Job { origin, .. })
+                    | Input::Unreadable(Unreadable { origin, .. })) = input;
+                    shared.release(&origin, Duration::ZERO).await;
+                }
                 return;
             }
         }
