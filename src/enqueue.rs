@@ -27,7 +27,8 @@ use crate::telemetry::BarSlot;
 use crate::telemetry::metrics;
 use crate::telemetry::server::Readiness;
 
-/// Batches in flight at once.
+/// Batches in flight at once on a standard queue. A FIFO queue gets one at a time: batches in
+/// flight together may land in any order, and a group's order is the order SQS receives them.
 const PARALLEL_BATCHES: usize = 4;
 /// Attempts for one entry.
 const ATTEMPTS: u32 = 5;
@@ -114,7 +115,7 @@ pub async fn run(
     );
     batches
         .map(|batch| send_batch(&client, &queue_url, batch, &counts))
-        .buffer_unordered(PARALLEL_BATCHES)
+        .buffer_unordered(if fifo { 1 } else { PARALLEL_BATCHES })
         .collect::<Vec<()>>()
         .await;
     progress.abort();

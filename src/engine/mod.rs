@@ -154,10 +154,11 @@ pub async fn run<S: Source>(
                     reason: Some(u.reason.clone()),
                     ..Outcome::new(OutcomeKind::Invalid, 0)
                 };
+                // Leaving a message for the redrive policy cannot fail.
+                let _ = shared.settler.settle(&u.origin, Some(&outcome)).await;
                 shared
                     .recorder
                     .record(u.username.as_deref(), None, &u.origin, &outcome);
-                shared.settler.settle(&u.origin, Some(&outcome)).await;
             }
             Some(Input::Job(job)) => {
                 let shared = shared.clone();
@@ -213,13 +214,30 @@ async fn run_job(shared: &Shared, job: Job, permit: OwnedSemaphorePermit) {
         }),
     };
     drop(permit);
-    match &outcome {
-        Some(o) => shared
-            .recorder
-            .record(Some(&req.username), client_id, &job.origin, o),
-        None => shared.recorder.untouched(),
+    // The source first (a queue deletes the message), then the report: a job is reported done
+    // only once its source agrees it is.
+    let settled = shared.settler.settle(&job.origin, outcome.as_ref()).await;
+    let Some(mut outcome) = outcome else {
+        shared.recorder.untouched();
+        return;
+    };
+    if let Err(detail) = settled {
+        outcome = Outcome {
+            delivery: outcome.delivery.take(),
+            ..Outcome::failed(
+                "ack_failed",
+                Some(format!(
+                    "{} (outcome was {}); the job will come back",
+                    detail,
+                    outcome.kind.as_str()
+                )),
+                outcome.attempts,
+            )
+        };
     }
-    shared.settler.settle(&job.origin, outcome.as_ref()).await;
+    shared
+        .recorder
+        .record(Some(&req.username), client_id, &job.origin, &outcome);
 }
 
 /// Calls Cognito until the job has an answer or its budget is spent. `None`: the run stopped

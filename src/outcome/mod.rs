@@ -1,6 +1,6 @@
 //! How jobs end. Every job ends in exactly one [`Outcome`]; the [`Recorder`] is the one place that
 //! counts it (metrics, summary), writes it (report) and shows it (progress). The source is told
-//! afterwards, so nothing is acknowledged before it is recorded.
+//! first (a queue deletes the message), so a job is reported done only once its source agrees.
 
 pub mod recorder;
 pub mod report;

@@ -101,11 +101,17 @@ pub trait Source: Send {
     fn settler(&self) -> std::sync::Arc<dyn Settle>;
 }
 
-/// Told how each job ended, after its outcome is recorded.
+/// Told how each job ended, before the outcome is reported.
 pub trait Settle: Send + Sync {
     /// `Some(outcome)`: the job ended so. `None`: the job was never attempted (the run stopped
-    /// first) and should come back later.
-    fn settle<'a>(&'a self, origin: &'a Origin, outcome: Option<&'a Outcome>) -> BoxFuture<'a, ()>;
+    /// first) and should come back later. `Err(detail)`: the source could not acknowledge the
+    /// outcome (a queue message that could not be deleted will come back), so the job is not
+    /// done: the engine reports it `failed` with reason `ack_failed`.
+    fn settle<'a>(
+        &'a self,
+        origin: &'a Origin,
+        outcome: Option<&'a Outcome>,
+    ) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// For sources with nothing to acknowledge (a file: rerunning it is how it resumes).
@@ -113,8 +119,12 @@ pub trait Settle: Send + Sync {
 pub struct NothingToSettle;
 
 impl Settle for NothingToSettle {
-    fn settle<'a>(&'a self, _: &'a Origin, _: Option<&'a Outcome>) -> BoxFuture<'a, ()> {
-        Box::pin(std::future::ready(()))
+    fn settle<'a>(
+        &'a self,
+        _: &'a Origin,
+        _: Option<&'a Outcome>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

@@ -102,7 +102,8 @@ struct FifoState {
 struct AckRequest {
     message_id: String,
     receipt_handle: String,
-    done: oneshot::Sender<()>,
+    /// `Ok` once deleted; `Err` when the delete failed for good.
+    done: oneshot::Sender<Result<(), String>>,
 }
 
 /// The consumer of one queue, as a [`Source`].
@@ -265,10 +266,14 @@ impl Source for SqsSource {
 }
 
 impl Settle for Shared {
-    fn settle<'a>(&'a self, origin: &'a Origin, outcome: Option<&'a Outcome>) -> BoxFuture<'a, ()> {
+    fn settle<'a>(
+        &'a self,
+        origin: &'a Origin,
+        outcome: Option<&'a Outcome>,
+    ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let Origin::Sqs { message_id } = origin else {
-                return;
+                return Ok(());
             };
             match outcome.map(|o| (o.kind, o.reason.as_deref())) {
                 // Never started, dry run, or stopped between retries: back at once, for this
@@ -276,11 +281,13 @@ impl Settle for Shared {
                 None
                 | Some((OutcomeKind::DryRun, _))
                 | Some((OutcomeKind::Failed, Some("interrupted"))) => {
-                    self.release(origin, Duration::ZERO).await
+                    self.release(origin, Duration::ZERO).await;
+                    Ok(())
                 }
                 Some((OutcomeKind::Invalid, _)) => {
                     metrics::sqs_message("invalid");
                     self.forget(message_id);
+                    Ok(())
                 }
                 Some((OutcomeKind::Failed, reason)) => {
                     let delay = match reason {
@@ -288,6 +295,7 @@ impl Settle for Shared {
                         _ => self.redelivery_delay(message_id),
                     };
                     self.release(origin, delay).await;
+                    Ok(())
                 }
                 Some(_) => self.delete(message_id).await,
             }
@@ -386,25 +394,31 @@ impl Shared {
     }
 
     /// Deletes a finished job's message (batched by the acker) and waits for it.
-    async fn delete(&self, message_id: &str) {
+    async fn delete(&self, message_id: &str) -> Result<(), String> {
         let held = lock(&self.held)
             .get(message_id)
             .map(|h| h.receipt_handle.clone());
-        let Some(receipt_handle) = held else { return };
+        let Some(receipt_handle) = held else {
+            return Ok(());
+        };
         let (done, wait) = oneshot::channel();
         let queued = self.acks.send(AckRequest {
             message_id: message_id.to_owned(),
             receipt_handle,
             done,
         });
-        if queued.is_ok() {
-            let _ = wait.await;
-        }
+        let deleted = match queued {
+            Ok(()) => wait
+                .await
+                .unwrap_or_else(|_| Err("the acker stopped before deleting it".into())),
+            Err(_) => Err("the acker is not running".into()),
+        };
         let held = lock(&self.held).remove(message_id);
         if let Some(h) = held {
             self.group_done(h.group.as_deref());
             self.credits.add_permits(1);
         }
+        deleted
     }
 
     /// A FIFO message arrives: ready at once if its group is idle, else queued behind it.
@@ -753,7 +767,7 @@ async fn delete_batch(client: &Client, queue_url: &str, mut batch: Vec<AckReques
                 retry.push(r);
             } else {
                 metrics::sqs_message("deleted");
-                let _ = r.done.send(());
+                let _ = r.done.send(Ok(()));
             }
         }
         if retry.is_empty() {
@@ -773,7 +787,9 @@ async fn delete_batch(client: &Client, queue_url: &str, mut batch: Vec<AckReques
             "could not delete the message after {ACK_ATTEMPTS} attempts: it will be redelivered"
         );
         metrics::sqs_message("delete_failed");
-        let _ = r.done.send(());
+        let _ = r.done.send(Err(format!(
+            "the message could not be deleted after {ACK_ATTEMPTS} attempts"
+        )));
     }
 }
 
