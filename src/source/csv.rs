@@ -477,4 +477,78 @@ mod tests {
         std::fs::write(&path, "username\na\nb\n\"c\nd\"\n").unwrap();
         assert_eq!(count_records(&path), Some(3));
     }
+
+    mod properties {
+        use super::*;
+        use crate::source::check_username;
+        use proptest::prelude::*;
+
+        fn read_sync(bytes: &[u8]) -> Result<Vec<Input>, String> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(read(bytes)).map_err(|e| e.to_string())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            /// Whatever the cells hold (quotes, commas, line breaks, any Unicode), a file written
+            /// by a CSV writer reads back row for row: one input per record, in order, with the
+            /// right line numbers and every readable username intact.
+            #[test]
+            fn written_rows_read_back(
+                rows in proptest::collection::vec(
+                    ("\\PC{0,140}|", "\\PC{0,30}|", "\\PC{0,30}|"),
+                    0..40,
+                )
+            ) {
+                let mut w = csv::Writer::from_writer(Vec::new());
+                w.write_record(["username", "client_metadata.note", "email"]).unwrap();
+                for (u, note, email) in &rows {
+                    w.write_record([u, note, email]).unwrap();
+                }
+                let bytes = w.into_inner().unwrap();
+                let inputs = read_sync(&bytes).unwrap();
+                // Three cells are never an empty line (the writer puts the commas), so every
+                // record is read.
+                let expected: Vec<_> = rows.iter().collect();
+                prop_assert_eq!(inputs.len(), expected.len());
+                let mut last_line = 1;
+                for (input, (u, note, _)) in inputs.iter().zip(expected) {
+                    match input {
+                        Input::Job(j) => {
+                            prop_assert_eq!(&j.request.username, u);
+                            prop_assert!(check_username(u).is_ok());
+                            prop_assert_eq!(
+                                j.request.client_metadata.get("note").map(String::as_str),
+                                (!note.is_empty()).then_some(note.as_str())
+                            );
+                            let Origin::Csv { line } = j.origin else { unreachable!() };
+                            prop_assert!(line > last_line);
+                            last_line = line;
+                        }
+                        Input::Unreadable(bad) => {
+                            prop_assert!(check_username(u).is_err());
+                            prop_assert!(bad.reason.starts_with("line "));
+                        }
+                    }
+                }
+            }
+
+            /// Arbitrary bytes after a valid header never panic and never stop the file early:
+            /// each record is a job or a named problem.
+            #[test]
+            fn any_bytes_yield_named_inputs(body in proptest::collection::vec(any::<u8>(), 0..600)) {
+                let mut bytes = b"username,email\n".to_vec();
+                bytes.extend_from_slice(&body);
+                let inputs = read_sync(&bytes).unwrap();
+                for input in inputs {
+                    if let Input::Unreadable(bad) = input {
+                        prop_assert!(bad.reason.starts_with("line "), "{}", bad.reason);
+                    }
+                }
+            }
+        }
+    }
 }

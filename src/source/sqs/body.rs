@@ -194,4 +194,73 @@ mod tests {
         let huge = format!(r#"{{"username":"a","pad":"{}"}}"#, "x".repeat(200 * 1024));
         assert!(decode(&huge).unwrap_err().reason.contains("bytes"));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn valid_username() -> impl Strategy<Value = String> {
+            // Cognito's pattern: letters, marks, symbols, numbers, punctuation; no spaces.
+            "[\\p{L}\\p{N}\\p{P}\\p{S}]{1,128}"
+        }
+
+        fn field() -> impl Strategy<Value = Option<String>> {
+            proptest::option::of("\\PC{1,40}")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn every_valid_request_round_trips(
+                username in valid_username(),
+                client_id in field(),
+                analytics_endpoint_id in field(),
+                encoded_data in field(),
+                ip_address in field(),
+                client_metadata in proptest::collection::btree_map("\\PC{1,20}", "\\PC{0,40}", 0..5),
+            ) {
+                let req = ResendRequest {
+                    username,
+                    client_id,
+                    client_metadata,
+                    analytics_endpoint_id,
+                    encoded_data,
+                    ip_address,
+                };
+                prop_assert_eq!(decode(&encode(&req)), Ok(req));
+            }
+
+            #[test]
+            fn any_text_decodes_or_names_its_problem(text in "\\PC{0,300}") {
+                match decode(&text) {
+                    Ok(req) => prop_assert!(check_username(&req.username).is_ok()),
+                    Err(p) => prop_assert!(!p.reason.is_empty()),
+                }
+            }
+
+            #[test]
+            fn any_json_value_decodes_or_names_its_problem(
+                username in proptest::option::of(prop_oneof![
+                    "\\PC{0,200}".prop_map(Value::String),
+                    any::<i64>().prop_map(Value::from),
+                    Just(Value::Null),
+                    Just(Value::Array(vec![])),
+                ]),
+                client_id in proptest::option::of(prop_oneof![
+                    "\\PC{0,20}".prop_map(Value::String),
+                    any::<bool>().prop_map(Value::Bool),
+                ]),
+            ) {
+                let mut obj = Map::new();
+                if let Some(u) = username.clone() { obj.insert("username".into(), u); }
+                if let Some(c) = client_id { obj.insert("client_id".into(), c); }
+                let text = Value::Object(obj).to_string();
+                match decode(&text) {
+                    Ok(req) => prop_assert_eq!(Some(Value::String(req.username)), username),
+                    Err(p) => prop_assert!(!p.reason.is_empty()),
+                }
+            }
+        }
+    }
 }
