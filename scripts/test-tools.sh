@@ -3,7 +3,8 @@
 #   - a project-local Python venv (.venv) with the pinned packages of tests/requirements.txt
 #     (boto3, the independent client that proves the emulator faithful; moto[server], the
 #     local SQS that tests start through scripts/moto_server.py);
-#   - promtool (Debian package `prometheus`), which checks the metrics exposition.
+#   - promtool (Debian package `prometheus`), which checks the metrics exposition;
+#   - cargo-deny (pinned), which checks licenses, bans and sources against deny.toml.
 # Prints the two environment variables the tests read.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,13 @@ if ! command -v promtool >/dev/null 2>&1; then
   # The package's service is not wanted here (and cannot start without an init system).
   apt-get install -y -qq --no-install-recommends prometheus >&2 || {
     log "apt-get install prometheus failed"; exit 1; }
+fi
+
+# --- cargo-deny ------------------------------------------------------------------------------
+deny_version=0.20.2
+if ! cargo deny --version 2>/dev/null | grep -q "$deny_version"; then
+  log "installing cargo-deny $deny_version (a few minutes, once)"
+  cargo install --quiet --locked cargo-deny --version "$deny_version" >&2
 fi
 
 echo "export COGNITO_RESEND_TEST_PYTHON=$PWD/.venv/bin/python"

@@ -10,6 +10,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo deny (licenses, bans, sources; see deny.toml for advisories)"
+cargo deny --log-level error check bans licenses sources
 echo "== cargo test"
 cargo test --locked -- --test-threads 4
 echo "== all tests passed"
