@@ -431,6 +431,8 @@ async fn malformed_rows_are_invalid_with_their_line_and_the_rest_is_processed() 
     let mut text = b"username,email\nr1,a@x\n,blank@x\n".to_vec();
     text.extend_from_slice(format!("{},long@x\n", "y".repeat(129)).as_bytes());
     text.extend_from_slice(b"r2,b@x\nbad\xffname,c@x\nonly-one-field\nr3,c@x,extra\nr3,c@x\n");
+    // An unbalanced quote: the rest of the file becomes one record, and the message says why.
+    text.extend_from_slice(b"\"r4,d@x\nr5,e@x\n");
     let csv = write_file(dir.path(), "in.csv", text);
     let report_path = dir.path().join("report.jsonl");
     let mut cmd = backfill(&emu.endpoint(), &csv);
@@ -450,7 +452,12 @@ async fn malformed_rows_are_invalid_with_their_line_and_the_rest_is_processed() 
         .collect();
     assert_eq!(
         invalid.keys().cloned().collect::<Vec<_>>(),
-        ["csv:3", "csv:4", "csv:6", "csv:7", "csv:8"]
+        ["csv:10", "csv:3", "csv:4", "csv:6", "csv:7", "csv:8"]
+    );
+    assert!(
+        invalid["csv:10"].contains("unbalanced quote"),
+        "{}",
+        invalid["csv:10"]
     );
     assert!(invalid["csv:3"].contains("empty"));
     assert!(invalid["csv:4"].contains("129"));

@@ -95,7 +95,7 @@ impl Columns {
         let unreadable = |reason: String, username: Option<String>| {
             Input::Unreadable(Unreadable {
                 origin: origin.clone(),
-                reason: format!("line {line}: {reason}"),
+                reason: format!("line {line}: {reason}{}", quote_hint(rec)),
                 username,
             })
         };
@@ -226,6 +226,17 @@ fn open_reader(path: &Path) -> io::Result<Box<dyn Read + Send>> {
     }
 }
 
+/// For a bad record that spans lines: RFC 4180 lets a quoted field hold line breaks, so one
+/// unbalanced quote swallows the lines after it into a single record. Say so, since the rows it
+/// swallowed get no outcome of their own.
+fn quote_hint(rec: &ByteRecord) -> String {
+    let breaks = rec.as_slice().iter().filter(|&&b| b == b'\n').count();
+    if breaks == 0 {
+        return String::new();
+    }
+    format!(" (a quoted field runs over {breaks} more line(s): an unbalanced quote?)")
+}
+
 /// The reader thread: header, then every record into the channel.
 fn read_all(
     path: &Path,
@@ -286,7 +297,9 @@ fn read_all(
                     Ok(Input::Unreadable(Unreadable {
                         origin: Origin::Csv { line },
                         reason: format!(
-                            "line {line}: wrong field count: {len} fields, the header has {expected_len}"
+                            "line {line}: wrong field count: {len} fields, the header has \
+                             {expected_len}{}",
+                            quote_hint(&rec)
                         ),
                         username: None,
                     }))
