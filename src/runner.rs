@@ -162,7 +162,7 @@ async fn backfill(
 
     if let Some(failure) = source.take_failure() {
         return Err(RunError::Fatal(anyhow::anyhow!(
-            "{failure}; rows before it have their outcomes (rerun resumes)"
+            "{failure}; rows before it have their outcomes"
         )));
     }
     if !report_ok {

@@ -1,5 +1,5 @@
 //! Signals. The first SIGINT or SIGTERM cancels the run's token: stop taking work, drain, report,
-//! exit 130/143. A second one exits at once (nothing is lost: a CSV rerun resumes, SQS
+//! exit 130/143. A second one exits at once (nothing is lost: a CSV can be rerun, SQS
 //! redelivers).
 
 use std::sync::{Arc, OnceLock};
