@@ -88,6 +88,16 @@ pub enum Input {
     Unreadable(Unreadable),
 }
 
+impl Input {
+    /// Where it came from.
+    pub fn origin(&self) -> &Origin {
+        match self {
+            Self::Job(j) => &j.origin,
+            Self::Unreadable(u) => &u.origin,
+        }
+    }
+}
+
 /// A stream of jobs.
 pub trait Source: Send {
     /// The `source` label of `cognito_resend_jobs_total`.

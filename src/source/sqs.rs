@@ -111,7 +111,9 @@ pub struct SqsSource {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Input>,
     stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    poller: tokio::task::JoinHandle<()>,
+    heartbeat: tokio::task::JoinHandle<()>,
+    acker: tokio::task::JoinHandle<()>,
 }
 
 /// Builds the SQS client. Unlike Cognito's ResendConfirmationCode, SQS needs IAM credentials:
@@ -189,49 +191,50 @@ impl SqsSource {
             acks: ack_tx,
         });
         let (tx, rx) = mpsc::channel(shared.settings.batch_size as usize);
-        let tasks = vec![
-            tokio::spawn(poll(shared.clone(), tx, ready, stop.clone())),
-            tokio::spawn(heartbeat(shared.clone(), stop.clone())),
-            tokio::spawn(acker(shared.clone(), ack_rx)),
-        ];
+        let poller = tokio::spawn(poll(shared.clone(), tx, ready, stop.clone()));
+        let heartbeat = tokio::spawn(heartbeat(shared.clone(), stop.clone()));
+        let acker = tokio::spawn(acker(shared.clone(), ack_rx));
         Self {
             shared,
             rx,
             stop,
-            tasks,
+            poller,
+            heartbeat,
+            acker,
         }
     }
 
     /// After the engine is done: stop polling, return what was received but never started,
     /// and wait for pending deletes.
-    pub async fn close(mut self) {
-        self.stop.cancel();
-        self.rx.close();
+    pub async fn close(self) {
+        let Self {
+            shared,
+            mut rx,
+            stop,
+            poller,
+            heartbeat,
+            acker,
+        } = self;
+        stop.cancel();
+        rx.close();
         let mut leftover = Vec::new();
-        while let Some(input) = self.rx.recv().await {
+        while let Some(input) = rx.recv().await {
             leftover.push(input);
         }
-        if self.shared.fifo {
-            let mut f = lock(&self.shared.fifo_state);
+        if shared.fifo {
+            let mut f = lock(&shared.fifo_state);
             leftover.extend(f.ready.drain(..));
             for (_, q) in f.waiting.drain() {
                 leftover.extend(q);
             }
         }
         for input in leftover {
-            let origin = match &input {
-                Input::Job(j) => j.origin.clone(),
-                Input::Unreadable(u) => u.origin.clone(),
-            };
-            self.shared.release(&origin, Duration::ZERO).await;
+            shared.release(input.origin(), Duration::ZERO).await;
         }
-        let [poller, heartbeat, acker] = std::mem::take(&mut self.tasks)
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("start() spawns exactly three tasks"));
         let _ = poller.await;
         heartbeat.abort();
         // The acker ends when every sender is gone: ours is in `shared`, clones in settle calls.
-        drop(self.shared);
+        drop(shared);
         let _ = acker.await;
     }
 }
@@ -344,9 +347,7 @@ impl Shared {
             f.waiting.remove(&group).map(Vec::from).unwrap_or_default()
         };
         for input in behind {
-            let (Input::Job(Job { origin, .. }) | Input::Unreadable(Unreadable { origin, .. })) =
-                input;
-            let Origin::Sqs { message_id } = origin else {
+            let Origin::Sqs { message_id } = input.origin().clone() else {
                 continue;
             };
             let held = lock(&self.held).remove(&message_id);
@@ -423,11 +424,7 @@ impl Shared {
 
     /// A FIFO message arrives: ready at once if its group is idle, else queued behind it.
     fn fifo_admit(&self, input: Input) {
-        let id = match &input {
-            Input::Job(j) => j.origin.clone(),
-            Input::Unreadable(u) => u.origin.clone(),
-        };
-        let Origin::Sqs { message_id } = &id else {
+        let Origin::Sqs { message_id } = input.origin() else {
             return;
         };
         let group = lock(&self.held)
@@ -562,9 +559,7 @@ async fn poll(
                 // The engine is gone (the run is stopping): hand back what it will not take.
                 let rest = messages.filter_map(|m| shared.admit(m));
                 for input in std::iter::once(unsent.0).chain(rest) {
-                    let (Input::Job(Job { origin, .. })
-                    | Input::Unreadable(Unreadable { origin, .. })) = input;
-                    shared.release(&origin, Duration::ZERO).await;
+                    shared.release(input.origin(), Duration::ZERO).await;
                 }
                 return;
             }
