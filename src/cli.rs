@@ -62,6 +62,29 @@ pub enum Command {
     },
     /// Validate the configuration, print the effective settings with secrets redacted, exit 0 or 2.
     Check,
+    /// Inspect the send ledger (--state): what was sent to whom, and when.
+    Ledger {
+        /// What to show.
+        #[command(subcommand)]
+        action: LedgerAction,
+    },
+}
+
+/// `ledger` subcommands.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum LedgerAction {
+    /// Totals: users, codes sent, users in cooldown, claims held and in doubt, recent runs.
+    Stats {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every user row as JSON Lines on stdout (client_id, username, sends, last_sent_at,
+    /// last_outcome, last_outcome_at, claimed_by). Contains usernames: personal data.
+    Export,
+    /// Create the ledger: the SQLite file, or the DynamoDB table (on-demand billing, partition
+    /// key `pk`) for --state dynamodb://TABLE.
+    Init,
 }
 
 /// How log lines are written.
@@ -244,6 +267,45 @@ pub struct SettingsArgs {
         value_name = "FILE"
     )]
     pub report: Option<PathBuf>,
+
+    /// The send ledger: a SQLite file, `dynamodb://TABLE` (shared by replicas on many hosts), or
+    /// `none` (no claim, no cooldown: a rerun or a redelivered message sends again)
+    /// [default: cognito-resend.db].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_LEDGER_PATH",
+        value_name = "FILE|dynamodb://TABLE|none"
+    )]
+    pub state: Option<String>,
+
+    /// Never send the same client id + username twice within this window [default: 24h].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_LEDGER_COOLDOWN",
+        value_name = "DURATION"
+    )]
+    pub cooldown: Option<String>,
+
+    /// A run whose ledger heartbeat is older than this is taken for dead: users it had claimed
+    /// are "in doubt" and sent again [default: 30s].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_LEDGER_CLAIM_LEASE",
+        value_name = "DURATION"
+    )]
+    pub claim_lease: Option<String>,
+
+    /// DynamoDB endpoint URL for --state dynamodb://TABLE (local DynamoDB, VPC endpoints).
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_LEDGER_DYNAMODB_ENDPOINT",
+        value_name = "URL"
+    )]
+    pub dynamodb_endpoint: Option<String>,
 
     /// Serve /metrics, /healthz and /readyz here; port 0 picks a free port and logs it; `none`
     /// serves nothing [default: 127.0.0.1:9464].

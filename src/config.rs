@@ -45,6 +45,7 @@ struct Raw {
     run: RawRun,
     retry: RawRetry,
     report: RawReport,
+    ledger: RawLedger,
     metrics: RawMetrics,
     sqs: RawSqs,
     log: RawLog,
@@ -90,6 +91,15 @@ struct RawRetry {
 #[serde(deny_unknown_fields, default)]
 struct RawReport {
     path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLedger {
+    path: String,
+    cooldown: String,
+    claim_lease: String,
+    dynamodb_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,6 +183,17 @@ impl Default for RawRetry {
     }
 }
 
+impl Default for RawLedger {
+    fn default() -> Self {
+        Self {
+            path: "cognito-resend.db".into(),
+            cooldown: "24h".into(),
+            claim_lease: "30s".into(),
+            dynamodb_endpoint: None,
+        }
+    }
+}
+
 impl Default for RawMetrics {
     fn default() -> Self {
         Self {
@@ -218,6 +239,8 @@ struct Overrides {
     retry: Map,
     #[serde(skip_serializing_if = "Map::is_empty")]
     report: Map,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    ledger: Map,
     #[serde(skip_serializing_if = "Map::is_empty")]
     metrics: Map,
     #[serde(skip_serializing_if = "Map::is_empty")]
@@ -308,6 +331,14 @@ impl Overrides {
         put(&mut o.retry, "multiplier", a.multiplier.as_ref());
         put(&mut o.retry, "jitter", a.jitter.as_ref());
         put(&mut o.report, "path", a.report.as_ref());
+        put(&mut o.ledger, "path", a.state.as_ref());
+        put(&mut o.ledger, "cooldown", a.cooldown.as_ref());
+        put(&mut o.ledger, "claim_lease", a.claim_lease.as_ref());
+        put(
+            &mut o.ledger,
+            "dynamodb_endpoint",
+            a.dynamodb_endpoint.as_ref(),
+        );
         put(&mut o.metrics, "listen", a.metrics_addr.as_ref());
         put(&mut o.metrics, "linger", a.metrics_linger.as_ref());
         put(&mut o.sqs, "shutdown_grace", a.shutdown_grace.as_ref());
@@ -432,6 +463,19 @@ pub struct QueueSettings {
     pub max_extension: Duration,
 }
 
+/// The send ledger.
+#[derive(Debug, Clone)]
+pub struct LedgerSettings {
+    /// `--state`: a file, `dynamodb://TABLE` or `none`.
+    pub state: crate::ledger::StateSpec,
+    /// Never send the same client+username twice within this.
+    pub cooldown: Duration,
+    /// A run whose heartbeat is older than this is dead; its claims are in doubt.
+    pub claim_lease: Duration,
+    /// DynamoDB endpoint override (local DynamoDB, moto, VPC endpoints).
+    pub dynamodb_endpoint: Option<url::Url>,
+}
+
 /// Where metrics are served.
 #[derive(Debug, Clone)]
 pub struct MetricsSettings {
@@ -465,6 +509,8 @@ pub struct Settings {
     pub retry: RetrySettings,
     /// JSON Lines report file.
     pub report: Option<PathBuf>,
+    /// The send ledger.
+    pub ledger: LedgerSettings,
     /// Metrics endpoint.
     pub metrics: MetricsSettings,
     /// SQS.
@@ -596,6 +642,20 @@ impl Settings {
             jitter,
         };
 
+        let ledger = LedgerSettings {
+            state: crate::ledger::StateSpec::parse(&raw.ledger.path)
+                .map_err(|e| ConfigError::new(format!("ledger.path (--state): {e}")))?,
+            cooldown: duration("ledger.cooldown (--cooldown)", &raw.ledger.cooldown)?,
+            claim_lease: positive_duration(
+                "ledger.claim_lease (--claim-lease)",
+                &raw.ledger.claim_lease,
+            )?,
+            dynamodb_endpoint: http_url(
+                "ledger.dynamodb_endpoint (--dynamodb-endpoint)",
+                non_empty(raw.ledger.dynamodb_endpoint),
+            )?,
+        };
+
         let listen = raw.metrics.listen.trim();
         let metrics = MetricsSettings {
             listen: if listen.eq_ignore_ascii_case("none") || listen.is_empty() {
@@ -653,6 +713,7 @@ impl Settings {
             run,
             retry,
             report: raw.report.path.filter(|p| !p.as_os_str().is_empty()),
+            ledger,
             metrics,
             log: LogSettings {
                 format: raw.log.format,
@@ -718,6 +779,11 @@ impl Settings {
              jitter = {jit}\n\n\
              [report]\n\
              path = {report}\n\n\
+             [ledger]\n\
+             path = \"{state}\"\n\
+             cooldown = {cooldown}\n\
+             claim_lease = {lease}\n\
+             dynamodb_endpoint = {ddb}\n\n\
              [metrics]\n\
              listen = {listen}\n\
              linger = {linger}\n\n\
@@ -757,6 +823,10 @@ impl Settings {
             mult = self.retry.multiplier,
             jit = self.retry.jitter,
             linger = d(self.metrics.linger),
+            state = self.ledger.state,
+            cooldown = d(self.ledger.cooldown),
+            lease = d(self.ledger.claim_lease),
+            ddb = opt(&self.ledger.dynamodb_endpoint.as_ref().map(|u| u.to_string())),
             grace = d(self.run.shutdown_grace),
             queue = opt(&self.sqs.queue_url),
             sqs_endpoint = opt(&self.sqs.endpoint.as_ref().map(|u| u.to_string())),

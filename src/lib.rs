@@ -28,6 +28,7 @@ pub mod config;
 pub mod emulator;
 pub mod engine;
 pub mod enqueue;
+pub mod ledger;
 pub mod outcome;
 pub mod runner;
 pub mod shutdown;

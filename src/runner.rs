@@ -10,6 +10,7 @@ use crate::cli::{Command, LogFormat};
 use crate::cognito::Cognito;
 use crate::config::Settings;
 use crate::engine::{self, EngineConfig, MisconfigStop, StopCause};
+use crate::ledger::{self, Ledger, LedgerTiming};
 use crate::outcome::{OutcomeKind, Recorder};
 use crate::shutdown::Shutdown;
 use crate::source::Source;
@@ -51,6 +52,7 @@ pub async fn run(
 ) -> Result<Finished, RunError> {
     match command {
         Command::Check => check(&settings),
+        Command::Ledger { action } => crate::ledger::inspect::run(action, &settings).await,
         Command::Backfill { input } => backfill(input, settings, shutdown, bar).await,
         Command::Consume => consume(settings, shutdown).await,
         Command::Enqueue {
@@ -95,7 +97,8 @@ async fn backfill(
         server,
         recorder,
         cognito,
-    } = Parts::start(&settings, source.label()).await?;
+        ledger,
+    } = Parts::start(&settings, "backfill", source.label()).await?;
     ready.set(true);
 
     let quiet = settings.log.verbosity < 0;
@@ -113,7 +116,18 @@ async fn backfill(
         }
     });
 
-    let cause = run_engine(&settings, &mut source, cognito, &recorder, &shutdown).await;
+    let cause = run_engine(
+        &settings,
+        &mut source,
+        cognito,
+        ledger.clone(),
+        &recorder,
+        &shutdown,
+    )
+    .await;
+    if let Some(l) = &ledger {
+        l.close().await;
+    }
     progress.finish().await;
     let report_ok = recorder.finish();
 
@@ -138,6 +152,7 @@ async fn backfill(
                 invalid = tally.count(OutcomeKind::Invalid),
                 failed = tally.count(OutcomeKind::Failed),
                 not_attempted = tally.untouched(),
+                in_doubt = tally.in_doubt(),
                 attempts = tally.attempts_total(),
                 throttled = tally.attempts(metrics::AttemptResult::Throttled),
                 wall_seconds = started.elapsed().as_secs_f64(),
@@ -173,6 +188,7 @@ async fn backfill(
     let failed_or_invalid = tally.count(OutcomeKind::Failed) + tally.count(OutcomeKind::Invalid);
     match cause {
         StopCause::Misconfigured(m) => Err(RunError::StoppedEarly(m)),
+        StopCause::LedgerFailed(e) => Err(RunError::Fatal(e.into())),
         StopCause::Shutdown => Ok(Finished {
             complete: false,
             failed_or_invalid,
@@ -199,8 +215,9 @@ async fn consume(settings: Settings, shutdown: Shutdown) -> Result<Finished, Run
         ready,
         recorder,
         cognito,
+        ledger,
         ..
-    } = Parts::start(&settings, "sqs").await?;
+    } = Parts::start(&settings, "consume", "sqs").await?;
     metrics::register_sqs();
     let client = sqs::connect(
         settings.cognito.region.as_deref(),
@@ -229,9 +246,20 @@ async fn consume(settings: Settings, shutdown: Shutdown) -> Result<Finished, Run
     );
     ready.set(true);
     tracing::info!("consuming {queue_url}");
-    let cause = run_engine(&settings, &mut source, cognito, &recorder, &shutdown).await;
+    let cause = run_engine(
+        &settings,
+        &mut source,
+        cognito,
+        ledger.clone(),
+        &recorder,
+        &shutdown,
+    )
+    .await;
     ready.set(false);
     source.close().await;
+    if let Some(l) = &ledger {
+        l.close().await;
+    }
     recorder.finish();
     if settings.log.verbosity >= 0 {
         eprintln!(
@@ -242,6 +270,7 @@ async fn consume(settings: Settings, shutdown: Shutdown) -> Result<Finished, Run
     stop_server.cancel();
     match cause {
         StopCause::Misconfigured(m) => Err(RunError::StoppedEarly(m)),
+        StopCause::LedgerFailed(e) => Err(RunError::Fatal(e.into())),
         // A long-running consumer that drained after a signal did what it should: exit 0.
         StopCause::Shutdown | StopCause::EndOfInput => Ok(Finished {
             complete: true,
@@ -257,10 +286,15 @@ struct Parts {
     server: Option<std::net::SocketAddr>,
     recorder: Arc<Recorder>,
     cognito: Cognito,
+    ledger: Option<Ledger>,
 }
 
 impl Parts {
-    async fn start(settings: &Settings, source: &'static str) -> Result<Self, RunError> {
+    async fn start(
+        settings: &Settings,
+        command: &str,
+        source: &'static str,
+    ) -> Result<Self, RunError> {
         // The recorder registers its counters: the metrics recorder must exist first.
         let stop_server = tokio_util::sync::CancellationToken::new();
         let ready = Readiness::default();
@@ -282,20 +316,59 @@ impl Parts {
                 "no AWS region: set --region (aws.region) or AWS_REGION".into(),
             ));
         }
+        // Last: a run is registered in the ledger only once nothing else can fail.
+        let ledger = match open_ledger(settings).await? {
+            Some(store) => Some(
+                Ledger::start(
+                    store,
+                    command,
+                    LedgerTiming {
+                        cooldown: settings.ledger.cooldown,
+                        lease: settings.ledger.claim_lease,
+                    },
+                )
+                .await
+                .map_err(|e| RunError::Usage(format!("ledger.path (--state): {e}")))?,
+            ),
+            None => {
+                tracing::warn!(
+                    "--state none: no ledger. A rerun, a duplicate row or a redelivered message \
+                     sends another code; there is no cooldown"
+                );
+                None
+            }
+        };
         Ok(Self {
             stop_server,
             ready,
             server,
             recorder: Arc::new(recorder),
             cognito,
+            ledger,
         })
     }
+}
+
+/// Opens the store `--state` names; a failure is a configuration error (nothing was sent).
+pub(crate) async fn open_ledger(
+    settings: &Settings,
+) -> Result<Option<Arc<dyn ledger::Store>>, RunError> {
+    ledger::open(
+        &settings.ledger.state,
+        &ledger::dynamo::DynamoSettings {
+            region: settings.cognito.region.clone(),
+            endpoint: settings.ledger.dynamodb_endpoint.clone(),
+        },
+    )
+    .await
+    .map_err(|e| RunError::Usage(format!("ledger.path (--state): {e}")))
 }
 
 async fn run_engine<S: Source>(
     settings: &Settings,
     source: &mut S,
     cognito: Cognito,
+    ledger: Option<Ledger>,
     recorder: &Arc<Recorder>,
     shutdown: &Shutdown,
 ) -> StopCause {
@@ -306,6 +379,7 @@ async fn run_engine<S: Source>(
         dry_run: settings.run.dry_run,
         default_client_id: settings.cognito.client_id.clone(),
         shutdown_grace: settings.run.shutdown_grace,
+        ledger,
     };
     engine::run(
         config,

@@ -5,9 +5,15 @@
 //! - [`rate`]: the adaptive token bucket shared by all tasks.
 //! - [`retry`]: the backoff schedule and retry budget of one job.
 //!
-//! Stopping. Three things end a run: the source runs dry; a signal (the `shutdown` token); or
+//! The ledger. With one ([`crate::ledger`]), a job claims its user before the first call and
+//! writes the result before its source is told or the outcome recorded: a user in cooldown is
+//! `cooldown` without a call; a user another live call holds waits for it; a user a dead run held
+//! is sent again and reported as in doubt. A ledger that fails stops the run: without a claim
+//! nothing is sent.
+//!
+//! Stopping. Four things end a run: the source runs dry; a signal (the `shutdown` token); or
 //! the same configuration error a few times in a row (a wrong secret, an unknown client, a spent
-//! email quota). In each case the engine stops taking jobs first. Calls in flight finish (after a
+//! email quota); a ledger failure. In each case the engine stops taking jobs first. Calls in flight finish (after a
 //! signal, within the grace period; past it they are abandoned and their jobs fail as
 //! `interrupted`). Jobs that had not made their first call yet get no outcome and are handed
 //! back to the source as untouched, so a rerun (or the queue) picks them up.
@@ -24,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cognito::{Answer, CallError, Cognito, Misconfiguration};
+use crate::ledger::{Claim, Finish, Ledger, LedgerError};
 use crate::outcome::{Outcome, OutcomeKind, Recorder};
 use crate::source::{Input, Job, Settle, Source};
 use crate::telemetry::metrics::{self, AttemptResult};
@@ -44,6 +51,8 @@ pub struct EngineConfig {
     pub default_client_id: Option<String>,
     /// After a signal, how long in-flight calls may take.
     pub shutdown_grace: Duration,
+    /// The send ledger (`None`: `--state none`).
+    pub ledger: Option<Ledger>,
 }
 
 /// Why the engine stopped.
@@ -55,6 +64,8 @@ pub enum StopCause {
     Shutdown,
     /// The configuration is wrong; the run stopped early.
     Misconfigured(MisconfigStop),
+    /// The ledger failed; the run stopped early.
+    LedgerFailed(LedgerError),
 }
 
 /// The configuration error that stopped a run.
@@ -105,6 +116,8 @@ struct Shared {
     /// Abandon calls in flight (the grace period is over).
     abort: CancellationToken,
     misconfig: Mutex<MisconfigWatch>,
+    ledger: Option<Ledger>,
+    ledger_failed: Mutex<Option<LedgerError>>,
 }
 
 /// Runs every job of `source` and returns why it stopped.
@@ -127,6 +140,8 @@ pub async fn run<S: Source>(
         stop: stop.clone(),
         abort: CancellationToken::new(),
         misconfig: Mutex::new(MisconfigWatch::default()),
+        ledger: config.ledger,
+        ledger_failed: Mutex::new(None),
     });
     let permits = Arc::new(Semaphore::new(config.concurrency));
     let tracker = TaskTracker::new();
@@ -190,10 +205,16 @@ pub async fn run<S: Source>(
         .unwrap_or_else(|e| e.into_inner())
         .tripped
         .clone();
-    match tripped {
-        Some(m) => StopCause::Misconfigured(m),
-        None if shutdown.is_cancelled() => StopCause::Shutdown,
-        None => StopCause::EndOfInput,
+    let ledger_failed = shared
+        .ledger_failed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    match (tripped, ledger_failed) {
+        (_, Some(e)) => StopCause::LedgerFailed(e),
+        (Some(m), None) => StopCause::Misconfigured(m),
+        (None, None) if shutdown.is_cancelled() => StopCause::Shutdown,
+        (None, None) => StopCause::EndOfInput,
     }
 }
 
@@ -207,7 +228,7 @@ async fn run_job(shared: &Shared, job: Job, permit: OwnedSemaphorePermit) {
         .as_deref()
         .or(shared.default_client_id.as_deref());
     let outcome = match client_id {
-        Some(client_id) => attempt(shared, &job, client_id).await,
+        Some(client_id) => guarded(shared, &job, client_id).await,
         None => Some(Outcome {
             reason: Some("no client_id: the job carries none and --client-id is not set".into()),
             ..Outcome::new(OutcomeKind::Invalid, 0)
@@ -240,17 +261,106 @@ async fn run_job(shared: &Shared, job: Job, permit: OwnedSemaphorePermit) {
         .record(Some(&req.username), client_id, &job.origin, &outcome);
 }
 
-/// Calls Cognito until the job has an answer or its budget is spent. `None`: the run stopped
-/// before the first call.
-async fn attempt(shared: &Shared, job: &Job, client_id: &str) -> Option<Outcome> {
+/// How the calls of one job went.
+enum Tried {
+    /// The run stopped before the first call.
+    NotStarted,
+    /// Cognito answered, or the budget ran out, or the run stopped between calls.
+    Done(Outcome),
+    /// A call was abandoned at shutdown: Cognito may or may not have sent a code.
+    Abandoned(Outcome),
+}
+
+/// The ledger's part of a job: claim, call, write the result. `None`: the run stopped before
+/// the first call, and the claim (if any) was given back.
+async fn guarded(shared: &Shared, job: &Job, client_id: &str) -> Option<Outcome> {
+    let username = &job.request.username;
+    let Some(ledger) = &shared.ledger else {
+        if shared.dry_run {
+            return Some(Outcome::new(OutcomeKind::DryRun, 0));
+        }
+        return match attempt(shared, job, client_id).await {
+            Tried::NotStarted => None,
+            Tried::Done(o) | Tried::Abandoned(o) => Some(o),
+        };
+    };
     if shared.dry_run {
-        return Some(Outcome::new(OutcomeKind::DryRun, 0));
+        return Some(match ledger.peek(client_id, username).await {
+            Ok(Some(_)) => Outcome::new(OutcomeKind::Cooldown, 0),
+            Ok(None) => Outcome::new(OutcomeKind::DryRun, 0),
+            Err(e) => shared.ledger_failed(e, 0),
+        });
     }
+    let mut waited = false;
+    let in_doubt = loop {
+        match ledger.claim(client_id, username).await {
+            Ok(Claim::Granted { in_doubt }) => break in_doubt,
+            Ok(Claim::Cooldown { .. }) => return Some(Outcome::new(OutcomeKind::Cooldown, 0)),
+            Ok(Claim::Held { run }) => {
+                if !waited {
+                    waited = true;
+                    tracing::debug!(
+                        user = %shared.recorder.user(username),
+                        run = %run,
+                        "another call holds this user: waiting for it"
+                    );
+                }
+                tokio::select! {
+                    biased;
+                    _ = shared.stop.cancelled() => return None,
+                    _ = tokio::time::sleep(ledger.held_poll()) => {}
+                }
+            }
+            Err(e) => return Some(shared.ledger_failed(e, 0)),
+        }
+    };
+    if let Some(doubt) = &in_doubt {
+        tracing::warn!(
+            user = %shared.recorder.user(username),
+            run = %doubt.run,
+            claimed_at = %crate::ledger::rfc3339(doubt.claimed_at),
+            "in doubt: a run that died had claimed this user and may have sent a code; sending again"
+        );
+    }
+    let (how, outcome) = match attempt(shared, job, client_id).await {
+        Tried::NotStarted => (Some(Finish::Release), None),
+        // The claim stays: when this run ends, the next one sees the user as in doubt.
+        Tried::Abandoned(o) => (None, Some(o)),
+        Tried::Done(o) if o.kind == OutcomeKind::Sent => (Some(Finish::Sent), Some(o)),
+        Tried::Done(o) => (Some(Finish::NotSent(o.kind.as_str())), Some(o)),
+    };
+    if let Some(how) = how
+        && let Err(e) = ledger.finish(client_id, username, how).await
+    {
+        let attempts = outcome.as_ref().map_or(0, |o| o.attempts);
+        let mut failed = shared.ledger_failed(e, attempts);
+        if let Some(o) = &outcome {
+            failed.error = Some(format!(
+                "Cognito's answer was {}, but the ledger could not record it: {}",
+                o.kind.as_str(),
+                failed.error.unwrap_or_default()
+            ));
+        }
+        failed.in_doubt = in_doubt.is_some();
+        return Some(failed);
+    }
+    outcome.map(|o| Outcome {
+        in_doubt: in_doubt.is_some(),
+        ..o
+    })
+}
+
+/// Calls Cognito until the job has an answer or its budget is spent.
+async fn attempt(shared: &Shared, job: &Job, client_id: &str) -> Tried {
     let mut schedule = shared.retry.schedule();
     let mut attempts = 0u32;
     let mut last_error: Option<String> = None;
     let interrupted = |attempts: u32, last_error: Option<String>| {
-        (attempts > 0).then(|| Outcome::failed("interrupted", last_error, attempts))
+        if attempts > 0 {
+            Tried::Done(Outcome::failed("interrupted", last_error, attempts))
+        } else {
+            Tried::NotStarted
+        }
     };
     loop {
         tokio::select! {
@@ -270,7 +380,7 @@ async fn attempt(shared: &Shared, job: &Job, client_id: &str) -> Option<Outcome>
         let secs = started.elapsed().as_secs_f64();
         let Some(result) = result else {
             shared.recorder.attempt(AttemptResult::Transient, secs);
-            return Some(Outcome::failed(
+            return Tried::Abandoned(Outcome::failed(
                 "interrupted",
                 Some(
                     "call abandoned at shutdown; Cognito may or may not have sent the code".into(),
@@ -289,7 +399,7 @@ async fn attempt(shared: &Shared, job: &Job, client_id: &str) -> Option<Outcome>
                     Answer::AlreadyConfirmed => outcome.kind = OutcomeKind::AlreadyConfirmed,
                     Answer::NotFound => outcome.kind = OutcomeKind::NotFound,
                 }
-                return Some(outcome);
+                return Tried::Done(outcome);
             }
             Err(e) => e,
         };
@@ -302,21 +412,21 @@ async fn attempt(shared: &Shared, job: &Job, client_id: &str) -> Option<Outcome>
             CallError::LambdaUnavailable(d) => {
                 shared.recorder.attempt(AttemptResult::Transient, secs);
                 if attempts >= LAMBDA_ATTEMPTS {
-                    return Some(Outcome::failed("lambda_error", Some(d.clone()), attempts));
+                    return Tried::Done(Outcome::failed("lambda_error", Some(d.clone()), attempts));
                 }
             }
             CallError::AttemptLimit(d) => {
                 shared.recorder.attempt(AttemptResult::Permanent, secs);
-                return Some(Outcome::failed("attempt_limit", Some(d.clone()), attempts));
+                return Tried::Done(Outcome::failed("attempt_limit", Some(d.clone()), attempts));
             }
             CallError::Permanent { reason, detail } => {
                 shared.recorder.attempt(AttemptResult::Permanent, secs);
-                return Some(Outcome::failed(reason, Some(detail.clone()), attempts));
+                return Tried::Done(Outcome::failed(reason, Some(detail.clone()), attempts));
             }
             CallError::Misconfigured { kind, detail } => {
                 shared.recorder.attempt(AttemptResult::Permanent, secs);
                 shared.misconfigured(*kind, client_id, detail);
-                return Some(Outcome::failed(
+                return Tried::Done(Outcome::failed(
                     kind.reason(),
                     Some(detail.clone()),
                     attempts,
@@ -331,7 +441,7 @@ async fn attempt(shared: &Shared, job: &Job, client_id: &str) -> Option<Outcome>
         );
         last_error = Some(error.to_string());
         let Some(delay) = schedule.next_delay(attempts) else {
-            return Some(Outcome::failed("retries_exhausted", last_error, attempts));
+            return Tried::Done(Outcome::failed("retries_exhausted", last_error, attempts));
         };
         tokio::select! {
             biased;
@@ -342,6 +452,18 @@ async fn attempt(shared: &Shared, job: &Job, client_id: &str) -> Option<Outcome>
 }
 
 impl Shared {
+    /// A ledger operation failed: this job fails (its source keeps it: a queue redelivers it,
+    /// a rerun of the CSV retries it) and the run stops taking work.
+    fn ledger_failed(&self, e: LedgerError, attempts: u32) -> Outcome {
+        let mut first = self.ledger_failed.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            tracing::error!("{e}: stopping (nothing is sent without a ledger claim)");
+            *first = Some(e.clone());
+            self.stop.cancel();
+        }
+        Outcome::failed("ledger_error", Some(e.to_string()), attempts)
+    }
+
     fn misconfig_cleared(&self) {
         let mut w = self.misconfig.lock().unwrap_or_else(|e| e.into_inner());
         w.in_a_row = 0;

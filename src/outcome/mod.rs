@@ -19,7 +19,7 @@ pub enum OutcomeKind {
     AlreadyConfirmed,
     /// No such user for this client.
     NotFound,
-    /// Sent to this client+username within the cooldown (the ledger; a later issue).
+    /// Sent to this client+username within the cooldown, as the ledger shows.
     Cooldown,
     /// `--dry-run`: everything but the send.
     DryRun,
@@ -84,6 +84,9 @@ pub struct Outcome {
     pub attempts: u32,
     /// For `sent`.
     pub delivery: Option<Delivery>,
+    /// The ledger showed a claim by a run that died: a code may already have gone out before
+    /// this job's call.
+    pub in_doubt: bool,
 }
 
 impl Outcome {
@@ -95,6 +98,7 @@ impl Outcome {
             error: None,
             attempts,
             delivery: None,
+            in_doubt: false,
         }
     }
 
@@ -106,6 +110,7 @@ impl Outcome {
             error,
             attempts,
             delivery: None,
+            in_doubt: false,
         }
     }
 }

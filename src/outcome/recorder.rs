@@ -16,6 +16,7 @@ pub struct Tally {
     outcomes: [AtomicU64; 7],
     attempts: [AtomicU64; 4],
     untouched: AtomicU64,
+    in_doubt: AtomicU64,
 }
 
 impl Tally {
@@ -48,6 +49,11 @@ impl Tally {
     /// Jobs read but never attempted because the run stopped first.
     pub fn untouched(&self) -> u64 {
         self.untouched.load(Ordering::Relaxed)
+    }
+
+    /// Jobs whose user a dead run had claimed (see [`crate::ledger`]).
+    pub fn in_doubt(&self) -> u64 {
+        self.in_doubt.load(Ordering::Relaxed)
     }
 
     /// `sent=3 already_confirmed=1 ...`, the non-zero ones (all of them when `all`).
@@ -124,6 +130,10 @@ impl Recorder {
     ) {
         self.tally.outcomes[outcome.kind.index()].fetch_add(1, Ordering::Relaxed);
         metrics::job(self.source, outcome.kind);
+        if outcome.in_doubt {
+            self.tally.in_doubt.fetch_add(1, Ordering::Relaxed);
+            metrics::in_doubt(self.source);
+        }
         let source = origin.to_string();
         let user = username.map(|u| self.user(u));
         match outcome.kind {

@@ -28,6 +28,8 @@ struct Line<'a> {
     error: Option<&'a str>,
     attempts: u32,
     delivery: Option<&'a Delivery>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    in_doubt: bool,
     source: &'a str,
     at: String,
 }
@@ -62,6 +64,7 @@ impl ReportWriter {
             error: outcome.error.as_deref(),
             attempts: outcome.attempts,
             delivery: outcome.delivery.as_ref(),
+            in_doubt: outcome.in_doubt,
             source,
             at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         };

@@ -16,6 +16,8 @@ pub const REQUEST_DURATION: &str = "cognito_resend_request_duration_seconds";
 pub const IN_FLIGHT: &str = "cognito_resend_in_flight";
 /// The rate limiter's current rate (0 = no limit).
 pub const RATE_LIMIT: &str = "cognito_resend_rate_limit_per_second";
+/// Jobs whose user a dead run had claimed (sent again: at-least-once).
+pub const IN_DOUBT_TOTAL: &str = "cognito_resend_in_doubt_total";
 /// SQS messages by what happened to them.
 pub const SQS_MESSAGES: &str = "cognito_resend_sqs_messages_total";
 /// Failed ReceiveMessage calls.
@@ -156,6 +158,16 @@ pub fn register_outcomes(source: &'static str) {
     for kind in OutcomeKind::ALL {
         counter!(JOBS_TOTAL, "source" => source, "outcome" => kind.as_str()).increment(0);
     }
+    describe_counter!(
+        IN_DOUBT_TOTAL,
+        "Jobs whose user a run that died had claimed mid-call; sent again (at-least-once)."
+    );
+    counter!(IN_DOUBT_TOTAL, "source" => source).increment(0);
+}
+
+/// Counts a job that found its user in doubt.
+pub fn in_doubt(source: &'static str) {
+    counter!(IN_DOUBT_TOTAL, "source" => source).increment(1);
 }
 
 /// Counts a job's outcome.

@@ -158,6 +158,13 @@ pub fn summary(
              (no outcome, no report line)"
         ));
     }
+    if tally.in_doubt() > 0 {
+        s.push_str(&format!(
+            "\n  in doubt: {} (a run that died had claimed these users mid-call, so a code may \
+             already have gone out; they were sent again)",
+            tally.in_doubt()
+        ));
+    }
     let bad = tally.count(OutcomeKind::Failed) + tally.count(OutcomeKind::Invalid);
     if bad > 0 {
         s.push_str(&format!(

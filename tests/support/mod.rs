@@ -108,11 +108,22 @@ pub fn usernames_csv(dir: &Path, usernames: &[String]) -> PathBuf {
     write_file(dir, "users.csv", text)
 }
 
+/// A ledger file of its own for every command (so tests never share the default
+/// `cognito-resend.db`); a test that reruns against one ledger passes `--state`, which wins.
+fn fresh_ledger() -> PathBuf {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("a temp dir for ledgers"));
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.path().join(format!("ledger-{n}.db"))
+}
+
 /// A command running the binary against `endpoint`, isolated from the machine's AWS setup.
 pub fn command(endpoint: &str) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("COGNITO_RESEND_LEDGER_PATH", fresh_ledger())
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .env("AWS_EC2_METADATA_DISABLED", "true")

@@ -1,0 +1,549 @@
+//! The shared ledger: one DynamoDB table (`--state dynamodb://TABLE`) for replicas on many hosts.
+//!
+//! Same rules as the SQLite ledger, made atomic with conditional writes instead of a
+//! transaction — the pattern of Powertools' idempotency utility:
+//!
+//! 1. Claim with one `UpdateItem` whose condition is "no claim, and no send within the
+//!    cooldown". Most claims end here.
+//! 2. If the condition fails, read the item (strongly consistent) to learn why: a recent send
+//!    (`cooldown`), or a claim. For a claim, read its run's heartbeat: alive means held; dead
+//!    means in doubt, taken over with a second conditional write naming the dead run, so two
+//!    takers cannot both win.
+//!
+//! The table has one string partition key, `pk`. User items are `u#<client id>#<username>`
+//! (client ids have no `#`, so the split is unambiguous), run items `r#<run id>`. Create it with
+//! `cognito-resend ledger init --state dynamodb://TABLE` or the CloudFormation in `deploy/`.
+//! The SDK's standard retries stay on here: unlike Cognito's resend, a DynamoDB write is safe to
+//! retry (the conditions make a repeated claim fail, not double).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
+};
+use futures::future::BoxFuture;
+
+use super::{
+    Claim, Finish, LedgerError, Millis, Rules, RunId, RunRow, Stats, Store, UserRow, decide,
+    host_label, rfc3339,
+};
+
+/// Where DynamoDB is.
+#[derive(Debug, Clone, Default)]
+pub struct DynamoSettings {
+    /// `--region`.
+    pub region: Option<String>,
+    /// `--dynamodb-endpoint` (local DynamoDB, moto, VPC endpoints).
+    pub endpoint: Option<url::Url>,
+}
+
+/// A DynamoDB ledger table.
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn get_s(item: &Item, k: &str) -> Option<String> {
+    item.get(k).and_then(|v| v.as_s().ok()).cloned()
+}
+
+fn get_n(item: &Item, k: &str) -> Option<i64> {
+    item.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn user_pk(client_id: &str, username: &str) -> String {
+    format!("u#{client_id}#{username}")
+}
+
+fn run_pk(run: &str) -> String {
+    format!("r#{run}")
+}
+
+impl DynamoStore {
+    /// A client for `table`; checks the table exists.
+    pub async fn connect(table: &str, settings: &DynamoSettings) -> Result<Self, LedgerError> {
+        let store = Self::client_only(table, settings).await;
+        store
+            .client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| {
+                store.fail(format!(
+                    "cannot use the table: {}. Create it with `cognito-resend ledger init \
+                     --state dynamodb://{table}`",
+                    DisplayErrorContext(&e)
+                ))
+            })?;
+        Ok(store)
+    }
+
+    /// A client without the existence check (for `ledger init`).
+    pub async fn client_only(table: &str, settings: &DynamoSettings) -> Self {
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .operation_attempt_timeout(Duration::from_secs(5))
+            .build();
+        let mut loader =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
+        if let Some(region) = &settings.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &settings.endpoint {
+            loader = loader.endpoint_url(endpoint.as_str().trim_end_matches('/'));
+        }
+        Self {
+            client: Client::new(&loader.load().await),
+            table: table.to_owned(),
+        }
+    }
+
+    /// Creates the table (on-demand billing) and waits until it is active.
+    pub async fn create_table(&self) -> Result<(), LedgerError> {
+        self.client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("pk")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(|e| self.fail(e.to_string()))?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(|e| self.fail(e.to_string()))?,
+            )
+            .send()
+            .await
+            .map_err(|e| self.fail(format!("cannot create it: {}", DisplayErrorContext(&e))))?;
+        for _ in 0..120 {
+            let d = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|e| self.fail(DisplayErrorContext(&e).to_string()))?;
+            if d.table().and_then(|t| t.table_status()).map(|s| s.as_str()) == Some("ACTIVE") {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(self.fail("the table did not become ACTIVE within a minute".into()))
+    }
+
+    fn fail(&self, detail: String) -> LedgerError {
+        LedgerError {
+            state: self.describe(),
+            detail,
+        }
+    }
+
+    fn sdk<E, R>(&self, what: &str, e: SdkError<E, R>) -> LedgerError
+    where
+        E: std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        self.fail(format!("{what}: {}", DisplayErrorContext(&e)))
+    }
+
+    async fn get(&self, pk: String) -> Result<Option<Item>, LedgerError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.sdk("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    async fn run_alive(&self, run: &str, alive_since: Millis) -> Result<bool, LedgerError> {
+        let item = self.get(run_pk(run)).await?;
+        Ok(item.is_some_and(|i| {
+            i.get("finished_at").is_none()
+                && get_n(&i, "heartbeat_at").is_some_and(|b| b >= alive_since)
+        }))
+    }
+
+    /// Step 1: the conditional claim. `Ok(true)` if it is ours.
+    async fn try_claim(
+        &self,
+        run: &RunId,
+        client_id: &str,
+        username: &str,
+        rules: Rules,
+        take_from: Option<&str>,
+    ) -> Result<bool, LedgerError> {
+        let mut call = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(user_pk(client_id, username)))
+            .update_expression(
+                "SET claim_run = :me, claimed_at = :now, client_id = :c, username = :u",
+            )
+            .expression_attribute_values(":me", s(&run.0))
+            .expression_attribute_values(":now", n(rules.now))
+            .expression_attribute_values(":c", s(client_id))
+            .expression_attribute_values(":u", s(username))
+            .expression_attribute_values(":since", n(rules.cooldown_since));
+        call = match take_from {
+            None => call.condition_expression(
+                "attribute_not_exists(claim_run) AND \
+                 (attribute_not_exists(last_sent_at) OR last_sent_at < :since)",
+            ),
+            Some(dead) => call
+                .condition_expression(
+                    "claim_run = :dead AND \
+                     (attribute_not_exists(last_sent_at) OR last_sent_at < :since)",
+                )
+                .expression_attribute_values(":dead", s(dead)),
+        };
+        match call.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.sdk("UpdateItem (claim)", e)),
+        }
+    }
+}
+
+impl Store for DynamoStore {
+    fn describe(&self) -> String {
+        format!("dynamodb://{}", self.table)
+    }
+
+    fn begin_run<'a>(
+        &'a self,
+        run: &'a RunId,
+        command: &'a str,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(run_pk(&run.0)))
+                .item("run", s(&run.0))
+                .item("command", s(command))
+                .item("host", s(host_label()))
+                .item("started_at", n(now))
+                .item("heartbeat_at", n(now))
+                .send()
+                .await
+                .map_err(|e| self.sdk("PutItem (run)", e))?;
+            Ok(())
+        })
+    }
+
+    fn heartbeat<'a>(
+        &'a self,
+        run: &'a RunId,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(run_pk(&run.0)))
+                .update_expression("SET heartbeat_at = :now")
+                .expression_attribute_values(":now", n(now))
+                .send()
+                .await
+                .map_err(|e| self.sdk("UpdateItem (heartbeat)", e))?;
+            Ok(())
+        })
+    }
+
+    fn end_run<'a>(&'a self, run: &'a RunId, now: Millis) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(run_pk(&run.0)))
+                .update_expression("SET heartbeat_at = :now, finished_at = :now")
+                .expression_attribute_values(":now", n(now))
+                .send()
+                .await
+                .map_err(|e| self.sdk("UpdateItem (end of run)", e))?;
+            Ok(())
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        run: &'a RunId,
+        client_id: &'a str,
+        username: &'a str,
+        rules: Rules,
+    ) -> BoxFuture<'a, Result<Claim, LedgerError>> {
+        Box::pin(async move {
+            // Each round either decides or saw the item change under it; a few rounds settle.
+            for _ in 0..8 {
+                if self.try_claim(run, client_id, username, rules, None).await? {
+                    return Ok(Claim::Granted { in_doubt: None });
+                }
+                let Some(item) = self.get(user_pk(client_id, username)).await? else {
+                    continue;
+                };
+                let last_sent = get_n(&item, "last_sent_at");
+                let holder = get_s(&item, "claim_run");
+                let claimed_at = get_n(&item, "claimed_at").unwrap_or(0);
+                let alive = match holder.as_deref() {
+                    Some(h) if h == run.0 => true,
+                    Some(h) => self.run_alive(h, rules.alive_since).await?,
+                    None => true,
+                };
+                match decide(
+                    last_sent,
+                    holder.as_deref().map(|h| (h, claimed_at)),
+                    |_| alive,
+                    rules,
+                ) {
+                    Claim::Granted { in_doubt: None } => continue, // freed meanwhile
+                    Claim::Granted {
+                        in_doubt: Some(dead),
+                    } => {
+                        if self
+                            .try_claim(run, client_id, username, rules, Some(&dead.run))
+                            .await?
+                        {
+                            return Ok(Claim::Granted {
+                                in_doubt: Some(dead),
+                            });
+                        }
+                    }
+                    decided => return Ok(decided),
+                }
+            }
+            Err(self.fail(
+                "the claim kept changing under contention; giving up on this job".into(),
+            ))
+        })
+    }
+
+    fn peek<'a>(
+        &'a self,
+        client_id: &'a str,
+        username: &'a str,
+        rules: Rules,
+    ) -> BoxFuture<'a, Result<Option<Millis>, LedgerError>> {
+        Box::pin(async move {
+            let item = self.get(user_pk(client_id, username)).await?;
+            Ok(item
+                .and_then(|i| get_n(&i, "last_sent_at"))
+                .filter(|&t| t >= rules.cooldown_since))
+        })
+    }
+
+    fn finish<'a>(
+        &'a self,
+        run: &'a RunId,
+        client_id: &'a str,
+        username: &'a str,
+        how: Finish,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move {
+            let pk = user_pk(client_id, username);
+            let base = || {
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("pk", s(pk.clone()))
+                    .expression_attribute_values(":me", s(&run.0))
+            };
+            let mine = "claim_run = :me";
+            let call = match how {
+                Finish::Sent => base()
+                    .update_expression(
+                        "SET last_sent_at = :now, last_outcome = :o, last_outcome_at = :now \
+                         ADD sends :one REMOVE claim_run, claimed_at",
+                    )
+                    .expression_attribute_values(":now", n(now))
+                    .expression_attribute_values(":o", s("sent"))
+                    .expression_attribute_values(":one", n(1)),
+                Finish::NotSent(outcome) => base()
+                    .update_expression(
+                        "SET last_outcome = :o, last_outcome_at = :now REMOVE claim_run, claimed_at",
+                    )
+                    .expression_attribute_values(":now", n(now))
+                    .expression_attribute_values(":o", s(outcome)),
+                Finish::Release => base().update_expression("REMOVE claim_run, claimed_at"),
+            };
+            match call.condition_expression(mine).send().await {
+                Ok(_) => Ok(()),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    // Another run took the claim over, believing us dead. A send still counts:
+                    // record it without touching their claim.
+                    if how == Finish::Sent {
+                        self.client
+                            .update_item()
+                            .table_name(&self.table)
+                            .key("pk", s(pk.clone()))
+                            .update_expression(
+                                "SET last_sent_at = :now, last_outcome = :o, \
+                                 last_outcome_at = :now ADD sends :one",
+                            )
+                            .expression_attribute_values(":now", n(now))
+                            .expression_attribute_values(":o", s("sent"))
+                            .expression_attribute_values(":one", n(1))
+                            .send()
+                            .await
+                            .map_err(|e| self.sdk("UpdateItem (send)", e))?;
+                    }
+                    tracing::warn!(
+                        "ledger: another run took over a claim of this run (was this run's \
+                         heartbeat late by more than the claim lease?)"
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(self.sdk("UpdateItem (finish)", e)),
+            }
+        })
+    }
+
+    fn stats(&self, rules: Rules) -> BoxFuture<'_, Result<Stats, LedgerError>> {
+        Box::pin(async move {
+            let mut stats = Stats::default();
+            let mut runs: HashMap<String, RunRow> = HashMap::new();
+            let mut alive: HashMap<String, bool> = HashMap::new();
+            let mut claims: Vec<String> = Vec::new();
+            let mut start: Option<Item> = None;
+            loop {
+                let out = self
+                    .client
+                    .scan()
+                    .table_name(&self.table)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| self.sdk("Scan", e))?;
+                for item in out.items() {
+                    let pk = get_s(item, "pk").unwrap_or_default();
+                    if let Some(run) = pk.strip_prefix("r#") {
+                        let beat = get_n(item, "heartbeat_at").unwrap_or(0);
+                        let finished = get_n(item, "finished_at");
+                        alive.insert(
+                            run.to_owned(),
+                            finished.is_none() && beat >= rules.alive_since,
+                        );
+                        runs.insert(
+                            run.to_owned(),
+                            RunRow {
+                                run: run.to_owned(),
+                                command: get_s(item, "command").unwrap_or_default(),
+                                host: get_s(item, "host").unwrap_or_default(),
+                                started_at: rfc3339(get_n(item, "started_at").unwrap_or(0)),
+                                heartbeat_at: rfc3339(beat),
+                                finished_at: finished.map(rfc3339),
+                            },
+                        );
+                        continue;
+                    }
+                    stats.users += 1;
+                    let sends = get_n(item, "sends").unwrap_or(0);
+                    if sends > 0 {
+                        stats.users_sent += 1;
+                        stats.sends += sends as u64;
+                    }
+                    if sends > 1 {
+                        stats.users_sent_more_than_once += 1;
+                    }
+                    if get_n(item, "last_sent_at").is_some_and(|t| t >= rules.cooldown_since) {
+                        stats.in_cooldown += 1;
+                    }
+                    if let Some(run) = get_s(item, "claim_run") {
+                        claims.push(run);
+                    }
+                }
+                match out.last_evaluated_key {
+                    Some(k) if !k.is_empty() => start = Some(k),
+                    _ => break,
+                }
+            }
+            for run in claims {
+                if alive.get(&run).copied().unwrap_or(false) {
+                    stats.claims_live += 1;
+                } else {
+                    stats.claims_in_doubt += 1;
+                }
+            }
+            let mut recent: Vec<RunRow> = runs.into_values().collect();
+            recent.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+            recent.truncate(10);
+            stats.recent_runs = recent;
+            Ok(stats)
+        })
+    }
+
+    fn export_page(
+        &self,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<(Vec<UserRow>, Option<String>), LedgerError>> {
+        Box::pin(async move {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+                .filter_expression("begins_with(pk, :u)")
+                .expression_attribute_values(":u", s("u#"))
+                .set_exclusive_start_key(cursor.map(|c| HashMap::from([("pk".to_owned(), s(c))])))
+                .send()
+                .await
+                .map_err(|e| self.sdk("Scan", e))?;
+            let rows = out
+                .items()
+                .iter()
+                .map(|i| UserRow {
+                    client_id: get_s(i, "client_id").unwrap_or_default(),
+                    username: get_s(i, "username").unwrap_or_default(),
+                    sends: get_n(i, "sends").unwrap_or(0),
+                    last_sent_at: get_n(i, "last_sent_at").map(rfc3339),
+                    last_outcome: get_s(i, "last_outcome"),
+                    last_outcome_at: get_n(i, "last_outcome_at").map(rfc3339),
+                    claimed_by: get_s(i, "claim_run"),
+                })
+                .collect();
+            let next = out
+                .last_evaluated_key
+                .as_ref()
+                .and_then(|k| get_s(k, "pk"));
+            Ok((rows, next))
+        })
+    }
+}

@@ -1,0 +1,722 @@
+//! The embedded ledger: one SQLite file (WAL, `synchronous=FULL`).
+//!
+//! Every operation goes to one writer thread, which takes whatever has queued up, runs it in
+//! one `BEGIN IMMEDIATE` transaction and commits once: one fsync for a group of claims and
+//! results instead of one each (group commit), which is what lets a durable ledger keep up with
+//! thousands of calls a second. Replies are sent only after the commit, so nobody acts on a
+//! write that is not on disk. Other processes may open the same file: SQLite's write lock
+//! (with a busy timeout) serialises their transactions with ours.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use super::{
+    Claim, Finish, LedgerError, Millis, Rules, RunId, RunRow, Stats, Store, UserRow, decide,
+    host_label, rfc3339,
+};
+
+/// Most operations one transaction takes.
+const GROUP_MAX: usize = 512;
+/// How long a transaction waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    client_id       TEXT    NOT NULL,
+    username        TEXT    NOT NULL,
+    sends           INTEGER NOT NULL DEFAULT 0,
+    last_sent_at    INTEGER,
+    last_outcome    TEXT,
+    last_outcome_at INTEGER,
+    claim_run       TEXT,
+    claimed_at      INTEGER,
+    PRIMARY KEY (client_id, username)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS users_claimed ON users (claim_run) WHERE claim_run IS NOT NULL;
+CREATE TABLE IF NOT EXISTS runs (
+    run          TEXT    PRIMARY KEY,
+    command      TEXT    NOT NULL,
+    host         TEXT    NOT NULL,
+    started_at   INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL,
+    finished_at  INTEGER
+);
+PRAGMA user_version = 1;
+";
+
+/// What the writer thread is asked to do.
+enum Op {
+    BeginRun {
+        run: String,
+        command: String,
+        now: Millis,
+    },
+    Heartbeat {
+        run: String,
+        now: Millis,
+    },
+    EndRun {
+        run: String,
+        now: Millis,
+    },
+    Claim {
+        run: String,
+        client_id: String,
+        username: String,
+        rules: Rules,
+    },
+    Peek {
+        client_id: String,
+        username: String,
+        rules: Rules,
+    },
+    Finish {
+        run: String,
+        client_id: String,
+        username: String,
+        how: Finish,
+        now: Millis,
+    },
+    Stats {
+        rules: Rules,
+    },
+    Export {
+        after: Option<(String, String)>,
+        limit: u32,
+    },
+}
+
+/// What it answers.
+enum Reply {
+    Done,
+    Claim(Claim),
+    Peek(Option<Millis>),
+    Stats(Stats),
+    Export(Vec<UserRow>),
+}
+
+struct Request {
+    op: Op,
+    reply: oneshot::Sender<Result<Reply, String>>,
+}
+
+/// A SQLite ledger file.
+pub struct SqliteStore {
+    path: PathBuf,
+    tx: mpsc::Sender<Request>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the ledger at `path` and starts its writer thread.
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        let fail = |detail: String| LedgerError {
+            state: path.display().to_string(),
+            detail,
+        };
+        let conn = Connection::open(path).map_err(|e| fail(format!("cannot open it: {e}")))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| fail(e.to_string()))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| fail(format!("cannot write it: {e}")))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(fail(format!(
+                "SQLite refused WAL mode (got {mode}); is the file on a network filesystem?"
+            )));
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL;")
+            .and_then(|()| conn.execute_batch(SCHEMA))
+            .map_err(|e| fail(format!("cannot write it: {e}")))?;
+        let (tx, rx) = mpsc::channel();
+        let described = path.display().to_string();
+        std::thread::Builder::new()
+            .name("ledger-sqlite".into())
+            .spawn(move || writer(conn, rx, &described))
+            .map_err(|e| fail(format!("cannot start its thread: {e}")))?;
+        Ok(Self {
+            path: path.to_owned(),
+            tx,
+        })
+    }
+
+    async fn ask(&self, op: Op) -> Result<Reply, LedgerError> {
+        let (reply, answer) = oneshot::channel();
+        let fail = |detail: String| LedgerError {
+            state: self.describe(),
+            detail,
+        };
+        self.tx
+            .send(Request { op, reply })
+            .map_err(|_| fail("its writer thread has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| fail("its writer thread has stopped".into()))?
+            .map_err(fail)
+    }
+}
+
+impl Store for SqliteStore {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn begin_run<'a>(
+        &'a self,
+        run: &'a RunId,
+        command: &'a str,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move {
+            self.ask(Op::BeginRun {
+                run: run.0.clone(),
+                command: command.to_owned(),
+                now,
+            })
+            .await
+            .map(drop)
+        })
+    }
+
+    fn heartbeat<'a>(
+        &'a self,
+        run: &'a RunId,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move {
+            self.ask(Op::Heartbeat {
+                run: run.0.clone(),
+                now,
+            })
+            .await
+            .map(drop)
+        })
+    }
+
+    fn end_run<'a>(&'a self, run: &'a RunId, now: Millis) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move {
+            self.ask(Op::EndRun {
+                run: run.0.clone(),
+                now,
+            })
+            .await
+            .map(drop)
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        run: &'a RunId,
+        client_id: &'a str,
+        username: &'a str,
+        rules: Rules,
+    ) -> BoxFuture<'a, Result<Claim, LedgerError>> {
+        Box::pin(async move {
+            match self
+                .ask(Op::Claim {
+                    run: run.0.clone(),
+                    client_id: client_id.to_owned(),
+                    username: username.to_owned(),
+                    rules,
+                })
+                .await?
+            {
+                Reply::Claim(c) => Ok(c),
+                _ => unreachable!("a claim is answered with a claim"),
+            }
+        })
+    }
+
+    fn peek<'a>(
+        &'a self,
+        client_id: &'a str,
+        username: &'a str,
+        rules: Rules,
+    ) -> BoxFuture<'a, Result<Option<Millis>, LedgerError>> {
+        Box::pin(async move {
+            match self
+                .ask(Op::Peek {
+                    client_id: client_id.to_owned(),
+                    username: username.to_owned(),
+                    rules,
+                })
+                .await?
+            {
+                Reply::Peek(p) => Ok(p),
+                _ => unreachable!("a peek is answered with a peek"),
+            }
+        })
+    }
+
+    fn finish<'a>(
+        &'a self,
+        run: &'a RunId,
+        client_id: &'a str,
+        username: &'a str,
+        how: Finish,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move {
+            self.ask(Op::Finish {
+                run: run.0.clone(),
+                client_id: client_id.to_owned(),
+                username: username.to_owned(),
+                how,
+                now,
+            })
+            .await
+            .map(drop)
+        })
+    }
+
+    fn stats(&self, rules: Rules) -> BoxFuture<'_, Result<Stats, LedgerError>> {
+        Box::pin(async move {
+            match self.ask(Op::Stats { rules }).await? {
+                Reply::Stats(s) => Ok(s),
+                _ => unreachable!("stats are answered with stats"),
+            }
+        })
+    }
+
+    fn export_page(
+        &self,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<(Vec<UserRow>, Option<String>), LedgerError>> {
+        Box::pin(async move {
+            let after = match cursor {
+                Some(c) => Some(serde_json::from_str::<(String, String)>(&c).map_err(|e| {
+                    LedgerError {
+                        state: self.describe(),
+                        detail: format!("bad export cursor: {e}"),
+                    }
+                })?),
+                None => None,
+            };
+            let rows = match self.ask(Op::Export { after, limit }).await? {
+                Reply::Export(rows) => rows,
+                _ => unreachable!("an export is answered with rows"),
+            };
+            let next = (rows.len() == limit as usize)
+                .then(|| rows.last())
+                .flatten()
+                .map(|r| serde_json::json!([r.client_id, r.username]).to_string());
+            Ok((rows, next))
+        })
+    }
+}
+
+/// The writer thread: group commit until every sender is gone.
+fn writer(mut conn: Connection, rx: mpsc::Receiver<Request>, described: &str) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match rx.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
+        }
+        let txn = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(t) => t,
+            Err(e) => {
+                let detail = format!("cannot begin a transaction: {e}");
+                for r in group {
+                    let _ = r.reply.send(Err(detail.clone()));
+                }
+                continue;
+            }
+        };
+        let answers: Vec<Result<Reply, String>> = group
+            .iter()
+            .map(|r| apply(&txn, &r.op).map_err(|e| e.to_string()))
+            .collect();
+        if let Err(e) = txn.commit() {
+            tracing::error!("ledger {described}: commit failed: {e}");
+            let detail = format!("commit failed: {e}");
+            for r in group {
+                let _ = r.reply.send(Err(detail.clone()));
+            }
+            continue;
+        }
+        for (r, a) in group.into_iter().zip(answers) {
+            let _ = r.reply.send(a);
+        }
+    }
+}
+
+fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
+    match op {
+        Op::BeginRun { run, command, now } => {
+            db.execute(
+                "INSERT INTO runs (run, command, host, started_at, heartbeat_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![run, command, host_label(), now],
+            )?;
+            Ok(Reply::Done)
+        }
+        Op::Heartbeat { run, now } => {
+            db.execute(
+                "UPDATE runs SET heartbeat_at = ?2 WHERE run = ?1",
+                params![run, now],
+            )?;
+            Ok(Reply::Done)
+        }
+        Op::EndRun { run, now } => {
+            db.execute(
+                "UPDATE runs SET heartbeat_at = ?2, finished_at = ?2 WHERE run = ?1",
+                params![run, now],
+            )?;
+            Ok(Reply::Done)
+        }
+        Op::Claim {
+            run,
+            client_id,
+            username,
+            rules,
+        } => {
+            let row: Option<(Option<Millis>, Option<String>, Option<Millis>)> = db
+                .query_row(
+                    "SELECT last_sent_at, claim_run, claimed_at FROM users
+                     WHERE client_id = ?1 AND username = ?2",
+                    params![client_id, username],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let (last_sent, claim_run, claimed_at) = row.unwrap_or_default();
+            let holder = claim_run.as_deref().map(|r| (r, claimed_at.unwrap_or(0)));
+            let mut alive_err = None;
+            let decision = decide(
+                last_sent,
+                holder,
+                |holder| {
+                    holder == run
+                        || run_alive(db, holder, rules.alive_since).unwrap_or_else(|e| {
+                            alive_err = Some(e);
+                            true
+                        })
+                },
+                *rules,
+            );
+            if let Some(e) = alive_err {
+                return Err(e);
+            }
+            if let Claim::Granted { .. } = decision {
+                db.execute(
+                    "INSERT INTO users (client_id, username, claim_run, claimed_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (client_id, username)
+                     DO UPDATE SET claim_run = excluded.claim_run, claimed_at = excluded.claimed_at",
+                    params![client_id, username, run, rules.now],
+                )?;
+            }
+            Ok(Reply::Claim(decision))
+        }
+        Op::Peek {
+            client_id,
+            username,
+            rules,
+        } => {
+            let last: Option<Option<Millis>> = db
+                .query_row(
+                    "SELECT last_sent_at FROM users WHERE client_id = ?1 AND username = ?2",
+                    params![client_id, username],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(Reply::Peek(
+                last.flatten().filter(|&t| t >= rules.cooldown_since),
+            ))
+        }
+        Op::Finish {
+            run,
+            client_id,
+            username,
+            how,
+            now,
+        } => {
+            match how {
+                Finish::Sent => db.execute(
+                    "INSERT INTO users (client_id, username, sends, last_sent_at, last_outcome,
+                                        last_outcome_at)
+                     VALUES (?1, ?2, 1, ?4, 'sent', ?4)
+                     ON CONFLICT (client_id, username) DO UPDATE SET
+                        sends = sends + 1, last_sent_at = ?4, last_outcome = 'sent',
+                        last_outcome_at = ?4,
+                        claimed_at = iif(claim_run = ?3, NULL, claimed_at),
+                        claim_run = iif(claim_run = ?3, NULL, claim_run)",
+                    params![client_id, username, run, now],
+                )?,
+                Finish::NotSent(outcome) => db.execute(
+                    "UPDATE users SET last_outcome = ?4, last_outcome_at = ?5,
+                        claimed_at = iif(claim_run = ?3, NULL, claimed_at),
+                        claim_run = iif(claim_run = ?3, NULL, claim_run)
+                     WHERE client_id = ?1 AND username = ?2",
+                    params![client_id, username, run, outcome, now],
+                )?,
+                Finish::Release => {
+                    // A row that exists only for this claim goes with it.
+                    db.execute(
+                        "DELETE FROM users WHERE client_id = ?1 AND username = ?2
+                         AND claim_run = ?3 AND sends = 0 AND last_outcome IS NULL",
+                        params![client_id, username, run],
+                    )?;
+                    db.execute(
+                        "UPDATE users SET claim_run = NULL, claimed_at = NULL
+                         WHERE client_id = ?1 AND username = ?2 AND claim_run = ?3",
+                        params![client_id, username, run],
+                    )?
+                }
+            };
+            Ok(Reply::Done)
+        }
+        Op::Stats { rules } => stats(db, rules).map(Reply::Stats),
+        Op::Export { after, limit } => {
+            let (c, u) = after.clone().unwrap_or_default();
+            let mut stmt = db.prepare_cached(
+                "SELECT client_id, username, sends, last_sent_at, last_outcome, last_outcome_at,
+                        claim_run
+                 FROM users WHERE (client_id, username) > (?1, ?2)
+                 ORDER BY client_id, username LIMIT ?3",
+            )?;
+            let rows = stmt
+                .query_map(params![c, u, limit], |r| {
+                    Ok(UserRow {
+                        client_id: r.get(0)?,
+                        username: r.get(1)?,
+                        sends: r.get(2)?,
+                        last_sent_at: r.get::<_, Option<Millis>>(3)?.map(rfc3339),
+                        last_outcome: r.get(4)?,
+                        last_outcome_at: r.get::<_, Option<Millis>>(5)?.map(rfc3339),
+                        claimed_by: r.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Reply::Export(rows))
+        }
+    }
+}
+
+fn run_alive(db: &Connection, run: &str, alive_since: Millis) -> rusqlite::Result<bool> {
+    let row: Option<(Millis, Option<Millis>)> = db
+        .query_row(
+            "SELECT heartbeat_at, finished_at FROM runs WHERE run = ?1",
+            params![run],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(matches!(row, Some((beat, None)) if beat >= alive_since))
+}
+
+fn stats(db: &Connection, rules: &Rules) -> rusqlite::Result<Stats> {
+    let (users, users_sent, sends, more_than_once, in_cooldown): (i64, i64, i64, i64, i64) = db
+        .query_row(
+            "SELECT count(*), count(*) FILTER (WHERE sends > 0), coalesce(sum(sends), 0),
+                    count(*) FILTER (WHERE sends > 1),
+                    count(*) FILTER (WHERE last_sent_at >= ?1)
+             FROM users",
+            params![rules.cooldown_since],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )?;
+    let (claims_live, claims_in_doubt): (i64, i64) = db.query_row(
+        "SELECT count(*) FILTER (WHERE alive), count(*) FILTER (WHERE NOT alive)
+         FROM (SELECT coalesce(runs.finished_at IS NULL AND runs.heartbeat_at >= ?1, 0) AS alive
+               FROM users LEFT JOIN runs ON runs.run = users.claim_run
+               WHERE users.claim_run IS NOT NULL)",
+        params![rules.alive_since],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let mut stmt = db.prepare(
+        "SELECT run, command, host, started_at, heartbeat_at, finished_at FROM runs
+         ORDER BY started_at DESC LIMIT 10",
+    )?;
+    let recent_runs = stmt
+        .query_map([], |r| {
+            Ok(RunRow {
+                run: r.get(0)?,
+                command: r.get(1)?,
+                host: r.get(2)?,
+                started_at: rfc3339(r.get(3)?),
+                heartbeat_at: rfc3339(r.get(4)?),
+                finished_at: r.get::<_, Option<Millis>>(5)?.map(rfc3339),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(Stats {
+        users: count(users),
+        users_sent: count(users_sent),
+        sends: count(sends),
+        users_sent_more_than_once: count(more_than_once),
+        in_cooldown: count(in_cooldown),
+        claims_live: count(claims_live),
+        claims_in_doubt: count(claims_in_doubt),
+        recent_runs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::InDoubt;
+
+    fn rules(now: Millis) -> Rules {
+        Rules {
+            now,
+            cooldown_since: now - 1_000,
+            alive_since: now - 100,
+        }
+    }
+
+    async fn store(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(&dir.path().join("ledger.db")).expect("open")
+    }
+
+    #[tokio::test]
+    async fn claim_send_then_cooldown_until_it_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).await;
+        let me = RunId::new();
+        db.begin_run(&me, "test", 10_000).await.unwrap();
+        let c = db.claim(&me, "c", "alice", rules(10_000)).await.unwrap();
+        assert_eq!(c, Claim::Granted { in_doubt: None });
+        // The same run asking again while the call is out: held, not granted twice.
+        let again = db.claim(&me, "c", "alice", rules(10_001)).await.unwrap();
+        assert_eq!(again, Claim::Held { run: me.0.clone() });
+        db.finish(&me, "c", "alice", Finish::Sent, 10_002).await.unwrap();
+        let c = db.claim(&me, "c", "alice", rules(10_500)).await.unwrap();
+        assert_eq!(c, Claim::Cooldown { last_sent: 10_002 });
+        assert_eq!(db.peek("c", "alice", rules(10_500)).await.unwrap(), Some(10_002));
+        // Another client id is another key.
+        let other = db.claim(&me, "d", "alice", rules(10_500)).await.unwrap();
+        assert_eq!(other, Claim::Granted { in_doubt: None });
+        // Past the cooldown: granted again.
+        let later = db.claim(&me, "c", "alice", rules(11_100)).await.unwrap();
+        assert_eq!(later, Claim::Granted { in_doubt: None });
+    }
+
+    #[tokio::test]
+    async fn a_claim_of_a_dead_run_is_taken_over_as_in_doubt() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).await;
+        let dead = RunId::new();
+        db.begin_run(&dead, "test", 10_000).await.unwrap();
+        db.claim(&dead, "c", "bob", rules(10_000)).await.unwrap();
+        let me = RunId::new();
+        db.begin_run(&me, "test", 10_050).await.unwrap();
+        // Its heartbeat is fresh: held.
+        let held = db.claim(&me, "c", "bob", rules(10_050)).await.unwrap();
+        assert_eq!(held, Claim::Held { run: dead.0.clone() });
+        // Past the lease without a heartbeat: in doubt, and ours now.
+        let taken = db.claim(&me, "c", "bob", rules(10_200)).await.unwrap();
+        assert_eq!(
+            taken,
+            Claim::Granted {
+                in_doubt: Some(InDoubt {
+                    run: dead.0.clone(),
+                    claimed_at: 10_000
+                })
+            }
+        );
+        let s = db.stats(rules(10_200)).await.unwrap();
+        assert_eq!((s.claims_live, s.claims_in_doubt), (0, 1), "{s:?}");
+    }
+
+    #[tokio::test]
+    async fn a_run_that_ended_leaves_its_claims_in_doubt_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).await;
+        let first = RunId::new();
+        db.begin_run(&first, "test", 10_000).await.unwrap();
+        db.claim(&first, "c", "carol", rules(10_000)).await.unwrap();
+        db.end_run(&first, 10_010).await.unwrap();
+        let me = RunId::new();
+        let c = db.claim(&me, "c", "carol", rules(10_020)).await.unwrap();
+        assert!(matches!(c, Claim::Granted { in_doubt: Some(_) }), "{c:?}");
+    }
+
+    #[tokio::test]
+    async fn release_and_not_sent_free_the_user_without_a_cooldown() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).await;
+        let me = RunId::new();
+        db.begin_run(&me, "test", 10_000).await.unwrap();
+        db.claim(&me, "c", "dan", rules(10_000)).await.unwrap();
+        db.finish(&me, "c", "dan", Finish::Release, 10_001).await.unwrap();
+        db.claim(&me, "c", "erin", rules(10_000)).await.unwrap();
+        db.finish(&me, "c", "erin", Finish::NotSent("failed"), 10_001)
+            .await
+            .unwrap();
+        for user in ["dan", "erin"] {
+            let c = db.claim(&me, "c", user, rules(10_002)).await.unwrap();
+            assert_eq!(c, Claim::Granted { in_doubt: None }, "{user}");
+        }
+        let (rows, next) = db.export_page(None, 10).await.unwrap();
+        assert!(next.is_none());
+        let erin = rows.iter().find(|r| r.username == "erin").unwrap();
+        assert_eq!(erin.last_outcome.as_deref(), Some("failed"));
+        assert_eq!(erin.sends, 0);
+    }
+
+    #[tokio::test]
+    async fn two_stores_on_one_file_never_both_get_a_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = store(&dir).await;
+        let b = store(&dir).await;
+        let (ra, rb) = (RunId::new(), RunId::new());
+        a.begin_run(&ra, "test", 10_000).await.unwrap();
+        b.begin_run(&rb, "test", 10_000).await.unwrap();
+        let mut granted = 0;
+        for i in 0..200 {
+            let user = format!("user{i}");
+            let (x, y) = tokio::join!(
+                a.claim(&ra, "c", &user, rules(10_010)),
+                b.claim(&rb, "c", &user, rules(10_010))
+            );
+            let grants = [x.unwrap(), y.unwrap()]
+                .iter()
+                .filter(|c| matches!(c, Claim::Granted { .. }))
+                .count();
+            assert_eq!(grants, 1, "{user}");
+            granted += grants;
+        }
+        assert_eq!(granted, 200);
+    }
+
+    #[tokio::test]
+    async fn export_pages_through_every_row_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).await;
+        let me = RunId::new();
+        for i in 0..25 {
+            let u = format!("u{i:02}");
+            db.claim(&me, "c", &u, rules(10_000)).await.unwrap();
+            db.finish(&me, "c", &u, Finish::Sent, 10_000).await.unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (rows, next) = db.export_page(cursor, 10).await.unwrap();
+            seen.extend(rows.into_iter().map(|r| r.username));
+            match next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        let want: Vec<String> = (0..25).map(|i| format!("u{i:02}")).collect();
+        assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn an_unwritable_path_names_the_file() {
+        let err = SqliteStore::open(Path::new("/nonexistent-dir/x/ledger.db"))
+            .err()
+            .expect("cannot open");
+        let text = err.to_string();
+        assert!(text.contains("/nonexistent-dir/x/ledger.db"), "{text}");
+        assert!(text.contains("cannot open"), "{text}");
+    }
+}
