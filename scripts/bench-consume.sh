@@ -40,7 +40,7 @@ t0=$(date +%s.%N)
 t1=$(date +%s.%N)
 
 # 2. consume, until every message is deleted
-"$bin/cognito-resend" consume --queue-url "$queue" --client-id bench-client \
+"$bin/cognito-resend" consume --queue-url "$queue" --client-id bench-client --state "$work/ledger.db" \
   --cognito-endpoint "$endpoint" --concurrency 64 --rate 0 --wait-time 1s \
   --metrics-addr 127.0.0.1:0 "${common[@]}" 2> "$work/consumer.err" &
 consumer_pid=$!

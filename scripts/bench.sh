@@ -27,7 +27,7 @@ actual=$(( $(wc -l < "$work/users.csv") - 1 ))
 /usr/bin/time -f '%e %U %S %M' -o "$work/time" \
   "$bin/cognito-resend" backfill "$work/users.csv" --client-id bench-client --region us-east-1 \
   --cognito-endpoint "$endpoint" --concurrency "$concurrency" --rate 0 --metrics-addr none \
-  --report "$work/report.jsonl" -q || { echo "backfill failed (exit $?)" >&2; exit 1; }
+  --report "$work/report.jsonl" --state "$work/ledger.db" -q || { echo "backfill failed (exit $?)" >&2; exit 1; }
 
 read -r wall user sys rss_kb < "$work/time"
 awk -v rows="$actual" -v wall="$wall" -v user="$user" -v sys="$sys" -v rss="$rss_kb" \

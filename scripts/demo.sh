@@ -22,7 +22,8 @@ echo
 
 status=0
 "$bin/cognito-resend" backfill "$work/users.csv" --config config/demo.toml \
-  --cognito-endpoint "$endpoint" --report "$work/report.jsonl" || status=$?
+  --cognito-endpoint "$endpoint" --report "$work/report.jsonl" --state "$work/ledger.db" \
+  || status=$?
 
 echo
 echo "Report (first lines of $work/report.jsonl):"

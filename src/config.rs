@@ -826,7 +826,11 @@ impl Settings {
             state = self.ledger.state,
             cooldown = d(self.ledger.cooldown),
             lease = d(self.ledger.claim_lease),
-            ddb = opt(&self.ledger.dynamodb_endpoint.as_ref().map(|u| u.to_string())),
+            ddb = opt(&self
+                .ledger
+                .dynamodb_endpoint
+                .as_ref()
+                .map(|u| u.to_string())),
             grace = d(self.run.shutdown_grace),
             queue = opt(&self.sqs.queue_url),
             sqs_endpoint = opt(&self.sqs.endpoint.as_ref().map(|u| u.to_string())),
@@ -955,6 +959,51 @@ mod tests {
         assert_eq!(s.retry.jitter, 0.5);
         assert_eq!(s.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(s.run.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(
+            s.ledger.state,
+            crate::ledger::StateSpec::Sqlite("cognito-resend.db".into())
+        );
+        assert_eq!(s.ledger.cooldown, Duration::from_secs(86_400));
+        assert_eq!(s.ledger.claim_lease, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_spells_the_defaults() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
+        let from_file = load_with(&["cognito-resend", "--config", example, "check"], None).unwrap();
+        let defaults = load_with(&["cognito-resend", "check"], None).unwrap();
+        assert_eq!(from_file.ledger.state, defaults.ledger.state);
+        assert_eq!(from_file.ledger.cooldown, defaults.ledger.cooldown);
+        assert_eq!(from_file.run.concurrency, defaults.run.concurrency);
+        assert_eq!(
+            from_file.sqs.visibility_timeout,
+            defaults.sqs.visibility_timeout
+        );
+    }
+
+    #[test]
+    fn state_takes_a_file_a_dynamodb_table_or_none() {
+        let s = load_with(&["cognito-resend", "--state", "none", "check"], None).unwrap();
+        assert_eq!(s.ledger.state, crate::ledger::StateSpec::None);
+        let s = load_with(
+            &["cognito-resend", "--state", "dynamodb://t-1", "check"],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            s.ledger.state,
+            crate::ledger::StateSpec::Dynamo {
+                table: "t-1".into()
+            }
+        );
+        let e = load_with(&["cognito-resend", "--state", "redis://x", "check"], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ledger.path (--state)"), "{e}");
+        let e = load_with(&["cognito-resend", "--cooldown", "soon", "check"], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ledger.cooldown (--cooldown)"), "{e}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use aws_sdk_dynamodb::types::{
 use futures::future::BoxFuture;
 
 use super::{
-    Claim, Finish, LedgerError, Millis, Rules, RunId, RunRow, Stats, Store, UserRow, decide,
+    Claim, Finish, LedgerError, Millis, Page, Rules, RunId, RunRow, Stats, Store, UserRow, decide,
     host_label, rfc3339,
 };
 
@@ -185,7 +185,7 @@ impl DynamoStore {
     async fn run_alive(&self, run: &str, alive_since: Millis) -> Result<bool, LedgerError> {
         let item = self.get(run_pk(run)).await?;
         Ok(item.is_some_and(|i| {
-            i.get("finished_at").is_none()
+            !i.contains_key("finished_at")
                 && get_n(&i, "heartbeat_at").is_some_and(|b| b >= alive_since)
         }))
     }
@@ -284,7 +284,11 @@ impl Store for DynamoStore {
         })
     }
 
-    fn end_run<'a>(&'a self, run: &'a RunId, now: Millis) -> BoxFuture<'a, Result<(), LedgerError>> {
+    fn end_run<'a>(
+        &'a self,
+        run: &'a RunId,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
         Box::pin(async move {
             self.client
                 .update_item()
@@ -309,7 +313,10 @@ impl Store for DynamoStore {
         Box::pin(async move {
             // Each round either decides or saw the item change under it; a few rounds settle.
             for _ in 0..8 {
-                if self.try_claim(run, client_id, username, rules, None).await? {
+                if self
+                    .try_claim(run, client_id, username, rules, None)
+                    .await?
+                {
                     return Ok(Claim::Granted { in_doubt: None });
                 }
                 let Some(item) = self.get(user_pk(client_id, username)).await? else {
@@ -345,9 +352,7 @@ impl Store for DynamoStore {
                     decided => return Ok(decided),
                 }
             }
-            Err(self.fail(
-                "the claim kept changing under contention; giving up on this job".into(),
-            ))
+            Err(self.fail("the claim kept changing under contention; giving up on this job".into()))
         })
     }
 
@@ -513,7 +518,7 @@ impl Store for DynamoStore {
         &self,
         cursor: Option<String>,
         limit: u32,
-    ) -> BoxFuture<'_, Result<(Vec<UserRow>, Option<String>), LedgerError>> {
+    ) -> BoxFuture<'_, Result<Page, LedgerError>> {
         Box::pin(async move {
             let out = self
                 .client
@@ -539,10 +544,7 @@ impl Store for DynamoStore {
                     claimed_by: get_s(i, "claim_run"),
                 })
                 .collect();
-            let next = out
-                .last_evaluated_key
-                .as_ref()
-                .and_then(|k| get_s(k, "pk"));
+            let next = out.last_evaluated_key.as_ref().and_then(|k| get_s(k, "pk"));
             Ok((rows, next))
         })
     }

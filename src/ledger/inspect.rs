@@ -28,7 +28,10 @@ pub async fn run(action: LedgerAction, settings: &Settings) -> Result<Finished, 
             },
         )
         .await;
-        store.create_table().await.map_err(|e| RunError::Fatal(e.into()))?;
+        store
+            .create_table()
+            .await
+            .map_err(|e| RunError::Fatal(e.into()))?;
         println!("created {spec}");
         return done();
     }
@@ -54,7 +57,10 @@ pub async fn run(action: LedgerAction, settings: &Settings) -> Result<Finished, 
                 cooldown_since: now.saturating_sub(millis(settings.ledger.cooldown)),
                 alive_since: now.saturating_sub(millis(settings.ledger.claim_lease)),
             };
-            let stats = store.stats(rules).await.map_err(|e| RunError::Fatal(e.into()))?;
+            let stats = store
+                .stats(rules)
+                .await
+                .map_err(|e| RunError::Fatal(e.into()))?;
             if json {
                 println!(
                     "{}",
@@ -100,7 +106,8 @@ pub async fn run(action: LedgerAction, settings: &Settings) -> Result<Finished, 
                     .map_err(|e| RunError::Fatal(e.into()))?;
                 for row in rows {
                     serde_json::to_writer(&mut out, &row).map_err(|e| RunError::Fatal(e.into()))?;
-                    out.write_all(b"\n").map_err(|e| RunError::Fatal(e.into()))?;
+                    out.write_all(b"\n")
+                        .map_err(|e| RunError::Fatal(e.into()))?;
                 }
                 match next {
                     Some(n) => cursor = Some(n),

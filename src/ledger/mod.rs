@@ -128,7 +128,11 @@ pub struct RunId(pub String);
 impl RunId {
     /// A fresh random id.
     pub fn new() -> Self {
-        Self(format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)))
+        Self(format!(
+            "{:016x}{:016x}",
+            fastrand::u64(..),
+            fastrand::u64(..)
+        ))
     }
 }
 
@@ -253,6 +257,9 @@ pub struct Stats {
     pub recent_runs: Vec<RunRow>,
 }
 
+/// A page of `ledger export`: rows, and the cursor of the next page (`None` at the end).
+pub type Page = (Vec<UserRow>, Option<String>);
+
 /// A ledger failure. The engine does not send without a claim, so any of these stops the run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the ledger ({state}) failed: {detail}")]
@@ -275,8 +282,11 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> BoxFuture<'a, Result<(), LedgerError>>;
     /// Refreshes `run`'s heartbeat.
-    fn heartbeat<'a>(&'a self, run: &'a RunId, now: Millis)
-    -> BoxFuture<'a, Result<(), LedgerError>>;
+    fn heartbeat<'a>(
+        &'a self,
+        run: &'a RunId,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<(), LedgerError>>;
     /// Records that `run` ended cleanly: its remaining claims are in doubt from now on.
     fn end_run<'a>(&'a self, run: &'a RunId, now: Millis)
     -> BoxFuture<'a, Result<(), LedgerError>>;
@@ -312,7 +322,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         cursor: Option<String>,
         limit: u32,
-    ) -> BoxFuture<'_, Result<(Vec<UserRow>, Option<String>), LedgerError>>;
+    ) -> BoxFuture<'_, Result<Page, LedgerError>>;
 }
 
 /// Timing settings of the ledger.

@@ -16,7 +16,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::{
-    Claim, Finish, LedgerError, Millis, Rules, RunId, RunRow, Stats, Store, UserRow, decide,
+    Claim, Finish, LedgerError, Millis, Page, Rules, RunId, RunRow, Stats, Store, UserRow, decide,
     host_label, rfc3339,
 };
 
@@ -197,7 +197,11 @@ impl Store for SqliteStore {
         })
     }
 
-    fn end_run<'a>(&'a self, run: &'a RunId, now: Millis) -> BoxFuture<'a, Result<(), LedgerError>> {
+    fn end_run<'a>(
+        &'a self,
+        run: &'a RunId,
+        now: Millis,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
         Box::pin(async move {
             self.ask(Op::EndRun {
                 run: run.0.clone(),
@@ -286,17 +290,18 @@ impl Store for SqliteStore {
         &self,
         cursor: Option<String>,
         limit: u32,
-    ) -> BoxFuture<'_, Result<(Vec<UserRow>, Option<String>), LedgerError>> {
+    ) -> BoxFuture<'_, Result<Page, LedgerError>> {
         Box::pin(async move {
-            let after = match cursor {
-                Some(c) => Some(serde_json::from_str::<(String, String)>(&c).map_err(|e| {
-                    LedgerError {
-                        state: self.describe(),
-                        detail: format!("bad export cursor: {e}"),
-                    }
-                })?),
-                None => None,
-            };
+            let after =
+                match cursor {
+                    Some(c) => Some(serde_json::from_str::<(String, String)>(&c).map_err(|e| {
+                        LedgerError {
+                            state: self.describe(),
+                            detail: format!("bad export cursor: {e}"),
+                        }
+                    })?),
+                    None => None,
+                };
             let rows = match self.ask(Op::Export { after, limit }).await? {
                 Reply::Export(rows) => rows,
                 _ => unreachable!("an export is answered with rows"),
@@ -586,10 +591,15 @@ mod tests {
         // The same run asking again while the call is out: held, not granted twice.
         let again = db.claim(&me, "c", "alice", rules(10_001)).await.unwrap();
         assert_eq!(again, Claim::Held { run: me.0.clone() });
-        db.finish(&me, "c", "alice", Finish::Sent, 10_002).await.unwrap();
+        db.finish(&me, "c", "alice", Finish::Sent, 10_002)
+            .await
+            .unwrap();
         let c = db.claim(&me, "c", "alice", rules(10_500)).await.unwrap();
         assert_eq!(c, Claim::Cooldown { last_sent: 10_002 });
-        assert_eq!(db.peek("c", "alice", rules(10_500)).await.unwrap(), Some(10_002));
+        assert_eq!(
+            db.peek("c", "alice", rules(10_500)).await.unwrap(),
+            Some(10_002)
+        );
         // Another client id is another key.
         let other = db.claim(&me, "d", "alice", rules(10_500)).await.unwrap();
         assert_eq!(other, Claim::Granted { in_doubt: None });
@@ -609,7 +619,12 @@ mod tests {
         db.begin_run(&me, "test", 10_050).await.unwrap();
         // Its heartbeat is fresh: held.
         let held = db.claim(&me, "c", "bob", rules(10_050)).await.unwrap();
-        assert_eq!(held, Claim::Held { run: dead.0.clone() });
+        assert_eq!(
+            held,
+            Claim::Held {
+                run: dead.0.clone()
+            }
+        );
         // Past the lease without a heartbeat: in doubt, and ours now.
         let taken = db.claim(&me, "c", "bob", rules(10_200)).await.unwrap();
         assert_eq!(
@@ -645,7 +660,9 @@ mod tests {
         let me = RunId::new();
         db.begin_run(&me, "test", 10_000).await.unwrap();
         db.claim(&me, "c", "dan", rules(10_000)).await.unwrap();
-        db.finish(&me, "c", "dan", Finish::Release, 10_001).await.unwrap();
+        db.finish(&me, "c", "dan", Finish::Release, 10_001)
+            .await
+            .unwrap();
         db.claim(&me, "c", "erin", rules(10_000)).await.unwrap();
         db.finish(&me, "c", "erin", Finish::NotSent("failed"), 10_001)
             .await
