@@ -138,8 +138,14 @@ async fn kill_9_a_consumer_then_two_more_on_a_dynamodb_ledger_lose_nothing() {
     let table = "dynamodb://resend-ledger";
     let ledger = |args: &[&str]| {
         let mut c = command(&pool.emu.endpoint());
-        c.args(["ledger", "--state", table, "--dynamodb-endpoint", &moto.endpoint])
-            .args(args);
+        c.args([
+            "ledger",
+            "--state",
+            table,
+            "--dynamodb-endpoint",
+            &moto.endpoint,
+        ])
+        .args(args);
         c
     };
     let ran = run(ledger(&["init"])).await;
@@ -206,7 +212,11 @@ async fn kill_9_a_consumer_then_two_more_on_a_dynamodb_ledger_lose_nothing() {
         total,
         "{stats}"
     );
-    assert_eq!(stats["users_sent"], pool.unconfirmed.len() as u64, "{stats}");
+    assert_eq!(
+        stats["users_sent"],
+        pool.unconfirmed.len() as u64,
+        "{stats}"
+    );
     assert_eq!(stats["claims_live"], 0, "{stats}");
     eprintln!(
         "kill -9 with DynamoDB: {} in doubt, {} sent twice",

@@ -32,7 +32,12 @@ async fn emulator_of(users: &[String], latency: Duration) -> Emulator {
 }
 
 /// `backfill` with its own `--state` and `--report`.
-fn backfill_with(emu: &Emulator, csv: &Path, state: &Path, report: &Path) -> tokio::process::Command {
+fn backfill_with(
+    emu: &Emulator,
+    csv: &Path,
+    state: &Path,
+    report: &Path,
+) -> tokio::process::Command {
     let mut cmd = backfill(&emu.endpoint(), csv);
     cmd.arg("--state").arg(state).arg("--report").arg(report);
     cmd.args(["--rate", "0"]);
@@ -204,7 +209,12 @@ async fn kill_9_mid_backfill_then_rerun_resends_only_the_in_doubt_calls() {
     let first = dir.path().join("first.jsonl");
     let concurrency = 16;
     let mut cmd = backfill_with(&pool.emu, &csv, &state, &first);
-    cmd.args(["--concurrency", &concurrency.to_string(), "--claim-lease", "2s"]);
+    cmd.args([
+        "--concurrency",
+        &concurrency.to_string(),
+        "--claim-lease",
+        "2s",
+    ]);
     let running = Running::spawn(cmd);
     wait_for_sends(&pool.emu, 100).await;
     running.signal("KILL");
@@ -221,7 +231,11 @@ async fn kill_9_mid_backfill_then_rerun_resends_only_the_in_doubt_calls() {
     let counts = pool.emu.send_counts();
     assert_eq!(counts.len(), pool.unconfirmed.len(), "everyone sent");
     let report2 = report(&second);
-    assert_eq!(report2.len(), pool.csv_usernames.len(), "one outcome per row");
+    assert_eq!(
+        report2.len(),
+        pool.csv_usernames.len(),
+        "one outcome per row"
+    );
     let in_doubt: HashSet<String> = report2
         .iter()
         .filter(|l| l["in_doubt"] == true)
@@ -239,7 +253,8 @@ async fn kill_9_mid_backfill_then_rerun_resends_only_the_in_doubt_calls() {
     );
     assert!(counts.values().all(|&n| n <= 2));
     assert!(
-        ran.stderr.contains(&format!("in doubt: {}", in_doubt.len())),
+        ran.stderr
+            .contains(&format!("in doubt: {}", in_doubt.len())),
         "the summary counts them: {}",
         ran.stderr
     );
@@ -274,7 +289,11 @@ async fn dry_run_plans_from_the_ledger_and_writes_nothing() {
     cmd.arg("--dry-run");
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
-    assert_eq!(pool.emu.send_counts(), sent_first, "a dry run sends nothing");
+    assert_eq!(
+        pool.emu.send_counts(),
+        sent_first,
+        "a dry run sends nothing"
+    );
     let planned = report(&plan);
     let cooldown = users_with(&planned, "cooldown");
     assert_eq!(cooldown, sent_first.keys().cloned().collect::<HashSet<_>>());
@@ -324,10 +343,17 @@ async fn ledger_stats_and_export_show_what_was_sent_and_the_default_file_is_in_t
     assert_eq!(stats["in_cooldown"], n, "{stats}");
     assert_eq!(stats["claims_in_doubt"], 0, "{stats}");
     assert_eq!(stats["recent_runs"][0]["command"], "backfill", "{stats}");
-    assert!(stats["recent_runs"][0]["finished_at"].is_string(), "{stats}");
+    assert!(
+        stats["recent_runs"][0]["finished_at"].is_string(),
+        "{stats}"
+    );
 
     let ran = run(ledger_cmd(&["stats"])).await;
-    assert!(ran.stdout.contains(&format!("codes sent: {n}")), "{}", ran.stdout);
+    assert!(
+        ran.stdout.contains(&format!("codes sent: {n}")),
+        "{}",
+        ran.stdout
+    );
 
     let ran = run(ledger_cmd(&["export"])).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
@@ -380,6 +406,10 @@ async fn an_unwritable_state_path_exits_2_naming_it_and_sends_nothing() {
     cmd.args(["--state", "s3://bucket/x"]);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 2, "{}", ran.stderr);
-    assert!(ran.stderr.contains("ledger.path (--state)"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("ledger.path (--state)"),
+        "{}",
+        ran.stderr
+    );
     assert_eq!(pool.emu.stats().requests_total, 0, "nothing was sent");
 }
