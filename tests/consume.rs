@@ -136,6 +136,9 @@ async fn poison_messages_reach_the_dlq_and_nothing_else_does() {
         "[\"an\", \"array\"]".to_owned(),
         "{\"email\": \"no-username@example.com\"}".to_owned(),
         "{\"username\": 42}".to_owned(),
+        " ".to_owned(),
+        format!("{{\"username\": \"{}\"}}", "y".repeat(129)),
+        "{\"username\": \"typed\", \"client_metadata\": \"not-a-map\"}".to_owned(),
         format!(
             "{{\"username\": \"big\", \"pad\": \"{}\"}}",
             "x".repeat(200 * 1024)
@@ -175,6 +178,8 @@ async fn poison_messages_reach_the_dlq_and_nothing_else_does() {
         "is missing",
         "must be a string",
         "bytes",
+        "129",
+        "client_metadata",
     ] {
         assert!(stderr.contains(reason), "logged {reason:?}: {stderr}");
     }
