@@ -114,13 +114,17 @@ async fn secret_hash_is_accepted_and_a_wrong_secret_stops_early() {
     let secret_file = write_file(dir.path(), "secret", format!("{SECRET}\n"));
     let report_path = dir.path().join("report.jsonl");
 
-    // The right secret, from a file: everyone sent, each call with a SecretHash.
+    // The right secret, from a file: everyone sent, each call with a SecretHash. Logged at
+    // the most verbose level, so the grep below covers every log line we can write.
+    let ledger = dir.path().join("right.db");
     let mut cmd = backfill(&pool.emu.endpoint(), &csv);
-    cmd.args(["--rate", "0"]);
+    cmd.args(["--rate", "0", "-vv"]);
+    cmd.arg("--state").arg(&ledger);
     cmd.arg("--client-secret-file").arg(&secret_file);
     cmd.arg("--report").arg(&report_path);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let right_stderr = ran.stderr.clone();
     let sends = pool.emu.sends();
     assert_eq!(sends.len(), pool.unconfirmed.len());
     assert!(sends.iter().all(|s| s.secret_hash_given));
@@ -193,7 +197,17 @@ async fn secret_hash_is_accepted_and_a_wrong_secret_stops_early() {
         .arg("--client-secret-file")
         .arg(&secret_file);
     let checked_file = run(check).await;
+    // The ledger file and its write-ahead log, as bytes.
+    let mut ledger_bytes = Vec::new();
+    for suffix in ["", "-wal"] {
+        let path = format!("{}{suffix}", ledger.display());
+        ledger_bytes.extend(std::fs::read(&path).unwrap_or_default());
+    }
+    assert!(!ledger_bytes.is_empty());
+    let ledger_text = String::from_utf8_lossy(&ledger_bytes).into_owned();
     for text in [
+        &ledger_text,
+        &right_stderr,
         &ran.stderr,
         &ran.stdout,
         &std::fs::read_to_string(&wrong_report).unwrap(),
