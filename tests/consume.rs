@@ -297,8 +297,13 @@ async fn sigterm_drains_and_a_second_consumer_finishes_the_queue() {
     let bodies: Vec<String> = pool.csv_usernames.iter().map(|u| job(u)).collect();
     moto::send_bodies(&sqs, &url, &bodies, None).await;
 
+    // Both consumers share one ledger, as replicas on one host would.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("ledger.db");
     let mut cmd = consume(&pool.emu.endpoint(), &moto.endpoint, &url);
-    cmd.args(["--concurrency", "8", "--shutdown-grace", "10s"]);
+    cmd.args(["--concurrency", "8", "--shutdown-grace", "10s"])
+        .arg("--state")
+        .arg(&state);
     let first = Consumer::start(cmd).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while pool.emu.stats().requests_total < 40 {
@@ -316,7 +321,7 @@ async fn sigterm_drains_and_a_second_consumer_finishes_the_queue() {
     assert!(done_by_first < bodies.len() as u64, "stopped mid-run");
 
     let mut cmd = consume(&pool.emu.endpoint(), &moto.endpoint, &url);
-    cmd.args(["--concurrency", "16"]);
+    cmd.args(["--concurrency", "16"]).arg("--state").arg(&state);
     let second = Consumer::start(cmd).await;
     wait_until_empty(&sqs, &url, Duration::from_secs(120)).await;
     let (code, stderr) = second.stop().await;

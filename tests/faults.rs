@@ -22,8 +22,16 @@ async fn survives(pool: &Pool, extra: &[&str]) -> Vec<serde_json::Value> {
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     let report = report(&report_path);
-    assert_eq!(report.len(), pool.csv_usernames.len(), "one outcome per row");
-    assert_eq!(users_with(&report, "sent"), pool.unconfirmed, "everyone sent");
+    assert_eq!(
+        report.len(),
+        pool.csv_usernames.len(),
+        "one outcome per row"
+    );
+    assert_eq!(
+        users_with(&report, "sent"),
+        pool.unconfirmed,
+        "everyone sent"
+    );
     assert_eq!(users_with(&report, "not_found"), pool.missing);
     assert!(users_with(&report, "failed").is_empty(), "{}", ran.stderr);
     let counts = pool.emu.send_counts();
@@ -76,7 +84,10 @@ async fn responses_slower_than_the_attempt_timeout_are_retried() {
     .await;
     let stats = pool.emu.stats();
     assert!(stats.slow_held > 0, "{stats:?}");
-    assert!(stats.slow_abandoned > 0, "the client gave up on some: {stats:?}");
+    assert!(
+        stats.slow_abandoned > 0,
+        "the client gave up on some: {stats:?}"
+    );
     assert!(retried(&report) > 0);
     assert!(
         report
@@ -114,8 +125,16 @@ async fn cognito_down_for_two_seconds_mid_run() {
     assert_eq!(pool.emu.stats().downs, 1);
 
     let report = report(&report_path);
-    assert_eq!(report.len(), pool.csv_usernames.len(), "one outcome per row");
-    assert_eq!(users_with(&report, "sent"), pool.unconfirmed, "everyone sent");
+    assert_eq!(
+        report.len(),
+        pool.csv_usernames.len(),
+        "one outcome per row"
+    );
+    assert_eq!(
+        users_with(&report, "sent"),
+        pool.unconfirmed,
+        "everyone sent"
+    );
     assert!(users_with(&report, "failed").is_empty(), "{stderr}");
     let counts = pool.emu.send_counts();
     assert_eq!(counts.len(), pool.unconfirmed.len());
@@ -139,4 +158,44 @@ async fn cognito_down_for_two_seconds_mid_run() {
         retried_users.len(),
         twice.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_client_stops_early_and_a_fixed_rerun_sends_everyone_once() {
+    let pool = pool(200, None, |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let state = dir.path().join("ledger.db");
+    let mut cmd = command(&pool.emu.endpoint());
+    cmd.args(["backfill", "--client-id", "no-such-client", "--rate", "0"])
+        .arg(&csv)
+        .arg("--state")
+        .arg(&state);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("ResourceNotFoundException"),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        ran.stderr.contains("no-such-client"),
+        "names the client: {}",
+        ran.stderr
+    );
+    assert!(pool.emu.sends().is_empty(), "nothing sent");
+    assert!(
+        pool.emu.stats().requests_total < 40,
+        "stopped after a few calls, not one per row"
+    );
+
+    // The failed jobs left no claim and no cooldown: the fixed rerun, on the same ledger,
+    // sends everyone.
+    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    cmd.args(["--rate", "0"]).arg("--state").arg(&state);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let counts = pool.emu.send_counts();
+    assert_eq!(counts.len(), pool.unconfirmed.len());
+    assert!(counts.values().all(|&n| n == 1));
 }
