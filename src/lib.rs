@@ -8,9 +8,13 @@
 //!
 //! The folders follow a job through the pipeline:
 //!
-//! - [`source`]: where jobs come from (a CSV file or stdin so far). A [`source::Source`] yields
-//!   jobs only when the engine can start them, and is told each job's fate.
+//! - [`source`]: where jobs come from (a CSV file or stdin, an SQS queue). A
+//!   [`source::Source`] yields jobs only when the engine can start them, and is told each job's
+//!   fate.
 //! - [`engine`]: the concurrency semaphore, the adaptive rate limit and the one retry layer.
+//! - [`ledger`]: the send ledger each job claims its user in before the call and records the
+//!   result in after it (SQLite or DynamoDB): cooldown, no two calls for one user at once, and
+//!   in-doubt handling after a crash.
 //! - [`cognito`]: the one place that talks to Cognito, and the classification of its answers.
 //! - [`outcome`]: every job's one outcome: counted, reported (JSON Lines), logged.
 //! - [`telemetry`]: logs, metrics (`/metrics`, `/healthz`, `/readyz`), progress and summary.

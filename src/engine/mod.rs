@@ -305,10 +305,17 @@ async fn guarded(shared: &Shared, job: &Job, client_id: &str) -> Option<Outcome>
                         "another call holds this user: waiting for it"
                     );
                 }
+                // A call of this run ends soon and is cheap to ask about again; another
+                // run's is polled more gently.
+                let pause = if run == ledger.run().0 {
+                    Duration::from_millis(50)
+                } else {
+                    ledger.held_poll()
+                };
                 tokio::select! {
                     biased;
                     _ = shared.stop.cancelled() => return None,
-                    _ = tokio::time::sleep(ledger.held_poll()) => {}
+                    _ = tokio::time::sleep(pause) => {}
                 }
             }
             Err(e) => return Some(shared.ledger_failed(e, 0)),
