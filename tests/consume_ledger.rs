@@ -1,6 +1,7 @@
 //! The send ledger under `consume`: duplicate deliveries, consumers sharing one ledger (a SQLite
-//! file, or a DynamoDB table on moto), and a consumer killed with `kill -9` mid-call. Ground
-//! truth: the emulator's record of every code sent, and what is left in the queue.
+//! file, or a DynamoDB table on moto), and a consumer killed with `kill -9` mid-call; and a
+//! ledger that fails mid-run. Ground truth: the emulator's record of every code sent, and what is
+//! left in the queue.
 
 mod support;
 
@@ -222,5 +223,87 @@ async fn kill_9_a_consumer_then_two_more_on_a_dynamodb_ledger_lose_nothing() {
         "kill -9 with DynamoDB: {} in doubt, {} sent twice",
         in_doubt.len(),
         twice_sent.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_that_fails_mid_run_stops_the_run_and_nothing_is_acknowledged_past_it() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let (url, _dlq) = moto::create_queue_with_dlq(&sqs, "ledger-down", 5).await;
+    let pool = pool(300, None, |b| {
+        b.faults(Faults {
+            latency: Duration::from_millis(50),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let bodies: Vec<String> = pool.csv_usernames.iter().map(|u| job(u)).collect();
+    moto::send_bodies(&sqs, &url, &bodies, None).await;
+    let table = "doomed";
+    let state = format!("dynamodb://{table}");
+    let mut init = command(&pool.emu.endpoint());
+    init.args([
+        "ledger",
+        "init",
+        "--state",
+        &state,
+        "--dynamodb-endpoint",
+        &moto.endpoint,
+    ]);
+    let ran = run(init).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = consume(&pool.emu.endpoint(), &moto.endpoint, &url);
+    cmd.args(["--concurrency", "8", "--state", &state])
+        .args(["--dynamodb-endpoint", &moto.endpoint])
+        .arg("--report")
+        .arg(&report_path);
+    let running = start_consumer(cmd).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while pool.emu.sends().len() < 30 {
+        assert!(tokio::time::Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    moto::dynamodb_client(&moto.endpoint)
+        .await
+        .delete_table()
+        .table_name(table)
+        .send()
+        .await
+        .expect("DeleteTable");
+    let (code, stderr) = running.wait(Duration::from_secs(60)).await;
+    assert_eq!(code, 1, "a consumer whose ledger fails stops: {stderr}");
+    assert!(
+        stderr.contains("the ledger (dynamodb://doomed) failed"),
+        "{stderr}"
+    );
+
+    let report = report(&report_path);
+    let ledger_errors: Vec<_> = report
+        .iter()
+        .filter(|l| l["reason"] == "ledger_error")
+        .collect();
+    assert!(
+        !ledger_errors.is_empty() && ledger_errors.len() <= 8,
+        "the jobs in flight failed with ledger_error: {}",
+        ledger_errors.len()
+    );
+    // Nothing past the failure was acknowledged: every message without a terminal outcome is
+    // still in the queue (visible or in flight), and none was lost.
+    let acknowledged = report
+        .iter()
+        .filter(|l| {
+            ["sent", "already_confirmed", "not_found", "cooldown"]
+                .contains(&l["outcome"].as_str().unwrap())
+        })
+        .count();
+    let (visible, in_flight) = moto::queue_counts(&sqs, &url).await;
+    assert_eq!(
+        (visible + in_flight) as usize,
+        bodies.len() - acknowledged,
+        "every unacknowledged job is still queued"
     );
 }

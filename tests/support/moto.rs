@@ -181,6 +181,17 @@ pub async fn sqs_client(endpoint: &str) -> Client {
     Client::from_conf(config)
 }
 
+/// A DynamoDB client for `endpoint`, set up like [`sqs_client`].
+pub async fn dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
 /// Creates a queue with these attributes; returns its URL.
 pub async fn create_queue(
     client: &Client,
