@@ -4,6 +4,8 @@
 //! It only parses flags, seeds the demo pool, and runs [`cognito_resend::emulator`] until
 //! SIGINT/SIGTERM. Its one line on stdout (`listening on http://127.0.0.1:PORT`) is what scripts
 //! wait for; the final stats go to stderr as JSON, and live ones are at `GET /_emulator/stats`.
+//! `POST /_emulator/down?for=2s` takes it down for that long (connections refused, open ones
+//! closed), after which it listens on the same address again.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -64,6 +66,15 @@ struct Args {
     /// Probability of closing the connection without answering, 0.0 to 1.0.
     #[arg(long, default_value_t = 0.0, value_parser = probability)]
     drop_rate: f64,
+
+    /// Probability that a request is slow: held for --slow-latency before it is processed. A
+    /// client that hangs up during the hold cancels it (no code is sent). 0.0 to 1.0.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    slow_rate: f64,
+
+    /// How long a slow request is held, e.g. 3s.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    slow_latency: Duration,
 
     /// Codes one user can receive before "Attempt limit exceeded" (default: unlimited).
     #[arg(long, value_name = "N")]
@@ -146,6 +157,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             latency: args.latency,
             error_rate: args.error_rate,
             drop_rate: args.drop_rate,
+            slow_rate: args.slow_rate,
+            slow_latency: args.slow_latency,
         })
         // Full records are only reachable in-process; out of process, counts are enough and
         // memory stays flat however long a benchmark runs.

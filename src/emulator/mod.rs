@@ -7,17 +7,25 @@
 //! SDK for Rust and boto3 parse its answers into their typed errors exactly as they would
 //! Cognito's. It implements `ResendConfirmationCode`, `AdminGetUser` and `ListUsers`.
 //!
-//! Beyond the protocol it is a test instrument: it injects latency, 500s and dropped
-//! connections, enforces a requests-per-second quota, per-user attempt limits and an account
-//! email quota, and records every code it "sends" so tests can assert exactly-once delivery.
-//! All knobs can be changed while it runs.
+//! Beyond the protocol it is a test instrument: it injects latency, 500s, dropped connections
+//! and slow requests ([`Faults`]), enforces a requests-per-second quota, per-user attempt limits
+//! and an account email quota, and records every code it "sends" so tests can assert
+//! exactly-once delivery. All knobs can be changed while it runs.
+//!
+//! A slow request is held before anything happens to it, as at an overloaded front end; a client
+//! that gives up and closes the connection during the hold cancels it, and no code is sent (the
+//! case a retrying client must not count as a send). And [`Emulator::go_down`] takes the whole
+//! server down for a while, as a crash or restart: connects are refused, open connections and
+//! the requests on them are dropped unanswered, then it serves again on the same address with
+//! its state intact. Out of process, `POST /_emulator/down?for=2s` does the same.
 //!
 //! # Layout
 //! - `model`: the pool (clients, users) and Cognito's pure rules: SecretHash, masking, demo data.
 //! - `filter`: ListUsers' filter language.
 //! - `state`: what changes at run time: knobs, counters, the rate bucket, the send ledger.
 //! - `ops`: the three operations, as functions from request body to JSON or Cognito error.
-//! - `server`: hyper accept loop and request pipeline (faults and quota before the operation).
+//! - `server`: hyper accept loop (serving, or down) and request pipeline (faults and quota
+//!   before the operation).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -48,6 +56,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -174,6 +183,7 @@ impl EmulatorBuilder {
         );
         let faults = FaultKnobs::default();
         faults.set(&self.faults);
+        let (down, down_requests) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             pool_id: self.pool_id,
             pool,
@@ -187,12 +197,15 @@ impl EmulatorBuilder {
             quota: RateQuota::new(self.quota_rps),
             ledger: Mutex::new(ledger),
             delay: delay::PreciseDelay::start(),
+            down,
         });
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let accept = tokio::spawn(server::accept_loop(
+        let accept = tokio::spawn(server::run(
             listener,
+            addr,
             shared.clone(),
+            down_requests,
             stop.clone(),
             tracker.clone(),
         ));
@@ -207,7 +220,8 @@ impl EmulatorBuilder {
 }
 
 /// A running emulator. Dropping it stops the server (open connections finish their current
-/// request); [`Emulator::shutdown`] also waits for that.
+/// request); [`Emulator::shutdown`] also waits for that. [`Emulator::go_down`] takes it down for
+/// a while without stopping it.
 pub struct Emulator {
     /// The bound address (the real port when started on port 0).
     addr: SocketAddr,
@@ -217,7 +231,7 @@ pub struct Emulator {
     stop: CancellationToken,
     /// The connection tasks, so shutdown can wait for them.
     tracker: TaskTracker,
-    /// The accept loop; taken by `shutdown`.
+    /// The accept loop (which also goes down and comes back up); taken by `shutdown`.
     accept: Option<JoinHandle<()>>,
 }
 
@@ -288,6 +302,35 @@ impl Emulator {
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         self.shared.stats()
+    }
+
+    /// Takes the emulator down for `for_`, as a crashed or restarting server: it stops
+    /// listening, so a connect is refused (`ECONNREFUSED`); it closes every open connection,
+    /// dropping the requests being handled on them without an answer (an operation that already
+    /// ran stays recorded, as on a real server that crashed before answering); and when `for_`
+    /// has passed it listens again on the same address and serves as before. Users, sends,
+    /// counters, knobs and quotas are all kept. [`Stats::downs`] counts the times it went down.
+    ///
+    /// Returns once it is down: the listener is closed and so is every connection. The window
+    /// counts from the moment the listener closed. Called while already down, it extends the
+    /// window to end no earlier than `for_` from now (it never shortens it). Windows are capped
+    /// at a year. [`Emulator::shutdown`] works while down, and it stays down then.
+    ///
+    /// Coming back up binds the same port again; if something else took the port meanwhile
+    /// (the port was free, so an outgoing connection may be given it as its source port), it
+    /// retries every 50 ms until the port is free again.
+    pub async fn go_down(&self, for_: Duration) {
+        let (closed, connections_closed) = oneshot::channel();
+        let request = server::GoDown {
+            for_,
+            listener_closed: None,
+            connections_closed: Some(closed),
+        };
+        // Either fails only if the accept loop has ended, which before `shutdown` means it
+        // panicked: nothing listens then anyway.
+        if self.shared.down.send(request).is_ok() {
+            let _ = connections_closed.await;
+        }
     }
 
     /// Stops accepting, lets open connections finish their current request (up to a few

@@ -581,6 +581,8 @@ mod tests {
             quota: RateQuota::new(None),
             ledger: Mutex::new(Ledger::new(n, None, None, true)),
             delay: crate::emulator::delay::PreciseDelay::start(),
+            // No accept loop here: nothing reads it, and operations never go down.
+            down: tokio::sync::mpsc::unbounded_channel().0,
         }
     }
 

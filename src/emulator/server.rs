@@ -1,16 +1,35 @@
 //! The HTTP side of the emulator: a hyper 1 HTTP/1.1 server (keep-alive on) that turns
 //! awsJson1_1 requests into operations, and applies, in this order, the in-flight count, the
-//! injected latency, the injected faults (dropped connection, then 500), and the
+//! slow hold, the injected latency, the injected faults (dropped connection, then 500), and the
 //! requests-per-second quota, before the operation runs.
 //!
 //! Plain hyper rather than a framework because a dropped connection must be a real one: when the
 //! service returns `Err`, hyper closes the connection without writing a response, which is
 //! exactly what a client sees when a load balancer or the network gives up mid-request.
+//!
+//! # A client hanging up cancels its request
+//!
+//! With `half_close(false)` (set explicitly below), once a request's body has been read hyper
+//! keeps reading the socket while the handler runs, and on EOF or a reset it ends the connection
+//! with `IncompleteMessage`, dropping the handler's future. So a client that gives up (its
+//! timeout fires and it closes the connection) cancels a request still waiting in the slow hold
+//! or the latency, and the operation never runs. Checked by the tests in `tests.rs`. The one
+//! case hyper cannot see is a client that pipelines a second request on the same connection
+//! (bytes left unread, so the EOF is not reached); the SDKs do not pipeline.
+//!
+//! # Going down
+//!
+//! [`run`] alternates between serving and being down. Down means the listener is closed (a
+//! connect is refused, as by a crashed or restarting server) and every open connection is
+//! dropped without an answer, in-flight requests with it; at the end of the window it binds the
+//! same address again. Everything in [`Shared`] (users, ledger, counters, knobs) is untouched.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -21,16 +40,21 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::ops::{self, ApiError};
-use super::state::{ErrorCode, Operation, Shared};
+use super::state::{Counters, ErrorCode, Operation, Shared};
 
 /// How long open connections get to finish their in-flight request at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Cognito rejects request bodies over about 1 MB; anything bigger is not a real client.
 const MAX_BODY: usize = 1 << 20;
+/// Down windows are capped here, so that the end of the window is always a representable instant.
+pub(crate) const MAX_DOWN: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How often to retry binding the address again after a down window, when the port is taken.
+const REBIND_RETRY: Duration = Duration::from_millis(50);
 
 const JSON_1_1: HeaderValue = HeaderValue::from_static("application/x-amz-json-1.1");
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
@@ -56,21 +80,81 @@ impl std::fmt::Display for Hangup {
 
 impl std::error::Error for Hangup {}
 
-/// Accepts connections until `stop` is cancelled, serving each on its own task in `tracker`.
-pub(crate) async fn accept_loop(
+/// A request to go down for `for_` (capped at [`MAX_DOWN`]), sent to [`run`] through
+/// `Shared::down`. While already down, it extends the window (never shortens it).
+#[derive(Debug)]
+pub(crate) struct GoDown {
+    pub(crate) for_: Duration,
+    /// Told once the listener is closed (a connect is refused from then on) and the open
+    /// connections have been told to close.
+    pub(crate) listener_closed: Option<oneshot::Sender<()>>,
+    /// Told once the open connections are closed too. `POST /_emulator/down` does not ask for
+    /// this: its own connection closes only after it answers.
+    pub(crate) connections_closed: Option<oneshot::Sender<()>>,
+}
+
+/// Per-connection flags the handler sets for `serve_connection`.
+#[derive(Debug, Default)]
+struct ConnFlags {
+    /// This connection carries `POST /_emulator/down`: when the emulator goes down, let it
+    /// write that answer before closing, instead of dropping it like the others.
+    answer_then_close: AtomicBool,
+}
+
+/// Serves on `listener` until `stop` is cancelled, going down (closing the listener and every
+/// connection) whenever a [`GoDown`] arrives on `down`, and binding `addr` again after the window.
+/// Connection tasks run in `tracker`, which is closed on return.
+pub(crate) async fn run(
     listener: TcpListener,
+    addr: SocketAddr,
     shared: Arc<Shared>,
+    mut down: mpsc::UnboundedReceiver<GoDown>,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let mut listener = listener;
     loop {
+        let Some(until) = serve_until_down(listener, &shared, &mut down, &stop, &tracker).await
+        else {
+            break;
+        };
+        let Some(relistened) = stay_down(until, addr, &mut down, &stop).await else {
+            break;
+        };
+        listener = relistened;
+    }
+    tracker.close();
+}
+
+/// Accepts connections until `stop` is cancelled (`None`) or a [`GoDown`] arrives. Then it goes
+/// down: closes the listener, drops this period's connections, acknowledges the request, and
+/// returns when the window will end (counted from the moment the listener closed).
+async fn serve_until_down(
+    listener: TcpListener,
+    shared: &Arc<Shared>,
+    down: &mut mpsc::UnboundedReceiver<GoDown>,
+    stop: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Option<Instant> {
+    // This serving period's connections: `kill` drops them all at once when going down, and
+    // `conns` tells when they are gone. (`tracker` spans all periods, for shutdown.)
+    let kill = CancellationToken::new();
+    let conns = TaskTracker::new();
+    let request = loop {
         let accepted = tokio::select! {
-            () = stop.cancelled() => break,
+            () = stop.cancelled() => return None,
+            // The sender lives in `shared`, which this task holds, so `None` never comes.
+            Some(request) = down.recv() => break request,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, _peer)) => {
-                tracker.spawn(serve_connection(stream, shared.clone(), stop.clone()));
+                let period = conns.token();
+                let (shared, stop, kill) = (shared.clone(), stop.clone(), kill.clone());
+                tracker.spawn(async move {
+                    serve_connection(stream, shared, stop, kill).await;
+                    drop(period);
+                });
             }
             Err(err) => {
                 // Typically EMFILE under a connection storm: back off briefly instead of
@@ -79,30 +163,120 @@ pub(crate) async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+    };
+    // Closing the listener is what makes a connect fail with ECONNREFUSED; connections the
+    // kernel completed but we had not accepted yet are reset with it.
+    drop(listener);
+    let until = Instant::now() + request.for_.min(MAX_DOWN);
+    shared.counters.downs.fetch_add(1, Relaxed);
+    kill.cancel();
+    conns.close();
+    let GoDown {
+        listener_closed,
+        connections_closed,
+        ..
+    } = request;
+    // A requester that stopped waiting is no reason not to go down.
+    if let Some(tx) = listener_closed {
+        let _ = tx.send(());
     }
-    tracker.close();
+    // Killed connections end at their next poll; only the one answering `POST
+    // /_emulator/down` takes a moment to write its answer, bounded by its grace period.
+    tokio::select! {
+        () = stop.cancelled() => return None,
+        () = conns.wait() => {}
+    }
+    if let Some(tx) = connections_closed {
+        let _ = tx.send(());
+    }
+    Some(until)
 }
 
-async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, stop: CancellationToken) {
+/// Stays down until `until` (extended by any [`GoDown`] meanwhile), then binds `addr` again,
+/// retrying while the port is taken. `None` when `stop` is cancelled first.
+async fn stay_down(
+    mut until: Instant,
+    addr: SocketAddr,
+    down: &mut mpsc::UnboundedReceiver<GoDown>,
+    stop: &CancellationToken,
+) -> Option<TcpListener> {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            Some(request) = down.recv() => {
+                until = until.max(Instant::now() + request.for_.min(MAX_DOWN));
+                // Already down, with no connection left: both are true right away.
+                let acks = [request.listener_closed, request.connections_closed];
+                for tx in acks.into_iter().flatten() {
+                    let _ = tx.send(());
+                }
+            }
+            () = tokio::time::sleep_until(until.into()) => {
+                match TcpListener::bind(addr).await {
+                    Ok(listener) => return Some(listener),
+                    Err(err) => {
+                        // The port was free during the window, so an outgoing connection may
+                        // have been given it as its source port; that one will let go of it.
+                        tracing::warn!("emulator cannot listen on {addr} again yet: {err}");
+                        until = Instant::now() + REBIND_RETRY;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    kill: CancellationToken,
+) {
     // Responses are small and written in one go; without NODELAY a keep-alive client can stall
     // on Nagle's algorithm meeting delayed ACKs.
     let _ = stream.set_nodelay(true);
-    let service = service_fn(move |req| handle(shared.clone(), req));
+    let flags = Arc::new(ConnFlags::default());
+    let service = service_fn({
+        let flags = flags.clone();
+        move |req| handle(shared.clone(), flags.clone(), req)
+    });
     let conn = http1::Builder::new()
         .keep_alive(true)
         // No idle timeout: like a load balancer with a long idle timeout, connections stay open
         // until the client closes them. (hyper's 30 s default would also need a timer.)
         .header_read_timeout(None)
+        // hyper's default, spelled out because the slow hold depends on it: a read EOF while a
+        // request is being handled ends the connection and drops the handler (see the module
+        // docs), so a client that gave up does not get its operation run.
+        .half_close(false)
         .serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            match tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await {
-                Ok(result) => result,
-                Err(_elapsed) => Ok(()),
+    // `Some` when the connection ended by itself, `None` when it is to finish gracefully.
+    let ended = tokio::select! {
+        // Going down and shutting down are checked first, so that a connection accepted just
+        // before either does not start a request.
+        biased;
+        () = kill.cancelled() => {
+            // Read now, not when the select began: the handler sets it mid-request, before it
+            // asks to go down.
+            if !flags.answer_then_close.load(Relaxed) {
+                // Dropping `conn` closes the socket and drops any request being handled,
+                // unanswered: what the clients of a crashed server see.
+                return;
             }
+            None
+        }
+        () = stop.cancelled() => None,
+        result = conn.as_mut() => Some(result),
+    };
+    let result = match ended {
+        Some(result) => result,
+        None => {
+            // Finish the request being handled (for a while), then close.
+            conn.as_mut().graceful_shutdown();
+            tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut())
+                .await
+                .unwrap_or(Ok(()))
         }
     };
     if let Err(err) = result {
@@ -113,11 +287,12 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, stop: Cancella
 
 type Answer = Result<Response<Full<Bytes>>, Hangup>;
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Answer {
+async fn handle(shared: Arc<Shared>, flags: Arc<ConnFlags>, req: Request<Incoming>) -> Answer {
     // Latency counts from the request's arrival, as a client measures it.
-    let arrived = std::time::Instant::now();
+    let arrived = Instant::now();
     if let Some(path) = req.uri().path().strip_prefix("/_emulator/") {
-        return Ok(introspection(&shared, req.method(), path));
+        let query = req.uri().query();
+        return Ok(introspection(&shared, &flags, req.method(), path, query).await);
     }
     if req.method() != Method::POST {
         return Ok(plain(StatusCode::NOT_FOUND, "not found\n"));
@@ -140,8 +315,17 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Answer {
 
     if shared.faults.any() {
         let faults = shared.faults.get();
+        // A slow request is only taken up at the end of its hold; its latency starts there.
+        let mut taken_up = arrived;
+        if faults.slow_rate > 0.0
+            && !faults.slow_latency.is_zero()
+            && fastrand::f64() < faults.slow_rate
+        {
+            taken_up = arrived + faults.slow_latency;
+            slow_hold(&shared, taken_up).await;
+        }
         if !faults.latency.is_zero() {
-            shared.delay.until(arrived + faults.latency).await;
+            shared.delay.until(taken_up + faults.latency).await;
         }
         if faults.drop_rate > 0.0 && fastrand::f64() < faults.drop_rate {
             shared.counters.connections_dropped.fetch_add(1, Relaxed);
@@ -166,6 +350,34 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Answer {
         Ok(body) => json_response(StatusCode::OK, body, request_id),
         Err(err) => error_response(&shared, &err, request_id),
     })
+}
+
+/// Holds a slow request until `until`. Nothing has happened to the request yet (no quota token,
+/// no send), so if the client hangs up meanwhile and hyper drops this future (module docs), the
+/// request leaves no trace but the `slow_abandoned` count.
+async fn slow_hold(shared: &Shared, until: Instant) {
+    shared.counters.slow_held.fetch_add(1, Relaxed);
+    let abandoned = Abandoned(Some(&shared.counters));
+    shared.delay.until(until).await;
+    abandoned.disarm();
+}
+
+/// Counts a slow hold that never finished: dropped while still armed means the handler's future
+/// was dropped mid-hold, because the connection closed.
+struct Abandoned<'a>(Option<&'a Counters>);
+
+impl Abandoned<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if let Some(counters) = self.0 {
+            counters.slow_abandoned.fetch_add(1, Relaxed);
+        }
+    }
 }
 
 /// A random UUID-shaped request id (`x-amzn-RequestId`), formatted on the stack.
@@ -213,21 +425,30 @@ fn error_response(shared: &Shared, err: &ApiError, request_id: &str) -> Response
     resp
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(text.into()));
     *resp.status_mut() = status;
     resp
 }
 
-/// `GET /_emulator/stats` and `GET /_emulator/sends`: the ground truth for out-of-process users
-/// (the README demo, benchmarks driving the release binary).
-fn introspection(shared: &Shared, method: &Method, path: &str) -> Response<Full<Bytes>> {
-    if method != Method::GET {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
-    }
-    let body = match path {
-        "stats" => serde_json::to_vec(&shared.stats()),
-        "sends" => serde_json::to_vec(
+/// The test-instrument API for out-of-process users (the README demo, benchmarks driving the
+/// release binary): `GET /_emulator/stats` and `GET /_emulator/sends` are the ground truth,
+/// `POST /_emulator/down?for=DURATION` takes the emulator down.
+async fn introspection(
+    shared: &Shared,
+    flags: &ConnFlags,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let body = match (path, method) {
+        ("down", &Method::POST) => return go_down(shared, flags, query).await,
+        ("down", _) => return plain(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
+        ("stats" | "sends", m) if m != Method::GET => {
+            return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+        }
+        ("stats", _) => serde_json::to_vec(&shared.stats()),
+        ("sends", _) => serde_json::to_vec(
             &shared
                 .send_counts()
                 .into_iter()
@@ -247,4 +468,34 @@ fn introspection(shared: &Shared, method: &Method, path: &str) -> Response<Full<
             "stats not serializable\n",
         ),
     }
+}
+
+/// `POST /_emulator/down?for=2s` (any humantime duration): `Emulator::go_down` from outside.
+/// It answers 200 once the listener is closed, so the caller's next connect is refused; its own
+/// connection then closes after the answer, the others at once.
+async fn go_down(shared: &Shared, flags: &ConnFlags, query: Option<&str>) -> Response<Full<Bytes>> {
+    let for_ = query
+        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(key, _)| key == "for"))
+        .and_then(|(_, value)| humantime::parse_duration(&value).ok());
+    let Some(for_) = for_ else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "give the window as ?for=DURATION, e.g. ?for=2s\n",
+        );
+    };
+    // Before asking: the connection checks this when told to close.
+    flags.answer_then_close.store(true, Relaxed);
+    let (listener_closed, closed) = oneshot::channel();
+    let request = GoDown {
+        for_,
+        listener_closed: Some(listener_closed),
+        // Not waiting for the connections: this one closes only after answering.
+        connections_closed: None,
+    };
+    if shared.down.send(request).is_err() || closed.await.is_err() {
+        // The accept loop has ended: the emulator is shutting down.
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    let window = humantime::format_duration(for_.min(MAX_DOWN));
+    plain(StatusCode::OK, format!("down for {window}\n"))
 }

@@ -16,14 +16,25 @@ use serde::Serialize;
 use super::model::{Client, Pool};
 
 /// Injected faults, applied to every Cognito operation (never to `/_emulator/*`).
+///
+/// The default injects nothing. Build one with struct update syntax so that fields added later
+/// keep their "off" value: `Faults { drop_rate: 0.1, ..Faults::default() }`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Faults {
-    /// Added before each request is answered (also before a dropped connection).
+    /// Added before each request is answered (also before a dropped connection). For a slow
+    /// request it counts from the end of the hold rather than from the request's arrival.
     pub latency: Duration,
     /// Probability (0.0..=1.0) of answering `InternalErrorException` (HTTP 500).
     pub error_rate: f64,
     /// Probability (0.0..=1.0) of closing the connection without answering.
     pub drop_rate: f64,
+    /// Probability (0.0..=1.0) that a request is slow: held for `slow_latency` before anything
+    /// else happens to it, as a request queued at an overloaded front end. If the client closes
+    /// the connection during the hold (its timeout fired), the operation never runs: no code is
+    /// sent. Counted in [`Stats::slow_held`] and [`Stats::slow_abandoned`].
+    pub slow_rate: f64,
+    /// How long a slow request is held (nothing is held while this is zero).
+    pub slow_latency: Duration,
 }
 
 /// One recorded code delivery: the ground truth tests compare the worker's report against.
@@ -60,6 +71,15 @@ pub struct Stats {
     pub errors_injected: u64,
     /// Connections closed without an answer by fault injection.
     pub connections_dropped: u64,
+    /// Requests chosen to be slow and held (see [`Faults::slow_rate`]).
+    pub slow_held: u64,
+    /// Slow requests whose connection closed during the hold (the client hung up, or the
+    /// emulator went down, or shut down with the hold outlasting its grace period), so their
+    /// operation never ran.
+    pub slow_abandoned: u64,
+    /// Times the emulator went down (see [`Emulator::go_down`](super::Emulator::go_down)); a
+    /// request to go down while already down extends the window and is not counted again.
+    pub downs: u64,
     /// Requests being handled right now.
     pub in_flight: u64,
     /// The most requests ever handled at the same time (the client's real concurrency).
@@ -173,6 +193,9 @@ pub(crate) struct Counters {
     pub(crate) throttled: AtomicU64,
     pub(crate) errors_injected: AtomicU64,
     pub(crate) connections_dropped: AtomicU64,
+    pub(crate) slow_held: AtomicU64,
+    pub(crate) slow_abandoned: AtomicU64,
+    pub(crate) downs: AtomicU64,
     pub(crate) in_flight: AtomicU64,
     pub(crate) max_in_flight: AtomicU64,
     pub(crate) simulated_successes: AtomicU64,
@@ -214,6 +237,8 @@ pub(crate) struct FaultKnobs {
     latency_nanos: AtomicU64,
     error_rate_bits: AtomicU64,
     drop_rate_bits: AtomicU64,
+    slow_rate_bits: AtomicU64,
+    slow_latency_nanos: AtomicU64,
     /// Fast path: skip the random draws entirely when no fault is configured.
     any: AtomicBool,
 }
@@ -226,7 +251,13 @@ impl FaultKnobs {
             .store(f.error_rate.clamp(0.0, 1.0).to_bits(), Relaxed);
         self.drop_rate_bits
             .store(f.drop_rate.clamp(0.0, 1.0).to_bits(), Relaxed);
-        let any = latency > 0 || f.error_rate > 0.0 || f.drop_rate > 0.0;
+        self.slow_rate_bits
+            .store(f.slow_rate.clamp(0.0, 1.0).to_bits(), Relaxed);
+        let slow_latency = u64::try_from(f.slow_latency.as_nanos()).unwrap_or(u64::MAX);
+        self.slow_latency_nanos.store(slow_latency, Relaxed);
+        // A slow rate without a hold (or a hold that is never drawn) changes nothing.
+        let slow = f.slow_rate > 0.0 && slow_latency > 0;
+        let any = latency > 0 || f.error_rate > 0.0 || f.drop_rate > 0.0 || slow;
         self.any.store(any, Relaxed);
     }
 
@@ -235,6 +266,8 @@ impl FaultKnobs {
             latency: Duration::from_nanos(self.latency_nanos.load(Relaxed)),
             error_rate: f64::from_bits(self.error_rate_bits.load(Relaxed)),
             drop_rate: f64::from_bits(self.drop_rate_bits.load(Relaxed)),
+            slow_rate: f64::from_bits(self.slow_rate_bits.load(Relaxed)),
+            slow_latency: Duration::from_nanos(self.slow_latency_nanos.load(Relaxed)),
         }
     }
 
@@ -395,6 +428,9 @@ pub(crate) struct Shared {
     pub(crate) ledger: Mutex<Ledger>,
     /// Injected latency, precise to the OS timer (see `delay`).
     pub(crate) delay: super::delay::PreciseDelay,
+    /// Requests to go down, read by the accept loop (`server::run`). Here rather than only in
+    /// [`super::Emulator`] because `POST /_emulator/down` asks from inside a connection.
+    pub(crate) down: tokio::sync::mpsc::UnboundedSender<super::server::GoDown>,
 }
 
 /// Locks a mutex, shrugging off poisoning: every critical section here leaves the data
@@ -431,6 +467,9 @@ impl Shared {
             throttled: c.throttled.load(Relaxed),
             errors_injected: c.errors_injected.load(Relaxed),
             connections_dropped: c.connections_dropped.load(Relaxed),
+            slow_held: c.slow_held.load(Relaxed),
+            slow_abandoned: c.slow_abandoned.load(Relaxed),
+            downs: c.downs.load(Relaxed),
             in_flight: c.in_flight.load(Relaxed),
             max_in_flight: c.max_in_flight.load(Relaxed),
             sends_total,
@@ -512,6 +551,38 @@ mod tests {
         assert_eq!(l.records.len(), 3);
         l.email_quota = None;
         assert_eq!(l.try_send(1, record), Ok(()));
+    }
+
+    #[test]
+    fn fault_knobs_round_trip_and_any_needs_a_slow_hold() {
+        let knobs = FaultKnobs::default();
+        assert!(!knobs.any());
+        assert_eq!(knobs.get(), Faults::default());
+        let slow = Faults {
+            slow_rate: 0.25,
+            slow_latency: Duration::from_millis(1500),
+            ..Faults::default()
+        };
+        knobs.set(&slow);
+        assert!(knobs.any());
+        assert_eq!(knobs.get(), slow);
+        // A slow rate with no hold, or a hold never drawn, injects nothing.
+        knobs.set(&Faults {
+            slow_rate: 1.0,
+            ..Faults::default()
+        });
+        assert!(!knobs.any());
+        knobs.set(&Faults {
+            slow_latency: Duration::from_secs(1),
+            ..Faults::default()
+        });
+        assert!(!knobs.any());
+        knobs.set(&Faults {
+            slow_rate: 7.0,
+            slow_latency: Duration::from_secs(1),
+            ..Faults::default()
+        });
+        assert_eq!(knobs.get().slow_rate, 1.0, "clamped");
     }
 
     #[test]

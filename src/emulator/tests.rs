@@ -1,11 +1,18 @@
 //! In-process checks that the AWS SDK for Rust — the client the worker uses — reads the
 //! emulator's answers as it reads Cognito's: typed errors with Cognito's codes and messages,
-//! and an injected connection drop as a dispatch failure rather than an HTTP response.
+//! and an injected connection drop as a dispatch failure rather than an HTTP response. Also the
+//! test-instrument behaviours clients rely on: slow requests that a client abandons send
+//! nothing, and going down refuses connections, then serves again with the state intact.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 use aws_sdk_cognitoidentityprovider::Client;
 use aws_sdk_cognitoidentityprovider::config::retry::RetryConfig;
+use aws_sdk_cognitoidentityprovider::config::timeout::TimeoutConfig;
 use aws_sdk_cognitoidentityprovider::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_types::retry::ErrorKind;
@@ -34,12 +41,21 @@ async fn emulator() -> Emulator {
 
 /// An SDK client as the worker builds it: explicit endpoint, no SDK retries.
 fn sdk(emu: &Emulator) -> Client {
+    sdk_with_attempt_timeout(emu, None)
+}
+
+/// [`sdk`], with an attempt timeout when given one (the SDK drops the connection when it fires).
+fn sdk_with_attempt_timeout(emu: &Emulator, attempt_timeout: Option<Duration>) -> Client {
+    let mut timeouts = TimeoutConfig::builder();
+    timeouts.set_operation_attempt_timeout(attempt_timeout);
+    let timeouts = timeouts.build();
     let config = aws_sdk_cognitoidentityprovider::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .endpoint_url(emu.endpoint())
         .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
         .retry_config(RetryConfig::disabled())
+        .timeout_config(timeouts)
         .build();
     Client::from_conf(config)
 }
@@ -407,4 +423,313 @@ async fn refuses_non_loopback_addresses() {
         .await
         .expect_err("not loopback");
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+/// A ResendConfirmationCode for `plain`/`alice` as raw HTTP/1.1 bytes, for tests that need to
+/// control the socket themselves.
+fn raw_resend_request() -> String {
+    let body = r#"{"ClientId":"plain","Username":"alice"}"#;
+    format!(
+        "POST / HTTP/1.1\r\nHost: emulator\r\n\
+         X-Amz-Target: AWSCognitoIdentityProviderService.ResendConfirmationCode\r\n\
+         Content-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Polls `cond` every 10 ms for up to `within`; whether it became true.
+async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+/// Connects to `addr` every 20 ms until the emulator listens again, asserting that every
+/// failure meanwhile is a refusal; returns when it first accepted.
+async fn wait_until_listening(addr: SocketAddr) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpStream::connect(addr).await {
+            // While nothing listens, a connect whose ephemeral source port happens to be the
+            // emulator's port connects to itself (TCP simultaneous open); that is not it.
+            Ok(s) if s.local_addr().ok() != Some(addr) => return Instant::now(),
+            Ok(_self_connected) => {}
+            Err(err) => assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the emulator did not come back up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_abandoned_by_a_timed_out_client_sends_nothing() {
+    let emu = emulator().await;
+    emu.set_faults(Faults {
+        slow_rate: 1.0,
+        slow_latency: Duration::from_secs(1),
+        ..Faults::default()
+    });
+    let impatient = sdk_with_attempt_timeout(&emu, Some(Duration::from_millis(200)));
+    let asked = Instant::now();
+    let err = impatient
+        .resend_confirmation_code()
+        .client_id("plain")
+        .username("alice")
+        .send()
+        .await
+        .expect_err("the attempt times out during the hold");
+    assert!(matches!(err, SdkError::TimeoutError(_)), "{err:?}");
+    assert!(
+        asked.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        asked.elapsed()
+    );
+    // The SDK closed the connection; hyper dropped the held request well before its hold ended.
+    assert!(
+        eventually(Duration::from_millis(500), || {
+            let stats = emu.stats();
+            stats.slow_abandoned == 1 && stats.in_flight == 0
+        })
+        .await,
+        "{:?}",
+        emu.stats()
+    );
+    // Past the end of the hold: still nothing sent.
+    tokio::time::sleep_until((asked + Duration::from_millis(1300)).into()).await;
+    assert!(emu.sends().is_empty(), "{:?}", emu.sends());
+    let stats = emu.stats();
+    assert_eq!(
+        (stats.slow_held, stats.slow_abandoned, stats.sends_total),
+        (1, 1, 0)
+    );
+
+    let patient = sdk(&emu);
+    let asked = Instant::now();
+    patient
+        .resend_confirmation_code()
+        .client_id("plain")
+        .username("alice")
+        .send()
+        .await
+        .expect("a patient client gets the answer");
+    assert!(
+        asked.elapsed() >= Duration::from_secs(1),
+        "held for the slow latency"
+    );
+    assert_eq!(emu.send_counts().get("alice"), Some(&1));
+    let stats = emu.stats();
+    assert_eq!(
+        (stats.slow_held, stats.slow_abandoned, stats.sends_total),
+        (2, 1, 1)
+    );
+    emu.shutdown().await;
+}
+
+/// Pins down the hyper behaviour the slow hold relies on, whatever the client library: a
+/// connection closed (fully, or only its write side) while its request is held drops the
+/// handler, so the operation never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_up_during_a_slow_hold_cancels_the_request() {
+    let emu = emulator().await;
+    emu.set_faults(Faults {
+        slow_rate: 1.0,
+        slow_latency: Duration::from_secs(1),
+        ..Faults::default()
+    });
+    let asked = Instant::now();
+    let mut closed = TcpStream::connect(emu.addr()).await.expect("connects");
+    let mut half_closed = TcpStream::connect(emu.addr()).await.expect("connects");
+    for s in [&mut closed, &mut half_closed] {
+        s.write_all(raw_resend_request().as_bytes())
+            .await
+            .expect("request written");
+    }
+    assert!(
+        eventually(Duration::from_millis(500), || emu.stats().in_flight == 2).await,
+        "both requests are being held: {:?}",
+        emu.stats()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(closed);
+    half_closed.shutdown().await.expect("write side closed");
+    assert!(
+        eventually(Duration::from_millis(500), || {
+            let stats = emu.stats();
+            stats.in_flight == 0 && stats.slow_abandoned == 2
+        })
+        .await,
+        "{:?}",
+        emu.stats()
+    );
+    // The half-closed client gets no answer either: the server closed its side too.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), half_closed.read_to_end(&mut rest))
+        .await
+        .expect("the server closes the connection");
+    assert!(
+        read.is_err() || rest.is_empty(),
+        "unexpected answer {rest:?}"
+    );
+    tokio::time::sleep_until((asked + Duration::from_millis(1300)).into()).await;
+    assert_eq!(emu.stats().sends_total, 0);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_down_refuses_connections_then_serves_again_with_state_intact() {
+    let emu = emulator().await;
+    let c = sdk(&emu);
+    let resend = || {
+        c.resend_confirmation_code()
+            .client_id("plain")
+            .username("alice")
+            .send()
+    };
+    resend().await.expect("sent while up");
+    let addr = emu.addr();
+
+    // An idle connection, and one whose request is being handled (held by the latency).
+    let mut idle = TcpStream::connect(addr).await.expect("connects");
+    emu.set_faults(Faults {
+        latency: Duration::from_secs(2),
+        ..Faults::default()
+    });
+    let in_flight = tokio::spawn({
+        let c = c.clone();
+        async move {
+            c.resend_confirmation_code()
+                .client_id("plain")
+                .username("alice")
+                .send()
+                .await
+        }
+    });
+    assert!(eventually(Duration::from_secs(1), || emu.stats().in_flight == 1).await);
+
+    let asked = Instant::now();
+    emu.go_down(Duration::from_millis(500)).await;
+    assert!(
+        asked.elapsed() < Duration::from_millis(400),
+        "goes down at once"
+    );
+    emu.set_faults(Faults::default());
+    assert_eq!(
+        emu.stats().in_flight,
+        0,
+        "the request being handled was dropped"
+    );
+    let err = in_flight
+        .await
+        .expect("task runs")
+        .expect_err("dropped unanswered");
+    assert!(matches!(err, SdkError::DispatchFailure(_)), "{err:?}");
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(1), idle.read(&mut buf))
+        .await
+        .expect("the idle connection is closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+    let err = TcpStream::connect(addr)
+        .await
+        .expect_err("refused while down");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    let err = resend().await.expect_err("down");
+    assert!(matches!(err, SdkError::DispatchFailure(_)), "{err:?}");
+
+    let back = wait_until_listening(addr).await;
+    assert!(
+        back - asked >= Duration::from_millis(500),
+        "{:?}",
+        back - asked
+    );
+    resend().await.expect("sent once back up");
+    assert_eq!(emu.send_counts().get("alice"), Some(&2));
+    let stats = emu.stats();
+    assert_eq!((stats.downs, stats.sends_total), (1, 2));
+    emu.shutdown().await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "closed after shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_works_while_down_and_a_second_go_down_only_extends() {
+    let emu = emulator().await;
+    let addr = emu.addr();
+    emu.go_down(Duration::from_secs(30)).await;
+    emu.go_down(Duration::from_millis(10)).await;
+    assert_eq!(emu.stats().downs, 1, "already down: not counted again");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "a shorter window does not shorten the current one"
+    );
+    tokio::time::timeout(Duration::from_secs(2), emu.shutdown())
+        .await
+        .expect("shutdown does not wait out the window");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(TcpStream::connect(addr).await.is_err(), "stays down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_endpoint_answers_then_goes_down() {
+    let emu = emulator().await;
+    let http = reqwest::Client::new();
+    let down = format!("{}/_emulator/down", emu.endpoint());
+    let resp = http.post(&down).send().await.expect("answered");
+    assert_eq!(resp.status().as_u16(), 400, "the window is required");
+    let resp = http
+        .post(format!("{down}?for=soon"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.status().as_u16(), 400);
+    let resp = http
+        .get(format!("{down}?for=1s"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(emu.stats().downs, 0);
+
+    let asked = Instant::now();
+    let resp = http
+        .post(format!("{down}?for=300ms"))
+        .send()
+        .await
+        .expect("answered before going down");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.text().await.expect("body"), "down for 300ms\n");
+    let err = TcpStream::connect(emu.addr())
+        .await
+        .expect_err("down once answered");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    let back = wait_until_listening(emu.addr()).await;
+    assert!(
+        back - asked >= Duration::from_millis(300),
+        "{:?}",
+        back - asked
+    );
+    let stats: serde_json::Value = serde_json::from_str(
+        &http
+            .get(format!("{}/_emulator/stats", emu.endpoint()))
+            .send()
+            .await
+            .expect("stats once back up")
+            .text()
+            .await
+            .expect("body"),
+    )
+    .expect("json");
+    assert_eq!(stats["downs"], 1);
+    emu.shutdown().await;
 }
