@@ -356,25 +356,23 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Request>, described: &str) {
 fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
     match op {
         Op::BeginRun { run, command, now } => {
-            db.execute(
+            db.prepare_cached(
                 "INSERT INTO runs (run, command, host, started_at, heartbeat_at)
                  VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![run, command, host_label(), now],
-            )?;
+            )?
+            .execute(params![run, command, host_label(), now])?;
             Ok(Reply::Done)
         }
         Op::Heartbeat { run, now } => {
-            db.execute(
-                "UPDATE runs SET heartbeat_at = ?2 WHERE run = ?1",
-                params![run, now],
-            )?;
+            db.prepare_cached("UPDATE runs SET heartbeat_at = ?2 WHERE run = ?1")?
+                .execute(params![run, now])?;
             Ok(Reply::Done)
         }
         Op::EndRun { run, now } => {
-            db.execute(
+            db.prepare_cached(
                 "UPDATE runs SET heartbeat_at = ?2, finished_at = ?2 WHERE run = ?1",
-                params![run, now],
-            )?;
+            )?
+            .execute(params![run, now])?;
             Ok(Reply::Done)
         }
         Op::Claim {
@@ -384,12 +382,13 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
             rules,
         } => {
             let row: Option<(Option<Millis>, Option<String>, Option<Millis>)> = db
-                .query_row(
+                .prepare_cached(
                     "SELECT last_sent_at, claim_run, claimed_at FROM users
                      WHERE client_id = ?1 AND username = ?2",
-                    params![client_id, username],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
+                )?
+                .query_row(params![client_id, username], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
                 .optional()?;
             let (last_sent, claim_run, claimed_at) = row.unwrap_or_default();
             let holder = claim_run.as_deref().map(|r| (r, claimed_at.unwrap_or(0)));
@@ -410,13 +409,13 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
                 return Err(e);
             }
             if let Claim::Granted { .. } = decision {
-                db.execute(
+                db.prepare_cached(
                     "INSERT INTO users (client_id, username, claim_run, claimed_at)
                      VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (client_id, username)
                      DO UPDATE SET claim_run = excluded.claim_run, claimed_at = excluded.claimed_at",
-                    params![client_id, username, run, rules.now],
-                )?;
+                )?
+                .execute(params![client_id, username, run, rules.now])?;
             }
             Ok(Reply::Claim(decision))
         }
@@ -426,11 +425,10 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
             rules,
         } => {
             let last: Option<Option<Millis>> = db
-                .query_row(
+                .prepare_cached(
                     "SELECT last_sent_at FROM users WHERE client_id = ?1 AND username = ?2",
-                    params![client_id, username],
-                    |r| r.get(0),
-                )
+                )?
+                .query_row(params![client_id, username], |r| r.get(0))
                 .optional()?;
             Ok(Reply::Peek(
                 last.flatten().filter(|&t| t >= rules.cooldown_since),
@@ -444,8 +442,9 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
             now,
         } => {
             match how {
-                Finish::Sent => db.execute(
-                    "INSERT INTO users (client_id, username, sends, last_sent_at, last_outcome,
+                Finish::Sent => db
+                    .prepare_cached(
+                        "INSERT INTO users (client_id, username, sends, last_sent_at, last_outcome,
                                         last_outcome_at)
                      VALUES (?1, ?2, 1, ?4, 'sent', ?4)
                      ON CONFLICT (client_id, username) DO UPDATE SET
@@ -453,27 +452,28 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
                         last_outcome_at = ?4,
                         claimed_at = iif(claim_run = ?3, NULL, claimed_at),
                         claim_run = iif(claim_run = ?3, NULL, claim_run)",
-                    params![client_id, username, run, now],
-                )?,
-                Finish::NotSent(outcome) => db.execute(
-                    "UPDATE users SET last_outcome = ?4, last_outcome_at = ?5,
+                    )?
+                    .execute(params![client_id, username, run, now])?,
+                Finish::NotSent(outcome) => db
+                    .prepare_cached(
+                        "UPDATE users SET last_outcome = ?4, last_outcome_at = ?5,
                         claimed_at = iif(claim_run = ?3, NULL, claimed_at),
                         claim_run = iif(claim_run = ?3, NULL, claim_run)
                      WHERE client_id = ?1 AND username = ?2",
-                    params![client_id, username, run, outcome, now],
-                )?,
+                    )?
+                    .execute(params![client_id, username, run, outcome, now])?,
                 Finish::Release => {
                     // A row that exists only for this claim goes with it.
-                    db.execute(
+                    db.prepare_cached(
                         "DELETE FROM users WHERE client_id = ?1 AND username = ?2
                          AND claim_run = ?3 AND sends = 0 AND last_outcome IS NULL",
-                        params![client_id, username, run],
-                    )?;
-                    db.execute(
+                    )?
+                    .execute(params![client_id, username, run])?;
+                    db.prepare_cached(
                         "UPDATE users SET claim_run = NULL, claimed_at = NULL
                          WHERE client_id = ?1 AND username = ?2 AND claim_run = ?3",
-                        params![client_id, username, run],
                     )?
+                    .execute(params![client_id, username, run])?
                 }
             };
             Ok(Reply::Done)
@@ -507,11 +507,8 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
 
 fn run_alive(db: &Connection, run: &str, alive_since: Millis) -> rusqlite::Result<bool> {
     let row: Option<(Millis, Option<Millis>)> = db
-        .query_row(
-            "SELECT heartbeat_at, finished_at FROM runs WHERE run = ?1",
-            params![run],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT heartbeat_at, finished_at FROM runs WHERE run = ?1")?
+        .query_row(params![run], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     Ok(matches!(row, Some((beat, None)) if beat >= alive_since))
 }
@@ -526,14 +523,15 @@ fn stats(db: &Connection, rules: &Rules) -> rusqlite::Result<Stats> {
             params![rules.cooldown_since],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )?;
-    let (claims_live, claims_in_doubt): (i64, i64) = db.query_row(
-        "SELECT count(*) FILTER (WHERE alive), count(*) FILTER (WHERE NOT alive)
-         FROM (SELECT coalesce(runs.finished_at IS NULL AND runs.heartbeat_at >= ?1, 0) AS alive
-               FROM users LEFT JOIN runs ON runs.run = users.claim_run
-               WHERE users.claim_run IS NOT NULL)",
-        params![rules.alive_since],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let (claims_live, claims_in_doubt): (i64, i64) = db
+        .prepare_cached(
+            "SELECT count(*) FILTER (WHERE alive), count(*) FILTER (WHERE NOT alive)
+             FROM (SELECT coalesce(runs.finished_at IS NULL AND runs.heartbeat_at >= ?1, 0)
+                          AS alive
+                   FROM users LEFT JOIN runs ON runs.run = users.claim_run
+                   WHERE users.claim_run IS NOT NULL)",
+        )?
+        .query_row(params![rules.alive_since], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let mut stmt = db.prepare(
         "SELECT run, command, host, started_at, heartbeat_at, finished_at FROM runs
          ORDER BY started_at DESC LIMIT 10",
