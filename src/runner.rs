@@ -120,14 +120,11 @@ async fn backfill(
         &settings,
         &mut source,
         cognito,
-        ledger.clone(),
+        ledger,
         &recorder,
         &shutdown,
     )
     .await;
-    if let Some(l) = &ledger {
-        l.close().await;
-    }
     progress.finish().await;
     let report_ok = recorder.finish();
 
@@ -250,16 +247,13 @@ async fn consume(settings: Settings, shutdown: Shutdown) -> Result<Finished, Run
         &settings,
         &mut source,
         cognito,
-        ledger.clone(),
+        ledger,
         &recorder,
         &shutdown,
     )
     .await;
     ready.set(false);
     source.close().await;
-    if let Some(l) = &ledger {
-        l.close().await;
-    }
     recorder.finish();
     if settings.log.verbosity >= 0 {
         eprintln!(
@@ -379,16 +373,22 @@ async fn run_engine<S: Source>(
         dry_run: settings.run.dry_run,
         default_client_id: settings.cognito.client_id.clone(),
         shutdown_grace: settings.run.shutdown_grace,
-        ledger,
+        ledger: ledger.clone(),
     };
-    engine::run(
+    let cause = engine::run(
         config,
         source,
         cognito,
         recorder.clone(),
         shutdown.token.clone(),
     )
-    .await
+    .await;
+    // Every job has its ledger result by now; claims still held belong to calls abandoned at
+    // shutdown, and are in doubt for the next run from this moment.
+    if let Some(l) = &ledger {
+        l.close().await;
+    }
+    cause
 }
 
 /// Installs the recorder and, unless `none`, serves it. Returns the bound address.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use cognito_resend::emulator::{Faults, UserSpec, UserStatus};
-use support::moto::{self, Moto};
+use support::moto::{self, Moto, job, wait_until_empty};
 use support::*;
 
 /// A running consumer and where its metrics are.
@@ -57,26 +57,6 @@ impl Consumer {
         self.running.signal("TERM");
         self.running.wait(Duration::from_secs(60)).await
     }
-}
-
-/// Waits until the queue has nothing visible and nothing in flight (bounded).
-async fn wait_until_empty(client: &aws_sdk_sqs::Client, url: &str, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let (visible, in_flight) = moto::queue_counts(client, url).await;
-        if visible == 0 && in_flight == 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "queue not empty after {limit:?}: {visible} visible, {in_flight} in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-fn job(username: &str) -> String {
-    serde_json::json!({ "username": username }).to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

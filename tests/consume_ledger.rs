@@ -9,13 +9,8 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use cognito_resend::emulator::Faults;
-use support::moto::{self, Moto};
+use support::moto::{self, Moto, job, wait_until_empty};
 use support::*;
-
-fn job(username: &str) -> String {
-    serde_json::json!({ "username": username }).to_string()
-}
 
 /// Every body twice, the copies far apart (so different consumers get them) and some adjacent.
 fn twice(bodies: &[String]) -> Vec<String> {
@@ -36,21 +31,6 @@ async fn start_consumer(mut cmd: tokio::process::Command) -> Running {
         .wait_for_line("consuming", Duration::from_secs(60))
         .await;
     running
-}
-
-async fn wait_until_empty(client: &aws_sdk_sqs::Client, url: &str, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let (visible, in_flight) = moto::queue_counts(client, url).await;
-        if visible == 0 && in_flight == 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "queue not empty after {limit:?}: {visible} visible, {in_flight} in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 async fn stop(running: Running) -> String {
@@ -74,13 +54,7 @@ async fn duplicate_deliveries_to_two_consumers_sharing_a_ledger_send_once() {
     let moto = Moto::start().await;
     let sqs = moto::sqs_client(&moto.endpoint).await;
     let (url, _dlq) = moto::create_queue_with_dlq(&sqs, "dups", 5).await;
-    let pool = pool(200, None, |b| {
-        b.faults(Faults {
-            latency: Duration::from_millis(50),
-            ..Faults::default()
-        })
-    })
-    .await;
+    let pool = slow_pool(200, Duration::from_millis(50)).await;
     let bodies: Vec<String> = pool.csv_usernames.iter().map(|u| job(u)).collect();
     let doubled = twice(&bodies);
     moto::send_bodies(&sqs, &url, &doubled, None).await;
@@ -125,13 +99,7 @@ async fn kill_9_a_consumer_then_two_more_on_a_dynamodb_ledger_lose_nothing() {
     let moto = Moto::start().await;
     let sqs = moto::sqs_client(&moto.endpoint).await;
     let (url, _dlq) = moto::create_queue_with_dlq(&sqs, "ddb", 5).await;
-    let pool = pool(300, None, |b| {
-        b.faults(Faults {
-            latency: Duration::from_millis(200),
-            ..Faults::default()
-        })
-    })
-    .await;
+    let pool = slow_pool(300, Duration::from_millis(200)).await;
     let bodies: Vec<String> = pool.csv_usernames.iter().map(|u| job(u)).collect();
     let doubled = twice(&bodies);
     moto::send_bodies(&sqs, &url, &doubled, None).await;
@@ -164,11 +132,7 @@ async fn kill_9_a_consumer_then_two_more_on_a_dynamodb_ledger_lose_nothing() {
         cmd
     };
     let victim = start_consumer(consumer(&dir.path().join("victim.jsonl"))).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while pool.emu.sends().len() < 40 {
-        assert!(tokio::time::Instant::now() < deadline, "no progress");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_sends(&pool.emu, 40).await;
     victim.signal("KILL");
     let (code, _) = victim.wait(Duration::from_secs(30)).await;
     assert_eq!(code, -1, "killed");
@@ -231,13 +195,7 @@ async fn a_ledger_that_fails_mid_run_stops_the_run_and_nothing_is_acknowledged_p
     let moto = Moto::start().await;
     let sqs = moto::sqs_client(&moto.endpoint).await;
     let (url, _dlq) = moto::create_queue_with_dlq(&sqs, "ledger-down", 5).await;
-    let pool = pool(300, None, |b| {
-        b.faults(Faults {
-            latency: Duration::from_millis(50),
-            ..Faults::default()
-        })
-    })
-    .await;
+    let pool = slow_pool(300, Duration::from_millis(50)).await;
     let bodies: Vec<String> = pool.csv_usernames.iter().map(|u| job(u)).collect();
     moto::send_bodies(&sqs, &url, &bodies, None).await;
     let table = "doomed";
@@ -262,11 +220,7 @@ async fn a_ledger_that_fails_mid_run_stops_the_run_and_nothing_is_acknowledged_p
         .arg("--report")
         .arg(&report_path);
     let running = start_consumer(cmd).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while pool.emu.sends().len() < 30 {
-        assert!(tokio::time::Instant::now() < deadline, "no progress");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_sends(&pool.emu, 30).await;
     moto::dynamodb_client(&moto.endpoint)
         .await
         .delete_table()

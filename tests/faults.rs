@@ -114,11 +114,7 @@ async fn cognito_down_for_two_seconds_mid_run() {
         .arg("--report")
         .arg(&report_path);
     let running = Running::spawn(cmd);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while pool.emu.sends().len() < 100 {
-        assert!(tokio::time::Instant::now() < deadline, "no progress");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_sends(&pool.emu, 100).await;
     pool.emu.go_down(Duration::from_secs(2)).await;
     let (code, stderr) = running.wait(Duration::from_secs(120)).await;
     assert_eq!(code, 0, "{stderr}");

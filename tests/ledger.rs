@@ -53,17 +53,6 @@ fn sent_twice(emu: &Emulator) -> HashSet<String> {
         .collect()
 }
 
-async fn wait_for_sends(emu: &Emulator, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while emu.sends().len() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "fewer than {n} sends within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_username_repeated_in_one_csv_is_sent_once_and_cooldown_after() {
     let users = unconfirmed("dup", 100);
@@ -160,13 +149,7 @@ async fn state_none_gives_up_the_guarantee_and_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_backfill_then_rerun_sends_everyone_exactly_once() {
-    let pool = pool(1_500, None, |b| {
-        b.faults(Faults {
-            latency: Duration::from_millis(40),
-            ..Faults::default()
-        })
-    })
-    .await;
+    let pool = slow_pool(1_500, Duration::from_millis(40)).await;
     let dir = tempfile::tempdir().unwrap();
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
     let state = dir.path().join("ledger.db");
@@ -196,13 +179,7 @@ async fn sigterm_mid_backfill_then_rerun_sends_everyone_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_backfill_then_rerun_resends_only_the_in_doubt_calls() {
-    let pool = pool(1_500, None, |b| {
-        b.faults(Faults {
-            latency: Duration::from_millis(200),
-            ..Faults::default()
-        })
-    })
-    .await;
+    let pool = slow_pool(1_500, Duration::from_millis(200)).await;
     let dir = tempfile::tempdir().unwrap();
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
     let state = dir.path().join("ledger.db");

@@ -190,6 +190,26 @@ impl DynamoStore {
         }))
     }
 
+    /// Sets `run`'s time stamps (`:now` in `update`).
+    async fn touch_run(
+        &self,
+        run: &RunId,
+        now: Millis,
+        update: &str,
+        what: &str,
+    ) -> Result<(), LedgerError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(run_pk(&run.0)))
+            .update_expression(update)
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await
+            .map_err(|e| self.sdk(&format!("UpdateItem ({what})"), e))?;
+        Ok(())
+    }
+
     /// Step 1: the conditional claim. `Ok(true)` if it is ours.
     async fn try_claim(
         &self,
@@ -270,18 +290,7 @@ impl Store for DynamoStore {
         run: &'a RunId,
         now: Millis,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
-        Box::pin(async move {
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(run_pk(&run.0)))
-                .update_expression("SET heartbeat_at = :now")
-                .expression_attribute_values(":now", n(now))
-                .send()
-                .await
-                .map_err(|e| self.sdk("UpdateItem (heartbeat)", e))?;
-            Ok(())
-        })
+        Box::pin(self.touch_run(run, now, "SET heartbeat_at = :now", "heartbeat"))
     }
 
     fn end_run<'a>(
@@ -289,18 +298,12 @@ impl Store for DynamoStore {
         run: &'a RunId,
         now: Millis,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
-        Box::pin(async move {
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(run_pk(&run.0)))
-                .update_expression("SET heartbeat_at = :now, finished_at = :now")
-                .expression_attribute_values(":now", n(now))
-                .send()
-                .await
-                .map_err(|e| self.sdk("UpdateItem (end of run)", e))?;
-            Ok(())
-        })
+        Box::pin(self.touch_run(
+            run,
+            now,
+            "SET heartbeat_at = :now, finished_at = :now",
+            "end of run",
+        ))
     }
 
     fn claim<'a>(

@@ -375,3 +375,26 @@ pub fn promtool_check(exposition: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Waits (at most 60 s) until the emulator has sent `n` codes.
+pub async fn wait_for_sends(emu: &Emulator, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while emu.sends().len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "fewer than {n} sends within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// [`pool`] with every answer delayed by `latency`.
+pub async fn slow_pool(n: usize, latency: Duration) -> Pool {
+    pool(n, None, |b| {
+        b.faults(cognito_resend::emulator::Faults {
+            latency,
+            ..Default::default()
+        })
+    })
+    .await
+}

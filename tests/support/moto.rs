@@ -384,3 +384,24 @@ pub async fn drain_bodies(client: &Client, url: &str) -> Vec<String> {
         bodies.extend(got.into_iter().map(|m| m.body.unwrap_or_default()));
     }
 }
+
+/// Waits until the queue has nothing visible and nothing in flight (bounded).
+pub async fn wait_until_empty(client: &Client, url: &str, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let (visible, in_flight) = queue_counts(client, url).await;
+        if visible == 0 && in_flight == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queue not empty after {limit:?}: {visible} visible, {in_flight} in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A job message body for `username`.
+pub fn job(username: &str) -> String {
+    serde_json::json!({ "username": username }).to_string()
+}
