@@ -38,9 +38,33 @@ pub enum Command {
     /// The CSV needs a header row with a `username` column (aliases `Username`,
     /// `cognito:username`); optional columns: client_id, client_metadata.<key>,
     /// analytics_endpoint_id, encoded_data, ip_address. Other columns are ignored.
+    ///
+    /// With --from-pool instead of a file, the jobs are the pool's UNCONFIRMED users
+    /// (ListUsers, within --created-after/--created-before/--older-than), streamed straight into
+    /// the run: the one command a scheduled job needs.
     Backfill {
         /// The CSV file to read, or `-` for standard input.
-        input: PathBuf,
+        #[arg(required_unless_present = "from_pool", conflicts_with = "from_pool")]
+        input: Option<PathBuf>,
+        /// Take the jobs from the user pool (--user-pool-id) instead of a CSV.
+        #[arg(long)]
+        from_pool: bool,
+    },
+    /// List the pool's UNCONFIRMED users (ListUsers, paginated) as backfill CSV — username,
+    /// created, status, and --attributes — to stdout or --out, or send them to --queue-url.
+    ///
+    /// Needs --user-pool-id and IAM credentials (cognito-idp:ListUsers). Filter by creation
+    /// with --created-after, --created-before and --older-than.
+    Discover {
+        /// Write the CSV here instead of stdout.
+        #[arg(long, value_name = "FILE", conflicts_with = "to_queue")]
+        out: Option<PathBuf>,
+        /// Extra attribute columns, comma-separated (e.g. email,phone_number).
+        #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+        attributes: Vec<String>,
+        /// Send the users to --queue-url as jobs instead of writing CSV.
+        #[arg(long)]
+        to_queue: bool,
     },
     /// Long-running: jobs from --queue-url until SIGTERM/SIGINT, then drain and exit 0.
     ///
@@ -200,10 +224,64 @@ pub struct SettingsArgs {
     )]
     pub rate: Option<String>,
 
-    /// Do everything but the send; every job gets outcome `dry_run`.
+    /// Do everything but the send: every job gets outcome `dry_run`, or `cooldown` when the
+    /// ledger says so (with --precheck also `already_confirmed` / `not_found`): the plan.
     /// [env: COGNITO_RESEND_RUN_DRY_RUN=true]
     #[arg(long, global = true)]
     pub dry_run: bool,
+
+    /// AdminGetUser before each send (needs --user-pool-id and IAM credentials): only
+    /// UNCONFIRMED users are sent; others end `already_confirmed` / `not_found` without spending
+    /// a resend. [env: COGNITO_RESEND_RUN_PRECHECK=true]
+    #[arg(long, global = true)]
+    pub precheck: bool,
+
+    /// Max AdminGetUser calls per second for --precheck; 0 = no limit [default: 20].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_RUN_PRECHECK_RATE",
+        value_name = "PER_SECOND"
+    )]
+    pub precheck_rate: Option<String>,
+
+    /// Discovery: only users created at or after this time (RFC 3339 UTC, or a date).
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_DISCOVER_CREATED_AFTER",
+        value_name = "TIME"
+    )]
+    pub created_after: Option<String>,
+
+    /// Discovery: only users created before this time (RFC 3339 UTC, or a date).
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_DISCOVER_CREATED_BEFORE",
+        value_name = "TIME"
+    )]
+    pub created_before: Option<String>,
+
+    /// Discovery: only users created at least this long ago, e.g. 1h (skips users who signed up
+    /// minutes ago).
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_DISCOVER_OLDER_THAN",
+        value_name = "DURATION"
+    )]
+    pub older_than: Option<String>,
+
+    /// Discovery: max ListUsers calls per second (its quota is low and shared); 0 = no limit
+    /// [default: 5].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_DISCOVER_LIST_RATE",
+        value_name = "PER_SECOND"
+    )]
+    pub list_rate: Option<String>,
 
     /// Max attempts per job [default: 10].
     #[arg(

@@ -46,6 +46,7 @@ struct Raw {
     retry: RawRetry,
     report: RawReport,
     ledger: RawLedger,
+    discover: RawDiscover,
     metrics: RawMetrics,
     sqs: RawSqs,
     log: RawLog,
@@ -74,6 +75,8 @@ struct RawRun {
     concurrency: NumOrString,
     rate: NumOrString,
     dry_run: bool,
+    precheck: bool,
+    precheck_rate: NumOrString,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +94,15 @@ struct RawRetry {
 #[serde(deny_unknown_fields, default)]
 struct RawReport {
     path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDiscover {
+    created_after: Option<String>,
+    created_before: Option<String>,
+    older_than: Option<String>,
+    list_rate: NumOrString,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -166,6 +178,8 @@ impl Default for RawRun {
             concurrency: NumOrString::Int(16),
             rate: NumOrString::Int(10),
             dry_run: false,
+            precheck: false,
+            precheck_rate: NumOrString::Int(20),
         }
     }
 }
@@ -179,6 +193,17 @@ impl Default for RawRetry {
             max_backoff: "30s".into(),
             multiplier: NumOrString::Float(2.0),
             jitter: NumOrString::Float(0.5),
+        }
+    }
+}
+
+impl Default for RawDiscover {
+    fn default() -> Self {
+        Self {
+            created_after: None,
+            created_before: None,
+            older_than: None,
+            list_rate: NumOrString::Int(5),
         }
     }
 }
@@ -242,6 +267,8 @@ struct Overrides {
     #[serde(skip_serializing_if = "Map::is_empty")]
     ledger: Map,
     #[serde(skip_serializing_if = "Map::is_empty")]
+    discover: Map,
+    #[serde(skip_serializing_if = "Map::is_empty")]
     metrics: Map,
     #[serde(skip_serializing_if = "Map::is_empty")]
     sqs: Map,
@@ -269,6 +296,7 @@ fn put(map: &mut Map, key: &str, value: Option<impl Serialize>) {
 #[derive(Debug, Default, Clone, Copy)]
 struct EnvFlags {
     dry_run: bool,
+    precheck: bool,
     log_usernames: bool,
 }
 
@@ -276,6 +304,7 @@ impl EnvFlags {
     fn read() -> Result<Self, ConfigError> {
         Ok(Self {
             dry_run: env_bool("COGNITO_RESEND_RUN_DRY_RUN")?,
+            precheck: env_bool("COGNITO_RESEND_RUN_PRECHECK")?,
             log_usernames: env_bool("COGNITO_RESEND_LOG_USERNAMES")?,
         })
     }
@@ -324,6 +353,16 @@ impl Overrides {
             "dry_run",
             (a.dry_run || env.dry_run).then_some(true),
         );
+        put(
+            &mut o.run,
+            "precheck",
+            (a.precheck || env.precheck).then_some(true),
+        );
+        put(&mut o.run, "precheck_rate", a.precheck_rate.as_ref());
+        put(&mut o.discover, "created_after", a.created_after.as_ref());
+        put(&mut o.discover, "created_before", a.created_before.as_ref());
+        put(&mut o.discover, "older_than", a.older_than.as_ref());
+        put(&mut o.discover, "list_rate", a.list_rate.as_ref());
         put(&mut o.retry, "max_attempts", a.max_attempts.as_ref());
         put(&mut o.retry, "max_elapsed", a.max_elapsed.as_ref());
         put(&mut o.retry, "initial_backoff", a.initial_backoff.as_ref());
@@ -425,6 +464,10 @@ pub struct RunSettings {
     pub rate: Option<f64>,
     /// Everything but the send.
     pub dry_run: bool,
+    /// AdminGetUser before each send; only UNCONFIRMED users are sent.
+    pub precheck: bool,
+    /// AdminGetUser calls per second (`None` = no limit).
+    pub precheck_rate: Option<f64>,
     /// On a signal, how long in-flight calls may take to finish.
     pub shutdown_grace: Duration,
 }
@@ -461,6 +504,15 @@ pub struct QueueSettings {
     pub visibility_timeout: Duration,
     /// Longest a message is kept invisible by heartbeats.
     pub max_extension: Duration,
+}
+
+/// Discovery (`discover`, `backfill --from-pool`).
+#[derive(Debug, Clone)]
+pub struct DiscoverSettings {
+    /// The creation window.
+    pub window: crate::source::pool::Window,
+    /// ListUsers calls per second (`None` = no limit).
+    pub list_rate: Option<f64>,
 }
 
 /// The send ledger.
@@ -511,6 +563,8 @@ pub struct Settings {
     pub report: Option<PathBuf>,
     /// The send ledger.
     pub ledger: LedgerSettings,
+    /// Discovery.
+    pub discover: DiscoverSettings,
     /// Metrics endpoint.
     pub metrics: MetricsSettings,
     /// SQS.
@@ -592,10 +646,16 @@ impl Settings {
                 "run.rate (--rate): {rate} must be 0 (no limit) or a positive number of calls per second"
             )));
         }
+        let precheck_rate = rate_setting(
+            "run.precheck_rate (--precheck-rate)",
+            &raw.run.precheck_rate,
+        )?;
         let run = RunSettings {
             concurrency,
             rate: (rate > 0.0).then_some(rate),
             dry_run: raw.run.dry_run,
+            precheck: raw.run.precheck,
+            precheck_rate,
             shutdown_grace: duration(
                 "sqs.shutdown_grace (--shutdown-grace)",
                 &raw.sqs.shutdown_grace,
@@ -640,6 +700,24 @@ impl Settings {
             max_backoff,
             multiplier,
             jitter,
+        };
+
+        let discover = DiscoverSettings {
+            window: crate::source::pool::Window {
+                created_after: timestamp(
+                    "discover.created_after (--created-after)",
+                    raw.discover.created_after.as_deref(),
+                )?,
+                created_before: timestamp(
+                    "discover.created_before (--created-before)",
+                    raw.discover.created_before.as_deref(),
+                )?,
+                older_than: match non_empty(raw.discover.older_than) {
+                    Some(d) => Some(duration("discover.older_than (--older-than)", &d)?),
+                    None => None,
+                },
+            },
+            list_rate: rate_setting("discover.list_rate (--list-rate)", &raw.discover.list_rate)?,
         };
 
         let ledger = LedgerSettings {
@@ -714,6 +792,7 @@ impl Settings {
             retry,
             report: raw.report.path.filter(|p| !p.as_os_str().is_empty()),
             ledger,
+            discover,
             metrics,
             log: LogSettings {
                 format: raw.log.format,
@@ -729,6 +808,10 @@ impl Settings {
 
     /// The effective settings as TOML, secrets redacted: what `check` prints.
     pub fn render_redacted(&self) -> String {
+        let per_second = |r: Option<f64>| match r {
+            Some(r) => format!("{r}"),
+            None => "0  # no limit".to_owned(),
+        };
         let opt = |v: &Option<String>| match v {
             Some(s) => format!("{s:?}"),
             None => "# not set".to_owned(),
@@ -769,7 +852,14 @@ impl Settings {
              [run]\n\
              concurrency = {conc}\n\
              rate = {rate}\n\
-             dry_run = {dry}\n\n\
+             dry_run = {dry}\n\
+             precheck = {pre}\n\
+             precheck_rate = {prate}\n\n\
+             [discover]\n\
+             created_after = {cafter}\n\
+             created_before = {cbefore}\n\
+             older_than = {older}\n\
+             list_rate = {lrate}\n\n\
              [retry]\n\
              max_attempts = {ma}\n\
              max_elapsed = {me}\n\
@@ -816,6 +906,24 @@ impl Settings {
             },
             conc = self.run.concurrency,
             dry = self.run.dry_run,
+            pre = self.run.precheck,
+            prate = per_second(self.run.precheck_rate),
+            cafter = opt(&self
+                .discover
+                .window
+                .created_after
+                .map(|t| { humantime::format_rfc3339(t).to_string() })),
+            cbefore = opt(&self
+                .discover
+                .window
+                .created_before
+                .map(|t| { humantime::format_rfc3339(t).to_string() })),
+            older = opt(&self
+                .discover
+                .window
+                .older_than
+                .map(|d| { humantime::format_duration(d).to_string() })),
+            lrate = per_second(self.discover.list_rate),
             ma = self.retry.max_attempts,
             me = d(self.retry.max_elapsed),
             ib = d(self.retry.initial_backoff),
@@ -845,6 +953,34 @@ impl Settings {
             lu = self.log.usernames,
         )
     }
+}
+
+/// A calls-per-second setting: 0 means no limit.
+fn rate_setting(key: &str, value: &NumOrString) -> Result<Option<f64>, ConfigError> {
+    let rate: f64 = parse_num(key, value)?;
+    if !rate.is_finite() || rate < 0.0 {
+        return Err(ConfigError::new(format!(
+            "{key}: {rate} must be 0 (no limit) or a positive number of calls per second"
+        )));
+    }
+    Ok((rate > 0.0).then_some(rate))
+}
+
+/// An RFC 3339 time (`2026-11-01T00:00:00Z`), or a date (`2026-11-01`, midnight UTC).
+fn timestamp(key: &str, value: Option<&str>) -> Result<Option<std::time::SystemTime>, ConfigError> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let full = if v.len() == 10 {
+        format!("{v}T00:00:00Z")
+    } else {
+        v.to_owned()
+    };
+    humantime::parse_rfc3339_weak(&full).map(Some).map_err(|e| {
+        ConfigError::new(format!(
+            "{key}: {v:?} is not a time like 2026-11-01T00:00:00Z or a date like 2026-11-01: {e}"
+        ))
+    })
 }
 
 fn http_url(key: &str, text: Option<String>) -> Result<Option<url::Url>, ConfigError> {

@@ -55,16 +55,29 @@ pub async fn run(
     shutdown: Shutdown,
     _bar: BarSlot,
 ) -> Result<Finished, RunError> {
-    let started = Instant::now();
-    let queue_url = settings.sqs.queue_url.clone().ok_or_else(|| {
-        RunError::Usage("enqueue needs a queue: --queue-url (sqs.queue_url)".into())
-    })?;
-    let fifo = queue_url.ends_with(".fifo");
     let mut source = CsvSource::open(input)
         .await
         .map_err(|e| RunError::Usage(e.to_string()))?;
+    send_all(&mut source, fifo_group_id, "enqueue", &settings, &shutdown).await
+}
+
+/// Sends every job of `source` to `--queue-url` (`enqueue`, and `discover --to-queue`).
+pub(crate) async fn send_all<S: Source>(
+    source: &mut S,
+    fifo_group_id: Option<String>,
+    command: &str,
+    settings: &Settings,
+    shutdown: &Shutdown,
+) -> Result<Finished, RunError> {
+    let started = Instant::now();
+    let queue_url = settings.sqs.queue_url.clone().ok_or_else(|| {
+        RunError::Usage(format!(
+            "{command} needs a queue: --queue-url (sqs.queue_url)"
+        ))
+    })?;
+    let fifo = queue_url.ends_with(".fifo");
     let stop_server = tokio_util::sync::CancellationToken::new();
-    let _server = start_metrics(&settings, Readiness::default(), stop_server.clone()).await?;
+    let _server = start_metrics(settings, Readiness::default(), stop_server.clone()).await?;
     metrics::register_sqs();
     let client = connect(
         settings.cognito.region.as_deref(),
@@ -81,7 +94,7 @@ pub async fn run(
     // Rows, in batches of ten, until the file ends or a signal stops reading.
     let group_id = fifo_group_id.as_deref();
     let batches = futures::stream::unfold(
-        (&mut source, counts.clone(), shutdown.token.clone()),
+        (&mut *source, counts.clone(), shutdown.token.clone()),
         |(source, counts, stop)| async move {
             let mut batch = Vec::with_capacity(10);
             while batch.len() < 10 {
@@ -129,7 +142,7 @@ pub async fn run(
     let wall = started.elapsed().as_secs_f64();
     if settings.log.verbosity >= 0 {
         eprintln!(
-            "enqueue: {} rows in {wall:.1}s ({:.1} rows/s)\n  enqueued={enqueued} invalid={invalid} failed={failed}",
+            "{command}: {} rows in {wall:.1}s ({:.1} rows/s)\n  enqueued={enqueued} invalid={invalid} failed={failed}",
             enqueued + invalid + failed,
             (enqueued + invalid + failed) as f64 / wall.max(0.001)
         );

@@ -29,6 +29,7 @@
 pub mod cli;
 pub mod cognito;
 pub mod config;
+pub mod discover;
 pub mod emulator;
 pub mod engine;
 pub mod enqueue;

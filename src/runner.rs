@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::cli::{Command, LogFormat};
 use crate::cognito::Cognito;
+use crate::cognito::admin::PoolAdmin;
 use crate::config::Settings;
 use crate::engine::{self, EngineConfig, MisconfigStop, StopCause};
 use crate::ledger::{self, Ledger, LedgerTiming};
@@ -15,6 +16,7 @@ use crate::outcome::{OutcomeKind, Recorder};
 use crate::shutdown::Shutdown;
 use crate::source::Source;
 use crate::source::csv::{CsvSource, count_records};
+use crate::source::pool::{Discovery, PoolSource};
 use crate::source::sqs::{self, SqsSettings, SqsSource};
 use crate::telemetry::progress::{self, Progress};
 use crate::telemetry::server::{self, Readiness};
@@ -53,7 +55,18 @@ pub async fn run(
     match command {
         Command::Check => check(&settings),
         Command::Ledger { action } => crate::ledger::inspect::run(action, &settings).await,
-        Command::Backfill { input } => backfill(input, settings, shutdown, bar).await,
+        Command::Backfill { input, from_pool } => match (input, from_pool) {
+            (Some(path), false) => backfill_csv(path, settings, shutdown, bar).await,
+            (None, true) => backfill_pool(settings, shutdown, bar).await,
+            _ => Err(RunError::Usage(
+                "backfill takes a CSV file (or -) or --from-pool, not both".into(),
+            )),
+        },
+        Command::Discover {
+            out,
+            attributes,
+            to_queue,
+        } => crate::discover::run(out, attributes, to_queue, &settings, &shutdown).await,
         Command::Consume => consume(settings, shutdown).await,
         Command::Enqueue {
             input,
@@ -75,7 +88,7 @@ fn check(settings: &Settings) -> Result<Finished, RunError> {
     })
 }
 
-async fn backfill(
+async fn backfill_csv(
     input: PathBuf,
     settings: Settings,
     shutdown: Shutdown,
@@ -91,6 +104,56 @@ async fn backfill(
                 .into(),
         ));
     }
+    backfill(started, &mut source, Some(input), settings, shutdown, bar).await
+}
+
+/// `backfill --from-pool`: the pool's UNCONFIRMED users, discovered as the run goes.
+async fn backfill_pool(
+    settings: Settings,
+    shutdown: Shutdown,
+    bar: BarSlot,
+) -> Result<Finished, RunError> {
+    let started = Instant::now();
+    if settings.cognito.client_id.is_none() {
+        return Err(RunError::Usage(
+            "backfill --from-pool needs --client-id (cognito.client_id)".into(),
+        ));
+    }
+    let admin = PoolAdmin::connect(&settings.cognito, "backfill --from-pool")
+        .await
+        .map_err(RunError::Usage)?;
+    let mut source = PoolSource::start(
+        discovery(&settings, admin, Vec::new()),
+        shutdown.token.child_token(),
+    );
+    backfill(started, &mut source, None, settings, shutdown, bar).await
+}
+
+/// Discovery as the settings configure it.
+pub(crate) fn discovery(
+    settings: &Settings,
+    admin: PoolAdmin,
+    attributes: Vec<String>,
+) -> Discovery {
+    Discovery {
+        admin,
+        window: settings.discover.window,
+        attributes,
+        list_rate: settings.discover.list_rate,
+        retry: engine::retry::RetryPolicy::new(settings.retry.clone()),
+    }
+}
+
+/// A one-shot run of `source`: progress, summary, exit status. `counted` is the CSV whose rows
+/// are counted in the background for the progress total.
+async fn backfill<S: Source>(
+    started: Instant,
+    source: &mut S,
+    counted: Option<PathBuf>,
+    settings: Settings,
+    shutdown: Shutdown,
+    bar: BarSlot,
+) -> Result<Finished, RunError> {
     let Parts {
         stop_server,
         ready,
@@ -98,6 +161,7 @@ async fn backfill(
         recorder,
         cognito,
         ledger,
+        precheck,
     } = Parts::start(&settings, "backfill", source.label()).await?;
     ready.set(true);
 
@@ -108,28 +172,24 @@ async fn backfill(
         quiet,
         settings.log.format == LogFormat::Json,
     );
-    let counted = total.subscribe();
-    let count_path = input.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Some(n) = count_records(&count_path) {
-            let _ = total.send(Some(n));
-        }
-    });
+    let total_rows_rx = total.subscribe();
+    if let Some(count_path) = counted {
+        tokio::task::spawn_blocking(move || {
+            if let Some(n) = count_records(&count_path) {
+                let _ = total.send(Some(n));
+            }
+        });
+    }
 
     let cause = run_engine(
-        &settings,
-        &mut source,
-        cognito,
-        ledger,
-        &recorder,
-        &shutdown,
+        &settings, source, cognito, ledger, precheck, &recorder, &shutdown,
     )
     .await;
     progress.finish().await;
     let report_ok = recorder.finish();
 
     let tally = recorder.tally();
-    let total_rows = *counted.borrow();
+    let total_rows = *total_rows_rx.borrow();
     let summary = progress::summary(
         "backfill",
         &tally,
@@ -213,6 +273,7 @@ async fn consume(settings: Settings, shutdown: Shutdown) -> Result<Finished, Run
         recorder,
         cognito,
         ledger,
+        precheck,
         ..
     } = Parts::start(&settings, "consume", "sqs").await?;
     metrics::register_sqs();
@@ -248,6 +309,7 @@ async fn consume(settings: Settings, shutdown: Shutdown) -> Result<Finished, Run
         &mut source,
         cognito,
         ledger,
+        precheck,
         &recorder,
         &shutdown,
     )
@@ -281,6 +343,7 @@ struct Parts {
     recorder: Arc<Recorder>,
     cognito: Cognito,
     ledger: Option<Ledger>,
+    precheck: Option<PoolAdmin>,
 }
 
 impl Parts {
@@ -310,6 +373,15 @@ impl Parts {
                 "no AWS region: set --region (aws.region) or AWS_REGION".into(),
             ));
         }
+        let precheck = if settings.run.precheck {
+            Some(
+                PoolAdmin::connect(&settings.cognito, "--precheck")
+                    .await
+                    .map_err(RunError::Usage)?,
+            )
+        } else {
+            None
+        };
         // Last: a run is registered in the ledger only once nothing else can fail.
         let ledger = match open_ledger(settings).await? {
             Some(store) => Some(
@@ -339,6 +411,7 @@ impl Parts {
             recorder: Arc::new(recorder),
             cognito,
             ledger,
+            precheck,
         })
     }
 }
@@ -363,6 +436,7 @@ async fn run_engine<S: Source>(
     source: &mut S,
     cognito: Cognito,
     ledger: Option<Ledger>,
+    precheck: Option<PoolAdmin>,
     recorder: &Arc<Recorder>,
     shutdown: &Shutdown,
 ) -> StopCause {
@@ -374,6 +448,7 @@ async fn run_engine<S: Source>(
         default_client_id: settings.cognito.client_id.clone(),
         shutdown_grace: settings.run.shutdown_grace,
         ledger: ledger.clone(),
+        precheck: precheck.map(|admin| (admin, settings.run.precheck_rate)),
     };
     let cause = engine::run(
         config,

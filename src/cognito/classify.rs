@@ -39,6 +39,8 @@ pub enum Misconfiguration {
     OperationNotEnabled,
     /// LimitExceededException "Exceeded daily email limit ...": the account's email quota is spent.
     EmailQuota,
+    /// `--precheck`'s AdminGetUser was refused: credentials, IAM permissions or the pool id.
+    PoolAccess,
 }
 
 impl Misconfiguration {
@@ -52,6 +54,7 @@ impl Misconfiguration {
             Self::Forbidden => "forbidden",
             Self::OperationNotEnabled => "operation_not_enabled",
             Self::EmailQuota => "email_quota",
+            Self::PoolAccess => "pool_access",
         }
     }
 
@@ -79,6 +82,10 @@ impl Misconfiguration {
             Self::EmailQuota => {
                 "the account's daily email quota is spent; configure the user pool to send email \
                  through Amazon SES (EmailSendingAccount DEVELOPER), or wait for the quota to reset"
+            }
+            Self::PoolAccess => {
+                "--precheck cannot read the pool: give the credentials cognito-idp:AdminGetUser on \
+                 it, and check --user-pool-id and --region"
             }
         }
     }
@@ -226,7 +233,7 @@ pub fn classify(err: SdkError<E, Response>) -> Result<Answer, CallError> {
 }
 
 /// The error and its sources, joined: the SDK's outer errors say little on their own.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -6,6 +6,7 @@
 //! cannot hold a concurrency permit. ResendConfirmationCode is not authorised by IAM, so the
 //! client carries no credentials: nothing is looked up, nothing is signed.
 
+pub mod admin;
 pub mod classify;
 pub mod secret_hash;
 

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cognito::admin::{AdminError, PoolAdmin, UserState};
 use crate::cognito::{Answer, CallError, Cognito, Misconfiguration};
 use crate::ledger::{Claim, Finish, Ledger, LedgerError};
 use crate::outcome::{Outcome, OutcomeKind, Recorder};
@@ -53,6 +54,14 @@ pub struct EngineConfig {
     pub shutdown_grace: Duration,
     /// The send ledger (`None`: `--state none`).
     pub ledger: Option<Ledger>,
+    /// `--precheck`: the pool client and AdminGetUser's rate.
+    pub precheck: Option<(PoolAdmin, Option<f64>)>,
+}
+
+/// `--precheck`'s client and its own rate limit.
+struct Precheck {
+    admin: PoolAdmin,
+    rate: RateLimiter,
 }
 
 /// Why the engine stopped.
@@ -118,6 +127,7 @@ struct Shared {
     misconfig: Mutex<MisconfigWatch>,
     ledger: Option<Ledger>,
     ledger_failed: Mutex<Option<LedgerError>>,
+    precheck: Option<Precheck>,
 }
 
 /// Runs every job of `source` and returns why it stopped.
@@ -142,6 +152,10 @@ pub async fn run<S: Source>(
         misconfig: Mutex::new(MisconfigWatch::default()),
         ledger: config.ledger,
         ledger_failed: Mutex::new(None),
+        precheck: config.precheck.map(|(admin, rate)| Precheck {
+            admin,
+            rate: RateLimiter::unreported(rate),
+        }),
     });
     let permits = Arc::new(Semaphore::new(config.concurrency));
     let tracker = TaskTracker::new();
@@ -271,65 +285,41 @@ enum Tried {
     Abandoned(Outcome),
 }
 
-/// The ledger's part of a job: claim, call, write the result. `None`: the run stopped before
-/// the first call, and the claim (if any) was given back.
+/// A job's path: the ledger's claim (or, in a dry run, its cooldown check), the precheck, the
+/// call, and the ledger's record of the result. `None`: the run stopped before the first call,
+/// and the claim (if any) was given back.
 async fn guarded(shared: &Shared, job: &Job, client_id: &str) -> Option<Outcome> {
     let username = &job.request.username;
-    let Some(ledger) = &shared.ledger else {
+    let mut in_doubt = None;
+    let mut claimed = None;
+    if let Some(ledger) = &shared.ledger {
         if shared.dry_run {
-            return Some(Outcome::new(OutcomeKind::DryRun, 0));
+            match ledger.peek(client_id, username).await {
+                Ok(Some(_)) => return Some(Outcome::new(OutcomeKind::Cooldown, 0)),
+                Ok(None) => {}
+                Err(e) => return Some(shared.ledger_failed(e, 0)),
+            }
+        } else {
+            match claim(shared, ledger, client_id, username).await {
+                Claimed::Granted(doubt) => in_doubt = doubt,
+                Claimed::Ended(outcome) => return outcome,
+            }
+            claimed = Some(ledger);
         }
-        return match attempt(shared, job, client_id).await {
+    }
+    let tried = match precheck(shared, job, client_id).await {
+        Checked::Send if shared.dry_run => Tried::Done(Outcome::new(OutcomeKind::DryRun, 0)),
+        Checked::Send => attempt(shared, job, client_id).await,
+        Checked::Ended(outcome) => Tried::Done(outcome),
+        Checked::Stopped => Tried::NotStarted,
+    };
+    let Some(ledger) = claimed else {
+        return match tried {
             Tried::NotStarted => None,
             Tried::Done(o) | Tried::Abandoned(o) => Some(o),
         };
     };
-    if shared.dry_run {
-        return Some(match ledger.peek(client_id, username).await {
-            Ok(Some(_)) => Outcome::new(OutcomeKind::Cooldown, 0),
-            Ok(None) => Outcome::new(OutcomeKind::DryRun, 0),
-            Err(e) => shared.ledger_failed(e, 0),
-        });
-    }
-    let mut waited = false;
-    let in_doubt = loop {
-        match ledger.claim(client_id, username).await {
-            Ok(Claim::Granted { in_doubt }) => break in_doubt,
-            Ok(Claim::Cooldown { .. }) => return Some(Outcome::new(OutcomeKind::Cooldown, 0)),
-            Ok(Claim::Held { run }) => {
-                if !waited {
-                    waited = true;
-                    tracing::debug!(
-                        user = %shared.recorder.user(username),
-                        run = %run,
-                        "another call holds this user: waiting for it"
-                    );
-                }
-                // A call of this run ends soon and is cheap to ask about again; another
-                // run's is polled more gently.
-                let pause = if run == ledger.run().0 {
-                    Duration::from_millis(50)
-                } else {
-                    ledger.held_poll()
-                };
-                tokio::select! {
-                    biased;
-                    _ = shared.stop.cancelled() => return None,
-                    _ = tokio::time::sleep(pause) => {}
-                }
-            }
-            Err(e) => return Some(shared.ledger_failed(e, 0)),
-        }
-    };
-    if let Some(doubt) = &in_doubt {
-        tracing::warn!(
-            user = %shared.recorder.user(username),
-            run = %doubt.run,
-            claimed_at = %crate::ledger::rfc3339(doubt.claimed_at),
-            "in doubt: a run that died had claimed this user and may have sent a code; sending again"
-        );
-    }
-    let (how, outcome) = match attempt(shared, job, client_id).await {
+    let (how, outcome) = match tried {
         Tried::NotStarted => (Some(Finish::Release), None),
         // The claim stays: when this run ends, the next one sees the user as in doubt.
         Tried::Abandoned(o) => (None, Some(o)),
@@ -355,6 +345,120 @@ async fn guarded(shared: &Shared, job: &Job, client_id: &str) -> Option<Outcome>
         in_doubt: in_doubt.is_some(),
         ..o
     })
+}
+
+/// How a claim attempt ended.
+enum Claimed {
+    /// The user is ours; `Some` if a dead run's claim was taken over.
+    Granted(Option<crate::ledger::InDoubt>),
+    /// The job ends without a call (`cooldown`, a ledger failure), or `None`: the run stopped
+    /// while waiting.
+    Ended(Option<Outcome>),
+}
+
+/// Claims the user, waiting while a live call holds it.
+async fn claim(shared: &Shared, ledger: &Ledger, client_id: &str, username: &str) -> Claimed {
+    let mut waited = false;
+    loop {
+        match ledger.claim(client_id, username).await {
+            Ok(Claim::Granted { in_doubt }) => {
+                if let Some(doubt) = &in_doubt {
+                    tracing::warn!(
+                        user = %shared.recorder.user(username),
+                        run = %doubt.run,
+                        claimed_at = %crate::ledger::rfc3339(doubt.claimed_at),
+                        "in doubt: a run that died had claimed this user and may have sent a \
+                         code; sending again"
+                    );
+                }
+                return Claimed::Granted(in_doubt);
+            }
+            Ok(Claim::Cooldown { .. }) => {
+                return Claimed::Ended(Some(Outcome::new(OutcomeKind::Cooldown, 0)));
+            }
+            Ok(Claim::Held { run }) => {
+                if !waited {
+                    waited = true;
+                    tracing::debug!(
+                        user = %shared.recorder.user(username),
+                        run = %run,
+                        "another call holds this user: waiting for it"
+                    );
+                }
+                // A call of this run ends soon and is cheap to ask about again; another
+                // run's is polled more gently.
+                let pause = if run == ledger.run().0 {
+                    Duration::from_millis(50)
+                } else {
+                    ledger.held_poll()
+                };
+                tokio::select! {
+                    biased;
+                    _ = shared.stop.cancelled() => return Claimed::Ended(None),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+            Err(e) => return Claimed::Ended(Some(shared.ledger_failed(e, 0))),
+        }
+    }
+}
+
+/// What `--precheck` decided.
+enum Checked {
+    /// UNCONFIRMED (or no precheck): send.
+    Send,
+    /// Not UNCONFIRMED, missing, or the check failed: this outcome, no send.
+    Ended(Outcome),
+    /// The run stopped first.
+    Stopped,
+}
+
+/// `--precheck`: AdminGetUser, under its own rate limit, through the one retry layer.
+async fn precheck(shared: &Shared, job: &Job, client_id: &str) -> Checked {
+    let Some(pre) = &shared.precheck else {
+        return Checked::Send;
+    };
+    let username = &job.request.username;
+    let answer = retry::pool_call(
+        &shared.retry,
+        &pre.rate,
+        &shared.stop,
+        "AdminGetUser",
+        || pre.admin.user_state(username),
+    )
+    .await;
+    let state = match answer {
+        None => return Checked::Stopped,
+        Some(Ok(state)) => state,
+        Some(Err(AdminError::Denied(detail))) => {
+            shared.misconfigured(Misconfiguration::PoolAccess, client_id, &detail);
+            let reason = Misconfiguration::PoolAccess.reason();
+            return Checked::Ended(Outcome::failed(reason, Some(detail), 0));
+        }
+        Some(Err(e)) => {
+            let reason = if e.retryable() {
+                "retries_exhausted"
+            } else {
+                "precheck_failed"
+            };
+            return Checked::Ended(Outcome::failed(
+                reason,
+                Some(format!("AdminGetUser: {e}")),
+                0,
+            ));
+        }
+    };
+    match state {
+        UserState::Missing => Checked::Ended(Outcome {
+            reason: Some("precheck".into()),
+            ..Outcome::new(OutcomeKind::NotFound, 0)
+        }),
+        UserState::Status(s) if s == "UNCONFIRMED" => Checked::Send,
+        UserState::Status(s) => Checked::Ended(Outcome {
+            reason: Some(format!("precheck: {s}")),
+            ..Outcome::new(OutcomeKind::AlreadyConfirmed, 0)
+        }),
+    }
 }
 
 /// Calls Cognito until the job has an answer or its budget is spent.

@@ -32,6 +32,8 @@ const INCREASE_SHARE: f64 = 0.05;
 pub struct RateLimiter {
     /// `None`: `--rate 0`, no ceiling.
     ceiling: Option<f64>,
+    /// Whether this is the resend limiter, whose rate the gauge shows.
+    reported: bool,
     state: Mutex<State>,
 }
 
@@ -50,12 +52,23 @@ struct State {
 }
 
 impl RateLimiter {
-    /// A limiter with ceiling `rate` calls per second (`None` = no ceiling).
+    /// The resend limiter: ceiling `rate` calls per second (`None` = no ceiling), shown by the
+    /// `cognito_resend_rate_limit_per_second` gauge.
     pub fn new(rate: Option<f64>) -> Self {
-        let now = Instant::now();
         metrics::rate_limit(rate.unwrap_or(0.0));
+        Self::build(rate, true)
+    }
+
+    /// A limiter for another API (ListUsers, AdminGetUser), not shown by the gauge.
+    pub fn unreported(rate: Option<f64>) -> Self {
+        Self::build(rate, false)
+    }
+
+    fn build(rate: Option<f64>, reported: bool) -> Self {
+        let now = Instant::now();
         Self {
             ceiling: rate,
+            reported,
             state: Mutex::new(State {
                 rate,
                 tokens: rate.map_or(0.0, burst),
@@ -122,7 +135,9 @@ impl RateLimiter {
         s.tokens = s.tokens.min(burst(new));
         drop(s);
         tracing::debug!(rate = new, "throttled: lowering the request rate");
-        metrics::rate_limit(new);
+        if self.reported {
+            metrics::rate_limit(new);
+        }
     }
 
     /// A call succeeded: speed up a little, back towards the ceiling.
@@ -142,7 +157,9 @@ impl RateLimiter {
         s.refill(now, rate);
         s.rate = Some(new);
         drop(s);
-        metrics::rate_limit(new);
+        if self.reported {
+            metrics::rate_limit(new);
+        }
     }
 }
 

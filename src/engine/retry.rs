@@ -13,7 +13,9 @@ use backoff::backoff::Backoff;
 use backoff::exponential::ExponentialBackoff;
 use tokio::time::Instant;
 
+use crate::cognito::admin::AdminError;
 use crate::config::RetrySettings;
+use crate::telemetry::metrics;
 
 /// UnexpectedLambdaException is retried, but only this many attempts in all: a trigger that
 /// keeps failing is a bug in the trigger, not a blip.
@@ -50,6 +52,62 @@ impl RetryPolicy {
             started: Instant::now(),
             max_attempts: s.max_attempts.get(),
             max_elapsed: s.max_elapsed,
+        }
+    }
+}
+
+/// Calls a pool API (ListUsers, AdminGetUser) until it answers, its error is not retryable, the
+/// budget of `policy` is spent, or `stop` is cancelled (then `None`). Throttling slows `limiter`.
+pub async fn pool_call<T, F, Fut>(
+    policy: &RetryPolicy,
+    limiter: &super::rate::RateLimiter,
+    stop: &tokio_util::sync::CancellationToken,
+    operation: &'static str,
+    mut call: F,
+) -> Option<Result<T, AdminError>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AdminError>>,
+{
+    let mut schedule = policy.schedule();
+    let mut attempts = 0;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return None,
+            _ = limiter.acquire() => {}
+        }
+        attempts += 1;
+        let error = match call().await {
+            Ok(v) => {
+                limiter.on_success();
+                metrics::pool_call(operation, "ok");
+                return Some(Ok(v));
+            }
+            Err(e) => e,
+        };
+        metrics::pool_call(
+            operation,
+            match error {
+                AdminError::Throttled(_) => "throttled",
+                AdminError::Transient(_) => "transient",
+                AdminError::Denied(_) | AdminError::Failed(_) => "permanent",
+            },
+        );
+        if let AdminError::Throttled(_) = error {
+            limiter.on_throttle();
+        }
+        if !error.retryable() {
+            return Some(Err(error));
+        }
+        tracing::debug!(attempts, error = %error, "pool call failed; retrying");
+        let Some(delay) = schedule.next_delay(attempts) else {
+            return Some(Err(error));
+        };
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
         }
     }
 }

@@ -183,11 +183,6 @@ impl CsvSource {
     pub fn has_client_id_column(&self) -> bool {
         self.has_client_id_column
     }
-
-    /// The error that ended reading early, if any.
-    pub fn take_failure(&mut self) -> Option<String> {
-        self.failure.take()
-    }
 }
 
 impl Source for CsvSource {
@@ -207,6 +202,10 @@ impl Source for CsvSource {
 
     fn settler(&self) -> Arc<dyn Settle> {
         Arc::new(NothingToSettle)
+    }
+
+    fn take_failure(&mut self) -> Option<String> {
+        self.failure.take()
     }
 }
 

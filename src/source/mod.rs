@@ -4,8 +4,10 @@
 //!
 //! - [`csv`]: a backfill file or stdin, streamed through a bounded channel.
 //! - [`sqs`]: a queue, long-polled, with visibility heartbeats and batched deletes.
+//! - [`pool`]: the user pool itself (ListUsers), for `discover` and `backfill --from-pool`.
 
 pub mod csv;
+pub mod pool;
 pub mod sqs;
 
 use std::collections::BTreeMap;
@@ -48,6 +50,11 @@ pub enum Origin {
         /// Its MessageId.
         message_id: String,
     },
+    /// A user discovered in the pool (`backfill --from-pool`).
+    Pool {
+        /// 1-based, in discovery order.
+        index: u64,
+    },
 }
 
 impl fmt::Display for Origin {
@@ -55,6 +62,7 @@ impl fmt::Display for Origin {
         match self {
             Self::Csv { line } => write!(f, "csv:{line}"),
             Self::Sqs { message_id } => write!(f, "sqs:{message_id}"),
+            Self::Pool { index } => write!(f, "pool:{index}"),
         }
     }
 }
@@ -109,6 +117,12 @@ pub trait Source: Send {
 
     /// The acknowledger the engine tells each job's fate.
     fn settler(&self) -> std::sync::Arc<dyn Settle>;
+
+    /// The error that ended the input early (an unreadable file, a failed discovery), if any:
+    /// jobs before it have their outcomes, the rest were never read.
+    fn take_failure(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// Told how each job ended, before the outcome is reported.

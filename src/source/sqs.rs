@@ -608,7 +608,7 @@ impl Shared {
 fn origin_id(origin: &Origin) -> &str {
     match origin {
         Origin::Sqs { message_id } => message_id,
-        Origin::Csv { .. } => "",
+        Origin::Csv { .. } | Origin::Pool { .. } => "",
     }
 }
 

@@ -18,6 +18,8 @@ pub const IN_FLIGHT: &str = "cognito_resend_in_flight";
 pub const RATE_LIMIT: &str = "cognito_resend_rate_limit_per_second";
 /// Jobs whose user a dead run had claimed (sent again: at-least-once).
 pub const IN_DOUBT_TOTAL: &str = "cognito_resend_in_doubt_total";
+/// ListUsers / AdminGetUser calls by operation and result.
+pub const POOL_CALLS: &str = "cognito_resend_pool_calls_total";
 /// SQS messages by what happened to them.
 pub const SQS_MESSAGES: &str = "cognito_resend_sqs_messages_total";
 /// Failed ReceiveMessage calls.
@@ -163,6 +165,11 @@ pub fn register_outcomes(source: &'static str) {
         "Jobs whose user a run that died had claimed mid-call; sent again (at-least-once)."
     );
     counter!(IN_DOUBT_TOTAL, "source" => source).increment(0);
+}
+
+/// Counts a ListUsers or AdminGetUser call (`result` as for resend attempts).
+pub fn pool_call(operation: &'static str, result: &'static str) {
+    counter!(POOL_CALLS, "operation" => operation, "result" => result).increment(1);
 }
 
 /// Counts a job that found its user in doubt.

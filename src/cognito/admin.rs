@@ -1,0 +1,231 @@
+//! Reading the user pool: `ListUsers` (discovery) and `AdminGetUser` (`--precheck`).
+//!
+//! Unlike `ResendConfirmationCode`, these are authorised by IAM, so this client signs its
+//! requests with the standard AWS credential chain (environment, profile, web identity / IRSA,
+//! container and instance roles), and [`PoolAdmin::connect`] checks up front that the chain finds
+//! credentials, so a missing role is a clear usage error before any work starts.
+//!
+//! Its SDK retries are off, like the resend client's: the caller retries through
+//! [`crate::engine::retry`], the one retry layer, with its own rate limit (ListUsers and
+//! AdminGetUser have quotas of their own, lower than the resend's).
+
+use std::time::SystemTime;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::provider::ProvideCredentials;
+use aws_sdk_cognitoidentityprovider::Client;
+use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
+
+use super::classify::chain;
+use crate::config::CognitoSettings;
+
+/// Why a pool call did not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    /// TooManyRequestsException: slow down, retry.
+    #[error("{0}")]
+    Throttled(String),
+    /// 5xx, timeouts, dropped connections: retry.
+    #[error("{0}")]
+    Transient(String),
+    /// Credentials, permissions or the pool id are wrong: every call would fail.
+    #[error("{0}")]
+    Denied(String),
+    /// Anything else (a bad filter, ...): this call fails for good.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl AdminError {
+    /// Whether a retry may help.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::Throttled(_) | Self::Transient(_))
+    }
+}
+
+/// A user as ListUsers returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolUser {
+    /// Username.
+    pub username: String,
+    /// UserStatus (`UNCONFIRMED`, `CONFIRMED`, ...).
+    pub status: String,
+    /// UserCreateDate.
+    pub created: Option<SystemTime>,
+    /// The attributes asked for, as returned.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// What AdminGetUser says about a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserState {
+    /// No such user.
+    Missing,
+    /// The user's status.
+    Status(String),
+}
+
+/// A signed client for one user pool.
+#[derive(Clone)]
+pub struct PoolAdmin {
+    client: Client,
+    pool_id: String,
+}
+
+impl PoolAdmin {
+    /// Builds the client and checks that the credential chain finds credentials.
+    pub async fn connect(settings: &CognitoSettings, why: &str) -> Result<Self, String> {
+        let pool_id = settings.user_pool_id.clone().ok_or_else(|| {
+            format!("{why} needs the user pool: --user-pool-id (cognito.user_pool_id)")
+        })?;
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(settings.connect_timeout)
+            .operation_attempt_timeout(settings.attempt_timeout)
+            .operation_timeout(settings.attempt_timeout)
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(timeouts);
+        if let Some(region) = &settings.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &settings.endpoint {
+            loader = loader.endpoint_url(endpoint.as_str().trim_end_matches('/'));
+        }
+        let sdk = loader.load().await;
+        if sdk.region().is_none() {
+            return Err("no AWS region: set --region (aws.region) or AWS_REGION".into());
+        }
+        let provider = sdk
+            .credentials_provider()
+            .ok_or_else(|| no_credentials(why, "none"))?;
+        if let Err(e) = provider.provide_credentials().await {
+            return Err(no_credentials(why, &e.to_string()));
+        }
+        Ok(Self {
+            client: Client::new(&sdk),
+            pool_id,
+        })
+    }
+
+    /// The pool.
+    pub fn pool_id(&self) -> &str {
+        &self.pool_id
+    }
+
+    /// One page of ListUsers: `filter`, `attributes` (empty = all), after `token`.
+    pub async fn list_page(
+        &self,
+        filter: &str,
+        attributes: &[String],
+        token: Option<String>,
+    ) -> Result<(Vec<PoolUser>, Option<String>), AdminError> {
+        let out = self
+            .client
+            .list_users()
+            .user_pool_id(&self.pool_id)
+            .filter(filter)
+            .limit(60)
+            .set_attributes_to_get((!attributes.is_empty()).then(|| attributes.to_vec()))
+            .set_pagination_token(token)
+            .send()
+            .await
+            .map_err(classify)?;
+        let users = out
+            .users()
+            .iter()
+            .map(|u| PoolUser {
+                username: u.username().unwrap_or_default().to_owned(),
+                status: u
+                    .user_status()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
+                created: u
+                    .user_create_date()
+                    .and_then(|d| SystemTime::try_from(*d).ok()),
+                attributes: u
+                    .attributes()
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.name().to_owned(),
+                            a.value().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+        let next = out
+            .pagination_token()
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        Ok((users, next))
+    }
+
+    /// AdminGetUser: the user's status, or that there is no such user.
+    pub async fn user_state(&self, username: &str) -> Result<UserState, AdminError> {
+        match self
+            .client
+            .admin_get_user()
+            .user_pool_id(&self.pool_id)
+            .username(username)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(UserState::Status(
+                out.user_status()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
+            )),
+            Err(e) if e.code() == Some("UserNotFoundException") => Ok(UserState::Missing),
+            Err(e) => Err(classify(e)),
+        }
+    }
+}
+
+fn no_credentials(why: &str, detail: &str) -> String {
+    format!(
+        "{why} calls ListUsers/AdminGetUser, which IAM authorises, but no AWS credentials were \
+         found (environment, profile, web identity, container or instance role): {detail}"
+    )
+}
+
+/// Classifies a pool call's error by the SDK's error code (never by HTTP status alone: Cognito
+/// answers most client errors with 400).
+fn classify<E, R>(err: SdkError<E, R>) -> AdminError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match &err {
+        SdkError::ServiceError(se) => {
+            let e = se.err();
+            let detail = format!(
+                "{}: {}",
+                e.code().unwrap_or("UnknownError"),
+                e.message().unwrap_or("(no message)")
+            );
+            match e.code() {
+                Some("TooManyRequestsException") => AdminError::Throttled(detail),
+                Some("InternalErrorException") => AdminError::Transient(detail),
+                Some(
+                    "NotAuthorizedException"
+                    | "AccessDeniedException"
+                    | "ResourceNotFoundException"
+                    | "UnrecognizedClientException"
+                    | "InvalidSignatureException"
+                    | "ExpiredTokenException"
+                    | "MissingAuthenticationTokenException",
+                ) => AdminError::Denied(detail),
+                _ if detail.starts_with("UnknownError") => AdminError::Transient(detail),
+                _ => AdminError::Failed(detail),
+            }
+        }
+        SdkError::ConstructionFailure(_) => {
+            AdminError::Failed(format!("request could not be built: {}", chain(&err)))
+        }
+        _ => AdminError::Transient(chain(&err)),
+    }
+}

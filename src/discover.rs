@@ -1,0 +1,109 @@
+//! `discover`: the pool's UNCONFIRMED users as backfill CSV (stdout or `--out`), or as jobs on
+//! `--queue-url` (`--to-queue`).
+//!
+//! The CSV's columns are `username`, `created` (UserCreateDate, RFC 3339), `status`, then one
+//! column per `--attributes` name, so `backfill` reads it as it is (it needs only `username` and
+//! ignores the rest) and a person can still see who is in it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::cognito::admin::PoolAdmin;
+use crate::config::Settings;
+use crate::runner::{Finished, RunError, discovery};
+use crate::shutdown::Shutdown;
+use crate::source::Source;
+use crate::source::pool::{PoolSource, discover};
+
+/// Runs `discover`.
+pub async fn run(
+    out: Option<PathBuf>,
+    attributes: Vec<String>,
+    to_queue: bool,
+    settings: &Settings,
+    shutdown: &Shutdown,
+) -> Result<Finished, RunError> {
+    let started = Instant::now();
+    let attributes: Vec<String> = attributes
+        .into_iter()
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty())
+        .collect();
+    if to_queue && settings.sqs.queue_url.is_none() {
+        return Err(RunError::Usage(
+            "discover --to-queue needs a queue: --queue-url (sqs.queue_url)".into(),
+        ));
+    }
+    let admin = PoolAdmin::connect(&settings.cognito, "discover")
+        .await
+        .map_err(RunError::Usage)?;
+    let d = discovery(settings, admin, attributes.clone());
+    if to_queue {
+        let mut source = PoolSource::start(d, shutdown.token.child_token());
+        let finished =
+            crate::enqueue::send_all(&mut source, None, "discover", settings, shutdown).await?;
+        if let Some(failure) = source.take_failure() {
+            return Err(RunError::Fatal(anyhow::anyhow!(
+                "{failure}; the users before it were enqueued"
+            )));
+        }
+        return Ok(finished);
+    }
+
+    let sink: Box<dyn Write + Send> = match &out {
+        Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
+            RunError::Usage(format!("--out: cannot create {}: {e}", path.display()))
+        })?),
+        None => Box::new(std::io::stdout()),
+    };
+    let mut csv = csv::Writer::from_writer(std::io::BufWriter::new(sink));
+    let write_failed = |e: csv::Error| RunError::Fatal(anyhow::anyhow!("writing the CSV: {e}"));
+    let mut header = vec!["username".to_owned(), "created".into(), "status".into()];
+    header.extend(attributes.iter().cloned());
+    csv.write_record(&header).map_err(write_failed)?;
+
+    let mut found = discover(d, shutdown.token.child_token());
+    let mut written = 0u64;
+    while let Some(user) = found.users.recv().await {
+        let mut record = vec![
+            user.username,
+            user.created
+                .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+                .unwrap_or_default(),
+            user.status,
+        ];
+        for name in &attributes {
+            record.push(
+                user.attributes
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default(),
+            );
+        }
+        csv.write_record(&record).map_err(write_failed)?;
+        written += 1;
+    }
+    csv.flush()
+        .map_err(|e| RunError::Fatal(anyhow::anyhow!("writing the CSV: {e}")))?;
+    if settings.log.verbosity >= 0 {
+        eprintln!(
+            "discover: {written} UNCONFIRMED users in {:.1}s{}",
+            started.elapsed().as_secs_f64(),
+            match &out {
+                Some(p) => format!(", written to {}", p.display()),
+                None => String::new(),
+            }
+        );
+    }
+    if let Some(failure) = found.take_failure() {
+        return Err(RunError::Fatal(anyhow::anyhow!(
+            "{failure}; the CSV holds the users found before it"
+        )));
+    }
+    Ok(Finished {
+        complete: !shutdown.token.is_cancelled(),
+        failed_or_invalid: 0,
+    })
+}

@@ -1,0 +1,215 @@
+//! The user pool as a source: `ListUsers` with `cognito:user_status = "UNCONFIRMED"`, page by
+//! page (60 users a page), filtered to a creation window, streamed through a bounded channel.
+//!
+//! Used by `discover` (which writes the users as backfill CSV or sends them to a queue) and by
+//! `backfill --from-pool` (which runs them straight through the engine, with no file between).
+//! ListUsers has a low quota of its own (shared with the pool's other readers), so discovery
+//! has its own rate limit (`--list-rate`) and backs off on throttling through the one retry
+//! layer. Paging ahead stops when the channel is full: discovery never runs far ahead of the
+//! sends.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Input, Job, NothingToSettle, Origin, ResendRequest, Settle, Source};
+use crate::cognito::admin::{PoolAdmin, PoolUser};
+use crate::engine::rate::RateLimiter;
+use crate::engine::retry::{RetryPolicy, pool_call};
+
+/// The ListUsers filter: Cognito filters by status on its side; the window is ours.
+pub const UNCONFIRMED_FILTER: &str = "cognito:user_status = \"UNCONFIRMED\"";
+
+/// Which users, by UserCreateDate. All bounds are optional.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window {
+    /// Created at or after this.
+    pub created_after: Option<SystemTime>,
+    /// Created before this.
+    pub created_before: Option<SystemTime>,
+    /// Created at least this long ago (skip users who signed up minutes ago and may still be
+    /// reading their first code).
+    pub older_than: Option<Duration>,
+}
+
+impl Window {
+    /// Whether a user created at `created` is in the window at `now`. A user without a creation
+    /// date is in it only when the window has no bounds.
+    pub fn admits(&self, created: Option<SystemTime>, now: SystemTime) -> bool {
+        let unbounded = self.created_after.is_none()
+            && self.created_before.is_none()
+            && self.older_than.is_none();
+        let Some(created) = created else {
+            return unbounded;
+        };
+        self.created_after.is_none_or(|a| created >= a)
+            && self.created_before.is_none_or(|b| created < b)
+            && self
+                .older_than
+                .is_none_or(|o| now.duration_since(created).is_ok_and(|age| age >= o))
+    }
+}
+
+/// What discovery needs.
+#[derive(Clone)]
+pub struct Discovery {
+    /// The signed pool client.
+    pub admin: PoolAdmin,
+    /// The creation window.
+    pub window: Window,
+    /// Attributes to ask ListUsers for (empty: all).
+    pub attributes: Vec<String>,
+    /// ListUsers calls per second (`None`: no limit).
+    pub list_rate: Option<f64>,
+    /// Backoff and budget per page.
+    pub retry: RetryPolicy,
+}
+
+/// Discovered users, as they come.
+pub struct Discovered {
+    /// Users in the window, in ListUsers' order.
+    pub users: mpsc::Receiver<PoolUser>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl Discovered {
+    /// Why discovery ended before the last page, if it did.
+    pub fn take_failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+/// Starts listing the pool's UNCONFIRMED users in the window.
+pub fn discover(d: Discovery, stop: CancellationToken) -> Discovered {
+    let (tx, rx) = mpsc::channel(120);
+    let failure = Arc::new(Mutex::new(None));
+    let failed = failure.clone();
+    tokio::spawn(async move {
+        let limiter = RateLimiter::unreported(d.list_rate);
+        let mut token: Option<String> = None;
+        let (mut pages, mut listed, mut admitted) = (0u64, 0u64, 0u64);
+        loop {
+            let page = pool_call(&d.retry, &limiter, &stop, "ListUsers", || {
+                d.admin
+                    .list_page(UNCONFIRMED_FILTER, &d.attributes, token.clone())
+            })
+            .await;
+            let (users, next) = match page {
+                None => return, // stopped
+                Some(Ok(p)) => p,
+                Some(Err(e)) => {
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                        "ListUsers on {} failed after {pages} pages ({listed} users listed): {e}",
+                        d.admin.pool_id()
+                    ));
+                    return;
+                }
+            };
+            pages += 1;
+            let now = SystemTime::now();
+            for user in users {
+                listed += 1;
+                // The filter asks for UNCONFIRMED; a user confirmed since is skipped too.
+                if user.status != "UNCONFIRMED" || !d.window.admits(user.created, now) {
+                    continue;
+                }
+                admitted += 1;
+                if tx.send(user).await.is_err() {
+                    return; // the reader is gone
+                }
+            }
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        tracing::info!(
+            pages,
+            listed,
+            in_window = admitted,
+            "discovery done: {admitted} UNCONFIRMED users in the window ({listed} listed)"
+        );
+    });
+    Discovered { users: rx, failure }
+}
+
+/// `backfill --from-pool`: discovered users as jobs.
+pub struct PoolSource {
+    discovered: Discovered,
+    next_index: u64,
+}
+
+impl PoolSource {
+    /// Starts discovery.
+    pub fn start(d: Discovery, stop: CancellationToken) -> Self {
+        Self {
+            discovered: discover(d, stop),
+            next_index: 0,
+        }
+    }
+}
+
+impl Source for PoolSource {
+    fn label(&self) -> &'static str {
+        "pool"
+    }
+
+    async fn next(&mut self) -> Option<Input> {
+        let user = self.discovered.users.recv().await?;
+        self.next_index += 1;
+        Some(Input::Job(Job {
+            origin: Origin::Pool {
+                index: self.next_index,
+            },
+            request: ResendRequest {
+                username: user.username,
+                ..ResendRequest::default()
+            },
+        }))
+    }
+
+    fn settler(&self) -> Arc<dyn Settle> {
+        Arc::new(NothingToSettle)
+    }
+
+    fn take_failure(&mut self) -> Option<String> {
+        self.discovered.take_failure()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn the_window_bounds_creation_dates() {
+        let now = at(10_000);
+        let w = Window {
+            created_after: Some(at(1_000)),
+            created_before: Some(at(5_000)),
+            older_than: None,
+        };
+        assert!(!w.admits(Some(at(999)), now));
+        assert!(w.admits(Some(at(1_000)), now), "after is inclusive");
+        assert!(w.admits(Some(at(4_999)), now));
+        assert!(!w.admits(Some(at(5_000)), now), "before is exclusive");
+        assert!(!w.admits(None, now), "no date, bounded window: out");
+
+        let young = Window {
+            older_than: Some(Duration::from_secs(3_600)),
+            ..Window::default()
+        };
+        assert!(young.admits(Some(at(6_400)), now));
+        assert!(!young.admits(Some(at(6_401)), now));
+        assert!(Window::default().admits(None, now));
+    }
+}
