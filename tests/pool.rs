@@ -238,6 +238,8 @@ async fn precheck_skips_users_who_are_not_unconfirmed_without_a_resend() {
         "--rate",
         "0",
         "--precheck",
+        "--precheck-rate",
+        "0",
     ])
     .arg(&csv)
     .arg("--report")
@@ -298,6 +300,8 @@ async fn a_dry_run_plan_matches_what_the_real_run_then_does() {
             "--rate",
             "0",
             "--precheck",
+            "--precheck-rate",
+            "0",
         ])
         .args(extra)
         .arg(&csv)
@@ -330,9 +334,13 @@ async fn a_dry_run_plan_matches_what_the_real_run_then_does() {
         o["cooldown"] > 0 && o["dry_run"] > 0 && o["already_confirmed"] > 0 && o["not_found"] == 20,
         "{o:?}"
     );
+    let plan_line = format!(
+        "would send {}; would skip {} already confirmed, {} not found, {} in cooldown",
+        o["dry_run"], o["already_confirmed"], o["not_found"], o["cooldown"]
+    );
     assert!(
-        ran.stderr.contains("dry_run="),
-        "the summary shows the plan: {}",
+        ran.stderr.contains(&plan_line),
+        "the summary shows the plan ({plan_line}): {}",
         ran.stderr
     );
 

@@ -158,6 +158,16 @@ pub fn summary(
              (no outcome, no report line)"
         ));
     }
+    let planned = tally.count(OutcomeKind::DryRun);
+    if planned > 0 {
+        s.push_str(&format!(
+            "\n  plan (dry run, nothing sent): would send {planned}; would skip {} already \
+             confirmed, {} not found, {} in cooldown",
+            tally.count(OutcomeKind::AlreadyConfirmed),
+            tally.count(OutcomeKind::NotFound),
+            tally.count(OutcomeKind::Cooldown),
+        ));
+    }
     if tally.in_doubt() > 0 {
         s.push_str(&format!(
             "\n  in doubt: {} (a run that died had claimed these users mid-call, so a code may \
