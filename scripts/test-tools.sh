@@ -3,9 +3,10 @@
 #   - a project-local Python venv (.venv) with the pinned packages of tests/requirements.txt
 #     (boto3, the independent client that proves the emulator faithful; moto[server], the
 #     local SQS that tests start through scripts/moto_server.py);
-#   - promtool (Debian package `prometheus`), which checks the metrics exposition;
+#   - promtool and the Prometheus server (Debian package `prometheus`), which check the metrics
+#     exposition and scrape a real run; the Pushgateway (Debian `prometheus-pushgateway`);
 #   - cargo-deny (pinned), which checks licenses, bans and sources against deny.toml.
-# Prints the two environment variables the tests read.
+# Prints the environment variables the tests read.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +37,21 @@ if ! command -v promtool >/dev/null 2>&1; then
     log "apt-get install prometheus failed"; exit 1; }
 fi
 
+# --- prometheus-pushgateway ---------------------------------------------------------------------
+# The end-to-end test pushes a backfill's final metrics to a real Pushgateway; `prometheus` (the
+# server, installed with promtool above) scrapes a real run.
+if ! command -v prometheus-pushgateway >/dev/null 2>&1; then
+  if [ "$(id -u)" != 0 ]; then
+    log "prometheus-pushgateway is missing and installing it needs root: apt-get install prometheus-pushgateway"
+    exit 1
+  fi
+  log "installing the Pushgateway (Debian package prometheus-pushgateway)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq --no-install-recommends prometheus-pushgateway >&2 || {
+    log "apt-get install prometheus-pushgateway failed"; exit 1; }
+fi
+
 # --- cargo-deny ------------------------------------------------------------------------------
 deny_version=0.20.2
 if ! cargo deny --version 2>/dev/null | grep -q "$deny_version"; then
@@ -45,3 +61,5 @@ fi
 
 echo "export COGNITO_RESEND_TEST_PYTHON=$PWD/.venv/bin/python"
 echo "export COGNITO_RESEND_TEST_PROMTOOL=$(command -v promtool)"
+echo "export COGNITO_RESEND_TEST_PROMETHEUS=$(command -v prometheus)"
+echo "export COGNITO_RESEND_TEST_PUSHGATEWAY=$(command -v prometheus-pushgateway)"

@@ -405,6 +405,17 @@ pub struct SettingsArgs {
     )]
     pub metrics_linger: Option<String>,
 
+    /// When a one-shot command (backfill, enqueue, discover --to-queue) ends, push its final
+    /// metrics to this Pushgateway (http://host:9091), under job="cognito-resend" and
+    /// command=<command>.
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_METRICS_PUSHGATEWAY",
+        value_name = "URL"
+    )]
+    pub pushgateway: Option<String>,
+
     /// The SQS queue URL (consume, enqueue).
     #[arg(
         long,

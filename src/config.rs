@@ -119,6 +119,7 @@ struct RawLedger {
 struct RawMetrics {
     listen: String,
     linger: String,
+    pushgateway: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -224,6 +225,7 @@ impl Default for RawMetrics {
         Self {
             listen: "127.0.0.1:9464".into(),
             linger: "0s".into(),
+            pushgateway: None,
         }
     }
 }
@@ -380,6 +382,7 @@ impl Overrides {
         );
         put(&mut o.metrics, "listen", a.metrics_addr.as_ref());
         put(&mut o.metrics, "linger", a.metrics_linger.as_ref());
+        put(&mut o.metrics, "pushgateway", a.pushgateway.as_ref());
         put(&mut o.sqs, "shutdown_grace", a.shutdown_grace.as_ref());
         put(&mut o.sqs, "queue_url", a.queue_url.as_ref());
         put(&mut o.sqs, "endpoint", a.sqs_endpoint.as_ref());
@@ -535,6 +538,8 @@ pub struct MetricsSettings {
     pub listen: Option<SocketAddr>,
     /// How long a finished one-shot run keeps serving its final metrics.
     pub linger: Duration,
+    /// Where a one-shot run pushes its final metrics.
+    pub pushgateway: Option<url::Url>,
 }
 
 /// How logs look.
@@ -747,6 +752,18 @@ impl Settings {
                 })?)
             },
             linger: duration("metrics.linger (--metrics-linger)", &raw.metrics.linger)?,
+            pushgateway: match http_url(
+                "metrics.pushgateway (--pushgateway)",
+                non_empty(raw.metrics.pushgateway),
+            )? {
+                Some(u) if u.scheme() != "http" => {
+                    return Err(ConfigError::new(
+                        "metrics.pushgateway (--pushgateway): only http:// is supported (an \
+                         in-cluster Pushgateway); put a TLS proxy in front for https",
+                    ));
+                }
+                u => u,
+            },
         };
 
         let batch_size: u32 = parse_num("sqs.batch_size (--batch-size)", &raw.sqs.batch_size)?;
@@ -876,7 +893,8 @@ impl Settings {
              dynamodb_endpoint = {ddb}\n\n\
              [metrics]\n\
              listen = {listen}\n\
-             linger = {linger}\n\n\
+             linger = {linger}\n\
+             pushgateway = {push}\n\n\
              [sqs]\n\
              queue_url = {queue}\n\
              endpoint = {sqs_endpoint}\n\
@@ -931,6 +949,7 @@ impl Settings {
             mult = self.retry.multiplier,
             jit = self.retry.jitter,
             linger = d(self.metrics.linger),
+            push = opt(&self.metrics.pushgateway.as_ref().map(|u| u.to_string())),
             state = self.ledger.state,
             cooldown = d(self.ledger.cooldown),
             lease = d(self.ledger.claim_lease),

@@ -132,6 +132,7 @@ pub(crate) async fn send_all<S: Source>(
         .collect::<Vec<()>>()
         .await;
     progress.abort();
+    crate::runner::push_final(settings, command).await;
     stop_server.cancel();
 
     let (enqueued, invalid, failed) = (

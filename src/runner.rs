@@ -218,6 +218,7 @@ async fn backfill<S: Source>(
         }
     }
 
+    push_final(&settings, "backfill").await;
     if let Some(addr) = server
         && !settings.metrics.linger.is_zero()
     {
@@ -464,6 +465,17 @@ async fn run_engine<S: Source>(
         l.close().await;
     }
     cause
+}
+
+/// `--pushgateway`: pushes a one-shot run's final metrics. A failed push is logged, not fatal:
+/// the jobs are done and reported either way.
+pub(crate) async fn push_final(settings: &Settings, command: &str) {
+    if let Some(url) = &settings.metrics.pushgateway {
+        match crate::telemetry::push::push(url, command).await {
+            Ok(to) => tracing::info!("pushed the final metrics to {to}"),
+            Err(e) => tracing::error!("pushing the final metrics failed: {e}"),
+        }
+    }
 }
 
 /// Installs the recorder and, unless `none`, serves it. Returns the bound address.

@@ -76,6 +76,23 @@ impl AttemptResult {
 /// histogram samples into their buckets. Without it (no scrapes, e.g. `--metrics-addr none`) the
 /// raw samples pile up, and memory grows with the number of calls.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = install_recorder()?;
+    let _ = HANDLE.set(handle.clone());
+    Ok(handle)
+}
+
+/// The installed recorder, for rendering outside the server (the Pushgateway push).
+static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+
+/// The current exposition, if the recorder is installed.
+pub fn render() -> Option<String> {
+    HANDLE.get().map(|h| {
+        h.run_upkeep();
+        h.render()
+    })
+}
+
+fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(REQUEST_DURATION.to_owned()),

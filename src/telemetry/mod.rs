@@ -1,11 +1,12 @@
 //! What the process tells people and machines while it works: logs ([`init_logging`]), metrics
-//! ([`metrics`], served by [`server`]) and progress ([`progress`]).
+//! ([`metrics`], served by [`server`], pushed by [`push`]) and progress ([`progress`]).
 //!
 //! Usernames are personal data: logs show them through [`UserRef`], a short stable hash unless
 //! `--log-usernames` is given. Secrets never reach this module.
 
 pub mod metrics;
 pub mod progress;
+pub mod push;
 pub mod server;
 
 use std::fmt;

@@ -1,0 +1,226 @@
+//! The metrics with real Prometheus tooling: a Prometheus server (Debian `prometheus`) scrapes a
+//! running backfill and a PromQL query over its HTTP API returns the counts the emulator's
+//! ground truth says; a Pushgateway (Debian `prometheus-pushgateway`) receives a backfill's final
+//! metrics. Both run on loopback, started and stopped by the tests.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use support::*;
+
+/// A free loopback port (bound, then released for the server to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+fn tool(var: &str, what: &str) -> String {
+    match std::env::var(var) {
+        Ok(p) if !p.is_empty() => p,
+        _ => panic!(
+            "{var} is not set, so {what} cannot start: run the tests with scripts/test.sh, which \
+             installs it"
+        ),
+    }
+}
+
+/// A server process killed when dropped.
+struct Server {
+    _child: tokio::process::Child,
+    base: String,
+}
+
+async fn start(program: &str, args: &[String], port: u16, ready_path: &str) -> Server {
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}{ready_path}")).await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{program} did not become ready on {base} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Server {
+        _child: child,
+        base,
+    }
+}
+
+/// `sum by (outcome)` of the jobs counter, as Prometheus answers an instant query.
+async fn outcomes_in_prometheus(base: &str) -> std::collections::BTreeMap<String, u64> {
+    let query = r#"sum by (outcome) (cognito_resend_jobs_total{job="cognito-resend"})"#;
+    let text = reqwest::Client::new()
+        .get(format!("{base}/api/v1/query"))
+        .query(&[("query", query)])
+        .send()
+        .await
+        .expect("query Prometheus")
+        .text()
+        .await
+        .expect("Prometheus answers");
+    let body: serde_json::Value = serde_json::from_str(&text).expect("Prometheus answers JSON");
+    assert_eq!(body["status"], "success", "{body}");
+    body["data"]["result"]
+        .as_array()
+        .expect("a vector")
+        .iter()
+        .map(|r| {
+            (
+                r["metric"]["outcome"].as_str().unwrap().to_owned(),
+                r["value"][1].as_str().unwrap().parse::<f64>().unwrap() as u64,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_a_run_and_promql_returns_the_emulators_counts() {
+    let prometheus = tool("COGNITO_RESEND_TEST_PROMETHEUS", "Prometheus");
+    let pool = pool(300, None, |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let metrics_port = free_port();
+    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    cmd.args(["--rate", "0", "--metrics-linger", "5m"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")]);
+    let running = Running::spawn(cmd);
+    running
+        .wait_for_line("serving final metrics on http://", Duration::from_secs(120))
+        .await;
+
+    let config = write_file(
+        dir.path(),
+        "prometheus.yml",
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: cognito-resend\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
+        ),
+    );
+    let port = free_port();
+    let server = start(
+        &prometheus,
+        &[
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ],
+        port,
+        "/-/ready",
+    )
+    .await;
+
+    let expected = std::collections::BTreeMap::from([
+        ("sent".to_owned(), pool.unconfirmed.len() as u64),
+        ("already_confirmed".to_owned(), pool.confirmed.len() as u64),
+        ("not_found".to_owned(), pool.missing.len() as u64),
+        ("cooldown".to_owned(), 0),
+        ("dry_run".to_owned(), 0),
+        ("invalid".to_owned(), 0),
+        ("failed".to_owned(), 0),
+    ]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = outcomes_in_prometheus(&server.base).await;
+        if seen == expected {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Prometheus has {seen:?}, the emulator says {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        pool.emu.send_counts().len() as u64,
+        expected["sent"],
+        "and the emulator agrees with itself"
+    );
+    running.signal("TERM");
+    let (code, stderr) = running.wait(Duration::from_secs(30)).await;
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_pushes_its_final_metrics_to_a_pushgateway() {
+    let pushgateway = tool("COGNITO_RESEND_TEST_PUSHGATEWAY", "the Pushgateway");
+    let port = free_port();
+    let server = start(
+        &pushgateway,
+        &[
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--persistence.file=".to_owned(),
+        ],
+        port,
+        "/-/ready",
+    )
+    .await;
+    let pool = pool(200, None, |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    cmd.args(["--rate", "0", "--pushgateway", &server.base]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("pushed the final metrics"),
+        "{}",
+        ran.stderr
+    );
+
+    let exposition = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .expect("scrape the Pushgateway")
+        .text()
+        .await
+        .unwrap();
+    let pushed = |outcome: &str| {
+        sample(
+            &exposition,
+            "cognito_resend_jobs_total",
+            &[
+                ("command", "backfill"),
+                ("instance", ""),
+                ("job", "cognito-resend"),
+                ("outcome", outcome),
+                ("source", "csv"),
+            ],
+        )
+        .unwrap_or_else(|| panic!("no pushed {outcome} count in:\n{exposition}"))
+    };
+    assert_eq!(pushed("sent") as usize, pool.unconfirmed.len());
+    assert_eq!(pushed("already_confirmed") as usize, pool.confirmed.len());
+    assert_eq!(pushed("not_found") as usize, pool.missing.len());
+    assert!(
+        exposition.contains("push_time_seconds{") && exposition.contains("command=\"backfill\""),
+        "the Pushgateway records when the run pushed"
+    );
+    promtool_check(&exposition);
+
+    // A Pushgateway that is not there: the run still succeeds, and says the push failed.
+    let gone = format!("http://127.0.0.1:{}", free_port());
+    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    cmd.args(["--rate", "0", "--pushgateway", &gone]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("pushing the final metrics failed"),
+        "{}",
+        ran.stderr
+    );
+}
