@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: formatting, lints, unit and integration tests (the emulator, boto3, promtool).
+# Runs every test: formatting, lints, unit and integration tests (the emulator, boto3, moto,
+# promtool, a Prometheus server and a Pushgateway), and the checks of deploy/.
 # This is the README's test command and what CI (.ci/run) runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,4 +15,6 @@ echo "== cargo deny (licenses, bans, sources; see deny.toml for advisories)"
 cargo deny --log-level error check bans licenses sources
 echo "== cargo test"
 cargo test --locked -- --test-threads 4
+echo "== deploy/ (hadolint, kubernetes-validate, CRD fields, config keys, IAM, dashboard, promtool)"
+scripts/check-deploy.sh -q
 echo "== all tests passed"
