@@ -80,6 +80,7 @@ DASHBOARD_METRICS = {
     "cognito_resend_sqs_messages_total",
     "cognito_resend_in_doubt_total",
     "cognito_resend_pool_calls_total",
+    "cognito_resend_stopped_total",
 }
 # Least privilege: each policy grants exactly what its shape calls (src/: source/sqs.rs,
 # enqueue.rs, ledger/dynamo.rs, ledger/inspect.rs, cognito/admin.rs).

@@ -212,6 +212,58 @@ async fn a_backfill_pushes_its_final_metrics_to_a_pushgateway() {
     );
     promtool_check(&exposition);
 
+    // A run stopped early by the spent email quota says why in what it pushes, so an alert can
+    // tell that stop from the others.
+    let quota = emulator_with(
+        (0..50)
+            .map(|i| {
+                cognito_resend::emulator::UserSpec::new(
+                    format!("quota-{i}"),
+                    cognito_resend::emulator::UserStatus::Unconfirmed,
+                )
+            })
+            .collect(),
+        |b| b.email_quota(Some(10)),
+    )
+    .await;
+    let names: Vec<String> = (0..50).map(|i| format!("quota-{i}")).collect();
+    let quota_csv = usernames_csv(dir.path(), &names);
+    let mut cmd = backfill(&quota.endpoint(), &quota_csv);
+    cmd.args([
+        "--rate",
+        "0",
+        "--concurrency",
+        "1",
+        "--pushgateway",
+        &server.base,
+    ]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 1, "stopped early: {}", ran.stderr);
+    let exposition = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .expect("scrape the Pushgateway")
+        .text()
+        .await
+        .unwrap();
+    let stopped = |reason: &str| {
+        sample(
+            &exposition,
+            "cognito_resend_stopped_total",
+            &[
+                ("command", "backfill"),
+                ("instance", ""),
+                ("job", "cognito-resend"),
+                ("reason", reason),
+            ],
+        )
+    };
+    assert_eq!(stopped("email_quota"), Some(1.0), "{exposition}");
+    assert_eq!(
+        stopped("not_authorized"),
+        Some(0.0),
+        "every reason is there, at 0"
+    );
+
     // A Pushgateway that is not there: the run still succeeds, and says the push failed.
     let gone = format!("http://127.0.0.1:{}", free_port());
     let mut cmd = backfill(&pool.emu.endpoint(), &csv);

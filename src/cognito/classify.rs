@@ -44,6 +44,18 @@ pub enum Misconfiguration {
 }
 
 impl Misconfiguration {
+    /// Every kind.
+    pub const ALL: [Misconfiguration; 8] = [
+        Self::NotAuthorized,
+        Self::UnknownClient,
+        Self::AutoVerifyOff,
+        Self::RolePolicy,
+        Self::Forbidden,
+        Self::OperationNotEnabled,
+        Self::EmailQuota,
+        Self::PoolAccess,
+    ];
+
     /// The `reason` of the `failed` outcome of the job that met it.
     pub fn reason(self) -> &'static str {
         match self {

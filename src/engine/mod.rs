@@ -570,6 +570,7 @@ impl Shared {
         if first.is_none() {
             tracing::error!("{e}: stopping (nothing is sent without a ledger claim)");
             *first = Some(e.clone());
+            metrics::stopped("ledger_error");
             self.stop.cancel();
         }
         Outcome::failed("ledger_error", Some(e.to_string()), attempts)
@@ -592,6 +593,7 @@ impl Shared {
             };
             tracing::error!("{stop}");
             w.tripped = Some(stop);
+            metrics::stopped(kind.reason());
             self.stop.cancel();
         }
     }

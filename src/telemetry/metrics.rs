@@ -18,6 +18,8 @@ pub const IN_FLIGHT: &str = "cognito_resend_in_flight";
 pub const RATE_LIMIT: &str = "cognito_resend_rate_limit_per_second";
 /// Jobs whose user a dead run had claimed (sent again: at-least-once).
 pub const IN_DOUBT_TOTAL: &str = "cognito_resend_in_doubt_total";
+/// Runs that stopped early, by reason (a configuration error's reason, or `ledger_error`).
+pub const STOPPED_TOTAL: &str = "cognito_resend_stopped_total";
 /// ListUsers / AdminGetUser calls by operation and result.
 pub const POOL_CALLS: &str = "cognito_resend_pool_calls_total";
 /// SQS messages by what happened to them.
@@ -120,6 +122,15 @@ fn install_recorder() -> anyhow::Result<PrometheusHandle> {
         counter!(ATTEMPTS_TOTAL, "result" => result.as_str()).absolute(0);
     }
     gauge!(IN_FLIGHT).set(0.0);
+    describe_counter!(
+        STOPPED_TOTAL,
+        "Early stops of the run, by reason: a configuration error (email_quota, not_authorized, \
+         ...) or ledger_error."
+    );
+    for kind in crate::cognito::Misconfiguration::ALL {
+        counter!(STOPPED_TOTAL, "reason" => kind.reason()).absolute(0);
+    }
+    counter!(STOPPED_TOTAL, "reason" => "ledger_error").absolute(0);
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -187,6 +198,11 @@ pub fn register_outcomes(source: &'static str) {
 /// Counts a ListUsers or AdminGetUser call (`result` as for resend attempts).
 pub fn pool_call(operation: &'static str, result: &'static str) {
     counter!(POOL_CALLS, "operation" => operation, "result" => result).increment(1);
+}
+
+/// Counts an early stop of the run.
+pub fn stopped(reason: &'static str) {
+    counter!(STOPPED_TOTAL, "reason" => reason).increment(1);
 }
 
 /// Counts a job that found its user in doubt.
