@@ -23,34 +23,26 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   echo "$want" > "$stamp"
 fi
 
-# --- promtool ----------------------------------------------------------------------------------
-if ! command -v promtool >/dev/null 2>&1; then
+# --- Debian packages ---------------------------------------------------------------------------
+# apt_install PACKAGE COMMAND: installs PACKAGE unless COMMAND is already there. The packages'
+# services are not wanted here (and cannot start without an init system).
+apt_updated=
+apt_install() {
+  command -v "$2" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" != 0 ]; then
-    log "promtool is missing and installing it needs root: apt-get install prometheus"
+    log "$2 is missing and installing it needs root: apt-get install $1"
     exit 1
   fi
-  log "installing promtool (Debian package prometheus)"
+  log "installing $2 (Debian package $1)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  # The package's service is not wanted here (and cannot start without an init system).
-  apt-get install -y -qq --no-install-recommends prometheus >&2 || {
-    log "apt-get install prometheus failed"; exit 1; }
-fi
-
-# --- prometheus-pushgateway ---------------------------------------------------------------------
-# The end-to-end test pushes a backfill's final metrics to a real Pushgateway; `prometheus` (the
-# server, installed with promtool above) scrapes a real run.
-if ! command -v prometheus-pushgateway >/dev/null 2>&1; then
-  if [ "$(id -u)" != 0 ]; then
-    log "prometheus-pushgateway is missing and installing it needs root: apt-get install prometheus-pushgateway"
-    exit 1
-  fi
-  log "installing the Pushgateway (Debian package prometheus-pushgateway)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends prometheus-pushgateway >&2 || {
-    log "apt-get install prometheus-pushgateway failed"; exit 1; }
-fi
+  if [ -z "$apt_updated" ]; then apt-get update -qq >&2; apt_updated=1; fi
+  apt-get install -y -qq --no-install-recommends "$1" >&2 || {
+    log "apt-get install $1 failed"; exit 1; }
+}
+# promtool and the Prometheus server check the exposition and scrape a real run; the end-to-end
+# test pushes a backfill's final metrics to a real Pushgateway.
+apt_install prometheus promtool
+apt_install prometheus-pushgateway prometheus-pushgateway
 
 # --- cargo-deny ------------------------------------------------------------------------------
 deny_version=0.20.2

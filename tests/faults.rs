@@ -6,22 +6,20 @@
 mod support;
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::time::Duration;
 
 use cognito_resend::emulator::Faults;
 use support::*;
 
-/// Runs a backfill of the pool under `faults`, and checks what every fault test promises:
-/// exit 0, one report line per row, no `failed`, and each unconfirmed user sent exactly once.
-async fn survives(pool: &Pool, extra: &[&str]) -> Vec<serde_json::Value> {
-    let dir = tempfile::tempdir().unwrap();
-    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
-    let report_path = dir.path().join("report.jsonl");
-    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
-    cmd.args(extra).arg("--report").arg(&report_path);
-    let ran = run(cmd).await;
-    assert_eq!(ran.code, 0, "{}", ran.stderr);
-    let report = report(&report_path);
+/// What every fault test checks first: one report line per row, everyone unconfirmed `sent`, the
+/// missing `not_found`, nothing `failed`. Returns the report.
+fn every_row_has_its_outcome(
+    pool: &Pool,
+    report_path: &Path,
+    stderr: &str,
+) -> Vec<serde_json::Value> {
+    let report = report(report_path);
     assert_eq!(
         report.len(),
         pool.csv_usernames.len(),
@@ -33,12 +31,23 @@ async fn survives(pool: &Pool, extra: &[&str]) -> Vec<serde_json::Value> {
         "everyone sent"
     );
     assert_eq!(users_with(&report, "not_found"), pool.missing);
-    assert!(users_with(&report, "failed").is_empty(), "{}", ran.stderr);
+    assert!(users_with(&report, "failed").is_empty(), "{stderr}");
+    report
+}
+
+/// Runs a backfill of the pool with `extra` flags and checks what every fault test promises:
+/// exit 0, [`every_row_has_its_outcome`], and each unconfirmed user sent exactly once.
+async fn survives(pool: &Pool, extra: &[&str]) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    cmd.args(extra).arg("--report").arg(&report_path);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let report = every_row_has_its_outcome(pool, &report_path, &ran.stderr);
     let counts = pool.emu.send_counts();
-    assert_eq!(
-        counts.keys().cloned().collect::<HashSet<_>>(),
-        pool.unconfirmed
-    );
+    assert_eq!(counts.len(), pool.unconfirmed.len());
     assert!(counts.values().all(|&n| n == 1), "nobody twice: {counts:?}");
     report
 }
@@ -120,18 +129,7 @@ async fn cognito_down_for_two_seconds_mid_run() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(pool.emu.stats().downs, 1);
 
-    let report = report(&report_path);
-    assert_eq!(
-        report.len(),
-        pool.csv_usernames.len(),
-        "one outcome per row"
-    );
-    assert_eq!(
-        users_with(&report, "sent"),
-        pool.unconfirmed,
-        "everyone sent"
-    );
-    assert!(users_with(&report, "failed").is_empty(), "{stderr}");
+    let report = every_row_has_its_outcome(&pool, &report_path, &stderr);
     let counts = pool.emu.send_counts();
     assert_eq!(counts.len(), pool.unconfirmed.len());
     // A call Cognito carried out whose answer was lost when it went down cannot be told from one

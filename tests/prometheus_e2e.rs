@@ -62,6 +62,16 @@ async fn start(program: &str, args: &[String], port: u16, ready_path: &str) -> S
     }
 }
 
+/// The `/metrics` text of a server.
+async fn scrape(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("scrape /metrics")
+        .text()
+        .await
+        .expect("a /metrics body")
+}
+
 /// `sum by (outcome)` of the jobs counter, as Prometheus answers an instant query.
 async fn outcomes_in_prometheus(base: &str) -> std::collections::BTreeMap<String, u64> {
     let query = r#"sum by (outcome) (cognito_resend_jobs_total{job="cognito-resend"})"#;
@@ -183,12 +193,7 @@ async fn a_backfill_pushes_its_final_metrics_to_a_pushgateway() {
         ran.stderr
     );
 
-    let exposition = reqwest::get(format!("{}/metrics", server.base))
-        .await
-        .expect("scrape the Pushgateway")
-        .text()
-        .await
-        .unwrap();
+    let exposition = scrape(&server.base).await;
     let pushed = |outcome: &str| {
         sample(
             &exposition,
@@ -239,12 +244,7 @@ async fn a_backfill_pushes_its_final_metrics_to_a_pushgateway() {
     ]);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 1, "stopped early: {}", ran.stderr);
-    let exposition = reqwest::get(format!("{}/metrics", server.base))
-        .await
-        .expect("scrape the Pushgateway")
-        .text()
-        .await
-        .unwrap();
+    let exposition = scrape(&server.base).await;
     let stopped = |reason: &str| {
         sample(
             &exposition,

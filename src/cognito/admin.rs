@@ -11,9 +11,6 @@
 
 use std::time::SystemTime;
 
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_cognitoidentityprovider::Client;
 use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
@@ -80,21 +77,7 @@ impl PoolAdmin {
         let pool_id = settings.user_pool_id.clone().ok_or_else(|| {
             format!("{why} needs the user pool: --user-pool-id (cognito.user_pool_id)")
         })?;
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(settings.connect_timeout)
-            .operation_attempt_timeout(settings.attempt_timeout)
-            .operation_timeout(settings.attempt_timeout)
-            .build();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(timeouts);
-        if let Some(region) = &settings.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &settings.endpoint {
-            loader = loader.endpoint_url(endpoint.as_str().trim_end_matches('/'));
-        }
-        let sdk = loader.load().await;
+        let sdk = super::sdk_config(settings, true).await;
         if sdk.region().is_none() {
             return Err("no AWS region: set --region (aws.region) or AWS_REGION".into());
         }

@@ -30,25 +30,34 @@ pub struct Cognito {
     secret: Option<ClientSecret>,
 }
 
+/// The SDK configuration both Cognito clients share: retries off (the engine is the one retry
+/// layer), the attempt and connect timeouts, the region and endpoint overrides. `signed`: use the
+/// standard credential chain (the pool reads); otherwise no credentials at all (the resend).
+pub(crate) async fn sdk_config(settings: &CognitoSettings, signed: bool) -> aws_config::SdkConfig {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(settings.connect_timeout)
+        .operation_attempt_timeout(settings.attempt_timeout)
+        .operation_timeout(settings.attempt_timeout)
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(timeouts);
+    if !signed {
+        loader = loader.no_credentials();
+    }
+    if let Some(region) = &settings.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &settings.endpoint {
+        loader = loader.endpoint_url(endpoint.as_str().trim_end_matches('/'));
+    }
+    loader.load().await
+}
+
 impl Cognito {
     /// Builds the SDK client from the settings.
     pub async fn connect(settings: &CognitoSettings) -> Self {
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(settings.connect_timeout)
-            .operation_attempt_timeout(settings.attempt_timeout)
-            .operation_timeout(settings.attempt_timeout)
-            .build();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(timeouts)
-            .no_credentials();
-        if let Some(region) = &settings.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &settings.endpoint {
-            loader = loader.endpoint_url(endpoint.as_str().trim_end_matches('/'));
-        }
-        let sdk = loader.load().await;
+        let sdk = sdk_config(settings, false).await;
         Self {
             client: Client::new(&sdk),
             secret: settings.secret.as_ref().map(|(s, _)| s.clone()),
