@@ -42,6 +42,7 @@ apt_install() {
 # promtool and the Prometheus server check the exposition and scrape a real run; the end-to-end
 # test pushes a backfill's final metrics to a real Pushgateway.
 apt_install prometheus promtool
+apt_install prometheus prometheus
 apt_install prometheus-pushgateway prometheus-pushgateway
 
 # --- cargo-deny ------------------------------------------------------------------------------
