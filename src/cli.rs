@@ -30,7 +30,7 @@ pub struct Cli {
     pub settings: SettingsArgs,
 }
 
-/// The commands of SPEC.md that exist so far.
+/// The commands of SPEC.md, and `ledger`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// One-shot: every row of the CSV (or stdin with `-`) gets an outcome, then the process exits.
@@ -178,7 +178,7 @@ pub struct SettingsArgs {
     )]
     pub cognito_endpoint: Option<String>,
 
-    /// User pool id (for discover and --precheck, which later issues add).
+    /// User pool id (for discover, backfill --from-pool and --precheck).
     #[arg(
         long,
         global = true,

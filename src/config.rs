@@ -448,7 +448,7 @@ pub struct CognitoSettings {
     pub secret: Option<(ClientSecret, SecretSource)>,
     /// Endpoint override (emulator, VPC endpoint).
     pub endpoint: Option<url::Url>,
-    /// For discovery and precheck (later issues).
+    /// For discovery (`discover`, `backfill --from-pool`) and `--precheck`.
     pub user_pool_id: Option<String>,
     /// Region; `None` leaves it to the AWS config chain.
     pub region: Option<String>,
