@@ -29,6 +29,13 @@ echo
 echo "Report (first lines of $work/report.jsonl):"
 head -n 3 "$work/report.jsonl"
 echo
+echo "The same command again: the ledger ($work/ledger.db) remembers who was sent a code, so"
+echo "this run sends nobody twice (outcome cooldown) and calls Cognito only for the rest:"
+"$bin/cognito-resend" backfill "$work/users.csv" --config config/demo.toml \
+  --cognito-endpoint "$endpoint" --state "$work/ledger.db" --metrics-addr none 2>&1 \
+  | grep -E '^(backfill|  outcomes):' || true
+
+echo
 echo "What the emulator recorded:"
 python3 - "$endpoint" <<'PY'
 import json, sys, urllib.request
