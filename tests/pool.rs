@@ -103,6 +103,19 @@ fn csv_usernames(text: &str) -> Vec<String> {
     r.records().map(|rec| rec.unwrap()[0].to_owned()).collect()
 }
 
+/// Each report line's username and outcome.
+fn fates(report: &[serde_json::Value]) -> BTreeMap<String, String> {
+    report
+        .iter()
+        .map(|l| {
+            (
+                l["username"].as_str().unwrap().to_owned(),
+                l["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -320,15 +333,7 @@ async fn a_dry_run_plan_matches_what_the_real_run_then_does() {
         "the plan sent nothing"
     );
     let plan = report(&plan_path);
-    let planned: BTreeMap<String, String> = plan
-        .iter()
-        .map(|l| {
-            (
-                l["username"].as_str().unwrap().to_owned(),
-                l["outcome"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let planned = fates(&plan);
     let o = outcomes(&plan);
     assert!(
         o["cooldown"] > 0 && o["dry_run"] > 0 && o["already_confirmed"] > 0 && o["not_found"] == 20,
@@ -347,15 +352,7 @@ async fn a_dry_run_plan_matches_what_the_real_run_then_does() {
     let real_path = dir.path().join("real.jsonl");
     let ran = run(go(&[], &real_path)).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
-    let real: BTreeMap<String, String> = report(&real_path)
-        .iter()
-        .map(|l| {
-            (
-                l["username"].as_str().unwrap().to_owned(),
-                l["outcome"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let real = fates(&report(&real_path));
     // Same users, same fates: `dry_run` in the plan is `sent` for real.
     let translated: BTreeMap<String, String> = planned
         .into_iter()
