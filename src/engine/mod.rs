@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 use crate::cognito::admin::{AdminError, PoolAdmin, UserState};
 use crate::cognito::{Answer, CallError, Cognito, Misconfiguration};
 use crate::ledger::{Claim, Finish, Ledger, LedgerError};
-use crate::outcome::{Outcome, OutcomeKind, Recorder};
+use crate::outcome::{DoubtCause, Outcome, OutcomeKind, Recorder};
 use crate::source::{Input, Job, Settle, Source};
 use crate::telemetry::metrics::{self, AttemptResult};
 use rate::RateLimiter;
@@ -338,11 +338,11 @@ async fn guarded(shared: &Shared, job: &Job, client_id: &str) -> Option<Outcome>
                 failed.error.unwrap_or_default()
             ));
         }
-        failed.in_doubt = in_doubt.is_some();
+        failed.in_doubt = in_doubt.as_ref().map(|_| DoubtCause::DeadRun);
         return Some(failed);
     }
     outcome.map(|o| Outcome {
-        in_doubt: in_doubt.is_some(),
+        in_doubt: in_doubt.as_ref().map(|_| DoubtCause::DeadRun),
         ..o
     })
 }

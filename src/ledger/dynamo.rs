@@ -400,6 +400,13 @@ impl Store for DynamoStore {
                     .expression_attribute_values(":now", n(now))
                     .expression_attribute_values(":o", s("sent"))
                     .expression_attribute_values(":one", n(1)),
+                Finish::MaybeSent(outcome) => base()
+                    .update_expression(
+                        "SET last_sent_at = :now, last_outcome = :o, last_outcome_at = :now \
+                         REMOVE claim_run, claimed_at",
+                    )
+                    .expression_attribute_values(":now", n(now))
+                    .expression_attribute_values(":o", s(outcome)),
                 Finish::NotSent(outcome) => base()
                     .update_expression(
                         "SET last_outcome = :o, last_outcome_at = :now REMOVE claim_run, claimed_at",

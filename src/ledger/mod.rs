@@ -196,6 +196,11 @@ pub enum Finish {
     /// Cognito answered and sent nothing (`already_confirmed`, `not_found`, `failed`, ...):
     /// the claim goes, the outcome is kept for `ledger export`.
     NotSent(&'static str),
+    /// Cognito may have sent a code (an attempt was ambiguous: a timeout after the request was
+    /// written, a dropped answer, a 5xx), but the job ended without a confirmed send. The
+    /// cooldown starts as for a send (the user may hold a code), the send count stays, and the
+    /// outcome is kept.
+    MaybeSent(&'static str),
     /// The run stopped before the first call: the claim goes, nothing else changes.
     Release,
 }

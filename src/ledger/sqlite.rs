@@ -454,6 +454,17 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
                         claim_run = iif(claim_run = ?3, NULL, claim_run)",
                     )?
                     .execute(params![client_id, username, run, now])?,
+                Finish::MaybeSent(outcome) => db
+                    .prepare_cached(
+                        "INSERT INTO users (client_id, username, last_sent_at, last_outcome,
+                                        last_outcome_at)
+                     VALUES (?1, ?2, ?4, ?5, ?4)
+                     ON CONFLICT (client_id, username) DO UPDATE SET
+                        last_sent_at = ?4, last_outcome = ?5, last_outcome_at = ?4,
+                        claimed_at = iif(claim_run = ?3, NULL, claimed_at),
+                        claim_run = iif(claim_run = ?3, NULL, claim_run)",
+                    )?
+                    .execute(params![client_id, username, run, now, outcome])?,
                 Finish::NotSent(outcome) => db
                     .prepare_cached(
                         "UPDATE users SET last_outcome = ?4, last_outcome_at = ?5,

@@ -71,6 +71,32 @@ pub struct Delivery {
     pub attribute: Option<String>,
 }
 
+/// Why a job is *in doubt*: the user may have received a code that the ledger cannot confirm.
+/// The report says `"in_doubt": true` with this as `in_doubt_cause`, and
+/// `cognito_resend_in_doubt_total{cause}` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoubtCause {
+    /// A run that died (or was fenced) had claimed the user mid-call; the claim was taken over.
+    DeadRun,
+    /// An attempt of this job was ambiguous (timed out after the request was written, the
+    /// connection closed before the answer, a 5xx): Cognito may have acted on it.
+    AmbiguousAttempt,
+    /// Cognito sent a code, but the ledger could not record it.
+    Unrecorded,
+}
+
+impl DoubtCause {
+    /// The label value and report spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DeadRun => "dead_run",
+            Self::AmbiguousAttempt => "ambiguous_attempt",
+            Self::Unrecorded => "unrecorded",
+        }
+    }
+}
+
 /// How one job ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
@@ -84,9 +110,9 @@ pub struct Outcome {
     pub attempts: u32,
     /// For `sent`.
     pub delivery: Option<Delivery>,
-    /// The ledger showed a claim by a run that died: a code may already have gone out before
-    /// this job's call.
-    pub in_doubt: bool,
+    /// Set when the user may have received a code the ledger cannot confirm (see
+    /// [`DoubtCause`]); the first cause found wins.
+    pub in_doubt: Option<DoubtCause>,
 }
 
 impl Outcome {
@@ -98,7 +124,7 @@ impl Outcome {
             error: None,
             attempts,
             delivery: None,
-            in_doubt: false,
+            in_doubt: None,
         }
     }
 
@@ -110,7 +136,7 @@ impl Outcome {
             error,
             attempts,
             delivery: None,
-            in_doubt: false,
+            in_doubt: None,
         }
     }
 }

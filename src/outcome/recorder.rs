@@ -130,9 +130,9 @@ impl Recorder {
     ) {
         self.tally.outcomes[outcome.kind.index()].fetch_add(1, Ordering::Relaxed);
         metrics::job(self.source, outcome.kind);
-        if outcome.in_doubt {
+        if let Some(cause) = outcome.in_doubt {
             self.tally.in_doubt.fetch_add(1, Ordering::Relaxed);
-            metrics::in_doubt(self.source);
+            metrics::in_doubt(self.source, cause);
         }
         let source = origin.to_string();
         let user = username.map(|u| self.user(u));

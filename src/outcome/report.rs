@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::{Delivery, Outcome};
+use super::{Delivery, DoubtCause, Outcome};
 
 /// An open report file.
 pub struct ReportWriter {
@@ -30,6 +30,8 @@ struct Line<'a> {
     delivery: Option<&'a Delivery>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     in_doubt: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    in_doubt_cause: Option<&'static str>,
     source: &'a str,
     at: String,
 }
@@ -64,7 +66,8 @@ impl ReportWriter {
             error: outcome.error.as_deref(),
             attempts: outcome.attempts,
             delivery: outcome.delivery.as_ref(),
-            in_doubt: outcome.in_doubt,
+            in_doubt: outcome.in_doubt.is_some(),
+            in_doubt_cause: outcome.in_doubt.map(DoubtCause::as_str),
             source,
             at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         };

@@ -205,9 +205,9 @@ pub fn stopped(reason: &'static str) {
     counter!(STOPPED_TOTAL, "reason" => reason).increment(1);
 }
 
-/// Counts a job that found its user in doubt.
-pub fn in_doubt(source: &'static str) {
-    counter!(IN_DOUBT_TOTAL, "source" => source).increment(1);
+/// Counts a job whose user is in doubt, by cause.
+pub fn in_doubt(source: &'static str, cause: crate::outcome::DoubtCause) {
+    counter!(IN_DOUBT_TOTAL, "source" => source, "cause" => cause.as_str()).increment(1);
 }
 
 /// Counts a job's outcome.
