@@ -34,32 +34,41 @@ struct Server {
     base: String,
 }
 
-async fn start(program: &str, args: &[String], port: u16, ready_path: &str) -> Server {
-    let child = tokio::process::Command::new(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{base}{ready_path}")).await
-            && r.status().is_success()
-        {
-            break;
+/// Starts `program` on a free loopback port (`args` builds its arguments for a port) and waits
+/// until `ready_path` answers. A port found free can be taken by someone else before the server
+/// binds it: a server that exits before it is ready is started again on another port.
+async fn start(program: &str, args: impl Fn(u16) -> Vec<String>, ready_path: &str) -> Server {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = tokio::process::Command::new(program)
+            .args(args(port))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{base}{ready_path}")).await
+                && r.status().is_success()
+            {
+                return Server {
+                    _child: child,
+                    base,
+                };
+            }
+            if child.try_wait().expect("try_wait works").is_some() {
+                break; // most likely the port was taken meanwhile: another one
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{program} did not become ready on {base} within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{program} did not become ready on {base} within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Server {
-        _child: child,
-        base,
-    }
+    panic!("{program} exited before it was ready, five times on five ports");
 }
 
 /// The `/metrics` text of a server.
@@ -105,32 +114,37 @@ async fn prometheus_scrapes_a_run_and_promql_returns_the_emulators_counts() {
     let pool = pool(300, None, |b| b).await;
     let dir = tempfile::tempdir().unwrap();
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
-    let metrics_port = free_port();
     let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    // Port 0: the worker binds a free port itself and logs it, so no port changes hands.
     cmd.args(["--rate", "0", "--metrics-linger", "5m"])
-        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")]);
+        .args(["--metrics-addr", "127.0.0.1:0"]);
     let running = Running::spawn(cmd);
-    running
+    let line = running
         .wait_for_line("serving final metrics on http://", Duration::from_secs(120))
         .await;
+    let metrics_url = url_in(&line);
+    let metrics_target = metrics_url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
 
     let config = write_file(
         dir.path(),
         "prometheus.yml",
         format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: cognito-resend\n    \
-             static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
+             static_configs:\n      - targets: ['{metrics_target}']\n"
         ),
     );
-    let port = free_port();
     let server = start(
         &prometheus,
-        &[
-            format!("--config.file={}", config.display()),
-            format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
-            format!("--web.listen-address=127.0.0.1:{port}"),
-        ],
-        port,
+        |port| {
+            vec![
+                format!("--config.file={}", config.display()),
+                format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+            ]
+        },
         "/-/ready",
     )
     .await;
@@ -169,14 +183,14 @@ async fn prometheus_scrapes_a_run_and_promql_returns_the_emulators_counts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_pushes_its_final_metrics_to_a_pushgateway() {
     let pushgateway = tool("COGNITO_RESEND_TEST_PUSHGATEWAY", "the Pushgateway");
-    let port = free_port();
     let server = start(
         &pushgateway,
-        &[
-            format!("--web.listen-address=127.0.0.1:{port}"),
-            "--persistence.file=".to_owned(),
-        ],
-        port,
+        |port| {
+            vec![
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                "--persistence.file=".to_owned(),
+            ]
+        },
         "/-/ready",
     )
     .await;
