@@ -673,3 +673,84 @@ async fn environment_settings_apply_and_empty_ones_count_as_unset() {
     assert_eq!(ran.code, 2, "{}", ran.stderr);
     assert!(ran.stderr.contains("log.format"), "{}", ran.stderr);
 }
+
+/// The peak resident memory of a running process, from `/proc/<pid>/status` (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the child runs");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
+/// A 200 MB record (an unbalanced quote that swallows two million lines) is `invalid`, named by
+/// its lines, without ever being held: the process's peak memory stays far below the record's
+/// size. The CSV comes on stdin, which stays open after the rows, so the peak is read while the
+/// process is still alive, once the row after the huge record has been sent (so the reader has
+/// been all the way through it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_mb_record_is_invalid_by_line_and_memory_stays_flat() {
+    use tokio::io::AsyncWriteExt;
+    let emu = emulator_with(
+        ["ok1", "ok2"]
+            .map(|u| UserSpec::new(u, UserStatus::Unconfirmed))
+            .to_vec(),
+        |b| b,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = backfill(&emu.endpoint(), std::path::Path::new("-"));
+    cmd.arg("--report")
+        .arg(&report_path)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+
+    stdin
+        .write_all(b"username,email\nok1,a@x\n\"")
+        .await
+        .unwrap();
+    // 105 chunks of 20,000 lines of 100 bytes, all inside one quoted field: 210 MB in all.
+    let line = format!("{},swallowed@x\n", "s".repeat(87));
+    assert_eq!(line.len(), 100);
+    let chunk = line.repeat(20_000);
+    for _ in 0..105 {
+        stdin.write_all(chunk.as_bytes()).await.unwrap();
+    }
+    stdin.write_all(b"end\",x\nok2,b@x\n").await.unwrap();
+    stdin.flush().await.unwrap();
+    let huge_lines = 105 * 20_000 + 1;
+
+    wait_for_sends(&emu, 2).await;
+    let peak_mib = peak_rss_kib(pid) / 1024;
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("backfill ends once stdin closes")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "one invalid row: {stderr}");
+    assert!(
+        peak_mib < 100,
+        "peak RSS {peak_mib} MiB while reading a 200 MiB record: it was buffered"
+    );
+
+    let report = report(&report_path);
+    assert_eq!(report.len(), 3, "{report:?}");
+    assert_eq!(users_with(&report, "sent").len(), 2);
+    let invalid = report.iter().find(|l| l["outcome"] == "invalid").unwrap();
+    assert_eq!(invalid["source"], "csv:3");
+    let reason = invalid["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("over 64 KiB")
+            && reason.contains(&format!("lines 3 to {}", 3 + huge_lines - 1))
+            && reason.contains("unbalanced quote"),
+        "{reason}"
+    );
+    let ok2 = report.iter().find(|l| l["username"] == "ok2").unwrap();
+    assert_eq!(ok2["source"], format!("csv:{}", 3 + huge_lines));
+}
