@@ -754,3 +754,22 @@ async fn a_200_mb_record_is_invalid_by_line_and_memory_stays_flat() {
     let ok2 = report.iter().find(|l| l["username"] == "ok2").unwrap();
     assert_eq!(ok2["source"], format!("csv:{}", 3 + huge_lines));
 }
+
+/// The SQLite ledger and its `-wal`/`-shm`, and the report, name users: they are created
+/// readable by their owner only, whatever the umask lets through (the test runs with 022).
+#[tokio::test]
+async fn the_ledger_and_the_report_are_created_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let store = cognito_resend::ledger::sqlite::SqliteStore::open(&db).unwrap();
+    // Opening wrote the schema, so SQLite has its write-ahead log and shared memory open now.
+    for file in ["ledger.db", "ledger.db-wal", "ledger.db-shm"] {
+        assert_eq!(mode(&dir.path().join(file)), 0o600, "{file}");
+    }
+    drop(store);
+    let report = dir.path().join("report.jsonl");
+    drop(cognito_resend::outcome::report::ReportWriter::create(&report).unwrap());
+    assert_eq!(mode(&report), 0o600);
+}

@@ -120,7 +120,7 @@ impl Columns {
             }
         };
         let username = match field(self.username, "username") {
-            Ok(Some(u)) => u,
+            Ok(Some(u)) => unneutralise(&u).to_owned(),
             Ok(None) => return unreadable("username is empty".into(), None),
             Err(e) => return unreadable(e, None),
         };
@@ -155,6 +155,35 @@ impl Columns {
             Ok(()) => Input::Job(Job { origin, request }),
             Err(e) => unreadable(e, Some(request.username)),
         }
+    }
+}
+
+/// Whether a spreadsheet would run a cell starting with `c` as a formula (or, for tab and
+/// carriage return, as the start of one once imported).
+fn formula_start(c: char) -> bool {
+    matches!(c, '=' | '+' | '-' | '@' | '\t' | '\r')
+}
+
+/// A cell as `discover` writes it: one that a spreadsheet would run as a formula gets a `'` in
+/// front (the usual CSV-injection defence). A cell that already starts with `'`s followed by
+/// such a character gets one more, so [`unneutralise`] is its exact inverse and a username that
+/// really starts with `'` survives too.
+pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.trim_start_matches('\'').starts_with(formula_start) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
+}
+
+/// The inverse of [`neutralise`], applied to the username column: a `'` followed by (more `'`s
+/// and) a formula character loses its first `'`. So `'+15551234567` from `discover` is the user
+/// `+15551234567` again. The one cost: a username that really starts with `'` and then one of
+/// `=+-@` must be written with one `'` more (as `discover` does).
+pub fn unneutralise(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.trim_start_matches('\'').starts_with(formula_start) => rest,
+        _ => cell,
     }
 }
 
@@ -610,6 +639,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn neutralised_usernames_read_back_as_written_by_discover() {
+        let text = "username\n'+15551234567\n'-dash\n''=two\n'plain\n@at\n";
+        let inputs = read(text.as_bytes()).await.unwrap();
+        let names: Vec<_> = inputs
+            .iter()
+            .map(|i| job(i).request.username.clone())
+            .collect();
+        assert_eq!(names, ["+15551234567", "-dash", "'=two", "'plain", "@at"]);
+    }
+
+    #[test]
+    fn neutralise_guards_formulas_and_unneutralise_inverts_it() {
+        assert_eq!(neutralise("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        for (cell, written) in [
+            ("+15551234567", "'+15551234567"),
+            ("-1", "'-1"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "'\rx"),
+            ("'=x", "''=x"),
+            ("alice", "alice"),
+            ("'alice", "'alice"),
+            ("", ""),
+        ] {
+            assert_eq!(neutralise(cell), written, "{cell:?}");
+            assert_eq!(unneutralise(written), cell, "{written:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn exactly_128_characters_is_fine() {
         let name = "é".repeat(128);
         let inputs = read(format!("username\n{name}\n").as_bytes())
@@ -677,7 +736,9 @@ mod tests {
                 for (input, (u, note, _)) in inputs.iter().zip(expected) {
                     match input {
                         Input::Job(j) => {
-                            prop_assert_eq!(&j.request.username, u);
+                            // A `'` before a formula character is `discover`'s neutralising.
+                            let u = unneutralise(u);
+                            prop_assert_eq!(j.request.username.as_str(), u);
                             prop_assert!(check_username(u).is_ok());
                             prop_assert_eq!(
                                 j.request.client_metadata.get("note").map(String::as_str),
@@ -688,11 +749,19 @@ mod tests {
                             last_line = line;
                         }
                         Input::Unreadable(bad) => {
-                            prop_assert!(check_username(u).is_err());
+                            prop_assert!(check_username(unneutralise(u)).is_err());
                             prop_assert!(bad.reason.starts_with("line "));
                         }
                     }
                 }
+            }
+
+            /// Every cell survives `discover`'s neutralising and `backfill`'s reading back.
+            #[test]
+            fn neutralising_round_trips(cell in "['=+@\\-\t\rab]{0,6}|\\PC{0,20}") {
+                let written = neutralise(&cell);
+                prop_assert_eq!(unneutralise(&written), cell.as_str());
+                prop_assert!(!written.starts_with(formula_start));
             }
 
             /// Arbitrary bytes after a valid header never panic and never stop the file early:
