@@ -773,3 +773,47 @@ async fn the_ledger_and_the_report_are_created_owner_only() {
     drop(cognito_resend::outcome::report::ReportWriter::create(&report).unwrap());
     assert_eq!(mode(&report), 0o600);
 }
+
+/// With no region anywhere (no flag, no AWS_REGION, no profile, and an instance metadata service
+/// that does not answer, here a closed port on loopback), the user sees one line naming
+/// `--region` and `AWS_REGION`, and exit 2: not a screen of SDK warnings per client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_region_anywhere_is_one_clear_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &["z".to_owned()]);
+    // A port that was free a moment ago: connecting to it is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            format!("http://{closed}/"),
+        )
+        .args([
+            "--cognito-endpoint",
+            "http://127.0.0.1:9",
+            "--metrics-addr",
+            "none",
+        ])
+        .args(["--state", "none", "backfill"])
+        .arg(&csv)
+        .args(["--client-id", CLIENT])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    let lines: Vec<&str> = ran.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line, not:\n{}", ran.stderr);
+    assert!(
+        lines[0].contains("--region") && lines[0].contains("AWS_REGION"),
+        "{}",
+        lines[0]
+    );
+}
