@@ -558,6 +558,9 @@ pub struct LogSettings {
 pub struct Settings {
     /// The TOML file, if any.
     pub config_file: Option<PathBuf>,
+    /// Settings that are allowed but weaken a guarantee (`--cooldown 0`, `--shutdown-grace
+    /// 0`): said loudly when logging starts and by `check`.
+    pub warnings: Vec<String>,
     /// Cognito connection.
     pub cognito: CognitoSettings,
     /// Engine.
@@ -645,19 +648,22 @@ impl Settings {
         let concurrency = NonZeroUsize::new(concurrency).ok_or_else(|| {
             ConfigError::new("run.concurrency (--concurrency): must be at least 1")
         })?;
-        let rate: f64 = parse_num("run.rate (--rate)", &raw.run.rate)?;
-        if !rate.is_finite() || rate < 0.0 {
+        if concurrency.get() > MAX_CONCURRENCY {
             return Err(ConfigError::new(format!(
-                "run.rate (--rate): {rate} must be 0 (no limit) or a positive number of calls per second"
+                "run.concurrency (--concurrency): {concurrency} is above the limit of \
+                 {MAX_CONCURRENCY} calls in flight (Cognito's quota is tens of calls per second: \
+                 more in flight only queues behind the rate limit)"
             )));
         }
+        let rate = rate_setting("run.rate (--rate)", &raw.run.rate)?;
+        let mut warnings = Vec::new();
         let precheck_rate = rate_setting(
             "run.precheck_rate (--precheck-rate)",
             &raw.run.precheck_rate,
         )?;
         let run = RunSettings {
             concurrency,
-            rate: (rate > 0.0).then_some(rate),
+            rate,
             dry_run: raw.run.dry_run,
             precheck: raw.run.precheck,
             precheck_rate,
@@ -725,14 +731,40 @@ impl Settings {
             list_rate: rate_setting("discover.list_rate (--list-rate)", &raw.discover.list_rate)?,
         };
 
+        let claim_lease = positive_duration(
+            "ledger.claim_lease (--claim-lease)",
+            &raw.ledger.claim_lease,
+        )?;
+        if claim_lease < MIN_CLAIM_LEASE {
+            return Err(ConfigError::new(format!(
+                "ledger.claim_lease (--claim-lease): {} is shorter than three heartbeats (a run \
+                 heartbeats at most every {}, so the lease must be at least {}); a shorter lease \
+                 lets another run take over live claims and send twice",
+                raw.ledger.claim_lease,
+                humantime::format_duration(MIN_HEARTBEAT),
+                humantime::format_duration(MIN_CLAIM_LEASE),
+            )));
+        }
+        let cooldown = duration("ledger.cooldown (--cooldown)", &raw.ledger.cooldown)?;
+        if cooldown.is_zero() {
+            warnings.push(
+                "ledger.cooldown (--cooldown) is 0: the ledger will not stop a second code to a \
+                 user who just got one (a rerun or a redelivered message sends again)"
+                    .to_owned(),
+            );
+        }
+        if run.shutdown_grace.is_zero() {
+            warnings.push(
+                "sqs.shutdown_grace (--shutdown-grace) is 0: on SIGTERM, calls in flight are \
+                 abandoned at once, so their users are left in doubt (they may have got a code)"
+                    .to_owned(),
+            );
+        }
         let ledger = LedgerSettings {
             state: crate::ledger::StateSpec::parse(&raw.ledger.path)
                 .map_err(|e| ConfigError::new(format!("ledger.path (--state): {e}")))?,
-            cooldown: duration("ledger.cooldown (--cooldown)", &raw.ledger.cooldown)?,
-            claim_lease: positive_duration(
-                "ledger.claim_lease (--claim-lease)",
-                &raw.ledger.claim_lease,
-            )?,
+            cooldown,
+            claim_lease,
             dynamodb_endpoint: http_url(
                 "ledger.dynamodb_endpoint (--dynamodb-endpoint)",
                 non_empty(raw.ledger.dynamodb_endpoint),
@@ -756,6 +788,12 @@ impl Settings {
                 "metrics.pushgateway (--pushgateway)",
                 non_empty(raw.metrics.pushgateway),
             )? {
+                Some(u) if u.cannot_be_a_base() || u.host_str().is_none() => {
+                    return Err(ConfigError::new(format!(
+                        "metrics.pushgateway (--pushgateway): {} has no host",
+                        redact_url(u.as_str())
+                    )));
+                }
                 Some(u) if u.scheme() != "http" => {
                     return Err(ConfigError::new(
                         "metrics.pushgateway (--pushgateway): only http:// is supported (an \
@@ -789,20 +827,30 @@ impl Settings {
                 "sqs.visibility_timeout (--visibility-timeout): must be between 1s and 12h",
             ));
         }
+        let max_extension = duration(
+            "sqs.max_extension (--max-extension)",
+            &raw.sqs.max_extension,
+        )?;
+        if max_extension < visibility_timeout {
+            return Err(ConfigError::new(format!(
+                "sqs.max_extension (--max-extension): {} is shorter than \
+                 sqs.visibility_timeout (--visibility-timeout, {}): a message could come back \
+                 to another consumer while its first call is still running",
+                raw.sqs.max_extension, raw.sqs.visibility_timeout
+            )));
+        }
         let sqs = QueueSettings {
             queue_url: non_empty(raw.sqs.queue_url),
             endpoint: http_url("sqs.endpoint (--sqs-endpoint)", non_empty(raw.sqs.endpoint))?,
             batch_size,
             wait_time,
             visibility_timeout,
-            max_extension: duration(
-                "sqs.max_extension (--max-extension)",
-                &raw.sqs.max_extension,
-            )?,
+            max_extension,
         };
 
         Ok(Self {
             sqs,
+            warnings,
             config_file: args.config.clone(),
             cognito,
             run,
@@ -821,6 +869,29 @@ impl Settings {
                 },
             },
         })
+    }
+
+    /// Finds the AWS region once, before any client is built, when no `--region` is set: from
+    /// the AWS config chain (`AWS_REGION`, the profile, the instance metadata service). Without
+    /// one, the error is a single line naming the settings to set; every later client then
+    /// reuses the region found instead of probing the chain again (each probe of an absent
+    /// metadata service costs a timeout and a screen of SDK warnings).
+    pub async fn resolve_region(&mut self) -> Result<(), ConfigError> {
+        if self.cognito.region.is_some() {
+            return Ok(());
+        }
+        let found = aws_config::meta::region::RegionProviderChain::default_provider()
+            .region()
+            .await;
+        match found {
+            Some(region) => {
+                self.cognito.region = Some(region.to_string());
+                Ok(())
+            }
+            None => Err(ConfigError::new(
+                "no AWS region: set --region (aws.region) or AWS_REGION",
+            )),
+        }
     }
 
     /// The effective settings as TOML, secrets redacted: what `check` prints.
@@ -855,8 +926,13 @@ impl Settings {
             None => "# not set".to_owned(),
         };
         let d = |d: Duration| format!("\"{}\"", humantime::format_duration(d));
+        let warnings: String = self
+            .warnings
+            .iter()
+            .map(|w| format!("# WARNING: {w}\n"))
+            .collect();
         format!(
-            "# effective settings{file}\n\
+            "{warnings}# effective settings{file}\n\
              [cognito]\n\
              client_id = {client_id}\n\
              client_secret = {secret}\n\
@@ -949,7 +1025,11 @@ impl Settings {
             mult = self.retry.multiplier,
             jit = self.retry.jitter,
             linger = d(self.metrics.linger),
-            push = opt(&self.metrics.pushgateway.as_ref().map(|u| u.to_string())),
+            push = opt(&self
+                .metrics
+                .pushgateway
+                .as_ref()
+                .map(|u| redact_url(u.as_str()))),
             state = self.ledger.state,
             cooldown = d(self.ledger.cooldown),
             lease = d(self.ledger.claim_lease),
@@ -974,6 +1054,25 @@ impl Settings {
     }
 }
 
+/// The most calls in flight `--concurrency` allows. Cognito's quota for ResendConfirmationCode is
+/// tens of calls per second per account, shared with live sign-ups; beyond this many, calls only
+/// wait behind the rate limit holding sockets, memory and (with a ledger) claims that another run
+/// cannot take.
+pub const MAX_CONCURRENCY: usize = 1024;
+
+/// The smallest non-zero calls-per-second a rate setting accepts: one call every 1000 s. A
+/// smaller one is almost certainly a typo, and its interval (1/rate) overflows the timers the
+/// rate limiter works with.
+pub const MIN_RATE: f64 = 0.001;
+
+/// How often a run heartbeats its claims at the most (the ledger heartbeats every lease / 3, but
+/// not more often than this).
+pub const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+
+/// The shortest `--claim-lease`: three heartbeats, so a live run's claim is refreshed at least
+/// twice before another run may judge it dead.
+pub const MIN_CLAIM_LEASE: Duration = Duration::from_millis(300);
+
 /// A calls-per-second setting: 0 means no limit.
 fn rate_setting(key: &str, value: &NumOrString) -> Result<Option<f64>, ConfigError> {
     let rate: f64 = parse_num(key, value)?;
@@ -982,7 +1081,28 @@ fn rate_setting(key: &str, value: &NumOrString) -> Result<Option<f64>, ConfigErr
             "{key}: {rate} must be 0 (no limit) or a positive number of calls per second"
         )));
     }
+    if rate > 0.0 && rate < MIN_RATE {
+        return Err(ConfigError::new(format!(
+            "{key}: {rate} calls per second is below the smallest rate, {MIN_RATE} (one call \
+             every {} s); 0 means no limit",
+            1.0 / MIN_RATE
+        )));
+    }
     Ok((rate > 0.0).then_some(rate))
+}
+
+/// A URL as it may be shown (`check`, logs, errors): user and password, if any, replaced by
+/// `<redacted>`. Works on text, so a URL that does not even parse is redacted too.
+pub fn redact_url(text: &str) -> String {
+    let Some(scheme_end) = text.find("://").map(|i| i + 3) else {
+        return text.to_owned();
+    };
+    let rest = &text[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}<redacted>{}", &text[..scheme_end], &rest[at..]),
+        None => text.to_owned(),
+    }
 }
 
 /// An RFC 3339 time (`2026-11-01T00:00:00Z`), or a date (`2026-11-01`, midnight UTC).
@@ -1004,11 +1124,13 @@ fn timestamp(key: &str, value: Option<&str>) -> Result<Option<std::time::SystemT
 
 fn http_url(key: &str, text: Option<String>) -> Result<Option<url::Url>, ConfigError> {
     let Some(s) = text else { return Ok(None) };
+    // Echoed redacted: a URL may carry a user and password (a Pushgateway behind basic auth).
+    let shown = redact_url(&s);
     let url = url::Url::parse(&s)
-        .map_err(|e| ConfigError::new(format!("{key}: {s:?} is not a URL: {e}")))?;
+        .map_err(|e| ConfigError::new(format!("{key}: {shown:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ConfigError::new(format!(
-            "{key}: {s:?} must be an http or https URL"
+            "{key}: {shown:?} must be an http or https URL"
         )));
     }
     Ok(Some(url))
@@ -1099,6 +1221,122 @@ mod tests {
         assert!(parse_duration("ten seconds").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("-5s").is_err());
+    }
+
+    fn refused(argv: &[&str]) -> String {
+        let mut full = vec!["cognito-resend"];
+        full.extend_from_slice(argv);
+        full.push("check");
+        match load_with(&full, None) {
+            Ok(_) => panic!("{argv:?} should be refused"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn settings_that_break_a_guarantee_are_refused_naming_the_limit() {
+        let e = refused(&["--claim-lease", "200ms"]);
+        assert!(
+            e.contains("ledger.claim_lease") && e.contains("three heartbeats"),
+            "{e}"
+        );
+        assert!(load_with(&["cognito-resend", "--claim-lease", "300ms", "check"], None).is_ok());
+
+        let e = refused(&["--visibility-timeout", "5m", "--max-extension", "1m"]);
+        assert!(
+            e.contains("sqs.max_extension") && e.contains("visibility_timeout"),
+            "{e}"
+        );
+        let e = refused(&["--max-extension", "0"]);
+        assert!(e.contains("sqs.max_extension"), "{e}");
+
+        let e = refused(&["--concurrency", "100000"]);
+        assert!(e.contains("run.concurrency") && e.contains("1024"), "{e}");
+        assert!(load_with(&["cognito-resend", "--concurrency", "1024", "check"], None).is_ok());
+
+        // 1/rate would overflow a Duration (and any timer long before that).
+        for (flag, key) in [
+            ("--rate", "run.rate"),
+            ("--precheck-rate", "run.precheck_rate"),
+            ("--list-rate", "discover.list_rate"),
+        ] {
+            for tiny in ["1e-30", "0.0001"] {
+                let e = refused(&[flag, tiny]);
+                assert!(
+                    e.contains(key) && e.contains("smallest rate"),
+                    "{flag} {tiny}: {e}"
+                );
+            }
+        }
+        let s = load_with(&["cognito-resend", "--rate", "0.001", "check"], None).unwrap();
+        assert_eq!(s.run.rate, Some(0.001));
+        let s = load_with(&["cognito-resend", "--rate", "0", "check"], None).unwrap();
+        assert_eq!(s.run.rate, None, "0 still means no limit");
+    }
+
+    #[test]
+    fn a_zero_cooldown_or_shutdown_grace_is_warned_about_loudly() {
+        let s = load_with(&["cognito-resend", "check"], None).unwrap();
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        let s = load_with(
+            &[
+                "cognito-resend",
+                "--cooldown",
+                "0",
+                "--shutdown-grace",
+                "0s",
+                "check",
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+        assert!(s.warnings[0].contains("--cooldown") && s.warnings[1].contains("--shutdown-grace"));
+        let shown = s.render_redacted();
+        assert!(
+            shown.starts_with("# WARNING: ledger.cooldown (--cooldown) is 0"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn pushgateway_credentials_never_show() {
+        let s = load_with(
+            &[
+                "cognito-resend",
+                "--pushgateway",
+                "http://metrics:hunter2@127.0.0.1:9091/",
+                "check",
+            ],
+            None,
+        )
+        .unwrap();
+        let shown = s.render_redacted();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("metrics:"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("http://<redacted>@127.0.0.1:9091/"),
+            "{shown}"
+        );
+        // Errors about the URL are redacted too, parsed or not.
+        for bad in [
+            "https://metrics:hunter2@127.0.0.1:9091/",
+            "ftp://metrics:hunter2@127.0.0.1/",
+            "http://metrics:hunter2@[::1/",
+        ] {
+            let e = refused(&["--pushgateway", bad]);
+            assert!(
+                !e.contains("hunter2") && e.contains("metrics.pushgateway"),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            redact_url("http://127.0.0.1:9091/a@b"),
+            "http://127.0.0.1:9091/a@b"
+        );
+        assert_eq!(redact_url("http://u@h/"), "http://<redacted>@h/");
     }
 
     #[test]

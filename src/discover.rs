@@ -4,6 +4,12 @@
 //! The CSV's columns are `username`, `created` (UserCreateDate, RFC 3339), `status`, then one
 //! column per `--attributes` name, so `backfill` reads it as it is (it needs only `username` and
 //! ignores the rest) and a person can still see who is in it.
+//!
+//! The file holds personal data: `--out` is created readable by its owner only (0600). A cell a
+//! spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, a tab or a carriage
+//! return) is written with a `'` in front ([`crate::source::csv::neutralise`]); `backfill` and
+//! `enqueue` take that `'` off a username again, so a phone-number username like `+15551234567`
+//! survives the round trip.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,6 +20,7 @@ use crate::config::Settings;
 use crate::runner::{Finished, RunError, discovery};
 use crate::shutdown::Shutdown;
 use crate::source::Source;
+use crate::source::csv::neutralise;
 use crate::source::pool::{PoolSource, discover};
 
 /// Runs `discover`.
@@ -52,7 +59,7 @@ pub async fn run(
     }
 
     let sink: Box<dyn Write + Send> = match &out {
-        Some(path) => Box::new(std::fs::File::create(path).map_err(|e| {
+        Some(path) => Box::new(create_private(path).map_err(|e| {
             RunError::Usage(format!("--out: cannot create {}: {e}", path.display()))
         })?),
         None => Box::new(std::io::stdout()),
@@ -61,6 +68,7 @@ pub async fn run(
     let write_failed = |e: csv::Error| RunError::Fatal(anyhow::anyhow!("writing the CSV: {e}"));
     let mut header = vec!["username".to_owned(), "created".into(), "status".into()];
     header.extend(attributes.iter().cloned());
+    let header: Vec<String> = header.iter().map(|c| neutralise(c).into_owned()).collect();
     csv.write_record(&header).map_err(write_failed)?;
 
     let mut found = discover(d, shutdown.token.child_token());
@@ -82,7 +90,8 @@ pub async fn run(
                     .unwrap_or_default(),
             );
         }
-        csv.write_record(&record).map_err(write_failed)?;
+        csv.write_record(record.iter().map(|c| neutralise(c).into_owned()))
+            .map_err(write_failed)?;
         written += 1;
     }
     csv.flush()
@@ -106,4 +115,18 @@ pub async fn run(
         complete: !shutdown.token.is_cancelled(),
         failed_or_invalid: 0,
     })
+}
+
+/// Creates (or truncates) `path` readable by its owner only: it will hold personal data.
+fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // `mode` applies only to a file created now; an existing one is tightened too.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
 }

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use cognito_resend::cli::Cli;
+use cognito_resend::cli::{Cli, Command};
 use cognito_resend::config::Settings;
 use cognito_resend::runner::{self, RunError};
 use cognito_resend::shutdown::Shutdown;
@@ -15,7 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(&cli.settings) {
+    let mut settings = match Settings::load(&cli.settings) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("cognito-resend: {e}");
@@ -23,6 +23,12 @@ fn main() -> ExitCode {
         }
     };
     let bar = telemetry::init_logging(&settings.log);
+    // `check` prints them with the settings; every other command says them first, loudly.
+    if !matches!(cli.command, Command::Check) {
+        for warning in &settings.warnings {
+            tracing::warn!("{warning}");
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -33,6 +39,18 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Commands that call AWS need a region: found once, or one clear line and exit 2.
+    let calls_aws = matches!(
+        cli.command,
+        Command::Backfill { .. }
+            | Command::Consume
+            | Command::Discover { .. }
+            | Command::Enqueue { .. }
+    );
+    if calls_aws && let Err(e) = runtime.block_on(settings.resolve_region()) {
+        tracing::error!("{e}");
+        return ExitCode::from(2);
+    }
     let (result, signal) = runtime.block_on(async {
         let shutdown = match Shutdown::listen() {
             Ok(s) => s,

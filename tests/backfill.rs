@@ -673,3 +673,147 @@ async fn environment_settings_apply_and_empty_ones_count_as_unset() {
     assert_eq!(ran.code, 2, "{}", ran.stderr);
     assert!(ran.stderr.contains("log.format"), "{}", ran.stderr);
 }
+
+/// The peak resident memory of a running process, from `/proc/<pid>/status` (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the child runs");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
+/// A 200 MB record (an unbalanced quote that swallows two million lines) is `invalid`, named by
+/// its lines, without ever being held: the process's peak memory stays far below the record's
+/// size. The CSV comes on stdin, which stays open after the rows, so the peak is read while the
+/// process is still alive, once the row after the huge record has been sent (so the reader has
+/// been all the way through it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_mb_record_is_invalid_by_line_and_memory_stays_flat() {
+    use tokio::io::AsyncWriteExt;
+    let emu = emulator_with(
+        ["ok1", "ok2"]
+            .map(|u| UserSpec::new(u, UserStatus::Unconfirmed))
+            .to_vec(),
+        |b| b,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = backfill(&emu.endpoint(), std::path::Path::new("-"));
+    cmd.arg("--report")
+        .arg(&report_path)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+
+    stdin
+        .write_all(b"username,email\nok1,a@x\n\"")
+        .await
+        .unwrap();
+    // 105 chunks of 20,000 lines of 100 bytes, all inside one quoted field: 210 MB in all.
+    let line = format!("{},swallowed@x\n", "s".repeat(87));
+    assert_eq!(line.len(), 100);
+    let chunk = line.repeat(20_000);
+    for _ in 0..105 {
+        stdin.write_all(chunk.as_bytes()).await.unwrap();
+    }
+    stdin.write_all(b"end\",x\nok2,b@x\n").await.unwrap();
+    stdin.flush().await.unwrap();
+    let huge_lines = 105 * 20_000 + 1;
+
+    wait_for_sends(&emu, 2).await;
+    let peak_mib = peak_rss_kib(pid) / 1024;
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("backfill ends once stdin closes")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "one invalid row: {stderr}");
+    assert!(
+        peak_mib < 100,
+        "peak RSS {peak_mib} MiB while reading a 200 MiB record: it was buffered"
+    );
+
+    let report = report(&report_path);
+    assert_eq!(report.len(), 3, "{report:?}");
+    assert_eq!(users_with(&report, "sent").len(), 2);
+    let invalid = report.iter().find(|l| l["outcome"] == "invalid").unwrap();
+    assert_eq!(invalid["source"], "csv:3");
+    let reason = invalid["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("over 64 KiB")
+            && reason.contains(&format!("lines 3 to {}", 3 + huge_lines - 1))
+            && reason.contains("unbalanced quote"),
+        "{reason}"
+    );
+    let ok2 = report.iter().find(|l| l["username"] == "ok2").unwrap();
+    assert_eq!(ok2["source"], format!("csv:{}", 3 + huge_lines));
+}
+
+/// The SQLite ledger and its `-wal`/`-shm`, and the report, name users: they are created
+/// readable by their owner only, whatever the umask lets through (the test runs with 022).
+#[tokio::test]
+async fn the_ledger_and_the_report_are_created_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let store = cognito_resend::ledger::sqlite::SqliteStore::open(&db).unwrap();
+    // Opening wrote the schema, so SQLite has its write-ahead log and shared memory open now.
+    for file in ["ledger.db", "ledger.db-wal", "ledger.db-shm"] {
+        assert_eq!(mode(&dir.path().join(file)), 0o600, "{file}");
+    }
+    drop(store);
+    let report = dir.path().join("report.jsonl");
+    drop(cognito_resend::outcome::report::ReportWriter::create(&report).unwrap());
+    assert_eq!(mode(&report), 0o600);
+}
+
+/// With no region anywhere (no flag, no AWS_REGION, no profile, and an instance metadata service
+/// that does not answer, here a closed port on loopback), the user sees one line naming
+/// `--region` and `AWS_REGION`, and exit 2: not a screen of SDK warnings per client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_region_anywhere_is_one_clear_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &["z".to_owned()]);
+    // A port that was free a moment ago: connecting to it is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            format!("http://{closed}/"),
+        )
+        .args([
+            "--cognito-endpoint",
+            "http://127.0.0.1:9",
+            "--metrics-addr",
+            "none",
+        ])
+        .args(["--state", "none", "backfill"])
+        .arg(&csv)
+        .args(["--client-id", CLIENT])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    let lines: Vec<&str> = ran.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line, not:\n{}", ran.stderr);
+    assert!(
+        lines[0].contains("--region") && lines[0].contains("AWS_REGION"),
+        "{}",
+        lines[0]
+    );
+}

@@ -436,3 +436,98 @@ async fn pool_commands_without_credentials_or_pool_id_exit_2_and_say_why() {
     assert!(ran.stderr.contains("--precheck"), "{}", ran.stderr);
     assert_eq!(pool.emu.stats().requests_total, 0, "nothing was called");
 }
+
+/// The mode bits a user would see in `ls -l`.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// `discover --out` holds personal data: it is created 0600. A username a spreadsheet would run
+/// as a formula (`=...`, `+1555...`, `-...`, `@...`) is written with a `'` in front, and
+/// `backfill` reading that file takes the `'` off again: every user gets their code, under the
+/// name Cognito knows. A username with an invisible format character is `invalid` from the pool
+/// like from any other source, and never called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discover_out_is_private_formula_safe_and_reads_back() {
+    let names = [
+        "+15551234567",
+        "=HYPERLINK(\"x\")",
+        "-dash",
+        "@at",
+        "'=quoted",
+        "plain",
+    ];
+    let mut users: Vec<UserSpec> = names
+        .iter()
+        .map(|u| UserSpec::new(*u, UserStatus::Unconfirmed))
+        .collect();
+    users.push(UserSpec::new("zero\u{200B}width", UserStatus::Unconfirmed));
+    let emu = emulator_with(users, |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("unconfirmed.csv");
+    // An older, world-readable file of the same name is tightened, not kept as it was.
+    std::fs::write(&out, "old").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let mut cmd = command(&emu.endpoint());
+    cmd.args(["--user-pool-id", DEFAULT_USER_POOL_ID, "discover", "--out"])
+        .arg(&out);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(mode(&out), 0o600, "discover --out is owner-only");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let cells: HashSet<String> = csv_usernames(&text).into_iter().collect();
+    for formula in [
+        "'+15551234567",
+        "'=HYPERLINK(\"x\")",
+        "'-dash",
+        "'@at",
+        "''=quoted",
+    ] {
+        assert!(cells.contains(formula), "{formula} in {text}");
+    }
+    assert!(cells.contains("plain"));
+
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = backfill(&emu.endpoint(), &out);
+    cmd.arg("--report").arg(&report_path);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 3, "one invalid username: {}", ran.stderr);
+    let sent = emu.send_counts();
+    for name in names {
+        assert_eq!(sent.get(name), Some(&1), "{name} gets its code: {sent:?}");
+    }
+    assert_eq!(
+        sent.len(),
+        names.len(),
+        "the zero-width username is never called"
+    );
+    assert_eq!(mode(&report_path), 0o600, "the report is owner-only");
+
+    // From the pool directly, too.
+    let mut cmd = command(&emu.endpoint());
+    cmd.args([
+        "--user-pool-id",
+        DEFAULT_USER_POOL_ID,
+        "backfill",
+        "--from-pool",
+    ])
+    .args(["--client-id", CLIENT, "--dry-run"])
+    .arg("--report")
+    .arg(&report_path);
+    let ran = run(cmd).await;
+    let report = report(&report_path);
+    let invalid: Vec<_> = report
+        .iter()
+        .filter(|l| l["outcome"] == "invalid")
+        .collect();
+    assert_eq!(invalid.len(), 1, "{}", ran.stderr);
+    assert!(
+        invalid[0]["reason"].as_str().unwrap().contains("U+200B"),
+        "{}",
+        invalid[0]
+    );
+}

@@ -118,6 +118,19 @@ impl SqliteStore {
             state: path.display().to_string(),
             detail,
         };
+        // The ledger names users: readable by its owner only. SQLite creates the file with
+        // 0644 (less the umask) and gives `-wal` and `-shm` the database file's mode, so the
+        // file is created 0600 here, before SQLite opens it. An existing file keeps its mode.
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| fail(format!("cannot create it: {e}")))?;
+        }
         let conn = Connection::open(path).map_err(|e| fail(format!("cannot open it: {e}")))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| fail(e.to_string()))?;

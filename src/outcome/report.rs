@@ -2,9 +2,13 @@
 //!
 //! Lines are written through a `LineWriter`, so each outcome is on disk (in the page cache) as
 //! soon as it is recorded, even if the process is killed.
+//!
+//! It names users and their masked contacts: personal data, so it is readable by its owner only
+//! (0600), whether it is created or an older one is truncated.
 
 use std::fs::{File, OpenOptions};
 use std::io::{LineWriter, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -43,7 +47,10 @@ impl ReportWriter {
             .create(true)
             .write(true)
             .truncate(true)
+            .mode(0o600)
             .open(path)?;
+        // `mode` applies only to a file created now; one left by an older run is tightened too.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         Ok(Self {
             out: LineWriter::new(file),
             buf: Vec::with_capacity(512),

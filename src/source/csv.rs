@@ -4,6 +4,16 @@
 //! The header is read before the run starts: a file without a username column is a usage error
 //! (exit 2), not a million `invalid` outcomes. After that, a record that cannot be read is an
 //! [`Unreadable`] naming its line, and the rest of the file goes on.
+//!
+//! No record is ever held whole: [`bounded::Bounded`] sits in front of the `csv` crate and cuts
+//! a record over [`MAX_RECORD_BYTES`] (a 1 GB line, an unbalanced quote that swallows the rest of
+//! the file) while streaming past it, so memory stays flat whatever the input. Such a record is
+//! `invalid`, naming the lines it covered. Client ids and usernames pass the same checks as
+//! every other source's ([`super::check_client_id`], [`super::check_username`]).
+
+mod bounded;
+
+pub use bounded::MAX_RECORD_BYTES;
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -110,7 +120,7 @@ impl Columns {
             }
         };
         let username = match field(self.username, "username") {
-            Ok(Some(u)) => u,
+            Ok(Some(u)) => unneutralise(&u).to_owned(),
             Ok(None) => return unreadable("username is empty".into(), None),
             Err(e) => return unreadable(e, None),
         };
@@ -127,6 +137,9 @@ impl Columns {
         };
         let read = (|| -> Result<(), String> {
             request.client_id = optional(self.client_id, "client_id")?;
+            if let Some(id) = &request.client_id {
+                super::check_client_id(id)?;
+            }
             request.analytics_endpoint_id =
                 optional(self.analytics_endpoint_id, "analytics_endpoint_id")?;
             request.encoded_data = optional(self.encoded_data, "encoded_data")?;
@@ -142,6 +155,35 @@ impl Columns {
             Ok(()) => Input::Job(Job { origin, request }),
             Err(e) => unreadable(e, Some(request.username)),
         }
+    }
+}
+
+/// Whether a spreadsheet would run a cell starting with `c` as a formula (or, for tab and
+/// carriage return, as the start of one once imported).
+fn formula_start(c: char) -> bool {
+    matches!(c, '=' | '+' | '-' | '@' | '\t' | '\r')
+}
+
+/// A cell as `discover` writes it: one that a spreadsheet would run as a formula gets a `'` in
+/// front (the usual CSV-injection defence). A cell that already starts with `'`s followed by
+/// such a character gets one more, so [`unneutralise`] is its exact inverse and a username that
+/// really starts with `'` survives too.
+pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.trim_start_matches('\'').starts_with(formula_start) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
+}
+
+/// The inverse of [`neutralise`], applied to the username column: a `'` followed by (more `'`s
+/// and) a formula character loses its first `'`. So `'+15551234567` from `discover` is the user
+/// `+15551234567` again. The one cost: a username that really starts with `'` and then one of
+/// `=+-@` must be written with one `'` more (as `discover` does).
+pub fn unneutralise(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.trim_start_matches('\'').starts_with(formula_start) => rest,
+        _ => cell,
     }
 }
 
@@ -250,11 +292,25 @@ fn read_all(
             return;
         }
     };
+    let records = bounded::Records::default();
     let mut csv = ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
-        .from_reader(io::BufReader::with_capacity(64 * 1024, reader));
-    let columns = match csv.byte_headers() {
+        .from_reader(bounded::Bounded::new(
+            io::BufReader::with_capacity(64 * 1024, reader),
+            MAX_RECORD_BYTES,
+            records.clone(),
+        ));
+    let headers = csv.byte_headers();
+    let header_cut = records.borrow_mut().pop_front().and_then(|r| r.cut);
+    let columns = match headers {
+        _ if header_cut.is_some() => Err(CsvError::Header {
+            path: name.clone(),
+            problem: format!(
+                "the header row is over {} KiB: is this a CSV file?",
+                MAX_RECORD_BYTES / 1024
+            ),
+        }),
         Ok(h) if h.is_empty() || (h.len() == 1 && h[0].is_empty()) => Err(CsvError::Header {
             path: name.clone(),
             problem: "empty file: a header row is required".into(),
@@ -280,19 +336,41 @@ fn read_all(
     }
     let mut rec = ByteRecord::new();
     loop {
-        let item = match csv.read_byte_record(&mut rec) {
-            Ok(false) => return,
-            Ok(true) => {
-                let line = rec.position().map_or(0, |p| p.line());
-                Ok(columns.job(&rec, line))
+        // Each record the crate yields (or refuses for its field count) is the next one the
+        // bounded reader noted: that note says where it starts and whether it was cut.
+        let result = csv.read_byte_record(&mut rec);
+        let note = match &result {
+            Ok(true) => records.borrow_mut().pop_front(),
+            Err(e) if matches!(e.kind(), ErrorKind::UnequalLengths { .. }) => {
+                records.borrow_mut().pop_front()
             }
+            _ => None,
+        };
+        let crate_line = |pos: Option<&csv::Position>| pos.map_or(0, |p| p.line());
+        let item = match result {
+            Ok(false) => return,
+            Ok(true) => match note {
+                Some(bounded::Record {
+                    line,
+                    cut: Some(cut),
+                }) => Ok(cut_input(line, &cut)),
+                Some(bounded::Record { line, cut: None }) => Ok(columns.job(&rec, line)),
+                None => Ok(columns.job(&rec, crate_line(rec.position()))),
+            },
             Err(e) => match e.kind() {
+                ErrorKind::UnequalLengths { .. }
+                    if note.as_ref().is_some_and(|n| n.cut.is_some()) =>
+                {
+                    let note = note.expect("checked in the guard just above");
+                    let cut = note.cut.expect("checked in the guard just above");
+                    Ok(cut_input(note.line, &cut))
+                }
                 ErrorKind::UnequalLengths {
                     pos,
                     expected_len,
                     len,
                 } => {
-                    let line = pos.as_ref().map_or(0, |p| p.line());
+                    let line = note.map_or_else(|| crate_line(pos.as_ref()), |n| n.line);
                     Ok(Input::Unreadable(Unreadable {
                         origin: Origin::Csv { line },
                         reason: format!(
@@ -322,21 +400,58 @@ fn read_all(
     }
 }
 
+/// A record too long to read: `invalid`, naming the lines it covered so the user knows which
+/// rows got no outcome of their own.
+fn cut_input(line: u64, cut: &bounded::Cut) -> Input {
+    let span = if cut.end_line > line {
+        format!("lines {line} to {}", cut.end_line)
+    } else {
+        format!("line {line}")
+    };
+    let hint = if cut.open_quote_at_eof {
+        ": a quote opened in it is never closed, so it runs to the end of the file; the rows \
+         after it were not read"
+            .to_owned()
+    } else if cut.quoted_breaks > 0 {
+        format!(
+            ": a quoted field runs over {} line(s), an unbalanced quote? The rows inside it were \
+             not read",
+            cut.quoted_breaks
+        )
+    } else {
+        String::new()
+    };
+    Input::Unreadable(Unreadable {
+        origin: Origin::Csv { line },
+        reason: format!(
+            "line {line}: record is over {} KiB ({} bytes, {span}), not read{hint}",
+            MAX_RECORD_BYTES / 1024,
+            cut.bytes
+        ),
+        username: None,
+    })
+}
+
 /// Counts the records of a file (not stdin) for the progress bar's length. Cheap next to the
 /// network work; runs on its own thread so the run does not wait for it.
 pub fn count_records(path: &Path) -> Option<u64> {
     if path == Path::new("-") {
         return None;
     }
+    // Through the same bounded reader: counting must not hold a huge record either.
+    let records = bounded::Records::default();
     let mut csv = ReaderBuilder::new()
         .flexible(true)
-        .from_reader(io::BufReader::with_capacity(
-            256 * 1024,
-            File::open(path).ok()?,
+        .from_reader(bounded::Bounded::new(
+            io::BufReader::with_capacity(256 * 1024, File::open(path).ok()?),
+            MAX_RECORD_BYTES,
+            records.clone(),
         ));
     let mut rec = ByteRecord::new();
     let mut n = 0;
     loop {
+        // The notes are not needed here; drop them so they do not pile up.
+        records.borrow_mut().clear();
         match csv.read_byte_record(&mut rec) {
             Ok(true) => n += 1,
             Ok(false) => return Some(n),
@@ -463,6 +578,97 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_record_over_the_limit_is_invalid_by_line_and_the_rest_goes_on() {
+        let long = "x".repeat(MAX_RECORD_BYTES + 1);
+        let mut text = format!("username,email\nok1,a@x\n{long},b@x\nok2,c@x\n");
+        // An unbalanced quote that closes four lines later, in a field over the limit.
+        text.push_str(&format!(
+            "\"{},d@x\nin1,e\nin2,f\nin3,g\n\",h\nok3,i@x\n",
+            "y".repeat(MAX_RECORD_BYTES)
+        ));
+        text.push_str("ok4,j@x\n");
+        let inputs = read(text.as_bytes()).await.unwrap();
+        assert_eq!(inputs.len(), 6, "{inputs:?}");
+        assert_eq!(job(&inputs[0]).request.username, "ok1");
+        let u = unreadable(&inputs[1]);
+        assert_eq!(u.origin, Origin::Csv { line: 3 });
+        assert!(
+            u.reason.starts_with("line 3: record is over 64 KiB"),
+            "{}",
+            u.reason
+        );
+        assert_eq!(job(&inputs[2]).request.username, "ok2");
+        assert_eq!(job(&inputs[2]).origin, Origin::Csv { line: 4 });
+        let u = unreadable(&inputs[3]);
+        assert_eq!(u.origin, Origin::Csv { line: 5 });
+        assert!(
+            u.reason.contains("lines 5 to 9") && u.reason.contains("unbalanced quote"),
+            "{}",
+            u.reason
+        );
+        assert_eq!(job(&inputs[4]).request.username, "ok3");
+        assert_eq!(job(&inputs[4]).origin, Origin::Csv { line: 10 });
+        assert_eq!(job(&inputs[5]).origin, Origin::Csv { line: 11 });
+
+        // A quote never closed: one outcome for the rest of the file, which is never held.
+        let text = format!(
+            "username\nok1\n\"{}\nrest1\nrest2\n",
+            "z".repeat(MAX_RECORD_BYTES)
+        );
+        let inputs = read(text.as_bytes()).await.unwrap();
+        assert_eq!(inputs.len(), 2);
+        let u = unreadable(&inputs[1]);
+        assert!(u.reason.contains("never closed"), "{}", u.reason);
+    }
+
+    #[tokio::test]
+    async fn client_ids_and_usernames_are_checked_like_cognito_does() {
+        let text = "username,client_id\nok,c_1+x\nbad,c-1\nlong,".to_owned()
+            + &"c".repeat(129)
+            + "\nal\u{200B}ice,c1\n";
+        let inputs = read(text.as_bytes()).await.unwrap();
+        assert_eq!(job(&inputs[0]).request.client_id.as_deref(), Some("c_1+x"));
+        let u = unreadable(&inputs[1]);
+        assert!(
+            u.reason.contains("line 3") && u.reason.contains("client_id"),
+            "{}",
+            u.reason
+        );
+        assert!(unreadable(&inputs[2]).reason.contains("129"));
+        assert!(unreadable(&inputs[3]).reason.contains("U+200B"));
+    }
+
+    #[tokio::test]
+    async fn neutralised_usernames_read_back_as_written_by_discover() {
+        let text = "username\n'+15551234567\n'-dash\n''=two\n'plain\n@at\n";
+        let inputs = read(text.as_bytes()).await.unwrap();
+        let names: Vec<_> = inputs
+            .iter()
+            .map(|i| job(i).request.username.clone())
+            .collect();
+        assert_eq!(names, ["+15551234567", "-dash", "'=two", "'plain", "@at"]);
+    }
+
+    #[test]
+    fn neutralise_guards_formulas_and_unneutralise_inverts_it() {
+        assert_eq!(neutralise("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        for (cell, written) in [
+            ("+15551234567", "'+15551234567"),
+            ("-1", "'-1"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "'\rx"),
+            ("'=x", "''=x"),
+            ("alice", "alice"),
+            ("'alice", "'alice"),
+            ("", ""),
+        ] {
+            assert_eq!(neutralise(cell), written, "{cell:?}");
+            assert_eq!(unneutralise(written), cell, "{written:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn exactly_128_characters_is_fine() {
         let name = "é".repeat(128);
         let inputs = read(format!("username\n{name}\n").as_bytes())
@@ -530,7 +736,9 @@ mod tests {
                 for (input, (u, note, _)) in inputs.iter().zip(expected) {
                     match input {
                         Input::Job(j) => {
-                            prop_assert_eq!(&j.request.username, u);
+                            // A `'` before a formula character is `discover`'s neutralising.
+                            let u = unneutralise(u);
+                            prop_assert_eq!(j.request.username.as_str(), u);
                             prop_assert!(check_username(u).is_ok());
                             prop_assert_eq!(
                                 j.request.client_metadata.get("note").map(String::as_str),
@@ -541,11 +749,19 @@ mod tests {
                             last_line = line;
                         }
                         Input::Unreadable(bad) => {
-                            prop_assert!(check_username(u).is_err());
+                            prop_assert!(check_username(unneutralise(u)).is_err());
                             prop_assert!(bad.reason.starts_with("line "));
                         }
                     }
                 }
+            }
+
+            /// Every cell survives `discover`'s neutralising and `backfill`'s reading back.
+            #[test]
+            fn neutralising_round_trips(cell in "['=+@\\-\t\rab]{0,6}|\\PC{0,20}") {
+                let written = neutralise(&cell);
+                prop_assert_eq!(unneutralise(&written), cell.as_str());
+                prop_assert!(!written.starts_with(formula_start));
             }
 
             /// Arbitrary bytes after a valid header never panic and never stop the file early:

@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Input, Job, NothingToSettle, Origin, ResendRequest, Settle, Source};
+use super::{
+    Input, Job, NothingToSettle, Origin, ResendRequest, Settle, Source, Unreadable, check_username,
+};
 use crate::cognito::admin::{PoolAdmin, PoolUser};
 use crate::engine::rate::RateLimiter;
 use crate::engine::retry::{RetryPolicy, pool_call};
@@ -162,10 +164,20 @@ impl Source for PoolSource {
     async fn next(&mut self) -> Option<Input> {
         let user = self.discovered.users.recv().await?;
         self.next_index += 1;
+        let origin = Origin::Pool {
+            index: self.next_index,
+        };
+        // The pool is a source like any other: a username Cognito holds but its own pattern
+        // refuses (created before a stricter rule, or by an import) is `invalid`, not a call.
+        if let Err(reason) = check_username(&user.username) {
+            return Some(Input::Unreadable(Unreadable {
+                origin,
+                reason: format!("user {}: {reason}", self.next_index),
+                username: Some(user.username),
+            }));
+        }
         Some(Input::Job(Job {
-            origin: Origin::Pool {
-                index: self.next_index,
-            },
+            origin,
             request: ResendRequest {
                 username: user.username,
                 ..ResendRequest::default()

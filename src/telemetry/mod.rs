@@ -113,9 +113,16 @@ pub fn init_logging(log: &LogSettings) -> BarSlot {
     };
     // Our crate at the chosen level; the AWS SDK and HTTP stack one step quieter, since their
     // debug output is about internals, not jobs.
+    // The SDK warns once per client when the instance metadata service has no region for it;
+    // the run already says so in one line (`Settings::resolve_region`), so those stay quiet
+    // unless -vv asks for the SDK's own story.
     let filter = EnvFilter::new(format!(
         "warn,cognito_resend={level},cognito_emulator={level}{}",
-        if log.verbosity >= 2 { ",aws=debug" } else { "" }
+        if log.verbosity >= 2 {
+            ",aws=debug"
+        } else {
+            ",aws_config::imds::region=off"
+        }
     ));
     let slot = BarSlot::default();
     let builder = tracing_subscriber::fmt()

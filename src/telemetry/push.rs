@@ -14,8 +14,13 @@ use super::metrics;
 const ATTEMPTS: u32 = 3;
 
 /// Pushes the current metrics of `command`. Returns the URL pushed to.
+///
+/// A user and password in `base` (a Pushgateway behind basic auth) are taken out of the URL and
+/// sent as an `Authorization` header instead, so the URL this returns, logs and puts in its
+/// errors (reqwest's errors name the URL) never carries them.
 pub async fn push(base: &url::Url, command: &str) -> Result<String, String> {
     let body = metrics::render().ok_or("no metrics recorder is installed")?;
+    let (base, credentials) = split_credentials(base);
     let url = format!(
         "{}/metrics/job/cognito-resend/command/{command}",
         base.as_str().trim_end_matches('/')
@@ -26,12 +31,14 @@ pub async fn push(base: &url::Url, command: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())?;
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {
-        let sent = client
+        let mut request = client
             .put(&url)
             .header("content-type", "text/plain; version=0.0.4")
-            .body(body.clone())
-            .send()
-            .await;
+            .body(body.clone());
+        if let Some((user, password)) = &credentials {
+            request = request.basic_auth(user, password.as_deref());
+        }
+        let sent = request.send().await;
         match sent {
             Ok(r) if r.status().is_success() => return Ok(url),
             Ok(r) => {
@@ -50,4 +57,69 @@ pub async fn push(base: &url::Url, command: &str) -> Result<String, String> {
         }
     }
     Err(last)
+}
+
+/// `base` without its user and password, and those (percent-decoded) if it had any.
+fn split_credentials(base: &url::Url) -> (url::Url, Option<(String, Option<String>)>) {
+    if base.username().is_empty() && base.password().is_none() {
+        return (base.clone(), None);
+    }
+    // The URL keeps them percent-encoded; the header wants them as typed.
+    let decode = |s: &str| {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match (bytes[i], hex) {
+                (b'%', Some(b)) => {
+                    out.push(b);
+                    i += 3;
+                }
+                (b, _) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let user = decode(base.username());
+    let password = base.password().map(decode);
+    let mut bare = base.clone();
+    // Cannot fail: the settings accept only http URLs with a host.
+    let _ = bare.set_username("");
+    let _ = bare.set_password(None);
+    (bare, Some((user, password)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_the_url_for_a_header() {
+        let base = url::Url::parse("http://met+rics:hunter%402@127.0.0.1:9091/").unwrap();
+        let (bare, creds) = split_credentials(&base);
+        assert_eq!(bare.as_str(), "http://127.0.0.1:9091/");
+        assert_eq!(creds, Some(("met+rics".into(), Some("hunter@2".into()))));
+        let plain = url::Url::parse("http://127.0.0.1:9091").unwrap();
+        assert_eq!(split_credentials(&plain), (plain, None));
+    }
+
+    #[tokio::test]
+    async fn a_failed_push_never_names_the_password() {
+        // Nothing listens on port 9 of loopback (discard); the error names the URL.
+        let base = url::Url::parse("http://metrics:hunter2@127.0.0.1:9/").unwrap();
+        let _ = crate::telemetry::metrics::install();
+        let err = push(&base, "backfill").await.unwrap_err();
+        assert!(
+            !err.contains("hunter2") && !err.contains("metrics:"),
+            "{err}"
+        );
+        assert!(err.contains("127.0.0.1:9"), "{err}");
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::source::{ResendRequest, check_username};
+use crate::source::{ResendRequest, check_client_id, check_username};
 
 /// A body larger than this is not a job (a job is a username and a few short fields).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -69,8 +69,12 @@ pub fn decode(text: &str) -> Result<ResendRequest, BodyProblem> {
             ))),
         }
     };
+    let client_id = text_field("client_id")?;
+    if let Some(id) = &client_id {
+        check_client_id(id).map_err(with_user)?;
+    }
     Ok(ResendRequest {
-        client_id: text_field("client_id")?,
+        client_id,
         analytics_endpoint_id: text_field("analytics_endpoint_id")?,
         encoded_data: text_field("encoded_data")?,
         ip_address: text_field("ip_address")?,
@@ -177,6 +181,11 @@ mod tests {
                 "\"client_id\" must be a string",
             ),
             (
+                r#"{"username":"a","client_id":"c-1"}"#,
+                "client_id contains '-'",
+            ),
+            (r#"{"username":"a\u200bb"}"#, "U+200B"),
+            (
                 r#"{"username":"a","client_metadata":[]}"#,
                 "\"client_metadata\" must be an object",
             ),
@@ -191,6 +200,10 @@ mod tests {
         }
         let long = format!(r#"{{"username":"{}"}}"#, "x".repeat(129));
         assert!(decode(&long).unwrap_err().reason.contains("129"));
+        // A client id Cognito would refuse never reaches the ledger key (a DynamoDB key has
+        // its own size limit, and a long one must not stop the run).
+        let long_client = format!(r#"{{"username":"a","client_id":"{}"}}"#, "c".repeat(129));
+        assert!(decode(&long_client).unwrap_err().reason.contains("129"));
         let huge = format!(r#"{{"username":"a","pad":"{}"}}"#, "x".repeat(200 * 1024));
         assert!(decode(&huge).unwrap_err().reason.contains("bytes"));
     }
@@ -208,13 +221,17 @@ mod tests {
             proptest::option::of("\\PC{1,40}")
         }
 
+        fn client_id() -> impl Strategy<Value = Option<String>> {
+            proptest::option::of("[A-Za-z0-9_+]{1,128}")
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(512))]
 
             #[test]
             fn every_valid_request_round_trips(
                 username in valid_username(),
-                client_id in field(),
+                client_id in client_id(),
                 analytics_endpoint_id in field(),
                 encoded_data in field(),
                 ip_address in field(),
