@@ -56,6 +56,7 @@ struct Raw {
 #[serde(deny_unknown_fields, default)]
 struct RawCognito {
     client_id: Option<String>,
+    allowed_client_ids: Vec<String>,
     client_secret_file: Option<PathBuf>,
     endpoint: Option<String>,
     user_pool_id: Option<String>,
@@ -164,6 +165,7 @@ impl Default for RawCognito {
     fn default() -> Self {
         Self {
             client_id: None,
+            allowed_client_ids: Vec::new(),
             client_secret_file: None,
             endpoint: None,
             user_pool_id: None,
@@ -312,6 +314,23 @@ impl EnvFlags {
     }
 }
 
+/// `cognito.allowed_client_ids`: trimmed, no empty entry, no duplicates.
+fn allowed_client_ids(raw: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    let mut ids: Vec<String> = Vec::with_capacity(raw.len());
+    for id in raw {
+        let id = id.trim();
+        if id.is_empty() {
+            return Err(ConfigError::new(
+                "cognito.allowed_client_ids (--allow-client-id): an empty client id",
+            ));
+        }
+        if !ids.iter().any(|known| known == id) {
+            ids.push(id.to_owned());
+        }
+    }
+    Ok(ids)
+}
+
 fn env_bool(name: &str) -> Result<bool, ConfigError> {
     match std::env::var(name) {
         Err(_) => Ok(false),
@@ -329,6 +348,12 @@ impl Overrides {
     fn from_args(a: &SettingsArgs, env: EnvFlags) -> Self {
         let mut o = Self::default();
         put(&mut o.cognito, "client_id", a.client_id.as_ref());
+        // Flags replace the file's list rather than add to it, like every other setting.
+        put(
+            &mut o.cognito,
+            "allowed_client_ids",
+            (!a.allow_client_id.is_empty()).then_some(&a.allow_client_id),
+        );
         put(
             &mut o.cognito,
             "client_secret_file",
@@ -444,6 +469,9 @@ pub enum SecretSource {
 pub struct CognitoSettings {
     /// Default app client id; a job may carry its own.
     pub client_id: Option<String>,
+    /// Other app client ids a job may name (`client_id` is always allowed); a job naming any
+    /// other is `invalid`, so a queue writer cannot point the run at a client of its choosing.
+    pub allowed_client_ids: Vec<String>,
     /// The app client secret and where it came from.
     pub secret: Option<(ClientSecret, SecretSource)>,
     /// Endpoint override (emulator, VPC endpoint).
@@ -626,6 +654,7 @@ impl Settings {
         )?;
         let cognito = CognitoSettings {
             client_id: non_empty(raw.cognito.client_id),
+            allowed_client_ids: allowed_client_ids(raw.cognito.allowed_client_ids)?,
             secret,
             endpoint,
             user_pool_id: non_empty(raw.cognito.user_pool_id),
@@ -859,6 +888,7 @@ impl Settings {
             "# effective settings{file}\n\
              [cognito]\n\
              client_id = {client_id}\n\
+             allowed_client_ids = {allowed}\n\
              client_secret = {secret}\n\
              endpoint = {endpoint}\n\
              user_pool_id = {pool}\n\
@@ -914,6 +944,10 @@ impl Settings {
                 Some(s) => format!("{s:?}"),
                 None => "# not set: every job must carry its own client_id".to_owned(),
             },
+            allowed = format!(
+                "{:?} # and client_id; jobs naming any other are invalid",
+                self.cognito.allowed_client_ids
+            ),
             endpoint = opt(&self.cognito.endpoint.as_ref().map(|u| u.to_string())),
             pool = opt(&self.cognito.user_pool_id),
             at = d(self.cognito.attempt_timeout),

@@ -22,6 +22,30 @@ use crate::config::{ClientSecret, CognitoSettings};
 use crate::outcome::Delivery;
 use crate::source::ResendRequest;
 
+/// What the engine needs from Cognito: one ResendConfirmationCode call, classified.
+///
+/// [`Cognito`] is the one production implementation. The engine is generic over this trait so
+/// that tests can run it in-process against fakes (a panicking call, a scripted error storm,
+/// paused time) without a network, an emulator or a process.
+pub trait Resend: Send + Sync + 'static {
+    /// Calls ResendConfirmationCode for `req` as app client `client_id`.
+    fn resend(
+        &self,
+        req: &ResendRequest,
+        client_id: &str,
+    ) -> impl Future<Output = Result<Answer, CallError>> + Send;
+}
+
+impl Resend for Cognito {
+    fn resend(
+        &self,
+        req: &ResendRequest,
+        client_id: &str,
+    ) -> impl Future<Output = Result<Answer, CallError>> + Send {
+        Cognito::resend(self, req, client_id)
+    }
+}
+
 /// A ResendConfirmationCode caller.
 #[derive(Clone)]
 pub struct Cognito {
