@@ -451,7 +451,9 @@ async fn guarded(
         Tried::Abandoned(o) => (None, Some(o)),
         Tried::Done(o) if o.kind == OutcomeKind::Sent => (Some(Finish::Sent), Some(o)),
         // Failed after an ambiguous attempt: the user may hold a code, so the cooldown starts.
-        Tried::Done(o) if o.in_doubt.is_some() => (Some(Finish::MaybeSent(o.kind.as_str())), Some(o)),
+        Tried::Done(o) if o.in_doubt.is_some() => {
+            (Some(Finish::MaybeSent(o.kind.as_str())), Some(o))
+        }
         Tried::Done(o) => (Some(Finish::NotSent(o.kind.as_str())), Some(o)),
     };
     if let Some(how) = how
@@ -470,7 +472,10 @@ async fn guarded(
         return Some(failed);
     }
     outcome.map(|o| Outcome {
-        in_doubt: in_doubt.as_ref().map(|_| DoubtCause::DeadRun).or(o.in_doubt),
+        in_doubt: in_doubt
+            .as_ref()
+            .map(|_| DoubtCause::DeadRun)
+            .or(o.in_doubt),
         ..o
     })
 }
