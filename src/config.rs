@@ -888,7 +888,7 @@ impl Settings {
             "# effective settings{file}\n\
              [cognito]\n\
              client_id = {client_id}\n\
-             allowed_client_ids = {allowed}\n\
+             allowed_client_ids = {allowed:?} # and client_id; jobs naming any other are invalid\n\
              client_secret = {secret}\n\
              endpoint = {endpoint}\n\
              user_pool_id = {pool}\n\
@@ -944,10 +944,7 @@ impl Settings {
                 Some(s) => format!("{s:?}"),
                 None => "# not set: every job must carry its own client_id".to_owned(),
             },
-            allowed = format!(
-                "{:?} # and client_id; jobs naming any other are invalid",
-                self.cognito.allowed_client_ids
-            ),
+            allowed = self.cognito.allowed_client_ids,
             endpoint = opt(&self.cognito.endpoint.as_ref().map(|u| u.to_string())),
             pool = opt(&self.cognito.user_pool_id),
             at = d(self.cognito.attempt_timeout),
@@ -1167,6 +1164,38 @@ mod tests {
         assert_eq!(
             from_file.sqs.visibility_timeout,
             defaults.sqs.visibility_timeout
+        );
+    }
+
+    #[test]
+    fn allowed_client_ids_default_to_none_and_flags_repeat() {
+        let s = load_with(&["cognito-resend", "check"], None).unwrap();
+        assert!(s.cognito.allowed_client_ids.is_empty());
+        let s = load_with(
+            &[
+                "cognito-resend",
+                "--allow-client-id",
+                "second",
+                "--allow-client-id",
+                "third",
+                "--allow-client-id",
+                "second",
+                "check",
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.cognito.allowed_client_ids, ["second", "third"]);
+        assert!(
+            s.render_redacted()
+                .contains("allowed_client_ids = [\"second\", \"third\"]")
+        );
+        let e = load_with(&["cognito-resend", "--allow-client-id", " ", "check"], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cognito.allowed_client_ids (--allow-client-id)"),
+            "{e}"
         );
     }
 

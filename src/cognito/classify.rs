@@ -403,6 +403,15 @@ mod tests {
         }
     }
 
+    fn broken(r: Result<Answer, CallError>) -> (&'static str, Misconfiguration) {
+        match r {
+            Err(CallError::Broken { reason, kind, .. }) => (reason, kind),
+            other => {
+                panic!("expected a per-user failure that counts toward a storm, got {other:?}")
+            }
+        }
+    }
+
     #[test]
     fn every_error_of_the_operation_model_is_classified() {
         use Misconfiguration as M;
@@ -447,9 +456,10 @@ mod tests {
             svc(err!(TooManyRequestsException, "Rate exceeded"), 400),
             Err(CallError::Throttled(m)) if m == "TooManyRequestsException: Rate exceeded"
         ));
+        // Cognito's own failure may come after it acted.
         assert!(matches!(
             svc(err!(InternalErrorException, "Internal server error."), 500),
-            Err(CallError::Transient(_))
+            Err(CallError::Ambiguous(_))
         ));
         assert!(matches!(
             svc(err!(UnexpectedLambdaException, "boom"), 400),
@@ -511,16 +521,16 @@ mod tests {
             assert_eq!(misconf(svc(e, 400)), M::RolePolicy);
         }
         assert_eq!(
-            permanent(svc(err!(CodeDeliveryFailureException, "x"), 400)),
-            "code_delivery_failure"
+            broken(svc(err!(CodeDeliveryFailureException, "x"), 400)),
+            ("code_delivery_failure", M::DeliveryBroken)
         );
         assert_eq!(
-            permanent(svc(err!(InvalidLambdaResponseException, "x"), 400)),
-            "lambda_error"
+            broken(svc(err!(InvalidLambdaResponseException, "x"), 400)),
+            ("lambda_error", M::TriggerBroken)
         );
         assert_eq!(
-            permanent(svc(err!(UserLambdaValidationException, "x"), 400)),
-            "lambda_error"
+            broken(svc(err!(UserLambdaValidationException, "x"), 400)),
+            ("lambda_error", M::TriggerBroken)
         );
     }
 
@@ -534,7 +544,7 @@ mod tests {
                     .build(),
             )
         };
-        assert!(matches!(svc(unknown(), 503), Err(CallError::Transient(_))));
+        assert!(matches!(svc(unknown(), 503), Err(CallError::Ambiguous(_))));
         assert_eq!(permanent(svc(unknown(), 400)), "unexpected_error");
         // A modelled client error keeps its class whatever the status says.
         assert_eq!(
@@ -544,12 +554,22 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_and_dropped_connections_are_transient() {
+    fn timeouts_and_dropped_connections_are_ambiguous_refusals_are_not() {
+        use aws_smithy_runtime_api::client::result::ConnectorError;
         let t: SdkError<E, Response> = SdkError::timeout_error("slow");
-        assert!(matches!(classify(t), Err(CallError::Transient(_))));
-        let d: SdkError<E, Response> = SdkError::dispatch_failure(
-            aws_smithy_runtime_api::client::result::ConnectorError::io("reset".into()),
-        );
-        assert!(matches!(classify(d), Err(CallError::Transient(m)) if m.contains("dropped")));
+        assert!(matches!(classify(t), Err(CallError::Ambiguous(_))));
+        let d: SdkError<E, Response> =
+            SdkError::dispatch_failure(ConnectorError::io("reset".into()));
+        assert!(matches!(classify(d), Err(CallError::Ambiguous(m)) if m.contains("dropped")));
+        let refused: SdkError<E, Response> = SdkError::dispatch_failure(ConnectorError::io(
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+        ));
+        assert!(matches!(classify(refused), Err(CallError::Transient(_))));
+        let connect_timeout: SdkError<E, Response> =
+            SdkError::dispatch_failure(ConnectorError::timeout("connect".into()));
+        assert!(matches!(
+            classify(connect_timeout),
+            Err(CallError::Transient(_))
+        ));
     }
 }

@@ -14,16 +14,19 @@ use crate::source::Origin;
 /// user has had before.
 type Script = dyn Fn(&str, &str, usize) -> Result<Answer, CallError> + Send + Sync;
 
+/// Every call a fake got: `(username, client id)`.
+type Calls = Arc<Mutex<Vec<(String, String)>>>;
+
 /// A scripted Cognito that remembers every call.
 struct Fake {
     script: Box<Script>,
-    calls: Arc<Mutex<Vec<(String, String)>>>,
+    calls: Calls,
 }
 
 impl Fake {
     fn new(
         script: impl Fn(&str, &str, usize) -> Result<Answer, CallError> + Send + Sync + 'static,
-    ) -> (Self, Arc<Mutex<Vec<(String, String)>>>) {
+    ) -> (Self, Calls) {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let fake = Self {
             script: Box::new(script),
