@@ -27,7 +27,7 @@ moto_pid=$!
 for _ in $(seq 300); do grep -q '^listening on ' "$work/moto.out" 2>/dev/null && break; sleep 0.1; done
 sqs=$(sed -n 's/^listening on //p' "$work/moto.out")
 [ -n "$sqs" ] || { echo "moto did not start:" >&2; cat "$work/moto.err" >&2; exit 1; }
-start_emulator "$work" --seed "$messages" --csv-out "$work/users.csv" --client-id bench-client \
+start_emulator "$work" --seed "$messages" --csv-out "$work/users.csv" --client-id benchclient \
   --latency 20ms
 
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true
@@ -40,7 +40,7 @@ t0=$(date +%s.%N)
 t1=$(date +%s.%N)
 
 # 2. consume, until every message is deleted
-"$bin/cognito-resend" consume --queue-url "$queue" --client-id bench-client --state "$work/ledger.db" \
+"$bin/cognito-resend" consume --queue-url "$queue" --client-id benchclient --state "$work/ledger.db" \
   --cognito-endpoint "$endpoint" --concurrency 64 --rate 0 --wait-time 1s \
   --metrics-addr 127.0.0.1:0 "${common[@]}" 2> "$work/consumer.err" &
 consumer_pid=$!

@@ -22,13 +22,13 @@ trap 'kill "${emu_pid:-}" 2>/dev/null || true; wait "${emu_pid:-}" 2>/dev/null |
 # The seeded pool's CSV has one row per seeded name (~70 % UNCONFIRMED, ~20 % CONFIRMED, ~10 %
 # missing from the pool): every row is one ResendConfirmationCode call.
 seed=$rows
-start_emulator "$work" --seed "$seed" --csv-out "$work/all.csv" --client-id bench-client \
+start_emulator "$work" --seed "$seed" --csv-out "$work/all.csv" --client-id benchclient \
   --latency "${latency_ms}ms"
 head -n $(( rows + 1 )) "$work/all.csv" > "$work/users.csv"
 actual=$(( $(wc -l < "$work/users.csv") - 1 ))
 
 /usr/bin/time -f '%e %U %S %M' -o "$work/time" \
-  "$bin/cognito-resend" backfill "$work/users.csv" --client-id bench-client --region us-east-1 \
+  "$bin/cognito-resend" backfill "$work/users.csv" --client-id benchclient --region us-east-1 \
   --cognito-endpoint "$endpoint" --concurrency "$concurrency" --rate 0 --metrics-addr none \
   --report "$work/report.jsonl" --state "${BENCH_STATE:-$work/ledger.db}" -q || { echo "backfill failed (exit $?)" >&2; exit 1; }
 

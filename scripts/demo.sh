@@ -15,7 +15,7 @@ work=$(mktemp -d)
 trap 'kill "${emu_pid:-}" 2>/dev/null || true; wait "${emu_pid:-}" 2>/dev/null || true' EXIT
 
 # 20 ms per call, like a real network round trip to Cognito.
-start_emulator "$work" --seed "$users" --csv-out "$work/users.csv" --client-id demo-client \
+start_emulator "$work" --seed "$users" --csv-out "$work/users.csv" --client-id democlient \
   --latency 20ms
 echo "Cognito emulator at $endpoint with $users users; CSV: $work/users.csv"
 echo

@@ -149,6 +149,17 @@ pub struct SettingsArgs {
     )]
     pub client_id: Option<String>,
 
+    /// Another app client id jobs may name (repeatable; env: comma-separated). A job naming a
+    /// client id that is neither this nor --client-id is `invalid` and never called.
+    #[arg(
+        long = "allow-client-id",
+        global = true,
+        env = "COGNITO_RESEND_COGNITO_ALLOWED_CLIENT_IDS",
+        value_delimiter = ',',
+        value_name = "ID"
+    )]
+    pub allow_client_id: Vec<String>,
+
     /// File holding the app client secret (or set env COGNITO_RESEND_CLIENT_SECRET). When set,
     /// each request carries SecretHash = Base64(HMAC-SHA256(secret, username + client_id)). The
     /// secret itself is never accepted as a flag value and never logged.

@@ -56,6 +56,7 @@ struct Raw {
 #[serde(deny_unknown_fields, default)]
 struct RawCognito {
     client_id: Option<String>,
+    allowed_client_ids: Vec<String>,
     client_secret_file: Option<PathBuf>,
     endpoint: Option<String>,
     user_pool_id: Option<String>,
@@ -164,6 +165,7 @@ impl Default for RawCognito {
     fn default() -> Self {
         Self {
             client_id: None,
+            allowed_client_ids: Vec::new(),
             client_secret_file: None,
             endpoint: None,
             user_pool_id: None,
@@ -312,6 +314,38 @@ impl EnvFlags {
     }
 }
 
+/// `cognito.client_id`: Cognito's own constraint (1-128 of `[\w+]`), so a typo is a usage error
+/// (exit 2) rather than an early stop after the first calls.
+fn client_id(id: Option<String>) -> Result<Option<String>, ConfigError> {
+    if let Some(id) = &id {
+        crate::source::check_client_id(id)
+            .map_err(|e| ConfigError::new(format!("cognito.client_id (--client-id): {e}")))?;
+    }
+    Ok(id)
+}
+
+/// `cognito.allowed_client_ids`: trimmed, no empty entry, no duplicates.
+fn allowed_client_ids(raw: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    let mut ids: Vec<String> = Vec::with_capacity(raw.len());
+    for id in raw {
+        let id = id.trim();
+        if id.is_empty() {
+            return Err(ConfigError::new(
+                "cognito.allowed_client_ids (--allow-client-id): an empty client id",
+            ));
+        }
+        crate::source::check_client_id(id).map_err(|e| {
+            ConfigError::new(format!(
+                "cognito.allowed_client_ids (--allow-client-id): {e}"
+            ))
+        })?;
+        if !ids.iter().any(|known| known == id) {
+            ids.push(id.to_owned());
+        }
+    }
+    Ok(ids)
+}
+
 fn env_bool(name: &str) -> Result<bool, ConfigError> {
     match std::env::var(name) {
         Err(_) => Ok(false),
@@ -329,6 +363,12 @@ impl Overrides {
     fn from_args(a: &SettingsArgs, env: EnvFlags) -> Self {
         let mut o = Self::default();
         put(&mut o.cognito, "client_id", a.client_id.as_ref());
+        // Flags replace the file's list rather than add to it, like every other setting.
+        put(
+            &mut o.cognito,
+            "allowed_client_ids",
+            (!a.allow_client_id.is_empty()).then_some(&a.allow_client_id),
+        );
         put(
             &mut o.cognito,
             "client_secret_file",
@@ -444,6 +484,9 @@ pub enum SecretSource {
 pub struct CognitoSettings {
     /// Default app client id; a job may carry its own.
     pub client_id: Option<String>,
+    /// Other app client ids a job may name (`client_id` is always allowed); a job naming any
+    /// other is `invalid`, so a queue writer cannot point the run at a client of its choosing.
+    pub allowed_client_ids: Vec<String>,
     /// The app client secret and where it came from.
     pub secret: Option<(ClientSecret, SecretSource)>,
     /// Endpoint override (emulator, VPC endpoint).
@@ -628,7 +671,8 @@ impl Settings {
             non_empty(raw.cognito.endpoint),
         )?;
         let cognito = CognitoSettings {
-            client_id: non_empty(raw.cognito.client_id),
+            client_id: client_id(non_empty(raw.cognito.client_id))?,
+            allowed_client_ids: allowed_client_ids(raw.cognito.allowed_client_ids)?,
             secret,
             endpoint,
             user_pool_id: non_empty(raw.cognito.user_pool_id),
@@ -935,6 +979,7 @@ impl Settings {
             "{warnings}# effective settings{file}\n\
              [cognito]\n\
              client_id = {client_id}\n\
+             allowed_client_ids = {allowed:?} # and client_id; jobs naming any other are invalid\n\
              client_secret = {secret}\n\
              endpoint = {endpoint}\n\
              user_pool_id = {pool}\n\
@@ -990,6 +1035,7 @@ impl Settings {
                 Some(s) => format!("{s:?}"),
                 None => "# not set: every job must carry its own client_id".to_owned(),
             },
+            allowed = self.cognito.allowed_client_ids,
             endpoint = opt(&self.cognito.endpoint.as_ref().map(|u| u.to_string())),
             pool = opt(&self.cognito.user_pool_id),
             at = d(self.cognito.attempt_timeout),
@@ -1375,6 +1421,55 @@ mod tests {
     }
 
     #[test]
+    fn allowed_client_ids_default_to_none_and_flags_repeat() {
+        let s = load_with(&["cognito-resend", "check"], None).unwrap();
+        assert!(s.cognito.allowed_client_ids.is_empty());
+        let s = load_with(
+            &[
+                "cognito-resend",
+                "--allow-client-id",
+                "second",
+                "--allow-client-id",
+                "third",
+                "--allow-client-id",
+                "second",
+                "check",
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.cognito.allowed_client_ids, ["second", "third"]);
+        assert!(
+            s.render_redacted()
+                .contains("allowed_client_ids = [\"second\", \"third\"]")
+        );
+        let e = load_with(
+            &["cognito-resend", "--client-id", "has-dash", "check"],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("cognito.client_id (--client-id)") && e.contains("'-'"),
+            "{e}"
+        );
+        let e = load_with(
+            &["cognito-resend", "--allow-client-id", "a#b", "check"],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("(--allow-client-id): client_id contains"), "{e}");
+        let e = load_with(&["cognito-resend", "--allow-client-id", " ", "check"], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cognito.allowed_client_ids (--allow-client-id)"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn state_takes_a_file_a_dynamodb_table_or_none() {
         let s = load_with(&["cognito-resend", "--state", "none", "check"], None).unwrap();
         assert_eq!(s.ledger.state, crate::ledger::StateSpec::None);
@@ -1405,7 +1500,7 @@ mod tests {
         let file = dir.path().join("c.toml");
         std::fs::write(
             &file,
-            "[run]\nconcurrency = 4\nrate = 0\ndry_run = true\n[cognito]\nclient_id = \"from-file\"\n",
+            "[run]\nconcurrency = 4\nrate = 0\ndry_run = true\n[cognito]\nclient_id = \"fromfile\"\n",
         )
         .unwrap();
         let f = file.to_str().unwrap();
@@ -1413,7 +1508,7 @@ mod tests {
         assert_eq!(s.run.concurrency.get(), 4);
         assert_eq!(s.run.rate, None, "rate 0 means no limit");
         assert!(s.run.dry_run);
-        assert_eq!(s.cognito.client_id.as_deref(), Some("from-file"));
+        assert_eq!(s.cognito.client_id.as_deref(), Some("fromfile"));
 
         let s = load_with(
             &[

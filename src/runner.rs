@@ -79,7 +79,8 @@ fn check(settings: &Settings) -> Result<Finished, RunError> {
     print!("{}", settings.render_redacted());
     if settings.cognito.client_id.is_none() {
         eprintln!(
-            "note: --client-id is not set; sending works only if every job carries its own client_id"
+            "note: --client-id is not set; sending works only if every job carries its own client_id, \
+             one of those given with --allow-client-id"
         );
     }
     Ok(Finished {
@@ -101,6 +102,13 @@ async fn backfill_csv(
     if settings.cognito.client_id.is_none() && !source.has_client_id_column() {
         return Err(RunError::Usage(
             "missing --client-id (cognito.client_id): the CSV has no client_id column either"
+                .into(),
+        ));
+    }
+    if settings.cognito.client_id.is_none() && settings.cognito.allowed_client_ids.is_empty() {
+        return Err(RunError::Usage(
+            "missing --client-id (cognito.client_id): rows may name their own client_id only \
+             among those given with --allow-client-id (cognito.allowed_client_ids), and none is"
                 .into(),
         ));
     }
@@ -265,7 +273,8 @@ async fn consume(settings: Settings, shutdown: Shutdown) -> Result<Finished, Run
     })?;
     if settings.cognito.client_id.is_none() {
         tracing::warn!(
-            "--client-id is not set: messages without their own client_id will be invalid"
+            "--client-id is not set: messages without their own client_id will be invalid, and so \
+             will those naming one not given with --allow-client-id"
         );
     }
     let Parts {
@@ -447,6 +456,7 @@ async fn run_engine<S: Source>(
         retry: engine::retry::RetryPolicy::new(settings.retry.clone()),
         dry_run: settings.run.dry_run,
         default_client_id: settings.cognito.client_id.clone(),
+        allowed_client_ids: settings.cognito.allowed_client_ids.clone(),
         shutdown_grace: settings.run.shutdown_grace,
         ledger: ledger.clone(),
         precheck: precheck.map(|admin| (admin, settings.run.precheck_rate)),

@@ -817,3 +817,44 @@ async fn no_region_anywhere_is_one_clear_line_and_exit_2() {
         lines[0]
     );
 }
+
+/// Rows naming a client id nobody allowed are `invalid` and never reach Cognito; three of them
+/// in a row no longer stop the run (an unknown client used to count toward the early stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_naming_a_foreign_client_are_invalid_and_do_not_stop_the_run() {
+    let pool = pool(20, None, |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("username,client_id\n");
+    for u in ["evil-1", "evil-2", "evil-3", "evil-4"] {
+        text.push_str(&format!("{u},foreignclient\n"));
+    }
+    for u in &pool.csv_usernames {
+        text.push_str(&format!("{u},{CLIENT}\n"));
+    }
+    let csv = write_file(dir.path(), "jobs.csv", text);
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    cmd.args(["--rate", "0", "--concurrency", "1"])
+        .arg("--report")
+        .arg(&report_path);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 3, "finished, with invalid rows: {}", ran.stderr);
+    let report = report(&report_path);
+    let invalid: Vec<&serde_json::Value> = report
+        .iter()
+        .filter(|l| l["outcome"] == "invalid")
+        .collect();
+    assert_eq!(invalid.len(), 4, "{report:?}");
+    assert!(invalid.iter().all(|l| {
+        l["reason"]
+            .as_str()
+            .unwrap()
+            .contains("client id not allowed")
+    }));
+    assert_eq!(users_with(&report, "sent"), pool.unconfirmed);
+    assert_eq!(
+        pool.emu.stats().requests_total as usize,
+        pool.csv_usernames.len(),
+        "no call for a foreign client"
+    );
+}

@@ -161,7 +161,7 @@ async fn an_unknown_client_stops_early_and_a_fixed_rerun_sends_everyone_once() {
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
     let state = dir.path().join("ledger.db");
     let mut cmd = command(&pool.emu.endpoint());
-    cmd.args(["backfill", "--client-id", "no-such-client", "--rate", "0"])
+    cmd.args(["backfill", "--client-id", "nosuchclient", "--rate", "0"])
         .arg(&csv)
         .arg("--state")
         .arg(&state);
@@ -173,7 +173,7 @@ async fn an_unknown_client_stops_early_and_a_fixed_rerun_sends_everyone_once() {
         ran.stderr
     );
     assert!(
-        ran.stderr.contains("no-such-client"),
+        ran.stderr.contains("nosuchclient"),
         "names the client: {}",
         ran.stderr
     );
@@ -192,4 +192,96 @@ async fn an_unknown_client_stops_early_and_a_fixed_rerun_sends_everyone_once() {
     let counts = pool.emu.send_counts();
     assert_eq!(counts.len(), pool.unconfirmed.len());
     assert!(counts.values().all(|&n| n == 1));
+}
+
+/// Cognito sends the code and the answer is lost (a 500 or a dropped connection after acting):
+/// the retry may send a second code, and nothing on the client's side can tell. Every user the
+/// emulator sent two codes is reported in doubt; a job that failed after such an attempt keeps
+/// the cooldown, so a rerun does not send it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_lost_after_the_send_are_in_doubt_and_failed_ones_keep_the_cooldown() {
+    let pool = pool(200, None, |b| {
+        b.faults(Faults {
+            error_after_rate: 0.15,
+            drop_after_rate: 0.1,
+            ..Faults::default()
+        })
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let state = dir.path().join("ledger.db");
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    cmd.args([
+        "--rate",
+        "0",
+        "--max-attempts",
+        "2",
+        "--initial-backoff",
+        "10ms",
+    ])
+    .arg("--state")
+    .arg(&state)
+    .arg("--report")
+    .arg(&report_path);
+    let ran = run(cmd).await;
+    assert!(ran.code == 0 || ran.code == 3, "{}", ran.stderr);
+    let report = report(&report_path);
+    assert_eq!(report.len(), pool.csv_usernames.len());
+    let user = |l: &serde_json::Value| l["username"].as_str().unwrap().to_owned();
+    let in_doubt: HashSet<String> = report
+        .iter()
+        .filter(|l| l["in_doubt"] == true)
+        .map(user)
+        .collect();
+    let counts = pool.emu.send_counts();
+    let twice: HashSet<String> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(u, _)| u.clone())
+        .collect();
+    assert!(!twice.is_empty(), "the faults happened");
+    assert!(
+        twice.is_subset(&in_doubt),
+        "{:?}",
+        twice.difference(&in_doubt)
+    );
+    assert!(
+        report
+            .iter()
+            .filter(|l| l["in_doubt"] == true)
+            .all(|l| l["in_doubt_cause"] == "ambiguous_attempt"),
+        "{report:?}"
+    );
+    let failed_in_doubt: HashSet<String> = report
+        .iter()
+        .filter(|l| l["outcome"] == "failed" && l["in_doubt"] == true)
+        .map(user)
+        .collect();
+    assert!(!failed_in_doubt.is_empty(), "some ran out of attempts");
+
+    // A rerun without faults on the same ledger: those who failed after an ambiguous attempt
+    // may hold a code, so they are in cooldown and get no call.
+    pool.emu.set_faults(Faults::default());
+    let rerun_report = dir.path().join("rerun.jsonl");
+    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    cmd.args(["--rate", "0"])
+        .arg("--state")
+        .arg(&state)
+        .arg("--report")
+        .arg(&rerun_report);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let rerun = support::report(&rerun_report);
+    let cooled = users_with(&rerun, "cooldown");
+    assert!(
+        failed_in_doubt.is_subset(&cooled),
+        "{:?}",
+        failed_in_doubt.difference(&cooled)
+    );
+    let after = pool.emu.send_counts();
+    for u in &failed_in_doubt {
+        assert_eq!(after.get(u), counts.get(u), "{u} was not sent again");
+    }
 }

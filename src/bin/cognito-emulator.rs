@@ -36,7 +36,7 @@ struct Args {
     csv_out: Option<PathBuf>,
 
     /// The app client id.
-    #[arg(long, default_value = "demo-client")]
+    #[arg(long, default_value = "democlient")]
     client_id: String,
 
     /// File holding the app client secret (calls must then carry a SecretHash).
@@ -71,6 +71,16 @@ struct Args {
     /// client that hangs up during the hold cancels it (no code is sent). 0.0 to 1.0.
     #[arg(long, default_value_t = 0.0, value_parser = probability)]
     slow_rate: f64,
+
+    /// Probability of answering InternalErrorException (HTTP 500) after the operation ran: the
+    /// code is sent and recorded, the client is told it failed. 0.0 to 1.0.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    error_after_rate: f64,
+
+    /// Probability of closing the connection unanswered after the operation ran (the code is
+    /// sent and recorded, the answer lost). 0.0 to 1.0.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    drop_after_rate: f64,
 
     /// How long a slow request is held, e.g. 3s.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
@@ -159,6 +169,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             drop_rate: args.drop_rate,
             slow_rate: args.slow_rate,
             slow_latency: args.slow_latency,
+            error_after_rate: args.error_after_rate,
+            drop_after_rate: args.drop_after_rate,
         })
         // Full records are only reachable in-process; out of process, counts are enough and
         // memory stays flat however long a benchmark runs.

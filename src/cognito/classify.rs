@@ -5,6 +5,14 @@
 //! name for different situations: "already confirmed" and "auto verification off" among
 //! InvalidParameterException, and the per-user attempt limit versus the exhausted account email
 //! quota among LimitExceededException.
+//!
+//! A transient error is one of two kinds, because a retry after the second may send a second
+//! code. [`CallError::Transient`]: the request cannot have reached Cognito, or Cognito refused it
+//! before acting (connection refused, connect timeout, a request that could not be sent).
+//! [`CallError::Ambiguous`]: Cognito may have acted (the attempt timed out after the request was
+//! written, the connection closed before the answer, an answer we could not read,
+//! InternalErrorException or another 5xx). The engine retries both, and reports a job with an
+//! ambiguous attempt as in doubt. Throttling and every 4xx are answers: Cognito did not act.
 
 use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cognitoidentityprovider::operation::resend_confirmation_code::ResendConfirmationCodeError as E;
@@ -23,7 +31,7 @@ pub enum Answer {
 }
 
 /// A configuration problem: every further call would fail the same way, so the run stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Misconfiguration {
     /// NotAuthorizedException: missing or wrong SecretHash (or the client forbids this flow).
     NotAuthorized,
@@ -41,11 +49,17 @@ pub enum Misconfiguration {
     EmailQuota,
     /// `--precheck`'s AdminGetUser was refused: credentials, IAM permissions or the pool id.
     PoolAccess,
+    /// CodeDeliveryFailureException for user after user: the pool's email or SMS sending is
+    /// broken (an SES identity, an SNS setup), not the users' addresses.
+    DeliveryBroken,
+    /// InvalidLambdaResponseException / UserLambdaValidationException for user after user: a
+    /// Lambda trigger of the pool is broken.
+    TriggerBroken,
 }
 
 impl Misconfiguration {
     /// Every kind.
-    pub const ALL: [Misconfiguration; 8] = [
+    pub const ALL: [Misconfiguration; 10] = [
         Self::NotAuthorized,
         Self::UnknownClient,
         Self::AutoVerifyOff,
@@ -54,6 +68,8 @@ impl Misconfiguration {
         Self::OperationNotEnabled,
         Self::EmailQuota,
         Self::PoolAccess,
+        Self::DeliveryBroken,
+        Self::TriggerBroken,
     ];
 
     /// The `reason` of the `failed` outcome of the job that met it.
@@ -67,6 +83,8 @@ impl Misconfiguration {
             Self::OperationNotEnabled => "operation_not_enabled",
             Self::EmailQuota => "email_quota",
             Self::PoolAccess => "pool_access",
+            Self::DeliveryBroken => "delivery_broken",
+            Self::TriggerBroken => "trigger_broken",
         }
     }
 
@@ -99,16 +117,40 @@ impl Misconfiguration {
                 "--precheck cannot read the pool: give the credentials cognito-idp:AdminGetUser on \
                  it, and check --user-pool-id and --region"
             }
+            Self::DeliveryBroken => {
+                "Cognito could not deliver codes to user after user: check the user pool's email \
+                 configuration (SES identity, sending authorisation) or SMS role and spending limit"
+            }
+            Self::TriggerBroken => {
+                "a Lambda trigger of the user pool fails for user after user (custom message, \
+                 pre sign-up, ...): fix the trigger"
+            }
         }
     }
 
-    /// How many in a row stop the run. The email quota message is unambiguous, so one suffices;
-    /// the others could in principle be one bad job (a row with a foreign client id), so a few.
+    /// How many in a row (for one client id, with no success between) stop the run. The email
+    /// quota message is unambiguous, so one suffices; the other configuration errors, a few. A
+    /// delivery or trigger failure can be one user's own (an address that bounces, a trigger
+    /// rejecting one user), so it takes [`STORM`] of them, across users, to call it broken.
     pub fn stop_after(self) -> u32 {
         match self {
             Self::EmailQuota => 1,
+            Self::DeliveryBroken | Self::TriggerBroken => STORM,
             _ => 3,
         }
+    }
+}
+
+/// Delivery or trigger failures in a row, across users of one client id, that stop the run
+/// (`delivery_broken` / `trigger_broken`). Ten users in a row failing the same way, with no
+/// success between, is a broken pool rather than ten bad addresses; a success resets the count.
+pub const STORM: u32 = 10;
+
+impl Misconfiguration {
+    /// Whether this kind is a storm of per-user failures ([`STORM`]) rather than one error that
+    /// is wrong for every call.
+    pub fn is_storm(self) -> bool {
+        matches!(self, Self::DeliveryBroken | Self::TriggerBroken)
     }
 }
 
@@ -118,9 +160,15 @@ pub enum CallError {
     /// TooManyRequestsException: retry later, and slow down.
     #[error("{0}")]
     Throttled(String),
-    /// A transient failure: retry.
+    /// A transient failure Cognito cannot have acted on (it never got the request, or refused
+    /// it first): retry.
     #[error("{0}")]
     Transient(String),
+    /// A transient failure Cognito may have acted on (a timeout after the request was written,
+    /// a connection closed before the answer, a 5xx): retry, but the user may already hold a
+    /// code, so the job is in doubt.
+    #[error("{0}")]
+    Ambiguous(String),
     /// UnexpectedLambdaException: retried, but only a few times.
     #[error("{0}")]
     LambdaUnavailable(String),
@@ -132,6 +180,17 @@ pub enum CallError {
     Permanent {
         /// Short machine-readable reason.
         reason: &'static str,
+        /// Code and message.
+        detail: String,
+    },
+    /// A permanent failure for this user (CodeDeliveryFailureException, a Lambda trigger error)
+    /// that, repeated across users, means the pool is broken: `kind` counts toward stopping.
+    #[error("{detail}")]
+    Broken {
+        /// Short machine-readable reason of this job's `failed` outcome.
+        reason: &'static str,
+        /// What a storm of them means.
+        kind: Misconfiguration,
         /// Code and message.
         detail: String,
     },
@@ -187,7 +246,8 @@ pub fn classify_service(err: &E, status: u16) -> Result<Answer, CallError> {
         }
         E::InvalidParameterException(_) => permanent("invalid_parameter"),
         E::TooManyRequestsException(_) => Err(CallError::Throttled(d)),
-        E::InternalErrorException(_) => Err(CallError::Transient(d)),
+        // Cognito's own failure, possibly after it acted.
+        E::InternalErrorException(_) => Err(CallError::Ambiguous(d)),
         E::UnexpectedLambdaException(_) => Err(CallError::LambdaUnavailable(d)),
         E::LimitExceededException(e) if message_has(e, EMAIL_QUOTA) => {
             misconfigured(Misconfiguration::EmailQuota)
@@ -204,44 +264,87 @@ pub fn classify_service(err: &E, status: u16) -> Result<Answer, CallError> {
         | E::InvalidSmsRoleTrustRelationshipException(_) => {
             misconfigured(Misconfiguration::RolePolicy)
         }
-        E::CodeDeliveryFailureException(_) => permanent("code_delivery_failure"),
+        E::CodeDeliveryFailureException(_) => Err(CallError::Broken {
+            reason: "code_delivery_failure",
+            kind: Misconfiguration::DeliveryBroken,
+            detail: d,
+        }),
         E::InvalidLambdaResponseException(_) | E::UserLambdaValidationException(_) => {
-            permanent("lambda_error")
+            Err(CallError::Broken {
+                reason: "lambda_error",
+                kind: Misconfiguration::TriggerBroken,
+                detail: d,
+            })
         }
         // An error this SDK version does not model. Its name is all we have; a 5xx is the
-        // service's own trouble and worth a retry, anything else is not.
-        _ if status >= 500 => Err(CallError::Transient(d)),
+        // service's own trouble, worth a retry, and may have come after it acted; anything else
+        // is not retried.
+        _ if status >= 500 => Err(CallError::Ambiguous(d)),
         _ => permanent("unexpected_error"),
     }
 }
 
 /// Classifies anything the SDK returned as an error.
 pub fn classify(err: SdkError<E, Response>) -> Result<Answer, CallError> {
-    let what = match &err {
+    // `true`: Cognito may have acted on the request.
+    let (what, ambiguous) = match &err {
         SdkError::ServiceError(se) => {
             return classify_service(se.err(), se.raw().status().as_u16());
         }
-        SdkError::TimeoutError(_) => "attempt timed out",
-        SdkError::DispatchFailure(f) if f.is_timeout() => "connect timeout",
-        // hyper reports a connection closed before the answer as a transient "other" error.
+        // The whole attempt ran out of time; the request may well have been written and acted on.
+        SdkError::TimeoutError(_) => ("attempt timed out", true),
+        // No connection was made: nothing was sent.
+        SdkError::DispatchFailure(f) if f.is_timeout() => ("connect timeout", false),
+        SdkError::DispatchFailure(_) if never_connected(&err) => ("connection refused", false),
+        // hyper reports a connection closed before the answer as a transient "other" error (or
+        // an I/O one, a reset). The request may have been written and carried out.
         SdkError::DispatchFailure(f)
             if f.is_io() || matches!(f.as_other(), Some(ErrorKind::TransientError)) =>
         {
-            "connection failed or dropped"
+            ("connection failed or dropped", true)
         }
-        SdkError::DispatchFailure(_) => "request could not be sent",
+        SdkError::DispatchFailure(f) if f.is_user() => ("request could not be sent", false),
+        SdkError::DispatchFailure(_) => ("request could not be sent", true),
         // An answer we could not read (a truncated or garbled response): the connection's
-        // trouble, not the user's.
-        SdkError::ResponseError(_) => "unreadable response",
+        // trouble, not the user's, and Cognito answered, so it may have acted.
+        SdkError::ResponseError(_) => ("unreadable response", true),
         SdkError::ConstructionFailure(_) => {
             return Err(CallError::Permanent {
                 reason: "invalid_request",
                 detail: format!("request could not be built: {}", chain(&err)),
             });
         }
-        _ => "unexpected SDK error",
+        _ => ("unexpected SDK error", true),
     };
-    Err(CallError::Transient(format!("{what}: {}", chain(&err))))
+    let detail = format!("{what}: {}", chain(&err));
+    Err(if ambiguous {
+        CallError::Ambiguous(detail)
+    } else {
+        CallError::Transient(detail)
+    })
+}
+
+/// Whether a dispatch failure happened while connecting (refused, unreachable), so no byte of the
+/// request left: the operating system's refusal shows as an I/O error of that kind somewhere in
+/// the chain of the HTTP client's errors. Checked against a real refused connection in
+/// `cognito::tests`.
+fn never_connected(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::AddrNotAvailable
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            )
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// The error and its sources, joined: the SDK's outer errors say little on their own.
@@ -300,6 +403,15 @@ mod tests {
         }
     }
 
+    fn broken(r: Result<Answer, CallError>) -> (&'static str, Misconfiguration) {
+        match r {
+            Err(CallError::Broken { reason, kind, .. }) => (reason, kind),
+            other => {
+                panic!("expected a per-user failure that counts toward a storm, got {other:?}")
+            }
+        }
+    }
+
     #[test]
     fn every_error_of_the_operation_model_is_classified() {
         use Misconfiguration as M;
@@ -344,9 +456,10 @@ mod tests {
             svc(err!(TooManyRequestsException, "Rate exceeded"), 400),
             Err(CallError::Throttled(m)) if m == "TooManyRequestsException: Rate exceeded"
         ));
+        // Cognito's own failure may come after it acted.
         assert!(matches!(
             svc(err!(InternalErrorException, "Internal server error."), 500),
-            Err(CallError::Transient(_))
+            Err(CallError::Ambiguous(_))
         ));
         assert!(matches!(
             svc(err!(UnexpectedLambdaException, "boom"), 400),
@@ -408,16 +521,16 @@ mod tests {
             assert_eq!(misconf(svc(e, 400)), M::RolePolicy);
         }
         assert_eq!(
-            permanent(svc(err!(CodeDeliveryFailureException, "x"), 400)),
-            "code_delivery_failure"
+            broken(svc(err!(CodeDeliveryFailureException, "x"), 400)),
+            ("code_delivery_failure", M::DeliveryBroken)
         );
         assert_eq!(
-            permanent(svc(err!(InvalidLambdaResponseException, "x"), 400)),
-            "lambda_error"
+            broken(svc(err!(InvalidLambdaResponseException, "x"), 400)),
+            ("lambda_error", M::TriggerBroken)
         );
         assert_eq!(
-            permanent(svc(err!(UserLambdaValidationException, "x"), 400)),
-            "lambda_error"
+            broken(svc(err!(UserLambdaValidationException, "x"), 400)),
+            ("lambda_error", M::TriggerBroken)
         );
     }
 
@@ -431,7 +544,7 @@ mod tests {
                     .build(),
             )
         };
-        assert!(matches!(svc(unknown(), 503), Err(CallError::Transient(_))));
+        assert!(matches!(svc(unknown(), 503), Err(CallError::Ambiguous(_))));
         assert_eq!(permanent(svc(unknown(), 400)), "unexpected_error");
         // A modelled client error keeps its class whatever the status says.
         assert_eq!(
@@ -441,12 +554,22 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_and_dropped_connections_are_transient() {
+    fn timeouts_and_dropped_connections_are_ambiguous_refusals_are_not() {
+        use aws_smithy_runtime_api::client::result::ConnectorError;
         let t: SdkError<E, Response> = SdkError::timeout_error("slow");
-        assert!(matches!(classify(t), Err(CallError::Transient(_))));
-        let d: SdkError<E, Response> = SdkError::dispatch_failure(
-            aws_smithy_runtime_api::client::result::ConnectorError::io("reset".into()),
-        );
-        assert!(matches!(classify(d), Err(CallError::Transient(m)) if m.contains("dropped")));
+        assert!(matches!(classify(t), Err(CallError::Ambiguous(_))));
+        let d: SdkError<E, Response> =
+            SdkError::dispatch_failure(ConnectorError::io("reset".into()));
+        assert!(matches!(classify(d), Err(CallError::Ambiguous(m)) if m.contains("dropped")));
+        let refused: SdkError<E, Response> = SdkError::dispatch_failure(ConnectorError::io(
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+        ));
+        assert!(matches!(classify(refused), Err(CallError::Transient(_))));
+        let connect_timeout: SdkError<E, Response> =
+            SdkError::dispatch_failure(ConnectorError::timeout("connect".into()));
+        assert!(matches!(
+            classify(connect_timeout),
+            Err(CallError::Transient(_))
+        ));
     }
 }

@@ -22,6 +22,30 @@ use crate::config::{ClientSecret, CognitoSettings};
 use crate::outcome::Delivery;
 use crate::source::ResendRequest;
 
+/// What the engine needs from Cognito: one ResendConfirmationCode call, classified.
+///
+/// [`Cognito`] is the one production implementation. The engine is generic over this trait so
+/// that tests can run it in-process against fakes (a panicking call, a scripted error storm,
+/// paused time) without a network, an emulator or a process.
+pub trait Resend: Send + Sync + 'static {
+    /// Calls ResendConfirmationCode for `req` as app client `client_id`.
+    fn resend(
+        &self,
+        req: &ResendRequest,
+        client_id: &str,
+    ) -> impl Future<Output = Result<Answer, CallError>> + Send;
+}
+
+impl Resend for Cognito {
+    fn resend(
+        &self,
+        req: &ResendRequest,
+        client_id: &str,
+    ) -> impl Future<Output = Result<Answer, CallError>> + Send {
+        Cognito::resend(self, req, client_id)
+    }
+}
+
 /// A ResendConfirmationCode caller.
 #[derive(Clone)]
 pub struct Cognito {
@@ -115,5 +139,90 @@ impl Cognito {
             }
             Err(e) => classify::classify(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Classification against real sockets: what the SDK's typed errors look like for a refused
+    //! connection, a dropped answer, a 500 and an attempt timeout, so that "could Cognito have
+    //! acted?" is decided from what the client really sees.
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::emulator::{ClientSpec, Emulator, Faults, UserSpec, UserStatus};
+
+    fn settings(endpoint: &str, attempt_timeout: Duration) -> CognitoSettings {
+        CognitoSettings {
+            client_id: Some("app".into()),
+            allowed_client_ids: Vec::new(),
+            secret: None,
+            endpoint: Some(endpoint.parse().unwrap()),
+            user_pool_id: None,
+            region: Some("us-east-1".into()),
+            attempt_timeout,
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+
+    fn alice() -> ResendRequest {
+        ResendRequest {
+            username: "alice".into(),
+            ..ResendRequest::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_connection_is_transient_but_a_lost_answer_or_a_500_is_ambiguous() {
+        // Nothing listens: the request never left.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = free.local_addr().unwrap();
+        drop(free);
+        let cognito =
+            Cognito::connect(&settings(&format!("http://{addr}"), Duration::from_secs(5))).await;
+        let refused = cognito.resend(&alice(), "app").await;
+        assert!(
+            matches!(&refused, Err(CallError::Transient(_))),
+            "{refused:?}"
+        );
+
+        let emu = Emulator::builder()
+            .client(ClientSpec::new("app"))
+            .user(UserSpec::new("alice", UserStatus::Unconfirmed))
+            .start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let cognito =
+            Cognito::connect(&settings(&emu.endpoint(), Duration::from_millis(300))).await;
+        for faults in [
+            Faults {
+                drop_after_rate: 1.0,
+                ..Faults::default()
+            },
+            Faults {
+                error_after_rate: 1.0,
+                ..Faults::default()
+            },
+            // The answer comes after the attempt timeout: the client gave up on a request it
+            // had written.
+            Faults {
+                latency: Duration::from_secs(2),
+                ..Faults::default()
+            },
+        ] {
+            emu.set_faults(faults.clone());
+            let r = cognito.resend(&alice(), "app").await;
+            assert!(
+                matches!(&r, Err(CallError::Ambiguous(_))),
+                "{faults:?}: {r:?}"
+            );
+        }
+        // Throttling is an answer: Cognito did not act.
+        emu.set_faults(Faults::default());
+        emu.set_quota_rps(Some(0));
+        let r = cognito.resend(&alice(), "app").await;
+        assert!(matches!(&r, Err(CallError::Throttled(_))), "{r:?}");
+        emu.shutdown().await;
     }
 }

@@ -8,7 +8,9 @@
 //! Cognito's. It implements `ResendConfirmationCode`, `AdminGetUser` and `ListUsers`.
 //!
 //! Beyond the protocol it is a test instrument: it injects latency, 500s, dropped connections
-//! and slow requests ([`Faults`]), enforces a requests-per-second quota, per-user attempt limits
+//! and slow requests ([`Faults`]) before the operation runs, and 500s and dropped connections
+//! after it ran (the code is sent, the answer lost: the ambiguous attempts a client must report
+//! in doubt), enforces a requests-per-second quota, per-user attempt limits
 //! and an account email quota, and records every code it "sends" so tests can assert
 //! exactly-once delivery. All knobs can be changed while it runs.
 //!

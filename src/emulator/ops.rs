@@ -116,7 +116,7 @@ const USERNAME: Rule = Rule {
     pattern: Some((r"[\p{L}\p{M}\p{S}\p{N}\p{P}]+", is_username)),
 };
 /// Cognito's own client ids match `[\w+]+`; the pattern is deliberately not enforced, so that
-/// readable test ids such as `demo-client` work. The worker never makes client ids up.
+/// readable test ids such as `democlient` work. The worker never makes client ids up.
 const CLIENT_ID: Rule = Rule {
     member: "clientId",
     required: true,

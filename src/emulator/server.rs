@@ -1,7 +1,9 @@
 //! The HTTP side of the emulator: a hyper 1 HTTP/1.1 server (keep-alive on) that turns
 //! awsJson1_1 requests into operations, and applies, in this order, the in-flight count, the
 //! slow hold, the injected latency, the injected faults (dropped connection, then 500), and the
-//! requests-per-second quota, before the operation runs.
+//! requests-per-second quota, before the operation runs; and after it ran, the faults that lose
+//! its answer (a 500 or a dropped connection after acting: the code is sent and recorded, the
+//! client cannot know).
 //!
 //! Plain hyper rather than a framework because a dropped connection must be a real one: when the
 //! service returns `Err`, hyper closes the connection without writing a response, which is
@@ -346,7 +348,23 @@ async fn handle(shared: Arc<Shared>, flags: Arc<ConnFlags>, req: Request<Incomin
         let err = ApiError::new(ErrorCode::TooManyRequests, "Rate exceeded");
         return Ok(error_response(&shared, &err, request_id));
     }
-    Ok(match ops::dispatch(&shared, op, &body, request_id) {
+    let answer = ops::dispatch(&shared, op, &body, request_id);
+    if shared.faults.any() {
+        // After acting: whatever the operation did (a code sent and recorded) stands, and the
+        // client is told otherwise, or nothing. This is the fault a retrying client can turn
+        // into a second code.
+        let faults = shared.faults.get();
+        if faults.drop_after_rate > 0.0 && fastrand::f64() < faults.drop_after_rate {
+            shared.counters.dropped_after_acting.fetch_add(1, Relaxed);
+            return Err(Hangup::Injected);
+        }
+        if faults.error_after_rate > 0.0 && fastrand::f64() < faults.error_after_rate {
+            shared.counters.errors_after_acting.fetch_add(1, Relaxed);
+            let err = ApiError::new(ErrorCode::InternalError, "Internal server error.");
+            return Ok(error_response(&shared, &err, request_id));
+        }
+    }
+    Ok(match answer {
         Ok(body) => json_response(StatusCode::OK, body, request_id),
         Err(err) => error_response(&shared, &err, request_id),
     })

@@ -35,6 +35,14 @@ pub struct Faults {
     pub slow_rate: f64,
     /// How long a slow request is held (nothing is held while this is zero).
     pub slow_latency: Duration,
+    /// Probability (0.0..=1.0) of answering `InternalErrorException` (HTTP 500) **after** the
+    /// operation ran: a `ResendConfirmationCode` that sent its code is recorded as sent, and the
+    /// client is told it failed. Counted in [`Stats::errors_after_acting`].
+    pub error_after_rate: f64,
+    /// Probability (0.0..=1.0) of closing the connection without answering **after** the
+    /// operation ran (the code is recorded as sent; the answer is lost). Counted in
+    /// [`Stats::dropped_after_acting`].
+    pub drop_after_rate: f64,
 }
 
 /// One recorded code delivery: the ground truth tests compare the worker's report against.
@@ -71,6 +79,11 @@ pub struct Stats {
     pub errors_injected: u64,
     /// Connections closed without an answer by fault injection.
     pub connections_dropped: u64,
+    /// Requests answered `InternalErrorException` after the operation ran
+    /// ([`Faults::error_after_rate`]).
+    pub errors_after_acting: u64,
+    /// Connections closed unanswered after the operation ran ([`Faults::drop_after_rate`]).
+    pub dropped_after_acting: u64,
     /// Requests chosen to be slow and held (see [`Faults::slow_rate`]).
     pub slow_held: u64,
     /// Slow requests whose connection closed during the hold (the client hung up, or the
@@ -193,6 +206,8 @@ pub(crate) struct Counters {
     pub(crate) throttled: AtomicU64,
     pub(crate) errors_injected: AtomicU64,
     pub(crate) connections_dropped: AtomicU64,
+    pub(crate) errors_after_acting: AtomicU64,
+    pub(crate) dropped_after_acting: AtomicU64,
     pub(crate) slow_held: AtomicU64,
     pub(crate) slow_abandoned: AtomicU64,
     pub(crate) downs: AtomicU64,
@@ -239,6 +254,8 @@ pub(crate) struct FaultKnobs {
     drop_rate_bits: AtomicU64,
     slow_rate_bits: AtomicU64,
     slow_latency_nanos: AtomicU64,
+    error_after_rate_bits: AtomicU64,
+    drop_after_rate_bits: AtomicU64,
     /// Fast path: skip the random draws entirely when no fault is configured.
     any: AtomicBool,
 }
@@ -255,9 +272,14 @@ impl FaultKnobs {
             .store(f.slow_rate.clamp(0.0, 1.0).to_bits(), Relaxed);
         let slow_latency = u64::try_from(f.slow_latency.as_nanos()).unwrap_or(u64::MAX);
         self.slow_latency_nanos.store(slow_latency, Relaxed);
+        self.error_after_rate_bits
+            .store(f.error_after_rate.clamp(0.0, 1.0).to_bits(), Relaxed);
+        self.drop_after_rate_bits
+            .store(f.drop_after_rate.clamp(0.0, 1.0).to_bits(), Relaxed);
         // A slow rate without a hold (or a hold that is never drawn) changes nothing.
         let slow = f.slow_rate > 0.0 && slow_latency > 0;
-        let any = latency > 0 || f.error_rate > 0.0 || f.drop_rate > 0.0 || slow;
+        let after = f.error_after_rate > 0.0 || f.drop_after_rate > 0.0;
+        let any = latency > 0 || f.error_rate > 0.0 || f.drop_rate > 0.0 || slow || after;
         self.any.store(any, Relaxed);
     }
 
@@ -268,6 +290,8 @@ impl FaultKnobs {
             drop_rate: f64::from_bits(self.drop_rate_bits.load(Relaxed)),
             slow_rate: f64::from_bits(self.slow_rate_bits.load(Relaxed)),
             slow_latency: Duration::from_nanos(self.slow_latency_nanos.load(Relaxed)),
+            error_after_rate: f64::from_bits(self.error_after_rate_bits.load(Relaxed)),
+            drop_after_rate: f64::from_bits(self.drop_after_rate_bits.load(Relaxed)),
         }
     }
 
@@ -467,6 +491,8 @@ impl Shared {
             throttled: c.throttled.load(Relaxed),
             errors_injected: c.errors_injected.load(Relaxed),
             connections_dropped: c.connections_dropped.load(Relaxed),
+            errors_after_acting: c.errors_after_acting.load(Relaxed),
+            dropped_after_acting: c.dropped_after_acting.load(Relaxed),
             slow_held: c.slow_held.load(Relaxed),
             slow_abandoned: c.slow_abandoned.load(Relaxed),
             downs: c.downs.load(Relaxed),

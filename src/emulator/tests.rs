@@ -733,3 +733,56 @@ async fn down_endpoint_answers_then_goes_down() {
     assert_eq!(stats["downs"], 1);
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_after_acting_send_the_code_and_lose_the_answer() {
+    let emu = emulator().await;
+    let client = sdk(&emu);
+    let resend = || {
+        client
+            .resend_confirmation_code()
+            .client_id("plain")
+            .username("alice")
+            .send()
+    };
+
+    emu.set_faults(Faults {
+        error_after_rate: 1.0,
+        ..Faults::default()
+    });
+    let err = resend().await.expect_err("a 500");
+    let (code, _) = code_and_message(err);
+    assert_eq!(code, "InternalErrorException");
+    assert_eq!(
+        emu.send_counts().get("alice"),
+        Some(&1),
+        "sent all the same"
+    );
+
+    emu.set_faults(Faults {
+        drop_after_rate: 1.0,
+        ..Faults::default()
+    });
+    let err = resend().await.expect_err("no answer");
+    assert!(matches!(err, SdkError::DispatchFailure(_)), "{err:?}");
+    assert_eq!(
+        emu.send_counts().get("alice"),
+        Some(&2),
+        "sent all the same"
+    );
+
+    let stats = emu.stats();
+    assert_eq!(stats.errors_after_acting, 1);
+    assert_eq!(stats.dropped_after_acting, 1);
+    assert_eq!(stats.users_sent_more_than_once, 1);
+
+    // The faults before acting send nothing: the contrast the worker's classification relies on
+    // being unable to see, and so treats every dropped answer as ambiguous.
+    emu.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    });
+    resend().await.expect_err("a 500");
+    assert_eq!(emu.send_counts().get("alice"), Some(&2));
+    emu.shutdown().await;
+}

@@ -24,16 +24,17 @@ pub mod retry;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cognito::admin::{AdminError, PoolAdmin, UserState};
-use crate::cognito::{Answer, CallError, Cognito, Misconfiguration};
+use crate::cognito::{Answer, CallError, Misconfiguration, Resend};
 use crate::ledger::{Claim, Finish, Ledger, LedgerError};
 use crate::outcome::{DoubtCause, Outcome, OutcomeKind, Recorder};
-use crate::source::{Input, Job, Settle, Source};
+use crate::source::{Input, Job, ResendRequest, Settle, Source};
 use crate::telemetry::metrics::{self, AttemptResult};
 use rate::RateLimiter;
 use retry::{LAMBDA_ATTEMPTS, RetryPolicy};
@@ -50,12 +51,36 @@ pub struct EngineConfig {
     pub dry_run: bool,
     /// `--client-id`, for jobs that carry none.
     pub default_client_id: Option<String>,
+    /// `--allow-client-id`: the app client ids a job may name besides `default_client_id`
+    /// (always allowed). A job naming another is `invalid` and never called, so whoever writes
+    /// the queue cannot make the run call (and be stopped by) a client the operator never chose.
+    pub allowed_client_ids: Vec<String>,
     /// After a signal, how long in-flight calls may take.
     pub shutdown_grace: Duration,
     /// The send ledger (`None`: `--state none`).
     pub ledger: Option<Ledger>,
     /// `--precheck`: the pool client and AdminGetUser's rate.
     pub precheck: Option<(PoolAdmin, Option<f64>)>,
+}
+
+/// [`Resend`] behind a pointer: one boxed future per call (nothing beside an HTTP round trip),
+/// and the job functions below stay free of a type parameter.
+trait DynResend: Send + Sync {
+    fn call<'a>(
+        &'a self,
+        req: &'a ResendRequest,
+        client_id: &'a str,
+    ) -> BoxFuture<'a, Result<Answer, CallError>>;
+}
+
+impl<C: Resend> DynResend for C {
+    fn call<'a>(
+        &'a self,
+        req: &'a ResendRequest,
+        client_id: &'a str,
+    ) -> BoxFuture<'a, Result<Answer, CallError>> {
+        Box::pin(Resend::resend(self, req, client_id))
+    }
 }
 
 /// `--precheck`'s client and its own rate limit.
@@ -104,22 +129,27 @@ impl std::fmt::Display for MisconfigStop {
     }
 }
 
-/// Counts consecutive configuration errors across all tasks.
+/// Counts consecutive configuration errors (and delivery or trigger failures) per client id and
+/// kind, across all tasks. Per client id: an allowed second client that is broken trips its own
+/// count, and the first client's successes do not hide it.
 #[derive(Default)]
 struct MisconfigWatch {
-    in_a_row: u32,
+    in_a_row: std::collections::HashMap<(String, Misconfiguration), u32>,
     tripped: Option<MisconfigStop>,
 }
 
 /// What every job task shares.
 struct Shared {
-    cognito: Cognito,
+    /// Cognito, or a fake in tests; type-erased so the job functions need no type parameter.
+    cognito: Box<dyn DynResend>,
     rate: RateLimiter,
     retry: RetryPolicy,
     recorder: Arc<Recorder>,
     settler: Arc<dyn Settle>,
     dry_run: bool,
     default_client_id: Option<String>,
+    /// Every client id a job may name (`--client-id` included).
+    allowed_client_ids: std::collections::HashSet<String>,
     /// Stop starting calls (signal or misconfiguration).
     stop: CancellationToken,
     /// Abandon calls in flight (the grace period is over).
@@ -131,21 +161,26 @@ struct Shared {
 }
 
 /// Runs every job of `source` and returns why it stopped.
-pub async fn run<S: Source>(
+pub async fn run<S: Source, C: Resend>(
     config: EngineConfig,
     source: &mut S,
-    cognito: Cognito,
+    cognito: C,
     recorder: Arc<Recorder>,
     shutdown: CancellationToken,
 ) -> StopCause {
     let stop = shutdown.child_token();
     let shared = Arc::new(Shared {
-        cognito,
+        cognito: Box::new(cognito),
         rate: RateLimiter::new(config.rate),
         retry: config.retry,
         recorder,
         settler: source.settler(),
         dry_run: config.dry_run,
+        allowed_client_ids: config
+            .allowed_client_ids
+            .into_iter()
+            .chain(config.default_client_id.clone())
+            .collect(),
         default_client_id: config.default_client_id,
         stop: stop.clone(),
         abort: CancellationToken::new(),
@@ -235,14 +270,38 @@ pub async fn run<S: Source>(
 /// One job from start to recorded outcome. The permit is held through the calls and the waits
 /// between them (so jobs in progress stay bounded), and given back before recording, which
 /// needs no slot.
+///
+/// A panic in the job's work (a bug, in our code or a dependency) is caught here and becomes
+/// outcome `failed`, reason `internal_error`: the job still settles (a queue gets its message
+/// back, an SQS credit returns), is reported, and its ledger claim is finished (see
+/// [`panicked`]). Without this, tokio would swallow the panic with the task, and the job would
+/// lose its outcome and its source its settle.
 async fn run_job(shared: &Shared, job: Job, permit: OwnedSemaphorePermit) {
+    use futures::FutureExt as _;
     let req = &job.request;
     let client_id = req
         .client_id
         .as_deref()
         .or(shared.default_client_id.as_deref());
     let outcome = match client_id {
-        Some(client_id) => guarded(shared, &job, client_id).await,
+        Some(client_id) if !shared.allowed_client_ids.contains(client_id) => Some(Outcome {
+            reason: Some(
+                "client id not allowed: only --client-id and the ids given with \
+                 --allow-client-id (cognito.allowed_client_ids) may be named by a job"
+                    .into(),
+            ),
+            ..Outcome::new(OutcomeKind::Invalid, 0)
+        }),
+        Some(client_id) => {
+            let progress = Progress::default();
+            // Unwind safety: after a panic, only `progress` (atomics) and `shared` (whose locks
+            // are all taken poison-tolerant) are used again.
+            let work = std::panic::AssertUnwindSafe(guarded(shared, &job, client_id, &progress));
+            match work.catch_unwind().await {
+                Ok(outcome) => outcome,
+                Err(panic) => Some(panicked(shared, &job, client_id, &progress, panic).await),
+            }
+        }
         None => Some(Outcome {
             reason: Some("no client_id: the job carries none and --client-id is not set".into()),
             ..Outcome::new(OutcomeKind::Invalid, 0)
@@ -275,6 +334,65 @@ async fn run_job(shared: &Shared, job: Job, permit: OwnedSemaphorePermit) {
         .record(Some(&req.username), client_id, &job.origin, &outcome);
 }
 
+/// How far a job got, kept outside its future so that after a panic we know what it held.
+#[derive(Default)]
+struct Progress {
+    /// The job holds a ledger claim.
+    claimed: std::sync::atomic::AtomicBool,
+    /// Calls started (the first may have reached Cognito).
+    calls: std::sync::atomic::AtomicU32,
+}
+
+/// The job panicked: logs the panic message, finishes its ledger claim as the outcome
+/// `failed` (`internal_error`) it gets, and returns that outcome. A panic after a call started is
+/// treated as possibly sent: the job is in doubt and its claim is finished `MaybeSent`, so the
+/// cooldown keeps a rerun from sending again.
+async fn panicked(
+    shared: &Shared,
+    job: &Job,
+    client_id: &str,
+    progress: &Progress,
+    panic: Box<dyn std::any::Any + Send>,
+) -> Outcome {
+    use std::sync::atomic::Ordering::SeqCst;
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned());
+    let attempts = progress.calls.load(SeqCst);
+    let maybe_sent = attempts > 0;
+    tracing::error!(
+        source = %job.origin,
+        user = %shared.recorder.user(&job.request.username),
+        attempts,
+        "internal error: the job panicked: {message}; it fails with reason internal_error"
+    );
+    let mut outcome = Outcome::failed(
+        "internal_error",
+        Some(format!("the job panicked: {message}")),
+        attempts,
+    );
+    if maybe_sent {
+        outcome.in_doubt = Some(DoubtCause::AmbiguousAttempt);
+    }
+    if progress.claimed.load(SeqCst)
+        && let Some(ledger) = &shared.ledger
+    {
+        let how = if maybe_sent {
+            Finish::MaybeSent(OutcomeKind::Failed.as_str())
+        } else {
+            Finish::NotSent(OutcomeKind::Failed.as_str())
+        };
+        if let Err(e) = ledger.finish(client_id, &job.request.username, how).await {
+            let mut failed = shared.ledger_failed(e, attempts);
+            failed.in_doubt = outcome.in_doubt;
+            return failed;
+        }
+    }
+    outcome
+}
+
 /// How the calls of one job went.
 enum Tried {
     /// The run stopped before the first call.
@@ -288,7 +406,12 @@ enum Tried {
 /// A job's path: the ledger's claim (or, in a dry run, its cooldown check), the precheck, the
 /// call, and the ledger's record of the result. `None`: the run stopped before the first call,
 /// and the claim (if any) was given back.
-async fn guarded(shared: &Shared, job: &Job, client_id: &str) -> Option<Outcome> {
+async fn guarded(
+    shared: &Shared,
+    job: &Job,
+    client_id: &str,
+    progress: &Progress,
+) -> Option<Outcome> {
     let username = &job.request.username;
     let mut in_doubt = None;
     let mut claimed = None;
@@ -305,11 +428,14 @@ async fn guarded(shared: &Shared, job: &Job, client_id: &str) -> Option<Outcome>
                 Claimed::Ended(outcome) => return outcome,
             }
             claimed = Some(ledger);
+            progress
+                .claimed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
     let tried = match precheck(shared, job, client_id).await {
         Checked::Send if shared.dry_run => Tried::Done(Outcome::new(OutcomeKind::DryRun, 0)),
-        Checked::Send => attempt(shared, job, client_id).await,
+        Checked::Send => attempt(shared, job, client_id, progress).await,
         Checked::Ended(outcome) => Tried::Done(outcome),
         Checked::Stopped => Tried::NotStarted,
     };
@@ -324,6 +450,10 @@ async fn guarded(shared: &Shared, job: &Job, client_id: &str) -> Option<Outcome>
         // The claim stays: when this run ends, the next one sees the user as in doubt.
         Tried::Abandoned(o) => (None, Some(o)),
         Tried::Done(o) if o.kind == OutcomeKind::Sent => (Some(Finish::Sent), Some(o)),
+        // Failed after an ambiguous attempt: the user may hold a code, so the cooldown starts.
+        Tried::Done(o) if o.in_doubt.is_some() => {
+            (Some(Finish::MaybeSent(o.kind.as_str())), Some(o))
+        }
         Tried::Done(o) => (Some(Finish::NotSent(o.kind.as_str())), Some(o)),
     };
     if let Some(how) = how
@@ -342,7 +472,10 @@ async fn guarded(shared: &Shared, job: &Job, client_id: &str) -> Option<Outcome>
         return Some(failed);
     }
     outcome.map(|o| Outcome {
-        in_doubt: in_doubt.as_ref().map(|_| DoubtCause::DeadRun),
+        in_doubt: in_doubt
+            .as_ref()
+            .map(|_| DoubtCause::DeadRun)
+            .or(o.in_doubt),
         ..o
     })
 }
@@ -461,8 +594,43 @@ async fn precheck(shared: &Shared, job: &Job, client_id: &str) -> Checked {
     }
 }
 
-/// Calls Cognito until the job has an answer or its budget is spent.
-async fn attempt(shared: &Shared, job: &Job, client_id: &str) -> Tried {
+/// Calls Cognito until the job has an answer or its budget is spent. A job with an ambiguous
+/// attempt (Cognito may have acted on it) that ends `sent` (a retry after it), `failed`, or
+/// abandoned is in doubt: the user may hold two codes, or one we do not know of.
+async fn attempt(shared: &Shared, job: &Job, client_id: &str, progress: &Progress) -> Tried {
+    let mut ambiguous = None;
+    let tried = calls(shared, job, client_id, progress, &mut ambiguous).await;
+    let Some(first) = ambiguous else {
+        return tried;
+    };
+    let mark = |mut o: Outcome| {
+        if matches!(o.kind, OutcomeKind::Sent | OutcomeKind::Failed) {
+            tracing::warn!(
+                user = %shared.recorder.user(&job.request.username),
+                outcome = o.kind.as_str(),
+                attempts = o.attempts,
+                "in doubt: an attempt may have reached Cognito without an answer ({first}); the \
+                 user may hold a code from it"
+            );
+            o.in_doubt = Some(DoubtCause::AmbiguousAttempt);
+        }
+        o
+    };
+    match tried {
+        Tried::NotStarted => Tried::NotStarted,
+        Tried::Done(o) => Tried::Done(mark(o)),
+        Tried::Abandoned(o) => Tried::Abandoned(mark(o)),
+    }
+}
+
+/// [`attempt`]'s loop. `ambiguous` is set to the first ambiguous error.
+async fn calls(
+    shared: &Shared,
+    job: &Job,
+    client_id: &str,
+    progress: &Progress,
+    ambiguous: &mut Option<String>,
+) -> Tried {
     let mut schedule = shared.retry.schedule();
     let mut attempts = 0u32;
     let mut last_error: Option<String> = None;
@@ -480,17 +648,23 @@ async fn attempt(shared: &Shared, job: &Job, client_id: &str) -> Tried {
             _ = shared.rate.acquire() => {}
         }
         attempts += 1;
-        metrics::in_flight(1.0);
+        progress
+            .calls
+            .store(attempts, std::sync::atomic::Ordering::SeqCst);
         let started = Instant::now();
-        let result = tokio::select! {
-            biased;
-            r = shared.cognito.resend(&job.request, client_id) => Some(r),
-            _ = shared.abort.cancelled() => None,
+        let result = {
+            // A guard, so that a call that panics leaves the gauge right.
+            let _in_flight = InFlight::enter();
+            tokio::select! {
+                biased;
+                r = shared.cognito.call(&job.request, client_id) => Some(r),
+                _ = shared.abort.cancelled() => None,
+            }
         };
-        metrics::in_flight(-1.0);
         let secs = started.elapsed().as_secs_f64();
         let Some(result) = result else {
             shared.recorder.attempt(AttemptResult::Transient, secs);
+            ambiguous.get_or_insert_with(|| "call abandoned at shutdown".to_owned());
             return Tried::Abandoned(Outcome::failed(
                 "interrupted",
                 Some(
@@ -503,7 +677,7 @@ async fn attempt(shared: &Shared, job: &Job, client_id: &str) -> Tried {
             Ok(answer) => {
                 shared.recorder.attempt(AttemptResult::Ok, secs);
                 shared.rate.on_success();
-                shared.misconfig_cleared();
+                shared.misconfig_cleared(client_id);
                 let mut outcome = Outcome::new(OutcomeKind::Sent, attempts);
                 match answer {
                     Answer::Sent(d) => outcome.delivery = Some(d),
@@ -520,6 +694,10 @@ async fn attempt(shared: &Shared, job: &Job, client_id: &str) -> Tried {
                 shared.rate.on_throttle();
             }
             CallError::Transient(_) => shared.recorder.attempt(AttemptResult::Transient, secs),
+            CallError::Ambiguous(d) => {
+                shared.recorder.attempt(AttemptResult::Transient, secs);
+                ambiguous.get_or_insert_with(|| d.clone());
+            }
             CallError::LambdaUnavailable(d) => {
                 shared.recorder.attempt(AttemptResult::Transient, secs);
                 if attempts >= LAMBDA_ATTEMPTS {
@@ -532,6 +710,15 @@ async fn attempt(shared: &Shared, job: &Job, client_id: &str) -> Tried {
             }
             CallError::Permanent { reason, detail } => {
                 shared.recorder.attempt(AttemptResult::Permanent, secs);
+                return Tried::Done(Outcome::failed(reason, Some(detail.clone()), attempts));
+            }
+            CallError::Broken {
+                reason,
+                kind,
+                detail,
+            } => {
+                shared.recorder.attempt(AttemptResult::Permanent, secs);
+                shared.misconfigured(*kind, client_id, detail);
                 return Tried::Done(Outcome::failed(reason, Some(detail.clone()), attempts));
             }
             CallError::Misconfigured { kind, detail } => {
@@ -576,20 +763,29 @@ impl Shared {
         Outcome::failed("ledger_error", Some(e.to_string()), attempts)
     }
 
-    fn misconfig_cleared(&self) {
+    /// Cognito answered a call of `client_id`: its runs of errors are broken.
+    fn misconfig_cleared(&self, client_id: &str) {
         let mut w = self.misconfig.lock().unwrap_or_else(|e| e.into_inner());
-        w.in_a_row = 0;
+        if !w.in_a_row.is_empty() {
+            w.in_a_row.retain(|(c, _), _| c != client_id);
+        }
     }
 
+    /// Counts one configuration error (or delivery or trigger failure) of `client_id`, and
+    /// stops the run when its kind has come [`Misconfiguration::stop_after`] times in a row.
     fn misconfigured(&self, kind: Misconfiguration, client_id: &str, detail: &str) {
         let mut w = self.misconfig.lock().unwrap_or_else(|e| e.into_inner());
-        w.in_a_row += 1;
-        if w.tripped.is_none() && w.in_a_row >= kind.stop_after() {
+        let in_a_row = {
+            let n = w.in_a_row.entry((client_id.to_owned(), kind)).or_default();
+            *n += 1;
+            *n
+        };
+        if w.tripped.is_none() && in_a_row >= kind.stop_after() {
             let stop = MisconfigStop {
                 kind,
                 client_id: client_id.to_owned(),
                 detail: detail.to_owned(),
-                in_a_row: w.in_a_row,
+                in_a_row,
             };
             tracing::error!("{stop}");
             w.tripped = Some(stop);
@@ -598,3 +794,23 @@ impl Shared {
         }
     }
 }
+
+/// `cognito_resend_in_flight` while a call runs: +1 now, -1 when dropped (also by a panic or an
+/// abandoned call).
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        metrics::in_flight(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::in_flight(-1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests;

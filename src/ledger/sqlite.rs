@@ -756,6 +756,6 @@ mod tests {
             .expect("cannot open");
         let text = err.to_string();
         assert!(text.contains("/nonexistent-dir/x/ledger.db"), "{text}");
-        assert!(text.contains("cannot open"), "{text}");
+        assert!(text.contains("cannot create it"), "{text}");
     }
 }

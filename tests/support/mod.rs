@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_cognito-resend");
 /// The app client every test pool has.
-pub const CLIENT: &str = "test-client";
+pub const CLIENT: &str = "testclient";
 
 /// A seeded emulator and the ground truth of who is what.
 pub struct Pool {

@@ -1,0 +1,536 @@
+//! The engine in-process, over fakes of [`Resend`] and [`Source`]: no network, no emulator, no
+//! process. Time is paused where no ledger is involved, so backoff waits take no real time.
+
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU32;
+
+use super::*;
+use crate::config::RetrySettings;
+use crate::ledger::{LedgerTiming, StateSpec};
+use crate::outcome::Delivery;
+use crate::source::Origin;
+
+/// What a fake answers for one call: given the username, client id and how many calls this
+/// user has had before.
+type Script = dyn Fn(&str, &str, usize) -> Result<Answer, CallError> + Send + Sync;
+
+/// Every call a fake got: `(username, client id)`.
+type Calls = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A scripted Cognito that remembers every call.
+struct Fake {
+    script: Box<Script>,
+    calls: Calls,
+}
+
+impl Fake {
+    fn new(
+        script: impl Fn(&str, &str, usize) -> Result<Answer, CallError> + Send + Sync + 'static,
+    ) -> (Self, Calls) {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let fake = Self {
+            script: Box::new(script),
+            calls: calls.clone(),
+        };
+        (fake, calls)
+    }
+}
+
+impl Resend for Fake {
+    fn resend(
+        &self,
+        req: &ResendRequest,
+        client_id: &str,
+    ) -> impl Future<Output = Result<Answer, CallError>> + Send {
+        let before = {
+            let mut calls = self.calls.lock().unwrap();
+            let before = calls.iter().filter(|(u, _)| *u == req.username).count();
+            calls.push((req.username.clone(), client_id.to_owned()));
+            before
+        };
+        let username = req.username.clone();
+        let client_id = client_id.to_owned();
+        let script = &self.script;
+        // The answer (or the panic) comes while the call is being awaited, as a real one would.
+        async move {
+            tokio::task::yield_now().await;
+            script(&username, &client_id, before)
+        }
+    }
+}
+
+fn sent() -> Result<Answer, CallError> {
+    Ok(Answer::Sent(Delivery {
+        medium: Some("EMAIL".into()),
+        destination: Some("a***@e***".into()),
+        attribute: Some("email".into()),
+    }))
+}
+
+/// Every settle the engine made, in order: `None` for a job handed back untouched.
+#[derive(Default)]
+struct Settled(Mutex<Vec<(Origin, Option<Outcome>)>>);
+
+impl Settle for Settled {
+    fn settle<'a>(
+        &'a self,
+        origin: &'a Origin,
+        outcome: Option<&'a Outcome>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((origin.clone(), outcome.cloned()));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A source of jobs `(username, client id)`, line numbers from 2.
+struct Jobs {
+    /// Usernames by position (line - 2).
+    names: Vec<String>,
+    inputs: VecDeque<Input>,
+    settled: Arc<Settled>,
+}
+
+impl Jobs {
+    fn new<'a>(jobs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Self {
+        let jobs: Vec<_> = jobs.into_iter().collect();
+        let names = jobs.iter().map(|(u, _)| (*u).to_owned()).collect();
+        let inputs = jobs
+            .into_iter()
+            .zip(2..)
+            .map(|((username, client_id), line)| {
+                Input::Job(Job {
+                    origin: Origin::Csv { line },
+                    request: ResendRequest {
+                        username: username.to_owned(),
+                        client_id: client_id.map(str::to_owned),
+                        ..ResendRequest::default()
+                    },
+                })
+            })
+            .collect();
+        Self {
+            names,
+            inputs,
+            settled: Arc::default(),
+        }
+    }
+
+    fn users<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        Self::new(names.into_iter().map(|u| (u, None)))
+    }
+
+    /// Outcome per username, for the jobs that got one.
+    fn outcomes(&self) -> HashMap<String, Outcome> {
+        let settled = self.settled.0.lock().unwrap();
+        settled
+            .iter()
+            .filter_map(|(origin, outcome)| {
+                let Origin::Csv { line } = origin else {
+                    return None;
+                };
+                Some((*line, outcome.clone()?))
+            })
+            .map(|(line, o)| (self.username_at(line), o))
+            .collect()
+    }
+
+    fn username_at(&self, line: u64) -> String {
+        self.names[(line - 2) as usize].clone()
+    }
+
+    fn untouched(&self) -> usize {
+        let settled = self.settled.0.lock().unwrap();
+        settled.iter().filter(|(_, o)| o.is_none()).count()
+    }
+}
+
+impl Source for Jobs {
+    fn label(&self) -> &'static str {
+        "csv"
+    }
+
+    fn next(&mut self) -> impl Future<Output = Option<Input>> + Send {
+        std::future::ready(self.inputs.pop_front())
+    }
+
+    fn settler(&self) -> Arc<dyn Settle> {
+        self.settled.clone()
+    }
+}
+
+fn config(concurrency: usize) -> EngineConfig {
+    EngineConfig {
+        concurrency,
+        rate: None,
+        retry: RetryPolicy::new(RetrySettings {
+            max_attempts: NonZeroU32::new(3).unwrap(),
+            max_elapsed: Duration::from_secs(60),
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(100),
+            multiplier: 2.0,
+            jitter: 0.0,
+        }),
+        dry_run: false,
+        default_client_id: Some("app".into()),
+        allowed_client_ids: Vec::new(),
+        shutdown_grace: Duration::from_secs(1),
+        ledger: None,
+        precheck: None,
+    }
+}
+
+/// Runs the engine to its end (bounded: a hung engine fails the test instead of hanging it).
+async fn run_engine(config: EngineConfig, jobs: &mut Jobs, fake: Fake) -> StopCause {
+    let recorder = Arc::new(Recorder::new("csv", None, false).unwrap());
+    let run = run(config, jobs, fake, recorder, CancellationToken::new());
+    tokio::time::timeout(Duration::from_secs(600), run)
+        .await
+        .expect("the engine ends")
+}
+
+/// A SQLite ledger in `dir`, as a run of `backfill` would open it.
+async fn ledger(dir: &std::path::Path) -> Ledger {
+    let store = crate::ledger::open(
+        &StateSpec::Sqlite(dir.join("ledger.db")),
+        &crate::ledger::dynamo::DynamoSettings {
+            region: None,
+            endpoint: None,
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    Ledger::start(
+        store,
+        "backfill",
+        LedgerTiming {
+            cooldown: Duration::from_secs(3600),
+            lease: Duration::from_secs(30),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn reason(o: &Outcome) -> &str {
+    o.reason.as_deref().unwrap_or_default()
+}
+
+// ---- Item 7: a job that panics ------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_job_fails_as_internal_error_and_gives_back_its_permit_and_settle() {
+    let (fake, calls) = Fake::new(|user, _, _| {
+        if user == "bob" {
+            panic!("bug in the call for this job");
+        }
+        sent()
+    });
+    // One permit: the jobs after bob run only if his permit came back.
+    let mut jobs = Jobs::users(["alice", "bob", "carol", "dave"]);
+    let cause = run_engine(config(1), &mut jobs, fake).await;
+    assert_eq!(cause, StopCause::EndOfInput);
+    let out = jobs.outcomes();
+    assert_eq!(out.len(), 4, "every job settled with an outcome: {out:?}");
+    let bob = &out["bob"];
+    assert_eq!(bob.kind, OutcomeKind::Failed);
+    assert_eq!(reason(bob), "internal_error");
+    assert!(
+        bob.error.as_deref().unwrap().contains("bug in the call"),
+        "{bob:?}"
+    );
+    // The call had started: it may have reached Cognito.
+    assert_eq!(bob.in_doubt, Some(DoubtCause::AmbiguousAttempt));
+    for user in ["alice", "carol", "dave"] {
+        assert_eq!(out[user].kind, OutcomeKind::Sent, "{user}");
+    }
+    assert_eq!(calls.lock().unwrap().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_after_the_call_started_keeps_the_cooldown_on_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, _) = Fake::new(|user, _, _| {
+        if user == "bob" {
+            panic!("bug after the send");
+        }
+        sent()
+    });
+    let mut jobs = Jobs::users(["alice", "bob"]);
+    let first = ledger(dir.path()).await;
+    let cause = run_engine(
+        EngineConfig {
+            ledger: Some(first.clone()),
+            ..config(2)
+        },
+        &mut jobs,
+        fake,
+    )
+    .await;
+    first.close().await;
+    assert_eq!(cause, StopCause::EndOfInput);
+    assert_eq!(reason(&jobs.outcomes()["bob"]), "internal_error");
+
+    // A rerun on the same ledger: bob may hold a code, so he is in cooldown, not called again.
+    let (fake, calls) = Fake::new(|_, _, _| sent());
+    let mut jobs = Jobs::users(["alice", "bob"]);
+    let second = ledger(dir.path()).await;
+    let cause = run_engine(
+        EngineConfig {
+            ledger: Some(second.clone()),
+            ..config(2)
+        },
+        &mut jobs,
+        fake,
+    )
+    .await;
+    second.close().await;
+    assert_eq!(cause, StopCause::EndOfInput);
+    let out = jobs.outcomes();
+    assert_eq!(out["bob"].kind, OutcomeKind::Cooldown, "{out:?}");
+    assert_eq!(out["alice"].kind, OutcomeKind::Cooldown);
+    assert!(calls.lock().unwrap().is_empty());
+}
+
+// ---- Item 4: ambiguous attempts -----------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn jobs_after_an_ambiguous_attempt_are_in_doubt_and_only_they() {
+    let (fake, _) = Fake::new(|user, _, before| match (user, before) {
+        // Timed out after the request was written, then sent on the retry: maybe two codes.
+        ("alice", 0) => Err(CallError::Ambiguous("attempt timed out".into())),
+        // Refused before Cognito saw it, then sent: one code.
+        ("bob", 0) => Err(CallError::Transient("connection refused".into())),
+        // 500 after 500 until the budget is spent: maybe one code.
+        ("carol", _) => Err(CallError::Ambiguous("InternalErrorException".into())),
+        // Refused every time: certainly no code.
+        ("dave", _) => Err(CallError::Transient("connection refused".into())),
+        // An ambiguous attempt, then "already confirmed": nobody got a code from us.
+        ("erin", 0) => Err(CallError::Ambiguous("connection dropped".into())),
+        ("erin", _) => Ok(Answer::AlreadyConfirmed),
+        _ => sent(),
+    });
+    let mut jobs = Jobs::users(["alice", "bob", "carol", "dave", "erin"]);
+    let cause = run_engine(config(4), &mut jobs, fake).await;
+    assert_eq!(cause, StopCause::EndOfInput);
+    let out = jobs.outcomes();
+    let doubt = |u: &str| out[u].in_doubt;
+    assert_eq!(out["alice"].kind, OutcomeKind::Sent);
+    assert_eq!(doubt("alice"), Some(DoubtCause::AmbiguousAttempt));
+    assert_eq!(out["bob"].kind, OutcomeKind::Sent);
+    assert_eq!(doubt("bob"), None);
+    assert_eq!(reason(&out["carol"]), "retries_exhausted");
+    assert_eq!(doubt("carol"), Some(DoubtCause::AmbiguousAttempt));
+    assert_eq!(reason(&out["dave"]), "retries_exhausted");
+    assert_eq!(doubt("dave"), None);
+    assert_eq!(out["erin"].kind, OutcomeKind::AlreadyConfirmed);
+    assert_eq!(doubt("erin"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_failed_after_an_ambiguous_attempt_keeps_the_cooldown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, _) = Fake::new(|user, _, _| match user {
+        "carol" => Err(CallError::Ambiguous("InternalErrorException".into())),
+        _ => Err(CallError::Transient("connection refused".into())),
+    });
+    let first = ledger(dir.path()).await;
+    let mut jobs = Jobs::users(["carol", "dave"]);
+    let config_with = |l: &Ledger| EngineConfig {
+        ledger: Some(l.clone()),
+        retry: RetryPolicy::new(RetrySettings {
+            max_attempts: NonZeroU32::new(2).unwrap(),
+            max_elapsed: Duration::from_secs(60),
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(1),
+            multiplier: 1.0,
+            jitter: 0.0,
+        }),
+        ..config(2)
+    };
+    run_engine(config_with(&first), &mut jobs, fake).await;
+    first.close().await;
+    let out = jobs.outcomes();
+    assert_eq!(out["carol"].kind, OutcomeKind::Failed);
+    assert_eq!(out["dave"].kind, OutcomeKind::Failed);
+
+    let (fake, calls) = Fake::new(|_, _, _| sent());
+    let second = ledger(dir.path()).await;
+    let mut jobs = Jobs::users(["carol", "dave"]);
+    run_engine(config_with(&second), &mut jobs, fake).await;
+    second.close().await;
+    let out = jobs.outcomes();
+    assert_eq!(
+        out["carol"].kind,
+        OutcomeKind::Cooldown,
+        "maybe sent: not again"
+    );
+    assert_eq!(
+        out["dave"].kind,
+        OutcomeKind::Sent,
+        "never sent: free to send"
+    );
+    let called: Vec<String> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(u, _)| u.clone())
+        .collect();
+    assert_eq!(called, ["dave"]);
+}
+
+// ---- Item 8: allowed client ids, per-client early stops, storms ---------------------------------
+
+fn not_authorized() -> Result<Answer, CallError> {
+    Err(CallError::Misconfigured {
+        kind: Misconfiguration::NotAuthorized,
+        detail: "NotAuthorizedException: Unable to verify secret hash".into(),
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn jobs_naming_a_foreign_client_are_invalid_never_called_and_do_not_stop_the_run() {
+    // Cognito would refuse the foreign client: three of those in a row used to stop the run.
+    let (fake, calls) = Fake::new(|_, client, _| match client {
+        "app" | "second" => sent(),
+        _ => not_authorized(),
+    });
+    let mut jobs = Jobs::new([
+        ("f1", Some("foreign")),
+        ("f2", Some("foreign")),
+        ("f3", Some("foreign")),
+        ("f4", Some("foreign")),
+        ("a1", None),
+        ("a2", Some("app")),
+        ("s1", Some("second")),
+    ]);
+    let cause = run_engine(
+        EngineConfig {
+            allowed_client_ids: vec!["second".into()],
+            ..config(1)
+        },
+        &mut jobs,
+        fake,
+    )
+    .await;
+    assert_eq!(cause, StopCause::EndOfInput);
+    let out = jobs.outcomes();
+    for u in ["f1", "f2", "f3", "f4"] {
+        assert_eq!(out[u].kind, OutcomeKind::Invalid, "{u}");
+        assert!(reason(&out[u]).contains("client id not allowed"), "{u}");
+    }
+    for u in ["a1", "a2", "s1"] {
+        assert_eq!(out[u].kind, OutcomeKind::Sent, "{u}");
+    }
+    let clients: Vec<String> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, c)| c.clone())
+        .collect();
+    assert!(!clients.iter().any(|c| c == "foreign"), "{clients:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_second_client_stops_the_run_naming_it_though_the_first_one_works() {
+    let (fake, _) = Fake::new(|_, client, _| match client {
+        "app" => sent(),
+        _ => not_authorized(),
+    });
+    // Alternating: each of the second client's errors is followed by a success of the first.
+    let names: Vec<String> = (0..20).map(|i| format!("user{i}")).collect();
+    let mut jobs = Jobs::new(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.as_str(), (i % 2 == 1).then_some("second"))),
+    );
+    let cause = run_engine(
+        EngineConfig {
+            allowed_client_ids: vec!["second".into()],
+            ..config(1)
+        },
+        &mut jobs,
+        fake,
+    )
+    .await;
+    let StopCause::Misconfigured(stop) = cause else {
+        panic!("expected an early stop, got {cause:?}");
+    };
+    assert_eq!(stop.client_id, "second");
+    assert_eq!(stop.kind, Misconfiguration::NotAuthorized);
+    assert_eq!(stop.in_a_row, 3);
+    assert!(stop.to_string().contains("second"));
+}
+
+fn delivery_failure() -> Result<Answer, CallError> {
+    Err(CallError::Broken {
+        reason: "code_delivery_failure",
+        kind: Misconfiguration::DeliveryBroken,
+        detail: "CodeDeliveryFailureException: Email address is not verified".into(),
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_storm_of_delivery_failures_stops_early_with_delivery_broken() {
+    let (fake, calls) = Fake::new(|_, _, _| delivery_failure());
+    let names: Vec<String> = (0..50).map(|i| format!("user{i}")).collect();
+    let mut jobs = Jobs::users(names.iter().map(String::as_str));
+    let cause = run_engine(config(1), &mut jobs, fake).await;
+    let StopCause::Misconfigured(stop) = cause else {
+        panic!("expected an early stop, got {cause:?}");
+    };
+    assert_eq!(stop.kind, Misconfiguration::DeliveryBroken);
+    assert_eq!(stop.kind.reason(), "delivery_broken");
+    assert_eq!(stop.in_a_row, crate::cognito::classify::STORM);
+    assert_eq!(calls.lock().unwrap().len(), STORM_USIZE);
+    let out = jobs.outcomes();
+    assert_eq!(out.len(), STORM_USIZE, "only the storm's jobs failed");
+    assert!(out.values().all(|o| reason(o) == "code_delivery_failure"));
+    assert!(
+        jobs.untouched() <= 1,
+        "the rest were never read or handed back"
+    );
+}
+
+const STORM_USIZE: usize = crate::cognito::classify::STORM as usize;
+
+#[tokio::test(start_paused = true)]
+async fn trigger_failures_broken_up_by_successes_do_not_stop_the_run() {
+    // Nine trigger failures, a success, nine more, ...: single users' trouble, not a storm.
+    let (fake, _) = Fake::new(|user, _, _| {
+        let i: usize = user.trim_start_matches("user").parse().unwrap();
+        if i % STORM_USIZE == STORM_USIZE - 1 {
+            sent()
+        } else {
+            Err(CallError::Broken {
+                reason: "lambda_error",
+                kind: Misconfiguration::TriggerBroken,
+                detail: "InvalidLambdaResponseException: bad".into(),
+            })
+        }
+    });
+    let names: Vec<String> = (0..5 * STORM_USIZE).map(|i| format!("user{i}")).collect();
+    let mut jobs = Jobs::users(names.iter().map(String::as_str));
+    let cause = run_engine(config(1), &mut jobs, fake).await;
+    assert_eq!(cause, StopCause::EndOfInput);
+    assert_eq!(jobs.outcomes().len(), names.len());
+
+    // And ten in a row do stop it, as trigger_broken.
+    let (fake, _) = Fake::new(|_, _, _| {
+        Err(CallError::Broken {
+            reason: "lambda_error",
+            kind: Misconfiguration::TriggerBroken,
+            detail: "UserLambdaValidationException: no".into(),
+        })
+    });
+    let mut jobs = Jobs::users(names.iter().map(String::as_str));
+    let cause = run_engine(config(1), &mut jobs, fake).await;
+    assert!(
+        matches!(&cause, StopCause::Misconfigured(m) if m.kind.reason() == "trigger_broken"),
+        "{cause:?}"
+    );
+}
