@@ -1144,7 +1144,7 @@ mod tests {
         assert!(s.render_redacted().contains("max_messages = 25"));
         let s = load_with(&["cognito-resend", "--max-messages", "0", "check"], None).unwrap();
         assert_eq!(s.sqs.max_messages, None);
-        let err = load_with(&["cognito-resend", "--max-messages", "-1", "check"], None)
+        let err = load_with(&["cognito-resend", "--max-messages", "many", "check"], None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("sqs.max_messages (--max-messages)"), "{err}");
