@@ -514,3 +514,107 @@ async fn receive_errors_back_off_and_fail_readiness_until_receiving_works_again(
     assert!(stderr.contains("works again"), "{stderr}");
     assert_eq!(emu.send_counts().len(), 5);
 }
+
+/// Receives every visible message once (without deleting) and returns each one's
+/// ApproximateReceiveCount after this receive.
+async fn receive_counts(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<u32> {
+    let mut counts = Vec::new();
+    loop {
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(0)
+            .visibility_timeout(300)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+            )
+            .send()
+            .await
+            .expect("ReceiveMessage")
+            .messages
+            .unwrap_or_default();
+        if got.is_empty() {
+            return counts;
+        }
+        for m in got {
+            let count = m
+                .attributes
+                .as_ref()
+                .and_then(|a| {
+                    a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+                })
+                .expect("a receive count")
+                .parse()
+                .expect("a number");
+            counts.push(count);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_is_one_pass_that_receives_each_message_once_then_releases_it() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    // A redrive policy that would move a message received twice to the DLQ.
+    let (url, dlq) = moto::create_queue_with_dlq(&sqs, "dry", 2).await;
+    let users: Vec<_> = (0..25)
+        .map(|i| UserSpec::new(format!("dry-{i:02}"), UserStatus::Unconfirmed))
+        .collect();
+    let bodies: Vec<String> = users.iter().map(|u| job(&u.username)).collect();
+    let emu = emulator_with(users, |b| b).await;
+    moto::send_bodies(&sqs, &url, &bodies, None).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("plan.jsonl");
+    let mut cmd = consume(&emu.endpoint(), &moto.endpoint, &url);
+    cmd.args(["--dry-run", "--concurrency", "4"])
+        .arg("--report")
+        .arg(&report_path);
+    // It ends by itself: no signal.
+    let (code, stderr) = Running::spawn(cmd).wait(Duration::from_secs(120)).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("dry run's pass is complete"), "{stderr}");
+    let plan = report(&report_path);
+    assert_eq!(plan.len(), bodies.len(), "one plan line per message");
+    assert!(plan.iter().all(|l| l["outcome"] == "dry_run"), "{plan:?}");
+    assert!(emu.send_counts().is_empty(), "nothing sent");
+    assert_eq!(
+        moto::queue_counts(&sqs, &url).await,
+        (bodies.len() as u64, 0),
+        "every message released at once when the pass ended"
+    );
+    assert_eq!(moto::queue_counts(&sqs, &dlq).await, (0, 0), "none redriven");
+    let counts = receive_counts(&sqs, &url).await;
+    assert_eq!(
+        counts,
+        vec![2; bodies.len()],
+        "received once by the dry run, once now"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_messages_consumes_that_many_then_exits() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let (url, _dlq) = moto::create_queue_with_dlq(&sqs, "slice", 5).await;
+    let users: Vec<_> = (0..25)
+        .map(|i| UserSpec::new(format!("slice-{i:02}"), UserStatus::Unconfirmed))
+        .collect();
+    let bodies: Vec<String> = users.iter().map(|u| job(&u.username)).collect();
+    let emu = emulator_with(users, |b| b).await;
+    moto::send_bodies(&sqs, &url, &bodies, None).await;
+
+    let mut cmd = consume(&emu.endpoint(), &moto.endpoint, &url);
+    cmd.args(["--max-messages", "10", "--concurrency", "4"]);
+    let (code, stderr) = Running::spawn(cmd).wait(Duration::from_secs(120)).await;
+    assert_eq!(code, 0, "{stderr}");
+    let sends = emu.send_counts();
+    assert_eq!(sends.len(), 10, "exactly --max-messages jobs: {sends:?}");
+    assert!(sends.values().all(|&n| n == 1));
+    assert_eq!(
+        moto::queue_counts(&sqs, &url).await,
+        (15, 0),
+        "the rest untouched, visible"
+    );
+}
