@@ -213,6 +213,8 @@ pub struct Running {
     pub child: tokio::process::Child,
     lines: Arc<Mutex<Vec<String>>>,
     new_line: Arc<tokio::sync::Notify>,
+    /// Ends at stderr's end of file: after the process exits, every line has been read.
+    reader: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -223,7 +225,7 @@ impl Running {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let new_line = Arc::new(tokio::sync::Notify::new());
         let (l, n) = (lines.clone(), new_line.clone());
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut r = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = r.next_line().await {
                 l.lock().unwrap().push(line);
@@ -234,6 +236,7 @@ impl Running {
             child,
             lines,
             new_line,
+            reader,
         }
     }
 
@@ -279,8 +282,9 @@ impl Running {
             .await
             .unwrap_or_else(|_| panic!("exited within {limit:?}; stderr:\n{}", self.stderr()))
             .expect("wait works");
-        // Let the reader task take the last lines.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The reader has the last lines once it reaches end of file (bounded: a grandchild
+        // holding stderr open must not hang the test).
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.reader).await;
         (status.code().unwrap_or(-1), self.stderr())
     }
 }
