@@ -539,8 +539,7 @@ impl<Q: Queue> Source for SqsSource<Q> {
         loop {
             let notified = self.shared.fifo_ready.notified();
             {
-                let f = lock(&self.shared.fifo_state);
-                let mut f = f;
+                let mut f = lock(&self.shared.fifo_state);
                 if let Some(input) = f.ready.pop_front() {
                     return Some(input);
                 }
@@ -908,7 +907,8 @@ async fn poll_until_done<Q: Queue>(
             None => u64::MAX,
         };
         // One credit to start with (wait for it), then whatever else is free, up to a batch.
-        lock(&shared.watch).waiting_since = Some(Instant::now());
+        let waiting_since = Instant::now();
+        lock(&shared.watch).waiting_since = Some(waiting_since);
         let first = tokio::select! {
             biased;
             _ = stop.cancelled() => return,
@@ -918,8 +918,10 @@ async fn poll_until_done<Q: Queue>(
         {
             let mut w = lock(&shared.watch);
             w.waiting_since = None;
+            // Time spent waiting for a credit (busy) is not time spent failing to receive.
             let now = Instant::now();
-            w.trying_since.get_or_insert(now);
+            let waited = now.duration_since(waiting_since);
+            w.trying_since = Some(w.trying_since.map_or(now, |t| t + waited));
         }
         let mut want: u32 = 1;
         while want < settings.batch_size && u64::from(want) < left {
