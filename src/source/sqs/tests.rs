@@ -577,3 +577,44 @@ fn redeliveries_back_off_with_the_receive_count() {
         "never past SQS's limit"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fifo_dry_run_plans_every_group_in_order_in_one_pass() {
+    let queue = FakeQueue::new(true);
+    let mut expected: HashMap<&str, Vec<String>> = HashMap::new();
+    for i in 0..3 {
+        for group in ["g", "h"] {
+            let id = queue.send(&job(&format!("{group}-{i}")), Some(group));
+            expected.entry(group).or_default().push(id);
+        }
+    }
+    let mut s = settings(&queue, 2, 10);
+    s.one_pass = true;
+    let mut source = SqsSource::start(
+        queue.clone(),
+        s,
+        Readiness::default(),
+        CancellationToken::new(),
+    );
+    let mut planned: HashMap<&str, Vec<String>> = HashMap::new();
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(120), source.next())
+            .await
+            .expect("the pass ends by itself");
+        let Some(input) = next else { break };
+        let Input::Job(job) = &input else {
+            panic!("readable")
+        };
+        let group = if job.request.username.starts_with('g') {
+            "g"
+        } else {
+            "h"
+        };
+        planned.entry(group).or_default().push(id_of(&input));
+        settle(&source, &input, OutcomeKind::DryRun).await;
+    }
+    assert_eq!(planned, expected, "every group planned, in order");
+    source.close().await;
+    assert_eq!(queue.visible(), 6, "released together at the end");
+    assert_eq!(queue.receive_counts(), vec![1; 6]);
+}
