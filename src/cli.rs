@@ -481,6 +481,16 @@ pub struct SettingsArgs {
     )]
     pub max_extension: Option<String>,
 
+    /// consume: stop receiving after N messages and exit once they are settled; with
+    /// --dry-run, the pass also ends at the first empty long poll. 0 = no limit [default: 0].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_SQS_MAX_MESSAGES",
+        value_name = "N"
+    )]
+    pub max_messages: Option<String>,
+
     /// On SIGINT/SIGTERM, how long in-flight calls may take to finish [default: 30s].
     #[arg(
         long,

@@ -132,6 +132,7 @@ struct RawSqs {
     wait_time: String,
     visibility_timeout: String,
     max_extension: String,
+    max_messages: NumOrString,
     shutdown_grace: String,
 }
 
@@ -241,6 +242,7 @@ impl Default for RawSqs {
             wait_time: "20s".into(),
             visibility_timeout: "60s".into(),
             max_extension: "1h".into(),
+            max_messages: NumOrString::Int(0),
             shutdown_grace: "30s".into(),
         }
     }
@@ -434,6 +436,7 @@ impl Overrides {
             a.visibility_timeout.as_ref(),
         );
         put(&mut o.sqs, "max_extension", a.max_extension.as_ref());
+        put(&mut o.sqs, "max_messages", a.max_messages.as_ref());
         put(&mut o.log, "format", a.log_format.as_ref());
         put(
             &mut o.log,
@@ -550,6 +553,8 @@ pub struct QueueSettings {
     pub visibility_timeout: Duration,
     /// Longest a message is kept invisible by heartbeats.
     pub max_extension: Duration,
+    /// `consume` stops receiving after this many messages (`None`: no limit).
+    pub max_messages: Option<u64>,
 }
 
 /// Discovery (`discover`, `backfill --from-pool`).
@@ -890,6 +895,10 @@ impl Settings {
             wait_time,
             visibility_timeout,
             max_extension,
+            max_messages: {
+                let n: u64 = parse_num("sqs.max_messages (--max-messages)", &raw.sqs.max_messages)?;
+                (n > 0).then_some(n)
+            },
         };
 
         Ok(Self {
@@ -1023,6 +1032,7 @@ impl Settings {
              wait_time = {wait}\n\
              visibility_timeout = {vt}\n\
              max_extension = {mx}\n\
+             max_messages = {mm}\n\
              shutdown_grace = {grace}\n\n\
              [log]\n\
              format = \"{fmt}\"\n\
@@ -1091,6 +1101,10 @@ impl Settings {
             wait = d(self.sqs.wait_time),
             vt = d(self.sqs.visibility_timeout),
             mx = d(self.sqs.max_extension),
+            mm = match self.sqs.max_messages {
+                Some(n) => n.to_string(),
+                None => "0 # no limit".to_owned(),
+            },
             fmt = match self.log.format {
                 LogFormat::Text => "text",
                 LogFormat::Json => "json",
@@ -1404,6 +1418,20 @@ mod tests {
         );
         assert_eq!(s.ledger.cooldown, Duration::from_secs(86_400));
         assert_eq!(s.ledger.claim_lease, Duration::from_secs(30));
+        assert_eq!(s.sqs.max_messages, None, "no limit");
+    }
+
+    #[test]
+    fn max_messages_is_a_count_and_zero_means_no_limit() {
+        let s = load_with(&["cognito-resend", "--max-messages", "25", "check"], None).unwrap();
+        assert_eq!(s.sqs.max_messages, Some(25));
+        assert!(s.render_redacted().contains("max_messages = 25"));
+        let s = load_with(&["cognito-resend", "--max-messages", "0", "check"], None).unwrap();
+        assert_eq!(s.sqs.max_messages, None);
+        let err = load_with(&["cognito-resend", "--max-messages", "many", "check"], None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sqs.max_messages (--max-messages)"), "{err}");
     }
 
     #[test]

@@ -300,7 +300,7 @@ async fn consume(settings: Settings, shutdown: Shutdown) -> Result<Finished, Run
         tracing::warn!("{warning}");
     }
     let mut source = SqsSource::start(
-        client,
+        sqs::SqsQueue::new(client, queue_url.clone()),
         SqsSettings {
             queue_url: queue_url.clone(),
             batch_size: settings.sqs.batch_size,
@@ -308,6 +308,8 @@ async fn consume(settings: Settings, shutdown: Shutdown) -> Result<Finished, Run
             visibility_timeout: settings.sqs.visibility_timeout,
             max_extension: settings.sqs.max_extension,
             concurrency: settings.run.concurrency.get(),
+            one_pass: settings.run.dry_run,
+            max_messages: settings.sqs.max_messages,
         },
         ready.clone(),
         shutdown.token.child_token(),

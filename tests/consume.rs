@@ -490,14 +490,31 @@ async fn receive_errors_back_off_and_fail_readiness_until_receiving_works_again(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let errors = |m: String| sample(&m, "cognito_resend_sqs_receive_errors_total", &[]).unwrap();
-    let before = errors(consumer.metrics().await);
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let during = errors(consumer.metrics().await) - before;
+    // Not a hot loop: the logged retry delays grow (0.5 s × 1.5ⁿ, ±50 % jitter, so the fourth
+    // is always longer than the first).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let delays = loop {
+        let delays = retry_delays(&consumer.running.stderr());
+        if delays.len() >= 4 {
+            break delays;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "four receive failures logged: {delays:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(
-        (1.0..=8.0).contains(&during),
-        "receive errors back off, not a hot loop: {during} in 5 s"
+        delays[3] > delays[0],
+        "receive errors back off, not a hot loop: {delays:?}"
     );
+    let errors = sample(
+        &consumer.metrics().await,
+        "cognito_resend_sqs_receive_errors_total",
+        &[],
+    )
+    .unwrap();
+    assert!(errors >= 4.0, "receive errors counted: {errors}");
 
     // It comes back: receiving works again, and so does readiness.
     let again = moto::create_queue(&sqs, "flaky", &[]).await;
@@ -513,4 +530,186 @@ async fn receive_errors_back_off_and_fail_readiness_until_receiving_works_again(
     );
     assert!(stderr.contains("works again"), "{stderr}");
     assert_eq!(emu.send_counts().len(), 5);
+}
+
+/// Receives every visible message once (without deleting) and returns each one's
+/// ApproximateReceiveCount after this receive.
+async fn receive_counts(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<u32> {
+    let mut counts = Vec::new();
+    loop {
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(0)
+            .visibility_timeout(300)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+            )
+            .send()
+            .await
+            .expect("ReceiveMessage")
+            .messages
+            .unwrap_or_default();
+        if got.is_empty() {
+            return counts;
+        }
+        for m in got {
+            let count = m
+                .attributes
+                .as_ref()
+                .and_then(|a| {
+                    a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+                })
+                .expect("a receive count")
+                .parse()
+                .expect("a number");
+            counts.push(count);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_is_one_pass_that_receives_each_message_once_then_releases_it() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    // A redrive policy that would move a message received twice to the DLQ.
+    let (url, dlq) = moto::create_queue_with_dlq(&sqs, "dry", 2).await;
+    let users: Vec<_> = (0..25)
+        .map(|i| UserSpec::new(format!("dry-{i:02}"), UserStatus::Unconfirmed))
+        .collect();
+    let bodies: Vec<String> = users.iter().map(|u| job(&u.username)).collect();
+    let emu = emulator_with(users, |b| b).await;
+    moto::send_bodies(&sqs, &url, &bodies, None).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("plan.jsonl");
+    let mut cmd = consume(&emu.endpoint(), &moto.endpoint, &url);
+    cmd.args(["--dry-run", "--concurrency", "4"])
+        .arg("--report")
+        .arg(&report_path);
+    // It ends by itself: no signal.
+    let (code, stderr) = Running::spawn(cmd).wait(Duration::from_secs(120)).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("dry run's pass is complete"), "{stderr}");
+    let plan = report(&report_path);
+    assert_eq!(plan.len(), bodies.len(), "one plan line per message");
+    assert!(plan.iter().all(|l| l["outcome"] == "dry_run"), "{plan:?}");
+    assert!(emu.send_counts().is_empty(), "nothing sent");
+    assert_eq!(
+        moto::queue_counts(&sqs, &url).await,
+        (bodies.len() as u64, 0),
+        "every message released at once when the pass ended"
+    );
+    assert_eq!(
+        moto::queue_counts(&sqs, &dlq).await,
+        (0, 0),
+        "none redriven"
+    );
+    let counts = receive_counts(&sqs, &url).await;
+    assert_eq!(
+        counts,
+        vec![2; bodies.len()],
+        "received once by the dry run, once now"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_messages_consumes_that_many_then_exits() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let (url, _dlq) = moto::create_queue_with_dlq(&sqs, "slice", 5).await;
+    let users: Vec<_> = (0..25)
+        .map(|i| UserSpec::new(format!("slice-{i:02}"), UserStatus::Unconfirmed))
+        .collect();
+    let bodies: Vec<String> = users.iter().map(|u| job(&u.username)).collect();
+    let emu = emulator_with(users, |b| b).await;
+    moto::send_bodies(&sqs, &url, &bodies, None).await;
+
+    let mut cmd = consume(&emu.endpoint(), &moto.endpoint, &url);
+    cmd.args(["--max-messages", "10", "--concurrency", "4"]);
+    let (code, stderr) = Running::spawn(cmd).wait(Duration::from_secs(120)).await;
+    assert_eq!(code, 0, "{stderr}");
+    let sends = emu.send_counts();
+    assert_eq!(sends.len(), 10, "exactly --max-messages jobs: {sends:?}");
+    assert!(sends.values().all(|&n| n == 1));
+    assert_eq!(
+        moto::queue_counts(&sqs, &url).await,
+        (15, 0),
+        "the rest untouched, visible"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_with_the_ledger_a_failed_message_comes_back_before_the_rest_of_its_group() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let url = moto::create_fifo_queue(&sqs, "ledger.fifo").await;
+    // One group, six different users in order: with the ledger on, each is sent once.
+    let users: Vec<_> = (0..6)
+        .map(|i| UserSpec::new(format!("fifo-l-{i}"), UserStatus::Unconfirmed))
+        .collect();
+    let names: Vec<String> = users.iter().map(|u| u.username.clone()).collect();
+    // Every call is throttled at first, so the group's first job fails (one attempt allowed).
+    let emu = emulator_with(users, |b| b.quota_rps(Some(0))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &names);
+    let mut cmd = command(&emu.endpoint());
+    cmd.args([
+        "enqueue",
+        "--sqs-endpoint",
+        &moto.endpoint,
+        "--queue-url",
+        &url,
+    ])
+    .args(["--fifo-group-id", "g"])
+    .arg(&csv);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = consume(&emu.endpoint(), &moto.endpoint, &url);
+    cmd.args(["--concurrency", "4", "--max-attempts", "1"])
+        .args(["--visibility-timeout", "1s"])
+        .arg("--state")
+        .arg(dir.path().join("ledger.db"))
+        .arg("--report")
+        .arg(&report_path);
+    let consumer = Consumer::start(cmd).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while emu.stats().throttled == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no call was made");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    emu.set_quota_rps(None);
+    wait_until_empty(&sqs, &url, Duration::from_secs(90)).await;
+    let (code, stderr) = consumer.stop().await;
+    assert_eq!(code, 0, "{stderr}");
+
+    let sent_order: Vec<String> = emu.sends().into_iter().map(|s| s.username).collect();
+    assert_eq!(sent_order, names, "each user once, in the group's order");
+    let report = report(&report_path);
+    let first_user: Vec<&str> = report
+        .iter()
+        .filter(|l| l["username"] == names[0].as_str())
+        .map(|l| l["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        first_user.first(),
+        Some(&"failed"),
+        "the first job failed at first: {first_user:?}"
+    );
+    assert_eq!(first_user.last(), Some(&"sent"), "{first_user:?}");
+}
+
+/// The delays of the "receiving from the queue failed (retrying in 1.2s)" lines, in seconds.
+fn retry_delays(stderr: &str) -> Vec<f64> {
+    stderr
+        .lines()
+        .filter_map(|l| l.split("(retrying in ").nth(1)?.split(')').next())
+        .filter_map(|d| match d.strip_suffix("ms") {
+            Some(ms) => ms.parse::<f64>().ok().map(|ms| ms / 1000.0),
+            None => d.strip_suffix('s')?.parse().ok(),
+        })
+        .collect()
 }

@@ -1,7 +1,7 @@
 //! The SQS source: a long-running consumer of one queue.
 //!
 //! Four tasks cooperate around a table of the messages this process holds (received, not yet
-//! settled):
+//! settled), keyed by message id:
 //!
 //! - the **poller** long-polls ReceiveMessage, asking for no more messages than there are free
 //!   *credits* (`--concurrency` plus one batch): a message never waits in a local buffer long
@@ -15,15 +15,32 @@
 //! - [`Source::next`] hands decoded messages to the engine; for a FIFO queue it hands out one
 //!   message per MessageGroupId at a time, in order.
 //!
-//! What each outcome does to its message (SPEC.md): terminal outcomes delete it; `dry_run` and
-//! jobs never started return it at once (visibility 0); `failed` leaves it invisible for a delay
-//! that grows with its receive count (an hour for Cognito's per-user attempt limit), so
-//! redeliveries back off and the queue's redrive policy eventually moves it to the DLQ; `invalid`
-//! is left alone for the same redrive policy.
+//! Credits balance exactly: every message received takes one, and it comes back exactly once —
+//! when the message is settled, or at once when the receive brought back a message this process
+//! already holds. That happens when a held message's visibility lapses (extensions failed, or the
+//! job ran past `--max-extension`) and SQS delivers it again: the job already running here keeps
+//! it, with the new receipt handle (the one a delete must use), and no second job starts. A
+//! watchdog reads the poller's state for `/healthz` ([`PollerWatch`]): the probe fails when
+//! receiving has not worked for [`STALL_POLLS`] long polls, or when the poller waits for a credit
+//! that no held message has.
+//!
+//! What each outcome does to its message (SPEC.md): terminal outcomes delete it; jobs never
+//! started return it at once (visibility 0); `failed` leaves it invisible for a delay that grows
+//! with its receive count (an hour for Cognito's per-user attempt limit), so redeliveries back
+//! off and the queue's redrive policy eventually moves it to the DLQ; `invalid` is left alone for
+//! the same redrive policy.
+//!
+//! A dry run (`consume --dry-run`, [`SqsSettings::one_pass`]) is one pass: each message is held,
+//! whatever its planned outcome, until a long poll comes back empty (or `--max-messages` were
+//! received); then every message is released at once, so each is received exactly once and
+//! nothing in the queue changes but its receive count (+1).
+//!
+//! The SQS calls go through the [`Queue`] trait ([`SqsQueue`] in production), so this logic is
+//! tested in-process against a fake queue on tokio's paused clock (`sqs/tests.rs`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
@@ -32,6 +49,7 @@ use aws_sdk_sqs::types::{
 };
 use futures::future::BoxFuture;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Input, Job, Origin, Settle, Source, Unreadable};
@@ -40,6 +58,8 @@ use crate::telemetry::metrics;
 use crate::telemetry::server::Readiness;
 
 pub mod body;
+#[cfg(test)]
+mod tests;
 
 /// SQS's longest visibility timeout.
 const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
@@ -49,6 +69,12 @@ const ATTEMPT_LIMIT_DELAY: Duration = Duration::from_secs(3600);
 const ACK_LINGER: Duration = Duration::from_millis(20);
 /// Attempts for one delete or visibility change before giving up on it.
 const ACK_ATTEMPTS: u32 = 4;
+/// A ReceiveMessage attempt lasts at most the long poll plus this (the SDK's attempt timeout).
+const POLL_MARGIN: Duration = Duration::from_secs(10);
+/// `/healthz` fails after this many long polls' worth of time without a working receive (with
+/// the defaults, 4 × (20 s + 10 s) = 2 minutes): long enough for the SDK's own retries and a few
+/// backoffs, short enough that an orchestrator restarts a stuck consumer within minutes.
+pub const STALL_POLLS: u32 = 4;
 
 /// How the consumer talks to its queue.
 #[derive(Debug, Clone)]
@@ -65,29 +91,275 @@ pub struct SqsSettings {
     pub max_extension: Duration,
     /// Engine concurrency: with one batch, the number of messages held at most.
     pub concurrency: usize,
+    /// `--dry-run`: one pass. Stop receiving at the first empty long poll, hold every settled
+    /// message instead of acting on it, and release them all together at [`SqsSource::close`].
+    pub one_pass: bool,
+    /// `--max-messages`: stop receiving after this many messages (re-receipts of messages
+    /// already held do not count); the source then ends once they are handed out.
+    pub max_messages: Option<u64>,
+}
+
+impl SqsSettings {
+    /// How long the poller may go without a working receive before `/healthz` fails.
+    pub fn stall_bound(&self) -> Duration {
+        (self.wait_time + POLL_MARGIN) * STALL_POLLS
+    }
+}
+
+/// A queue call that failed, rendered with its whole error chain.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct QueueError(pub String);
+
+/// The SQS calls the consumer makes. [`SqsQueue`] is the real one; tests use a fake.
+pub trait Queue: Send + Sync + 'static {
+    /// ReceiveMessage: at most `max` messages, long-polling `wait`, invisible for `visibility`,
+    /// with the ApproximateReceiveCount and MessageGroupId attributes.
+    fn receive(
+        &self,
+        max: u32,
+        wait: Duration,
+        visibility: Duration,
+    ) -> impl Future<Output = Result<Vec<Message>, QueueError>> + Send;
+
+    /// ChangeMessageVisibility of one message.
+    fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        visibility: Duration,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// ChangeMessageVisibilityBatch (at most 10): the indexes of the entries that failed.
+    fn change_visibility_batch(
+        &self,
+        receipt_handles: &[String],
+        visibility: Duration,
+    ) -> impl Future<Output = Result<HashSet<usize>, QueueError>> + Send;
+
+    /// DeleteMessageBatch (at most 10): the indexes of the entries that failed.
+    fn delete_batch(
+        &self,
+        receipt_handles: &[String],
+    ) -> impl Future<Output = Result<HashSet<usize>, QueueError>> + Send;
+}
+
+/// The real queue: one queue URL through the AWS SDK.
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: Client,
+    url: String,
+}
+
+impl SqsQueue {
+    /// The queue at `url`, through `client` (see [`connect`]).
+    pub fn new(client: Client, url: String) -> Self {
+        Self { client, url }
+    }
+}
+
+/// Seconds for SQS: whole seconds, under its 12-hour ceiling.
+fn visibility_seconds(d: Duration) -> i32 {
+    d.as_secs().min(MAX_VISIBILITY.as_secs() - 1) as i32
+}
+
+fn sdk_error<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    e: &aws_sdk_sqs::error::SdkError<E, R>,
+) -> QueueError {
+    QueueError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+}
+
+impl Queue for SqsQueue {
+    async fn receive(
+        &self,
+        max: u32,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Message>, QueueError> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max as i32)
+            .wait_time_seconds(wait.as_secs() as i32)
+            .visibility_timeout(visibility_seconds(visibility))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+            .send()
+            .await
+            .map_err(|e| sdk_error(&e))?;
+        Ok(out.messages.unwrap_or_default())
+    }
+
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        visibility: Duration,
+    ) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(visibility_seconds(visibility))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_error(&e))
+    }
+
+    async fn change_visibility_batch(
+        &self,
+        receipt_handles: &[String],
+        visibility: Duration,
+    ) -> Result<HashSet<usize>, QueueError> {
+        let entries: Vec<_> = receipt_handles
+            .iter()
+            .enumerate()
+            .filter_map(|(i, handle)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(handle)
+                    .visibility_timeout(visibility_seconds(visibility))
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let out = self
+            .client
+            .change_message_visibility_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| sdk_error(&e))?;
+        Ok(out
+            .failed()
+            .iter()
+            .filter_map(|f| f.id().parse().ok())
+            .collect())
+    }
+
+    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<HashSet<usize>, QueueError> {
+        let entries: Vec<_> = receipt_handles
+            .iter()
+            .enumerate()
+            .filter_map(|(i, handle)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(handle)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let out = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| sdk_error(&e))?;
+        for f in out.failed() {
+            tracing::debug!(
+                code = f.code(),
+                message = f.message(),
+                "a delete in the batch failed"
+            );
+        }
+        Ok(out
+            .failed()
+            .iter()
+            .filter_map(|f| f.id().parse().ok())
+            .collect())
+    }
 }
 
 /// A received message this process holds.
 #[derive(Debug)]
 struct Held {
+    /// From the latest receive: SQS acts on the newest receipt of a message.
     receipt_handle: String,
     receive_count: u32,
     group: Option<String>,
     received_at: Instant,
     visible_until: Instant,
+    /// A dry run's settled message, kept invisible until the pass ends; its credit is back.
+    parked: bool,
+}
+
+/// What the poller is doing, for the `/healthz` watchdog.
+#[derive(Debug, Clone)]
+struct PollerWatch {
+    /// Since when it has been waiting for a credit (`None`: it is not).
+    waiting_since: Option<Instant>,
+    /// Since when it has been trying to receive without success (`None`: the last one worked).
+    trying_since: Option<Instant>,
+    /// Why the last receive failed.
+    last_error: Option<String>,
+    /// When a credit last came back.
+    last_return: Instant,
+    /// The poller ended (a signal, the end of a pass, `--max-messages`): nothing to watch.
+    stopped: bool,
+}
+
+/// The watchdog's verdict on a snapshot of the poller: `Err(reason)` when it has been unable to
+/// receive for longer than `bound`. `active` is the messages held and not parked, `total` the
+/// credits there are.
+fn diagnose(
+    w: &PollerWatch,
+    active: usize,
+    total: usize,
+    now: Instant,
+    bound: Duration,
+) -> Result<(), String> {
+    if w.stopped {
+        return Ok(());
+    }
+    if let Some(since) = w.trying_since
+        && now.duration_since(since) > bound
+    {
+        return Err(format!(
+            "no message could be received for {}: {}",
+            humantime::format_duration(whole_seconds(now.duration_since(since))),
+            w.last_error
+                .as_deref()
+                .unwrap_or("the receive has not answered")
+        ));
+    }
+    // Waiting for a credit is normal while every credit is held by a message in progress. A
+    // credit that no held message has, with none coming back for as long, is lost.
+    if let Some(since) = w.waiting_since
+        && now.duration_since(since) > bound
+        && now.duration_since(w.last_return) > bound
+        && active < total
+    {
+        return Err(format!(
+            "the poller has waited {} for a credit while only {active} of {total} are held by \
+             messages: credits were lost",
+            humantime::format_duration(whole_seconds(now.duration_since(since)))
+        ));
+    }
+    Ok(())
+}
+
+fn whole_seconds(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs())
 }
 
 /// State shared by the tasks and the settler.
-struct Shared {
-    client: Client,
+struct Shared<Q> {
+    queue: Arc<Q>,
     settings: SqsSettings,
     held: Mutex<HashMap<String, Held>>,
-    /// One per message held; the poller takes them, settling gives them back.
+    /// One per message held (parked ones excepted); the poller takes them, settling gives them
+    /// back ([`Shared::give_back`]).
     credits: Arc<Semaphore>,
+    /// How many credits there are.
+    total_credits: usize,
     fifo: bool,
     fifo_state: Mutex<FifoState>,
     fifo_ready: Notify,
     acks: mpsc::UnboundedSender<AckRequest>,
+    watch: Mutex<PollerWatch>,
 }
 
 /// Per-group queues of a FIFO queue's messages: one in progress per group, in order.
@@ -107,10 +379,11 @@ struct AckRequest {
 }
 
 /// The consumer of one queue, as a [`Source`].
-pub struct SqsSource {
-    shared: Arc<Shared>,
+pub struct SqsSource<Q: Queue = SqsQueue> {
+    shared: Arc<Shared<Q>>,
     rx: mpsc::Receiver<Input>,
     stop: CancellationToken,
+    ready: Readiness,
     poller: tokio::task::JoinHandle<()>,
     heartbeat: tokio::task::JoinHandle<()>,
     acker: tokio::task::JoinHandle<()>,
@@ -127,7 +400,7 @@ pub async fn connect(
 ) -> Client {
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(3))
-        .operation_attempt_timeout(wait_time + Duration::from_secs(10))
+        .operation_attempt_timeout(wait_time + POLL_MARGIN)
         .build();
     let mut loader =
         aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
@@ -166,80 +439,94 @@ pub async fn check_queue(client: &Client, queue_url: &str) -> Result<Option<Stri
     }))
 }
 
-impl SqsSource {
-    /// Starts polling `settings.queue_url`. `stop` ends polling (a signal); `ready` reflects
-    /// whether receiving works.
+impl<Q: Queue> SqsSource<Q> {
+    /// Starts polling the queue. `stop` ends polling (a signal); `ready` reflects whether
+    /// receiving works, and its health check watches the poller.
     pub fn start(
-        client: Client,
+        queue: Q,
         settings: SqsSettings,
         ready: Readiness,
         stop: CancellationToken,
     ) -> Self {
         let fifo = settings.queue_url.ends_with(".fifo");
-        let credits = Arc::new(Semaphore::new(
-            settings.concurrency + settings.batch_size as usize,
-        ));
+        let total_credits = settings.concurrency + settings.batch_size as usize;
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let now = Instant::now();
         let shared = Arc::new(Shared {
-            client,
+            queue: Arc::new(queue),
             settings,
             held: Mutex::new(HashMap::new()),
-            credits,
+            credits: Arc::new(Semaphore::new(total_credits)),
+            total_credits,
             fifo,
             fifo_state: Mutex::new(FifoState::default()),
             fifo_ready: Notify::new(),
             acks: ack_tx,
+            watch: Mutex::new(PollerWatch {
+                waiting_since: None,
+                trying_since: None,
+                last_error: None,
+                last_return: now,
+                stopped: false,
+            }),
         });
+        // Weak: the probe outlives the source in the metrics server, and the acker ends only
+        // once every `Shared` is gone.
+        let watched: Weak<Shared<Q>> = Arc::downgrade(&shared);
+        ready.set_health_check(Arc::new(move || match watched.upgrade() {
+            Some(shared) => shared.health(),
+            None => Ok(()),
+        }));
         let (tx, rx) = mpsc::channel(shared.settings.batch_size as usize);
-        let poller = tokio::spawn(poll(shared.clone(), tx, ready, stop.clone()));
+        let poller = tokio::spawn(poll(shared.clone(), tx, ready.clone(), stop.clone()));
         let heartbeat = tokio::spawn(heartbeat(shared.clone(), stop.clone()));
-        let acker = tokio::spawn(acker(shared.clone(), ack_rx));
+        let acker = tokio::spawn(acker(shared.queue.clone(), ack_rx));
         Self {
             shared,
             rx,
             stop,
+            ready,
             poller,
             heartbeat,
             acker,
         }
     }
 
-    /// After the engine is done: stop polling, return what was received but never started,
-    /// and wait for pending deletes.
+    /// After the engine is done: stop polling, return what was received but never started (and,
+    /// after a dry run, every message held), and wait for pending deletes.
     pub async fn close(self) {
         let Self {
             shared,
             mut rx,
             stop,
+            ready,
             poller,
             heartbeat,
             acker,
         } = self;
         stop.cancel();
+        ready.clear_health_check();
         rx.close();
-        let mut leftover = Vec::new();
         while let Some(input) = rx.recv().await {
-            leftover.push(input);
-        }
-        if shared.fifo {
-            let mut f = lock(&shared.fifo_state);
-            leftover.extend(f.ready.drain(..));
-            for (_, q) in f.waiting.drain() {
-                leftover.extend(q);
-            }
-        }
-        for input in leftover {
-            shared.release(input.origin(), Duration::ZERO).await;
+            drop(input);
         }
         let _ = poller.await;
         heartbeat.abort();
+        // Whatever is still held now was never started (in the channel, a FIFO group's queue)
+        // or is a dry run's plan: all of it goes back at once.
+        if shared.fifo {
+            let mut f = lock(&shared.fifo_state);
+            f.ready.clear();
+            f.waiting.clear();
+        }
+        shared.release_all().await;
         // The acker ends when every sender is gone: ours is in `shared`, clones in settle calls.
         drop(shared);
         let _ = acker.await;
     }
 }
 
-impl Source for SqsSource {
+impl<Q: Queue> Source for SqsSource<Q> {
     fn label(&self) -> &'static str {
         "sqs"
     }
@@ -248,16 +535,25 @@ impl Source for SqsSource {
         if !self.shared.fifo {
             return self.rx.recv().await;
         }
+        let mut polling = true;
         loop {
             let notified = self.shared.fifo_ready.notified();
-            if let Some(input) = lock(&self.shared.fifo_state).ready.pop_front() {
-                return Some(input);
+            {
+                let mut f = lock(&self.shared.fifo_state);
+                if let Some(input) = f.ready.pop_front() {
+                    return Some(input);
+                }
+                // Received all there is to receive: done once no group has a message waiting
+                // (a busy group's next message becomes ready when its job settles).
+                if !polling && f.waiting.is_empty() {
+                    return None;
+                }
             }
             tokio::select! {
-                received = self.rx.recv() => {
-                    let input = received?;
-                    self.shared.fifo_admit(input);
-                }
+                received = self.rx.recv(), if polling => match received {
+                    Some(input) => self.shared.fifo_admit(input),
+                    None => polling = false,
+                },
                 _ = notified => {}
             }
         }
@@ -268,7 +564,7 @@ impl Source for SqsSource {
     }
 }
 
-impl Settle for Shared {
+impl<Q: Queue> Settle for Shared<Q> {
     fn settle<'a>(
         &'a self,
         origin: &'a Origin,
@@ -278,13 +574,19 @@ impl Settle for Shared {
             let Origin::Sqs { message_id } = origin else {
                 return Ok(());
             };
+            if self.settings.one_pass {
+                // A dry run changes nothing in the queue: the plan is reported, and every
+                // message goes back together when the pass ends.
+                self.park(message_id);
+                return Ok(());
+            }
             match outcome.map(|o| (o.kind, o.reason.as_deref())) {
                 // Never started, dry run, or stopped between retries: back at once, for this
                 // consumer later or another one now.
                 None
                 | Some((OutcomeKind::DryRun, _))
                 | Some((OutcomeKind::Failed, Some("interrupted"))) => {
-                    self.release(origin, Duration::ZERO).await;
+                    self.release(message_id, Duration::ZERO).await;
                     Ok(())
                 }
                 Some((OutcomeKind::Invalid, _)) => {
@@ -297,7 +599,7 @@ impl Settle for Shared {
                         Some("attempt_limit") => ATTEMPT_LIMIT_DELAY,
                         _ => self.redelivery_delay(message_id),
                     };
-                    self.release(origin, delay).await;
+                    self.release(message_id, delay).await;
                     Ok(())
                 }
                 Some(_) => self.delete(message_id).await,
@@ -306,7 +608,7 @@ impl Settle for Shared {
     }
 }
 
-impl Shared {
+impl<Q: Queue> Shared<Q> {
     /// How long a failed job's message stays away (see [`redelivery_delay`]).
     fn redelivery_delay(&self, message_id: &str) -> Duration {
         let count = lock(&self.held)
@@ -315,25 +617,107 @@ impl Shared {
         redelivery_delay(self.settings.visibility_timeout, count)
     }
 
+    /// Gives `n` credits back to the poller.
+    fn give_back(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.credits.add_permits(n);
+        lock(&self.watch).last_return = Instant::now();
+    }
+
+    /// Stops holding a message and gives its credit back, in one step (the watchdog compares
+    /// the two). `None`: not held (settled already, or never admitted).
+    fn unhold(&self, message_id: &str) -> Option<Held> {
+        let mut held = lock(&self.held);
+        let h = held.remove(message_id)?;
+        if !h.parked {
+            self.give_back(1);
+        }
+        Some(h)
+    }
+
+    /// A dry run's settled message: keep it invisible until the pass ends, free its credit and
+    /// its FIFO group.
+    fn park(&self, message_id: &str) {
+        let group = {
+            let mut held = lock(&self.held);
+            let Some(h) = held.get_mut(message_id) else {
+                return;
+            };
+            if h.parked {
+                return;
+            }
+            h.parked = true;
+            self.give_back(1);
+            h.group.clone()
+        };
+        self.group_done(group.as_deref());
+    }
+
     /// Stops holding a message without touching it (its visibility runs out on its own).
     fn forget(&self, message_id: &str) {
-        let held = lock(&self.held).remove(message_id);
-        if let Some(h) = held {
+        if let Some(h) = self.unhold(message_id) {
             self.group_done(h.group.as_deref());
-            self.credits.add_permits(1);
+        }
+    }
+
+    /// Hands every message still held back to the queue at once (visibility 0, in batches).
+    async fn release_all(&self) {
+        let handles: Vec<(String, String)> = lock(&self.held)
+            .drain()
+            .map(|(id, h)| (id, h.receipt_handle))
+            .collect();
+        for chunk in handles.chunks(10) {
+            let receipts: Vec<String> = chunk.iter().map(|(_, r)| r.clone()).collect();
+            let mut pending: Vec<usize> = (0..chunk.len()).collect();
+            for tries in 1..=ACK_ATTEMPTS {
+                let batch: Vec<String> = pending.iter().map(|&i| receipts[i].clone()).collect();
+                let failed = match self
+                    .queue
+                    .change_visibility_batch(&batch, Duration::ZERO)
+                    .await
+                {
+                    Ok(failed) => failed,
+                    Err(e) => {
+                        tracing::debug!("returning messages failed, retrying: {e}");
+                        (0..batch.len()).collect()
+                    }
+                };
+                let returned = batch.len() - failed.len();
+                for _ in 0..returned {
+                    metrics::sqs_message("returned");
+                }
+                pending = pending
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| failed.contains(k))
+                    .map(|(_, &i)| i)
+                    .collect();
+                if pending.is_empty() {
+                    break;
+                }
+                if tries < ACK_ATTEMPTS {
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(tries))).await;
+                }
+            }
+            for i in pending {
+                // It comes back when its current visibility runs out instead.
+                tracing::warn!(
+                    message_id = chunk[i].0,
+                    "could not return the message to the queue"
+                );
+            }
         }
     }
 
     /// Hands a message back to the queue: visible again after `delay` (0 = at once).
-    async fn release(&self, origin: &Origin, delay: Duration) {
-        let Origin::Sqs { message_id } = origin else {
+    async fn release(&self, message_id: &str, delay: Duration) {
+        let Some(h) = self.unhold(message_id) else {
             return;
         };
-        let held = lock(&self.held).remove(message_id);
-        let Some(h) = held else { return };
         self.set_visibility(message_id, &h.receipt_handle, delay)
             .await;
-        self.credits.add_permits(1);
         if delay.is_zero() || !self.fifo {
             self.group_done(h.group.as_deref());
             return;
@@ -350,11 +734,9 @@ impl Shared {
             let Origin::Sqs { message_id } = input.origin().clone() else {
                 continue;
             };
-            let held = lock(&self.held).remove(&message_id);
-            if let Some(h) = held {
+            if let Some(h) = self.unhold(&message_id) {
                 self.set_visibility(&message_id, &h.receipt_handle, Duration::ZERO)
                     .await;
-                self.credits.add_permits(1);
             }
         }
         self.fifo_ready.notify_one();
@@ -362,29 +744,16 @@ impl Shared {
 
     /// ChangeMessageVisibility, retried a few times; counts `returned` for a delay of 0.
     async fn set_visibility(&self, message_id: &str, receipt_handle: &str, delay: Duration) {
-        let seconds = delay.as_secs().min(MAX_VISIBILITY.as_secs() - 1) as i32;
         for tries in 1..=ACK_ATTEMPTS {
-            let changed = self
-                .client
-                .change_message_visibility()
-                .queue_url(&self.settings.queue_url)
-                .receipt_handle(receipt_handle)
-                .visibility_timeout(seconds)
-                .send()
-                .await;
-            match changed {
-                Ok(_) => break,
+            match self.queue.change_visibility(receipt_handle, delay).await {
+                Ok(()) => break,
                 Err(e) if tries < ACK_ATTEMPTS => {
                     tracing::debug!(message_id, "changing visibility failed, retrying: {e}");
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(tries))).await;
                 }
                 Err(e) => {
                     // It comes back when its current visibility runs out instead.
-                    tracing::warn!(
-                        message_id,
-                        "could not change the message's visibility: {}",
-                        aws_sdk_sqs::error::DisplayErrorContext(&e)
-                    );
+                    tracing::warn!(message_id, "could not change the message's visibility: {e}");
                     return;
                 }
             }
@@ -394,32 +763,40 @@ impl Shared {
         }
     }
 
-    /// Deletes a finished job's message (batched by the acker) and waits for it.
+    /// Deletes a finished job's message (batched by the acker) and waits for it. When the
+    /// message was received again meanwhile, the delete is repeated with the newer receipt
+    /// handle: SQS may ignore a delete with an outdated one.
     async fn delete(&self, message_id: &str) -> Result<(), String> {
-        let held = lock(&self.held)
-            .get(message_id)
-            .map(|h| h.receipt_handle.clone());
-        let Some(receipt_handle) = held else {
-            return Ok(());
-        };
-        let (done, wait) = oneshot::channel();
-        let queued = self.acks.send(AckRequest {
-            message_id: message_id.to_owned(),
-            receipt_handle,
-            done,
-        });
-        let deleted = match queued {
-            Ok(()) => wait
-                .await
-                .unwrap_or_else(|_| Err("the acker stopped before deleting it".into())),
-            Err(_) => Err("the acker is not running".into()),
-        };
-        let held = lock(&self.held).remove(message_id);
-        if let Some(h) = held {
-            self.group_done(h.group.as_deref());
-            self.credits.add_permits(1);
+        let mut tried: Option<String> = None;
+        let mut result = Ok(());
+        for _ in 0..ACK_ATTEMPTS {
+            let current = lock(&self.held)
+                .get(message_id)
+                .map(|h| h.receipt_handle.clone());
+            let Some(receipt_handle) = current else {
+                return Ok(());
+            };
+            if tried.as_ref() == Some(&receipt_handle) {
+                break;
+            }
+            let (done, wait) = oneshot::channel();
+            let queued = self.acks.send(AckRequest {
+                message_id: message_id.to_owned(),
+                receipt_handle: receipt_handle.clone(),
+                done,
+            });
+            result = match queued {
+                Ok(()) => wait
+                    .await
+                    .unwrap_or_else(|_| Err("the acker stopped before deleting it".into())),
+                Err(_) => Err("the acker is not running".into()),
+            };
+            tried = Some(receipt_handle);
         }
-        deleted
+        if let Some(h) = self.unhold(message_id) {
+            self.group_done(h.group.as_deref());
+        }
+        result
     }
 
     /// A FIFO message arrives: ready at once if its group is idle, else queued behind it.
@@ -458,6 +835,19 @@ impl Shared {
         drop(f);
         self.fifo_ready.notify_one();
     }
+
+    /// The `/healthz` probe (see [`diagnose`]).
+    fn health(&self) -> Result<(), String> {
+        let active = lock(&self.held).values().filter(|h| !h.parked).count();
+        let watch = lock(&self.watch).clone();
+        diagnose(
+            &watch,
+            active,
+            self.total_credits,
+            Instant::now(),
+            self.settings.stall_bound(),
+        )
+    }
 }
 
 /// Failed jobs come back later each time: the visibility timeout doubled per receive so far,
@@ -474,25 +864,67 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The poller: receive as many messages as there are credits, decode, hand over.
-async fn poll(
-    shared: Arc<Shared>,
+/// What became of a received message.
+enum Admitted {
+    /// A new message: hand it to the engine.
+    New(Input),
+    /// A message this process already holds, received again: its job is already here.
+    Again,
+    /// No id or receipt handle: nothing can be done with it.
+    Unusable,
+}
+
+/// The poller: receive as many messages as there are credits, decode, hand over. It ends on a
+/// signal, when the engine is gone, at the end of a dry run's pass, or after `--max-messages`.
+async fn poll<Q: Queue>(
+    shared: Arc<Shared<Q>>,
     tx: mpsc::Sender<Input>,
     ready: Readiness,
     stop: CancellationToken,
 ) {
+    poll_until_done(&shared, tx, ready, stop).await;
+    let mut w = lock(&shared.watch);
+    w.stopped = true;
+}
+
+async fn poll_until_done<Q: Queue>(
+    shared: &Arc<Shared<Q>>,
+    tx: mpsc::Sender<Input>,
+    ready: Readiness,
+    stop: CancellationToken,
+) {
+    let settings = &shared.settings;
     let mut errors = backoff_schedule();
     let mut failing = false;
+    let mut received_total: u64 = 0;
     loop {
+        let left = match settings.max_messages {
+            Some(max) if received_total >= max => {
+                tracing::info!("received --max-messages ({max}) messages: receiving no more");
+                return;
+            }
+            Some(max) => max - received_total,
+            None => u64::MAX,
+        };
         // One credit to start with (wait for it), then whatever else is free, up to a batch.
+        let waiting_since = Instant::now();
+        lock(&shared.watch).waiting_since = Some(waiting_since);
         let first = tokio::select! {
             biased;
             _ = stop.cancelled() => return,
             c = shared.credits.clone().acquire_owned() => match c { Ok(c) => c, Err(_) => return },
         };
         first.forget();
+        {
+            let mut w = lock(&shared.watch);
+            w.waiting_since = None;
+            // Time spent waiting for a credit (busy) is not time spent failing to receive.
+            let now = Instant::now();
+            let waited = now.duration_since(waiting_since);
+            w.trying_since = Some(w.trying_since.map_or(now, |t| t + waited));
+        }
         let mut want: u32 = 1;
-        while want < shared.settings.batch_size {
+        while want < settings.batch_size && u64::from(want) < left {
             match shared.credits.clone().try_acquire_owned() {
                 Ok(c) => {
                     c.forget();
@@ -505,61 +937,71 @@ async fn poll(
             biased;
             // A signal cancels the long poll at once: nothing was received by it.
             _ = stop.cancelled() => {
-                shared.credits.add_permits(want as usize);
+                shared.give_back(want as usize);
                 return;
             }
-            r = shared
-                .client
-                .receive_message()
-                .queue_url(&shared.settings.queue_url)
-                .max_number_of_messages(want as i32)
-                .wait_time_seconds(shared.settings.wait_time.as_secs() as i32)
-                .visibility_timeout(shared.settings.visibility_timeout.as_secs() as i32)
-                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-                .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
-                .send() => r,
+            r = shared.queue.receive(want, settings.wait_time, settings.visibility_timeout) => r,
         };
         let messages = match received {
-            Ok(out) => {
+            Ok(messages) => {
                 if failing {
                     tracing::info!("receiving from the queue works again");
                     failing = false;
                 }
+                {
+                    let mut w = lock(&shared.watch);
+                    w.trying_since = None;
+                    w.last_error = None;
+                }
                 ready.set(true);
                 errors = backoff_schedule();
-                out.messages.unwrap_or_default()
+                messages
             }
             Err(e) => {
-                shared.credits.add_permits(want as usize);
+                shared.give_back(want as usize);
                 ready.set(false);
                 failing = true;
                 metrics::sqs_receive_error();
+                lock(&shared.watch).last_error = Some(e.to_string());
                 let delay = backoff::backoff::Backoff::next_backoff(&mut errors)
                     .unwrap_or(Duration::from_secs(30));
-                tracing::warn!(
-                    "receiving from the queue failed (retrying in {delay:.1?}): {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(&e)
-                );
+                tracing::warn!("receiving from the queue failed (retrying in {delay:.1?}): {e}");
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => continue,
                 }
             }
         };
+        if messages.is_empty() && settings.one_pass {
+            shared.give_back(want as usize);
+            tracing::info!("a long poll came back empty: the dry run's pass is complete");
+            return;
+        }
         let unused = want as usize - messages.len().min(want as usize);
-        shared.credits.add_permits(unused);
+        shared.give_back(unused);
         let mut messages = messages.into_iter();
         while let Some(message) = messages.next() {
-            let Some(input) = shared.admit(message) else {
-                // No id or receipt handle: nothing can be done with it, and its credit is back.
-                shared.credits.add_permits(1);
-                continue;
+            let input = match shared.admit(message) {
+                Admitted::New(input) => input,
+                Admitted::Again | Admitted::Unusable => {
+                    shared.give_back(1);
+                    continue;
+                }
             };
+            received_total += 1;
             if let Err(unsent) = tx.send(input).await {
                 // The engine is gone (the run is stopping): hand back what it will not take.
-                let rest = messages.filter_map(|m| shared.admit(m));
-                for input in std::iter::once(unsent.0).chain(rest) {
-                    shared.release(input.origin(), Duration::ZERO).await;
+                let mut back = vec![unsent.0];
+                for m in messages.by_ref() {
+                    match shared.admit(m) {
+                        Admitted::New(input) => back.push(input),
+                        Admitted::Again | Admitted::Unusable => shared.give_back(1),
+                    }
+                }
+                for input in back {
+                    if let Origin::Sqs { message_id } = input.origin() {
+                        shared.release(message_id, Duration::ZERO).await;
+                    }
                 }
                 return;
             }
@@ -567,12 +1009,15 @@ async fn poll(
     }
 }
 
-impl Shared {
-    /// Records a received message as held and decodes it.
-    fn admit(&self, message: Message) -> Option<Input> {
-        let message_id = message.message_id?;
-        let receipt_handle = message.receipt_handle?;
-        metrics::sqs_message("received");
+impl<Q: Queue> Shared<Q> {
+    /// Records a received message as held and decodes it. A message already held came back
+    /// because its visibility lapsed while its job ran here: the held entry takes the new
+    /// receipt handle (the one SQS honours now) and the job already running keeps going.
+    fn admit(&self, message: Message) -> Admitted {
+        let (Some(message_id), Some(receipt_handle)) = (message.message_id, message.receipt_handle)
+        else {
+            return Admitted::Unusable;
+        };
         let attrs = message.attributes.unwrap_or_default();
         let receive_count = attrs
             .get(&MessageSystemAttributeName::ApproximateReceiveCount)
@@ -582,19 +1027,37 @@ impl Shared {
             .get(&MessageSystemAttributeName::MessageGroupId)
             .cloned();
         let now = Instant::now();
-        lock(&self.held).insert(
-            message_id.clone(),
-            Held {
-                receipt_handle,
-                receive_count,
-                group,
-                received_at: now,
-                visible_until: now + self.settings.visibility_timeout,
-            },
-        );
+        {
+            let mut held = lock(&self.held);
+            if let Some(h) = held.get_mut(&message_id) {
+                h.receipt_handle = receipt_handle;
+                h.receive_count = receive_count;
+                h.visible_until = now + self.settings.visibility_timeout;
+                drop(held);
+                tracing::warn!(
+                    message_id,
+                    receive_count,
+                    "a message came back while its job still runs here (its visibility lapsed): \
+                     the running job keeps it"
+                );
+                return Admitted::Again;
+            }
+            held.insert(
+                message_id.clone(),
+                Held {
+                    receipt_handle,
+                    receive_count,
+                    group,
+                    received_at: now,
+                    visible_until: now + self.settings.visibility_timeout,
+                    parked: false,
+                },
+            );
+        }
+        metrics::sqs_message("received");
         let origin = Origin::Sqs { message_id };
         let text = message.body.unwrap_or_default();
-        Some(match body::decode(&text) {
+        Admitted::New(match body::decode(&text) {
             Ok(request) => Input::Job(Job { origin, request }),
             Err(problem) => Input::Unreadable(Unreadable {
                 reason: format!("message {}: {}", origin_id(&origin), problem.reason),
@@ -623,7 +1086,7 @@ fn backoff_schedule() -> backoff::ExponentialBackoff {
 }
 
 /// The heartbeat: renew the visibility of held messages before it runs out.
-async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
+async fn heartbeat<Q: Queue>(shared: Arc<Shared<Q>>, stop: CancellationToken) {
     let vt = shared.settings.visibility_timeout;
     let every = (vt / 4).clamp(Duration::from_millis(200), Duration::from_secs(10));
     let mut tick = tokio::time::interval(every);
@@ -645,45 +1108,23 @@ async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
             .map(|(id, h)| (id.clone(), h.receipt_handle.clone()))
             .collect();
         for chunk in due.chunks(10) {
-            let entries: Vec<_> = chunk
-                .iter()
-                .enumerate()
-                .filter_map(|(i, (_, handle))| {
-                    ChangeMessageVisibilityBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(handle)
-                        .visibility_timeout(vt.as_secs() as i32)
-                        .build()
-                        .ok()
-                })
-                .collect();
-            let changed = shared
-                .client
-                .change_message_visibility_batch()
-                .queue_url(&shared.settings.queue_url)
-                .set_entries(Some(entries))
-                .send()
-                .await;
-            let failed: HashSet<usize> = match &changed {
-                Ok(out) => out
-                    .failed()
-                    .iter()
-                    .filter_map(|f| f.id().parse().ok())
-                    .collect(),
+            let receipts: Vec<String> = chunk.iter().map(|(_, r)| r.clone()).collect();
+            let failed = match shared.queue.change_visibility_batch(&receipts, vt).await {
+                Ok(failed) => failed,
                 Err(e) => {
-                    tracing::warn!(
-                        "extending message visibility failed: {}",
-                        aws_sdk_sqs::error::DisplayErrorContext(e)
-                    );
+                    tracing::warn!("extending message visibility failed: {e}");
                     (0..chunk.len()).collect()
                 }
             };
             let mut held = lock(&shared.held);
-            for (i, (id, _)) in chunk.iter().enumerate() {
+            for (i, (id, receipt)) in chunk.iter().enumerate() {
                 if failed.contains(&i) {
                     continue;
                 }
-                if let Some(h) = held.get_mut(id) {
+                // Only the receipt extended counts: a newer one has its own visibility.
+                if let Some(h) = held.get_mut(id)
+                    && &h.receipt_handle == receipt
+                {
                     h.visible_until = now + vt;
                 }
             }
@@ -697,11 +1138,7 @@ async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
 }
 
 /// The acker: DeleteMessageBatch in tens, retrying the entries a partial failure names.
-async fn acker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<AckRequest>) {
-    // Senders live in `Shared`; holding it here would keep the loop from ever ending.
-    let client = shared.client.clone();
-    let queue_url = shared.settings.queue_url.clone();
-    drop(shared);
+async fn acker<Q: Queue>(queue: Arc<Q>, mut rx: mpsc::UnboundedReceiver<AckRequest>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + ACK_LINGER;
@@ -711,48 +1148,17 @@ async fn acker(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<AckRequest>)
                 _ => break,
             }
         }
-        delete_batch(&client, &queue_url, batch).await;
+        delete_batch(queue.as_ref(), batch).await;
     }
 }
 
-async fn delete_batch(client: &Client, queue_url: &str, mut batch: Vec<AckRequest>) {
+async fn delete_batch<Q: Queue>(queue: &Q, mut batch: Vec<AckRequest>) {
     for attempt in 1..=ACK_ATTEMPTS {
-        let entries: Vec<_> = batch
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(&r.receipt_handle)
-                    .build()
-                    .ok()
-            })
-            .collect();
-        let result = client
-            .delete_message_batch()
-            .queue_url(queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await;
-        let failed: HashSet<usize> = match &result {
-            Ok(out) => {
-                for f in out.failed() {
-                    tracing::debug!(
-                        code = f.code(),
-                        message = f.message(),
-                        "a delete in the batch failed"
-                    );
-                }
-                out.failed()
-                    .iter()
-                    .filter_map(|f| f.id().parse().ok())
-                    .collect()
-            }
+        let receipts: Vec<String> = batch.iter().map(|r| r.receipt_handle.clone()).collect();
+        let failed = match queue.delete_batch(&receipts).await {
+            Ok(failed) => failed,
             Err(e) => {
-                tracing::warn!(
-                    "DeleteMessageBatch failed (attempt {attempt}): {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                );
+                tracing::warn!("DeleteMessageBatch failed (attempt {attempt}): {e}");
                 (0..batch.len()).collect()
             }
         };
@@ -785,27 +1191,5 @@ async fn delete_batch(client: &Client, queue_url: &str, mut batch: Vec<AckReques
         let _ = r.done.send(Err(format!(
             "the message could not be deleted after {ACK_ATTEMPTS} attempts"
         )));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redeliveries_back_off_with_the_receive_count() {
-        let vt = Duration::from_secs(60);
-        let delays: Vec<u64> = (1..=5).map(|n| redelivery_delay(vt, n).as_secs()).collect();
-        assert_eq!(delays, [60, 120, 240, 480, 960]);
-        assert_eq!(
-            redelivery_delay(vt, 0),
-            vt,
-            "a missing count counts as the first"
-        );
-        assert_eq!(
-            redelivery_delay(vt, 30),
-            MAX_VISIBILITY - Duration::from_secs(60),
-            "never past SQS's limit"
-        );
     }
 }

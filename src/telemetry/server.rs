@@ -1,9 +1,13 @@
 //! The HTTP endpoint operators and orchestrators read: `/metrics` (Prometheus text),
-//! `/healthz` (the process is alive) and `/readyz` (configured, and able to work).
+//! `/healthz` (the process is alive and not stuck) and `/readyz` (configured, and able to work).
+//!
+//! `/healthz` answers 200 unless a component registered a health check that fails: `consume`'s
+//! poller does (see `source::sqs`), so a consumer that cannot receive for minutes answers 503
+//! with the reason, and an orchestrator's liveness probe restarts it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -13,18 +17,45 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Shared readiness, flipped by the runner.
+/// A liveness probe: `Err(reason)` when the process is stuck.
+pub type HealthCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Shared readiness, flipped by the runner, and the health check `/healthz` runs.
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    ready: Arc<AtomicBool>,
+    health: Arc<Mutex<Option<HealthCheck>>>,
+}
 
 impl Readiness {
     /// Marks the process ready (or not).
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Relaxed);
+        self.ready.store(ready, Ordering::Relaxed);
     }
 
     fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Makes `/healthz` run `check` (replacing any earlier one).
+    pub fn set_health_check(&self, check: HealthCheck) {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) = Some(check);
+    }
+
+    /// `/healthz` answers 200 again without asking anyone.
+    pub fn clear_health_check(&self) {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// What `/healthz` says: `Err(reason)` when the registered check fails.
+    pub fn health(&self) -> Result<(), String> {
+        // Cloned out first: the check takes its own locks.
+        let check = self
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        check.map_or(Ok(()), |c| c())
     }
 }
 
@@ -46,7 +77,7 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let app = Router::new()
         .route("/metrics", get(render))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(AppState { metrics, ready });
     let task = tokio::spawn(async move {
@@ -75,5 +106,46 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
+    match s.ready.health() {
+        Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {reason}\n"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn healthz_fails_with_the_reason_the_health_check_gives() {
+        let ready = Readiness::default();
+        let state = AppState {
+            metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
+                .build_recorder()
+                .handle(),
+            ready: ready.clone(),
+        };
+        let answer = |state: AppState| async move {
+            let response = healthz(State(state)).await.into_response();
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1024)
+                .await
+                .expect("a small body");
+            (status, String::from_utf8_lossy(&body).into_owned())
+        };
+        assert_eq!(answer(state.clone()).await.0, StatusCode::OK);
+        ready.set_health_check(Arc::new(|| Err("the poller is stuck".into())));
+        let (status, body) = answer(state.clone()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("the poller is stuck"), "{body}");
+        ready.clear_health_check();
+        assert_eq!(answer(state).await.0, StatusCode::OK);
     }
 }
