@@ -104,6 +104,15 @@ impl DynamoStore {
         Ok(store)
     }
 
+    /// A store over a client built elsewhere (tests point one at a local DynamoDB, or at a
+    /// proxy that loses answers); no existence check.
+    pub fn from_client(client: Client, table: &str) -> Self {
+        Self {
+            client,
+            table: table.to_owned(),
+        }
+    }
+
     /// A client without the existence check (for `ledger init`).
     pub async fn client_only(table: &str, settings: &DynamoSettings) -> Self {
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
