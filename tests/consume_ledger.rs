@@ -126,7 +126,9 @@ async fn kill_9_a_consumer_then_two_more_on_a_dynamodb_ledger_lose_nothing() {
         let mut cmd = consume(&pool.emu.endpoint(), &moto.endpoint, &url);
         cmd.args(["--concurrency", &concurrency.to_string()])
             .args(["--state", table, "--dynamodb-endpoint", &moto.endpoint])
-            .args(["--claim-lease", "2s", "--visibility-timeout", "5s"])
+            // A lease generous enough for heartbeats that queue behind everything else in the
+            // one-request-at-a-time moto (a run whose heartbeat fails for half a lease stops).
+            .args(["--claim-lease", "12s", "--visibility-timeout", "5s"])
             .arg("--report")
             .arg(report);
         cmd
@@ -217,6 +219,9 @@ async fn a_ledger_that_fails_mid_run_stops_the_run_and_nothing_is_acknowledged_p
     let mut cmd = consume(&pool.emu.endpoint(), &moto.endpoint, &url);
     cmd.args(["--concurrency", "8", "--state", &state])
         .args(["--dynamodb-endpoint", &moto.endpoint])
+        // Results are retried for up to a lease before the run gives up on the ledger, and once
+        // more at the end: a short lease keeps the test's wait short.
+        .args(["--claim-lease", "6s"])
         .arg("--report")
         .arg(&report_path);
     let running = start_consumer(cmd).await;
@@ -228,7 +233,7 @@ async fn a_ledger_that_fails_mid_run_stops_the_run_and_nothing_is_acknowledged_p
         .send()
         .await
         .expect("DeleteTable");
-    let (code, stderr) = running.wait(Duration::from_secs(60)).await;
+    let (code, stderr) = running.wait(Duration::from_secs(120)).await;
     assert_eq!(code, 1, "a consumer whose ledger fails stops: {stderr}");
     assert!(
         stderr.contains("the ledger (dynamodb://doomed) failed"),

@@ -101,13 +101,9 @@ async fn a_rerun_sends_nobody_twice_until_the_cooldown_has_passed() {
     let ran = run(backfill_with(&pool.emu, &csv, &state, &first)).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
 
-    let cmd = |report: &Path| {
-        let mut c = backfill_with(&pool.emu, &csv, &state, report);
-        c.args(["--cooldown", "3s"]);
-        c
-    };
+    // The rerun with the default cooldown (24 h): nobody is due, however slow the machine.
     let second = dir.path().join("second.jsonl");
-    let ran = run(cmd(&second)).await;
+    let ran = run(backfill_with(&pool.emu, &csv, &state, &second)).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     let counts = pool.emu.send_counts();
     assert_eq!(counts.len(), pool.unconfirmed.len());
@@ -117,13 +113,38 @@ async fn a_rerun_sends_nobody_twice_until_the_cooldown_has_passed() {
     assert_eq!(users_with(&report2, "already_confirmed"), pool.confirmed);
     assert!(users_with(&report2, "sent").is_empty());
 
-    // Once the cooldown has passed, the same command sends again.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Once the cooldown has passed, the same command sends again: a 1 s cooldown, run only
+    // once the wall clock is past the last recorded send by more than that (a condition, not a
+    // race against a fixed sleep).
+    let last_sent = ledger_rows(&pool.emu, &state)
+        .await
+        .iter()
+        .filter_map(|r| r["last_sent_at"].as_str())
+        .map(|t| humantime::parse_rfc3339(t).expect("RFC 3339"))
+        .max()
+        .expect("sends were recorded");
+    while std::time::SystemTime::now() < last_sent + Duration::from_millis(1_500) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let third = dir.path().join("third.jsonl");
-    let ran = run(cmd(&third)).await;
+    let mut cmd = backfill_with(&pool.emu, &csv, &state, &third);
+    cmd.args(["--cooldown", "1s"]);
+    let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     assert_eq!(users_with(&report(&third), "sent"), pool.unconfirmed);
     assert!(pool.emu.send_counts().values().all(|&n| n == 2));
+}
+
+/// `ledger export` of `state`, as JSON rows.
+async fn ledger_rows(emu: &Emulator, state: &Path) -> Vec<serde_json::Value> {
+    let mut cmd = command(&emu.endpoint());
+    cmd.arg("ledger").arg("--state").arg(state).arg("export");
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    ran.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
