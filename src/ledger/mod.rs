@@ -721,15 +721,28 @@ impl Ledger {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        let mut left = Vec::new();
-        for u in pending {
-            if self
-                .write_patiently(&u.client_id, &u.username, u.how, u.at)
-                .await
-                .is_err()
-            {
-                left.push(u);
+        // Rounds over everything still pending, with backoff, within one lease in all (not a
+        // lease each: a dead ledger must not hold the exit for `concurrency` leases).
+        let mut left = pending;
+        let started = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(50);
+        while !left.is_empty() {
+            let mut failed = Vec::new();
+            for u in left {
+                let write = self
+                    .store
+                    .finish(&self.run, &u.client_id, &u.username, u.how, u.at);
+                if write.await.is_err() {
+                    failed.push(u);
+                }
             }
+            left = failed;
+            if left.is_empty() || started.elapsed() + delay >= self.timing.lease {
+                break;
+            }
+            crate::telemetry::metrics::ledger_retry("finish");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(self.beat_every());
         }
         self.stop_heartbeat.cancel();
         if !left.is_empty() {
