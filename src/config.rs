@@ -786,7 +786,7 @@ impl Settings {
         )?;
         if claim_lease < MIN_CLAIM_LEASE {
             return Err(ConfigError::new(format!(
-                "ledger.claim_lease (--claim-lease): {} is shorter than three heartbeats (a run \
+                "ledger.claim_lease (--claim-lease): {} is shorter than six heartbeats (a run \
                  heartbeats at most every {}, so the lease must be at least {}); a shorter lease \
                  lets another run take over live claims and send twice",
                 raw.ledger.claim_lease,
@@ -1125,12 +1125,13 @@ pub const MAX_CONCURRENCY: usize = 1024;
 /// rate limiter works with.
 pub const MIN_RATE: f64 = 0.001;
 
-/// How often a run heartbeats its claims at the most (the ledger heartbeats every lease / 3, but
+/// How often a run heartbeats its claims at the most (the ledger heartbeats every lease / 6, but
 /// not more often than this).
-pub const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+pub const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
 
-/// The shortest `--claim-lease`: three heartbeats, so a live run's claim is refreshed at least
-/// twice before another run may judge it dead.
+/// The shortest `--claim-lease`: six heartbeats, so a live run's counter moves several times
+/// before another run may judge it dead, and a run fences itself (half a lease without a
+/// heartbeat) after three missed beats, well before that.
 pub const MIN_CLAIM_LEASE: Duration = Duration::from_millis(300);
 
 /// A calls-per-second setting: 0 means no limit.
@@ -1297,7 +1298,7 @@ mod tests {
     fn settings_that_break_a_guarantee_are_refused_naming_the_limit() {
         let e = refused(&["--claim-lease", "200ms"]);
         assert!(
-            e.contains("ledger.claim_lease") && e.contains("three heartbeats"),
+            e.contains("ledger.claim_lease") && e.contains("six heartbeats"),
             "{e}"
         );
         assert!(load_with(&["cognito-resend", "--claim-lease", "300ms", "check"], None).is_ok());

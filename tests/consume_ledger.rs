@@ -126,7 +126,9 @@ async fn kill_9_a_consumer_then_two_more_on_a_dynamodb_ledger_lose_nothing() {
         let mut cmd = consume(&pool.emu.endpoint(), &moto.endpoint, &url);
         cmd.args(["--concurrency", &concurrency.to_string()])
             .args(["--state", table, "--dynamodb-endpoint", &moto.endpoint])
-            .args(["--claim-lease", "2s", "--visibility-timeout", "5s"])
+            // A lease generous enough for heartbeats that queue behind everything else in the
+            // one-request-at-a-time moto (a run whose heartbeat fails for half a lease stops).
+            .args(["--claim-lease", "12s", "--visibility-timeout", "5s"])
             .arg("--report")
             .arg(report);
         cmd
@@ -217,6 +219,9 @@ async fn a_ledger_that_fails_mid_run_stops_the_run_and_nothing_is_acknowledged_p
     let mut cmd = consume(&pool.emu.endpoint(), &moto.endpoint, &url);
     cmd.args(["--concurrency", "8", "--state", &state])
         .args(["--dynamodb-endpoint", &moto.endpoint])
+        // Results are retried for up to a lease before the run gives up on the ledger, and once
+        // more at the end: a short lease keeps the test's wait short.
+        .args(["--claim-lease", "6s"])
         .arg("--report")
         .arg(&report_path);
     let running = start_consumer(cmd).await;
@@ -228,7 +233,7 @@ async fn a_ledger_that_fails_mid_run_stops_the_run_and_nothing_is_acknowledged_p
         .send()
         .await
         .expect("DeleteTable");
-    let (code, stderr) = running.wait(Duration::from_secs(60)).await;
+    let (code, stderr) = running.wait(Duration::from_secs(120)).await;
     assert_eq!(code, 1, "a consumer whose ledger fails stops: {stderr}");
     assert!(
         stderr.contains("the ledger (dynamodb://doomed) failed"),
@@ -259,5 +264,279 @@ async fn a_ledger_that_fails_mid_run_stops_the_run_and_nothing_is_acknowledged_p
         (visible + in_flight) as usize,
         bodies.len() - acknowledged,
         "every unacknowledged job is still queued"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The DynamoDB store in process, on moto, behind a proxy that can lose answers.
+// ---------------------------------------------------------------------------------------------
+
+use std::sync::{Arc, Mutex};
+
+use cognito_resend::ledger::dynamo::DynamoStore;
+use cognito_resend::ledger::{Claim, Finish, InDoubt, Rules, RunId, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// An HTTP proxy on 127.0.0.1 in front of moto that, for each rule (all of whose needles occur
+/// in a request), forwards the first matching request, lets moto act on it, and then closes the
+/// client's connection without the answer: a write that went through and whose answer was lost.
+/// Works because moto's server (werkzeug) answers one request per connection and closes it.
+struct LossyProxy {
+    endpoint: String,
+    /// Rules not yet used.
+    rules: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+impl LossyProxy {
+    async fn start(upstream: &str, rules: Vec<Vec<String>>) -> Self {
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let rules = Arc::new(Mutex::new(rules));
+        let shared = rules.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let (upstream, rules) = (upstream.clone(), shared.clone());
+                tokio::spawn(async move {
+                    let _ = relay(client, &upstream, &rules).await;
+                });
+            }
+        });
+        Self { endpoint, rules }
+    }
+
+    fn unused_rules(&self) -> usize {
+        self.rules.lock().unwrap().len()
+    }
+}
+
+async fn relay(
+    mut client: TcpStream,
+    upstream: &str,
+    rules: &Mutex<Vec<Vec<String>>>,
+) -> std::io::Result<()> {
+    // One request: the head, then Content-Length bytes of body.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap_or(0));
+    while buf.len() < head_end + length {
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let lose = {
+        let mut rules = rules.lock().unwrap();
+        match rules
+            .iter()
+            .position(|needles| needles.iter().all(|n| text.contains(n.as_str())))
+        {
+            Some(i) => {
+                rules.remove(i);
+                true
+            }
+            None => false,
+        }
+    };
+    let mut up = TcpStream::connect(upstream).await?;
+    up.write_all(&buf).await?;
+    let mut answer = Vec::new();
+    up.read_to_end(&mut answer).await?;
+    if lose {
+        return Ok(()); // moto acted; the client gets a closed connection instead of the answer
+    }
+    client.write_all(&answer).await?;
+    client.shutdown().await
+}
+
+fn rules_at(now: i64) -> Rules {
+    Rules {
+        now,
+        cooldown_since: now - 3_600_000,
+        alive_since: now - 30_000,
+    }
+}
+
+/// A DynamoDB client like the ledger's own: the SDK's standard retries on.
+async fn retrying_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .retry_config(RetryConfig::standard())
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+async fn dynamo_table(moto: &Moto, name: &str) {
+    DynamoStore::from_client(moto::dynamodb_client(&moto.endpoint).await, name)
+        .create_table()
+        .await
+        .expect("create the table on moto");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamodb_claim_whose_answer_was_lost_is_recognised_as_ours() {
+    let moto = Moto::start().await;
+    dynamo_table(&moto, "lossy").await;
+    let direct = DynamoStore::from_client(moto::dynamodb_client(&moto.endpoint).await, "lossy");
+    let now = cognito_resend::ledger::now_millis();
+    // A run that ended while it held a claim on "orphan".
+    let dead = RunId::new();
+    direct.begin_run(&dead, "test", now).await.unwrap();
+    let c = direct
+        .claim(&dead, CLIENT, "orphan", rules_at(now), None)
+        .await;
+    assert_eq!(c.unwrap(), Claim::Granted { in_doubt: None });
+    direct.end_run(&dead, now).await.unwrap();
+
+    // Lose the answer of the first claim write for "fresh", and of the takeover of "orphan".
+    let proxy = LossyProxy::start(
+        &moto.endpoint,
+        vec![
+            vec![
+                "UpdateItem".into(),
+                format!("u#{CLIENT}#fresh"),
+                "attribute_not_exists(claim_run)".into(),
+            ],
+            vec![
+                "UpdateItem".into(),
+                format!("u#{CLIENT}#orphan"),
+                ":dead".into(),
+            ],
+        ],
+    )
+    .await;
+    let lossy = DynamoStore::from_client(retrying_client(&proxy.endpoint).await, "lossy");
+    let me = RunId::new();
+    lossy.begin_run(&me, "test", now).await.unwrap();
+    // Bounded: before the fix, the retried write failed its condition against our own claim,
+    // the claim was "held" by our own run, and the job polled itself forever.
+    let bound = Duration::from_secs(60);
+    let fresh = tokio::time::timeout(
+        bound,
+        lossy.claim(&me, CLIENT, "fresh", rules_at(now), None),
+    )
+    .await
+    .expect("a bounded end")
+    .unwrap();
+    assert_eq!(fresh, Claim::Granted { in_doubt: None });
+    let orphan = tokio::time::timeout(
+        bound,
+        lossy.claim(&me, CLIENT, "orphan", rules_at(now), None),
+    )
+    .await
+    .expect("a bounded end")
+    .unwrap();
+    assert_eq!(
+        orphan,
+        Claim::Granted {
+            in_doubt: Some(InDoubt {
+                run: dead.0.clone(),
+                claimed_at: now
+            })
+        }
+    );
+    assert_eq!(proxy.unused_rules(), 0, "both answers were lost");
+    // Another job of this same run asking for the same user is held: a duplicate row waits.
+    let dup = lossy.claim(&me, CLIENT, "fresh", rules_at(now), None).await;
+    assert!(matches!(dup.unwrap(), Claim::Held { .. }));
+    // A result whose answer is lost is recorded once, not counted twice.
+    let proxy2 = LossyProxy::start(
+        &moto.endpoint,
+        vec![vec![
+            "UpdateItem".into(),
+            format!("u#{CLIENT}#fresh"),
+            "sends".into(),
+        ]],
+    )
+    .await;
+    let lossy2 = DynamoStore::from_client(retrying_client(&proxy2.endpoint).await, "lossy");
+    lossy2
+        .finish(&me, CLIENT, "fresh", Finish::Sent, now)
+        .await
+        .unwrap();
+    assert_eq!(proxy2.unused_rules(), 0);
+    let (rows, _) = direct.export_page(None, 100).await.unwrap();
+    let row = rows.iter().find(|r| r.username == "fresh").unwrap();
+    assert_eq!((row.sends, row.claimed_by.as_deref()), (1, None), "{row:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_dynamodb_takeover_keeps_its_in_doubt_mark_and_a_late_maybe_sent_keeps_the_cooldown()
+ {
+    let moto = Moto::start().await;
+    dynamo_table(&moto, "marks").await;
+    let db = DynamoStore::from_client(moto::dynamodb_client(&moto.endpoint).await, "marks");
+    let now = cognito_resend::ledger::now_millis();
+    let dead = RunId::new();
+    db.begin_run(&dead, "test", now).await.unwrap();
+    for user in ["fay", "gus"] {
+        db.claim(&dead, CLIENT, user, rules_at(now), None)
+            .await
+            .unwrap();
+    }
+    db.end_run(&dead, now).await.unwrap();
+    let doubt = Claim::Granted {
+        in_doubt: Some(InDoubt {
+            run: dead.0.clone(),
+            claimed_at: now,
+        }),
+    };
+    // Taken over, then released before the call (SIGTERM): the mark stays.
+    let second = RunId::new();
+    db.begin_run(&second, "test", now).await.unwrap();
+    let c = db.claim(&second, CLIENT, "fay", rules_at(now), None).await;
+    assert_eq!(c.unwrap(), doubt);
+    db.finish(&second, CLIENT, "fay", Finish::Release, now)
+        .await
+        .unwrap();
+    let stats = db.stats(rules_at(now)).await.unwrap();
+    assert_eq!(stats.doubt_marks, 1, "{stats:?}");
+    let third = RunId::new();
+    db.begin_run(&third, "test", now).await.unwrap();
+    let c = db.claim(&third, CLIENT, "fay", rules_at(now), None).await;
+    assert_eq!(c.unwrap(), doubt, "the next run is told");
+    db.finish(&third, CLIENT, "fay", Finish::Sent, now)
+        .await
+        .unwrap();
+    let stats = db.stats(rules_at(now)).await.unwrap();
+    assert_eq!(stats.doubt_marks, 0, "{stats:?}");
+
+    // "gus": the dead run was not dead after all; its call ended ambiguous after the takeover.
+    let c = db.claim(&third, CLIENT, "gus", rules_at(now), None).await;
+    assert!(matches!(c.unwrap(), Claim::Granted { in_doubt: Some(_) }));
+    db.finish(&dead, CLIENT, "gus", Finish::MaybeSent("failed"), now)
+        .await
+        .unwrap();
+    let fourth = RunId::new();
+    let c = db
+        .claim(&fourth, CLIENT, "gus", rules_at(now + 1), None)
+        .await;
+    assert!(
+        matches!(c.unwrap(), Claim::Cooldown { .. }),
+        "a possible send keeps the cooldown even from a taken-over claim"
     );
 }

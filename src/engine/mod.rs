@@ -194,6 +194,20 @@ pub async fn run<S: Source, C: Resend>(
     });
     let permits = Arc::new(Semaphore::new(config.concurrency));
     let tracker = TaskTracker::new();
+    // A fenced ledger (this run's heartbeat failing for half a lease) stops the run at once,
+    // so jobs already claimed but not yet called do not call.
+    let watching = CancellationToken::new();
+    let _stop_watching = watching.clone().drop_guard();
+    if let Some(ledger) = &shared.ledger {
+        let (fenced, shared) = (ledger.fenced(), shared.clone());
+        let error = ledger.fence_error();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = fenced.cancelled() => { let _ = shared.ledger_failed(error, 0); }
+                _ = watching.cancelled() => {}
+            }
+        });
+    }
 
     loop {
         // A permit first, then a job: the source is never asked for more than can start now.
@@ -457,8 +471,24 @@ async fn guarded(
         Tried::Done(o) => (Some(Finish::NotSent(o.kind.as_str())), Some(o)),
     };
     if let Some(how) = how
-        && let Err(e) = ledger.finish(client_id, username, how).await
+        && let Err(e) = ledger.record(client_id, username, how).await
     {
+        if let (Finish::Sent | Finish::MaybeSent(_), Some(o)) = (how, &outcome) {
+            // Cognito sent (or may have sent) a code and the ledger cannot confirm it: the job
+            // keeps its outcome, in doubt; the claim stays (never released) so no other run
+            // sends while this one lives; and the run stops, since nothing can be recorded.
+            let error = format!(
+                "Cognito's answer was {}, but the ledger could not record it: {e}",
+                o.kind.as_str()
+            );
+            let _ = shared.ledger_failed(e, o.attempts);
+            let doubt = o.in_doubt.or(Some(DoubtCause::Unrecorded));
+            return outcome.map(|o| Outcome {
+                error: Some(error),
+                in_doubt: in_doubt.as_ref().map(|_| DoubtCause::DeadRun).or(doubt),
+                ..o
+            });
+        }
         let attempts = outcome.as_ref().map_or(0, |o| o.attempts);
         let mut failed = shared.ledger_failed(e, attempts);
         if let Some(o) = &outcome {
@@ -509,7 +539,7 @@ async fn claim(shared: &Shared, ledger: &Ledger, client_id: &str, username: &str
             Ok(Claim::Cooldown { .. }) => {
                 return Claimed::Ended(Some(Outcome::new(OutcomeKind::Cooldown, 0)));
             }
-            Ok(Claim::Held { run }) => {
+            Ok(Claim::Held { run, .. }) => {
                 if !waited {
                     waited = true;
                     tracing::debug!(

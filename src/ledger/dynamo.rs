@@ -6,9 +6,16 @@
 //! 1. Claim with one `UpdateItem` whose condition is "no claim, and no send within the
 //!    cooldown". Most claims end here.
 //! 2. If the condition fails, read the item (strongly consistent) to learn why: a recent send
-//!    (`cooldown`), or a claim. For a claim, read its run's heartbeat: alive means held; dead
-//!    means in doubt, taken over with a second conditional write naming the dead run, so two
-//!    takers cannot both win.
+//!    (`cooldown`), or a claim. For a claim, read its run's heartbeat counter: a run that ended,
+//!    or one the caller judged dead at that same counter ([`super::Ledger::claim`]), is taken
+//!    over with a second conditional write naming the dead run, so two takers cannot both win;
+//!    otherwise the claim is held.
+//!
+//! Every claim writes a fresh random `claim_token`. The SDK retries a write whose answer was
+//! lost (a dropped connection, a timeout); when the first try had gone through, the retry fails
+//! its condition against our own claim. The read in step 2 then finds our token and knows the
+//! claim is ours, instead of taking it for another job's (a duplicate row of this same run is
+//! held, by design, and is told apart by its different token).
 //!
 //! The table has one string partition key, `pk`. User items are `u#<client id>#<username>`
 //! (client ids have no `#`, so the split is unambiguous), run items `r#<run id>`. Create it with
@@ -27,9 +34,11 @@ use aws_sdk_dynamodb::types::{
 };
 use futures::future::BoxFuture;
 
+use aws_sdk_dynamodb::types::ReturnValue;
+
 use super::{
-    Claim, Finish, LedgerError, Millis, Page, Rules, RunId, RunRow, Stats, Store, UserRow, decide,
-    host_label, rfc3339,
+    Claim, Finish, Holder, InDoubt, LedgerError, Millis, Page, Rules, RunId, RunRow, Stale, Stats,
+    Store, UserRow, decide, host_label, rfc3339,
 };
 
 /// Where DynamoDB is.
@@ -93,6 +102,15 @@ impl DynamoStore {
                 ))
             })?;
         Ok(store)
+    }
+
+    /// A store over a client built elsewhere (tests point one at a local DynamoDB, or at a
+    /// proxy that loses answers); no existence check.
+    pub fn from_client(client: Client, table: &str) -> Self {
+        Self {
+            client,
+            table: table.to_owned(),
+        }
     }
 
     /// A client without the existence check (for `ledger init`).
@@ -182,11 +200,14 @@ impl DynamoStore {
         Ok(out.item)
     }
 
-    async fn run_alive(&self, run: &str, alive_since: Millis) -> Result<bool, LedgerError> {
+    /// A run's heartbeat counter and whether it ended cleanly; `None` if it has no item.
+    async fn run_state(&self, run: &str) -> Result<Option<(i64, bool)>, LedgerError> {
         let item = self.get(run_pk(run)).await?;
-        Ok(item.is_some_and(|i| {
-            !i.contains_key("finished_at")
-                && get_n(&i, "heartbeat_at").is_some_and(|b| b >= alive_since)
+        Ok(item.map(|i| {
+            (
+                get_n(&i, "beats").unwrap_or(0),
+                i.contains_key("finished_at"),
+            )
         }))
     }
 
@@ -210,51 +231,70 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// Step 1: the conditional claim. `Ok(true)` if it is ours.
-    async fn try_claim(
+    /// A conditional claim write carrying `token`: step 1 (`take_from` none: no claim and no
+    /// recent send), or a takeover of `take_from`'s claim, which leaves its mark in the item.
+    /// `Ok(Some(item))`, the item as written, if it is ours; `Ok(None)` if the condition failed.
+    async fn write_claim(
         &self,
         run: &RunId,
+        token: &str,
         client_id: &str,
         username: &str,
         rules: Rules,
-        take_from: Option<&str>,
-    ) -> Result<bool, LedgerError> {
+        take_from: Option<&InDoubt>,
+    ) -> Result<Option<Item>, LedgerError> {
         let mut call = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(user_pk(client_id, username)))
-            .update_expression(
-                "SET claim_run = :me, claimed_at = :now, client_id = :c, username = :u",
-            )
+            .return_values(ReturnValue::AllNew)
             .expression_attribute_values(":me", s(&run.0))
+            .expression_attribute_values(":tok", s(token))
             .expression_attribute_values(":now", n(rules.now))
             .expression_attribute_values(":c", s(client_id))
             .expression_attribute_values(":u", s(username))
             .expression_attribute_values(":since", n(rules.cooldown_since));
         call = match take_from {
-            None => call.condition_expression(
-                "attribute_not_exists(claim_run) AND \
-                 (attribute_not_exists(last_sent_at) OR last_sent_at < :since)",
-            ),
+            None => call
+                .update_expression(
+                    "SET claim_run = :me, claimed_at = :now, claim_token = :tok, client_id = :c, \
+                     username = :u",
+                )
+                .condition_expression(
+                    "attribute_not_exists(claim_run) AND \
+                     (attribute_not_exists(last_sent_at) OR last_sent_at < :since)",
+                ),
             Some(dead) => call
+                .update_expression(
+                    "SET claim_run = :me, claimed_at = :now, claim_token = :tok, client_id = :c, \
+                     username = :u, doubt_run = :dead, doubt_at = :dead_at",
+                )
                 .condition_expression(
                     "claim_run = :dead AND \
                      (attribute_not_exists(last_sent_at) OR last_sent_at < :since)",
                 )
-                .expression_attribute_values(":dead", s(dead)),
+                .expression_attribute_values(":dead", s(&dead.run))
+                .expression_attribute_values(":dead_at", n(dead.claimed_at)),
         };
         match call.send().await {
-            Ok(_) => Ok(true),
+            Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
-                Ok(false)
+                Ok(None)
             }
             Err(e) => Err(self.sdk("UpdateItem (claim)", e)),
         }
     }
+}
+
+fn mark_of(item: &Item) -> Option<InDoubt> {
+    get_s(item, "doubt_run").map(|run| InDoubt {
+        run,
+        claimed_at: get_n(item, "doubt_at").unwrap_or(0),
+    })
 }
 
 impl Store for DynamoStore {
@@ -290,7 +330,19 @@ impl Store for DynamoStore {
         run: &'a RunId,
         now: Millis,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
-        Box::pin(self.touch_run(run, now, "SET heartbeat_at = :now", "heartbeat"))
+        Box::pin(async move {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(run_pk(&run.0)))
+                .update_expression("SET heartbeat_at = :now ADD beats :one")
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":one", n(1))
+                .send()
+                .await
+                .map_err(|e| self.sdk("UpdateItem (heartbeat)", e))?;
+            Ok(())
+        })
     }
 
     fn end_run<'a>(
@@ -312,46 +364,57 @@ impl Store for DynamoStore {
         client_id: &'a str,
         username: &'a str,
         rules: Rules,
+        take_over: Option<&'a Stale>,
     ) -> BoxFuture<'a, Result<Claim, LedgerError>> {
         Box::pin(async move {
+            let token = RunId::new().0;
             // Each round either decides or saw the item change under it; a few rounds settle.
             for _ in 0..8 {
-                if self
-                    .try_claim(run, client_id, username, rules, None)
+                if let Some(item) = self
+                    .write_claim(run, &token, client_id, username, rules, None)
                     .await?
                 {
-                    return Ok(Claim::Granted { in_doubt: None });
+                    return Ok(Claim::Granted {
+                        in_doubt: mark_of(&item),
+                    });
                 }
                 let Some(item) = self.get(user_pk(client_id, username)).await? else {
                     continue;
                 };
+                if get_s(&item, "claim_token").as_deref() == Some(token.as_str()) {
+                    // Our own write, whose answer was lost: the claim is ours.
+                    return Ok(Claim::Granted {
+                        in_doubt: mark_of(&item),
+                    });
+                }
                 let last_sent = get_n(&item, "last_sent_at");
-                let holder = get_s(&item, "claim_run");
-                let claimed_at = get_n(&item, "claimed_at").unwrap_or(0);
-                let alive = match holder.as_deref() {
-                    Some(h) if h == run.0 => true,
-                    Some(h) => self.run_alive(h, rules.alive_since).await?,
-                    None => true,
+                let holder_run = get_s(&item, "claim_run");
+                let state = match holder_run.as_deref() {
+                    Some(h) if h != run.0 => self.run_state(h).await?,
+                    _ => None,
                 };
-                match decide(
-                    last_sent,
-                    holder.as_deref().map(|h| (h, claimed_at)),
-                    |_| alive,
-                    rules,
-                ) {
-                    Claim::Granted { in_doubt: None } => continue, // freed meanwhile
+                let holder = holder_run.as_deref().map(|h| Holder {
+                    run: h,
+                    claimed_at: get_n(&item, "claimed_at").unwrap_or(0),
+                    beats: state.map_or(0, |(beats, _)| beats),
+                    ended: state.is_none_or(|(_, ended)| ended),
+                });
+                let taking_over = holder.is_some();
+                match decide(&run.0, last_sent, holder, mark_of(&item), take_over, rules) {
                     Claim::Granted {
                         in_doubt: Some(dead),
-                    } => {
+                    } if taking_over => {
                         if self
-                            .try_claim(run, client_id, username, rules, Some(&dead.run))
+                            .write_claim(run, &token, client_id, username, rules, Some(&dead))
                             .await?
+                            .is_some()
                         {
                             return Ok(Claim::Granted {
                                 in_doubt: Some(dead),
                             });
                         }
                     }
+                    Claim::Granted { .. } => continue, // freed meanwhile
                     decided => return Ok(decided),
                 }
             }
@@ -383,37 +446,47 @@ impl Store for DynamoStore {
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
         Box::pin(async move {
             let pk = user_pk(client_id, username);
+            // Like a claim, a result carries a token, so a retried write whose first try went
+            // through is not mistaken for a takeover (and a send counted twice).
+            let token = RunId::new().0;
             let base = || {
                 self.client
                     .update_item()
                     .table_name(&self.table)
                     .key("pk", s(pk.clone()))
                     .expression_attribute_values(":me", s(&run.0))
+                    .expression_attribute_values(":ft", s(&token))
             };
             let mine = "claim_run = :me";
             let call = match how {
                 Finish::Sent => base()
                     .update_expression(
-                        "SET last_sent_at = :now, last_outcome = :o, last_outcome_at = :now \
-                         ADD sends :one REMOVE claim_run, claimed_at",
+                        "SET last_sent_at = :now, last_outcome = :o, last_outcome_at = :now, \
+                         finish_token = :ft ADD sends :one \
+                         REMOVE claim_run, claimed_at, claim_token, doubt_run, doubt_at",
                     )
                     .expression_attribute_values(":now", n(now))
                     .expression_attribute_values(":o", s("sent"))
                     .expression_attribute_values(":one", n(1)),
                 Finish::MaybeSent(outcome) => base()
                     .update_expression(
-                        "SET last_sent_at = :now, last_outcome = :o, last_outcome_at = :now \
-                         REMOVE claim_run, claimed_at",
+                        "SET last_sent_at = :now, last_outcome = :o, last_outcome_at = :now, \
+                         finish_token = :ft \
+                         REMOVE claim_run, claimed_at, claim_token, doubt_run, doubt_at",
                     )
                     .expression_attribute_values(":now", n(now))
                     .expression_attribute_values(":o", s(outcome)),
                 Finish::NotSent(outcome) => base()
                     .update_expression(
-                        "SET last_outcome = :o, last_outcome_at = :now REMOVE claim_run, claimed_at",
+                        "SET last_outcome = :o, last_outcome_at = :now, finish_token = :ft \
+                         REMOVE claim_run, claimed_at, claim_token, doubt_run, doubt_at",
                     )
                     .expression_attribute_values(":now", n(now))
                     .expression_attribute_values(":o", s(outcome)),
-                Finish::Release => base().update_expression("REMOVE claim_run, claimed_at"),
+                // The in-doubt mark stays until a result is recorded.
+                Finish::Release => base().update_expression(
+                    "SET finish_token = :ft REMOVE claim_run, claimed_at, claim_token",
+                ),
             };
             match call.condition_expression(mine).send().await {
                 Ok(_) => Ok(()),
@@ -421,21 +494,40 @@ impl Store for DynamoStore {
                     if e.as_service_error()
                         .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
                 {
-                    // Another run took the claim over, believing us dead. A send still counts:
-                    // record it without touching their claim.
-                    if how == Finish::Sent {
-                        self.client
+                    let item = self.get(pk.clone()).await?;
+                    if item.is_some_and(|i| {
+                        get_s(&i, "finish_token").as_deref() == Some(token.as_str())
+                    }) {
+                        return Ok(()); // our own write; its answer was lost
+                    }
+                    // Another run took the claim over, believing us dead. A send, or a
+                    // possible one, still counts: record it (and its cooldown) without touching
+                    // their claim.
+                    let record = match how {
+                        Finish::Sent => Some((
+                            "SET last_sent_at = :now, last_outcome = :o, last_outcome_at = :now \
+                             ADD sends :one",
+                            "sent",
+                        )),
+                        Finish::MaybeSent(outcome) => Some((
+                            "SET last_sent_at = :now, last_outcome = :o, last_outcome_at = :now",
+                            outcome,
+                        )),
+                        Finish::NotSent(_) | Finish::Release => None,
+                    };
+                    if let Some((update, outcome)) = record {
+                        let mut call = self
+                            .client
                             .update_item()
                             .table_name(&self.table)
                             .key("pk", s(pk.clone()))
-                            .update_expression(
-                                "SET last_sent_at = :now, last_outcome = :o, \
-                                 last_outcome_at = :now ADD sends :one",
-                            )
+                            .update_expression(update)
                             .expression_attribute_values(":now", n(now))
-                            .expression_attribute_values(":o", s("sent"))
-                            .expression_attribute_values(":one", n(1))
-                            .send()
+                            .expression_attribute_values(":o", s(outcome));
+                        if how == Finish::Sent {
+                            call = call.expression_attribute_values(":one", n(1));
+                        }
+                        call.send()
                             .await
                             .map_err(|e| self.sdk("UpdateItem (send)", e))?;
                     }
@@ -500,8 +592,10 @@ impl Store for DynamoStore {
                     if get_n(item, "last_sent_at").is_some_and(|t| t >= rules.cooldown_since) {
                         stats.in_cooldown += 1;
                     }
-                    if let Some(run) = get_s(item, "claim_run") {
-                        claims.push(run);
+                    match get_s(item, "claim_run") {
+                        Some(run) => claims.push(run),
+                        None if item.contains_key("doubt_run") => stats.doubt_marks += 1,
+                        None => {}
                     }
                 }
                 match out.last_evaluated_key {

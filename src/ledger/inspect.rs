@@ -70,7 +70,9 @@ pub async fn run(action: LedgerAction, settings: &Settings) -> Result<Finished, 
                 println!(
                     "ledger {spec}\n  users: {}\n  users sent a code: {}\n  codes sent: {}\n  \
                      users sent more than once: {}\n  in cooldown ({}): {}\n  claims held by \
-                     live runs: {}\n  claims in doubt (left by runs that died): {}",
+                     live runs: {}\n  claims in doubt (left by runs that died): {}\n  in-doubt \
+                     marks (taken over, released before the call): {}\n  (live or dead by this \
+                     host's clock and --claim-lease; runs themselves judge by heartbeat counters)",
                     stats.users,
                     stats.users_sent,
                     stats.sends,
@@ -79,6 +81,7 @@ pub async fn run(action: LedgerAction, settings: &Settings) -> Result<Finished, 
                     stats.in_cooldown,
                     stats.claims_live,
                     stats.claims_in_doubt,
+                    stats.doubt_marks,
                 );
                 if !stats.recent_runs.is_empty() {
                     println!("  recent runs:");

@@ -16,9 +16,27 @@
 //! acknowledges the job to its source or reports it: a job is never reported done ahead of the
 //! ledger.
 //!
-//! Telling a live claim from a dead one: every run writes a row of its own and refreshes its
-//! heartbeat every `lease / 3`. A claim whose run has ended, or whose heartbeat is older than the
-//! lease, is dead. Clocks matter only across hosts (DynamoDB), and only to within the lease.
+//! Telling a live claim from a dead one without comparing clocks: every run writes a row of its
+//! own and bumps a heartbeat *counter* in it every `lease / 6`. A claim is dead when its run
+//! ended cleanly, or when this run has seen that run's counter unchanged for a full lease on its
+//! own monotonic clock (see [`Ledger::claim`]). No two hosts' clocks are ever compared, so a
+//! replica whose clock runs ahead cannot take over live claims. The other side of the bargain
+//! is the *fence*: a run whose own heartbeat has failed for half a lease stops claiming and stops
+//! (a ledger error), so by the time anyone could judge it dead it has stopped starting calls.
+//! Wall-clock times in the ledger (`last_sent_at`, `heartbeat_at`) serve the cooldown and people
+//! (`ledger stats`), never liveness.
+//!
+//! The in-doubt mark: a claim taken over from a dead run leaves the dead run's id in the row
+//! (`doubt_run`) until a result is recorded. A job released before its first call (SIGTERM)
+//! gives up the claim but keeps the mark, so the next run still reports the user in doubt.
+//!
+//! A send that cannot be recorded: [`Ledger::record`] retries with backoff for up to a lease
+//! while the job holds its permit (a queue message stays invisible). If the ledger still fails,
+//! the claim is left as it is (never released) and the send is kept in memory; [`Ledger::close`]
+//! tries once more, with the heartbeat still beating, so other runs keep waiting rather than
+//! take the claim over. If the ledger is back by then, the send is recorded and the cooldown
+//! holds. If it never comes back while this run lives, a later run finds a claim of a dead run:
+//! it sends again and reports the user in doubt (`dead_run`) — the limit no client can remove.
 //!
 //! Backends ([`Store`]):
 //! - [`sqlite`]: a file (default `cognito-resend.db`), WAL, one writer thread that commits in
@@ -155,7 +173,8 @@ pub struct Rules {
     pub now: Millis,
     /// Sends at or after this are within the cooldown.
     pub cooldown_since: Millis,
-    /// Runs whose heartbeat is older than this are dead.
+    /// For `ledger stats` only (people's estimate, by this host's clock): runs whose heartbeat
+    /// time is older than this are counted as dead. Claims never use it.
     pub alive_since: Millis,
 }
 
@@ -176,7 +195,33 @@ pub enum Claim {
     Held {
         /// Its run.
         run: String,
+        /// That run's heartbeat counter, as read in the same step: the caller judges the run
+        /// dead once it has seen this unchanged for a full lease.
+        beats: i64,
     },
+}
+
+/// A holder this run judged dead (its heartbeat counter seen unchanged for a full lease): a
+/// claim naming it may be taken over, if the counter still has this value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stale {
+    /// The run.
+    pub run: String,
+    /// Its counter, unchanged for a lease.
+    pub beats: i64,
+}
+
+/// The run holding a claim, as a store read it inside its atomic step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Holder<'a> {
+    /// The run.
+    pub run: &'a str,
+    /// When it claimed.
+    pub claimed_at: Millis,
+    /// Its heartbeat counter.
+    pub beats: i64,
+    /// It ended cleanly (or has no run row at all): its claims are dead at once.
+    pub ended: bool,
 }
 
 /// A claim left by a run that died.
@@ -258,6 +303,9 @@ pub struct Stats {
     pub claims_live: u64,
     /// Claims left by dead runs: these users are in doubt.
     pub claims_in_doubt: u64,
+    /// Users with no claim but an in-doubt mark: a claim taken over from a dead run that was
+    /// released before its call; the next run to claim them reports them in doubt.
+    pub doubt_marks: u64,
     /// The most recent runs, newest first.
     pub recent_runs: Vec<RunRow>,
 }
@@ -286,7 +334,7 @@ pub trait Store: Send + Sync + 'static {
         command: &'a str,
         now: Millis,
     ) -> BoxFuture<'a, Result<(), LedgerError>>;
-    /// Refreshes `run`'s heartbeat.
+    /// Refreshes `run`'s heartbeat time and adds one to its heartbeat counter.
     fn heartbeat<'a>(
         &'a self,
         run: &'a RunId,
@@ -295,13 +343,16 @@ pub trait Store: Send + Sync + 'static {
     /// Records that `run` ended cleanly: its remaining claims are in doubt from now on.
     fn end_run<'a>(&'a self, run: &'a RunId, now: Millis)
     -> BoxFuture<'a, Result<(), LedgerError>>;
-    /// Claims (client id, username) for `run`.
+    /// Claims (client id, username) for `run`. A claim held by `take_over` (a run the caller
+    /// judged dead, with the counter it saw) is taken over if that counter has not moved since.
+    /// A claim of another job of `run` itself is [`Claim::Held`].
     fn claim<'a>(
         &'a self,
         run: &'a RunId,
         client_id: &'a str,
         username: &'a str,
         rules: Rules,
+        take_over: Option<&'a Stale>,
     ) -> BoxFuture<'a, Result<Claim, LedgerError>>;
     /// The last send, if within the cooldown; writes nothing (`--dry-run`).
     fn peek<'a>(
@@ -335,8 +386,44 @@ pub trait Store: Send + Sync + 'static {
 pub struct LedgerTiming {
     /// `--cooldown`.
     pub cooldown: Duration,
-    /// `--claim-lease`: how stale a run's heartbeat may be before its claims are in doubt.
+    /// `--claim-lease`: how long another run must see this run's heartbeat counter standing
+    /// still before it treats this run's claims as in doubt.
     pub lease: Duration,
+}
+
+/// This run's wall clock, as the ledger reads it: the system clock plus a skew, so tests can
+/// run two "hosts" whose clocks disagree. Liveness never uses it (see the module doc); the
+/// monotonic clock is tokio's, which tests can pause.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Clock {
+    /// Added to the system clock (negative: behind).
+    pub skew_millis: i64,
+}
+
+impl Clock {
+    /// Now, by this clock.
+    pub fn now(self) -> Millis {
+        now_millis().saturating_add(self.skew_millis)
+    }
+}
+
+/// A send (or possible send) the ledger could not record: kept until [`Ledger::close`].
+#[derive(Debug, Clone)]
+struct Unrecorded {
+    client_id: String,
+    username: String,
+    how: Finish,
+    at: Millis,
+}
+
+/// What the clones of one [`Ledger`] share.
+struct RunState {
+    /// Other runs' heartbeat counters as this run last saw them, and since when (monotonic).
+    seen: std::sync::Mutex<std::collections::HashMap<String, (i64, tokio::time::Instant)>>,
+    /// Cancelled when this run's heartbeat has failed for half a lease: no more claims.
+    fenced: CancellationToken,
+    /// Sends that could not be recorded.
+    unrecorded: std::sync::Mutex<Vec<Unrecorded>>,
 }
 
 /// The ledger as the engine uses it: a store, this run's id, and the heartbeat that keeps its
@@ -346,7 +433,9 @@ pub struct Ledger {
     store: Arc<dyn Store>,
     run: RunId,
     timing: LedgerTiming,
+    clock: Clock,
     stop_heartbeat: CancellationToken,
+    state: Arc<RunState>,
 }
 
 impl Ledger {
@@ -356,46 +445,92 @@ impl Ledger {
         command: &str,
         timing: LedgerTiming,
     ) -> Result<Self, LedgerError> {
+        Self::start_with_clock(store, command, timing, Clock::default()).await
+    }
+
+    /// [`Ledger::start`] with a skewed wall clock (tests).
+    pub async fn start_with_clock(
+        store: Arc<dyn Store>,
+        command: &str,
+        timing: LedgerTiming,
+        clock: Clock,
+    ) -> Result<Self, LedgerError> {
         let run = RunId::new();
-        store.begin_run(&run, command, now_millis()).await?;
-        let stop_heartbeat = CancellationToken::new();
+        store.begin_run(&run, command, clock.now()).await?;
         let ledger = Self {
             store,
             run,
             timing,
-            stop_heartbeat,
+            clock,
+            stop_heartbeat: CancellationToken::new(),
+            state: Arc::new(RunState {
+                seen: Default::default(),
+                fenced: CancellationToken::new(),
+                unrecorded: Default::default(),
+            }),
         };
         tokio::spawn(ledger.clone().beat());
         tracing::info!(run = %ledger.run, "ledger: {}", ledger.store.describe());
         Ok(ledger)
     }
 
+    /// How often the heartbeat beats, and how long one beat may take before it counts as
+    /// failed. A sixth of the lease: a run fences itself at most `lease/2 + lease/6 + lease/6`
+    /// after its last successful beat was sent, before anyone can have seen its counter still
+    /// for a full lease.
+    fn beat_every(&self) -> Duration {
+        (self.timing.lease / 6).max(Duration::from_millis(50))
+    }
+
     async fn beat(self) {
-        let every = (self.timing.lease / 3).max(Duration::from_millis(100));
+        let every = self.beat_every();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        // When the last beat that succeeded was sent (monotonic).
+        let mut last_ok = tokio::time::Instant::now();
         let mut failing = false;
         loop {
             tokio::select! {
                 _ = self.stop_heartbeat.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            match self.store.heartbeat(&self.run, now_millis()).await {
-                Ok(()) if failing => {
-                    failing = false;
-                    tracing::info!("ledger heartbeat works again");
+            let sent = tokio::time::Instant::now();
+            let beat =
+                tokio::time::timeout(every, self.store.heartbeat(&self.run, self.clock.now()));
+            match beat.await {
+                Ok(Ok(())) => {
+                    last_ok = sent;
+                    if failing {
+                        failing = false;
+                        tracing::info!("ledger heartbeat works again");
+                    }
                 }
-                Ok(()) => {}
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::warn!(
-                        "{e}; if this lasts longer than the claim lease ({:?}), other runs will \
-                         treat this run's claims as in doubt",
-                        self.timing.lease
-                    );
+                failed => {
+                    if !failing {
+                        failing = true;
+                        let why = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => format!("a heartbeat took longer than {every:?}"),
+                        };
+                        tracing::warn!(
+                            "{why}; if this lasts half the claim lease ({:?}), this run stops \
+                             claiming users",
+                            self.timing.lease
+                        );
+                    }
+                    if sent.duration_since(last_ok) >= self.timing.lease / 2
+                        && !self.state.fenced.is_cancelled()
+                    {
+                        tracing::error!(
+                            "ledger heartbeat failing for {:?} (half the claim lease): this run \
+                             stops claiming, since other runs may soon treat its claims as in \
+                             doubt",
+                            sent.duration_since(last_ok)
+                        );
+                        self.state.fenced.cancel();
+                    }
                 }
-                Err(_) => {}
             }
         }
     }
@@ -410,8 +545,26 @@ impl Ledger {
         self.store.describe()
     }
 
+    /// Cancelled once this run is fenced (its heartbeat failed for half a lease): the engine
+    /// stops taking work.
+    pub fn fenced(&self) -> CancellationToken {
+        self.state.fenced.clone()
+    }
+
+    /// The error a fenced run stops with.
+    pub fn fence_error(&self) -> LedgerError {
+        LedgerError {
+            state: self.store.describe(),
+            detail: format!(
+                "this run's heartbeat has failed for half the claim lease ({:?}); it stopped \
+                 claiming users so that no other run takes over a claim it still acts on",
+                self.timing.lease
+            ),
+        }
+    }
+
     fn rules(&self) -> Rules {
-        let now = now_millis();
+        let now = self.clock.now();
         Rules {
             now,
             cooldown_since: now.saturating_sub(duration_millis(self.timing.cooldown)),
@@ -424,11 +577,44 @@ impl Ledger {
         (self.timing.lease / 20).clamp(Duration::from_millis(50), Duration::from_secs(1))
     }
 
-    /// Claims a user for a call.
+    /// Claims a user for a call. A claim of another run is judged by that run's heartbeat
+    /// counter: once this run has seen it unchanged for a full lease (on this run's monotonic
+    /// clock), the claim is taken over as in doubt; until then it is [`Claim::Held`] and the
+    /// caller asks again.
     pub async fn claim(&self, client_id: &str, username: &str) -> Result<Claim, LedgerError> {
+        if self.state.fenced.is_cancelled() {
+            return Err(self.fence_error());
+        }
+        let first = self
+            .store
+            .claim(&self.run, client_id, username, self.rules(), None)
+            .await?;
+        let Claim::Held { run, beats } = &first else {
+            return Ok(first);
+        };
+        if *run == self.run.0 || !self.stood_still(run, *beats) {
+            return Ok(first);
+        }
+        let stale = Stale {
+            run: run.clone(),
+            beats: *beats,
+        };
         self.store
-            .claim(&self.run, client_id, username, self.rules())
+            .claim(&self.run, client_id, username, self.rules(), Some(&stale))
             .await
+    }
+
+    /// Notes `run`'s counter; true once it has stood still for a full lease.
+    fn stood_still(&self, run: &str, beats: i64) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut seen = self.state.seen.lock().unwrap_or_else(|e| e.into_inner());
+        match seen.get(run) {
+            Some(&(b, since)) if b == beats => now.duration_since(since) >= self.timing.lease,
+            _ => {
+                seen.insert(run.to_owned(), (beats, now));
+                false
+            }
+        }
     }
 
     /// The last send within the cooldown, if any (`--dry-run`).
@@ -440,7 +626,7 @@ impl Ledger {
         self.store.peek(client_id, username, self.rules()).await
     }
 
-    /// Ends this run's claim on a user.
+    /// Ends this run's claim on a user: one write, no retry.
     pub async fn finish(
         &self,
         client_id: &str,
@@ -448,15 +634,131 @@ impl Ledger {
         how: Finish,
     ) -> Result<(), LedgerError> {
         self.store
-            .finish(&self.run, client_id, username, how, now_millis())
+            .finish(&self.run, client_id, username, how, self.clock.now())
             .await
     }
 
-    /// Ends the run: stops the heartbeat and marks it ended, so claims it still holds (calls
-    /// abandoned at shutdown) are in doubt for the next run at once.
+    /// Records how a claimed job ended, retrying a failing ledger with backoff for up to a
+    /// lease (each retry logged and counted in `cognito_resend_ledger_retries_total`). The
+    /// caller holds its permit meanwhile, so a queue message stays invisible. If it still
+    /// fails and Cognito sent (or may have sent) a code, the claim is left in place and the
+    /// send is kept for [`Ledger::close`] to try again.
+    pub async fn record(
+        &self,
+        client_id: &str,
+        username: &str,
+        how: Finish,
+    ) -> Result<(), LedgerError> {
+        let at = self.clock.now();
+        let result = self.write_patiently(client_id, username, how, at).await;
+        if result.is_err() && matches!(how, Finish::Sent | Finish::MaybeSent(_)) {
+            self.state
+                .unrecorded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Unrecorded {
+                    client_id: client_id.to_owned(),
+                    username: username.to_owned(),
+                    how,
+                    at,
+                });
+        }
+        result
+    }
+
+    async fn write_patiently(
+        &self,
+        client_id: &str,
+        username: &str,
+        how: Finish,
+        at: Millis,
+    ) -> Result<(), LedgerError> {
+        let started = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(50);
+        let cap = (self.timing.lease / 6).max(Duration::from_millis(50));
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            match self
+                .store
+                .finish(&self.run, client_id, username, how, at)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if started.elapsed() + delay >= self.timing.lease => {
+                    tracing::error!("{e}: recording a result failed {tries} times; giving up");
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::warn!("{e}: recording a result failed; retrying in {delay:?}");
+                    crate::telemetry::metrics::ledger_retry("finish");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(cap);
+                }
+            }
+        }
+    }
+
+    /// Sends this run could not record, so far.
+    pub fn unrecorded(&self) -> usize {
+        self.state
+            .unrecorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Ends the run: records what could not be recorded yet (heartbeat still beating, so other
+    /// runs keep waiting on those claims), then stops the heartbeat and marks the run ended, so
+    /// claims it still holds (calls abandoned at shutdown) are in doubt for the next run at
+    /// once. With sends still unrecorded, the run is not marked ended: other runs then wait a
+    /// full lease after its last heartbeat before they take its claims over as in doubt.
     pub async fn close(&self) {
+        let pending = std::mem::take(
+            &mut *self
+                .state
+                .unrecorded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        // Rounds over everything still pending, with backoff, within one lease in all (not a
+        // lease each: a dead ledger must not hold the exit for `concurrency` leases).
+        let mut left = pending;
+        let started = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(50);
+        while !left.is_empty() {
+            let mut failed = Vec::new();
+            for u in left {
+                let write = self
+                    .store
+                    .finish(&self.run, &u.client_id, &u.username, u.how, u.at);
+                if write.await.is_err() {
+                    failed.push(u);
+                }
+            }
+            left = failed;
+            if left.is_empty() || started.elapsed() + delay >= self.timing.lease {
+                break;
+            }
+            crate::telemetry::metrics::ledger_retry("finish");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(self.beat_every());
+        }
         self.stop_heartbeat.cancel();
-        if let Err(e) = self.store.end_run(&self.run, now_millis()).await {
+        if !left.is_empty() {
+            tracing::error!(
+                "{} sent code(s) could not be recorded in the ledger; their claims stay, and a \
+                 later run reports those users in doubt (dead_run) and sends again",
+                left.len()
+            );
+            *self
+                .state
+                .unrecorded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = left;
+            return;
+        }
+        if let Err(e) = self.store.end_run(&self.run, self.clock.now()).await {
             tracing::warn!("{e}; claims of this run become in doubt after the claim lease");
         }
     }
@@ -476,11 +778,14 @@ pub async fn open(
     })
 }
 
-/// The decision both backends share, given a user's row as read inside their atomic step.
+/// The decision both backends share, given a user's row as read inside their atomic step:
+/// its last send, its claim (with the holding run's state), and its in-doubt mark.
 pub(crate) fn decide(
+    me: &str,
     last_sent: Option<Millis>,
-    claim: Option<(&str, Millis)>,
-    claim_alive: impl FnOnce(&str) -> bool,
+    holder: Option<Holder<'_>>,
+    mark: Option<InDoubt>,
+    take_over: Option<&Stale>,
     rules: Rules,
 ) -> Claim {
     if let Some(sent) = last_sent
@@ -488,16 +793,22 @@ pub(crate) fn decide(
     {
         return Claim::Cooldown { last_sent: sent };
     }
-    match claim {
-        None => Claim::Granted { in_doubt: None },
-        Some((run, _)) if claim_alive(run) => Claim::Held {
-            run: run.to_owned(),
-        },
-        Some((run, claimed_at)) => Claim::Granted {
-            in_doubt: Some(InDoubt {
-                run: run.to_owned(),
-                claimed_at,
-            }),
+    match holder {
+        None => Claim::Granted { in_doubt: mark },
+        Some(h)
+            if h.run != me
+                && (h.ended || take_over.is_some_and(|s| s.run == h.run && s.beats == h.beats)) =>
+        {
+            Claim::Granted {
+                in_doubt: Some(InDoubt {
+                    run: h.run.to_owned(),
+                    claimed_at: h.claimed_at,
+                }),
+            }
+        }
+        Some(h) => Claim::Held {
+            run: h.run.to_owned(),
+            beats: h.beats,
         },
     }
 }
@@ -546,30 +857,94 @@ mod tests {
         assert!(StateSpec::parse("").is_err());
     }
 
+    fn holder(run: &str, beats: i64, ended: bool) -> Option<Holder<'_>> {
+        Some(Holder {
+            run,
+            claimed_at: 7,
+            beats,
+            ended,
+        })
+    }
+
     #[test]
     fn a_send_within_the_cooldown_wins_over_everything() {
-        let d = decide(Some(6_000), Some(("r", 1)), |_| true, rules());
+        let d = decide("me", Some(6_000), holder("r", 1, true), None, None, rules());
         assert_eq!(d, Claim::Cooldown { last_sent: 6_000 });
     }
 
     #[test]
     fn an_old_send_does_not_block() {
-        let d = decide(Some(4_999), None, |_| true, rules());
+        let d = decide("me", Some(4_999), None, None, None, rules());
         assert_eq!(d, Claim::Granted { in_doubt: None });
     }
 
     #[test]
-    fn a_live_claim_holds_and_a_dead_one_is_in_doubt() {
-        let held = decide(None, Some(("live", 1)), |r| r == "live", rules());
-        assert_eq!(held, Claim::Held { run: "live".into() });
-        let taken = decide(None, Some(("dead", 7)), |r| r == "live", rules());
+    fn a_claim_is_taken_over_only_from_an_ended_run_or_a_counter_seen_standing_still() {
+        let doubt = Claim::Granted {
+            in_doubt: Some(InDoubt {
+                run: "other".into(),
+                claimed_at: 7,
+            }),
+        };
+        let held = Claim::Held {
+            run: "other".into(),
+            beats: 3,
+        };
         assert_eq!(
-            taken,
+            decide("me", None, holder("other", 3, false), None, None, rules()),
+            held
+        );
+        assert_eq!(
+            decide("me", None, holder("other", 3, true), None, None, rules()),
+            doubt
+        );
+        let stale = Stale {
+            run: "other".into(),
+            beats: 3,
+        };
+        assert_eq!(
+            decide(
+                "me",
+                None,
+                holder("other", 3, false),
+                None,
+                Some(&stale),
+                rules()
+            ),
+            doubt
+        );
+        // The counter moved since it was judged: alive after all.
+        let moved = Stale {
+            run: "other".into(),
+            beats: 2,
+        };
+        assert_eq!(
+            decide(
+                "me",
+                None,
+                holder("other", 3, false),
+                None,
+                Some(&moved),
+                rules()
+            ),
+            held
+        );
+        // Another job of this same run: held, never taken over.
+        let mine = decide("me", None, holder("me", 3, true), None, None, rules());
+        assert!(matches!(mine, Claim::Held { .. }), "{mine:?}");
+    }
+
+    #[test]
+    fn an_unclaimed_user_with_a_mark_is_granted_in_doubt() {
+        let mark = InDoubt {
+            run: "dead".into(),
+            claimed_at: 1,
+        };
+        let d = decide("me", None, None, Some(mark.clone()), None, rules());
+        assert_eq!(
+            d,
             Claim::Granted {
-                in_doubt: Some(InDoubt {
-                    run: "dead".into(),
-                    claimed_at: 7
-                })
+                in_doubt: Some(mark)
             }
         );
     }

@@ -16,14 +16,19 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::{
-    Claim, Finish, LedgerError, Millis, Page, Rules, RunId, RunRow, Stats, Store, UserRow, decide,
-    host_label, rfc3339,
+    Claim, Finish, Holder, InDoubt, LedgerError, Millis, Page, Rules, RunId, RunRow, Stale, Stats,
+    Store, UserRow, decide, host_label, rfc3339,
 };
 
 /// Most operations one transaction takes.
 const GROUP_MAX: usize = 512;
 /// How long a transaction waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The schema this build writes (`PRAGMA user_version`). 1: the first. 2: `runs.beats` (the
+/// heartbeat counter liveness is judged by) and `users.doubt_run`/`doubt_at` (the in-doubt mark
+/// that survives a release).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -35,6 +40,8 @@ CREATE TABLE IF NOT EXISTS users (
     last_outcome_at INTEGER,
     claim_run       TEXT,
     claimed_at      INTEGER,
+    doubt_run       TEXT,
+    doubt_at        INTEGER,
     PRIMARY KEY (client_id, username)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS users_claimed ON users (claim_run) WHERE claim_run IS NOT NULL;
@@ -44,10 +51,42 @@ CREATE TABLE IF NOT EXISTS runs (
     host         TEXT    NOT NULL,
     started_at   INTEGER NOT NULL,
     heartbeat_at INTEGER NOT NULL,
-    finished_at  INTEGER
+    finished_at  INTEGER,
+    beats        INTEGER NOT NULL DEFAULT 0
 );
-PRAGMA user_version = 1;
 ";
+
+/// From version 1 to 2: files written by earlier builds keep working, rows and all.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE users ADD COLUMN doubt_run TEXT;
+ALTER TABLE users ADD COLUMN doubt_at INTEGER;
+ALTER TABLE runs ADD COLUMN beats INTEGER NOT NULL DEFAULT 0;
+";
+
+/// Creates or upgrades the schema, in one write transaction (another process may be opening
+/// the same file at the same moment).
+fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let txn = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| format!("cannot write it: {e}"))?;
+    let version: i64 = txn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    match version {
+        0 => txn.execute_batch(SCHEMA),
+        1 => txn.execute_batch(MIGRATE_1_TO_2),
+        SCHEMA_VERSION => Ok(()),
+        newer => {
+            return Err(format!(
+                "it was written by a newer cognito-resend (schema {newer}; this one knows up to \
+                 {SCHEMA_VERSION})"
+            ));
+        }
+    }
+    .and_then(|()| txn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")))
+    .and_then(|()| txn.commit())
+    .map_err(|e| format!("cannot write it: {e}"))
+}
 
 /// What the writer thread is asked to do.
 enum Op {
@@ -69,6 +108,7 @@ enum Op {
         client_id: String,
         username: String,
         rules: Rules,
+        take_over: Option<Stale>,
     },
     Peek {
         client_id: String,
@@ -131,7 +171,7 @@ impl SqliteStore {
                 .open(path)
                 .map_err(|e| fail(format!("cannot create it: {e}")))?;
         }
-        let conn = Connection::open(path).map_err(|e| fail(format!("cannot open it: {e}")))?;
+        let mut conn = Connection::open(path).map_err(|e| fail(format!("cannot open it: {e}")))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| fail(e.to_string()))?;
         let mode: String = conn
@@ -143,8 +183,8 @@ impl SqliteStore {
             )));
         }
         conn.execute_batch("PRAGMA synchronous = FULL;")
-            .and_then(|()| conn.execute_batch(SCHEMA))
             .map_err(|e| fail(format!("cannot write it: {e}")))?;
+        migrate(&mut conn).map_err(fail)?;
         let (tx, rx) = mpsc::channel();
         let described = path.display().to_string();
         std::thread::Builder::new()
@@ -231,6 +271,7 @@ impl Store for SqliteStore {
         client_id: &'a str,
         username: &'a str,
         rules: Rules,
+        take_over: Option<&'a Stale>,
     ) -> BoxFuture<'a, Result<Claim, LedgerError>> {
         Box::pin(async move {
             match self
@@ -239,6 +280,7 @@ impl Store for SqliteStore {
                     client_id: client_id.to_owned(),
                     username: username.to_owned(),
                     rules,
+                    take_over: take_over.cloned(),
                 })
                 .await?
             {
@@ -377,8 +419,10 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
             Ok(Reply::Done)
         }
         Op::Heartbeat { run, now } => {
-            db.prepare_cached("UPDATE runs SET heartbeat_at = ?2 WHERE run = ?1")?
-                .execute(params![run, now])?;
+            db.prepare_cached(
+                "UPDATE runs SET heartbeat_at = ?2, beats = beats + 1 WHERE run = ?1",
+            )?
+            .execute(params![run, now])?;
             Ok(Reply::Done)
         }
         Op::EndRun { run, now } => {
@@ -393,42 +437,60 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
             client_id,
             username,
             rules,
+            take_over,
         } => {
-            let row: Option<(Option<Millis>, Option<String>, Option<Millis>)> = db
+            type Row = (
+                Option<Millis>,
+                Option<String>,
+                Option<Millis>,
+                Option<String>,
+                Option<Millis>,
+            );
+            let row: Option<Row> = db
                 .prepare_cached(
-                    "SELECT last_sent_at, claim_run, claimed_at FROM users
+                    "SELECT last_sent_at, claim_run, claimed_at, doubt_run, doubt_at FROM users
                      WHERE client_id = ?1 AND username = ?2",
                 )?
                 .query_row(params![client_id, username], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })
                 .optional()?;
-            let (last_sent, claim_run, claimed_at) = row.unwrap_or_default();
-            let holder = claim_run.as_deref().map(|r| (r, claimed_at.unwrap_or(0)));
-            let mut alive_err = None;
-            let decision = decide(
-                last_sent,
-                holder,
-                |holder| {
-                    holder == run
-                        || run_alive(db, holder, rules.alive_since).unwrap_or_else(|e| {
-                            alive_err = Some(e);
-                            true
-                        })
-                },
-                *rules,
-            );
-            if let Some(e) = alive_err {
-                return Err(e);
-            }
-            if let Claim::Granted { .. } = decision {
+            let (last_sent, claim_run, claimed_at, doubt_run, doubt_at) = row.unwrap_or_default();
+            let holder = match claim_run.as_deref() {
+                Some(h) => {
+                    let state = run_state(db, h)?;
+                    Some(Holder {
+                        run: h,
+                        claimed_at: claimed_at.unwrap_or(0),
+                        beats: state.map_or(0, |(beats, _)| beats),
+                        ended: state.is_none_or(|(_, ended)| ended),
+                    })
+                }
+                None => None,
+            };
+            let mark = doubt_run.map(|run| InDoubt {
+                run,
+                claimed_at: doubt_at.unwrap_or(0),
+            });
+            let decision = decide(run, last_sent, holder, mark, take_over.as_ref(), *rules);
+            if let Claim::Granted { in_doubt } = &decision {
+                // A takeover leaves the mark (the dead run) in the row until a result is
+                // recorded, so a release before the call does not forget the doubt.
+                let (doubt_run, doubt_at) = match in_doubt {
+                    Some(d) => (Some(d.run.as_str()), Some(d.claimed_at)),
+                    None => (None, None),
+                };
                 db.prepare_cached(
-                    "INSERT INTO users (client_id, username, claim_run, claimed_at)
-                     VALUES (?1, ?2, ?3, ?4)
+                    "INSERT INTO users (client_id, username, claim_run, claimed_at, doubt_run,
+                                        doubt_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (client_id, username)
-                     DO UPDATE SET claim_run = excluded.claim_run, claimed_at = excluded.claimed_at",
+                     DO UPDATE SET claim_run = excluded.claim_run, claimed_at = excluded.claimed_at,
+                        doubt_run = excluded.doubt_run, doubt_at = excluded.doubt_at",
                 )?
-                .execute(params![client_id, username, run, rules.now])?;
+                .execute(params![
+                    client_id, username, run, rules.now, doubt_run, doubt_at
+                ])?;
             }
             Ok(Reply::Claim(decision))
         }
@@ -463,6 +525,8 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
                      ON CONFLICT (client_id, username) DO UPDATE SET
                         sends = sends + 1, last_sent_at = ?4, last_outcome = 'sent',
                         last_outcome_at = ?4,
+                        doubt_at = iif(claim_run = ?3, NULL, doubt_at),
+                        doubt_run = iif(claim_run = ?3, NULL, doubt_run),
                         claimed_at = iif(claim_run = ?3, NULL, claimed_at),
                         claim_run = iif(claim_run = ?3, NULL, claim_run)",
                     )?
@@ -474,6 +538,8 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
                      VALUES (?1, ?2, ?4, ?5, ?4)
                      ON CONFLICT (client_id, username) DO UPDATE SET
                         last_sent_at = ?4, last_outcome = ?5, last_outcome_at = ?4,
+                        doubt_at = iif(claim_run = ?3, NULL, doubt_at),
+                        doubt_run = iif(claim_run = ?3, NULL, doubt_run),
                         claimed_at = iif(claim_run = ?3, NULL, claimed_at),
                         claim_run = iif(claim_run = ?3, NULL, claim_run)",
                     )?
@@ -481,16 +547,19 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
                 Finish::NotSent(outcome) => db
                     .prepare_cached(
                         "UPDATE users SET last_outcome = ?4, last_outcome_at = ?5,
+                        doubt_at = iif(claim_run = ?3, NULL, doubt_at),
+                        doubt_run = iif(claim_run = ?3, NULL, doubt_run),
                         claimed_at = iif(claim_run = ?3, NULL, claimed_at),
                         claim_run = iif(claim_run = ?3, NULL, claim_run)
                      WHERE client_id = ?1 AND username = ?2",
                     )?
                     .execute(params![client_id, username, run, outcome, now])?,
                 Finish::Release => {
-                    // A row that exists only for this claim goes with it.
+                    // A row that exists only for this claim goes with it; an in-doubt mark stays.
                     db.prepare_cached(
                         "DELETE FROM users WHERE client_id = ?1 AND username = ?2
-                         AND claim_run = ?3 AND sends = 0 AND last_outcome IS NULL",
+                         AND claim_run = ?3 AND sends = 0 AND last_outcome IS NULL
+                         AND doubt_run IS NULL",
                     )?
                     .execute(params![client_id, username, run])?;
                     db.prepare_cached(
@@ -529,24 +598,39 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
     }
 }
 
-fn run_alive(db: &Connection, run: &str, alive_since: Millis) -> rusqlite::Result<bool> {
-    let row: Option<(Millis, Option<Millis>)> = db
-        .prepare_cached("SELECT heartbeat_at, finished_at FROM runs WHERE run = ?1")?
+/// A run's heartbeat counter and whether it ended cleanly; `None` if it has no row.
+fn run_state(db: &Connection, run: &str) -> rusqlite::Result<Option<(i64, bool)>> {
+    db.prepare_cached("SELECT beats, finished_at IS NOT NULL FROM runs WHERE run = ?1")?
         .query_row(params![run], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    Ok(matches!(row, Some((beat, None)) if beat >= alive_since))
+        .optional()
 }
 
 fn stats(db: &Connection, rules: &Rules) -> rusqlite::Result<Stats> {
-    let (users, users_sent, sends, more_than_once, in_cooldown): (i64, i64, i64, i64, i64) = db
-        .query_row(
-            "SELECT count(*), count(*) FILTER (WHERE sends > 0), coalesce(sum(sends), 0),
-                    count(*) FILTER (WHERE sends > 1),
-                    count(*) FILTER (WHERE last_sent_at >= ?1)
-             FROM users",
-            params![rules.cooldown_since],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )?;
+    let (users, users_sent, sends, more_than_once, in_cooldown, marks): (
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+    ) = db.query_row(
+        "SELECT count(*), count(*) FILTER (WHERE sends > 0), coalesce(sum(sends), 0),
+                count(*) FILTER (WHERE sends > 1),
+                count(*) FILTER (WHERE last_sent_at >= ?1),
+                count(*) FILTER (WHERE doubt_run IS NOT NULL AND claim_run IS NULL)
+         FROM users",
+        params![rules.cooldown_since],
+        |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        },
+    )?;
     let (claims_live, claims_in_doubt): (i64, i64) = db
         .prepare_cached(
             "SELECT count(*) FILTER (WHERE alive), count(*) FILTER (WHERE NOT alive)
@@ -581,6 +665,7 @@ fn stats(db: &Connection, rules: &Rules) -> rusqlite::Result<Stats> {
         in_cooldown: count(in_cooldown),
         claims_live: count(claims_live),
         claims_in_doubt: count(claims_in_doubt),
+        doubt_marks: count(marks),
         recent_runs,
     })
 }
@@ -608,25 +693,46 @@ mod tests {
         let db = store(&dir).await;
         let me = RunId::new();
         db.begin_run(&me, "test", 10_000).await.unwrap();
-        let c = db.claim(&me, "c", "alice", rules(10_000)).await.unwrap();
+        let c = db
+            .claim(&me, "c", "alice", rules(10_000), None)
+            .await
+            .unwrap();
         assert_eq!(c, Claim::Granted { in_doubt: None });
         // The same run asking again while the call is out: held, not granted twice.
-        let again = db.claim(&me, "c", "alice", rules(10_001)).await.unwrap();
-        assert_eq!(again, Claim::Held { run: me.0.clone() });
+        let again = db
+            .claim(&me, "c", "alice", rules(10_001), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            Claim::Held {
+                run: me.0.clone(),
+                beats: 0
+            }
+        );
         db.finish(&me, "c", "alice", Finish::Sent, 10_002)
             .await
             .unwrap();
-        let c = db.claim(&me, "c", "alice", rules(10_500)).await.unwrap();
+        let c = db
+            .claim(&me, "c", "alice", rules(10_500), None)
+            .await
+            .unwrap();
         assert_eq!(c, Claim::Cooldown { last_sent: 10_002 });
         assert_eq!(
             db.peek("c", "alice", rules(10_500)).await.unwrap(),
             Some(10_002)
         );
         // Another client id is another key.
-        let other = db.claim(&me, "d", "alice", rules(10_500)).await.unwrap();
+        let other = db
+            .claim(&me, "d", "alice", rules(10_500), None)
+            .await
+            .unwrap();
         assert_eq!(other, Claim::Granted { in_doubt: None });
         // Past the cooldown: granted again.
-        let later = db.claim(&me, "c", "alice", rules(11_100)).await.unwrap();
+        let later = db
+            .claim(&me, "c", "alice", rules(11_100), None)
+            .await
+            .unwrap();
         assert_eq!(later, Claim::Granted { in_doubt: None });
     }
 
@@ -636,19 +742,40 @@ mod tests {
         let db = store(&dir).await;
         let dead = RunId::new();
         db.begin_run(&dead, "test", 10_000).await.unwrap();
-        db.claim(&dead, "c", "bob", rules(10_000)).await.unwrap();
+        db.claim(&dead, "c", "bob", rules(10_000), None)
+            .await
+            .unwrap();
         let me = RunId::new();
         db.begin_run(&me, "test", 10_050).await.unwrap();
         // Its heartbeat is fresh: held.
-        let held = db.claim(&me, "c", "bob", rules(10_050)).await.unwrap();
+        let held = db
+            .claim(&me, "c", "bob", rules(10_050), None)
+            .await
+            .unwrap();
         assert_eq!(
             held,
             Claim::Held {
-                run: dead.0.clone()
+                run: dead.0.clone(),
+                beats: 0
             }
         );
-        // Past the lease without a heartbeat: in doubt, and ours now.
-        let taken = db.claim(&me, "c", "bob", rules(10_200)).await.unwrap();
+        // A counter judged standing still, but it moved since: still held.
+        db.heartbeat(&dead, 10_060).await.unwrap();
+        let stale = Stale {
+            run: dead.0.clone(),
+            beats: 0,
+        };
+        let moved = db.claim(&me, "c", "bob", rules(10_070), Some(&stale)).await;
+        assert!(matches!(moved.unwrap(), Claim::Held { beats: 1, .. }));
+        // Judged standing still at the counter it has: in doubt, and ours now.
+        let stale = Stale {
+            run: dead.0.clone(),
+            beats: 1,
+        };
+        let taken = db
+            .claim(&me, "c", "bob", rules(10_200), Some(&stale))
+            .await
+            .unwrap();
         assert_eq!(
             taken,
             Claim::Granted {
@@ -668,11 +795,119 @@ mod tests {
         let db = store(&dir).await;
         let first = RunId::new();
         db.begin_run(&first, "test", 10_000).await.unwrap();
-        db.claim(&first, "c", "carol", rules(10_000)).await.unwrap();
+        db.claim(&first, "c", "carol", rules(10_000), None)
+            .await
+            .unwrap();
         db.end_run(&first, 10_010).await.unwrap();
         let me = RunId::new();
-        let c = db.claim(&me, "c", "carol", rules(10_020)).await.unwrap();
+        let c = db
+            .claim(&me, "c", "carol", rules(10_020), None)
+            .await
+            .unwrap();
         assert!(matches!(c, Claim::Granted { in_doubt: Some(_) }), "{c:?}");
+    }
+
+    #[tokio::test]
+    async fn a_released_takeover_keeps_its_in_doubt_mark_until_a_result_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).await;
+        let dead = RunId::new();
+        db.begin_run(&dead, "test", 10_000).await.unwrap();
+        db.claim(&dead, "c", "fay", rules(10_000), None)
+            .await
+            .unwrap();
+        db.end_run(&dead, 10_001).await.unwrap();
+        let doubt = Claim::Granted {
+            in_doubt: Some(InDoubt {
+                run: dead.0.clone(),
+                claimed_at: 10_000,
+            }),
+        };
+        // A second run takes the claim over, then is stopped before its call (SIGTERM).
+        let second = RunId::new();
+        db.begin_run(&second, "test", 10_010).await.unwrap();
+        let c = db
+            .claim(&second, "c", "fay", rules(10_010), None)
+            .await
+            .unwrap();
+        assert_eq!(c, doubt);
+        db.finish(&second, "c", "fay", Finish::Release, 10_011)
+            .await
+            .unwrap();
+        let s = db.stats(rules(10_012)).await.unwrap();
+        assert_eq!((s.claims_in_doubt, s.doubt_marks), (0, 1), "{s:?}");
+        // The third run is told the user is in doubt, the dead run named.
+        let third = RunId::new();
+        db.begin_run(&third, "test", 10_020).await.unwrap();
+        let c = db
+            .claim(&third, "c", "fay", rules(10_020), None)
+            .await
+            .unwrap();
+        assert_eq!(c, doubt);
+        // A definite answer recorded: the mark goes.
+        db.finish(&third, "c", "fay", Finish::NotSent("failed"), 10_021)
+            .await
+            .unwrap();
+        let c = db
+            .claim(&third, "c", "fay", rules(10_022), None)
+            .await
+            .unwrap();
+        assert_eq!(c, Claim::Granted { in_doubt: None });
+        let s = db.stats(rules(10_023)).await.unwrap();
+        assert_eq!(s.doubt_marks, 0, "{s:?}");
+    }
+
+    #[tokio::test]
+    async fn a_version_1_file_is_migrated_with_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE users (client_id TEXT NOT NULL, username TEXT NOT NULL,
+                    sends INTEGER NOT NULL DEFAULT 0, last_sent_at INTEGER, last_outcome TEXT,
+                    last_outcome_at INTEGER, claim_run TEXT, claimed_at INTEGER,
+                    PRIMARY KEY (client_id, username)) WITHOUT ROWID;
+                 CREATE TABLE runs (run TEXT PRIMARY KEY, command TEXT NOT NULL,
+                    host TEXT NOT NULL, started_at INTEGER NOT NULL,
+                    heartbeat_at INTEGER NOT NULL, finished_at INTEGER);
+                 INSERT INTO users (client_id, username, sends, last_sent_at, last_outcome)
+                    VALUES ('c', 'old', 1, 10000, 'sent');
+                 INSERT INTO runs VALUES ('r1', 'backfill', 'h', 1, 1, NULL);
+                 INSERT INTO users (client_id, username, claim_run, claimed_at)
+                    VALUES ('c', 'held', 'r1', 5);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let db = SqliteStore::open(&path).expect("migrates");
+        let me = RunId::new();
+        db.begin_run(&me, "test", 10_100).await.unwrap();
+        let c = db
+            .claim(&me, "c", "old", rules(10_100), None)
+            .await
+            .unwrap();
+        assert_eq!(c, Claim::Cooldown { last_sent: 10_000 });
+        // The old run's claim: held at counter 0, taken over once judged standing still.
+        let c = db
+            .claim(&me, "c", "held", rules(10_100), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            c,
+            Claim::Held {
+                run: "r1".into(),
+                beats: 0
+            }
+        );
+        drop(db);
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        // Opening it again is a no-op.
+        SqliteStore::open(&path).expect("reopens");
     }
 
     #[tokio::test]
@@ -681,16 +916,20 @@ mod tests {
         let db = store(&dir).await;
         let me = RunId::new();
         db.begin_run(&me, "test", 10_000).await.unwrap();
-        db.claim(&me, "c", "dan", rules(10_000)).await.unwrap();
+        db.claim(&me, "c", "dan", rules(10_000), None)
+            .await
+            .unwrap();
         db.finish(&me, "c", "dan", Finish::Release, 10_001)
             .await
             .unwrap();
-        db.claim(&me, "c", "erin", rules(10_000)).await.unwrap();
+        db.claim(&me, "c", "erin", rules(10_000), None)
+            .await
+            .unwrap();
         db.finish(&me, "c", "erin", Finish::NotSent("failed"), 10_001)
             .await
             .unwrap();
         for user in ["dan", "erin"] {
-            let c = db.claim(&me, "c", user, rules(10_002)).await.unwrap();
+            let c = db.claim(&me, "c", user, rules(10_002), None).await.unwrap();
             assert_eq!(c, Claim::Granted { in_doubt: None }, "{user}");
         }
         let (rows, next) = db.export_page(None, 10).await.unwrap();
@@ -712,8 +951,8 @@ mod tests {
         for i in 0..200 {
             let user = format!("user{i}");
             let (x, y) = tokio::join!(
-                a.claim(&ra, "c", &user, rules(10_010)),
-                b.claim(&rb, "c", &user, rules(10_010))
+                a.claim(&ra, "c", &user, rules(10_010), None),
+                b.claim(&rb, "c", &user, rules(10_010), None)
             );
             let grants = [x.unwrap(), y.unwrap()]
                 .iter()
@@ -732,7 +971,7 @@ mod tests {
         let me = RunId::new();
         for i in 0..25 {
             let u = format!("u{i:02}");
-            db.claim(&me, "c", &u, rules(10_000)).await.unwrap();
+            db.claim(&me, "c", &u, rules(10_000), None).await.unwrap();
             db.finish(&me, "c", &u, Finish::Sent, 10_000).await.unwrap();
         }
         let mut seen = Vec::new();

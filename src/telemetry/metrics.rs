@@ -30,6 +30,8 @@ pub const SQS_RECEIVE_ERRORS: &str = "cognito_resend_sqs_receive_errors_total";
 pub const SQS_VISIBILITY_EXTENSIONS: &str = "cognito_resend_sqs_visibility_extensions_total";
 /// Delete entries retried after a partial batch failure.
 pub const SQS_DELETE_RETRIES: &str = "cognito_resend_sqs_delete_retries_total";
+/// Ledger writes retried (a result that could not be recorded at the first try).
+pub const LEDGER_RETRIES: &str = "cognito_resend_ledger_retries_total";
 
 /// The `action` values of [`SQS_MESSAGES`]: SPEC's four, `enqueued` for `enqueue`, and
 /// `delete_failed` for a delete that failed for good (the message will be redelivered).
@@ -229,4 +231,13 @@ pub fn in_flight(delta: f64) {
 /// Sets the current rate limit (0 = none).
 pub fn rate_limit(per_second: f64) {
     gauge!(RATE_LIMIT).set(per_second);
+}
+
+/// Counts a retried ledger write (`op`: `finish`).
+pub fn ledger_retry(op: &'static str) {
+    describe_counter!(
+        LEDGER_RETRIES,
+        "Ledger writes retried after a failure, by operation (finish: recording a result)."
+    );
+    counter!(LEDGER_RETRIES, "op" => op).increment(1);
 }
