@@ -8,11 +8,11 @@
 //! **Measure, don't guess.** A throttle means the server's bucket was empty at that moment. So
 //! between two throttles the calls Cognito accepted are exactly `Q x span` (within one call),
 //! unless the bucket filled up in between: the *two-throttle estimate* `accepted / span`. The
-//! *window estimate* — successes over the last [`WINDOW`] — errs the other way (it also counts
+//! *window estimate* — successes over the last `WINDOW` (1 s) — errs the other way (it also counts
 //! what the bucket held a window ago). On a throttle the controller takes the lower of the two
-//! and sets the rate to [`BACKOFF`] (0.9) of it, never raising it; a first throttle with no
+//! and sets the rate to `BACKOFF` (0.9) of it, never raising it; a first throttle with no
 //! previous one uses the window alone (with `--rate 0` that is the burst the bucket let
-//! through, one second of quota). Throttles within [`ECHO_SPAN`] of the counted one are calls
+//! through, one second of quota). Throttles within `ECHO_SPAN` (250 ms) of the counted one are calls
 //! that were already in flight: they stop probing but do not lower the rate again.
 //!
 //! **Why 0.9 costs nothing.** Dropping below `Q` lets the server's bucket refill; probing above
@@ -30,7 +30,7 @@
 //! **Schedule.** Callers take numbered tickets; ticket `n` is due at `anchor + (n - anchor) /
 //! rate`, with a tenth of a second of burst when idle. A rate change re-anchors the schedule at
 //! the ticket due now, so calls queued at the old rate move to the new spacing in order, and
-//! waiters are woken to re-read their slot when the rate drops (or rises by [`RISE_NOTIFY`]).
+//! waiters are woken to re-read their slot when the rate drops (or rises by `RISE_NOTIFY` (2 %)).
 //! The lock is held for a few arithmetic operations only.
 //!
 //! With `--rate R` the rate starts at `R` and never exceeds it; with `--rate 0` it starts
@@ -59,6 +59,8 @@ const ECHO_ACCEPTED: u64 = 10;
 /// Beyond this span since the previous counted throttle, the two-throttle estimate is not
 /// trusted (the server's bucket may have filled up and wasted tokens) and the window is used.
 const SPAN_MAX: Duration = Duration::from_secs(30);
+/// A window estimate this many times the span estimate means the span under-measured.
+const SPAN_DOUBT: f64 = 1.5;
 /// Probe: linear share of the estimate per second since the last throttle.
 const PROBE_LINEAR: f64 = 0.005;
 /// Probe: cubic share of the estimate per second cubed since the last throttle.
@@ -221,6 +223,7 @@ impl RateLimiter {
             // that the quota is below what was sent.
             estimate = estimate.max(s.sent.len() as f64 / window);
         }
+        let window_estimate = estimate;
         if let Some((at, accepted_then)) = s.last_throttle {
             let span = now.duration_since(at);
             if span < ECHO_SPAN {
@@ -245,7 +248,14 @@ impl RateLimiter {
         s.last_throttle = Some((now, s.accepted));
         s.probe_from = now;
         s.probe_base = new;
-        s.probe_scale = estimate;
+        // Far more accepted over the last second than over the span: the quota rose or the
+        // bucket overflowed during the span, so the span under-measures; probe at the pace of
+        // the window instead, to find the quota again quickly.
+        s.probe_scale = if window_estimate > SPAN_DOUBT * estimate {
+            window_estimate
+        } else {
+            estimate
+        };
         s.set_rate(now, new);
         s.notified_rate = new;
         drop(s);
@@ -572,7 +582,14 @@ mod tests {
             f.wall
         );
         assert!(f.throttled_share() <= 0.03);
-        assert!(back >= 0.9 * 50.0, "{back}/s");
+        let peak = (80..90)
+            .map(|t| f.rate_between(t as f64, t as f64 + 1.0))
+            .fold(0.0, f64::max);
+        assert!(
+            peak >= 0.9 * 50.0,
+            "within 10 s of the return, at most {peak}/s"
+        );
+        assert!(back >= 0.9 * 50.0, "{back}/s over the 10 s after that");
     }
 
     #[tokio::test(start_paused = true)]
