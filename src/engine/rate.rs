@@ -23,7 +23,7 @@
 //! **Probe.** After a throttle the rate grows by `estimate x (0.5 % x t + 0.15 % x t^3)` per
 //! second `t` since it (CUBIC-like: flat near the known quota, then faster). The linear term
 //! creeps back over the 10 % margin in a few seconds; the cubic term takes a rate that fell
-//! to 40 % of the quota (50 -> 20 -> 50) back above 90 % within about 6 seconds. Cycles last
+//! to 40 % of the quota (50 -> 20 -> 50) back above 90 % within 10 seconds. Cycles last
 //! about 6 seconds at a steady quota, so throttles stay well under 1 % of calls. Every
 //! throttle (echoes too) restarts the probe: throttles returning stop it.
 //!
@@ -612,6 +612,46 @@ mod tests {
         );
         assert!(used >= 0.9);
         assert!(f.throttled_share() <= 0.05);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttles_in_flight_count_once_and_the_rate_never_goes_up_on_a_throttle() {
+        let limiter = RateLimiter::new(Some(100.0));
+        // 30 successes in the last second: the window says 30/s.
+        for _ in 0..30 {
+            tokio::time::advance(Duration::from_millis(30)).await;
+            limiter.on_success();
+        }
+        limiter.on_throttle();
+        assert_eq!(limiter.current(), Some(27.0), "0.9 of the 30/s accepted");
+        // Calls that were in flight: the same episode, not three more cuts.
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_millis(10)).await;
+            limiter.on_throttle();
+        }
+        assert_eq!(limiter.current(), Some(27.0));
+        // A second throttle after 20 accepted in 0.5 s: the two-throttle estimate, 40/s, is
+        // above the current rate, which stays.
+        for _ in 0..20 {
+            tokio::time::advance(Duration::from_millis(25)).await;
+            limiter.on_success();
+        }
+        limiter.on_throttle();
+        let r = limiter.current().unwrap();
+        assert!(
+            (27.0..27.2).contains(&r),
+            "a throttle never raises the rate: {r}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_below_the_floor() {
+        let limiter = RateLimiter::new(Some(1.0));
+        for _ in 0..10 {
+            limiter.on_throttle();
+            tokio::time::advance(Duration::from_secs(2)).await;
+        }
+        assert_eq!(limiter.current(), Some(MIN_RATE));
     }
 
     #[tokio::test(start_paused = true)]
