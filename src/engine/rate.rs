@@ -1,31 +1,72 @@
-//! The shared client-side rate limit: a token bucket whose rate adapts to throttling (AIMD).
+//! The shared client-side rate limit: a controller that finds Cognito's spare quota.
 //!
-//! Each TooManyRequestsException halves the current rate (at most once per second, so a burst
-//! of throttles from calls already in flight counts once); each success adds a little back, about
-//! 5 % of the ceiling per second, until `--rate` is reached again. Many replicas doing this settle
-//! under the account quota without talking to each other. With `--rate 0` there is no ceiling:
-//! the bucket starts unlimited and only begins limiting after the first throttle, from half the
-//! rate observed then.
+//! Cognito's quota for ResendConfirmationCode is per account and region and shared with live
+//! sign-ups, so the aim is to use the spare quota without keeping the account throttled. The
+//! quota is modelled as what the emulator enforces and what AWS documents: a token bucket that
+//! refills at `Q` per second and holds about one second of calls.
 //!
-//! Waiters reserve their slot under the lock and sleep outside it, so callers are served in
-//! order and the lock is held for a few arithmetic operations only.
+//! **Measure, don't guess.** A throttle means the server's bucket was empty at that moment. So
+//! between two throttles the calls Cognito accepted are exactly `Q x span` (within one call),
+//! unless the bucket filled up in between: the *two-throttle estimate* `accepted / span`. The
+//! *window estimate* — successes over the last `WINDOW` (1 s) — errs the other way (it also counts
+//! what the bucket held a window ago). On a throttle the controller takes the lower of the two
+//! and sets the rate to `BACKOFF` (0.9) of it, never raising it; a first throttle with no
+//! previous one uses the window alone (with `--rate 0` that is the burst the bucket let
+//! through, one second of quota). Throttles within `ECHO_SPAN` (250 ms) of the counted one are calls
+//! that were already in flight: they stop probing but do not lower the rate again.
+//!
+//! **Why 0.9 costs nothing.** Dropping below `Q` lets the server's bucket refill; probing above
+//! `Q` later spends it. Between two throttles the bucket goes from empty to empty, so the calls
+//! accepted over a cycle are `Q x cycle` whatever the shape in between: the margin only sets how
+//! long a cycle lasts, hence how rarely the account sees a throttle (a few calls per cycle).
+//!
+//! **Probe.** After a throttle the rate grows by `estimate x (0.5 % x t + 0.15 % x t^3)` per
+//! second `t` since it (CUBIC-like: flat near the known quota, then faster). The linear term
+//! creeps back over the 10 % margin in a few seconds; the cubic term takes a rate that fell
+//! to 40 % of the quota (50 -> 20 -> 50) back above 90 % within 10 seconds. Cycles last
+//! about 6 seconds at a steady quota, so throttles stay well under 1 % of calls. Every
+//! throttle (echoes too) restarts the probe: throttles returning stop it.
+//!
+//! **Schedule.** Callers take numbered tickets; ticket `n` is due at `anchor + (n - anchor) /
+//! rate`, with a tenth of a second of burst when idle. A rate change re-anchors the schedule at
+//! the ticket due now, so calls queued at the old rate move to the new spacing in order, and
+//! waiters are woken to re-read their slot when the rate drops (or rises by `RISE_NOTIFY` (2 %)).
+//! The lock is held for a few arithmetic operations only.
+//!
+//! With `--rate R` the rate starts at `R` and never exceeds it; with `--rate 0` it starts
+//! unlimited and limits from the first throttle. Replicas that do not talk to each other each
+//! estimate their own share the same way; the simulated figures are in the tests below.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::telemetry::metrics;
 
 /// Never limit below this many calls per second: the slowest a limited run goes.
 const MIN_RATE: f64 = 0.5;
-/// Multiplicative decrease on a throttle.
-const DECREASE: f64 = 0.5;
-/// At most one decrease per this long.
-const DECREASE_EVERY: Duration = Duration::from_secs(1);
-/// Additive increase per second of success, as a share of the ceiling (or of the current rate
-/// when there is no ceiling).
-const INCREASE_SHARE: f64 = 0.05;
+/// After a throttle, the rate is set to this share of the quota estimate.
+const BACKOFF: f64 = 0.9;
+/// The fallback measurement window (see the module doc).
+const WINDOW: Duration = Duration::from_secs(1);
+/// Throttles closer than this to the last counted one are echoes of the same episode.
+const ECHO_SPAN: Duration = Duration::from_millis(250);
+/// ... unless this many calls were accepted between them.
+const ECHO_ACCEPTED: u64 = 10;
+/// Beyond this span since the previous counted throttle, the two-throttle estimate is not
+/// trusted (the server's bucket may have filled up and wasted tokens) and the window is used.
+const SPAN_MAX: Duration = Duration::from_secs(30);
+/// A window estimate this many times the span estimate means the span under-measured.
+const SPAN_DOUBT: f64 = 1.5;
+/// Probe: linear share of the estimate per second since the last throttle.
+const PROBE_LINEAR: f64 = 0.005;
+/// Probe: cubic share of the estimate per second cubed since the last throttle.
+const PROBE_CUBIC: f64 = 0.0015;
+/// Waiters are woken to re-read their slot when the rate rises by this share.
+const RISE_NOTIFY: f64 = 0.02;
 
 /// The limiter shared by every task of a run.
 #[derive(Debug)]
@@ -35,20 +76,33 @@ pub struct RateLimiter {
     /// Whether this is the resend limiter, whose rate the gauge shows.
     reported: bool,
     state: Mutex<State>,
+    /// Wakes sleeping callers when their slot moved (rate lowered, or raised a lot).
+    changed: Notify,
 }
 
 #[derive(Debug)]
 struct State {
     /// Current rate; `None` = unlimited (only before the first throttle of a `--rate 0` run).
     rate: Option<f64>,
-    /// Tokens available; negative when callers have reserved future slots.
-    tokens: f64,
-    last_refill: Instant,
-    last_decrease: Option<Instant>,
-    /// Calls admitted in the current one-second window, to know the rate when first throttled.
-    window_start: Instant,
-    window_calls: u64,
-    last_window_rate: f64,
+    /// The schedule: ticket `n` is due at `anchor + (n - anchor_ticket) / rate`.
+    anchor: Instant,
+    anchor_ticket: f64,
+    /// Tickets handed out so far.
+    issued: u64,
+    /// Times of the successes of the last `WINDOW`.
+    recent: VecDeque<Instant>,
+    /// Times of the calls admitted in the last `WINDOW`.
+    sent: VecDeque<Instant>,
+    /// Successes since the start.
+    accepted: u64,
+    /// The last counted throttle: when, and `accepted` then.
+    last_throttle: Option<(Instant, u64)>,
+    /// Probing: since when, from which rate, scaled by which estimate.
+    probe_from: Instant,
+    probe_base: f64,
+    probe_scale: f64,
+    /// The rate when waiters were last woken.
+    notified_rate: f64,
 }
 
 impl RateLimiter {
@@ -71,13 +125,19 @@ impl RateLimiter {
             reported,
             state: Mutex::new(State {
                 rate,
-                tokens: rate.map_or(0.0, burst),
-                last_refill: now,
-                last_decrease: None,
-                window_start: now,
-                window_calls: 0,
-                last_window_rate: 0.0,
+                anchor: now,
+                anchor_ticket: -rate.map_or(0.0, burst),
+                issued: 0,
+                recent: VecDeque::new(),
+                sent: VecDeque::new(),
+                accepted: 0,
+                last_throttle: None,
+                probe_from: now,
+                probe_base: rate.unwrap_or(0.0),
+                probe_scale: rate.unwrap_or(0.0),
+                notified_rate: rate.unwrap_or(0.0),
             }),
+            changed: Notify::new(),
         }
     }
 
@@ -94,168 +154,494 @@ impl RateLimiter {
 
     /// Waits for permission to make one call.
     pub async fn acquire(&self) {
-        let wait = {
+        let ticket = {
             let mut s = self.lock();
             let now = Instant::now();
-            s.count_call(now);
-            match s.rate {
-                None => return,
-                Some(rate) => {
-                    s.refill(now, rate);
-                    s.tokens -= 1.0;
-                    if s.tokens >= 0.0 {
-                        return;
-                    }
-                    Duration::from_secs_f64(-s.tokens / rate)
-                }
-            }
+            s.sent.push_back(now);
+            s.forget_before(now);
+            let Some(rate) = s.rate else { return };
+            s.issue(now, rate)
         };
-        tokio::time::sleep(wait).await;
+        loop {
+            // Registered before reading the schedule, so a change in between is not missed.
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let due = {
+                let s = self.lock();
+                let Some(rate) = s.rate else { return };
+                s.due(ticket, rate)
+            };
+            let Some(due) = due.filter(|d| *d > Instant::now()) else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = notified => {}
+            }
+        }
     }
 
-    /// A call was throttled: slow down.
-    pub fn on_throttle(&self) {
-        let mut s = self.lock();
+    /// Cognito answered a call without throttling it: count it, and probe upward.
+    pub fn on_success(&self) {
         let now = Instant::now();
-        if s.last_decrease
-            .is_some_and(|t| now.duration_since(t) < DECREASE_EVERY)
-        {
+        let mut s = self.lock();
+        s.accepted += 1;
+        s.recent.push_back(now);
+        s.forget_before(now);
+        let Some(rate) = s.rate else { return };
+        let tau = now.duration_since(s.probe_from).as_secs_f64();
+        let probe = s.probe_base + s.probe_scale * (PROBE_LINEAR * tau + PROBE_CUBIC * tau.powi(3));
+        let new = self.ceiling.map_or(probe, |c| probe.min(c));
+        if new <= rate {
             return;
         }
-        s.last_decrease = Some(now);
-        let base = match s.rate {
-            Some(r) => {
-                s.refill(now, r);
-                r
-            }
-            None => s.observed_rate(now),
-        };
-        let new = (base * DECREASE).max(MIN_RATE);
-        s.rate = Some(new);
-        s.tokens = s.tokens.min(burst(new));
+        s.set_rate(now, new);
+        let wake = new >= s.notified_rate * (1.0 + RISE_NOTIFY);
+        if wake {
+            s.notified_rate = new;
+        }
         drop(s);
-        tracing::debug!(rate = new, "throttled: lowering the request rate");
+        if wake {
+            self.changed.notify_waiters();
+        }
         if self.reported {
             metrics::rate_limit(new);
         }
     }
 
-    /// A call succeeded: speed up a little, back towards the ceiling.
-    pub fn on_success(&self) {
+    /// A call was throttled: settle just under the rate Cognito accepted, and restart probing.
+    pub fn on_throttle(&self) {
+        let now = Instant::now();
         let mut s = self.lock();
-        let Some(rate) = s.rate else { return };
-        if self.ceiling.is_some_and(|c| rate >= c) {
-            return;
+        s.forget_before(now);
+        let current = s.rate;
+        let window = WINDOW.as_secs_f64();
+        let mut estimate = s.recent.len() as f64 / window;
+        if current.is_none() && s.recent.len() < ECHO_ACCEPTED as usize {
+            // Unlimited, and throttled before the successes were counted: all that is known is
+            // that the quota is below what was sent.
+            estimate = estimate.max(s.sent.len() as f64 / window);
         }
-        let step = self.ceiling.unwrap_or(rate) * INCREASE_SHARE;
-        // `rate` successes arrive per second, so this adds about `step` per second.
-        let mut new = rate + step.max(MIN_RATE) / rate;
+        let window_estimate = estimate;
+        if let Some((at, accepted_then)) = s.last_throttle {
+            let span = now.duration_since(at);
+            if span < ECHO_SPAN {
+                // An echo of the last counted throttle: calls already in flight then.
+                s.probe_from = now;
+                s.probe_base = current.unwrap_or(0.0);
+                return;
+            }
+            if span <= SPAN_MAX {
+                let accepted = (s.accepted - accepted_then) as f64;
+                estimate = estimate.min(accepted / span.as_secs_f64());
+            }
+        }
+        let estimate = estimate.max(MIN_RATE);
+        let mut new = (estimate * BACKOFF).max(MIN_RATE);
+        if let Some(r) = current {
+            new = new.min(r);
+        }
         if let Some(c) = self.ceiling {
             new = new.min(c);
         }
-        let now = Instant::now();
-        s.refill(now, rate);
-        s.rate = Some(new);
+        s.last_throttle = Some((now, s.accepted));
+        s.probe_from = now;
+        s.probe_base = new;
+        // Far more accepted over the last second than over the span: the quota rose or the
+        // bucket overflowed during the span, so the span under-measures; probe at the pace of
+        // the window instead, to find the quota again quickly.
+        s.probe_scale = if window_estimate > SPAN_DOUBT * estimate {
+            window_estimate
+        } else {
+            estimate
+        };
+        s.set_rate(now, new);
+        s.notified_rate = new;
         drop(s);
+        self.changed.notify_waiters();
+        tracing::debug!(
+            rate = new,
+            estimate,
+            "throttled: settling under the accepted rate"
+        );
         if self.reported {
             metrics::rate_limit(new);
         }
     }
 }
 
-/// The bucket's depth: a tenth of a second of calls, at least one.
+/// The schedule's depth: a tenth of a second of calls, at least one.
 fn burst(rate: f64) -> f64 {
     (rate / 10.0).max(1.0)
 }
 
 impl State {
-    fn refill(&mut self, now: Instant, rate: f64) {
-        let dt = now.duration_since(self.last_refill).as_secs_f64();
-        self.tokens = (self.tokens + dt * rate).min(burst(rate));
-        self.last_refill = now;
-    }
-
-    fn count_call(&mut self, now: Instant) {
-        let dt = now.duration_since(self.window_start);
-        if dt >= Duration::from_secs(1) {
-            self.last_window_rate = self.window_calls as f64 / dt.as_secs_f64();
-            self.window_start = now;
-            self.window_calls = 0;
+    /// Hands out the next ticket; an idle schedule lets at most `burst` calls through at once.
+    fn issue(&mut self, now: Instant, rate: f64) -> u64 {
+        let n = self.issued;
+        self.issued += 1;
+        let since = now.duration_since(self.anchor).as_secs_f64();
+        // The ticket that is due now; a schedule further behind than the burst is caught up.
+        let due_now = self.anchor_ticket + since * rate;
+        let floor = due_now - burst(rate);
+        if (n as f64) < floor + 1.0 {
+            self.anchor = now;
+            self.anchor_ticket = n as f64 - burst(rate) + 1.0;
         }
-        self.window_calls += 1;
+        n
     }
 
-    fn observed_rate(&self, now: Instant) -> f64 {
-        let dt = now.duration_since(self.window_start).as_secs_f64();
-        let current = if dt > 0.1 {
-            self.window_calls as f64 / dt
-        } else {
-            0.0
-        };
-        current.max(self.last_window_rate).max(1.0)
+    fn due(&self, ticket: u64, rate: f64) -> Option<Instant> {
+        let offset = (ticket as f64 - self.anchor_ticket) / rate;
+        (offset > 0.0).then(|| self.anchor + Duration::from_secs_f64(offset))
+    }
+
+    /// Changes the rate from now on; tickets not yet due keep their order.
+    fn set_rate(&mut self, now: Instant, new: f64) {
+        match self.rate {
+            Some(old) => {
+                let since = now.duration_since(self.anchor).as_secs_f64();
+                self.anchor_ticket += since * old;
+            }
+            None => self.anchor_ticket = self.issued as f64,
+        }
+        self.anchor = now;
+        self.rate = Some(new);
+    }
+
+    fn forget_before(&mut self, now: Instant) {
+        for times in [&mut self.recent, &mut self.sent] {
+            while times
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+            {
+                times.pop_front();
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-    async fn calls_in(limiter: &RateLimiter, span: Duration) -> u32 {
+    /// Cognito's requests-per-second quota as the emulator enforces it (`emulator::state::Bucket`):
+    /// a bucket of `quota` tokens refilled at `quota` per second, a throttled call takes none, and
+    /// a quota change starts the bucket full at the new size. `schedule` lists (from, quota).
+    struct Cognito {
+        start: Instant,
+        schedule: Vec<(Duration, f64)>,
+        state: Mutex<Bucket>,
+    }
+
+    struct Bucket {
+        segment: usize,
+        tokens: f64,
+        last: Instant,
+        /// Accepted calls per 100 ms since the start.
+        accepted: Vec<u64>,
+        throttled: u64,
+    }
+
+    impl Cognito {
+        fn new(schedule: Vec<(Duration, f64)>) -> Self {
+            let start = Instant::now();
+            Self {
+                start,
+                state: Mutex::new(Bucket {
+                    segment: 0,
+                    tokens: schedule[0].1,
+                    last: start,
+                    accepted: Vec::new(),
+                    throttled: 0,
+                }),
+                schedule,
+            }
+        }
+
+        fn call(&self) -> bool {
+            let now = Instant::now();
+            let since = now.duration_since(self.start);
+            let mut b = self.state.lock().unwrap();
+            let segment = self
+                .schedule
+                .iter()
+                .rposition(|(from, _)| *from <= since)
+                .unwrap();
+            let quota = self.schedule[segment].1;
+            if segment != b.segment {
+                b.segment = segment;
+                b.tokens = quota;
+            } else {
+                let dt = now.duration_since(b.last).as_secs_f64();
+                b.tokens = (b.tokens + dt * quota).min(quota);
+            }
+            b.last = now;
+            if b.tokens >= 1.0 {
+                b.tokens -= 1.0;
+                let slot = (since.as_millis() / 100) as usize;
+                if b.accepted.len() <= slot {
+                    b.accepted.resize(slot + 1, 0);
+                }
+                b.accepted[slot] += 1;
+                true
+            } else {
+                b.throttled += 1;
+                false
+            }
+        }
+    }
+
+    /// What a simulated run measured.
+    #[derive(Debug)]
+    struct Figures {
+        wall: f64,
+        accepted: u64,
+        throttled: u64,
+        /// Accepted calls per 100 ms.
+        slots: Vec<u64>,
+    }
+
+    impl Figures {
+        fn throttled_share(&self) -> f64 {
+            self.throttled as f64 / (self.accepted + self.throttled) as f64
+        }
+        /// Accepted calls per second between `from` and `to` seconds into the run.
+        fn rate_between(&self, from: f64, to: f64) -> f64 {
+            let (a, b) = ((from * 10.0) as usize, (to * 10.0) as usize);
+            let n: u64 = self.slots[a.min(self.slots.len())..b.min(self.slots.len())]
+                .iter()
+                .sum();
+            n as f64 / (to - from)
+        }
+    }
+
+    struct Run {
+        replicas: usize,
+        concurrency: usize,
+        latency: Duration,
+        ceiling: Option<f64>,
+        jobs: u64,
+        schedule: Vec<(Duration, f64)>,
+    }
+
+    /// One simulated worker: takes jobs until none are left; each job calls until accepted,
+    /// backing off between throttled attempts like the engine (250 ms doubling, jitter 0.5).
+    async fn worker(
+        limiter: Arc<RateLimiter>,
+        cognito: Arc<Cognito>,
+        jobs: Arc<AtomicU64>,
+        latency: Duration,
+        mut seed: u64,
+    ) {
+        while jobs
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            let mut attempts = 0;
+            loop {
+                limiter.acquire().await;
+                let accepted = cognito.call();
+                if latency.is_zero() {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(latency).await;
+                }
+                if accepted {
+                    limiter.on_success();
+                    break;
+                }
+                limiter.on_throttle();
+                attempts += 1;
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let jitter = 0.5 + (seed >> 11) as f64 / (1u64 << 53) as f64;
+                let delay = (0.25 * 2f64.powi(attempts - 1)).min(30.0) * jitter;
+                tokio::time::sleep(Duration::from_secs_f64(delay)).await;
+            }
+        }
+    }
+
+    async fn simulate(run: Run) -> Figures {
+        let cognito = Arc::new(Cognito::new(run.schedule));
+        let jobs = Arc::new(AtomicU64::new(run.jobs));
         let start = Instant::now();
-        let mut n = 0;
-        while start.elapsed() < span {
-            limiter.acquire().await;
-            n += 1;
+        let mut tasks = Vec::new();
+        for r in 0..run.replicas {
+            let limiter = Arc::new(RateLimiter::unreported(run.ceiling));
+            for w in 0..run.concurrency {
+                tasks.push(tokio::spawn(worker(
+                    limiter.clone(),
+                    cognito.clone(),
+                    jobs.clone(),
+                    run.latency,
+                    (r * 1000 + w) as u64 + 1,
+                )));
+            }
         }
-        n
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let wall = start.elapsed().as_secs_f64();
+        let b = cognito.state.lock().unwrap();
+        Figures {
+            wall,
+            accepted: b.accepted.iter().sum(),
+            throttled: b.throttled,
+            slots: b.accepted.clone(),
+        }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn holds_the_configured_rate() {
-        let limiter = RateLimiter::new(Some(10.0));
-        let n = calls_in(&limiter, Duration::from_secs(10)).await;
-        assert!((100..=102).contains(&n), "{n} calls in 10 s at 10/s");
+    fn flat(quota: f64) -> Vec<(Duration, f64)> {
+        vec![(Duration::ZERO, quota)]
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn throttle_halves_once_per_second_then_recovers_slowly() {
-        let limiter = RateLimiter::new(Some(40.0));
-        limiter.on_throttle();
-        limiter.on_throttle(); // same second: ignored
-        assert_eq!(limiter.current(), Some(20.0));
-        tokio::time::advance(Duration::from_millis(1100)).await;
-        limiter.on_throttle();
-        assert_eq!(limiter.current(), Some(10.0));
-        // About 2/s of increase per second of success at ceiling 40.
-        for _ in 0..100 {
-            limiter.acquire().await;
-            limiter.on_success();
-        }
-        let r = limiter.current().unwrap();
-        assert!(r > 10.0 && r < 40.0, "recovers gradually, got {r}");
-        for _ in 0..5_000 {
-            limiter.acquire().await;
-            limiter.on_success();
-        }
-        assert_eq!(
-            limiter.current(),
-            Some(40.0),
-            "back to the ceiling, never above"
+    const QUOTA: f64 = 50.0;
+    const JOBS: u64 = 10_000;
+
+    async fn unlimited_single(concurrency: usize, latency_ms: u64) {
+        let f = simulate(Run {
+            replicas: 1,
+            concurrency,
+            latency: Duration::from_millis(latency_ms),
+            ceiling: None,
+            jobs: JOBS,
+            schedule: flat(QUOTA),
+        })
+        .await;
+        let ideal = JOBS as f64 / QUOTA;
+        eprintln!(
+            "C={concurrency} latency={latency_ms}ms: wall {:.3}x N/Q, quota used {:.1} %, throttled {:.2} % ({})",
+            f.wall / ideal,
+            100.0 * f.accepted as f64 / (QUOTA * f.wall),
+            100.0 * f.throttled_share(),
+            f.throttled
         );
+        assert_eq!(f.accepted, JOBS);
+        assert!(
+            f.wall <= 1.05 * ideal,
+            "wall {:.1} s vs ideal {ideal} s",
+            f.wall
+        );
+        assert!(f.throttled_share() <= 0.01, "{} throttled", f.throttled);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn unlimited_until_throttled_then_half_the_observed_rate() {
-        let limiter = RateLimiter::new(None);
-        // 200 calls at 2 ms apart = 500/s observed.
-        for _ in 0..200 {
-            limiter.acquire().await;
-            tokio::time::advance(Duration::from_millis(2)).await;
+    async fn finds_the_quota_c16_0ms() {
+        unlimited_single(16, 0).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn finds_the_quota_c64_0ms() {
+        unlimited_single(64, 0).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn finds_the_quota_c16_20ms() {
+        unlimited_single(16, 20).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn finds_the_quota_c64_20ms() {
+        unlimited_single(64, 20).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn follows_a_quota_that_drops_and_returns() {
+        // 50/s for 60 s, 20/s for 20 s, then 50/s again.
+        let schedule = vec![
+            (Duration::ZERO, 50.0),
+            (Duration::from_secs(60), 20.0),
+            (Duration::from_secs(80), 50.0),
+        ];
+        let f = simulate(Run {
+            replicas: 1,
+            concurrency: 16,
+            latency: Duration::from_millis(20),
+            ceiling: None,
+            jobs: 50 * 60 + 20 * 20 + 50 * 40,
+            schedule,
+        })
+        .await;
+        let per_second: Vec<String> = (80..92)
+            .map(|t| format!("{:.0}", f.rate_between(t as f64, t as f64 + 1.0)))
+            .collect();
+        eprintln!("after return, per second: {}", per_second.join(" "));
+        let back = f.rate_between(90.0, 100.0);
+        eprintln!(
+            "drop: throttled {:.2} % ({}), during the drop {:.1}/s, 0-10 s after return {:.1}/s, 10-20 s after {:.1}/s, wall {:.1}",
+            100.0 * f.throttled_share(),
+            f.throttled,
+            f.rate_between(62.0, 80.0),
+            f.rate_between(80.0, 90.0),
+            back,
+            f.wall
+        );
+        assert!(f.throttled_share() <= 0.03);
+        let peak = (80..90)
+            .map(|t| f.rate_between(t as f64, t as f64 + 1.0))
+            .fold(0.0, f64::max);
+        assert!(
+            peak >= 0.9 * 50.0,
+            "within 10 s of the return, at most {peak}/s"
+        );
+        assert!(back >= 0.9 * 50.0, "{back}/s over the 10 s after that");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ten_replicas_share_one_quota() {
+        let f = simulate(Run {
+            replicas: 10,
+            concurrency: 16,
+            latency: Duration::from_millis(20),
+            ceiling: None,
+            jobs: JOBS,
+            schedule: flat(QUOTA),
+        })
+        .await;
+        let used = f.accepted as f64 / (QUOTA * f.wall);
+        eprintln!(
+            "10 replicas: wall {:.3}x, quota used {:.1} %, throttled {:.2} %",
+            f.wall / (JOBS as f64 / QUOTA),
+            100.0 * used,
+            100.0 * f.throttled_share()
+        );
+        assert!(used >= 0.9);
+        assert!(f.throttled_share() <= 0.05);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttles_in_flight_count_once_and_the_rate_never_goes_up_on_a_throttle() {
+        let limiter = RateLimiter::new(Some(100.0));
+        // 30 successes in the last second: the window says 30/s.
+        for _ in 0..30 {
+            tokio::time::advance(Duration::from_millis(30)).await;
+            limiter.on_success();
         }
-        assert_eq!(limiter.current(), None);
+        limiter.on_throttle();
+        assert_eq!(limiter.current(), Some(27.0), "0.9 of the 30/s accepted");
+        // Calls that were in flight: the same episode, not three more cuts.
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_millis(10)).await;
+            limiter.on_throttle();
+        }
+        assert_eq!(limiter.current(), Some(27.0));
+        // A second throttle after 20 accepted in 0.5 s: the two-throttle estimate, 40/s, is
+        // above the current rate, which stays.
+        for _ in 0..20 {
+            tokio::time::advance(Duration::from_millis(25)).await;
+            limiter.on_success();
+        }
         limiter.on_throttle();
         let r = limiter.current().unwrap();
-        assert!((200.0..=260.0).contains(&r), "about half of 500/s, got {r}");
+        assert!(
+            (27.0..27.2).contains(&r),
+            "a throttle never raises the rate: {r}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -266,5 +652,22 @@ mod tests {
             tokio::time::advance(Duration::from_secs(2)).await;
         }
         assert_eq!(limiter.current(), Some(MIN_RATE));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ceiling_below_the_quota_is_held_without_throttles() {
+        let f = simulate(Run {
+            replicas: 1,
+            concurrency: 64,
+            latency: Duration::from_millis(20),
+            ceiling: Some(40.0),
+            jobs: 4_000,
+            schedule: flat(QUOTA),
+        })
+        .await;
+        let achieved = f.accepted as f64 / f.wall;
+        eprintln!("ceiling 40: {achieved:.2}/s, throttled {}", f.throttled);
+        assert_eq!(f.throttled, 0);
+        assert!((achieved - 40.0).abs() <= 0.8, "{achieved}/s");
     }
 }
