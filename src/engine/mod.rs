@@ -718,6 +718,15 @@ async fn calls(
             }
             Err(e) => e,
         };
+        // Any answer but a throttle (or a failure to get one) used quota that Cognito granted:
+        // the rate controller counts it as accepted, or it underestimates the quota when many
+        // jobs fail.
+        if !matches!(
+            error,
+            CallError::Throttled(_) | CallError::Transient(_) | CallError::Ambiguous(_)
+        ) {
+            shared.rate.on_success();
+        }
         match &error {
             CallError::Throttled(_) => {
                 shared.recorder.attempt(AttemptResult::Throttled, secs);

@@ -94,8 +94,11 @@ where
                 AdminError::Denied(_) | AdminError::Failed(_) => "permanent",
             },
         );
-        if let AdminError::Throttled(_) = error {
-            limiter.on_throttle();
+        match error {
+            AdminError::Throttled(_) => limiter.on_throttle(),
+            // Answered, not throttled: quota Cognito granted (see the resend's attempt loop).
+            AdminError::Denied(_) | AdminError::Failed(_) => limiter.on_success(),
+            AdminError::Transient(_) => {}
         }
         if !error.retryable() {
             return Some(Err(error));
