@@ -261,6 +261,74 @@ async fn kill_9_mid_backfill_then_rerun_resends_only_the_in_doubt_calls() {
     );
 }
 
+/// Calls still in flight when `--shutdown-grace` runs out are abandoned: their jobs end `failed`
+/// (`interrupted`), their claims stay, and the next run takes them over at once (the run ended
+/// cleanly) and reports exactly those users in doubt. Nobody else is sent twice or missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_abandoned_after_the_shutdown_grace_are_in_doubt_for_the_next_run() {
+    let pool = slow_pool(200, Duration::from_secs(30)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let state = dir.path().join("ledger.db");
+    let first = dir.path().join("first.jsonl");
+    let concurrency = 8;
+    let mut cmd = backfill_with(&pool.emu, &csv, &state, &first);
+    cmd.args(["--concurrency", &concurrency.to_string()])
+        .args(["--shutdown-grace", "200ms"]);
+    let running = Running::spawn(cmd);
+    // Every permit is in a call the emulator holds for 30 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while pool.emu.stats().in_flight < concurrency as u64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the calls never arrived: {:?}\n{}",
+            pool.emu.stats(),
+            running.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.signal("TERM");
+    let (code, stderr) = running.wait(Duration::from_secs(60)).await;
+    assert_eq!(code, 143, "{stderr}");
+    assert!(stderr.contains("abandoning them"), "{stderr}");
+    let report1 = report(&first);
+    let abandoned: HashSet<String> = report1
+        .iter()
+        .filter(|l| l["outcome"] == "failed" && l["reason"] == "interrupted")
+        .map(|l| l["username"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(abandoned.len(), concurrency, "{report1:?}");
+    assert_eq!(
+        pool.emu.stats().sends_total,
+        0,
+        "no call got through the hold"
+    );
+
+    pool.emu.set_faults(Faults::default());
+    let second = dir.path().join("second.jsonl");
+    let ran = run(backfill_with(&pool.emu, &csv, &state, &second)).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let report2 = report(&second);
+    let in_doubt: HashSet<String> = report2
+        .iter()
+        .filter(|l| l["in_doubt"] == true)
+        .map(|l| l["username"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        in_doubt, abandoned,
+        "exactly the abandoned calls are in doubt"
+    );
+    assert!(
+        report2
+            .iter()
+            .filter(|l| l["in_doubt"] == true)
+            .all(|l| l["in_doubt_cause"] == "dead_run"),
+        "{report2:?}"
+    );
+    assert_eq!(pool.emu.send_counts().len(), pool.unconfirmed.len());
+    assert!(sent_twice(&pool.emu).is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_plans_from_the_ledger_and_writes_nothing() {
     let pool = pool(200, None, |b| b).await;
