@@ -44,6 +44,15 @@ fn backfill_with(
     cmd
 }
 
+/// The users a report marks in doubt.
+fn in_doubt_users(report: &[serde_json::Value]) -> HashSet<String> {
+    report
+        .iter()
+        .filter(|l| l["in_doubt"] == true)
+        .map(|l| l["username"].as_str().expect("username").to_owned())
+        .collect()
+}
+
 /// Users the emulator sent more than one code.
 fn sent_twice(emu: &Emulator) -> HashSet<String> {
     emu.send_counts()
@@ -232,11 +241,7 @@ async fn kill_9_mid_backfill_then_rerun_resends_only_the_in_doubt_calls() {
         pool.csv_usernames.len(),
         "one outcome per row"
     );
-    let in_doubt: HashSet<String> = report2
-        .iter()
-        .filter(|l| l["in_doubt"] == true)
-        .map(|l| l["username"].as_str().unwrap().to_owned())
-        .collect();
+    let in_doubt = in_doubt_users(&report2);
     assert!(
         !in_doubt.is_empty() && in_doubt.len() <= concurrency,
         "in doubt: at least one call was in flight, at most --concurrency: {}",
@@ -309,11 +314,7 @@ async fn calls_abandoned_after_the_shutdown_grace_are_in_doubt_for_the_next_run(
     let ran = run(backfill_with(&pool.emu, &csv, &state, &second)).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     let report2 = report(&second);
-    let in_doubt: HashSet<String> = report2
-        .iter()
-        .filter(|l| l["in_doubt"] == true)
-        .map(|l| l["username"].as_str().unwrap().to_owned())
-        .collect();
+    let in_doubt = in_doubt_users(&report2);
     assert_eq!(
         in_doubt, abandoned,
         "exactly the abandoned calls are in doubt"
@@ -914,11 +915,7 @@ async fn a_ledger_kept_after_kill_9_mid_record_opens_and_the_rerun_sends_nobody_
         pool.csv_usernames.len(),
         "one outcome per row"
     );
-    let in_doubt: HashSet<String> = report2
-        .iter()
-        .filter(|l| l["in_doubt"] == true)
-        .map(|l| l["username"].as_str().unwrap().to_owned())
-        .collect();
+    let in_doubt = in_doubt_users(&report2);
     assert!(in_doubt.len() <= concurrency, "{}", in_doubt.len());
     let twice = sent_twice(&pool.emu);
     assert!(twice.is_subset(&in_doubt), "{twice:?} vs {in_doubt:?}");
