@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 messages="${1:-20000}"
 
 eval "$(scripts/test-tools.sh)" >/dev/null
-cargo build --release --locked --bins --example sqs_ceiling >&2
+cargo build --release --locked --workspace --bins --example sqs_ceiling >&2
 bin="${CARGO_TARGET_DIR:-target}/release"
 ceiling="$bin/examples/sqs_ceiling"
 work=$(mktemp -d)

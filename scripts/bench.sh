@@ -14,7 +14,7 @@ rows="${1:-100000}"
 concurrency=64
 latency_ms=20
 
-cargo build --release --locked --bins >&2
+cargo build --release --locked --workspace --bins >&2
 bin="${CARGO_TARGET_DIR:-target}/release"
 work=$(mktemp -d)
 trap 'kill "${emu_pid:-}" 2>/dev/null || true; wait "${emu_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT

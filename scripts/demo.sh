@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 users="${1:-3000}"
 
-cargo build --release --locked --bins
+cargo build --release --locked --workspace --bins
 bin="${CARGO_TARGET_DIR:-target}/release"
 work=$(mktemp -d)
 trap 'kill "${emu_pid:-}" 2>/dev/null || true; wait "${emu_pid:-}" 2>/dev/null || true' EXIT

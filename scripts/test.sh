@@ -10,11 +10,11 @@ eval "$(scripts/test-tools.sh)"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo deny (licenses, bans, sources; see deny.toml for advisories)"
 cargo deny --log-level error check bans licenses sources
 echo "== cargo test"
-cargo test --locked -- --test-threads 4
+cargo test --workspace --locked -- --test-threads 4
 echo "== deploy/ (hadolint, kubernetes-validate, CRD fields, config keys, IAM, dashboard, promtool)"
 scripts/check-deploy.sh -q
 echo "== all tests passed"

@@ -20,8 +20,9 @@
 //! - [`telemetry`]: logs, metrics (`/metrics`, `/healthz`, `/readyz`), progress and summary.
 //!
 //! Around them: [`cli`] (raw arguments), [`config`] (layered, validated settings), [`runner`]
-//! (wires a command together), [`shutdown`] (signals). [`emulator`] is the bundled Cognito
-//! emulator used by the tests, the demo and the benchmarks.
+//! (wires a command together), [`shutdown`] (signals). The bundled Cognito emulator that the
+//! tests, the demo and the benchmarks run against is a crate of its own
+//! (`crates/cognito-emulator`), not part of the worker.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -30,7 +31,6 @@ pub mod cli;
 pub mod cognito;
 pub mod config;
 pub mod discover;
-pub mod emulator;
 pub mod engine;
 pub mod enqueue;
 pub mod ledger;

@@ -6,7 +6,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cognito_resend::emulator::{Faults, UserSpec, UserStatus};
+use cognito_emulator::{Faults, UserSpec, UserStatus};
 use support::*;
 
 fn count(report: &[serde_json::Value], outcome: &str) -> usize {

@@ -7,7 +7,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cognito_resend::emulator::{Faults, UserSpec, UserStatus};
+use cognito_emulator::{Faults, UserSpec, UserStatus};
 use support::moto::{self, Moto, job, wait_until_empty};
 use support::*;
 

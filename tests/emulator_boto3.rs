@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use cognito_resend::emulator::{
+use cognito_emulator::{
     ClientSpec, DEFAULT_USER_POOL_ID, Emulator, EmulatorBuilder, Faults, UserSpec, UserStatus,
 };
 

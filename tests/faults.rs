@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use cognito_resend::emulator::Faults;
+use cognito_emulator::Faults;
 use support::*;
 
 /// What every fault test checks first: one report line per row, everyone unconfirmed `sent`, the

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use cognito_resend::emulator::{Emulator, Faults, UserSpec, UserStatus};
+use cognito_emulator::{Emulator, Faults, UserSpec, UserStatus};
 use support::*;
 
 fn unconfirmed(prefix: &str, n: usize) -> Vec<String> {

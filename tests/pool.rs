@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use cognito_resend::emulator::{DEFAULT_USER_POOL_ID, Emulator, UserSpec, UserStatus};
+use cognito_emulator::{DEFAULT_USER_POOL_ID, Emulator, UserSpec, UserStatus};
 use support::moto::{self, Moto};
 use support::*;
 
@@ -21,9 +21,7 @@ struct Seeded {
 
 impl Seeded {
     async fn start(
-        tune: impl FnOnce(
-            cognito_resend::emulator::EmulatorBuilder,
-        ) -> cognito_resend::emulator::EmulatorBuilder,
+        tune: impl FnOnce(cognito_emulator::EmulatorBuilder) -> cognito_emulator::EmulatorBuilder,
     ) -> Self {
         let now = SystemTime::now();
         let statuses = [

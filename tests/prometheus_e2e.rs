@@ -236,9 +236,9 @@ async fn a_backfill_pushes_its_final_metrics_to_a_pushgateway() {
     let quota = emulator_with(
         (0..50)
             .map(|i| {
-                cognito_resend::emulator::UserSpec::new(
+                cognito_emulator::UserSpec::new(
                     format!("quota-{i}"),
-                    cognito_resend::emulator::UserStatus::Unconfirmed,
+                    cognito_emulator::UserStatus::Unconfirmed,
                 )
             })
             .collect(),

@@ -151,7 +151,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::emulator::{ClientSpec, Emulator, Faults, UserSpec, UserStatus};
+    use cognito_emulator::{ClientSpec, Emulator, Faults, UserSpec, UserStatus};
 
     fn settings(endpoint: &str, attempt_timeout: Duration) -> CognitoSettings {
         CognitoSettings {

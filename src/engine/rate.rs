@@ -328,7 +328,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-    /// Cognito's requests-per-second quota as the emulator enforces it (`emulator::state::Bucket`):
+    /// Cognito's requests-per-second quota as the emulator enforces it (`cognito_emulator` crate, `state.rs`):
     /// a bucket of `quota` tokens refilled at `quota` per second, a throttled call takes none, and
     /// a quota change starts the bucket full at the new size. `schedule` lists (from, quota).
     struct Cognito {

@@ -117,7 +117,7 @@ pub fn init_logging(log: &LogSettings) -> BarSlot {
     // the run already says so in one line (`Settings::resolve_region`), so those stay quiet
     // unless -vv asks for the SDK's own story.
     let filter = EnvFilter::new(format!(
-        "warn,cognito_resend={level},cognito_emulator={level}{}",
+        "warn,cognito_resend={level}{}",
         if log.verbosity >= 2 {
             ",aws=debug"
         } else {

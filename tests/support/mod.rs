@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cognito_resend::emulator::{ClientSpec, Emulator, EmulatorBuilder, UserSpec, UserStatus};
+use cognito_emulator::{ClientSpec, Emulator, EmulatorBuilder, UserSpec, UserStatus};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// The binary under test.
@@ -37,7 +37,7 @@ pub async fn pool(
     secret: Option<&str>,
     tune: impl FnOnce(EmulatorBuilder) -> EmulatorBuilder,
 ) -> Pool {
-    let (users, csv_usernames) = cognito_resend::emulator::demo_pool(n);
+    let (users, csv_usernames) = cognito_emulator::demo_pool(n);
     let mut unconfirmed = HashSet::new();
     let mut confirmed = HashSet::new();
     let mut known = HashSet::new();
@@ -397,7 +397,7 @@ pub async fn wait_for_sends(emu: &Emulator, n: usize) {
 /// [`pool`] with every answer delayed by `latency`.
 pub async fn slow_pool(n: usize, latency: Duration) -> Pool {
     pool(n, None, |b| {
-        b.faults(cognito_resend::emulator::Faults {
+        b.faults(cognito_emulator::Faults {
             latency,
             ..Default::default()
         })

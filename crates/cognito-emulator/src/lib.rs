@@ -31,7 +31,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use cognito_resend::emulator::{ClientSpec, Emulator, UserSpec, UserStatus};
+//! use cognito_emulator::{ClientSpec, Emulator, UserSpec, UserStatus};
 //! let emu = Emulator::builder()
 //!     .client(ClientSpec::new("client1").with_secret("s3cret"))
 //!     .user(UserSpec::new("alice", UserStatus::Unconfirmed))
@@ -44,6 +44,9 @@
 //! emu.shutdown().await;
 //! # Ok(()) }
 //! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod delay;
 mod filter;

@@ -1,7 +1,7 @@
 //! `cognito-emulator`: the bundled Cognito emulator as a process, for the README demo and for
 //! benchmarks that drive the release binary from outside.
 //!
-//! It only parses flags, seeds the demo pool, and runs [`cognito_resend::emulator`] until
+//! It only parses flags, seeds the demo pool, and runs [`cognito_emulator`] until
 //! SIGINT/SIGTERM. Its one line on stdout (`listening on http://127.0.0.1:PORT`) is what scripts
 //! wait for; the final stats go to stderr as JSON, and live ones are at `GET /_emulator/stats`.
 //! `POST /_emulator/down?for=2s` takes it down for that long (connections refused, open ones
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use cognito_resend::emulator::{ClientSpec, Emulator, Faults, UserStatus, demo_pool};
+use cognito_emulator::{ClientSpec, Emulator, Faults, UserStatus, demo_pool};
 
 /// A local Amazon Cognito emulator (ResendConfirmationCode, AdminGetUser, ListUsers) with
 /// fault injection and a ledger of every code it "sends". Loopback only.
@@ -48,7 +48,7 @@ struct Args {
     prevent_user_existence_errors: bool,
 
     /// The user pool id AdminGetUser and ListUsers accept.
-    #[arg(long, default_value = cognito_resend::emulator::DEFAULT_USER_POOL_ID)]
+    #[arg(long, default_value = cognito_emulator::DEFAULT_USER_POOL_ID)]
     user_pool_id: String,
 
     /// Requests per second before TooManyRequestsException (default: unlimited).
@@ -196,7 +196,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// status for the usernames that are not in the pool.
 fn write_csv(
     path: &Path,
-    users: &[cognito_resend::emulator::UserSpec],
+    users: &[cognito_emulator::UserSpec],
     usernames: &[String],
 ) -> anyhow::Result<()> {
     let known: std::collections::HashMap<&str, (&str, UserStatus)> = users

@@ -580,7 +580,7 @@ mod tests {
             counters: Counters::default(),
             quota: RateQuota::new(None),
             ledger: Mutex::new(Ledger::new(n, None, None, true)),
-            delay: crate::emulator::delay::PreciseDelay::start(),
+            delay: crate::delay::PreciseDelay::start(),
             // No accept loop here: nothing reads it, and operations never go down.
             down: tokio::sync::mpsc::unbounded_channel().0,
         }
