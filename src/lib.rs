@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod aws;
 pub mod cli;
 pub mod cognito;
 pub mod config;

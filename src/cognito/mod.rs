@@ -10,9 +10,6 @@ pub mod admin;
 pub mod classify;
 pub mod secret_hash;
 
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use aws_sdk_cognitoidentityprovider::Client;
 use aws_sdk_cognitoidentityprovider::types::{AnalyticsMetadataType, UserContextDataType};
 
@@ -58,24 +55,15 @@ pub struct Cognito {
 /// layer), the attempt and connect timeouts, the region and endpoint overrides. `signed`: use the
 /// standard credential chain (the pool reads); otherwise no credentials at all (the resend).
 pub(crate) async fn sdk_config(settings: &CognitoSettings, signed: bool) -> aws_config::SdkConfig {
-    let timeouts = TimeoutConfig::builder()
-        .connect_timeout(settings.connect_timeout)
-        .operation_attempt_timeout(settings.attempt_timeout)
-        .operation_timeout(settings.attempt_timeout)
-        .build();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(timeouts);
-    if !signed {
-        loader = loader.no_credentials();
-    }
-    if let Some(region) = &settings.region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
-    }
-    if let Some(endpoint) = &settings.endpoint {
-        loader = loader.endpoint_url(endpoint.as_str().trim_end_matches('/'));
-    }
-    loader.load().await
+    crate::aws::sdk_config(crate::aws::SdkOptions {
+        region: settings.region.as_deref(),
+        endpoint: settings.endpoint.as_ref(),
+        connect_timeout: settings.connect_timeout,
+        attempt_timeout: settings.attempt_timeout,
+        sdk_retries: false,
+        signed,
+    })
+    .await
 }
 
 impl Cognito {

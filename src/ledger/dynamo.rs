@@ -115,20 +115,19 @@ impl DynamoStore {
 
     /// A client without the existence check (for `ledger init`).
     pub async fn client_only(table: &str, settings: &DynamoSettings) -> Self {
-        let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .operation_attempt_timeout(Duration::from_secs(5))
-            .build();
-        let mut loader =
-            aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
-        if let Some(region) = &settings.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &settings.endpoint {
-            loader = loader.endpoint_url(endpoint.as_str().trim_end_matches('/'));
-        }
+        let sdk = crate::aws::sdk_config(crate::aws::SdkOptions {
+            region: settings.region.as_deref(),
+            endpoint: settings.endpoint.as_ref(),
+            connect_timeout: Duration::from_secs(3),
+            attempt_timeout: Duration::from_secs(5),
+            // A conditional write is safe to repeat (its token tells a retried claim from
+            // another's), so the SDK's standard retries stay on here.
+            sdk_retries: true,
+            signed: true,
+        })
+        .await;
         Self {
-            client: Client::new(&loader.load().await),
+            client: Client::new(&sdk),
             table: table.to_owned(),
         }
     }

@@ -398,19 +398,16 @@ pub async fn connect(
     endpoint: Option<&url::Url>,
     wait_time: Duration,
 ) -> Client {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .operation_attempt_timeout(wait_time + POLL_MARGIN)
-        .build();
-    let mut loader =
-        aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
-    if let Some(region) = region {
-        loader = loader.region(aws_config::Region::new(region.to_owned()));
-    }
-    if let Some(endpoint) = endpoint {
-        loader = loader.endpoint_url(endpoint.as_str().trim_end_matches('/'));
-    }
-    Client::new(&loader.load().await)
+    let sdk = crate::aws::sdk_config(crate::aws::SdkOptions {
+        region,
+        endpoint,
+        connect_timeout: Duration::from_secs(3),
+        attempt_timeout: wait_time + POLL_MARGIN,
+        sdk_retries: true,
+        signed: true,
+    })
+    .await;
+    Client::new(&sdk)
 }
 
 /// Checks the queue exists and is reachable before any work starts. Returns a warning to log
