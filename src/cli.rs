@@ -491,6 +491,46 @@ pub struct SettingsArgs {
     )]
     pub max_messages: Option<String>,
 
+    /// Spend cap: codes this run may send; a job reserves one before its call and gives it back
+    /// if nothing was sent. Reached: the run stops taking work, exit 4. 0 = no cap [default: 0].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_LIMITS_MAX_SENDS",
+        value_name = "N"
+    )]
+    pub max_sends: Option<String>,
+
+    /// Spend cap: codes a UTC day across every run sharing the ledger (reserved in the ledger
+    /// before each call); needs a ledger. 0 = no cap [default: 0].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_LIMITS_MAX_SENDS_PER_DAY",
+        value_name = "N"
+    )]
+    pub max_sends_per_day: Option<String>,
+
+    /// Spend cap: SMS codes a UTC day across the ledger; may overshoot by the calls in flight
+    /// when it is reached (the medium is known only from the answer). 0 = no cap [default: 0].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_LIMITS_MAX_SMS_PER_DAY",
+        value_name = "N"
+    )]
+    pub max_sms_per_day: Option<String>,
+
+    /// Spend cap: email codes a UTC day across the ledger, like --max-sms-per-day. 0 = no cap
+    /// [default: 0].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_LIMITS_MAX_EMAIL_PER_DAY",
+        value_name = "N"
+    )]
+    pub max_email_per_day: Option<String>,
+
     /// On SIGINT/SIGTERM, how long in-flight calls may take to finish [default: 30s].
     #[arg(
         long,

@@ -591,6 +591,7 @@ mod in_process {
             shutdown_grace: Duration::from_secs(10),
             ledger: Some(ledger.clone()),
             precheck: None,
+            spend: Default::default(),
         };
         let recorder = Arc::new(Recorder::new("csv", Some(report), false).expect("report"));
         let mut source = CsvSource::open(csv.to_owned()).await.expect("csv");

@@ -860,6 +860,11 @@ impl Ledger {
         })
     }
 
+    /// Today's spend counters (UTC, by this run's clock).
+    pub async fn today_spend(&self) -> Result<DaySpend, LedgerError> {
+        self.store.day_spend(&utc_day(self.clock.now())).await
+    }
+
     /// Settles a reservation [`Ledger::reserve_send`] granted on `day`.
     pub async fn settle_send(&self, day: &str, spent: Spent) -> Result<(), LedgerError> {
         self.store.settle_send(day, spent).await

@@ -20,6 +20,8 @@ pub const RATE_LIMIT: &str = "cognito_resend_rate_limit_per_second";
 pub const IN_DOUBT_TOTAL: &str = "cognito_resend_in_doubt_total";
 /// Runs that stopped early, by reason (a configuration error's reason, or `ledger_error`).
 pub const STOPPED_TOTAL: &str = "cognito_resend_stopped_total";
+/// Codes sent, by delivery medium.
+pub const CODES_SENT_TOTAL: &str = "cognito_resend_codes_sent_total";
 /// ListUsers / AdminGetUser calls by operation and result.
 pub const POOL_CALLS: &str = "cognito_resend_pool_calls_total";
 /// SQS messages by what happened to them.
@@ -200,6 +202,15 @@ pub fn register_outcomes(source: &'static str) {
 /// Counts a ListUsers or AdminGetUser call (`result` as for resend attempts).
 pub fn pool_call(operation: &'static str, result: &'static str) {
     counter!(POOL_CALLS, "operation" => operation, "result" => result).increment(1);
+}
+
+/// Counts a code Cognito confirmed sent, by delivery medium (`sms`, `email`, `unknown`).
+pub fn code_sent(medium: &'static str) {
+    describe_counter!(
+        CODES_SENT_TOTAL,
+        "Codes Cognito confirmed sent, by delivery medium (sms, email, unknown)."
+    );
+    counter!(CODES_SENT_TOTAL, "medium" => medium).increment(1);
 }
 
 /// Counts an early stop of the run.
