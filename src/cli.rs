@@ -16,7 +16,8 @@ use serde::Serialize;
 /// variables COGNITO_RESEND_<SECTION>_<KEY>, then flags (highest). Durations are written like
 /// 250ms, 30s, 10m, 24h. Exit codes: 0 all jobs done and none failed or invalid; 3 finished with
 /// some failed or invalid jobs (see --report); 2 usage or configuration error, nothing sent;
-/// 1 fatal error or stopped early because the configuration is wrong; 130/143 stopped by
+/// 1 fatal error or stopped early because the configuration is wrong; 4 stopped at a spend cap
+/// (--max-sends, --max-*-per-day), jobs not attempted left for a later run; 130/143 stopped by
 /// SIGINT/SIGTERM after draining in-flight calls.
 #[derive(Debug, Parser)]
 #[command(name = "cognito-resend", version, max_term_width = 100)]

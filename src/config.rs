@@ -1614,6 +1614,64 @@ mod tests {
     }
 
     #[test]
+    fn spend_caps_come_from_the_file_and_flags_and_per_day_ones_need_a_ledger() {
+        let defaults = load_with(&["cognito-resend", "check"], None).unwrap();
+        assert_eq!(defaults.limits.max_sends, None);
+        assert!(defaults.limits.day.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[limits]\nmax_sends = 50\nmax_sends_per_day = 1000\nmax_sms_per_day = 10\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let s = load_with(
+            &[
+                "cognito-resend",
+                "--config",
+                f,
+                "check",
+                "--max-email-per-day",
+                "20",
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.limits.max_sends, Some(50));
+        assert_eq!(
+            s.limits.day,
+            crate::ledger::DayCaps {
+                sends: Some(1000),
+                sms: Some(10),
+                email: Some(20)
+            }
+        );
+        let shown = s.render_redacted();
+        assert!(shown.contains("[limits]") && shown.contains("max_sms_per_day = 10"));
+        let e = refused(&["--state", "none", "--max-sms-per-day", "5"]);
+        assert!(
+            e.contains("limits.max_sends_per_day") && e.contains("need one"),
+            "{e}"
+        );
+        let s = load_with(
+            &[
+                "cognito-resend",
+                "check",
+                "--state",
+                "none",
+                "--max-sends",
+                "5",
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.limits.max_sends, Some(5));
+        let e = refused(&["--max-sends", "lots"]);
+        assert!(e.contains("limits.max_sends"), "{e}");
+    }
+
+    #[test]
     fn file_is_overridden_by_flags_and_bad_values_name_their_key() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");

@@ -185,6 +185,10 @@ struct Shared {
     run_settled: tokio::sync::Notify,
     /// The first spend cap that refused a reservation.
     spend_capped: Mutex<Option<SpendCap>>,
+    /// Cancelled at a spend cap: no more jobs are taken or claimed, but jobs holding a
+    /// reservation still make their call (unlike `stop`, which would hand them back and end the
+    /// run short of the cap).
+    capped: CancellationToken,
 }
 
 /// Runs every job of `source` and returns why it stopped.
@@ -223,6 +227,7 @@ pub async fn run<S: Source, C: Resend>(
         run_kept: Default::default(),
         run_settled: tokio::sync::Notify::new(),
         spend_capped: Mutex::new(None),
+        capped: CancellationToken::new(),
     });
     let permits = Arc::new(Semaphore::new(config.concurrency));
     let tracker = TaskTracker::new();
@@ -246,6 +251,7 @@ pub async fn run<S: Source, C: Resend>(
         let permit = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
+            _ = shared.capped.cancelled() => break,
             p = permits.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break, // never closed; a closed semaphore would mean we are done
@@ -254,6 +260,7 @@ pub async fn run<S: Source, C: Resend>(
         let input = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
+            _ = shared.capped.cancelled() => break,
             i = source.next() => i,
         };
         match input {
@@ -615,6 +622,7 @@ async fn reserve(shared: &Shared) -> Result<Reservation, Option<LedgerError>> {
             tokio::select! {
                 biased;
                 _ = shared.stop.cancelled() => return Err(None),
+                _ = shared.capped.cancelled() => return Err(None),
                 _ = settled => {}
             }
         },
@@ -726,6 +734,7 @@ async fn claim(shared: &Shared, ledger: &Ledger, client_id: &str, username: &str
                 tokio::select! {
                     biased;
                     _ = shared.stop.cancelled() => return Claimed::Ended(None),
+                    _ = shared.capped.cancelled() => return Claimed::Ended(None),
                     _ = tokio::time::sleep(pause) => {}
                 }
             }
@@ -981,7 +990,7 @@ impl Shared {
             );
             *first = Some(cap);
             metrics::stopped("spend_cap");
-            self.stop.cancel();
+            self.capped.cancel();
         }
     }
 
