@@ -16,7 +16,8 @@ use serde::Serialize;
 /// variables COGNITO_RESEND_<SECTION>_<KEY>, then flags (highest). Durations are written like
 /// 250ms, 30s, 10m, 24h. Exit codes: 0 all jobs done and none failed or invalid; 3 finished with
 /// some failed or invalid jobs (see --report); 2 usage or configuration error, nothing sent;
-/// 1 fatal error or stopped early because the configuration is wrong; 130/143 stopped by
+/// 1 fatal error or stopped early because the configuration is wrong; 4 stopped at a spend cap
+/// (--max-sends, --max-*-per-day), jobs not attempted left for a later run; 130/143 stopped by
 /// SIGINT/SIGTERM after draining in-flight calls.
 #[derive(Debug, Parser)]
 #[command(name = "cognito-resend", version, max_term_width = 100)]
@@ -490,6 +491,46 @@ pub struct SettingsArgs {
         value_name = "N"
     )]
     pub max_messages: Option<String>,
+
+    /// Spend cap: codes this run may send; a job reserves one before its call and gives it back
+    /// if nothing was sent. Reached: the run stops taking work, exit 4. 0 = no cap [default: 0].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_LIMITS_MAX_SENDS",
+        value_name = "N"
+    )]
+    pub max_sends: Option<String>,
+
+    /// Spend cap: codes a UTC day across every run sharing the ledger (reserved in the ledger
+    /// before each call); needs a ledger. 0 = no cap [default: 0].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_LIMITS_MAX_SENDS_PER_DAY",
+        value_name = "N"
+    )]
+    pub max_sends_per_day: Option<String>,
+
+    /// Spend cap: SMS codes a UTC day across the ledger; may overshoot by the calls in flight
+    /// when it is reached (the medium is known only from the answer). 0 = no cap [default: 0].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_LIMITS_MAX_SMS_PER_DAY",
+        value_name = "N"
+    )]
+    pub max_sms_per_day: Option<String>,
+
+    /// Spend cap: email codes a UTC day across the ledger, like --max-sms-per-day. 0 = no cap
+    /// [default: 0].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_LIMITS_MAX_EMAIL_PER_DAY",
+        value_name = "N"
+    )]
+    pub max_email_per_day: Option<String>,
 
     /// On SIGINT/SIGTERM, how long in-flight calls may take to finish [default: 30s].
     #[arg(

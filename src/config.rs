@@ -50,6 +50,7 @@ struct Raw {
     metrics: RawMetrics,
     sqs: RawSqs,
     log: RawLog,
+    limits: RawLimits,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,6 +135,26 @@ struct RawSqs {
     max_extension: String,
     max_messages: NumOrString,
     shutdown_grace: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_sends: NumOrString,
+    max_sends_per_day: NumOrString,
+    max_sms_per_day: NumOrString,
+    max_email_per_day: NumOrString,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_sends: NumOrString::Int(0),
+            max_sends_per_day: NumOrString::Int(0),
+            max_sms_per_day: NumOrString::Int(0),
+            max_email_per_day: NumOrString::Int(0),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -280,6 +301,8 @@ struct Overrides {
     sqs: Map,
     #[serde(skip_serializing_if = "Map::is_empty")]
     log: Map,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    limits: Map,
 }
 
 type Map = serde_json::Map<String, serde_json::Value>;
@@ -437,6 +460,18 @@ impl Overrides {
         );
         put(&mut o.sqs, "max_extension", a.max_extension.as_ref());
         put(&mut o.sqs, "max_messages", a.max_messages.as_ref());
+        put(&mut o.limits, "max_sends", a.max_sends.as_ref());
+        put(
+            &mut o.limits,
+            "max_sends_per_day",
+            a.max_sends_per_day.as_ref(),
+        );
+        put(&mut o.limits, "max_sms_per_day", a.max_sms_per_day.as_ref());
+        put(
+            &mut o.limits,
+            "max_email_per_day",
+            a.max_email_per_day.as_ref(),
+        );
         put(&mut o.log, "format", a.log_format.as_ref());
         put(
             &mut o.log,
@@ -590,6 +625,15 @@ pub struct MetricsSettings {
     pub pushgateway: Option<url::Url>,
 }
 
+/// Spend caps (`limits.*`): 0 in the file or on the command line means no cap.
+#[derive(Debug, Clone, Default)]
+pub struct LimitSettings {
+    /// `--max-sends`: codes this run may send.
+    pub max_sends: Option<u64>,
+    /// The per-day caps, kept in the ledger (UTC days).
+    pub day: crate::ledger::DayCaps,
+}
+
 /// How logs look.
 #[derive(Debug, Clone)]
 pub struct LogSettings {
@@ -627,6 +671,8 @@ pub struct Settings {
     pub sqs: QueueSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Spend caps.
+    pub limits: LimitSettings,
 }
 
 impl Settings {
@@ -901,7 +947,38 @@ impl Settings {
             },
         };
 
+        let cap = |key: &str, v: &NumOrString| -> Result<Option<u64>, ConfigError> {
+            let n: u64 = parse_num(key, v)?;
+            Ok((n > 0).then_some(n))
+        };
+        let limits = LimitSettings {
+            max_sends: cap("limits.max_sends (--max-sends)", &raw.limits.max_sends)?,
+            day: crate::ledger::DayCaps {
+                sends: cap(
+                    "limits.max_sends_per_day (--max-sends-per-day)",
+                    &raw.limits.max_sends_per_day,
+                )?,
+                sms: cap(
+                    "limits.max_sms_per_day (--max-sms-per-day)",
+                    &raw.limits.max_sms_per_day,
+                )?,
+                email: cap(
+                    "limits.max_email_per_day (--max-email-per-day)",
+                    &raw.limits.max_email_per_day,
+                )?,
+            },
+        };
+        if !limits.day.is_empty() && ledger.state == crate::ledger::StateSpec::None {
+            return Err(ConfigError::new(
+                "limits.max_sends_per_day, max_sms_per_day and max_email_per_day (--max-sends-per-day, \
+                 --max-sms-per-day, --max-email-per-day) are counted in the ledger, shared by every \
+                 run: they need one (--state FILE or dynamodb://TABLE, not none). --max-sends \
+                 (this run only) works without",
+            ));
+        }
+
         Ok(Self {
+            limits,
             sqs,
             warnings,
             config_file: args.config.clone(),
@@ -979,6 +1056,10 @@ impl Settings {
             None => "# not set".to_owned(),
         };
         let d = |d: Duration| format!("\"{}\"", humantime::format_duration(d));
+        let cap = |c: Option<u64>| match c {
+            Some(n) => n.to_string(),
+            None => "0 # no cap".to_owned(),
+        };
         let warnings: String = self
             .warnings
             .iter()
@@ -1036,7 +1117,12 @@ impl Settings {
              shutdown_grace = {grace}\n\n\
              [log]\n\
              format = \"{fmt}\"\n\
-             usernames = {lu}\n",
+             usernames = {lu}\n\n\
+             [limits]\n\
+             max_sends = {lms}\n\
+             max_sends_per_day = {lmd}\n\
+             max_sms_per_day = {lsms}\n\
+             max_email_per_day = {lem}\n",
             file = match &self.config_file {
                 Some(p) => format!(" (file: {})", p.display()),
                 None => String::new(),
@@ -1110,6 +1196,10 @@ impl Settings {
                 LogFormat::Json => "json",
             },
             lu = self.log.usernames,
+            lms = cap(self.limits.max_sends),
+            lmd = cap(self.limits.day.sends),
+            lsms = cap(self.limits.day.sms),
+            lem = cap(self.limits.day.email),
         )
     }
 }
@@ -1521,6 +1611,64 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("ledger.cooldown (--cooldown)"), "{e}");
+    }
+
+    #[test]
+    fn spend_caps_come_from_the_file_and_flags_and_per_day_ones_need_a_ledger() {
+        let defaults = load_with(&["cognito-resend", "check"], None).unwrap();
+        assert_eq!(defaults.limits.max_sends, None);
+        assert!(defaults.limits.day.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[limits]\nmax_sends = 50\nmax_sends_per_day = 1000\nmax_sms_per_day = 10\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let s = load_with(
+            &[
+                "cognito-resend",
+                "--config",
+                f,
+                "check",
+                "--max-email-per-day",
+                "20",
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.limits.max_sends, Some(50));
+        assert_eq!(
+            s.limits.day,
+            crate::ledger::DayCaps {
+                sends: Some(1000),
+                sms: Some(10),
+                email: Some(20)
+            }
+        );
+        let shown = s.render_redacted();
+        assert!(shown.contains("[limits]") && shown.contains("max_sms_per_day = 10"));
+        let e = refused(&["--state", "none", "--max-sms-per-day", "5"]);
+        assert!(
+            e.contains("limits.max_sends_per_day") && e.contains("need one"),
+            "{e}"
+        );
+        let s = load_with(
+            &[
+                "cognito-resend",
+                "check",
+                "--state",
+                "none",
+                "--max-sends",
+                "5",
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.limits.max_sends, Some(5));
+        let e = refused(&["--max-sends", "lots"]);
+        assert!(e.contains("limits.max_sends"), "{e}");
     }
 
     #[test]

@@ -81,6 +81,10 @@ fn main() -> ExitCode {
             eprintln!("cognito-resend: {stop}");
             ExitCode::from(1)
         }
+        Err(RunError::SpendCapped(cap)) => {
+            eprintln!("cognito-resend: {}", runner::spend_capped(cap));
+            ExitCode::from(4)
+        }
         Err(RunError::Fatal(e)) => {
             tracing::error!("{e:#}");
             ExitCode::from(1)

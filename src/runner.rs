@@ -43,6 +43,22 @@ pub enum RunError {
     /// Anything else that ended the run (exit 1).
     #[error(transparent)]
     Fatal(#[from] anyhow::Error),
+    /// A spend cap was reached: the run stopped taking work, and jobs not attempted were left
+    /// for a later run (exit 4).
+    #[error("{}", spend_capped(*.0))]
+    SpendCapped(crate::ledger::SpendCap),
+}
+
+/// What the summary and the last line say when a spend cap stopped the run.
+pub fn spend_capped(cap: crate::ledger::SpendCap) -> String {
+    let when = match cap {
+        crate::ledger::SpendCap::Run => "rerun to go on",
+        _ => "rerun after midnight UTC (or raise the cap) to go on",
+    };
+    format!(
+        "stopped at a spend cap: {} reached; jobs not yet attempted have no outcome: {when}",
+        cap.setting()
+    )
 }
 
 /// Runs `command`.
@@ -198,13 +214,16 @@ async fn backfill<S: Source>(
 
     let tally = recorder.tally();
     let total_rows = *total_rows_rx.borrow();
-    let summary = progress::summary(
+    let mut summary = progress::summary(
         "backfill",
         &tally,
         started.elapsed(),
         cause != StopCause::EndOfInput,
         total_rows,
     );
+    if let StopCause::SpendCapped(cap) = cause {
+        summary.push_str(&format!("\n  {}", spend_capped(cap)));
+    }
     if !quiet {
         match settings.log.format {
             LogFormat::Text => eprintln!("{summary}"),
@@ -255,6 +274,7 @@ async fn backfill<S: Source>(
     match cause {
         StopCause::Misconfigured(m) => Err(RunError::StoppedEarly(m)),
         StopCause::LedgerFailed(e) => Err(RunError::Fatal(e.into())),
+        StopCause::SpendCapped(cap) => Err(RunError::SpendCapped(cap)),
         StopCause::Shutdown => Ok(Finished {
             complete: false,
             failed_or_invalid,
@@ -330,15 +350,18 @@ async fn consume(settings: Settings, shutdown: Shutdown) -> Result<Finished, Run
     source.close().await;
     recorder.finish();
     if settings.log.verbosity >= 0 {
-        eprintln!(
-            "{}",
-            progress::summary("consume", &recorder.tally(), started.elapsed(), false, None)
-        );
+        let mut summary =
+            progress::summary("consume", &recorder.tally(), started.elapsed(), false, None);
+        if let StopCause::SpendCapped(cap) = cause {
+            summary.push_str(&format!("\n  {}", spend_capped(cap)));
+        }
+        eprintln!("{summary}");
     }
     stop_server.cancel();
     match cause {
         StopCause::Misconfigured(m) => Err(RunError::StoppedEarly(m)),
         StopCause::LedgerFailed(e) => Err(RunError::Fatal(e.into())),
+        StopCause::SpendCapped(cap) => Err(RunError::SpendCapped(cap)),
         // A long-running consumer that drained after a signal did what it should: exit 0.
         StopCause::Shutdown | StopCause::EndOfInput => Ok(Finished {
             complete: true,
@@ -462,6 +485,10 @@ async fn run_engine<S: Source>(
         shutdown_grace: settings.run.shutdown_grace,
         ledger: ledger.clone(),
         precheck: precheck.map(|admin| (admin, settings.run.precheck_rate)),
+        spend: engine::SpendLimits {
+            run: settings.limits.max_sends,
+            day: settings.limits.day,
+        },
     };
     let cause = engine::run(
         config,

@@ -713,3 +713,44 @@ fn retry_delays(stderr: &str) -> Vec<f64> {
         })
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_stopped_by_a_spend_cap_returns_the_messages_it_did_not_send() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let (url, _dlq) = moto::create_queue_with_dlq(&sqs, "capped", 5).await;
+    let users: Vec<_> = (0..25)
+        .map(|i| UserSpec::new(format!("capped-{i:02}"), UserStatus::Unconfirmed))
+        .collect();
+    let bodies: Vec<String> = users.iter().map(|u| job(&u.username)).collect();
+    let emu = emulator_with(users, |b| b).await;
+    moto::send_bodies(&sqs, &url, &bodies, None).await;
+
+    let mut cmd = consume(&emu.endpoint(), &moto.endpoint, &url);
+    // A receive still in flight when the consumer closes is abandoned; SQS may have made its
+    // messages invisible already, so they come back after the visibility timeout: keep it short.
+    cmd.args([
+        "--max-sends",
+        "6",
+        "--concurrency",
+        "4",
+        "--visibility-timeout",
+        "2s",
+    ]);
+    let (code, stderr) = Running::spawn(cmd).wait(Duration::from_secs(120)).await;
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("--max-sends"), "{stderr}");
+    let sends = emu.send_counts();
+    assert_eq!(sends.len(), 6, "{sends:?}");
+    // Nothing else was deleted, and every message not sent is visible again (bounded wait).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts = moto::queue_counts(&sqs, &url).await;
+        assert_eq!(counts.0 + counts.1, 19, "{counts:?}");
+        if counts == (19, 0) || tokio::time::Instant::now() > deadline {
+            assert_eq!(counts, (19, 0), "the messages not sent are back, visible");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

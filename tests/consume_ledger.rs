@@ -540,3 +540,66 @@ async fn a_released_dynamodb_takeover_keeps_its_in_doubt_mark_and_a_late_maybe_s
         "a possible send keeps the cooldown even from a taken-over claim"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_spend_reservations_never_pass_the_cap_even_raced_from_two_clients() {
+    use cognito_resend::ledger::{DayCaps, Medium, SpendCap, Spent};
+    let moto = Moto::start().await;
+    dynamo_table(&moto, "spend").await;
+    let a = Arc::new(DynamoStore::from_client(
+        moto::dynamodb_client(&moto.endpoint).await,
+        "spend",
+    ));
+    let b = Arc::new(DynamoStore::from_client(
+        moto::dynamodb_client(&moto.endpoint).await,
+        "spend",
+    ));
+    let caps = DayCaps {
+        sends: Some(25),
+        ..DayCaps::default()
+    };
+    let day = "2030-01-01";
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            store.reserve_send(day, caps).await.unwrap()
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            None => granted += 1,
+            Some(cap) => assert_eq!(cap, SpendCap::Day),
+        }
+    }
+    assert_eq!(granted, 25);
+    // Given back when nothing was sent: one more fits, then the cap holds again.
+    a.settle_send(day, Spent::Nothing).await.unwrap();
+    assert_eq!(a.reserve_send(day, caps).await.unwrap(), None);
+    assert_eq!(
+        b.reserve_send(day, caps).await.unwrap(),
+        Some(SpendCap::Day)
+    );
+    // Per medium: counted from the answer; a medium cap refuses once reached.
+    let email_caps = DayCaps {
+        email: Some(2),
+        ..DayCaps::default()
+    };
+    let other = "2030-01-02";
+    for _ in 0..2 {
+        assert_eq!(a.reserve_send(other, email_caps).await.unwrap(), None);
+        a.settle_send(other, Spent::Code(Medium::Email))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        b.reserve_send(other, email_caps).await.unwrap(),
+        Some(SpendCap::EmailDay)
+    );
+    let spend = b.day_spend(other).await.unwrap();
+    assert_eq!((spend.sends, spend.sms, spend.email), (2, 0, 2));
+    // The day items are not users: `ledger stats` does not count them.
+    let stats = a.stats(rules_at(0)).await.unwrap();
+    assert_eq!(stats.users, 0);
+}

@@ -660,6 +660,7 @@ mod in_process {
             shutdown_grace: Duration::from_secs(10),
             ledger: Some(ledger.clone()),
             precheck: None,
+            spend: Default::default(),
         };
         let recorder = Arc::new(Recorder::new("csv", Some(report), false).expect("report"));
         let mut source = CsvSource::open(csv.to_owned()).await.expect("csv");
@@ -937,4 +938,137 @@ async fn a_ledger_kept_after_kill_9_mid_record_opens_and_the_rerun_sends_nobody_
     );
     assert_eq!(stats["claims_in_doubt"], 0, "{stats}");
     assert_eq!(stats["doubt_marks"], 0, "{stats}");
+}
+
+// ---- Spend caps (issue 11 item 3) ---------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_backfills_sharing_one_ledger_send_exactly_the_day_cap() {
+    let users = unconfirmed("cap", 300);
+    let emu = emulator_of(&users, Duration::from_millis(20)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("ledger.db");
+    let mut running = Vec::new();
+    for (i, shard) in users.chunks(30).enumerate() {
+        let shard_dir = dir.path().join(format!("{i}"));
+        std::fs::create_dir_all(&shard_dir).unwrap();
+        let csv = usernames_csv(&shard_dir, shard);
+        let report = dir.path().join(format!("report-{i}.jsonl"));
+        let mut cmd = backfill_with(&emu, &csv, &state, &report);
+        cmd.args(["--max-sends-per-day", "100", "--concurrency", "4"]);
+        running.push((tokio::spawn(run(cmd)), report));
+    }
+    let mut capped = 0;
+    let mut reported_sent = 0;
+    for (ran, report_path) in running {
+        let ran = ran.await.unwrap();
+        // A run whose input ran out before the cap ends 0; the others stop at the cap.
+        assert!(ran.code == 0 || ran.code == 4, "{}", ran.stderr);
+        if ran.code == 4 {
+            capped += 1;
+            assert!(
+                ran.stderr.contains("--max-sends-per-day"),
+                "the summary names the cap: {}",
+                ran.stderr
+            );
+        }
+        let lines = report(&report_path);
+        reported_sent += users_with(&lines, "sent").len();
+        // Jobs not attempted have no outcome at all: only sent lines.
+        assert_eq!(outcomes(&lines).len(), usize::from(!lines.is_empty()));
+    }
+    assert!(capped >= 1);
+    assert_eq!(
+        emu.sends().len(),
+        100,
+        "the emulator recorded exactly the cap"
+    );
+    assert_eq!(reported_sent, 100);
+    assert!(sent_twice(&emu).is_empty());
+
+    // `ledger stats` shows today's spend.
+    let mut stats = command(&emu.endpoint());
+    stats
+        .arg("ledger")
+        .arg("stats")
+        .arg("--state")
+        .arg(&state)
+        .args(["--max-sends-per-day", "100"]);
+    let ran = run(stats).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(
+        ran.stdout.contains("today") && ran.stdout.contains("100 of 100"),
+        "{}",
+        ran.stdout
+    );
+    assert!(ran.stdout.contains("email 100 (no cap)"), "{}", ran.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_sends_stops_one_run_at_that_many_codes_and_a_rerun_goes_on() {
+    let users = unconfirmed("max", 40);
+    let emu = emulator_of(&users, Duration::from_millis(5)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &users);
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = backfill_with(&emu, &csv, &dir.path().join("l.db"), &report_path);
+    cmd.args(["--max-sends", "7", "--concurrency", "4"]);
+    let (metrics, code, stderr) = run_and_scrape(cmd).await;
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("--max-sends"), "{stderr}");
+    assert_eq!(emu.sends().len(), 7);
+    assert_eq!(
+        sample(
+            &metrics,
+            "cognito_resend_stopped_total",
+            &[("reason", "spend_cap")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "cognito_resend_codes_sent_total",
+            &[("medium", "email")]
+        ),
+        Some(7.0)
+    );
+    assert_eq!(
+        report(&report_path).len(),
+        7,
+        "no outcome for jobs not attempted"
+    );
+
+    // The rerun (same ledger, a bigger cap) sends the others and nobody twice.
+    let mut again = backfill_with(&emu, &csv, &dir.path().join("l.db"), &report_path);
+    again.args(["--max-sends", "100"]);
+    let ran = run(again).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(emu.sends().len(), 40);
+    assert!(sent_twice(&emu).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_day_caps_need_a_ledger_and_max_sends_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = unconfirmed("none", 5);
+    let emu = emulator_of(&users, Duration::ZERO).await;
+    let csv = usernames_csv(dir.path(), &users);
+    for flag in [
+        "--max-sends-per-day",
+        "--max-sms-per-day",
+        "--max-email-per-day",
+    ] {
+        let mut cmd = backfill(&emu.endpoint(), &csv);
+        cmd.args(["--state", "none", flag, "3"]);
+        let ran = run(cmd).await;
+        assert_eq!(ran.code, 2, "{flag}: {}", ran.stderr);
+        assert!(ran.stderr.contains("need one"), "{}", ran.stderr);
+    }
+    assert!(emu.sends().is_empty());
+    let mut cmd = backfill(&emu.endpoint(), &csv);
+    cmd.args(["--state", "none", "--max-sends", "3", "--rate", "0"]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 4, "{}", ran.stderr);
+    assert_eq!(emu.sends().len(), 3);
 }

@@ -11,9 +11,14 @@
 //! is sent again and reported as in doubt. A ledger that fails stops the run: without a claim
 //! nothing is sent.
 //!
-//! Stopping. Four things end a run: the source runs dry; a signal (the `shutdown` token); or
+//! Spend caps. Next to the claim, a job reserves one send against `--max-sends` (this run, in
+//! memory) and the per-day caps (in the ledger, atomically, shared by every run on it); the
+//! reservation is given back if nothing was sent. A refused reservation stops the run, and its
+//! job is handed back like one never started (its claim released, no outcome).
+//!
+//! Stopping. Five things end a run: the source runs dry; a signal (the `shutdown` token); or
 //! the same configuration error a few times in a row (a wrong secret, an unknown client, a spent
-//! email quota); a ledger failure. In each case the engine stops taking jobs first. Calls in flight finish (after a
+//! email quota); a ledger failure; a spend cap reached. In each case the engine stops taking jobs first. Calls in flight finish (after a
 //! signal, within the grace period; past it they are abandoned and their jobs fail as
 //! `interrupted`). Jobs that had not made their first call yet get no outcome and are handed
 //! back to the source as untouched, so a rerun (or the queue) picks them up.
@@ -32,7 +37,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cognito::admin::{AdminError, PoolAdmin, UserState};
 use crate::cognito::{Answer, CallError, Misconfiguration, Resend};
-use crate::ledger::{Claim, Finish, Ledger, LedgerError};
+use crate::ledger::{Claim, DayCaps, Finish, Ledger, LedgerError, Medium, SpendCap, Spent};
 use crate::outcome::{DoubtCause, Outcome, OutcomeKind, Recorder};
 use crate::source::{Input, Job, ResendRequest, Settle, Source};
 use crate::telemetry::metrics::{self, AttemptResult};
@@ -61,6 +66,17 @@ pub struct EngineConfig {
     pub ledger: Option<Ledger>,
     /// `--precheck`: the pool client and AdminGetUser's rate.
     pub precheck: Option<(PoolAdmin, Option<f64>)>,
+    /// `--max-sends` and the per-day caps (these need `ledger`).
+    pub spend: SpendLimits,
+}
+
+/// The spend caps a run enforces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpendLimits {
+    /// `--max-sends`: codes this run may send.
+    pub run: Option<u64>,
+    /// The per-day caps, kept in the ledger.
+    pub day: DayCaps,
 }
 
 /// [`Resend`] behind a pointer: one boxed future per call (nothing beside an HTTP round trip),
@@ -100,6 +116,8 @@ pub enum StopCause {
     Misconfigured(MisconfigStop),
     /// The ledger failed; the run stopped early.
     LedgerFailed(LedgerError),
+    /// A spend cap was reached; the run stopped taking work.
+    SpendCapped(SpendCap),
 }
 
 /// The configuration error that stopped a run.
@@ -158,6 +176,19 @@ struct Shared {
     ledger: Option<Ledger>,
     ledger_failed: Mutex<Option<LedgerError>>,
     precheck: Option<Precheck>,
+    spend: SpendLimits,
+    /// Sends reserved against `--max-sends` and not given back.
+    run_reserved: std::sync::atomic::AtomicU64,
+    /// Of those, the ones settled as sent or possibly sent.
+    run_kept: std::sync::atomic::AtomicU64,
+    /// Woken when a `--max-sends` reservation is settled.
+    run_settled: tokio::sync::Notify,
+    /// The first spend cap that refused a reservation.
+    spend_capped: Mutex<Option<SpendCap>>,
+    /// Cancelled at a spend cap: no more jobs are taken or claimed, but jobs holding a
+    /// reservation still make their call (unlike `stop`, which would hand them back and end the
+    /// run short of the cap).
+    capped: CancellationToken,
 }
 
 /// Runs every job of `source` and returns why it stopped.
@@ -191,6 +222,12 @@ pub async fn run<S: Source, C: Resend>(
             admin,
             rate: RateLimiter::unreported(rate),
         }),
+        spend: config.spend,
+        run_reserved: Default::default(),
+        run_kept: Default::default(),
+        run_settled: tokio::sync::Notify::new(),
+        spend_capped: Mutex::new(None),
+        capped: CancellationToken::new(),
     });
     let permits = Arc::new(Semaphore::new(config.concurrency));
     let tracker = TaskTracker::new();
@@ -214,6 +251,7 @@ pub async fn run<S: Source, C: Resend>(
         let permit = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
+            _ = shared.capped.cancelled() => break,
             p = permits.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break, // never closed; a closed semaphore would mean we are done
@@ -222,6 +260,7 @@ pub async fn run<S: Source, C: Resend>(
         let input = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
+            _ = shared.capped.cancelled() => break,
             i = source.next() => i,
         };
         match input {
@@ -273,11 +312,16 @@ pub async fn run<S: Source, C: Resend>(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    match (tripped, ledger_failed) {
-        (_, Some(e)) => StopCause::LedgerFailed(e),
-        (Some(m), None) => StopCause::Misconfigured(m),
-        (None, None) if shutdown.is_cancelled() => StopCause::Shutdown,
-        (None, None) => StopCause::EndOfInput,
+    let capped = *shared
+        .spend_capped
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    match (tripped, ledger_failed, capped) {
+        (_, Some(e), _) => StopCause::LedgerFailed(e),
+        (Some(m), None, _) => StopCause::Misconfigured(m),
+        (None, None, Some(cap)) => StopCause::SpendCapped(cap),
+        (None, None, None) if shutdown.is_cancelled() => StopCause::Shutdown,
+        (None, None, None) => StopCause::EndOfInput,
     }
 }
 
@@ -447,12 +491,44 @@ async fn guarded(
                 .store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
+    // The spend reservation, next to the claim: a job refused one is a job never started.
+    let reservation = if shared.dry_run {
+        None
+    } else {
+        match reserve(shared).await {
+            Ok(r) => Some(r),
+            Err(refused) => {
+                if let Some(ledger) = claimed {
+                    progress
+                        .claimed
+                        .store(false, std::sync::atomic::Ordering::SeqCst);
+                    if let Err(e) = ledger.finish(client_id, username, Finish::Release).await {
+                        return Some(shared.ledger_failed(e, 0));
+                    }
+                }
+                return refused.map(|e| shared.ledger_failed(e, 0));
+            }
+        }
+    };
     let tried = match precheck(shared, job, client_id).await {
         Checked::Send if shared.dry_run => Tried::Done(Outcome::new(OutcomeKind::DryRun, 0)),
         Checked::Send => attempt(shared, job, client_id, progress).await,
         Checked::Ended(outcome) => Tried::Done(outcome),
         Checked::Stopped => Tried::NotStarted,
     };
+    if let Some(r) = reservation {
+        settle_spend(shared, r, &tried).await;
+    }
+    if let Tried::Done(o) = &tried
+        && o.kind == OutcomeKind::Sent
+    {
+        let medium = o.delivery.as_ref().and_then(|d| d.medium.as_deref());
+        metrics::code_sent(match medium.and_then(Medium::parse) {
+            Some(Medium::Sms) => "sms",
+            Some(Medium::Email) => "email",
+            None => "unknown",
+        });
+    }
     let Some(ledger) = claimed else {
         return match tried {
             Tried::NotStarted => None,
@@ -510,6 +586,106 @@ async fn guarded(
     })
 }
 
+/// A send reserved against the spend caps.
+struct Reservation {
+    /// Counted against `--max-sends`.
+    run: bool,
+    /// Reserved in the ledger on this UTC day.
+    day: Option<String>,
+}
+
+/// Reserves one send against every spend cap set. `Err(None)`: a cap refused it (the run is
+/// stopping, see [`Shared::spend_capped`]); `Err(Some(e))`: the ledger failed. Nothing stays
+/// reserved on either.
+async fn reserve(shared: &Shared) -> Result<Reservation, Option<LedgerError>> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let run = match shared.spend.run {
+        None => false,
+        Some(max) => loop {
+            // Registered before the check, so a settle in between is not missed.
+            let settled = shared.run_settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let took = shared
+                .run_reserved
+                .fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1));
+            if took.is_ok() {
+                break true;
+            }
+            // Every reservation is held. Once `max` codes are sent (or may be), the cap is
+            // reached; until then, a call in flight may yet send nothing and give its
+            // reservation back, so wait for it rather than stop short of the cap.
+            if shared.run_kept.load(SeqCst) >= max {
+                shared.spend_capped(SpendCap::Run);
+                return Err(None);
+            }
+            tokio::select! {
+                biased;
+                _ = shared.stop.cancelled() => return Err(None),
+                _ = shared.capped.cancelled() => return Err(None),
+                _ = settled => {}
+            }
+        },
+    };
+    let give_back_run = || {
+        if run {
+            shared.run_reserved.fetch_sub(1, SeqCst);
+        }
+    };
+    let day = match &shared.ledger {
+        Some(ledger) if !shared.spend.day.is_empty() => {
+            match ledger.reserve_send(shared.spend.day).await {
+                Ok(Ok(day)) => Some(day),
+                Ok(Err(cap)) => {
+                    give_back_run();
+                    shared.spend_capped(cap);
+                    return Err(None);
+                }
+                Err(e) => {
+                    give_back_run();
+                    return Err(Some(e));
+                }
+            }
+        }
+        _ => None,
+    };
+    Ok(Reservation { run, day })
+}
+
+/// Settles a reservation once the job's calls are over: kept for a code sent or possibly sent
+/// (an ambiguous attempt, a call abandoned at shutdown), given back otherwise; the day's count
+/// of the code's medium grows from Cognito's answer.
+async fn settle_spend(shared: &Shared, r: Reservation, tried: &Tried) {
+    let spent = match tried {
+        Tried::NotStarted => Some(Spent::Nothing),
+        Tried::Abandoned(_) => None,
+        Tried::Done(o) if o.kind == OutcomeKind::Sent => o
+            .delivery
+            .as_ref()
+            .and_then(|d| d.medium.as_deref())
+            .and_then(Medium::parse)
+            .map(Spent::Code),
+        Tried::Done(o) if o.in_doubt.is_some() => None,
+        Tried::Done(_) => Some(Spent::Nothing),
+    };
+    if r.run {
+        use std::sync::atomic::Ordering::SeqCst;
+        if spent == Some(Spent::Nothing) {
+            shared.run_reserved.fetch_sub(1, SeqCst);
+        } else {
+            shared.run_kept.fetch_add(1, SeqCst);
+        }
+        shared.run_settled.notify_waiters();
+    }
+    if let (Some(day), Some(spent), Some(ledger)) = (r.day, spent, &shared.ledger)
+        && let Err(e) = ledger.settle_send(&day, spent).await
+    {
+        // A reservation not given back only lowers the day's budget; a medium not counted
+        // could let that medium pass its cap: either way, stop rather than guess.
+        let _ = shared.ledger_failed(e, 0);
+    }
+}
+
 /// How a claim attempt ended.
 enum Claimed {
     /// The user is ours; `Some` if a dead run's claim was taken over.
@@ -558,6 +734,7 @@ async fn claim(shared: &Shared, ledger: &Ledger, client_id: &str, username: &str
                 tokio::select! {
                     biased;
                     _ = shared.stop.cancelled() => return Claimed::Ended(None),
+                    _ = shared.capped.cancelled() => return Claimed::Ended(None),
                     _ = tokio::time::sleep(pause) => {}
                 }
             }
@@ -800,6 +977,21 @@ impl Shared {
             self.stop.cancel();
         }
         Outcome::failed("ledger_error", Some(e.to_string()), attempts)
+    }
+
+    /// A spend cap refused a reservation: the run stops taking work (once, for the first cap).
+    fn spend_capped(&self, cap: SpendCap) {
+        let mut first = self.spend_capped.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            tracing::error!(
+                "spend cap reached: {}; stopping. Jobs not yet attempted are left untouched: \
+                 a rerun (or the queue) takes them once the budget allows",
+                cap.setting()
+            );
+            *first = Some(cap);
+            metrics::stopped("spend_cap");
+            self.capped.cancel();
+        }
     }
 
     /// Cognito answered a call of `client_id`: its runs of errors are broken.

@@ -6,7 +6,7 @@ use std::num::NonZeroU32;
 
 use super::*;
 use crate::config::RetrySettings;
-use crate::ledger::{LedgerTiming, StateSpec};
+use crate::ledger::{DayCaps, LedgerTiming, SpendCap, StateSpec};
 use crate::outcome::Delivery;
 use crate::source::Origin;
 
@@ -179,6 +179,7 @@ fn config(concurrency: usize) -> EngineConfig {
         shutdown_grace: Duration::from_secs(1),
         ledger: None,
         precheck: None,
+        spend: Default::default(),
     }
 }
 
@@ -533,4 +534,178 @@ async fn trigger_failures_broken_up_by_successes_do_not_stop_the_run() {
         matches!(&cause, StopCause::Misconfigured(m) if m.kind.reason() == "trigger_broken"),
         "{cause:?}"
     );
+}
+
+// ---- Spend caps (issue 11 item 3) ---------------------------------------------------------------
+
+fn sent_by(medium: &str) -> Result<Answer, CallError> {
+    Ok(Answer::Sent(Delivery {
+        medium: Some(medium.into()),
+        destination: None,
+        attribute: None,
+    }))
+}
+
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i:03}")).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_sends_stops_the_run_after_that_many_codes_and_leaves_the_rest_untouched() {
+    // Every third user is not found: a call that sends nothing gives its reservation back.
+    let (fake, calls) = Fake::new(|user, _, _| {
+        if user.ends_with('0') || user.ends_with('3') || user.ends_with('6') {
+            Ok(Answer::NotFound)
+        } else {
+            sent()
+        }
+    });
+    let users = names("u", 30);
+    let mut jobs = Jobs::users(users.iter().map(String::as_str));
+    let cause = run_engine(
+        EngineConfig {
+            spend: SpendLimits {
+                run: Some(5),
+                ..SpendLimits::default()
+            },
+            ..config(3)
+        },
+        &mut jobs,
+        fake,
+    )
+    .await;
+    assert_eq!(cause, StopCause::SpendCapped(SpendCap::Run));
+    let out = jobs.outcomes();
+    let sent = out.values().filter(|o| o.kind == OutcomeKind::Sent).count();
+    assert_eq!(sent, 5, "{out:?}");
+    assert!(
+        out.values().any(|o| o.kind == OutcomeKind::NotFound),
+        "not-found answers gave their reservations back: {out:?}"
+    );
+    // Every call made has its outcome; the jobs not attempted were handed back untouched.
+    assert_eq!(calls.lock().unwrap().len(), out.len());
+    assert!(jobs.untouched() >= 1);
+    assert_eq!(
+        out.len() + jobs.untouched(),
+        jobs.settled.0.lock().unwrap().len()
+    );
+    assert!(out.len() < 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_never_reserves_and_a_day_cap_holds_across_runs_on_one_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = SpendLimits {
+        run: None,
+        day: DayCaps {
+            sends: Some(4),
+            ..DayCaps::default()
+        },
+    };
+    let users = names("d", 10);
+    // A dry run plans every user and reserves nothing.
+    let (fake, calls) = Fake::new(|_, _, _| sent());
+    let mut jobs = Jobs::users(users.iter().map(String::as_str));
+    let l = ledger(dir.path()).await;
+    let cause = run_engine(
+        EngineConfig {
+            ledger: Some(l.clone()),
+            dry_run: true,
+            spend: caps,
+            ..config(4)
+        },
+        &mut jobs,
+        fake,
+    )
+    .await;
+    assert_eq!(cause, StopCause::EndOfInput);
+    assert_eq!(jobs.outcomes().len(), 10);
+    assert!(calls.lock().unwrap().is_empty());
+    assert_eq!(l.today_spend().await.unwrap().sends, 0);
+    l.close().await;
+
+    // Two runs: the first sends 3 of the day's 4, the second only 1 more.
+    for (n, expect_sent, expect_cause) in [
+        (3, 3, StopCause::EndOfInput),
+        (10, 1, StopCause::SpendCapped(SpendCap::Day)),
+    ] {
+        let (fake, _) = Fake::new(|_, _, _| sent_by("SMS"));
+        let batch = names(&format!("r{n}-"), n);
+        let mut jobs = Jobs::users(batch.iter().map(String::as_str));
+        let l = ledger(dir.path()).await;
+        let cause = run_engine(
+            EngineConfig {
+                ledger: Some(l.clone()),
+                spend: caps,
+                ..config(2)
+            },
+            &mut jobs,
+            fake,
+        )
+        .await;
+        l.close().await;
+        assert_eq!(cause, expect_cause);
+        let out = jobs.outcomes();
+        assert_eq!(
+            out.values().filter(|o| o.kind == OutcomeKind::Sent).count(),
+            expect_sent
+        );
+        assert_eq!(out.len(), expect_sent, "no other outcome: {out:?}");
+        assert_eq!(
+            jobs.untouched() + out.len(),
+            jobs.settled.0.lock().unwrap().len()
+        );
+    }
+    let l = ledger(dir.path()).await;
+    let today = l.today_spend().await.unwrap();
+    assert_eq!((today.sends, today.sms), (4, 4));
+    l.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_medium_cap_overshoots_by_at_most_the_calls_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let concurrency = 4;
+    let cap = 3;
+    // Every answer is an SMS, and every call takes a while: all permits are in flight together.
+    let (fake, _) = Fake::new(|_, _, _| {
+        std::thread::sleep(Duration::from_millis(20));
+        sent_by("SMS")
+    });
+    let users = names("m", 40);
+    let mut jobs = Jobs::users(users.iter().map(String::as_str));
+    let l = ledger(dir.path()).await;
+    let cause = run_engine(
+        EngineConfig {
+            ledger: Some(l.clone()),
+            spend: SpendLimits {
+                run: None,
+                day: DayCaps {
+                    sms: Some(cap),
+                    email: Some(100),
+                    ..DayCaps::default()
+                },
+            },
+            ..config(concurrency)
+        },
+        &mut jobs,
+        fake,
+    )
+    .await;
+    assert_eq!(cause, StopCause::SpendCapped(SpendCap::SmsDay));
+    let sms = jobs
+        .outcomes()
+        .values()
+        .filter(|o| o.kind == OutcomeKind::Sent)
+        .count() as u64;
+    // The bound: a reservation is granted only while fewer than `cap` SMS are confirmed, so
+    // past the cap go only calls already in flight when it was reached (at most
+    // concurrency - 1 besides the one that reached it).
+    assert!(
+        (cap..cap + concurrency as u64).contains(&sms),
+        "sms sent: {sms}"
+    );
+    assert_eq!(l.today_spend().await.unwrap().sms, sms);
+    assert!(jobs.untouched() >= 1);
+    l.close().await;
 }

@@ -18,7 +18,9 @@
 //! held, by design, and is told apart by its different token).
 //!
 //! The table has one string partition key, `pk`. User items are `u#<client id>#<username>`
-//! (client ids have no `#`, so the split is unambiguous), run items `r#<run id>`. Create it with
+//! (client ids have no `#`, so the split is unambiguous), run items `r#<run id>`, and each UTC
+//! day's spend counters `d#<YYYY-MM-DD>` (one conditional `UpdateItem` per reservation: `ADD
+//! sends 1` only while every cap still holds). Create it with
 //! `cognito-resend ledger init --state dynamodb://TABLE` or the CloudFormation in `deploy/`.
 //! The SDK's standard retries stay on here: unlike Cognito's resend, a DynamoDB write is safe to
 //! retry (the conditions make a repeated claim fail, not double).
@@ -37,8 +39,9 @@ use futures::future::BoxFuture;
 use aws_sdk_dynamodb::types::ReturnValue;
 
 use super::{
-    Claim, Finish, Holder, InDoubt, LedgerError, Millis, Page, Rules, RunId, RunRow, Stale, Stats,
-    Store, UserRow, decide, host_label, rfc3339,
+    Claim, DayCaps, DaySpend, Finish, Holder, InDoubt, LedgerError, Medium, Millis, Page, Rules,
+    RunId, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide, host_label, refused_by,
+    rfc3339,
 };
 
 /// Where DynamoDB is.
@@ -82,6 +85,11 @@ fn user_pk(client_id: &str, username: &str) -> String {
 
 fn run_pk(run: &str) -> String {
     format!("r#{run}")
+}
+
+/// The spend counters of a UTC day.
+fn day_pk(day: &str) -> String {
+    format!("d#{day}")
 }
 
 impl DynamoStore {
@@ -559,6 +567,9 @@ impl Store for DynamoStore {
                     .map_err(|e| self.sdk("Scan", e))?;
                 for item in out.items() {
                     let pk = get_s(item, "pk").unwrap_or_default();
+                    if pk.starts_with("d#") {
+                        continue;
+                    }
                     if let Some(run) = pk.strip_prefix("r#") {
                         let beat = get_n(item, "heartbeat_at").unwrap_or(0);
                         let finished = get_n(item, "finished_at");
@@ -649,6 +660,112 @@ impl Store for DynamoStore {
                 .collect();
             let next = out.last_evaluated_key.as_ref().and_then(|k| get_s(k, "pk"));
             Ok((rows, next))
+        })
+    }
+
+    fn reserve_send<'a>(
+        &'a self,
+        day: &'a str,
+        caps: DayCaps,
+    ) -> BoxFuture<'a, Result<Option<SpendCap>, LedgerError>> {
+        Box::pin(async move {
+            // One conditional write: the count grows only while every cap holds, so replicas
+            // on many hosts can never reserve past a cap together.
+            let mut condition = Vec::new();
+            let mut call = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(day_pk(day)))
+                .update_expression("ADD sends :one")
+                .expression_attribute_values(":one", n(1));
+            for (attr, cap) in [
+                ("sends", caps.sends),
+                ("sms", caps.sms),
+                ("email", caps.email),
+            ] {
+                if let Some(cap) = cap {
+                    condition.push(format!(
+                        "(attribute_not_exists({attr}) OR {attr} < :{attr})"
+                    ));
+                    call = call.expression_attribute_values(
+                        format!(":{attr}"),
+                        n(i64::try_from(cap).unwrap_or(i64::MAX)),
+                    );
+                }
+            }
+            if !condition.is_empty() {
+                call = call.condition_expression(condition.join(" AND "));
+            }
+            // A refusal reads the counters to name the cap. If none is reached by then (a
+            // reservation was given back in between), the write is tried again, a few times.
+            for _ in 0..4 {
+                match call.clone().send().await {
+                    Ok(_) => return Ok(None),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                    {
+                        let spend = self.day_spend(day).await?;
+                        if let Some(cap) = refused_by(&spend, caps) {
+                            return Ok(Some(cap));
+                        }
+                    }
+                    Err(e) => return Err(self.sdk("UpdateItem (reserve)", e)),
+                }
+            }
+            Ok(Some(SpendCap::Day))
+        })
+    }
+
+    fn settle_send<'a>(
+        &'a self,
+        day: &'a str,
+        spent: Spent,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move {
+            let call = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(day_pk(day)));
+            let call = match spent {
+                Spent::Nothing => call
+                    .update_expression("ADD sends :minus")
+                    .condition_expression("sends > :zero")
+                    .expression_attribute_values(":minus", n(-1))
+                    .expression_attribute_values(":zero", n(0)),
+                Spent::Code(medium) => call
+                    .update_expression(match medium {
+                        Medium::Sms => "ADD sms :one",
+                        Medium::Email => "ADD email :one",
+                    })
+                    .expression_attribute_values(":one", n(1)),
+            };
+            match call.send().await {
+                Ok(_) => Ok(()),
+                // Nothing to give back (never below zero).
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(self.sdk("UpdateItem (settle a reservation)", e)),
+            }
+        })
+    }
+
+    fn day_spend<'a>(&'a self, day: &'a str) -> BoxFuture<'a, Result<DaySpend, LedgerError>> {
+        Box::pin(async move {
+            let item = self.get(day_pk(day)).await?.unwrap_or_default();
+            let count = |k: &str| u64::try_from(get_n(&item, k).unwrap_or(0)).unwrap_or(0);
+            Ok(DaySpend {
+                day: day.to_owned(),
+                sends: count("sends"),
+                sms: count("sms"),
+                email: count("email"),
+            })
         })
     }
 }

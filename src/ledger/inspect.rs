@@ -61,10 +61,26 @@ pub async fn run(action: LedgerAction, settings: &Settings) -> Result<Finished, 
                 .stats(rules)
                 .await
                 .map_err(|e| RunError::Fatal(e.into()))?;
+            let today = store
+                .day_spend(&ledger::utc_day(now))
+                .await
+                .map_err(|e| RunError::Fatal(e.into()))?;
+            let caps = settings.limits.day;
             if json {
+                let mut value =
+                    serde_json::to_value(&stats).map_err(|e| RunError::Fatal(e.into()))?;
+                value["today"] = serde_json::json!({
+                    "day": today.day,
+                    "sends": today.sends,
+                    "sms": today.sms,
+                    "email": today.email,
+                    "max_sends_per_day": caps.sends,
+                    "max_sms_per_day": caps.sms,
+                    "max_email_per_day": caps.email,
+                });
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&stats).map_err(|e| RunError::Fatal(e.into()))?
+                    serde_json::to_string_pretty(&value).map_err(|e| RunError::Fatal(e.into()))?
                 );
             } else {
                 println!(
@@ -82,6 +98,18 @@ pub async fn run(action: LedgerAction, settings: &Settings) -> Result<Finished, 
                     stats.claims_live,
                     stats.claims_in_doubt,
                     stats.doubt_marks,
+                );
+                let of = |n: u64, cap: Option<u64>| match cap {
+                    Some(c) => format!("{n} of {c}"),
+                    None => format!("{n} (no cap)"),
+                };
+                println!(
+                    "  today ({} UTC): sends reserved {} (sent, possibly sent or in flight); \
+                     confirmed by medium: sms {}, email {}",
+                    today.day,
+                    of(today.sends, caps.sends),
+                    of(today.sms, caps.sms),
+                    of(today.email, caps.email),
                 );
                 if !stats.recent_runs.is_empty() {
                     println!("  recent runs:");

@@ -379,6 +379,153 @@ pub trait Store: Send + Sync + 'static {
         cursor: Option<String>,
         limit: u32,
     ) -> BoxFuture<'_, Result<Page, LedgerError>>;
+    // Spend caps (see [`DayCaps`]). Defaults refuse, so a store without them cannot be used
+    // with a per-day cap by mistake.
+    /// Reserves one send on `day` unless a cap is reached, atomically: `None` if granted (the
+    /// day's `sends` grew by one), else the cap that refused it (nothing written).
+    fn reserve_send<'a>(
+        &'a self,
+        day: &'a str,
+        caps: DayCaps,
+    ) -> BoxFuture<'a, Result<Option<SpendCap>, LedgerError>> {
+        let _ = (day, caps);
+        let e = LedgerError {
+            state: self.describe(),
+            detail: "this ledger keeps no spend counters".into(),
+        };
+        Box::pin(async move { Err(e) })
+    }
+    /// Settles a reservation made on `day`: gives it back, or counts its code's medium.
+    fn settle_send<'a>(
+        &'a self,
+        day: &'a str,
+        spent: Spent,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        let _ = (day, spent);
+        let e = LedgerError {
+            state: self.describe(),
+            detail: "this ledger keeps no spend counters".into(),
+        };
+        Box::pin(async move { Err(e) })
+    }
+    /// The spend counters of `day` (zeros if none).
+    fn day_spend<'a>(&'a self, day: &'a str) -> BoxFuture<'a, Result<DaySpend, LedgerError>> {
+        let _ = day;
+        let e = LedgerError {
+            state: self.describe(),
+            detail: "this ledger keeps no spend counters".into(),
+        };
+        Box::pin(async move { Err(e) })
+    }
+}
+
+/// Spend caps per UTC day, kept in the ledger so every run and replica sharing it counts
+/// against the same budget (`--max-sends-per-day`, `--max-sms-per-day`, `--max-email-per-day`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DayCaps {
+    /// Codes a day, any medium.
+    pub sends: Option<u64>,
+    /// Codes a day by SMS.
+    pub sms: Option<u64>,
+    /// Codes a day by email.
+    pub email: Option<u64>,
+}
+
+impl DayCaps {
+    /// No per-day cap is set.
+    pub fn is_empty(&self) -> bool {
+        self.sends.is_none() && self.sms.is_none() && self.email.is_none()
+    }
+}
+
+/// Which spend cap refused a reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpendCap {
+    /// `--max-sends`: this run.
+    Run,
+    /// `--max-sends-per-day`.
+    Day,
+    /// `--max-sms-per-day`.
+    SmsDay,
+    /// `--max-email-per-day`.
+    EmailDay,
+}
+
+impl SpendCap {
+    /// The setting, as a person looks for it.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Self::Run => "--max-sends (limits.max_sends)",
+            Self::Day => "--max-sends-per-day (limits.max_sends_per_day)",
+            Self::SmsDay => "--max-sms-per-day (limits.max_sms_per_day)",
+            Self::EmailDay => "--max-email-per-day (limits.max_email_per_day)",
+        }
+    }
+}
+
+/// The delivery medium Cognito named (`CodeDeliveryDetails.DeliveryMedium`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Medium {
+    /// `SMS`.
+    Sms,
+    /// `EMAIL`.
+    Email,
+}
+
+impl Medium {
+    /// From Cognito's `DeliveryMedium`; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_uppercase().as_str() {
+            "SMS" => Some(Self::Sms),
+            "EMAIL" => Some(Self::Email),
+            _ => None,
+        }
+    }
+}
+
+/// How a reserved send ended, for the day's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spent {
+    /// Nothing was sent: the reservation is given back.
+    Nothing,
+    /// A code went out by this medium: the reservation stays and the medium's count grows.
+    Code(Medium),
+}
+
+/// One UTC day's spend, as the ledger counts it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DaySpend {
+    /// The day, `YYYY-MM-DD` (UTC).
+    pub day: String,
+    /// Reservations kept: codes sent, possibly sent, and calls in flight.
+    pub sends: u64,
+    /// Codes confirmed sent by SMS.
+    pub sms: u64,
+    /// Codes confirmed sent by email.
+    pub email: u64,
+}
+
+/// The UTC day of `ms`, `YYYY-MM-DD`: the key of the day's spend counters.
+pub fn utc_day(ms: Millis) -> String {
+    rfc3339(ms)[..10].to_owned()
+}
+
+/// The reservation rule both backends apply inside their atomic step: the first cap that a
+/// new reservation would break, given the day's counters. Per-medium caps compare against codes
+/// *confirmed* by medium (the medium is known only from the answer), so calls in flight when a
+/// medium's count reaches its cap may still go out by that medium: the overshoot is at most the
+/// calls in flight across the fleet at that moment.
+pub(crate) fn refused_by(spend: &DaySpend, caps: DayCaps) -> Option<SpendCap> {
+    if caps.sends.is_some_and(|c| spend.sends >= c) {
+        return Some(SpendCap::Day);
+    }
+    if caps.sms.is_some_and(|c| spend.sms >= c) {
+        return Some(SpendCap::SmsDay);
+    }
+    if caps.email.is_some_and(|c| spend.email >= c) {
+        return Some(SpendCap::EmailDay);
+    }
+    None
 }
 
 /// Timing settings of the ledger.
@@ -697,6 +844,30 @@ impl Ledger {
                 }
             }
         }
+    }
+
+    /// Reserves one send against the per-day caps, on today's UTC day by this run's clock.
+    /// `Ok(Ok(day))`: granted, settle it on `day` with [`Ledger::settle_send`]; `Ok(Err(cap))`:
+    /// refused.
+    pub async fn reserve_send(
+        &self,
+        caps: DayCaps,
+    ) -> Result<Result<String, SpendCap>, LedgerError> {
+        let day = utc_day(self.clock.now());
+        Ok(match self.store.reserve_send(&day, caps).await? {
+            None => Ok(day),
+            Some(cap) => Err(cap),
+        })
+    }
+
+    /// Today's spend counters (UTC, by this run's clock).
+    pub async fn today_spend(&self) -> Result<DaySpend, LedgerError> {
+        self.store.day_spend(&utc_day(self.clock.now())).await
+    }
+
+    /// Settles a reservation [`Ledger::reserve_send`] granted on `day`.
+    pub async fn settle_send(&self, day: &str, spent: Spent) -> Result<(), LedgerError> {
+        self.store.settle_send(day, spent).await
     }
 
     /// Sends this run could not record, so far.

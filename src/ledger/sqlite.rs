@@ -16,8 +16,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::{
-    Claim, Finish, Holder, InDoubt, LedgerError, Millis, Page, Rules, RunId, RunRow, Stale, Stats,
-    Store, UserRow, decide, host_label, rfc3339,
+    Claim, DayCaps, DaySpend, Finish, Holder, InDoubt, LedgerError, Medium, Millis, Page, Rules,
+    RunId, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide, host_label, refused_by,
+    rfc3339,
 };
 
 /// Most operations one transaction takes.
@@ -63,6 +64,17 @@ ALTER TABLE users ADD COLUMN doubt_at INTEGER;
 ALTER TABLE runs ADD COLUMN beats INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// The spend counters of each UTC day (`--max-sends-per-day` and the per-medium caps). Created
+/// on open if missing, without a schema version of its own: older builds never read it.
+const SPEND_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS spend (
+    day   TEXT    PRIMARY KEY,
+    sends INTEGER NOT NULL DEFAULT 0,
+    sms   INTEGER NOT NULL DEFAULT 0,
+    email INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+";
+
 /// Creates or upgrades the schema, in one write transaction (another process may be opening
 /// the same file at the same moment).
 fn migrate(conn: &mut Connection) -> Result<(), String> {
@@ -83,6 +95,7 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
             ));
         }
     }
+    .and_then(|()| txn.execute_batch(SPEND_SCHEMA))
     .and_then(|()| txn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")))
     .and_then(|()| txn.commit())
     .map_err(|e| format!("cannot write it: {e}"))
@@ -129,6 +142,17 @@ enum Op {
         after: Option<(String, String)>,
         limit: u32,
     },
+    Reserve {
+        day: String,
+        caps: DayCaps,
+    },
+    Settle {
+        day: String,
+        spent: Spent,
+    },
+    DaySpend {
+        day: String,
+    },
 }
 
 /// What it answers.
@@ -138,6 +162,8 @@ enum Reply {
     Peek(Option<Millis>),
     Stats(Stats),
     Export(Vec<UserRow>),
+    Reserved(Option<SpendCap>),
+    DaySpend(DaySpend),
 }
 
 struct Request {
@@ -368,6 +394,54 @@ impl Store for SqliteStore {
             Ok((rows, next))
         })
     }
+
+    fn reserve_send<'a>(
+        &'a self,
+        day: &'a str,
+        caps: DayCaps,
+    ) -> BoxFuture<'a, Result<Option<SpendCap>, LedgerError>> {
+        Box::pin(async move {
+            match self
+                .ask(Op::Reserve {
+                    day: day.to_owned(),
+                    caps,
+                })
+                .await?
+            {
+                Reply::Reserved(r) => Ok(r),
+                _ => unreachable!("a reservation is answered with a reservation"),
+            }
+        })
+    }
+
+    fn settle_send<'a>(
+        &'a self,
+        day: &'a str,
+        spent: Spent,
+    ) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move {
+            self.ask(Op::Settle {
+                day: day.to_owned(),
+                spent,
+            })
+            .await
+            .map(drop)
+        })
+    }
+
+    fn day_spend<'a>(&'a self, day: &'a str) -> BoxFuture<'a, Result<DaySpend, LedgerError>> {
+        Box::pin(async move {
+            match self
+                .ask(Op::DaySpend {
+                    day: day.to_owned(),
+                })
+                .await?
+            {
+                Reply::DaySpend(d) => Ok(d),
+                _ => unreachable!("a day's spend is answered with one"),
+            }
+        })
+    }
 }
 
 /// The writer thread: group commit until every sender is gone.
@@ -572,6 +646,30 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
             Ok(Reply::Done)
         }
         Op::Stats { rules } => stats(db, rules).map(Reply::Stats),
+        // Read and write in the writer's one transaction (and under SQLite's write lock, which
+        // other processes on the file wait for): no two reservations see the same count.
+        Op::Reserve { day, caps } => {
+            let spend = day_spend(db, day)?;
+            let refused = refused_by(&spend, *caps);
+            if refused.is_none() {
+                db.prepare_cached(
+                    "INSERT INTO spend (day, sends) VALUES (?1, 1)
+                     ON CONFLICT (day) DO UPDATE SET sends = sends + 1",
+                )?
+                .execute(params![day])?;
+            }
+            Ok(Reply::Reserved(refused))
+        }
+        Op::Settle { day, spent } => {
+            let sql = match spent {
+                Spent::Nothing => "UPDATE spend SET sends = max(sends - 1, 0) WHERE day = ?1",
+                Spent::Code(Medium::Sms) => "UPDATE spend SET sms = sms + 1 WHERE day = ?1",
+                Spent::Code(Medium::Email) => "UPDATE spend SET email = email + 1 WHERE day = ?1",
+            };
+            db.prepare_cached(sql)?.execute(params![day])?;
+            Ok(Reply::Done)
+        }
+        Op::DaySpend { day } => day_spend(db, day).map(Reply::DaySpend),
         Op::Export { after, limit } => {
             let (c, u) = after.clone().unwrap_or_default();
             let mut stmt = db.prepare_cached(
@@ -596,6 +694,22 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
             Ok(Reply::Export(rows))
         }
     }
+}
+
+/// The spend counters of `day` (zeros if it has no row).
+fn day_spend(db: &Connection, day: &str) -> rusqlite::Result<DaySpend> {
+    let row: Option<(i64, i64, i64)> = db
+        .prepare_cached("SELECT sends, sms, email FROM spend WHERE day = ?1")?
+        .query_row(params![day], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let (sends, sms, email) = row.unwrap_or_default();
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(DaySpend {
+        day: day.to_owned(),
+        sends: count(sends),
+        sms: count(sms),
+        email: count(email),
+    })
 }
 
 /// A run's heartbeat counter and whether it ended cleanly; `None` if it has no row.
@@ -937,6 +1051,85 @@ mod tests {
         let erin = rows.iter().find(|r| r.username == "erin").unwrap();
         assert_eq!(erin.last_outcome.as_deref(), Some("failed"));
         assert_eq!(erin.sends, 0);
+    }
+
+    #[tokio::test]
+    async fn reservations_stop_at_the_day_cap_and_what_was_not_sent_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).await;
+        let caps = DayCaps {
+            sends: Some(3),
+            ..DayCaps::default()
+        };
+        for _ in 0..3 {
+            assert_eq!(db.reserve_send("2030-01-01", caps).await.unwrap(), None);
+        }
+        assert_eq!(
+            db.reserve_send("2030-01-01", caps).await.unwrap(),
+            Some(SpendCap::Day)
+        );
+        // Another day has its own budget.
+        assert_eq!(db.reserve_send("2030-01-02", caps).await.unwrap(), None);
+        // A reservation given back (nothing sent) can be taken again, once.
+        db.settle_send("2030-01-01", Spent::Nothing).await.unwrap();
+        assert_eq!(db.reserve_send("2030-01-01", caps).await.unwrap(), None);
+        assert_eq!(
+            db.reserve_send("2030-01-01", caps).await.unwrap(),
+            Some(SpendCap::Day)
+        );
+        db.settle_send("2030-01-01", Spent::Code(Medium::Sms))
+            .await
+            .unwrap();
+        let day = db.day_spend("2030-01-01").await.unwrap();
+        assert_eq!((day.sends, day.sms, day.email), (3, 1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_medium_cap_refuses_once_that_many_codes_went_by_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).await;
+        let caps = DayCaps {
+            sms: Some(2),
+            email: Some(5),
+            ..DayCaps::default()
+        };
+        let day = "2030-01-01";
+        // Two SMS codes in flight and a third reservation: all granted while none is confirmed.
+        for _ in 0..3 {
+            assert_eq!(db.reserve_send(day, caps).await.unwrap(), None);
+        }
+        db.settle_send(day, Spent::Code(Medium::Sms)).await.unwrap();
+        assert_eq!(db.reserve_send(day, caps).await.unwrap(), None);
+        db.settle_send(day, Spent::Code(Medium::Sms)).await.unwrap();
+        assert_eq!(
+            db.reserve_send(day, caps).await.unwrap(),
+            Some(SpendCap::SmsDay)
+        );
+        assert_eq!(db.day_spend("2030-01-09").await.unwrap().sends, 0);
+    }
+
+    #[tokio::test]
+    async fn two_stores_on_one_file_never_grant_past_the_cap_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = store(&dir).await;
+        let b = store(&dir).await;
+        let caps = DayCaps {
+            sends: Some(150),
+            ..DayCaps::default()
+        };
+        let mut granted = 0;
+        for _ in 0..100 {
+            let (x, y) = tokio::join!(
+                a.reserve_send("2030-01-01", caps),
+                b.reserve_send("2030-01-01", caps)
+            );
+            granted += [x.unwrap(), y.unwrap()]
+                .iter()
+                .filter(|r| r.is_none())
+                .count();
+        }
+        assert_eq!(granted, 150);
+        assert_eq!(a.day_spend("2030-01-01").await.unwrap().sends, 150);
     }
 
     #[tokio::test]

@@ -18,8 +18,11 @@ pub const IN_FLIGHT: &str = "cognito_resend_in_flight";
 pub const RATE_LIMIT: &str = "cognito_resend_rate_limit_per_second";
 /// Jobs whose user a dead run had claimed (sent again: at-least-once).
 pub const IN_DOUBT_TOTAL: &str = "cognito_resend_in_doubt_total";
-/// Runs that stopped early, by reason (a configuration error's reason, or `ledger_error`).
+/// Runs that stopped early, by reason (a configuration error's reason, `ledger_error`, or
+/// `spend_cap`).
 pub const STOPPED_TOTAL: &str = "cognito_resend_stopped_total";
+/// Codes sent, by delivery medium.
+pub const CODES_SENT_TOTAL: &str = "cognito_resend_codes_sent_total";
 /// ListUsers / AdminGetUser calls by operation and result.
 pub const POOL_CALLS: &str = "cognito_resend_pool_calls_total";
 /// SQS messages by what happened to them.
@@ -127,12 +130,20 @@ fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     describe_counter!(
         STOPPED_TOTAL,
         "Early stops of the run, by reason: a configuration error (email_quota, not_authorized, \
-         ...) or ledger_error."
+         ...), ledger_error, or spend_cap."
     );
     for kind in crate::cognito::Misconfiguration::ALL {
         counter!(STOPPED_TOTAL, "reason" => kind.reason()).absolute(0);
     }
     counter!(STOPPED_TOTAL, "reason" => "ledger_error").absolute(0);
+    counter!(STOPPED_TOTAL, "reason" => "spend_cap").absolute(0);
+    describe_counter!(
+        CODES_SENT_TOTAL,
+        "Codes Cognito confirmed sent, by delivery medium (sms, email, unknown)."
+    );
+    for medium in ["sms", "email"] {
+        counter!(CODES_SENT_TOTAL, "medium" => medium).absolute(0);
+    }
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -200,6 +211,11 @@ pub fn register_outcomes(source: &'static str) {
 /// Counts a ListUsers or AdminGetUser call (`result` as for resend attempts).
 pub fn pool_call(operation: &'static str, result: &'static str) {
     counter!(POOL_CALLS, "operation" => operation, "result" => result).increment(1);
+}
+
+/// Counts a code Cognito confirmed sent, by delivery medium (`sms`, `email`, `unknown`).
+pub fn code_sent(medium: &'static str) {
+    counter!(CODES_SENT_TOTAL, "medium" => medium).increment(1);
 }
 
 /// Counts an early stop of the run.
