@@ -71,8 +71,6 @@ const RISE_NOTIFY: f64 = 0.02;
 /// The limiter shared by every task of a run.
 #[derive(Debug)]
 pub struct RateLimiter {
-    /// `None`: `--rate 0`, no ceiling.
-    ceiling: Option<f64>,
     /// Whether this is the resend limiter, whose rate the gauge shows.
     reported: bool,
     state: Mutex<State>,
@@ -82,6 +80,9 @@ pub struct RateLimiter {
 
 #[derive(Debug)]
 struct State {
+    /// The ceiling (`--rate`, or this run's share of `--fleet-rate`, which changes as runs come
+    /// and go); `None`: `--rate 0`, no ceiling.
+    ceiling: Option<f64>,
     /// Current rate; `None` = unlimited (only before the first throttle of a `--rate 0` run).
     rate: Option<f64>,
     /// The schedule: ticket `n` is due at `anchor + (n - anchor_ticket) / rate`.
@@ -121,9 +122,9 @@ impl RateLimiter {
     fn build(rate: Option<f64>, reported: bool) -> Self {
         let now = Instant::now();
         Self {
-            ceiling: rate,
             reported,
             state: Mutex::new(State {
+                ceiling: rate,
                 rate,
                 anchor: now,
                 anchor_ticket: -rate.map_or(0.0, burst),
@@ -192,7 +193,7 @@ impl RateLimiter {
         let Some(rate) = s.rate else { return };
         let tau = now.duration_since(s.probe_from).as_secs_f64();
         let probe = s.probe_base + s.probe_scale * (PROBE_LINEAR * tau + PROBE_CUBIC * tau.powi(3));
-        let new = self.ceiling.map_or(probe, |c| probe.min(c));
+        let new = s.ceiling.map_or(probe, |c| probe.min(c));
         if new <= rate {
             return;
         }
@@ -205,6 +206,29 @@ impl RateLimiter {
         if wake {
             self.changed.notify_waiters();
         }
+        if self.reported {
+            metrics::rate_limit(new);
+        }
+    }
+
+    /// Changes the ceiling from now on (`--fleet-rate`: this run's share, as runs come and go).
+    /// A rate above the new ceiling drops to it at once. Below it, a run that has not been
+    /// throttled yet moves to the new ceiling (as `--rate R` starts at `R`); one that has keeps
+    /// the rate it settled at and lets its probe (now capped by the new ceiling) raise it,
+    /// since the quota it measured still holds.
+    pub fn set_ceiling(&self, ceiling: f64) {
+        let now = Instant::now();
+        let mut s = self.lock();
+        s.ceiling = Some(ceiling);
+        let new = match s.rate {
+            Some(r) if r <= ceiling && s.last_throttle.is_some() => return,
+            Some(r) if r == ceiling => return,
+            _ => ceiling,
+        };
+        s.set_rate(now, new);
+        s.notified_rate = new;
+        drop(s);
+        self.changed.notify_waiters();
         if self.reported {
             metrics::rate_limit(new);
         }
@@ -242,7 +266,7 @@ impl RateLimiter {
         if let Some(r) = current {
             new = new.min(r);
         }
-        if let Some(c) = self.ceiling {
+        if let Some(c) = s.ceiling {
             new = new.min(c);
         }
         s.last_throttle = Some((now, s.accepted));
@@ -642,6 +666,45 @@ mod tests {
             (27.0..27.2).contains(&r),
             "a throttle never raises the rate: {r}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ceiling_changed_at_run_time_is_followed_both_ways() {
+        // A fleet share: 40/s, then 20/s (a second run joined), then 40/s again (it left).
+        let limiter = Arc::new(RateLimiter::unreported(Some(40.0)));
+        let cognito = Arc::new(Cognito::new(flat(QUOTA)));
+        let jobs = Arc::new(AtomicU64::new(u64::MAX));
+        let workers: Vec<_> = (0..16)
+            .map(|w| {
+                tokio::spawn(worker(
+                    limiter.clone(),
+                    cognito.clone(),
+                    jobs.clone(),
+                    Duration::from_millis(20),
+                    w + 1,
+                ))
+            })
+            .collect();
+        let accepted = || cognito.state.lock().unwrap().accepted.iter().sum::<u64>();
+        let mut rates = Vec::new();
+        for ceiling in [40.0, 20.0, 40.0] {
+            limiter.set_ceiling(ceiling);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let before = accepted();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            rates.push((accepted() - before) as f64 / 10.0);
+        }
+        for w in workers {
+            w.abort();
+        }
+        eprintln!("ceilings 40, 20, 40: {rates:?}/s");
+        assert_eq!(cognito.state.lock().unwrap().throttled, 0);
+        for (got, want) in rates.iter().zip([40.0, 20.0, 40.0]) {
+            assert!(
+                (got - want).abs() <= 0.02 * want,
+                "{got}/s under a ceiling of {want}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -84,6 +84,11 @@ fn run_pk(run: &str) -> String {
     format!("r#{run}")
 }
 
+/// The fleet item (`--fleet-rate`): one attribute per live run, its census counter.
+const FLEET_PK: &str = "f#fleet";
+/// Most dead runs one census removes (the rest go at the next, a beat later).
+const PRUNE_MAX: usize = 25;
+
 impl DynamoStore {
     /// A client for `table`; checks the table exists.
     pub async fn connect(table: &str, settings: &DynamoSettings) -> Result<Self, LedgerError> {
@@ -350,12 +355,35 @@ impl Store for DynamoStore {
         run: &'a RunId,
         now: Millis,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
-        Box::pin(self.touch_run(
-            run,
-            now,
-            "SET heartbeat_at = :now, finished_at = :now",
-            "end of run",
-        ))
+        Box::pin(async move {
+            self.touch_run(
+                run,
+                now,
+                "SET heartbeat_at = :now, finished_at = :now",
+                "end of run",
+            )
+            .await?;
+            // Leave the fleet at once, so the others' shares grow at their next census. Best
+            // effort: if this fails, they prune this run after a lease of standing still.
+            let left = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(FLEET_PK))
+                .update_expression("REMOVE #me")
+                .condition_expression("attribute_exists(#me)")
+                .expression_attribute_names("#me", &run.0)
+                .send()
+                .await;
+            if let Err(e) = left
+                && !e
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception())
+            {
+                tracing::debug!("leaving the fleet item: {}", DisplayErrorContext(&e));
+            }
+            Ok(())
+        })
     }
 
     fn claim<'a>(
@@ -548,6 +576,7 @@ impl Store for DynamoStore {
             let mut runs: HashMap<String, RunRow> = HashMap::new();
             let mut alive: HashMap<String, bool> = HashMap::new();
             let mut claims: Vec<String> = Vec::new();
+            let mut fleet: Vec<String> = Vec::new();
             let mut start: Option<Item> = None;
             loop {
                 let out = self
@@ -560,6 +589,10 @@ impl Store for DynamoStore {
                     .map_err(|e| self.sdk("Scan", e))?;
                 for item in out.items() {
                     let pk = get_s(item, "pk").unwrap_or_default();
+                    if pk == FLEET_PK {
+                        fleet.extend(item.keys().filter(|k| *k != "pk").cloned());
+                        continue;
+                    }
                     if let Some(run) = pk.strip_prefix("r#") {
                         let beat = get_n(item, "heartbeat_at").unwrap_or(0);
                         let finished = get_n(item, "finished_at");
@@ -603,6 +636,10 @@ impl Store for DynamoStore {
                     _ => break,
                 }
             }
+            stats.fleet_runs = fleet
+                .iter()
+                .filter(|r| alive.get(*r).copied().unwrap_or(false))
+                .count() as u64;
             for run in claims {
                 if alive.get(&run).copied().unwrap_or(false) {
                     stats.claims_live += 1;
@@ -650,6 +687,48 @@ impl Store for DynamoStore {
                 .collect();
             let next = out.last_evaluated_key.as_ref().and_then(|k| get_s(k, "pk"));
             Ok((rows, next))
+        })
+    }
+
+    fn census<'a>(
+        &'a self,
+        run: &'a RunId,
+        dead: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(String, i64)>, LedgerError>> {
+        Box::pin(async move {
+            // One write to the one fleet item: bump this run's counter, drop the dead, and read
+            // the whole item back. Never a Scan.
+            let mut update = "ADD #me :one".to_owned();
+            let mut call = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(FLEET_PK))
+                .expression_attribute_names("#me", &run.0)
+                .expression_attribute_values(":one", n(1))
+                .return_values(ReturnValue::AllNew);
+            let dead: Vec<&String> = dead
+                .iter()
+                .filter(|d| **d != run.0)
+                .take(PRUNE_MAX)
+                .collect();
+            for (i, d) in dead.iter().enumerate() {
+                update.push_str(if i == 0 { " REMOVE " } else { ", " });
+                update.push_str(&format!("#d{i}"));
+                call = call.expression_attribute_names(format!("#d{i}"), d.as_str());
+            }
+            let out = call
+                .update_expression(update)
+                .send()
+                .await
+                .map_err(|e| self.sdk("UpdateItem (fleet)", e))?;
+            Ok(out
+                .attributes
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(k, _)| k != "pk")
+                .filter_map(|(k, v)| Some((k, v.as_n().ok()?.parse().ok()?)))
+                .collect())
         })
     }
 }

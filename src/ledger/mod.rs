@@ -46,6 +46,7 @@
 //!   replicas on many hosts — the pattern Powertools' idempotency utility uses.
 
 pub mod dynamo;
+pub mod fleet;
 pub mod inspect;
 pub mod sqlite;
 
@@ -308,6 +309,9 @@ pub struct Stats {
     pub doubt_marks: u64,
     /// The most recent runs, newest first.
     pub recent_runs: Vec<RunRow>,
+    /// Runs sharing a fleet budget (`--fleet-rate`) and live by this host's clock: on SQLite
+    /// every unfinished run, on DynamoDB those in the fleet item.
+    pub fleet_runs: u64,
 }
 
 /// A page of `ledger export`: rows, and the cursor of the next page (`None` at the end).
@@ -379,6 +383,25 @@ pub trait Store: Send + Sync + 'static {
         cursor: Option<String>,
         limit: u32,
     ) -> BoxFuture<'_, Result<Page, LedgerError>>;
+
+    // --- the fleet census (`--fleet-rate`, see [`fleet`]) ---
+
+    /// Notes that `run` is running, forgets `dead` (runs the caller saw standing still for a
+    /// lease) and returns every run the store lists as running, each with a counter that moves
+    /// while the run lives. Cheap: called with every heartbeat.
+    fn census<'a>(
+        &'a self,
+        run: &'a RunId,
+        dead: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(String, i64)>, LedgerError>> {
+        let _ = (run, dead);
+        Box::pin(async move {
+            Err(LedgerError {
+                state: self.describe(),
+                detail: "this ledger keeps no fleet census".into(),
+            })
+        })
+    }
 }
 
 /// Timing settings of the ledger.
@@ -424,6 +447,18 @@ struct RunState {
     fenced: CancellationToken,
     /// Sends that could not be recorded.
     unrecorded: std::sync::Mutex<Vec<Unrecorded>>,
+    /// `--fleet-rate`: the runs seen in the census, and this run's share as last published.
+    fleet: Option<FleetState>,
+}
+
+/// A run's side of the fleet budget.
+struct FleetState {
+    census: std::sync::Mutex<fleet::Census>,
+    /// Runs judged dead at the last census, removed from the store at the next.
+    dead: std::sync::Mutex<Vec<String>>,
+    share: tokio::sync::watch::Sender<fleet::Share>,
+    /// Whether the last census failed (logged once per failing stretch).
+    failing: std::sync::atomic::AtomicBool,
 }
 
 /// The ledger as the engine uses it: a store, this run's id, and the heartbeat that keeps its
@@ -448,12 +483,33 @@ impl Ledger {
         Self::start_with_clock(store, command, timing, Clock::default()).await
     }
 
+    /// [`Ledger::start`] for a run that takes its share of a fleet budget of `budget` calls
+    /// per second (`--fleet-rate`): see [`Ledger::fleet_share`].
+    pub async fn start_in_fleet(
+        store: Arc<dyn Store>,
+        command: &str,
+        timing: LedgerTiming,
+        budget: f64,
+    ) -> Result<Self, LedgerError> {
+        Self::begin(store, command, timing, Clock::default(), Some(budget)).await
+    }
+
     /// [`Ledger::start`] with a skewed wall clock (tests).
     pub async fn start_with_clock(
         store: Arc<dyn Store>,
         command: &str,
         timing: LedgerTiming,
         clock: Clock,
+    ) -> Result<Self, LedgerError> {
+        Self::begin(store, command, timing, clock, None).await
+    }
+
+    async fn begin(
+        store: Arc<dyn Store>,
+        command: &str,
+        timing: LedgerTiming,
+        clock: Clock,
+        budget: Option<f64>,
     ) -> Result<Self, LedgerError> {
         let run = RunId::new();
         store.begin_run(&run, command, clock.now()).await?;
@@ -467,8 +523,24 @@ impl Ledger {
                 seen: Default::default(),
                 fenced: CancellationToken::new(),
                 unrecorded: Default::default(),
+                fleet: budget.map(|budget| FleetState {
+                    census: std::sync::Mutex::new(fleet::Census::new(timing.lease)),
+                    dead: Default::default(),
+                    // No run yet: the first census always publishes (and logs) a share.
+                    share: tokio::sync::watch::Sender::new(fleet::Share {
+                        budget,
+                        runs: 0,
+                        rate: budget,
+                    }),
+                    failing: Default::default(),
+                }),
             }),
         };
+        if ledger.state.fleet.is_some() {
+            // The first share is known before the first call: a run that cannot take the
+            // census does not start.
+            ledger.take_census().await?;
+        }
         tokio::spawn(ledger.clone().beat());
         tracing::info!(run = %ledger.run, "ledger: {}", ledger.store.describe());
         Ok(ledger)
@@ -505,6 +577,13 @@ impl Ledger {
                         failing = false;
                         tracing::info!("ledger heartbeat works again");
                     }
+                    if self.state.fleet.is_some()
+                        && let Err(e) = self.take_census().await
+                        && let Some(f) = &self.state.fleet
+                        && !f.failing.swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        tracing::warn!("{e}: the fleet census failed; keeping the last share");
+                    }
                 }
                 failed => {
                     if !failing {
@@ -533,6 +612,57 @@ impl Ledger {
                 }
             }
         }
+    }
+
+    /// `--fleet-rate`: this run's share of the fleet budget, updated with every heartbeat
+    /// (`None` without a fleet budget).
+    pub fn fleet_share(&self) -> Option<tokio::sync::watch::Receiver<fleet::Share>> {
+        self.state.fleet.as_ref().map(|f| f.share.subscribe())
+    }
+
+    /// Takes the census and publishes this run's share if it changed (logged, and shown by the
+    /// `cognito_resend_fleet_runs` gauge).
+    async fn take_census(&self) -> Result<(), LedgerError> {
+        let Some(f) = &self.state.fleet else {
+            return Ok(());
+        };
+        let dead = std::mem::take(&mut *f.dead.lock().unwrap_or_else(|e| e.into_inner()));
+        let listed = match self.store.census(&self.run, &dead).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                // Pruned at the next census instead.
+                *f.dead.lock().unwrap_or_else(|e| e.into_inner()) = dead;
+                return Err(e);
+            }
+        };
+        if f.failing.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!("the fleet census works again");
+        }
+        let counted = f
+            .census
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .count(&self.run.0, &listed);
+        *f.dead.lock().unwrap_or_else(|e| e.into_inner()) = counted.dead;
+        let budget = f.share.borrow().budget;
+        let share = fleet::Share::of(budget, counted.live);
+        crate::telemetry::metrics::fleet_runs(share.runs);
+        f.share.send_if_modified(|old| {
+            if old.runs == share.runs && old.rate == share.rate {
+                return false;
+            }
+            tracing::info!(
+                runs = share.runs,
+                budget,
+                share = share.rate,
+                "fleet budget: {} live run(s) share {budget}/s; this run takes {:.2}/s",
+                share.runs,
+                share.rate
+            );
+            *old = share;
+            true
+        });
+        Ok(())
     }
 
     /// This run's id.
