@@ -86,6 +86,16 @@ async fn shares_follow_the_fleet(store: impl Fn() -> Arc<dyn Store>) {
     until_runs(&mut share_a, 3, 10 * lease).await;
     until_runs(&mut share_b, 3, 10 * lease).await;
     assert_eq!(share_a.borrow().rate, 20.0);
+    // `ledger stats` shows them (by the reading host's clock: a view for people).
+    let now = cognito_resend::ledger::now_millis();
+    let rules = cognito_resend::ledger::Rules {
+        now,
+        cooldown_since: now,
+        alive_since: now - 10 * lease.as_millis() as i64,
+    };
+    let stats = store().stats(rules).await.unwrap();
+    assert_eq!(stats.fleet_runs, 3, "{stats:?}");
+    assert_eq!(stats.users, 0, "the fleet is no user: {stats:?}");
 
     // `c` joins and leaves cleanly: its share comes back at the others' next census.
     let c = Ledger::start_in_fleet(store(), "c", timing(lease), budget)
@@ -222,4 +232,20 @@ async fn backfills_sharing_a_ledger_stay_under_the_fleet_budget() {
         "{rate:.1}/s over a budget of {BUDGET}/s"
     );
     assert!(saw_three, "no run logged the three-way share");
+}
+
+#[tokio::test]
+async fn a_fleet_budget_without_a_ledger_is_refused_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &["someone".to_owned()]);
+    let mut cmd = backfill("http://127.0.0.1:9", &csv);
+    cmd.args(["--state", "none", "--fleet-rate", "20"]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(
+        ran.stderr
+            .contains("run.fleet_rate (--fleet-rate) needs a ledger"),
+        "{}",
+        ran.stderr
+    );
 }

@@ -34,7 +34,9 @@
 //! The lock is held for a few arithmetic operations only.
 //!
 //! With `--rate R` the rate starts at `R` and never exceeds it; with `--rate 0` it starts
-//! unlimited and limits from the first throttle. Replicas that do not talk to each other each
+//! unlimited and limits from the first throttle. With `--fleet-rate` the ceiling is this run's
+//! share of the fleet budget and moves as runs come and go ([`RateLimiter::set_ceiling`]): the
+//! controller works under it as under `--rate`. Replicas that do not talk to each other each
 //! estimate their own share the same way; the simulated figures are in the tests below.
 
 use std::collections::VecDeque;

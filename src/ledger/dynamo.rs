@@ -364,7 +364,8 @@ impl Store for DynamoStore {
             )
             .await?;
             // Leave the fleet at once, so the others' shares grow at their next census. Best
-            // effort: if this fails, they prune this run after a lease of standing still.
+            // effort: if this fails (or a census of this run still in flight puts the entry
+            // back), they prune this run after a lease of standing still.
             let left = self
                 .client
                 .update_item()

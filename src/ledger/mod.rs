@@ -459,6 +459,9 @@ struct FleetState {
     share: tokio::sync::watch::Sender<fleet::Share>,
     /// Whether the last census failed (logged once per failing stretch).
     failing: std::sync::atomic::AtomicBool,
+    /// Held by a census in flight: [`Ledger::close`] waits for it, so a census cannot put this
+    /// run back into the fleet after its end was recorded.
+    busy: tokio::sync::Mutex<()>,
 }
 
 /// The ledger as the engine uses it: a store, this run's id, and the heartbeat that keeps its
@@ -533,6 +536,7 @@ impl Ledger {
                         rate: budget,
                     }),
                     failing: Default::default(),
+                    busy: Default::default(),
                 }),
             }),
         };
@@ -542,6 +546,9 @@ impl Ledger {
             ledger.take_census().await?;
         }
         tokio::spawn(ledger.clone().beat());
+        if ledger.state.fleet.is_some() {
+            tokio::spawn(ledger.clone().count_the_fleet());
+        }
         tracing::info!(run = %ledger.run, "ledger: {}", ledger.store.describe());
         Ok(ledger)
     }
@@ -576,13 +583,6 @@ impl Ledger {
                     if failing {
                         failing = false;
                         tracing::info!("ledger heartbeat works again");
-                    }
-                    if self.state.fleet.is_some()
-                        && let Err(e) = self.take_census().await
-                        && let Some(f) = &self.state.fleet
-                        && !f.failing.swap(true, std::sync::atomic::Ordering::Relaxed)
-                    {
-                        tracing::warn!("{e}: the fleet census failed; keeping the last share");
                     }
                 }
                 failed => {
@@ -663,6 +663,34 @@ impl Ledger {
             true
         });
         Ok(())
+    }
+
+    /// The census loop: one census per heartbeat period, apart from the heartbeat so that a
+    /// slow census never delays a beat (which could fence this run).
+    async fn count_the_fleet(self) {
+        let every = self.beat_every();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = self.stop_heartbeat.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Some(f) = &self.state.fleet else { return };
+            let _busy = f.busy.lock().await;
+            if self.stop_heartbeat.is_cancelled() {
+                return;
+            }
+            let failed = match tokio::time::timeout(every, self.take_census()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("a census took longer than {every:?}"),
+            };
+            if !f.failing.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!("{failed}: the fleet census failed; keeping the last share");
+            }
+        }
     }
 
     /// This run's id.
@@ -888,6 +916,11 @@ impl Ledger {
                 .unwrap_or_else(|e| e.into_inner()) = left;
             return;
         }
+        // A census in flight finishes first (the loop stops at the next one).
+        let _census = match &self.state.fleet {
+            Some(f) => Some(f.busy.lock().await),
+            None => None,
+        };
         if let Err(e) = self.store.end_run(&self.run, self.clock.now()).await {
             tracing::warn!("{e}; claims of this run become in doubt after the claim lease");
         }
