@@ -38,6 +38,9 @@
 //! holds. If it never comes back while this run lives, a later run finds a claim of a dead run:
 //! it sends again and reports the user in doubt (`dead_run`) — the limit no client can remove.
 //!
+//! The same counters size a fleet budget (`--fleet-rate`): each run counts the live runs
+//! sharing the ledger with every heartbeat and takes its share ([`fleet`]).
+//!
 //! Backends ([`Store`]):
 //! - [`sqlite`]: a file (default `cognito-resend.db`), WAL, one writer thread that commits in
 //!   groups, so durability does not cost one fsync per call. Several processes on one host may
@@ -542,8 +545,11 @@ impl Ledger {
         };
         if ledger.state.fleet.is_some() {
             // The first share is known before the first call: a run that cannot take the
-            // census does not start.
-            ledger.take_census().await?;
+            // census does not start (and ends its row, so nobody waits a lease on it).
+            if let Err(e) = ledger.take_census().await {
+                let _ = ledger.store.end_run(&ledger.run, clock.now()).await;
+                return Err(e);
+            }
         }
         tokio::spawn(ledger.clone().beat());
         if ledger.state.fleet.is_some() {
