@@ -824,7 +824,9 @@ impl Settings {
             .map_err(|e| ConfigError::new(format!("ledger.path (--state): {e}")))?;
         if run.fleet_rate.is_some() && state == crate::ledger::StateSpec::None {
             return Err(ConfigError::new(
-                "run.fleet_rate (--fleet-rate) needs a ledger the runs share (--state FILE or                  --state dynamodb://TABLE): with --state none no run can see the others, so a                  fleet budget cannot be split; use --rate for this process alone",
+                "run.fleet_rate (--fleet-rate) needs a ledger the runs share (--state FILE or \
+                 --state dynamodb://TABLE): with --state none no run can see the others, so a \
+                 fleet budget cannot be split; use --rate for this process alone",
             ));
         }
         let ledger = LedgerSettings {
