@@ -236,6 +236,17 @@ pub struct SettingsArgs {
     )]
     pub rate: Option<String>,
 
+    /// A calls-per-second budget for every run sharing the ledger (needs --state FILE or
+    /// dynamodb://TABLE): each live run takes budget / live runs as its ceiling, recomputed with
+    /// every heartbeat as runs come and go, and replacing --rate. 0 = none [default: none].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_RUN_FLEET_RATE",
+        value_name = "PER_SECOND"
+    )]
+    pub fleet_rate: Option<String>,
+
     /// Do everything but the send: every job gets outcome `dry_run`, or `cooldown` when the
     /// ledger says so (with --precheck also `already_confirmed` / `not_found`): the plan.
     /// [env: COGNITO_RESEND_RUN_DRY_RUN=true]

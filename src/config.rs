@@ -76,6 +76,7 @@ struct RawAws {
 struct RawRun {
     concurrency: NumOrString,
     rate: NumOrString,
+    fleet_rate: Option<NumOrString>,
     dry_run: bool,
     precheck: bool,
     precheck_rate: NumOrString,
@@ -202,6 +203,7 @@ impl Default for RawRun {
         Self {
             concurrency: NumOrString::Int(16),
             rate: NumOrString::Int(10),
+            fleet_rate: None,
             dry_run: false,
             precheck: false,
             precheck_rate: NumOrString::Int(20),
@@ -414,6 +416,7 @@ impl Overrides {
         put(&mut o.aws, "region", a.region.as_ref());
         put(&mut o.run, "concurrency", a.concurrency.as_ref());
         put(&mut o.run, "rate", a.rate.as_ref());
+        put(&mut o.run, "fleet_rate", a.fleet_rate.as_ref());
         // A boolean flag that is absent says nothing: it must not undo `true` from the file.
         put(
             &mut o.run,
@@ -546,6 +549,9 @@ pub struct RunSettings {
     pub concurrency: NonZeroUsize,
     /// Calls per second ceiling; `None` = no limit (`--rate 0`).
     pub rate: Option<f64>,
+    /// `--fleet-rate`: calls per second for every run sharing the ledger; each live run takes
+    /// its share as its ceiling, instead of `rate`. `None`: no fleet budget.
+    pub fleet_rate: Option<f64>,
     /// Everything but the send.
     pub dry_run: bool,
     /// AdminGetUser before each send; only UNCONFIRMED users are sent.
@@ -756,9 +762,14 @@ impl Settings {
             "run.precheck_rate (--precheck-rate)",
             &raw.run.precheck_rate,
         )?;
+        let fleet_rate = match &raw.run.fleet_rate {
+            Some(r) => rate_setting("run.fleet_rate (--fleet-rate)", r)?,
+            None => None,
+        };
         let run = RunSettings {
             concurrency,
             rate,
+            fleet_rate,
             dry_run: raw.run.dry_run,
             precheck: raw.run.precheck,
             precheck_rate,
@@ -855,9 +866,17 @@ impl Settings {
                     .to_owned(),
             );
         }
+        let state = crate::ledger::StateSpec::parse(&raw.ledger.path)
+            .map_err(|e| ConfigError::new(format!("ledger.path (--state): {e}")))?;
+        if run.fleet_rate.is_some() && state == crate::ledger::StateSpec::None {
+            return Err(ConfigError::new(
+                "run.fleet_rate (--fleet-rate) needs a ledger the runs share (--state FILE or \
+                 --state dynamodb://TABLE): with --state none no run can see the others, so a \
+                 fleet budget cannot be split; use --rate for this process alone",
+            ));
+        }
         let ledger = LedgerSettings {
-            state: crate::ledger::StateSpec::parse(&raw.ledger.path)
-                .map_err(|e| ConfigError::new(format!("ledger.path (--state): {e}")))?,
+            state,
             cooldown,
             claim_lease,
             dynamodb_endpoint: http_url(
@@ -1080,6 +1099,7 @@ impl Settings {
              [run]\n\
              concurrency = {conc}\n\
              rate = {rate}\n\
+             fleet_rate = {fleet}\n\
              dry_run = {dry}\n\
              precheck = {pre}\n\
              precheck_rate = {prate}\n\n\
@@ -1141,6 +1161,14 @@ impl Settings {
                 None => "# not set: the AWS config chain decides".to_owned(),
             },
             conc = self.run.concurrency,
+            fleet = match self.run.fleet_rate {
+                Some(r) => format!(
+                    "{r}  # shared by the live runs of {}: each takes {r} / live runs, \
+                     instead of rate (see `ledger stats`)",
+                    self.ledger.state
+                ),
+                None => "0  # none: rate holds for this process alone".to_owned(),
+            },
             dry = self.run.dry_run,
             pre = self.run.precheck,
             prate = per_second(self.run.precheck_rate),
@@ -1523,6 +1551,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("sqs.max_messages (--max-messages)"), "{err}");
+    }
+
+    #[test]
+    fn fleet_rate_needs_a_shared_ledger_and_shows_in_check() {
+        let s = load_with(&["cognito-resend", "check"], None).unwrap();
+        assert_eq!(s.run.fleet_rate, None, "no fleet budget by default");
+        let s = load_with(&["cognito-resend", "--fleet-rate", "50", "check"], None).unwrap();
+        assert_eq!(s.run.fleet_rate, Some(50.0));
+        let shown = s.render_redacted();
+        assert!(
+            shown.contains("fleet_rate = 50  # shared by the live runs of cognito-resend.db"),
+            "{shown}"
+        );
+        let s = load_with(&["cognito-resend", "--fleet-rate", "0", "check"], None).unwrap();
+        assert_eq!(s.run.fleet_rate, None, "0 means none");
+        let err = load_with(
+            &[
+                "cognito-resend",
+                "--fleet-rate",
+                "50",
+                "--state",
+                "none",
+                "check",
+            ],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("run.fleet_rate (--fleet-rate)") && err.contains("--state none"),
+            "{err}"
+        );
+        let err = load_with(&["cognito-resend", "--fleet-rate=-3", "check"], None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("run.fleet_rate (--fleet-rate)"), "{err}");
     }
 
     #[test]

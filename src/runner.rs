@@ -419,18 +419,19 @@ impl Parts {
         };
         // Last: a run is registered in the ledger only once nothing else can fail.
         let ledger = match open_ledger(settings).await? {
-            Some(store) => Some(
-                Ledger::start(
-                    store,
-                    command,
-                    LedgerTiming {
-                        cooldown: settings.ledger.cooldown,
-                        lease: settings.ledger.claim_lease,
-                    },
-                )
-                .await
-                .map_err(|e| RunError::Usage(format!("ledger.path (--state): {e}")))?,
-            ),
+            Some(store) => {
+                let timing = LedgerTiming {
+                    cooldown: settings.ledger.cooldown,
+                    lease: settings.ledger.claim_lease,
+                };
+                // `--fleet-rate`: the run's share of the budget replaces `--rate` (the engine
+                // follows it as runs come and go).
+                let started = match settings.run.fleet_rate {
+                    Some(budget) => Ledger::start_in_fleet(store, command, timing, budget).await,
+                    None => Ledger::start(store, command, timing).await,
+                };
+                Some(started.map_err(|e| RunError::Usage(format!("ledger.path (--state): {e}")))?)
+            }
             None => {
                 tracing::warn!(
                     "--state none: no ledger. A rerun, a duplicate row or a redelivered message \

@@ -235,6 +235,24 @@ pub async fn run<S: Source, C: Resend>(
     // so jobs already claimed but not yet called do not call.
     let watching = CancellationToken::new();
     let _stop_watching = watching.clone().drop_guard();
+    // `--fleet-rate`: this run's share of the fleet budget is the limiter's ceiling, followed
+    // as runs come and go (the ledger's census, every heartbeat).
+    if let Some(mut share) = shared.ledger.as_ref().and_then(Ledger::fleet_share) {
+        shared.rate.set_ceiling(share.borrow_and_update().rate);
+        let (shared, watching) = (shared.clone(), watching.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = share.changed() => {
+                        if changed.is_err() { return; }
+                        let rate = share.borrow_and_update().rate;
+                        shared.rate.set_ceiling(rate);
+                    }
+                    _ = watching.cancelled() => return,
+                }
+            }
+        });
+    }
     if let Some(ledger) = &shared.ledger {
         let (fenced, shared) = (ledger.fenced(), shared.clone());
         let error = ledger.fence_error();

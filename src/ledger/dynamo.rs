@@ -92,6 +92,11 @@ fn day_pk(day: &str) -> String {
     format!("d#{day}")
 }
 
+/// The fleet item (`--fleet-rate`): one attribute per live run, its census counter.
+const FLEET_PK: &str = "f#fleet";
+/// Most dead runs one census removes (the rest go at the next, a beat later).
+const PRUNE_MAX: usize = 25;
+
 impl DynamoStore {
     /// A client for `table`; checks the table exists.
     pub async fn connect(table: &str, settings: &DynamoSettings) -> Result<Self, LedgerError> {
@@ -357,12 +362,36 @@ impl Store for DynamoStore {
         run: &'a RunId,
         now: Millis,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
-        Box::pin(self.touch_run(
-            run,
-            now,
-            "SET heartbeat_at = :now, finished_at = :now",
-            "end of run",
-        ))
+        Box::pin(async move {
+            self.touch_run(
+                run,
+                now,
+                "SET heartbeat_at = :now, finished_at = :now",
+                "end of run",
+            )
+            .await?;
+            // Leave the fleet at once, so the others' shares grow at their next census. Best
+            // effort: if this fails (or a census of this run still in flight puts the entry
+            // back), they prune this run after a lease of standing still.
+            let left = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(FLEET_PK))
+                .update_expression("REMOVE #me")
+                .condition_expression("attribute_exists(#me)")
+                .expression_attribute_names("#me", &run.0)
+                .send()
+                .await;
+            if let Err(e) = left
+                && !e
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception())
+            {
+                tracing::debug!("leaving the fleet item: {}", DisplayErrorContext(&e));
+            }
+            Ok(())
+        })
     }
 
     fn claim<'a>(
@@ -555,6 +584,7 @@ impl Store for DynamoStore {
             let mut runs: HashMap<String, RunRow> = HashMap::new();
             let mut alive: HashMap<String, bool> = HashMap::new();
             let mut claims: Vec<String> = Vec::new();
+            let mut fleet: Vec<String> = Vec::new();
             let mut start: Option<Item> = None;
             loop {
                 let out = self
@@ -568,6 +598,10 @@ impl Store for DynamoStore {
                 for item in out.items() {
                     let pk = get_s(item, "pk").unwrap_or_default();
                     if pk.starts_with("d#") {
+                        continue;
+                    }
+                    if pk == FLEET_PK {
+                        fleet.extend(item.keys().filter(|k| *k != "pk").cloned());
                         continue;
                     }
                     if let Some(run) = pk.strip_prefix("r#") {
@@ -613,6 +647,10 @@ impl Store for DynamoStore {
                     _ => break,
                 }
             }
+            stats.fleet_runs = fleet
+                .iter()
+                .filter(|r| alive.get(*r).copied().unwrap_or(false))
+                .count() as u64;
             for run in claims {
                 if alive.get(&run).copied().unwrap_or(false) {
                     stats.claims_live += 1;
@@ -766,6 +804,48 @@ impl Store for DynamoStore {
                 sms: count("sms"),
                 email: count("email"),
             })
+        })
+    }
+
+    fn census<'a>(
+        &'a self,
+        run: &'a RunId,
+        dead: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(String, i64)>, LedgerError>> {
+        Box::pin(async move {
+            // One write to the one fleet item: bump this run's counter, drop the dead, and read
+            // the whole item back. Never a Scan.
+            let mut update = "ADD #me :one".to_owned();
+            let mut call = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(FLEET_PK))
+                .expression_attribute_names("#me", &run.0)
+                .expression_attribute_values(":one", n(1))
+                .return_values(ReturnValue::AllNew);
+            let dead: Vec<&String> = dead
+                .iter()
+                .filter(|d| **d != run.0)
+                .take(PRUNE_MAX)
+                .collect();
+            for (i, d) in dead.iter().enumerate() {
+                update.push_str(if i == 0 { " REMOVE " } else { ", " });
+                update.push_str(&format!("#d{i}"));
+                call = call.expression_attribute_names(format!("#d{i}"), d.as_str());
+            }
+            let out = call
+                .update_expression(update)
+                .send()
+                .await
+                .map_err(|e| self.sdk("UpdateItem (fleet)", e))?;
+            Ok(out
+                .attributes
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(k, _)| k != "pk")
+                .filter_map(|(k, v)| Some((k, v.as_n().ok()?.parse().ok()?)))
+                .collect())
         })
     }
 }

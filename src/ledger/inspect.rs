@@ -5,7 +5,7 @@ use std::io::Write;
 
 use crate::cli::LedgerAction;
 use crate::config::Settings;
-use crate::ledger::{self, Rules, StateSpec, now_millis};
+use crate::ledger::{self, Rules, StateSpec, fleet, now_millis};
 use crate::runner::{Finished, RunError, open_ledger};
 
 /// Rows per page of `export`.
@@ -110,6 +110,17 @@ pub async fn run(action: LedgerAction, settings: &Settings) -> Result<Finished, 
                     of(today.sends, caps.sends),
                     of(today.sms, caps.sms),
                     of(today.email, caps.email),
+                );
+                let fleet = match settings.run.fleet_rate {
+                    Some(budget) => format!(
+                        "; --fleet-rate {budget}/s gives each {:.2}/s",
+                        fleet::Share::of(budget, stats.fleet_runs as usize).rate
+                    ),
+                    None => String::new(),
+                };
+                println!(
+                    "  live runs sharing the fleet budget: {}{fleet}",
+                    stats.fleet_runs
                 );
                 if !stats.recent_runs.is_empty() {
                     println!("  recent runs:");

@@ -38,6 +38,9 @@
 //! holds. If it never comes back while this run lives, a later run finds a claim of a dead run:
 //! it sends again and reports the user in doubt (`dead_run`) — the limit no client can remove.
 //!
+//! The same counters size a fleet budget (`--fleet-rate`): each run counts the live runs
+//! sharing the ledger with every heartbeat and takes its share ([`fleet`]).
+//!
 //! Backends ([`Store`]):
 //! - [`sqlite`]: a file (default `cognito-resend.db`), WAL, one writer thread that commits in
 //!   groups, so durability does not cost one fsync per call. Several processes on one host may
@@ -46,6 +49,7 @@
 //!   replicas on many hosts — the pattern Powertools' idempotency utility uses.
 
 pub mod dynamo;
+pub mod fleet;
 pub mod inspect;
 pub mod sqlite;
 
@@ -308,6 +312,9 @@ pub struct Stats {
     pub doubt_marks: u64,
     /// The most recent runs, newest first.
     pub recent_runs: Vec<RunRow>,
+    /// Runs sharing a fleet budget (`--fleet-rate`) and live by this host's clock: on SQLite
+    /// every unfinished run, on DynamoDB those in the fleet item.
+    pub fleet_runs: u64,
 }
 
 /// A page of `ledger export`: rows, and the cursor of the next page (`None` at the end).
@@ -416,6 +423,25 @@ pub trait Store: Send + Sync + 'static {
             detail: "this ledger keeps no spend counters".into(),
         };
         Box::pin(async move { Err(e) })
+    }
+
+    // --- the fleet census (`--fleet-rate`, see [`fleet`]) ---
+
+    /// Notes that `run` is running, forgets `dead` (runs the caller saw standing still for a
+    /// lease) and returns every run the store lists as running, each with a counter that moves
+    /// while the run lives. Cheap: called with every heartbeat.
+    fn census<'a>(
+        &'a self,
+        run: &'a RunId,
+        dead: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(String, i64)>, LedgerError>> {
+        let _ = (run, dead);
+        Box::pin(async move {
+            Err(LedgerError {
+                state: self.describe(),
+                detail: "this ledger keeps no fleet census".into(),
+            })
+        })
     }
 }
 
@@ -571,6 +597,21 @@ struct RunState {
     fenced: CancellationToken,
     /// Sends that could not be recorded.
     unrecorded: std::sync::Mutex<Vec<Unrecorded>>,
+    /// `--fleet-rate`: the runs seen in the census, and this run's share as last published.
+    fleet: Option<FleetState>,
+}
+
+/// A run's side of the fleet budget.
+struct FleetState {
+    census: std::sync::Mutex<fleet::Census>,
+    /// Runs judged dead at the last census, removed from the store at the next.
+    dead: std::sync::Mutex<Vec<String>>,
+    share: tokio::sync::watch::Sender<fleet::Share>,
+    /// Whether the last census failed (logged once per failing stretch).
+    failing: std::sync::atomic::AtomicBool,
+    /// Held by a census in flight: [`Ledger::close`] waits for it, so a census cannot put this
+    /// run back into the fleet after its end was recorded.
+    busy: tokio::sync::Mutex<()>,
 }
 
 /// The ledger as the engine uses it: a store, this run's id, and the heartbeat that keeps its
@@ -595,12 +636,33 @@ impl Ledger {
         Self::start_with_clock(store, command, timing, Clock::default()).await
     }
 
+    /// [`Ledger::start`] for a run that takes its share of a fleet budget of `budget` calls
+    /// per second (`--fleet-rate`): see [`Ledger::fleet_share`].
+    pub async fn start_in_fleet(
+        store: Arc<dyn Store>,
+        command: &str,
+        timing: LedgerTiming,
+        budget: f64,
+    ) -> Result<Self, LedgerError> {
+        Self::begin(store, command, timing, Clock::default(), Some(budget)).await
+    }
+
     /// [`Ledger::start`] with a skewed wall clock (tests).
     pub async fn start_with_clock(
         store: Arc<dyn Store>,
         command: &str,
         timing: LedgerTiming,
         clock: Clock,
+    ) -> Result<Self, LedgerError> {
+        Self::begin(store, command, timing, clock, None).await
+    }
+
+    async fn begin(
+        store: Arc<dyn Store>,
+        command: &str,
+        timing: LedgerTiming,
+        clock: Clock,
+        budget: Option<f64>,
     ) -> Result<Self, LedgerError> {
         let run = RunId::new();
         store.begin_run(&run, command, clock.now()).await?;
@@ -614,9 +676,32 @@ impl Ledger {
                 seen: Default::default(),
                 fenced: CancellationToken::new(),
                 unrecorded: Default::default(),
+                fleet: budget.map(|budget| FleetState {
+                    census: std::sync::Mutex::new(fleet::Census::new(timing.lease)),
+                    dead: Default::default(),
+                    // No run yet: the first census always publishes (and logs) a share.
+                    share: tokio::sync::watch::Sender::new(fleet::Share {
+                        budget,
+                        runs: 0,
+                        rate: budget,
+                    }),
+                    failing: Default::default(),
+                    busy: Default::default(),
+                }),
             }),
         };
+        if ledger.state.fleet.is_some() {
+            // The first share is known before the first call: a run that cannot take the
+            // census does not start (and ends its row, so nobody waits a lease on it).
+            if let Err(e) = ledger.take_census().await {
+                let _ = ledger.store.end_run(&ledger.run, clock.now()).await;
+                return Err(e);
+            }
+        }
         tokio::spawn(ledger.clone().beat());
+        if ledger.state.fleet.is_some() {
+            tokio::spawn(ledger.clone().count_the_fleet());
+        }
         tracing::info!(run = %ledger.run, "ledger: {}", ledger.store.describe());
         Ok(ledger)
     }
@@ -678,6 +763,85 @@ impl Ledger {
                         self.state.fenced.cancel();
                     }
                 }
+            }
+        }
+    }
+
+    /// `--fleet-rate`: this run's share of the fleet budget, updated with every heartbeat
+    /// (`None` without a fleet budget).
+    pub fn fleet_share(&self) -> Option<tokio::sync::watch::Receiver<fleet::Share>> {
+        self.state.fleet.as_ref().map(|f| f.share.subscribe())
+    }
+
+    /// Takes the census and publishes this run's share if it changed (logged, and shown by the
+    /// `cognito_resend_fleet_runs` gauge).
+    async fn take_census(&self) -> Result<(), LedgerError> {
+        let Some(f) = &self.state.fleet else {
+            return Ok(());
+        };
+        let dead = std::mem::take(&mut *f.dead.lock().unwrap_or_else(|e| e.into_inner()));
+        let listed = match self.store.census(&self.run, &dead).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                // Pruned at the next census instead.
+                *f.dead.lock().unwrap_or_else(|e| e.into_inner()) = dead;
+                return Err(e);
+            }
+        };
+        if f.failing.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!("the fleet census works again");
+        }
+        let counted = f
+            .census
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .count(&self.run.0, &listed);
+        *f.dead.lock().unwrap_or_else(|e| e.into_inner()) = counted.dead;
+        let budget = f.share.borrow().budget;
+        let share = fleet::Share::of(budget, counted.live);
+        crate::telemetry::metrics::fleet_runs(share.runs);
+        f.share.send_if_modified(|old| {
+            if old.runs == share.runs && old.rate == share.rate {
+                return false;
+            }
+            tracing::info!(
+                runs = share.runs,
+                budget,
+                share = share.rate,
+                "fleet budget: {} live run(s) share {budget}/s; this run takes {:.2}/s",
+                share.runs,
+                share.rate
+            );
+            *old = share;
+            true
+        });
+        Ok(())
+    }
+
+    /// The census loop: one census per heartbeat period, apart from the heartbeat so that a
+    /// slow census never delays a beat (which could fence this run).
+    async fn count_the_fleet(self) {
+        let every = self.beat_every();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = self.stop_heartbeat.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Some(f) = &self.state.fleet else { return };
+            let _busy = f.busy.lock().await;
+            if self.stop_heartbeat.is_cancelled() {
+                return;
+            }
+            let failed = match tokio::time::timeout(every, self.take_census()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("a census took longer than {every:?}"),
+            };
+            if !f.failing.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!("{failed}: the fleet census failed; keeping the last share");
             }
         }
     }
@@ -929,6 +1093,11 @@ impl Ledger {
                 .unwrap_or_else(|e| e.into_inner()) = left;
             return;
         }
+        // A census in flight finishes first (the loop stops at the next one).
+        let _census = match &self.state.fleet {
+            Some(f) => Some(f.busy.lock().await),
+            None => None,
+        };
         if let Err(e) = self.store.end_run(&self.run, self.clock.now()).await {
             tracing::warn!("{e}; claims of this run become in doubt after the claim lease");
         }

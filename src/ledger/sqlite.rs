@@ -153,6 +153,7 @@ enum Op {
     DaySpend {
         day: String,
     },
+    Census,
 }
 
 /// What it answers.
@@ -164,6 +165,7 @@ enum Reply {
     Export(Vec<UserRow>),
     Reserved(Option<SpendCap>),
     DaySpend(DaySpend),
+    Census(Vec<(String, i64)>),
 }
 
 struct Request {
@@ -442,6 +444,27 @@ impl Store for SqliteStore {
             }
         })
     }
+
+    fn census<'a>(
+        &'a self,
+        _run: &'a RunId,
+        _dead: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<(String, i64)>, LedgerError>> {
+        Box::pin(self.census_rows())
+    }
+}
+
+// (continued) the fleet census: the `runs` table already holds every run's heartbeat counter.
+impl SqliteStore {
+    /// [`Store::census`]: the unfinished runs and their counters. Nothing to write (the
+    /// heartbeat bumped this run's counter) and nothing to prune: a run that died keeps its row,
+    /// and each run judges it by its counter.
+    async fn census_rows(&self) -> Result<Vec<(String, i64)>, LedgerError> {
+        match self.ask(Op::Census).await? {
+            Reply::Census(rows) => Ok(rows),
+            _ => unreachable!("a census is answered with runs"),
+        }
+    }
 }
 
 /// The writer thread: group commit until every sender is gone.
@@ -498,6 +521,14 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
             )?
             .execute(params![run, now])?;
             Ok(Reply::Done)
+        }
+        Op::Census => {
+            let mut stmt =
+                db.prepare_cached("SELECT run, beats FROM runs WHERE finished_at IS NULL")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<(String, i64)>>>()?;
+            Ok(Reply::Census(rows))
         }
         Op::EndRun { run, now } => {
             db.prepare_cached(
@@ -770,8 +801,14 @@ fn stats(db: &Connection, rules: &Rules) -> rusqlite::Result<Stats> {
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let fleet_runs: i64 = db
+        .prepare_cached(
+            "SELECT count(*) FROM runs WHERE finished_at IS NULL AND heartbeat_at >= ?1",
+        )?
+        .query_row(params![rules.alive_since], |r| r.get(0))?;
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
     Ok(Stats {
+        fleet_runs: count(fleet_runs),
         users: count(users),
         users_sent: count(users_sent),
         sends: count(sends),

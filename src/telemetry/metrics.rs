@@ -35,6 +35,8 @@ pub const SQS_VISIBILITY_EXTENSIONS: &str = "cognito_resend_sqs_visibility_exten
 pub const SQS_DELETE_RETRIES: &str = "cognito_resend_sqs_delete_retries_total";
 /// Ledger writes retried (a result that could not be recorded at the first try).
 pub const LEDGER_RETRIES: &str = "cognito_resend_ledger_retries_total";
+/// Live runs sharing the fleet budget (`--fleet-rate`), this one included.
+pub const FLEET_RUNS: &str = "cognito_resend_fleet_runs";
 
 /// The `action` values of [`SQS_MESSAGES`]: SPEC's four, `enqueued` for `enqueue`, and
 /// `delete_failed` for a delete that failed for good (the message will be redelivered).
@@ -247,6 +249,16 @@ pub fn in_flight(delta: f64) {
 /// Sets the current rate limit (0 = none).
 pub fn rate_limit(per_second: f64) {
     gauge!(RATE_LIMIT).set(per_second);
+}
+
+/// Sets the live runs sharing the fleet budget (`--fleet-rate`), as this run's census counts
+/// them: this run's ceiling is the budget over this number.
+pub fn fleet_runs(runs: usize) {
+    describe_gauge!(
+        FLEET_RUNS,
+        "Live runs sharing the fleet budget (--fleet-rate), this one included; each takes the budget over this number."
+    );
+    gauge!(FLEET_RUNS).set(runs as f64);
 }
 
 /// Counts a retried ledger write (`op`: `finish`).

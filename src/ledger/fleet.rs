@@ -1,0 +1,227 @@
+//! One budget for the fleet (`--fleet-rate R`): every live run sharing the ledger takes
+//! `R / live runs`, recomputed as runs come and go, with no central process.
+//!
+//! Each run already beats a heartbeat counter into the ledger every `lease / 6`. With each beat
+//! it also takes the *census*: the runs the store lists as running, each with a counter that
+//! moves while the run lives ([`super::Store::census`]). A listed run is live for this run until
+//! this run has seen its counter standing still for a full lease on its own monotonic clock —
+//! the same rule that decides when a claim is in doubt, so no two hosts' clocks are compared.
+//! A run that ends cleanly leaves the list at once; one that dies is counted until its counter
+//! has stood still for a lease, so its share comes back within one lease (and a beat). A run
+//! first seen is counted until proven dead: a share errs low, never high.
+//!
+//! What a census costs: on SQLite, one `SELECT` of the unfinished rows of the `runs` table; on
+//! DynamoDB, one `UpdateItem` of a single fleet item holding every live run's counter, which
+//! bumps this run's counter and returns the item (`ReturnValues`), never a `Scan` of the user
+//! items. Runs this run judged dead are removed from the fleet item in the same write, so the
+//! item stays the size of the fleet.
+//!
+//! The share is a ceiling: the rate controller ([`crate::engine::rate`]) still settles under
+//! the quota it measures inside it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// This run's share of the fleet budget, as last computed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Share {
+    /// The fleet budget, calls per second (`--fleet-rate`).
+    pub budget: f64,
+    /// Live runs sharing it, this one included.
+    pub runs: usize,
+    /// This run's ceiling: `budget / runs`.
+    pub rate: f64,
+}
+
+impl Share {
+    /// `budget` split between `runs` live runs (at least this one).
+    pub fn of(budget: f64, runs: usize) -> Self {
+        let runs = runs.max(1);
+        Self {
+            budget,
+            runs,
+            rate: budget / runs as f64,
+        }
+    }
+}
+
+/// What one census found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    /// Live runs, this one included.
+    pub live: usize,
+    /// Listed runs whose counter this run has seen standing still for a full lease: dead.
+    pub dead: Vec<String>,
+}
+
+/// The runs this run has seen in the census, with their counters and since when (monotonic).
+#[derive(Debug)]
+pub struct Census {
+    lease: Duration,
+    seen: HashMap<String, (i64, Instant)>,
+}
+
+impl Census {
+    /// A census that judges a run dead once its counter stood still for `lease`.
+    pub fn new(lease: Duration) -> Self {
+        Self {
+            lease,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Counts the live runs among `listed` (run, counter) as read now; `me` always counts.
+    pub fn count(&mut self, me: &str, listed: &[(String, i64)]) -> Counted {
+        let now = Instant::now();
+        // Runs no longer listed (ended, or pruned) are forgotten: the map stays the fleet's size.
+        self.seen
+            .retain(|run, _| listed.iter().any(|(listed, _)| listed == run));
+        let mut live = 1;
+        let mut dead = Vec::new();
+        for (run, beats) in listed {
+            if run == me {
+                continue;
+            }
+            match self.seen.get(run) {
+                Some(&(b, since)) if b == *beats => {
+                    if now.duration_since(since) >= self.lease {
+                        dead.push(run.clone());
+                    } else {
+                        live += 1;
+                    }
+                }
+                _ => {
+                    self.seen.insert(run.clone(), (*beats, now));
+                    live += 1;
+                }
+            }
+        }
+        Counted { live, dead }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(30);
+    const BEAT: Duration = Duration::from_secs(5);
+
+    /// A fleet as the store lists it: each run's counter, bumped every beat while it lives.
+    struct Fleet {
+        runs: Vec<(String, i64, bool)>,
+    }
+
+    impl Fleet {
+        fn new(names: &[&str]) -> Self {
+            Self {
+                runs: names.iter().map(|n| (n.to_string(), 0, true)).collect(),
+            }
+        }
+        fn beat(&mut self) {
+            for (_, beats, alive) in &mut self.runs {
+                if *alive {
+                    *beats += 1;
+                }
+            }
+        }
+        fn listed(&self) -> Vec<(String, i64)> {
+            self.runs.iter().map(|(r, b, _)| (r.clone(), *b)).collect()
+        }
+        fn join(&mut self, name: &str) {
+            self.runs.push((name.to_owned(), 0, true));
+        }
+        /// A clean end: the store no longer lists it.
+        fn end(&mut self, name: &str) {
+            self.runs.retain(|(r, _, _)| r != name);
+        }
+        /// `kill -9`: still listed, its counter stops.
+        fn kill(&mut self, name: &str) {
+            for (r, _, alive) in &mut self.runs {
+                if r == name {
+                    *alive = false;
+                }
+            }
+        }
+    }
+
+    /// One beat of time: the fleet beats, then `me` takes the census.
+    async fn beat(fleet: &mut Fleet, census: &mut Census) -> Counted {
+        tokio::time::advance(BEAT).await;
+        fleet.beat();
+        census.count("me", &fleet.listed())
+    }
+
+    #[test]
+    fn the_share_is_the_budget_over_the_live_runs() {
+        assert_eq!(Share::of(50.0, 4).rate, 12.5);
+        assert_eq!(Share::of(50.0, 1).rate, 50.0);
+        assert_eq!(Share::of(50.0, 0).runs, 1, "this run always counts");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_joining_and_leaving_change_the_share_at_the_next_census() {
+        let mut fleet = Fleet::new(&["me", "a"]);
+        let mut census = Census::new(LEASE);
+        assert_eq!(census.count("me", &fleet.listed()).live, 2);
+        fleet.join("b");
+        fleet.join("c");
+        assert_eq!(beat(&mut fleet, &mut census).await.live, 4, "joined");
+        for _ in 0..20 {
+            let c = beat(&mut fleet, &mut census).await;
+            assert_eq!((c.live, c.dead.len()), (4, 0), "live runs stay counted");
+        }
+        fleet.end("a");
+        assert_eq!(beat(&mut fleet, &mut census).await.live, 3, "ended cleanly");
+        fleet.end("b");
+        fleet.end("c");
+        let c = beat(&mut fleet, &mut census).await;
+        assert_eq!(c.live, 1, "alone: the whole budget");
+        assert_eq!(Share::of(50.0, c.live).rate, 50.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_that_dies_gives_its_share_back_within_one_lease_and_not_before() {
+        let mut fleet = Fleet::new(&["me", "a", "b"]);
+        let mut census = Census::new(LEASE);
+        for _ in 0..3 {
+            assert_eq!(beat(&mut fleet, &mut census).await.live, 3);
+        }
+        fleet.kill("b");
+        let died = Instant::now();
+        let back = loop {
+            let c = beat(&mut fleet, &mut census).await;
+            if c.live == 2 {
+                assert_eq!(c.dead, vec!["b".to_owned()], "to be pruned from the store");
+                break died.elapsed();
+            }
+            assert_eq!(c.live, 3);
+            assert!(died.elapsed() <= 2 * LEASE, "never given back");
+        };
+        // Its counter last moved one beat before it died was noticed: back within a lease
+        // and a beat, and not before a full lease of standing still.
+        assert!(back >= LEASE - BEAT, "judged dead too early: {back:?}");
+        assert!(back <= LEASE + BEAT, "{back:?}");
+        // Pruned from the store, it is forgotten; a run seen for the first time counts at once.
+        fleet.end("b");
+        fleet.join("d");
+        assert_eq!(beat(&mut fleet, &mut census).await.live, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_first_seen_standing_still_counts_until_it_stood_still_a_lease() {
+        // A run that died before this one started: listed, never moving.
+        let mut fleet = Fleet::new(&["me", "ghost"]);
+        fleet.kill("ghost");
+        let mut census = Census::new(LEASE);
+        assert_eq!(census.count("me", &fleet.listed()).live, 2, "errs low");
+        let started = Instant::now();
+        while census.count("me", &fleet.listed()).live == 2 {
+            tokio::time::advance(BEAT).await;
+            fleet.beat();
+        }
+        assert_eq!(started.elapsed(), LEASE);
+    }
+}
