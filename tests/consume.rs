@@ -727,23 +727,18 @@ async fn a_consumer_stopped_by_a_spend_cap_returns_the_messages_it_did_not_send(
     moto::send_bodies(&sqs, &url, &bodies, None).await;
 
     let mut cmd = consume(&emu.endpoint(), &moto.endpoint, &url);
-    // A receive still in flight when the consumer closes is abandoned; SQS may have made its
-    // messages invisible already, so they come back after the visibility timeout: keep it short.
-    cmd.args([
-        "--max-sends",
-        "6",
-        "--concurrency",
-        "4",
-        "--visibility-timeout",
-        "2s",
-    ]);
+    // The default visibility timeout (60 s): a message the consumer received but did not send
+    // must come back at once, not after its visibility runs out (a receive whose answer was on
+    // its way when the cap stopped the consumer included).
+    cmd.args(["--max-sends", "6", "--concurrency", "4"]);
     let (code, stderr) = Running::spawn(cmd).wait(Duration::from_secs(120)).await;
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("--max-sends"), "{stderr}");
     let sends = emu.send_counts();
     assert_eq!(sends.len(), 6, "{sends:?}");
-    // Nothing else was deleted, and every message not sent is visible again (bounded wait).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    // Nothing else was deleted, and every message not sent is visible again, well before any
+    // visibility timeout could have brought it back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let counts = moto::queue_counts(&sqs, &url).await;
         assert_eq!(counts.0 + counts.1, 19, "{counts:?}");

@@ -61,6 +61,9 @@ pub mod body;
 #[cfg(test)]
 mod tests;
 
+/// After a stop, how long an in-flight receive may still bring its answer (whose messages are
+/// then handed back at once rather than left invisible for a visibility timeout).
+const STOP_RECEIVE_GRACE: Duration = Duration::from_secs(2);
 /// SQS's longest visibility timeout.
 const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
 /// How long a job that hit Cognito's per-user attempt limit stays away (SPEC: an hour).
@@ -930,14 +933,28 @@ async fn poll_until_done<Q: Queue>(
                 Err(_) => break,
             }
         }
+        let receive = shared
+            .queue
+            .receive(want, settings.wait_time, settings.visibility_timeout);
+        tokio::pin!(receive);
         let received = tokio::select! {
-            biased;
-            // A signal cancels the long poll at once: nothing was received by it.
+            r = &mut receive => r,
             _ = stop.cancelled() => {
-                shared.give_back(want as usize);
+                // The answer may be on its way, its messages already invisible: wait a moment
+                // for it, so they are held and handed back at once by close() instead of staying
+                // away until their visibility runs out. An empty long poll is just abandoned.
+                if let Ok(Ok(messages)) = tokio::time::timeout(STOP_RECEIVE_GRACE, &mut receive).await {
+                    shared.give_back(want as usize - messages.len().min(want as usize));
+                    for message in messages {
+                        if !matches!(shared.admit(message), Admitted::New(_)) {
+                            shared.give_back(1);
+                        }
+                    }
+                } else {
+                    shared.give_back(want as usize);
+                }
                 return;
             }
-            r = shared.queue.receive(want, settings.wait_time, settings.visibility_timeout) => r,
         };
         let messages = match received {
             Ok(messages) => {

@@ -32,6 +32,8 @@ struct FakeState {
     next_receipt: u64,
     fail_receives: bool,
     fail_extensions: bool,
+    /// How long a receive that took messages takes to answer (the answer on its way).
+    answer_delay: Duration,
 }
 
 /// An in-memory SQS queue (standard, or FIFO: one message group in flight at a time, in order).
@@ -197,7 +199,12 @@ impl Queue for FakeQueue {
                 ));
             }
             let got = self.take_visible(max, visibility);
-            if !got.is_empty() || Instant::now() >= deadline {
+            if !got.is_empty() {
+                let delay = self.state.lock().unwrap().answer_delay;
+                tokio::time::sleep(delay).await;
+                return Ok(got);
+            }
+            if Instant::now() >= deadline {
                 return Ok(got);
             }
             let until = self.next_lapse().map_or(deadline, |t| t.min(deadline));
@@ -617,4 +624,37 @@ async fn a_fifo_dry_run_plans_every_group_in_order_in_one_pass() {
     source.close().await;
     assert_eq!(queue.visible(), 6, "released together at the end");
     assert_eq!(queue.receive_counts(), vec![1; 6]);
+}
+
+/// A stop that comes while a receive's answer is on its way (SQS has already made its messages
+/// invisible) hands those messages back at once, rather than leaving them away for a visibility
+/// timeout (and a consumer that stops for a spend cap or a signal with messages it never ran).
+#[tokio::test(start_paused = true)]
+async fn a_stop_while_an_answer_is_on_its_way_hands_its_messages_back_at_once() {
+    let queue = FakeQueue::new(false);
+    for i in 0..3 {
+        queue.send(&job(&format!("user{i}")), None);
+    }
+    queue.set(|s| s.answer_delay = Duration::from_millis(500));
+    let stop = CancellationToken::new();
+    let source = SqsSource::start(
+        queue.clone(),
+        settings(&queue, 4, 10),
+        Readiness::default(),
+        stop.clone(),
+    );
+    wait_for(
+        "the receive took the messages",
+        Duration::from_secs(5),
+        || queue.visible() == 0,
+    )
+    .await;
+    stop.cancel();
+    source.close().await;
+    assert_eq!(
+        queue.visible(),
+        3,
+        "every message is visible again without waiting out its visibility timeout"
+    );
+    assert_eq!(queue.receive_counts(), [1, 1, 1]);
 }
