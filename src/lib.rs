@@ -19,8 +19,8 @@
 //! - [`outcome`]: every job's one outcome: counted, reported (JSON Lines), logged.
 //! - [`telemetry`]: logs, metrics (`/metrics`, `/healthz`, `/readyz`), progress and summary.
 //!
-//! Around them: [`cli`] (raw arguments), [`config`] (layered, validated settings), [`runner`]
-//! (wires a command together), [`shutdown`] (signals). The bundled Cognito emulator that the
+//! Around them: [`cli`] (raw arguments), [`config`] (layered, validated settings), [`cmd`]
+//! (one file per command, over the parts they share), [`shutdown`] (signals). The bundled Cognito emulator that the
 //! tests, the demo and the benchmarks run against is a crate of its own
 //! (`crates/cognito-emulator`), not part of the worker.
 
@@ -29,14 +29,12 @@
 
 mod aws;
 pub mod cli;
+pub mod cmd;
 pub mod cognito;
 pub mod config;
-pub mod discover;
 pub mod engine;
-pub mod enqueue;
 pub mod ledger;
 pub mod outcome;
-pub mod runner;
 pub mod shutdown;
 pub mod source;
 pub mod telemetry;

@@ -1,12 +1,13 @@
-//! The `cognito-resend` binary: parse, load settings, start logging, run, map the result to an
-//! exit code. Everything else lives in the library.
+//! The `cognito-resend` binary: parse, load settings, start logging, dispatch to the command
+//! ([`cognito_resend::cmd::run`]), map its result to an exit code. Everything else lives in the
+//! library.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use cognito_resend::cli::{Cli, Command};
+use cognito_resend::cmd::{self, RunError};
 use cognito_resend::config::Settings;
-use cognito_resend::runner::{self, RunError};
 use cognito_resend::shutdown::Shutdown;
 use cognito_resend::telemetry;
 
@@ -63,31 +64,8 @@ fn main() -> ExitCode {
                 );
             }
         };
-        let result = runner::run(cli.command, settings, shutdown.clone(), bar).await;
+        let result = cmd::run(cli.command, settings, shutdown.clone(), bar).await;
         (result, shutdown.signal())
     });
-    match result {
-        Ok(finished) => match signal {
-            Some(sig) if !finished.complete => ExitCode::from(sig.exit_code()),
-            _ if finished.failed_or_invalid > 0 => ExitCode::from(3),
-            _ => ExitCode::SUCCESS,
-        },
-        Err(RunError::Usage(msg)) => {
-            tracing::error!("{msg}");
-            ExitCode::from(2)
-        }
-        Err(RunError::StoppedEarly(stop)) => {
-            // Already logged where it was detected; say it last, too, for people reading a tail.
-            eprintln!("cognito-resend: {stop}");
-            ExitCode::from(1)
-        }
-        Err(RunError::SpendCapped(cap)) => {
-            eprintln!("cognito-resend: {}", runner::spend_capped(cap));
-            ExitCode::from(4)
-        }
-        Err(RunError::Fatal(e)) => {
-            tracing::error!("{e:#}");
-            ExitCode::from(1)
-        }
-    }
+    cmd::exit_code(&result, signal)
 }

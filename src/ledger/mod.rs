@@ -50,7 +50,6 @@
 
 pub mod dynamo;
 pub mod fleet;
-pub mod inspect;
 pub mod sqlite;
 
 use std::fmt;

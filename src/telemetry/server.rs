@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 /// A liveness probe: `Err(reason)` when the process is stuck.
 pub type HealthCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-/// Shared readiness, flipped by the runner, and the health check `/healthz` runs.
+/// Shared readiness, flipped by the command, and the health check `/healthz` runs.
 #[derive(Clone, Default)]
 pub struct Readiness {
     ready: Arc<AtomicBool>,

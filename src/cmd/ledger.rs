@@ -3,16 +3,31 @@
 
 use std::io::Write;
 
-use crate::cli::LedgerAction;
+use super::parts::open_ledger;
+use super::{Finished, RunError, done};
 use crate::config::Settings;
 use crate::ledger::{self, Rules, StateSpec, fleet, now_millis};
-use crate::runner::{Finished, RunError, open_ledger};
+
+/// What `ledger` does: the command's own action, mapped from the parsed command line by the
+/// dispatcher, so nothing here depends on how the command line is spelled.
+#[derive(Debug, Clone, Copy)]
+pub enum LedgerAction {
+    /// Totals: users, codes sent, cooldowns, claims, today's spend, recent runs.
+    Stats {
+        /// JSON instead of text.
+        json: bool,
+    },
+    /// Every user row as JSON Lines on stdout.
+    Export,
+    /// Create the ledger (the SQLite file, or the DynamoDB table).
+    Init,
+}
 
 /// Rows per page of `export`.
 const PAGE: u32 = 1_000;
 
 /// Runs a `ledger` subcommand.
-pub async fn run(action: LedgerAction, settings: &Settings) -> Result<Finished, RunError> {
+pub(super) async fn run(action: LedgerAction, settings: &Settings) -> Result<Finished, RunError> {
     let spec = &settings.ledger.state;
     if *spec == StateSpec::None {
         return Err(RunError::Usage(
@@ -160,11 +175,4 @@ pub async fn run(action: LedgerAction, settings: &Settings) -> Result<Finished, 
         }
     }
     done()
-}
-
-fn done() -> Result<Finished, RunError> {
-    Ok(Finished {
-        complete: true,
-        failed_or_invalid: 0,
-    })
 }

@@ -15,16 +15,17 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::backfill::discovery;
+use super::{Finished, RunError};
 use crate::cognito::admin::PoolAdmin;
 use crate::config::Settings;
-use crate::runner::{Finished, RunError, discovery};
 use crate::shutdown::Shutdown;
 use crate::source::Source;
 use crate::source::csv::neutralise;
 use crate::source::pool::{PoolSource, discover};
 
 /// Runs `discover`.
-pub async fn run(
+pub(super) async fn run(
     out: Option<PathBuf>,
     attributes: Vec<String>,
     to_queue: bool,
@@ -49,7 +50,7 @@ pub async fn run(
     if to_queue {
         let mut source = PoolSource::start(d, shutdown.token.child_token());
         let finished =
-            crate::enqueue::send_all(&mut source, None, "discover", settings, shutdown).await?;
+            super::enqueue::send_all(&mut source, None, "discover", settings, shutdown).await?;
         if let Some(failure) = source.take_failure() {
             return Err(RunError::Fatal(anyhow::anyhow!(
                 "{failure}; the users before it were enqueued"

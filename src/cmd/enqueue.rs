@@ -17,8 +17,9 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
+use super::parts::{push_final, start_metrics};
+use super::{Finished, RunError};
 use crate::config::Settings;
-use crate::runner::{Finished, RunError, start_metrics};
 use crate::shutdown::Shutdown;
 use crate::source::csv::CsvSource;
 use crate::source::sqs::{body, check_queue, connect};
@@ -48,7 +49,7 @@ struct Pending {
 }
 
 /// Runs `enqueue`.
-pub async fn run(
+pub(super) async fn run(
     input: PathBuf,
     fifo_group_id: Option<String>,
     settings: Settings,
@@ -62,7 +63,7 @@ pub async fn run(
 }
 
 /// Sends every job of `source` to `--queue-url` (`enqueue`, and `discover --to-queue`).
-pub(crate) async fn send_all<S: Source>(
+pub(super) async fn send_all<S: Source>(
     source: &mut S,
     fifo_group_id: Option<String>,
     command: &str,
@@ -132,7 +133,7 @@ pub(crate) async fn send_all<S: Source>(
         .collect::<Vec<()>>()
         .await;
     progress.abort();
-    crate::runner::push_final(settings, command).await;
+    push_final(settings, command).await;
     stop_server.cancel();
 
     let (enqueued, invalid, failed) = (

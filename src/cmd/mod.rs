@@ -1,0 +1,206 @@
+//! The commands: one file each, over the working parts they share ([`parts`]). A command builds
+//! what it needs from validated settings, runs, and says how it went as a [`Finished`] or a
+//! [`RunError`]; [`exit_code`] is the one mapping from that to the process's exit status.
+//!
+//! This is the top layer: nothing below it imports from it (or from [`crate::cli`]); the
+//! dispatcher here is the only place that reads the parsed command line.
+
+mod backfill;
+mod check;
+mod consume;
+mod discover;
+mod enqueue;
+mod ledger;
+mod parts;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use crate::cli::{self, Command, LogFormat};
+use crate::config::Settings;
+use crate::engine::{MisconfigStop, StopCause};
+use crate::outcome::{OutcomeKind, Tally};
+use crate::shutdown::{Shutdown, Signal};
+use crate::telemetry::progress;
+use crate::telemetry::{BarSlot, metrics};
+
+pub use ledger::LedgerAction;
+
+/// How a command ended without a run-level error.
+#[derive(Debug)]
+pub struct Finished {
+    /// Every job read had an outcome (false when a signal stopped the run).
+    pub complete: bool,
+    /// Jobs that ended `failed` or `invalid`.
+    pub failed_or_invalid: u64,
+}
+
+/// Why a command could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Usage or configuration: nothing was sent (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The configuration is wrong in a way only Cognito could tell (exit 1).
+    #[error("{0}")]
+    StoppedEarly(MisconfigStop),
+    /// Anything else that ended the run (exit 1).
+    #[error(transparent)]
+    Fatal(#[from] anyhow::Error),
+    /// A spend cap was reached: the run stopped taking work, and jobs not attempted were left
+    /// for a later run (exit 4).
+    #[error("{}", spend_capped(*.0))]
+    SpendCapped(crate::ledger::SpendCap),
+}
+
+/// What the summary and the last line say when a spend cap stopped the run.
+pub fn spend_capped(cap: crate::ledger::SpendCap) -> String {
+    let when = match cap {
+        crate::ledger::SpendCap::Run => "rerun to go on",
+        _ => "rerun after midnight UTC (or raise the cap) to go on",
+    };
+    format!(
+        "stopped at a spend cap: {} reached; jobs not yet attempted have no outcome: {when}",
+        cap.setting()
+    )
+}
+
+/// Runs `command`.
+pub async fn run(
+    command: Command,
+    settings: Settings,
+    shutdown: Shutdown,
+    bar: BarSlot,
+) -> Result<Finished, RunError> {
+    match command {
+        Command::Check => check::run(&settings),
+        Command::Ledger { action } => ledger::run(action.into(), &settings).await,
+        Command::Backfill { input, from_pool } => match (input, from_pool) {
+            (Some(path), false) => backfill::csv(path, settings, shutdown, bar).await,
+            (None, true) => backfill::pool(settings, shutdown, bar).await,
+            _ => Err(RunError::Usage(
+                "backfill takes a CSV file (or -) or --from-pool, not both".into(),
+            )),
+        },
+        Command::Discover {
+            out,
+            attributes,
+            to_queue,
+        } => discover::run(out, attributes, to_queue, &settings, &shutdown).await,
+        Command::Consume => consume::run(settings, shutdown).await,
+        Command::Enqueue {
+            input,
+            fifo_group_id,
+        } => enqueue::run(input, fifo_group_id, settings, shutdown, bar).await,
+    }
+}
+
+impl From<cli::LedgerAction> for LedgerAction {
+    fn from(action: cli::LedgerAction) -> Self {
+        match action {
+            cli::LedgerAction::Stats { json } => Self::Stats { json },
+            cli::LedgerAction::Export => Self::Export,
+            cli::LedgerAction::Init => Self::Init,
+        }
+    }
+}
+
+/// The exit status of a command that ended so, `signal` being the signal that stopped it, if
+/// any; a run-level error is said last, too, for people reading a tail.
+pub fn exit_code(result: &Result<Finished, RunError>, signal: Option<Signal>) -> ExitCode {
+    match result {
+        Ok(finished) => match signal {
+            Some(sig) if !finished.complete => ExitCode::from(sig.exit_code()),
+            _ if finished.failed_or_invalid > 0 => ExitCode::from(3),
+            _ => ExitCode::SUCCESS,
+        },
+        Err(RunError::Usage(msg)) => {
+            tracing::error!("{msg}");
+            ExitCode::from(2)
+        }
+        Err(RunError::StoppedEarly(stop)) => {
+            // Already logged where it was detected; say it last, too, for people reading a tail.
+            eprintln!("cognito-resend: {stop}");
+            ExitCode::from(1)
+        }
+        Err(RunError::SpendCapped(cap)) => {
+            eprintln!("cognito-resend: {}", spend_capped(*cap));
+            ExitCode::from(4)
+        }
+        Err(RunError::Fatal(e)) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Why the engine stopped, as the command's result: the causes that are errors become them;
+/// the input's end and a signal are a finished run, which the command describes itself.
+fn stopped(cause: StopCause) -> Result<(), RunError> {
+    match cause {
+        StopCause::Misconfigured(m) => Err(RunError::StoppedEarly(m)),
+        StopCause::LedgerFailed(e) => Err(RunError::Fatal(e.into())),
+        StopCause::SpendCapped(cap) => Err(RunError::SpendCapped(cap)),
+        StopCause::Shutdown | StopCause::EndOfInput => Ok(()),
+    }
+}
+
+/// What a run that sent says at its end: the summary on stderr (one log event in JSON format),
+/// unless `-q`.
+struct Summary<'a> {
+    command: &'a str,
+    tally: &'a Tally,
+    started: Instant,
+    cause: &'a StopCause,
+    /// Whether to say what was not attempted (a one-shot run that did not reach its input's end).
+    stopped_early: bool,
+    /// The input's size, when it is known.
+    total: Option<u64>,
+    /// `consume` keeps its plain summary in JSON log format too.
+    format: LogFormat,
+}
+
+impl Summary<'_> {
+    fn print(&self, settings: &Settings) {
+        if settings.log.verbosity < 0 {
+            return;
+        }
+        let (tally, started) = (self.tally, self.started);
+        let mut summary = progress::summary(
+            self.command,
+            tally,
+            started.elapsed(),
+            self.stopped_early,
+            self.total,
+        );
+        if let StopCause::SpendCapped(cap) = self.cause {
+            summary.push_str(&format!("\n  {}", spend_capped(*cap)));
+        }
+        match self.format {
+            LogFormat::Text => eprintln!("{summary}"),
+            LogFormat::Json => tracing::info!(
+                sent = tally.count(OutcomeKind::Sent),
+                already_confirmed = tally.count(OutcomeKind::AlreadyConfirmed),
+                not_found = tally.count(OutcomeKind::NotFound),
+                cooldown = tally.count(OutcomeKind::Cooldown),
+                dry_run = tally.count(OutcomeKind::DryRun),
+                invalid = tally.count(OutcomeKind::Invalid),
+                failed = tally.count(OutcomeKind::Failed),
+                not_attempted = tally.untouched(),
+                in_doubt = tally.in_doubt(),
+                attempts = tally.attempts_total(),
+                throttled = tally.attempts(metrics::AttemptResult::Throttled),
+                wall_seconds = started.elapsed().as_secs_f64(),
+                "{summary}"
+            ),
+        }
+    }
+}
+
+/// The result of a command that did its work and had nothing to count as failed.
+fn done() -> Result<Finished, RunError> {
+    Ok(Finished {
+        complete: true,
+        failed_or_invalid: 0,
+    })
+}
