@@ -345,7 +345,7 @@ impl EnvFlags {
 /// (exit 2) rather than an early stop after the first calls.
 fn client_id(id: Option<String>) -> Result<Option<String>, ConfigError> {
     if let Some(id) = &id {
-        crate::source::check_client_id(id)
+        crate::job::check_client_id(id)
             .map_err(|e| ConfigError::new(format!("cognito.client_id (--client-id): {e}")))?;
     }
     Ok(id)
@@ -361,7 +361,7 @@ fn allowed_client_ids(raw: Vec<String>) -> Result<Vec<String>, ConfigError> {
                 "cognito.allowed_client_ids (--allow-client-id): an empty client id",
             ));
         }
-        crate::source::check_client_id(id).map_err(|e| {
+        crate::job::check_client_id(id).map_err(|e| {
             ConfigError::new(format!(
                 "cognito.allowed_client_ids (--allow-client-id): {e}"
             ))
@@ -602,7 +602,7 @@ pub struct QueueSettings {
 #[derive(Debug, Clone)]
 pub struct DiscoverSettings {
     /// The creation window.
-    pub window: crate::source::pool::Window,
+    pub window: crate::job::Window,
     /// ListUsers calls per second (`None` = no limit).
     pub list_rate: Option<f64>,
 }
@@ -820,7 +820,7 @@ impl Settings {
         };
 
         let discover = DiscoverSettings {
-            window: crate::source::pool::Window {
+            window: crate::job::Window {
                 created_after: timestamp(
                     "discover.created_after (--created-after)",
                     raw.discover.created_after.as_deref(),

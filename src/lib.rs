@@ -33,6 +33,7 @@ pub mod cmd;
 pub mod cognito;
 pub mod config;
 pub mod engine;
+pub mod job;
 pub mod ledger;
 pub mod outcome;
 pub mod shutdown;

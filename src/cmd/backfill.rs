@@ -10,13 +10,13 @@ use crate::cli::LogFormat;
 use crate::cognito::admin::PoolAdmin;
 use crate::config::Settings;
 use crate::engine::{self, StopCause};
+use crate::job::Source;
 use crate::outcome::OutcomeKind;
+use crate::outcome::progress::Progress;
 use crate::shutdown::Shutdown;
-use crate::source::Source;
 use crate::source::csv::{CsvSource, count_records};
 use crate::source::pool::{Discovery, PoolSource};
 use crate::telemetry::BarSlot;
-use crate::telemetry::progress::Progress;
 
 /// `backfill FILE`.
 pub(super) async fn csv(

@@ -19,8 +19,8 @@ use super::backfill::discovery;
 use super::{Finished, RunError};
 use crate::cognito::admin::PoolAdmin;
 use crate::config::Settings;
+use crate::job::Source;
 use crate::shutdown::Shutdown;
-use crate::source::Source;
 use crate::source::csv::neutralise;
 use crate::source::pool::{PoolSource, discover};
 

@@ -19,9 +19,8 @@ use std::time::Instant;
 use crate::cli::{self, Command, LogFormat};
 use crate::config::Settings;
 use crate::engine::{MisconfigStop, StopCause};
-use crate::outcome::{OutcomeKind, Tally};
+use crate::outcome::{OutcomeKind, Tally, progress};
 use crate::shutdown::{Shutdown, Signal};
-use crate::telemetry::progress;
 use crate::telemetry::{BarSlot, metrics};
 
 pub use ledger::LedgerAction;

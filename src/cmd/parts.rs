@@ -9,10 +9,10 @@ use crate::cognito::Cognito;
 use crate::cognito::admin::PoolAdmin;
 use crate::config::Settings;
 use crate::engine::{self, EngineConfig, StopCause};
+use crate::job::Source;
 use crate::ledger::{self, Ledger, LedgerTiming};
 use crate::outcome::Recorder;
 use crate::shutdown::Shutdown;
-use crate::source::Source;
 use crate::telemetry::metrics;
 use crate::telemetry::server::{self, Readiness};
 

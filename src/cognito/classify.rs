@@ -19,6 +19,8 @@ use aws_sdk_cognitoidentityprovider::operation::resend_confirmation_code::Resend
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::retry::ErrorKind;
 
+use crate::job::Reason;
+
 /// A definitive answer about the user: the job ends here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -179,7 +181,7 @@ pub enum CallError {
     #[error("{detail}")]
     Permanent {
         /// Short machine-readable reason.
-        reason: &'static str,
+        reason: Reason,
         /// Code and message.
         detail: String,
     },
@@ -188,7 +190,7 @@ pub enum CallError {
     #[error("{detail}")]
     Broken {
         /// Short machine-readable reason of this job's `failed` outcome.
-        reason: &'static str,
+        reason: Reason,
         /// What a storm of them means.
         kind: Misconfiguration,
         /// Code and message.
@@ -244,7 +246,7 @@ pub fn classify_service(err: &E, status: u16) -> Result<Answer, CallError> {
         E::InvalidParameterException(e) if message_has(e, AUTO_VERIFY_OFF) => {
             misconfigured(Misconfiguration::AutoVerifyOff)
         }
-        E::InvalidParameterException(_) => permanent("invalid_parameter"),
+        E::InvalidParameterException(_) => permanent(Reason::InvalidParameter),
         E::TooManyRequestsException(_) => Err(CallError::Throttled(d)),
         // Cognito's own failure, possibly after it acted.
         E::InternalErrorException(_) => Err(CallError::Ambiguous(d)),
@@ -265,13 +267,13 @@ pub fn classify_service(err: &E, status: u16) -> Result<Answer, CallError> {
             misconfigured(Misconfiguration::RolePolicy)
         }
         E::CodeDeliveryFailureException(_) => Err(CallError::Broken {
-            reason: "code_delivery_failure",
+            reason: Reason::CodeDeliveryFailure,
             kind: Misconfiguration::DeliveryBroken,
             detail: d,
         }),
         E::InvalidLambdaResponseException(_) | E::UserLambdaValidationException(_) => {
             Err(CallError::Broken {
-                reason: "lambda_error",
+                reason: Reason::LambdaError,
                 kind: Misconfiguration::TriggerBroken,
                 detail: d,
             })
@@ -280,7 +282,7 @@ pub fn classify_service(err: &E, status: u16) -> Result<Answer, CallError> {
         // service's own trouble, worth a retry, and may have come after it acted; anything else
         // is not retried.
         _ if status >= 500 => Err(CallError::Ambiguous(d)),
-        _ => permanent("unexpected_error"),
+        _ => permanent(Reason::UnexpectedError),
     }
 }
 
@@ -310,7 +312,7 @@ pub fn classify(err: SdkError<E, Response>) -> Result<Answer, CallError> {
         SdkError::ResponseError(_) => ("unreadable response", true),
         SdkError::ConstructionFailure(_) => {
             return Err(CallError::Permanent {
-                reason: "invalid_request",
+                reason: Reason::InvalidRequest,
                 detail: format!("request could not be built: {}", chain(&err)),
             });
         }
@@ -396,14 +398,14 @@ mod tests {
         }
     }
 
-    fn permanent(r: Result<Answer, CallError>) -> &'static str {
+    fn permanent(r: Result<Answer, CallError>) -> String {
         match r {
-            Err(CallError::Permanent { reason, .. }) => reason,
+            Err(CallError::Permanent { reason, .. }) => reason.to_string(),
             other => panic!("expected permanent, got {other:?}"),
         }
     }
 
-    fn broken(r: Result<Answer, CallError>) -> (&'static str, Misconfiguration) {
+    fn broken(r: Result<Answer, CallError>) -> (Reason, Misconfiguration) {
         match r {
             Err(CallError::Broken { reason, kind, .. }) => (reason, kind),
             other => {
@@ -522,15 +524,15 @@ mod tests {
         }
         assert_eq!(
             broken(svc(err!(CodeDeliveryFailureException, "x"), 400)),
-            ("code_delivery_failure", M::DeliveryBroken)
+            (Reason::CodeDeliveryFailure, M::DeliveryBroken)
         );
         assert_eq!(
             broken(svc(err!(InvalidLambdaResponseException, "x"), 400)),
-            ("lambda_error", M::TriggerBroken)
+            (Reason::LambdaError, M::TriggerBroken)
         );
         assert_eq!(
             broken(svc(err!(UserLambdaValidationException, "x"), 400)),
-            ("lambda_error", M::TriggerBroken)
+            (Reason::LambdaError, M::TriggerBroken)
         );
     }
 

@@ -37,9 +37,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::cognito::admin::{AdminError, PoolAdmin, UserState};
 use crate::cognito::{Answer, CallError, Misconfiguration, Resend};
+use crate::job::{Input, Job, Reason, ResendRequest, Settle, Source};
 use crate::ledger::{Claim, DayCaps, Finish, Ledger, LedgerError, Medium, SpendCap, Spent};
 use crate::outcome::{DoubtCause, Outcome, OutcomeKind, Recorder};
-use crate::source::{Input, Job, ResendRequest, Settle, Source};
 use crate::telemetry::metrics::{self, AttemptResult};
 use rate::RateLimiter;
 use retry::{LAMBDA_ATTEMPTS, RetryPolicy};
@@ -286,7 +286,7 @@ pub async fn run<S: Source, C: Resend>(
             Some(Input::Unreadable(u)) => {
                 drop(permit);
                 let outcome = Outcome {
-                    reason: Some(u.reason.clone()),
+                    reason: Some(Reason::Text(u.reason.clone())),
                     ..Outcome::new(OutcomeKind::Invalid, 0)
                 };
                 // Leaving a message for the redrive policy cannot fail.
@@ -361,11 +361,11 @@ async fn run_job(shared: &Shared, job: Job, permit: OwnedSemaphorePermit) {
         .or(shared.default_client_id.as_deref());
     let outcome = match client_id {
         Some(client_id) if !shared.allowed_client_ids.contains(client_id) => Some(Outcome {
-            reason: Some(
+            reason: Some(Reason::Text(
                 "client id not allowed: only --client-id and the ids given with \
                  --allow-client-id (cognito.allowed_client_ids) may be named by a job"
                     .into(),
-            ),
+            )),
             ..Outcome::new(OutcomeKind::Invalid, 0)
         }),
         Some(client_id) => {
@@ -379,7 +379,9 @@ async fn run_job(shared: &Shared, job: Job, permit: OwnedSemaphorePermit) {
             }
         }
         None => Some(Outcome {
-            reason: Some("no client_id: the job carries none and --client-id is not set".into()),
+            reason: Some(Reason::Text(
+                "no client_id: the job carries none and --client-id is not set".into(),
+            )),
             ..Outcome::new(OutcomeKind::Invalid, 0)
         }),
     };
@@ -395,7 +397,7 @@ async fn run_job(shared: &Shared, job: Job, permit: OwnedSemaphorePermit) {
         outcome = Outcome {
             delivery: outcome.delivery.take(),
             ..Outcome::failed(
-                "ack_failed",
+                Reason::AckFailed,
                 Some(format!(
                     "{} (outcome was {}); the job will come back",
                     detail,
@@ -445,7 +447,7 @@ async fn panicked(
         "internal error: the job panicked: {message}; it fails with reason internal_error"
     );
     let mut outcome = Outcome::failed(
-        "internal_error",
+        Reason::InternalError,
         Some(format!("the job panicked: {message}")),
         attempts,
     );
@@ -790,14 +792,14 @@ async fn precheck(shared: &Shared, job: &Job, client_id: &str) -> Checked {
         Some(Ok(state)) => state,
         Some(Err(AdminError::Denied(detail))) => {
             shared.misconfigured(Misconfiguration::PoolAccess, client_id, &detail);
-            let reason = Misconfiguration::PoolAccess.reason();
+            let reason = Reason::Misconfigured(Misconfiguration::PoolAccess.reason());
             return Checked::Ended(Outcome::failed(reason, Some(detail), 0));
         }
         Some(Err(e)) => {
             let reason = if e.retryable() {
-                "retries_exhausted"
+                Reason::RetriesExhausted
             } else {
-                "precheck_failed"
+                Reason::PrecheckFailed
             };
             return Checked::Ended(Outcome::failed(
                 reason,
@@ -808,12 +810,12 @@ async fn precheck(shared: &Shared, job: &Job, client_id: &str) -> Checked {
     };
     match state {
         UserState::Missing => Checked::Ended(Outcome {
-            reason: Some("precheck".into()),
+            reason: Some(Reason::Precheck),
             ..Outcome::new(OutcomeKind::NotFound, 0)
         }),
         UserState::Status(s) if s == "UNCONFIRMED" => Checked::Send,
         UserState::Status(s) => Checked::Ended(Outcome {
-            reason: Some(format!("precheck: {s}")),
+            reason: Some(Reason::Text(format!("precheck: {s}"))),
             ..Outcome::new(OutcomeKind::AlreadyConfirmed, 0)
         }),
     }
@@ -861,7 +863,7 @@ async fn calls(
     let mut last_error: Option<String> = None;
     let interrupted = |attempts: u32, last_error: Option<String>| {
         if attempts > 0 {
-            Tried::Done(Outcome::failed("interrupted", last_error, attempts))
+            Tried::Done(Outcome::failed(Reason::Interrupted, last_error, attempts))
         } else {
             Tried::NotStarted
         }
@@ -891,7 +893,7 @@ async fn calls(
             shared.recorder.attempt(AttemptResult::Transient, secs);
             ambiguous.get_or_insert_with(|| "call abandoned at shutdown".to_owned());
             return Tried::Abandoned(Outcome::failed(
-                "interrupted",
+                Reason::Interrupted,
                 Some(
                     "call abandoned at shutdown; Cognito may or may not have sent the code".into(),
                 ),
@@ -935,16 +937,28 @@ async fn calls(
             CallError::LambdaUnavailable(d) => {
                 shared.recorder.attempt(AttemptResult::Transient, secs);
                 if attempts >= LAMBDA_ATTEMPTS {
-                    return Tried::Done(Outcome::failed("lambda_error", Some(d.clone()), attempts));
+                    return Tried::Done(Outcome::failed(
+                        Reason::LambdaError,
+                        Some(d.clone()),
+                        attempts,
+                    ));
                 }
             }
             CallError::AttemptLimit(d) => {
                 shared.recorder.attempt(AttemptResult::Permanent, secs);
-                return Tried::Done(Outcome::failed("attempt_limit", Some(d.clone()), attempts));
+                return Tried::Done(Outcome::failed(
+                    Reason::AttemptLimit,
+                    Some(d.clone()),
+                    attempts,
+                ));
             }
             CallError::Permanent { reason, detail } => {
                 shared.recorder.attempt(AttemptResult::Permanent, secs);
-                return Tried::Done(Outcome::failed(reason, Some(detail.clone()), attempts));
+                return Tried::Done(Outcome::failed(
+                    reason.clone(),
+                    Some(detail.clone()),
+                    attempts,
+                ));
             }
             CallError::Broken {
                 reason,
@@ -953,13 +967,17 @@ async fn calls(
             } => {
                 shared.recorder.attempt(AttemptResult::Permanent, secs);
                 shared.misconfigured(*kind, client_id, detail);
-                return Tried::Done(Outcome::failed(reason, Some(detail.clone()), attempts));
+                return Tried::Done(Outcome::failed(
+                    reason.clone(),
+                    Some(detail.clone()),
+                    attempts,
+                ));
             }
             CallError::Misconfigured { kind, detail } => {
                 shared.recorder.attempt(AttemptResult::Permanent, secs);
                 shared.misconfigured(*kind, client_id, detail);
                 return Tried::Done(Outcome::failed(
-                    kind.reason(),
+                    Reason::Misconfigured(kind.reason()),
                     Some(detail.clone()),
                     attempts,
                 ));
@@ -973,7 +991,11 @@ async fn calls(
         );
         last_error = Some(error.to_string());
         let Some(delay) = schedule.next_delay(attempts) else {
-            return Tried::Done(Outcome::failed("retries_exhausted", last_error, attempts));
+            return Tried::Done(Outcome::failed(
+                Reason::RetriesExhausted,
+                last_error,
+                attempts,
+            ));
         };
         tokio::select! {
             biased;
@@ -994,7 +1016,7 @@ impl Shared {
             metrics::stopped("ledger_error");
             self.stop.cancel();
         }
-        Outcome::failed("ledger_error", Some(e.to_string()), attempts)
+        Outcome::failed(Reason::LedgerError, Some(e.to_string()), attempts)
     }
 
     /// A spend cap refused a reservation: the run stops taking work (once, for the first cap).

@@ -6,9 +6,9 @@ use std::num::NonZeroU32;
 
 use super::*;
 use crate::config::RetrySettings;
+use crate::job::{Origin, Reason};
 use crate::ledger::{DayCaps, LedgerTiming, SpendCap, StateSpec};
 use crate::outcome::Delivery;
-use crate::source::Origin;
 
 /// What a fake answers for one call: given the username, client id and how many calls this
 /// user has had before.
@@ -217,7 +217,7 @@ async fn ledger(dir: &std::path::Path) -> Ledger {
 }
 
 fn reason(o: &Outcome) -> &str {
-    o.reason.as_deref().unwrap_or_default()
+    o.reason.as_ref().map_or("", Reason::as_str)
 }
 
 // ---- Item 7: a job that panics ------------------------------------------------------------------
@@ -469,7 +469,7 @@ async fn a_broken_second_client_stops_the_run_naming_it_though_the_first_one_wor
 
 fn delivery_failure() -> Result<Answer, CallError> {
     Err(CallError::Broken {
-        reason: "code_delivery_failure",
+        reason: Reason::CodeDeliveryFailure,
         kind: Misconfiguration::DeliveryBroken,
         detail: "CodeDeliveryFailureException: Email address is not verified".into(),
     })
@@ -508,7 +508,7 @@ async fn trigger_failures_broken_up_by_successes_do_not_stop_the_run() {
             sent()
         } else {
             Err(CallError::Broken {
-                reason: "lambda_error",
+                reason: Reason::LambdaError,
                 kind: Misconfiguration::TriggerBroken,
                 detail: "InvalidLambdaResponseException: bad".into(),
             })
@@ -523,7 +523,7 @@ async fn trigger_failures_broken_up_by_successes_do_not_stop_the_run() {
     // And ten in a row do stop it, as trigger_broken.
     let (fake, _) = Fake::new(|_, _, _| {
         Err(CallError::Broken {
-            reason: "lambda_error",
+            reason: Reason::LambdaError,
             kind: Misconfiguration::TriggerBroken,
             detail: "UserLambdaValidationException: no".into(),
         })

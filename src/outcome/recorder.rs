@@ -5,8 +5,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::report::ReportWriter;
-use super::{Outcome, OutcomeKind};
-use crate::source::Origin;
+use super::{Outcome, OutcomeKind, Reason};
+use crate::job::Origin;
 use crate::telemetry::UserRef;
 use crate::telemetry::metrics::{self, AttemptResult};
 
@@ -140,14 +140,14 @@ impl Recorder {
             OutcomeKind::Failed => tracing::warn!(
                 source = %source,
                 user = user.as_ref().map(tracing::field::display),
-                reason = outcome.reason.as_deref(),
+                reason = outcome.reason.as_ref().map(Reason::as_str),
                 error = outcome.error.as_deref(),
                 attempts = outcome.attempts,
                 "job failed"
             ),
             OutcomeKind::Invalid => tracing::warn!(
                 source = %source,
-                reason = outcome.reason.as_deref(),
+                reason = outcome.reason.as_ref().map(Reason::as_str),
                 "invalid input"
             ),
             _ => tracing::debug!(

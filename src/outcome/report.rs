@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::{Delivery, DoubtCause, Outcome};
+use super::{Delivery, DoubtCause, Outcome, Reason};
 
 /// An open report file.
 pub struct ReportWriter {
@@ -69,7 +69,7 @@ impl ReportWriter {
             username,
             client_id,
             outcome: outcome.kind.as_str(),
-            reason: outcome.reason.as_deref(),
+            reason: outcome.reason.as_ref().map(Reason::as_str),
             error: outcome.error.as_deref(),
             attempts: outcome.attempts,
             delivery: outcome.delivery.as_ref(),

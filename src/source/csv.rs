@@ -9,7 +9,7 @@
 //! a record over [`MAX_RECORD_BYTES`] (a 1 GB line, an unbalanced quote that swallows the rest of
 //! the file) while streaming past it, so memory stays flat whatever the input. Such a record is
 //! `invalid`, naming the lines it covered. Client ids and usernames pass the same checks as
-//! every other source's ([`super::check_client_id`], [`super::check_username`]).
+//! every other source's ([`crate::job::check_client_id`], [`crate::job::check_username`]).
 
 mod bounded;
 
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use csv::{ByteRecord, ErrorKind, ReaderBuilder};
 use tokio::sync::mpsc;
 
-use super::{Input, Job, NothingToSettle, Origin, ResendRequest, Settle, Source, Unreadable};
+use crate::job::{Input, Job, NothingToSettle, Origin, ResendRequest, Settle, Source, Unreadable};
 
 /// How many parsed rows may wait for the engine. Small on purpose: the file is never read far
 /// ahead of the work.
@@ -124,7 +124,7 @@ impl Columns {
             Ok(None) => return unreadable("username is empty".into(), None),
             Err(e) => return unreadable(e, None),
         };
-        if let Err(e) = super::check_username(&username) {
+        if let Err(e) = crate::job::check_username(&username) {
             return unreadable(e, Some(username));
         }
         let mut request = ResendRequest {
@@ -138,7 +138,7 @@ impl Columns {
         let read = (|| -> Result<(), String> {
             request.client_id = optional(self.client_id, "client_id")?;
             if let Some(id) = &request.client_id {
-                super::check_client_id(id)?;
+                crate::job::check_client_id(id)?;
             }
             request.analytics_endpoint_id =
                 optional(self.analytics_endpoint_id, "analytics_endpoint_id")?;
@@ -698,7 +698,7 @@ mod tests {
 
     mod properties {
         use super::*;
-        use crate::source::check_username;
+        use crate::job::check_username;
         use proptest::prelude::*;
 
         fn read_sync(bytes: &[u8]) -> Result<Vec<Input>, String> {

@@ -9,50 +9,21 @@
 //! sends.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    Input, Job, NothingToSettle, Origin, ResendRequest, Settle, Source, Unreadable, check_username,
-};
 use crate::cognito::admin::{PoolAdmin, PoolUser};
 use crate::engine::rate::RateLimiter;
 use crate::engine::retry::{RetryPolicy, pool_call};
+use crate::job::{
+    Input, Job, NothingToSettle, Origin, ResendRequest, Settle, Source, Unreadable, Window,
+    check_username,
+};
 
 /// The ListUsers filter: Cognito filters by status on its side; the window is ours.
 pub const UNCONFIRMED_FILTER: &str = "cognito:user_status = \"UNCONFIRMED\"";
-
-/// Which users, by UserCreateDate. All bounds are optional.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Window {
-    /// Created at or after this.
-    pub created_after: Option<SystemTime>,
-    /// Created before this.
-    pub created_before: Option<SystemTime>,
-    /// Created at least this long ago (skip users who signed up minutes ago and may still be
-    /// reading their first code).
-    pub older_than: Option<Duration>,
-}
-
-impl Window {
-    /// Whether a user created at `created` is in the window at `now`. A user without a creation
-    /// date is in it only when the window has no bounds.
-    pub fn admits(&self, created: Option<SystemTime>, now: SystemTime) -> bool {
-        let unbounded = self.created_after.is_none()
-            && self.created_before.is_none()
-            && self.older_than.is_none();
-        let Some(created) = created else {
-            return unbounded;
-        };
-        self.created_after.is_none_or(|a| created >= a)
-            && self.created_before.is_none_or(|b| created < b)
-            && self
-                .older_than
-                .is_none_or(|o| now.duration_since(created).is_ok_and(|age| age >= o))
-    }
-}
 
 /// What discovery needs.
 #[derive(Clone)]
@@ -196,6 +167,8 @@ impl Source for PoolSource {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn at(secs: u64) -> SystemTime {

@@ -52,7 +52,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Input, Job, Origin, Settle, Source, Unreadable};
+use crate::job::{Input, Job, Origin, Reason, Settle, Source, Unreadable};
 use crate::outcome::{Outcome, OutcomeKind};
 use crate::telemetry::metrics;
 use crate::telemetry::server::Readiness;
@@ -580,12 +580,12 @@ impl<Q: Queue> Settle for Shared<Q> {
                 self.park(message_id);
                 return Ok(());
             }
-            match outcome.map(|o| (o.kind, o.reason.as_deref())) {
+            match outcome.map(|o| (o.kind, o.reason.as_ref())) {
                 // Never started, dry run, or stopped between retries: back at once, for this
                 // consumer later or another one now.
                 None
                 | Some((OutcomeKind::DryRun, _))
-                | Some((OutcomeKind::Failed, Some("interrupted"))) => {
+                | Some((OutcomeKind::Failed, Some(Reason::Interrupted))) => {
                     self.release(message_id, Duration::ZERO).await;
                     Ok(())
                 }
@@ -596,7 +596,7 @@ impl<Q: Queue> Settle for Shared<Q> {
                 }
                 Some((OutcomeKind::Failed, reason)) => {
                     let delay = match reason {
-                        Some("attempt_limit") => ATTEMPT_LIMIT_DELAY,
+                        Some(Reason::AttemptLimit) => ATTEMPT_LIMIT_DELAY,
                         _ => self.redelivery_delay(message_id),
                     };
                     self.release(message_id, delay).await;

@@ -5,7 +5,6 @@
 //! `--log-usernames` is given. Secrets never reach this module.
 
 pub mod metrics;
-pub mod progress;
 pub mod push;
 pub mod server;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::source::{ResendRequest, check_client_id, check_username};
+use crate::job::{ResendRequest, check_client_id, check_username};
 
 /// A body larger than this is not a job (a job is a username and a few short fields).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use super::BarSlot;
-use super::metrics::AttemptResult;
-use crate::outcome::{OutcomeKind, Tally};
+use super::{OutcomeKind, Tally};
+use crate::telemetry::BarSlot;
+use crate::telemetry::metrics::AttemptResult;
 
 /// How often the non-interactive progress line is logged.
 const LOG_EVERY: Duration = Duration::from_secs(10);

@@ -1,0 +1,535 @@
+//! What a job is, in the words every layer shares: the request to make ([`ResendRequest`]),
+//! where it came from ([`Origin`]), what a source yields ([`Input`]: a [`Job`] or an
+//! [`Unreadable`] row), the [`Source`] and [`Settle`] traits the engine drives sources through,
+//! the checks every source applies to usernames and client ids, the pool's creation [`Window`],
+//! and the [`Reason`] a job ended so.
+//!
+//! It sits below sources, engine, Cognito client, ledger and settings, and imports none of them
+//! (the outcome types are here too, so the [`Settle`] trait needs nothing from above), so each
+//! can use it without a cycle: the engine knows no source beyond these traits.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
+
+use serde::Serialize;
+
+/// Cognito's limit on a username's length, in characters.
+pub const MAX_USERNAME_CHARS: usize = 128;
+
+/// One ResendConfirmationCode to make, with every request field a job may carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResendRequest {
+    /// The Cognito username (personal data: logs show it hashed).
+    pub username: String,
+    /// The job's own app client id; `None` uses `--client-id`.
+    pub client_id: Option<String>,
+    /// ClientMetadata, passed to the pool's Lambda triggers.
+    pub client_metadata: BTreeMap<String, String>,
+    /// AnalyticsMetadata.AnalyticsEndpointId.
+    pub analytics_endpoint_id: Option<String>,
+    /// UserContextData.EncodedData (advanced security).
+    pub encoded_data: Option<String>,
+    /// UserContextData.IpAddress.
+    pub ip_address: Option<String>,
+}
+
+/// Where a job came from: the `source` field of the report and the key for acknowledging it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A CSV record starting at this line (the header is line 1).
+    Csv {
+        /// 1-based line number.
+        line: u64,
+    },
+    /// An SQS message.
+    Sqs {
+        /// Its MessageId.
+        message_id: String,
+    },
+    /// A user discovered in the pool (`backfill --from-pool`).
+    Pool {
+        /// 1-based, in discovery order.
+        index: u64,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Csv { line } => write!(f, "csv:{line}"),
+            Self::Sqs { message_id } => write!(f, "sqs:{message_id}"),
+            Self::Pool { index } => write!(f, "pool:{index}"),
+        }
+    }
+}
+
+/// A readable job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Where it came from.
+    pub origin: Origin,
+    /// What to send.
+    pub request: ResendRequest,
+}
+
+/// A row or message that could not be read: it ends as outcome `invalid`.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    /// Where it came from.
+    pub origin: Origin,
+    /// What is wrong, naming the row or message.
+    pub reason: String,
+    /// The username, when one could be read at all.
+    pub username: Option<String>,
+}
+
+/// What a source yields.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A job to run.
+    Job(Job),
+    /// A row or message that cannot become a job.
+    Unreadable(Unreadable),
+}
+
+impl Input {
+    /// Where it came from.
+    pub fn origin(&self) -> &Origin {
+        match self {
+            Self::Job(j) => &j.origin,
+            Self::Unreadable(u) => &u.origin,
+        }
+    }
+}
+
+/// A stream of jobs.
+pub trait Source: Send {
+    /// The `source` label of `cognito_resend_jobs_total`.
+    fn label(&self) -> &'static str;
+
+    /// The next input, or `None` at the end. Called only when the engine can start a job now, so
+    /// a source never needs to read further ahead than its own small buffer.
+    fn next(&mut self) -> impl Future<Output = Option<Input>> + Send;
+
+    /// The acknowledger the engine tells each job's fate.
+    fn settler(&self) -> std::sync::Arc<dyn Settle>;
+
+    /// The error that ended the input early (an unreadable file, a failed discovery), if any:
+    /// jobs before it have their outcomes, the rest were never read.
+    fn take_failure(&mut self) -> Option<String> {
+        None
+    }
+}
+
+/// Told how each job ended, before the outcome is reported.
+pub trait Settle: Send + Sync {
+    /// `Some(outcome)`: the job ended so. `None`: the job was never attempted (the run stopped
+    /// first) and should come back later. `Err(detail)`: the source could not acknowledge the
+    /// outcome (a queue message that could not be deleted will come back), so the job is not
+    /// done: the engine reports it `failed` with reason `ack_failed`.
+    fn settle<'a>(
+        &'a self,
+        origin: &'a Origin,
+        outcome: Option<&'a Outcome>,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// For sources with nothing to acknowledge (a file: rerunning it is how it resumes).
+#[derive(Debug, Default)]
+pub struct NothingToSettle;
+
+impl Settle for NothingToSettle {
+    fn settle<'a>(
+        &'a self,
+        _: &'a Origin,
+        _: Option<&'a Outcome>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// Checks a username the way Cognito's model constrains it, so a bad one is `invalid` without a
+/// call: not empty, at most 128 characters, no whitespace, control or format characters.
+///
+/// Format characters (Unicode category Cf: zero-width spaces, bidirectional overrides such as
+/// U+202E, a byte order mark inside the text) are invisible: a username holding one looks like
+/// another user's in every log, report and terminal. Cognito's own pattern
+/// (`[\p{L}\p{M}\p{S}\p{N}\p{P}]+`) has no room for them either. Every source (CSV, SQS, the
+/// pool) passes its usernames through here.
+pub fn check_username(username: &str) -> Result<(), String> {
+    if username.is_empty() {
+        return Err("username is empty".into());
+    }
+    let chars = username.chars().count();
+    if chars > MAX_USERNAME_CHARS {
+        return Err(format!(
+            "username is {chars} characters long; Cognito allows at most {MAX_USERNAME_CHARS}"
+        ));
+    }
+    if username
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err("username contains whitespace or control characters".into());
+    }
+    if let Some(c) = username.chars().find(|&c| is_format_char(c)) {
+        return Err(format!(
+            "username contains the invisible format character U+{:04X}",
+            u32::from(c)
+        ));
+    }
+    Ok(())
+}
+
+/// Cognito's limit on an app client id's length, in characters.
+pub const MAX_CLIENT_ID_CHARS: usize = 128;
+
+/// Checks an app client id against Cognito's model (`[\w+]+`, 1 to 128 characters; `\w` is
+/// ASCII there: letters, digits, `_`). A job's client id becomes part of the ledger key and of
+/// a DynamoDB item, so one that Cognito would refuse anyway is `invalid` before it gets there.
+pub fn check_client_id(client_id: &str) -> Result<(), String> {
+    if client_id.is_empty() {
+        return Err("client_id is empty".into());
+    }
+    let chars = client_id.chars().count();
+    if chars > MAX_CLIENT_ID_CHARS {
+        return Err(format!(
+            "client_id is {chars} characters long; Cognito allows at most {MAX_CLIENT_ID_CHARS}"
+        ));
+    }
+    if let Some(c) = client_id
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || c == '_' || c == '+'))
+    {
+        return Err(format!(
+            "client_id contains {c:?} (U+{:04X}); Cognito allows only letters, digits, `_` and `+`",
+            u32::from(c)
+        ));
+    }
+    Ok(())
+}
+
+/// Unicode's format characters (general category Cf, Unicode 15.1), by range. An explicit list
+/// rather than a crate: it is short, and it changes only when Unicode adds a Cf character (rare;
+/// any character added later would still be refused by Cognito's pattern on the call).
+const FORMAT_CHARS: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+/// Whether `c` is a Unicode format character (category Cf).
+pub fn is_format_char(c: char) -> bool {
+    let c = u32::from(c);
+    FORMAT_CHARS.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
+}
+
+/// The outcome of a job, as SPEC.md's table names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// Cognito accepted the resend.
+    Sent,
+    /// The user is already confirmed.
+    AlreadyConfirmed,
+    /// No such user for this client.
+    NotFound,
+    /// Sent to this client+username within the cooldown, as the ledger shows.
+    Cooldown,
+    /// `--dry-run`: everything but the send.
+    DryRun,
+    /// The row or message could not be read.
+    Invalid,
+    /// A permanent error, or the retry budget ran out.
+    Failed,
+}
+
+impl OutcomeKind {
+    /// Every outcome, in the order summaries list them.
+    pub const ALL: [OutcomeKind; 7] = [
+        Self::Sent,
+        Self::AlreadyConfirmed,
+        Self::NotFound,
+        Self::Cooldown,
+        Self::DryRun,
+        Self::Invalid,
+        Self::Failed,
+    ];
+
+    /// The label value and report spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::AlreadyConfirmed => "already_confirmed",
+            Self::NotFound => "not_found",
+            Self::Cooldown => "cooldown",
+            Self::DryRun => "dry_run",
+            Self::Invalid => "invalid",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Where Cognito says the code went (CodeDeliveryDetails).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    /// EMAIL or SMS.
+    pub medium: Option<String>,
+    /// Masked by Cognito, e.g. `a***@e***`.
+    pub destination: Option<String>,
+    /// The attribute the code went to (email, phone_number).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attribute: Option<String>,
+}
+
+/// Why a job is *in doubt*: the user may have received a code that the ledger cannot confirm.
+/// The report says `"in_doubt": true` with this as `in_doubt_cause`, and
+/// `cognito_resend_in_doubt_total{cause}` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoubtCause {
+    /// A run that died (or was fenced) had claimed the user mid-call; the claim was taken over.
+    DeadRun,
+    /// An attempt of this job was ambiguous (timed out after the request was written, the
+    /// connection closed before the answer, a 5xx): Cognito may have acted on it.
+    AmbiguousAttempt,
+    /// Cognito sent a code, but the ledger could not record it.
+    Unrecorded,
+}
+
+impl DoubtCause {
+    /// The label value and report spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DeadRun => "dead_run",
+            Self::AmbiguousAttempt => "ambiguous_attempt",
+            Self::Unrecorded => "unrecorded",
+        }
+    }
+}
+
+/// How one job ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Which outcome.
+    pub kind: OutcomeKind,
+    /// Why it ended so: a machine-readable cause for `failed` (e.g. `attempt_limit`), words
+    /// naming the row or message for `invalid`.
+    pub reason: Option<Reason>,
+    /// The last error Cognito or the network gave, for people reading the report.
+    pub error: Option<String>,
+    /// Calls made for this job.
+    pub attempts: u32,
+    /// For `sent`.
+    pub delivery: Option<Delivery>,
+    /// Set when the user may have received a code the ledger cannot confirm (see
+    /// [`DoubtCause`]); the first cause found wins.
+    pub in_doubt: Option<DoubtCause>,
+}
+
+impl Outcome {
+    /// An outcome with no reason, error or delivery.
+    pub fn new(kind: OutcomeKind, attempts: u32) -> Self {
+        Self {
+            kind,
+            reason: None,
+            error: None,
+            attempts,
+            delivery: None,
+            in_doubt: None,
+        }
+    }
+
+    /// `failed`, with its reason and last error.
+    pub fn failed(reason: Reason, error: Option<String>, attempts: u32) -> Self {
+        Self {
+            kind: OutcomeKind::Failed,
+            reason: Some(reason),
+            error,
+            attempts,
+            delivery: None,
+            in_doubt: None,
+        }
+    }
+}
+
+/// Which users, by UserCreateDate. All bounds are optional.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window {
+    /// Created at or after this.
+    pub created_after: Option<SystemTime>,
+    /// Created before this.
+    pub created_before: Option<SystemTime>,
+    /// Created at least this long ago (skip users who signed up minutes ago and may still be
+    /// reading their first code).
+    pub older_than: Option<Duration>,
+}
+
+impl Window {
+    /// Whether a user created at `created` is in the window at `now`. A user without a creation
+    /// date is in it only when the window has no bounds.
+    pub fn admits(&self, created: Option<SystemTime>, now: SystemTime) -> bool {
+        let unbounded = self.created_after.is_none()
+            && self.created_before.is_none()
+            && self.older_than.is_none();
+        let Some(created) = created else {
+            return unbounded;
+        };
+        self.created_after.is_none_or(|a| created >= a)
+            && self.created_before.is_none_or(|b| created < b)
+            && self
+                .older_than
+                .is_none_or(|o| now.duration_since(created).is_ok_and(|age| age >= o))
+    }
+}
+
+/// Why a job ended as it did: the `reason` field of the report and of the outcome's log line.
+/// The report's text is [`Reason::as_str`]; each name is part of the report format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// The run stopped (a signal) while the job waited to retry or was being sent.
+    Interrupted,
+    /// Cognito's per-user resend limit ("Attempt limit exceeded").
+    AttemptLimit,
+    /// The retry budget ran out.
+    RetriesExhausted,
+    /// A ledger operation failed; the run stops.
+    LedgerError,
+    /// The job panicked.
+    InternalError,
+    /// The source could not acknowledge the outcome (a queue message will come back).
+    AckFailed,
+    /// A Lambda trigger failed or stayed unavailable.
+    LambdaError,
+    /// Cognito could not deliver the code to this user.
+    CodeDeliveryFailure,
+    /// Cognito refused a parameter of the request.
+    InvalidParameter,
+    /// The request could not be built.
+    InvalidRequest,
+    /// An error this SDK version does not model.
+    UnexpectedError,
+    /// `--precheck`'s AdminGetUser failed for this user.
+    PrecheckFailed,
+    /// `--precheck` found no such user (`not_found`).
+    Precheck,
+    /// A configuration problem that stops the run; the name is the stop reason too
+    /// (`not_authorized`, `email_quota`, ...).
+    Misconfigured(&'static str),
+    /// Words, not a name: why a row or message is `invalid`, or the status `--precheck` found.
+    Text(String),
+}
+
+impl Reason {
+    /// The report's text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Interrupted => "interrupted",
+            Self::AttemptLimit => "attempt_limit",
+            Self::RetriesExhausted => "retries_exhausted",
+            Self::LedgerError => "ledger_error",
+            Self::InternalError => "internal_error",
+            Self::AckFailed => "ack_failed",
+            Self::LambdaError => "lambda_error",
+            Self::CodeDeliveryFailure => "code_delivery_failure",
+            Self::InvalidParameter => "invalid_parameter",
+            Self::InvalidRequest => "invalid_request",
+            Self::UnexpectedError => "unexpected_error",
+            Self::PrecheckFailed => "precheck_failed",
+            Self::Precheck => "precheck",
+            Self::Misconfigured(name) => name,
+            Self::Text(text) => text,
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_characters_are_refused_like_control_characters() {
+        for bad in [
+            "ali\u{200B}ce",
+            "\u{202E}ecila",
+            "bob\u{FEFF}",
+            "a\u{2066}b",
+            "soft\u{00AD}hyphen",
+            "tag\u{E0041}",
+        ] {
+            let err = check_username(bad).unwrap_err();
+            assert!(err.contains("format character"), "{bad:?}: {err}");
+        }
+        for bad in ["a b", "tab\there", "nl\n", "nul\0"] {
+            assert!(check_username(bad).is_err(), "{bad:?}");
+        }
+        for good in [
+            "alice",
+            "+15551234567",
+            "-dash",
+            "josé",
+            "名前",
+            "a@b.c",
+            "=x",
+        ] {
+            assert_eq!(check_username(good), Ok(()), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn client_ids_follow_cognitos_pattern() {
+        for good in ["1example23456789", "abc_DEF+9", &"a".repeat(128)] {
+            assert_eq!(check_client_id(good), Ok(()), "{good:?}");
+        }
+        let cases = [
+            (String::new(), "empty"),
+            ("a".repeat(129), "129 characters"),
+            ("c1 ".into(), "' '"),
+            ("c-1".into(), "'-'"),
+            ("c\u{200B}1".into(), "U+200B"),
+            ("clïent".into(), "U+00EF"),
+            ("c/1".into(), "'/'"),
+        ];
+        for (bad, expected) in cases {
+            let err = check_client_id(&bad).unwrap_err();
+            assert!(err.contains(expected), "{bad:?}: {err}");
+        }
+    }
+}
