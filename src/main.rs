@@ -23,7 +23,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let bar = telemetry::init_logging(&settings.log);
+    let bar = telemetry::init_logging(settings.log.format, settings.log.verbosity);
     // `check` prints them with the settings; every other command says them first, loudly.
     if !matches!(cli.command, Command::Check) {
         for warning in &settings.warnings {

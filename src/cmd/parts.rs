@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use super::RunError;
-use crate::cognito::Cognito;
 use crate::cognito::admin::PoolAdmin;
+use crate::cognito::{Cognito, Misconfiguration};
 use crate::config::Settings;
 use crate::engine::{self, EngineConfig, StopCause};
 use crate::job::Source;
@@ -170,7 +170,8 @@ pub(super) async fn start_metrics(
     ready: Readiness,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<Option<std::net::SocketAddr>, RunError> {
-    let handle = metrics::install().map_err(RunError::Fatal)?;
+    let handle = metrics::install(&Misconfiguration::ALL.map(Misconfiguration::reason))
+        .map_err(RunError::Fatal)?;
     let Some(addr) = settings.metrics.listen else {
         return Ok(None);
     };

@@ -25,7 +25,7 @@ use crate::job::Reason;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// The code was sent (or, with PreventUserExistenceErrors, Cognito pretended so).
-    Sent(crate::outcome::Delivery),
+    Sent(crate::job::Delivery),
     /// InvalidParameterException "User is already confirmed."
     AlreadyConfirmed,
     /// UserNotFoundException.

@@ -16,8 +16,8 @@ use aws_sdk_cognitoidentityprovider::types::{AnalyticsMetadataType, UserContextD
 pub use classify::{Answer, CallError, Misconfiguration};
 
 use crate::config::{ClientSecret, CognitoSettings};
+use crate::job::Delivery;
 use crate::job::ResendRequest;
-use crate::outcome::Delivery;
 
 /// What the engine needs from Cognito: one ResendConfirmationCode call, classified.
 ///

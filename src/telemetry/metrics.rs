@@ -4,7 +4,7 @@
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::outcome::OutcomeKind;
+use crate::job::{DoubtCause, OutcomeKind};
 
 /// Jobs by source and outcome.
 pub const JOBS_TOTAL: &str = "cognito_resend_jobs_total";
@@ -84,8 +84,12 @@ impl AttemptResult {
 /// Must be called inside the runtime: it starts the exporter's upkeep, which folds recorded
 /// histogram samples into their buckets. Without it (no scrapes, e.g. `--metrics-addr none`) the
 /// raw samples pile up, and memory grows with the number of calls.
-pub fn install() -> anyhow::Result<PrometheusHandle> {
-    let handle = install_recorder()?;
+///
+/// `stop_reasons` are the names `cognito_resend_stopped_total` starts at zero for besides
+/// `ledger_error` and `spend_cap`: the configuration errors the Cognito client tells apart,
+/// passed as plain names so that metrics need not know the client's types.
+pub fn install(stop_reasons: &[&'static str]) -> anyhow::Result<PrometheusHandle> {
+    let handle = install_recorder(stop_reasons)?;
     let _ = HANDLE.set(handle.clone());
     Ok(handle)
 }
@@ -101,7 +105,7 @@ pub fn render() -> Option<String> {
     })
 }
 
-fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+fn install_recorder(stop_reasons: &[&'static str]) -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(REQUEST_DURATION.to_owned()),
@@ -134,8 +138,8 @@ fn install_recorder() -> anyhow::Result<PrometheusHandle> {
         "Early stops of the run, by reason: a configuration error (email_quota, not_authorized, \
          ...), ledger_error, or spend_cap."
     );
-    for kind in crate::cognito::Misconfiguration::ALL {
-        counter!(STOPPED_TOTAL, "reason" => kind.reason()).absolute(0);
+    for &reason in stop_reasons {
+        counter!(STOPPED_TOTAL, "reason" => reason).absolute(0);
     }
     counter!(STOPPED_TOTAL, "reason" => "ledger_error").absolute(0);
     counter!(STOPPED_TOTAL, "reason" => "spend_cap").absolute(0);
@@ -226,7 +230,7 @@ pub fn stopped(reason: &'static str) {
 }
 
 /// Counts a job whose user is in doubt, by cause.
-pub fn in_doubt(source: &'static str, cause: crate::outcome::DoubtCause) {
+pub fn in_doubt(source: &'static str, cause: DoubtCause) {
     counter!(IN_DOUBT_TOTAL, "source" => source, "cause" => cause.as_str()).increment(1);
 }
 

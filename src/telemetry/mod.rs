@@ -18,7 +18,6 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::cli::LogFormat;
-use crate::config::LogSettings;
 
 /// A username as logs show it.
 pub struct UserRef<'a> {
@@ -103,8 +102,8 @@ impl<'a> MakeWriter<'a> for BarSlot {
 }
 
 /// Starts logging to stderr. Returns the slot a progress bar goes into.
-pub fn init_logging(log: &LogSettings) -> BarSlot {
-    let level = match log.verbosity {
+pub fn init_logging(format: LogFormat, verbosity: i8) -> BarSlot {
+    let level = match verbosity {
         i8::MIN..=-1 => "warn",
         0 => "info",
         1 => "debug",
@@ -117,7 +116,7 @@ pub fn init_logging(log: &LogSettings) -> BarSlot {
     // unless -vv asks for the SDK's own story.
     let filter = EnvFilter::new(format!(
         "warn,cognito_resend={level}{}",
-        if log.verbosity >= 2 {
+        if verbosity >= 2 {
             ",aws=debug"
         } else {
             ",aws_config::imds::region=off"
@@ -128,7 +127,7 @@ pub fn init_logging(log: &LogSettings) -> BarSlot {
         .with_env_filter(filter)
         .with_writer(slot.clone())
         .with_target(false);
-    match log.format {
+    match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.with_ansi(false).init(),
     }

@@ -114,7 +114,7 @@ mod tests {
     async fn a_failed_push_never_names_the_password() {
         // Nothing listens on port 9 of loopback (discard); the error names the URL.
         let base = url::Url::parse("http://metrics:hunter2@127.0.0.1:9/").unwrap();
-        let _ = crate::telemetry::metrics::install();
+        let _ = crate::telemetry::metrics::install(&[]);
         let err = push(&base, "backfill").await.unwrap_err();
         assert!(
             !err.contains("hunter2") && !err.contains("metrics:"),
