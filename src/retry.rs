@@ -350,11 +350,28 @@ impl<'a, P: Pace> Retry<'a, P> {
 
     /// Calls `call` (given the attempt's number, from 1) until it succeeds, `classify` stops
     /// it, the budget is spent, or the stop token is cancelled.
-    pub async fn run<T, E, F, Fut, C>(&self, mut call: F, mut classify: C) -> Ran<T, E>
+    pub async fn run<T, E, F, Fut, C>(&self, call: F, classify: C) -> Ran<T, E>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, E>>,
         C: FnMut(&E, u32) -> Verdict,
+    {
+        self.run_observed(call, classify, |_, _, _| {}).await
+    }
+
+    /// [`Retry::run`], telling `before_backoff` each error that is retried, the attempts so far
+    /// and the delay before the next one (to log it).
+    pub async fn run_observed<T, E, F, Fut, C, B>(
+        &self,
+        mut call: F,
+        mut classify: C,
+        mut before_backoff: B,
+    ) -> Ran<T, E>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        C: FnMut(&E, u32) -> Verdict,
+        B: FnMut(&E, u32, Duration),
     {
         let mut schedule = self.policy.schedule();
         let mut attempts = 0u32;
@@ -389,6 +406,7 @@ impl<'a, P: Pace> Retry<'a, P> {
             let Some(delay) = schedule.next_delay(attempts) else {
                 return ran(attempts, Err(Failure::Exhausted(error)));
             };
+            before_backoff(&error, attempts, delay);
             last = Some(error);
             match self.stop {
                 Some(stop) => tokio::select! {
@@ -534,6 +552,21 @@ mod tests {
         assert_eq!(*pace.events.lock().unwrap(), ["throttle"; 4]);
         // 250 + 500 + 1000 ms of backoff between the four attempts.
         assert_eq!(started.elapsed(), Duration::from_millis(1750));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_observer_sees_each_backoff_before_it_is_slept() {
+        let p = policy(3);
+        let mut seen = Vec::new();
+        let ran: Ran<(), &str> = Retry::new(&p)
+            .run_observed(
+                |_| async { Err("busy") },
+                |_, _| Verdict::Retry(Quota::Unknown),
+                |e, n, delay| seen.push((*e, n, delay.as_millis())),
+            )
+            .await;
+        assert_eq!(ran.attempts, 3);
+        assert_eq!(seen, [("busy", 1, 250), ("busy", 2, 500)]);
     }
 
     #[tokio::test(start_paused = true)]

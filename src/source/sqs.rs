@@ -988,11 +988,17 @@ async fn poll_until_done<Q: Queue>(
         // a stop ends the poller, between attempts or during one.
         let ran = Retry::new(&policy)
             .until(&stop)
-            .run(
+            .run_observed(
                 |_| receive_some(shared, left, &ready, &stop),
                 |e, _| match e {
                     Received::Failed => Verdict::Retry(Quota::Unknown),
                     Received::Stopped => Verdict::Stop(Quota::Unknown),
+                },
+                |_, _, delay| {
+                    let error = lock(&shared.watch).last_error.clone().unwrap_or_default();
+                    tracing::warn!(
+                        "receiving from the queue failed (retrying in {delay:.1?}): {error}"
+                    );
                 },
             )
             .await;
@@ -1041,7 +1047,8 @@ async fn poll_until_done<Q: Queue>(
 
 /// Why [`receive_some`] brought nothing.
 enum Received {
-    /// The receive failed (logged, counted, credits given back): retried.
+    /// The receive failed (counted, its error kept for `/healthz` and the retry's log line,
+    /// credits given back): retried.
     Failed,
     /// A stop came first: the poller ends.
     Stopped,
@@ -1125,7 +1132,6 @@ async fn receive_some<Q: Queue>(
             ready.set(false);
             metrics::sqs_receive_error();
             lock(&shared.watch).last_error = Some(e.to_string());
-            tracing::warn!("receiving from the queue failed (retrying): {e}");
             Err(Received::Failed)
         }
     }
