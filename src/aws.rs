@@ -20,9 +20,13 @@ pub(crate) struct SdkOptions<'a> {
     pub(crate) connect_timeout: Duration,
     /// How long one attempt may take (a long poll needs its wait plus a margin).
     pub(crate) attempt_timeout: Duration,
-    /// Whether the SDK retries on its own. Off wherever our retry layer is the one that decides
-    /// (Cognito: the SDK would treat LimitExceededException as throttling and burn the user's
-    /// few resend attempts); the SDK's standard mode where a repeated request is harmless.
+    /// Whether the SDK retries on its own. Off for Cognito and SQS: every call of theirs that is
+    /// repeated goes through [`crate::retry`], so no call is retried by two layers (and, for
+    /// Cognito, the SDK would treat LimitExceededException as throttling and burn the user's few
+    /// resend attempts). On for DynamoDB, the one exception: its ledger writes are conditional
+    /// and carry the claim's token (or an idempotency token), so a repeat the SDK makes cannot
+    /// apply twice, and a ledger call has no caller that could retry it better: a ledger error
+    /// stops the run.
     pub(crate) sdk_retries: bool,
     /// Whether requests are signed with the standard credential chain. ResendConfirmationCode
     /// needs no credentials, so its client looks none up.

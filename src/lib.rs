@@ -15,6 +15,8 @@
 //! - [`ledger`]: the send ledger each job claims its user in before the call and records the
 //!   result in after it (SQLite or DynamoDB): cooldown, no two calls for one user at once, and
 //!   in-doubt handling after a crash.
+//! - [`retry`]: the one retry executor (backoff, budget, rate limiter, stop token) every
+//!   repeated call goes through.
 //! - [`cognito`]: the one place that talks to Cognito, and the classification of its answers.
 //! - [`outcome`]: every job's one outcome: counted, reported (JSON Lines), logged.
 //! - [`telemetry`]: logs, metrics (`/metrics`, `/healthz`, `/readyz`), progress and summary.
@@ -36,6 +38,7 @@ pub mod engine;
 pub mod job;
 pub mod ledger;
 pub mod outcome;
+pub mod retry;
 pub mod shutdown;
 pub mod source;
 pub mod telemetry;

@@ -2,14 +2,15 @@
 //! share a large backfill.
 //!
 //! It reuses the CSV source (same header rules, same `invalid` rows with line numbers) and the
-//! message body format `consume` decodes. Partial batch failures are retried entry by entry;
+//! message body format `consume` decodes. Partial batch failures are retried entry by entry,
+//! through the one retry executor ([`crate::retry`]; the SQS client's SDK retries are off);
 //! an entry SQS rejects as the sender's fault is not retried. For FIFO queues every message gets
 //! a MessageGroupId (one per username unless `--fifo-group-id`) and a MessageDeduplicationId
 //! derived from its body, so a retried batch cannot enqueue a job twice.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
@@ -21,6 +22,7 @@ use super::parts::{push_final, start_metrics};
 use super::{Finished, RunError};
 use crate::config::Settings;
 use crate::job::{Input, Source};
+use crate::retry::{Backoff, Budget, Policy, Quota, Retry, Verdict};
 use crate::shutdown::Shutdown;
 use crate::source::csv::CsvSource;
 use crate::source::sqs::{body, check_queue, connect};
@@ -158,75 +160,105 @@ pub(super) async fn send_all<S: Source>(
     })
 }
 
-/// Sends one batch, retrying the entries that failed for reasons not the sender's.
+/// How a batch is retried: [`ATTEMPTS`] attempts, 200 ms then doubling, jittered. Every error of
+/// the whole call is retried (a FIFO message carries a deduplication id, and a standard queue's
+/// consumers tolerate a duplicate through the ledger); entries SQS rejects as the sender's fault
+/// are dropped from the batch, not retried.
+fn batch_policy() -> Policy {
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2), 2.0, 0.2)
+        .expect("a valid constant backoff");
+    Policy::new(backoff, Budget::attempts(ATTEMPTS))
+}
+
+/// Sends one batch, retrying the entries that failed for reasons not the sender's. Each attempt
+/// sends the entries still pending.
 async fn send_batch(client: &Client, queue_url: &str, batch: Vec<Pending>, counts: &Counts) {
-    let mut pending: Vec<Pending> = batch;
-    for attempt in 1..=ATTEMPTS {
-        let entries: Vec<_> = pending
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(&p.body)
-                    .set_message_group_id(p.group.clone())
-                    .set_message_deduplication_id(p.group.as_ref().map(|_| short_hash(&p.body)))
-                    .build()
-                    .ok()
-            })
-            .collect();
-        let sent = client
-            .send_message_batch()
-            .queue_url(queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await;
-        let mut retry = Vec::new();
-        match sent {
-            Ok(out) => {
-                let failed: std::collections::HashMap<usize, (bool, String)> = out
-                    .failed()
-                    .iter()
-                    .filter_map(|f| {
-                        let detail = format!("{}: {}", f.code(), f.message().unwrap_or(""));
-                        f.id().parse().ok().map(|i| (i, (f.sender_fault(), detail)))
-                    })
-                    .collect();
-                for (i, p) in pending.into_iter().enumerate() {
-                    match failed.get(&i) {
-                        None => {
-                            counts.enqueued.fetch_add(1, Ordering::Relaxed);
-                            metrics::sqs_message("enqueued");
+    let pending = Mutex::new(batch);
+    let policy = batch_policy();
+    let ran = Retry::new(&policy)
+        .run(
+            |attempt| {
+                let pending = &pending;
+                async move {
+                    let entries: Vec<_> = lock(pending)
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, p)| {
+                            SendMessageBatchRequestEntry::builder()
+                                .id(i.to_string())
+                                .message_body(&p.body)
+                                .set_message_group_id(p.group.clone())
+                                .set_message_deduplication_id(
+                                    p.group.as_ref().map(|_| short_hash(&p.body)),
+                                )
+                                .build()
+                                .ok()
+                        })
+                        .collect();
+                    let sent = client
+                        .send_message_batch()
+                        .queue_url(queue_url)
+                        .set_entries(Some(entries))
+                        .send()
+                        .await;
+                    let out = match sent {
+                        Ok(out) => out,
+                        Err(e) => {
+                            tracing::warn!(
+                                "SendMessageBatch failed (attempt {attempt}): {}",
+                                aws_sdk_sqs::error::DisplayErrorContext(&e)
+                            );
+                            return Err(());
                         }
-                        Some((true, detail)) => {
-                            counts.failed.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(source = p.line, "SQS rejected the message: {detail}");
+                    };
+                    let failed: std::collections::HashMap<usize, (bool, String)> = out
+                        .failed()
+                        .iter()
+                        .filter_map(|f| {
+                            let detail = format!("{}: {}", f.code(), f.message().unwrap_or(""));
+                            f.id().parse().ok().map(|i| (i, (f.sender_fault(), detail)))
+                        })
+                        .collect();
+                    let mut pending = lock(pending);
+                    let mut retry = Vec::new();
+                    for (i, p) in pending.drain(..).enumerate() {
+                        match failed.get(&i) {
+                            None => {
+                                counts.enqueued.fetch_add(1, Ordering::Relaxed);
+                                metrics::sqs_message("enqueued");
+                            }
+                            Some((true, detail)) => {
+                                counts.failed.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(
+                                    source = p.line,
+                                    "SQS rejected the message: {detail}"
+                                );
+                            }
+                            Some((false, _)) => retry.push(p),
                         }
-                        Some((false, _)) => retry.push(p),
                     }
+                    *pending = retry;
+                    if pending.is_empty() { Ok(()) } else { Err(()) }
                 }
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "SendMessageBatch failed (attempt {attempt}): {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(&e)
-                );
-                retry = pending;
-            }
-        }
-        if retry.is_empty() {
-            return;
-        }
-        pending = retry;
-        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            },
+            |_, _| Verdict::Retry(Quota::Unknown),
+        )
+        .await;
+    if ran.result.is_ok() {
+        return;
     }
-    for p in pending {
+    for p in pending.into_inner().unwrap_or_else(|e| e.into_inner()) {
         counts.failed.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             source = p.line,
             "could not enqueue after {ATTEMPTS} attempts"
         );
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each critical section leaves the batch whole; a panic elsewhere cannot corrupt it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn short_hash(text: &str) -> String {

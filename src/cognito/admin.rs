@@ -6,7 +6,7 @@
 //! credentials, so a missing role is a clear usage error before any work starts.
 //!
 //! Its SDK retries are off, like the resend client's: the caller retries through
-//! [`crate::engine::retry`], the one retry layer, with its own rate limit (ListUsers and
+//! [`crate::retry`], the one retry executor, with its own rate limit (ListUsers and
 //! AdminGetUser have quotas of their own, lower than the resend's).
 
 use std::time::SystemTime;
@@ -17,6 +17,7 @@ use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
 
 use super::classify::chain;
 use crate::config::CognitoSettings;
+use crate::retry::{Quota, Verdict};
 
 /// Why a pool call did not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +40,18 @@ impl AdminError {
     /// Whether a retry may help.
     pub fn retryable(&self) -> bool {
         matches!(self, Self::Throttled(_) | Self::Transient(_))
+    }
+}
+
+/// Throttles and blips are retried; a denial or a refused call is an answer (it used quota)
+/// that no retry changes.
+impl crate::retry::Classify for AdminError {
+    fn verdict(&self, _attempts: u32) -> Verdict {
+        match self {
+            Self::Throttled(_) => Verdict::Retry(Quota::Throttled),
+            Self::Transient(_) => Verdict::Retry(Quota::Unknown),
+            Self::Denied(_) | Self::Failed(_) => Verdict::Stop(Quota::Granted),
+        }
     }
 }
 

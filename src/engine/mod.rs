@@ -3,7 +3,7 @@
 //! one outcome per job.
 //!
 //! - [`rate`]: the adaptive token bucket shared by all tasks.
-//! - [`retry`]: the backoff schedule and retry budget of one job.
+//! - [`retry`]: the `retry.*` settings as the executor's policy ([`crate::retry`]).
 //!
 //! The ledger. With one ([`crate::ledger`]), a job claims its user before the first call and
 //! writes the result before its source is told or the outcome recorded: a user in cooldown is
@@ -40,6 +40,7 @@ use crate::cognito::{Answer, CallError, Misconfiguration, Resend};
 use crate::job::{Input, Job, Reason, ResendRequest, Settle, Source};
 use crate::ledger::{Claim, DayCaps, Finish, Ledger, LedgerError, Medium, SpendCap, Spent};
 use crate::outcome::{DoubtCause, Outcome, OutcomeKind, Recorder};
+use crate::retry::{Failure, Quota, Retry, Verdict};
 use crate::telemetry::metrics::{self, AttemptResult};
 use rate::RateLimiter;
 use retry::{LAMBDA_ATTEMPTS, RetryPolicy};
@@ -850,7 +851,43 @@ async fn attempt(shared: &Shared, job: &Job, client_id: &str, progress: &Progres
     }
 }
 
-/// [`attempt`]'s loop. `ambiguous` is set to the first ambiguous error.
+/// Why one attempt of the resend did not answer.
+enum Failed {
+    /// Cognito's error (or the SDK's, classified).
+    Call(CallError),
+    /// The grace period ended with the call in flight: it was dropped.
+    Abandoned,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Call(e) => e.fmt(f),
+            Self::Abandoned => f.write_str("call abandoned at shutdown"),
+        }
+    }
+}
+
+/// The resend's classification: what [`crate::retry::Retry`] does with each failed attempt.
+/// Any answer but a throttle (or a failure to get one) used quota that Cognito granted: the rate
+/// controller counts it as accepted, or it underestimates the quota when many jobs fail.
+fn verdict(error: &CallError, attempts: u32) -> Verdict {
+    match error {
+        CallError::Throttled(_) => Verdict::Retry(Quota::Throttled),
+        CallError::Transient(_) | CallError::Ambiguous(_) => Verdict::Retry(Quota::Unknown),
+        CallError::LambdaUnavailable(_) if attempts >= LAMBDA_ATTEMPTS => {
+            Verdict::Stop(Quota::Granted)
+        }
+        CallError::LambdaUnavailable(_) => Verdict::Retry(Quota::Granted),
+        CallError::AttemptLimit(_)
+        | CallError::Permanent { .. }
+        | CallError::Broken { .. }
+        | CallError::Misconfigured { .. } => Verdict::Stop(Quota::Granted),
+    }
+}
+
+/// [`attempt`]'s calls, through the retry executor. `ambiguous` is set to the first ambiguous
+/// error.
 async fn calls(
     shared: &Shared,
     job: &Job,
@@ -858,151 +895,132 @@ async fn calls(
     progress: &Progress,
     ambiguous: &mut Option<String>,
 ) -> Tried {
-    let mut schedule = shared.retry.schedule();
-    let mut attempts = 0u32;
-    let mut last_error: Option<String> = None;
-    let interrupted = |attempts: u32, last_error: Option<String>| {
-        if attempts > 0 {
-            Tried::Done(Outcome::failed(Reason::Interrupted, last_error, attempts))
-        } else {
-            Tried::NotStarted
-        }
-    };
-    loop {
-        tokio::select! {
-            biased;
-            _ = shared.stop.cancelled() => return interrupted(attempts, last_error),
-            _ = shared.rate.acquire() => {}
-        }
-        attempts += 1;
-        progress
-            .calls
-            .store(attempts, std::sync::atomic::Ordering::SeqCst);
-        let started = Instant::now();
-        let result = {
-            // A guard, so that a call that panics leaves the gauge right.
-            let _in_flight = InFlight::enter();
-            tokio::select! {
-                biased;
-                r = shared.cognito.call(&job.request, client_id) => Some(r),
-                _ = shared.abort.cancelled() => None,
+    let ran = Retry::new(shared.retry.policy())
+        .paced(&shared.rate)
+        .until(&shared.stop)
+        .run(
+            |attempts| one_call(shared, job, client_id, progress, attempts),
+            |failed, attempts| {
+                let verdict = match failed {
+                    Failed::Abandoned => {
+                        ambiguous.get_or_insert_with(|| failed.to_string());
+                        return Verdict::Stop(Quota::Unknown);
+                    }
+                    Failed::Call(e) => {
+                        if let CallError::Ambiguous(d) = e {
+                            ambiguous.get_or_insert_with(|| d.clone());
+                        }
+                        verdict(e, attempts)
+                    }
+                };
+                if let Verdict::Retry(_) = verdict {
+                    tracing::debug!(
+                        user = %shared.recorder.user(&job.request.username),
+                        attempts,
+                        error = %failed,
+                        "retryable error"
+                    );
+                }
+                verdict
+            },
+        )
+        .await;
+    let attempts = ran.attempts;
+    match ran.result {
+        Ok(answer) => {
+            let mut outcome = Outcome::new(OutcomeKind::Sent, attempts);
+            match answer {
+                Answer::Sent(d) => outcome.delivery = Some(d),
+                Answer::AlreadyConfirmed => outcome.kind = OutcomeKind::AlreadyConfirmed,
+                Answer::NotFound => outcome.kind = OutcomeKind::NotFound,
             }
-        };
-        let secs = started.elapsed().as_secs_f64();
-        let Some(result) = result else {
-            shared.recorder.attempt(AttemptResult::Transient, secs);
-            ambiguous.get_or_insert_with(|| "call abandoned at shutdown".to_owned());
-            return Tried::Abandoned(Outcome::failed(
+            Tried::Done(outcome)
+        }
+        Err(Failure::Stopped(_)) if attempts == 0 => Tried::NotStarted,
+        Err(Failure::Stopped(last)) => Tried::Done(Outcome::failed(
+            Reason::Interrupted,
+            last.map(|e| e.to_string()),
+            attempts,
+        )),
+        Err(Failure::Refused(Failed::Abandoned) | Failure::Exhausted(Failed::Abandoned)) => {
+            Tried::Abandoned(Outcome::failed(
                 Reason::Interrupted,
                 Some(
                     "call abandoned at shutdown; Cognito may or may not have sent the code".into(),
                 ),
                 attempts,
-            ));
-        };
-        let error = match result {
-            Ok(answer) => {
-                shared.recorder.attempt(AttemptResult::Ok, secs);
-                shared.rate.on_success();
-                shared.misconfig_cleared(client_id);
-                let mut outcome = Outcome::new(OutcomeKind::Sent, attempts);
-                match answer {
-                    Answer::Sent(d) => outcome.delivery = Some(d),
-                    Answer::AlreadyConfirmed => outcome.kind = OutcomeKind::AlreadyConfirmed,
-                    Answer::NotFound => outcome.kind = OutcomeKind::NotFound,
-                }
-                return Tried::Done(outcome);
-            }
-            Err(e) => e,
-        };
-        // Any answer but a throttle (or a failure to get one) used quota that Cognito granted:
-        // the rate controller counts it as accepted, or it underestimates the quota when many
-        // jobs fail.
-        if !matches!(
-            error,
-            CallError::Throttled(_) | CallError::Transient(_) | CallError::Ambiguous(_)
-        ) {
-            shared.rate.on_success();
+            ))
         }
-        match &error {
-            CallError::Throttled(_) => {
-                shared.recorder.attempt(AttemptResult::Throttled, secs);
-                shared.rate.on_throttle();
-            }
-            CallError::Transient(_) => shared.recorder.attempt(AttemptResult::Transient, secs),
-            CallError::Ambiguous(d) => {
-                shared.recorder.attempt(AttemptResult::Transient, secs);
-                ambiguous.get_or_insert_with(|| d.clone());
-            }
-            CallError::LambdaUnavailable(d) => {
-                shared.recorder.attempt(AttemptResult::Transient, secs);
-                if attempts >= LAMBDA_ATTEMPTS {
-                    return Tried::Done(Outcome::failed(
-                        Reason::LambdaError,
-                        Some(d.clone()),
-                        attempts,
-                    ));
-                }
-            }
-            CallError::AttemptLimit(d) => {
-                shared.recorder.attempt(AttemptResult::Permanent, secs);
-                return Tried::Done(Outcome::failed(
-                    Reason::AttemptLimit,
-                    Some(d.clone()),
-                    attempts,
-                ));
-            }
-            CallError::Permanent { reason, detail } => {
-                shared.recorder.attempt(AttemptResult::Permanent, secs);
-                return Tried::Done(Outcome::failed(
-                    reason.clone(),
-                    Some(detail.clone()),
-                    attempts,
-                ));
-            }
-            CallError::Broken {
-                reason,
-                kind,
-                detail,
-            } => {
-                shared.recorder.attempt(AttemptResult::Permanent, secs);
-                shared.misconfigured(*kind, client_id, detail);
-                return Tried::Done(Outcome::failed(
-                    reason.clone(),
-                    Some(detail.clone()),
-                    attempts,
-                ));
-            }
-            CallError::Misconfigured { kind, detail } => {
-                shared.recorder.attempt(AttemptResult::Permanent, secs);
-                shared.misconfigured(*kind, client_id, detail);
-                return Tried::Done(Outcome::failed(
-                    Reason::Misconfigured(kind.reason()),
-                    Some(detail.clone()),
-                    attempts,
-                ));
-            }
-        }
-        tracing::debug!(
-            user = %shared.recorder.user(&job.request.username),
+        Err(Failure::Exhausted(Failed::Call(e))) => Tried::Done(Outcome::failed(
+            Reason::RetriesExhausted,
+            Some(e.to_string()),
             attempts,
-            error = %error,
-            "retryable error"
-        );
-        last_error = Some(error.to_string());
-        let Some(delay) = schedule.next_delay(attempts) else {
-            return Tried::Done(Outcome::failed(
-                Reason::RetriesExhausted,
-                last_error,
-                attempts,
-            ));
-        };
-        tokio::select! {
-            biased;
-            _ = shared.stop.cancelled() => return interrupted(attempts, last_error),
-            _ = tokio::time::sleep(delay) => {}
+        )),
+        Err(Failure::Refused(Failed::Call(e))) => {
+            let (reason, detail) = match e {
+                CallError::LambdaUnavailable(d) => (Reason::LambdaError, d),
+                CallError::AttemptLimit(d) => (Reason::AttemptLimit, d),
+                CallError::Permanent { reason, detail }
+                | CallError::Broken { reason, detail, .. } => (reason, detail),
+                CallError::Misconfigured { kind, detail } => (Reason::Misconfigured(kind.reason()), detail),
+                // Never refused by `verdict`; as if the budget were spent.
+                e @ (CallError::Throttled(_)
+                | CallError::Transient(_)
+                | CallError::Ambiguous(_)) => (Reason::RetriesExhausted, e.to_string()),
+            };
+            Tried::Done(Outcome::failed(reason, Some(detail), attempts))
         }
     }
+}
+
+/// One attempt: the call, cut short at the end of the grace period, counted once in the
+/// attempt metrics, and its answer told to the configuration-error watch.
+async fn one_call(
+    shared: &Shared,
+    job: &Job,
+    client_id: &str,
+    progress: &Progress,
+    attempts: u32,
+) -> Result<Answer, Failed> {
+    progress
+        .calls
+        .store(attempts, std::sync::atomic::Ordering::SeqCst);
+    let started = Instant::now();
+    let result = {
+        // A guard, so that a call that panics leaves the gauge right.
+        let _in_flight = InFlight::enter();
+        tokio::select! {
+            biased;
+            r = shared.cognito.call(&job.request, client_id) => Some(r),
+            _ = shared.abort.cancelled() => None,
+        }
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let Some(result) = result else {
+        shared.recorder.attempt(AttemptResult::Transient, secs);
+        return Err(Failed::Abandoned);
+    };
+    let error = match result {
+        Ok(answer) => {
+            shared.recorder.attempt(AttemptResult::Ok, secs);
+            shared.misconfig_cleared(client_id);
+            return Ok(answer);
+        }
+        Err(e) => e,
+    };
+    let counted = match &error {
+        CallError::Throttled(_) => AttemptResult::Throttled,
+        CallError::Transient(_) | CallError::Ambiguous(_) | CallError::LambdaUnavailable(_) => {
+            AttemptResult::Transient
+        }
+        CallError::AttemptLimit(_) | CallError::Permanent { .. } => AttemptResult::Permanent,
+        CallError::Broken { kind, detail, .. } | CallError::Misconfigured { kind, detail } => {
+            shared.misconfigured(*kind, client_id, detail);
+            AttemptResult::Permanent
+        }
+    };
+    shared.recorder.attempt(counted, secs);
+    Err(Failed::Call(error))
 }
 
 impl Shared {

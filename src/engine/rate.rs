@@ -348,6 +348,19 @@ impl State {
     }
 }
 
+/// The retry executor waits for the limiter before each attempt and reports each answer to it.
+impl crate::retry::Pace for RateLimiter {
+    fn acquire(&self) -> impl Future<Output = ()> + Send {
+        RateLimiter::acquire(self)
+    }
+    fn on_success(&self) {
+        RateLimiter::on_success(self);
+    }
+    fn on_throttle(&self) {
+        RateLimiter::on_throttle(self);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

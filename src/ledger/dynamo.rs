@@ -133,8 +133,7 @@ impl DynamoStore {
             endpoint: settings.endpoint.as_ref(),
             connect_timeout: Duration::from_secs(3),
             attempt_timeout: Duration::from_secs(5),
-            // A conditional write is safe to repeat (its token tells a retried claim from
-            // another's), so the SDK's standard retries stay on here.
+            // The one client whose SDK retries stay on: why is in `SdkOptions::sdk_retries`.
             sdk_retries: true,
             signed: true,
         })

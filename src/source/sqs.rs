@@ -54,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::job::{Input, Job, Origin, Reason, Settle, Source, Unreadable};
 use crate::outcome::{Outcome, OutcomeKind};
+use crate::retry::{Backoff, Budget, Failure, Policy, Quota, Retry, Verdict};
 use crate::telemetry::metrics;
 use crate::telemetry::server::Readiness;
 
@@ -72,6 +73,35 @@ const ATTEMPT_LIMIT_DELAY: Duration = Duration::from_secs(3600);
 const ACK_LINGER: Duration = Duration::from_millis(20);
 /// Attempts for one delete or visibility change before giving up on it.
 const ACK_ATTEMPTS: u32 = 4;
+/// How a delete, a visibility change or a hand-back is retried: [`ACK_ATTEMPTS`] attempts,
+/// `initial`, then doubling. Every queue error is retried: the SDK's own retries are off, and a
+/// repeated delete or visibility change is harmless.
+fn ack_policy(initial: Duration) -> Policy {
+    let backoff = Backoff::new(initial, initial * 8, 2.0, 0.0).expect("a valid constant backoff");
+    Policy::new(backoff, Budget::attempts(ACK_ATTEMPTS))
+}
+
+/// How failed receives are retried: for as long as it takes (until a stop), 0.5 s growing by
+/// half each time to 30 s, ±50 % jitter so that many consumers do not retry in step. `/healthz`
+/// reports a poller that cannot receive ([`STALL_POLLS`]).
+fn receive_policy() -> Policy {
+    let backoff = Backoff::new(
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+        1.5,
+        0.5,
+    )
+    .expect("a valid constant backoff");
+    Policy::new(backoff, Budget::UNLIMITED)
+}
+
+/// How `check_queue`'s GetQueueAttributes is retried: a few quick attempts, for a blip at start.
+fn check_policy() -> Policy {
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2), 2.0, 0.5)
+        .expect("a valid constant backoff");
+    Policy::new(backoff, Budget::attempts(3))
+}
+
 /// A ReceiveMessage attempt lasts at most the long poll plus this (the SDK's attempt timeout).
 const POLL_MARGIN: Duration = Duration::from_secs(10);
 /// `/healthz` fails after this many long polls' worth of time without a working receive (with
@@ -393,9 +423,9 @@ pub struct SqsSource<Q: Queue = SqsQueue> {
 }
 
 /// Builds the SQS client. Unlike Cognito's ResendConfirmationCode, SQS needs IAM credentials:
-/// the standard AWS chain provides them. Retries of SQS calls are the SDK's standard ones (SQS
-/// throttling and 5xx); the attempt timeout covers a long poll plus a margin, so a hung poll
-/// cannot stall the consumer.
+/// the standard AWS chain provides them. The SDK's own retries are off: every SQS call the
+/// consumer and `enqueue` repeat goes through [`crate::retry`] (the policies above); the attempt
+/// timeout covers a long poll plus a margin, so a hung poll cannot stall the consumer.
 pub async fn connect(
     region: Option<&str>,
     endpoint: Option<&url::Url>,
@@ -406,22 +436,60 @@ pub async fn connect(
         endpoint,
         connect_timeout: Duration::from_secs(3),
         attempt_timeout: wait_time + POLL_MARGIN,
-        sdk_retries: true,
+        sdk_retries: false,
         signed: true,
     })
     .await;
     Client::new(&sdk)
 }
 
+/// Whether an SQS error may pass on a retry: no answer (a connection or timeout error), a 5xx, or
+/// a throttle. What the SDK's standard retry mode would retry, for the calls that do not retry
+/// every error.
+pub(crate) fn sdk_retryable<E: aws_sdk_sqs::error::ProvideErrorMetadata, R>(
+    e: &aws_sdk_sqs::error::SdkError<E, R>,
+) -> bool {
+    use aws_sdk_sqs::error::SdkError;
+    match e {
+        SdkError::ServiceError(s) => {
+            let code = s.err().code().unwrap_or_default();
+            code.contains("Throttl")
+                || code == "RequestThrottled"
+                || code.contains("InternalError")
+                || code.contains("ServiceUnavailable")
+        }
+        SdkError::ConstructionFailure(_) => false,
+        _ => true,
+    }
+}
+
 /// Checks the queue exists and is reachable before any work starts. Returns a warning to log
 /// when it has no redrive policy (invalid messages would then come back forever).
 pub async fn check_queue(client: &Client, queue_url: &str) -> Result<Option<String>, String> {
-    let attrs = client
-        .get_queue_attributes()
-        .queue_url(queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
-        .send()
+    let policy = check_policy();
+    let attrs = Retry::new(&policy)
+        .run(
+            |_| {
+                client
+                    .get_queue_attributes()
+                    .queue_url(queue_url)
+                    .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
+                    .send()
+            },
+            |e, _| {
+                if sdk_retryable(e) {
+                    Verdict::Retry(Quota::Unknown)
+                } else {
+                    Verdict::Stop(Quota::Granted)
+                }
+            },
+        )
         .await
+        .result
+        .map_err(|f| match f {
+            Failure::Refused(e) | Failure::Exhausted(e) | Failure::Stopped(Some(e)) => e,
+            Failure::Stopped(None) => unreachable!("no stop token"),
+        })
         .map_err(|e| {
             format!(
                 "sqs.queue_url (--queue-url): cannot use {queue_url}: {}",
@@ -670,37 +738,45 @@ impl<Q: Queue> Shared<Q> {
             .collect();
         for chunk in handles.chunks(10) {
             let receipts: Vec<String> = chunk.iter().map(|(_, r)| r.clone()).collect();
-            let mut pending: Vec<usize> = (0..chunk.len()).collect();
-            for tries in 1..=ACK_ATTEMPTS {
-                let batch: Vec<String> = pending.iter().map(|&i| receipts[i].clone()).collect();
-                let failed = match self
-                    .queue
-                    .change_visibility_batch(&batch, Duration::ZERO)
-                    .await
-                {
-                    Ok(failed) => failed,
-                    Err(e) => {
-                        tracing::debug!("returning messages failed, retrying: {e}");
-                        (0..batch.len()).collect()
-                    }
-                };
-                let returned = batch.len() - failed.len();
-                for _ in 0..returned {
-                    metrics::sqs_message("returned");
-                }
-                pending = pending
-                    .iter()
-                    .enumerate()
-                    .filter(|(k, _)| failed.contains(k))
-                    .map(|(_, &i)| i)
-                    .collect();
-                if pending.is_empty() {
-                    break;
-                }
-                if tries < ACK_ATTEMPTS {
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(tries))).await;
-                }
-            }
+            let pending: Mutex<Vec<usize>> = Mutex::new((0..chunk.len()).collect());
+            let policy = ack_policy(Duration::from_millis(100));
+            // Each attempt hands back the entries still pending; the executor repeats it.
+            let _ = Retry::new(&policy)
+                .run(
+                    |_| {
+                        let (pending, receipts) = (&pending, &receipts);
+                        async move {
+                            let batch: Vec<String> =
+                                lock(pending).iter().map(|&i| receipts[i].clone()).collect();
+                            let failed = match self
+                                .queue
+                                .change_visibility_batch(&batch, Duration::ZERO)
+                                .await
+                            {
+                                Ok(failed) => failed,
+                                Err(e) => {
+                                    tracing::debug!("returning messages failed: {e}");
+                                    (0..batch.len()).collect()
+                                }
+                            };
+                            for _ in 0..batch.len() - failed.len() {
+                                metrics::sqs_message("returned");
+                            }
+                            let mut pending = lock(pending);
+                            let still: Vec<usize> = pending
+                                .iter()
+                                .enumerate()
+                                .filter(|(k, _)| failed.contains(k))
+                                .map(|(_, &i)| i)
+                                .collect();
+                            *pending = still;
+                            if pending.is_empty() { Ok(()) } else { Err(()) }
+                        }
+                    },
+                    |_, _| Verdict::Retry(Quota::Unknown),
+                )
+                .await;
+            let pending = pending.into_inner().unwrap_or_else(|e| e.into_inner());
             for i in pending {
                 // It comes back when its current visibility runs out instead.
                 tracing::warn!(
@@ -744,19 +820,22 @@ impl<Q: Queue> Shared<Q> {
 
     /// ChangeMessageVisibility, retried a few times; counts `returned` for a delay of 0.
     async fn set_visibility(&self, message_id: &str, receipt_handle: &str, delay: Duration) {
-        for tries in 1..=ACK_ATTEMPTS {
-            match self.queue.change_visibility(receipt_handle, delay).await {
-                Ok(()) => break,
-                Err(e) if tries < ACK_ATTEMPTS => {
-                    tracing::debug!(message_id, "changing visibility failed, retrying: {e}");
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(tries))).await;
-                }
-                Err(e) => {
-                    // It comes back when its current visibility runs out instead.
-                    tracing::warn!(message_id, "could not change the message's visibility: {e}");
-                    return;
-                }
-            }
+        let policy = ack_policy(Duration::from_millis(100));
+        let ran = Retry::new(&policy)
+            .run(
+                |_| self.queue.change_visibility(receipt_handle, delay),
+                |e, attempts| {
+                    tracing::debug!(message_id, attempts, "changing visibility failed: {e}");
+                    Verdict::Retry(Quota::Unknown)
+                },
+            )
+            .await;
+        if let Err(Failure::Refused(e) | Failure::Exhausted(e) | Failure::Stopped(Some(e))) =
+            ran.result
+        {
+            // It comes back when its current visibility runs out instead.
+            tracing::warn!(message_id, "could not change the message's visibility: {e}");
+            return;
         }
         if delay.is_zero() {
             metrics::sqs_message("returned");
@@ -894,8 +973,7 @@ async fn poll_until_done<Q: Queue>(
     stop: CancellationToken,
 ) {
     let settings = &shared.settings;
-    let mut errors = backoff_schedule();
-    let mut failing = false;
+    let policy = receive_policy();
     let mut received_total: u64 = 0;
     loop {
         let left = match settings.max_messages {
@@ -906,86 +984,30 @@ async fn poll_until_done<Q: Queue>(
             Some(max) => max - received_total,
             None => u64::MAX,
         };
-        // One credit to start with (wait for it), then whatever else is free, up to a batch.
-        let waiting_since = Instant::now();
-        lock(&shared.watch).waiting_since = Some(waiting_since);
-        let first = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            c = shared.credits.clone().acquire_owned() => match c { Ok(c) => c, Err(_) => return },
+        // Failed receives are retried by the executor (a fresh backoff after each success);
+        // a stop ends the poller, between attempts or during one.
+        let ran = Retry::new(&policy)
+            .until(&stop)
+            .run_observed(
+                |_| receive_some(shared, left, &ready, &stop),
+                |e, _| match e {
+                    Received::Failed => Verdict::Retry(Quota::Unknown),
+                    Received::Stopped => Verdict::Stop(Quota::Unknown),
+                },
+                |_, _, delay| {
+                    let error = lock(&shared.watch).last_error.clone().unwrap_or_default();
+                    tracing::warn!(
+                        "receiving from the queue failed (retrying in {delay:.1?}): {error}"
+                    );
+                },
+            )
+            .await;
+        let Ok((messages, want)) = ran.result else {
+            return;
         };
-        first.forget();
-        {
-            let mut w = lock(&shared.watch);
-            w.waiting_since = None;
-            // Time spent waiting for a credit (busy) is not time spent failing to receive.
-            let now = Instant::now();
-            let waited = now.duration_since(waiting_since);
-            w.trying_since = Some(w.trying_since.map_or(now, |t| t + waited));
+        if ran.attempts > 1 {
+            tracing::info!("receiving from the queue works again");
         }
-        let mut want: u32 = 1;
-        while want < settings.batch_size && u64::from(want) < left {
-            match shared.credits.clone().try_acquire_owned() {
-                Ok(c) => {
-                    c.forget();
-                    want += 1;
-                }
-                Err(_) => break,
-            }
-        }
-        let receive = shared
-            .queue
-            .receive(want, settings.wait_time, settings.visibility_timeout);
-        tokio::pin!(receive);
-        let received = tokio::select! {
-            r = &mut receive => r,
-            _ = stop.cancelled() => {
-                // The answer may be on its way, its messages already invisible: wait a moment
-                // for it, so they are held and handed back at once by close() instead of staying
-                // away until their visibility runs out. An empty long poll is just abandoned.
-                if let Ok(Ok(messages)) = tokio::time::timeout(STOP_RECEIVE_GRACE, &mut receive).await {
-                    shared.give_back(want as usize - messages.len().min(want as usize));
-                    for message in messages {
-                        if !matches!(shared.admit(message), Admitted::New(_)) {
-                            shared.give_back(1);
-                        }
-                    }
-                } else {
-                    shared.give_back(want as usize);
-                }
-                return;
-            }
-        };
-        let messages = match received {
-            Ok(messages) => {
-                if failing {
-                    tracing::info!("receiving from the queue works again");
-                    failing = false;
-                }
-                {
-                    let mut w = lock(&shared.watch);
-                    w.trying_since = None;
-                    w.last_error = None;
-                }
-                ready.set(true);
-                errors = backoff_schedule();
-                messages
-            }
-            Err(e) => {
-                shared.give_back(want as usize);
-                ready.set(false);
-                failing = true;
-                metrics::sqs_receive_error();
-                lock(&shared.watch).last_error = Some(e.to_string());
-                let delay = backoff::backoff::Backoff::next_backoff(&mut errors)
-                    .unwrap_or(Duration::from_secs(30));
-                tracing::warn!("receiving from the queue failed (retrying in {delay:.1?}): {e}");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => continue,
-                }
-            }
-        };
         if messages.is_empty() && settings.one_pass {
             shared.give_back(want as usize);
             tracing::info!("a long poll came back empty: the dry run's pass is complete");
@@ -1019,6 +1041,98 @@ async fn poll_until_done<Q: Queue>(
                 }
                 return;
             }
+        }
+    }
+}
+
+/// Why [`receive_some`] brought nothing.
+enum Received {
+    /// The receive failed (counted, its error kept for `/healthz` and the retry's log line,
+    /// credits given back): retried.
+    Failed,
+    /// A stop came first: the poller ends.
+    Stopped,
+}
+
+/// One receive attempt: a credit (waiting for it), then whatever other credits are free up to a
+/// batch (and `left`), then ReceiveMessage for that many. On a failure the credits go back and
+/// `/readyz` fails until a receive works.
+async fn receive_some<Q: Queue>(
+    shared: &Arc<Shared<Q>>,
+    left: u64,
+    ready: &Readiness,
+    stop: &CancellationToken,
+) -> Result<(Vec<Message>, u32), Received> {
+    let settings = &shared.settings;
+    // One credit to start with (wait for it), then whatever else is free, up to a batch.
+    let waiting_since = Instant::now();
+    lock(&shared.watch).waiting_since = Some(waiting_since);
+    let first = tokio::select! {
+        biased;
+        _ = stop.cancelled() => return Err(Received::Stopped),
+        c = shared.credits.clone().acquire_owned() => match c {
+            Ok(c) => c,
+            Err(_) => return Err(Received::Stopped),
+        },
+    };
+    first.forget();
+    {
+        let mut w = lock(&shared.watch);
+        w.waiting_since = None;
+        // Time spent waiting for a credit (busy) is not time spent failing to receive.
+        let now = Instant::now();
+        let waited = now.duration_since(waiting_since);
+        w.trying_since = Some(w.trying_since.map_or(now, |t| t + waited));
+    }
+    let mut want: u32 = 1;
+    while want < settings.batch_size && u64::from(want) < left {
+        match shared.credits.clone().try_acquire_owned() {
+            Ok(c) => {
+                c.forget();
+                want += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    let receive = shared
+        .queue
+        .receive(want, settings.wait_time, settings.visibility_timeout);
+    tokio::pin!(receive);
+    let received = tokio::select! {
+        r = &mut receive => r,
+        _ = stop.cancelled() => {
+            // The answer may be on its way, its messages already invisible: wait a moment
+            // for it, so they are held and handed back at once by close() instead of staying
+            // away until their visibility runs out. An empty long poll is just abandoned.
+            if let Ok(Ok(messages)) = tokio::time::timeout(STOP_RECEIVE_GRACE, &mut receive).await {
+                shared.give_back(want as usize - messages.len().min(want as usize));
+                for message in messages {
+                    if !matches!(shared.admit(message), Admitted::New(_)) {
+                        shared.give_back(1);
+                    }
+                }
+            } else {
+                shared.give_back(want as usize);
+            }
+            return Err(Received::Stopped);
+        }
+    };
+    match received {
+        Ok(messages) => {
+            {
+                let mut w = lock(&shared.watch);
+                w.trying_since = None;
+                w.last_error = None;
+            }
+            ready.set(true);
+            Ok((messages, want))
+        }
+        Err(e) => {
+            shared.give_back(want as usize);
+            ready.set(false);
+            metrics::sqs_receive_error();
+            lock(&shared.watch).last_error = Some(e.to_string());
+            Err(Received::Failed)
         }
     }
 }
@@ -1089,16 +1203,6 @@ fn origin_id(origin: &Origin) -> &str {
     }
 }
 
-fn backoff_schedule() -> backoff::ExponentialBackoff {
-    backoff::ExponentialBackoff {
-        initial_interval: Duration::from_millis(500),
-        current_interval: Duration::from_millis(500),
-        max_interval: Duration::from_secs(30),
-        max_elapsed_time: None,
-        ..backoff::ExponentialBackoff::default()
-    }
-}
-
 /// The heartbeat: renew the visibility of held messages before it runs out.
 async fn heartbeat<Q: Queue>(shared: Arc<Shared<Q>>, stop: CancellationToken) {
     let vt = shared.settings.visibility_timeout;
@@ -1166,34 +1270,52 @@ async fn acker<Q: Queue>(queue: Arc<Q>, mut rx: mpsc::UnboundedReceiver<AckReque
     }
 }
 
-async fn delete_batch<Q: Queue>(queue: &Q, mut batch: Vec<AckRequest>) {
-    for attempt in 1..=ACK_ATTEMPTS {
-        let receipts: Vec<String> = batch.iter().map(|r| r.receipt_handle.clone()).collect();
-        let failed = match queue.delete_batch(&receipts).await {
-            Ok(failed) => failed,
-            Err(e) => {
-                tracing::warn!("DeleteMessageBatch failed (attempt {attempt}): {e}");
-                (0..batch.len()).collect()
-            }
-        };
-        let mut retry = Vec::new();
-        for (i, r) in batch.into_iter().enumerate() {
-            if failed.contains(&i) {
-                retry.push(r);
-            } else {
-                metrics::sqs_message("deleted");
-                let _ = r.done.send(Ok(()));
-            }
-        }
-        if retry.is_empty() {
-            return;
-        }
-        metrics::sqs_delete_retried(retry.len() as u64);
-        batch = retry;
-        if attempt < ACK_ATTEMPTS {
-            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-        }
+/// Deletes a batch through the retry executor; each attempt deletes the entries still pending
+/// (a partial failure names the ones to repeat).
+async fn delete_batch<Q: Queue>(queue: &Q, batch: Vec<AckRequest>) {
+    let pending = Mutex::new(batch);
+    let policy = ack_policy(Duration::from_millis(200));
+    let ran = Retry::new(&policy)
+        .run(
+            |attempt| {
+                let pending = &pending;
+                async move {
+                    let receipts: Vec<String> = lock(pending)
+                        .iter()
+                        .map(|r| r.receipt_handle.clone())
+                        .collect();
+                    let failed = match queue.delete_batch(&receipts).await {
+                        Ok(failed) => failed,
+                        Err(e) => {
+                            tracing::warn!("DeleteMessageBatch failed (attempt {attempt}): {e}");
+                            (0..receipts.len()).collect()
+                        }
+                    };
+                    let mut pending = lock(pending);
+                    let mut retry = Vec::new();
+                    for (i, r) in pending.drain(..).enumerate() {
+                        if failed.contains(&i) {
+                            retry.push(r);
+                        } else {
+                            metrics::sqs_message("deleted");
+                            let _ = r.done.send(Ok(()));
+                        }
+                    }
+                    if retry.is_empty() {
+                        return Ok(());
+                    }
+                    metrics::sqs_delete_retried(retry.len() as u64);
+                    *pending = retry;
+                    Err(())
+                }
+            },
+            |_, _| Verdict::Retry(Quota::Unknown),
+        )
+        .await;
+    if ran.result.is_ok() {
+        return;
     }
+    let batch = pending.into_inner().unwrap_or_else(|e| e.into_inner());
     for r in batch {
         // The job's outcome stands (and the ledger will make the redelivery harmless); the
         // message comes back when its visibility runs out.
