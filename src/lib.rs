@@ -1,7 +1,7 @@
 //! # cognito-resend
 //!
 //! Re-sends Amazon Cognito sign-up confirmation codes (`ResendConfirmationCode`) to users who
-//! never confirmed, at scale and safely. The product contract is SPEC.md; the README is the
+//! never confirmed, at scale and safely. The contract is docs/contract.md; the README is the
 //! user's guide.
 //!
 //! # Layout
