@@ -207,6 +207,11 @@ impl RateQuota {
         (inner.accepted, inner.throttled)
     }
 
+    /// Time since second 0 of the per-second counts (the emulator's start).
+    pub(crate) fn elapsed(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(lock(&self.inner).origin)
+    }
+
     /// The kept one-second buckets, oldest first (seconds without a request are absent).
     pub(crate) fn seconds(&self) -> Vec<SecondCount> {
         lock(&self.inner).seconds.iter().copied().collect()

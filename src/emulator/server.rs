@@ -472,6 +472,8 @@ async fn introspection(
         ("stats", _) => serde_json::to_vec(&shared.stats()),
         ("rates", _) => serde_json::to_vec(&serde_json::json!({
             "quota_rps": shared.quota.current(),
+            // Where "now" falls among the seconds, so a client can line its own events up.
+            "elapsed_s": shared.quota.elapsed(Instant::now()).as_secs_f64(),
             "seconds": shared.quota.seconds(),
         })),
         ("sends", _) => serde_json::to_vec(

@@ -860,6 +860,7 @@ async fn quota_changes_from_outside_and_rates_count_what_the_server_saw() {
     assert_eq!(stats["quota_rps"], 1000);
     let rates = get_json("rates").await;
     assert_eq!(rates["quota_rps"], 1000);
+    let elapsed = rates["elapsed_s"].as_f64().expect("elapsed seconds");
     let seconds = rates["seconds"].as_array().expect("a list of seconds");
     let sum = |key: &str| {
         seconds
@@ -868,6 +869,12 @@ async fn quota_changes_from_outside_and_rates_count_what_the_server_saw() {
             .sum::<u64>()
     };
     assert_eq!((sum("accepted"), sum("throttled")), (2, 3));
+    assert!(
+        seconds
+            .iter()
+            .all(|s| s["second"].as_f64().expect("a second") <= elapsed),
+        "every counted second has begun by the time of the answer"
+    );
     assert_eq!(
         emu.rates().iter().map(|s| s.accepted).sum::<u64>(),
         2,
