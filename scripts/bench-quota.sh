@@ -10,6 +10,8 @@
 #   scripts/bench-quota.sh [N]     N users for the 50/s cases (default 1000, ~20 s per case at
 #                                  the ideal); the other cases scale from it
 #   BENCH_ONLY=text                runs only the cases whose name contains text
+#   BENCH_WORK=dir                 keeps each case's files there (rates.json: the emulator's
+#                                  per-second counts), instead of a temporary directory
 #   BENCH_PYTHON=path              a Python with boto3 (default: the project's .venv, made by
 #                                  scripts/test-tools.sh)
 #
@@ -27,8 +29,13 @@ if ! "$python" -c 'import boto3' 2>/dev/null; then
   echo "bench-quota: $python has no boto3; run: eval \"\$(scripts/test-tools.sh)\" first" >&2
   exit 1
 fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+if [ -n "${BENCH_WORK:-}" ]; then
+  # Kept afterwards: per case, the emulator's per-second counts (rates.json) and the clients' logs.
+  work="$BENCH_WORK"; mkdir -p "$work"
+else
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+fi
 
 "$python" scripts/bench_quota.py --bin "$bin" --python "$python" --work "$work" --n "$n" \
   ${BENCH_ONLY:+--only "$BENCH_ONLY"}

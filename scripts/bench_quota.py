@@ -179,6 +179,9 @@ def run_case(args, c, work):
         wall = time.monotonic() - started
         stats = json.loads(http(f"{endpoint}/_emulator/stats"))
         rates = json.loads(http(f"{endpoint}/_emulator/rates"))
+        rates["clients_started_at_s"] = at_start
+        with open(os.path.join(work, "rates.json"), "w") as f:
+            json.dump(rates, f)
     finally:
         emu.send_signal(signal.SIGTERM)
         try:
