@@ -21,10 +21,18 @@
 //! the requests on them are dropped unanswered, then it serves again on the same address with
 //! its state intact. Out of process, `POST /_emulator/down?for=2s` does the same.
 //!
+//! The quota can change over time, as the spare quota of an account whose live sign-ups surge
+//! does: a [`QuotaSchedule`] (`0s=50,20s=20,40s=50`) given at start or set later, or a new quota
+//! at any moment (`POST /_emulator/quota?rps=20` or `?schedule=...` out of process). Every
+//! request that reaches the quota is counted per second, accepted or throttled
+//! ([`Emulator::rates`], `GET /_emulator/rates`), so a benchmark judges a client by what the
+//! server saw.
+//!
 //! # Layout
 //! - `model`: the pool (clients, users) and Cognito's pure rules: SecretHash, masking, demo data.
 //! - `filter`: ListUsers' filter language.
 //! - `state`: what changes at run time: knobs, counters, the rate bucket, the send ledger.
+//! - `quota`: the quota over time (schedule, changes) and the per-second counts.
 //! - `ops`: the three operations, as functions from request body to JSON or Cognito error.
 //! - `server`: hyper accept loop (serving, or down) and request pipeline (faults and quota
 //!   before the operation).
@@ -52,13 +60,14 @@ mod delay;
 mod filter;
 mod model;
 mod ops;
+mod quota;
 mod server;
 mod state;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -67,10 +76,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use model::{ClientSpec, UserSpec, UserStatus, demo_pool, secret_hash};
+pub use quota::{QuotaSchedule, QuotaScheduleError, SecondCount};
 pub use state::{Faults, SendRecord, Stats};
 
 use model::{Client, Pool};
-use state::{Counters, FaultKnobs, Ledger, RateQuota, Shared, lock};
+use quota::RateQuota;
+use state::{Counters, FaultKnobs, Ledger, Shared, lock};
 
 /// The user pool id used when the builder is not given one.
 pub const DEFAULT_USER_POOL_ID: &str = "us-east-1_Emulator";
@@ -87,6 +98,7 @@ pub struct EmulatorBuilder {
     clients: Vec<ClientSpec>,
     users: Vec<UserSpec>,
     quota_rps: Option<u32>,
+    quota_schedule: Option<QuotaSchedule>,
     attempt_limit: Option<u32>,
     email_quota: Option<u64>,
     faults: Faults,
@@ -100,6 +112,7 @@ impl Default for EmulatorBuilder {
             clients: Vec::new(),
             users: Vec::new(),
             quota_rps: None,
+            quota_schedule: None,
             attempt_limit: None,
             email_quota: None,
             faults: Faults::default(),
@@ -138,6 +151,13 @@ impl EmulatorBuilder {
     /// (the default) means unlimited, `Some(0)` throttles everything.
     pub fn quota_rps(mut self, q: Option<u32>) -> Self {
         self.quota_rps = q;
+        self
+    }
+
+    /// A quota that changes over time, its offsets counted from the start (see
+    /// [`QuotaSchedule`]); before its first step [`EmulatorBuilder::quota_rps`] holds.
+    pub fn quota_schedule(mut self, s: Option<QuotaSchedule>) -> Self {
+        self.quota_schedule = s;
         self
     }
 
@@ -199,7 +219,7 @@ impl EmulatorBuilder {
                 .collect(),
             faults,
             counters: Counters::default(),
-            quota: RateQuota::new(self.quota_rps),
+            quota: RateQuota::new(self.quota_rps, self.quota_schedule, Instant::now()),
             ledger: Mutex::new(ledger),
             delay: delay::PreciseDelay::start(),
             down,
@@ -279,9 +299,23 @@ impl Emulator {
         self.shared.faults.get()
     }
 
-    /// Changes the requests-per-second quota; the bucket restarts full.
+    /// Changes the requests-per-second quota; the bucket restarts full, and what is left of a
+    /// [`QuotaSchedule`] is dropped. `POST /_emulator/quota?rps=N` (or `rps=off`) does the same
+    /// from outside.
     pub fn set_quota_rps(&self, q: Option<u32>) {
         self.shared.quota.set(q);
+    }
+
+    /// Replaces any quota schedule with `s`, its offsets counted from now. `POST
+    /// /_emulator/quota?schedule=0s=50,20s=20` does the same from outside.
+    pub fn set_quota_schedule(&self, s: QuotaSchedule) {
+        self.shared.quota.set_schedule(s, Instant::now());
+    }
+
+    /// Requests accepted and throttled by the quota, per second since the start (the last
+    /// hour; seconds without a request are absent). Also at `GET /_emulator/rates`.
+    pub fn rates(&self) -> Vec<SecondCount> {
+        self.shared.quota.seconds()
     }
 
     /// Changes the account email quota (total codes, counting those already sent).

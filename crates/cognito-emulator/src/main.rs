@@ -5,7 +5,9 @@
 //! SIGINT/SIGTERM. Its one line on stdout (`listening on http://127.0.0.1:PORT`) is what scripts
 //! wait for; the final stats go to stderr as JSON, and live ones are at `GET /_emulator/stats`.
 //! `POST /_emulator/down?for=2s` takes it down for that long (connections refused, open ones
-//! closed), after which it listens on the same address again.
+//! closed), after which it listens on the same address again. `POST /_emulator/quota?rps=20` (or
+//! `?schedule=0s=50,20s=20`) changes the quota; `GET /_emulator/rates` has the accepted and
+//! throttled requests per second.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use cognito_emulator::{ClientSpec, Emulator, Faults, UserStatus, demo_pool};
+use cognito_emulator::{ClientSpec, Emulator, Faults, QuotaSchedule, UserStatus, demo_pool};
 
 /// A local Amazon Cognito emulator (ResendConfirmationCode, AdminGetUser, ListUsers) with
 /// fault injection and a ledger of every code it "sends". Loopback only.
@@ -54,6 +56,12 @@ struct Args {
     /// Requests per second before TooManyRequestsException (default: unlimited).
     #[arg(long, value_name = "RPS")]
     quota: Option<u32>,
+
+    /// A quota that changes over time, offsets from the start: `0s=50,20s=20,40s=50` is 50/s,
+    /// 20/s from 20 s, 50/s again from 40 s (`off`: unlimited). Before its first step --quota
+    /// holds. Per-second accepted and throttled counts are at GET /_emulator/rates.
+    #[arg(long, value_name = "SCHEDULE")]
+    quota_schedule: Option<QuotaSchedule>,
 
     /// Latency added to every request, e.g. 20ms.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
@@ -161,6 +169,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .client(client)
         .users(users)
         .quota_rps(args.quota)
+        .quota_schedule(args.quota_schedule)
         .attempt_limit(args.attempt_limit)
         .email_quota(args.email_quota)
         .faults(Faults {

@@ -560,7 +560,8 @@ fn list_users(shared: &Shared, req: ListUsersRequest, request_id: &str) -> Resul
 #[cfg(test)]
 mod tests {
     use super::super::model::{Client, ClientSpec, Pool, UserSpec};
-    use super::super::state::{Counters, FaultKnobs, Ledger, RateQuota};
+    use super::super::quota::RateQuota;
+    use super::super::state::{Counters, FaultKnobs, Ledger};
     use super::*;
     use serde_json::{Value, json};
     use std::collections::HashMap;
@@ -578,7 +579,7 @@ mod tests {
                 .collect::<HashMap<_, _>>(),
             faults: FaultKnobs::default(),
             counters: Counters::default(),
-            quota: RateQuota::new(None),
+            quota: RateQuota::new(None, None, std::time::Instant::now()),
             ledger: Mutex::new(Ledger::new(n, None, None, true)),
             delay: crate::delay::PreciseDelay::start(),
             // No accept loop here: nothing reads it, and operations never go down.

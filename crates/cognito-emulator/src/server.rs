@@ -343,7 +343,7 @@ async fn handle(shared: Arc<Shared>, flags: Arc<ConnFlags>, req: Request<Incomin
         let err = ApiError::new(ErrorCode::UnknownOperation, ops::UNKNOWN_OPERATION_MESSAGE);
         return Ok(error_response(&shared, &err, request_id));
     }
-    if !shared.quota.try_acquire() {
+    if !shared.quota.try_acquire(Instant::now()) {
         shared.counters.throttled.fetch_add(1, Relaxed);
         let err = ApiError::new(ErrorCode::TooManyRequests, "Rate exceeded");
         return Ok(error_response(&shared, &err, request_id));
@@ -450,8 +450,10 @@ fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 /// The test-instrument API for out-of-process users (the README demo, benchmarks driving the
-/// release binary): `GET /_emulator/stats` and `GET /_emulator/sends` are the ground truth,
-/// `POST /_emulator/down?for=DURATION` takes the emulator down.
+/// release binary): `GET /_emulator/stats`, `GET /_emulator/sends` and `GET /_emulator/rates`
+/// (accepted and throttled requests per second) are the ground truth, `POST
+/// /_emulator/down?for=DURATION` takes the emulator down, `POST /_emulator/quota?rps=N` or
+/// `?schedule=...` changes the quota.
 async fn introspection(
     shared: &Shared,
     flags: &ConnFlags,
@@ -462,10 +464,18 @@ async fn introspection(
     let body = match (path, method) {
         ("down", &Method::POST) => return go_down(shared, flags, query).await,
         ("down", _) => return plain(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
-        ("stats" | "sends", m) if m != Method::GET => {
+        ("quota", &Method::POST) => return set_quota(shared, query),
+        ("quota", _) => return plain(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
+        ("stats" | "sends" | "rates", m) if m != Method::GET => {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
         }
         ("stats", _) => serde_json::to_vec(&shared.stats()),
+        ("rates", _) => serde_json::to_vec(&serde_json::json!({
+            "quota_rps": shared.quota.current(),
+            // Where "now" falls among the seconds, so a client can line its own events up.
+            "elapsed_s": shared.quota.elapsed(Instant::now()).as_secs_f64(),
+            "seconds": shared.quota.seconds(),
+        })),
         ("sends", _) => serde_json::to_vec(
             &shared
                 .send_counts()
@@ -484,6 +494,46 @@ async fn introspection(
         Err(_) => plain(
             StatusCode::INTERNAL_SERVER_ERROR,
             "stats not serializable\n",
+        ),
+    }
+}
+
+/// `POST /_emulator/quota?rps=N` (or `rps=off`) sets the quota now and drops any schedule;
+/// `POST /_emulator/quota?schedule=0s=50,20s=20` replaces the schedule, offsets from now.
+fn set_quota(shared: &Shared, query: Option<&str>) -> Response<Full<Bytes>> {
+    let params: Vec<(String, String)> = query
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    match params.as_slice() {
+        [(key, value)] if key == "rps" => {
+            let quota = match value.as_str() {
+                "off" => None,
+                n => match n.parse::<u32>() {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        return plain(StatusCode::BAD_REQUEST, "rps is a number or off\n");
+                    }
+                },
+            };
+            shared.quota.set(quota);
+            let shown = quota.map_or_else(|| "off".to_owned(), |q| q.to_string());
+            plain(StatusCode::OK, format!("quota {shown}\n"))
+        }
+        [(key, value)] if key == "schedule" => match value.parse::<super::QuotaSchedule>() {
+            Ok(schedule) => {
+                let shown = schedule.to_string();
+                shared.quota.set_schedule(schedule, Instant::now());
+                plain(StatusCode::OK, format!("schedule {shown}\n"))
+            }
+            Err(e) => plain(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        },
+        _ => plain(
+            StatusCode::BAD_REQUEST,
+            "give one of ?rps=N, ?rps=off or ?schedule=0s=50,20s=20\n",
         ),
     }
 }

@@ -75,6 +75,12 @@ pub struct Stats {
     pub requests_by_operation: BTreeMap<String, u64>,
     /// Requests answered `TooManyRequestsException` by the requests-per-second quota.
     pub throttled: u64,
+    /// Requests that passed the requests-per-second quota (all that reached it when there is
+    /// none); per second at `GET /_emulator/rates`.
+    pub accepted: u64,
+    /// The requests-per-second quota in force (`None`: unlimited); see
+    /// [`QuotaSchedule`](super::QuotaSchedule).
+    pub quota_rps: Option<u32>,
     /// Requests answered `InternalErrorException` by fault injection.
     pub errors_injected: u64,
     /// Connections closed without an answer by fault injection.
@@ -340,33 +346,6 @@ impl Bucket {
     }
 }
 
-/// The [`Bucket`] behind a flag, so that requests skip the lock entirely when no quota is set
-/// (the common case in benchmarks).
-pub(crate) struct RateQuota {
-    on: AtomicBool,
-    bucket: Mutex<Bucket>,
-}
-
-impl RateQuota {
-    pub(crate) fn new(quota: Option<u32>) -> Self {
-        Self {
-            on: AtomicBool::new(quota.is_some()),
-            bucket: Mutex::new(Bucket::new(quota)),
-        }
-    }
-
-    pub(crate) fn set(&self, quota: Option<u32>) {
-        let mut bucket = lock(&self.bucket);
-        bucket.set_quota(quota);
-        self.on.store(quota.is_some(), Relaxed);
-    }
-
-    /// Takes a token, or says the request is over the quota.
-    pub(crate) fn try_acquire(&self) -> bool {
-        !self.on.load(Relaxed) || lock(&self.bucket).try_acquire(Instant::now())
-    }
-}
-
 /// Why a send was refused by the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SendRefused {
@@ -448,7 +427,7 @@ pub(crate) struct Shared {
     pub(crate) clients: HashMap<String, Client>,
     pub(crate) faults: FaultKnobs,
     pub(crate) counters: Counters,
-    pub(crate) quota: RateQuota,
+    pub(crate) quota: super::quota::RateQuota,
     pub(crate) ledger: Mutex<Ledger>,
     /// Injected latency, precise to the OS timer (see `delay`).
     pub(crate) delay: super::delay::PreciseDelay,
@@ -489,6 +468,8 @@ impl Shared {
             requests_total: c.requests_total.load(Relaxed),
             requests_by_operation,
             throttled: c.throttled.load(Relaxed),
+            accepted: self.quota.totals().0,
+            quota_rps: self.quota.current(),
             errors_injected: c.errors_injected.load(Relaxed),
             connections_dropped: c.connections_dropped.load(Relaxed),
             errors_after_acting: c.errors_after_acting.load(Relaxed),

@@ -786,3 +786,99 @@ async fn faults_after_acting_send_the_code_and_lose_the_answer() {
     assert_eq!(emu.send_counts().get("alice"), Some(&2));
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_changes_from_outside_and_rates_count_what_the_server_saw() {
+    let emu = Emulator::builder()
+        .client(ClientSpec::new("plain"))
+        .user(UserSpec::new("alice", UserStatus::Unconfirmed))
+        // Its first step is far off: until then --quota (here 2) holds.
+        .quota_rps(Some(2))
+        .quota_schedule(Some("1h=0".parse().expect("valid schedule")))
+        .start("127.0.0.1:0".parse().expect("valid address"))
+        .await
+        .expect("emulator starts");
+    let http = reqwest::Client::new();
+    let resend = || {
+        http.post(emu.endpoint())
+            .header(
+                "X-Amz-Target",
+                "AWSCognitoIdentityProviderService.ResendConfirmationCode",
+            )
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .body(r#"{"ClientId":"plain","Username":"alice"}"#)
+            .send()
+    };
+    let admin = |query: &str| {
+        http.post(format!("{}/_emulator/quota?{query}", emu.endpoint()))
+            .send()
+    };
+    let get_json = |what: &str| {
+        let url = format!("{}/_emulator/{what}", emu.endpoint());
+        let http = http.clone();
+        async move {
+            let text = http
+                .get(url)
+                .send()
+                .await
+                .expect("answered")
+                .text()
+                .await
+                .expect("body");
+            serde_json::from_str::<serde_json::Value>(&text).expect("json")
+        }
+    };
+
+    // Quota 0 throttles everything; a schedule step at 0 s then lifts it to 1000.
+    let resp = admin("rps=0").await.expect("answered");
+    assert_eq!(resp.status().as_u16(), 200);
+    for _ in 0..3 {
+        assert_eq!(resend().await.expect("answered").status().as_u16(), 400);
+    }
+    let resp = admin("schedule=0s%3D1000%2C1h%3D0")
+        .await
+        .expect("answered");
+    assert_eq!(resp.status().as_u16(), 200);
+    for _ in 0..2 {
+        assert_eq!(resend().await.expect("answered").status().as_u16(), 200);
+    }
+    assert_eq!(emu.stats().quota_rps, Some(1000));
+    for bad in ["rps=lots", "schedule=20s", "for=2s", ""] {
+        let resp = admin(bad).await.expect("answered");
+        assert_eq!(resp.status().as_u16(), 400, "{bad:?} is refused");
+    }
+    let resp = http
+        .get(format!("{}/_emulator/quota", emu.endpoint()))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.status().as_u16(), 405);
+
+    let stats = get_json("stats").await;
+    assert_eq!(stats["accepted"], 2);
+    assert_eq!(stats["throttled"], 3);
+    assert_eq!(stats["quota_rps"], 1000);
+    let rates = get_json("rates").await;
+    assert_eq!(rates["quota_rps"], 1000);
+    let elapsed = rates["elapsed_s"].as_f64().expect("elapsed seconds");
+    let seconds = rates["seconds"].as_array().expect("a list of seconds");
+    let sum = |key: &str| {
+        seconds
+            .iter()
+            .map(|s| s[key].as_u64().expect("a count"))
+            .sum::<u64>()
+    };
+    assert_eq!((sum("accepted"), sum("throttled")), (2, 3));
+    assert!(
+        seconds
+            .iter()
+            .all(|s| s["second"].as_f64().expect("a second") <= elapsed),
+        "every counted second has begun by the time of the answer"
+    );
+    assert_eq!(
+        emu.rates().iter().map(|s| s.accepted).sum::<u64>(),
+        2,
+        "the in-process view agrees"
+    );
+    emu.shutdown().await;
+}
