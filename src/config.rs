@@ -1232,6 +1232,18 @@ impl Settings {
     }
 }
 
+/// Every key the configuration reads, `section.key`: the fields of the raw form.
+pub fn config_keys() -> Vec<String> {
+    let raw = serde_json::to_value(Raw::default()).expect("the raw form serializes");
+    let mut keys = Vec::new();
+    for (section, fields) in raw.as_object().into_iter().flatten() {
+        for key in fields.as_object().into_iter().flatten().map(|(k, _)| k) {
+            keys.push(format!("{section}.{key}"));
+        }
+    }
+    keys
+}
+
 /// The most calls in flight `--concurrency` allows. Cognito's quota for ResendConfirmationCode is
 /// tens of calls per second per account, shared with live sign-ups; beyond this many, calls only
 /// wait behind the rate limit holding sockets, memory and (with a ledger) claims that another run
@@ -1833,5 +1845,132 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("--client-secret-file") && err.contains("/nonexistent/secret"));
+    }
+}
+
+/// The documentation and the settings describe the same things: every flag of every command's
+/// `--help` is in the README's Settings table and the reverse, and every key of
+/// `config/example.toml` is a key the configuration reads and the reverse.
+#[cfg(test)]
+mod docs_agree {
+    use std::collections::BTreeSet;
+
+    use clap::CommandFactory;
+
+    /// Every config key, `section.key`, as the configuration reads it.
+    fn known_keys() -> BTreeSet<String> {
+        super::config_keys().into_iter().collect()
+    }
+
+    /// Every long flag of every command and subcommand (`--help` and `--version` aside).
+    fn flags(cmd: &clap::Command, out: &mut BTreeSet<String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                if long != "help" && long != "version" {
+                    out.insert(format!("--{long}"));
+                }
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            flags(sub, out);
+        }
+    }
+
+    fn read(rel: &str) -> String {
+        std::fs::read_to_string(format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    /// The rows of the README's Settings table: (flags column, keys column).
+    fn readme_rows() -> Vec<(String, String)> {
+        let readme = read("README.md");
+        let start = readme.find("\n## Settings\n").expect("a Settings section");
+        let section = &readme[start + 1..];
+        let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
+        section[..end]
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells[1].to_owned(), cells[2].to_owned())
+            })
+            .collect()
+    }
+
+    fn words<'a>(text: &'a str, prefix: &'a str) -> impl Iterator<Item = String> + 'a {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || "-_.*".contains(c)))
+            .filter(move |w| w.starts_with(prefix))
+            .map(|w| w.trim_end_matches('.').to_owned())
+    }
+
+    #[test]
+    fn every_flag_in_help_is_in_the_readme_settings_table_and_the_reverse() {
+        let mut in_help = BTreeSet::new();
+        flags(&crate::cli::Cli::command(), &mut in_help);
+        let in_readme: BTreeSet<String> = readme_rows()
+            .iter()
+            .flat_map(|(f, _)| words(f, "--").collect::<Vec<_>>())
+            .collect();
+        let undocumented: Vec<_> = in_help.difference(&in_readme).collect();
+        assert!(
+            undocumented.is_empty(),
+            "flags missing from README's Settings table: {undocumented:?}"
+        );
+        let unknown: Vec<_> = in_readme.difference(&in_help).collect();
+        assert!(
+            unknown.is_empty(),
+            "README's Settings table names flags no command has: {unknown:?}"
+        );
+    }
+
+    #[test]
+    fn every_config_key_is_in_the_readme_settings_table_and_the_reverse() {
+        let known = known_keys();
+        let in_readme: BTreeSet<String> = readme_rows()
+            .iter()
+            .flat_map(|(_, k)| words(k, "").filter(|w| w.contains('.')).collect::<Vec<_>>())
+            .collect();
+        for key in &in_readme {
+            let covered = match key.strip_suffix(".*") {
+                Some(section) => known.iter().any(|k| k.starts_with(&format!("{section}."))),
+                None => known.contains(key),
+            };
+            assert!(covered, "README's Settings table names unknown key {key}");
+        }
+        for key in &known {
+            let section = key.split('.').next().unwrap();
+            assert!(
+                in_readme.contains(key) || in_readme.contains(&format!("{section}.*")),
+                "key {key} is missing from README's Settings table"
+            );
+        }
+    }
+
+    #[test]
+    fn every_key_in_the_example_file_is_known_and_the_reverse() {
+        let example = read("config/example.toml");
+        let mut section = String::new();
+        let mut in_file = BTreeSet::new();
+        for line in example.lines() {
+            let line = line.trim();
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+                continue;
+            }
+            // A key set (`key = value`) or shown commented out (`# key = value`).
+            let body = line.strip_prefix("# ").unwrap_or(line);
+            if let Some((key, _)) = body.split_once(" = ") {
+                if !section.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    in_file.insert(format!("{section}.{key}"));
+                }
+            }
+        }
+        let known = known_keys();
+        let unknown: Vec<_> = in_file.difference(&known).collect();
+        assert!(
+            unknown.is_empty(),
+            "example.toml has unknown keys: {unknown:?}"
+        );
+        let missing: Vec<_> = known.difference(&in_file).collect();
+        assert!(missing.is_empty(), "example.toml lacks keys: {missing:?}");
     }
 }

@@ -962,7 +962,9 @@ async fn calls(
                 CallError::AttemptLimit(d) => (Reason::AttemptLimit, d),
                 CallError::Permanent { reason, detail }
                 | CallError::Broken { reason, detail, .. } => (reason, detail),
-                CallError::Misconfigured { kind, detail } => (Reason::Misconfigured(kind.reason()), detail),
+                CallError::Misconfigured { kind, detail } => {
+                    (Reason::Misconfigured(kind.reason()), detail)
+                }
                 // Never refused by `verdict`; as if the budget were spent.
                 e @ (CallError::Throttled(_)
                 | CallError::Transient(_)
