@@ -521,57 +521,70 @@ pub enum SecretSource {
 }
 
 /// Everything about talking to Cognito.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CognitoSettings {
     /// Default app client id; a job may carry its own.
     pub client_id: Option<String>,
     /// Other app client ids a job may name (`client_id` is always allowed); a job naming any
     /// other is `invalid`, so a queue writer cannot point the run at a client of its choosing.
     pub allowed_client_ids: Vec<String>,
-    /// The app client secret and where it came from.
+    /// The app client secret and where it came from; shown as the file it was read from.
+    #[serde(
+        rename = "client_secret_file",
+        serialize_with = "show::secret_file",
+        skip_serializing_if = "show::no_secret_file"
+    )]
     pub secret: Option<(ClientSecret, SecretSource)>,
     /// Endpoint override (emulator, VPC endpoint).
+    #[serde(serialize_with = "show::url")]
     pub endpoint: Option<url::Url>,
     /// For discovery (`discover`, `backfill --from-pool`) and `--precheck`.
     pub user_pool_id: Option<String>,
-    /// Region; `None` leaves it to the AWS config chain.
+    /// Region (`aws.region`, shown there by `check`); `None` leaves it to the AWS config chain.
+    #[serde(skip)]
     pub region: Option<String>,
     /// Bounds one HTTP attempt, so a hung call cannot hold a permit forever.
+    #[serde(serialize_with = "show::duration")]
     pub attempt_timeout: Duration,
     /// Bounds connection setup.
+    #[serde(serialize_with = "show::duration")]
     pub connect_timeout: Duration,
 }
 
 /// How the engine runs jobs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RunSettings {
     /// Max Cognito calls in flight.
     pub concurrency: NonZeroUsize,
     /// Calls per second ceiling; `None` = no limit (`--rate 0`).
+    #[serde(serialize_with = "show::zero_if_none")]
     pub rate: Option<f64>,
     /// `--fleet-rate`: calls per second for every run sharing the ledger; each live run takes
     /// its share as its ceiling, instead of `rate`. `None`: no fleet budget.
+    #[serde(serialize_with = "show::zero_if_none")]
     pub fleet_rate: Option<f64>,
     /// Everything but the send.
     pub dry_run: bool,
     /// AdminGetUser before each send; only UNCONFIRMED users are sent.
     pub precheck: bool,
     /// AdminGetUser calls per second (`None` = no limit).
+    #[serde(serialize_with = "show::zero_if_none")]
     pub precheck_rate: Option<f64>,
-    /// On a signal, how long in-flight calls may take to finish.
-    pub shutdown_grace: Duration,
 }
 
 /// The retry budget and backoff schedule of one job.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RetrySettings {
     /// Attempts per job, including the first.
     pub max_attempts: NonZeroU32,
     /// Time from the first attempt after which no retry starts.
+    #[serde(serialize_with = "show::duration")]
     pub max_elapsed: Duration,
     /// First delay.
+    #[serde(serialize_with = "show::duration")]
     pub initial_backoff: Duration,
     /// Longest delay.
+    #[serde(serialize_with = "show::duration")]
     pub max_backoff: Duration,
     /// Growth factor, at least 1.
     pub multiplier: f64,
@@ -579,85 +592,150 @@ pub struct RetrySettings {
     pub jitter: f64,
 }
 
-/// The SQS side of `consume` and `enqueue`.
-#[derive(Debug, Clone)]
+/// The SQS side of `consume` and `enqueue`, and the shutdown grace of every command.
+#[derive(Debug, Clone, Serialize)]
 pub struct QueueSettings {
     /// The queue; required by `consume` and `enqueue`.
     pub queue_url: Option<String>,
     /// Endpoint override (moto, VPC endpoints).
+    #[serde(serialize_with = "show::url")]
     pub endpoint: Option<url::Url>,
     /// Messages per receive, 1 to 10.
     pub batch_size: u32,
     /// Long-poll wait, at most 20 s.
+    #[serde(serialize_with = "show::duration")]
     pub wait_time: Duration,
     /// Visibility of received messages, 1 s to 12 h.
+    #[serde(serialize_with = "show::duration")]
     pub visibility_timeout: Duration,
     /// Longest a message is kept invisible by heartbeats.
+    #[serde(serialize_with = "show::duration")]
     pub max_extension: Duration,
     /// `consume` stops receiving after this many messages (`None`: no limit).
+    #[serde(serialize_with = "show::zero_if_none")]
     pub max_messages: Option<u64>,
+    /// On a signal, how long in-flight calls may take to finish (every command, not only
+    /// `consume`: the key lives in `[sqs]` for compatibility).
+    #[serde(serialize_with = "show::duration")]
+    pub shutdown_grace: Duration,
 }
 
 /// Discovery (`discover`, `backfill --from-pool`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DiscoverSettings {
-    /// The creation window.
-    pub window: crate::job::Window,
+    /// Only users created at or after this time.
+    #[serde(serialize_with = "show::time")]
+    pub created_after: Option<std::time::SystemTime>,
+    /// Only users created before this time.
+    #[serde(serialize_with = "show::time")]
+    pub created_before: Option<std::time::SystemTime>,
+    /// Only users created at least this long ago.
+    #[serde(serialize_with = "show::opt_duration")]
+    pub older_than: Option<Duration>,
     /// ListUsers calls per second (`None` = no limit).
+    #[serde(serialize_with = "show::zero_if_none")]
     pub list_rate: Option<f64>,
 }
 
+impl DiscoverSettings {
+    /// The creation window these settings draw.
+    pub fn window(&self) -> crate::job::Window {
+        crate::job::Window {
+            created_after: self.created_after,
+            created_before: self.created_before,
+            older_than: self.older_than,
+        }
+    }
+}
+
 /// The send ledger.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LedgerSettings {
     /// `--state`: a file, `dynamodb://TABLE` or `none`.
-    pub state: crate::ledger::StateSpec,
+    #[serde(serialize_with = "show::display")]
+    pub path: crate::ledger::StateSpec,
     /// Never send the same client+username twice within this.
+    #[serde(serialize_with = "show::duration")]
     pub cooldown: Duration,
     /// A run whose heartbeat is older than this is dead; its claims are in doubt.
+    #[serde(serialize_with = "show::duration")]
     pub claim_lease: Duration,
     /// DynamoDB endpoint override (local DynamoDB, moto, VPC endpoints).
+    #[serde(serialize_with = "show::url")]
     pub dynamodb_endpoint: Option<url::Url>,
 }
 
 /// Where metrics are served.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct MetricsSettings {
     /// `None` = serve nothing.
+    #[serde(serialize_with = "show::listen")]
     pub listen: Option<SocketAddr>,
     /// How long a finished one-shot run keeps serving its final metrics.
+    #[serde(serialize_with = "show::duration")]
     pub linger: Duration,
     /// Where a one-shot run pushes its final metrics.
+    #[serde(serialize_with = "show::url")]
     pub pushgateway: Option<url::Url>,
 }
 
 /// Spend caps (`limits.*`): 0 in the file or on the command line means no cap.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct LimitSettings {
     /// `--max-sends`: codes this run may send.
+    #[serde(serialize_with = "show::zero_if_none")]
     pub max_sends: Option<u64>,
+    /// `--max-sends-per-day`: codes a UTC day across the ledger.
+    #[serde(serialize_with = "show::zero_if_none")]
+    pub max_sends_per_day: Option<u64>,
+    /// `--max-sms-per-day`: SMS codes a UTC day across the ledger.
+    #[serde(serialize_with = "show::zero_if_none")]
+    pub max_sms_per_day: Option<u64>,
+    /// `--max-email-per-day`: email codes a UTC day across the ledger.
+    #[serde(serialize_with = "show::zero_if_none")]
+    pub max_email_per_day: Option<u64>,
+}
+
+impl LimitSettings {
     /// The per-day caps, kept in the ledger (UTC days).
-    pub day: crate::ledger::DayCaps,
+    pub fn day(&self) -> crate::ledger::DayCaps {
+        crate::ledger::DayCaps {
+            sends: self.max_sends_per_day,
+            sms: self.max_sms_per_day,
+            email: self.max_email_per_day,
+        }
+    }
+}
+
+/// The JSON Lines report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReportSettings {
+    /// One line per job outcome goes here.
+    pub path: Option<PathBuf>,
 }
 
 /// How logs look.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LogSettings {
     /// Text or JSON.
     pub format: LogFormat,
     /// Show usernames instead of their hash.
     pub usernames: bool,
     /// -v count minus -q: 0 info, 1 debug, 2 trace, -1 warnings only.
+    #[serde(skip)]
     pub verbosity: i8,
 }
 
-/// The validated settings every command starts from.
-#[derive(Debug, Clone)]
+/// The validated settings every command starts from. Sections and keys serialize as the TOML
+/// file spells them: that is what `check` prints.
+#[derive(Debug, Clone, Serialize)]
 pub struct Settings {
     /// The TOML file, if any.
+    #[serde(skip)]
     pub config_file: Option<PathBuf>,
     /// Settings that are allowed but weaken a guarantee (`--cooldown 0`, `--shutdown-grace
     /// 0`): said loudly when logging starts and by `check`.
+    #[serde(skip)]
     pub warnings: Vec<String>,
     /// Cognito connection.
     pub cognito: CognitoSettings,
@@ -666,7 +744,7 @@ pub struct Settings {
     /// Retries.
     pub retry: RetrySettings,
     /// JSON Lines report file.
-    pub report: Option<PathBuf>,
+    pub report: ReportSettings,
     /// The send ledger.
     pub ledger: LedgerSettings,
     /// Discovery.
@@ -773,11 +851,11 @@ impl Settings {
             dry_run: raw.run.dry_run,
             precheck: raw.run.precheck,
             precheck_rate,
-            shutdown_grace: duration(
-                "sqs.shutdown_grace (--shutdown-grace)",
-                &raw.sqs.shutdown_grace,
-            )?,
         };
+        let shutdown_grace = duration(
+            "sqs.shutdown_grace (--shutdown-grace)",
+            &raw.sqs.shutdown_grace,
+        )?;
 
         let max_attempts: u32 = parse_num(
             "retry.max_attempts (--max-attempts)",
@@ -820,19 +898,17 @@ impl Settings {
         };
 
         let discover = DiscoverSettings {
-            window: crate::job::Window {
-                created_after: timestamp(
-                    "discover.created_after (--created-after)",
-                    raw.discover.created_after.as_deref(),
-                )?,
-                created_before: timestamp(
-                    "discover.created_before (--created-before)",
-                    raw.discover.created_before.as_deref(),
-                )?,
-                older_than: match non_empty(raw.discover.older_than) {
-                    Some(d) => Some(duration("discover.older_than (--older-than)", &d)?),
-                    None => None,
-                },
+            created_after: timestamp(
+                "discover.created_after (--created-after)",
+                raw.discover.created_after.as_deref(),
+            )?,
+            created_before: timestamp(
+                "discover.created_before (--created-before)",
+                raw.discover.created_before.as_deref(),
+            )?,
+            older_than: match non_empty(raw.discover.older_than) {
+                Some(d) => Some(duration("discover.older_than (--older-than)", &d)?),
+                None => None,
             },
             list_rate: rate_setting("discover.list_rate (--list-rate)", &raw.discover.list_rate)?,
         };
@@ -859,7 +935,7 @@ impl Settings {
                     .to_owned(),
             );
         }
-        if run.shutdown_grace.is_zero() {
+        if shutdown_grace.is_zero() {
             warnings.push(
                 "sqs.shutdown_grace (--shutdown-grace) is 0: on SIGTERM, calls in flight are \
                  abandoned at once, so their users are left in doubt (they may have got a code)"
@@ -876,7 +952,7 @@ impl Settings {
             ));
         }
         let ledger = LedgerSettings {
-            state,
+            path: state,
             cooldown,
             claim_lease,
             dynamodb_endpoint: http_url(
@@ -964,6 +1040,7 @@ impl Settings {
                 let n: u64 = parse_num("sqs.max_messages (--max-messages)", &raw.sqs.max_messages)?;
                 (n > 0).then_some(n)
             },
+            shutdown_grace,
         };
 
         let cap = |key: &str, v: &NumOrString| -> Result<Option<u64>, ConfigError> {
@@ -972,22 +1049,20 @@ impl Settings {
         };
         let limits = LimitSettings {
             max_sends: cap("limits.max_sends (--max-sends)", &raw.limits.max_sends)?,
-            day: crate::ledger::DayCaps {
-                sends: cap(
-                    "limits.max_sends_per_day (--max-sends-per-day)",
-                    &raw.limits.max_sends_per_day,
-                )?,
-                sms: cap(
-                    "limits.max_sms_per_day (--max-sms-per-day)",
-                    &raw.limits.max_sms_per_day,
-                )?,
-                email: cap(
-                    "limits.max_email_per_day (--max-email-per-day)",
-                    &raw.limits.max_email_per_day,
-                )?,
-            },
+            max_sends_per_day: cap(
+                "limits.max_sends_per_day (--max-sends-per-day)",
+                &raw.limits.max_sends_per_day,
+            )?,
+            max_sms_per_day: cap(
+                "limits.max_sms_per_day (--max-sms-per-day)",
+                &raw.limits.max_sms_per_day,
+            )?,
+            max_email_per_day: cap(
+                "limits.max_email_per_day (--max-email-per-day)",
+                &raw.limits.max_email_per_day,
+            )?,
         };
-        if !limits.day.is_empty() && ledger.state == crate::ledger::StateSpec::None {
+        if !limits.day().is_empty() && ledger.path == crate::ledger::StateSpec::None {
             return Err(ConfigError::new(
                 "limits.max_sends_per_day, max_sms_per_day and max_email_per_day (--max-sends-per-day, \
                  --max-sms-per-day, --max-email-per-day) are counted in the ledger, shared by every \
@@ -1004,7 +1079,9 @@ impl Settings {
             cognito,
             run,
             retry,
-            report: raw.report.path.filter(|p| !p.as_os_str().is_empty()),
+            report: ReportSettings {
+                path: raw.report.path.filter(|p| !p.as_os_str().is_empty()),
+            },
             ledger,
             discover,
             metrics,
@@ -1043,193 +1120,142 @@ impl Settings {
         }
     }
 
-    /// The effective settings as TOML, secrets redacted: what `check` prints.
+    /// The effective settings as TOML, secrets redacted: what `check` prints. The typed
+    /// settings serialize under the keys of the TOML file (URLs with their credentials
+    /// redacted, the client secret as the file it came from), so the output is itself a valid
+    /// settings file.
     pub fn render_redacted(&self) -> String {
-        let per_second = |r: Option<f64>| match r {
-            Some(r) => format!("{r}"),
-            None => "0  # no limit".to_owned(),
-        };
-        let opt = |v: &Option<String>| match v {
-            Some(s) => format!("{s:?}"),
-            None => "# not set".to_owned(),
-        };
-        let secret = match &self.cognito.secret {
-            None => "# not set (no SecretHash is sent)".to_owned(),
-            Some((_, SecretSource::File(p))) => {
-                format!("\"<redacted>\"  # read from {}", p.display())
-            }
-            Some((_, SecretSource::Env)) => {
-                format!("\"<redacted>\"  # from {CLIENT_SECRET_ENV}")
-            }
-        };
-        let rate = match self.run.rate {
-            Some(r) => format!("{r}"),
-            None => "0  # no limit".to_owned(),
-        };
-        let listen = match self.metrics.listen {
-            Some(a) => format!("\"{a}\""),
-            None => "\"none\"".to_owned(),
-        };
-        let report = match &self.report {
-            Some(p) => format!("{:?}", p.display().to_string()),
-            None => "# not set".to_owned(),
-        };
-        let d = |d: Duration| format!("\"{}\"", humantime::format_duration(d));
-        let cap = |c: Option<u64>| match c {
-            Some(n) => n.to_string(),
-            None => "0 # no cap".to_owned(),
-        };
-        let warnings: String = self
+        /// The region lives with the Cognito settings (every client reads it from there)
+        /// but is the `aws` section's key.
+        #[derive(Serialize)]
+        struct Aws<'a> {
+            region: Option<&'a str>,
+        }
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            #[serde(flatten)]
+            settings: &'a Settings,
+            aws: Aws<'a>,
+        }
+        let doc = toml::to_string(&Shown {
+            settings: self,
+            aws: Aws {
+                region: self.cognito.region.as_deref(),
+            },
+        })
+        .expect("the settings serialize as TOML");
+        let mut head: String = self
             .warnings
             .iter()
             .map(|w| format!("# WARNING: {w}\n"))
             .collect();
-        format!(
-            "{warnings}# effective settings{file}\n\
-             [cognito]\n\
-             client_id = {client_id}\n\
-             allowed_client_ids = {allowed:?} # and client_id; jobs naming any other are invalid\n\
-             client_secret = {secret}\n\
-             endpoint = {endpoint}\n\
-             user_pool_id = {pool}\n\
-             attempt_timeout = {at}\n\
-             connect_timeout = {ct}\n\n\
-             [aws]\n\
-             region = {region}\n\n\
-             [run]\n\
-             concurrency = {conc}\n\
-             rate = {rate}\n\
-             fleet_rate = {fleet}\n\
-             dry_run = {dry}\n\
-             precheck = {pre}\n\
-             precheck_rate = {prate}\n\n\
-             [discover]\n\
-             created_after = {cafter}\n\
-             created_before = {cbefore}\n\
-             older_than = {older}\n\
-             list_rate = {lrate}\n\n\
-             [retry]\n\
-             max_attempts = {ma}\n\
-             max_elapsed = {me}\n\
-             initial_backoff = {ib}\n\
-             max_backoff = {mb}\n\
-             multiplier = {mult}\n\
-             jitter = {jit}\n\n\
-             [report]\n\
-             path = {report}\n\n\
-             [ledger]\n\
-             path = \"{state}\"\n\
-             cooldown = {cooldown}\n\
-             claim_lease = {lease}\n\
-             dynamodb_endpoint = {ddb}\n\n\
-             [metrics]\n\
-             listen = {listen}\n\
-             linger = {linger}\n\
-             pushgateway = {push}\n\n\
-             [sqs]\n\
-             queue_url = {queue}\n\
-             endpoint = {sqs_endpoint}\n\
-             batch_size = {batch}\n\
-             wait_time = {wait}\n\
-             visibility_timeout = {vt}\n\
-             max_extension = {mx}\n\
-             max_messages = {mm}\n\
-             shutdown_grace = {grace}\n\n\
-             [log]\n\
-             format = \"{fmt}\"\n\
-             usernames = {lu}\n\n\
-             [limits]\n\
-             max_sends = {lms}\n\
-             max_sends_per_day = {lmd}\n\
-             max_sms_per_day = {lsms}\n\
-             max_email_per_day = {lem}\n",
-            file = match &self.config_file {
-                Some(p) => format!(" (file: {})", p.display()),
-                None => String::new(),
-            },
-            client_id = match &self.cognito.client_id {
-                Some(s) => format!("{s:?}"),
-                None => "# not set: every job must carry its own client_id".to_owned(),
-            },
-            allowed = self.cognito.allowed_client_ids,
-            endpoint = opt(&self.cognito.endpoint.as_ref().map(|u| u.to_string())),
-            pool = opt(&self.cognito.user_pool_id),
-            at = d(self.cognito.attempt_timeout),
-            ct = d(self.cognito.connect_timeout),
-            region = match &self.cognito.region {
-                Some(r) => format!("{r:?}"),
-                None => "# not set: the AWS config chain decides".to_owned(),
-            },
-            conc = self.run.concurrency,
-            fleet = match self.run.fleet_rate {
-                Some(r) => format!(
-                    "{r}  # shared by the live runs of {}: each takes {r} / live runs, \
-                     instead of rate (see `ledger stats`)",
-                    self.ledger.state
-                ),
-                None => "0  # none: rate holds for this process alone".to_owned(),
-            },
-            dry = self.run.dry_run,
-            pre = self.run.precheck,
-            prate = per_second(self.run.precheck_rate),
-            cafter = opt(&self
-                .discover
-                .window
-                .created_after
-                .map(|t| { humantime::format_rfc3339(t).to_string() })),
-            cbefore = opt(&self
-                .discover
-                .window
-                .created_before
-                .map(|t| { humantime::format_rfc3339(t).to_string() })),
-            older = opt(&self
-                .discover
-                .window
-                .older_than
-                .map(|d| { humantime::format_duration(d).to_string() })),
-            lrate = per_second(self.discover.list_rate),
-            ma = self.retry.max_attempts,
-            me = d(self.retry.max_elapsed),
-            ib = d(self.retry.initial_backoff),
-            mb = d(self.retry.max_backoff),
-            mult = self.retry.multiplier,
-            jit = self.retry.jitter,
-            linger = d(self.metrics.linger),
-            push = opt(&self
-                .metrics
-                .pushgateway
-                .as_ref()
-                .map(|u| redact_url(u.as_str()))),
-            state = self.ledger.state,
-            cooldown = d(self.ledger.cooldown),
-            lease = d(self.ledger.claim_lease),
-            ddb = opt(&self
-                .ledger
-                .dynamodb_endpoint
-                .as_ref()
-                .map(|u| u.to_string())),
-            grace = d(self.run.shutdown_grace),
-            queue = opt(&self.sqs.queue_url),
-            sqs_endpoint = opt(&self.sqs.endpoint.as_ref().map(|u| u.to_string())),
-            batch = self.sqs.batch_size,
-            wait = d(self.sqs.wait_time),
-            vt = d(self.sqs.visibility_timeout),
-            mx = d(self.sqs.max_extension),
-            mm = match self.sqs.max_messages {
-                Some(n) => n.to_string(),
-                None => "0 # no limit".to_owned(),
-            },
-            fmt = match self.log.format {
-                LogFormat::Text => "text",
-                LogFormat::Json => "json",
-            },
-            lu = self.log.usernames,
-            lms = cap(self.limits.max_sends),
-            lmd = cap(self.limits.day.sends),
-            lsms = cap(self.limits.day.sms),
-            lem = cap(self.limits.day.email),
-        )
+        head.push_str("# effective settings");
+        if let Some(p) = &self.config_file {
+            head.push_str(&format!(" (file: {})", p.display()));
+        }
+        head.push('\n');
+        match &self.cognito.secret {
+            None => head.push_str("# client secret: not set (no SecretHash is sent)\n"),
+            Some((_, SecretSource::File(_))) => {
+                head.push_str("# client secret: <redacted>, read from client_secret_file\n")
+            }
+            Some((_, SecretSource::Env)) => head.push_str(&format!(
+                "# client secret: <redacted>, from {CLIENT_SECRET_ENV}\n"
+            )),
+        }
+        head + &doc
     }
+}
+
+/// How typed values serialize for `check`: as the TOML file writes them, so its output loads
+/// back (0 for "no limit", durations as `30s`, URLs redacted).
+mod show {
+    use std::fmt::Display;
+    use std::net::SocketAddr;
+    use std::time::{Duration, SystemTime};
+
+    use serde::Serializer;
+
+    use super::{ClientSecret, SecretSource};
+
+    pub(super) fn duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    pub(super) fn opt_duration<S: Serializer>(
+        d: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => duration(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn time<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.collect_str(&humantime::format_rfc3339(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// `None` means "no limit" or "no cap", which the file writes as 0.
+    pub(super) fn zero_if_none<T, S>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error>
+    where
+        T: serde::Serialize + Default,
+        S: Serializer,
+    {
+        match v {
+            Some(v) => v.serialize(s),
+            None => T::default().serialize(s),
+        }
+    }
+
+    /// A URL, its user and password (if any) redacted.
+    pub(super) fn url<S: Serializer>(u: &Option<url::Url>, s: S) -> Result<S::Ok, S::Error> {
+        match u {
+            Some(u) => s.serialize_str(&super::redact_url(u.as_str())),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn listen<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match a {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_str("none"),
+        }
+    }
+
+    pub(super) fn display<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    /// The client secret shows only as the file it was read from; never its value.
+    pub(super) fn secret_file<S: Serializer>(
+        secret: &Option<(ClientSecret, SecretSource)>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match secret {
+            Some((_, SecretSource::File(p))) => s.collect_str(&p.display()),
+            _ => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn no_secret_file(secret: &Option<(ClientSecret, SecretSource)>) -> bool {
+        !matches!(secret, Some((_, SecretSource::File(_))))
+    }
+}
+
+/// Every key the configuration reads, `section.key`: the fields of the raw form.
+pub fn config_keys() -> Vec<String> {
+    let raw = serde_json::to_value(Raw::default()).expect("the raw form serializes");
+    let mut keys = Vec::new();
+    for (section, fields) in raw.as_object().into_iter().flatten() {
+        for key in fields.as_object().into_iter().flatten().map(|(k, _)| k) {
+            keys.push(format!("{section}.{key}"));
+        }
+    }
+    keys
 }
 
 /// The most calls in flight `--concurrency` allows. Cognito's quota for ResendConfirmationCode is
@@ -1519,6 +1545,63 @@ mod tests {
     }
 
     #[test]
+    fn check_output_is_a_config_file_that_loads_to_the_same_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "topsecretvalue\n").unwrap();
+        let s = load_with(
+            &[
+                "cognito-resend",
+                "--client-id",
+                "abc",
+                "--client-secret-file",
+                secret.to_str().unwrap(),
+                "--region",
+                "eu-west-1",
+                "--state",
+                "dynamodb://table-1",
+                "--shutdown-grace",
+                "5s",
+                "--older-than",
+                "1h",
+                "--created-after",
+                "2026-11-01",
+                "--rate",
+                "0",
+                "--metrics-addr",
+                "none",
+                "--max-sms-per-day",
+                "7",
+                "--report",
+                "r.jsonl",
+                "check",
+            ],
+            None,
+        )
+        .unwrap();
+        let shown = s.render_redacted();
+        assert!(!shown.contains("topsecretvalue"), "{shown}");
+        let file = dir.path().join("effective.toml");
+        std::fs::write(&file, &shown).unwrap();
+        let again = load_with(
+            &[
+                "cognito-resend",
+                "--config",
+                file.to_str().unwrap(),
+                "check",
+            ],
+            None,
+        )
+        .unwrap_or_else(|e| panic!("check's output does not load: {e}\n{shown}"));
+        assert_eq!(
+            again.render_redacted().lines().skip(1).collect::<Vec<_>>(),
+            shown.lines().skip(1).collect::<Vec<_>>()
+        );
+        assert_eq!(again.cognito.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(again.sqs.shutdown_grace, Duration::from_secs(5));
+    }
+
+    #[test]
     fn defaults_match_the_spec() {
         let s = load_with(&["cognito-resend", "check"], None).unwrap();
         assert_eq!(s.run.concurrency.get(), 16);
@@ -1530,9 +1613,9 @@ mod tests {
         assert_eq!(s.retry.multiplier, 2.0);
         assert_eq!(s.retry.jitter, 0.5);
         assert_eq!(s.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
-        assert_eq!(s.run.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(s.sqs.shutdown_grace, Duration::from_secs(30));
         assert_eq!(
-            s.ledger.state,
+            s.ledger.path,
             crate::ledger::StateSpec::Sqlite("cognito-resend.db".into())
         );
         assert_eq!(s.ledger.cooldown, Duration::from_secs(86_400));
@@ -1560,10 +1643,7 @@ mod tests {
         let s = load_with(&["cognito-resend", "--fleet-rate", "50", "check"], None).unwrap();
         assert_eq!(s.run.fleet_rate, Some(50.0));
         let shown = s.render_redacted();
-        assert!(
-            shown.contains("fleet_rate = 50  # shared by the live runs of cognito-resend.db"),
-            "{shown}"
-        );
+        assert!(shown.contains("fleet_rate = 50.0\n"), "{shown}");
         let s = load_with(&["cognito-resend", "--fleet-rate", "0", "check"], None).unwrap();
         assert_eq!(s.run.fleet_rate, None, "0 means none");
         let err = load_with(
@@ -1594,7 +1674,7 @@ mod tests {
         let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
         let from_file = load_with(&["cognito-resend", "--config", example, "check"], None).unwrap();
         let defaults = load_with(&["cognito-resend", "check"], None).unwrap();
-        assert_eq!(from_file.ledger.state, defaults.ledger.state);
+        assert_eq!(from_file.ledger.path, defaults.ledger.path);
         assert_eq!(from_file.ledger.cooldown, defaults.ledger.cooldown);
         assert_eq!(from_file.run.concurrency, defaults.run.concurrency);
         assert_eq!(
@@ -1655,14 +1735,14 @@ mod tests {
     #[test]
     fn state_takes_a_file_a_dynamodb_table_or_none() {
         let s = load_with(&["cognito-resend", "--state", "none", "check"], None).unwrap();
-        assert_eq!(s.ledger.state, crate::ledger::StateSpec::None);
+        assert_eq!(s.ledger.path, crate::ledger::StateSpec::None);
         let s = load_with(
             &["cognito-resend", "--state", "dynamodb://t-1", "check"],
             None,
         )
         .unwrap();
         assert_eq!(
-            s.ledger.state,
+            s.ledger.path,
             crate::ledger::StateSpec::Dynamo {
                 table: "t-1".into()
             }
@@ -1681,7 +1761,7 @@ mod tests {
     fn spend_caps_come_from_the_file_and_flags_and_per_day_ones_need_a_ledger() {
         let defaults = load_with(&["cognito-resend", "check"], None).unwrap();
         assert_eq!(defaults.limits.max_sends, None);
-        assert!(defaults.limits.day.is_empty());
+        assert!(defaults.limits.day().is_empty());
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(
@@ -1704,7 +1784,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.limits.max_sends, Some(50));
         assert_eq!(
-            s.limits.day,
+            s.limits.day(),
             crate::ledger::DayCaps {
                 sends: Some(1000),
                 sms: Some(10),
@@ -1833,5 +1913,135 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("--client-secret-file") && err.contains("/nonexistent/secret"));
+    }
+}
+
+/// The documentation and the settings describe the same things: every flag of every command's
+/// `--help` is in the the Settings table of docs/contract.md and the reverse, and every key of
+/// `config/example.toml` is a key the configuration reads and the reverse.
+#[cfg(test)]
+mod docs_agree {
+    use std::collections::BTreeSet;
+
+    use clap::CommandFactory;
+
+    /// Every config key, `section.key`, as the configuration reads it.
+    fn known_keys() -> BTreeSet<String> {
+        super::config_keys().into_iter().collect()
+    }
+
+    /// Every long flag of every command and subcommand (`--help` and `--version` aside).
+    fn flags(cmd: &clap::Command, out: &mut BTreeSet<String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                if long != "help" && long != "version" {
+                    out.insert(format!("--{long}"));
+                }
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            flags(sub, out);
+        }
+    }
+
+    fn read(rel: &str) -> String {
+        std::fs::read_to_string(format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    /// The rows of the the Settings table of docs/contract.md: (flags column, keys column).
+    fn contract_rows() -> Vec<(String, String)> {
+        let contract = read("docs/contract.md");
+        let start = contract.find("\n## Settings\n").expect("a Settings section");
+        let section = &contract[start + 1..];
+        let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
+        section[..end]
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells[1].to_owned(), cells[2].to_owned())
+            })
+            .collect()
+    }
+
+    fn words<'a>(text: &'a str, prefix: &'a str) -> impl Iterator<Item = String> + 'a {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || "-_.*".contains(c)))
+            .filter(move |w| w.starts_with(prefix))
+            .map(|w| w.trim_end_matches('.').to_owned())
+    }
+
+    #[test]
+    fn every_flag_in_help_is_in_the_contracts_settings_table_and_the_reverse() {
+        let mut in_help = BTreeSet::new();
+        flags(&crate::cli::Cli::command(), &mut in_help);
+        let in_contract: BTreeSet<String> = contract_rows()
+            .iter()
+            .flat_map(|(f, _)| words(f, "--").collect::<Vec<_>>())
+            .collect();
+        let undocumented: Vec<_> = in_help.difference(&in_contract).collect();
+        assert!(
+            undocumented.is_empty(),
+            "flags missing from the Settings table of docs/contract.md: {undocumented:?}"
+        );
+        let unknown: Vec<_> = in_contract.difference(&in_help).collect();
+        assert!(
+            unknown.is_empty(),
+            "the Settings table of docs/contract.md names flags no command has: {unknown:?}"
+        );
+    }
+
+    #[test]
+    fn every_config_key_is_in_the_contracts_settings_table_and_the_reverse() {
+        let known = known_keys();
+        let in_contract: BTreeSet<String> = contract_rows()
+            .iter()
+            .flat_map(|(_, k)| words(k, "").filter(|w| w.contains('.')).collect::<Vec<_>>())
+            .collect();
+        for key in &in_contract {
+            let covered = match key.strip_suffix(".*") {
+                Some(section) => known.iter().any(|k| k.starts_with(&format!("{section}."))),
+                None => known.contains(key),
+            };
+            assert!(
+                covered,
+                "the Settings table of docs/contract.md names unknown key {key}"
+            );
+        }
+        for key in &known {
+            let section = key.split('.').next().unwrap();
+            assert!(
+                in_contract.contains(key) || in_contract.contains(&format!("{section}.*")),
+                "key {key} is missing from the Settings table of docs/contract.md"
+            );
+        }
+    }
+
+    #[test]
+    fn every_key_in_the_example_file_is_known_and_the_reverse() {
+        let example = read("config/example.toml");
+        let mut section = String::new();
+        let mut in_file = BTreeSet::new();
+        for line in example.lines() {
+            let line = line.trim();
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+                continue;
+            }
+            // A key set (`key = value`) or shown commented out (`# key = value`).
+            let body = line.strip_prefix("# ").unwrap_or(line);
+            if let Some((key, _)) = body.split_once(" = ") {
+                if !section.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    in_file.insert(format!("{section}.{key}"));
+                }
+            }
+        }
+        let known = known_keys();
+        let unknown: Vec<_> = in_file.difference(&known).collect();
+        assert!(
+            unknown.is_empty(),
+            "example.toml has unknown keys: {unknown:?}"
+        );
+        let missing: Vec<_> = known.difference(&in_file).collect();
+        assert!(missing.is_empty(), "example.toml lacks keys: {missing:?}");
     }
 }

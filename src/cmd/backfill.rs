@@ -75,7 +75,7 @@ pub(super) fn discovery(
 ) -> Discovery {
     Discovery {
         admin,
-        window: settings.discover.window,
+        window: settings.discover.window(),
         attributes,
         list_rate: settings.discover.list_rate,
         retry: engine::retry::RetryPolicy::new(settings.retry.clone()),

@@ -28,7 +28,7 @@ const PAGE: u32 = 1_000;
 
 /// Runs a `ledger` subcommand.
 pub(super) async fn run(action: LedgerAction, settings: &Settings) -> Result<Finished, RunError> {
-    let spec = &settings.ledger.state;
+    let spec = &settings.ledger.path;
     if *spec == StateSpec::None {
         return Err(RunError::Usage(
             "ledger.path (--state) is `none`: there is no ledger to show".into(),
@@ -80,7 +80,7 @@ pub(super) async fn run(action: LedgerAction, settings: &Settings) -> Result<Fin
                 .day_spend(&ledger::utc_day(now))
                 .await
                 .map_err(|e| RunError::Fatal(e.into()))?;
-            let caps = settings.limits.day;
+            let caps = settings.limits.day();
             if json {
                 let mut value =
                     serde_json::to_value(&stats).map_err(|e| RunError::Fatal(e.into()))?;

@@ -37,17 +37,22 @@ impl Parts {
         let stop_server = tokio_util::sync::CancellationToken::new();
         let ready = Readiness::default();
         let server = start_metrics(settings, ready.clone(), stop_server.clone()).await?;
-        let recorder = Recorder::new(source, settings.report.as_deref(), settings.log.usernames)
-            .map_err(|e| {
-                RunError::Usage(format!(
-                    "--report (report.path): cannot create {}: {e}",
-                    settings
-                        .report
-                        .as_deref()
-                        .unwrap_or(std::path::Path::new("the report"))
-                        .display()
-                ))
-            })?;
+        let recorder = Recorder::new(
+            source,
+            settings.report.path.as_deref(),
+            settings.log.usernames,
+        )
+        .map_err(|e| {
+            RunError::Usage(format!(
+                "--report (report.path): cannot create {}: {e}",
+                settings
+                    .report
+                    .path
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("the report"))
+                    .display()
+            ))
+        })?;
         let cognito = Cognito::connect(&settings.cognito).await;
         if cognito.region().is_none() {
             return Err(RunError::Usage(
@@ -103,7 +108,7 @@ pub(super) async fn open_ledger(
     settings: &Settings,
 ) -> Result<Option<Arc<dyn ledger::Store>>, RunError> {
     ledger::open(
-        &settings.ledger.state,
+        &settings.ledger.path,
         &ledger::dynamo::DynamoSettings {
             region: settings.cognito.region.clone(),
             endpoint: settings.ledger.dynamodb_endpoint.clone(),
@@ -129,12 +134,12 @@ pub(super) async fn run_engine<S: Source>(
         dry_run: settings.run.dry_run,
         default_client_id: settings.cognito.client_id.clone(),
         allowed_client_ids: settings.cognito.allowed_client_ids.clone(),
-        shutdown_grace: settings.run.shutdown_grace,
+        shutdown_grace: settings.sqs.shutdown_grace,
         ledger: ledger.clone(),
         precheck: precheck.map(|admin| (admin, settings.run.precheck_rate)),
         spend: engine::SpendLimits {
             run: settings.limits.max_sends,
-            day: settings.limits.day,
+            day: settings.limits.day(),
         },
     };
     let cause = engine::run(
