@@ -1951,7 +1951,9 @@ mod docs_agree {
     /// The rows of the the Settings table of docs/contract.md: (flags column, keys column).
     fn contract_rows() -> Vec<(String, String)> {
         let contract = read("docs/contract.md");
-        let start = contract.find("\n## Settings\n").expect("a Settings section");
+        let start = contract
+            .find("\n## Settings\n")
+            .expect("a Settings section");
         let section = &contract[start + 1..];
         let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
         section[..end]

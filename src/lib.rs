@@ -6,28 +6,39 @@
 //!
 //! # Layout
 //!
-//! The folders follow a job through the pipeline:
+//! ```text
+//!  source ──► engine ──► ledger (claim) ──► cognito ──► ledger (record) ──► source (ack) ──► outcome
+//!  csv/sqs/   semaphore,                    the one                         SQS delete      report,
+//!  pool       rate, retry                   caller                                          metrics, logs
+//! ```
 //!
-//! - [`source`]: where jobs come from (a CSV file or stdin, an SQS queue). A
-//!   [`source::Source`] yields jobs only when the engine can start them, and is told each job's
+//! The folders follow a job through that pipeline:
+//!
+//! - [`job`]: what a job is (request, origin, the `Source`/`Settle` traits, checks, outcome
+//!   types, the `Reason` enum); imports nothing above it.
+//! - [`source`]: where jobs come from (a CSV file or stdin, an SQS queue, the pool). A
+//!   [`job::Source`] yields jobs only when the engine can start them, and is told each job's
 //!   fate.
-//! - [`engine`]: the concurrency semaphore, the adaptive rate limit and the one retry layer.
+//! - [`engine`]: the concurrency semaphore, the quota-finding rate controller and the resend's
+//!   retry policy; it knows no source type.
+//! - `retry`: the one retry executor (backoff, budget, rate limiter, stop token) every repeated
+//!   call goes through.
 //! - [`ledger`]: the send ledger each job claims its user in before the call and records the
-//!   result in after it (SQLite or DynamoDB): cooldown, no two calls for one user at once, and
-//!   in-doubt handling after a crash.
-//! - [`retry`]: the one retry executor (backoff, budget, rate limiter, stop token) every
-//!   repeated call goes through.
+//!   result in after it (SQLite or DynamoDB): cooldown, no two calls for one user at once,
+//!   in-doubt handling after a crash, the fleet census, spend caps.
 //! - [`cognito`]: the one place that talks to Cognito, and the classification of its answers.
-//! - [`outcome`]: every job's one outcome: counted, reported (JSON Lines), logged.
-//! - [`telemetry`]: logs, metrics (`/metrics`, `/healthz`, `/readyz`), progress and summary.
+//! - [`outcome`]: every job's one outcome: counted, reported (JSON Lines), logged, shown.
+//! - [`telemetry`]: logs, metrics (`/metrics`, `/healthz`, `/readyz`), the Pushgateway.
 //!
 //! Around them: [`cli`] (raw arguments), [`config`] (layered, validated settings), [`cmd`]
-//! (one file per command, over the parts they share), [`shutdown`] (signals). The bundled Cognito emulator that the
+//! (one file per command, over the parts they share; nothing below it imports it), `aws` (the
+//! one AWS SDK config builder), [`shutdown`] (signals). The bundled Cognito emulator that the
 //! tests, the demo and the benchmarks run against is a crate of its own
-//! (`crates/cognito-emulator`), not part of the worker.
+//! (`crates/cognito-emulator`), not part of the worker. `tests/structure.rs` fails on an import
+//! cycle between these modules.
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
 mod aws;
 pub mod cli;
@@ -38,7 +49,7 @@ pub mod engine;
 pub mod job;
 pub mod ledger;
 pub mod outcome;
-pub mod retry;
+pub(crate) mod retry;
 pub mod shutdown;
 pub mod source;
 pub mod telemetry;

@@ -68,7 +68,7 @@ pub trait Classify {
 }
 
 /// The rate limiter the executor waits for before each attempt and tells about each answer.
-pub trait Pace: Sync {
+pub(crate) trait Pace: Sync {
     /// Waits until an attempt may start.
     fn acquire(&self) -> impl Future<Output = ()> + Send;
     /// The service answered (successfully, or with an error that used quota).
@@ -79,7 +79,7 @@ pub trait Pace: Sync {
 
 /// No rate limit (the SQS calls).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Unpaced;
+pub(crate) struct Unpaced;
 
 impl Pace for Unpaced {
     async fn acquire(&self) {}
@@ -292,7 +292,7 @@ impl Schedule {
 
 /// Why a call ended without success.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure<E> {
+pub(crate) enum Failure<E> {
     /// The classifier said [`Verdict::Stop`] for this error.
     Refused(E),
     /// Retryable, but the budget is spent: the last error.
@@ -304,7 +304,7 @@ pub enum Failure<E> {
 
 /// How a call ended, and after how many attempts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ran<T, E> {
+pub(crate) struct Ran<T, E> {
     /// Attempts made (each counted once).
     pub attempts: u32,
     /// The answer, or why there is none.
@@ -313,7 +313,7 @@ pub struct Ran<T, E> {
 
 /// The executor: a policy, a rate limiter and a stop token.
 #[derive(Debug, Clone, Copy)]
-pub struct Retry<'a, P = Unpaced> {
+pub(crate) struct Retry<'a, P = Unpaced> {
     policy: &'a Policy,
     pace: &'a P,
     stop: Option<&'a CancellationToken>,
@@ -321,7 +321,7 @@ pub struct Retry<'a, P = Unpaced> {
 
 impl<'a> Retry<'a> {
     /// Retries by `policy`, with no rate limit and no stop token.
-    pub fn new(policy: &'a Policy) -> Self {
+    pub(crate) fn new(policy: &'a Policy) -> Self {
         Self {
             policy,
             pace: &Unpaced,
@@ -332,7 +332,7 @@ impl<'a> Retry<'a> {
 
 impl<'a, P: Pace> Retry<'a, P> {
     /// Each attempt waits for `pace` first and tells it how it was answered.
-    pub fn paced<Q: Pace>(self, pace: &'a Q) -> Retry<'a, Q> {
+    pub(crate) fn paced<Q: Pace>(self, pace: &'a Q) -> Retry<'a, Q> {
         Retry {
             policy: self.policy,
             pace,
@@ -341,7 +341,7 @@ impl<'a, P: Pace> Retry<'a, P> {
     }
 
     /// No attempt starts, and no backoff goes on, once `stop` is cancelled.
-    pub fn until(self, stop: &'a CancellationToken) -> Self {
+    pub(crate) fn until(self, stop: &'a CancellationToken) -> Self {
         Self {
             stop: Some(stop),
             ..self
@@ -350,7 +350,7 @@ impl<'a, P: Pace> Retry<'a, P> {
 
     /// Calls `call` (given the attempt's number, from 1) until it succeeds, `classify` stops
     /// it, the budget is spent, or the stop token is cancelled.
-    pub async fn run<T, E, F, Fut, C>(&self, call: F, classify: C) -> Ran<T, E>
+    pub(crate) async fn run<T, E, F, Fut, C>(&self, call: F, classify: C) -> Ran<T, E>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -361,7 +361,7 @@ impl<'a, P: Pace> Retry<'a, P> {
 
     /// [`Retry::run`], telling `before_backoff` each error that is retried, the attempts so far
     /// and the delay before the next one (to log it).
-    pub async fn run_observed<T, E, F, Fut, C, B>(
+    pub(crate) async fn run_observed<T, E, F, Fut, C, B>(
         &self,
         mut call: F,
         mut classify: C,

@@ -146,7 +146,7 @@ impl Misconfiguration {
 /// Delivery or trigger failures in a row, across users of one client id, that stop the run
 /// (`delivery_broken` / `trigger_broken`). Ten users in a row failing the same way, with no
 /// success between, is a broken pool rather than ten bad addresses; a success resets the count.
-pub const STORM: u32 = 10;
+pub(crate) const STORM: u32 = 10;
 
 impl Misconfiguration {
     /// Whether this kind is a storm of per-user failures ([`STORM`]) rather than one error that
@@ -224,7 +224,7 @@ fn message_has(e: &impl ProvideErrorMetadata, needle: &str) -> bool {
 }
 
 /// Classifies a service error (an error response Cognito sent).
-pub fn classify_service(err: &E, status: u16) -> Result<Answer, CallError> {
+pub(crate) fn classify_service(err: &E, status: u16) -> Result<Answer, CallError> {
     let d = detail(err);
     let misconfigured = |kind| {
         Err(CallError::Misconfigured {
@@ -287,7 +287,7 @@ pub fn classify_service(err: &E, status: u16) -> Result<Answer, CallError> {
 }
 
 /// Classifies anything the SDK returned as an error.
-pub fn classify(err: SdkError<E, Response>) -> Result<Answer, CallError> {
+pub(crate) fn classify(err: SdkError<E, Response>) -> Result<Answer, CallError> {
     // `true`: Cognito may have acted on the request.
     let (what, ambiguous) = match &err {
         SdkError::ServiceError(se) => {

@@ -6,9 +6,9 @@
 //! cannot hold a concurrency permit. ResendConfirmationCode is not authorised by IAM, so the
 //! client carries no credentials: nothing is looked up, nothing is signed.
 
-pub mod admin;
-pub mod classify;
-pub mod secret_hash;
+pub(crate) mod admin;
+pub(crate) mod classify;
+pub(crate) mod secret_hash;
 
 use aws_sdk_cognitoidentityprovider::Client;
 use aws_sdk_cognitoidentityprovider::types::{AnalyticsMetadataType, UserContextDataType};

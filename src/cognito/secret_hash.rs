@@ -6,7 +6,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// Computes the SecretHash for one user.
-pub fn secret_hash(secret: &str, username: &str, client_id: &str) -> String {
+pub(crate) fn secret_hash(secret: &str, username: &str, client_id: &str) -> String {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
         .expect("HMAC-SHA256 accepts any key length");

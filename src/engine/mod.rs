@@ -23,7 +23,7 @@
 //! `interrupted`). Jobs that had not made their first call yet get no outcome and are handed
 //! back to the source as untouched, so a rerun (or the queue) picks them up.
 
-pub mod rate;
+pub(crate) mod rate;
 pub mod retry;
 
 use std::sync::{Arc, Mutex};

@@ -19,7 +19,7 @@ use crate::telemetry::metrics::AttemptResult;
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// A running progress display.
-pub struct Progress {
+pub(crate) struct Progress {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     slot: BarSlot,
@@ -27,7 +27,7 @@ pub struct Progress {
 
 impl Progress {
     /// Starts showing progress of `tally`. `total` may arrive later through the returned setter.
-    pub fn start(
+    pub(crate) fn start(
         tally: Arc<Tally>,
         slot: BarSlot,
         quiet: bool,
@@ -50,7 +50,7 @@ impl Progress {
     }
 
     /// Stops the display and clears the bar.
-    pub async fn finish(self) {
+    pub(crate) async fn finish(self) {
         self.stop.cancel();
         let _ = self.task.await;
         self.slot.set(None);
@@ -127,7 +127,7 @@ async fn log_lines(
 /// The end-of-run summary: counts per outcome, attempts, throttles, wall time, jobs per second.
 ///
 /// `stopped_early`: the run ended before its input did; `total`: the input's size, when known.
-pub fn summary(
+pub(crate) fn summary(
     command: &str,
     tally: &Tally,
     wall: Duration,

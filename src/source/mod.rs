@@ -8,5 +8,5 @@
 //! - [`pool`]: the user pool itself (ListUsers), for `discover` and `backfill --from-pool`.
 
 pub mod csv;
-pub mod pool;
-pub mod sqs;
+pub(crate) mod pool;
+pub(crate) mod sqs;

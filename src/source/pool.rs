@@ -23,11 +23,11 @@ use crate::job::{
 };
 
 /// The ListUsers filter: Cognito filters by status on its side; the window is ours.
-pub const UNCONFIRMED_FILTER: &str = "cognito:user_status = \"UNCONFIRMED\"";
+pub(crate) const UNCONFIRMED_FILTER: &str = "cognito:user_status = \"UNCONFIRMED\"";
 
 /// What discovery needs.
 #[derive(Clone)]
-pub struct Discovery {
+pub(crate) struct Discovery {
     /// The signed pool client.
     pub admin: PoolAdmin,
     /// The creation window.
@@ -41,7 +41,7 @@ pub struct Discovery {
 }
 
 /// Discovered users, as they come.
-pub struct Discovered {
+pub(crate) struct Discovered {
     /// Users in the window, in ListUsers' order.
     pub users: mpsc::Receiver<PoolUser>,
     failure: Arc<Mutex<Option<String>>>,
@@ -49,7 +49,7 @@ pub struct Discovered {
 
 impl Discovered {
     /// Why discovery ended before the last page, if it did.
-    pub fn take_failure(&self) -> Option<String> {
+    pub(crate) fn take_failure(&self) -> Option<String> {
         self.failure
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -58,7 +58,7 @@ impl Discovered {
 }
 
 /// Starts listing the pool's UNCONFIRMED users in the window.
-pub fn discover(d: Discovery, stop: CancellationToken) -> Discovered {
+pub(crate) fn discover(d: Discovery, stop: CancellationToken) -> Discovered {
     let (tx, rx) = mpsc::channel(120);
     let failure = Arc::new(Mutex::new(None));
     let failed = failure.clone();
@@ -112,14 +112,14 @@ pub fn discover(d: Discovery, stop: CancellationToken) -> Discovered {
 }
 
 /// `backfill --from-pool`: discovered users as jobs.
-pub struct PoolSource {
+pub(crate) struct PoolSource {
     discovered: Discovered,
     next_index: u64,
 }
 
 impl PoolSource {
     /// Starts discovery.
-    pub fn start(d: Discovery, stop: CancellationToken) -> Self {
+    pub(crate) fn start(d: Discovery, stop: CancellationToken) -> Self {
         Self {
             discovered: discover(d, stop),
             next_index: 0,

@@ -58,7 +58,7 @@ use crate::retry::{Backoff, Budget, Failure, Policy, Quota, Retry, Verdict};
 use crate::telemetry::metrics;
 use crate::telemetry::server::Readiness;
 
-pub mod body;
+pub(crate) mod body;
 #[cfg(test)]
 mod tests;
 
@@ -107,11 +107,11 @@ const POLL_MARGIN: Duration = Duration::from_secs(10);
 /// `/healthz` fails after this many long polls' worth of time without a working receive (with
 /// the defaults, 4 × (20 s + 10 s) = 2 minutes): long enough for the SDK's own retries and a few
 /// backoffs, short enough that an orchestrator restarts a stuck consumer within minutes.
-pub const STALL_POLLS: u32 = 4;
+pub(crate) const STALL_POLLS: u32 = 4;
 
 /// How the consumer talks to its queue.
 #[derive(Debug, Clone)]
-pub struct SqsSettings {
+pub(crate) struct SqsSettings {
     /// The queue.
     pub queue_url: String,
     /// Messages per ReceiveMessage, 1 to 10.
@@ -134,7 +134,7 @@ pub struct SqsSettings {
 
 impl SqsSettings {
     /// How long the poller may go without a working receive before `/healthz` fails.
-    pub fn stall_bound(&self) -> Duration {
+    pub(crate) fn stall_bound(&self) -> Duration {
         (self.wait_time + POLL_MARGIN) * STALL_POLLS
     }
 }
@@ -142,10 +142,10 @@ impl SqsSettings {
 /// A queue call that failed, rendered with its whole error chain.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
-pub struct QueueError(pub String);
+pub(crate) struct QueueError(pub String);
 
 /// The SQS calls the consumer makes. [`SqsQueue`] is the real one; tests use a fake.
-pub trait Queue: Send + Sync + 'static {
+pub(crate) trait Queue: Send + Sync + 'static {
     /// ReceiveMessage: at most `max` messages, long-polling `wait`, invisible for `visibility`,
     /// with the ApproximateReceiveCount and MessageGroupId attributes.
     fn receive(
@@ -178,14 +178,14 @@ pub trait Queue: Send + Sync + 'static {
 
 /// The real queue: one queue URL through the AWS SDK.
 #[derive(Debug, Clone)]
-pub struct SqsQueue {
+pub(crate) struct SqsQueue {
     client: Client,
     url: String,
 }
 
 impl SqsQueue {
     /// The queue at `url`, through `client` (see [`connect`]).
-    pub fn new(client: Client, url: String) -> Self {
+    pub(crate) fn new(client: Client, url: String) -> Self {
         Self { client, url }
     }
 }
@@ -412,7 +412,7 @@ struct AckRequest {
 }
 
 /// The consumer of one queue, as a [`Source`].
-pub struct SqsSource<Q: Queue = SqsQueue> {
+pub(crate) struct SqsSource<Q: Queue = SqsQueue> {
     shared: Arc<Shared<Q>>,
     rx: mpsc::Receiver<Input>,
     stop: CancellationToken,
@@ -426,7 +426,7 @@ pub struct SqsSource<Q: Queue = SqsQueue> {
 /// the standard AWS chain provides them. The SDK's own retries are off: every SQS call the
 /// consumer and `enqueue` repeat goes through [`crate::retry`] (the policies above); the attempt
 /// timeout covers a long poll plus a margin, so a hung poll cannot stall the consumer.
-pub async fn connect(
+pub(crate) async fn connect(
     region: Option<&str>,
     endpoint: Option<&url::Url>,
     wait_time: Duration,
@@ -465,7 +465,10 @@ pub(crate) fn sdk_retryable<E: aws_sdk_sqs::error::ProvideErrorMetadata, R>(
 
 /// Checks the queue exists and is reachable before any work starts. Returns a warning to log
 /// when it has no redrive policy (invalid messages would then come back forever).
-pub async fn check_queue(client: &Client, queue_url: &str) -> Result<Option<String>, String> {
+pub(crate) async fn check_queue(
+    client: &Client,
+    queue_url: &str,
+) -> Result<Option<String>, String> {
     let policy = check_policy();
     let attrs = Retry::new(&policy)
         .run(
@@ -510,7 +513,7 @@ pub async fn check_queue(client: &Client, queue_url: &str) -> Result<Option<Stri
 impl<Q: Queue> SqsSource<Q> {
     /// Starts polling the queue. `stop` ends polling (a signal); `ready` reflects whether
     /// receiving works, and its health check watches the poller.
-    pub fn start(
+    pub(crate) fn start(
         queue: Q,
         settings: SqsSettings,
         ready: Readiness,
@@ -562,7 +565,7 @@ impl<Q: Queue> SqsSource<Q> {
 
     /// After the engine is done: stop polling, return what was received but never started (and,
     /// after a dry run, every message held), and wait for pending deletes.
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         let Self {
             shared,
             mut rx,

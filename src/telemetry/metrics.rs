@@ -7,40 +7,40 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::job::{DoubtCause, OutcomeKind};
 
 /// Jobs by source and outcome.
-pub const JOBS_TOTAL: &str = "cognito_resend_jobs_total";
+pub(crate) const JOBS_TOTAL: &str = "cognito_resend_jobs_total";
 /// Cognito calls by result.
-pub const ATTEMPTS_TOTAL: &str = "cognito_resend_attempts_total";
+pub(crate) const ATTEMPTS_TOTAL: &str = "cognito_resend_attempts_total";
 /// Latency of each Cognito call.
-pub const REQUEST_DURATION: &str = "cognito_resend_request_duration_seconds";
+pub(crate) const REQUEST_DURATION: &str = "cognito_resend_request_duration_seconds";
 /// Cognito calls in flight.
-pub const IN_FLIGHT: &str = "cognito_resend_in_flight";
+pub(crate) const IN_FLIGHT: &str = "cognito_resend_in_flight";
 /// The rate limiter's current rate (0 = no limit).
-pub const RATE_LIMIT: &str = "cognito_resend_rate_limit_per_second";
+pub(crate) const RATE_LIMIT: &str = "cognito_resend_rate_limit_per_second";
 /// Jobs whose user a dead run had claimed (sent again: at-least-once).
-pub const IN_DOUBT_TOTAL: &str = "cognito_resend_in_doubt_total";
+pub(crate) const IN_DOUBT_TOTAL: &str = "cognito_resend_in_doubt_total";
 /// Runs that stopped early, by reason (a configuration error's reason, `ledger_error`, or
 /// `spend_cap`).
-pub const STOPPED_TOTAL: &str = "cognito_resend_stopped_total";
+pub(crate) const STOPPED_TOTAL: &str = "cognito_resend_stopped_total";
 /// Codes sent, by delivery medium.
-pub const CODES_SENT_TOTAL: &str = "cognito_resend_codes_sent_total";
+pub(crate) const CODES_SENT_TOTAL: &str = "cognito_resend_codes_sent_total";
 /// ListUsers / AdminGetUser calls by operation and result.
-pub const POOL_CALLS: &str = "cognito_resend_pool_calls_total";
+pub(crate) const POOL_CALLS: &str = "cognito_resend_pool_calls_total";
 /// SQS messages by what happened to them.
-pub const SQS_MESSAGES: &str = "cognito_resend_sqs_messages_total";
+pub(crate) const SQS_MESSAGES: &str = "cognito_resend_sqs_messages_total";
 /// Failed ReceiveMessage calls.
-pub const SQS_RECEIVE_ERRORS: &str = "cognito_resend_sqs_receive_errors_total";
+pub(crate) const SQS_RECEIVE_ERRORS: &str = "cognito_resend_sqs_receive_errors_total";
 /// Visibility extensions made by the heartbeat.
-pub const SQS_VISIBILITY_EXTENSIONS: &str = "cognito_resend_sqs_visibility_extensions_total";
+pub(crate) const SQS_VISIBILITY_EXTENSIONS: &str = "cognito_resend_sqs_visibility_extensions_total";
 /// Delete entries retried after a partial batch failure.
-pub const SQS_DELETE_RETRIES: &str = "cognito_resend_sqs_delete_retries_total";
+pub(crate) const SQS_DELETE_RETRIES: &str = "cognito_resend_sqs_delete_retries_total";
 /// Ledger writes retried (a result that could not be recorded at the first try).
-pub const LEDGER_RETRIES: &str = "cognito_resend_ledger_retries_total";
+pub(crate) const LEDGER_RETRIES: &str = "cognito_resend_ledger_retries_total";
 /// Live runs sharing the fleet budget (`--fleet-rate`), this one included.
-pub const FLEET_RUNS: &str = "cognito_resend_fleet_runs";
+pub(crate) const FLEET_RUNS: &str = "cognito_resend_fleet_runs";
 
 /// The `action` values of [`SQS_MESSAGES`]: SPEC's four, `enqueued` for `enqueue`, and
 /// `delete_failed` for a delete that failed for good (the message will be redelivered).
-pub const SQS_ACTIONS: [&str; 6] = [
+pub(crate) const SQS_ACTIONS: [&str; 6] = [
     "received",
     "deleted",
     "returned",
@@ -88,7 +88,7 @@ impl AttemptResult {
 /// `stop_reasons` are the names `cognito_resend_stopped_total` starts at zero for besides
 /// `ledger_error` and `spend_cap`: the configuration errors the Cognito client tells apart,
 /// passed as plain names so that metrics need not know the client's types.
-pub fn install(stop_reasons: &[&'static str]) -> anyhow::Result<PrometheusHandle> {
+pub(crate) fn install(stop_reasons: &[&'static str]) -> anyhow::Result<PrometheusHandle> {
     let handle = install_recorder(stop_reasons)?;
     let _ = HANDLE.set(handle.clone());
     Ok(handle)
@@ -98,7 +98,7 @@ pub fn install(stop_reasons: &[&'static str]) -> anyhow::Result<PrometheusHandle
 static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
 
 /// The current exposition, if the recorder is installed.
-pub fn render() -> Option<String> {
+pub(crate) fn render() -> Option<String> {
     HANDLE.get().map(|h| {
         h.run_upkeep();
         h.render()
@@ -162,7 +162,7 @@ fn install_recorder(stop_reasons: &[&'static str]) -> anyhow::Result<PrometheusH
 }
 
 /// Makes the SQS counters visible at 0 (for `consume` and `enqueue`).
-pub fn register_sqs() {
+pub(crate) fn register_sqs() {
     describe_counter!(SQS_MESSAGES, "SQS messages, by what happened to them.");
     describe_counter!(SQS_RECEIVE_ERRORS, "ReceiveMessage calls that failed.");
     describe_counter!(
@@ -182,28 +182,28 @@ pub fn register_sqs() {
 }
 
 /// Counts an SQS message event (one of [`SQS_ACTIONS`]).
-pub fn sqs_message(action: &'static str) {
+pub(crate) fn sqs_message(action: &'static str) {
     counter!(SQS_MESSAGES, "action" => action).increment(1);
 }
 
 /// Counts a failed receive.
-pub fn sqs_receive_error() {
+pub(crate) fn sqs_receive_error() {
     counter!(SQS_RECEIVE_ERRORS).increment(1);
 }
 
 /// Counts visibility extensions.
-pub fn sqs_visibility_extended(n: u64) {
+pub(crate) fn sqs_visibility_extended(n: u64) {
     counter!(SQS_VISIBILITY_EXTENSIONS).increment(n);
 }
 
 /// Counts retried delete entries.
-pub fn sqs_delete_retried(n: u64) {
+pub(crate) fn sqs_delete_retried(n: u64) {
     counter!(SQS_DELETE_RETRIES).increment(n);
 }
 
 /// Makes every outcome of `source` visible at 0 from the start, so rates and alerts work before
 /// the first job of each kind.
-pub fn register_outcomes(source: &'static str) {
+pub(crate) fn register_outcomes(source: &'static str) {
     for kind in OutcomeKind::ALL {
         counter!(JOBS_TOTAL, "source" => source, "outcome" => kind.as_str()).increment(0);
     }
@@ -215,49 +215,49 @@ pub fn register_outcomes(source: &'static str) {
 }
 
 /// Counts a ListUsers or AdminGetUser call (`result` as for resend attempts).
-pub fn pool_call(operation: &'static str, result: &'static str) {
+pub(crate) fn pool_call(operation: &'static str, result: &'static str) {
     counter!(POOL_CALLS, "operation" => operation, "result" => result).increment(1);
 }
 
 /// Counts a code Cognito confirmed sent, by delivery medium (`sms`, `email`, `unknown`).
-pub fn code_sent(medium: &'static str) {
+pub(crate) fn code_sent(medium: &'static str) {
     counter!(CODES_SENT_TOTAL, "medium" => medium).increment(1);
 }
 
 /// Counts an early stop of the run.
-pub fn stopped(reason: &'static str) {
+pub(crate) fn stopped(reason: &'static str) {
     counter!(STOPPED_TOTAL, "reason" => reason).increment(1);
 }
 
 /// Counts a job whose user is in doubt, by cause.
-pub fn in_doubt(source: &'static str, cause: DoubtCause) {
+pub(crate) fn in_doubt(source: &'static str, cause: DoubtCause) {
     counter!(IN_DOUBT_TOTAL, "source" => source, "cause" => cause.as_str()).increment(1);
 }
 
 /// Counts a job's outcome.
-pub fn job(source: &'static str, kind: OutcomeKind) {
+pub(crate) fn job(source: &'static str, kind: OutcomeKind) {
     counter!(JOBS_TOTAL, "source" => source, "outcome" => kind.as_str()).increment(1);
 }
 
 /// Counts a call and observes its duration.
-pub fn attempt(result: AttemptResult, seconds: f64) {
+pub(crate) fn attempt(result: AttemptResult, seconds: f64) {
     counter!(ATTEMPTS_TOTAL, "result" => result.as_str()).increment(1);
     histogram!(REQUEST_DURATION).record(seconds);
 }
 
 /// Moves the in-flight gauge.
-pub fn in_flight(delta: f64) {
+pub(crate) fn in_flight(delta: f64) {
     gauge!(IN_FLIGHT).increment(delta);
 }
 
 /// Sets the current rate limit (0 = none).
-pub fn rate_limit(per_second: f64) {
+pub(crate) fn rate_limit(per_second: f64) {
     gauge!(RATE_LIMIT).set(per_second);
 }
 
 /// Sets the live runs sharing the fleet budget (`--fleet-rate`), as this run's census counts
 /// them: this run's ceiling is the budget over this number.
-pub fn fleet_runs(runs: usize) {
+pub(crate) fn fleet_runs(runs: usize) {
     describe_gauge!(
         FLEET_RUNS,
         "Live runs sharing the fleet budget (--fleet-rate), this one included; each takes the budget over this number."
@@ -266,7 +266,7 @@ pub fn fleet_runs(runs: usize) {
 }
 
 /// Counts a retried ledger write (`op`: `finish`).
-pub fn ledger_retry(op: &'static str) {
+pub(crate) fn ledger_retry(op: &'static str) {
     describe_counter!(
         LEDGER_RETRIES,
         "Ledger writes retried after a failure, by operation (finish: recording a result)."

@@ -4,9 +4,9 @@
 //! Usernames are personal data: logs show them through [`UserRef`], a short stable hash unless
 //! `--log-usernames` is given. Secrets never reach this module.
 
-pub mod metrics;
-pub mod push;
-pub mod server;
+pub(crate) mod metrics;
+pub(crate) mod push;
+pub(crate) mod server;
 
 use std::fmt;
 use std::io::Write;

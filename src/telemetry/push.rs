@@ -18,7 +18,7 @@ const ATTEMPTS: u32 = 3;
 /// A user and password in `base` (a Pushgateway behind basic auth) are taken out of the URL and
 /// sent as an `Authorization` header instead, so the URL this returns, logs and puts in its
 /// errors (reqwest's errors name the URL) never carries them.
-pub async fn push(base: &url::Url, command: &str) -> Result<String, String> {
+pub(crate) async fn push(base: &url::Url, command: &str) -> Result<String, String> {
     let body = metrics::render().ok_or("no metrics recorder is installed")?;
     let (base, credentials) = split_credentials(base);
     let url = format!(

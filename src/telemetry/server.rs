@@ -18,18 +18,18 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 /// A liveness probe: `Err(reason)` when the process is stuck.
-pub type HealthCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+pub(crate) type HealthCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// Shared readiness, flipped by the command, and the health check `/healthz` runs.
 #[derive(Clone, Default)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     ready: Arc<AtomicBool>,
     health: Arc<Mutex<Option<HealthCheck>>>,
 }
 
 impl Readiness {
     /// Marks the process ready (or not).
-    pub fn set(&self, ready: bool) {
+    pub(crate) fn set(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
@@ -38,17 +38,17 @@ impl Readiness {
     }
 
     /// Makes `/healthz` run `check` (replacing any earlier one).
-    pub fn set_health_check(&self, check: HealthCheck) {
+    pub(crate) fn set_health_check(&self, check: HealthCheck) {
         *self.health.lock().unwrap_or_else(|e| e.into_inner()) = Some(check);
     }
 
     /// `/healthz` answers 200 again without asking anyone.
-    pub fn clear_health_check(&self) {
+    pub(crate) fn clear_health_check(&self) {
         *self.health.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// What `/healthz` says: `Err(reason)` when the registered check fails.
-    pub fn health(&self) -> Result<(), String> {
+    pub(crate) fn health(&self) -> Result<(), String> {
         // Cloned out first: the check takes its own locks.
         let check = self
             .health
@@ -67,7 +67,7 @@ struct AppState {
 
 /// Binds `addr` and serves until `stop` is cancelled. Returns the bound address (port 0 picks
 /// one) and the serving task.
-pub async fn serve(
+pub(crate) async fn serve(
     addr: SocketAddr,
     metrics: PrometheusHandle,
     ready: Readiness,

@@ -31,7 +31,7 @@ pub const MAX_RECORD_BYTES: usize = 64 * 1024;
 
 /// One record handed to the `csv` crate (blank lines, which the crate skips, are not records).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
+pub(super) struct Record {
     /// The line it starts on, 1-based.
     pub line: u64,
     /// `Some` when it was over the limit and the crate got a placeholder instead.
@@ -40,7 +40,7 @@ pub struct Record {
 
 /// A record that was cut.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cut {
+pub(super) struct Cut {
     /// The line it ends on.
     pub end_line: u64,
     /// Its length in bytes, terminator excluded.
@@ -53,7 +53,7 @@ pub struct Cut {
 
 /// The records handed on and not yet taken by the CSV source, in file order. At most a buffer's
 /// worth: the reader runs only as far ahead of the crate as the crate's buffer.
-pub type Records = Rc<RefCell<VecDeque<Record>>>;
+pub(super) type Records = Rc<RefCell<VecDeque<Record>>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -72,7 +72,7 @@ enum State {
 const PLACEHOLDER: &[u8] = b"\"\"";
 
 /// See the module doc.
-pub struct Bounded<R> {
+pub(super) struct Bounded<R> {
     inner: R,
     limit: usize,
     records: Records,
@@ -110,7 +110,7 @@ pub struct Bounded<R> {
 impl<R: BufRead> Bounded<R> {
     /// Wraps `inner`; every record is noted in `records`, and one longer than `limit` bytes is
     /// cut.
-    pub fn new(inner: R, limit: usize, records: Records) -> Self {
+    pub(super) fn new(inner: R, limit: usize, records: Records) -> Self {
         Self {
             inner,
             limit,

@@ -9,11 +9,11 @@ use serde_json::{Map, Value};
 use crate::job::{ResendRequest, check_client_id, check_username};
 
 /// A body larger than this is not a job (a job is a username and a few short fields).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Why a body is not a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BodyProblem {
+pub(crate) struct BodyProblem {
     /// What is wrong.
     pub reason: String,
     /// The username, when one could be read.
@@ -28,7 +28,7 @@ fn problem(reason: impl Into<String>) -> BodyProblem {
 }
 
 /// Decodes a message body into a request.
-pub fn decode(text: &str) -> Result<ResendRequest, BodyProblem> {
+pub(crate) fn decode(text: &str) -> Result<ResendRequest, BodyProblem> {
     if text.len() > MAX_BODY_BYTES {
         return Err(problem(format!(
             "body is {} bytes; a job is at most {MAX_BODY_BYTES}",
@@ -115,7 +115,7 @@ fn kind(v: &Value) -> &'static str {
 }
 
 /// The body `enqueue` writes for a request: the inverse of [`decode`].
-pub fn encode(req: &ResendRequest) -> String {
+pub(crate) fn encode(req: &ResendRequest) -> String {
     let mut obj = Map::new();
     obj.insert("username".into(), Value::String(req.username.clone()));
     let mut put = |k: &str, v: &Option<String>| {
