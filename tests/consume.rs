@@ -575,12 +575,7 @@ async fn a_dry_run_is_one_pass_that_receives_each_message_once_then_releases_it(
     let sqs = moto::sqs_client(&moto.endpoint).await;
     // A redrive policy that would move a message received twice to the DLQ.
     let (url, dlq) = moto::create_queue_with_dlq(&sqs, "dry", 2).await;
-    let users: Vec<_> = (0..25)
-        .map(|i| UserSpec::new(format!("dry-{i:02}"), UserStatus::Unconfirmed))
-        .collect();
-    let bodies: Vec<String> = users.iter().map(|u| job(&u.username)).collect();
-    let emu = emulator_with(users, |b| b).await;
-    moto::send_bodies(&sqs, &url, &bodies, None).await;
+    let (emu, bodies) = queued_users(&sqs, &url, "dry", 25).await;
 
     let dir = tempfile::tempdir().unwrap();
     let report_path = dir.path().join("plan.jsonl");
@@ -619,12 +614,7 @@ async fn max_messages_consumes_that_many_then_exits() {
     let moto = Moto::start().await;
     let sqs = moto::sqs_client(&moto.endpoint).await;
     let (url, _dlq) = moto::create_queue_with_dlq(&sqs, "slice", 5).await;
-    let users: Vec<_> = (0..25)
-        .map(|i| UserSpec::new(format!("slice-{i:02}"), UserStatus::Unconfirmed))
-        .collect();
-    let bodies: Vec<String> = users.iter().map(|u| job(&u.username)).collect();
-    let emu = emulator_with(users, |b| b).await;
-    moto::send_bodies(&sqs, &url, &bodies, None).await;
+    let (emu, _) = queued_users(&sqs, &url, "slice", 25).await;
 
     let mut cmd = consume(&emu.endpoint(), &moto.endpoint, &url);
     cmd.args(["--max-messages", "10", "--concurrency", "4"]);
@@ -719,12 +709,7 @@ async fn a_consumer_stopped_by_a_spend_cap_returns_the_messages_it_did_not_send(
     let moto = Moto::start().await;
     let sqs = moto::sqs_client(&moto.endpoint).await;
     let (url, _dlq) = moto::create_queue_with_dlq(&sqs, "capped", 5).await;
-    let users: Vec<_> = (0..25)
-        .map(|i| UserSpec::new(format!("capped-{i:02}"), UserStatus::Unconfirmed))
-        .collect();
-    let bodies: Vec<String> = users.iter().map(|u| job(&u.username)).collect();
-    let emu = emulator_with(users, |b| b).await;
-    moto::send_bodies(&sqs, &url, &bodies, None).await;
+    let (emu, _) = queued_users(&sqs, &url, "capped", 25).await;
 
     let mut cmd = consume(&emu.endpoint(), &moto.endpoint, &url);
     // The default visibility timeout (60 s): a message the consumer received but did not send
@@ -748,4 +733,21 @@ async fn a_consumer_stopped_by_a_spend_cap_returns_the_messages_it_did_not_send(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// `n` UNCONFIRMED users named `{prefix}-00`, ..., an emulator that knows them, and one job per
+/// user on the queue.
+async fn queued_users(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    prefix: &str,
+    n: usize,
+) -> (cognito_emulator::Emulator, Vec<String>) {
+    let users: Vec<_> = (0..n)
+        .map(|i| UserSpec::new(format!("{prefix}-{i:02}"), UserStatus::Unconfirmed))
+        .collect();
+    let bodies: Vec<String> = users.iter().map(|u| job(&u.username)).collect();
+    let emu = emulator_with(users, |b| b).await;
+    moto::send_bodies(sqs, url, &bodies, None).await;
+    (emu, bodies)
 }
