@@ -395,10 +395,7 @@ pub trait Store: Send + Sync + 'static {
         caps: DayCaps,
     ) -> BoxFuture<'a, Result<Option<SpendCap>, LedgerError>> {
         let _ = (day, caps);
-        let e = LedgerError {
-            state: self.describe(),
-            detail: "this ledger keeps no spend counters".into(),
-        };
+        let e = unsupported(self.describe(), "spend counters");
         Box::pin(async move { Err(e) })
     }
     /// Settles a reservation made on `day`: gives it back, or counts its code's medium.
@@ -408,19 +405,13 @@ pub trait Store: Send + Sync + 'static {
         spent: Spent,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
         let _ = (day, spent);
-        let e = LedgerError {
-            state: self.describe(),
-            detail: "this ledger keeps no spend counters".into(),
-        };
+        let e = unsupported(self.describe(), "spend counters");
         Box::pin(async move { Err(e) })
     }
     /// The spend counters of `day` (zeros if none).
     fn day_spend<'a>(&'a self, day: &'a str) -> BoxFuture<'a, Result<DaySpend, LedgerError>> {
         let _ = day;
-        let e = LedgerError {
-            state: self.describe(),
-            detail: "this ledger keeps no spend counters".into(),
-        };
+        let e = unsupported(self.describe(), "spend counters");
         Box::pin(async move { Err(e) })
     }
 
@@ -435,12 +426,8 @@ pub trait Store: Send + Sync + 'static {
         dead: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<(String, i64)>, LedgerError>> {
         let _ = (run, dead);
-        Box::pin(async move {
-            Err(LedgerError {
-                state: self.describe(),
-                detail: "this ledger keeps no fleet census".into(),
-            })
-        })
+        let e = unsupported(self.describe(), "fleet census");
+        Box::pin(async move { Err(e) })
     }
 }
 
@@ -551,6 +538,14 @@ pub(crate) fn refused_by(spend: &DaySpend, caps: DayCaps) -> Option<SpendCap> {
         return Some(SpendCap::EmailDay);
     }
     None
+}
+
+/// The error of a [`Store`] method a backend does not implement (test wrappers).
+fn unsupported(state: String, what: &str) -> LedgerError {
+    LedgerError {
+        state,
+        detail: format!("this ledger keeps no {what}"),
+    }
 }
 
 /// Timing settings of the ledger.
