@@ -1,6 +1,7 @@
 //! Settings in two stages: a raw serde form layered from defaults, the TOML file and the command
-//! line (flags and their `COGNITO_RESEND_*` environment variables, read by clap), then validated
-//! into typed [`Settings`] that build the working objects.
+//! line (the section structs of [`args`], whose fields are at once a flag, its
+//! `COGNITO_RESEND_<SECTION>_<KEY>` environment variable read by clap, and a TOML key), then
+//! validated into typed [`Settings`] that build the working objects.
 //!
 //! This is the only module that reads the environment (the client secret,
 //! `COGNITO_RESEND_CLIENT_SECRET`, which is never a flag). Every validation error names the key
@@ -17,7 +18,11 @@ use figment::providers::{Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{LogFormat, SettingsArgs};
+use crate::telemetry::LogFormat;
+
+mod args;
+
+pub use args::*;
 
 /// The environment variable that may hold the client secret itself.
 pub const CLIENT_SECRET_ENV: &str = "COGNITO_RESEND_CLIENT_SECRET";
@@ -280,49 +285,6 @@ impl Default for RawLog {
     }
 }
 
-/// The command-line layer: only what was given, nested like the TOML file.
-#[derive(Debug, Default, Serialize)]
-struct Overrides {
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    cognito: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    aws: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    run: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    retry: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    report: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    ledger: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    discover: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    metrics: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    sqs: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    log: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    limits: Map,
-}
-
-type Map = serde_json::Map<String, serde_json::Value>;
-
-fn put(map: &mut Map, key: &str, value: Option<impl Serialize>) {
-    if let Some(v) = value {
-        // A String, PathBuf or bool always serializes; nothing to fail here.
-        match serde_json::to_value(v) {
-            // An empty value (an empty environment variable) counts as not given.
-            Ok(serde_json::Value::String(s)) if s.trim().is_empty() => {}
-            Ok(v) => {
-                map.insert(key.to_owned(), v);
-            }
-            Err(_) => {}
-        }
-    }
-}
-
 /// Boolean settings given in the environment (clap reads the others).
 #[derive(Debug, Default, Clone, Copy)]
 struct EnvFlags {
@@ -383,105 +345,6 @@ fn env_bool(name: &str) -> Result<bool, ConfigError> {
                 "{name}: {other:?} is not a boolean (true or false)"
             ))),
         },
-    }
-}
-
-impl Overrides {
-    fn from_args(a: &SettingsArgs, env: EnvFlags) -> Self {
-        let mut o = Self::default();
-        put(&mut o.cognito, "client_id", a.client_id.as_ref());
-        // Flags replace the file's list rather than add to it, like every other setting.
-        put(
-            &mut o.cognito,
-            "allowed_client_ids",
-            (!a.allow_client_id.is_empty()).then_some(&a.allow_client_id),
-        );
-        put(
-            &mut o.cognito,
-            "client_secret_file",
-            a.client_secret_file.as_ref(),
-        );
-        put(&mut o.cognito, "endpoint", a.cognito_endpoint.as_ref());
-        put(&mut o.cognito, "user_pool_id", a.user_pool_id.as_ref());
-        put(
-            &mut o.cognito,
-            "attempt_timeout",
-            a.attempt_timeout.as_ref(),
-        );
-        put(
-            &mut o.cognito,
-            "connect_timeout",
-            a.connect_timeout.as_ref(),
-        );
-        put(&mut o.aws, "region", a.region.as_ref());
-        put(&mut o.run, "concurrency", a.concurrency.as_ref());
-        put(&mut o.run, "rate", a.rate.as_ref());
-        put(&mut o.run, "fleet_rate", a.fleet_rate.as_ref());
-        // A boolean flag that is absent says nothing: it must not undo `true` from the file.
-        put(
-            &mut o.run,
-            "dry_run",
-            (a.dry_run || env.dry_run).then_some(true),
-        );
-        put(
-            &mut o.run,
-            "precheck",
-            (a.precheck || env.precheck).then_some(true),
-        );
-        put(&mut o.run, "precheck_rate", a.precheck_rate.as_ref());
-        put(&mut o.discover, "created_after", a.created_after.as_ref());
-        put(&mut o.discover, "created_before", a.created_before.as_ref());
-        put(&mut o.discover, "older_than", a.older_than.as_ref());
-        put(&mut o.discover, "list_rate", a.list_rate.as_ref());
-        put(&mut o.retry, "max_attempts", a.max_attempts.as_ref());
-        put(&mut o.retry, "max_elapsed", a.max_elapsed.as_ref());
-        put(&mut o.retry, "initial_backoff", a.initial_backoff.as_ref());
-        put(&mut o.retry, "max_backoff", a.max_backoff.as_ref());
-        put(&mut o.retry, "multiplier", a.multiplier.as_ref());
-        put(&mut o.retry, "jitter", a.jitter.as_ref());
-        put(&mut o.report, "path", a.report.as_ref());
-        put(&mut o.ledger, "path", a.state.as_ref());
-        put(&mut o.ledger, "cooldown", a.cooldown.as_ref());
-        put(&mut o.ledger, "claim_lease", a.claim_lease.as_ref());
-        put(
-            &mut o.ledger,
-            "dynamodb_endpoint",
-            a.dynamodb_endpoint.as_ref(),
-        );
-        put(&mut o.metrics, "listen", a.metrics_addr.as_ref());
-        put(&mut o.metrics, "linger", a.metrics_linger.as_ref());
-        put(&mut o.metrics, "pushgateway", a.pushgateway.as_ref());
-        put(&mut o.sqs, "shutdown_grace", a.shutdown_grace.as_ref());
-        put(&mut o.sqs, "queue_url", a.queue_url.as_ref());
-        put(&mut o.sqs, "endpoint", a.sqs_endpoint.as_ref());
-        put(&mut o.sqs, "batch_size", a.batch_size.as_ref());
-        put(&mut o.sqs, "wait_time", a.wait_time.as_ref());
-        put(
-            &mut o.sqs,
-            "visibility_timeout",
-            a.visibility_timeout.as_ref(),
-        );
-        put(&mut o.sqs, "max_extension", a.max_extension.as_ref());
-        put(&mut o.sqs, "max_messages", a.max_messages.as_ref());
-        put(&mut o.limits, "max_sends", a.max_sends.as_ref());
-        put(
-            &mut o.limits,
-            "max_sends_per_day",
-            a.max_sends_per_day.as_ref(),
-        );
-        put(&mut o.limits, "max_sms_per_day", a.max_sms_per_day.as_ref());
-        put(
-            &mut o.limits,
-            "max_email_per_day",
-            a.max_email_per_day.as_ref(),
-        );
-        put(&mut o.log, "format", a.log_format.as_ref());
-        put(
-            &mut o.log,
-            "usernames",
-            (a.log_usernames || env.log_usernames).then_some(true),
-        );
-        o
     }
 }
 
@@ -762,6 +625,18 @@ pub struct Settings {
 impl Settings {
     /// Layers defaults, the TOML file and the command line, then validates.
     pub fn load(args: &SettingsArgs) -> Result<Self, ConfigError> {
+        let env_secret = std::env::var(CLIENT_SECRET_ENV)
+            .ok()
+            .filter(|v| !v.is_empty());
+        Self::layered(args, EnvFlags::read()?, env_secret)
+    }
+
+    /// [`Settings::load`] with the environment it reads itself given.
+    fn layered(
+        args: &SettingsArgs,
+        env: EnvFlags,
+        env_secret: Option<String>,
+    ) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Raw::default()));
         if let Some(path) = &args.config {
             if !path.is_file() {
@@ -772,16 +647,15 @@ impl Settings {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Serialized::defaults(Overrides::from_args(
-            args,
-            EnvFlags::read()?,
-        )));
+        // The flags merge as they are: each section struct serializes only what was given.
+        let mut given = args.clone();
+        given.run.dry_run |= env.dry_run;
+        given.run.precheck |= env.precheck;
+        given.log.log_usernames |= env.log_usernames;
+        figment = figment.merge(Serialized::defaults(given));
         let raw: Raw = figment
             .extract()
             .map_err(|e| ConfigError::new(format!("invalid settings: {e}")))?;
-        let env_secret = std::env::var(CLIENT_SECRET_ENV)
-            .ok()
-            .filter(|v| !v.is_empty());
         Self::validate(raw, args, env_secret)
     }
 
@@ -1398,18 +1272,11 @@ mod tests {
 
     fn load_with(argv: &[&str], env_secret: Option<&str>) -> Result<Settings, ConfigError> {
         let cli = crate::cli::Cli::try_parse_from(argv).expect("argv parses");
-        let mut figment = Figment::from(Serialized::defaults(Raw::default()));
-        if let Some(p) = &cli.settings.config {
-            figment = figment.merge(Toml::file_exact(p));
-        }
-        figment = figment.merge(Serialized::defaults(Overrides::from_args(
+        Settings::layered(
             &cli.settings,
             EnvFlags::default(),
-        )));
-        let raw: Raw = figment
-            .extract()
-            .map_err(|e| ConfigError::new(format!("invalid settings: {e}")))?;
-        Settings::validate(raw, &cli.settings, env_secret.map(str::to_owned))
+            env_secret.map(str::to_owned),
+        )
     }
 
     #[test]
@@ -1990,6 +1857,34 @@ mod docs_agree {
             unknown.is_empty(),
             "the Settings table of docs/contract.md names flags no command has: {unknown:?}"
         );
+    }
+
+    /// Each flag is declared once, with its key: given every setting flag, the section structs
+    /// serialize exactly the config keys, so no flag lacks a key and no key lacks a flag.
+    #[test]
+    fn every_setting_flag_serializes_to_its_config_key_and_every_key_has_a_flag() {
+        let cmd = crate::cli::Cli::command();
+        let mut argv = vec!["cognito-resend".to_owned()];
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if ["help", "version", "config", "verbose", "quiet"].contains(&long) {
+                continue;
+            }
+            argv.push(format!("--{long}"));
+            if arg.get_action().takes_values() {
+                argv.push("x".to_owned());
+            }
+        }
+        argv.push("check".to_owned());
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(&argv).expect("argv parses");
+        let given = serde_json::to_value(&cli.settings).expect("the flags serialize");
+        let mut from_flags = BTreeSet::new();
+        for (section, fields) in given.as_object().into_iter().flatten() {
+            for key in fields.as_object().into_iter().flatten().map(|(k, _)| k) {
+                from_flags.insert(format!("{section}.{key}"));
+            }
+        }
+        assert_eq!(from_flags, known_keys());
     }
 
     #[test]

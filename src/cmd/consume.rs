@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use super::parts::{Parts, run_engine};
 use super::{Finished, RunError, Summary, stopped};
-use crate::cli::LogFormat;
 use crate::config::Settings;
 use crate::shutdown::Shutdown;
 use crate::source::sqs::{self, SqsSettings, SqsSource};
+use crate::telemetry::LogFormat;
 use crate::telemetry::metrics;
 
 /// Runs `consume`.
