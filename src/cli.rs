@@ -112,3 +112,163 @@ pub enum LedgerAction {
     /// key `pk`) for --state dynamodb://TABLE.
     Init,
 }
+
+/// The documentation and the settings describe the same things: every flag of every command's
+/// `--help` is in the the Settings table of docs/contract.md and the reverse, and every key of
+/// `config/example.toml` is a key the configuration reads and the reverse.
+#[cfg(test)]
+mod docs_agree {
+    use std::collections::BTreeSet;
+
+    use clap::CommandFactory;
+
+    /// Every config key, `section.key`, as the configuration reads it.
+    fn known_keys() -> BTreeSet<String> {
+        crate::config::config_keys().into_iter().collect()
+    }
+
+    /// Every long flag of every command and subcommand (`--help` and `--version` aside).
+    fn flags(cmd: &clap::Command, out: &mut BTreeSet<String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                if long != "help" && long != "version" {
+                    out.insert(format!("--{long}"));
+                }
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            flags(sub, out);
+        }
+    }
+
+    fn read(rel: &str) -> String {
+        std::fs::read_to_string(format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    /// The rows of the the Settings table of docs/contract.md: (flags column, keys column).
+    fn contract_rows() -> Vec<(String, String)> {
+        let contract = read("docs/contract.md");
+        let start = contract
+            .find("\n## Settings\n")
+            .expect("a Settings section");
+        let section = &contract[start + 1..];
+        let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
+        section[..end]
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells[1].to_owned(), cells[2].to_owned())
+            })
+            .collect()
+    }
+
+    fn words<'a>(text: &'a str, prefix: &'a str) -> impl Iterator<Item = String> + 'a {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || "-_.*".contains(c)))
+            .filter(move |w| w.starts_with(prefix))
+            .map(|w| w.trim_end_matches('.').to_owned())
+    }
+
+    #[test]
+    fn every_flag_in_help_is_in_the_contracts_settings_table_and_the_reverse() {
+        let mut in_help = BTreeSet::new();
+        flags(&super::Cli::command(), &mut in_help);
+        let in_contract: BTreeSet<String> = contract_rows()
+            .iter()
+            .flat_map(|(f, _)| words(f, "--").collect::<Vec<_>>())
+            .collect();
+        let undocumented: Vec<_> = in_help.difference(&in_contract).collect();
+        assert!(
+            undocumented.is_empty(),
+            "flags missing from the Settings table of docs/contract.md: {undocumented:?}"
+        );
+        let unknown: Vec<_> = in_contract.difference(&in_help).collect();
+        assert!(
+            unknown.is_empty(),
+            "the Settings table of docs/contract.md names flags no command has: {unknown:?}"
+        );
+    }
+
+    /// Each flag is declared once, with its key: given every setting flag, the section structs
+    /// serialize exactly the config keys, so no flag lacks a key and no key lacks a flag.
+    #[test]
+    fn every_setting_flag_serializes_to_its_config_key_and_every_key_has_a_flag() {
+        let cmd = super::Cli::command();
+        let mut argv = vec!["cognito-resend".to_owned()];
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if ["help", "version", "config", "verbose", "quiet"].contains(&long) {
+                continue;
+            }
+            argv.push(format!("--{long}"));
+            if arg.get_action().takes_values() {
+                argv.push("x".to_owned());
+            }
+        }
+        argv.push("check".to_owned());
+        let cli = <super::Cli as clap::Parser>::try_parse_from(&argv).expect("argv parses");
+        let given = serde_json::to_value(&cli.settings).expect("the flags serialize");
+        let mut from_flags = BTreeSet::new();
+        for (section, fields) in given.as_object().into_iter().flatten() {
+            for key in fields.as_object().into_iter().flatten().map(|(k, _)| k) {
+                from_flags.insert(format!("{section}.{key}"));
+            }
+        }
+        assert_eq!(from_flags, known_keys());
+    }
+
+    #[test]
+    fn every_config_key_is_in_the_contracts_settings_table_and_the_reverse() {
+        let known = known_keys();
+        let in_contract: BTreeSet<String> = contract_rows()
+            .iter()
+            .flat_map(|(_, k)| words(k, "").filter(|w| w.contains('.')).collect::<Vec<_>>())
+            .collect();
+        for key in &in_contract {
+            let covered = match key.strip_suffix(".*") {
+                Some(section) => known.iter().any(|k| k.starts_with(&format!("{section}."))),
+                None => known.contains(key),
+            };
+            assert!(
+                covered,
+                "the Settings table of docs/contract.md names unknown key {key}"
+            );
+        }
+        for key in &known {
+            let section = key.split('.').next().unwrap();
+            assert!(
+                in_contract.contains(key) || in_contract.contains(&format!("{section}.*")),
+                "key {key} is missing from the Settings table of docs/contract.md"
+            );
+        }
+    }
+
+    #[test]
+    fn every_key_in_the_example_file_is_known_and_the_reverse() {
+        let example = read("config/example.toml");
+        let mut section = String::new();
+        let mut in_file = BTreeSet::new();
+        for line in example.lines() {
+            let line = line.trim();
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+                continue;
+            }
+            // A key set (`key = value`) or shown commented out (`# key = value`).
+            let body = line.strip_prefix("# ").unwrap_or(line);
+            if let Some((key, _)) = body.split_once(" = ") {
+                if !section.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    in_file.insert(format!("{section}.{key}"));
+                }
+            }
+        }
+        let known = known_keys();
+        let unknown: Vec<_> = in_file.difference(&known).collect();
+        assert!(
+            unknown.is_empty(),
+            "example.toml has unknown keys: {unknown:?}"
+        );
+        let missing: Vec<_> = known.difference(&in_file).collect();
+        assert!(missing.is_empty(), "example.toml lacks keys: {missing:?}");
+    }
+}
