@@ -491,7 +491,7 @@ mod in_process {
     use std::time::Duration;
 
     use cognito_resend::cognito::Cognito;
-    use cognito_resend::config::{CognitoSettings, RetrySettings};
+    use cognito_resend::config::{CognitoSettings, LimitSettings, RetrySettings, RunSettings};
     use cognito_resend::engine::{self, EngineConfig, StopCause};
     use cognito_resend::ledger::sqlite::SqliteStore;
     use cognito_resend::ledger::{
@@ -644,23 +644,28 @@ mod in_process {
         })
         .await;
         let config = EngineConfig {
-            concurrency: 4,
-            rate: None,
-            retry: engine::retry::RetryPolicy::new(RetrySettings {
+            run: RunSettings {
+                concurrency: 4.try_into().unwrap(),
+                rate: None,
+                fleet_rate: None,
+                dry_run: false,
+                precheck: false,
+                precheck_rate: None,
+            },
+            retry: RetrySettings {
                 max_attempts: 3.try_into().unwrap(),
                 max_elapsed: Duration::from_secs(30),
                 initial_backoff: Duration::from_millis(10),
                 max_backoff: Duration::from_millis(100),
                 multiplier: 2.0,
                 jitter: 0.0,
-            }),
-            dry_run: false,
+            },
+            limits: LimitSettings::default(),
             default_client_id: Some(CLIENT.into()),
             allowed_client_ids: Vec::new(),
             shutdown_grace: Duration::from_secs(10),
             ledger: Some(ledger.clone()),
             precheck: None,
-            spend: Default::default(),
         };
         let recorder = Arc::new(Recorder::new("csv", Some(report), false).expect("report"));
         let mut source = CsvSource::open(csv.to_owned()).await.expect("csv");
