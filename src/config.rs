@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+pub use crate::cognito::ClientSecret;
 use crate::telemetry::LogFormat;
 
 mod args;
@@ -352,28 +352,6 @@ fn env_bool(name: &str) -> Result<bool, ConfigError> {
 // Stage 2: validated, typed settings.
 // ---------------------------------------------------------------------------------------------
 
-/// The app client secret. Its `Debug` and `Display` never show the value.
-#[derive(Clone)]
-pub struct ClientSecret(SecretString);
-
-impl ClientSecret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(SecretString::from(value.into()))
-    }
-
-    /// The secret, for computing a SecretHash. Never log what this returns.
-    pub fn expose(&self) -> &str {
-        self.0.expose_secret()
-    }
-}
-
-impl fmt::Debug for ClientSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ClientSecret(<redacted>)")
-    }
-}
-
 /// Where the client secret came from, for `check` (never the value).
 #[derive(Debug, Clone)]
 pub enum SecretSource {
@@ -412,6 +390,23 @@ pub struct CognitoSettings {
     /// Bounds connection setup.
     #[serde(serialize_with = "show::duration")]
     pub connect_timeout: Duration,
+}
+
+impl CognitoSettings {
+    /// Where and how the Cognito clients connect, as the client takes it.
+    pub fn connection(&self) -> crate::cognito::Connection {
+        crate::cognito::Connection {
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            attempt_timeout: self.attempt_timeout,
+            connect_timeout: self.connect_timeout,
+        }
+    }
+
+    /// The client secret, if one was given.
+    pub fn client_secret(&self) -> Option<ClientSecret> {
+        self.secret.as_ref().map(|(s, _)| s.clone())
+    }
 }
 
 /// How the engine runs jobs.

@@ -490,8 +490,8 @@ mod in_process {
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use std::time::Duration;
 
-    use cognito_resend::cognito::Cognito;
-    use cognito_resend::config::{CognitoSettings, LimitSettings, RetrySettings, RunSettings};
+    use cognito_resend::cognito::{Cognito, Connection};
+    use cognito_resend::config::{LimitSettings, RetrySettings, RunSettings};
     use cognito_resend::engine::{self, EngineConfig, StopCause};
     use cognito_resend::ledger::sqlite::SqliteStore;
     use cognito_resend::ledger::{
@@ -632,16 +632,15 @@ mod in_process {
         ledger: &Ledger,
         report: &Path,
     ) -> StopCause {
-        let cognito = Cognito::connect(&CognitoSettings {
-            client_id: Some(CLIENT.into()),
-            allowed_client_ids: Vec::new(),
-            secret: None,
-            endpoint: Some(endpoint.parse().unwrap()),
-            user_pool_id: None,
-            region: Some("us-east-1".into()),
-            attempt_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(5),
-        })
+        let cognito = Cognito::connect(
+            &Connection {
+                endpoint: Some(endpoint.parse().unwrap()),
+                region: Some("us-east-1".into()),
+                attempt_timeout: Duration::from_secs(10),
+                connect_timeout: Duration::from_secs(5),
+            },
+            None,
+        )
         .await;
         let config = EngineConfig {
             run: RunSettings {

@@ -57,9 +57,13 @@ pub(super) async fn pool(
             "backfill --from-pool needs --client-id (cognito.client_id)".into(),
         ));
     }
-    let admin = PoolAdmin::connect(&settings.cognito, "backfill --from-pool")
-        .await
-        .map_err(RunError::Usage)?;
+    let admin = PoolAdmin::connect(
+        &settings.cognito.connection(),
+        settings.cognito.user_pool_id.as_deref(),
+        "backfill --from-pool",
+    )
+    .await
+    .map_err(RunError::Usage)?;
     let mut source = PoolSource::start(
         discovery(&settings, admin, Vec::new()),
         shutdown.token.child_token(),

@@ -53,7 +53,11 @@ impl Parts {
                     .display()
             ))
         })?;
-        let cognito = Cognito::connect(&settings.cognito).await;
+        let cognito = Cognito::connect(
+            &settings.cognito.connection(),
+            settings.cognito.client_secret(),
+        )
+        .await;
         if cognito.region().is_none() {
             return Err(RunError::Usage(
                 "no AWS region: set --region (aws.region) or AWS_REGION".into(),
@@ -61,9 +65,13 @@ impl Parts {
         }
         let precheck = if settings.run.precheck {
             Some(
-                PoolAdmin::connect(&settings.cognito, "--precheck")
-                    .await
-                    .map_err(RunError::Usage)?,
+                PoolAdmin::connect(
+                    &settings.cognito.connection(),
+                    settings.cognito.user_pool_id.as_deref(),
+                    "--precheck",
+                )
+                .await
+                .map_err(RunError::Usage)?,
             )
         } else {
             None
