@@ -7,7 +7,6 @@
 //! `COGNITO_RESEND_CLIENT_SECRET`, which is never a flag). Every validation error names the key
 //! and, through figment, the layer it came from, so an operator can find the bad value.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
@@ -15,7 +14,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub use crate::cognito::ClientSecret;
 use crate::telemetry::LogFormat;
@@ -39,250 +38,63 @@ impl ConfigError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Stage 1: the raw, layered form. Field names are the TOML keys of config/example.toml.
+// Stage 1: the raw, layered form: [`SettingsArgs`], whose section structs are both the flags and
+// the TOML keys. The built-in defaults are the bottom layer, written as the TOML file would.
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct Raw {
-    cognito: RawCognito,
-    aws: RawAws,
-    run: RawRun,
-    retry: RawRetry,
-    report: RawReport,
-    ledger: RawLedger,
-    discover: RawDiscover,
-    metrics: RawMetrics,
-    sqs: RawSqs,
-    log: RawLog,
-    limits: RawLimits,
-}
+/// The built-in defaults, as a TOML file would give them (keys without a default are unset).
+const DEFAULTS: &str = r#"
+[cognito]
+attempt_timeout = "10s"
+connect_timeout = "3s"
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawCognito {
-    client_id: Option<String>,
-    allowed_client_ids: Vec<String>,
-    client_secret_file: Option<PathBuf>,
-    endpoint: Option<String>,
-    user_pool_id: Option<String>,
-    attempt_timeout: String,
-    connect_timeout: String,
-}
+[run]
+concurrency = 16
+rate = 10
+precheck_rate = 20
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawAws {
-    region: Option<String>,
-}
+[retry]
+max_attempts = 10
+max_elapsed = "10m"
+initial_backoff = "250ms"
+max_backoff = "30s"
+multiplier = 2.0
+jitter = 0.5
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawRun {
-    concurrency: NumOrString,
-    rate: NumOrString,
-    fleet_rate: Option<NumOrString>,
-    dry_run: bool,
-    precheck: bool,
-    precheck_rate: NumOrString,
-}
+[discover]
+list_rate = 5
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawRetry {
-    max_attempts: NumOrString,
-    max_elapsed: String,
-    initial_backoff: String,
-    max_backoff: String,
-    multiplier: NumOrString,
-    jitter: NumOrString,
-}
+[ledger]
+path = "cognito-resend.db"
+cooldown = "24h"
+claim_lease = "30s"
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawReport {
-    path: Option<PathBuf>,
-}
+[metrics]
+listen = "127.0.0.1:9464"
+linger = "0s"
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawDiscover {
-    created_after: Option<String>,
-    created_before: Option<String>,
-    older_than: Option<String>,
-    list_rate: NumOrString,
-}
+[sqs]
+batch_size = 10
+wait_time = "20s"
+visibility_timeout = "60s"
+max_extension = "1h"
+max_messages = 0
+shutdown_grace = "30s"
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawLedger {
-    path: String,
-    cooldown: String,
-    claim_lease: String,
-    dynamodb_endpoint: Option<String>,
-}
+[limits]
+max_sends = 0
+max_sends_per_day = 0
+max_sms_per_day = 0
+max_email_per_day = 0
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawMetrics {
-    listen: String,
-    linger: String,
-    pushgateway: Option<String>,
-}
+[log]
+format = "text"
+"#;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawSqs {
-    queue_url: Option<String>,
-    endpoint: Option<String>,
-    batch_size: NumOrString,
-    wait_time: String,
-    visibility_timeout: String,
-    max_extension: String,
-    max_messages: NumOrString,
-    shutdown_grace: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawLimits {
-    max_sends: NumOrString,
-    max_sends_per_day: NumOrString,
-    max_sms_per_day: NumOrString,
-    max_email_per_day: NumOrString,
-}
-
-impl Default for RawLimits {
-    fn default() -> Self {
-        Self {
-            max_sends: NumOrString::Int(0),
-            max_sends_per_day: NumOrString::Int(0),
-            max_sms_per_day: NumOrString::Int(0),
-            max_email_per_day: NumOrString::Int(0),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawLog {
-    format: LogFormat,
-    usernames: bool,
-}
-
-/// A number as TOML writes it, or a string as flags and environment variables do.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(untagged)]
-enum NumOrString {
-    Int(i64),
-    Float(f64),
-    Str(String),
-}
-
-impl fmt::Display for NumOrString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Int(n) => write!(f, "{n}"),
-            Self::Float(x) => write!(f, "{x}"),
-            Self::Str(s) => f.write_str(s),
-        }
-    }
-}
-
-impl Default for RawCognito {
-    fn default() -> Self {
-        Self {
-            client_id: None,
-            allowed_client_ids: Vec::new(),
-            client_secret_file: None,
-            endpoint: None,
-            user_pool_id: None,
-            attempt_timeout: "10s".into(),
-            connect_timeout: "3s".into(),
-        }
-    }
-}
-
-impl Default for RawRun {
-    fn default() -> Self {
-        Self {
-            concurrency: NumOrString::Int(16),
-            rate: NumOrString::Int(10),
-            fleet_rate: None,
-            dry_run: false,
-            precheck: false,
-            precheck_rate: NumOrString::Int(20),
-        }
-    }
-}
-
-impl Default for RawRetry {
-    fn default() -> Self {
-        Self {
-            max_attempts: NumOrString::Int(10),
-            max_elapsed: "10m".into(),
-            initial_backoff: "250ms".into(),
-            max_backoff: "30s".into(),
-            multiplier: NumOrString::Float(2.0),
-            jitter: NumOrString::Float(0.5),
-        }
-    }
-}
-
-impl Default for RawDiscover {
-    fn default() -> Self {
-        Self {
-            created_after: None,
-            created_before: None,
-            older_than: None,
-            list_rate: NumOrString::Int(5),
-        }
-    }
-}
-
-impl Default for RawLedger {
-    fn default() -> Self {
-        Self {
-            path: "cognito-resend.db".into(),
-            cooldown: "24h".into(),
-            claim_lease: "30s".into(),
-            dynamodb_endpoint: None,
-        }
-    }
-}
-
-impl Default for RawMetrics {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:9464".into(),
-            linger: "0s".into(),
-            pushgateway: None,
-        }
-    }
-}
-
-impl Default for RawSqs {
-    fn default() -> Self {
-        Self {
-            queue_url: None,
-            endpoint: None,
-            batch_size: NumOrString::Int(10),
-            wait_time: "20s".into(),
-            visibility_timeout: "60s".into(),
-            max_extension: "1h".into(),
-            max_messages: NumOrString::Int(0),
-            shutdown_grace: "30s".into(),
-        }
-    }
-}
-
-impl Default for RawLog {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Text,
-            usernames: false,
-        }
-    }
+/// A layered value as text; the defaults give every key that validation parses, so an unset
+/// one reads as empty and fails its parse naming the key.
+fn given(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or_default()
 }
 
 /// Boolean settings given in the environment (clap reads the others).
@@ -333,6 +145,17 @@ fn allowed_client_ids(raw: Vec<String>) -> Result<Vec<String>, ConfigError> {
         }
     }
     Ok(ids)
+}
+
+/// `log.format`: text or json.
+fn log_format(text: &str) -> Result<LogFormat, ConfigError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(ConfigError::new(format!(
+            "log.format (--log-format): {other:?} is not text or json"
+        ))),
+    }
 }
 
 fn env_bool(name: &str) -> Result<bool, ConfigError> {
@@ -632,7 +455,7 @@ impl Settings {
         env: EnvFlags,
         env_secret: Option<String>,
     ) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Raw::default()));
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
         if let Some(path) = &args.config {
             if !path.is_file() {
                 return Err(ConfigError::new(format!(
@@ -648,14 +471,14 @@ impl Settings {
         given.run.precheck |= env.precheck;
         given.log.log_usernames |= env.log_usernames;
         figment = figment.merge(Serialized::defaults(given));
-        let raw: Raw = figment
+        let raw: SettingsArgs = figment
             .extract()
             .map_err(|e| ConfigError::new(format!("invalid settings: {e}")))?;
         Self::validate(raw, args, env_secret)
     }
 
     fn validate(
-        raw: Raw,
+        raw: SettingsArgs,
         args: &SettingsArgs,
         env_secret: Option<String>,
     ) -> Result<Self, ConfigError> {
@@ -672,27 +495,29 @@ impl Settings {
         };
         let endpoint = http_url(
             "cognito.endpoint (--cognito-endpoint)",
-            non_empty(raw.cognito.endpoint),
+            non_empty(raw.cognito.cognito_endpoint),
         )?;
         let cognito = CognitoSettings {
             client_id: client_id(non_empty(raw.cognito.client_id))?,
-            allowed_client_ids: allowed_client_ids(raw.cognito.allowed_client_ids)?,
+            allowed_client_ids: allowed_client_ids(raw.cognito.allow_client_id)?,
             secret,
             endpoint,
             user_pool_id: non_empty(raw.cognito.user_pool_id),
             region: non_empty(raw.aws.region),
             attempt_timeout: positive_duration(
                 "cognito.attempt_timeout (--attempt-timeout)",
-                &raw.cognito.attempt_timeout,
+                given(&raw.cognito.attempt_timeout),
             )?,
             connect_timeout: positive_duration(
                 "cognito.connect_timeout (--connect-timeout)",
-                &raw.cognito.connect_timeout,
+                given(&raw.cognito.connect_timeout),
             )?,
         };
 
-        let concurrency: usize =
-            parse_num("run.concurrency (--concurrency)", &raw.run.concurrency)?;
+        let concurrency: usize = parse_num(
+            "run.concurrency (--concurrency)",
+            given(&raw.run.concurrency),
+        )?;
         let concurrency = NonZeroUsize::new(concurrency).ok_or_else(|| {
             ConfigError::new("run.concurrency (--concurrency): must be at least 1")
         })?;
@@ -703,14 +528,14 @@ impl Settings {
                  more in flight only queues behind the rate limit)"
             )));
         }
-        let rate = rate_setting("run.rate (--rate)", &raw.run.rate)?;
+        let rate = rate_setting("run.rate (--rate)", given(&raw.run.rate))?;
         let mut warnings = Vec::new();
         let precheck_rate = rate_setting(
             "run.precheck_rate (--precheck-rate)",
-            &raw.run.precheck_rate,
+            given(&raw.run.precheck_rate),
         )?;
-        let fleet_rate = match &raw.run.fleet_rate {
-            Some(r) => rate_setting("run.fleet_rate (--fleet-rate)", r)?,
+        let fleet_rate = match non_empty(raw.run.fleet_rate.clone()) {
+            Some(r) => rate_setting("run.fleet_rate (--fleet-rate)", &r)?,
             None => None,
         };
         let run = RunSettings {
@@ -723,23 +548,26 @@ impl Settings {
         };
         let shutdown_grace = duration(
             "sqs.shutdown_grace (--shutdown-grace)",
-            &raw.sqs.shutdown_grace,
+            given(&raw.sqs.shutdown_grace),
         )?;
 
         let max_attempts: u32 = parse_num(
             "retry.max_attempts (--max-attempts)",
-            &raw.retry.max_attempts,
+            given(&raw.retry.max_attempts),
         )?;
         let max_attempts = NonZeroU32::new(max_attempts).ok_or_else(|| {
             ConfigError::new("retry.max_attempts (--max-attempts): must be at least 1")
         })?;
-        let multiplier: f64 = parse_num("retry.multiplier (--multiplier)", &raw.retry.multiplier)?;
+        let multiplier: f64 = parse_num(
+            "retry.multiplier (--multiplier)",
+            given(&raw.retry.multiplier),
+        )?;
         if !multiplier.is_finite() || multiplier < 1.0 {
             return Err(ConfigError::new(format!(
                 "retry.multiplier (--multiplier): {multiplier} must be at least 1.0"
             )));
         }
-        let jitter: f64 = parse_num("retry.jitter (--jitter)", &raw.retry.jitter)?;
+        let jitter: f64 = parse_num("retry.jitter (--jitter)", given(&raw.retry.jitter))?;
         if !(0.0..=1.0).contains(&jitter) {
             return Err(ConfigError::new(format!(
                 "retry.jitter (--jitter): {jitter} must be between 0 and 1"
@@ -747,19 +575,25 @@ impl Settings {
         }
         let initial_backoff = positive_duration(
             "retry.initial_backoff (--initial-backoff)",
-            &raw.retry.initial_backoff,
+            given(&raw.retry.initial_backoff),
         )?;
-        let max_backoff =
-            positive_duration("retry.max_backoff (--max-backoff)", &raw.retry.max_backoff)?;
+        let max_backoff = positive_duration(
+            "retry.max_backoff (--max-backoff)",
+            given(&raw.retry.max_backoff),
+        )?;
         if max_backoff < initial_backoff {
             return Err(ConfigError::new(format!(
                 "retry.max_backoff (--max-backoff): {} is shorter than retry.initial_backoff ({})",
-                raw.retry.max_backoff, raw.retry.initial_backoff
+                given(&raw.retry.max_backoff),
+                given(&raw.retry.initial_backoff)
             )));
         }
         let retry = RetrySettings {
             max_attempts,
-            max_elapsed: duration("retry.max_elapsed (--max-elapsed)", &raw.retry.max_elapsed)?,
+            max_elapsed: duration(
+                "retry.max_elapsed (--max-elapsed)",
+                given(&raw.retry.max_elapsed),
+            )?,
             initial_backoff,
             max_backoff,
             multiplier,
@@ -779,24 +613,27 @@ impl Settings {
                 Some(d) => Some(duration("discover.older_than (--older-than)", &d)?),
                 None => None,
             },
-            list_rate: rate_setting("discover.list_rate (--list-rate)", &raw.discover.list_rate)?,
+            list_rate: rate_setting(
+                "discover.list_rate (--list-rate)",
+                given(&raw.discover.list_rate),
+            )?,
         };
 
         let claim_lease = positive_duration(
             "ledger.claim_lease (--claim-lease)",
-            &raw.ledger.claim_lease,
+            given(&raw.ledger.claim_lease),
         )?;
         if claim_lease < MIN_CLAIM_LEASE {
             return Err(ConfigError::new(format!(
                 "ledger.claim_lease (--claim-lease): {} is shorter than six heartbeats (a run \
                  heartbeats at most every {}, so the lease must be at least {}); a shorter lease \
                  lets another run take over live claims and send twice",
-                raw.ledger.claim_lease,
+                given(&raw.ledger.claim_lease),
                 humantime::format_duration(MIN_HEARTBEAT),
                 humantime::format_duration(MIN_CLAIM_LEASE),
             )));
         }
-        let cooldown = duration("ledger.cooldown (--cooldown)", &raw.ledger.cooldown)?;
+        let cooldown = duration("ledger.cooldown (--cooldown)", given(&raw.ledger.cooldown))?;
         if cooldown.is_zero() {
             warnings.push(
                 "ledger.cooldown (--cooldown) is 0: the ledger will not stop a second code to a \
@@ -811,7 +648,7 @@ impl Settings {
                     .to_owned(),
             );
         }
-        let state = crate::ledger::StateSpec::parse(&raw.ledger.path)
+        let state = crate::ledger::StateSpec::parse(given(&raw.ledger.state))
             .map_err(|e| ConfigError::new(format!("ledger.path (--state): {e}")))?;
         if run.fleet_rate.is_some() && state == crate::ledger::StateSpec::None {
             return Err(ConfigError::new(
@@ -830,7 +667,7 @@ impl Settings {
             )?,
         };
 
-        let listen = raw.metrics.listen.trim();
+        let listen = given(&raw.metrics.metrics_addr).trim();
         let metrics = MetricsSettings {
             listen: if listen.eq_ignore_ascii_case("none") || listen.is_empty() {
                 None
@@ -842,7 +679,10 @@ impl Settings {
                     ))
                 })?)
             },
-            linger: duration("metrics.linger (--metrics-linger)", &raw.metrics.linger)?,
+            linger: duration(
+                "metrics.linger (--metrics-linger)",
+                given(&raw.metrics.metrics_linger),
+            )?,
             pushgateway: match http_url(
                 "metrics.pushgateway (--pushgateway)",
                 non_empty(raw.metrics.pushgateway),
@@ -863,13 +703,14 @@ impl Settings {
             },
         };
 
-        let batch_size: u32 = parse_num("sqs.batch_size (--batch-size)", &raw.sqs.batch_size)?;
+        let batch_size: u32 =
+            parse_num("sqs.batch_size (--batch-size)", given(&raw.sqs.batch_size))?;
         if !(1..=10).contains(&batch_size) {
             return Err(ConfigError::new(format!(
                 "sqs.batch_size (--batch-size): {batch_size} must be between 1 and 10"
             )));
         }
-        let wait_time = duration("sqs.wait_time (--wait-time)", &raw.sqs.wait_time)?;
+        let wait_time = duration("sqs.wait_time (--wait-time)", given(&raw.sqs.wait_time))?;
         if wait_time > Duration::from_secs(20) {
             return Err(ConfigError::new(
                 "sqs.wait_time (--wait-time): SQS long polls for at most 20s",
@@ -877,7 +718,7 @@ impl Settings {
         }
         let visibility_timeout = positive_duration(
             "sqs.visibility_timeout (--visibility-timeout)",
-            &raw.sqs.visibility_timeout,
+            given(&raw.sqs.visibility_timeout),
         )?;
         if visibility_timeout < Duration::from_secs(1)
             || visibility_timeout > Duration::from_secs(12 * 3600)
@@ -888,47 +729,57 @@ impl Settings {
         }
         let max_extension = duration(
             "sqs.max_extension (--max-extension)",
-            &raw.sqs.max_extension,
+            given(&raw.sqs.max_extension),
         )?;
         if max_extension < visibility_timeout {
             return Err(ConfigError::new(format!(
                 "sqs.max_extension (--max-extension): {} is shorter than \
                  sqs.visibility_timeout (--visibility-timeout, {}): a message could come back \
                  to another consumer while its first call is still running",
-                raw.sqs.max_extension, raw.sqs.visibility_timeout
+                given(&raw.sqs.max_extension),
+                given(&raw.sqs.visibility_timeout)
             )));
         }
         let sqs = QueueSettings {
             queue_url: non_empty(raw.sqs.queue_url),
-            endpoint: http_url("sqs.endpoint (--sqs-endpoint)", non_empty(raw.sqs.endpoint))?,
+            endpoint: http_url(
+                "sqs.endpoint (--sqs-endpoint)",
+                non_empty(raw.sqs.sqs_endpoint),
+            )?,
             batch_size,
             wait_time,
             visibility_timeout,
             max_extension,
             max_messages: {
-                let n: u64 = parse_num("sqs.max_messages (--max-messages)", &raw.sqs.max_messages)?;
+                let n: u64 = parse_num(
+                    "sqs.max_messages (--max-messages)",
+                    given(&raw.sqs.max_messages),
+                )?;
                 (n > 0).then_some(n)
             },
             shutdown_grace,
         };
 
-        let cap = |key: &str, v: &NumOrString| -> Result<Option<u64>, ConfigError> {
+        let cap = |key: &str, v: &str| -> Result<Option<u64>, ConfigError> {
             let n: u64 = parse_num(key, v)?;
             Ok((n > 0).then_some(n))
         };
         let limits = LimitSettings {
-            max_sends: cap("limits.max_sends (--max-sends)", &raw.limits.max_sends)?,
+            max_sends: cap(
+                "limits.max_sends (--max-sends)",
+                given(&raw.limits.max_sends),
+            )?,
             max_sends_per_day: cap(
                 "limits.max_sends_per_day (--max-sends-per-day)",
-                &raw.limits.max_sends_per_day,
+                given(&raw.limits.max_sends_per_day),
             )?,
             max_sms_per_day: cap(
                 "limits.max_sms_per_day (--max-sms-per-day)",
-                &raw.limits.max_sms_per_day,
+                given(&raw.limits.max_sms_per_day),
             )?,
             max_email_per_day: cap(
                 "limits.max_email_per_day (--max-email-per-day)",
-                &raw.limits.max_email_per_day,
+                given(&raw.limits.max_email_per_day),
             )?,
         };
         if !limits.day().is_empty() && ledger.path == crate::ledger::StateSpec::None {
@@ -949,14 +800,14 @@ impl Settings {
             run,
             retry,
             report: ReportSettings {
-                path: raw.report.path.filter(|p| !p.as_os_str().is_empty()),
+                path: raw.report.report.filter(|p| !p.as_os_str().is_empty()),
             },
             ledger,
             discover,
             metrics,
             log: LogSettings {
-                format: raw.log.format,
-                usernames: raw.log.usernames,
+                format: log_format(given(&raw.log.log_format))?,
+                usernames: raw.log.log_usernames,
                 verbosity: if args.quiet {
                     -1
                 } else {
@@ -1115,11 +966,32 @@ mod show {
     }
 }
 
-/// Every key the configuration reads, `section.key`: the fields of the raw form.
+/// Every key the configuration reads, `section.key`: what [`SettingsArgs`] serializes when every
+/// setting flag is given (each flag is its key).
 pub fn config_keys() -> Vec<String> {
-    let raw = serde_json::to_value(Raw::default()).expect("the raw form serializes");
+    use clap::{CommandFactory, Parser};
+
+    /// The settings flags alone.
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        settings: SettingsArgs,
+    }
+    let mut argv = vec!["keys".to_owned()];
+    for arg in Flags::command().get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if ["help", "config", "verbose", "quiet"].contains(&long) {
+            continue;
+        }
+        argv.push(format!("--{long}"));
+        if arg.get_action().takes_values() {
+            argv.push("x".to_owned());
+        }
+    }
+    let flags = Flags::try_parse_from(&argv).expect("every setting flag parses");
+    let given = serde_json::to_value(&flags.settings).expect("the flags serialize");
     let mut keys = Vec::new();
-    for (section, fields) in raw.as_object().into_iter().flatten() {
+    for (section, fields) in given.as_object().into_iter().flatten() {
         for key in fields.as_object().into_iter().flatten().map(|(k, _)| k) {
             keys.push(format!("{section}.{key}"));
         }
@@ -1148,7 +1020,7 @@ pub const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
 pub const MIN_CLAIM_LEASE: Duration = Duration::from_millis(300);
 
 /// A calls-per-second setting: 0 means no limit.
-fn rate_setting(key: &str, value: &NumOrString) -> Result<Option<f64>, ConfigError> {
+fn rate_setting(key: &str, value: &str) -> Result<Option<f64>, ConfigError> {
     let rate: f64 = parse_num(key, value)?;
     if !rate.is_finite() || rate < 0.0 {
         return Err(ConfigError::new(format!(
@@ -1231,8 +1103,7 @@ fn read_secret_file(path: &Path) -> Result<ClientSecret, ConfigError> {
     Ok(ClientSecret::new(value))
 }
 
-fn parse_num<T: std::str::FromStr>(key: &str, v: &NumOrString) -> Result<T, ConfigError> {
-    let text = v.to_string();
+fn parse_num<T: std::str::FromStr>(key: &str, text: &str) -> Result<T, ConfigError> {
     text.trim()
         .parse()
         .map_err(|_| ConfigError::new(format!("{key}: {text:?} is not a valid number")))
