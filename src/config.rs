@@ -1153,6 +1153,68 @@ mod tests {
         )
     }
 
+    /// The built-in defaults are one TOML text; `--help` says each as `[default: X]`. They must
+    /// say the same: a flag's help names the value its key gets from [`DEFAULTS`], and a key
+    /// without a default says `none` or nothing.
+    #[test]
+    fn every_default_in_help_is_the_default_the_settings_use() {
+        use clap::CommandFactory;
+
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            settings: SettingsArgs,
+        }
+        let defaults: SettingsArgs = Figment::from(Toml::string(DEFAULTS))
+            .extract()
+            .expect("the defaults load");
+        let defaults = serde_json::to_value(&defaults).unwrap();
+        let mut checked = 0;
+        for arg in Flags::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let Some(said) = help
+                .split("[default: ")
+                .nth(1)
+                .and_then(|rest| rest.split(']').next())
+            else {
+                continue;
+            };
+            // The key of this flag: what the flags serialize when only it is given.
+            let flags = Flags::try_parse_from(["keys", &format!("--{long}"), "x"])
+                .unwrap_or_else(|e| panic!("--{long} takes a value: {e}"));
+            let given = serde_json::to_value(&flags.settings).unwrap();
+            let (section, key) = given
+                .as_object()
+                .unwrap()
+                .iter()
+                .find_map(|(section, fields)| {
+                    let key = fields.as_object()?.keys().next()?;
+                    Some((section.clone(), key.clone()))
+                })
+                .unwrap_or_else(|| panic!("--{long} has no key"));
+            let used = defaults[&section][&key].as_str();
+            match (said, used) {
+                ("none", None) => {}
+                (said, Some(used)) => {
+                    let same = match (said.parse::<f64>(), used.parse::<f64>()) {
+                        (Ok(a), Ok(b)) => a == b,
+                        _ => said == used,
+                    };
+                    assert!(
+                        same,
+                        "--{long} says [default: {said}] but {section}.{key} defaults to {used}"
+                    );
+                }
+                (said, None) => {
+                    panic!("--{long} says [default: {said}] but {section}.{key} has no default")
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked > 20, "only {checked} defaults found in the help");
+    }
+
     #[test]
     fn durations_parse_like_the_spec_writes_them() {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
