@@ -1,13 +1,14 @@
 //! The command line, parsed raw (ripgrep's `LowArgs`): nothing here is validated beyond its type.
 //!
-//! Every setting is a flag that clap can also read from `COGNITO_RESEND_<SECTION>_<KEY>`, so
-//! `--help` documents both spellings. [`crate::config`] layers these over the TOML file and the
-//! built-in defaults and validates the result.
+//! The settings' flags are declared by [`crate::config`]'s section structs
+//! ([`SettingsArgs`]), each field a flag, its `COGNITO_RESEND_<SECTION>_<KEY>` environment
+//! variable and its TOML key at once; this module adds the commands.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
-use serde::Serialize;
+use clap::{Parser, Subcommand};
+
+pub use crate::config::SettingsArgs;
 
 /// Re-send Amazon Cognito sign-up confirmation codes to users who never confirmed, at scale and
 /// safely.
@@ -112,465 +113,162 @@ pub enum LedgerAction {
     Init,
 }
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log pipelines.
-    Json,
-}
+/// The documentation and the settings describe the same things: every flag of every command's
+/// `--help` is in the the Settings table of docs/contract.md and the reverse, and every key of
+/// `config/example.toml` is a key the configuration reads and the reverse.
+#[cfg(test)]
+mod docs_agree {
+    use std::collections::BTreeSet;
 
-/// Every setting as a flag. `None` means "not given here": a lower layer decides. An empty value
-/// (typically an empty environment variable) counts as not given.
-///
-/// The two boolean flags read their environment variables in [`crate::config`] instead of
-/// through clap, which rejects an empty value for a flag.
-///
-/// Numbers and durations stay strings until [`crate::config`] validates them, so every bad value,
-/// whichever layer it came from, gets the same error naming its key.
-#[derive(Debug, Args, Default)]
-pub struct SettingsArgs {
-    /// TOML settings file (see config/example.toml for every key).
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_CONFIG",
-        value_name = "FILE"
-    )]
-    pub config: Option<PathBuf>,
+    use clap::CommandFactory;
 
-    /// App client id. A job (CSV column or message field `client_id`) may carry its own.
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_COGNITO_CLIENT_ID",
-        value_name = "ID"
-    )]
-    pub client_id: Option<String>,
+    /// Every config key, `section.key`, as the configuration reads it.
+    fn known_keys() -> BTreeSet<String> {
+        crate::config::config_keys().into_iter().collect()
+    }
 
-    /// Another app client id jobs may name (repeatable; env: comma-separated). A job naming a
-    /// client id that is neither this nor --client-id is `invalid` and never called.
-    #[arg(
-        long = "allow-client-id",
-        global = true,
-        env = "COGNITO_RESEND_COGNITO_ALLOWED_CLIENT_IDS",
-        value_delimiter = ',',
-        value_name = "ID"
-    )]
-    pub allow_client_id: Vec<String>,
+    /// Every long flag of every command and subcommand (`--help` and `--version` aside).
+    fn flags(cmd: &clap::Command, out: &mut BTreeSet<String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                if long != "help" && long != "version" {
+                    out.insert(format!("--{long}"));
+                }
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            flags(sub, out);
+        }
+    }
 
-    /// File holding the app client secret (or set env COGNITO_RESEND_CLIENT_SECRET). When set,
-    /// each request carries SecretHash = Base64(HMAC-SHA256(secret, username + client_id)). The
-    /// secret itself is never accepted as a flag value and never logged.
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_COGNITO_CLIENT_SECRET_FILE",
-        value_name = "FILE"
-    )]
-    pub client_secret_file: Option<PathBuf>,
+    fn read(rel: &str) -> String {
+        std::fs::read_to_string(format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
 
-    /// AWS region (default: the AWS config chain: AWS_REGION, profile, ...).
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_AWS_REGION",
-        value_name = "REGION"
-    )]
-    pub region: Option<String>,
+    /// The rows of the the Settings table of docs/contract.md: (flags column, keys column).
+    fn contract_rows() -> Vec<(String, String)> {
+        let contract = read("docs/contract.md");
+        let start = contract
+            .find("\n## Settings\n")
+            .expect("a Settings section");
+        let section = &contract[start + 1..];
+        let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
+        section[..end]
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells[1].to_owned(), cells[2].to_owned())
+            })
+            .collect()
+    }
 
-    /// Cognito endpoint URL, for emulators and VPC endpoints (default: AWS's).
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_COGNITO_ENDPOINT",
-        value_name = "URL"
-    )]
-    pub cognito_endpoint: Option<String>,
+    fn words<'a>(text: &'a str, prefix: &'a str) -> impl Iterator<Item = String> + 'a {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || "-_.*".contains(c)))
+            .filter(move |w| w.starts_with(prefix))
+            .map(|w| w.trim_end_matches('.').to_owned())
+    }
 
-    /// User pool id (for discover, backfill --from-pool and --precheck).
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_COGNITO_USER_POOL_ID",
-        value_name = "ID"
-    )]
-    pub user_pool_id: Option<String>,
+    #[test]
+    fn every_flag_in_help_is_in_the_contracts_settings_table_and_the_reverse() {
+        let mut in_help = BTreeSet::new();
+        flags(&super::Cli::command(), &mut in_help);
+        let in_contract: BTreeSet<String> = contract_rows()
+            .iter()
+            .flat_map(|(f, _)| words(f, "--").collect::<Vec<_>>())
+            .collect();
+        let undocumented: Vec<_> = in_help.difference(&in_contract).collect();
+        assert!(
+            undocumented.is_empty(),
+            "flags missing from the Settings table of docs/contract.md: {undocumented:?}"
+        );
+        let unknown: Vec<_> = in_contract.difference(&in_help).collect();
+        assert!(
+            unknown.is_empty(),
+            "the Settings table of docs/contract.md names flags no command has: {unknown:?}"
+        );
+    }
 
-    /// Per-attempt timeout of a Cognito call [default: 10s].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_COGNITO_ATTEMPT_TIMEOUT",
-        value_name = "DURATION"
-    )]
-    pub attempt_timeout: Option<String>,
+    /// Each flag is declared once, with its key: given every setting flag, the section structs
+    /// serialize exactly the config keys, so no flag lacks a key and no key lacks a flag.
+    #[test]
+    fn every_setting_flag_serializes_to_its_config_key_and_every_key_has_a_flag() {
+        let cmd = super::Cli::command();
+        let mut argv = vec!["cognito-resend".to_owned()];
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if ["help", "version", "config", "verbose", "quiet"].contains(&long) {
+                continue;
+            }
+            argv.push(format!("--{long}"));
+            if arg.get_action().takes_values() {
+                argv.push("x".to_owned());
+            }
+        }
+        argv.push("check".to_owned());
+        let cli = <super::Cli as clap::Parser>::try_parse_from(&argv).expect("argv parses");
+        let given = serde_json::to_value(&cli.settings).expect("the flags serialize");
+        let mut from_flags = BTreeSet::new();
+        for (section, fields) in given.as_object().into_iter().flatten() {
+            for key in fields.as_object().into_iter().flatten().map(|(k, _)| k) {
+                from_flags.insert(format!("{section}.{key}"));
+            }
+        }
+        assert_eq!(from_flags, known_keys());
+    }
 
-    /// Connect timeout of a Cognito call [default: 3s].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_COGNITO_CONNECT_TIMEOUT",
-        value_name = "DURATION"
-    )]
-    pub connect_timeout: Option<String>,
+    #[test]
+    fn every_config_key_is_in_the_contracts_settings_table_and_the_reverse() {
+        let known = known_keys();
+        let in_contract: BTreeSet<String> = contract_rows()
+            .iter()
+            .flat_map(|(_, k)| words(k, "").filter(|w| w.contains('.')).collect::<Vec<_>>())
+            .collect();
+        for key in &in_contract {
+            let covered = match key.strip_suffix(".*") {
+                Some(section) => known.iter().any(|k| k.starts_with(&format!("{section}."))),
+                None => known.contains(key),
+            };
+            assert!(
+                covered,
+                "the Settings table of docs/contract.md names unknown key {key}"
+            );
+        }
+        for key in &known {
+            let section = key.split('.').next().unwrap();
+            assert!(
+                in_contract.contains(key) || in_contract.contains(&format!("{section}.*")),
+                "key {key} is missing from the Settings table of docs/contract.md"
+            );
+        }
+    }
 
-    /// Max Cognito calls in flight (the semaphore) [default: 16].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_RUN_CONCURRENCY",
-        value_name = "N"
-    )]
-    pub concurrency: Option<String>,
-
-    /// Max Cognito calls per second across the process (token bucket); 0 = no limit. Cognito's
-    /// quota is per account and region and shared with live sign-ups: stay below it [default: 10].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_RUN_RATE",
-        value_name = "PER_SECOND"
-    )]
-    pub rate: Option<String>,
-
-    /// A calls-per-second budget for every run sharing the ledger (needs --state FILE or
-    /// dynamodb://TABLE): each live run takes budget / live runs as its ceiling, recomputed with
-    /// every heartbeat as runs come and go, and replacing --rate. 0 = none [default: none].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_RUN_FLEET_RATE",
-        value_name = "PER_SECOND"
-    )]
-    pub fleet_rate: Option<String>,
-
-    /// Do everything but the send: every job gets outcome `dry_run`, or `cooldown` when the
-    /// ledger says so (with --precheck also `already_confirmed` / `not_found`): the plan.
-    /// [env: COGNITO_RESEND_RUN_DRY_RUN=true]
-    #[arg(long, global = true)]
-    pub dry_run: bool,
-
-    /// AdminGetUser before each send (needs --user-pool-id and IAM credentials): only
-    /// UNCONFIRMED users are sent; others end `already_confirmed` / `not_found` without spending
-    /// a resend. [env: COGNITO_RESEND_RUN_PRECHECK=true]
-    #[arg(long, global = true)]
-    pub precheck: bool,
-
-    /// Max AdminGetUser calls per second for --precheck; 0 = no limit [default: 20].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_RUN_PRECHECK_RATE",
-        value_name = "PER_SECOND"
-    )]
-    pub precheck_rate: Option<String>,
-
-    /// Discovery: only users created at or after this time (RFC 3339 UTC, or a date).
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_DISCOVER_CREATED_AFTER",
-        value_name = "TIME"
-    )]
-    pub created_after: Option<String>,
-
-    /// Discovery: only users created before this time (RFC 3339 UTC, or a date).
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_DISCOVER_CREATED_BEFORE",
-        value_name = "TIME"
-    )]
-    pub created_before: Option<String>,
-
-    /// Discovery: only users created at least this long ago, e.g. 1h (skips users who signed up
-    /// minutes ago).
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_DISCOVER_OLDER_THAN",
-        value_name = "DURATION"
-    )]
-    pub older_than: Option<String>,
-
-    /// Discovery: max ListUsers calls per second (its quota is low and shared); 0 = no limit
-    /// [default: 5].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_DISCOVER_LIST_RATE",
-        value_name = "PER_SECOND"
-    )]
-    pub list_rate: Option<String>,
-
-    /// Max attempts per job [default: 10].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_RETRY_MAX_ATTEMPTS",
-        value_name = "N"
-    )]
-    pub max_attempts: Option<String>,
-
-    /// Max time from a job's first attempt to its last [default: 10m].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_RETRY_MAX_ELAPSED",
-        value_name = "DURATION"
-    )]
-    pub max_elapsed: Option<String>,
-
-    /// First retry delay [default: 250ms].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_RETRY_INITIAL_BACKOFF",
-        value_name = "DURATION"
-    )]
-    pub initial_backoff: Option<String>,
-
-    /// Longest retry delay [default: 30s].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_RETRY_MAX_BACKOFF",
-        value_name = "DURATION"
-    )]
-    pub max_backoff: Option<String>,
-
-    /// Growth factor of the retry delay [default: 2.0].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_RETRY_MULTIPLIER",
-        value_name = "X"
-    )]
-    pub multiplier: Option<String>,
-
-    /// Randomization factor of the retry delay, 0 to 1 [default: 0.5].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_RETRY_JITTER",
-        value_name = "X"
-    )]
-    pub jitter: Option<String>,
-
-    /// Write one JSON line per job outcome to this file.
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_REPORT_PATH",
-        value_name = "FILE"
-    )]
-    pub report: Option<PathBuf>,
-
-    /// The send ledger: a SQLite file, `dynamodb://TABLE` (shared by replicas on many hosts), or
-    /// `none` (no claim, no cooldown: a rerun or a redelivered message sends again)
-    /// [default: cognito-resend.db].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_LEDGER_PATH",
-        value_name = "FILE|dynamodb://TABLE|none"
-    )]
-    pub state: Option<String>,
-
-    /// Never send the same client id + username twice within this window [default: 24h].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_LEDGER_COOLDOWN",
-        value_name = "DURATION"
-    )]
-    pub cooldown: Option<String>,
-
-    /// A run whose ledger heartbeat is older than this is taken for dead: users it had claimed
-    /// are "in doubt" and sent again [default: 30s].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_LEDGER_CLAIM_LEASE",
-        value_name = "DURATION"
-    )]
-    pub claim_lease: Option<String>,
-
-    /// DynamoDB endpoint URL for --state dynamodb://TABLE (local DynamoDB, VPC endpoints).
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_LEDGER_DYNAMODB_ENDPOINT",
-        value_name = "URL"
-    )]
-    pub dynamodb_endpoint: Option<String>,
-
-    /// Serve /metrics, /healthz and /readyz here; port 0 picks a free port and logs it; `none`
-    /// serves nothing [default: 127.0.0.1:9464].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_METRICS_LISTEN",
-        value_name = "ADDR"
-    )]
-    pub metrics_addr: Option<String>,
-
-    /// After a one-shot command finishes, keep serving /metrics this long so a scraper sees the
-    /// final counts (SIGINT/SIGTERM ends it sooner) [default: 0s].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_METRICS_LINGER",
-        value_name = "DURATION"
-    )]
-    pub metrics_linger: Option<String>,
-
-    /// When a one-shot command (backfill, enqueue, discover --to-queue) ends, push its final
-    /// metrics to this Pushgateway (http://host:9091), under job="cognito-resend" and
-    /// command=<command>.
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_METRICS_PUSHGATEWAY",
-        value_name = "URL"
-    )]
-    pub pushgateway: Option<String>,
-
-    /// The SQS queue URL (consume, enqueue).
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_SQS_QUEUE_URL",
-        value_name = "URL"
-    )]
-    pub queue_url: Option<String>,
-
-    /// SQS endpoint URL, for emulators and VPC endpoints (default: AWS's).
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_SQS_ENDPOINT",
-        value_name = "URL"
-    )]
-    pub sqs_endpoint: Option<String>,
-
-    /// Messages per ReceiveMessage, 1 to 10 [default: 10].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_SQS_BATCH_SIZE",
-        value_name = "N"
-    )]
-    pub batch_size: Option<String>,
-
-    /// Long-poll wait of ReceiveMessage, 0s to 20s [default: 20s].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_SQS_WAIT_TIME",
-        value_name = "DURATION"
-    )]
-    pub wait_time: Option<String>,
-
-    /// Visibility timeout of received messages; renewed while their job runs [default: 60s].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_SQS_VISIBILITY_TIMEOUT",
-        value_name = "DURATION"
-    )]
-    pub visibility_timeout: Option<String>,
-
-    /// Stop renewing a message's visibility after it has been held this long [default: 1h].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_SQS_MAX_EXTENSION",
-        value_name = "DURATION"
-    )]
-    pub max_extension: Option<String>,
-
-    /// consume: stop receiving after N messages and exit once they are settled; with
-    /// --dry-run, the pass also ends at the first empty long poll. 0 = no limit [default: 0].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_SQS_MAX_MESSAGES",
-        value_name = "N"
-    )]
-    pub max_messages: Option<String>,
-
-    /// Spend cap: codes this run may send; a job reserves one before its call and gives it back
-    /// if nothing was sent. Reached: the run stops taking work, exit 4. 0 = no cap [default: 0].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_LIMITS_MAX_SENDS",
-        value_name = "N"
-    )]
-    pub max_sends: Option<String>,
-
-    /// Spend cap: codes a UTC day across every run sharing the ledger (reserved in the ledger
-    /// before each call); needs a ledger. 0 = no cap [default: 0].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_LIMITS_MAX_SENDS_PER_DAY",
-        value_name = "N"
-    )]
-    pub max_sends_per_day: Option<String>,
-
-    /// Spend cap: SMS codes a UTC day across the ledger; may overshoot by the calls in flight
-    /// when it is reached (the medium is known only from the answer). 0 = no cap [default: 0].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_LIMITS_MAX_SMS_PER_DAY",
-        value_name = "N"
-    )]
-    pub max_sms_per_day: Option<String>,
-
-    /// Spend cap: email codes a UTC day across the ledger, like --max-sms-per-day. 0 = no cap
-    /// [default: 0].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_LIMITS_MAX_EMAIL_PER_DAY",
-        value_name = "N"
-    )]
-    pub max_email_per_day: Option<String>,
-
-    /// On SIGINT/SIGTERM, how long in-flight calls may take to finish [default: 30s].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_SQS_SHUTDOWN_GRACE",
-        value_name = "DURATION"
-    )]
-    pub shutdown_grace: Option<String>,
-
-    /// Log format: text or json [default: text].
-    #[arg(
-        long,
-        global = true,
-        env = "COGNITO_RESEND_LOG_FORMAT",
-        value_name = "FORMAT"
-    )]
-    pub log_format: Option<String>,
-
-    /// Show usernames in logs (they are personal data; by default logs show a short stable hash).
-    /// [env: COGNITO_RESEND_LOG_USERNAMES=true]
-    #[arg(long, global = true)]
-    pub log_usernames: bool,
-
-    /// More log output (-v debug, -vv trace).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
-    pub verbose: u8,
-
-    /// Less output: warnings and errors only, no progress and no summary.
-    #[arg(short, long, global = true)]
-    pub quiet: bool,
+    #[test]
+    fn every_key_in_the_example_file_is_known_and_the_reverse() {
+        let example = read("config/example.toml");
+        let mut section = String::new();
+        let mut in_file = BTreeSet::new();
+        for line in example.lines() {
+            let line = line.trim();
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+                continue;
+            }
+            // A key set (`key = value`) or shown commented out (`# key = value`).
+            let body = line.strip_prefix("# ").unwrap_or(line);
+            if let Some((key, _)) = body.split_once(" = ") {
+                if !section.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    in_file.insert(format!("{section}.{key}"));
+                }
+            }
+        }
+        let known = known_keys();
+        let unknown: Vec<_> = in_file.difference(&known).collect();
+        assert!(
+            unknown.is_empty(),
+            "example.toml has unknown keys: {unknown:?}"
+        );
+        let missing: Vec<_> = known.difference(&in_file).collect();
+        assert!(missing.is_empty(), "example.toml lacks keys: {missing:?}");
+    }
 }

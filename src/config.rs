@@ -1,12 +1,12 @@
 //! Settings in two stages: a raw serde form layered from defaults, the TOML file and the command
-//! line (flags and their `COGNITO_RESEND_*` environment variables, read by clap), then validated
-//! into typed [`Settings`] that build the working objects.
+//! line (the section structs of [`args`], whose fields are at once a flag, its
+//! `COGNITO_RESEND_<SECTION>_<KEY>` environment variable read by clap, and a TOML key), then
+//! validated into typed [`Settings`] that build the working objects.
 //!
 //! This is the only module that reads the environment (the client secret,
 //! `COGNITO_RESEND_CLIENT_SECRET`, which is never a flag). Every validation error names the key
 //! and, through figment, the layer it came from, so an operator can find the bad value.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
@@ -14,10 +14,14 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
-use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::cli::{LogFormat, SettingsArgs};
+pub use crate::cognito::ClientSecret;
+use crate::telemetry::LogFormat;
+
+mod args;
+
+pub use args::*;
 
 /// The environment variable that may hold the client secret itself.
 pub const CLIENT_SECRET_ENV: &str = "COGNITO_RESEND_CLIENT_SECRET";
@@ -34,293 +38,63 @@ impl ConfigError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Stage 1: the raw, layered form. Field names are the TOML keys of config/example.toml.
+// Stage 1: the raw, layered form: [`SettingsArgs`], whose section structs are both the flags and
+// the TOML keys. The built-in defaults are the bottom layer, written as the TOML file would.
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct Raw {
-    cognito: RawCognito,
-    aws: RawAws,
-    run: RawRun,
-    retry: RawRetry,
-    report: RawReport,
-    ledger: RawLedger,
-    discover: RawDiscover,
-    metrics: RawMetrics,
-    sqs: RawSqs,
-    log: RawLog,
-    limits: RawLimits,
-}
+/// The built-in defaults, as a TOML file would give them (keys without a default are unset).
+const DEFAULTS: &str = r#"
+[cognito]
+attempt_timeout = "10s"
+connect_timeout = "3s"
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawCognito {
-    client_id: Option<String>,
-    allowed_client_ids: Vec<String>,
-    client_secret_file: Option<PathBuf>,
-    endpoint: Option<String>,
-    user_pool_id: Option<String>,
-    attempt_timeout: String,
-    connect_timeout: String,
-}
+[run]
+concurrency = 16
+rate = 10
+precheck_rate = 20
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawAws {
-    region: Option<String>,
-}
+[retry]
+max_attempts = 10
+max_elapsed = "10m"
+initial_backoff = "250ms"
+max_backoff = "30s"
+multiplier = 2.0
+jitter = 0.5
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawRun {
-    concurrency: NumOrString,
-    rate: NumOrString,
-    fleet_rate: Option<NumOrString>,
-    dry_run: bool,
-    precheck: bool,
-    precheck_rate: NumOrString,
-}
+[discover]
+list_rate = 5
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawRetry {
-    max_attempts: NumOrString,
-    max_elapsed: String,
-    initial_backoff: String,
-    max_backoff: String,
-    multiplier: NumOrString,
-    jitter: NumOrString,
-}
+[ledger]
+path = "cognito-resend.db"
+cooldown = "24h"
+claim_lease = "30s"
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawReport {
-    path: Option<PathBuf>,
-}
+[metrics]
+listen = "127.0.0.1:9464"
+linger = "0s"
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawDiscover {
-    created_after: Option<String>,
-    created_before: Option<String>,
-    older_than: Option<String>,
-    list_rate: NumOrString,
-}
+[sqs]
+batch_size = 10
+wait_time = "20s"
+visibility_timeout = "60s"
+max_extension = "1h"
+max_messages = 0
+shutdown_grace = "30s"
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawLedger {
-    path: String,
-    cooldown: String,
-    claim_lease: String,
-    dynamodb_endpoint: Option<String>,
-}
+[limits]
+max_sends = 0
+max_sends_per_day = 0
+max_sms_per_day = 0
+max_email_per_day = 0
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawMetrics {
-    listen: String,
-    linger: String,
-    pushgateway: Option<String>,
-}
+[log]
+format = "text"
+"#;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawSqs {
-    queue_url: Option<String>,
-    endpoint: Option<String>,
-    batch_size: NumOrString,
-    wait_time: String,
-    visibility_timeout: String,
-    max_extension: String,
-    max_messages: NumOrString,
-    shutdown_grace: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawLimits {
-    max_sends: NumOrString,
-    max_sends_per_day: NumOrString,
-    max_sms_per_day: NumOrString,
-    max_email_per_day: NumOrString,
-}
-
-impl Default for RawLimits {
-    fn default() -> Self {
-        Self {
-            max_sends: NumOrString::Int(0),
-            max_sends_per_day: NumOrString::Int(0),
-            max_sms_per_day: NumOrString::Int(0),
-            max_email_per_day: NumOrString::Int(0),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawLog {
-    format: LogFormat,
-    usernames: bool,
-}
-
-/// A number as TOML writes it, or a string as flags and environment variables do.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(untagged)]
-enum NumOrString {
-    Int(i64),
-    Float(f64),
-    Str(String),
-}
-
-impl fmt::Display for NumOrString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Int(n) => write!(f, "{n}"),
-            Self::Float(x) => write!(f, "{x}"),
-            Self::Str(s) => f.write_str(s),
-        }
-    }
-}
-
-impl Default for RawCognito {
-    fn default() -> Self {
-        Self {
-            client_id: None,
-            allowed_client_ids: Vec::new(),
-            client_secret_file: None,
-            endpoint: None,
-            user_pool_id: None,
-            attempt_timeout: "10s".into(),
-            connect_timeout: "3s".into(),
-        }
-    }
-}
-
-impl Default for RawRun {
-    fn default() -> Self {
-        Self {
-            concurrency: NumOrString::Int(16),
-            rate: NumOrString::Int(10),
-            fleet_rate: None,
-            dry_run: false,
-            precheck: false,
-            precheck_rate: NumOrString::Int(20),
-        }
-    }
-}
-
-impl Default for RawRetry {
-    fn default() -> Self {
-        Self {
-            max_attempts: NumOrString::Int(10),
-            max_elapsed: "10m".into(),
-            initial_backoff: "250ms".into(),
-            max_backoff: "30s".into(),
-            multiplier: NumOrString::Float(2.0),
-            jitter: NumOrString::Float(0.5),
-        }
-    }
-}
-
-impl Default for RawDiscover {
-    fn default() -> Self {
-        Self {
-            created_after: None,
-            created_before: None,
-            older_than: None,
-            list_rate: NumOrString::Int(5),
-        }
-    }
-}
-
-impl Default for RawLedger {
-    fn default() -> Self {
-        Self {
-            path: "cognito-resend.db".into(),
-            cooldown: "24h".into(),
-            claim_lease: "30s".into(),
-            dynamodb_endpoint: None,
-        }
-    }
-}
-
-impl Default for RawMetrics {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:9464".into(),
-            linger: "0s".into(),
-            pushgateway: None,
-        }
-    }
-}
-
-impl Default for RawSqs {
-    fn default() -> Self {
-        Self {
-            queue_url: None,
-            endpoint: None,
-            batch_size: NumOrString::Int(10),
-            wait_time: "20s".into(),
-            visibility_timeout: "60s".into(),
-            max_extension: "1h".into(),
-            max_messages: NumOrString::Int(0),
-            shutdown_grace: "30s".into(),
-        }
-    }
-}
-
-impl Default for RawLog {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Text,
-            usernames: false,
-        }
-    }
-}
-
-/// The command-line layer: only what was given, nested like the TOML file.
-#[derive(Debug, Default, Serialize)]
-struct Overrides {
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    cognito: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    aws: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    run: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    retry: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    report: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    ledger: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    discover: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    metrics: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    sqs: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    log: Map,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    limits: Map,
-}
-
-type Map = serde_json::Map<String, serde_json::Value>;
-
-fn put(map: &mut Map, key: &str, value: Option<impl Serialize>) {
-    if let Some(v) = value {
-        // A String, PathBuf or bool always serializes; nothing to fail here.
-        match serde_json::to_value(v) {
-            // An empty value (an empty environment variable) counts as not given.
-            Ok(serde_json::Value::String(s)) if s.trim().is_empty() => {}
-            Ok(v) => {
-                map.insert(key.to_owned(), v);
-            }
-            Err(_) => {}
-        }
-    }
+/// A layered value as text; the defaults give every key that validation parses, so an unset
+/// one reads as empty and fails its parse naming the key.
+fn given(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or_default()
 }
 
 /// Boolean settings given in the environment (clap reads the others).
@@ -373,6 +147,17 @@ fn allowed_client_ids(raw: Vec<String>) -> Result<Vec<String>, ConfigError> {
     Ok(ids)
 }
 
+/// `log.format`: text or json.
+fn log_format(text: &str) -> Result<LogFormat, ConfigError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(ConfigError::new(format!(
+            "log.format (--log-format): {other:?} is not text or json"
+        ))),
+    }
+}
+
 fn env_bool(name: &str) -> Result<bool, ConfigError> {
     match std::env::var(name) {
         Err(_) => Ok(false),
@@ -386,130 +171,9 @@ fn env_bool(name: &str) -> Result<bool, ConfigError> {
     }
 }
 
-impl Overrides {
-    fn from_args(a: &SettingsArgs, env: EnvFlags) -> Self {
-        let mut o = Self::default();
-        put(&mut o.cognito, "client_id", a.client_id.as_ref());
-        // Flags replace the file's list rather than add to it, like every other setting.
-        put(
-            &mut o.cognito,
-            "allowed_client_ids",
-            (!a.allow_client_id.is_empty()).then_some(&a.allow_client_id),
-        );
-        put(
-            &mut o.cognito,
-            "client_secret_file",
-            a.client_secret_file.as_ref(),
-        );
-        put(&mut o.cognito, "endpoint", a.cognito_endpoint.as_ref());
-        put(&mut o.cognito, "user_pool_id", a.user_pool_id.as_ref());
-        put(
-            &mut o.cognito,
-            "attempt_timeout",
-            a.attempt_timeout.as_ref(),
-        );
-        put(
-            &mut o.cognito,
-            "connect_timeout",
-            a.connect_timeout.as_ref(),
-        );
-        put(&mut o.aws, "region", a.region.as_ref());
-        put(&mut o.run, "concurrency", a.concurrency.as_ref());
-        put(&mut o.run, "rate", a.rate.as_ref());
-        put(&mut o.run, "fleet_rate", a.fleet_rate.as_ref());
-        // A boolean flag that is absent says nothing: it must not undo `true` from the file.
-        put(
-            &mut o.run,
-            "dry_run",
-            (a.dry_run || env.dry_run).then_some(true),
-        );
-        put(
-            &mut o.run,
-            "precheck",
-            (a.precheck || env.precheck).then_some(true),
-        );
-        put(&mut o.run, "precheck_rate", a.precheck_rate.as_ref());
-        put(&mut o.discover, "created_after", a.created_after.as_ref());
-        put(&mut o.discover, "created_before", a.created_before.as_ref());
-        put(&mut o.discover, "older_than", a.older_than.as_ref());
-        put(&mut o.discover, "list_rate", a.list_rate.as_ref());
-        put(&mut o.retry, "max_attempts", a.max_attempts.as_ref());
-        put(&mut o.retry, "max_elapsed", a.max_elapsed.as_ref());
-        put(&mut o.retry, "initial_backoff", a.initial_backoff.as_ref());
-        put(&mut o.retry, "max_backoff", a.max_backoff.as_ref());
-        put(&mut o.retry, "multiplier", a.multiplier.as_ref());
-        put(&mut o.retry, "jitter", a.jitter.as_ref());
-        put(&mut o.report, "path", a.report.as_ref());
-        put(&mut o.ledger, "path", a.state.as_ref());
-        put(&mut o.ledger, "cooldown", a.cooldown.as_ref());
-        put(&mut o.ledger, "claim_lease", a.claim_lease.as_ref());
-        put(
-            &mut o.ledger,
-            "dynamodb_endpoint",
-            a.dynamodb_endpoint.as_ref(),
-        );
-        put(&mut o.metrics, "listen", a.metrics_addr.as_ref());
-        put(&mut o.metrics, "linger", a.metrics_linger.as_ref());
-        put(&mut o.metrics, "pushgateway", a.pushgateway.as_ref());
-        put(&mut o.sqs, "shutdown_grace", a.shutdown_grace.as_ref());
-        put(&mut o.sqs, "queue_url", a.queue_url.as_ref());
-        put(&mut o.sqs, "endpoint", a.sqs_endpoint.as_ref());
-        put(&mut o.sqs, "batch_size", a.batch_size.as_ref());
-        put(&mut o.sqs, "wait_time", a.wait_time.as_ref());
-        put(
-            &mut o.sqs,
-            "visibility_timeout",
-            a.visibility_timeout.as_ref(),
-        );
-        put(&mut o.sqs, "max_extension", a.max_extension.as_ref());
-        put(&mut o.sqs, "max_messages", a.max_messages.as_ref());
-        put(&mut o.limits, "max_sends", a.max_sends.as_ref());
-        put(
-            &mut o.limits,
-            "max_sends_per_day",
-            a.max_sends_per_day.as_ref(),
-        );
-        put(&mut o.limits, "max_sms_per_day", a.max_sms_per_day.as_ref());
-        put(
-            &mut o.limits,
-            "max_email_per_day",
-            a.max_email_per_day.as_ref(),
-        );
-        put(&mut o.log, "format", a.log_format.as_ref());
-        put(
-            &mut o.log,
-            "usernames",
-            (a.log_usernames || env.log_usernames).then_some(true),
-        );
-        o
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Stage 2: validated, typed settings.
 // ---------------------------------------------------------------------------------------------
-
-/// The app client secret. Its `Debug` and `Display` never show the value.
-#[derive(Clone)]
-pub struct ClientSecret(SecretString);
-
-impl ClientSecret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(SecretString::from(value.into()))
-    }
-
-    /// The secret, for computing a SecretHash. Never log what this returns.
-    pub fn expose(&self) -> &str {
-        self.0.expose_secret()
-    }
-}
-
-impl fmt::Debug for ClientSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ClientSecret(<redacted>)")
-    }
-}
 
 /// Where the client secret came from, for `check` (never the value).
 #[derive(Debug, Clone)]
@@ -549,6 +213,23 @@ pub struct CognitoSettings {
     /// Bounds connection setup.
     #[serde(serialize_with = "show::duration")]
     pub connect_timeout: Duration,
+}
+
+impl CognitoSettings {
+    /// Where and how the Cognito clients connect, as the client takes it.
+    pub fn connection(&self) -> crate::cognito::Connection {
+        crate::cognito::Connection {
+            region: self.region.clone(),
+            endpoint: self.endpoint.clone(),
+            attempt_timeout: self.attempt_timeout,
+            connect_timeout: self.connect_timeout,
+        }
+    }
+
+    /// The client secret, if one was given.
+    pub fn client_secret(&self) -> Option<ClientSecret> {
+        self.secret.as_ref().map(|(s, _)| s.clone())
+    }
 }
 
 /// How the engine runs jobs.
@@ -762,7 +443,19 @@ pub struct Settings {
 impl Settings {
     /// Layers defaults, the TOML file and the command line, then validates.
     pub fn load(args: &SettingsArgs) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Raw::default()));
+        let env_secret = std::env::var(CLIENT_SECRET_ENV)
+            .ok()
+            .filter(|v| !v.is_empty());
+        Self::layered(args, EnvFlags::read()?, env_secret)
+    }
+
+    /// [`Settings::load`] with the environment it reads itself given.
+    fn layered(
+        args: &SettingsArgs,
+        env: EnvFlags,
+        env_secret: Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
         if let Some(path) = &args.config {
             if !path.is_file() {
                 return Err(ConfigError::new(format!(
@@ -772,21 +465,20 @@ impl Settings {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Serialized::defaults(Overrides::from_args(
-            args,
-            EnvFlags::read()?,
-        )));
-        let raw: Raw = figment
+        // The flags merge as they are: each section struct serializes only what was given.
+        let mut given = args.clone();
+        given.run.dry_run |= env.dry_run;
+        given.run.precheck |= env.precheck;
+        given.log.log_usernames |= env.log_usernames;
+        figment = figment.merge(Serialized::defaults(given));
+        let raw: SettingsArgs = figment
             .extract()
             .map_err(|e| ConfigError::new(format!("invalid settings: {e}")))?;
-        let env_secret = std::env::var(CLIENT_SECRET_ENV)
-            .ok()
-            .filter(|v| !v.is_empty());
         Self::validate(raw, args, env_secret)
     }
 
     fn validate(
-        raw: Raw,
+        raw: SettingsArgs,
         args: &SettingsArgs,
         env_secret: Option<String>,
     ) -> Result<Self, ConfigError> {
@@ -803,27 +495,29 @@ impl Settings {
         };
         let endpoint = http_url(
             "cognito.endpoint (--cognito-endpoint)",
-            non_empty(raw.cognito.endpoint),
+            non_empty(raw.cognito.cognito_endpoint),
         )?;
         let cognito = CognitoSettings {
             client_id: client_id(non_empty(raw.cognito.client_id))?,
-            allowed_client_ids: allowed_client_ids(raw.cognito.allowed_client_ids)?,
+            allowed_client_ids: allowed_client_ids(raw.cognito.allow_client_id)?,
             secret,
             endpoint,
             user_pool_id: non_empty(raw.cognito.user_pool_id),
             region: non_empty(raw.aws.region),
             attempt_timeout: positive_duration(
                 "cognito.attempt_timeout (--attempt-timeout)",
-                &raw.cognito.attempt_timeout,
+                given(&raw.cognito.attempt_timeout),
             )?,
             connect_timeout: positive_duration(
                 "cognito.connect_timeout (--connect-timeout)",
-                &raw.cognito.connect_timeout,
+                given(&raw.cognito.connect_timeout),
             )?,
         };
 
-        let concurrency: usize =
-            parse_num("run.concurrency (--concurrency)", &raw.run.concurrency)?;
+        let concurrency: usize = parse_num(
+            "run.concurrency (--concurrency)",
+            given(&raw.run.concurrency),
+        )?;
         let concurrency = NonZeroUsize::new(concurrency).ok_or_else(|| {
             ConfigError::new("run.concurrency (--concurrency): must be at least 1")
         })?;
@@ -834,14 +528,14 @@ impl Settings {
                  more in flight only queues behind the rate limit)"
             )));
         }
-        let rate = rate_setting("run.rate (--rate)", &raw.run.rate)?;
+        let rate = rate_setting("run.rate (--rate)", given(&raw.run.rate))?;
         let mut warnings = Vec::new();
         let precheck_rate = rate_setting(
             "run.precheck_rate (--precheck-rate)",
-            &raw.run.precheck_rate,
+            given(&raw.run.precheck_rate),
         )?;
-        let fleet_rate = match &raw.run.fleet_rate {
-            Some(r) => rate_setting("run.fleet_rate (--fleet-rate)", r)?,
+        let fleet_rate = match non_empty(raw.run.fleet_rate.clone()) {
+            Some(r) => rate_setting("run.fleet_rate (--fleet-rate)", &r)?,
             None => None,
         };
         let run = RunSettings {
@@ -854,23 +548,26 @@ impl Settings {
         };
         let shutdown_grace = duration(
             "sqs.shutdown_grace (--shutdown-grace)",
-            &raw.sqs.shutdown_grace,
+            given(&raw.sqs.shutdown_grace),
         )?;
 
         let max_attempts: u32 = parse_num(
             "retry.max_attempts (--max-attempts)",
-            &raw.retry.max_attempts,
+            given(&raw.retry.max_attempts),
         )?;
         let max_attempts = NonZeroU32::new(max_attempts).ok_or_else(|| {
             ConfigError::new("retry.max_attempts (--max-attempts): must be at least 1")
         })?;
-        let multiplier: f64 = parse_num("retry.multiplier (--multiplier)", &raw.retry.multiplier)?;
+        let multiplier: f64 = parse_num(
+            "retry.multiplier (--multiplier)",
+            given(&raw.retry.multiplier),
+        )?;
         if !multiplier.is_finite() || multiplier < 1.0 {
             return Err(ConfigError::new(format!(
                 "retry.multiplier (--multiplier): {multiplier} must be at least 1.0"
             )));
         }
-        let jitter: f64 = parse_num("retry.jitter (--jitter)", &raw.retry.jitter)?;
+        let jitter: f64 = parse_num("retry.jitter (--jitter)", given(&raw.retry.jitter))?;
         if !(0.0..=1.0).contains(&jitter) {
             return Err(ConfigError::new(format!(
                 "retry.jitter (--jitter): {jitter} must be between 0 and 1"
@@ -878,19 +575,25 @@ impl Settings {
         }
         let initial_backoff = positive_duration(
             "retry.initial_backoff (--initial-backoff)",
-            &raw.retry.initial_backoff,
+            given(&raw.retry.initial_backoff),
         )?;
-        let max_backoff =
-            positive_duration("retry.max_backoff (--max-backoff)", &raw.retry.max_backoff)?;
+        let max_backoff = positive_duration(
+            "retry.max_backoff (--max-backoff)",
+            given(&raw.retry.max_backoff),
+        )?;
         if max_backoff < initial_backoff {
             return Err(ConfigError::new(format!(
                 "retry.max_backoff (--max-backoff): {} is shorter than retry.initial_backoff ({})",
-                raw.retry.max_backoff, raw.retry.initial_backoff
+                given(&raw.retry.max_backoff),
+                given(&raw.retry.initial_backoff)
             )));
         }
         let retry = RetrySettings {
             max_attempts,
-            max_elapsed: duration("retry.max_elapsed (--max-elapsed)", &raw.retry.max_elapsed)?,
+            max_elapsed: duration(
+                "retry.max_elapsed (--max-elapsed)",
+                given(&raw.retry.max_elapsed),
+            )?,
             initial_backoff,
             max_backoff,
             multiplier,
@@ -910,24 +613,27 @@ impl Settings {
                 Some(d) => Some(duration("discover.older_than (--older-than)", &d)?),
                 None => None,
             },
-            list_rate: rate_setting("discover.list_rate (--list-rate)", &raw.discover.list_rate)?,
+            list_rate: rate_setting(
+                "discover.list_rate (--list-rate)",
+                given(&raw.discover.list_rate),
+            )?,
         };
 
         let claim_lease = positive_duration(
             "ledger.claim_lease (--claim-lease)",
-            &raw.ledger.claim_lease,
+            given(&raw.ledger.claim_lease),
         )?;
         if claim_lease < MIN_CLAIM_LEASE {
             return Err(ConfigError::new(format!(
                 "ledger.claim_lease (--claim-lease): {} is shorter than six heartbeats (a run \
                  heartbeats at most every {}, so the lease must be at least {}); a shorter lease \
                  lets another run take over live claims and send twice",
-                raw.ledger.claim_lease,
+                given(&raw.ledger.claim_lease),
                 humantime::format_duration(MIN_HEARTBEAT),
                 humantime::format_duration(MIN_CLAIM_LEASE),
             )));
         }
-        let cooldown = duration("ledger.cooldown (--cooldown)", &raw.ledger.cooldown)?;
+        let cooldown = duration("ledger.cooldown (--cooldown)", given(&raw.ledger.cooldown))?;
         if cooldown.is_zero() {
             warnings.push(
                 "ledger.cooldown (--cooldown) is 0: the ledger will not stop a second code to a \
@@ -942,7 +648,7 @@ impl Settings {
                     .to_owned(),
             );
         }
-        let state = crate::ledger::StateSpec::parse(&raw.ledger.path)
+        let state = crate::ledger::StateSpec::parse(given(&raw.ledger.state))
             .map_err(|e| ConfigError::new(format!("ledger.path (--state): {e}")))?;
         if run.fleet_rate.is_some() && state == crate::ledger::StateSpec::None {
             return Err(ConfigError::new(
@@ -961,7 +667,7 @@ impl Settings {
             )?,
         };
 
-        let listen = raw.metrics.listen.trim();
+        let listen = given(&raw.metrics.metrics_addr).trim();
         let metrics = MetricsSettings {
             listen: if listen.eq_ignore_ascii_case("none") || listen.is_empty() {
                 None
@@ -973,7 +679,10 @@ impl Settings {
                     ))
                 })?)
             },
-            linger: duration("metrics.linger (--metrics-linger)", &raw.metrics.linger)?,
+            linger: duration(
+                "metrics.linger (--metrics-linger)",
+                given(&raw.metrics.metrics_linger),
+            )?,
             pushgateway: match http_url(
                 "metrics.pushgateway (--pushgateway)",
                 non_empty(raw.metrics.pushgateway),
@@ -994,13 +703,14 @@ impl Settings {
             },
         };
 
-        let batch_size: u32 = parse_num("sqs.batch_size (--batch-size)", &raw.sqs.batch_size)?;
+        let batch_size: u32 =
+            parse_num("sqs.batch_size (--batch-size)", given(&raw.sqs.batch_size))?;
         if !(1..=10).contains(&batch_size) {
             return Err(ConfigError::new(format!(
                 "sqs.batch_size (--batch-size): {batch_size} must be between 1 and 10"
             )));
         }
-        let wait_time = duration("sqs.wait_time (--wait-time)", &raw.sqs.wait_time)?;
+        let wait_time = duration("sqs.wait_time (--wait-time)", given(&raw.sqs.wait_time))?;
         if wait_time > Duration::from_secs(20) {
             return Err(ConfigError::new(
                 "sqs.wait_time (--wait-time): SQS long polls for at most 20s",
@@ -1008,7 +718,7 @@ impl Settings {
         }
         let visibility_timeout = positive_duration(
             "sqs.visibility_timeout (--visibility-timeout)",
-            &raw.sqs.visibility_timeout,
+            given(&raw.sqs.visibility_timeout),
         )?;
         if visibility_timeout < Duration::from_secs(1)
             || visibility_timeout > Duration::from_secs(12 * 3600)
@@ -1019,47 +729,57 @@ impl Settings {
         }
         let max_extension = duration(
             "sqs.max_extension (--max-extension)",
-            &raw.sqs.max_extension,
+            given(&raw.sqs.max_extension),
         )?;
         if max_extension < visibility_timeout {
             return Err(ConfigError::new(format!(
                 "sqs.max_extension (--max-extension): {} is shorter than \
                  sqs.visibility_timeout (--visibility-timeout, {}): a message could come back \
                  to another consumer while its first call is still running",
-                raw.sqs.max_extension, raw.sqs.visibility_timeout
+                given(&raw.sqs.max_extension),
+                given(&raw.sqs.visibility_timeout)
             )));
         }
         let sqs = QueueSettings {
             queue_url: non_empty(raw.sqs.queue_url),
-            endpoint: http_url("sqs.endpoint (--sqs-endpoint)", non_empty(raw.sqs.endpoint))?,
+            endpoint: http_url(
+                "sqs.endpoint (--sqs-endpoint)",
+                non_empty(raw.sqs.sqs_endpoint),
+            )?,
             batch_size,
             wait_time,
             visibility_timeout,
             max_extension,
             max_messages: {
-                let n: u64 = parse_num("sqs.max_messages (--max-messages)", &raw.sqs.max_messages)?;
+                let n: u64 = parse_num(
+                    "sqs.max_messages (--max-messages)",
+                    given(&raw.sqs.max_messages),
+                )?;
                 (n > 0).then_some(n)
             },
             shutdown_grace,
         };
 
-        let cap = |key: &str, v: &NumOrString| -> Result<Option<u64>, ConfigError> {
+        let cap = |key: &str, v: &str| -> Result<Option<u64>, ConfigError> {
             let n: u64 = parse_num(key, v)?;
             Ok((n > 0).then_some(n))
         };
         let limits = LimitSettings {
-            max_sends: cap("limits.max_sends (--max-sends)", &raw.limits.max_sends)?,
+            max_sends: cap(
+                "limits.max_sends (--max-sends)",
+                given(&raw.limits.max_sends),
+            )?,
             max_sends_per_day: cap(
                 "limits.max_sends_per_day (--max-sends-per-day)",
-                &raw.limits.max_sends_per_day,
+                given(&raw.limits.max_sends_per_day),
             )?,
             max_sms_per_day: cap(
                 "limits.max_sms_per_day (--max-sms-per-day)",
-                &raw.limits.max_sms_per_day,
+                given(&raw.limits.max_sms_per_day),
             )?,
             max_email_per_day: cap(
                 "limits.max_email_per_day (--max-email-per-day)",
-                &raw.limits.max_email_per_day,
+                given(&raw.limits.max_email_per_day),
             )?,
         };
         if !limits.day().is_empty() && ledger.path == crate::ledger::StateSpec::None {
@@ -1080,14 +800,14 @@ impl Settings {
             run,
             retry,
             report: ReportSettings {
-                path: raw.report.path.filter(|p| !p.as_os_str().is_empty()),
+                path: raw.report.report.filter(|p| !p.as_os_str().is_empty()),
             },
             ledger,
             discover,
             metrics,
             log: LogSettings {
-                format: raw.log.format,
-                usernames: raw.log.usernames,
+                format: log_format(given(&raw.log.log_format))?,
+                usernames: raw.log.log_usernames,
                 verbosity: if args.quiet {
                     -1
                 } else {
@@ -1246,11 +966,32 @@ mod show {
     }
 }
 
-/// Every key the configuration reads, `section.key`: the fields of the raw form.
+/// Every key the configuration reads, `section.key`: what [`SettingsArgs`] serializes when every
+/// setting flag is given (each flag is its key).
 pub fn config_keys() -> Vec<String> {
-    let raw = serde_json::to_value(Raw::default()).expect("the raw form serializes");
+    use clap::{CommandFactory, Parser};
+
+    /// The settings flags alone.
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        settings: SettingsArgs,
+    }
+    let mut argv = vec!["keys".to_owned()];
+    for arg in Flags::command().get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if ["help", "config", "verbose", "quiet"].contains(&long) {
+            continue;
+        }
+        argv.push(format!("--{long}"));
+        if arg.get_action().takes_values() {
+            argv.push("x".to_owned());
+        }
+    }
+    let flags = Flags::try_parse_from(&argv).expect("every setting flag parses");
+    let given = serde_json::to_value(&flags.settings).expect("the flags serialize");
     let mut keys = Vec::new();
-    for (section, fields) in raw.as_object().into_iter().flatten() {
+    for (section, fields) in given.as_object().into_iter().flatten() {
         for key in fields.as_object().into_iter().flatten().map(|(k, _)| k) {
             keys.push(format!("{section}.{key}"));
         }
@@ -1279,7 +1020,7 @@ pub const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
 pub const MIN_CLAIM_LEASE: Duration = Duration::from_millis(300);
 
 /// A calls-per-second setting: 0 means no limit.
-fn rate_setting(key: &str, value: &NumOrString) -> Result<Option<f64>, ConfigError> {
+fn rate_setting(key: &str, value: &str) -> Result<Option<f64>, ConfigError> {
     let rate: f64 = parse_num(key, value)?;
     if !rate.is_finite() || rate < 0.0 {
         return Err(ConfigError::new(format!(
@@ -1362,8 +1103,7 @@ fn read_secret_file(path: &Path) -> Result<ClientSecret, ConfigError> {
     Ok(ClientSecret::new(value))
 }
 
-fn parse_num<T: std::str::FromStr>(key: &str, v: &NumOrString) -> Result<T, ConfigError> {
-    let text = v.to_string();
+fn parse_num<T: std::str::FromStr>(key: &str, text: &str) -> Result<T, ConfigError> {
     text.trim()
         .parse()
         .map_err(|_| ConfigError::new(format!("{key}: {text:?} is not a valid number")))
@@ -1397,19 +1137,82 @@ mod tests {
     use clap::Parser;
 
     fn load_with(argv: &[&str], env_secret: Option<&str>) -> Result<Settings, ConfigError> {
-        let cli = crate::cli::Cli::try_parse_from(argv).expect("argv parses");
-        let mut figment = Figment::from(Serialized::defaults(Raw::default()));
-        if let Some(p) = &cli.settings.config {
-            figment = figment.merge(Toml::file_exact(p));
+        /// The settings flags alone, as every command takes them.
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            settings: SettingsArgs,
+            /// The command, which settings do not depend on.
+            command: Option<String>,
         }
-        figment = figment.merge(Serialized::defaults(Overrides::from_args(
+        let cli = Flags::try_parse_from(argv).expect("argv parses");
+        Settings::layered(
             &cli.settings,
             EnvFlags::default(),
-        )));
-        let raw: Raw = figment
+            env_secret.map(str::to_owned),
+        )
+    }
+
+    /// The built-in defaults are one TOML text; `--help` says each as `[default: X]`. They must
+    /// say the same: a flag's help names the value its key gets from [`DEFAULTS`], and a key
+    /// without a default says `none` or nothing.
+    #[test]
+    fn every_default_in_help_is_the_default_the_settings_use() {
+        use clap::CommandFactory;
+
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            settings: SettingsArgs,
+        }
+        let defaults: SettingsArgs = Figment::from(Toml::string(DEFAULTS))
             .extract()
-            .map_err(|e| ConfigError::new(format!("invalid settings: {e}")))?;
-        Settings::validate(raw, &cli.settings, env_secret.map(str::to_owned))
+            .expect("the defaults load");
+        let defaults = serde_json::to_value(&defaults).unwrap();
+        let mut checked = 0;
+        for arg in Flags::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let Some(said) = help
+                .split("[default: ")
+                .nth(1)
+                .and_then(|rest| rest.split(']').next())
+            else {
+                continue;
+            };
+            // The key of this flag: what the flags serialize when only it is given.
+            let flags = Flags::try_parse_from(["keys", &format!("--{long}"), "x"])
+                .unwrap_or_else(|e| panic!("--{long} takes a value: {e}"));
+            let given = serde_json::to_value(&flags.settings).unwrap();
+            let (section, key) = given
+                .as_object()
+                .unwrap()
+                .iter()
+                .find_map(|(section, fields)| {
+                    let key = fields.as_object()?.keys().next()?;
+                    Some((section.clone(), key.clone()))
+                })
+                .unwrap_or_else(|| panic!("--{long} has no key"));
+            let used = defaults[&section][&key].as_str();
+            match (said, used) {
+                ("none", None) => {}
+                (said, Some(used)) => {
+                    let same = match (said.parse::<f64>(), used.parse::<f64>()) {
+                        (Ok(a), Ok(b)) => a == b,
+                        _ => said == used,
+                    };
+                    assert!(
+                        same,
+                        "--{long} says [default: {said}] but {section}.{key} defaults to {used}"
+                    );
+                }
+                (said, None) => {
+                    panic!("--{long} says [default: {said}] but {section}.{key} has no default")
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked > 20, "only {checked} defaults found in the help");
     }
 
     #[test]
@@ -1913,137 +1716,5 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("--client-secret-file") && err.contains("/nonexistent/secret"));
-    }
-}
-
-/// The documentation and the settings describe the same things: every flag of every command's
-/// `--help` is in the the Settings table of docs/contract.md and the reverse, and every key of
-/// `config/example.toml` is a key the configuration reads and the reverse.
-#[cfg(test)]
-mod docs_agree {
-    use std::collections::BTreeSet;
-
-    use clap::CommandFactory;
-
-    /// Every config key, `section.key`, as the configuration reads it.
-    fn known_keys() -> BTreeSet<String> {
-        super::config_keys().into_iter().collect()
-    }
-
-    /// Every long flag of every command and subcommand (`--help` and `--version` aside).
-    fn flags(cmd: &clap::Command, out: &mut BTreeSet<String>) {
-        for arg in cmd.get_arguments() {
-            if let Some(long) = arg.get_long() {
-                if long != "help" && long != "version" {
-                    out.insert(format!("--{long}"));
-                }
-            }
-        }
-        for sub in cmd.get_subcommands() {
-            flags(sub, out);
-        }
-    }
-
-    fn read(rel: &str) -> String {
-        std::fs::read_to_string(format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))).unwrap()
-    }
-
-    /// The rows of the the Settings table of docs/contract.md: (flags column, keys column).
-    fn contract_rows() -> Vec<(String, String)> {
-        let contract = read("docs/contract.md");
-        let start = contract
-            .find("\n## Settings\n")
-            .expect("a Settings section");
-        let section = &contract[start + 1..];
-        let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
-        section[..end]
-            .lines()
-            .filter(|l| l.starts_with("| `"))
-            .map(|l| {
-                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-                (cells[1].to_owned(), cells[2].to_owned())
-            })
-            .collect()
-    }
-
-    fn words<'a>(text: &'a str, prefix: &'a str) -> impl Iterator<Item = String> + 'a {
-        text.split(|c: char| !(c.is_ascii_alphanumeric() || "-_.*".contains(c)))
-            .filter(move |w| w.starts_with(prefix))
-            .map(|w| w.trim_end_matches('.').to_owned())
-    }
-
-    #[test]
-    fn every_flag_in_help_is_in_the_contracts_settings_table_and_the_reverse() {
-        let mut in_help = BTreeSet::new();
-        flags(&crate::cli::Cli::command(), &mut in_help);
-        let in_contract: BTreeSet<String> = contract_rows()
-            .iter()
-            .flat_map(|(f, _)| words(f, "--").collect::<Vec<_>>())
-            .collect();
-        let undocumented: Vec<_> = in_help.difference(&in_contract).collect();
-        assert!(
-            undocumented.is_empty(),
-            "flags missing from the Settings table of docs/contract.md: {undocumented:?}"
-        );
-        let unknown: Vec<_> = in_contract.difference(&in_help).collect();
-        assert!(
-            unknown.is_empty(),
-            "the Settings table of docs/contract.md names flags no command has: {unknown:?}"
-        );
-    }
-
-    #[test]
-    fn every_config_key_is_in_the_contracts_settings_table_and_the_reverse() {
-        let known = known_keys();
-        let in_contract: BTreeSet<String> = contract_rows()
-            .iter()
-            .flat_map(|(_, k)| words(k, "").filter(|w| w.contains('.')).collect::<Vec<_>>())
-            .collect();
-        for key in &in_contract {
-            let covered = match key.strip_suffix(".*") {
-                Some(section) => known.iter().any(|k| k.starts_with(&format!("{section}."))),
-                None => known.contains(key),
-            };
-            assert!(
-                covered,
-                "the Settings table of docs/contract.md names unknown key {key}"
-            );
-        }
-        for key in &known {
-            let section = key.split('.').next().unwrap();
-            assert!(
-                in_contract.contains(key) || in_contract.contains(&format!("{section}.*")),
-                "key {key} is missing from the Settings table of docs/contract.md"
-            );
-        }
-    }
-
-    #[test]
-    fn every_key_in_the_example_file_is_known_and_the_reverse() {
-        let example = read("config/example.toml");
-        let mut section = String::new();
-        let mut in_file = BTreeSet::new();
-        for line in example.lines() {
-            let line = line.trim();
-            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                section = name.to_owned();
-                continue;
-            }
-            // A key set (`key = value`) or shown commented out (`# key = value`).
-            let body = line.strip_prefix("# ").unwrap_or(line);
-            if let Some((key, _)) = body.split_once(" = ") {
-                if !section.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-                    in_file.insert(format!("{section}.{key}"));
-                }
-            }
-        }
-        let known = known_keys();
-        let unknown: Vec<_> = in_file.difference(&known).collect();
-        assert!(
-            unknown.is_empty(),
-            "example.toml has unknown keys: {unknown:?}"
-        );
-        let missing: Vec<_> = known.difference(&in_file).collect();
-        assert!(missing.is_empty(), "example.toml lacks keys: {missing:?}");
     }
 }

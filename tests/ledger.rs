@@ -490,8 +490,8 @@ mod in_process {
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use std::time::Duration;
 
-    use cognito_resend::cognito::Cognito;
-    use cognito_resend::config::{CognitoSettings, RetrySettings};
+    use cognito_resend::cognito::{Cognito, Connection};
+    use cognito_resend::config::{LimitSettings, RetrySettings, RunSettings};
     use cognito_resend::engine::{self, EngineConfig, StopCause};
     use cognito_resend::ledger::sqlite::SqliteStore;
     use cognito_resend::ledger::{
@@ -632,35 +632,39 @@ mod in_process {
         ledger: &Ledger,
         report: &Path,
     ) -> StopCause {
-        let cognito = Cognito::connect(&CognitoSettings {
-            client_id: Some(CLIENT.into()),
-            allowed_client_ids: Vec::new(),
-            secret: None,
-            endpoint: Some(endpoint.parse().unwrap()),
-            user_pool_id: None,
-            region: Some("us-east-1".into()),
-            attempt_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(5),
-        })
+        let cognito = Cognito::connect(
+            &Connection {
+                endpoint: Some(endpoint.parse().unwrap()),
+                region: Some("us-east-1".into()),
+                attempt_timeout: Duration::from_secs(10),
+                connect_timeout: Duration::from_secs(5),
+            },
+            None,
+        )
         .await;
         let config = EngineConfig {
-            concurrency: 4,
-            rate: None,
-            retry: engine::retry::RetryPolicy::new(RetrySettings {
+            run: RunSettings {
+                concurrency: 4.try_into().unwrap(),
+                rate: None,
+                fleet_rate: None,
+                dry_run: false,
+                precheck: false,
+                precheck_rate: None,
+            },
+            retry: RetrySettings {
                 max_attempts: 3.try_into().unwrap(),
                 max_elapsed: Duration::from_secs(30),
                 initial_backoff: Duration::from_millis(10),
                 max_backoff: Duration::from_millis(100),
                 multiplier: 2.0,
                 jitter: 0.0,
-            }),
-            dry_run: false,
+            },
+            limits: LimitSettings::default(),
             default_client_id: Some(CLIENT.into()),
             allowed_client_ids: Vec::new(),
             shutdown_grace: Duration::from_secs(10),
             ledger: Some(ledger.clone()),
             precheck: None,
-            spend: Default::default(),
         };
         let recorder = Arc::new(Recorder::new("csv", Some(report), false).expect("report"));
         let mut source = CsvSource::open(csv.to_owned()).await.expect("csv");

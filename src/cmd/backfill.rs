@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use super::parts::{Parts, push_final, run_engine};
 use super::{Finished, RunError, Summary, stopped};
-use crate::cli::LogFormat;
 use crate::cognito::admin::PoolAdmin;
 use crate::config::Settings;
 use crate::engine::{self, StopCause};
@@ -17,6 +16,7 @@ use crate::shutdown::Shutdown;
 use crate::source::csv::{CsvSource, count_records};
 use crate::source::pool::{Discovery, PoolSource};
 use crate::telemetry::BarSlot;
+use crate::telemetry::LogFormat;
 
 /// `backfill FILE`.
 pub(super) async fn csv(
@@ -57,9 +57,13 @@ pub(super) async fn pool(
             "backfill --from-pool needs --client-id (cognito.client_id)".into(),
         ));
     }
-    let admin = PoolAdmin::connect(&settings.cognito, "backfill --from-pool")
-        .await
-        .map_err(RunError::Usage)?;
+    let admin = PoolAdmin::connect(
+        &settings.cognito.connection(),
+        settings.cognito.user_pool_id.as_deref(),
+        "backfill --from-pool",
+    )
+    .await
+    .map_err(RunError::Usage)?;
     let mut source = PoolSource::start(
         discovery(&settings, admin, Vec::new()),
         shutdown.token.child_token(),

@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use super::parts::{Parts, run_engine};
 use super::{Finished, RunError, Summary, stopped};
-use crate::cli::LogFormat;
 use crate::config::Settings;
 use crate::shutdown::Shutdown;
-use crate::source::sqs::{self, SqsSettings, SqsSource};
+use crate::source::sqs::{self, Pass, SqsSource};
+use crate::telemetry::LogFormat;
 use crate::telemetry::metrics;
 
 /// Runs `consume`.
@@ -47,15 +47,10 @@ pub(super) async fn run(settings: Settings, shutdown: Shutdown) -> Result<Finish
     }
     let mut source = SqsSource::start(
         sqs::SqsQueue::new(client, queue_url.clone()),
-        SqsSettings {
-            queue_url: queue_url.clone(),
-            batch_size: settings.sqs.batch_size,
-            wait_time: settings.sqs.wait_time,
-            visibility_timeout: settings.sqs.visibility_timeout,
-            max_extension: settings.sqs.max_extension,
+        settings.sqs.clone(),
+        Pass {
             concurrency: settings.run.concurrency.get(),
             one_pass: settings.run.dry_run,
-            max_messages: settings.sqs.max_messages,
         },
         ready.clone(),
         shutdown.token.child_token(),

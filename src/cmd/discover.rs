@@ -43,9 +43,13 @@ pub(super) async fn run(
             "discover --to-queue needs a queue: --queue-url (sqs.queue_url)".into(),
         ));
     }
-    let admin = PoolAdmin::connect(&settings.cognito, "discover")
-        .await
-        .map_err(RunError::Usage)?;
+    let admin = PoolAdmin::connect(
+        &settings.cognito.connection(),
+        settings.cognito.user_pool_id.as_deref(),
+        "discover",
+    )
+    .await
+    .map_err(RunError::Usage)?;
     let d = discovery(settings, admin, attributes.clone());
     if to_queue {
         let mut source = PoolSource::start(d, shutdown.token.child_token());

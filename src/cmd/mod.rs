@@ -16,11 +16,12 @@ mod parts;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use crate::cli::{self, Command, LogFormat};
+use crate::cli::{self, Command};
 use crate::config::Settings;
 use crate::engine::{MisconfigStop, StopCause};
 use crate::outcome::{OutcomeKind, Tally, progress};
 use crate::shutdown::{Shutdown, Signal};
+use crate::telemetry::LogFormat;
 use crate::telemetry::{BarSlot, metrics};
 
 pub use ledger::LedgerAction;

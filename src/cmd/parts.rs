@@ -53,7 +53,11 @@ impl Parts {
                     .display()
             ))
         })?;
-        let cognito = Cognito::connect(&settings.cognito).await;
+        let cognito = Cognito::connect(
+            &settings.cognito.connection(),
+            settings.cognito.client_secret(),
+        )
+        .await;
         if cognito.region().is_none() {
             return Err(RunError::Usage(
                 "no AWS region: set --region (aws.region) or AWS_REGION".into(),
@@ -61,9 +65,13 @@ impl Parts {
         }
         let precheck = if settings.run.precheck {
             Some(
-                PoolAdmin::connect(&settings.cognito, "--precheck")
-                    .await
-                    .map_err(RunError::Usage)?,
+                PoolAdmin::connect(
+                    &settings.cognito.connection(),
+                    settings.cognito.user_pool_id.as_deref(),
+                    "--precheck",
+                )
+                .await
+                .map_err(RunError::Usage)?,
             )
         } else {
             None
@@ -128,19 +136,14 @@ pub(super) async fn run_engine<S: Source>(
     shutdown: &Shutdown,
 ) -> StopCause {
     let config = EngineConfig {
-        concurrency: settings.run.concurrency.get(),
-        rate: settings.run.rate,
-        retry: engine::retry::RetryPolicy::new(settings.retry.clone()),
-        dry_run: settings.run.dry_run,
+        run: settings.run.clone(),
+        retry: settings.retry.clone(),
+        limits: settings.limits.clone(),
         default_client_id: settings.cognito.client_id.clone(),
         allowed_client_ids: settings.cognito.allowed_client_ids.clone(),
         shutdown_grace: settings.sqs.shutdown_grace,
         ledger: ledger.clone(),
-        precheck: precheck.map(|admin| (admin, settings.run.precheck_rate)),
-        spend: engine::SpendLimits {
-            run: settings.limits.max_sends,
-            day: settings.limits.day(),
-        },
+        precheck,
     };
     let cause = engine::run(
         config,

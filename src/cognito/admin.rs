@@ -16,7 +16,6 @@ use aws_sdk_cognitoidentityprovider::Client;
 use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
 
 use super::classify::chain;
-use crate::config::CognitoSettings;
 use crate::retry::{Quota, Verdict};
 
 /// Why a pool call did not answer.
@@ -86,11 +85,17 @@ pub struct PoolAdmin {
 
 impl PoolAdmin {
     /// Builds the client and checks that the credential chain finds credentials.
-    pub async fn connect(settings: &CognitoSettings, why: &str) -> Result<Self, String> {
-        let pool_id = settings.user_pool_id.clone().ok_or_else(|| {
+    /// `pool_id` is `cognito.user_pool_id`; `why` names what needs the pool in the error when it
+    /// is missing.
+    pub async fn connect(
+        conn: &super::Connection,
+        pool_id: Option<&str>,
+        why: &str,
+    ) -> Result<Self, String> {
+        let pool_id = pool_id.map(str::to_owned).ok_or_else(|| {
             format!("{why} needs the user pool: --user-pool-id (cognito.user_pool_id)")
         })?;
-        let sdk = super::sdk_config(settings, true).await;
+        let sdk = super::sdk_config(conn, true).await;
         if sdk.region().is_none() {
             return Err("no AWS region: set --region (aws.region) or AWS_REGION".into());
         }

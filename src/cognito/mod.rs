@@ -10,12 +10,15 @@ pub(crate) mod admin;
 pub(crate) mod classify;
 pub(crate) mod secret_hash;
 
+use std::fmt;
+use std::time::Duration;
+
 use aws_sdk_cognitoidentityprovider::Client;
 use aws_sdk_cognitoidentityprovider::types::{AnalyticsMetadataType, UserContextDataType};
+use secrecy::{ExposeSecret, SecretString};
 
 pub use classify::{Answer, CallError, Misconfiguration};
 
-use crate::config::{ClientSecret, CognitoSettings};
 use crate::job::Delivery;
 use crate::job::ResendRequest;
 
@@ -51,15 +54,50 @@ pub struct Cognito {
     secret: Option<ClientSecret>,
 }
 
+/// The app client secret. Its `Debug` and `Display` never show the value.
+#[derive(Clone)]
+pub struct ClientSecret(SecretString);
+
+impl ClientSecret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(SecretString::from(value.into()))
+    }
+
+    /// The secret, for computing a SecretHash. Never log what this returns.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientSecret(<redacted>)")
+    }
+}
+
+/// Where and how both Cognito clients connect: typed values, whoever read them.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The region (`None`: the AWS config chain decides).
+    pub region: Option<String>,
+    /// An endpoint override (emulators, VPC endpoints).
+    pub endpoint: Option<url::Url>,
+    /// Per-attempt timeout: a hung call cannot hold a concurrency permit.
+    pub attempt_timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+}
+
 /// The SDK configuration both Cognito clients share: retries off (the engine is the one retry
 /// layer), the attempt and connect timeouts, the region and endpoint overrides. `signed`: use the
 /// standard credential chain (the pool reads); otherwise no credentials at all (the resend).
-pub(crate) async fn sdk_config(settings: &CognitoSettings, signed: bool) -> aws_config::SdkConfig {
+pub(crate) async fn sdk_config(conn: &Connection, signed: bool) -> aws_config::SdkConfig {
     crate::aws::sdk_config(crate::aws::SdkOptions {
-        region: settings.region.as_deref(),
-        endpoint: settings.endpoint.as_ref(),
-        connect_timeout: settings.connect_timeout,
-        attempt_timeout: settings.attempt_timeout,
+        region: conn.region.as_deref(),
+        endpoint: conn.endpoint.as_ref(),
+        connect_timeout: conn.connect_timeout,
+        attempt_timeout: conn.attempt_timeout,
         sdk_retries: false,
         signed,
     })
@@ -67,12 +105,12 @@ pub(crate) async fn sdk_config(settings: &CognitoSettings, signed: bool) -> aws_
 }
 
 impl Cognito {
-    /// Builds the SDK client from the settings.
-    pub async fn connect(settings: &CognitoSettings) -> Self {
-        let sdk = sdk_config(settings, false).await;
+    /// Builds the SDK client; `secret`, when given, signs every request with its SecretHash.
+    pub async fn connect(conn: &Connection, secret: Option<ClientSecret>) -> Self {
+        let sdk = sdk_config(conn, false).await;
         Self {
             client: Client::new(&sdk),
-            secret: settings.secret.as_ref().map(|(s, _)| s.clone()),
+            secret,
         }
     }
 
@@ -141,13 +179,9 @@ mod tests {
     use super::*;
     use cognito_emulator::{ClientSpec, Emulator, Faults, UserSpec, UserStatus};
 
-    fn settings(endpoint: &str, attempt_timeout: Duration) -> CognitoSettings {
-        CognitoSettings {
-            client_id: Some("app".into()),
-            allowed_client_ids: Vec::new(),
-            secret: None,
+    fn settings(endpoint: &str, attempt_timeout: Duration) -> Connection {
+        Connection {
             endpoint: Some(endpoint.parse().unwrap()),
-            user_pool_id: None,
             region: Some("us-east-1".into()),
             attempt_timeout,
             connect_timeout: Duration::from_secs(3),
@@ -167,8 +201,11 @@ mod tests {
         let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = free.local_addr().unwrap();
         drop(free);
-        let cognito =
-            Cognito::connect(&settings(&format!("http://{addr}"), Duration::from_secs(5))).await;
+        let cognito = Cognito::connect(
+            &settings(&format!("http://{addr}"), Duration::from_secs(5)),
+            None,
+        )
+        .await;
         let refused = cognito.resend(&alice(), "app").await;
         assert!(
             matches!(&refused, Err(CallError::Transient(_))),
@@ -182,7 +219,7 @@ mod tests {
             .await
             .unwrap();
         let cognito =
-            Cognito::connect(&settings(&emu.endpoint(), Duration::from_millis(300))).await;
+            Cognito::connect(&settings(&emu.endpoint(), Duration::from_millis(300)), None).await;
         for faults in [
             Faults {
                 drop_after_rate: 1.0,

@@ -37,6 +37,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cognito::admin::{AdminError, PoolAdmin, UserState};
 use crate::cognito::{Answer, CallError, Misconfiguration, Resend};
+use crate::config::{LimitSettings, RetrySettings, RunSettings};
 use crate::job::{Input, Job, Reason, ResendRequest, Settle, Source};
 use crate::ledger::{Claim, DayCaps, Finish, Ledger, LedgerError, Medium, SpendCap, Spent};
 use crate::outcome::{DoubtCause, Outcome, OutcomeKind, Recorder};
@@ -45,16 +46,16 @@ use crate::telemetry::metrics::{self, AttemptResult};
 use rate::RateLimiter;
 use retry::{LAMBDA_ATTEMPTS, RetryPolicy};
 
-/// What the engine needs besides its source.
+/// What the engine needs besides its source: the settings sections it reads, as they are, and
+/// the working parts a command built.
 pub struct EngineConfig {
-    /// Max calls in flight.
-    pub concurrency: usize,
-    /// Calls per second ceiling (`None` = no limit).
-    pub rate: Option<f64>,
-    /// Retry budget and backoff.
-    pub retry: RetryPolicy,
-    /// `--dry-run`.
-    pub dry_run: bool,
+    /// `[run]`: concurrency, rate, `--dry-run` and the precheck's rate (`fleet_rate` is the
+    /// ledger's, and `precheck` is whether `precheck` below is given).
+    pub run: RunSettings,
+    /// `[retry]`: retry budget and backoff.
+    pub retry: RetrySettings,
+    /// `[limits]`: `--max-sends` and the per-day caps (these need `ledger`).
+    pub limits: LimitSettings,
     /// `--client-id`, for jobs that carry none.
     pub default_client_id: Option<String>,
     /// `--allow-client-id`: the app client ids a job may name besides `default_client_id`
@@ -65,19 +66,17 @@ pub struct EngineConfig {
     pub shutdown_grace: Duration,
     /// The send ledger (`None`: `--state none`).
     pub ledger: Option<Ledger>,
-    /// `--precheck`: the pool client and AdminGetUser's rate.
-    pub precheck: Option<(PoolAdmin, Option<f64>)>,
-    /// `--max-sends` and the per-day caps (these need `ledger`).
-    pub spend: SpendLimits,
+    /// `--precheck`: the pool client (its rate is `run.precheck_rate`).
+    pub precheck: Option<PoolAdmin>,
 }
 
-/// The spend caps a run enforces.
+/// The spend caps a run enforces, from `[limits]`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SpendLimits {
+struct SpendLimits {
     /// `--max-sends`: codes this run may send.
-    pub run: Option<u64>,
+    run: Option<u64>,
     /// The per-day caps, kept in the ledger.
-    pub day: DayCaps,
+    day: DayCaps,
 }
 
 /// [`Resend`] behind a pointer: one boxed future per call (nothing beside an HTTP round trip),
@@ -203,11 +202,11 @@ pub async fn run<S: Source, C: Resend>(
     let stop = shutdown.child_token();
     let shared = Arc::new(Shared {
         cognito: Box::new(cognito),
-        rate: RateLimiter::new(config.rate),
-        retry: config.retry,
+        rate: RateLimiter::new(config.run.rate),
+        retry: RetryPolicy::new(config.retry),
         recorder,
         settler: source.settler(),
-        dry_run: config.dry_run,
+        dry_run: config.run.dry_run,
         allowed_client_ids: config
             .allowed_client_ids
             .into_iter()
@@ -219,18 +218,21 @@ pub async fn run<S: Source, C: Resend>(
         misconfig: Mutex::new(MisconfigWatch::default()),
         ledger: config.ledger,
         ledger_failed: Mutex::new(None),
-        precheck: config.precheck.map(|(admin, rate)| Precheck {
+        precheck: config.precheck.map(|admin| Precheck {
             admin,
-            rate: RateLimiter::unreported(rate),
+            rate: RateLimiter::unreported(config.run.precheck_rate),
         }),
-        spend: config.spend,
+        spend: SpendLimits {
+            run: config.limits.max_sends,
+            day: config.limits.day(),
+        },
         run_reserved: Default::default(),
         run_kept: Default::default(),
         run_settled: tokio::sync::Notify::new(),
         spend_capped: Mutex::new(None),
         capped: CancellationToken::new(),
     });
-    let permits = Arc::new(Semaphore::new(config.concurrency));
+    let permits = Arc::new(Semaphore::new(config.run.concurrency.get()));
     let tracker = TaskTracker::new();
     // A fenced ledger (this run's heartbeat failing for half a lease) stops the run at once,
     // so jobs already claimed but not yet called do not call.

@@ -2,12 +2,12 @@
 //! process. Time is paused where no ledger is involved, so backoff waits take no real time.
 
 use std::collections::{HashMap, VecDeque};
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 
 use super::*;
-use crate::config::RetrySettings;
+use crate::config::{LimitSettings, RetrySettings, RunSettings};
 use crate::job::{Origin, Reason};
-use crate::ledger::{DayCaps, LedgerTiming, SpendCap, StateSpec};
+use crate::ledger::{LedgerTiming, SpendCap, StateSpec};
 use crate::outcome::Delivery;
 
 /// What a fake answers for one call: given the username, client id and how many calls this
@@ -163,23 +163,28 @@ impl Source for Jobs {
 
 fn config(concurrency: usize) -> EngineConfig {
     EngineConfig {
-        concurrency,
-        rate: None,
-        retry: RetryPolicy::new(RetrySettings {
+        run: RunSettings {
+            concurrency: NonZeroUsize::new(concurrency).unwrap(),
+            rate: None,
+            fleet_rate: None,
+            dry_run: false,
+            precheck: false,
+            precheck_rate: None,
+        },
+        retry: RetrySettings {
             max_attempts: NonZeroU32::new(3).unwrap(),
             max_elapsed: Duration::from_secs(60),
             initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(100),
             multiplier: 2.0,
             jitter: 0.0,
-        }),
-        dry_run: false,
+        },
+        limits: LimitSettings::default(),
         default_client_id: Some("app".into()),
         allowed_client_ids: Vec::new(),
         shutdown_grace: Duration::from_secs(1),
         ledger: None,
         precheck: None,
-        spend: Default::default(),
     }
 }
 
@@ -342,14 +347,14 @@ async fn a_job_failed_after_an_ambiguous_attempt_keeps_the_cooldown() {
     let mut jobs = Jobs::users(["carol", "dave"]);
     let config_with = |l: &Ledger| EngineConfig {
         ledger: Some(l.clone()),
-        retry: RetryPolicy::new(RetrySettings {
+        retry: RetrySettings {
             max_attempts: NonZeroU32::new(2).unwrap(),
             max_elapsed: Duration::from_secs(60),
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(1),
             multiplier: 1.0,
             jitter: 0.0,
-        }),
+        },
         ..config(2)
     };
     run_engine(config_with(&first), &mut jobs, fake).await;
@@ -564,9 +569,9 @@ async fn max_sends_stops_the_run_after_that_many_codes_and_leaves_the_rest_untou
     let mut jobs = Jobs::users(users.iter().map(String::as_str));
     let cause = run_engine(
         EngineConfig {
-            spend: SpendLimits {
-                run: Some(5),
-                ..SpendLimits::default()
+            limits: LimitSettings {
+                max_sends: Some(5),
+                ..LimitSettings::default()
             },
             ..config(3)
         },
@@ -595,12 +600,9 @@ async fn max_sends_stops_the_run_after_that_many_codes_and_leaves_the_rest_untou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_never_reserves_and_a_day_cap_holds_across_runs_on_one_ledger() {
     let dir = tempfile::tempdir().unwrap();
-    let caps = SpendLimits {
-        run: None,
-        day: DayCaps {
-            sends: Some(4),
-            ..DayCaps::default()
-        },
+    let caps = LimitSettings {
+        max_sends_per_day: Some(4),
+        ..LimitSettings::default()
     };
     let users = names("d", 10);
     // A dry run plans every user and reserves nothing.
@@ -610,8 +612,11 @@ async fn a_dry_run_never_reserves_and_a_day_cap_holds_across_runs_on_one_ledger(
     let cause = run_engine(
         EngineConfig {
             ledger: Some(l.clone()),
-            dry_run: true,
-            spend: caps,
+            run: RunSettings {
+                dry_run: true,
+                ..config(4).run
+            },
+            limits: caps.clone(),
             ..config(4)
         },
         &mut jobs,
@@ -636,7 +641,7 @@ async fn a_dry_run_never_reserves_and_a_day_cap_holds_across_runs_on_one_ledger(
         let cause = run_engine(
             EngineConfig {
                 ledger: Some(l.clone()),
-                spend: caps,
+                limits: caps.clone(),
                 ..config(2)
             },
             &mut jobs,
@@ -678,13 +683,10 @@ async fn a_medium_cap_overshoots_by_at_most_the_calls_in_flight() {
     let cause = run_engine(
         EngineConfig {
             ledger: Some(l.clone()),
-            spend: SpendLimits {
-                run: None,
-                day: DayCaps {
-                    sms: Some(cap),
-                    email: Some(100),
-                    ..DayCaps::default()
-                },
+            limits: LimitSettings {
+                max_sms_per_day: Some(cap),
+                max_email_per_day: Some(100),
+                ..LimitSettings::default()
             },
             ..config(concurrency)
         },

@@ -30,7 +30,7 @@
 //! off and the queue's redrive policy eventually moves it to the DLQ; `invalid` is left alone for
 //! the same redrive policy.
 //!
-//! A dry run (`consume --dry-run`, [`SqsSettings::one_pass`]) is one pass: each message is held,
+//! A dry run (`consume --dry-run`, [`Pass::one_pass`]) is one pass: each message is held,
 //! whatever its planned outcome, until a long poll comes back empty (or `--max-messages` were
 //! received); then every message is released at once, so each is received exactly once and
 //! nothing in the queue changes but its receive count (+1).
@@ -52,6 +52,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::QueueSettings;
 use crate::job::{Input, Job, Origin, Reason, Settle, Source, Unreadable};
 use crate::outcome::{Outcome, OutcomeKind};
 use crate::retry::{Backoff, Budget, Failure, Policy, Quota, Retry, Verdict};
@@ -109,34 +110,21 @@ const POLL_MARGIN: Duration = Duration::from_secs(10);
 /// backoffs, short enough that an orchestrator restarts a stuck consumer within minutes.
 pub(crate) const STALL_POLLS: u32 = 4;
 
-/// How the consumer talks to its queue.
-#[derive(Debug, Clone)]
-pub(crate) struct SqsSettings {
-    /// The queue.
-    pub queue_url: String,
-    /// Messages per ReceiveMessage, 1 to 10.
-    pub batch_size: u32,
-    /// Long-poll wait, 0 to 20 s.
-    pub wait_time: Duration,
-    /// Visibility of a received message, renewed by the heartbeat while its job runs.
-    pub visibility_timeout: Duration,
-    /// Stop renewing visibility after a message has been held this long.
-    pub max_extension: Duration,
-    /// Engine concurrency: with one batch, the number of messages held at most.
+/// How long the poller may go without a working receive before `/healthz` fails, for a long
+/// poll of `wait_time`.
+pub(crate) fn stall_bound(wait_time: Duration) -> Duration {
+    (wait_time + POLL_MARGIN) * STALL_POLLS
+}
+
+/// What the consumer takes from the run besides its `[sqs]` section.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pass {
+    /// Engine concurrency (`run.concurrency`): with one batch, the number of messages held at
+    /// most.
     pub concurrency: usize,
     /// `--dry-run`: one pass. Stop receiving at the first empty long poll, hold every settled
     /// message instead of acting on it, and release them all together at [`SqsSource::close`].
     pub one_pass: bool,
-    /// `--max-messages`: stop receiving after this many messages (re-receipts of messages
-    /// already held do not count); the source then ends once they are handed out.
-    pub max_messages: Option<u64>,
-}
-
-impl SqsSettings {
-    /// How long the poller may go without a working receive before `/healthz` fails.
-    pub(crate) fn stall_bound(&self) -> Duration {
-        (self.wait_time + POLL_MARGIN) * STALL_POLLS
-    }
 }
 
 /// A queue call that failed, rendered with its whole error chain.
@@ -381,7 +369,9 @@ fn whole_seconds(d: Duration) -> Duration {
 /// State shared by the tasks and the settler.
 struct Shared<Q> {
     queue: Arc<Q>,
-    settings: SqsSettings,
+    /// The `[sqs]` section as validated.
+    settings: QueueSettings,
+    pass: Pass,
     held: Mutex<HashMap<String, Held>>,
     /// One per message held (parked ones excepted); the poller takes them, settling gives them
     /// back ([`Shared::give_back`]).
@@ -515,17 +505,22 @@ impl<Q: Queue> SqsSource<Q> {
     /// receiving works, and its health check watches the poller.
     pub(crate) fn start(
         queue: Q,
-        settings: SqsSettings,
+        settings: QueueSettings,
+        pass: Pass,
         ready: Readiness,
         stop: CancellationToken,
     ) -> Self {
-        let fifo = settings.queue_url.ends_with(".fifo");
-        let total_credits = settings.concurrency + settings.batch_size as usize;
+        let fifo = settings
+            .queue_url
+            .as_deref()
+            .is_some_and(|url| url.ends_with(".fifo"));
+        let total_credits = pass.concurrency + settings.batch_size as usize;
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let now = Instant::now();
         let shared = Arc::new(Shared {
             queue: Arc::new(queue),
             settings,
+            pass,
             held: Mutex::new(HashMap::new()),
             credits: Arc::new(Semaphore::new(total_credits)),
             total_credits,
@@ -645,7 +640,7 @@ impl<Q: Queue> Settle for Shared<Q> {
             let Origin::Sqs { message_id } = origin else {
                 return Ok(());
             };
-            if self.settings.one_pass {
+            if self.pass.one_pass {
                 // A dry run changes nothing in the queue: the plan is reported, and every
                 // message goes back together when the pass ends.
                 self.park(message_id);
@@ -927,7 +922,7 @@ impl<Q: Queue> Shared<Q> {
             active,
             self.total_credits,
             Instant::now(),
-            self.settings.stall_bound(),
+            stall_bound(self.settings.wait_time),
         )
     }
 }
@@ -1011,7 +1006,7 @@ async fn poll_until_done<Q: Queue>(
         if ran.attempts > 1 {
             tracing::info!("receiving from the queue works again");
         }
-        if messages.is_empty() && settings.one_pass {
+        if messages.is_empty() && shared.pass.one_pass {
             shared.give_back(want as usize);
             tracing::info!("a long poll came back empty: the dry run's pass is complete");
             return;

@@ -17,8 +17,6 @@ use sha2::{Digest, Sha256};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::cli::LogFormat;
-
 /// A username as logs show it.
 pub struct UserRef<'a> {
     name: &'a str,
@@ -99,6 +97,16 @@ impl<'a> MakeWriter<'a> for BarSlot {
             buf: Vec::with_capacity(256),
         }
     }
+}
+
+/// How log lines are written (`log.format`, `--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
 }
 
 /// Starts logging to stderr. Returns the slot a progress bar goes into.

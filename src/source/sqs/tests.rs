@@ -267,17 +267,40 @@ impl Queue for FakeQueue {
     }
 }
 
-fn settings(queue: &FakeQueue, concurrency: usize, batch_size: u32) -> SqsSettings {
-    SqsSettings {
-        queue_url: queue.url(),
-        batch_size,
-        wait_time: Duration::from_secs(2),
-        visibility_timeout: Duration::from_secs(4),
-        max_extension: Duration::from_secs(3600),
-        concurrency,
-        one_pass: false,
-        max_messages: None,
+/// A consumer's settings: its `[sqs]` section and what it takes from the run.
+struct Given {
+    sqs: QueueSettings,
+    pass: Pass,
+}
+
+fn settings(queue: &FakeQueue, concurrency: usize, batch_size: u32) -> Given {
+    Given {
+        sqs: QueueSettings {
+            queue_url: Some(queue.url()),
+            endpoint: None,
+            batch_size,
+            wait_time: Duration::from_secs(2),
+            visibility_timeout: Duration::from_secs(4),
+            max_extension: Duration::from_secs(3600),
+            max_messages: None,
+            shutdown_grace: Duration::from_secs(30),
+        },
+        pass: Pass {
+            concurrency,
+            one_pass: false,
+        },
     }
+}
+
+/// Starts a source on the fake queue.
+fn start(queue: &FakeQueue, given: Given, ready: &Readiness) -> SqsSource<FakeQueue> {
+    SqsSource::start(
+        queue.clone(),
+        given.sqs,
+        given.pass,
+        ready.clone(),
+        CancellationToken::new(),
+    )
 }
 
 fn job(username: &str) -> String {
@@ -330,10 +353,10 @@ async fn received_again_while_held(lapse: Lapse) {
     let queue = FakeQueue::new(false);
     let mut s = settings(&queue, 1, 1);
     if let Lapse::PastMaxExtension = lapse {
-        s.max_extension = s.visibility_timeout;
+        s.sqs.max_extension = s.sqs.visibility_timeout;
     }
     let ready = Readiness::default();
-    let mut source = SqsSource::start(queue.clone(), s, ready.clone(), CancellationToken::new());
+    let mut source = start(&queue, s, &ready);
     let mut handed_out = Vec::new();
     for round in 0..3 {
         let id = queue.send(&job(&format!("user-{round}")), None);
@@ -397,12 +420,7 @@ async fn a_fifo_message_received_again_while_held_does_not_block_its_group() {
     let first = queue.send(&job("fifo-user"), Some("g"));
     let second = queue.send(&job("fifo-user"), Some("g"));
     // A batch of one: the group's messages arrive one receive at a time.
-    let mut source = SqsSource::start(
-        queue.clone(),
-        settings(&queue, 2, 1),
-        Readiness::default(),
-        CancellationToken::new(),
-    );
+    let mut source = start(&queue, settings(&queue, 2, 1), &Readiness::default());
     let input = next_within(&mut source, Duration::from_secs(60))
         .await
         .expect("the group's first message");
@@ -444,9 +462,9 @@ async fn healthz_fails_when_receiving_has_not_worked_for_a_few_long_polls() {
     let queue = FakeQueue::new(false);
     queue.set(|s| s.fail_receives = true);
     let s = settings(&queue, 2, 2);
-    let bound = s.stall_bound();
+    let bound = stall_bound(s.sqs.wait_time);
     let ready = Readiness::default();
-    let source = SqsSource::start(queue.clone(), s, ready.clone(), CancellationToken::new());
+    let source = start(&queue, s, &ready);
     tokio::time::sleep(bound / 2).await;
     assert_eq!(
         ready.health(),
@@ -512,13 +530,8 @@ async fn a_dry_run_is_one_pass_and_releases_every_message_once() {
         queue.send(&job(&format!("dry-{i}")), None);
     }
     let mut s = settings(&queue, 4, 10);
-    s.one_pass = true;
-    let mut source = SqsSource::start(
-        queue.clone(),
-        s,
-        Readiness::default(),
-        CancellationToken::new(),
-    );
+    s.pass.one_pass = true;
+    let mut source = start(&queue, s, &Readiness::default());
     let mut planned = 0;
     loop {
         let next = tokio::time::timeout(Duration::from_secs(120), source.next())
@@ -547,13 +560,8 @@ async fn max_messages_ends_the_source_after_that_many() {
         queue.send(&job(&format!("max-{i}")), None);
     }
     let mut s = settings(&queue, 4, 10);
-    s.max_messages = Some(7);
-    let mut source = SqsSource::start(
-        queue.clone(),
-        s,
-        Readiness::default(),
-        CancellationToken::new(),
-    );
+    s.sqs.max_messages = Some(7);
+    let mut source = start(&queue, s, &Readiness::default());
     let mut done = 0;
     while let Some(input) = tokio::time::timeout(Duration::from_secs(120), source.next())
         .await
@@ -596,13 +604,8 @@ async fn a_fifo_dry_run_plans_every_group_in_order_in_one_pass() {
         }
     }
     let mut s = settings(&queue, 2, 10);
-    s.one_pass = true;
-    let mut source = SqsSource::start(
-        queue.clone(),
-        s,
-        Readiness::default(),
-        CancellationToken::new(),
-    );
+    s.pass.one_pass = true;
+    let mut source = start(&queue, s, &Readiness::default());
     let mut planned: HashMap<&str, Vec<String>> = HashMap::new();
     loop {
         let next = tokio::time::timeout(Duration::from_secs(120), source.next())
@@ -637,12 +640,16 @@ async fn a_stop_while_an_answer_is_on_its_way_hands_its_messages_back_at_once() 
     }
     queue.set(|s| s.answer_delay = Duration::from_millis(500));
     let stop = CancellationToken::new();
-    let source = SqsSource::start(
-        queue.clone(),
-        settings(&queue, 4, 10),
-        Readiness::default(),
-        stop.clone(),
-    );
+    let source = {
+        let given = settings(&queue, 4, 10);
+        SqsSource::start(
+            queue.clone(),
+            given.sqs,
+            given.pass,
+            Readiness::default(),
+            stop.clone(),
+        )
+    };
     wait_for(
         "the receive took the messages",
         Duration::from_secs(5),
