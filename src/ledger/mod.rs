@@ -540,6 +540,9 @@ pub(crate) fn refused_by(spend: &DaySpend, caps: DayCaps) -> Option<SpendCap> {
     None
 }
 
+/// How often a run in a fleet (`--fleet-rate`) takes the census at most.
+const CENSUS_EVERY: Duration = Duration::from_secs(1);
+
 /// The error of a [`Store`] method a backend does not implement (test wrappers).
 fn unsupported(state: String, what: &str) -> LedgerError {
     LedgerError {
@@ -812,10 +815,14 @@ impl Ledger {
         Ok(())
     }
 
-    /// The census loop: one census per heartbeat period, apart from the heartbeat so that a
-    /// slow census never delays a beat (which could fence this run).
+    /// The census loop: a census every second (or every heartbeat period, if shorter), apart
+    /// from the heartbeat so that a slow census never delays a beat (which could fence this
+    /// run). Often, because a share is only right once every run has seen the others: a run
+    /// that joins or ends changes everyone's share within a second, not a heartbeat period
+    /// (5 s by default), during which the fleet would ask for more (or use less) than its
+    /// budget. One cheap read (SQLite) or one write to the fleet item (DynamoDB) each.
     async fn count_the_fleet(self) {
-        let every = self.beat_every();
+        let every = self.beat_every().min(CENSUS_EVERY);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
