@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: how close to a shared Cognito quota cognito-resend runs without pushing the account
 # into throttling, next to a boto3 thread pool in botocore's `adaptive` retry mode, in the same
-# run (issue 11, items 1 and 2). Each case gets a fresh bundled emulator (release build, loopback)
+# run. Each case gets a fresh bundled emulator (release build, loopback)
 # with the case's quota (50/s unless said) and latency; its client processes start side by side
 # against it. Per case it prints wall / ideal (N / Q), the share of the quota used and the share of
 # calls throttled, all from the emulator's own per-second counts (GET /_emulator/rates and
@@ -22,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-1000}"
 
-cargo build --release --locked --bins >&2
+cargo build --release --locked --workspace --bins >&2
 bin="${CARGO_TARGET_DIR:-target}/release"
 python="${BENCH_PYTHON:-${COGNITO_RESEND_TEST_PYTHON:-$PWD/.venv/bin/python}}"
 if ! "$python" -c 'import boto3' 2>/dev/null; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Runs the quota matrix of issue 11 (items 1 and 2); driven by scripts/bench-quota.sh.
+"""Runs the quota matrix (one process, many, a fleet budget); driven by scripts/bench-quota.sh.
 
 Each case gets a fresh bundled emulator (loopback only) with the case's quota and latency, seeded
 with N users; its processes are started side by side against it, and the figures come from the
