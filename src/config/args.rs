@@ -250,7 +250,8 @@ pub struct RunArgs {
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub concurrency: Option<String>,
 
-    /// Max Cognito calls per second across the process (token bucket); 0 = no limit. Cognito's
+    /// Max Cognito calls per second across the process (a ceiling for the rate controller, which
+    /// settles under the quota it measures); 0 = no ceiling (slow start from 10/s). Cognito's
     /// quota is per account and region and shared with live sign-ups: stay below it [default: 10].
     #[arg(
         long,

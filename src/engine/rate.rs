@@ -166,7 +166,7 @@ impl RateLimiter {
     /// The resend limiter: ceiling `rate` calls per second (`None` = no ceiling), shown by the
     /// `cognito_resend_rate_limit_per_second` gauge.
     pub fn new(rate: Option<f64>) -> Self {
-        metrics::rate_limit(rate.unwrap_or(0.0));
+        metrics::rate_limit(rate.unwrap_or(START_RATE));
         Self::build(rate, true)
     }
 
