@@ -92,7 +92,10 @@ async fn mixed_pool_sends_each_unconfirmed_user_exactly_once_and_everything_adds
     // `--rate 0` sets no ceiling, but the controller always has a rate (it slow-starts from
     // 10/s and follows the quota), and the gauge shows it.
     let limit = sample(&metrics, "cognito_resend_rate_limit_per_second", &[]).unwrap();
-    assert!(limit >= 10.0 && limit.is_finite(), "rate limit gauge {limit}");
+    assert!(
+        limit >= 10.0 && limit.is_finite(),
+        "rate limit gauge {limit}"
+    );
     promtool_check(&metrics);
 
     // No username in any label (they are personal data).
