@@ -186,7 +186,8 @@ impl RateLimiter {
                 history: VecDeque::new(),
                 history_from: now,
                 anchor: now,
-                anchor_ticket: -burst(rate.unwrap_or(START_RATE)),
+                // The first `burst` tickets are due at once.
+                anchor_ticket: burst(rate.unwrap_or(START_RATE)) - 1.0,
                 issued: 0,
                 recent: VecDeque::new(),
                 accepted: 0,
@@ -416,8 +417,11 @@ impl State {
         let due_now = self.anchor_ticket + since * rate;
         let floor = due_now - burst(rate);
         if (n as f64) < floor + 1.0 {
+            // Idle for longer than a burst: this ticket is due now, and a burst's worth after
+            // it. (The schedule must never put an idle caller behind: ticket `n` is due at
+            // `anchor + (n - anchor_ticket) / rate`.)
             self.anchor = now;
-            self.anchor_ticket = n as f64 - burst(rate) + 1.0;
+            self.anchor_ticket = n as f64 + burst(rate) - 1.0;
         }
         n
     }
@@ -955,6 +959,25 @@ mod tests {
                 (got - want).abs() <= 0.02 * want,
                 "{got}/s under a ceiling of {want}"
             );
+        }
+    }
+
+    /// A caller who finds the limiter idle (the first call, or after a pause longer than a
+    /// burst) goes at once: the schedule must not put it behind. It once did, by a burst's
+    /// worth (a tenth of a second), which halved the throughput of a backfill at 20 ms latency.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_caller_is_never_delayed() {
+        for rate in [10.0, 1_000.0, 5_000.0] {
+            let limiter = RateLimiter::unreported(Some(rate));
+            for _ in 0..5 {
+                let before = Instant::now();
+                limiter.acquire().await;
+                assert_eq!(before.elapsed(), Duration::ZERO, "rate {rate}: waited");
+                // Longer than a burst's worth of tickets (a tenth of a second of the rate): the
+                // limiter is idle again.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                limiter.on_success();
+            }
         }
     }
 
