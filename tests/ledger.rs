@@ -44,6 +44,46 @@ fn backfill_with(
     cmd
 }
 
+/// The rerun after a `kill -9`: it must exit 0 with one outcome per row, send everyone, report
+/// at most `--concurrency` users in doubt, and every user sent twice must be among them.
+/// Returns the run and the users it reported in doubt.
+async fn rerun_after_kill(
+    pool: &Pool,
+    csv: &Path,
+    state: &Path,
+    lease: &str,
+    concurrency: usize,
+) -> (Ran, HashSet<String>) {
+    let second = csv.with_file_name("rerun.jsonl");
+    let mut cmd = backfill_with(&pool.emu, csv, state, &second);
+    cmd.args(["--claim-lease", lease]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(
+        pool.emu.send_counts().len(),
+        pool.unconfirmed.len(),
+        "everyone sent"
+    );
+    let report2 = report(&second);
+    assert_eq!(
+        report2.len(),
+        pool.csv_usernames.len(),
+        "one outcome per row"
+    );
+    let in_doubt = in_doubt_users(&report2);
+    assert!(
+        in_doubt.len() <= concurrency,
+        "at most --concurrency in doubt: {}",
+        in_doubt.len()
+    );
+    let twice = sent_twice(&pool.emu);
+    assert!(
+        twice.is_subset(&in_doubt),
+        "every duplicate is a reported in-doubt call: {twice:?} vs {in_doubt:?}"
+    );
+    (ran, in_doubt)
+}
+
 /// The users a report marks in doubt.
 fn in_doubt_users(report: &[serde_json::Value]) -> HashSet<String> {
     report
@@ -227,31 +267,10 @@ async fn kill_9_mid_backfill_then_rerun_resends_only_the_in_doubt_calls() {
     assert_eq!(code, -1, "killed by a signal");
 
     // The rerun waits out the dead run's lease, then takes its claims over as in doubt.
-    let second = dir.path().join("second.jsonl");
-    let mut cmd = backfill_with(&pool.emu, &csv, &state, &second);
-    cmd.args(["--claim-lease", "2s"]);
-    let ran = run(cmd).await;
-    assert_eq!(ran.code, 0, "{}", ran.stderr);
-
+    let (ran, in_doubt) = rerun_after_kill(&pool, &csv, &state, "2s", concurrency).await;
+    assert!(!in_doubt.is_empty(), "at least one call was in flight");
     let counts = pool.emu.send_counts();
-    assert_eq!(counts.len(), pool.unconfirmed.len(), "everyone sent");
-    let report2 = report(&second);
-    assert_eq!(
-        report2.len(),
-        pool.csv_usernames.len(),
-        "one outcome per row"
-    );
-    let in_doubt = in_doubt_users(&report2);
-    assert!(
-        !in_doubt.is_empty() && in_doubt.len() <= concurrency,
-        "in doubt: at least one call was in flight, at most --concurrency: {}",
-        in_doubt.len()
-    );
     let twice = sent_twice(&pool.emu);
-    assert!(
-        twice.is_subset(&in_doubt),
-        "every duplicate is a reported in-doubt call: {twice:?} vs {in_doubt:?}"
-    );
     assert!(counts.values().all(|&n| n <= 2));
     assert!(
         ran.stderr
@@ -907,23 +926,9 @@ async fn a_ledger_kept_after_kill_9_mid_record_opens_and_the_rerun_sends_nobody_
         .unwrap();
     assert_eq!(check, "ok");
 
-    let second = dir.path().join("second.jsonl");
-    let mut cmd = backfill_with(&pool.emu, &csv, &state, &second);
-    cmd.args(["--claim-lease", "3s"]);
-    let ran = run(cmd).await;
-    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    rerun_after_kill(&pool, &csv, &state, "3s", concurrency).await;
     let counts = pool.emu.send_counts();
-    assert_eq!(counts.len(), pool.unconfirmed.len(), "everyone sent");
-    let report2 = report(&second);
-    assert_eq!(
-        report2.len(),
-        pool.csv_usernames.len(),
-        "one outcome per row"
-    );
-    let in_doubt = in_doubt_users(&report2);
-    assert!(in_doubt.len() <= concurrency, "{}", in_doubt.len());
     let twice = sent_twice(&pool.emu);
-    assert!(twice.is_subset(&in_doubt), "{twice:?} vs {in_doubt:?}");
     // The ledger agrees with the emulator: a code the killed run got out but had not recorded
     // is the only kind it does not know about.
     let mut cmd = command(&pool.emu.endpoint());
