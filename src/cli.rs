@@ -32,7 +32,7 @@ pub struct Cli {
     pub settings: SettingsArgs,
 }
 
-/// The commands of SPEC.md, and `ledger`.
+/// The commands of the contract (docs/contract.md), and `ledger`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// One-shot: every row of the CSV (or stdin with `-`) gets an outcome, then the process exits.

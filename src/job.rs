@@ -245,7 +245,7 @@ pub fn is_format_char(c: char) -> bool {
     FORMAT_CHARS.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
 }
 
-/// The outcome of a job, as SPEC.md's table names them.
+/// The outcome of a job, as the contract's table names them (docs/contract.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeKind {

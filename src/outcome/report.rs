@@ -1,4 +1,4 @@
-//! The JSON Lines report: one line per job outcome, in the form SPEC.md gives.
+//! The JSON Lines report: one line per job outcome, in the form docs/contract.md gives.
 //!
 //! Lines are written through a `LineWriter`, so each outcome is on disk (in the page cache) as
 //! soon as it is recorded, even if the process is killed.

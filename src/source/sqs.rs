@@ -24,7 +24,7 @@
 //! receiving has not worked for [`STALL_POLLS`] long polls, or when the poller waits for a credit
 //! that no held message has.
 //!
-//! What each outcome does to its message (SPEC.md): terminal outcomes delete it; jobs never
+//! What each outcome does to its message (docs/contract.md): terminal outcomes delete it; jobs never
 //! started return it at once (visibility 0); `failed` leaves it invisible for a delay that grows
 //! with its receive count (an hour for Cognito's per-user attempt limit), so redeliveries back
 //! off and the queue's redrive policy eventually moves it to the DLQ; `invalid` is left alone for
@@ -68,7 +68,7 @@ mod tests;
 const STOP_RECEIVE_GRACE: Duration = Duration::from_secs(2);
 /// SQS's longest visibility timeout.
 const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
-/// How long a job that hit Cognito's per-user attempt limit stays away (SPEC: an hour).
+/// How long a job that hit Cognito's per-user attempt limit stays away (the contract: an hour).
 const ATTEMPT_LIMIT_DELAY: Duration = Duration::from_secs(3600);
 /// How long the acker waits to fill a batch of deletes.
 const ACK_LINGER: Duration = Duration::from_millis(20);

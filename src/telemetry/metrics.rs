@@ -1,4 +1,4 @@
-//! Metric names and the Prometheus recorder. The names are SPEC.md's; no label ever carries a
+//! Metric names and the Prometheus recorder. The names are the contract's (docs/contract.md); no label ever carries a
 //! username or other personal data.
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
@@ -38,7 +38,7 @@ pub(crate) const LEDGER_RETRIES: &str = "cognito_resend_ledger_retries_total";
 /// Live runs sharing the fleet budget (`--fleet-rate`), this one included.
 pub(crate) const FLEET_RUNS: &str = "cognito_resend_fleet_runs";
 
-/// The `action` values of [`SQS_MESSAGES`]: SPEC's four, `enqueued` for `enqueue`, and
+/// The `action` values of [`SQS_MESSAGES`]: the contract's four, `enqueued` for `enqueue`, and
 /// `delete_failed` for a delete that failed for good (the message will be redelivered).
 pub(crate) const SQS_ACTIONS: [&str; 6] = [
     "received",

@@ -1,4 +1,4 @@
-//! The SQS message body: a JSON object with the CSV's fields (SPEC.md). Only `username` is
+//! The SQS message body: a JSON object with the CSV's fields (docs/contract.md). Only `username` is
 //! required; unknown fields are ignored; anything else is a problem named precisely, so the
 //! `invalid` outcome says what to fix.
 
