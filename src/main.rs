@@ -15,6 +15,11 @@ use cognito_resend::telemetry;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Before the heap grows: see the `rustix` entry of Cargo.toml. What `MIMALLOC_ALLOW_THP=0`
+    // does, which only works from the environment the process starts with. Best effort: a kernel
+    // without THP has nothing to turn off.
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
     let mut settings = match Settings::load(&cli.settings) {
         Ok(s) => s,
