@@ -38,6 +38,18 @@ async fn until_runs(share: &mut watch::Receiver<Share>, runs: usize, limit: Dura
     started.elapsed()
 }
 
+/// Waits (bounded) until `share` has heard of `n` throttles counted by other runs.
+async fn until_heard(share: &mut watch::Receiver<Share>, n: u64) {
+    let heard = tokio::time::timeout(
+        Duration::from_secs(10),
+        share.wait_for(|s| s.peer_throttles == n),
+    )
+    .await
+    .map(|r| r.is_ok());
+    let last = *share.borrow();
+    assert_eq!(heard, Ok(true), "never heard of {n} throttle(s): {last:?}");
+}
+
 /// A run in a runtime of its own, so dropping the runtime stops its heartbeat without a clean
 /// end: what `kill -9` leaves in the ledger.
 fn killable_run(store: Arc<dyn Store>, lease: Duration, budget: f64) -> tokio::runtime::Runtime {
@@ -71,6 +83,18 @@ async fn shares_follow_the_fleet(store: impl Fn() -> Arc<dyn Store>) {
         .unwrap();
     let mut share_b = b.fleet_share().unwrap();
     assert_eq!(share_b.borrow().runs, 2, "b sees a at once");
+    // A throttle a's controller counted reaches b through the ledger (and only b: it is a's
+    // own), so the fleet cuts together.
+    a.note_throttle();
+    until_heard(&mut share_b, 1).await;
+    a.note_throttle();
+    a.note_throttle();
+    until_heard(&mut share_b, 3).await;
+    assert_eq!(
+        share_a.borrow().peer_throttles,
+        0,
+        "a's own are not news to a"
+    );
     // The doomed run beats on its own runtime, driven by a thread until it is killed.
     let doomed_store = store();
     let (kill, killed) = std::sync::mpsc::channel::<()>();
@@ -164,7 +188,17 @@ async fn dynamodb_runs_share_the_budget_through_one_fleet_item() {
         .unwrap()
         .item
         .unwrap_or_default();
-    let runs: Vec<&String> = item.keys().filter(|k| *k != "pk").collect();
+    // (and the fleet's throttle total, 3: see `shares_follow_the_fleet`)
+    assert_eq!(
+        item.get("throttles")
+            .and_then(|v| v.as_n().ok())
+            .map(String::as_str),
+        Some("3")
+    );
+    let runs: Vec<&String> = item
+        .keys()
+        .filter(|k| *k != "pk" && *k != "throttles")
+        .collect();
     assert!(runs.is_empty(), "left in the fleet item: {runs:?}");
 }
 

@@ -240,16 +240,28 @@ pub async fn run<S: Source, C: Resend>(
     let _stop_watching = watching.clone().drop_guard();
     // `--fleet-rate`: this run's share of the fleet budget is the limiter's ceiling, followed
     // as runs come and go (the ledger's census, every heartbeat).
+    // A throttle a peer counted is this run's too: the fleet cuts together.
     if let Some(mut share) = shared.ledger.as_ref().and_then(Ledger::fleet_share) {
-        shared.rate.set_ceiling(share.borrow_and_update().rate);
+        let (mut heard, mut runs) = {
+            let first = share.borrow_and_update();
+            shared.rate.set_ceiling(first.rate);
+            shared.rate.fleet_changed(1, first.runs);
+            (first.peer_throttles, first.runs)
+        };
         let (shared, watching) = (shared.clone(), watching.clone());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     changed = share.changed() => {
                         if changed.is_err() { return; }
-                        let rate = share.borrow_and_update().rate;
-                        shared.rate.set_ceiling(rate);
+                        let now = *share.borrow_and_update();
+                        shared.rate.set_ceiling(now.rate);
+                        shared.rate.fleet_changed(runs, now.runs);
+                        runs = now.runs;
+                        if now.peer_throttles > heard {
+                            heard = now.peer_throttles;
+                            shared.rate.on_peer_throttle();
+                        }
                     }
                     _ = watching.cancelled() => return,
                 }
@@ -888,6 +900,24 @@ fn verdict(error: &CallError, attempts: u32) -> Verdict {
     }
 }
 
+/// The resend calls' pace: the rate limiter, and with a fleet budget the fleet, which hears of
+/// every throttle this run's controller acts on (see [`crate::ledger::fleet`]).
+impl crate::retry::Pace for Shared {
+    fn acquire(&self) -> impl Future<Output = ()> + Send {
+        self.rate.acquire()
+    }
+    fn on_success(&self) {
+        self.rate.on_success();
+    }
+    fn on_throttle(&self) {
+        if self.rate.on_throttle()
+            && let Some(ledger) = &self.ledger
+        {
+            ledger.note_throttle();
+        }
+    }
+}
+
 /// [`attempt`]'s calls, through the retry executor. `ambiguous` is set to the first ambiguous
 /// error.
 async fn calls(
@@ -898,7 +928,7 @@ async fn calls(
     ambiguous: &mut Option<String>,
 ) -> Tried {
     let ran = Retry::new(shared.retry.policy())
-        .paced(&shared.rate)
+        .paced(shared)
         .until(&shared.stop)
         .run(
             |attempts| one_call(shared, job, client_id, progress, attempts),

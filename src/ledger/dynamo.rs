@@ -38,6 +38,7 @@ use futures::future::BoxFuture;
 
 use aws_sdk_dynamodb::types::ReturnValue;
 
+use super::fleet;
 use super::{
     Claim, DayCaps, DaySpend, Finish, Holder, InDoubt, LedgerError, Medium, Millis, Page, Rules,
     RunId, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide, host_label, refused_by,
@@ -92,8 +93,11 @@ fn day_pk(day: &str) -> String {
     format!("d#{day}")
 }
 
-/// The fleet item (`--fleet-rate`): one attribute per live run, its census counter.
+/// The fleet item (`--fleet-rate`): one attribute per live run, its census counter, and the
+/// fleet's throttle total.
 const FLEET_PK: &str = "f#fleet";
+/// The fleet item's throttle total (a run id is 32 hex digits, never this).
+const FLEET_THROTTLES: &str = "throttles";
 /// Most dead runs one census removes (the rest go at the next, a beat later).
 const PRUNE_MAX: usize = 25;
 
@@ -600,7 +604,11 @@ impl Store for DynamoStore {
                         continue;
                     }
                     if pk == FLEET_PK {
-                        fleet.extend(item.keys().filter(|k| *k != "pk").cloned());
+                        fleet.extend(
+                            item.keys()
+                                .filter(|k| *k != "pk" && *k != FLEET_THROTTLES)
+                                .cloned(),
+                        );
                         continue;
                     }
                     if let Some(run) = pk.strip_prefix("r#") {
@@ -810,18 +818,21 @@ impl Store for DynamoStore {
         &'a self,
         run: &'a RunId,
         dead: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<(String, i64)>, LedgerError>> {
+        throttles: u64,
+    ) -> BoxFuture<'a, Result<fleet::Listing, LedgerError>> {
         Box::pin(async move {
-            // One write to the one fleet item: bump this run's counter, drop the dead, and read
-            // the whole item back. Never a Scan.
-            let mut update = "ADD #me :one".to_owned();
+            // One write to the one fleet item: bump this run's counter and the fleet's throttle
+            // total, drop the dead, and read the whole item back. Never a Scan.
+            let mut update = "ADD #me :one, #throttles :throttles".to_owned();
             let mut call = self
                 .client
                 .update_item()
                 .table_name(&self.table)
                 .key("pk", s(FLEET_PK))
                 .expression_attribute_names("#me", &run.0)
+                .expression_attribute_names("#throttles", FLEET_THROTTLES)
                 .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":throttles", n(throttles as i64))
                 .return_values(ReturnValue::AllNew);
             let dead: Vec<&String> = dead
                 .iter()
@@ -838,13 +849,18 @@ impl Store for DynamoStore {
                 .send()
                 .await
                 .map_err(|e| self.sdk("UpdateItem (fleet)", e))?;
-            Ok(out
-                .attributes
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(k, _)| k != "pk")
-                .filter_map(|(k, v)| Some((k, v.as_n().ok()?.parse().ok()?)))
-                .collect())
+            let mut listing = fleet::Listing::default();
+            for (k, v) in out.attributes.unwrap_or_default() {
+                let Some(count) = v.as_n().ok().and_then(|n| n.parse::<i64>().ok()) else {
+                    continue;
+                };
+                match k.as_str() {
+                    "pk" => {}
+                    FLEET_THROTTLES => listing.throttles = count.max(0) as u64,
+                    _ => listing.runs.push((k, count)),
+                }
+            }
+            Ok(listing)
         })
     }
 }

@@ -18,6 +18,18 @@
 //!
 //! The share is a ceiling: the rate controller ([`crate::engine::rate`]) still settles under
 //! the quota it measures inside it.
+//!
+//! **Throttles are shared too.** When the budget is above the spare quota, the shares add up to
+//! more than Cognito accepts, and each run finds the quota by its own throttles, as replicas that
+//! do not talk to each other do: a throttle lands on the runs whose calls met the empty bucket,
+//! those cut their rate, the others keep probing upward, and the account sees throttles every
+//! second or two (5-6 % of calls with ten runs). So each run also counts the throttles its
+//! controller acted on (not the echoes) in the ledger with its census — a counter in the fleet
+//! row, added to in the same write — and takes the census at once after one, instead of at the
+//! next second. A run that hears of throttles it did not count itself treats them as its own:
+//! the whole fleet cuts at the same episode and probes again together, like one controller, and
+//! the share of throttled calls falls to what one process inflicts. Only counts cross the ledger,
+//! never a time: a replica's wrong clock cannot make a stale throttle look new.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -33,6 +45,9 @@ pub struct Share {
     pub runs: usize,
     /// This run's ceiling: `budget / runs`.
     pub rate: f64,
+    /// Throttles the other runs counted, as far as this run has heard (a running total): each
+    /// rise is a throttle episode this run's controller may not have seen.
+    pub peer_throttles: u64,
 }
 
 impl Share {
@@ -43,8 +58,25 @@ impl Share {
             budget,
             runs,
             rate: budget / runs as f64,
+            peer_throttles: 0,
         }
     }
+}
+
+/// What a store answers a census with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Every run the store lists as running, with its counter.
+    pub runs: Vec<(String, i64)>,
+    /// Throttles counted by every run of the fleet so far, this run's latest included.
+    pub throttles: u64,
+}
+
+/// The throttles counted by other runs between two censuses: the fleet's total grew by the
+/// others' and this run's own (`mine`, added by this census). The first census only learns the
+/// total (throttles before this run started are not news).
+pub fn peer_throttles(last_total: Option<u64>, total: u64, mine: u64) -> u64 {
+    last_total.map_or(0, |last| total.saturating_sub(last).saturating_sub(mine))
 }
 
 /// What one census found.
@@ -152,6 +184,23 @@ mod tests {
         tokio::time::advance(BEAT).await;
         fleet.beat();
         census.count("me", &fleet.listed())
+    }
+
+    #[test]
+    fn throttles_heard_are_the_rise_of_the_total_less_this_runs_own() {
+        assert_eq!(
+            peer_throttles(None, 40, 1),
+            0,
+            "the first census only learns the total"
+        );
+        assert_eq!(peer_throttles(Some(40), 40, 0), 0);
+        assert_eq!(peer_throttles(Some(40), 41, 1), 0, "only this run's own");
+        assert_eq!(peer_throttles(Some(40), 43, 1), 2);
+        assert_eq!(
+            peer_throttles(Some(40), 39, 0),
+            0,
+            "a reset store is not news"
+        );
     }
 
     #[test]

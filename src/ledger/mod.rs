@@ -418,14 +418,16 @@ pub trait Store: Send + Sync + 'static {
     // --- the fleet census (`--fleet-rate`, see [`fleet`]) ---
 
     /// Notes that `run` is running, forgets `dead` (runs the caller saw standing still for a
-    /// lease) and returns every run the store lists as running, each with a counter that moves
-    /// while the run lives. Cheap: called with every heartbeat.
+    /// lease), adds `throttles` (counted by `run` since its last census) to the fleet's total,
+    /// and returns every run the store lists as running, each with a counter that moves while
+    /// the run lives, and that total. Cheap: called every half second.
     fn census<'a>(
         &'a self,
         run: &'a RunId,
         dead: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<(String, i64)>, LedgerError>> {
-        let _ = (run, dead);
+        throttles: u64,
+    ) -> BoxFuture<'a, Result<fleet::Listing, LedgerError>> {
+        let _ = (run, dead, throttles);
         let e = unsupported(self.describe(), "fleet census");
         Box::pin(async move { Err(e) })
     }
@@ -540,8 +542,11 @@ pub(crate) fn refused_by(spend: &DaySpend, caps: DayCaps) -> Option<SpendCap> {
     None
 }
 
-/// How often a run in a fleet (`--fleet-rate`) takes the census at most.
-const CENSUS_EVERY: Duration = Duration::from_secs(1);
+/// How often a run in a fleet (`--fleet-rate`) takes the census at most. Half a second: a
+/// throttle one run counted reaches the others within it (the bench's fleet above the quota
+/// measured 3.5 % of calls throttled with a census every second, 2.4 % with this). On DynamoDB,
+/// two small writes a second per run to the fleet item.
+const CENSUS_EVERY: Duration = Duration::from_millis(500);
 
 /// The error of a [`Store`] method a backend does not implement (test wrappers).
 fn unsupported(state: String, what: &str) -> LedgerError {
@@ -609,6 +614,12 @@ struct FleetState {
     /// Held by a census in flight: [`Ledger::close`] waits for it, so a census cannot put this
     /// run back into the fleet after its end was recorded.
     busy: tokio::sync::Mutex<()>,
+    /// Throttles this run's controller counted that the fleet has not been told of yet.
+    unreported: std::sync::atomic::AtomicU64,
+    /// The fleet's throttle total at the last census (`None` before the first).
+    throttles_seen: std::sync::Mutex<Option<u64>>,
+    /// Wakes the census loop: this run was throttled, the fleet should hear of it now.
+    throttled: tokio::sync::Notify,
 }
 
 /// The ledger as the engine uses it: a store, this run's id, and the heartbeat that keeps its
@@ -681,9 +692,13 @@ impl Ledger {
                         budget,
                         runs: 0,
                         rate: budget,
+                        peer_throttles: 0,
                     }),
                     failing: Default::default(),
                     busy: Default::default(),
+                    unreported: Default::default(),
+                    throttles_seen: Default::default(),
+                    throttled: Default::default(),
                 }),
             }),
         };
@@ -777,14 +792,25 @@ impl Ledger {
             return Ok(());
         };
         let dead = std::mem::take(&mut *f.dead.lock().unwrap_or_else(|e| e.into_inner()));
-        let listed = match self.store.census(&self.run, &dead).await {
-            Ok(listed) => listed,
+        let mine = f.unreported.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let listing = match self.store.census(&self.run, &dead, mine).await {
+            Ok(listing) => listing,
             Err(e) => {
-                // Pruned at the next census instead.
+                // Pruned, and told, at the next census instead. (A census whose answer was
+                // lost after its write may count these twice: one extra cut, never a missed one.)
                 *f.dead.lock().unwrap_or_else(|e| e.into_inner()) = dead;
+                f.unreported
+                    .fetch_add(mine, std::sync::atomic::Ordering::Relaxed);
                 return Err(e);
             }
         };
+        let heard = {
+            let mut seen = f.throttles_seen.lock().unwrap_or_else(|e| e.into_inner());
+            let heard = fleet::peer_throttles(*seen, listing.throttles, mine);
+            *seen = Some(listing.throttles);
+            heard
+        };
+        let listed = listing.runs;
         if f.failing.swap(false, std::sync::atomic::Ordering::Relaxed) {
             tracing::info!("the fleet census works again");
         }
@@ -798,8 +824,12 @@ impl Ledger {
         let share = fleet::Share::of(budget, counted.live);
         crate::telemetry::metrics::fleet_runs(share.runs);
         f.share.send_if_modified(|old| {
+            if heard > 0 {
+                old.peer_throttles += heard;
+                tracing::debug!(heard, "peers in the fleet were throttled");
+            }
             if old.runs == share.runs && old.rate == share.rate {
-                return false;
+                return heard > 0;
             }
             tracing::info!(
                 runs = share.runs,
@@ -809,29 +839,47 @@ impl Ledger {
                 share.runs,
                 share.rate
             );
-            *old = share;
+            *old = fleet::Share {
+                peer_throttles: old.peer_throttles,
+                ..share
+            };
             true
         });
         Ok(())
     }
 
-    /// The census loop: a census every second (or every heartbeat period, if shorter), apart
-    /// from the heartbeat so that a slow census never delays a beat (which could fence this
-    /// run). Often, because a share is only right once every run has seen the others: a run
-    /// that joins or ends changes everyone's share within a second, not a heartbeat period
-    /// (5 s by default), during which the fleet would ask for more (or use less) than its
-    /// budget. One cheap read (SQLite) or one write to the fleet item (DynamoDB) each.
+    /// `--fleet-rate`: this run's controller acted on a throttle. The fleet hears of it at a
+    /// census taken now rather than at the next second, so the other runs cut with this one
+    /// ([`fleet`], "Throttles are shared too"). Nothing without a fleet budget.
+    pub fn note_throttle(&self) {
+        if let Some(f) = &self.state.fleet {
+            f.unreported
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            f.throttled.notify_one();
+        }
+    }
+
+    /// The census loop: a census every half second (or every heartbeat period, if shorter), and
+    /// at once after a throttle this run counted, apart from the heartbeat so that a slow census
+    /// never delays a beat (which could fence this run). Often, because a share is only right
+    /// once every run has seen the others, and a throttle only helps the fleet once the others
+    /// hear of it: a run that joins or ends changes everyone's share within a second, not a
+    /// heartbeat period (5 s by default), during which the fleet would ask for more (or use
+    /// less) than its budget. One cheap read and upsert (SQLite) or one write to the fleet item
+    /// (DynamoDB) each.
     async fn count_the_fleet(self) {
         let every = self.beat_every().min(CENSUS_EVERY);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
+            let Some(f) = &self.state.fleet else { return };
             tokio::select! {
                 _ = self.stop_heartbeat.cancelled() => return,
                 _ = tick.tick() => {}
+                // The next tick is a full period after this census, not sooner.
+                _ = f.throttled.notified() => tick.reset(),
             }
-            let Some(f) = &self.state.fleet else { return };
             let _busy = f.busy.lock().await;
             if self.stop_heartbeat.is_cancelled() {
                 return;

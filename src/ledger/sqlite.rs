@@ -15,6 +15,7 @@ use futures::future::BoxFuture;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
+use super::fleet;
 use super::{
     Claim, DayCaps, DaySpend, Finish, Holder, InDoubt, LedgerError, Medium, Millis, Page, Rules,
     RunId, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide, host_label, refused_by,
@@ -64,14 +65,19 @@ ALTER TABLE users ADD COLUMN doubt_at INTEGER;
 ALTER TABLE runs ADD COLUMN beats INTEGER NOT NULL DEFAULT 0;
 ";
 
-/// The spend counters of each UTC day (`--max-sends-per-day` and the per-medium caps). Created
-/// on open if missing, without a schema version of its own: older builds never read it.
+/// The spend counters of each UTC day (`--max-sends-per-day` and the per-medium caps), and the
+/// fleet's counters (the throttles its runs counted, `--fleet-rate`). Created on open if
+/// missing, without a schema version of their own: older builds never read them.
 const SPEND_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS spend (
     day   TEXT    PRIMARY KEY,
     sends INTEGER NOT NULL DEFAULT 0,
     sms   INTEGER NOT NULL DEFAULT 0,
     email INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fleet (
+    name  TEXT    PRIMARY KEY,
+    value INTEGER NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -153,7 +159,9 @@ enum Op {
     DaySpend {
         day: String,
     },
-    Census,
+    Census {
+        throttles: u64,
+    },
 }
 
 /// What it answers.
@@ -165,7 +173,7 @@ enum Reply {
     Export(Vec<UserRow>),
     Reserved(Option<SpendCap>),
     DaySpend(DaySpend),
-    Census(Vec<(String, i64)>),
+    Census(fleet::Listing),
 }
 
 struct Request {
@@ -449,19 +457,21 @@ impl Store for SqliteStore {
         &'a self,
         _run: &'a RunId,
         _dead: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<(String, i64)>, LedgerError>> {
-        Box::pin(self.census_rows())
+        throttles: u64,
+    ) -> BoxFuture<'a, Result<fleet::Listing, LedgerError>> {
+        Box::pin(self.census_rows(throttles))
     }
 }
 
 // (continued) the fleet census: the `runs` table already holds every run's heartbeat counter.
 impl SqliteStore {
-    /// [`Store::census`]: the unfinished runs and their counters. Nothing to write (the
-    /// heartbeat bumped this run's counter) and nothing to prune: a run that died keeps its row,
-    /// and each run judges it by its counter.
-    async fn census_rows(&self) -> Result<Vec<(String, i64)>, LedgerError> {
-        match self.ask(Op::Census).await? {
-            Reply::Census(rows) => Ok(rows),
+    /// [`Store::census`]: the unfinished runs and their counters, and the fleet's throttle total
+    /// after adding `throttles`. Nothing else to write (the heartbeat bumped this run's counter)
+    /// and nothing to prune: a run that died keeps its row, and each run judges it by its
+    /// counter.
+    async fn census_rows(&self, throttles: u64) -> Result<fleet::Listing, LedgerError> {
+        match self.ask(Op::Census { throttles }).await? {
+            Reply::Census(listing) => Ok(listing),
             _ => unreachable!("a census is answered with runs"),
         }
     }
@@ -522,13 +532,29 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
             .execute(params![run, now])?;
             Ok(Reply::Done)
         }
-        Op::Census => {
+        Op::Census { throttles } => {
             let mut stmt =
                 db.prepare_cached("SELECT run, beats FROM runs WHERE finished_at IS NULL")?;
-            let rows = stmt
+            let runs = stmt
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<Vec<(String, i64)>>>()?;
-            Ok(Reply::Census(rows))
+            // A write only when there is something to add: most censuses stay reads.
+            let total: i64 = if *throttles > 0 {
+                db.prepare_cached(
+                    "INSERT INTO fleet (name, value) VALUES ('throttles', ?1)
+                     ON CONFLICT (name) DO UPDATE SET value = value + ?1 RETURNING value",
+                )?
+                .query_row(params![*throttles as i64], |r| r.get(0))?
+            } else {
+                db.prepare_cached("SELECT value FROM fleet WHERE name = 'throttles'")?
+                    .query_row([], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(0)
+            };
+            Ok(Reply::Census(fleet::Listing {
+                runs,
+                throttles: total.max(0) as u64,
+            }))
         }
         Op::EndRun { run, now } => {
             db.prepare_cached(
