@@ -288,10 +288,11 @@ async fn the_cap_per_user_is_never_passed_by_replicas_racing_on_one_dynamodb_led
         ],
     )
     .await;
-    let ran = run(ledger(&["stats", "--json"])).await;
+    let ran = run(ledger(&["stats", "--json", "--max-sends-per-user", "2"])).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     let stats: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
     assert_eq!(stats["sends_per_wave"], serde_json::json!({"race": 40}));
+    assert_eq!(stats["users_capped"], 20);
     let ran = run(ledger(&["export"])).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     let rows: Vec<serde_json::Value> = ran
