@@ -202,7 +202,8 @@ mod docs_agree {
             }
             argv.push(format!("--{long}"));
             if arg.get_action().takes_values() {
-                argv.push("x".to_owned());
+                // A value every setting flag reads, `--client-metadata KEY=VALUE` included.
+                argv.push("k=v".to_owned());
             }
         }
         argv.push("check".to_owned());

@@ -68,6 +68,7 @@ list_rate = 5
 path = "cognito-resend.db"
 cooldown = "24h"
 claim_lease = "30s"
+max_sends_per_user = 0
 
 [metrics]
 listen = "127.0.0.1:9464"
@@ -213,6 +214,12 @@ pub struct CognitoSettings {
     /// Bounds connection setup.
     #[serde(serialize_with = "show::duration")]
     pub connect_timeout: Duration,
+    /// AnalyticsMetadata.AnalyticsEndpointId for jobs that carry none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analytics_endpoint_id: Option<String>,
+    /// ClientMetadata every request carries under the job's own keys (last: a TOML table).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub client_metadata: std::collections::BTreeMap<String, String>,
 }
 
 impl CognitoSettings {
@@ -229,6 +236,14 @@ impl CognitoSettings {
     /// The client secret, if one was given.
     pub fn client_secret(&self) -> Option<ClientSecret> {
         self.secret.as_ref().map(|(s, _)| s.clone())
+    }
+
+    /// What the engine merges under every job's own request fields.
+    pub fn request_defaults(&self) -> crate::job::RequestDefaults {
+        crate::job::RequestDefaults {
+            client_metadata: self.client_metadata.clone(),
+            analytics_endpoint_id: self.analytics_endpoint_id.clone(),
+        }
     }
 }
 
@@ -251,6 +266,10 @@ pub struct RunSettings {
     /// AdminGetUser calls per second (`None` = no limit).
     #[serde(serialize_with = "show::zero_if_none")]
     pub precheck_rate: Option<f64>,
+    /// `--wave`: the name this run's sends are recorded under (ledger, report); not a metric
+    /// label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wave: Option<String>,
 }
 
 /// The retry budget and backoff schedule of one job.
@@ -344,6 +363,9 @@ pub struct LedgerSettings {
     /// DynamoDB endpoint override (local DynamoDB, moto, VPC endpoints).
     #[serde(serialize_with = "show::url")]
     pub dynamodb_endpoint: Option<url::Url>,
+    /// `--max-sends-per-user`: codes a user may get from this tool over the ledger's life.
+    #[serde(serialize_with = "show::zero_if_none")]
+    pub max_sends_per_user: Option<u64>,
 }
 
 /// Where metrics are served.
@@ -512,6 +534,8 @@ impl Settings {
                 "cognito.connect_timeout (--connect-timeout)",
                 given(&raw.cognito.connect_timeout),
             )?,
+            analytics_endpoint_id: analytics_endpoint_id(raw.cognito.analytics_endpoint_id)?,
+            client_metadata: client_metadata(raw.cognito.client_metadata)?,
         };
 
         let concurrency: usize = parse_num(
@@ -545,6 +569,7 @@ impl Settings {
             dry_run: raw.run.dry_run,
             precheck: raw.run.precheck,
             precheck_rate,
+            wave: wave(raw.run.wave)?,
         };
         let shutdown_grace = duration(
             "sqs.shutdown_grace (--shutdown-grace)",
@@ -657,6 +682,17 @@ impl Settings {
                  fleet budget cannot be split; use --rate for this process alone",
             ));
         }
+        let max_sends_per_user: u64 = parse_num(
+            "ledger.max_sends_per_user (--max-sends-per-user)",
+            given(&raw.ledger.max_sends_per_user),
+        )?;
+        let max_sends_per_user = (max_sends_per_user > 0).then_some(max_sends_per_user);
+        if max_sends_per_user.is_some() && state == crate::ledger::StateSpec::None {
+            return Err(ConfigError::new(
+                "ledger.max_sends_per_user (--max-sends-per-user) counts each user's codes in \
+                 the ledger: it needs one (--state FILE or dynamodb://TABLE, not none)",
+            ));
+        }
         let ledger = LedgerSettings {
             path: state,
             cooldown,
@@ -665,6 +701,7 @@ impl Settings {
                 "ledger.dynamodb_endpoint (--dynamodb-endpoint)",
                 non_empty(raw.ledger.dynamodb_endpoint),
             )?,
+            max_sends_per_user,
         };
 
         let listen = given(&raw.metrics.metrics_addr).trim();
@@ -985,7 +1022,8 @@ pub fn config_keys() -> Vec<String> {
         }
         argv.push(format!("--{long}"));
         if arg.get_action().takes_values() {
-            argv.push("x".to_owned());
+            // A value every setting flag reads, `--client-metadata KEY=VALUE` included.
+            argv.push("k=v".to_owned());
         }
     }
     let flags = Flags::try_parse_from(&argv).expect("every setting flag parses");
@@ -997,6 +1035,73 @@ pub fn config_keys() -> Vec<String> {
         }
     }
     keys
+}
+
+/// `cognito.client_metadata`: every key and value within Cognito's limit (its model's
+/// `StringType`, at most [`crate::job::MAX_METADATA_CHARS`] characters), and no empty key (a
+/// `--client-metadata =v` is a typo, not a key the trigger could read).
+fn client_metadata(
+    pairs: Vec<(String, String)>,
+) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+    use crate::job::MAX_METADATA_CHARS;
+    let key = "cognito.client_metadata (--client-metadata)";
+    let mut table = std::collections::BTreeMap::new();
+    for (k, v) in pairs {
+        let name = k.trim();
+        if name.is_empty() {
+            return Err(ConfigError::new(format!("{key}: an empty key (`={v}`)")));
+        }
+        let shown: String = name.chars().take(40).collect();
+        let chars = name.chars().count();
+        if chars > MAX_METADATA_CHARS {
+            return Err(ConfigError::new(format!(
+                "{key}: the key `{shown}...` is {chars} characters long; Cognito allows at most \
+                 {MAX_METADATA_CHARS}"
+            )));
+        }
+        let chars = v.chars().count();
+        if chars > MAX_METADATA_CHARS {
+            return Err(ConfigError::new(format!(
+                "{key}: the value of `{shown}` is {chars} characters long; Cognito allows at \
+                 most {MAX_METADATA_CHARS}"
+            )));
+        }
+        table.insert(name.to_owned(), v);
+    }
+    Ok(table)
+}
+
+/// `cognito.analytics_endpoint_id`: within Cognito's limit, like a ClientMetadata value.
+fn analytics_endpoint_id(id: Option<String>) -> Result<Option<String>, ConfigError> {
+    let id = non_empty(id);
+    if let Some(chars) = id.as_ref().map(|i| i.chars().count())
+        && chars > crate::job::MAX_METADATA_CHARS
+    {
+        return Err(ConfigError::new(format!(
+            "cognito.analytics_endpoint_id (--analytics-endpoint-id): {chars} characters long; \
+             Cognito allows at most {}",
+            crate::job::MAX_METADATA_CHARS
+        )));
+    }
+    Ok(id)
+}
+
+/// `run.wave`: a short name that reads the same in a report, the ledger and a DynamoDB
+/// attribute name: 1 to 64 of letters, digits, `-`, `_`, `.` and `:`.
+fn wave(name: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(name) = non_empty(name) else {
+        return Ok(None);
+    };
+    let ok = name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if !ok {
+        return Err(ConfigError::new(format!(
+            "run.wave (--wave): {name:?} must be 1 to 64 of letters, digits, `-`, `_`, `.` and `:`"
+        )));
+    }
+    Ok(Some(name))
 }
 
 /// The most calls in flight `--concurrency` allows. Cognito's quota for ResendConfirmationCode is
@@ -1716,5 +1821,82 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("--client-secret-file") && err.contains("/nonexistent/secret"));
+    }
+
+    #[test]
+    fn run_metadata_wave_and_cap_layer_are_checked_and_show_in_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("waves.toml");
+        std::fs::write(
+            &file,
+            "[cognito]\nanalytics_endpoint_id = \"file-endpoint\"\n\n\
+             [cognito.client_metadata]\nwave = \"file-wave\"\nsource = \"pool\"\n",
+        )
+        .unwrap();
+        let s = load_with(
+            &[
+                "cognito-resend",
+                "--config",
+                file.to_str().unwrap(),
+                "--client-metadata",
+                "wave=day-3",
+                "--client-metadata",
+                "note=a=b",
+                "--wave",
+                "day-3",
+                "--max-sends-per-user",
+                "3",
+                "check",
+            ],
+            None,
+        )
+        .unwrap();
+        let expected: std::collections::BTreeMap<String, String> =
+            [("note", "a=b"), ("source", "pool"), ("wave", "day-3")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+        assert_eq!(s.cognito.client_metadata, expected, "flags win key by key");
+        assert_eq!(
+            s.cognito.analytics_endpoint_id.as_deref(),
+            Some("file-endpoint")
+        );
+        assert_eq!(s.run.wave.as_deref(), Some("day-3"));
+        assert_eq!(s.ledger.max_sends_per_user, Some(3));
+        // `check` prints them as a file that loads back to the same.
+        let shown = s.render_redacted();
+        let effective = dir.path().join("effective.toml");
+        std::fs::write(&effective, &shown).unwrap();
+        let again = load_with(
+            &[
+                "cognito-resend",
+                "--config",
+                effective.to_str().unwrap(),
+                "check",
+            ],
+            None,
+        )
+        .unwrap_or_else(|e| panic!("check's output does not load: {e}\n{shown}"));
+        assert_eq!(again.cognito.client_metadata, expected, "{shown}");
+        assert_eq!(again.run.wave.as_deref(), Some("day-3"), "{shown}");
+        assert_eq!(again.ledger.max_sends_per_user, Some(3), "{shown}");
+        let defaults = load_with(&["cognito-resend", "check"], None).unwrap();
+        assert!(defaults.cognito.client_metadata.is_empty());
+        assert_eq!(
+            (defaults.run.wave, defaults.ledger.max_sends_per_user),
+            (None, None)
+        );
+
+        let e = refused(&["--client-metadata", "=orphan"]);
+        assert!(
+            e.contains("cognito.client_metadata (--client-metadata)") && e.contains("empty key"),
+            "{e}"
+        );
+        let e = refused(&["--wave", "day 3"]);
+        assert!(e.contains("run.wave (--wave)"), "{e}");
+        let e = refused(&["--max-sends-per-user", "2", "--state", "none"]);
+        assert!(e.contains("ledger.max_sends_per_user"), "{e}");
+        let e = refused(&["--max-sends-per-user", "two"]);
+        assert!(e.contains("ledger.max_sends_per_user"), "{e}");
     }
 }

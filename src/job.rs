@@ -257,6 +257,9 @@ pub enum OutcomeKind {
     NotFound,
     /// Sent to this client+username within the cooldown, as the ledger shows.
     Cooldown,
+    /// The user already got `--max-sends-per-user` codes from this tool (over every run the
+    /// ledger has seen): no call.
+    Capped,
     /// `--dry-run`: everything but the send.
     DryRun,
     /// The row or message could not be read.
@@ -267,11 +270,12 @@ pub enum OutcomeKind {
 
 impl OutcomeKind {
     /// Every outcome, in the order summaries list them.
-    pub const ALL: [OutcomeKind; 7] = [
+    pub const ALL: [OutcomeKind; 8] = [
         Self::Sent,
         Self::AlreadyConfirmed,
         Self::NotFound,
         Self::Cooldown,
+        Self::Capped,
         Self::DryRun,
         Self::Invalid,
         Self::Failed,
@@ -284,6 +288,7 @@ impl OutcomeKind {
             Self::AlreadyConfirmed => "already_confirmed",
             Self::NotFound => "not_found",
             Self::Cooldown => "cooldown",
+            Self::Capped => "capped",
             Self::DryRun => "dry_run",
             Self::Invalid => "invalid",
             Self::Failed => "failed",
@@ -480,9 +485,72 @@ impl Serialize for Reason {
     }
 }
 
+/// What a run adds to every request (`--client-metadata`, `--analytics-endpoint-id`), under the
+/// job's own fields: a row or message that carries a ClientMetadata key or an analytics endpoint
+/// keeps its value. Applied by the engine to every job it takes, whatever its source, so each
+/// source (and each shape that drives the engine) gets it without knowing of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestDefaults {
+    /// ClientMetadata keys every request carries unless the job sets the key itself.
+    pub client_metadata: BTreeMap<String, String>,
+    /// AnalyticsMetadata.AnalyticsEndpointId for jobs that carry none.
+    pub analytics_endpoint_id: Option<String>,
+}
+
+impl RequestDefaults {
+    /// Merges these under `req`'s own values.
+    pub fn apply(&self, req: &mut ResendRequest) {
+        for (key, value) in &self.client_metadata {
+            req.client_metadata
+                .entry(key.clone())
+                .or_insert_with(|| value.clone());
+        }
+        if req.analytics_endpoint_id.is_none() {
+            req.analytics_endpoint_id = self.analytics_endpoint_id.clone();
+        }
+    }
+}
+
+/// Cognito's limit on a ClientMetadata key or value, and on AnalyticsEndpointId, in characters
+/// (its API model's `StringType`: 0 to 131,072).
+pub const MAX_METADATA_CHARS: usize = 131_072;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_defaults_merge_under_the_jobs_own_values() {
+        let defaults = RequestDefaults {
+            client_metadata: BTreeMap::from([
+                ("wave".into(), "day-3".into()),
+                ("campaign".into(), "spring".into()),
+            ]),
+            analytics_endpoint_id: Some("run-endpoint".into()),
+        };
+        let mut own = ResendRequest {
+            username: "ana".into(),
+            client_metadata: BTreeMap::from([("campaign".into(), "row".into())]),
+            analytics_endpoint_id: Some("row-endpoint".into()),
+            ..ResendRequest::default()
+        };
+        defaults.apply(&mut own);
+        assert_eq!(
+            own.client_metadata,
+            BTreeMap::from([
+                ("wave".into(), "day-3".into()),
+                ("campaign".into(), "row".into()),
+            ])
+        );
+        assert_eq!(own.analytics_endpoint_id.as_deref(), Some("row-endpoint"));
+        let mut bare = ResendRequest {
+            username: "bo".into(),
+            ..ResendRequest::default()
+        };
+        defaults.apply(&mut bare);
+        assert_eq!(bare.client_metadata, defaults.client_metadata);
+        assert_eq!(bare.analytics_endpoint_id.as_deref(), Some("run-endpoint"));
+    }
 
     #[test]
     fn format_characters_are_refused_like_control_characters() {

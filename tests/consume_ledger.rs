@@ -374,6 +374,7 @@ fn rules_at(now: i64) -> Rules {
         now,
         cooldown_since: now - 3_600_000,
         alive_since: now - 30_000,
+        max_sends_per_user: None,
     }
 }
 
@@ -475,7 +476,7 @@ async fn a_dynamodb_claim_whose_answer_was_lost_is_recognised_as_ours() {
     .await;
     let lossy2 = DynamoStore::from_client(retrying_client(&proxy2.endpoint).await, "lossy");
     lossy2
-        .finish(&me, CLIENT, "fresh", Finish::Sent, now)
+        .finish(&me, CLIENT, "fresh", Finish::Sent, None, now)
         .await
         .unwrap();
     assert_eq!(proxy2.unused_rules(), 0);
@@ -510,7 +511,7 @@ async fn a_released_dynamodb_takeover_keeps_its_in_doubt_mark_and_a_late_maybe_s
     db.begin_run(&second, "test", now).await.unwrap();
     let c = db.claim(&second, CLIENT, "fay", rules_at(now), None).await;
     assert_eq!(c.unwrap(), doubt);
-    db.finish(&second, CLIENT, "fay", Finish::Release, now)
+    db.finish(&second, CLIENT, "fay", Finish::Release, None, now)
         .await
         .unwrap();
     let stats = db.stats(rules_at(now)).await.unwrap();
@@ -519,7 +520,7 @@ async fn a_released_dynamodb_takeover_keeps_its_in_doubt_mark_and_a_late_maybe_s
     db.begin_run(&third, "test", now).await.unwrap();
     let c = db.claim(&third, CLIENT, "fay", rules_at(now), None).await;
     assert_eq!(c.unwrap(), doubt, "the next run is told");
-    db.finish(&third, CLIENT, "fay", Finish::Sent, now)
+    db.finish(&third, CLIENT, "fay", Finish::Sent, None, now)
         .await
         .unwrap();
     let stats = db.stats(rules_at(now)).await.unwrap();
@@ -528,7 +529,7 @@ async fn a_released_dynamodb_takeover_keeps_its_in_doubt_mark_and_a_late_maybe_s
     // "gus": the dead run was not dead after all; its call ended ambiguous after the takeover.
     let c = db.claim(&third, CLIENT, "gus", rules_at(now), None).await;
     assert!(matches!(c.unwrap(), Claim::Granted { in_doubt: Some(_) }));
-    db.finish(&dead, CLIENT, "gus", Finish::MaybeSent("failed"), now)
+    db.finish(&dead, CLIENT, "gus", Finish::MaybeSent("failed"), None, now)
         .await
         .unwrap();
     let fourth = RunId::new();

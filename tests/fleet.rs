@@ -116,6 +116,7 @@ async fn shares_follow_the_fleet(store: impl Fn() -> Arc<dyn Store>) {
         now,
         cooldown_since: now,
         alive_since: now - 10 * lease.as_millis() as i64,
+        max_sends_per_user: None,
     };
     let stats = store().stats(rules).await.unwrap();
     assert_eq!(stats.fleet_runs, 3, "{stats:?}");

@@ -600,7 +600,7 @@ mod in_process {
             client_id: &'a str,
             username: &'a str,
             rules: Rules,
-        ) -> BoxFuture<'a, Result<Option<Millis>, LedgerError>> {
+        ) -> BoxFuture<'a, Result<Option<Claim>, LedgerError>> {
             self.inner.peek(client_id, username, rules)
         }
         fn finish<'a>(
@@ -609,6 +609,7 @@ mod in_process {
             client_id: &'a str,
             username: &'a str,
             how: Finish,
+            wave: Option<&'a str>,
             now: Millis,
         ) -> BoxFuture<'a, Result<(), LedgerError>> {
             let left = self.finish_failures.load(Ordering::SeqCst);
@@ -619,7 +620,7 @@ mod in_process {
                 let e = self.down("finish");
                 return Box::pin(async move { Err(e) });
             }
-            self.inner.finish(run, client_id, username, how, now)
+            self.inner.finish(run, client_id, username, how, wave, now)
         }
         fn stats(&self, rules: Rules) -> BoxFuture<'_, Result<Stats, LedgerError>> {
             self.inner.stats(rules)
@@ -669,6 +670,7 @@ mod in_process {
                 dry_run: false,
                 precheck: false,
                 precheck_rate: None,
+                wave: None,
             },
             retry: RetrySettings {
                 max_attempts: 3.try_into().unwrap(),
@@ -684,6 +686,7 @@ mod in_process {
             shutdown_grace: Duration::from_secs(10),
             ledger: Some(ledger.clone()),
             precheck: None,
+            request_defaults: Default::default(),
         };
         let recorder = Arc::new(Recorder::new("csv", Some(report), false).expect("report"));
         let mut source = CsvSource::open(csv.to_owned()).await.expect("csv");

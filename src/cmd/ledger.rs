@@ -12,7 +12,8 @@ use crate::ledger::{self, Rules, StateSpec, fleet, now_millis};
 /// dispatcher, so nothing here depends on how the command line is spelled.
 #[derive(Debug, Clone, Copy)]
 pub enum LedgerAction {
-    /// Totals: users, codes sent, cooldowns, claims, today's spend, recent runs.
+    /// Totals: users, codes sent, cooldowns, claims, sends per wave, users at the cap, today's
+    /// spend, recent runs.
     Stats {
         /// JSON instead of text.
         json: bool,
@@ -71,6 +72,7 @@ pub(super) async fn run(action: LedgerAction, settings: &Settings) -> Result<Fin
                 now,
                 cooldown_since: now.saturating_sub(millis(settings.ledger.cooldown)),
                 alive_since: now.saturating_sub(millis(settings.ledger.claim_lease)),
+                max_sends_per_user: settings.ledger.max_sends_per_user,
             };
             let stats = store
                 .stats(rules)
@@ -114,6 +116,17 @@ pub(super) async fn run(action: LedgerAction, settings: &Settings) -> Result<Fin
                     stats.claims_in_doubt,
                     stats.doubt_marks,
                 );
+                if let (Some(n), Some(max)) =
+                    (stats.users_capped, settings.ledger.max_sends_per_user)
+                {
+                    println!("  users at --max-sends-per-user {max} (never sent again): {n}");
+                }
+                if !stats.sends_per_wave.is_empty() {
+                    println!("  codes sent per wave (--wave):");
+                    for (wave, n) in &stats.sends_per_wave {
+                        println!("    {wave}: {n}");
+                    }
+                }
                 let of = |n: u64, cap: Option<u64>| match cap {
                     Some(c) => format!("{n} of {c}"),
                     None => format!("{n} (no cap)"),

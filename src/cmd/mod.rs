@@ -183,6 +183,7 @@ impl Summary<'_> {
                 already_confirmed = tally.count(OutcomeKind::AlreadyConfirmed),
                 not_found = tally.count(OutcomeKind::NotFound),
                 cooldown = tally.count(OutcomeKind::Cooldown),
+                capped = tally.count(OutcomeKind::Capped),
                 dry_run = tally.count(OutcomeKind::DryRun),
                 invalid = tally.count(OutcomeKind::Invalid),
                 failed = tally.count(OutcomeKind::Failed),

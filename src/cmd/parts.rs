@@ -10,7 +10,7 @@ use crate::cognito::{Cognito, Misconfiguration};
 use crate::config::Settings;
 use crate::engine::{self, EngineConfig, StopCause};
 use crate::job::Source;
-use crate::ledger::{self, Ledger, LedgerTiming};
+use crate::ledger::{self, Ledger, LedgerTiming, Waves};
 use crate::outcome::Recorder;
 use crate::shutdown::Shutdown;
 use crate::telemetry::metrics;
@@ -42,6 +42,7 @@ impl Parts {
             settings.report.path.as_deref(),
             settings.log.usernames,
         )
+        .map(|r| r.with_wave(settings.run.wave.clone()))
         .map_err(|e| {
             RunError::Usage(format!(
                 "--report (report.path): cannot create {}: {e}",
@@ -89,7 +90,12 @@ impl Parts {
                     Some(budget) => Ledger::start_in_fleet(store, command, timing, budget).await,
                     None => Ledger::start(store, command, timing).await,
                 };
-                Some(started.map_err(|e| RunError::Usage(format!("ledger.path (--state): {e}")))?)
+                let started =
+                    started.map_err(|e| RunError::Usage(format!("ledger.path (--state): {e}")))?;
+                Some(started.with_waves(Waves {
+                    wave: settings.run.wave.clone(),
+                    max_sends_per_user: settings.ledger.max_sends_per_user,
+                }))
             }
             None => {
                 tracing::warn!(
@@ -144,6 +150,7 @@ pub(super) async fn run_engine<S: Source>(
         shutdown_grace: settings.sqs.shutdown_grace,
         ledger: ledger.clone(),
         precheck,
+        request_defaults: settings.cognito.request_defaults(),
     };
     let cause = engine::run(
         config,

@@ -219,6 +219,35 @@ pub struct CognitoArgs {
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub connect_timeout: Option<String>,
+
+    /// A ClientMetadata key every request carries, for the pool's Lambda triggers (repeatable;
+    /// env: comma-separated). A job's own key (CSV column client_metadata.KEY, message field
+    /// client_metadata) wins. Flags add to or replace the keys of the file's
+    /// [cognito.client_metadata] table.
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_COGNITO_CLIENT_METADATA",
+        value_delimiter = ',',
+        value_name = "KEY=VALUE",
+        value_parser = key_value
+    )]
+    #[serde(
+        skip_serializing_if = "no_pairs",
+        serialize_with = "pairs_as_table",
+        deserialize_with = "table_as_pairs"
+    )]
+    pub client_metadata: Vec<(String, String)>,
+
+    /// AnalyticsMetadata.AnalyticsEndpointId for every request whose job carries none.
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_COGNITO_ANALYTICS_ENDPOINT_ID",
+        value_name = "ID"
+    )]
+    #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
+    pub analytics_endpoint_id: Option<String>,
 }
 
 /// The `[aws]` section as flags.
@@ -297,6 +326,18 @@ pub struct RunArgs {
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub precheck_rate: Option<String>,
+
+    /// A name for this run's sends (e.g. day-3): recorded with each send in the ledger and on
+    /// every report line; `ledger stats` counts sends per wave. 1 to 64 of letters, digits,
+    /// `-`, `_`, `.`, `:`.
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_RUN_WAVE",
+        value_name = "NAME"
+    )]
+    #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
+    pub wave: Option<String>,
 }
 
 /// The `[retry]` section as flags.
@@ -429,6 +470,17 @@ pub struct LedgerArgs {
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub dynamodb_endpoint: Option<String>,
+
+    /// Lifetime cap: a user who already got N codes from this tool (every run and wave the
+    /// ledger has seen) is `capped`, never called; needs a ledger. 0 = no cap [default: 0].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_LEDGER_MAX_SENDS_PER_USER",
+        value_name = "N"
+    )]
+    #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
+    pub max_sends_per_user: Option<String>,
 }
 
 /// The `[discover]` section as flags.
@@ -687,4 +739,47 @@ pub struct LimitsArgs {
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub max_email_per_day: Option<String>,
+}
+
+/// `--client-metadata KEY=VALUE`: split at the first `=` (a value may hold more). An empty
+/// text (an empty environment variable) is no pair at all: it counts as unset.
+fn key_value(text: &str) -> Result<(String, String), String> {
+    if text.is_empty() {
+        return Ok((String::new(), String::new()));
+    }
+    match text.split_once('=') {
+        Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
+        None => Err(format!(
+            "`{text}` is not KEY=VALUE (a value holding a comma goes in the settings file's \
+             [cognito.client_metadata] table)"
+        )),
+    }
+}
+
+/// Flags' `KEY=VALUE` pairs as the TOML table they stand for, so figment merges them into the
+/// file's `[cognito.client_metadata]` key by key.
+fn pairs_as_table<S: serde::Serializer>(
+    pairs: &[(String, String)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(pairs.iter().filter(|p| !is_no_pair(p)).map(|(k, v)| (k, v)))
+}
+
+/// What [`key_value`] makes of an empty text.
+fn is_no_pair((k, v): &(String, String)) -> bool {
+    k.is_empty() && v.is_empty()
+}
+
+/// No `--client-metadata` given (or only empty ones): the file's table decides.
+fn no_pairs(pairs: &[(String, String)]) -> bool {
+    pairs.iter().all(is_no_pair)
+}
+
+/// The merged table back as pairs, in key order.
+fn table_as_pairs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+    Ok(
+        std::collections::BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .collect(),
+    )
 }

@@ -7,9 +7,9 @@
 //!
 //! The ledger. With one ([`crate::ledger`]), a job claims its user before the first call and
 //! writes the result before its source is told or the outcome recorded: a user in cooldown is
-//! `cooldown` without a call; a user another live call holds waits for it; a user a dead run held
-//! is sent again and reported as in doubt. A ledger that fails stops the run: without a claim
-//! nothing is sent.
+//! `cooldown` without a call, one at `--max-sends-per-user` is `capped`; a user another live
+//! call holds waits for it; a user a dead run held is sent again and reported as in doubt. A
+//! ledger that fails stops the run: without a claim nothing is sent.
 //!
 //! Spend caps. Next to the claim, a job reserves one send against `--max-sends` (this run, in
 //! memory) and the per-day caps (in the ledger, atomically, shared by every run on it); the
@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 use crate::cognito::admin::{AdminError, PoolAdmin, UserState};
 use crate::cognito::{Answer, CallError, Misconfiguration, Resend};
 use crate::config::{LimitSettings, RetrySettings, RunSettings};
-use crate::job::{Input, Job, Reason, ResendRequest, Settle, Source};
+use crate::job::{Input, Job, Reason, RequestDefaults, ResendRequest, Settle, Source};
 use crate::ledger::{Claim, DayCaps, Finish, Ledger, LedgerError, Medium, SpendCap, Spent};
 use crate::outcome::{DoubtCause, Outcome, OutcomeKind, Recorder};
 use crate::retry::{Failure, Quota, Retry, Verdict};
@@ -68,6 +68,9 @@ pub struct EngineConfig {
     pub ledger: Option<Ledger>,
     /// `--precheck`: the pool client (its rate is `run.precheck_rate`).
     pub precheck: Option<PoolAdmin>,
+    /// `--client-metadata`, `--analytics-endpoint-id`: merged under every job's own request
+    /// fields as the engine takes it, so every source and shape gets them.
+    pub request_defaults: RequestDefaults,
 }
 
 /// The spend caps a run enforces, from `[limits]`.
@@ -310,7 +313,9 @@ pub async fn run<S: Source, C: Resend>(
                     .recorder
                     .record(u.username.as_deref(), None, &u.origin, &outcome);
             }
-            Some(Input::Job(job)) => {
+            Some(Input::Job(mut job)) => {
+                // The one place every job passes: the run's defaults go under its own fields.
+                config.request_defaults.apply(&mut job.request);
                 let shared = shared.clone();
                 tracker.spawn(async move { run_job(&shared, job, permit).await });
             }
@@ -511,6 +516,9 @@ async fn guarded(
     if let Some(ledger) = &shared.ledger {
         if shared.dry_run {
             match ledger.peek(client_id, username).await {
+                Ok(Some(Claim::Capped { .. })) => {
+                    return Some(Outcome::new(OutcomeKind::Capped, 0));
+                }
                 Ok(Some(_)) => return Some(Outcome::new(OutcomeKind::Cooldown, 0)),
                 Ok(None) => {}
                 Err(e) => return Some(shared.ledger_failed(e, 0)),
@@ -749,6 +757,9 @@ async fn claim(shared: &Shared, ledger: &Ledger, client_id: &str, username: &str
             }
             Ok(Claim::Cooldown { .. }) => {
                 return Claimed::Ended(Some(Outcome::new(OutcomeKind::Cooldown, 0)));
+            }
+            Ok(Claim::Capped { .. }) => {
+                return Claimed::Ended(Some(Outcome::new(OutcomeKind::Capped, 0)));
             }
             Ok(Claim::Held { run, .. }) => {
                 if !waited {

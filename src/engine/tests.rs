@@ -170,6 +170,7 @@ fn config(concurrency: usize) -> EngineConfig {
             dry_run: false,
             precheck: false,
             precheck_rate: None,
+            wave: None,
         },
         retry: RetrySettings {
             max_attempts: NonZeroU32::new(3).unwrap(),
@@ -185,6 +186,7 @@ fn config(concurrency: usize) -> EngineConfig {
         shutdown_grace: Duration::from_secs(1),
         ledger: None,
         precheck: None,
+        request_defaults: Default::default(),
     }
 }
 

@@ -18,7 +18,8 @@
 //! held, by design, and is told apart by its different token).
 //!
 //! The table has one string partition key, `pk`. User items are `u#<client id>#<username>`
-//! (client ids have no `#`, so the split is unambiguous), run items `r#<run id>`, and each UTC
+//! (client ids have no `#`, so the split is unambiguous), with a number attribute `w#<wave>` per
+//! `--wave` that sent them a code, run items `r#<run id>`, and each UTC
 //! day's spend counters `d#<YYYY-MM-DD>` (one conditional `UpdateItem` per reservation: `ADD
 //! sends 1` only while every cap still holds). Create it with
 //! `cognito-resend ledger init --state dynamodb://TABLE` or the CloudFormation in `deploy/`.
@@ -41,8 +42,8 @@ use aws_sdk_dynamodb::types::ReturnValue;
 use super::fleet;
 use super::{
     Claim, DayCaps, DaySpend, Finish, Holder, InDoubt, LedgerError, Medium, Millis, Page, Rules,
-    RunId, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide, host_label, refused_by,
-    rfc3339,
+    RunId, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide, host_label, plan,
+    refused_by, rfc3339,
 };
 
 /// Where DynamoDB is.
@@ -91,6 +92,24 @@ fn run_pk(run: &str) -> String {
 /// The spend counters of a UTC day.
 fn day_pk(day: &str) -> String {
     format!("d#{day}")
+}
+
+/// The attribute of a user item that counts its codes sent in `wave`.
+fn wave_attr(wave: &str) -> String {
+    format!("{WAVE_PREFIX}{wave}")
+}
+
+/// What every wave attribute's name starts with.
+const WAVE_PREFIX: &str = "w#";
+
+/// A user item's codes per wave.
+fn waves_of(item: &Item) -> std::collections::BTreeMap<String, i64> {
+    item.iter()
+        .filter_map(|(k, v)| {
+            let wave = k.strip_prefix(WAVE_PREFIX)?;
+            Some((wave.to_owned(), v.as_n().ok()?.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The fleet item (`--fleet-rate`): one attribute per live run, its census counter, and the
@@ -270,25 +289,35 @@ impl DynamoStore {
             .expression_attribute_values(":c", s(client_id))
             .expression_attribute_values(":u", s(username))
             .expression_attribute_values(":since", n(rules.cooldown_since));
+        // The cap in the same condition: a user at it is never claimed, and a send's count is
+        // written in the same UpdateItem that ends its claim, so replicas cannot pass it.
+        let capped = match rules.max_sends_per_user {
+            Some(max) => {
+                call = call
+                    .expression_attribute_values(":max", n(i64::try_from(max).unwrap_or(i64::MAX)));
+                " AND (attribute_not_exists(sends) OR sends < :max)"
+            }
+            None => "",
+        };
         call = match take_from {
             None => call
                 .update_expression(
                     "SET claim_run = :me, claimed_at = :now, claim_token = :tok, client_id = :c, \
                      username = :u",
                 )
-                .condition_expression(
+                .condition_expression(format!(
                     "attribute_not_exists(claim_run) AND \
-                     (attribute_not_exists(last_sent_at) OR last_sent_at < :since)",
-                ),
+                     (attribute_not_exists(last_sent_at) OR last_sent_at < :since){capped}"
+                )),
             Some(dead) => call
                 .update_expression(
                     "SET claim_run = :me, claimed_at = :now, claim_token = :tok, client_id = :c, \
                      username = :u, doubt_run = :dead, doubt_at = :dead_at",
                 )
-                .condition_expression(
+                .condition_expression(format!(
                     "claim_run = :dead AND \
-                     (attribute_not_exists(last_sent_at) OR last_sent_at < :since)",
-                )
+                     (attribute_not_exists(last_sent_at) OR last_sent_at < :since){capped}"
+                ))
                 .expression_attribute_values(":dead", s(&dead.run))
                 .expression_attribute_values(":dead_at", n(dead.claimed_at)),
         };
@@ -439,7 +468,16 @@ impl Store for DynamoStore {
                     ended: state.is_none_or(|(_, ended)| ended),
                 });
                 let taking_over = holder.is_some();
-                match decide(&run.0, last_sent, holder, mark_of(&item), take_over, rules) {
+                let sends = get_n(&item, "sends").unwrap_or(0);
+                match decide(
+                    &run.0,
+                    last_sent,
+                    sends,
+                    holder,
+                    mark_of(&item),
+                    take_over,
+                    rules,
+                ) {
                     Claim::Granted {
                         in_doubt: Some(dead),
                     } if taking_over => {
@@ -466,12 +504,15 @@ impl Store for DynamoStore {
         client_id: &'a str,
         username: &'a str,
         rules: Rules,
-    ) -> BoxFuture<'a, Result<Option<Millis>, LedgerError>> {
+    ) -> BoxFuture<'a, Result<Option<Claim>, LedgerError>> {
         Box::pin(async move {
             let item = self.get(user_pk(client_id, username)).await?;
-            Ok(item
-                .and_then(|i| get_n(&i, "last_sent_at"))
-                .filter(|&t| t >= rules.cooldown_since))
+            let item = item.unwrap_or_default();
+            Ok(plan(
+                get_n(&item, "last_sent_at"),
+                get_n(&item, "sends").unwrap_or(0),
+                rules,
+            ))
         })
     }
 
@@ -481,10 +522,16 @@ impl Store for DynamoStore {
         client_id: &'a str,
         username: &'a str,
         how: Finish,
+        wave: Option<&'a str>,
         now: Millis,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
         Box::pin(async move {
             let pk = user_pk(client_id, username);
+            // A send's wave is counted in the same write as the send (`ADD #w :one`).
+            let (add_wave, wave_name) = match wave {
+                Some(w) => (", #w :one", Some(wave_attr(w))),
+                None => ("", None),
+            };
             // Like a claim, a result carries a token, so a retried write whose first try went
             // through is not mistaken for a takeover (and a send counted twice).
             let token = RunId::new().0;
@@ -499,10 +546,15 @@ impl Store for DynamoStore {
             let mine = "claim_run = :me";
             let call = match how {
                 Finish::Sent => base()
-                    .update_expression(
+                    .update_expression(format!(
                         "SET last_sent_at = :now, last_outcome = :o, last_outcome_at = :now, \
-                         finish_token = :ft ADD sends :one \
-                         REMOVE claim_run, claimed_at, claim_token, doubt_run, doubt_at",
+                         finish_token = :ft ADD sends :one{add_wave} \
+                         REMOVE claim_run, claimed_at, claim_token, doubt_run, doubt_at"
+                    ))
+                    .set_expression_attribute_names(
+                        wave_name
+                            .clone()
+                            .map(|w| HashMap::from([("#w".to_owned(), w)])),
                     )
                     .expression_attribute_values(":now", n(now))
                     .expression_attribute_values(":o", s("sent"))
@@ -544,12 +596,15 @@ impl Store for DynamoStore {
                     // their claim.
                     let record = match how {
                         Finish::Sent => Some((
-                            "SET last_sent_at = :now, last_outcome = :o, last_outcome_at = :now \
-                             ADD sends :one",
+                            format!(
+                                "SET last_sent_at = :now, last_outcome = :o, \
+                                 last_outcome_at = :now ADD sends :one{add_wave}"
+                            ),
                             "sent",
                         )),
                         Finish::MaybeSent(outcome) => Some((
-                            "SET last_sent_at = :now, last_outcome = :o, last_outcome_at = :now",
+                            "SET last_sent_at = :now, last_outcome = :o, last_outcome_at = :now"
+                                .to_owned(),
                             outcome,
                         )),
                         Finish::NotSent(_) | Finish::Release => None,
@@ -564,7 +619,11 @@ impl Store for DynamoStore {
                             .expression_attribute_values(":now", n(now))
                             .expression_attribute_values(":o", s(outcome));
                         if how == Finish::Sent {
-                            call = call.expression_attribute_values(":one", n(1));
+                            call = call
+                                .expression_attribute_values(":one", n(1))
+                                .set_expression_attribute_names(
+                                    wave_name.map(|w| HashMap::from([("#w".to_owned(), w)])),
+                                );
                         }
                         call.send()
                             .await
@@ -583,7 +642,10 @@ impl Store for DynamoStore {
 
     fn stats(&self, rules: Rules) -> BoxFuture<'_, Result<Stats, LedgerError>> {
         Box::pin(async move {
-            let mut stats = Stats::default();
+            let mut stats = Stats {
+                users_capped: rules.max_sends_per_user.map(|_| 0),
+                ..Stats::default()
+            };
             let mut runs: HashMap<String, RunRow> = HashMap::new();
             let mut alive: HashMap<String, bool> = HashMap::new();
             let mut claims: Vec<String> = Vec::new();
@@ -633,6 +695,15 @@ impl Store for DynamoStore {
                     }
                     stats.users += 1;
                     let sends = get_n(item, "sends").unwrap_or(0);
+                    for (wave, n) in waves_of(item) {
+                        *stats.sends_per_wave.entry(wave).or_default() +=
+                            u64::try_from(n).unwrap_or(0);
+                    }
+                    if let Some(max) = rules.max_sends_per_user
+                        && u64::try_from(sends).is_ok_and(|s| s >= max)
+                    {
+                        *stats.users_capped.get_or_insert(0) += 1;
+                    }
                     if sends > 0 {
                         stats.users_sent += 1;
                         stats.sends += sends as u64;
@@ -701,6 +772,7 @@ impl Store for DynamoStore {
                     last_outcome: get_s(i, "last_outcome"),
                     last_outcome_at: get_n(i, "last_outcome_at").map(rfc3339),
                     claimed_by: get_s(i, "claim_run"),
+                    waves: waves_of(i),
                 })
                 .collect();
             let next = out.last_evaluated_key.as_ref().and_then(|k| get_s(k, "pk"));

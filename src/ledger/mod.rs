@@ -179,6 +179,8 @@ pub struct Rules {
     /// For `ledger stats` only (people's estimate, by this host's clock): runs whose heartbeat
     /// time is older than this are counted as dead. Claims never use it.
     pub alive_since: Millis,
+    /// `--max-sends-per-user`: a user with this many codes recorded is not claimed.
+    pub max_sends_per_user: Option<u64>,
 }
 
 /// What a claim attempt found.
@@ -193,6 +195,11 @@ pub enum Claim {
     Cooldown {
         /// When.
         last_sent: Millis,
+    },
+    /// The user already got `--max-sends-per-user` codes (over the ledger's life).
+    Capped {
+        /// Codes recorded for the user.
+        sends: i64,
     },
     /// A live call holds the user: wait and ask again.
     Held {
@@ -270,6 +277,8 @@ pub struct UserRow {
     pub last_outcome_at: Option<String>,
     /// The run holding a claim on the user, if any.
     pub claimed_by: Option<String>,
+    /// Codes sent by wave (`--wave`); sends of runs without one are not in it.
+    pub waves: std::collections::BTreeMap<String, i64>,
 }
 
 /// One run's row.
@@ -314,6 +323,10 @@ pub struct Stats {
     /// Runs sharing a fleet budget (`--fleet-rate`) and live by this host's clock: on SQLite
     /// every unfinished run, on DynamoDB those in the fleet item.
     pub fleet_runs: u64,
+    /// Codes sent per wave (`--wave`), by wave name.
+    pub sends_per_wave: std::collections::BTreeMap<String, u64>,
+    /// Users at `--max-sends-per-user` (when the rules give one): never sent again.
+    pub users_capped: Option<u64>,
 }
 
 /// A page of `ledger export`: rows, and the cursor of the next page (`None` at the end).
@@ -360,20 +373,24 @@ pub trait Store: Send + Sync + 'static {
         rules: Rules,
         take_over: Option<&'a Stale>,
     ) -> BoxFuture<'a, Result<Claim, LedgerError>>;
-    /// The last send, if within the cooldown; writes nothing (`--dry-run`).
+    /// What a claim would find, claims of runs aside: [`Claim::Cooldown`] or
+    /// [`Claim::Capped`], or `None` when it would be granted (see [`plan`]); writes nothing
+    /// (`--dry-run`).
     fn peek<'a>(
         &'a self,
         client_id: &'a str,
         username: &'a str,
         rules: Rules,
-    ) -> BoxFuture<'a, Result<Option<Millis>, LedgerError>>;
-    /// Ends `run`'s claim on (client id, username), durably.
+    ) -> BoxFuture<'a, Result<Option<Claim>, LedgerError>>;
+    /// Ends `run`'s claim on (client id, username), durably. A send ([`Finish::Sent`]) adds one
+    /// to the user's count of codes, and to its count for `wave` when given, in the same write.
     fn finish<'a>(
         &'a self,
         run: &'a RunId,
         client_id: &'a str,
         username: &'a str,
         how: Finish,
+        wave: Option<&'a str>,
         now: Millis,
     ) -> BoxFuture<'a, Result<(), LedgerError>>;
     /// Totals for `ledger stats`.
@@ -582,6 +599,15 @@ impl Clock {
     }
 }
 
+/// What a run adds to the ledger's rules beyond timing (`--wave`, `--max-sends-per-user`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Waves {
+    /// The name each send of this run is recorded under.
+    pub wave: Option<String>,
+    /// Users with this many codes recorded are not claimed: outcome `capped`.
+    pub max_sends_per_user: Option<u64>,
+}
+
 /// A send (or possible send) the ledger could not record: kept until [`Ledger::close`].
 #[derive(Debug, Clone)]
 struct Unrecorded {
@@ -632,6 +658,8 @@ pub struct Ledger {
     clock: Clock,
     stop_heartbeat: CancellationToken,
     state: Arc<RunState>,
+    /// `--wave` and `--max-sends-per-user`: the same for every job of the run.
+    waves: Arc<Waves>,
 }
 
 impl Ledger {
@@ -680,6 +708,7 @@ impl Ledger {
             timing,
             clock,
             stop_heartbeat: CancellationToken::new(),
+            waves: Arc::default(),
             state: Arc::new(RunState {
                 seen: Default::default(),
                 fenced: CancellationToken::new(),
@@ -895,6 +924,13 @@ impl Ledger {
         }
     }
 
+    /// This run's wave and lifetime cap per user (none by default): a handle given them records
+    /// its sends under the wave and claims no user already at the cap.
+    pub fn with_waves(mut self, waves: Waves) -> Self {
+        self.waves = Arc::new(waves);
+        self
+    }
+
     /// This run's id.
     pub fn run(&self) -> &RunId {
         &self.run
@@ -929,6 +965,7 @@ impl Ledger {
             now,
             cooldown_since: now.saturating_sub(duration_millis(self.timing.cooldown)),
             alive_since: now.saturating_sub(duration_millis(self.timing.lease)),
+            max_sends_per_user: self.waves.max_sends_per_user,
         }
     }
 
@@ -977,12 +1014,13 @@ impl Ledger {
         }
     }
 
-    /// The last send within the cooldown, if any (`--dry-run`).
+    /// What a claim would find, claims aside: a send within the cooldown, the cap reached, or
+    /// `None` (`--dry-run`).
     pub async fn peek(
         &self,
         client_id: &str,
         username: &str,
-    ) -> Result<Option<Millis>, LedgerError> {
+    ) -> Result<Option<Claim>, LedgerError> {
         self.store.peek(client_id, username, self.rules()).await
     }
 
@@ -994,7 +1032,14 @@ impl Ledger {
         how: Finish,
     ) -> Result<(), LedgerError> {
         self.store
-            .finish(&self.run, client_id, username, how, self.clock.now())
+            .finish(
+                &self.run,
+                client_id,
+                username,
+                how,
+                self.waves.wave.as_deref(),
+                self.clock.now(),
+            )
             .await
     }
 
@@ -1041,7 +1086,14 @@ impl Ledger {
             tries += 1;
             match self
                 .store
-                .finish(&self.run, client_id, username, how, at)
+                .finish(
+                    &self.run,
+                    client_id,
+                    username,
+                    how,
+                    self.waves.wave.as_deref(),
+                    at,
+                )
                 .await
             {
                 Ok(()) => return Ok(()),
@@ -1113,9 +1165,14 @@ impl Ledger {
         while !left.is_empty() {
             let mut failed = Vec::new();
             for u in left {
-                let write = self
-                    .store
-                    .finish(&self.run, &u.client_id, &u.username, u.how, u.at);
+                let write = self.store.finish(
+                    &self.run,
+                    &u.client_id,
+                    &u.username,
+                    u.how,
+                    self.waves.wave.as_deref(),
+                    u.at,
+                );
                 if write.await.is_err() {
                     failed.push(u);
                 }
@@ -1168,15 +1225,27 @@ pub async fn open(
 }
 
 /// The decision both backends share, given a user's row as read inside their atomic step:
-/// its last send, its claim (with the holding run's state), and its in-doubt mark.
+/// its last send, its count of codes sent, its claim (with the holding run's state), and its
+/// in-doubt mark.
+///
+/// The cap comes first: a capped user never gets another code, so `capped` says more than
+/// `cooldown` (a later wave would not reach them either). It holds across runs because a claim
+/// is exclusive and a send's count is written in the same atomic step that ends its claim: the
+/// next claim reads the count the last send left.
 pub(crate) fn decide(
     me: &str,
     last_sent: Option<Millis>,
+    sends: i64,
     holder: Option<Holder<'_>>,
     mark: Option<InDoubt>,
     take_over: Option<&Stale>,
     rules: Rules,
 ) -> Claim {
+    if let Some(max) = rules.max_sends_per_user
+        && u64::try_from(sends).is_ok_and(|n| n >= max)
+    {
+        return Claim::Capped { sends };
+    }
     if let Some(sent) = last_sent
         && sent >= rules.cooldown_since
     {
@@ -1199,6 +1268,15 @@ pub(crate) fn decide(
             run: h.run.to_owned(),
             beats: h.beats,
         },
+    }
+}
+
+/// What a claim would find for a row with this last send and count, claims of runs aside
+/// ([`Store::peek`], `--dry-run`): the same rules as [`decide`].
+pub(crate) fn plan(last_sent: Option<Millis>, sends: i64, rules: Rules) -> Option<Claim> {
+    match decide("", last_sent, sends, None, None, None, rules) {
+        Claim::Granted { .. } => None,
+        decided => Some(decided),
     }
 }
 
@@ -1225,6 +1303,7 @@ mod tests {
             now: 10_000,
             cooldown_since: 5_000,
             alive_since: 9_000,
+            max_sends_per_user: None,
         }
     }
 
@@ -1257,13 +1336,21 @@ mod tests {
 
     #[test]
     fn a_send_within_the_cooldown_wins_over_everything() {
-        let d = decide("me", Some(6_000), holder("r", 1, true), None, None, rules());
+        let d = decide(
+            "me",
+            Some(6_000),
+            0,
+            holder("r", 1, true),
+            None,
+            None,
+            rules(),
+        );
         assert_eq!(d, Claim::Cooldown { last_sent: 6_000 });
     }
 
     #[test]
     fn an_old_send_does_not_block() {
-        let d = decide("me", Some(4_999), None, None, None, rules());
+        let d = decide("me", Some(4_999), 0, None, None, None, rules());
         assert_eq!(d, Claim::Granted { in_doubt: None });
     }
 
@@ -1280,11 +1367,19 @@ mod tests {
             beats: 3,
         };
         assert_eq!(
-            decide("me", None, holder("other", 3, false), None, None, rules()),
+            decide(
+                "me",
+                None,
+                0,
+                holder("other", 3, false),
+                None,
+                None,
+                rules()
+            ),
             held
         );
         assert_eq!(
-            decide("me", None, holder("other", 3, true), None, None, rules()),
+            decide("me", None, 0, holder("other", 3, true), None, None, rules()),
             doubt
         );
         let stale = Stale {
@@ -1295,6 +1390,7 @@ mod tests {
             decide(
                 "me",
                 None,
+                0,
                 holder("other", 3, false),
                 None,
                 Some(&stale),
@@ -1311,6 +1407,7 @@ mod tests {
             decide(
                 "me",
                 None,
+                0,
                 holder("other", 3, false),
                 None,
                 Some(&moved),
@@ -1319,7 +1416,7 @@ mod tests {
             held
         );
         // Another job of this same run: held, never taken over.
-        let mine = decide("me", None, holder("me", 3, true), None, None, rules());
+        let mine = decide("me", None, 0, holder("me", 3, true), None, None, rules());
         assert!(matches!(mine, Claim::Held { .. }), "{mine:?}");
     }
 
@@ -1329,12 +1426,54 @@ mod tests {
             run: "dead".into(),
             claimed_at: 1,
         };
-        let d = decide("me", None, None, Some(mark.clone()), None, rules());
+        let d = decide("me", None, 0, None, Some(mark.clone()), None, rules());
         assert_eq!(
             d,
             Claim::Granted {
                 in_doubt: Some(mark)
             }
         );
+    }
+
+    #[test]
+    fn a_user_at_the_cap_is_capped_before_anything_else_and_below_it_is_not() {
+        let capped = Rules {
+            max_sends_per_user: Some(2),
+            ..rules()
+        };
+        // At the cap: capped, whether in cooldown, held, or free.
+        assert_eq!(
+            decide(
+                "me",
+                Some(6_000),
+                2,
+                holder("r", 1, false),
+                None,
+                None,
+                capped
+            ),
+            Claim::Capped { sends: 2 }
+        );
+        assert_eq!(
+            decide("me", None, 3, None, None, None, capped),
+            Claim::Capped { sends: 3 }
+        );
+        // Below it, the other rules as before.
+        assert_eq!(
+            decide("me", None, 1, None, None, None, capped),
+            Claim::Granted { in_doubt: None }
+        );
+        assert_eq!(
+            decide("me", Some(6_000), 1, None, None, None, capped),
+            Claim::Cooldown { last_sent: 6_000 }
+        );
+        // No cap: any count is granted.
+        assert_eq!(
+            decide("me", None, 1_000, None, None, None, rules()),
+            Claim::Granted { in_doubt: None }
+        );
+        // A dry run plans by the same rules.
+        assert_eq!(plan(None, 2, capped), Some(Claim::Capped { sends: 2 }));
+        assert_eq!(plan(Some(4_000), 1, capped), None);
     }
 }

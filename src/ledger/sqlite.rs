@@ -18,8 +18,8 @@ use tokio::sync::oneshot;
 use super::fleet;
 use super::{
     Claim, DayCaps, DaySpend, Finish, Holder, InDoubt, LedgerError, Medium, Millis, Page, Rules,
-    RunId, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide, host_label, refused_by,
-    rfc3339,
+    RunId, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide, host_label, plan,
+    refused_by, rfc3339,
 };
 
 /// Most operations one transaction takes.
@@ -29,8 +29,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The schema this build writes (`PRAGMA user_version`). 1: the first. 2: `runs.beats` (the
 /// heartbeat counter liveness is judged by) and `users.doubt_run`/`doubt_at` (the in-doubt mark
-/// that survives a release).
-const SCHEMA_VERSION: i64 = 2;
+/// that survives a release). 3: `user_waves`, each user's codes per `--wave` (an older build
+/// would send without counting them).
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -56,6 +57,13 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at  INTEGER,
     beats        INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS user_waves (
+    client_id TEXT    NOT NULL,
+    username  TEXT    NOT NULL,
+    wave      TEXT    NOT NULL,
+    sends     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (client_id, username, wave)
+) WITHOUT ROWID;
 ";
 
 /// From version 1 to 2: files written by earlier builds keep working, rows and all.
@@ -63,6 +71,17 @@ const MIGRATE_1_TO_2: &str = "
 ALTER TABLE users ADD COLUMN doubt_run TEXT;
 ALTER TABLE users ADD COLUMN doubt_at INTEGER;
 ALTER TABLE runs ADD COLUMN beats INTEGER NOT NULL DEFAULT 0;
+";
+
+/// From version 2 to 3: the codes of each user per wave (sends before it had no wave).
+const MIGRATE_2_TO_3: &str = "
+CREATE TABLE IF NOT EXISTS user_waves (
+    client_id TEXT    NOT NULL,
+    username  TEXT    NOT NULL,
+    wave      TEXT    NOT NULL,
+    sends     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (client_id, username, wave)
+) WITHOUT ROWID;
 ";
 
 /// The spend counters of each UTC day (`--max-sends-per-day` and the per-medium caps), and the
@@ -92,7 +111,10 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
         .map_err(|e| format!("cannot read it: {e}"))?;
     match version {
         0 => txn.execute_batch(SCHEMA),
-        1 => txn.execute_batch(MIGRATE_1_TO_2),
+        1 => txn
+            .execute_batch(MIGRATE_1_TO_2)
+            .and_then(|()| txn.execute_batch(MIGRATE_2_TO_3)),
+        2 => txn.execute_batch(MIGRATE_2_TO_3),
         SCHEMA_VERSION => Ok(()),
         newer => {
             return Err(format!(
@@ -139,6 +161,7 @@ enum Op {
         client_id: String,
         username: String,
         how: Finish,
+        wave: Option<String>,
         now: Millis,
     },
     Stats {
@@ -168,7 +191,7 @@ enum Op {
 enum Reply {
     Done,
     Claim(Claim),
-    Peek(Option<Millis>),
+    Peek(Option<Claim>),
     Stats(Stats),
     Export(Vec<UserRow>),
     Reserved(Option<SpendCap>),
@@ -331,7 +354,7 @@ impl Store for SqliteStore {
         client_id: &'a str,
         username: &'a str,
         rules: Rules,
-    ) -> BoxFuture<'a, Result<Option<Millis>, LedgerError>> {
+    ) -> BoxFuture<'a, Result<Option<Claim>, LedgerError>> {
         Box::pin(async move {
             match self
                 .ask(Op::Peek {
@@ -353,6 +376,7 @@ impl Store for SqliteStore {
         client_id: &'a str,
         username: &'a str,
         how: Finish,
+        wave: Option<&'a str>,
         now: Millis,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
         Box::pin(async move {
@@ -361,6 +385,7 @@ impl Store for SqliteStore {
                 client_id: client_id.to_owned(),
                 username: username.to_owned(),
                 how,
+                wave: wave.map(str::to_owned),
                 now,
             })
             .await
@@ -576,17 +601,26 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
                 Option<Millis>,
                 Option<String>,
                 Option<Millis>,
+                i64,
             );
             let row: Option<Row> = db
                 .prepare_cached(
-                    "SELECT last_sent_at, claim_run, claimed_at, doubt_run, doubt_at FROM users
-                     WHERE client_id = ?1 AND username = ?2",
+                    "SELECT last_sent_at, claim_run, claimed_at, doubt_run, doubt_at, sends
+                     FROM users WHERE client_id = ?1 AND username = ?2",
                 )?
                 .query_row(params![client_id, username], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
                 })
                 .optional()?;
-            let (last_sent, claim_run, claimed_at, doubt_run, doubt_at) = row.unwrap_or_default();
+            let (last_sent, claim_run, claimed_at, doubt_run, doubt_at, sends) =
+                row.unwrap_or_default();
             let holder = match claim_run.as_deref() {
                 Some(h) => {
                     let state = run_state(db, h)?;
@@ -603,7 +637,15 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
                 run,
                 claimed_at: doubt_at.unwrap_or(0),
             });
-            let decision = decide(run, last_sent, holder, mark, take_over.as_ref(), *rules);
+            let decision = decide(
+                run,
+                last_sent,
+                sends,
+                holder,
+                mark,
+                take_over.as_ref(),
+                *rules,
+            );
             if let Claim::Granted { in_doubt } = &decision {
                 // A takeover leaves the mark (the dead run) in the row until a result is
                 // recorded, so a release before the call does not forget the doubt.
@@ -630,23 +672,32 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
             username,
             rules,
         } => {
-            let last: Option<Option<Millis>> = db
+            let row: Option<(Option<Millis>, i64)> = db
                 .prepare_cached(
-                    "SELECT last_sent_at FROM users WHERE client_id = ?1 AND username = ?2",
+                    "SELECT last_sent_at, sends FROM users WHERE client_id = ?1 AND username = ?2",
                 )?
-                .query_row(params![client_id, username], |r| r.get(0))
+                .query_row(params![client_id, username], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
-            Ok(Reply::Peek(
-                last.flatten().filter(|&t| t >= rules.cooldown_since),
-            ))
+            let (last_sent, sends) = row.unwrap_or_default();
+            Ok(Reply::Peek(plan(last_sent, sends, *rules)))
         }
         Op::Finish {
             run,
             client_id,
             username,
             how,
+            wave,
             now,
         } => {
+            // In the same transaction as the send's count: a wave's count never disagrees.
+            if let (Finish::Sent, Some(wave)) = (how, wave) {
+                db.prepare_cached(
+                    "INSERT INTO user_waves (client_id, username, wave, sends)
+                     VALUES (?1, ?2, ?3, 1)
+                     ON CONFLICT (client_id, username, wave) DO UPDATE SET sends = sends + 1",
+                )?
+                .execute(params![client_id, username, wave])?;
+            }
             match how {
                 Finish::Sent => db
                     .prepare_cached(
@@ -745,9 +796,21 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
                         last_outcome: r.get(4)?,
                         last_outcome_at: r.get::<_, Option<Millis>>(5)?.map(rfc3339),
                         claimed_by: r.get(6)?,
+                        waves: Default::default(),
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut rows = rows;
+            let mut waves = db.prepare_cached(
+                "SELECT wave, sends FROM user_waves WHERE client_id = ?1 AND username = ?2",
+            )?;
+            for row in &mut rows {
+                row.waves = waves
+                    .query_map(params![row.client_id, row.username], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+            }
             Ok(Reply::Export(rows))
         }
     }
@@ -833,7 +896,22 @@ fn stats(db: &Connection, rules: &Rules) -> rusqlite::Result<Stats> {
         )?
         .query_row(params![rules.alive_since], |r| r.get(0))?;
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    let sends_per_wave = db
+        .prepare_cached("SELECT wave, sum(sends) FROM user_waves GROUP BY wave")?
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, count(r.get(1)?))))?
+        .collect::<rusqlite::Result<_>>()?;
+    let users_capped = match rules.max_sends_per_user {
+        Some(max) => Some(count(
+            db.prepare_cached("SELECT count(*) FROM users WHERE sends >= ?1")?
+                .query_row(params![i64::try_from(max).unwrap_or(i64::MAX)], |r| {
+                    r.get(0)
+                })?,
+        )),
+        None => None,
+    };
     Ok(Stats {
+        sends_per_wave,
+        users_capped,
         fleet_runs: count(fleet_runs),
         users: count(users),
         users_sent: count(users_sent),
@@ -857,6 +935,7 @@ mod tests {
             now,
             cooldown_since: now - 1_000,
             alive_since: now - 100,
+            max_sends_per_user: None,
         }
     }
 
@@ -887,7 +966,7 @@ mod tests {
                 beats: 0
             }
         );
-        db.finish(&me, "c", "alice", Finish::Sent, 10_002)
+        db.finish(&me, "c", "alice", Finish::Sent, None, 10_002)
             .await
             .unwrap();
         let c = db
@@ -897,7 +976,7 @@ mod tests {
         assert_eq!(c, Claim::Cooldown { last_sent: 10_002 });
         assert_eq!(
             db.peek("c", "alice", rules(10_500)).await.unwrap(),
-            Some(10_002)
+            Some(Claim::Cooldown { last_sent: 10_002 })
         );
         // Another client id is another key.
         let other = db
@@ -1008,7 +1087,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(c, doubt);
-        db.finish(&second, "c", "fay", Finish::Release, 10_011)
+        db.finish(&second, "c", "fay", Finish::Release, None, 10_011)
             .await
             .unwrap();
         let s = db.stats(rules(10_012)).await.unwrap();
@@ -1022,7 +1101,7 @@ mod tests {
             .unwrap();
         assert_eq!(c, doubt);
         // A definite answer recorded: the mark goes.
-        db.finish(&third, "c", "fay", Finish::NotSent("failed"), 10_021)
+        db.finish(&third, "c", "fay", Finish::NotSent("failed"), None, 10_021)
             .await
             .unwrap();
         let c = db
@@ -1088,6 +1167,109 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_version_2_file_is_migrated_and_counts_sends_per_wave_from_then_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE users (client_id TEXT NOT NULL, username TEXT NOT NULL,
+                    sends INTEGER NOT NULL DEFAULT 0, last_sent_at INTEGER, last_outcome TEXT,
+                    last_outcome_at INTEGER, claim_run TEXT, claimed_at INTEGER,
+                    doubt_run TEXT, doubt_at INTEGER,
+                    PRIMARY KEY (client_id, username)) WITHOUT ROWID;
+                 CREATE TABLE runs (run TEXT PRIMARY KEY, command TEXT NOT NULL,
+                    host TEXT NOT NULL, started_at INTEGER NOT NULL,
+                    heartbeat_at INTEGER NOT NULL, finished_at INTEGER,
+                    beats INTEGER NOT NULL DEFAULT 0);
+                 INSERT INTO users (client_id, username, sends, last_sent_at, last_outcome)
+                    VALUES ('c', 'old', 2, 1000, 'sent');
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let db = SqliteStore::open(&path).expect("migrates");
+        let me = RunId::new();
+        db.begin_run(&me, "test", 10_000).await.unwrap();
+        let capped = Rules {
+            max_sends_per_user: Some(2),
+            ..rules(10_000)
+        };
+        // The codes sent before the upgrade count toward the cap.
+        let c = db.claim(&me, "c", "old", capped, None).await.unwrap();
+        assert_eq!(c, Claim::Capped { sends: 2 });
+        assert_eq!(
+            db.peek("c", "old", capped).await.unwrap(),
+            Some(Claim::Capped { sends: 2 })
+        );
+        db.claim(&me, "c", "new", capped, None).await.unwrap();
+        db.finish(&me, "c", "new", Finish::Sent, Some("day-3"), 10_001)
+            .await
+            .unwrap();
+        let s = db.stats(capped).await.unwrap();
+        assert_eq!(s.sends, 3);
+        assert_eq!(s.sends_per_wave, [("day-3".to_owned(), 1)].into());
+        assert_eq!(s.users_capped, Some(1));
+        let (rows, _) = db.export_page(None, 10).await.unwrap();
+        let new = rows.iter().find(|r| r.username == "new").unwrap();
+        assert_eq!(new.waves, [("day-3".to_owned(), 1)].into());
+        assert!(
+            rows.iter()
+                .find(|r| r.username == "old")
+                .unwrap()
+                .waves
+                .is_empty()
+        );
+        drop(db);
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
+    }
+
+    #[tokio::test]
+    async fn two_stores_on_one_file_never_send_a_user_past_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = store(&dir).await;
+        let b = store(&dir).await;
+        let (ra, rb) = (RunId::new(), RunId::new());
+        a.begin_run(&ra, "test", 10_000).await.unwrap();
+        b.begin_run(&rb, "test", 10_000).await.unwrap();
+        // No cooldown: only the cap stops a third code.
+        let no_cooldown = Rules {
+            cooldown_since: Millis::MAX,
+            max_sends_per_user: Some(3),
+            ..rules(10_000)
+        };
+        let mut sent = 0;
+        for round in 0..20 {
+            let (x, y) = tokio::join!(
+                a.claim(&ra, "c", "zoe", no_cooldown, None),
+                b.claim(&rb, "c", "zoe", no_cooldown, None)
+            );
+            for (store, run, claim) in [(&a, &ra, x.unwrap()), (&b, &rb, y.unwrap())] {
+                match claim {
+                    Claim::Granted { .. } => {
+                        sent += 1;
+                        store
+                            .finish(run, "c", "zoe", Finish::Sent, Some("w"), 10_000 + round)
+                            .await
+                            .unwrap();
+                    }
+                    Claim::Held { .. } => {}
+                    Claim::Capped { sends } => assert_eq!(sends, 3),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert_eq!(sent, 3);
+        let s = a.stats(no_cooldown).await.unwrap();
+        assert_eq!((s.sends, s.users_capped), (3, Some(1)));
+        assert_eq!(s.sends_per_wave, [("w".to_owned(), 3)].into());
+    }
+
+    #[tokio::test]
     async fn release_and_not_sent_free_the_user_without_a_cooldown() {
         let dir = tempfile::tempdir().unwrap();
         let db = store(&dir).await;
@@ -1096,13 +1278,13 @@ mod tests {
         db.claim(&me, "c", "dan", rules(10_000), None)
             .await
             .unwrap();
-        db.finish(&me, "c", "dan", Finish::Release, 10_001)
+        db.finish(&me, "c", "dan", Finish::Release, None, 10_001)
             .await
             .unwrap();
         db.claim(&me, "c", "erin", rules(10_000), None)
             .await
             .unwrap();
-        db.finish(&me, "c", "erin", Finish::NotSent("failed"), 10_001)
+        db.finish(&me, "c", "erin", Finish::NotSent("failed"), None, 10_001)
             .await
             .unwrap();
         for user in ["dan", "erin"] {
@@ -1228,7 +1410,9 @@ mod tests {
         for i in 0..25 {
             let u = format!("u{i:02}");
             db.claim(&me, "c", &u, rules(10_000), None).await.unwrap();
-            db.finish(&me, "c", &u, Finish::Sent, 10_000).await.unwrap();
+            db.finish(&me, "c", &u, Finish::Sent, None, 10_000)
+                .await
+                .unwrap();
         }
         let mut seen = Vec::new();
         let mut cursor = None;

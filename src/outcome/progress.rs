@@ -162,10 +162,11 @@ pub(crate) fn summary(
     if planned > 0 {
         s.push_str(&format!(
             "\n  plan (dry run, nothing sent): would send {planned}; would skip {} already \
-             confirmed, {} not found, {} in cooldown",
+             confirmed, {} not found, {} in cooldown, {} capped",
             tally.count(OutcomeKind::AlreadyConfirmed),
             tally.count(OutcomeKind::NotFound),
             tally.count(OutcomeKind::Cooldown),
+            tally.count(OutcomeKind::Capped),
         ));
     }
     if tally.in_doubt() > 0 {

@@ -13,7 +13,7 @@ use crate::telemetry::metrics::{self, AttemptResult};
 /// Running counts, read by the progress display and the final summary.
 #[derive(Debug, Default)]
 pub struct Tally {
-    outcomes: [AtomicU64; 7],
+    outcomes: [AtomicU64; OutcomeKind::ALL.len()],
     attempts: [AtomicU64; 4],
     untouched: AtomicU64,
     in_doubt: AtomicU64,
@@ -97,6 +97,17 @@ impl Recorder {
             tally: Default::default(),
             log_usernames,
         })
+    }
+
+    /// Names every report line's wave (`--wave`); not a metric label.
+    pub fn with_wave(mut self, wave: Option<String>) -> Self {
+        if let Some(report) = self.report.as_mut() {
+            report
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .set_wave(wave);
+        }
+        self
     }
 
     /// The running counts.

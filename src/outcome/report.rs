@@ -20,6 +20,8 @@ use super::{Delivery, DoubtCause, Outcome, Reason};
 pub struct ReportWriter {
     out: LineWriter<File>,
     buf: Vec<u8>,
+    /// `--wave`, on every line when set.
+    wave: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -36,6 +38,8 @@ struct Line<'a> {
     in_doubt: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     in_doubt_cause: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wave: Option<&'a str>,
     source: &'a str,
     at: String,
 }
@@ -54,7 +58,13 @@ impl ReportWriter {
         Ok(Self {
             out: LineWriter::new(file),
             buf: Vec::with_capacity(512),
+            wave: None,
         })
+    }
+
+    /// Names the wave every line is written with (`--wave`).
+    pub fn set_wave(&mut self, wave: Option<String>) {
+        self.wave = wave;
     }
 
     /// Writes one line.
@@ -75,6 +85,7 @@ impl ReportWriter {
             delivery: outcome.delivery.as_ref(),
             in_doubt: outcome.in_doubt.is_some(),
             in_doubt_cause: outcome.in_doubt.map(DoubtCause::as_str),
+            wave: self.wave.as_deref(),
             source,
             at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         };
