@@ -5,6 +5,7 @@
 #     local SQS that tests start through scripts/moto_server.py);
 #   - promtool and the Prometheus server (Debian package `prometheus`), which check the metrics
 #     exposition and scrape a real run; the Pushgateway (Debian `prometheus-pushgateway`);
+#   - headless Chromium (Debian package `chromium`), which renders `report --html` to a PNG;
 #   - cargo-deny (pinned), which checks licenses, bans and sources against deny.toml.
 # Prints the environment variables the tests read.
 set -euo pipefail
@@ -44,6 +45,8 @@ apt_install() {
 apt_install prometheus promtool
 apt_install prometheus prometheus
 apt_install prometheus-pushgateway prometheus-pushgateway
+# `report --html` is rendered headless to a PNG by the report test, which asserts it loads clean.
+apt_install chromium chromium
 
 # --- cargo-deny ------------------------------------------------------------------------------
 deny_version=0.20.2
@@ -56,3 +59,4 @@ echo "export COGNITO_RESEND_TEST_PYTHON=$PWD/.venv/bin/python"
 echo "export COGNITO_RESEND_TEST_PROMTOOL=$(command -v promtool)"
 echo "export COGNITO_RESEND_TEST_PROMETHEUS=$(command -v prometheus)"
 echo "export COGNITO_RESEND_TEST_PUSHGATEWAY=$(command -v prometheus-pushgateway)"
+echo "export COGNITO_RESEND_TEST_CHROMIUM=$(command -v chromium)"

@@ -94,6 +94,35 @@ pub enum Command {
         #[command(subcommand)]
         action: LedgerAction,
     },
+    /// Sum up one or more JSON Lines reports (--report) of any command: jobs per outcome and
+    /// reason, codes per medium, waves, users in doubt, failures, wall time and rate, calls and
+    /// latency.
+    ///
+    /// The summary names nobody; --list in-doubt prints the users in doubt (personal data) as
+    /// CSV instead. --html writes one self-contained page (no script, nothing from the network)
+    /// with the same tables and three pictures.
+    Report {
+        /// The report files (JSON Lines, as --report writes them).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Print the summary as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also write the summary as a self-contained HTML page to this file.
+        #[arg(long, value_name = "OUT")]
+        html: Option<PathBuf>,
+        /// Print the jobs of this kind with their usernames, as CSV (with --json: inside the
+        /// JSON). `in-doubt`: jobs whose user may hold a code the ledger cannot confirm.
+        #[arg(long, value_name = "WHAT")]
+        list: Option<ReportList>,
+    },
+}
+
+/// What `report --list` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportList {
+    /// The jobs in doubt.
+    InDoubt,
 }
 
 /// `ledger` subcommands.

@@ -355,6 +355,30 @@ pub struct Outcome {
     /// Set when the user may have received a code the ledger cannot confirm (see
     /// [`DoubtCause`]); the first cause found wins.
     pub in_doubt: Option<DoubtCause>,
+    /// When the job's calls to Cognito happened (none were made: `None`), for the report's
+    /// `started_at` and `calls`, from which `cognito-resend report` draws its pictures.
+    pub timing: Option<Timing>,
+}
+
+/// When a job's calls to Cognito happened and how each went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    /// When the first call started.
+    pub started_at: SystemTime,
+    /// Every call, in order.
+    pub calls: Vec<CallTime>,
+}
+
+/// One call of a job.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CallTime {
+    /// From the start of the job's first call to the start of this one.
+    pub offset: Duration,
+    /// How long the call took.
+    pub took: Duration,
+    /// How it ended, as the attempt metric's `result` label says it: `ok`, `throttled`,
+    /// `transient`, `permanent`.
+    pub result: &'static str,
 }
 
 impl Outcome {
@@ -367,6 +391,7 @@ impl Outcome {
             attempts,
             delivery: None,
             in_doubt: None,
+            timing: None,
         }
     }
 
@@ -379,6 +404,7 @@ impl Outcome {
             attempts,
             delivery: None,
             in_doubt: None,
+            timing: None,
         }
     }
 }

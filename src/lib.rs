@@ -29,6 +29,8 @@
 //! - [`cognito`]: the one place that talks to Cognito, and the classification of its answers.
 //! - [`outcome`]: every job's one outcome: counted, reported (JSON Lines), logged, shown.
 //! - [`telemetry`]: logs, metrics (`/metrics`, `/healthz`, `/readyz`), the Pushgateway.
+//! - [`report`]: after the run, reports read back and summed up (`cognito-resend report`):
+//!   text, JSON, or an HTML page with pictures.
 //!
 //! Around them: [`cli`] (raw arguments), [`config`] (layered, validated settings), [`cmd`]
 //! (one file per command, over the parts they share; nothing below it imports it), `aws` (the
@@ -49,6 +51,7 @@ pub mod engine;
 pub mod job;
 pub mod ledger;
 pub mod outcome;
+pub mod report;
 pub(crate) mod retry;
 pub mod shutdown;
 pub mod source;

@@ -12,6 +12,7 @@ mod discover;
 mod enqueue;
 mod ledger;
 mod parts;
+mod report;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -88,6 +89,12 @@ pub async fn run(
             to_queue,
         } => discover::run(out, attributes, to_queue, &settings, &shutdown).await,
         Command::Consume => consume::run(settings, shutdown).await,
+        Command::Report {
+            files,
+            json,
+            html,
+            list,
+        } => report::run(&files, json, html.as_deref(), list.is_some()),
         Command::Enqueue {
             input,
             fifo_group_id,

@@ -27,7 +27,7 @@ pub(crate) mod rate;
 pub mod retry;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -38,7 +38,9 @@ use tokio_util::task::TaskTracker;
 use crate::cognito::admin::{AdminError, PoolAdmin, UserState};
 use crate::cognito::{Answer, CallError, Misconfiguration, Resend};
 use crate::config::{LimitSettings, RetrySettings, RunSettings};
-use crate::job::{Input, Job, Reason, RequestDefaults, ResendRequest, Settle, Source};
+use crate::job::{
+    CallTime, Input, Job, Reason, RequestDefaults, ResendRequest, Settle, Source, Timing,
+};
 use crate::ledger::{Claim, DayCaps, Finish, Ledger, LedgerError, Medium, SpendCap, Spent};
 use crate::outcome::{DoubtCause, Outcome, OutcomeKind, Recorder};
 use crate::retry::{Failure, Quota, Retry, Verdict};
@@ -379,6 +381,7 @@ async fn run_job(shared: &Shared, job: Job, permit: OwnedSemaphorePermit) {
         .client_id
         .as_deref()
         .or(shared.default_client_id.as_deref());
+    let progress = Progress::default();
     let outcome = match client_id {
         Some(client_id) if !shared.allowed_client_ids.contains(client_id) => Some(Outcome {
             reason: Some(Reason::Text(
@@ -389,7 +392,6 @@ async fn run_job(shared: &Shared, job: Job, permit: OwnedSemaphorePermit) {
             ..Outcome::new(OutcomeKind::Invalid, 0)
         }),
         Some(client_id) => {
-            let progress = Progress::default();
             // Unwind safety: after a panic, only `progress` (atomics) and `shared` (whose locks
             // are all taken poison-tolerant) are used again.
             let work = std::panic::AssertUnwindSafe(guarded(shared, &job, client_id, &progress));
@@ -427,6 +429,7 @@ async fn run_job(shared: &Shared, job: Job, permit: OwnedSemaphorePermit) {
             )
         };
     }
+    outcome.timing = progress.timing();
     shared
         .recorder
         .record(Some(&req.username), client_id, &job.origin, &outcome);
@@ -439,6 +442,44 @@ struct Progress {
     claimed: std::sync::atomic::AtomicBool,
     /// Calls started (the first may have reached Cognito).
     calls: std::sync::atomic::AtomicU32,
+    /// When the calls happened, for the report.
+    timing: Mutex<CallLog>,
+}
+
+/// The calls of one job as they happen: the first call's start (by both clocks: the wall clock
+/// for the report, the monotonic one for the offsets) and every call's [`CallTime`].
+#[derive(Default)]
+struct CallLog {
+    first: Option<(SystemTime, Instant)>,
+    calls: Vec<CallTime>,
+}
+
+impl Progress {
+    /// A call starts now (`at`).
+    fn call_starts(&self, at: Instant) {
+        let mut log = self.timing.lock().unwrap_or_else(|e| e.into_inner());
+        log.first.get_or_insert_with(|| (SystemTime::now(), at));
+    }
+
+    /// The call that started at `at` ended so.
+    fn call_ended(&self, at: Instant, took: Duration, result: AttemptResult) {
+        let mut log = self.timing.lock().unwrap_or_else(|e| e.into_inner());
+        let first = log.first.map_or(at, |(_, first)| first);
+        log.calls.push(CallTime {
+            offset: at.saturating_duration_since(first),
+            took,
+            result: result.as_str(),
+        });
+    }
+
+    /// The job's calls, if it made any.
+    fn timing(&self) -> Option<Timing> {
+        let log = self.timing.lock().unwrap_or_else(|e| e.into_inner());
+        log.first.map(|(started_at, _)| Timing {
+            started_at,
+            calls: log.calls.clone(),
+        })
+    }
 }
 
 /// The job panicked: logs the panic message, finishes its ledger claim as the outcome
@@ -1031,6 +1072,7 @@ async fn one_call(
         .calls
         .store(attempts, std::sync::atomic::Ordering::SeqCst);
     let started = Instant::now();
+    progress.call_starts(started);
     let result = {
         // A guard, so that a call that panics leaves the gauge right.
         let _in_flight = InFlight::enter();
@@ -1040,14 +1082,18 @@ async fn one_call(
             _ = shared.abort.cancelled() => None,
         }
     };
-    let secs = started.elapsed().as_secs_f64();
+    let took = started.elapsed();
+    let count = |result| {
+        shared.recorder.attempt(result, took.as_secs_f64());
+        progress.call_ended(started, took, result);
+    };
     let Some(result) = result else {
-        shared.recorder.attempt(AttemptResult::Transient, secs);
+        count(AttemptResult::Transient);
         return Err(Failed::Abandoned);
     };
     let error = match result {
         Ok(answer) => {
-            shared.recorder.attempt(AttemptResult::Ok, secs);
+            count(AttemptResult::Ok);
             shared.misconfig_cleared(client_id);
             return Ok(answer);
         }
@@ -1064,7 +1110,7 @@ async fn one_call(
             AttemptResult::Permanent
         }
     };
-    shared.recorder.attempt(counted, secs);
+    count(counted);
     Err(Failed::Call(error))
 }
 

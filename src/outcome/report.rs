@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::{Delivery, DoubtCause, Outcome, Reason};
+use crate::job::CallTime;
 
 /// An open report file.
 pub struct ReportWriter {
@@ -42,6 +43,24 @@ struct Line<'a> {
     wave: Option<&'a str>,
     source: &'a str,
     at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    calls: Option<Vec<CallEntry>>,
+}
+
+/// One call of a job, as the report writes it: `[offset_ms, took_ms, result]` (an array, not an
+/// object: a report of a million jobs stays small).
+#[derive(Serialize)]
+struct CallEntry(u64, f64, &'static str);
+
+impl From<&CallTime> for CallEntry {
+    fn from(c: &CallTime) -> Self {
+        let offset = u64::try_from(c.offset.as_millis()).unwrap_or(u64::MAX);
+        // A tenth of a millisecond: finer than a network round trip can mean.
+        let took = (c.took.as_secs_f64() * 10_000.0).round() / 10.0;
+        Self(offset, took, c.result)
+    }
 }
 
 impl ReportWriter {
@@ -88,6 +107,14 @@ impl ReportWriter {
             wave: self.wave.as_deref(),
             source,
             at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            started_at: outcome
+                .timing
+                .as_ref()
+                .map(|t| humantime::format_rfc3339_millis(t.started_at).to_string()),
+            calls: outcome
+                .timing
+                .as_ref()
+                .map(|t| t.calls.iter().map(CallEntry::from).collect()),
         };
         self.buf.clear();
         serde_json::to_writer(&mut self.buf, &line)?;

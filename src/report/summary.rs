@@ -1,0 +1,931 @@
+//! Reading reports back and adding them up: the [`Summary`] every rendering (text, JSON, HTML)
+//! shows.
+//!
+//! Lines are read loosely, so a report of any command and of any version reads: fields this
+//! version does not know are ignored, an outcome is any string (a newer run's outcome is counted
+//! under its own name), `wave` is grouped as `(none)` when absent, and lines without timing
+//! (written before `started_at`/`calls` existed) count everywhere but in the call pictures. A
+//! line that is not a report line (not JSON, no `outcome`, or cut short by a run that is still
+//! writing) is counted as unreadable, named by file and line, and skipped.
+//!
+//! Files are streamed: memory grows with the run's length in seconds and its number of calls
+//! (one number per call, for the latency percentiles), not with the lines' text.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::BufRead;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::OutcomeKind;
+
+/// How a wave is named in the summary when the report lines carry none.
+pub const NO_WAVE: &str = "(none)";
+
+/// How many unreadable lines of a file are named (by number) in the summary.
+const NAMED_UNREADABLE: usize = 5;
+
+/// The attempt results, in the order the summary lists them (others follow, by name).
+pub const RESULTS: [&str; 4] = ["ok", "throttled", "transient", "permanent"];
+
+/// About how many buckets the latency histogram has below its 99th percentile.
+const LATENCY_BUCKETS: f64 = 40.0;
+
+/// Time bins of the pictures, in seconds: the smallest that cuts the run into at most
+/// [`MAX_BINS`].
+const BIN_STEPS: [u64; 18] = [
+    1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1_800, 3_600, 7_200, 10_800, 21_600, 43_200,
+    86_400,
+];
+/// The most bars a time picture has (more would be thinner than a pixel or two).
+const MAX_BINS: u64 = 120;
+
+/// One report line, as `report` reads it.
+#[derive(Debug, Deserialize)]
+struct Line {
+    username: Option<String>,
+    client_id: Option<String>,
+    outcome: String,
+    reason: Option<String>,
+    #[serde(default)]
+    attempts: u64,
+    delivery: Option<LineDelivery>,
+    #[serde(default)]
+    in_doubt: bool,
+    in_doubt_cause: Option<String>,
+    source: Option<String>,
+    at: Option<String>,
+    wave: Option<String>,
+    started_at: Option<String>,
+    /// `[offset_ms, took_ms, result]` per call.
+    calls: Option<Vec<(f64, f64, String)>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LineDelivery {
+    medium: Option<String>,
+}
+
+/// Counts by name, in a chosen order; JSON shows them as an object in that order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ordered<T>(pub Vec<(String, T)>);
+
+impl<T> Ordered<T> {
+    /// The value under `name`.
+    pub fn get(&self, name: &str) -> Option<&T> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+}
+
+impl<T: Serialize> Serialize for Ordered<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// Counts by name.
+pub type Counts = Ordered<u64>;
+
+/// What the reports say, added up.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// Each file read.
+    pub files: Vec<FileSummary>,
+    /// Report lines read (one per job).
+    pub jobs: u64,
+    /// Lines that were not report lines, over all files.
+    pub unreadable_lines: u64,
+    /// Jobs per outcome: the contract's outcomes in its order, then any other, by name.
+    pub outcomes: Counts,
+    /// Jobs per outcome and reason (lines with a reason only). The line or message an `invalid`
+    /// reason names is left out, so alike problems count together.
+    pub reasons: Vec<ReasonCount>,
+    /// `failed` jobs per reason, most first.
+    pub failed: Counts,
+    /// Codes sent (`sent` jobs) per delivery medium (`unknown` when Cognito named none).
+    pub delivery: Counts,
+    /// Jobs per wave (`wave` of the lines; `(none)` without), in the order the waves began.
+    pub waves: Vec<WaveSummary>,
+    /// Jobs whose user may hold a code the ledger cannot confirm.
+    pub in_doubt: DoubtSummary,
+    /// Calls to Cognito.
+    pub attempts: AttemptSummary,
+    /// When the runs ran, and how fast.
+    pub time: TimeSummary,
+    /// How long calls took, in milliseconds.
+    pub latency_ms: LatencySummary,
+    /// Outcomes and calls over time, in bins of equal length.
+    pub timeline: Timeline,
+}
+
+/// One file read.
+#[derive(Debug, Serialize)]
+pub struct FileSummary {
+    /// As given on the command line.
+    pub path: String,
+    /// Report lines read.
+    pub jobs: u64,
+    /// Lines that were not report lines.
+    pub unreadable: u64,
+    /// The first few of those, by line number.
+    pub unreadable_lines: Vec<u64>,
+    /// The first call's start or outcome in the file (RFC 3339).
+    pub first: Option<String>,
+    /// The last outcome in the file (RFC 3339).
+    pub last: Option<String>,
+    /// From first to last.
+    pub wall_seconds: f64,
+    #[serde(skip)]
+    span_ms: Option<(i64, i64)>,
+}
+
+/// Jobs of one outcome with one reason.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ReasonCount {
+    /// The outcome.
+    pub outcome: String,
+    /// The reason.
+    pub reason: String,
+    /// Jobs.
+    pub jobs: u64,
+}
+
+/// Jobs of one wave.
+#[derive(Debug, Serialize)]
+pub struct WaveSummary {
+    /// The wave's name, or `(none)`.
+    pub wave: String,
+    /// Its jobs.
+    pub jobs: u64,
+    /// Its jobs per outcome.
+    pub outcomes: Counts,
+}
+
+/// The jobs in doubt.
+#[derive(Debug, Serialize)]
+pub struct DoubtSummary {
+    /// Jobs reported `"in_doubt": true`.
+    pub jobs: u64,
+    /// Distinct users (client id and username) among them.
+    pub users: u64,
+    /// Jobs per `in_doubt_cause`.
+    pub causes: Counts,
+    /// The jobs themselves, with usernames: only when asked for (`--list in-doubt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub list: Option<Vec<DoubtRow>>,
+}
+
+/// One job in doubt. Holds a username: personal data.
+#[derive(Debug, Clone, Serialize)]
+pub struct DoubtRow {
+    /// The user.
+    pub username: String,
+    /// The app client.
+    pub client_id: String,
+    /// Why it is in doubt.
+    pub in_doubt_cause: String,
+    /// How the job ended.
+    pub outcome: String,
+    /// Where the job came from (`csv:17`, `sqs:<id>`).
+    pub source: String,
+    /// When it ended.
+    pub at: String,
+    /// The report file it is in.
+    pub file: String,
+}
+
+/// Calls to Cognito.
+#[derive(Debug, Serialize)]
+pub struct AttemptSummary {
+    /// All calls (the lines' `attempts`).
+    pub total: u64,
+    /// Calls whose time and result the report carries (`calls`); the rest come from lines
+    /// written before it did.
+    pub timed: u64,
+    /// Timed calls per result (`ok`, `throttled`, `transient`, `permanent`).
+    pub results: Counts,
+    /// Throttled calls over timed calls.
+    pub throttled_share: Option<f64>,
+}
+
+/// When the runs ran.
+#[derive(Debug, Serialize)]
+pub struct TimeSummary {
+    /// The first call's start or outcome (RFC 3339).
+    pub first: Option<String>,
+    /// The last outcome (RFC 3339).
+    pub last: Option<String>,
+    /// The time covered by the files, each from its first to its last line: files that
+    /// overlap (replicas of one run) count once, the gaps between runs (waves days apart) not
+    /// at all.
+    pub wall_seconds: f64,
+    /// Jobs over the wall time.
+    pub jobs_per_second: Option<f64>,
+    /// Calls over the wall time.
+    pub attempts_per_second: Option<f64>,
+    /// The most calls started within one second.
+    pub peak_attempts_per_second: Option<u64>,
+    #[serde(skip)]
+    span_ms: Option<(i64, i64)>,
+}
+
+/// How long the calls took.
+#[derive(Debug, Serialize)]
+pub struct LatencySummary {
+    /// Timed calls.
+    pub calls: u64,
+    /// Median.
+    pub p50: Option<f64>,
+    /// 90th percentile.
+    pub p90: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+    /// Slowest.
+    pub max: Option<f64>,
+    /// Calls per bucket and result: buckets of equal width from the fastest call to the 99th
+    /// percentile, and one for the slower calls.
+    pub histogram: Vec<LatencyBucket>,
+}
+
+/// One bucket of the latency histogram.
+#[derive(Debug, Serialize)]
+pub struct LatencyBucket {
+    /// Lower bound in ms, exclusive.
+    pub above_ms: f64,
+    /// Upper bound in ms, inclusive; `None` for the last bucket, the calls slower than the 99th
+    /// percentile's bucket.
+    pub le_ms: Option<f64>,
+    /// Calls per result.
+    pub calls: Counts,
+}
+
+/// Outcomes and calls over time.
+#[derive(Debug, Serialize)]
+pub struct Timeline {
+    /// The first bin's start (RFC 3339), a multiple of the bin length.
+    pub start: Option<String>,
+    /// Bin length.
+    pub bin_seconds: u64,
+    /// Number of bins.
+    pub bins: usize,
+    /// Jobs per outcome in each bin (by when they ended).
+    pub outcomes: Ordered<Vec<u64>>,
+    /// Calls per result in each bin (by when they started).
+    pub attempts: Ordered<Vec<u64>>,
+    /// The first bin's start, in ms since the epoch.
+    #[serde(skip)]
+    pub start_ms: i64,
+}
+
+/// Adds report lines up, file by file.
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    files: Vec<FileSummary>,
+    jobs: u64,
+    outcomes: BTreeMap<String, u64>,
+    reasons: BTreeMap<(String, String), u64>,
+    delivery: BTreeMap<String, u64>,
+    /// Per wave: when it was first seen, and its jobs per outcome.
+    waves: BTreeMap<String, WaveTally>,
+    doubt: Vec<DoubtRow>,
+    attempts: u64,
+    /// Call durations (ms) per result.
+    latencies: BTreeMap<String, Vec<f32>>,
+    /// Per second since the epoch: jobs ended per outcome.
+    outcome_seconds: BTreeMap<i64, BTreeMap<String, u64>>,
+    /// Per second since the epoch: calls started per result.
+    call_seconds: BTreeMap<i64, BTreeMap<String, u64>>,
+}
+
+/// A wave's first outcome (ms since the epoch; `i64::MAX` while none had a time) and its jobs
+/// per outcome.
+type WaveTally = (i64, BTreeMap<String, u64>);
+
+/// Why a report could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file could not be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+impl Aggregator {
+    /// An empty aggregate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads one report file.
+    pub fn read_file(&mut self, path: &Path) -> Result<(), ReadError> {
+        let shown = path.display().to_string();
+        let io = |source| ReadError::Io {
+            path: shown.clone(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        self.read(&shown, std::io::BufReader::new(file)).map_err(io)
+    }
+
+    /// Reads one report from `input`, named `name`.
+    pub fn read(&mut self, name: &str, mut input: impl BufRead) -> std::io::Result<()> {
+        self.files.push(FileSummary {
+            path: name.to_owned(),
+            jobs: 0,
+            unreadable: 0,
+            unreadable_lines: Vec::new(),
+            first: None,
+            last: None,
+            wall_seconds: 0.0,
+            span_ms: None,
+        });
+        let mut buf = Vec::new();
+        let mut number = 0;
+        loop {
+            buf.clear();
+            if input.read_until(b'\n', &mut buf)? == 0 {
+                return Ok(());
+            }
+            number += 1;
+            let text = String::from_utf8_lossy(&buf);
+            let text = text.trim();
+            if text.is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Line>(text) {
+                Ok(line) => self.add(line),
+                Err(_) => {
+                    let file = self.files.last_mut().expect("pushed above");
+                    file.unreadable += 1;
+                    if file.unreadable_lines.len() < NAMED_UNREADABLE {
+                        file.unreadable_lines.push(number);
+                    }
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, line: Line) {
+        let file = self.files.last_mut().expect("a file is being read");
+        file.jobs += 1;
+        self.jobs += 1;
+        let at = line.at.as_deref().and_then(millis);
+        let started = line.started_at.as_deref().and_then(millis);
+        if let Some(at) = at {
+            let first = started.map_or(at, |s| s.min(at));
+            file.span_ms = Some(match file.span_ms {
+                Some((a, b)) => (a.min(first), b.max(at)),
+                None => (first, at),
+            });
+            *self
+                .outcome_seconds
+                .entry(at.div_euclid(1000))
+                .or_default()
+                .entry(line.outcome.clone())
+                .or_default() += 1;
+        }
+        *self.outcomes.entry(line.outcome.clone()).or_default() += 1;
+        if let Some(reason) = &line.reason {
+            let reason = if line.outcome == OutcomeKind::Invalid.as_str() {
+                without_location(reason)
+            } else {
+                reason
+            };
+            *self
+                .reasons
+                .entry((line.outcome.clone(), reason.to_owned()))
+                .or_default() += 1;
+        }
+        if line.outcome == OutcomeKind::Sent.as_str() {
+            let medium = line
+                .delivery
+                .as_ref()
+                .and_then(|d| d.medium.clone())
+                .unwrap_or_else(|| "unknown".into());
+            *self.delivery.entry(medium).or_default() += 1;
+        }
+        let wave = self
+            .waves
+            .entry(line.wave.clone().unwrap_or_else(|| NO_WAVE.into()))
+            .or_insert((i64::MAX, BTreeMap::new()));
+        wave.0 = wave.0.min(at.unwrap_or(i64::MAX));
+        *wave.1.entry(line.outcome.clone()).or_default() += 1;
+        self.attempts += line.attempts;
+        if let (Some(started), Some(calls)) = (started, &line.calls) {
+            for (offset, took, result) in calls {
+                // Offsets and durations are whole and tenth milliseconds: no precision is lost.
+                let start = started + *offset as i64;
+                *self
+                    .call_seconds
+                    .entry(start.div_euclid(1000))
+                    .or_default()
+                    .entry(result.clone())
+                    .or_default() += 1;
+                self.latencies
+                    .entry(result.clone())
+                    .or_default()
+                    .push(*took as f32);
+            }
+        }
+        if line.in_doubt {
+            self.doubt.push(DoubtRow {
+                username: line.username.unwrap_or_default(),
+                client_id: line.client_id.unwrap_or_default(),
+                in_doubt_cause: line.in_doubt_cause.unwrap_or_else(|| "unknown".into()),
+                outcome: line.outcome,
+                source: line.source.unwrap_or_default(),
+                at: line.at.unwrap_or_default(),
+                file: file.path.clone(),
+            });
+        }
+    }
+
+    /// The summary; the jobs in doubt are listed (with usernames) only when `list_in_doubt`.
+    pub fn finish(mut self, list_in_doubt: bool) -> Summary {
+        for f in &mut self.files {
+            if let Some((a, b)) = f.span_ms {
+                f.first = Some(rfc3339(a));
+                f.last = Some(rfc3339(b));
+                f.wall_seconds = (b - a) as f64 / 1000.0;
+            }
+        }
+        let time = self.time();
+        let timeline = self.timeline(time.span_ms);
+        let outcomes = in_outcome_order(self.outcomes.clone());
+        let order: Vec<&String> = outcomes.0.iter().map(|(o, _)| o).collect();
+        let mut reasons: Vec<ReasonCount> = self
+            .reasons
+            .iter()
+            .map(|((outcome, reason), &jobs)| ReasonCount {
+                outcome: outcome.clone(),
+                reason: reason.clone(),
+                jobs,
+            })
+            .collect();
+        reasons.sort_by_key(|r| {
+            (
+                order.iter().position(|o| **o == r.outcome),
+                std::cmp::Reverse(r.jobs),
+            )
+        });
+        let failed = Ordered(
+            reasons
+                .iter()
+                .filter(|r| r.outcome == OutcomeKind::Failed.as_str())
+                .map(|r| (r.reason.clone(), r.jobs))
+                .collect(),
+        );
+        let mut waves: Vec<(String, WaveTally)> =
+            std::mem::take(&mut self.waves).into_iter().collect();
+        waves.sort_by_key(|(name, (first, _))| (*first, name.clone()));
+        let waves = waves
+            .into_iter()
+            .map(|(wave, (_, outcomes))| WaveSummary {
+                wave,
+                jobs: outcomes.values().sum(),
+                outcomes: in_outcome_order(outcomes),
+            })
+            .collect();
+        let users: HashSet<(&str, &str)> = self
+            .doubt
+            .iter()
+            .map(|d| (d.client_id.as_str(), d.username.as_str()))
+            .collect();
+        let mut causes = BTreeMap::new();
+        for d in &self.doubt {
+            *causes.entry(d.in_doubt_cause.clone()).or_default() += 1;
+        }
+        let in_doubt = DoubtSummary {
+            jobs: self.doubt.len() as u64,
+            users: users.len() as u64,
+            causes: Ordered(causes.into_iter().collect()),
+            list: list_in_doubt.then(|| self.doubt.clone()),
+        };
+        let timed: u64 = self.latencies.values().map(|v| v.len() as u64).sum();
+        let results = in_order(
+            self.latencies
+                .iter()
+                .map(|(r, v)| (r.clone(), v.len() as u64))
+                .collect(),
+            &RESULTS,
+        );
+        let throttled = results.get("throttled").copied().unwrap_or(0);
+        let attempts = AttemptSummary {
+            total: self.attempts,
+            timed,
+            results,
+            throttled_share: (timed > 0).then(|| throttled as f64 / timed as f64),
+        };
+        let latency_ms = self.latency();
+        Summary {
+            unreadable_lines: self.files.iter().map(|f| f.unreadable).sum(),
+            files: self.files,
+            jobs: self.jobs,
+            outcomes,
+            reasons,
+            failed,
+            delivery: Ordered(self.delivery.into_iter().collect()),
+            waves,
+            in_doubt,
+            attempts,
+            time,
+            latency_ms,
+            timeline,
+        }
+    }
+
+    fn time(&self) -> TimeSummary {
+        let mut spans: Vec<(i64, i64)> = self.files.iter().filter_map(|f| f.span_ms).collect();
+        spans.sort_unstable();
+        // The union of the files' spans.
+        let mut covered = 0;
+        let mut current: Option<(i64, i64)> = None;
+        for (a, b) in spans.iter().copied() {
+            current = match current {
+                Some((ca, cb)) if a <= cb => Some((ca, cb.max(b))),
+                Some((ca, cb)) => {
+                    covered += cb - ca;
+                    Some((a, b))
+                }
+                None => Some((a, b)),
+            };
+        }
+        if let Some((ca, cb)) = current {
+            covered += cb - ca;
+        }
+        let span = spans
+            .iter()
+            .copied()
+            .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)));
+        let wall = covered as f64 / 1000.0;
+        let per_second = |n: u64| (wall > 0.0).then(|| n as f64 / wall);
+        TimeSummary {
+            first: span.map(|(a, _)| rfc3339(a)),
+            last: span.map(|(_, b)| rfc3339(b)),
+            wall_seconds: wall,
+            jobs_per_second: per_second(self.jobs),
+            attempts_per_second: per_second(self.attempts),
+            peak_attempts_per_second: self
+                .call_seconds
+                .values()
+                .map(|by_result| by_result.values().sum())
+                .max(),
+            span_ms: span,
+        }
+    }
+
+    fn timeline(&self, span: Option<(i64, i64)>) -> Timeline {
+        let (first, last) = span.unwrap_or((0, 0));
+        // Calls start no earlier than the first line's span and outcomes end within it; a
+        // line without `at` is in no bin.
+        let seconds = ((last - first) / 1000 + 1).max(1) as u64;
+        let step = BIN_STEPS
+            .iter()
+            .copied()
+            .find(|s| seconds.div_ceil(*s) < MAX_BINS)
+            .unwrap_or_else(|| seconds.div_ceil(MAX_BINS).max(1));
+        let step_ms = step as i64 * 1000;
+        let start = first.div_euclid(step_ms) * step_ms;
+        let bins = if span.is_some() {
+            ((last - start) / step_ms + 1) as usize
+        } else {
+            0
+        };
+        let bin_of = |second: i64| {
+            let i = (second * 1000 - start).div_euclid(step_ms);
+            usize::try_from(i).ok().filter(|i| *i < bins)
+        };
+        let series = |per_second: &BTreeMap<i64, BTreeMap<String, u64>>| {
+            let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+            for (second, counts) in per_second {
+                let Some(i) = bin_of(*second) else { continue };
+                for (name, n) in counts {
+                    out.entry(name.clone()).or_insert_with(|| vec![0; bins])[i] += n;
+                }
+            }
+            out
+        };
+        let outcomes = series(&self.outcome_seconds);
+        let attempts = series(&self.call_seconds);
+        Timeline {
+            start: span.map(|_| rfc3339(start)),
+            bin_seconds: step,
+            bins,
+            outcomes: in_outcome_order(outcomes),
+            attempts: in_order(attempts, &RESULTS),
+            start_ms: start,
+        }
+    }
+
+    fn latency(&self) -> LatencySummary {
+        let mut all: Vec<f32> = self.latencies.values().flatten().copied().collect();
+        all.sort_unstable_by(f32::total_cmp);
+        let pick = |q: f64| -> Option<f64> {
+            // Nearest rank.
+            let n = all.len();
+            (n > 0).then(|| {
+                let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+                f64::from(all[rank - 1])
+            })
+        };
+        let histogram = match (all.first(), pick(0.99)) {
+            (Some(&fastest), Some(p99)) => self.histogram(f64::from(fastest), p99),
+            _ => Vec::new(),
+        };
+        LatencySummary {
+            calls: all.len() as u64,
+            p50: pick(0.5),
+            p90: pick(0.9),
+            p99: pick(0.99),
+            max: all.last().map(|v| f64::from(*v)),
+            histogram,
+        }
+    }
+}
+
+impl Aggregator {
+    /// Buckets of one round width (1, 2, 2.5 or 5 times a power of ten, a tenth of a
+    /// millisecond at least: the report's precision) from `fastest` to `p99`, then one for the
+    /// rest: the shape of the bulk, without the tail squeezing it into one bar.
+    fn histogram(&self, fastest: f64, p99: f64) -> Vec<LatencyBucket> {
+        let width = nice_step(p99 / LATENCY_BUCKETS).max(0.1);
+        let low = (fastest / width).floor() * width;
+        let n = (((p99 - low) / width).ceil() as usize).max(1);
+        let edge = |i: usize| ((low + i as f64 * width) * 1000.0).round() / 1000.0;
+        let mut buckets: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); n + 1];
+        for (result, values) in &self.latencies {
+            for v in values {
+                let i = (((f64::from(*v) - low) / width).ceil() as usize)
+                    .saturating_sub(1)
+                    .min(n);
+                *buckets[i].entry(result.clone()).or_default() += 1;
+            }
+        }
+        if buckets[n].is_empty() {
+            buckets.pop();
+        }
+        buckets
+            .into_iter()
+            .enumerate()
+            .map(|(i, calls)| LatencyBucket {
+                above_ms: edge(i),
+                le_ms: (i < n).then(|| edge(i + 1)),
+                calls: in_order(calls, &RESULTS),
+            })
+            .collect()
+    }
+}
+
+/// The round number (1, 2, 2.5 or 5 times a power of ten) at or above `x`.
+pub(crate) fn nice_step(x: f64) -> f64 {
+    if x <= 0.0 || !x.is_finite() {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(x.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= x * (1.0 - 1e-9))
+        .unwrap_or(10.0 * magnitude)
+}
+
+/// `map` in the order of `first`, then the other names in their own order.
+fn in_order<T>(mut map: BTreeMap<String, T>, first: &[&str]) -> Ordered<T> {
+    let mut out = Vec::with_capacity(map.len());
+    for name in first {
+        if let Some(v) = map.remove(*name) {
+            out.push(((*name).to_owned(), v));
+        }
+    }
+    out.extend(map);
+    Ordered(out)
+}
+
+/// `map` in the contract's order of outcomes, then any other outcome by name.
+fn in_outcome_order<T>(map: BTreeMap<String, T>) -> Ordered<T> {
+    let known = OutcomeKind::ALL.map(OutcomeKind::as_str);
+    in_order(map, &known)
+}
+
+/// An `invalid` reason without the line, lines or message it names (`line 17: username is
+/// empty` is `username is empty`), so alike problems count together.
+fn without_location(reason: &str) -> &str {
+    let Some((head, rest)) = reason.split_once(": ") else {
+        return reason;
+    };
+    let mut words = head.split(' ');
+    let named = match (words.next(), words.next(), words.next(), words.next()) {
+        // `line 17`, `user 3` (a pool user), `message <id>`
+        (Some("line" | "user"), Some(n), None, None) => n.bytes().all(|b| b.is_ascii_digit()),
+        (Some("message"), Some(_), None, None) => true,
+        // `lines 17 to 20`
+        (Some("lines"), Some(a), Some("to"), Some(b)) => {
+            a.bytes().chain(b.bytes()).all(|b| b.is_ascii_digit())
+        }
+        _ => false,
+    };
+    if named { rest } else { reason }
+}
+
+/// Milliseconds since the epoch of an RFC 3339 UTC timestamp.
+fn millis(text: &str) -> Option<i64> {
+    let t = humantime::parse_rfc3339_weak(text).ok()?;
+    let ms = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).ok()?,
+        Err(e) => -i64::try_from(e.duration().as_millis()).ok()?,
+    };
+    Some(ms)
+}
+
+/// The RFC 3339 form of milliseconds since the epoch.
+pub fn rfc3339(ms: i64) -> String {
+    let t = if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    };
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl TimeSummary {
+    /// First and last, in ms since the epoch.
+    pub fn span_ms(&self) -> Option<(i64, i64)> {
+        self.span_ms
+    }
+}
+
+/// When the summary was made (for the page's footer).
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(files: &[(&str, &str)], list: bool) -> Summary {
+        let mut agg = Aggregator::new();
+        for (name, text) in files {
+            agg.read(name, text.as_bytes()).unwrap();
+        }
+        agg.finish(list)
+    }
+
+    const RUN: &str = r#"{"username":"ann","client_id":"c1","outcome":"sent","reason":null,"attempts":2,"delivery":{"medium":"EMAIL","destination":"a***@e***"},"source":"csv:2","at":"2026-01-01T00:00:01.500Z","started_at":"2026-01-01T00:00:00.900Z","calls":[[0,2.5,"throttled"],[400,20.1,"ok"]]}
+{"username":"bob","client_id":"c1","outcome":"sent","reason":null,"attempts":3,"delivery":{"medium":"SMS"},"in_doubt":true,"in_doubt_cause":"ambiguous_attempt","source":"csv:3","at":"2026-01-01T00:00:03.000Z","started_at":"2026-01-01T00:00:01.000Z","calls":[[0,10,"transient"],[900,12,"ok"],[1900,8,"ok"]]}
+{"username":null,"client_id":null,"outcome":"invalid","reason":"line 4: username is empty","attempts":0,"delivery":null,"source":"csv:4","at":"2026-01-01T00:00:01.000Z"}
+{"username":null,"client_id":null,"outcome":"invalid","reason":"line 9: username is empty","attempts":0,"delivery":null,"source":"csv:9","at":"2026-01-01T00:00:01.000Z"}
+{"username":"cy","client_id":"c1","outcome":"failed","reason":"attempt_limit","attempts":1,"delivery":null,"source":"csv:5","at":"2026-01-01T00:00:02.000Z","started_at":"2026-01-01T00:00:02.000Z","calls":[[0,30,"permanent"]]}
+"#;
+
+    #[test]
+    fn outcomes_reasons_media_doubt_calls_and_latency_add_up() {
+        let s = summary(&[("r.jsonl", RUN)], false);
+        assert_eq!(s.jobs, 5);
+        assert_eq!(
+            s.outcomes.0,
+            vec![
+                ("sent".to_owned(), 2),
+                ("invalid".to_owned(), 2),
+                ("failed".to_owned(), 1)
+            ]
+        );
+        assert_eq!(
+            s.reasons,
+            vec![
+                ReasonCount {
+                    outcome: "invalid".into(),
+                    reason: "username is empty".into(),
+                    jobs: 2
+                },
+                ReasonCount {
+                    outcome: "failed".into(),
+                    reason: "attempt_limit".into(),
+                    jobs: 1
+                },
+            ]
+        );
+        assert_eq!(s.failed.0, vec![("attempt_limit".to_owned(), 1)]);
+        assert_eq!(
+            s.delivery.0,
+            vec![("EMAIL".to_owned(), 1), ("SMS".to_owned(), 1)]
+        );
+        assert_eq!((s.in_doubt.jobs, s.in_doubt.users), (1, 1));
+        assert!(s.in_doubt.list.is_none(), "no usernames unless asked");
+        assert_eq!(s.attempts.total, 6);
+        assert_eq!(s.attempts.timed, 6);
+        assert_eq!(s.attempts.results.get("ok"), Some(&3));
+        assert_eq!(s.attempts.throttled_share, Some(1.0 / 6.0));
+        // Calls started at :00.9, :01.3, :01.0, :01.9, :02.9, :02.0: seconds 0, 1 (3), 2 (2).
+        assert_eq!(s.time.peak_attempts_per_second, Some(3));
+        assert_eq!(s.timeline.bin_seconds, 1);
+        assert_eq!(s.timeline.bins, 4);
+        let calls_per_bin: Vec<u64> = (0..4)
+            .map(|i| s.timeline.attempts.0.iter().map(|(_, v)| v[i]).sum())
+            .collect();
+        assert_eq!(calls_per_bin, vec![1, 3, 2, 0]);
+        assert_eq!(s.time.wall_seconds, 2.1, "from :00.9 to :03.0");
+        assert_eq!(s.latency_ms.calls, 6);
+        assert_eq!(s.latency_ms.p50, Some(10.0));
+        assert_eq!(s.latency_ms.max, Some(30.0));
+        let in_histogram: u64 = s
+            .latency_ms
+            .histogram
+            .iter()
+            .flat_map(|b| b.calls.0.iter().map(|(_, n)| n))
+            .sum();
+        assert_eq!(in_histogram, 6);
+        // Buckets of 1 ms from the fastest call (2.5 ms) to the 99th percentile (30 ms).
+        let h = &s.latency_ms.histogram;
+        assert_eq!(h.len(), 28);
+        assert_eq!((h[0].above_ms, h[0].le_ms), (2.0, Some(3.0)));
+        assert_eq!(h[27].le_ms, Some(30.0));
+        let listed = summary(&[("r.jsonl", RUN)], true);
+        let list = listed.in_doubt.list.expect("asked for");
+        assert_eq!(list[0].username, "bob");
+        assert_eq!(list[0].in_doubt_cause, "ambiguous_attempt");
+    }
+
+    #[test]
+    fn unknown_outcomes_and_waves_are_counted_by_name() {
+        let text = r#"{"username":"a","outcome":"capped","attempts":0,"wave":"day-3","at":"2026-01-03T00:00:00Z"}
+{"username":"b","outcome":"sent","attempts":1,"wave":"day-1","at":"2026-01-01T00:00:00Z"}
+{"username":"c","outcome":"sent","attempts":1,"at":"2026-01-02T00:00:00Z"}
+{"username":"d","outcome":"a_future_outcome","attempts":0,"wave":"day-3","at":"2026-01-03T00:00:01Z"}
+"#;
+        let s = summary(&[("w.jsonl", text)], false);
+        let names: Vec<&str> = s.outcomes.0.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["sent", "a_future_outcome", "capped"]);
+        let waves: Vec<(&str, u64)> = s.waves.iter().map(|w| (w.wave.as_str(), w.jobs)).collect();
+        assert_eq!(
+            waves,
+            [("day-1", 1), (NO_WAVE, 1), ("day-3", 2)],
+            "in time order"
+        );
+        assert_eq!(s.delivery.0, vec![("unknown".to_owned(), 2)]);
+        // No timing in these lines: calls are counted, not drawn.
+        assert_eq!((s.attempts.total, s.attempts.timed), (2, 0));
+        assert_eq!(s.attempts.throttled_share, None);
+    }
+
+    #[test]
+    fn overlapping_files_count_once_and_gaps_between_runs_not_at_all() {
+        let line = |at: &str| {
+            format!(r#"{{"username":"u","outcome":"cooldown","attempts":0,"at":"{at}"}}"#)
+        };
+        let a = [line("2026-01-01T00:00:00Z"), line("2026-01-01T00:00:10Z")].join("\n");
+        let b = [line("2026-01-01T00:00:05Z"), line("2026-01-01T00:00:20Z")].join("\n");
+        let c = [line("2026-01-02T00:00:00Z"), line("2026-01-02T00:00:05Z")].join("\n");
+        let s = summary(&[("a", &a), ("b", &b), ("c", &c)], false);
+        assert_eq!(s.time.wall_seconds, 25.0);
+        assert_eq!(s.time.jobs_per_second, Some(6.0 / 25.0));
+        assert_eq!(s.files[1].wall_seconds, 15.0);
+        // A day: bins of 15 minutes.
+        assert_eq!(s.timeline.bin_seconds, 900);
+        let ended: u64 = s.timeline.outcomes.0.iter().flat_map(|(_, v)| v).sum();
+        assert_eq!(ended, 6);
+    }
+
+    #[test]
+    fn lines_that_are_not_report_lines_are_counted_and_named() {
+        let text = "{\"outcome\":\"sent\",\"attempts\":1}\nnot json\n\n{\"username\":\"x\"}\n{\"outcome\":\"se";
+        let s = summary(&[("cut.jsonl", text)], false);
+        assert_eq!(s.jobs, 1);
+        assert_eq!(s.unreadable_lines, 3);
+        assert_eq!(s.files[0].unreadable_lines, vec![2, 4, 5]);
+    }
+
+    #[test]
+    fn an_invalid_reason_loses_only_the_place_it_names() {
+        for (reason, expected) in [
+            ("line 17: username is empty", "username is empty"),
+            (
+                "lines 4 to 9: record is over 64 KiB",
+                "record is over 64 KiB",
+            ),
+            ("message 1a-2b: not JSON: x", "not JSON: x"),
+            (
+                "user 12: username contains whitespace",
+                "username contains whitespace",
+            ),
+            ("precheck: CONFIRMED", "precheck: CONFIRMED"),
+            (
+                "client id not allowed: only ...",
+                "client id not allowed: only ...",
+            ),
+            ("line x: odd", "line x: odd"),
+        ] {
+            assert_eq!(without_location(reason), expected);
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The summary for a terminal, and the list of jobs in doubt as CSV.
+//!
+//! The text names nobody: usernames are personal data, and a summary gets pasted into tickets
+//! and chats. Only the list (`--list in-doubt`), asked for explicitly, holds them.
+
+use std::fmt::Write as _;
+
+use super::summary::{Counts, Summary, rfc3339};
+
+/// `n` of `total` as a percentage with one decimal.
+fn percent(n: u64, total: u64) -> String {
+    if total == 0 {
+        return "-".into();
+    }
+    format!("{:.1}", n as f64 * 100.0 / total as f64)
+}
+
+/// `a 3, b 1`, or `none`.
+fn inline(counts: &Counts) -> String {
+    if counts.0.is_empty() {
+        return "none".into();
+    }
+    counts
+        .0
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A duration in seconds, as people read it.
+pub fn seconds(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.1} s")
+    } else if s < 7_200.0 {
+        format!("{:.1} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3_600.0)
+    }
+}
+
+/// Milliseconds, as people read them.
+pub fn ms(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.1} ms")
+    } else if v < 10_000.0 {
+        format!("{v:.0} ms")
+    } else {
+        format!("{:.1} s", v / 1000.0)
+    }
+}
+
+/// `2026-11-29 01:30:03 to 01:30:45 UTC`, with the second date only when it differs.
+pub fn span(first_ms: i64, last_ms: i64) -> String {
+    let (a, b) = (rfc3339(first_ms), rfc3339(last_ms));
+    let b = if a[..10] == b[..10] {
+        b[11..19].to_owned()
+    } else {
+        format!("{} {}", &b[..10], &b[11..19])
+    };
+    format!("{} {} to {b} UTC", &a[..10], &a[11..19])
+}
+
+/// The summary as text.
+pub fn render(s: &Summary) -> String {
+    let mut out = String::new();
+    // `write!` to a String cannot fail.
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    let files = match s.files.len() {
+        1 => "1 report".to_owned(),
+        n => format!("{n} reports"),
+    };
+    let when = s
+        .time
+        .span_ms()
+        .map_or_else(String::new, |(a, b)| format!(", {}", span(a, b)));
+    line(format!("{files}, {} jobs{when}", s.jobs));
+    let mut rate = format!("  wall time {}", seconds(s.time.wall_seconds));
+    if let Some(j) = s.time.jobs_per_second {
+        let _ = write!(rate, ", {j:.1} jobs/s");
+    }
+    if let Some(a) = s.time.attempts_per_second {
+        let _ = write!(rate, ", {a:.1} calls/s");
+    }
+    if let Some(p) = s.time.peak_attempts_per_second {
+        let _ = write!(rate, " (peak {p} in one second)");
+    }
+    line(rate);
+    if s.files.len() > 1 {
+        for f in &s.files {
+            line(format!(
+                "  {}: {} jobs, {}",
+                f.path,
+                f.jobs,
+                seconds(f.wall_seconds)
+            ));
+        }
+    }
+    if s.unreadable_lines > 0 {
+        for f in s.files.iter().filter(|f| f.unreadable > 0) {
+            let named: Vec<String> = f.unreadable_lines.iter().map(u64::to_string).collect();
+            let more = if f.unreadable as usize > named.len() {
+                ", ..."
+            } else {
+                ""
+            };
+            line(format!(
+                "  {}: {} lines are not report lines and were skipped (line {}{more})",
+                f.path,
+                f.unreadable,
+                named.join(", ")
+            ));
+        }
+    }
+
+    line(String::new());
+    let width = s
+        .outcomes
+        .0
+        .iter()
+        .map(|(o, _)| o.len())
+        .chain(s.reasons.iter().map(|r| r.reason.chars().count() + 2))
+        .max()
+        .unwrap_or(0)
+        .clamp(16, 60);
+    line(format!("{:<width$}  {:>8}  {:>6}", "outcome", "jobs", "%"));
+    for (outcome, n) in &s.outcomes.0 {
+        line(format!(
+            "{outcome:<width$}  {n:>8}  {:>6}",
+            percent(*n, s.jobs)
+        ));
+        for r in s.reasons.iter().filter(|r| &r.outcome == outcome) {
+            let reason: String = r.reason.chars().take(width - 2).collect();
+            line(format!("  {reason:<w$}  {:>8}", r.jobs, w = width - 2));
+        }
+    }
+    line(format!("{:<width$}  {:>8}", "total", s.jobs));
+
+    line(String::new());
+    line(format!("codes sent by medium: {}", inline(&s.delivery)));
+    let waves: Vec<String> = s
+        .waves
+        .iter()
+        .map(|w| {
+            let sent = w.outcomes.get("sent").copied().unwrap_or(0);
+            format!("{} {} jobs, {sent} sent", w.wave, w.jobs)
+        })
+        .collect();
+    line(format!("waves: {}", waves.join("; ")));
+    let doubt = &s.in_doubt;
+    if doubt.jobs == 0 {
+        line("in doubt: 0 jobs".into());
+    } else {
+        line(format!(
+            "in doubt: {} jobs, {} users ({}); `--list in-doubt` prints them (usernames: personal data)",
+            doubt.jobs,
+            doubt.users,
+            inline(&doubt.causes)
+        ));
+    }
+    line(format!("failed by reason: {}", inline(&s.failed)));
+
+    line(String::new());
+    let a = &s.attempts;
+    let mut calls = format!("calls: {}", a.total);
+    if a.timed > 0 {
+        let parts: Vec<String> = a
+            .results
+            .0
+            .iter()
+            .map(|(r, n)| format!("{r} {n} ({}%)", percent(*n, a.timed)))
+            .collect();
+        let _ = write!(calls, ": {}", parts.join(", "));
+    }
+    if a.timed < a.total {
+        let _ = write!(
+            calls,
+            "; {} without timing (lines from an older version)",
+            a.total - a.timed
+        );
+    }
+    line(calls);
+    let l = &s.latency_ms;
+    if let (Some(p50), Some(p90), Some(p99), Some(max)) = (l.p50, l.p90, l.p99, l.max) {
+        line(format!(
+            "latency: p50 {}, p90 {}, p99 {}, max {} ({} calls)",
+            ms(p50),
+            ms(p90),
+            ms(p99),
+            ms(max),
+            l.calls
+        ));
+    }
+    out
+}
+
+/// Writes the jobs in doubt as CSV: `username,client_id,in_doubt_cause,outcome,source,at,file`.
+/// A username column first, so the file reads back as backfill input; cells a spreadsheet would
+/// run as formulas are written as `discover` writes them (a `'` in front), which `backfill`
+/// reads back.
+pub fn in_doubt_csv(s: &Summary, out: impl std::io::Write) -> csv::Result<()> {
+    use crate::source::csv::neutralise;
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record([
+        "username",
+        "client_id",
+        "in_doubt_cause",
+        "outcome",
+        "source",
+        "at",
+        "file",
+    ])?;
+    for d in s.in_doubt.list.iter().flatten() {
+        w.write_record([
+            neutralise(&d.username).as_ref(),
+            neutralise(&d.client_id).as_ref(),
+            neutralise(&d.in_doubt_cause).as_ref(),
+            neutralise(&d.outcome).as_ref(),
+            neutralise(&d.source).as_ref(),
+            &d.at,
+            neutralise(&d.file).as_ref(),
+        ])?;
+    }
+    w.flush()?;
+    Ok(())
+}
