@@ -865,7 +865,11 @@ mod tests {
 "#;
         let s = summary(&[("w.jsonl", text)], false);
         let names: Vec<&str> = s.outcomes.0.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["sent", "a_future_outcome", "capped"]);
+        assert_eq!(
+            names,
+            ["sent", "capped", "a_future_outcome"],
+            "known ones in the contract's order, then the rest"
+        );
         let waves: Vec<(&str, u64)> = s.waves.iter().map(|w| (w.wave.as_str(), w.jobs)).collect();
         assert_eq!(
             waves,
