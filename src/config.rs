@@ -89,6 +89,9 @@ max_email_per_day = 0
 
 [log]
 format = "text"
+
+[lambda]
+margin = "5s"
 "#;
 
 /// A layered value as text; the defaults give every key that validation parses, so an unset
@@ -407,6 +410,20 @@ pub struct LogSettings {
     pub verbosity: i8,
 }
 
+/// The Lambda function's own settings (`[lambda]`, docs/lambda.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct LambdaSettings {
+    /// Stop taking work when the invocation has less than this left; calls in flight get half
+    /// of it, the other half is for recording, returning records and the metrics.
+    #[serde(serialize_with = "show::duration")]
+    pub margin: Duration,
+    /// The function's timeout, a bound on each invocation besides the runtime's deadline.
+    #[serde(serialize_with = "show::opt_duration")]
+    pub timeout: Option<Duration>,
+    /// The Secrets Manager secret holding the app client secret (read once per container).
+    pub client_secret_id: Option<String>,
+}
+
 /// The validated settings every command starts from. Sections and keys serialize as the TOML
 /// file spells them: that is what `check` prints.
 #[derive(Debug, Clone, Serialize)]
@@ -438,6 +455,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Spend caps.
     pub limits: LimitSettings,
+    /// The Lambda function.
+    pub lambda: LambdaSettings,
 }
 
 impl Settings {
@@ -791,7 +810,27 @@ impl Settings {
             ));
         }
 
+        let lambda = LambdaSettings {
+            margin: positive_duration(
+                "lambda.margin (--lambda-margin)",
+                given(&raw.lambda.margin),
+            )?,
+            timeout: match non_empty(raw.lambda.timeout) {
+                Some(t) => Some(positive_duration("lambda.timeout (--lambda-timeout)", &t)?),
+                None => None,
+            },
+            client_secret_id: non_empty(raw.lambda.client_secret_id),
+        };
+        if lambda.client_secret_id.is_some() && cognito.secret.is_some() {
+            return Err(ConfigError::new(format!(
+                "lambda.client_secret_id (--lambda-client-secret-id) and a client secret from \
+                 --client-secret-file (cognito.client_secret_file) or {CLIENT_SECRET_ENV} are both \
+                 set: give the client secret one way only"
+            )));
+        }
+
         Ok(Self {
+            lambda,
             limits,
             sqs,
             warnings,
@@ -1716,5 +1755,54 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("--client-secret-file") && err.contains("/nonexistent/secret"));
+    }
+
+    #[test]
+    fn lambda_settings_default_validate_and_take_the_secret_one_way_only() {
+        let s = load_with(&["cognito-resend", "check"], None).unwrap();
+        assert_eq!(s.lambda.margin, Duration::from_secs(5));
+        assert_eq!(s.lambda.timeout, None);
+        assert_eq!(s.lambda.client_secret_id, None);
+
+        let s = load_with(
+            &[
+                "cognito-resend",
+                "--lambda-margin",
+                "2s",
+                "--lambda-timeout",
+                "1m",
+                "--lambda-client-secret-id",
+                "cognito-resend/secret",
+                "check",
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.lambda.margin, Duration::from_secs(2));
+        assert_eq!(s.lambda.timeout, Some(Duration::from_secs(60)));
+        assert_eq!(
+            s.lambda.client_secret_id.as_deref(),
+            Some("cognito-resend/secret")
+        );
+        let shown = s.render_redacted();
+        assert!(
+            shown.contains("[lambda]") && shown.contains("timeout = \"1m\""),
+            "{shown}"
+        );
+
+        let err = load_with(&["cognito-resend", "--lambda-margin", "0s", "check"], None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lambda.margin"), "{err}");
+        let err = load_with(
+            &["cognito-resend", "--lambda-client-secret-id", "x", "check"],
+            Some("from-env"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("lambda.client_secret_id") && err.contains("one way only"),
+            "{err}"
+        );
     }
 }
