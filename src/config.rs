@@ -185,6 +185,8 @@ pub enum SecretSource {
     File(PathBuf),
     /// The `COGNITO_RESEND_CLIENT_SECRET` environment variable.
     Env,
+    /// AWS Secrets Manager (`lambda.client_secret_id`), read by the Lambda function.
+    SecretsManager(String),
 }
 
 /// Everything about talking to Cognito.
@@ -920,6 +922,9 @@ impl Settings {
             }
             Some((_, SecretSource::Env)) => head.push_str(&format!(
                 "# client secret: <redacted>, from {CLIENT_SECRET_ENV}\n"
+            )),
+            Some((_, SecretSource::SecretsManager(id))) => head.push_str(&format!(
+                "# client secret: <redacted>, from Secrets Manager secret {id}\n"
             )),
         }
         head + &doc
