@@ -185,7 +185,7 @@ impl Container {
         let records = inputs.len();
         let mut source = BatchSource::new(inputs);
         let (cause, tally) = self.pass(&mut source, stop_at, budget).await?;
-        let returned = source.returned();
+        let returned = source.finish();
         tracing::info!(
             records,
             returned = returned.len(),

@@ -15,6 +15,7 @@ use futures::future::BoxFuture;
 
 use super::sqs::{self, Disposition};
 use crate::job::{Input, Origin, Outcome, Settle, Source};
+use crate::telemetry::metrics;
 
 /// The records of one event, handed to the engine one at a time.
 pub(crate) struct BatchSource {
@@ -49,16 +50,27 @@ impl BatchSource {
         }
     }
 
-    /// The message ids that must come back, in the event's order: every record not settled as
-    /// done. Call once the engine has stopped.
-    pub(crate) fn returned(&self) -> Vec<String> {
+    /// Ends the batch: the message ids that must come back, in the event's order (every record
+    /// not settled as done), counted in `cognito_resend_sqs_messages_total` as `consume` counts
+    /// them (`deleted` is what the event source mapping deletes). Call once the engine stopped.
+    pub(crate) fn finish(&self) -> Vec<String> {
         let settled = self.fates.settled.lock().unwrap_or_else(|e| e.into_inner());
-        self.fates
-            .order
-            .iter()
-            .filter(|id| settled.get(*id) != Some(&Disposition::Delete))
-            .cloned()
-            .collect()
+        let mut returned = Vec::new();
+        for id in &self.fates.order {
+            metrics::sqs_message("received");
+            match settled.get(id) {
+                Some(Disposition::Delete) => metrics::sqs_message("deleted"),
+                Some(Disposition::Redrive) => {
+                    metrics::sqs_message("invalid");
+                    returned.push(id.clone());
+                }
+                _ => {
+                    metrics::sqs_message("returned");
+                    returned.push(id.clone());
+                }
+            }
+        }
+        returned
     }
 }
 
@@ -140,7 +152,7 @@ mod tests {
         settle(4, Some(outcome(OutcomeKind::Invalid))).await;
         settle(5, None).await;
         assert_eq!(
-            source.returned(),
+            source.finish(),
             [
                 "m-failed",
                 "m-interrupted",
@@ -167,6 +179,6 @@ mod tests {
             .settle(&origin, Some(&outcome(OutcomeKind::Sent)))
             .await
             .unwrap();
-        assert_eq!(source.returned(), ["m1"]);
+        assert_eq!(source.finish(), ["m1"]);
     }
 }
