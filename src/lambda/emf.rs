@@ -7,7 +7,9 @@
 //! One line per label set (EMF takes one value per dimension in a line, so
 //! `cognito_resend_jobs_total{outcome="sent"}` and `{outcome="failed"}` need a line each):
 //! counters as their increase over the invocation (series that did not move are left out),
-//! gauges as their value at its end. The request-duration histogram is not sent (an EMF value is
+//! gauges as their value at its end. A labelled series is published with its labels as
+//! dimensions and also with none (CloudWatch then keeps the total over the labels, which alarms
+//! watch: `cognito_resend_stopped_total` whatever the reason). The request-duration histogram is not sent (an EMF value is
 //! a sample, not a bucket count); Lambda's own Duration metric and the logs cover timing.
 //!
 //! The values come from the recorder's own exposition text, so the names and labels are exactly
@@ -126,7 +128,14 @@ pub(crate) fn lines(
         .into_iter()
         .map(|(labels, metrics)| {
             let mut line = properties.clone();
-            let dimensions: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+            let keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+            // Each labelled series is also published without dimensions: the total over its
+            // labels, which an alarm can watch (an alarm cannot sum over dimension values).
+            let dimensions = if keys.is_empty() {
+                json!([[]])
+            } else {
+                json!([keys, []])
+            };
             for (k, v) in labels {
                 line.insert(k.clone(), Value::String(v.clone()));
             }
@@ -141,7 +150,7 @@ pub(crate) fn lines(
                     "Timestamp": timestamp_ms,
                     "CloudWatchMetrics": [{
                         "Namespace": NAMESPACE,
-                        "Dimensions": [dimensions],
+                        "Dimensions": dimensions,
                         "Metrics": defined,
                     }],
                 }),
@@ -198,7 +207,7 @@ cognito_resend_request_duration_seconds_sum 0.01
         assert_eq!(sent["event"], "sqs");
         let directive = &sent["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], NAMESPACE);
-        assert_eq!(directive["Dimensions"], json!([["outcome", "source"]]));
+        assert_eq!(directive["Dimensions"], json!([["outcome", "source"], []]));
         assert_eq!(
             directive["Metrics"],
             json!([{"Name": "cognito_resend_jobs_total", "Unit": "Count"}])
