@@ -144,6 +144,7 @@ impl Container {
     ) -> Result<Value, lambda_runtime::Error> {
         let arrived = SystemTime::now();
         let stop_at = tokio::time::Instant::now();
+        let started = Instant::now();
         let budget = deadline::budget(
             invocation.context.deadline(),
             arrived,
@@ -171,6 +172,11 @@ impl Container {
                 ("schedule", self.backfill(stop_at, budget).await)
             }
         };
+        tracing::info!(
+            event = kind,
+            seconds = started.elapsed().as_secs_f64(),
+            "invocation done"
+        );
         self.emit(kind, &request_id).await;
         result.map_err(Into::into)
     }
