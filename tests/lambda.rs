@@ -560,7 +560,13 @@ async fn a_queue_drained_through_the_function_sends_each_user_once_and_poison_go
     moto::send_bodies(&sqs, &url, &bodies, None).await;
     let arn = moto::queue_arn(&sqs, &url).await;
 
-    let function = Function::start(&base_settings(&emu.endpoint(), &moto, "lambda-queue")).await;
+    let pushgateway = Pushgateway::start().await;
+    let mut settings = base_settings(&emu.endpoint(), &moto, "lambda-queue");
+    settings.push((
+        "COGNITO_RESEND_METRICS_PUSHGATEWAY",
+        pushgateway.url.clone(),
+    ));
+    let function = Function::start(&settings).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         assert!(
@@ -616,4 +622,72 @@ async fn a_queue_drained_through_the_function_sends_each_user_once_and_poison_go
         moto::drain_bodies(&sqs, &dlq).await,
         vec!["poison".to_owned()]
     );
+
+    // `--pushgateway` keeps working: every invocation pushed the container's metrics.
+    let pushes = pushgateway.pushes();
+    assert!(!pushes.is_empty(), "the function pushed its metrics");
+    let (path, body) = pushes.last().unwrap();
+    assert_eq!(path, "/metrics/job/cognito-resend/command/lambda");
+    assert!(
+        body.contains(r#"cognito_resend_jobs_total{source="sqs",outcome="sent"} 12"#),
+        "{body}"
+    );
+}
+
+/// A stand-in Pushgateway: answers every request 200 and keeps each PUT's path and body.
+struct Pushgateway {
+    url: String,
+    pushes: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl Pushgateway {
+    async fn start() -> Pushgateway {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let pushes = Arc::new(Mutex::new(Vec::new()));
+        let kept = pushes.clone();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(one_push(conn, kept.clone()));
+            }
+        });
+        Pushgateway { url, pushes }
+    }
+
+    fn pushes(&self) -> Vec<(String, String)> {
+        self.pushes.lock().unwrap().clone()
+    }
+}
+
+/// One request on `conn`: headers, then Content-Length bytes of body; kept, answered 200.
+async fn one_push(mut conn: tokio::net::TcpStream, kept: Arc<Mutex<Vec<(String, String)>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let length = text[..end]
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if buf.len() < end + 4 + length {
+            continue;
+        }
+        let path = text.split_whitespace().nth(1).unwrap_or("").to_owned();
+        let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
+        kept.lock().unwrap().push((path, body));
+        let _ = conn
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .await;
+        return;
+    }
 }
