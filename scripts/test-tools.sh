@@ -2,7 +2,8 @@
 # Installs what the test suite needs beyond cargo, idempotently:
 #   - a project-local Python venv (.venv) with the pinned packages of tests/requirements.txt
 #     (boto3, the independent client that proves the emulator faithful; moto[server], the
-#     local SQS that tests start through scripts/moto_server.py);
+#     local SQS that tests start through scripts/moto_server.py; cargo-lambda, the local Lambda
+#     runtime of tests/lambda.rs; cfn-lint, which lints deploy/lambda/template.yaml);
 #   - promtool and the Prometheus server (Debian package `prometheus`), which check the metrics
 #     exposition and scrape a real run; the Pushgateway (Debian `prometheus-pushgateway`);
 #   - headless Chromium (Debian package `chromium`), which renders `report --html` to a PNG;
@@ -60,3 +61,4 @@ echo "export COGNITO_RESEND_TEST_PROMTOOL=$(command -v promtool)"
 echo "export COGNITO_RESEND_TEST_PROMETHEUS=$(command -v prometheus)"
 echo "export COGNITO_RESEND_TEST_PUSHGATEWAY=$(command -v prometheus-pushgateway)"
 echo "export COGNITO_RESEND_TEST_CHROMIUM=$(command -v chromium)"
+echo "export COGNITO_RESEND_TEST_CARGO_LAMBDA=$PWD/.venv/bin/cargo-lambda"

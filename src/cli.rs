@@ -125,6 +125,17 @@ pub enum ReportList {
     InDoubt,
 }
 
+/// The Lambda function's command line (`cognito-resend-lambda`, feature `lambda`): Lambda starts
+/// it without arguments, so every setting comes from the environment
+/// (`COGNITO_RESEND_<SECTION>_<KEY>`), read exactly as the commands read it.
+#[derive(Debug, Parser)]
+#[command(name = "cognito-resend-lambda", version, max_term_width = 100)]
+pub struct LambdaCli {
+    /// Every setting, as the commands take them.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
 /// `ledger` subcommands.
 #[derive(Debug, Clone, Copy, Subcommand)]
 pub enum LedgerAction {

@@ -90,6 +90,9 @@ max_email_per_day = 0
 
 [log]
 format = "text"
+
+[lambda]
+margin = "5s"
 "#;
 
 /// A layered value as text; the defaults give every key that validation parses, so an unset
@@ -183,6 +186,8 @@ pub enum SecretSource {
     File(PathBuf),
     /// The `COGNITO_RESEND_CLIENT_SECRET` environment variable.
     Env,
+    /// AWS Secrets Manager (`lambda.client_secret_id`), read by the Lambda function.
+    SecretsManager(String),
 }
 
 /// Everything about talking to Cognito.
@@ -429,6 +434,20 @@ pub struct LogSettings {
     pub verbosity: i8,
 }
 
+/// The Lambda function's own settings (`[lambda]`, docs/lambda.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct LambdaSettings {
+    /// Stop taking work when the invocation has less than this left; calls in flight get half
+    /// of it, the other half is for recording, returning records and the metrics.
+    #[serde(serialize_with = "show::duration")]
+    pub margin: Duration,
+    /// The function's timeout, a bound on each invocation besides the runtime's deadline.
+    #[serde(serialize_with = "show::opt_duration")]
+    pub timeout: Option<Duration>,
+    /// The Secrets Manager secret holding the app client secret (read once per container).
+    pub client_secret_id: Option<String>,
+}
+
 /// The validated settings every command starts from. Sections and keys serialize as the TOML
 /// file spells them: that is what `check` prints.
 #[derive(Debug, Clone, Serialize)]
@@ -460,6 +479,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Spend caps.
     pub limits: LimitSettings,
+    /// The Lambda function.
+    pub lambda: LambdaSettings,
 }
 
 impl Settings {
@@ -828,7 +849,27 @@ impl Settings {
             ));
         }
 
+        let lambda = LambdaSettings {
+            margin: positive_duration(
+                "lambda.margin (--lambda-margin)",
+                given(&raw.lambda.margin),
+            )?,
+            timeout: match non_empty(raw.lambda.timeout) {
+                Some(t) => Some(positive_duration("lambda.timeout (--lambda-timeout)", &t)?),
+                None => None,
+            },
+            client_secret_id: non_empty(raw.lambda.client_secret_id),
+        };
+        if lambda.client_secret_id.is_some() && cognito.secret.is_some() {
+            return Err(ConfigError::new(format!(
+                "lambda.client_secret_id (--lambda-client-secret-id) and a client secret from \
+                 --client-secret-file (cognito.client_secret_file) or {CLIENT_SECRET_ENV} are both \
+                 set: give the client secret one way only"
+            )));
+        }
+
         Ok(Self {
+            lambda,
             limits,
             sqs,
             warnings,
@@ -918,6 +959,9 @@ impl Settings {
             }
             Some((_, SecretSource::Env)) => head.push_str(&format!(
                 "# client secret: <redacted>, from {CLIENT_SECRET_ENV}\n"
+            )),
+            Some((_, SecretSource::SecretsManager(id))) => head.push_str(&format!(
+                "# client secret: <redacted>, from Secrets Manager secret {id}\n"
             )),
         }
         head + &doc
@@ -1898,5 +1942,54 @@ mod tests {
         assert!(e.contains("ledger.max_sends_per_user"), "{e}");
         let e = refused(&["--max-sends-per-user", "two"]);
         assert!(e.contains("ledger.max_sends_per_user"), "{e}");
+    }
+
+    #[test]
+    fn lambda_settings_default_validate_and_take_the_secret_one_way_only() {
+        let s = load_with(&["cognito-resend", "check"], None).unwrap();
+        assert_eq!(s.lambda.margin, Duration::from_secs(5));
+        assert_eq!(s.lambda.timeout, None);
+        assert_eq!(s.lambda.client_secret_id, None);
+
+        let s = load_with(
+            &[
+                "cognito-resend",
+                "--lambda-margin",
+                "2s",
+                "--lambda-timeout",
+                "1m",
+                "--lambda-client-secret-id",
+                "cognito-resend/secret",
+                "check",
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.lambda.margin, Duration::from_secs(2));
+        assert_eq!(s.lambda.timeout, Some(Duration::from_secs(60)));
+        assert_eq!(
+            s.lambda.client_secret_id.as_deref(),
+            Some("cognito-resend/secret")
+        );
+        let shown = s.render_redacted();
+        assert!(
+            shown.contains("[lambda]") && shown.contains("timeout = \"1m\""),
+            "{shown}"
+        );
+
+        let err = load_with(&["cognito-resend", "--lambda-margin", "0s", "check"], None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lambda.margin"), "{err}");
+        let err = load_with(
+            &["cognito-resend", "--lambda-client-secret-id", "x", "check"],
+            Some("from-env"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("lambda.client_secret_id") && err.contains("one way only"),
+            "{err}"
+        );
     }
 }

@@ -34,7 +34,9 @@
 //!
 //! Around them: [`cli`] (raw arguments), [`config`] (layered, validated settings), [`cmd`]
 //! (one file per command, over the parts they share; nothing below it imports it), `aws` (the
-//! one AWS SDK config builder), [`shutdown`] (signals). The bundled Cognito emulator that the
+//! one AWS SDK config builder), [`shutdown`] (signals). With the `lambda` feature, `cmd::lambda`
+//! is the AWS Lambda function over the same parts, and `lambda` holds what only it needs (its
+//! events, deadline, EMF metrics, the secret from Secrets Manager). The bundled Cognito emulator that the
 //! tests, the demo and the benchmarks run against is a crate of its own
 //! (`crates/cognito-emulator`), not part of the worker. `tests/structure.rs` fails on an import
 //! cycle between these modules.
@@ -49,6 +51,8 @@ pub mod cognito;
 pub mod config;
 pub mod engine;
 pub mod job;
+#[cfg(feature = "lambda")]
+pub(crate) mod lambda;
 pub mod ledger;
 pub mod outcome;
 pub mod report;

@@ -10,6 +10,8 @@ mod check;
 mod consume;
 mod discover;
 mod enqueue;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 mod ledger;
 mod parts;
 mod report;

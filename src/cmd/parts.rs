@@ -37,66 +37,12 @@ impl Parts {
         let stop_server = tokio_util::sync::CancellationToken::new();
         let ready = Readiness::default();
         let server = start_metrics(settings, ready.clone(), stop_server.clone()).await?;
-        let recorder = Recorder::new(
-            source,
-            settings.report.path.as_deref(),
-            settings.log.usernames,
-        )
-        .map(|r| r.with_wave(settings.run.wave.clone()))
-        .map_err(|e| {
-            RunError::Usage(format!(
-                "--report (report.path): cannot create {}: {e}",
-                settings
-                    .report
-                    .path
-                    .as_deref()
-                    .unwrap_or(std::path::Path::new("the report"))
-                    .display()
-            ))
-        })?;
-        let cognito = Cognito::connect(
-            &settings.cognito.connection(),
-            settings.cognito.client_secret(),
-        )
-        .await;
-        if cognito.region().is_none() {
-            return Err(RunError::Usage(
-                "no AWS region: set --region (aws.region) or AWS_REGION".into(),
-            ));
-        }
-        let precheck = if settings.run.precheck {
-            Some(
-                PoolAdmin::connect(
-                    &settings.cognito.connection(),
-                    settings.cognito.user_pool_id.as_deref(),
-                    "--precheck",
-                )
-                .await
-                .map_err(RunError::Usage)?,
-            )
-        } else {
-            None
-        };
+        let recorder = recorder(settings, source)?;
+        let cognito = cognito(settings).await?;
+        let precheck = precheck(settings).await?;
         // Last: a run is registered in the ledger only once nothing else can fail.
         let ledger = match open_ledger(settings).await? {
-            Some(store) => {
-                let timing = LedgerTiming {
-                    cooldown: settings.ledger.cooldown,
-                    lease: settings.ledger.claim_lease,
-                };
-                // `--fleet-rate`: the run's share of the budget replaces `--rate` (the engine
-                // follows it as runs come and go).
-                let started = match settings.run.fleet_rate {
-                    Some(budget) => Ledger::start_in_fleet(store, command, timing, budget).await,
-                    None => Ledger::start(store, command, timing).await,
-                };
-                let started =
-                    started.map_err(|e| RunError::Usage(format!("ledger.path (--state): {e}")))?;
-                Some(started.with_waves(Waves {
-                    wave: settings.run.wave.clone(),
-                    max_sends_per_user: settings.ledger.max_sends_per_user,
-                }))
-            }
+            Some(store) => Some(start_ledger(settings, store, command).await?),
             None => {
                 tracing::warn!(
                     "--state none: no ledger. A rerun, a duplicate row or a redelivered message \
@@ -109,12 +55,91 @@ impl Parts {
             stop_server,
             ready,
             server,
-            recorder: Arc::new(recorder),
+            recorder,
             cognito,
             ledger,
             precheck,
         })
     }
+}
+
+/// The recorder of a run whose jobs come from `source` (the metric label), writing the report
+/// `--report` names. Needs the metrics recorder installed.
+pub(super) fn recorder(
+    settings: &Settings,
+    source: &'static str,
+) -> Result<Arc<Recorder>, RunError> {
+    let recorder = Recorder::new(
+        source,
+        settings.report.path.as_deref(),
+        settings.log.usernames,
+    )
+    .map(|r| r.with_wave(settings.run.wave.clone()))
+    .map_err(|e| {
+        RunError::Usage(format!(
+            "--report (report.path): cannot create {}: {e}",
+            settings
+                .report
+                .path
+                .as_deref()
+                .unwrap_or(std::path::Path::new("the report"))
+                .display()
+        ))
+    })?;
+    Ok(Arc::new(recorder))
+}
+
+/// The Cognito client; no region anywhere is a usage error.
+pub(super) async fn cognito(settings: &Settings) -> Result<Cognito, RunError> {
+    let cognito = Cognito::connect(
+        &settings.cognito.connection(),
+        settings.cognito.client_secret(),
+    )
+    .await;
+    if cognito.region().is_none() {
+        return Err(RunError::Usage(
+            "no AWS region: set --region (aws.region) or AWS_REGION".into(),
+        ));
+    }
+    Ok(cognito)
+}
+
+/// `--precheck`'s pool client, when it is on.
+pub(super) async fn precheck(settings: &Settings) -> Result<Option<PoolAdmin>, RunError> {
+    if !settings.run.precheck {
+        return Ok(None);
+    }
+    PoolAdmin::connect(
+        &settings.cognito.connection(),
+        settings.cognito.user_pool_id.as_deref(),
+        "--precheck",
+    )
+    .await
+    .map(Some)
+    .map_err(RunError::Usage)
+}
+
+/// Registers a run of `command` in the ledger `store`, in the fleet with `--fleet-rate`.
+pub(super) async fn start_ledger(
+    settings: &Settings,
+    store: Arc<dyn ledger::Store>,
+    command: &str,
+) -> Result<Ledger, RunError> {
+    let timing = LedgerTiming {
+        cooldown: settings.ledger.cooldown,
+        lease: settings.ledger.claim_lease,
+    };
+    // `--fleet-rate`: the run's share of the budget replaces `--rate` (the engine follows it as
+    // runs come and go).
+    let started = match settings.run.fleet_rate {
+        Some(budget) => Ledger::start_in_fleet(store, command, timing, budget).await,
+        None => Ledger::start(store, command, timing).await,
+    };
+    let started = started.map_err(|e| RunError::Usage(format!("ledger.path (--state): {e}")))?;
+    Ok(started.with_waves(Waves {
+        wave: settings.run.wave.clone(),
+        max_sends_per_user: settings.ledger.max_sends_per_user,
+    }))
 }
 
 /// Opens the store `--state` names; a failure is a configuration error (nothing was sent).
@@ -141,19 +166,8 @@ pub(super) async fn run_engine<S: Source>(
     recorder: &Arc<Recorder>,
     shutdown: &Shutdown,
 ) -> StopCause {
-    let config = EngineConfig {
-        run: settings.run.clone(),
-        retry: settings.retry.clone(),
-        limits: settings.limits.clone(),
-        default_client_id: settings.cognito.client_id.clone(),
-        allowed_client_ids: settings.cognito.allowed_client_ids.clone(),
-        shutdown_grace: settings.sqs.shutdown_grace,
-        ledger: ledger.clone(),
-        precheck,
-        request_defaults: settings.cognito.request_defaults(),
-    };
     let cause = engine::run(
-        config,
+        engine_config(settings, ledger.clone(), precheck),
         source,
         cognito,
         recorder.clone(),
@@ -168,6 +182,25 @@ pub(super) async fn run_engine<S: Source>(
     cause
 }
 
+/// The engine's settings and parts for one run.
+pub(super) fn engine_config(
+    settings: &Settings,
+    ledger: Option<Ledger>,
+    precheck: Option<PoolAdmin>,
+) -> EngineConfig {
+    EngineConfig {
+        run: settings.run.clone(),
+        retry: settings.retry.clone(),
+        limits: settings.limits.clone(),
+        default_client_id: settings.cognito.client_id.clone(),
+        allowed_client_ids: settings.cognito.allowed_client_ids.clone(),
+        shutdown_grace: settings.sqs.shutdown_grace,
+        ledger,
+        precheck,
+        request_defaults: settings.cognito.request_defaults(),
+    }
+}
+
 /// `--pushgateway`: pushes a one-shot run's final metrics. A failed push is logged, not fatal:
 /// the jobs are done and reported either way.
 pub(super) async fn push_final(settings: &Settings, command: &str) {
@@ -179,14 +212,18 @@ pub(super) async fn push_final(settings: &Settings, command: &str) {
     }
 }
 
+/// Installs the process's metrics recorder (once), with every stop reason at 0.
+pub(super) fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, RunError> {
+    metrics::install(&Misconfiguration::ALL.map(Misconfiguration::reason)).map_err(RunError::Fatal)
+}
+
 /// Installs the recorder and, unless `none`, serves it. Returns the bound address.
 pub(super) async fn start_metrics(
     settings: &Settings,
     ready: Readiness,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<Option<std::net::SocketAddr>, RunError> {
-    let handle = metrics::install(&Misconfiguration::ALL.map(Misconfiguration::reason))
-        .map_err(RunError::Fatal)?;
+    let handle = install_metrics()?;
     let Some(addr) = settings.metrics.listen else {
         return Ok(None);
     };

@@ -136,6 +136,10 @@ pub struct SettingsArgs {
     /// The `[limits]` section.
     #[command(flatten)]
     pub limits: LimitsArgs,
+
+    /// The `[lambda]` section.
+    #[command(flatten)]
+    pub lambda: LambdaArgs,
 }
 
 /// The `[cognito]` section as flags.
@@ -782,4 +786,55 @@ fn table_as_pairs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String
             .into_iter()
             .collect(),
     )
+}
+
+/// The `[lambda]` section as flags: read by the Lambda function only (`cognito-resend-lambda`,
+/// docs/lambda.md); the commands validate them and otherwise ignore them.
+#[derive(Debug, Clone, Args, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LambdaArgs {
+    /// Lambda function: stop taking work when the invocation has less than this left, give
+    /// calls in flight half of it, and return every record not done [default: 5s].
+    #[arg(
+        long = "lambda-margin",
+        global = true,
+        env = "COGNITO_RESEND_LAMBDA_MARGIN",
+        value_name = "DURATION"
+    )]
+    #[serde(
+        skip_serializing_if = "unset",
+        deserialize_with = "text",
+        rename = "margin"
+    )]
+    pub margin: Option<String>,
+
+    /// Lambda function: the function's timeout; an invocation ends by its start plus this, or by
+    /// the runtime's deadline if that is earlier (set it to the function's Timeout).
+    #[arg(
+        long = "lambda-timeout",
+        global = true,
+        env = "COGNITO_RESEND_LAMBDA_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    #[serde(
+        skip_serializing_if = "unset",
+        deserialize_with = "text",
+        rename = "timeout"
+    )]
+    pub timeout: Option<String>,
+
+    /// Lambda function: the AWS Secrets Manager secret (name or ARN) holding the app client
+    /// secret, read once per container (instead of --client-secret-file).
+    #[arg(
+        long = "lambda-client-secret-id",
+        global = true,
+        env = "COGNITO_RESEND_LAMBDA_CLIENT_SECRET_ID",
+        value_name = "ID"
+    )]
+    #[serde(
+        skip_serializing_if = "unset",
+        deserialize_with = "text",
+        rename = "client_secret_id"
+    )]
+    pub client_secret_id: Option<String>,
 }

@@ -646,31 +646,75 @@ impl<Q: Queue> Settle for Shared<Q> {
                 self.park(message_id);
                 return Ok(());
             }
-            match outcome.map(|o| (o.kind, o.reason.as_ref())) {
-                // Never started, dry run, or stopped between retries: back at once, for this
-                // consumer later or another one now.
-                None
-                | Some((OutcomeKind::DryRun, _))
-                | Some((OutcomeKind::Failed, Some(Reason::Interrupted))) => {
+            match disposition(outcome) {
+                Disposition::ReturnNow => {
                     self.release(message_id, Duration::ZERO).await;
                     Ok(())
                 }
-                Some((OutcomeKind::Invalid, _)) => {
+                Disposition::Redrive => {
                     metrics::sqs_message("invalid");
                     self.forget(message_id);
                     Ok(())
                 }
-                Some((OutcomeKind::Failed, reason)) => {
-                    let delay = match reason {
-                        Some(Reason::AttemptLimit) => ATTEMPT_LIMIT_DELAY,
-                        _ => self.redelivery_delay(message_id),
+                Disposition::ReturnLater { attempt_limit } => {
+                    let delay = if attempt_limit {
+                        ATTEMPT_LIMIT_DELAY
+                    } else {
+                        self.redelivery_delay(message_id)
                     };
                     self.release(message_id, delay).await;
                     Ok(())
                 }
-                Some(_) => self.delete(message_id).await,
+                Disposition::Delete => self.delete(message_id).await,
             }
         })
+    }
+}
+
+/// What a job's outcome does to its queue message (docs/contract.md): the one decision both
+/// `consume` and the Lambda function (whose event source mapping deletes every record not
+/// reported as a batch item failure) act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Disposition {
+    /// The job is done (`sent`, `already_confirmed`, `not_found`, `cooldown`): delete it.
+    Delete,
+    /// Never started, a dry run, or stopped between retries: back at once, for this consumer
+    /// later or another one now.
+    ReturnNow,
+    /// `invalid`: left alone, so the queue's redrive policy moves it to the DLQ.
+    Redrive,
+    /// `failed`: back later (an hour for Cognito's per-user attempt limit).
+    ReturnLater {
+        /// The job hit the attempt limit.
+        attempt_limit: bool,
+    },
+}
+
+/// The [`Disposition`] of a job that ended so (`None`: never attempted).
+pub(crate) fn disposition(outcome: Option<&Outcome>) -> Disposition {
+    match outcome.map(|o| (o.kind, o.reason.as_ref())) {
+        None
+        | Some((OutcomeKind::DryRun, _))
+        | Some((OutcomeKind::Failed, Some(Reason::Interrupted))) => Disposition::ReturnNow,
+        Some((OutcomeKind::Invalid, _)) => Disposition::Redrive,
+        Some((OutcomeKind::Failed, reason)) => Disposition::ReturnLater {
+            attempt_limit: reason == Some(&Reason::AttemptLimit),
+        },
+        Some(_) => Disposition::Delete,
+    }
+}
+
+/// A message body as the engine takes it: a job, or `invalid` naming the message and the problem
+/// (the body format is [`body`]'s).
+pub(crate) fn input(message_id: String, text: &str) -> Input {
+    let origin = Origin::Sqs { message_id };
+    match body::decode(text) {
+        Ok(request) => Input::Job(Job { origin, request }),
+        Err(problem) => Input::Unreadable(Unreadable {
+            reason: format!("message {}: {}", origin_id(&origin), problem.reason),
+            username: problem.username,
+            origin,
+        }),
     }
 }
 
@@ -1181,16 +1225,7 @@ impl<Q: Queue> Shared<Q> {
             );
         }
         metrics::sqs_message("received");
-        let origin = Origin::Sqs { message_id };
-        let text = message.body.unwrap_or_default();
-        Admitted::New(match body::decode(&text) {
-            Ok(request) => Input::Job(Job { origin, request }),
-            Err(problem) => Input::Unreadable(Unreadable {
-                reason: format!("message {}: {}", origin_id(&origin), problem.reason),
-                username: problem.username,
-                origin,
-            }),
-        })
+        Admitted::New(input(message_id, &message.body.unwrap_or_default()))
     }
 }
 

@@ -1,0 +1,130 @@
+//! The events the function takes: an SQS event (from an event source mapping) or an EventBridge
+//! scheduled event, told apart by their shape and read with AWS's own event types
+//! (`aws_lambda_events`). An SQS record's body is a job in the same format, with the same
+//! checks, as a message `consume` receives ([`sqs::input`]).
+
+use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use serde_json::Value;
+
+use crate::job::Input;
+use crate::source::sqs;
+
+/// What an invocation was asked to do.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Run these records (in the event's order); answer which must come back.
+    Sqs(Vec<Input>),
+    /// Run `backfill --from-pool` for the time the invocation has.
+    Scheduled {
+        /// The event's id, for the logs.
+        id: String,
+    },
+}
+
+/// Why an event cannot be run: the invocation fails (and, for SQS, the whole batch comes back).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Unsupported(String);
+
+/// Reads an invocation's payload.
+pub(crate) fn decode(payload: Value) -> Result<Event, Unsupported> {
+    if payload.get("Records").is_some() {
+        let event: SqsEvent = serde_json::from_value(payload)
+            .map_err(|e| Unsupported(format!("an event with Records, but not SQS's: {e}")))?;
+        let mut inputs = Vec::with_capacity(event.records.len());
+        for record in event.records {
+            if record.event_source.as_deref() != Some("aws:sqs") {
+                return Err(Unsupported(format!(
+                    "a record from {:?}: this function takes SQS records and scheduled events",
+                    record.event_source.unwrap_or_default()
+                )));
+            }
+            // SQS always sends a message id; without one a record could be neither run nor
+            // named as a failure.
+            let Some(id) = record.message_id else {
+                return Err(Unsupported("an SQS record without a messageId".into()));
+            };
+            inputs.push(sqs::input(id, record.body.as_deref().unwrap_or_default()));
+        }
+        return Ok(Event::Sqs(inputs));
+    }
+    if payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
+        let event: CloudWatchEvent = serde_json::from_value(payload)
+            .map_err(|e| Unsupported(format!("a scheduled event that does not read: {e}")))?;
+        return Ok(Event::Scheduled {
+            id: event.id.unwrap_or_default(),
+        });
+    }
+    Err(Unsupported(
+        "neither an SQS event nor an EventBridge scheduled event".into(),
+    ))
+}
+
+/// The answer to an SQS event: the records that must come back (the event source mapping,
+/// with `ReportBatchItemFailures`, deletes every other one).
+pub(crate) fn batch_response(returned: Vec<String>) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = returned
+        .into_iter()
+        .map(|id| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failure
+        })
+        .collect();
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, body: &str) -> Value {
+        serde_json::json!({
+            "messageId": id, "receiptHandle": "r", "body": body, "attributes": {},
+            "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q", "awsRegion": "us-east-1"
+        })
+    }
+
+    #[test]
+    fn sqs_records_become_jobs_or_invalid_inputs_in_order() {
+        let payload = serde_json::json!({"Records": [
+            record("m1", r#"{"username":"alice"}"#),
+            record("m2", "{}"),
+        ]});
+        let Event::Sqs(inputs) = decode(payload).unwrap() else {
+            panic!("an SQS event")
+        };
+        assert!(matches!(&inputs[0], Input::Job(j) if j.request.username == "alice"));
+        assert!(
+            matches!(&inputs[1], Input::Unreadable(u) if u.reason.contains("m2") && u.reason.contains("username"))
+        );
+    }
+
+    #[test]
+    fn a_scheduled_event_is_a_backfill_and_anything_else_is_refused() {
+        let payload = serde_json::json!({
+            "version": "0", "id": "e-1", "detail-type": "Scheduled Event",
+            "source": "aws.events", "account": "123456789012", "time": "2026-11-29T02:00:00Z",
+            "region": "us-east-1", "resources": ["arn:aws:events:us-east-1:123456789012:rule/r"],
+            "detail": {}
+        });
+        assert!(matches!(decode(payload).unwrap(), Event::Scheduled { id } if id == "e-1"));
+        let sns = serde_json::json!({"Records": [{"EventSource": "aws:sns", "Sns": {}}]});
+        assert!(decode(sns).is_err());
+        assert!(decode(serde_json::json!({"hello": "world"})).is_err());
+    }
+
+    #[test]
+    fn the_answer_names_the_returned_records() {
+        let answer = serde_json::to_value(batch_response(vec!["m2".into(), "m5".into()])).unwrap();
+        assert_eq!(
+            answer,
+            serde_json::json!({"batchItemFailures": [
+                {"itemIdentifier": "m2"}, {"itemIdentifier": "m5"}
+            ]})
+        );
+    }
+}
