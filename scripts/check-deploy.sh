@@ -830,6 +830,24 @@ def check_lambda() -> None:
            f"{path}: the job queue's visibility timeout is at least six function timeouts")
     alarms = [r["Properties"] for r in res.values() if r.get("Type") == "AWS::CloudWatch::Alarm"]
     expect(any(a.get("Namespace") == "cognito-resend" for a in alarms), f"{path}: alarms on the EMF metrics")
+    # A schedule's constant input is a scheduled event whose detail.args are flags: each must be
+    # valid settings, as `check` validates them (the function refuses them at run time otherwise).
+    for name, e in (fn.get("Events") or {}).items():
+        raw = (e.get("Properties") or {}).get("Input")
+        if e.get("Type") != "Schedule" or raw is None:
+            continue
+        try:
+            event = json.loads(raw)
+        except ValueError as err:
+            fail(f"{path}: {name}'s Input is JSON ({err})")
+            continue
+        args = dig(event, "detail", "args", default=None)
+        if not expect(event.get("detail-type") == "Scheduled Event" and isinstance(args, list),
+                      f"{path}: {name}'s Input is a scheduled event with detail.args"):
+            continue
+        r = run([BIN, *args, "--state", "dynamodb://ledger", "check"])
+        expect(r.returncode == 0, f"{path}: {name}'s detail.args pass `cognito-resend check`"
+               + ("" if r.returncode == 0 else "\n" + indent(r.stdout + r.stderr)))
 
 
 check_dockerfile()

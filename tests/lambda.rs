@@ -129,13 +129,39 @@ impl Function {
 
     /// `cargo lambda invoke` with `payload`; the function's answer.
     async fn invoke(&self, payload: &Value) -> Value {
+        let out = self.call(payload).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "cargo lambda invoke failed: {}\n{stdout}\nfunction output:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.lines().join("\n")
+        );
+        serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("the answer is JSON ({e}): {stdout}"))
+    }
+
+    /// An invocation that must fail: what the caller and the function's log said.
+    async fn invoke_err(&self, payload: &Value) -> String {
+        let out = self.call(payload).await;
+        let said = format!(
+            "{}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.lines().join("\n")
+        );
+        assert!(!out.status.success(), "the invocation succeeded: {said}");
+        said
+    }
+
+    async fn call(&self, payload: &Value) -> std::process::Output {
         let n = self
             .invocations
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let file = self.dir.path().join(format!("event-{n}.json"));
         std::fs::write(&file, payload.to_string()).expect("write the event");
         let cargo_lambda = std::env::var("COGNITO_RESEND_TEST_CARGO_LAMBDA").expect(HOW);
-        let out = tokio::time::timeout(
+        tokio::time::timeout(
             INVOKE_LIMIT,
             tokio::process::Command::new(cargo_lambda)
                 .args(["lambda", "invoke", "--invoke-address", "127.0.0.1"])
@@ -148,16 +174,7 @@ impl Function {
         )
         .await
         .unwrap_or_else(|_| panic!("the invocation answered within {INVOKE_LIMIT:?}"))
-        .expect("cargo lambda invoke runs");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "cargo lambda invoke failed: {}\n{stdout}\nfunction output:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.lines().join("\n")
-        );
-        serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|e| panic!("the answer is JSON ({e}): {stdout}"))
+        .expect("cargo lambda invoke runs")
     }
 
     /// The EMF lines the function wrote (JSON objects with `_aws`), in order.
@@ -231,6 +248,13 @@ fn scheduled_event() -> Value {
         "resources": ["arn:aws:events:us-east-1:123456789012:rule/cognito-resend-backfill"],
         "detail": {}
     })
+}
+
+/// A scheduled event whose rule's input carries flags for its backfill (a reminder wave).
+fn scheduled_wave(args: &[&str]) -> Value {
+    let mut event = scheduled_event();
+    event["detail"] = json!({ "args": args });
+    event
 }
 
 /// The message ids an SQS answer names.
@@ -511,15 +535,7 @@ async fn scheduled_backfills_go_on_from_the_ledger_until_every_unconfirmed_user_
     ));
     let function = Function::start(&settings).await;
 
-    let mut summaries = Vec::new();
-    for _ in 0..30 {
-        let summary = function.invoke(&scheduled_event()).await;
-        let complete = summary["complete"] == true;
-        summaries.push(summary);
-        if complete {
-            break;
-        }
-    }
+    let summaries = scheduled_until_complete(&function, &scheduled_event()).await;
     let last = summaries.last().expect("at least one invocation");
     assert_eq!(last["complete"], true, "the pool was done: {summaries:#?}");
     assert!(
@@ -533,6 +549,73 @@ async fn scheduled_backfills_go_on_from_the_ledger_until_every_unconfirmed_user_
         "every UNCONFIRMED user, no one else"
     );
     assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+
+    // Reminder waves on the same function: the schedule's input carries the wave's flags over
+    // the environment, as a CronJob's args do. The second wave sends everyone again, tagged; the
+    // third is over the lifetime cap and sends nothing.
+    let day2 = [
+        "--wave",
+        "day-2",
+        "--cooldown",
+        "0s",
+        "--max-sends-per-user",
+        "2",
+        "--client-metadata",
+        "wave=day-2",
+    ];
+    let waves = scheduled_until_complete(&function, &scheduled_wave(&day2)).await;
+    let sent: u64 = waves
+        .iter()
+        .map(|s| s["outcomes"]["sent"].as_u64().unwrap())
+        .sum();
+    assert_eq!(sent, pool.unconfirmed.len() as u64, "{waves:#?}");
+    let counts = pool.emu.send_counts();
+    assert!(counts.values().all(|&n| n == 2), "{counts:?}");
+    let tagged = pool
+        .emu
+        .sends()
+        .iter()
+        .filter(|s| s.client_metadata.get("wave").map(String::as_str) == Some("day-2"))
+        .count();
+    assert_eq!(
+        tagged,
+        pool.unconfirmed.len(),
+        "the second wave's codes carry its metadata"
+    );
+    let day3 = [
+        "--wave",
+        "day-3",
+        "--cooldown",
+        "0s",
+        "--max-sends-per-user",
+        "2",
+    ];
+    let capped = scheduled_until_complete(&function, &scheduled_wave(&day3)).await;
+    let capped: u64 = capped
+        .iter()
+        .map(|s| s["outcomes"]["capped"].as_u64().unwrap())
+        .sum();
+    assert_eq!(capped, pool.unconfirmed.len() as u64);
+    assert!(pool.emu.send_counts().values().all(|&n| n == 2));
+    // A misspelt or container-level flag fails the invocation, naming it; nothing is sent.
+    let refused = function
+        .invoke_err(&scheduled_wave(&["--wave", "day-4", "--state", "none"]))
+        .await;
+    assert!(refused.contains("--state"), "{refused}");
+}
+
+/// Scheduled invocations of `event` until one says the pool is done (at most 30).
+async fn scheduled_until_complete(function: &Function, event: &Value) -> Vec<Value> {
+    let mut summaries = Vec::new();
+    for _ in 0..30 {
+        let summary = function.invoke(event).await;
+        let complete = summary["complete"] == true;
+        summaries.push(summary);
+        if complete {
+            break;
+        }
+    }
+    summaries
 }
 
 /// The event source mapping's loop over a real queue (moto): receive up to 10, invoke, delete

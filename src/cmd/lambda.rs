@@ -9,7 +9,10 @@
 //!   answered as done only once the ledger has its result.
 //! - An **EventBridge scheduled event**: `backfill --from-pool` for the time the invocation has;
 //!   the ledger (DynamoDB) makes the next invocation go on where this one stopped, since users
-//!   already sent are `cooldown`.
+//!   already sent are `cooldown`. A rule's constant input may carry flags for its backfill
+//!   (`{"detail-type": "Scheduled Event", "detail": {"args": ["--wave", "day-3", ...]}}`), over
+//!   the environment as a CronJob's `args` are: one function, several schedules, one per
+//!   reminder wave ([`scheduled_settings`]).
 //!
 //! Each invocation stops taking work `lambda.margin` before its deadline ([`deadline`]), so a
 //! throttle storm never lets Lambda end it with records in an unknown state.
@@ -167,9 +170,16 @@ impl Container {
         })?;
         let (kind, result) = match event {
             Event::Sqs(inputs) => ("sqs", self.batch(inputs, stop_at, budget).await),
-            Event::Scheduled { id } => {
-                tracing::info!(event = %id, "scheduled backfill from the pool");
-                ("schedule", self.backfill(stop_at, budget).await)
+            Event::Scheduled { id, args } => {
+                tracing::info!(event = %id, ?args, "scheduled backfill from the pool");
+                let result = match scheduled_settings(&self.settings, &args) {
+                    Ok(settings) => self.backfill(&settings, stop_at, budget).await,
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        Err(e)
+                    }
+                };
+                ("schedule", result)
             }
         };
         tracing::info!(
@@ -190,7 +200,9 @@ impl Container {
     ) -> Result<Value, String> {
         let records = inputs.len();
         let mut source = BatchSource::new(inputs);
-        let (cause, tally) = self.pass(&mut source, stop_at, budget).await?;
+        let (cause, tally) = self
+            .pass(&self.settings, &mut source, stop_at, budget)
+            .await?;
         let returned = source.finish();
         tracing::info!(
             records,
@@ -205,6 +217,7 @@ impl Container {
     /// `backfill --from-pool`, until the pool is done or the deadline comes.
     async fn backfill(
         &self,
+        settings: &Settings,
         stop_at: tokio::time::Instant,
         budget: Budget,
     ) -> Result<Value, String> {
@@ -212,7 +225,7 @@ impl Container {
             "a scheduled backfill needs the user pool: COGNITO_RESEND_COGNITO_USER_POOL_ID \
              (cognito.user_pool_id)",
         )?;
-        if self.settings.cognito.client_id.is_none() {
+        if settings.cognito.client_id.is_none() {
             return Err(
                 "a scheduled backfill needs COGNITO_RESEND_COGNITO_CLIENT_ID (cognito.client_id)"
                     .into(),
@@ -221,10 +234,10 @@ impl Container {
         let discovery_stop = CancellationToken::new();
         let _stop_discovery = discovery_stop.clone().drop_guard();
         let mut source = PoolSource::start(
-            super::backfill::discovery(&self.settings, admin, Vec::new()),
+            super::backfill::discovery(settings, admin, Vec::new()),
             discovery_stop,
         );
-        let (cause, tally) = self.pass(&mut source, stop_at, budget).await?;
+        let (cause, tally) = self.pass(settings, &mut source, stop_at, budget).await?;
         if let Some(failure) = source.take_failure() {
             return Err(format!("{failure}; users before it have their outcomes"));
         }
@@ -253,14 +266,15 @@ impl Container {
     /// ledger.
     async fn pass<S: Source>(
         &self,
+        settings: &Settings,
         source: &mut S,
         stop_at: tokio::time::Instant,
         budget: Budget,
     ) -> Result<(StopCause, Arc<Tally>), String> {
-        let recorder = recorder(&self.settings, source.label()).map_err(|e| e.to_string())?;
+        let recorder = recorder(settings, source.label()).map_err(|e| e.to_string())?;
         let ledger = match &self.store {
             Some(store) => Some(
-                start_ledger(&self.settings, store.clone(), "lambda")
+                start_ledger(settings, store.clone(), "lambda")
                     .await
                     .map_err(|e| e.to_string())?,
             ),
@@ -278,7 +292,7 @@ impl Container {
             });
             AbortOnDrop(timer)
         };
-        let mut config = engine_config(&self.settings, ledger.clone(), self.precheck.clone());
+        let mut config = engine_config(settings, ledger.clone(), self.precheck.clone());
         config.shutdown_grace = budget.grace;
         let cause = engine::run(
             config,
@@ -349,4 +363,56 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// The settings of a scheduled backfill whose event carries `args`: the function's environment
+/// with these flags over it, validated exactly as the CLI validates them (`--wave`,
+/// `--older-than`, `--cooldown`, `--max-sends-per-user`, `--client-metadata`, ...). What the
+/// container was built from (the ledger, the pool, the app client, the endpoints, the secret)
+/// cannot change per invocation: a flag that changes it is refused, naming it.
+pub(crate) fn scheduled_settings(base: &Settings, args: &[String]) -> Result<Settings, String> {
+    use clap::Parser;
+    if args.is_empty() {
+        return Ok(base.clone());
+    }
+    let said = |e: &dyn std::fmt::Display| format!("the scheduled event's detail.args: {e}");
+    let cli = crate::cli::LambdaCli::try_parse_from(
+        std::iter::once("cognito-resend-lambda").chain(args.iter().map(String::as_str)),
+    )
+    .map_err(|e| said(&e.render()))?;
+    let mut settings = Settings::load(&cli.settings).map_err(|e| said(&e))?;
+    let fixed = [
+        (
+            "--state (ledger.path)",
+            settings.ledger.path == base.ledger.path,
+        ),
+        (
+            "--user-pool-id (cognito.user_pool_id)",
+            settings.cognito.user_pool_id == base.cognito.user_pool_id,
+        ),
+        (
+            "--client-id (cognito.client_id)",
+            settings.cognito.client_id == base.cognito.client_id,
+        ),
+        (
+            "--cognito-endpoint (cognito.endpoint)",
+            settings.cognito.endpoint == base.cognito.endpoint,
+        ),
+        (
+            "--client-secret-file / --lambda-client-secret-id",
+            settings.cognito.secret.is_none()
+                && settings.lambda.client_secret_id == base.lambda.client_secret_id,
+        ),
+    ];
+    if let Some((name, _)) = fixed.iter().find(|(_, same)| !same) {
+        return Err(said(&format!(
+            "{name} is the container's, set in the function's environment; it cannot change \
+             per invocation"
+        )));
+    }
+    // As the container resolved them (the secret from Secrets Manager, the region from the
+    // environment or the AWS config).
+    settings.cognito.secret = base.cognito.secret.clone();
+    settings.cognito.region = base.cognito.region.clone();
+    Ok(settings)
 }

@@ -19,6 +19,10 @@ pub(crate) enum Event {
     Scheduled {
         /// The event's id, for the logs.
         id: String,
+        /// Flags for this backfill (`detail.args`), over the function's environment: what a
+        /// CronJob's `args` are to its environment (a reminder wave's `--wave`, `--older-than`,
+        /// ...). Empty: the environment alone.
+        args: Vec<String>,
     },
 }
 
@@ -54,11 +58,34 @@ pub(crate) fn decode(payload: Value) -> Result<Event, Unsupported> {
             .map_err(|e| Unsupported(format!("a scheduled event that does not read: {e}")))?;
         return Ok(Event::Scheduled {
             id: event.id.unwrap_or_default(),
+            args: scheduled_args(&event.detail)?,
         });
     }
     Err(Unsupported(
         "neither an SQS event nor an EventBridge scheduled event".into(),
     ))
+}
+
+/// A scheduled event's `detail`: nothing (EventBridge's own `{}`), or `{"args": [...]}`, the
+/// flags of this backfill (a rule's constant `Input`, docs/lambda.md). Anything else is refused
+/// rather than ignored: a misspelt key would otherwise run a wave with the wrong settings.
+fn scheduled_args(detail: &Option<Value>) -> Result<Vec<String>, Unsupported> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Detail {
+        #[serde(default)]
+        args: Vec<String>,
+    }
+    match detail {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(d) => serde_json::from_value::<Detail>(d.clone())
+            .map(|d| d.args)
+            .map_err(|e| {
+                Unsupported(format!(
+                    "a scheduled event's detail is {{}} or {{\"args\": [flags...]}}: {e}"
+                ))
+            }),
+    }
 }
 
 /// The answer to an SQS event: the records that must come back (the event source mapping,
@@ -111,7 +138,18 @@ mod tests {
             "region": "us-east-1", "resources": ["arn:aws:events:us-east-1:123456789012:rule/r"],
             "detail": {}
         });
-        assert!(matches!(decode(payload).unwrap(), Event::Scheduled { id } if id == "e-1"));
+        assert!(
+            matches!(decode(payload.clone()).unwrap(), Event::Scheduled { id, args } if id == "e-1" && args.is_empty())
+        );
+        let mut wave = payload.clone();
+        wave["detail"] = serde_json::json!({"args": ["--wave", "day-3", "--older-than", "3d"]});
+        assert!(
+            matches!(decode(wave).unwrap(), Event::Scheduled { args, .. } if args == ["--wave", "day-3", "--older-than", "3d"])
+        );
+        let mut misspelt = payload;
+        misspelt["detail"] = serde_json::json!({"arg": ["--wave", "day-3"]});
+        let e = decode(misspelt).unwrap_err().to_string();
+        assert!(e.contains("args"), "{e}");
         let sns = serde_json::json!({"Records": [{"EventSource": "aws:sns", "Sns": {}}]});
         assert!(decode(sns).is_err());
         assert!(decode(serde_json::json!({"hello": "world"})).is_err());
