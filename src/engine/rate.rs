@@ -324,10 +324,11 @@ impl RateLimiter {
     /// fleet of `n` calls this with `1, n`).
     ///
     /// In a slow start the rate is this run's part of the fleet's start: the fleet as a whole
-    /// starts at `START_RATE` and doubles every half second, as one process would, instead of
-    /// ten processes starting at ten times that and emptying the server's bucket in their first
-    /// second. So the rate scales by `from / to` both ways (runs that start together see each
-    /// other over the first census or two).
+    /// starts at `START_RATE` or half its budget, whichever is more, and doubles every half
+    /// second, as one process would, instead of ten processes starting at ten times that and
+    /// emptying the server's bucket in their first second. So the rate scales by `from / to`
+    /// both ways (runs that start together see each other over the first census or two), and
+    /// never below half the ceiling.
     ///
     /// After a throttle the rate is this run's part of the quota the fleet found, and a run that
     /// left frees its part: the rate (and the probe's base) scale up by `from / to`, so the
@@ -352,6 +353,12 @@ impl RateLimiter {
         let factor = from as f64 / to as f64;
         let mut new = (rate * factor).max(MIN_RATE);
         if let Some(c) = s.ceiling {
+            if s.slow_start {
+                // The fleet starts at half its budget if that is more than `START_RATE`: the
+                // operator's budget is their estimate of the spare quota, and a fleet whose
+                // budget is the quota would otherwise spend a second of it ramping up.
+                new = new.max(c / 2.0);
+            }
             new = new.min(c);
         }
         if !s.slow_start {
@@ -359,6 +366,7 @@ impl RateLimiter {
             s.probe_scale *= factor;
             s.reference *= factor;
         }
+        tracing::debug!(from, to, rate, new, "the fleet changed");
         s.set_rate(now, new);
         s.notified_rate = new;
         drop(s);
@@ -994,7 +1002,7 @@ mod tests {
 
     /// Ten replicas with `--rate 0` sharing a fleet budget (`--fleet-rate`) through a ledger
     /// (see [`census`]), against one quota, with the bench's users (20 seconds of the quota):
-    /// the targets for item 2.
+    /// the fleet budget's targets.
     async fn fleet_of_ten(budget: f64, quota: f64) -> (f64, f64) {
         let jobs = (quota * 20.0) as u64;
         let f = simulate(Run {
@@ -1028,7 +1036,7 @@ mod tests {
     /// find it by throttles, and hear of each other's through the ledger. Without hearing them
     /// (each cutting on its own throttles only) this measures 94.6 % used and 3.85 % throttled;
     /// without the rates scaling as runs start and leave, 88.0 % and 2.8 %; with both, 96.8 %
-    /// and 2.6 %. The bars: >= 90 %, <= 3 %.
+    /// and 2.6 %. The targets: >= 90 %, <= 3 %.
     #[tokio::test(start_paused = true)]
     async fn a_fleet_budget_above_the_quota_settles_under_the_quota() {
         let (used, throttled) = fleet_of_ten(50.0, 30.0).await;
@@ -1071,11 +1079,17 @@ mod tests {
     async fn a_fleet_starts_as_one_process_and_a_run_that_leaves_frees_its_part() {
         // A slow start in a fleet of 4: a quarter of the start rate, scaled as runs are counted.
         let limiter = RateLimiter::new(None);
-        limiter.set_ceiling(12.5);
+        limiter.set_ceiling(5.0);
         limiter.fleet_changed(1, 4);
         assert_eq!(limiter.current(), Some(START_RATE / 4.0));
         limiter.fleet_changed(4, 2);
         assert_eq!(limiter.current(), Some(START_RATE / 2.0));
+        // A budget of 50 over 2 runs: half of the share, more than the fleet's start rate.
+        limiter.set_ceiling(25.0);
+        limiter.fleet_changed(2, 2);
+        limiter.fleet_changed(2, 1);
+        limiter.fleet_changed(1, 2);
+        assert_eq!(limiter.current(), Some(12.5));
         // After a throttle: runs joining leave the rate alone, a run leaving gives its part.
         for _ in 0..20 {
             tokio::time::advance(Duration::from_millis(50)).await;

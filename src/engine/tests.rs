@@ -543,7 +543,7 @@ async fn trigger_failures_broken_up_by_successes_do_not_stop_the_run() {
     );
 }
 
-// ---- Spend caps (issue 11 item 3) ---------------------------------------------------------------
+// ---- Spend caps (--max-sends, --max-sends-per-day) ---------------------------------------
 
 fn sent_by(medium: &str) -> Result<Answer, CallError> {
     Ok(Answer::Sent(Delivery {
