@@ -35,15 +35,9 @@ fn main() -> ExitCode {
             tracing::warn!("{warning}");
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match cmd::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     // Commands that call AWS need a region: found once, or one clear line and exit 2.
     let calls_aws = matches!(

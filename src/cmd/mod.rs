@@ -114,6 +114,18 @@ impl From<cli::LedgerAction> for LedgerAction {
     }
 }
 
+/// The async runtime both binaries run on; if it cannot start, the error is logged and the
+/// exit code is 1.
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            tracing::error!("cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        })
+}
+
 /// The exit status of a command that ended so, `signal` being the signal that stopped it, if
 /// any; a run-level error is said last, too, for people reading a tail.
 pub fn exit_code(result: &Result<Finished, RunError>, signal: Option<Signal>) -> ExitCode {
