@@ -429,7 +429,7 @@ async fn run_job(shared: &Shared, job: Job, permit: OwnedSemaphorePermit) {
             )
         };
     }
-    outcome.timing = progress.timing();
+    outcome.timing = progress.take_timing();
     shared
         .recorder
         .record(Some(&req.username), client_id, &job.origin, &outcome);
@@ -472,13 +472,12 @@ impl Progress {
         });
     }
 
-    /// The job's calls, if it made any.
-    fn timing(&self) -> Option<Timing> {
-        let log = self.timing.lock().unwrap_or_else(|e| e.into_inner());
-        log.first.map(|(started_at, _)| Timing {
-            started_at,
-            calls: log.calls.clone(),
-        })
+    /// The job's calls, if it made any; taken once, when its outcome is recorded.
+    fn take_timing(&self) -> Option<Timing> {
+        let mut log = self.timing.lock().unwrap_or_else(|e| e.into_inner());
+        let calls = std::mem::take(&mut log.calls);
+        log.first
+            .map(|(started_at, _)| Timing { started_at, calls })
     }
 }
 
