@@ -31,6 +31,14 @@
 //! (250 ms) of the counted one are calls that were already in flight: they stop probing but do
 //! not lower the rate again.
 //!
+//! **Enough calls.** Both estimates count this run's successes, and a run with nine peers on the
+//! same quota makes five calls a second: a span of 0.3 s between two throttles (others' probes
+//! keep the bucket empty) may hold no success of its own, and `0 / 0.3 s` once cut such runs to
+//! the floor of 0.5/s, where they stayed for seconds while the others finished (the bench's
+//! uncoordinated processes then finished ten seconds apart). So the two-throttle estimate counts
+//! only over spans holding `MIN_CALLS` (10) successes, and the window grows (up to `WINDOW_MAX`,
+//! 5 s) until it holds as many.
+//!
 //! **Why 0.9 costs nothing.** Dropping below `Q` lets the server's bucket refill; probing above
 //! `Q` later spends it. Between two throttles the bucket goes from empty to empty, so the calls
 //! accepted over a cycle are `Q x cycle` whatever the shape in between: the margin only sets how
@@ -44,12 +52,21 @@
 //! 3-4 seconds at a steady quota, a few throttled calls each: well under 1 % of calls. Every
 //! throttle (echoes too) restarts the probe: throttles returning stop it.
 //!
-//! **Quiet.** After `QUIET_SECS` (3 s) without a throttle the rate also grows exponentially
-//! from where it was set, doubling every second: room the cubic has not found by then is room
-//! someone left (an uncoordinated peer that finished its share of the users, live traffic that
-//! ebbed), and a cubic sized on this run's small part of the quota takes many seconds to fill
-//! it. Measured in the bench: without it, ten uncoordinated processes that finish unevenly leave
-//! the last two or three at 10-30/s for up to 9 seconds.
+//! **Quiet.** After `QUIET_SECS` (3 s) and `QUIET_CALLS` (30) successes without a throttle the
+//! rate also grows exponentially, by `scale x (2^t - 1)` `t` seconds after that: room the cubic
+//! has not found by then is room someone left (an uncoordinated peer that finished its share of
+//! the users, live traffic that ebbed), and a cubic sized on this run's small part of the quota
+//! takes many seconds to fill it. Measured in the bench: without it, ten uncoordinated processes
+//! that finish unevenly leave the last two or three at 10-30/s for up to 9 seconds. The count of
+//! calls is what tells a quiet quota from luck: a run with nine peers makes five calls a second,
+//! and a throttle episode that the others' probes caused may simply not have hit one of its
+//! few calls; with the time alone, such runs grew exponentially right into the next episode (in
+//! the bench, 5.7 % throttled instead of 3.8-4.9 %).
+//!
+//! **Spread.** A counted throttle puts this run's next call a random part of an interval later
+//! than its new rate would. Processes sharing the quota without talking are throttled in the same
+//! moment and would otherwise all make their next call one interval later, together: a burst
+//! into the bucket they just emptied, answered by a second round of throttles.
 //!
 //! **Fairness.** The probe's pace never drops below the quota measured at the first throttle
 //! of the slow start. Processes that started together measured about the same there, so they
@@ -89,8 +106,13 @@ use crate::telemetry::metrics;
 const MIN_RATE: f64 = 0.5;
 /// After a throttle, the rate is set to this share of the quota estimate.
 const BACKOFF: f64 = 0.9;
-/// The fallback measurement window (see the module doc).
+/// The fallback measurement window (see the module doc)...
 const WINDOW: Duration = Duration::from_secs(1);
+/// ... lengthened, up to `WINDOW_MAX`, until it holds this many successes; the two-throttle
+/// estimate needs as many in its span. Fewer are noise: a run at 5/s accepts one call in a
+/// fifth of a second, and a span of 0.3 s holding none is not a quota of zero.
+const MIN_CALLS: u64 = 10;
+const WINDOW_MAX: Duration = Duration::from_secs(5);
 /// Throttles closer than this to the last counted one are echoes of the same episode.
 const ECHO_SPAN: Duration = Duration::from_millis(250);
 /// A throttle a peer in the fleet counted reaches this run through the ledger up to a census
@@ -108,6 +130,8 @@ const PROBE_LINEAR: f64 = 0.005;
 const PROBE_CUBIC: f64 = 0.004;
 /// Probe: after this many seconds without a throttle the rate also grows exponentially...
 const QUIET_SECS: f64 = 3.0;
+/// ... and this many calls were accepted since, ...
+const QUIET_CALLS: u64 = 30;
 /// ... doubling every this many seconds.
 const QUIET_DOUBLING_SECS: f64 = 1.0;
 /// Waiters are woken to re-read their slot when the rate rises by this share.
@@ -153,8 +177,6 @@ struct State {
     anchor_ticket: f64,
     /// Tickets handed out so far.
     issued: u64,
-    /// Times of the successes of the last `WINDOW`.
-    recent: VecDeque<Instant>,
     /// Successes since the start.
     accepted: u64,
     /// The last counted throttle: when, and `accepted` then.
@@ -163,6 +185,12 @@ struct State {
     probe_from: Instant,
     probe_base: f64,
     probe_scale: f64,
+    /// `accepted` when the probe restarted.
+    probe_accepted: u64,
+    /// Since when the probe grows exponentially (see `QUIET_SECS`).
+    quiet_from: Option<Instant>,
+    /// Spreads the next call after a cut (see `throttled`).
+    rng: fastrand::Rng,
     /// The quota measured at the first throttle of a slow start: the probe's pace never drops
     /// below it (see the module doc, "Fairness").
     reference: f64,
@@ -197,12 +225,14 @@ impl RateLimiter {
                 // The first `burst` tickets are due at once.
                 anchor_ticket: burst(rate.unwrap_or(START_RATE)) - 1.0,
                 issued: 0,
-                recent: VecDeque::new(),
                 accepted: 0,
                 last_throttle: None,
                 probe_from: now,
                 probe_base: rate.unwrap_or(START_RATE),
                 probe_scale: rate.unwrap_or(START_RATE),
+                probe_accepted: 0,
+                quiet_from: None,
+                rng: fastrand::Rng::with_seed(fastrand::u64(..)),
                 reference: 0.0,
                 notified_rate: rate.unwrap_or(START_RATE),
             }),
@@ -254,8 +284,6 @@ impl RateLimiter {
         let now = Instant::now();
         let mut s = self.lock();
         s.accepted += 1;
-        s.recent.push_back(now);
-        s.forget_before(now);
         s.record(now);
         let Some(rate) = s.rate else { return };
         let new = if s.slow_start {
@@ -265,7 +293,16 @@ impl RateLimiter {
             let cubic =
                 s.probe_base + s.probe_scale * (PROBE_LINEAR * tau + PROBE_CUBIC * tau.powi(3));
             // Quiet for long: the quota has room (peers finished, live traffic ebbed).
-            let quiet = s.probe_base * ((tau - QUIET_SECS) / QUIET_DOUBLING_SECS).exp2();
+            if s.quiet_from.is_none()
+                && tau >= QUIET_SECS
+                && s.accepted - s.probe_accepted >= QUIET_CALLS
+            {
+                s.quiet_from = Some(now);
+            }
+            let quiet = s.quiet_from.map_or(0.0, |from| {
+                let t = now.duration_since(from).as_secs_f64();
+                s.probe_base + s.probe_scale * ((t / QUIET_DOUBLING_SECS).exp2() - 1.0)
+            });
             cubic.max(quiet)
         };
         let new = s.ceiling.map_or(new, |c| new.min(c));
@@ -364,6 +401,7 @@ impl RateLimiter {
         if !s.slow_start {
             s.probe_base = (s.probe_base * factor).max(MIN_RATE);
             s.probe_scale *= factor;
+
             s.reference *= factor;
         }
         tracing::debug!(from, to, rate, new, "the fleet changed");
@@ -393,10 +431,8 @@ impl RateLimiter {
 
     fn throttled(&self, now: Instant) -> bool {
         let mut s = self.lock();
-        s.forget_before(now);
         let current = s.rate;
-        let window = WINDOW.as_secs_f64();
-        let mut estimate = s.recent.len() as f64 / window;
+        let mut estimate = s.window_estimate(now);
         if s.slow_start {
             // The first throttle of `--rate 0`: the server's bucket, full some time ago, is
             // empty now; the one-second window would count what it held.
@@ -411,11 +447,13 @@ impl RateLimiter {
                 // An echo of the last counted throttle: calls already in flight then.
                 s.probe_from = now;
                 s.probe_base = current.unwrap_or(0.0);
+                s.probe_accepted = s.accepted;
+                s.quiet_from = None;
                 return false;
             }
-            if span <= SPAN_MAX {
-                let accepted = (s.accepted - accepted_then) as f64;
-                estimate = estimate.min(accepted / span.as_secs_f64());
+            let accepted = s.accepted - accepted_then;
+            if span <= SPAN_MAX && accepted >= MIN_CALLS {
+                estimate = estimate.min(accepted as f64 / span.as_secs_f64());
             }
         }
         let estimate = estimate.max(MIN_RATE);
@@ -429,6 +467,8 @@ impl RateLimiter {
         s.last_throttle = Some((now, s.accepted));
         s.probe_from = now;
         s.probe_base = new;
+        s.probe_accepted = s.accepted;
+        s.quiet_from = None;
         // Far more accepted over the last second than over the span: the quota rose or the
         // bucket overflowed during the span, so the span under-measures; probe at the pace of
         // the window instead, to find the quota again quickly.
@@ -439,6 +479,11 @@ impl RateLimiter {
         }
         .max(s.reference);
         s.set_rate(now, new);
+        // Runs that share the quota without talking are throttled in the same moment and would
+        // each put their next call one interval after it, together: a burst into the bucket
+        // they just emptied. A random part of an interval more spreads them.
+        let spread = s.rng.f64();
+        s.anchor_ticket -= spread;
         s.notified_rate = new;
         drop(s);
         self.changed.notify_waiters();
@@ -529,14 +574,25 @@ impl State {
         self.rate = Some(new);
     }
 
-    fn forget_before(&mut self, now: Instant) {
-        while self
-            .recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= WINDOW)
-        {
-            self.recent.pop_front();
+    /// Successes per second over the last `WINDOW`, or longer (up to `WINDOW_MAX`) until it
+    /// holds `MIN_CALLS`.
+    fn window_estimate(&self, now: Instant) -> f64 {
+        let mut accepted = 0u64;
+        let mut span = 0.0;
+        for (i, n) in self.history.iter().enumerate().rev() {
+            accepted += n;
+            let from = self.history_from + SLOT * i as u32;
+            span = now.saturating_duration_since(from).as_secs_f64();
+            if span >= WINDOW_MAX.as_secs_f64()
+                || (span >= WINDOW.as_secs_f64() && accepted >= MIN_CALLS)
+            {
+                break;
+            }
         }
+        if span <= 0.0 {
+            return 0.0;
+        }
+        accepted as f64 / span.max(WINDOW.as_secs_f64())
     }
 }
 
@@ -575,6 +631,8 @@ mod tests {
         /// Accepted calls per 100 ms since the start.
         accepted: Vec<u64>,
         throttled: u64,
+        /// Throttled calls per second since the start.
+        throttled_at: Vec<u64>,
     }
 
     impl Cognito {
@@ -588,6 +646,7 @@ mod tests {
                     last: start,
                     accepted: Vec::new(),
                     throttled: 0,
+                    throttled_at: Vec::new(),
                 }),
                 schedule,
             }
@@ -621,6 +680,11 @@ mod tests {
                 true
             } else {
                 b.throttled += 1;
+                let slot = since.as_secs() as usize;
+                if b.throttled_at.len() <= slot {
+                    b.throttled_at.resize(slot + 1, 0);
+                }
+                b.throttled_at[slot] += 1;
                 false
             }
         }
@@ -634,6 +698,10 @@ mod tests {
         throttled: u64,
         /// Accepted calls per 100 ms.
         slots: Vec<u64>,
+        /// When each replica finished its users, seconds after the start.
+        finished: Vec<f64>,
+        /// Throttled calls per second.
+        throttled_at: Vec<u64>,
     }
 
     impl Figures {
@@ -659,6 +727,10 @@ mod tests {
         schedule: Vec<(Duration, f64)>,
         /// `--fleet-rate`: the replicas share a ledger (see [`SimFleet`]).
         fleet_budget: Option<f64>,
+        /// Varies the workers' backoff jitter.
+        seed: u64,
+        /// How far apart the replicas start.
+        stagger: Duration,
     }
 
     /// One simulated worker: takes jobs until none are left; each job calls until accepted,
@@ -687,6 +759,7 @@ mod tests {
                     limiter.on_success();
                     break;
                 }
+
                 if limiter.on_throttle()
                     && let Some((fleet, me)) = &fleet
                 {
@@ -723,12 +796,13 @@ mod tests {
         latency: Duration,
         seed: u64,
         fleet: Option<(Arc<SimFleet>, usize)>,
-    ) {
+    ) -> Instant {
         tokio::time::sleep(delay).await;
         let limiter = Arc::new(RateLimiter::unreported(ceiling));
         let census = fleet
             .clone()
             .map(|(fleet, me)| tokio::spawn(census(fleet, me, limiter.clone())));
+
         let workers: Vec<_> = (0..concurrency)
             .map(|w| {
                 tokio::spawn(worker(
@@ -747,9 +821,11 @@ mod tests {
         if let Some(census) = census {
             census.abort();
         }
+
         if let Some((fleet, _)) = fleet {
             fleet.live.fetch_sub(1, Relaxed);
         }
+        Instant::now()
     }
 
     /// The ledger as the fleet census sees it (`--fleet-rate`): the live runs, the throttles
@@ -783,6 +859,7 @@ mod tests {
     }
 
     async fn simulate(run: Run) -> Figures {
+        fastrand::seed(run.seed + 7);
         let cognito = Arc::new(Cognito::new(run.schedule));
         let start = Instant::now();
         let mut tasks = Vec::new();
@@ -796,19 +873,20 @@ mod tests {
         });
         for r in 0..run.replicas {
             tasks.push(tokio::spawn(replica(
-                STAGGER * r as u32,
+                run.stagger * r as u32,
                 run.ceiling,
                 run.concurrency,
                 cognito.clone(),
                 // Each process its slice of the users, as in the bench.
                 Arc::new(AtomicU64::new(run.jobs / run.replicas as u64)),
                 run.latency,
-                (r * 1000) as u64 + 1,
+                (r * 1000) as u64 + 1 + run.seed * 100_000,
                 fleet.clone().map(|f| (f, r)),
             )));
         }
+        let mut finished = Vec::new();
         for t in tasks {
-            t.await.unwrap();
+            finished.push(t.await.unwrap().duration_since(start).as_secs_f64());
         }
         let wall = start.elapsed().as_secs_f64();
         let b = cognito.state.lock().unwrap();
@@ -817,6 +895,8 @@ mod tests {
             accepted: b.accepted.iter().sum(),
             throttled: b.throttled,
             slots: b.accepted.clone(),
+            finished,
+            throttled_at: b.throttled_at.clone(),
         }
     }
 
@@ -836,6 +916,8 @@ mod tests {
             jobs: JOBS,
             schedule: flat(QUOTA),
             fleet_budget: None,
+            seed: 0,
+            stagger: STAGGER,
         })
         .await;
         let ideal = JOBS as f64 / QUOTA;
@@ -889,6 +971,8 @@ mod tests {
                 jobs: 1_000,
                 schedule: flat(QUOTA),
                 fleet_budget: None,
+                seed: 0,
+                stagger: STAGGER,
             })
             .await;
             let ideal = 1_000.0 / QUOTA;
@@ -916,6 +1000,8 @@ mod tests {
             jobs: 1_000,
             schedule: flat(QUOTA),
             fleet_budget: None,
+            seed: 0,
+            stagger: STAGGER,
         })
         .await;
         let used = f.accepted as f64 / (QUOTA * f.wall + QUOTA);
@@ -923,6 +1009,14 @@ mod tests {
             .map(|t| format!("{:.0}", f.rate_between(t as f64, t as f64 + 1.0)))
             .collect();
         eprintln!("10 replicas, N=1000, per second: {}", per_second.join(" "));
+        eprintln!(
+            "10 replicas, N=1000, throttled per second: {:?}, finished {:?}",
+            f.throttled_at,
+            f.finished
+                .iter()
+                .map(|x| (x * 10.0).round() / 10.0)
+                .collect::<Vec<_>>()
+        );
         eprintln!(
             "10 replicas, N=1000: wall {:.3}x, quota used {:.1} %, throttled {:.2} % ({})",
             f.wall / (1_000.0 / QUOTA),
@@ -950,6 +1044,8 @@ mod tests {
             jobs: 50 * 60 + 20 * 20 + 50 * 40,
             schedule,
             fleet_budget: None,
+            seed: 0,
+            stagger: STAGGER,
         })
         .await;
         let per_second: Vec<String> = (80..92)
@@ -987,6 +1083,8 @@ mod tests {
             jobs: JOBS,
             schedule: flat(QUOTA),
             fleet_budget: None,
+            seed: 0,
+            stagger: STAGGER,
         })
         .await;
         let used = f.accepted as f64 / (QUOTA * f.wall);
@@ -1013,13 +1111,19 @@ mod tests {
             jobs,
             schedule: flat(quota),
             fleet_budget: Some(budget),
+            seed: 0,
+            stagger: STAGGER,
         })
         .await;
         let used = f.accepted as f64 / (quota * f.wall);
         eprintln!(
-            "10 replicas, fleet budget {budget}, quota {quota}: quota used {:.1} %, throttled {:.2} %",
+            "10 replicas, fleet budget {budget}, quota {quota}: quota used {:.1} %, throttled {:.2} % {:?} {:?}",
             100.0 * used,
-            100.0 * f.throttled_share()
+            100.0 * f.throttled_share(),
+            f.throttled_at,
+            (0..f.wall.ceil() as usize)
+                .map(|t| f.rate_between(t as f64, t as f64 + 1.0) as u64)
+                .collect::<Vec<_>>()
         );
         assert_eq!(f.accepted, jobs);
         (used, f.throttled_share())
@@ -1110,6 +1214,85 @@ mod tests {
         limiter.set_ceiling(settled);
         limiter.fleet_changed(2, 1);
         assert_eq!(limiter.current(), Some(settled), "never above the ceiling");
+    }
+
+    /// A run at 5/s (one of ten on the quota) throttled twice 300 ms apart, with no success of
+    /// its own in between: the span says nothing (it once said `0 / 0.3 s` and cut the run to
+    /// the floor of 0.5/s), so the window of the last ten successes decides.
+    #[tokio::test(start_paused = true)]
+    async fn a_short_span_without_successes_does_not_cut_a_slow_run_to_the_floor() {
+        let limiter = RateLimiter::new(Some(100.0));
+        for _ in 0..40 {
+            tokio::time::advance(Duration::from_millis(200)).await;
+            limiter.on_success();
+        }
+        assert!(limiter.on_throttle());
+        let first = limiter.current().unwrap();
+        assert!(
+            (4.4..=5.5).contains(&first),
+            "about 0.9 of the 5/s accepted: {first}"
+        );
+        tokio::time::advance(Duration::from_millis(300)).await;
+        assert!(limiter.on_throttle(), "past the echo span: counted");
+        let second = limiter.current().unwrap();
+        assert!(
+            second >= 0.85 * first,
+            "a second cut from the window, not from an empty span: {first} -> {second}"
+        );
+    }
+
+    /// Without a throttle for `QUIET_SECS`, a run grows exponentially only once it has made
+    /// `QUIET_CALLS` calls since: a run with nine peers that a throttle episode happened to miss
+    /// keeps its cubic, a run alone whose quota ebbed takes the room.
+    #[tokio::test(start_paused = true)]
+    async fn quiet_growth_waits_for_enough_calls_without_a_throttle() {
+        let rate_after = |calls_per_second: u32| async move {
+            let limiter = RateLimiter::new(Some(1_000.0));
+            let gap = Duration::from_secs(1) / calls_per_second;
+            for _ in 0..(2 * calls_per_second) {
+                tokio::time::advance(gap).await;
+                limiter.on_success();
+            }
+            limiter.on_throttle();
+            let set = limiter.current().unwrap();
+            // 4.5 s without a throttle.
+            for _ in 0..(9 * calls_per_second / 2) {
+                tokio::time::advance(gap).await;
+                limiter.on_success();
+            }
+            limiter.current().unwrap() / set
+        };
+        // 5/s: 22 calls in 4.5 s, under `QUIET_CALLS`: the cubic alone (+37 % of the estimate).
+        let slow = rate_after(5).await;
+        // 50/s: 225 calls: the quiet growth (1.5 s of doubling on top of the cubic).
+        let busy = rate_after(50).await;
+        assert!(slow < 1.6, "a slow run kept its cubic: x{slow:.2}");
+        assert!(busy > 2.0, "a busy run grew exponentially: x{busy:.2}");
+    }
+
+    /// Ten runs cut in the same moment must not all make their next call one interval later.
+    #[tokio::test(start_paused = true)]
+    async fn the_next_call_after_a_cut_is_spread_over_an_interval() {
+        let mut waits = Vec::new();
+        for _ in 0..20 {
+            let limiter = RateLimiter::new(Some(10.0));
+            limiter.acquire().await;
+            limiter.on_throttle();
+            // The window is empty: the floor.
+            let interval = 1.0 / limiter.current().unwrap();
+            let before = Instant::now();
+            limiter.acquire().await;
+            let waited = before.elapsed().as_secs_f64() / interval;
+            assert!((0.0..=2.0).contains(&waited), "{waited} intervals");
+            waits.push(waited);
+        }
+        let (lo, hi) = waits
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(lo, hi), w| (lo.min(*w), hi.max(*w)));
+        assert!(
+            hi - lo > 0.3,
+            "the next calls are spread: {lo:.2}..{hi:.2} intervals"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1221,6 +1404,8 @@ mod tests {
             jobs: 4_000,
             schedule: flat(QUOTA),
             fleet_budget: None,
+            seed: 0,
+            stagger: STAGGER,
         })
         .await;
         let achieved = f.accepted as f64 / f.wall;
