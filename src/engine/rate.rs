@@ -298,6 +298,7 @@ impl RateLimiter {
                 && s.accepted - s.probe_accepted >= QUIET_CALLS
             {
                 s.quiet_from = Some(now);
+                tracing::debug!(rate, "no throttle for a while: growing faster");
             }
             let quiet = s.quiet_from.map_or(0.0, |from| {
                 let t = now.duration_since(from).as_secs_f64();
