@@ -10,6 +10,7 @@
 #   scripts/bench-quota.sh [N]     N users for the 50/s cases (default 1000, ~20 s per case at
 #                                  the ideal); the other cases scale from it
 #   BENCH_ONLY=text                runs only the cases whose name contains text
+#   BENCH_CLIENT=worker|boto3      runs only that client's cases
 #   BENCH_WORK=dir                 keeps each case's files there (rates.json: the emulator's
 #                                  per-second counts), instead of a temporary directory
 #   BENCH_PYTHON=path              a Python with boto3 (default: the project's .venv, made by
@@ -38,4 +39,4 @@ else
 fi
 
 "$python" scripts/bench_quota.py --bin "$bin" --python "$python" --work "$work" --n "$n" \
-  ${BENCH_ONLY:+--only "$BENCH_ONLY"}
+  ${BENCH_ONLY:+--only "$BENCH_ONLY"} ${BENCH_CLIENT:+--client "$BENCH_CLIENT"}

@@ -223,6 +223,7 @@ def main():
     p.add_argument("--work", required=True)
     p.add_argument("--n", type=int, default=1000, help="N for the 50/s cases (default 1000)")
     p.add_argument("--only", help="run only the cases whose name contains this")
+    p.add_argument("--client", choices=("worker", "boto3"), help="run only this client's cases")
     args = p.parse_args()
     args.scripts = os.path.dirname(os.path.abspath(__file__))
     fleet = has_fleet_rate(args)
@@ -230,6 +231,8 @@ def main():
     began = time.monotonic()
     for k, c in enumerate(matrix(args.n)):
         if args.only and args.only not in c["name"]:
+            continue
+        if args.client and args.client != c["tool"]:
             continue
         label = f"{c['name']} [{c['tool']}]"
         if c["fleet_rate"] is not None and not fleet:
