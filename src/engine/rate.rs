@@ -1141,8 +1141,8 @@ mod tests {
     /// find it by throttles, and hear of each other's through the ledger. Without hearing them
     /// (each cutting on its own throttles only) this measures 94.6 % used and 3.85 % throttled;
     /// without the rates scaling as runs start and leave, 88.0 % and 2.8 % (both measured
-    /// before the fleet started from half its budget); with both, 97.4 % and 2.6 %. The
-    /// targets: >= 90 %, <= 3 %.
+    /// before the fleet started from half its budget); with both, 100 % and 2.0 % (of the quota
+    /// over the wall time, without the bucket's first second). The targets: >= 90 %, <= 3 %.
     #[tokio::test(start_paused = true)]
     async fn a_fleet_budget_above_the_quota_settles_under_the_quota() {
         let (used, throttled) = fleet_of_ten(50.0, 30.0).await;
