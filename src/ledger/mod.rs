@@ -1031,6 +1031,17 @@ impl Ledger {
         username: &str,
         how: Finish,
     ) -> Result<(), LedgerError> {
+        self.write(client_id, username, how, self.clock.now()).await
+    }
+
+    /// One write of a claim's end, under this run and its wave.
+    async fn write(
+        &self,
+        client_id: &str,
+        username: &str,
+        how: Finish,
+        at: Millis,
+    ) -> Result<(), LedgerError> {
         self.store
             .finish(
                 &self.run,
@@ -1038,7 +1049,7 @@ impl Ledger {
                 username,
                 how,
                 self.waves.wave.as_deref(),
-                self.clock.now(),
+                at,
             )
             .await
     }
@@ -1084,18 +1095,7 @@ impl Ledger {
         let mut tries = 0u32;
         loop {
             tries += 1;
-            match self
-                .store
-                .finish(
-                    &self.run,
-                    client_id,
-                    username,
-                    how,
-                    self.waves.wave.as_deref(),
-                    at,
-                )
-                .await
-            {
+            match self.write(client_id, username, how, at).await {
                 Ok(()) => return Ok(()),
                 Err(e) if started.elapsed() + delay >= self.timing.lease => {
                     tracing::error!("{e}: recording a result failed {tries} times; giving up");
