@@ -69,10 +69,19 @@
 //! into the bucket they just emptied, answered by a second round of throttles.
 //!
 //! **Fairness.** The probe's pace never drops below the quota measured at the first throttle
-//! of the slow start. Processes that started together measured about the same there, so they
-//! probe at the same absolute pace whatever their current rates, and each throttle (a cut of
-//! 10 % of a process's own rate) narrows the gap between them instead of keeping it (AIMD
-//! rather than MIMD): they finish closer together.
+//! of the slow start. Processes that started together measured roughly the same there (within
+//! a factor of two: 4.2-7.8/s each for ten on 50/s), so they probe at a similar absolute pace
+//! whatever their current rates, and each throttle (a cut of 10 % of a process's own rate)
+//! narrows the gap between them instead of keeping it (AIMD rather than MIMD). That pull is
+//! weak over a short run: each process is hit by four or five throttle episodes in 20 s, and
+//! which process an episode hits is chance, so ten uncoordinated processes with equal work
+//! finish about 8 s apart, and the last ones run alone under a quota the others left. Nothing
+//! a process sees on its own tells its fair share apart from a smaller quota (ten processes
+//! each measuring `Q / 10` look exactly like ten quotas of `Q / 10`); the variants measured
+//! (deeper cuts for throttles under the last estimate, probe pace anchored to the first
+//! estimate, every throttle counted, a linear probe, quiet growth after a fixed time) all
+//! left the spread at 8-10 s (docs/benchmarks.md). Runs that share a ledger act as one
+//! controller instead (below).
 //!
 //! **Schedule.** Callers take numbered tickets; ticket `n` is due at `anchor + (n - anchor) /
 //! rate`, with a tenth of a second of burst when idle. A rate change re-anchors the schedule at
@@ -728,6 +737,9 @@ mod tests {
         schedule: Vec<(Duration, f64)>,
         /// `--fleet-rate`: the replicas share a ledger (see [`SimFleet`]).
         fleet_budget: Option<f64>,
+        /// Which run of the same shape: the limiters' spread after a cut and the workers'
+        /// jitter draw from it.
+        seed: u64,
     }
 
     /// One simulated worker: takes jobs until none are left; each job calls until accepted,
@@ -856,8 +868,8 @@ mod tests {
     }
 
     async fn simulate(run: Run) -> Figures {
-        // The limiters' spread after a cut draws from here: the same run every time.
-        fastrand::seed(7);
+        // The limiters' spread after a cut draws from here (thread-local: one test's runs).
+        fastrand::seed(run.seed);
         let cognito = Arc::new(Cognito::new(run.schedule));
         let start = Instant::now();
         let mut tasks = Vec::new();
@@ -878,7 +890,7 @@ mod tests {
                 // Each process its slice of the users, as in the bench.
                 Arc::new(AtomicU64::new(run.jobs / run.replicas as u64)),
                 run.latency,
-                (r * 1000) as u64 + 1,
+                run.seed * 7919 + (r * 1000) as u64 + 1,
                 fleet.clone().map(|f| (f, r)),
             )));
         }
@@ -903,6 +915,8 @@ mod tests {
     }
 
     const QUOTA: f64 = 50.0;
+    /// The run every single-run test simulates.
+    const SEED: u64 = 7;
     const JOBS: u64 = 10_000;
 
     async fn unlimited_single(concurrency: usize, latency_ms: u64) {
@@ -914,6 +928,7 @@ mod tests {
             jobs: JOBS,
             schedule: flat(QUOTA),
             fleet_budget: None,
+            seed: SEED,
         })
         .await;
         let ideal = JOBS as f64 / QUOTA;
@@ -967,6 +982,7 @@ mod tests {
                 jobs: 1_000,
                 schedule: flat(QUOTA),
                 fleet_budget: None,
+                seed: SEED,
             })
             .await;
             let ideal = 1_000.0 / QUOTA;
@@ -980,44 +996,60 @@ mod tests {
         }
     }
 
-    /// Ten processes started side by side, 100 users each (N = 1000, as in the bench): the
-    /// first second must not leave each with a rate measured from the scramble for the whole
-    /// bucket (an unlimited start: 70 % of the quota, 15.6 % throttled here), and the last
-    /// processes must take the quota the finished ones left (without the quiet growth: 83 %).
+    /// Ten processes started side by side without a ledger, 100 users each (N = 1000, the
+    /// bench's uncoordinated case), over `RUNS` runs of the same shape: one run says little,
+    /// since which process a throttle episode hits is chance, and the processes finish seconds
+    /// apart by luck alone. Measured here (30 runs, this build): 89 % of the quota used on
+    /// average (77-97 %), 4.3 % throttled (3.7-5.7 %), the first and last process finishing
+    /// 8.4 s apart. (With a temporary change that put the ten job pools behind *one* limiter,
+    /// they finished within a second of each other and used 96 %: the gap is what independent
+    /// limiters cannot know about each other; see docs/benchmarks.md.) A real regression moves
+    /// the average: without `MIN_CALLS`, 84.9 %.
     #[tokio::test(start_paused = true)]
-    async fn ten_replicas_starting_together_take_the_quota_at_once() {
-        let f = simulate(Run {
-            replicas: 10,
-            concurrency: 16,
-            latency: Duration::from_millis(20),
-            ceiling: None,
-            jobs: 1_000,
-            schedule: flat(QUOTA),
-            fleet_budget: None,
-        })
-        .await;
-        let used = f.accepted as f64 / (QUOTA * f.wall + QUOTA);
-        let per_second: Vec<String> = (0..f.wall.ceil() as usize)
-            .map(|t| format!("{:.0}", f.rate_between(t as f64, t as f64 + 1.0)))
-            .collect();
-        eprintln!("10 replicas, N=1000, per second: {}", per_second.join(" "));
+    async fn ten_replicas_starting_together_share_the_quota() {
+        const RUNS: u64 = 20;
+        let (mut used_sum, mut throttled_sum, mut spread_sum) = (0.0, 0.0, 0.0);
+        let (mut used_min, mut throttled_max) = (f64::MAX, 0.0f64);
+        let mut runs = Vec::new();
+        for seed in 1..=RUNS {
+            let f = simulate(Run {
+                replicas: 10,
+                concurrency: 16,
+                latency: Duration::from_millis(20),
+                ceiling: None,
+                jobs: 1_000,
+                schedule: flat(QUOTA),
+                fleet_budget: None,
+                seed,
+            })
+            .await;
+            let used = f.accepted as f64 / (QUOTA * f.wall + QUOTA);
+            let throttled = f.throttled_share();
+            let first = f.finished.iter().copied().fold(f64::MAX, f64::min);
+            let last = f.finished.iter().copied().fold(0.0, f64::max);
+            runs.push(format!("{:.0}/{:.1}", 100.0 * used, 100.0 * throttled));
+            (used_sum, throttled_sum, spread_sum) = (
+                used_sum + used,
+                throttled_sum + throttled,
+                spread_sum + last - first,
+            );
+            (used_min, throttled_max) = (used_min.min(used), throttled_max.max(throttled));
+        }
+        let n = RUNS as f64;
+        let (used, throttled) = (used_sum / n, throttled_sum / n);
+        eprintln!("10 replicas, N=1000, used/throttled %: {}", runs.join(" "));
         eprintln!(
-            "10 replicas, N=1000, throttled per second: {:?}, finished {:?}",
-            f.throttled_at,
-            f.finished
-                .iter()
-                .map(|x| (x * 10.0).round() / 10.0)
-                .collect::<Vec<_>>()
-        );
-        eprintln!(
-            "10 replicas, N=1000: wall {:.3}x, quota used {:.1} %, throttled {:.2} % ({})",
-            f.wall / (1_000.0 / QUOTA),
+            "10 replicas, N=1000: quota used {:.1} % (worst {:.1}), throttled {:.2} % (worst {:.2}), finishing spread {:.1} s",
             100.0 * used,
-            100.0 * f.throttled_share(),
-            f.throttled
+            100.0 * used_min,
+            100.0 * throttled,
+            100.0 * throttled_max,
+            spread_sum / n
         );
-        assert!(used >= 0.9, "{used}");
-        assert!(f.throttled_share() <= 0.05, "{}", f.throttled_share());
+        assert!(used >= 0.87, "{used}");
+        assert!(used_min >= 0.75, "{used_min}");
+        assert!(throttled <= 0.05, "{throttled}");
+        assert!(throttled_max <= 0.065, "{throttled_max}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -1036,6 +1068,7 @@ mod tests {
             jobs: 50 * 60 + 20 * 20 + 50 * 40,
             schedule,
             fleet_budget: None,
+            seed: SEED,
         })
         .await;
         let per_second: Vec<String> = (80..92)
@@ -1073,6 +1106,7 @@ mod tests {
             jobs: JOBS,
             schedule: flat(QUOTA),
             fleet_budget: None,
+            seed: SEED,
         })
         .await;
         let used = f.accepted as f64 / (QUOTA * f.wall);
@@ -1099,6 +1133,7 @@ mod tests {
             jobs,
             schedule: flat(quota),
             fleet_budget: Some(budget),
+            seed: SEED,
         })
         .await;
         let used = f.accepted as f64 / (quota * f.wall);
@@ -1390,6 +1425,7 @@ mod tests {
             jobs: 4_000,
             schedule: flat(QUOTA),
             fleet_budget: None,
+            seed: SEED,
         })
         .await;
         let achieved = f.accepted as f64 / f.wall;
