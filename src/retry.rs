@@ -1,5 +1,6 @@
 //! The one retry executor: every call this tool repeats (the resend, the pool calls, the SQS
-//! calls of the consumer and of `enqueue`) goes through [`Retry::run`], and the AWS SDK's own
+//! calls of the consumer and of `enqueue`, the ledger's writes of results) goes through
+//! [`Retry::run`], and the AWS SDK's own
 //! retries are off for those clients (see `aws::SdkOptions::sdk_retries`), so no call is retried
 //! by two layers at once.
 //!
@@ -300,6 +301,16 @@ pub(crate) enum Failure<E> {
     /// The stop token was cancelled before an attempt or during a backoff: the last error, if
     /// an attempt was made.
     Stopped(Option<E>),
+}
+
+impl<E> Failure<E> {
+    /// The last error, if an attempt was made (always, for a call without a stop token).
+    pub(crate) fn into_last(self) -> Option<E> {
+        match self {
+            Self::Refused(e) | Self::Exhausted(e) | Self::Stopped(Some(e)) => Some(e),
+            Self::Stopped(None) => None,
+        }
+    }
 }
 
 /// How a call ended, and after how many attempts.

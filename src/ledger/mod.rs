@@ -60,6 +60,8 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::retry::{Backoff, Budget, Policy, Quota, Retry, Verdict};
+
 /// Where the ledger lives, as `--state` names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateSpec {
@@ -1089,26 +1091,42 @@ impl Ledger {
         how: Finish,
         at: Millis,
     ) -> Result<(), LedgerError> {
-        let started = tokio::time::Instant::now();
-        let mut delay = Duration::from_millis(50);
-        let cap = (self.timing.lease / 6).max(Duration::from_millis(50));
-        let mut tries = 0u32;
-        loop {
-            tries += 1;
-            match self.write(client_id, username, how, at).await {
-                Ok(()) => return Ok(()),
-                Err(e) if started.elapsed() + delay >= self.timing.lease => {
-                    tracing::error!("{e}: recording a result failed {tries} times; giving up");
-                    return Err(e);
-                }
-                Err(e) => {
+        let ran = Retry::new(&self.write_policy())
+            .run_observed(
+                |_| self.write(client_id, username, how, at),
+                |_, _| Verdict::Retry(Quota::Unknown),
+                |e, _, delay| {
                     tracing::warn!("{e}: recording a result failed; retrying in {delay:?}");
                     crate::telemetry::metrics::ledger_retry("finish");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(cap);
-                }
-            }
-        }
+                },
+            )
+            .await;
+        ran.result.map_err(|failure| {
+            // Without a stop token an attempt was always made.
+            let e = failure.into_last().unwrap_or_else(|| LedgerError {
+                state: self.store.describe(),
+                detail: "no attempt to record the result was made".into(),
+            });
+            tracing::error!(
+                "{e}: recording a result failed {} times; giving up",
+                ran.attempts
+            );
+            e
+        })
+    }
+
+    /// How a result's write is retried: from 50 ms, doubling up to a heartbeat period, for up
+    /// to a lease in all (the claim is this run's for that long, whatever happens to the write).
+    fn write_policy(&self) -> Policy {
+        let backoff = Backoff::new(Duration::from_millis(50), self.beat_every(), 2.0, 0.0)
+            .expect("a heartbeat period is at least 50 ms");
+        Policy::new(
+            backoff,
+            Budget {
+                max_attempts: None,
+                max_elapsed: Some(self.timing.lease),
+            },
+        )
     }
 
     /// Reserves one send against the per-day caps, on today's UTC day by this run's clock.
@@ -1159,32 +1177,35 @@ impl Ledger {
         );
         // Rounds over everything still pending, with backoff, within one lease in all (not a
         // lease each: a dead ledger must not hold the exit for `concurrency` leases).
-        let mut left = pending;
-        let started = tokio::time::Instant::now();
-        let mut delay = Duration::from_millis(50);
-        while !left.is_empty() {
-            let mut failed = Vec::new();
-            for u in left {
-                let write = self.store.finish(
-                    &self.run,
-                    &u.client_id,
-                    &u.username,
-                    u.how,
-                    self.waves.wave.as_deref(),
-                    u.at,
-                );
-                if write.await.is_err() {
-                    failed.push(u);
-                }
-            }
-            left = failed;
-            if left.is_empty() || started.elapsed() + delay >= self.timing.lease {
-                break;
-            }
-            crate::telemetry::metrics::ledger_retry("finish");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(self.beat_every());
-        }
+        let left = std::sync::Mutex::new(pending);
+        let left = &left;
+        let take = || std::mem::take(&mut *left.lock().unwrap_or_else(|e| e.into_inner()));
+        Retry::new(&self.write_policy())
+            .run_observed(
+                |_| async move {
+                    let mut failed = Vec::new();
+                    for u in take() {
+                        let write = self.store.finish(
+                            &self.run,
+                            &u.client_id,
+                            &u.username,
+                            u.how,
+                            self.waves.wave.as_deref(),
+                            u.at,
+                        );
+                        if write.await.is_err() {
+                            failed.push(u);
+                        }
+                    }
+                    let still = failed.len();
+                    *left.lock().unwrap_or_else(|e| e.into_inner()) = failed;
+                    if still == 0 { Ok(()) } else { Err(still) }
+                },
+                |_, _| Verdict::Retry(Quota::Unknown),
+                |_, _, _| crate::telemetry::metrics::ledger_retry("finish"),
+            )
+            .await;
+        let left = take();
         self.stop_heartbeat.cancel();
         if !left.is_empty() {
             tracing::error!(

@@ -479,10 +479,7 @@ pub(crate) async fn check_queue(
         )
         .await
         .result
-        .map_err(|f| match f {
-            Failure::Refused(e) | Failure::Exhausted(e) | Failure::Stopped(Some(e)) => e,
-            Failure::Stopped(None) => unreachable!("no stop token"),
-        })
+        .map_err(|f| f.into_last().expect("no stop token: an attempt was made"))
         .map_err(|e| {
             format!(
                 "sqs.queue_url (--queue-url): cannot use {queue_url}: {}",
@@ -872,9 +869,7 @@ impl<Q: Queue> Shared<Q> {
                 },
             )
             .await;
-        if let Err(Failure::Refused(e) | Failure::Exhausted(e) | Failure::Stopped(Some(e))) =
-            ran.result
-        {
+        if let Err(Some(e)) = ran.result.map_err(Failure::into_last) {
             // It comes back when its current visibility runs out instead.
             tracing::warn!(message_id, "could not change the message's visibility: {e}");
             return;
