@@ -57,6 +57,10 @@ def matrix(n):
     for tool in ("worker", "boto3"):
         cases.append(case("10 processes, C=16 each, 20 ms, no coordination", tool, n, procs=10,
                           latency=20))
+    # The same over three times the users: how much of the case above is its finishing tail.
+    for tool in ("worker", "boto3"):
+        cases.append(case("10 processes, C=16 each, 20 ms, no coordination, 3x the users", tool,
+                          n * 3, procs=10, latency=20))
     cases.append(case("10 processes sharing a SQLite ledger, --fleet-rate 50, quota 50",
                       "worker", n, procs=10, latency=20, state="shared", fleet_rate=50))
     cases.append(case("10 processes sharing a SQLite ledger, --fleet-rate 50, quota 30",
