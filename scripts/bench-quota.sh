@@ -17,7 +17,7 @@
 #                                  scripts/test-tools.sh)
 #
 # The fleet cases (10 processes sharing one SQLite ledger with --fleet-rate) are skipped, with a
-# line saying so, while `cognito-resend backfill --help` does not list --fleet-rate. About 10
+# line saying so, while `cognito-resend backfill --help` does not list --fleet-rate. About 8
 # minutes on a 2-core machine at the default N.
 set -euo pipefail
 cd "$(dirname "$0")/.."
