@@ -14,6 +14,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo clippy --all-features (the Lambda function, feature lambda)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+echo "== cargo doc (the developers' docs: broken links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --locked
 echo "== cargo deny (licenses, bans, sources; see deny.toml for advisories)"
 cargo deny --log-level error check bans licenses sources
 echo "== cargo test"

@@ -4,6 +4,10 @@
 //! ([`SettingsArgs`]), each field a flag, its `COGNITO_RESEND_<SECTION>_<KEY>` environment
 //! variable and its TOML key at once; this module adds the commands.
 
+// The doc comments here are `--help` text, written for the terminal: `<KEY>` is a placeholder
+// there, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};

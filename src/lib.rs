@@ -43,6 +43,9 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
+// These docs are for the people who work on the tool, read with `--document-private-items`
+// (scripts/test.sh builds them so): module docs link the private modules beside them.
+#![allow(rustdoc::private_intra_doc_links)]
 
 mod aws;
 pub mod cli;

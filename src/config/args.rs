@@ -9,6 +9,10 @@
 //! Numbers and durations stay strings until [`super::Settings`] validates them, so every bad
 //! value, whichever layer it came from, gets the same error naming its key and flag.
 
+// The doc comments here are `--help` text, written for the terminal: `<KEY>` is a placeholder
+// there, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::path::PathBuf;
 
 use clap::Args;

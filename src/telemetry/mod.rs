@@ -1,5 +1,6 @@
 //! What the process tells people and machines while it works: logs ([`init_logging`]), metrics
-//! ([`metrics`], served by [`server`], pushed by [`push`]) and progress ([`progress`]).
+//! ([`metrics`], served by [`server`], pushed by [`push`]) and the progress bar's place
+//! ([`BarSlot`]; the bar itself is [`crate::outcome::progress`]'s).
 //!
 //! Usernames are personal data: logs show them through [`UserRef`], a short stable hash unless
 //! `--log-usernames` is given. Secrets never reach this module.
