@@ -1185,15 +1185,11 @@ impl Ledger {
                 |_| async move {
                     let mut failed = Vec::new();
                     for u in take() {
-                        let write = self.store.finish(
-                            &self.run,
-                            &u.client_id,
-                            &u.username,
-                            u.how,
-                            self.waves.wave.as_deref(),
-                            u.at,
-                        );
-                        if write.await.is_err() {
+                        if self
+                            .write(&u.client_id, &u.username, u.how, u.at)
+                            .await
+                            .is_err()
+                        {
                             failed.push(u);
                         }
                     }
