@@ -1173,13 +1173,18 @@ mod tests {
         assert!(throttled <= 0.03, "{throttled}");
     }
 
+    /// `n` successes, one every `gap`.
+    async fn succeed(limiter: &RateLimiter, n: u32, gap: Duration) {
+        for _ in 0..n {
+            tokio::time::advance(gap).await;
+            limiter.on_success();
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_peers_throttle_cuts_like_this_runs_own_unless_it_just_had_one() {
         let limiter = RateLimiter::new(Some(100.0));
-        for _ in 0..30 {
-            tokio::time::advance(Duration::from_millis(30)).await;
-            limiter.on_success();
-        }
+        succeed(&limiter, 30, Duration::from_millis(30)).await;
         limiter.on_peer_throttle();
         assert_eq!(limiter.current(), Some(27.0), "0.9 of the 30/s accepted");
         // This run's own throttle of the same episode, heard after the peer's: an echo.
@@ -1188,10 +1193,7 @@ mod tests {
         assert_eq!(limiter.current(), Some(27.0));
         // The other way round: its own first, the peer's heard a census later.
         tokio::time::advance(Duration::from_secs(5)).await;
-        for _ in 0..20 {
-            tokio::time::advance(Duration::from_millis(50)).await;
-            limiter.on_success();
-        }
+        succeed(&limiter, 20, Duration::from_millis(50)).await;
         assert!(limiter.on_throttle(), "a new episode is counted");
         let after_own = limiter.current().unwrap();
         assert!(after_own < 27.0, "{after_own}");
@@ -1220,10 +1222,7 @@ mod tests {
         limiter.fleet_changed(1, 2);
         assert_eq!(limiter.current(), Some(12.5));
         // After a throttle: runs joining leave the rate alone, a run leaving gives its part.
-        for _ in 0..20 {
-            tokio::time::advance(Duration::from_millis(50)).await;
-            limiter.on_success();
-        }
+        succeed(&limiter, 20, Duration::from_millis(50)).await;
         limiter.set_ceiling(100.0);
         limiter.on_throttle();
         let settled = limiter.current().unwrap();
@@ -1246,10 +1245,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_short_span_without_successes_does_not_cut_a_slow_run_to_the_floor() {
         let limiter = RateLimiter::new(Some(100.0));
-        for _ in 0..40 {
-            tokio::time::advance(Duration::from_millis(200)).await;
-            limiter.on_success();
-        }
+        succeed(&limiter, 40, Duration::from_millis(200)).await;
         assert!(limiter.on_throttle());
         let first = limiter.current().unwrap();
         assert!(
@@ -1273,17 +1269,11 @@ mod tests {
         let rate_after = |calls_per_second: u32| async move {
             let limiter = RateLimiter::new(Some(1_000.0));
             let gap = Duration::from_secs(1) / calls_per_second;
-            for _ in 0..(2 * calls_per_second) {
-                tokio::time::advance(gap).await;
-                limiter.on_success();
-            }
+            succeed(&limiter, 2 * calls_per_second, gap).await;
             limiter.on_throttle();
             let set = limiter.current().unwrap();
             // 4.5 s without a throttle.
-            for _ in 0..(9 * calls_per_second / 2) {
-                tokio::time::advance(gap).await;
-                limiter.on_success();
-            }
+            succeed(&limiter, 9 * calls_per_second / 2, gap).await;
             limiter.current().unwrap() / set
         };
         // 5/s: 22 calls in 4.5 s, under `QUIET_CALLS`: the cubic alone (+37 % of the estimate).
@@ -1323,10 +1313,7 @@ mod tests {
     async fn throttles_in_flight_count_once_and_the_rate_never_goes_up_on_a_throttle() {
         let limiter = RateLimiter::new(Some(100.0));
         // 30 successes in the last second: the window says 30/s.
-        for _ in 0..30 {
-            tokio::time::advance(Duration::from_millis(30)).await;
-            limiter.on_success();
-        }
+        succeed(&limiter, 30, Duration::from_millis(30)).await;
         limiter.on_throttle();
         assert_eq!(limiter.current(), Some(27.0), "0.9 of the 30/s accepted");
         // Calls that were in flight: the same episode, not three more cuts.
@@ -1337,10 +1324,7 @@ mod tests {
         assert_eq!(limiter.current(), Some(27.0));
         // A second throttle after 20 accepted in 0.5 s: the two-throttle estimate, 40/s, is
         // above the current rate, which stays.
-        for _ in 0..20 {
-            tokio::time::advance(Duration::from_millis(25)).await;
-            limiter.on_success();
-        }
+        succeed(&limiter, 20, Duration::from_millis(25)).await;
         limiter.on_throttle();
         let r = limiter.current().unwrap();
         assert!(
