@@ -541,6 +541,77 @@ impl RequestDefaults {
 /// (its API model's `StringType`: 0 to 131,072).
 pub const MAX_METADATA_CHARS: usize = 131_072;
 
+/// Whether the user pool tells usernames apart by case (`UsernameConfiguration.CaseSensitive`).
+///
+/// A pool created in the console since 2020 is case-insensitive (AWS's recommended setting);
+/// one created through the API without `UsernameConfiguration` is case-sensitive. When the tool
+/// does not know the pool, it takes it as case-insensitive: two spellings of one person then
+/// share one ledger row, and the worst that can happen is that two people of a case-sensitive
+/// pool whose usernames differ only by case share a cooldown — a missed reminder, the safe side
+/// of a second code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UsernameCase {
+    /// `alice` and `Alice` are one user: keys are folded.
+    #[default]
+    Insensitive,
+    /// `alice` and `Alice` are two users: keys are the username as it is.
+    Sensitive,
+}
+
+impl UsernameCase {
+    /// The ledger's spelling of `username` in a pool of this kind.
+    pub fn key(self, username: &str) -> String {
+        match self {
+            Self::Insensitive => fold_username(username),
+            Self::Sensitive => username.to_owned(),
+        }
+    }
+}
+
+/// Folds a username for a case-insensitive pool: Unicode's default, locale-independent
+/// lower-case mapping (`str::to_lowercase`; the mapping Java's `toLowerCase(Locale.ROOT)` makes
+/// on Cognito's side). Cheap on the common path: an all-lower-case ASCII name is copied as is.
+pub fn fold_username(username: &str) -> String {
+    if username
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+    {
+        username.to_owned()
+    } else {
+        username.to_lowercase()
+    }
+}
+
+/// A person, as the ledger, the cooldown, the per-user cap, the waves, the fleet and the
+/// in-doubt lists know them: the app client and the user's canonical username (the one Cognito
+/// resolves an alias or a `sub` to), folded when the pool is case-insensitive. The row's own
+/// spelling stays in the job's request and in the report.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserKey {
+    /// The app client id.
+    pub client_id: String,
+    /// The canonical username, folded for a case-insensitive pool.
+    pub username: String,
+}
+
+impl UserKey {
+    /// The key of `canonical` (a username, not an alias) under `client_id` in a pool of kind
+    /// `case`.
+    pub fn new(client_id: &str, canonical: &str, case: UsernameCase) -> Self {
+        Self {
+            client_id: client_id.to_owned(),
+            username: case.key(canonical),
+        }
+    }
+}
+
+impl fmt::Display for UserKey {
+    /// `client_id/username` — personal data, like the username itself.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.client_id, self.username)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -625,5 +696,20 @@ mod tests {
             let err = check_client_id(&bad).unwrap_err();
             assert!(err.contains(expected), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn keys_fold_case_only_when_the_pool_ignores_it() {
+        let ins = UserKey::new("c1", "Alice", UsernameCase::Insensitive);
+        assert_eq!(ins, UserKey::new("c1", "aLICE", UsernameCase::Insensitive));
+        assert_eq!(ins.username, "alice");
+        // Non-ASCII letters fold too (Unicode's default mapping, no locale).
+        assert_eq!(fold_username("ÉLODIE"), "élodie");
+        assert_eq!(fold_username("İ"), "i\u{307}");
+        let sens = UserKey::new("c1", "Alice", UsernameCase::Sensitive);
+        assert_ne!(sens, UserKey::new("c1", "alice", UsernameCase::Sensitive));
+        assert_eq!(sens.username, "Alice");
+        // The client is part of the person's key: one user, two app clients, two keys.
+        assert_ne!(ins, UserKey::new("c2", "alice", UsernameCase::Insensitive));
     }
 }
