@@ -107,6 +107,7 @@ struct EnvFlags {
     dry_run: bool,
     precheck: bool,
     log_usernames: bool,
+    case_sensitive_usernames: bool,
 }
 
 impl EnvFlags {
@@ -115,6 +116,9 @@ impl EnvFlags {
             dry_run: env_bool("COGNITO_RESEND_RUN_DRY_RUN")?,
             precheck: env_bool("COGNITO_RESEND_RUN_PRECHECK")?,
             log_usernames: env_bool("COGNITO_RESEND_LOG_USERNAMES")?,
+            case_sensitive_usernames: env_bool(
+                "COGNITO_RESEND_COGNITO_CASE_SENSITIVE_USERNAMES",
+            )?,
         })
     }
 }
@@ -208,8 +212,12 @@ pub struct CognitoSettings {
     /// Endpoint override (emulator, VPC endpoint).
     #[serde(serialize_with = "show::url")]
     pub endpoint: Option<url::Url>,
-    /// For discovery (`discover`, `backfill --from-pool`) and `--precheck`.
+    /// The pool: its profile is read at the start of every command; discovery (`discover`,
+    /// `backfill --from-pool`), `--precheck` and alias resolution read its users.
     pub user_pool_id: Option<String>,
+    /// `--case-sensitive-usernames`: the pool tells `alice` from `Alice` (ledger keys as
+    /// written). The pool profile, when read, decides instead, and must agree.
+    pub case_sensitive_usernames: bool,
     /// Region (`aws.region`, shown there by `check`); `None` leaves it to the AWS config chain.
     #[serde(skip)]
     pub region: Option<String>,
@@ -513,6 +521,7 @@ impl Settings {
         given.run.dry_run |= env.dry_run;
         given.run.precheck |= env.precheck;
         given.log.log_usernames |= env.log_usernames;
+        given.cognito.case_sensitive_usernames |= env.case_sensitive_usernames;
         figment = figment.merge(Serialized::defaults(given));
         let raw: SettingsArgs = figment
             .extract()
@@ -546,6 +555,7 @@ impl Settings {
             secret,
             endpoint,
             user_pool_id: non_empty(raw.cognito.user_pool_id),
+            case_sensitive_usernames: raw.cognito.case_sensitive_usernames,
             region: non_empty(raw.aws.region),
             attempt_timeout: positive_duration(
                 "cognito.attempt_timeout (--attempt-timeout)",

@@ -685,7 +685,7 @@ mod in_process {
             allowed_client_ids: Vec::new(),
             shutdown_grace: Duration::from_secs(10),
             ledger: Some(ledger.clone()),
-            precheck: None,
+            identity: Default::default(),
             request_defaults: Default::default(),
         };
         let recorder = Arc::new(Recorder::new("csv", Some(report), false).expect("report"));
@@ -714,7 +714,7 @@ use std::sync::atomic::Ordering;
 async fn claim_when_free(ledger: &Ledger, user: &str, limit: Duration) -> (Claim, Duration) {
     let started = tokio::time::Instant::now();
     loop {
-        let c = ledger.claim(CLIENT, user).await.expect("claim");
+        let c = ledger.claim(&key(user)).await.expect("claim");
         if !matches!(c, Claim::Held { .. }) {
             return (c, started.elapsed());
         }
@@ -756,7 +756,7 @@ async fn a_send_the_ledger_cannot_record_is_reported_in_doubt_keeps_its_claim_an
     let later = Ledger::start(store.clone(), "test", timing(lease))
         .await
         .unwrap();
-    let c = later.claim(CLIENT, &users[0]).await.unwrap();
+    let c = later.claim(&key(&users[0])).await.unwrap();
     assert!(matches!(c, Claim::Held { .. }), "{c:?}");
     // ...the ledger comes back, this run ends, and records the send on its way out...
     flaky.finish_failures.store(0, Ordering::SeqCst);
@@ -777,12 +777,12 @@ async fn a_ledger_that_never_comes_back_leaves_the_user_in_doubt_for_the_next_ru
     let first = Ledger::start(store.clone(), "test", timing(lease))
         .await
         .unwrap();
-    let c = first.claim(CLIENT, "gone").await.unwrap();
+    let c = first.claim(&key("gone")).await.unwrap();
     assert_eq!(c, Claim::Granted { in_doubt: None });
     flaky.finish_failures.store(u32::MAX, Ordering::SeqCst);
     assert!(
         first
-            .record(CLIENT, "gone", cognito_resend::ledger::Finish::Sent)
+            .record(&key("gone"), cognito_resend::ledger::Finish::Sent)
             .await
             .is_err()
     );
@@ -824,7 +824,7 @@ async fn a_result_that_fails_to_record_a_few_times_is_retried_and_recorded() {
         lines[0]
     );
     assert_eq!(flaky.finish_failures.load(Ordering::SeqCst), 0, "retried");
-    let c = run.claim(CLIENT, &users[0]).await.unwrap();
+    let c = run.claim(&key(&users[0])).await.unwrap();
     assert!(matches!(c, Claim::Cooldown { .. }), "recorded: {c:?}");
     run.close().await;
 }
@@ -849,13 +849,13 @@ async fn a_run_whose_clock_is_two_leases_ahead_does_not_take_over_live_claims() 
     .await
     .unwrap();
     assert_eq!(
-        behind.claim(CLIENT, "live").await.unwrap(),
+        behind.claim(&key("live")).await.unwrap(),
         Claim::Granted { in_doubt: None }
     );
     // Two full leases of asking: the claim's run beats, so it stays held, whatever the clocks.
     let started = tokio::time::Instant::now();
     while started.elapsed() < 2 * lease {
-        let c = ahead.claim(CLIENT, "live").await.unwrap();
+        let c = ahead.claim(&key("live")).await.unwrap();
         assert!(
             matches!(c, Claim::Held { .. }),
             "taken over a live claim: {c:?}"
@@ -889,7 +889,7 @@ async fn a_run_whose_heartbeat_fails_for_half_a_lease_stops_claiming() {
         .await
         .expect("fenced within half a lease and a beat or two");
     let err = run
-        .claim(CLIENT, "anyone")
+        .claim(&key("anyone"))
         .await
         .expect_err("no more claims");
     assert!(err.to_string().contains("half the claim lease"), "{err}");
@@ -1083,4 +1083,9 @@ async fn per_day_caps_need_a_ledger_and_max_sends_does_not() {
     let ran = run(cmd).await;
     assert_eq!(ran.code, 4, "{}", ran.stderr);
     assert_eq!(emu.sends().len(), 3);
+}
+
+/// The ledger key of `user` under [`CLIENT`] (a case-insensitive pool, the default).
+fn key(user: &str) -> cognito_resend::job::UserKey {
+    cognito_resend::job::UserKey::new(CLIENT, user, Default::default())
 }

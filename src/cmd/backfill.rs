@@ -103,7 +103,7 @@ async fn backfill<S: Source>(
         recorder,
         cognito,
         ledger,
-        precheck,
+        pool,
     } = Parts::start(&settings, "backfill", source.label()).await?;
     ready.set(true);
 
@@ -124,7 +124,13 @@ async fn backfill<S: Source>(
     }
 
     let cause = run_engine(
-        &settings, source, cognito, ledger, precheck, &recorder, &shutdown,
+        &settings,
+        source,
+        cognito,
+        ledger,
+        pool.as_ref(),
+        &recorder,
+        &shutdown,
     )
     .await;
     progress.finish().await;

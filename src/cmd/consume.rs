@@ -29,7 +29,7 @@ pub(super) async fn run(settings: Settings, shutdown: Shutdown) -> Result<Finish
         recorder,
         cognito,
         ledger,
-        precheck,
+        pool,
         ..
     } = Parts::start(&settings, "consume", "sqs").await?;
     metrics::register_sqs();
@@ -62,7 +62,7 @@ pub(super) async fn run(settings: Settings, shutdown: Shutdown) -> Result<Finish
         &mut source,
         cognito,
         ledger,
-        precheck,
+        pool.as_ref(),
         &recorder,
         &shutdown,
     )

@@ -37,12 +37,12 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::parts::{
-    cognito, engine_config, install_metrics, open_ledger, precheck, push_final, recorder,
+    PoolAccess, cognito, engine_config, install_metrics, open_ledger, pool_access, push_final,
+    recorder, username_case,
     start_ledger,
 };
 use super::{Finished, RunError};
 use crate::cognito::Cognito;
-use crate::cognito::admin::PoolAdmin;
 use crate::config::{SecretSource, Settings};
 use crate::engine::{self, StopCause};
 use crate::job::Source;
@@ -85,9 +85,9 @@ pub async fn serve(mut settings: Settings) -> Result<Finished, RunError> {
 struct Container {
     settings: Settings,
     cognito: Cognito,
-    precheck: Option<PoolAdmin>,
-    /// For scheduled events: `None` without `--user-pool-id` (a scheduled event then fails).
-    pool: Option<PoolAdmin>,
+    /// With `--user-pool-id`: the pool client and its profile, read at the cold start (for
+    /// scheduled events, `--precheck` and alias resolution; a scheduled event fails without).
+    pool: Option<PoolAccess>,
     /// The ledger's store (the DynamoDB client); each invocation is a run in it.
     store: Option<Arc<dyn ledger::Store>>,
     /// What the metrics were at the end of the previous invocation (EMF sends the increase).
@@ -109,20 +109,8 @@ impl Container {
         install_metrics()?;
         metrics::register_sqs();
         let cognito = cognito(&settings).await?;
-        let precheck = precheck(&settings).await?;
-        let pool = match settings.cognito.user_pool_id.as_deref() {
-            Some(id) => Some(
-                PoolAdmin::connect(
-                    &settings.cognito.connection(),
-                    Some(id),
-                    "the scheduled backfill",
-                )
-                .await
-                .map_err(RunError::Usage)?,
-            ),
-            None => None,
-        };
-        let store = open_ledger(&settings).await?;
+        let pool = pool_access(&settings).await?;
+        let store = open_ledger(&settings, username_case(&settings, pool.as_ref())).await?;
         if store.is_none() {
             tracing::warn!(
                 "--state none: no ledger. A redelivered record or a second schedule sends \
@@ -132,7 +120,6 @@ impl Container {
         Ok(Self {
             settings,
             cognito,
-            precheck,
             pool,
             store,
             emitted: Mutex::default(),
@@ -221,7 +208,7 @@ impl Container {
         stop_at: tokio::time::Instant,
         budget: Budget,
     ) -> Result<Value, String> {
-        let admin = self.pool.clone().ok_or(
+        let admin = self.pool.as_ref().map(|p| p.admin.clone()).ok_or(
             "a scheduled backfill needs the user pool: COGNITO_RESEND_COGNITO_USER_POOL_ID \
              (cognito.user_pool_id)",
         )?;
@@ -292,7 +279,7 @@ impl Container {
             });
             AbortOnDrop(timer)
         };
-        let mut config = engine_config(settings, ledger.clone(), self.precheck.clone());
+        let mut config = engine_config(settings, ledger.clone(), self.pool.as_ref());
         config.shutdown_grace = budget.grace;
         let cause = engine::run(
             config,

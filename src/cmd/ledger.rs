@@ -60,7 +60,7 @@ pub(super) async fn run(action: LedgerAction, settings: &Settings) -> Result<Fin
             path.display()
         )));
     }
-    let store = open_ledger(settings)
+    let store = open_ledger(settings, super::parts::username_case(settings, None))
         .await?
         .ok_or_else(|| RunError::Usage("no ledger".into()))?;
     match action {

@@ -1,15 +1,18 @@
 //! The working parts a command that sends builds, in the order they depend on each other: the
-//! metrics endpoint, the recorder, the Cognito client, the pool client for `--precheck`, and
-//! last the ledger (a run is registered there only once nothing else can fail).
+//! metrics endpoint, the recorder, the Cognito client, the pool (its profile, read once, and
+//! the client for `--precheck` and alias resolution), and last the ledger (a run is registered
+//! there only once nothing else can fail).
 
 use std::sync::Arc;
 
 use super::RunError;
 use crate::cognito::admin::PoolAdmin;
+use crate::cognito::profile::{DEFAULT_EMAIL_ACCOUNT_PER_DAY, PoolProfile};
 use crate::cognito::{Cognito, Misconfiguration};
 use crate::config::Settings;
+use crate::engine::identity::{IdentityConfig, PoolLookup};
 use crate::engine::{self, EngineConfig, StopCause};
-use crate::job::Source;
+use crate::job::{Source, UsernameCase};
 use crate::ledger::{self, Ledger, LedgerTiming, Waves};
 use crate::outcome::Recorder;
 use crate::shutdown::Shutdown;
@@ -24,7 +27,15 @@ pub(super) struct Parts {
     pub(super) recorder: Arc<Recorder>,
     pub(super) cognito: Cognito,
     pub(super) ledger: Option<Ledger>,
-    pub(super) precheck: Option<PoolAdmin>,
+    pub(super) pool: Option<PoolAccess>,
+}
+
+/// The pool, when the run was given `--user-pool-id`: the signed client and what
+/// `DescribeUserPool` / `DescribeUserPoolClient` said at the start.
+#[derive(Clone)]
+pub(crate) struct PoolAccess {
+    pub(crate) admin: PoolAdmin,
+    pub(crate) profile: PoolProfile,
 }
 
 impl Parts {
@@ -39,9 +50,10 @@ impl Parts {
         let server = start_metrics(settings, ready.clone(), stop_server.clone()).await?;
         let recorder = recorder(settings, source)?;
         let cognito = cognito(settings).await?;
-        let precheck = precheck(settings).await?;
+        let pool = pool_access(settings).await?;
+        let case = username_case(settings, pool.as_ref());
         // Last: a run is registered in the ledger only once nothing else can fail.
-        let ledger = match open_ledger(settings).await? {
+        let ledger = match open_ledger(settings, case).await? {
             Some(store) => Some(start_ledger(settings, store, command).await?),
             None => {
                 tracing::warn!(
@@ -58,7 +70,7 @@ impl Parts {
             recorder,
             cognito,
             ledger,
-            precheck,
+            pool,
         })
     }
 }
@@ -104,19 +116,112 @@ pub(super) async fn cognito(settings: &Settings) -> Result<Cognito, RunError> {
     Ok(cognito)
 }
 
-/// `--precheck`'s pool client, when it is on.
-pub(super) async fn precheck(settings: &Settings) -> Result<Option<PoolAdmin>, RunError> {
-    if !settings.run.precheck {
+/// The pool, when `--user-pool-id` is given: connects (credentials are needed), reads its
+/// profile once and checks the run against it — a contradicting `--case-sensitive-usernames`
+/// or an app client with a secret the run was not given is a usage error, before any call.
+/// `--precheck` without a pool is one too.
+pub(crate) async fn pool_access(settings: &Settings) -> Result<Option<PoolAccess>, RunError> {
+    let Some(pool_id) = settings.cognito.user_pool_id.as_deref() else {
+        if settings.run.precheck {
+            return Err(RunError::Usage(
+                "--precheck needs the user pool: --user-pool-id (cognito.user_pool_id)".into(),
+            ));
+        }
         return Ok(None);
-    }
-    PoolAdmin::connect(
+    };
+    let admin = PoolAdmin::connect(
         &settings.cognito.connection(),
-        settings.cognito.user_pool_id.as_deref(),
-        "--precheck",
+        Some(pool_id),
+        "--user-pool-id (the pool profile)",
     )
     .await
-    .map(Some)
-    .map_err(RunError::Usage)
+    .map_err(RunError::Usage)?;
+    let clients: Vec<String> = settings
+        .cognito
+        .client_id
+        .iter()
+        .chain(&settings.cognito.allowed_client_ids)
+        .fold(Vec::new(), |mut v, c| {
+            if !v.contains(c) {
+                v.push(c.clone());
+            }
+            v
+        });
+    let profile = read_profile(settings, &admin, &clients).await?;
+    check_against_profile(settings, &profile)?;
+    for line in profile.to_string().lines() {
+        tracing::info!("{line}");
+    }
+    Ok(Some(PoolAccess { admin, profile }))
+}
+
+/// `DescribeUserPool` and `DescribeUserPoolClient` through the one retry layer; a denial or an
+/// unknown pool or client is a usage error (nothing was sent).
+async fn read_profile(
+    settings: &Settings,
+    admin: &PoolAdmin,
+    clients: &[String],
+) -> Result<PoolProfile, RunError> {
+    let retry = engine::retry::RetryPolicy::new(settings.retry.clone());
+    let limiter = engine::rate::RateLimiter::unreported(settings.run.precheck_rate);
+    let never = tokio_util::sync::CancellationToken::new();
+    match engine::retry::pool_call(&retry, &limiter, &never, "DescribeUserPool", || {
+        admin.profile(clients)
+    })
+    .await
+    {
+        Some(Ok(profile)) => Ok(profile),
+        Some(Err(e)) => Err(RunError::Usage(format!(
+            "--user-pool-id (cognito.user_pool_id): cannot read the pool profile of {}              (DescribeUserPool, DescribeUserPoolClient; IAM: cognito-idp:DescribeUserPool and              cognito-idp:DescribeUserPoolClient on the pool): {e}",
+            admin.pool_id()
+        ))),
+        None => Err(RunError::Usage(
+            "reading the pool profile was interrupted".into(),
+        )),
+    }
+}
+
+/// What the profile makes wrong in the settings: each a usage error naming the setting.
+fn check_against_profile(settings: &Settings, profile: &PoolProfile) -> Result<(), RunError> {
+    if settings.cognito.case_sensitive_usernames && profile.case() == UsernameCase::Insensitive {
+        return Err(RunError::Usage(format!(
+            "--case-sensitive-usernames (cognito.case_sensitive_usernames): pool {} is              case-insensitive (UsernameConfiguration.CaseSensitive = false); drop the setting",
+            profile.pool_id
+        )));
+    }
+    if settings.cognito.client_secret().is_none()
+        && let Some(c) = profile.clients.iter().find(|c| c.has_secret)
+    {
+        return Err(RunError::Usage(format!(
+            "app client {} has a secret, and every resend needs its SecretHash: give it with              --client-secret-file (cognito.client_secret_file) or COGNITO_RESEND_CLIENT_SECRET",
+            c.client_id
+        )));
+    }
+    Ok(())
+}
+
+/// How the run keys usernames: the pool's own setting when it was read, else
+/// `--case-sensitive-usernames`, else case-insensitive (the safe side: see
+/// [`UsernameCase`]).
+pub(crate) fn username_case(settings: &Settings, pool: Option<&PoolAccess>) -> UsernameCase {
+    match pool {
+        Some(p) => p.profile.case(),
+        None if settings.cognito.case_sensitive_usernames => UsernameCase::Sensitive,
+        None => UsernameCase::Insensitive,
+    }
+}
+
+/// Who the engine's jobs are for: the case rule, and the pool reads (alias resolution when the
+/// pool has aliases, `--precheck`).
+pub(crate) fn identity(settings: &Settings, pool: Option<&PoolAccess>) -> IdentityConfig {
+    IdentityConfig {
+        case: username_case(settings, pool),
+        lookup: pool.map(|p| PoolLookup {
+            admin: p.admin.clone(),
+            precheck: settings.run.precheck,
+            resolve_aliases: p.profile.has_aliases(),
+        }),
+    }
 }
 
 /// Registers a run of `command` in the ledger `store`, in the fleet with `--fleet-rate`.
@@ -145,7 +250,9 @@ pub(super) async fn start_ledger(
 /// Opens the store `--state` names; a failure is a configuration error (nothing was sent).
 pub(super) async fn open_ledger(
     settings: &Settings,
+    case: UsernameCase,
 ) -> Result<Option<Arc<dyn ledger::Store>>, RunError> {
+    let _ = case; // folding an older ledger's keys: see ledger::open
     ledger::open(
         &settings.ledger.path,
         &ledger::dynamo::DynamoSettings {
@@ -162,12 +269,12 @@ pub(super) async fn run_engine<S: Source>(
     source: &mut S,
     cognito: Cognito,
     ledger: Option<Ledger>,
-    precheck: Option<PoolAdmin>,
+    pool: Option<&PoolAccess>,
     recorder: &Arc<Recorder>,
     shutdown: &Shutdown,
 ) -> StopCause {
     let cause = engine::run(
-        engine_config(settings, ledger.clone(), precheck),
+        engine_config(settings, ledger.clone(), pool),
         source,
         cognito,
         recorder.clone(),
@@ -186,17 +293,26 @@ pub(super) async fn run_engine<S: Source>(
 pub(super) fn engine_config(
     settings: &Settings,
     ledger: Option<Ledger>,
-    precheck: Option<PoolAdmin>,
+    pool: Option<&PoolAccess>,
 ) -> EngineConfig {
+    let mut limits = settings.limits.clone();
+    // Cognito's default email account sends 50 emails a day: the email day cap unless one is
+    // set (it needs the ledger, which keeps the day's counts).
+    if ledger.is_some()
+        && limits.max_email_per_day.is_none()
+        && pool.is_some_and(|p| p.profile.default_email_account)
+    {
+        limits.max_email_per_day = Some(DEFAULT_EMAIL_ACCOUNT_PER_DAY);
+    }
     EngineConfig {
         run: settings.run.clone(),
         retry: settings.retry.clone(),
-        limits: settings.limits.clone(),
+        limits,
         default_client_id: settings.cognito.client_id.clone(),
         allowed_client_ids: settings.cognito.allowed_client_ids.clone(),
         shutdown_grace: settings.sqs.shutdown_grace,
         ledger,
-        precheck,
+        identity: identity(settings, pool),
         request_defaults: settings.cognito.request_defaults(),
     }
 }

@@ -72,8 +72,9 @@ pub struct PoolUser {
 pub enum UserState {
     /// No such user.
     Missing,
-    /// The user's status.
-    Status(String),
+    /// The user: the canonical username (an alias or a `sub` asked for resolves to it), the
+    /// status and the attributes (`created` is not read).
+    Found(PoolUser),
 }
 
 /// A signed client for one user pool.
@@ -114,6 +115,11 @@ impl PoolAdmin {
     /// The pool.
     pub fn pool_id(&self) -> &str {
         &self.pool_id
+    }
+
+    /// The SDK client, for the other pool reads of this module's siblings.
+    pub(super) fn client(&self) -> &Client {
+        &self.client
     }
 
     /// One page of ListUsers: `filter`, `attributes` (empty = all), after `token`.
@@ -165,7 +171,8 @@ impl PoolAdmin {
         Ok((users, next))
     }
 
-    /// AdminGetUser: the user's status, or that there is no such user.
+    /// AdminGetUser: the user (named by username, alias or `sub`), or that there is no such
+    /// user.
     pub async fn user_state(&self, username: &str) -> Result<UserState, AdminError> {
         match self
             .client
@@ -175,11 +182,24 @@ impl PoolAdmin {
             .send()
             .await
         {
-            Ok(out) => Ok(UserState::Status(
-                out.user_status()
+            Ok(out) => Ok(UserState::Found(PoolUser {
+                username: out.username().to_owned(),
+                status: out
+                    .user_status()
                     .map(|s| s.as_str().to_owned())
                     .unwrap_or_default(),
-            )),
+                created: None,
+                attributes: out
+                    .user_attributes()
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.name().to_owned(),
+                            a.value().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect(),
+            })),
             Err(e) if e.code() == Some("UserNotFoundException") => Ok(UserState::Missing),
             Err(e) => Err(classify(e)),
         }
@@ -195,7 +215,7 @@ fn no_credentials(why: &str, detail: &str) -> String {
 
 /// Classifies a pool call's error by the SDK's error code (never by HTTP status alone: Cognito
 /// answers most client errors with 400).
-fn classify<E, R>(err: SdkError<E, R>) -> AdminError
+pub(super) fn classify<E, R>(err: SdkError<E, R>) -> AdminError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,

@@ -8,6 +8,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod classify;
+pub(crate) mod profile;
 pub(crate) mod secret_hash;
 
 use std::fmt;

@@ -198,7 +198,9 @@ pub struct CognitoArgs {
     )]
     pub cognito_endpoint: Option<String>,
 
-    /// User pool id (for discover, backfill --from-pool and --precheck).
+    /// User pool id: read once at the start of every command (its profile: case sensitivity,
+    /// aliases, media, clients), and for discover, backfill --from-pool, --precheck and the
+    /// resolution of aliases. Needs IAM credentials.
     #[arg(
         long,
         global = true,
@@ -207,6 +209,15 @@ pub struct CognitoArgs {
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub user_pool_id: Option<String>,
+
+    /// The user pool tells usernames apart by case (`alice` and `Alice` are two users): ledger
+    /// keys are then the username as written. Without it, usernames are folded to lower case
+    /// for the key (a case-insensitive pool, the console's default). With --user-pool-id the
+    /// pool's own setting decides, and this flag must agree with it.
+    /// [env: COGNITO_RESEND_COGNITO_CASE_SENSITIVE_USERNAMES=true]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "unset")]
+    pub case_sensitive_usernames: bool,
 
     /// Per-attempt timeout of a Cognito call [default: 10s].
     #[arg(

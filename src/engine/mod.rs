@@ -23,6 +23,7 @@
 //! `interrupted`). Jobs that had not made their first call yet get no outcome and are handed
 //! back to the source as untouched, so a rerun (or the queue) picks them up.
 
+pub mod identity;
 pub(crate) mod rate;
 pub mod retry;
 
@@ -35,16 +36,17 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cognito::admin::{AdminError, PoolAdmin, UserState};
+use crate::cognito::admin::{AdminError, UserState};
 use crate::cognito::{Answer, CallError, Misconfiguration, Resend};
 use crate::config::{LimitSettings, RetrySettings, RunSettings};
 use crate::job::{
-    CallTime, Input, Job, Reason, RequestDefaults, ResendRequest, Settle, Source, Timing,
+    CallTime, Input, Job, Reason, RequestDefaults, ResendRequest, Settle, Source, Timing, UserKey,
 };
 use crate::ledger::{Claim, DayCaps, Finish, Ledger, LedgerError, Medium, SpendCap, Spent};
 use crate::outcome::{DoubtCause, Outcome, OutcomeKind, Recorder};
 use crate::retry::{Failure, Quota, Retry, Verdict};
 use crate::telemetry::metrics::{self, AttemptResult};
+use identity::{Answers, IdentityConfig, Looked, PoolLookup};
 use rate::RateLimiter;
 use retry::{LAMBDA_ATTEMPTS, RetryPolicy};
 
@@ -68,8 +70,9 @@ pub struct EngineConfig {
     pub shutdown_grace: Duration,
     /// The send ledger (`None`: `--state none`).
     pub ledger: Option<Ledger>,
-    /// `--precheck`: the pool client (its rate is `run.precheck_rate`).
-    pub precheck: Option<PoolAdmin>,
+    /// Who a job is for: the pool's case rule, and the pool reads (`--precheck`, alias
+    /// resolution; their rate is `run.precheck_rate`).
+    pub identity: IdentityConfig,
     /// `--client-metadata`, `--analytics-endpoint-id`: merged under every job's own request
     /// fields as the engine takes it, so every source and shape gets them.
     pub request_defaults: RequestDefaults,
@@ -104,10 +107,11 @@ impl<C: Resend> DynResend for C {
     }
 }
 
-/// `--precheck`'s client and its own rate limit.
-struct Precheck {
-    admin: PoolAdmin,
+/// The run's pool reads, their own rate limit, and the answers so far.
+struct Lookup {
+    pool: PoolLookup,
     rate: RateLimiter,
+    answers: Answers,
 }
 
 /// Why the engine stopped.
@@ -180,7 +184,9 @@ struct Shared {
     misconfig: Mutex<MisconfigWatch>,
     ledger: Option<Ledger>,
     ledger_failed: Mutex<Option<LedgerError>>,
-    precheck: Option<Precheck>,
+    /// How the pool compares usernames: the ledger key's case rule.
+    case: crate::job::UsernameCase,
+    lookup: Option<Lookup>,
     spend: SpendLimits,
     /// Sends reserved against `--max-sends` and not given back.
     run_reserved: std::sync::atomic::AtomicU64,
@@ -223,9 +229,11 @@ pub async fn run<S: Source, C: Resend>(
         misconfig: Mutex::new(MisconfigWatch::default()),
         ledger: config.ledger,
         ledger_failed: Mutex::new(None),
-        precheck: config.precheck.map(|admin| Precheck {
-            admin,
+        case: config.identity.case,
+        lookup: config.identity.lookup.map(|pool| Lookup {
+            pool,
             rate: RateLimiter::unreported(config.run.precheck_rate),
+            answers: Answers::default(),
         }),
         spend: SpendLimits {
             run: config.limits.max_sends,
@@ -397,7 +405,7 @@ async fn run_job(shared: &Shared, job: Job, permit: OwnedSemaphorePermit) {
             let work = std::panic::AssertUnwindSafe(guarded(shared, &job, client_id, &progress));
             match work.catch_unwind().await {
                 Ok(outcome) => outcome,
-                Err(panic) => Some(panicked(shared, &job, client_id, &progress, panic).await),
+                Err(panic) => Some(panicked(shared, &job, &progress, panic).await),
             }
         }
         None => Some(Outcome {
@@ -430,9 +438,14 @@ async fn run_job(shared: &Shared, job: Job, permit: OwnedSemaphorePermit) {
         };
     }
     outcome.timing = progress.take_timing();
-    shared
-        .recorder
-        .record(Some(&req.username), client_id, &job.origin, &outcome);
+    let key = progress.key.lock().unwrap_or_else(|e| e.into_inner()).take();
+    shared.recorder.record_for(
+        Some(&req.username),
+        client_id,
+        key.as_ref().map(|k| k.username.as_str()),
+        &job.origin,
+        &outcome,
+    );
 }
 
 /// How far a job got, kept outside its future so that after a panic we know what it held.
@@ -444,6 +457,8 @@ struct Progress {
     calls: std::sync::atomic::AtomicU32,
     /// When the calls happened, for the report.
     timing: Mutex<CallLog>,
+    /// Who the job is for, once known: the ledger key, and the report's `user_key`.
+    key: Mutex<Option<UserKey>>,
 }
 
 /// The calls of one job as they happen: the first call's start (by both clocks: the wall clock
@@ -488,7 +503,6 @@ impl Progress {
 async fn panicked(
     shared: &Shared,
     job: &Job,
-    client_id: &str,
     progress: &Progress,
     panic: Box<dyn std::any::Any + Send>,
 ) -> Outcome {
@@ -514,15 +528,21 @@ async fn panicked(
     if maybe_sent {
         outcome.in_doubt = Some(DoubtCause::AmbiguousAttempt);
     }
+    let key = progress
+        .key
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     if progress.claimed.load(SeqCst)
         && let Some(ledger) = &shared.ledger
+        && let Some(key) = key
     {
         let how = if maybe_sent {
             Finish::MaybeSent(OutcomeKind::Failed.as_str())
         } else {
             Finish::NotSent(OutcomeKind::Failed.as_str())
         };
-        if let Err(e) = ledger.finish(client_id, &job.request.username, how).await {
+        if let Err(e) = ledger.finish(&key, how).await {
             let mut failed = shared.ledger_failed(e, attempts);
             failed.in_doubt = outcome.in_doubt;
             return failed;
@@ -541,8 +561,9 @@ enum Tried {
     Abandoned(Outcome),
 }
 
-/// A job's path: the ledger's claim (or, in a dry run, its cooldown check), the precheck, the
-/// call, and the ledger's record of the result. `None`: the run stopped before the first call,
+/// A job's path: who it is for (the pool read, when one is made), the ledger's claim of that
+/// person (or, in a dry run, its cooldown check), the precheck, the call, and the ledger's
+/// record of the result. `None`: the run stopped before the first call,
 /// and the claim (if any) was given back.
 async fn guarded(
     shared: &Shared,
@@ -550,12 +571,39 @@ async fn guarded(
     client_id: &str,
     progress: &Progress,
 ) -> Option<Outcome> {
+    let looked = match look_up(shared, job, client_id).await {
+        Ok(looked) => looked,
+        Err(ended) => return ended,
+    };
+    // The row may be an alias or a `sub`: the call names the user as the pool does.
+    let resolved;
+    let job = match &looked {
+        Some(Looked::Found(user)) if user.username != job.request.username => {
+            resolved = Job {
+                origin: job.origin.clone(),
+                request: ResendRequest {
+                    username: user.username.clone(),
+                    ..job.request.clone()
+                },
+            };
+            &resolved
+        }
+        _ => job,
+    };
     let username = &job.request.username;
+    let key = identity::key(client_id, username, shared.case);
+    *progress.key.lock().unwrap_or_else(|e| e.into_inner()) = Some(key.clone());
+    if let Some(Looked::Missing) = &looked {
+        return Some(Outcome {
+            reason: Some(Reason::Precheck),
+            ..Outcome::new(OutcomeKind::NotFound, 0)
+        });
+    }
     let mut in_doubt = None;
     let mut claimed = None;
     if let Some(ledger) = &shared.ledger {
         if shared.dry_run {
-            match ledger.peek(client_id, username).await {
+            match ledger.peek(&key).await {
                 Ok(Some(Claim::Capped { .. })) => {
                     return Some(Outcome::new(OutcomeKind::Capped, 0));
                 }
@@ -564,7 +612,7 @@ async fn guarded(
                 Err(e) => return Some(shared.ledger_failed(e, 0)),
             }
         } else {
-            match claim(shared, ledger, client_id, username).await {
+            match claim(shared, ledger, &key).await {
                 Claimed::Granted(doubt) => in_doubt = doubt,
                 Claimed::Ended(outcome) => return outcome,
             }
@@ -585,7 +633,7 @@ async fn guarded(
                     progress
                         .claimed
                         .store(false, std::sync::atomic::Ordering::SeqCst);
-                    if let Err(e) = ledger.finish(client_id, username, Finish::Release).await {
+                    if let Err(e) = ledger.finish(&key, Finish::Release).await {
                         return Some(shared.ledger_failed(e, 0));
                     }
                 }
@@ -593,11 +641,10 @@ async fn guarded(
             }
         }
     };
-    let tried = match precheck(shared, job, client_id).await {
-        Checked::Send if shared.dry_run => Tried::Done(Outcome::new(OutcomeKind::DryRun, 0)),
-        Checked::Send => attempt(shared, job, client_id, progress).await,
-        Checked::Ended(outcome) => Tried::Done(outcome),
-        Checked::Stopped => Tried::NotStarted,
+    let tried = match precheck(shared, looked.as_ref()) {
+        None if shared.dry_run => Tried::Done(Outcome::new(OutcomeKind::DryRun, 0)),
+        None => attempt(shared, job, client_id, progress).await,
+        Some(outcome) => Tried::Done(outcome),
     };
     if let Some(r) = reservation {
         settle_spend(shared, r, &tried).await;
@@ -630,7 +677,7 @@ async fn guarded(
         Tried::Done(o) => (Some(Finish::NotSent(o.kind.as_str())), Some(o)),
     };
     if let Some(how) = how
-        && let Err(e) = ledger.record(client_id, username, how).await
+        && let Err(e) = ledger.record(&key, how).await
     {
         if let (Finish::Sent | Finish::MaybeSent(_), Some(o)) = (how, &outcome) {
             // Cognito sent (or may have sent) a code and the ledger cannot confirm it: the job
@@ -779,10 +826,11 @@ enum Claimed {
 }
 
 /// Claims the user, waiting while a live call holds it.
-async fn claim(shared: &Shared, ledger: &Ledger, client_id: &str, username: &str) -> Claimed {
+async fn claim(shared: &Shared, ledger: &Ledger, key: &UserKey) -> Claimed {
+    let username = &key.username;
     let mut waited = false;
     loop {
-        match ledger.claim(client_id, username).await {
+        match ledger.claim(key).await {
             Ok(Claim::Granted { in_doubt }) => {
                 if let Some(doubt) = &in_doubt {
                     tracing::warn!(
@@ -829,37 +877,45 @@ async fn claim(shared: &Shared, ledger: &Ledger, client_id: &str, username: &str
     }
 }
 
-/// What `--precheck` decided.
-enum Checked {
-    /// UNCONFIRMED (or no precheck): send.
-    Send,
-    /// Not UNCONFIRMED, missing, or the check failed: this outcome, no send.
-    Ended(Outcome),
-    /// The run stopped first.
-    Stopped,
-}
-
-/// `--precheck`: AdminGetUser, under its own rate limit, through the one retry layer.
-async fn precheck(shared: &Shared, job: &Job, client_id: &str) -> Checked {
-    let Some(pre) = &shared.precheck else {
-        return Checked::Send;
-    };
+/// Reads the user a row names from the pool, when the run reads the pool for it (see
+/// [`identity`]): `Ok(None)` when no read is made, `Err` with the job's end when the read
+/// failed (`None`: the run stopped first). Without pool access, a row shaped like an alias is
+/// only counted.
+async fn look_up(
+    shared: &Shared,
+    job: &Job,
+    client_id: &str,
+) -> Result<Option<Looked>, Option<Outcome>> {
     let username = &job.request.username;
+    let Some(lookup) = &shared.lookup else {
+        if identity::looks_like_alias(username) {
+            shared.recorder.alias_like();
+        }
+        return Ok(None);
+    };
+    if !lookup.pool.wants(username) {
+        return Ok(None);
+    }
+    let spelling = shared.case.key(username);
+    if let Some(looked) = lookup.answers.get(&spelling) {
+        return Ok(Some(looked));
+    }
     let answer = retry::pool_call(
         &shared.retry,
-        &pre.rate,
+        &lookup.rate,
         &shared.stop,
         "AdminGetUser",
-        || pre.admin.user_state(username),
+        || lookup.pool.admin.user_state(username),
     )
     .await;
-    let state = match answer {
-        None => return Checked::Stopped,
-        Some(Ok(state)) => state,
+    let looked = match answer {
+        None => return Err(None),
+        Some(Ok(UserState::Found(user))) => Looked::Found(user),
+        Some(Ok(UserState::Missing)) => Looked::Missing,
         Some(Err(AdminError::Denied(detail))) => {
             shared.misconfigured(Misconfiguration::PoolAccess, client_id, &detail);
             let reason = Reason::Misconfigured(Misconfiguration::PoolAccess.reason());
-            return Checked::Ended(Outcome::failed(reason, Some(detail), 0));
+            return Err(Some(Outcome::failed(reason, Some(detail), 0)));
         }
         Some(Err(e)) => {
             let reason = if e.retryable() {
@@ -867,21 +923,32 @@ async fn precheck(shared: &Shared, job: &Job, client_id: &str) -> Checked {
             } else {
                 Reason::PrecheckFailed
             };
-            return Checked::Ended(Outcome::failed(
+            return Err(Some(Outcome::failed(
                 reason,
                 Some(format!("AdminGetUser: {e}")),
                 0,
-            ));
+            )));
         }
     };
-    match state {
-        UserState::Missing => Checked::Ended(Outcome {
+    lookup.answers.put(spelling, looked.clone());
+    Ok(Some(looked))
+}
+
+/// `--precheck`: the status the pool read found decides. `None`: send (UNCONFIRMED, or no
+/// precheck); `Some`: this outcome, no send.
+fn precheck(shared: &Shared, looked: Option<&Looked>) -> Option<Outcome> {
+    if !shared.lookup.as_ref().is_some_and(|l| l.pool.precheck) {
+        return None;
+    }
+    match looked? {
+        // Not reached: a missing user ends before its claim.
+        Looked::Missing => Some(Outcome {
             reason: Some(Reason::Precheck),
             ..Outcome::new(OutcomeKind::NotFound, 0)
         }),
-        UserState::Status(s) if s == "UNCONFIRMED" => Checked::Send,
-        UserState::Status(s) => Checked::Ended(Outcome {
-            reason: Some(Reason::Text(format!("precheck: {s}"))),
+        Looked::Found(user) if user.status == "UNCONFIRMED" => None,
+        Looked::Found(user) => Some(Outcome {
+            reason: Some(Reason::Text(format!("precheck: {}", user.status))),
             ..Outcome::new(OutcomeKind::AlreadyConfirmed, 0)
         }),
     }

@@ -185,7 +185,7 @@ fn config(concurrency: usize) -> EngineConfig {
         allowed_client_ids: Vec::new(),
         shutdown_grace: Duration::from_secs(1),
         ledger: None,
-        precheck: None,
+        identity: Default::default(),
         request_defaults: Default::default(),
     }
 }

@@ -60,6 +60,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::job::UserKey;
 use crate::retry::{Backoff, Budget, Policy, Quota, Retry, Verdict};
 
 /// Where the ledger lives, as `--state` names it.
@@ -613,8 +614,7 @@ pub struct Waves {
 /// A send (or possible send) the ledger could not record: kept until [`Ledger::close`].
 #[derive(Debug, Clone)]
 struct Unrecorded {
-    client_id: String,
-    username: String,
+    key: UserKey,
     how: Finish,
     at: Millis,
 }
@@ -980,7 +980,8 @@ impl Ledger {
     /// counter: once this run has seen it unchanged for a full lease (on this run's monotonic
     /// clock), the claim is taken over as in doubt; until then it is [`Claim::Held`] and the
     /// caller asks again.
-    pub async fn claim(&self, client_id: &str, username: &str) -> Result<Claim, LedgerError> {
+    pub async fn claim(&self, key: &UserKey) -> Result<Claim, LedgerError> {
+        let (client_id, username) = (key.client_id.as_str(), key.username.as_str());
         if self.state.fenced.is_cancelled() {
             return Err(self.fence_error());
         }
@@ -1018,37 +1019,24 @@ impl Ledger {
 
     /// What a claim would find, claims aside: a send within the cooldown, the cap reached, or
     /// `None` (`--dry-run`).
-    pub async fn peek(
-        &self,
-        client_id: &str,
-        username: &str,
-    ) -> Result<Option<Claim>, LedgerError> {
-        self.store.peek(client_id, username, self.rules()).await
+    pub async fn peek(&self, key: &UserKey) -> Result<Option<Claim>, LedgerError> {
+        self.store
+            .peek(&key.client_id, &key.username, self.rules())
+            .await
     }
 
     /// Ends this run's claim on a user: one write, no retry.
-    pub async fn finish(
-        &self,
-        client_id: &str,
-        username: &str,
-        how: Finish,
-    ) -> Result<(), LedgerError> {
-        self.write(client_id, username, how, self.clock.now()).await
+    pub async fn finish(&self, key: &UserKey, how: Finish) -> Result<(), LedgerError> {
+        self.write(key, how, self.clock.now()).await
     }
 
     /// One write of a claim's end, under this run and its wave.
-    async fn write(
-        &self,
-        client_id: &str,
-        username: &str,
-        how: Finish,
-        at: Millis,
-    ) -> Result<(), LedgerError> {
+    async fn write(&self, key: &UserKey, how: Finish, at: Millis) -> Result<(), LedgerError> {
         self.store
             .finish(
                 &self.run,
-                client_id,
-                username,
+                &key.client_id,
+                &key.username,
                 how,
                 self.waves.wave.as_deref(),
                 at,
@@ -1061,22 +1049,16 @@ impl Ledger {
     /// caller holds its permit meanwhile, so a queue message stays invisible. If it still
     /// fails and Cognito sent (or may have sent) a code, the claim is left in place and the
     /// send is kept for [`Ledger::close`] to try again.
-    pub async fn record(
-        &self,
-        client_id: &str,
-        username: &str,
-        how: Finish,
-    ) -> Result<(), LedgerError> {
+    pub async fn record(&self, key: &UserKey, how: Finish) -> Result<(), LedgerError> {
         let at = self.clock.now();
-        let result = self.write_patiently(client_id, username, how, at).await;
+        let result = self.write_patiently(key, how, at).await;
         if result.is_err() && matches!(how, Finish::Sent | Finish::MaybeSent(_)) {
             self.state
                 .unrecorded
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(Unrecorded {
-                    client_id: client_id.to_owned(),
-                    username: username.to_owned(),
+                    key: key.clone(),
                     how,
                     at,
                 });
@@ -1086,14 +1068,13 @@ impl Ledger {
 
     async fn write_patiently(
         &self,
-        client_id: &str,
-        username: &str,
+        key: &UserKey,
         how: Finish,
         at: Millis,
     ) -> Result<(), LedgerError> {
         let ran = Retry::new(&self.write_policy())
             .run_observed(
-                |_| self.write(client_id, username, how, at),
+                |_| self.write(key, how, at),
                 |_, _| Verdict::Retry(Quota::Unknown),
                 |e, _, delay| {
                     tracing::warn!("{e}: recording a result failed; retrying in {delay:?}");
@@ -1185,10 +1166,7 @@ impl Ledger {
                 |_| async move {
                     let mut failed = Vec::new();
                     for u in take() {
-                        if self
-                            .write(&u.client_id, &u.username, u.how, u.at)
-                            .await
-                            .is_err()
+                        if self.write(&u.key, u.how, u.at).await.is_err()
                         {
                             failed.push(u);
                         }

@@ -17,6 +17,7 @@ pub struct Tally {
     attempts: [AtomicU64; 4],
     untouched: AtomicU64,
     in_doubt: AtomicU64,
+    alias_like: AtomicU64,
 }
 
 impl Tally {
@@ -54,6 +55,12 @@ impl Tally {
     /// Jobs whose user a dead run had claimed (see [`crate::ledger`]).
     pub fn in_doubt(&self) -> u64 {
         self.in_doubt.load(Ordering::Relaxed)
+    }
+
+    /// Rows that look like an email, a phone number or a `sub`, keyed as written because the
+    /// run could not read the pool to resolve them.
+    pub fn alias_like(&self) -> u64 {
+        self.alias_like.load(Ordering::Relaxed)
     }
 
     /// `sent=3 already_confirmed=1 ...`, the non-zero ones (all of them when `all`).
@@ -131,11 +138,30 @@ impl Recorder {
         self.tally.untouched.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records how a job ended. Called exactly once per job.
+    /// Notes a row that looks like an alias, keyed as written (see [`Tally::alias_like`]).
+    pub fn alias_like(&self) {
+        self.tally.alias_like.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how a job ended, with no known user key. Called exactly once per job (this or
+    /// [`Recorder::record_for`]).
     pub fn record(
         &self,
         username: Option<&str>,
         client_id: Option<&str>,
+        origin: &Origin,
+        outcome: &Outcome,
+    ) {
+        self.record_for(username, client_id, None, origin, outcome);
+    }
+
+    /// Records how a job ended; `user_key` is the person's ledger key (the canonical username,
+    /// folded for a case-insensitive pool), when the job got that far.
+    pub fn record_for(
+        &self,
+        username: Option<&str>,
+        client_id: Option<&str>,
+        user_key: Option<&str>,
         origin: &Origin,
         outcome: &Outcome,
     ) {
@@ -172,7 +198,7 @@ impl Recorder {
         if let Some(report) = &self.report {
             // A poisoned lock means a writer panicked mid-line; keep writing the rest.
             let mut w = report.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = w.write(username, client_id, &source, outcome) {
+            if let Err(e) = w.write(username, client_id, user_key, &source, outcome) {
                 if !self.report_failed.swap(true, Ordering::Relaxed) {
                     tracing::error!("writing the report failed: {e}; later lines may be missing");
                 }

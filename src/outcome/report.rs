@@ -29,6 +29,10 @@ pub struct ReportWriter {
 struct Line<'a> {
     username: Option<&'a str>,
     client_id: Option<&'a str>,
+    /// The person's ledger key (the canonical username, folded for a case-insensitive pool),
+    /// once the job got that far: what the ledger, the cooldown and the in-doubt lists go by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_key: Option<&'a str>,
     outcome: &'static str,
     reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,12 +95,14 @@ impl ReportWriter {
         &mut self,
         username: Option<&str>,
         client_id: Option<&str>,
+        user_key: Option<&str>,
         source: &str,
         outcome: &Outcome,
     ) -> std::io::Result<()> {
         let line = Line {
             username,
             client_id,
+            user_key,
             outcome: outcome.kind.as_str(),
             reason: outcome.reason.as_ref().map(Reason::as_str),
             error: outcome.error.as_deref(),
