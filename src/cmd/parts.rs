@@ -132,7 +132,11 @@ pub(crate) async fn pool_access(settings: &Settings) -> Result<Option<PoolAccess
     let admin = PoolAdmin::connect(
         &settings.cognito.connection(),
         Some(pool_id),
-        "--user-pool-id (the pool profile)",
+        if settings.run.precheck {
+            "--precheck"
+        } else {
+            "--user-pool-id (reading the pool profile)"
+        },
     )
     .await
     .map_err(RunError::Usage)?;
@@ -172,7 +176,9 @@ async fn read_profile(
     {
         Some(Ok(profile)) => Ok(profile),
         Some(Err(e)) => Err(RunError::Usage(format!(
-            "--user-pool-id (cognito.user_pool_id): cannot read the pool profile of {}              (DescribeUserPool, DescribeUserPoolClient; IAM: cognito-idp:DescribeUserPool and              cognito-idp:DescribeUserPoolClient on the pool): {e}",
+            "--user-pool-id (cognito.user_pool_id): cannot read the pool profile of {} \
+             (DescribeUserPool, DescribeUserPoolClient; IAM: cognito-idp:DescribeUserPool and \
+             cognito-idp:DescribeUserPoolClient on the pool): {e}",
             admin.pool_id()
         ))),
         None => Err(RunError::Usage(
@@ -185,7 +191,8 @@ async fn read_profile(
 fn check_against_profile(settings: &Settings, profile: &PoolProfile) -> Result<(), RunError> {
     if settings.cognito.case_sensitive_usernames && profile.case() == UsernameCase::Insensitive {
         return Err(RunError::Usage(format!(
-            "--case-sensitive-usernames (cognito.case_sensitive_usernames): pool {} is              case-insensitive (UsernameConfiguration.CaseSensitive = false); drop the setting",
+            "--case-sensitive-usernames (cognito.case_sensitive_usernames): pool {} is \
+             case-insensitive (UsernameConfiguration.CaseSensitive = false); drop the setting",
             profile.pool_id
         )));
     }
@@ -193,7 +200,8 @@ fn check_against_profile(settings: &Settings, profile: &PoolProfile) -> Result<(
         && let Some(c) = profile.clients.iter().find(|c| c.has_secret)
     {
         return Err(RunError::Usage(format!(
-            "app client {} has a secret, and every resend needs its SecretHash: give it with              --client-secret-file (cognito.client_secret_file) or COGNITO_RESEND_CLIENT_SECRET",
+            "app client {} has a secret, and every resend needs its SecretHash: give it with \
+             --client-secret-file (cognito.client_secret_file) or COGNITO_RESEND_CLIENT_SECRET",
             c.client_id
         )));
     }

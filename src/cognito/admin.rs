@@ -208,7 +208,8 @@ impl PoolAdmin {
 
 fn no_credentials(why: &str, detail: &str) -> String {
     format!(
-        "{why} calls ListUsers/AdminGetUser, which IAM authorises, but no AWS credentials were \
+        "{why} reads the pool (DescribeUserPool, ListUsers, AdminGetUser), which IAM authorises, \
+         but no AWS credentials were \
          found (environment, profile, web identity, container or instance role): {detail}"
     )
 }
