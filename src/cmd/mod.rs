@@ -76,7 +76,7 @@ pub async fn run(
     bar: BarSlot,
 ) -> Result<Finished, RunError> {
     match command {
-        Command::Check => check::run(&settings),
+        Command::Check => check::run(&settings).await,
         Command::Ledger { action } => ledger::run(action.into(), &settings).await,
         Command::Backfill { input, from_pool } => match (input, from_pool) {
             (Some(path), false) => backfill::csv(path, settings, shutdown, bar).await,
