@@ -894,13 +894,15 @@ async fn look_up(
     client_id: &str,
 ) -> Result<Option<Looked>, Option<Outcome>> {
     let username = &job.request.username;
+    // A user the pool listed is named by its canonical username already.
+    let listed = matches!(job.origin, crate::job::Origin::Pool { .. });
     let Some(lookup) = &shared.lookup else {
-        if identity::looks_like_alias(username) {
+        if !listed && identity::looks_like_alias(username) {
             shared.recorder.alias_like();
         }
         return Ok(None);
     };
-    if !lookup.pool.wants(username) {
+    if (listed && !lookup.pool.precheck) || !lookup.pool.wants(username) {
         return Ok(None);
     }
     let spelling = shared.case.key(username);
