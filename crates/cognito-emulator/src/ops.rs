@@ -997,4 +997,72 @@ mod tests {
         assert_eq!(r.encoded_data.as_deref(), Some("blob"));
         assert!(!r.secret_hash_given);
     }
+
+    #[test]
+    fn describe_user_pool_omits_what_is_unset() {
+        let s = pool_of(2);
+        let out = call(
+            &s,
+            Operation::DescribeUserPool,
+            json!({"UserPoolId": "us-east-1_Test"}),
+        )
+        .expect("described");
+        let pool = &out["UserPool"];
+        for absent in [
+            "UsernameConfiguration",
+            "AliasAttributes",
+            "UsernameAttributes",
+        ] {
+            assert!(pool.get(absent).is_none(), "{absent} in {pool}");
+        }
+        assert_eq!(pool["LambdaConfig"], json!({}));
+        assert_eq!(pool["CreationDate"], json!(1_700_000_000.0));
+        assert_eq!(pool["EstimatedNumberOfUsers"], 2);
+        assert_eq!(
+            pool["AutoVerifiedAttributes"],
+            json!(["email", "phone_number"])
+        );
+        assert_eq!(
+            pool["EmailConfiguration"]["EmailSendingAccount"],
+            "DEVELOPER"
+        );
+
+        let settings = PoolSettings {
+            case_sensitive: Some(true),
+            auto_verified: vec![],
+            ..PoolSettings::default()
+        };
+        let s = shared_with(settings, vec![], vec![ClientSpec::new("c")]);
+        let out = call(
+            &s,
+            Operation::DescribeUserPool,
+            json!({"UserPoolId": "us-east-1_Test"}),
+        )
+        .expect("described");
+        assert_eq!(
+            out["UserPool"]["UsernameConfiguration"],
+            json!({"CaseSensitive": true})
+        );
+        assert!(out["UserPool"].get("AutoVerifiedAttributes").is_none());
+        let err = call(
+            &s,
+            Operation::ResendConfirmationCode,
+            json!({"ClientId": "c", "Username": "anyone"}),
+        )
+        .expect_err("nothing auto-verified");
+        assert_eq!(
+            err.message,
+            "Cannot resend codes. Auto verification not turned on."
+        );
+        let err = call(
+            &s,
+            Operation::DescribeUserPoolClient,
+            json!({"UserPoolId": "us-east-1_Test"}),
+        )
+        .expect_err("no client id");
+        assert_eq!(
+            err.message,
+            "1 validation error detected: Value null at 'clientId' failed to satisfy constraint: Member must not be null"
+        );
+    }
 }
