@@ -5,7 +5,28 @@
 //! AWSCognitoIdentityProviderService.<Operation>`; errors as HTTP 400, or 500 for
 //! `InternalErrorException`, with `x-amzn-ErrorType` and `{"__type", "message"}`), so the AWS
 //! SDK for Rust and boto3 parse its answers into their typed errors exactly as they would
-//! Cognito's. It implements `ResendConfirmationCode`, `AdminGetUser` and `ListUsers`.
+//! Cognito's. It implements `ResendConfirmationCode`, `AdminGetUser`, `ListUsers`,
+//! `DescribeUserPool` and `DescribeUserPoolClient`.
+//!
+//! # The pool's settings, and who a `Username` names
+//!
+//! The builder sets what `DescribeUserPool` reports and the operations obey:
+//! [`EmulatorBuilder::case_sensitive`] (`UsernameConfiguration.CaseSensitive`),
+//! [`EmulatorBuilder::alias_attributes`], [`EmulatorBuilder::username_attributes`],
+//! [`EmulatorBuilder::auto_verified_attributes`] (which medium a code goes by),
+//! [`EmulatorBuilder::email_sending_account`] (`COGNITO_DEFAULT` allows
+//! [`COGNITO_DEFAULT_DAILY_EMAILS`] email codes) and
+//! [`EmulatorBuilder::custom_message_trigger`]. `ResendConfirmationCode` and `AdminGetUser`
+//! resolve their `Username` as Cognito does: the canonical username (folded with
+//! `str::to_lowercase` in a case-insensitive pool, as is ListUsers' `username` filter), the
+//! user's `sub`, the email or phone number of a pool with those `UsernameAttributes`, and in a
+//! pool with `AliasAttributes` a verified email or phone number or the `preferred_username`.
+//! They answer with, and record sends against, the canonical user: [`SendRecord::username`] is
+//! the person, [`SendRecord::requested_as`] the spelling the request used, and
+//! [`Stats::users_sent_more_than_once`] counts persons. [`Emulator::codes_sent_to`] answers "how
+//! many codes did this person get" by any of their names. A pool Cognito could not hold (two
+//! usernames that fold together in a case-insensitive pool, an alias shared by two users, ...)
+//! fails to start. `docs/emulator.md` says what is implemented and on which documentation.
 //!
 //! Beyond the protocol it is a test instrument: it injects latency, 500s, dropped connections
 //! and slow requests ([`Faults`]) before the operation runs, and 500s and dropped connections
@@ -29,11 +50,14 @@
 //! server saw.
 //!
 //! # Layout
-//! - `model`: the pool (clients, users) and Cognito's pure rules: SecretHash, masking, demo data.
+//! - `settings`: the pool's settings (case sensitivity, aliases, username and auto-verified
+//!   attributes, email account) with Cognito's wire names.
+//! - `model`: the pool (clients, users, Username resolution) and Cognito's pure rules:
+//!   SecretHash, masking, the code's medium, demo data.
 //! - `filter`: ListUsers' filter language.
 //! - `state`: what changes at run time: knobs, counters, the rate bucket, the send ledger.
 //! - `quota`: the quota over time (schedule, changes) and the per-second counts.
-//! - `ops`: the three operations, as functions from request body to JSON or Cognito error.
+//! - `ops`: the five operations, as functions from request body to JSON or Cognito error.
 //! - `server`: hyper accept loop (serving, or down) and request pipeline (faults and quota
 //!   before the operation).
 //!
@@ -137,14 +161,15 @@ impl EmulatorBuilder {
         self
     }
 
-    /// Sets the user pool id AdminGetUser and ListUsers accept (default
-    /// [`DEFAULT_USER_POOL_ID`]).
+    /// Sets the user pool id AdminGetUser, ListUsers, DescribeUserPool and
+    /// DescribeUserPoolClient accept (default [`DEFAULT_USER_POOL_ID`]); any other is
+    /// `ResourceNotFoundException` "User pool `ID` does not exist.".
     pub fn user_pool_id(mut self, id: impl Into<String>) -> Self {
         self.pool_id = id.into();
         self
     }
 
-    /// Seeds a user (a later one with the same username replaces it).
+    /// Seeds a user (a later one with exactly the same username replaces it).
     pub fn user(mut self, u: UserSpec) -> Self {
         self.users.push(u);
         self
@@ -381,7 +406,7 @@ impl Emulator {
         self.addr
     }
 
-    /// The user pool id AdminGetUser and ListUsers accept.
+    /// The user pool id AdminGetUser, ListUsers and the Describe operations accept.
     pub fn user_pool_id(&self) -> &str {
         &self.shared.pool_id
     }

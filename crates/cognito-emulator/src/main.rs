@@ -53,7 +53,8 @@ struct Args {
     #[arg(long)]
     prevent_user_existence_errors: bool,
 
-    /// The user pool id AdminGetUser and ListUsers accept.
+    /// The user pool id AdminGetUser, ListUsers, DescribeUserPool and DescribeUserPoolClient
+    /// accept.
     #[arg(long, default_value = cognito_emulator::DEFAULT_USER_POOL_ID)]
     user_pool_id: String,
 

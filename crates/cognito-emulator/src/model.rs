@@ -1,5 +1,6 @@
 //! The emulated user pool: app clients, users and the pure rules Cognito applies to them
-//! (SecretHash, masked delivery destinations, `sub` values, the demo pool).
+//! (SecretHash, masked delivery destinations, which medium a code goes by, `sub` values, which
+//! user a `Username` names, the demo pool).
 //!
 //! Everything here is fixed when the emulator starts, so the hot path reads it without locks.
 //! Anything that changes while the emulator runs lives in `state`.
