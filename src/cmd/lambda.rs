@@ -45,7 +45,7 @@ use crate::cognito::Cognito;
 use crate::cognito::admin::PoolAdmin;
 use crate::config::{SecretSource, Settings};
 use crate::engine::{self, StopCause};
-use crate::job::Source;
+use crate::job::{Source, UsernameCase};
 use crate::lambda::deadline::{self, Budget};
 use crate::lambda::emf;
 use crate::lambda::event::{self, Event};
@@ -122,7 +122,8 @@ impl Container {
             ),
             None => None,
         };
-        let store = open_ledger(&settings).await?;
+        // The pool's real case is not wired yet: the default (insensitive) folds the keys.
+        let store = open_ledger(&settings, UsernameCase::default()).await?;
         if store.is_none() {
             tracing::warn!(
                 "--state none: no ledger. A redelivered record or a second schedule sends \

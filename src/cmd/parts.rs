@@ -9,7 +9,7 @@ use crate::cognito::admin::PoolAdmin;
 use crate::cognito::{Cognito, Misconfiguration};
 use crate::config::Settings;
 use crate::engine::{self, EngineConfig, StopCause};
-use crate::job::Source;
+use crate::job::{Source, UsernameCase};
 use crate::ledger::{self, Ledger, LedgerTiming, Waves};
 use crate::outcome::Recorder;
 use crate::shutdown::Shutdown;
@@ -41,7 +41,8 @@ impl Parts {
         let cognito = cognito(settings).await?;
         let precheck = precheck(settings).await?;
         // Last: a run is registered in the ledger only once nothing else can fail.
-        let ledger = match open_ledger(settings).await? {
+        // The pool's real case is not wired yet: the default (insensitive) folds the keys.
+        let ledger = match open_ledger(settings, UsernameCase::default()).await? {
             Some(store) => Some(start_ledger(settings, store, command).await?),
             None => {
                 tracing::warn!(
@@ -142,9 +143,12 @@ pub(super) async fn start_ledger(
     }))
 }
 
-/// Opens the store `--state` names; a failure is a configuration error (nothing was sent).
+/// Opens the store `--state` names for a pool whose usernames are `case` (a case-insensitive
+/// pool's ledger has its keys folded once, see [`ledger::open`]); a failure is a configuration
+/// error (nothing was sent).
 pub(super) async fn open_ledger(
     settings: &Settings,
+    case: UsernameCase,
 ) -> Result<Option<Arc<dyn ledger::Store>>, RunError> {
     ledger::open(
         &settings.ledger.path,
@@ -152,6 +156,7 @@ pub(super) async fn open_ledger(
             region: settings.cognito.region.clone(),
             endpoint: settings.ledger.dynamodb_endpoint.clone(),
         },
+        case,
     )
     .await
     .map_err(|e| RunError::Usage(format!("ledger.path (--state): {e}")))
