@@ -1473,8 +1473,10 @@ mod tests {
         Option<Millis>,
     );
 
+    type WaveLine = (String, String, String, i64);
+
     /// Every user row and wave count of the file, in key order.
-    fn contents(path: &Path) -> (Vec<UserLine>, Vec<(String, String, String, i64)>) {
+    fn contents(path: &Path) -> (Vec<UserLine>, Vec<WaveLine>) {
         let conn = Connection::open(path).unwrap();
         let users = conn
             .prepare("SELECT * FROM users ORDER BY client_id, username")
@@ -1529,7 +1531,7 @@ mod tests {
         )
     }
 
-    fn wave(client_id: &str, username: &str, wave: &str, n: i64) -> (String, String, String, i64) {
+    fn wave(client_id: &str, username: &str, wave: &str, n: i64) -> WaveLine {
         (client_id.into(), username.into(), wave.into(), n)
     }
 
