@@ -21,7 +21,9 @@
 //! (client ids have no `#`, so the split is unambiguous), with a number attribute `w#<wave>` per
 //! `--wave` that sent them a code, run items `r#<run id>`, and each UTC
 //! day's spend counters `d#<YYYY-MM-DD>` (one conditional `UpdateItem` per reservation: `ADD
-//! sends 1` only while every cap still holds). Create it with
+//! sends 1` only while every cap still holds), and `m#keys`, the marker that the usernames are
+//! folded ([`super::fold`]; the fold merges with conditional `TransactWriteItems`, see
+//! `DynamoStore::fold_one`). Create it with
 //! `cognito-resend ledger init --state dynamodb://TABLE` or the CloudFormation in `deploy/`.
 //! The SDK's standard retries stay on here: unlike Cognito's resend, a DynamoDB write is safe to
 //! retry (the conditions make a repeated claim fail, not double).

@@ -38,6 +38,11 @@
 //! holds. If it never comes back while this run lives, a later run finds a claim of a dead run:
 //! it sends again and reports the user in doubt (`dead_run`) — the limit no client can remove.
 //!
+//! A person's key is (client id, canonical username), the username folded
+//! ([`crate::job::fold_username`]) when the pool is case-insensitive or not known
+//! ([`crate::job::UserKey`]). Ledgers written when keys were the row's spelling are folded once,
+//! when a run for a case-insensitive pool opens them ([`open`], [`fold`]).
+//!
 //! The same counters size a fleet budget (`--fleet-rate`): each run counts the live runs
 //! sharing the ledger with every heartbeat and takes its share ([`fleet`]).
 //!
