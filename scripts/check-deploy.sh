@@ -40,13 +40,17 @@ promtool=${COGNITO_RESEND_TEST_PROMTOOL:-$(command -v promtool || true)}
 bin=${COGNITO_RESEND_BIN:-}
 if [ -z "$bin" ]; then
   cargo build --quiet --bin cognito-resend || die "cargo build --bin cognito-resend failed"
+  cargo build --quiet -p cognito-emulator --bin cognito-emulator \
+    || die "cargo build --bin cognito-emulator failed"
   target_dir=$(cargo metadata --format-version 1 --no-deps --offline 2>/dev/null \
     | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
   bin=$target_dir/debug/cognito-resend
 fi
+emulator=${COGNITO_RESEND_EMULATOR_BIN:-$(dirname "$bin")/cognito-emulator}
+[ -x "$emulator" ] || die "no cognito-emulator binary at $emulator (set COGNITO_RESEND_EMULATOR_BIN)"
 [ -x "$bin" ] || die "no cognito-resend binary at $bin (set COGNITO_RESEND_BIN)"
 
-export CHECK_DEPLOY_BIN=$bin CHECK_DEPLOY_PROMTOOL=$promtool
+export CHECK_DEPLOY_BIN=$bin CHECK_DEPLOY_PROMTOOL=$promtool CHECK_DEPLOY_EMULATOR=$emulator
 exec .venv/bin/python - "$@" <<'PY'
 """The checks of scripts/check-deploy.sh. Every failure is collected and printed; exit 1 if any."""
 import glob
@@ -62,6 +66,9 @@ from urllib.parse import urlparse
 import yaml
 
 BIN = os.environ["CHECK_DEPLOY_BIN"]
+# A config that names a user pool makes `check` read the pool profile: it reads it from the
+# bundled emulator on 127.0.0.1 (seeded with the config's pool and client), never from AWS.
+EMULATOR = os.environ["CHECK_DEPLOY_EMULATOR"]
 PROMTOOL = os.environ["CHECK_DEPLOY_PROMTOOL"]
 PY_BIN = ".venv/bin"
 K8S_VERSIONS = ["1.30.0", "1.37.0"]  # schemas bundled with kubernetes-validate: oldest we target, newest
@@ -91,13 +98,16 @@ DASHBOARD_METRICS = {
 # DeleteItem and Scan: the one-time fold of the usernames (docs/ledger.md, "Who a person is").
 LEDGER = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
           "dynamodb:Scan", "dynamodb:DescribeTable"}
+# The pool profile every command given --user-pool-id reads once (cognito/profile.rs).
+PROFILE = {"cognito-idp:DescribeUserPool", "cognito-idp:DescribeUserPoolClient"}
 IAM_ACTIONS = {
     "consume.json": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                      "sqs:GetQueueAttributes"} | LEDGER,
-    "consume-precheck.json": {"cognito-idp:AdminGetUser"},
+    "consume-precheck.json": {"cognito-idp:AdminGetUser"} | PROFILE,
     "enqueue.json": {"sqs:SendMessage", "sqs:GetQueueAttributes"},
-    "backfill-from-pool.json": {"cognito-idp:ListUsers", "cognito-idp:AdminGetUser"},
-    "discover-to-queue.json": {"cognito-idp:ListUsers", "sqs:SendMessage", "sqs:GetQueueAttributes"},
+    "backfill-from-pool.json": {"cognito-idp:ListUsers", "cognito-idp:AdminGetUser"} | PROFILE,
+    "discover-to-queue.json": {"cognito-idp:ListUsers", "sqs:SendMessage",
+                               "sqs:GetQueueAttributes"} | PROFILE,
     "ledger-dynamodb.json": LEDGER,
     "ledger-admin.json": {"dynamodb:CreateTable", "dynamodb:DescribeTable", "dynamodb:Scan"},
     "keda-scaler.json": {"sqs:GetQueueAttributes"},
@@ -284,7 +294,24 @@ def run_check(where: str, config_text: str, extra: list[tuple[str, str | None]],
                 continue
             cmd += [name] + ([val] if val is not None else [])
         env = {k: v for k, v in os.environ.items() if not k.startswith("COGNITO_RESEND_")}
-        r = run(cmd, env=env, cwd=tmp)
+        cognito = tomllib.loads(config_text).get("cognito", {})
+        emu = None
+        if cognito.get("user_pool_id"):
+            emu = subprocess.Popen(
+                [EMULATOR, "--listen", "127.0.0.1:0", "--user-pool-id", cognito["user_pool_id"],
+                 "--client-id", cognito.get("client_id", "CLIENT_ID")],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            endpoint = emu.stdout.readline().strip().removeprefix("listening on ")
+            cmd += ["--cognito-endpoint", endpoint, "--region", "us-east-1"]
+            env.update(AWS_ACCESS_KEY_ID="check-deploy", AWS_SECRET_ACCESS_KEY="check-deploy",
+                       AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/dev/null",
+                       AWS_SHARED_CREDENTIALS_FILE="/dev/null")
+        try:
+            r = run(cmd, env=env, cwd=tmp)
+        finally:
+            if emu is not None:
+                emu.kill()
+                emu.wait()
         shown = " ".join(["cognito-resend", "check", "--config", "<the ConfigMap's file>"]
                          + ["<a temporary file>" if c.startswith(tmp) else c for c in cmd[4:]])
         if r.returncode == 0:
