@@ -262,6 +262,100 @@ def check_main(a):
     )
 
 
+def check_describe_main(a):
+    """DescribeUserPool and DescribeUserPoolClient of a pool with the default settings."""
+    c = client(a.main)
+    pool = c.describe_user_pool(UserPoolId=a.pool)["UserPool"]
+    assert pool["Id"] == a.pool, pool
+    assert pool["Arn"].endswith(f":userpool/{a.pool}"), pool["Arn"]
+    assert isinstance(pool["CreationDate"], datetime.datetime), pool["CreationDate"]
+    assert isinstance(pool["LastModifiedDate"], datetime.datetime), pool["LastModifiedDate"]
+    # Unset case sensitivity: no UsernameConfiguration at all (the API default, case-sensitive).
+    assert "UsernameConfiguration" not in pool, pool
+    assert "AliasAttributes" not in pool and "UsernameAttributes" not in pool, pool
+    assert pool["AutoVerifiedAttributes"] == ["email", "phone_number"], pool
+    email = pool["EmailConfiguration"]
+    assert email["EmailSendingAccount"] == "DEVELOPER", email
+    assert email["SourceArn"].startswith("arn:aws:ses:"), email
+    assert pool["LambdaConfig"] == {}, pool["LambdaConfig"]
+    assert isinstance(pool["EstimatedNumberOfUsers"], int) and pool["EstimatedNumberOfUsers"] > 0
+    assert pool["MfaConfiguration"] == "OFF", pool
+    print("ok: DescribeUserPool parses (default settings)")
+
+    secret = c.describe_user_pool_client(UserPoolId=a.pool, ClientId=a.secret_client)[
+        "UserPoolClient"
+    ]
+    assert secret["ClientId"] == a.secret_client and secret["UserPoolId"] == a.pool, secret
+    assert secret["ClientSecret"] == a.secret, "ClientSecret of a client with a secret"
+    assert secret["PreventUserExistenceErrors"] == "LEGACY", secret
+    assert isinstance(secret["CreationDate"], datetime.datetime), secret
+    plain = c.describe_user_pool_client(UserPoolId=a.pool, ClientId=a.plain_client)[
+        "UserPoolClient"
+    ]
+    assert "ClientSecret" not in plain, plain
+    assert plain["ClientName"] == a.plain_client, plain
+    private = c.describe_user_pool_client(UserPoolId=a.pool, ClientId=a.private_client)[
+        "UserPoolClient"
+    ]
+    assert private["PreventUserExistenceErrors"] == "ENABLED", private
+    print("ok: DescribeUserPoolClient parses (secret only when there is one)")
+
+    expect_error(
+        "DescribeUserPool unknown pool",
+        "ResourceNotFoundException",
+        "User pool us-east-1_Nope does not exist.",
+        c.describe_user_pool,
+        UserPoolId="us-east-1_Nope",
+    )
+    expect_error(
+        "DescribeUserPoolClient unknown client",
+        "ResourceNotFoundException",
+        "User pool client nosuchclient does not exist.",
+        c.describe_user_pool_client,
+        UserPoolId=a.pool,
+        ClientId="nosuchclient",
+    )
+    expect_error(
+        "ListUsers unknown pool",
+        "ResourceNotFoundException",
+        "User pool us-east-1_Nope does not exist.",
+        c.list_users,
+        UserPoolId="us-east-1_Nope",
+    )
+
+
+def check_settings(a):
+    """A case-insensitive pool with email and preferred_username aliases."""
+    c = client(a.settings)
+    pool = c.describe_user_pool(UserPoolId=a.pool)["UserPool"]
+    assert pool["Name"] == "signups", pool
+    assert pool["UsernameConfiguration"] == {"CaseSensitive": False}, pool
+    assert pool["AliasAttributes"] == ["email", "preferred_username"], pool
+    assert pool["AutoVerifiedAttributes"] == ["email"], pool
+    assert pool["EmailConfiguration"] == {"EmailSendingAccount": "COGNITO_DEFAULT"}, pool
+    assert pool["LambdaConfig"] == {"CustomMessage": a.trigger}, pool
+    print("ok: DescribeUserPool parses (case-insensitive, aliases, COGNITO_DEFAULT, trigger)")
+
+    username, email, preferred = json.loads(a.aliased)
+    for name in (username.lower(), email.upper(), preferred.upper(), a.aliased_sub):
+        got = c.admin_get_user(UserPoolId=a.pool, Username=name)
+        assert got["Username"] == username, (name, got["Username"])
+    print("ok: AdminGetUser resolves any case, the verified email, preferred_username, sub")
+    # The Rust side checks these three sends were recorded against the one canonical user.
+    for name in (username.upper(), email.upper(), preferred):
+        ok = c.resend_confirmation_code(ClientId=a.plain_client, Username=name)
+        assert ok["CodeDeliveryDetails"]["DeliveryMedium"] == "EMAIL", ok
+    print("ok: ResendConfirmationCode resolves the same names")
+    expect_error(
+        "unverified email is no alias",
+        "UserNotFoundException",
+        "Username/client id combination not found.",
+        c.resend_confirmation_code,
+        ClientId=a.plain_client,
+        Username="ursula@example.com",
+    )
+
+
 def check_email_quota(a):
     c = client(a.email_quota)
     users = json.loads(a.email_users)
@@ -324,7 +418,7 @@ def check_drops(a):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__)
-    for endpoint in ("main", "email-quota", "throttle", "errors", "drops"):
+    for endpoint in ("main", "email-quota", "throttle", "errors", "drops", "settings"):
         p.add_argument(f"--{endpoint}", required=True, help="emulator endpoint URL")
     for name in (
         "pool",
@@ -344,9 +438,18 @@ def main():
     p.add_argument("--listed", required=True, help="JSON list of usernames under list-prefix")
     p.add_argument("--email-users", required=True, help="JSON list of two usernames")
     p.add_argument("--throttle-users", required=True, help="JSON list of usernames")
+    p.add_argument(
+        "--aliased",
+        required=True,
+        help="JSON [username, verified email, preferred_username] of the settings pool's user",
+    )
+    p.add_argument("--aliased-sub", required=True, help="that user's sub")
+    p.add_argument("--trigger", required=True, help="the settings pool's CustomMessage ARN")
     a = p.parse_args()
     print(f"boto3 {boto3.__version__}, botocore {botocore.__version__}")
     check_main(a)
+    check_describe_main(a)
+    check_settings(a)
     check_email_quota(a)
     check_throttle(a)
     check_errors(a)

@@ -1,7 +1,9 @@
 //! The emulator's fidelity, judged by a second, independent AWS SDK: boto3.
 //!
-//! Starts five emulators in-process (normal rules, a spent email quota, a 1 rps quota, every
-//! request a 500, every connection dropped), runs `tests/boto3_faithful.py` against them with
+//! Starts six emulators in-process (normal rules, a spent email quota, a 1 rps quota, every
+//! request a 500, every connection dropped, and a pool with settings: case-insensitive, email
+//! and preferred_username aliases, Cognito's default email account, a custom message trigger),
+//! runs `tests/boto3_faithful.py` against them with
 //! the interpreter named by `COGNITO_RESEND_TEST_PYTHON` (set by `scripts/test.sh` to the
 //! project venv, which has boto3), then checks the emulators' ground truth: exactly the
 //! successful sends were recorded, with the metadata boto3 sent.
@@ -11,7 +13,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use cognito_emulator::{
-    ClientSpec, DEFAULT_USER_POOL_ID, Emulator, EmulatorBuilder, Faults, UserSpec, UserStatus,
+    AliasAttribute, ClientSpec, DEFAULT_USER_POOL_ID, EmailSendingAccount, Emulator,
+    EmulatorBuilder, Faults, UserSpec, UserStatus, VerifiedAttribute, sub_for,
 };
 
 const SECRET: &str = "s3cret-for-tests";
@@ -40,6 +43,9 @@ const NOT_UNCONFIRMED: [(UserStatus, &str); 7] = [
 ];
 const EMAIL_USERS: [&str; 2] = ["erin", "frank"];
 const THROTTLE_USERS: [&str; 5] = ["t1", "t2", "t3", "t4", "t5"];
+/// The settings pool's user: username, verified email alias, preferred_username alias.
+const ALIASED: (&str, &str, &str) = ("Vera", "Vera@Example.com", "vee");
+const TRIGGER: &str = "arn:aws:lambda:us-east-1:123456789012:function:custom-message";
 
 fn loopback() -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], 0))
@@ -139,6 +145,25 @@ async fn boto3_reads_the_emulator_as_cognito() {
     )
     .await;
 
+    let settings = start(
+        with_clients(Emulator::builder())
+            .user_pool_name("signups")
+            .case_sensitive(Some(false))
+            .alias_attributes([AliasAttribute::Email, AliasAttribute::PreferredUsername])
+            .auto_verified_attributes([VerifiedAttribute::Email])
+            .email_sending_account(EmailSendingAccount::CognitoDefault)
+            .custom_message_trigger(Some(TRIGGER.into()))
+            .users([
+                UserSpec::new(ALIASED.0, UserStatus::Unconfirmed)
+                    .with_email(Some(ALIASED.1.into()))
+                    .with_email_verified(true)
+                    .with_preferred_username(ALIASED.2),
+                // Unverified email: no alias.
+                UserSpec::new("ursula", UserStatus::Unconfirmed),
+            ]),
+    )
+    .await;
+
     let json = |v: serde_json::Value| v.to_string();
     let not_unconfirmed: serde_json::Map<String, serde_json::Value> = NOT_UNCONFIRMED
         .iter()
@@ -152,6 +177,10 @@ async fn boto3_reads_the_emulator_as_cognito() {
         .args(["--throttle", &throttle.endpoint()])
         .args(["--errors", &errors.endpoint()])
         .args(["--drops", &drops.endpoint()])
+        .args(["--settings", &settings.endpoint()])
+        .args(["--aliased", &json(serde_json::json!(ALIASED))])
+        .args(["--aliased-sub", &sub_for(ALIASED.0)])
+        .args(["--trigger", TRIGGER])
         .args(["--pool", DEFAULT_USER_POOL_ID])
         .args(["--secret", SECRET])
         .args(["--secret-client", SECRET_CLIENT])
@@ -258,7 +287,30 @@ async fn boto3_reads_the_emulator_as_cognito() {
     assert_eq!(stats.connections_dropped, stats.requests_total);
     assert!(stats.connections_dropped >= 1);
 
-    for emu in [main, email, throttle, errors, drops] {
+    // The settings pool: every spelling boto3 used named the same person, recorded canonically.
+    let sends = settings.sends();
+    let who: Vec<(&str, &str)> = sends
+        .iter()
+        .map(|s| (s.username.as_str(), s.requested_as.as_str()))
+        .collect();
+    let folded_email = ALIASED.1.to_uppercase();
+    let upper_name = ALIASED.0.to_uppercase();
+    assert_eq!(
+        who,
+        [
+            (ALIASED.0, upper_name.as_str()),
+            (ALIASED.0, folded_email.as_str()),
+            (ALIASED.0, ALIASED.2),
+        ]
+    );
+    assert_eq!(settings.codes_sent_to(ALIASED.2), Some(3));
+    let stats = settings.stats();
+    assert_eq!(
+        (stats.distinct_users_sent, stats.users_sent_more_than_once),
+        (1, 1)
+    );
+
+    for emu in [main, email, throttle, errors, drops, settings] {
         emu.shutdown().await;
     }
 }

@@ -686,6 +686,7 @@ mod in_process {
             shutdown_grace: Duration::from_secs(10),
             ledger: Some(ledger.clone()),
             identity: Default::default(),
+        default_email_account: false,
             request_defaults: Default::default(),
         };
         let recorder = Arc::new(Recorder::new("csv", Some(report), false).expect("report"));

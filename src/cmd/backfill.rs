@@ -153,6 +153,8 @@ async fn backfill<S: Source>(
         stopped_early: cause != StopCause::EndOfInput,
         total: total_rows,
         format: settings.log.format,
+        // A run over the pool's own users names no one the pool does not have.
+        pool: pool.as_ref().filter(|_| source.label() != "pool"),
     }
     .print(&settings);
 

@@ -78,6 +78,7 @@ pub(super) async fn run(settings: Settings, shutdown: Shutdown) -> Result<Finish
         stopped_early: false,
         total: None,
         format: LogFormat::Text,
+        pool: pool.as_ref(),
     }
     .print(&settings);
     stop_server.cancel();

@@ -17,7 +17,6 @@ use std::time::Instant;
 
 use super::backfill::discovery;
 use super::{Finished, RunError};
-use crate::cognito::admin::PoolAdmin;
 use crate::config::Settings;
 use crate::job::Source;
 use crate::shutdown::Shutdown;
@@ -43,13 +42,16 @@ pub(super) async fn run(
             "discover --to-queue needs a queue: --queue-url (sqs.queue_url)".into(),
         ));
     }
-    let admin = PoolAdmin::connect(
-        &settings.cognito.connection(),
-        settings.cognito.user_pool_id.as_deref(),
-        "discover",
-    )
-    .await
-    .map_err(RunError::Usage)?;
+    if settings.cognito.user_pool_id.is_none() {
+        return Err(RunError::Usage(
+            "discover needs the user pool: --user-pool-id (cognito.user_pool_id)".into(),
+        ));
+    }
+    // The pool profile, read as every command reads it (and logged).
+    let admin = super::parts::pool_access(settings)
+        .await?
+        .map(|p| p.admin)
+        .ok_or_else(|| RunError::Usage("discover needs the user pool".into()))?;
     let d = discovery(settings, admin, attributes.clone());
     if to_queue {
         let mut source = PoolSource::start(d, shutdown.token.child_token());

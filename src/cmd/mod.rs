@@ -77,7 +77,7 @@ pub async fn run(
     bar: BarSlot,
 ) -> Result<Finished, RunError> {
     match command {
-        Command::Check => check::run(&settings),
+        Command::Check => check::run(&settings).await,
         Command::Ledger { action } => ledger::run(action.into(), &settings).await,
         Command::Backfill { input, from_pool } => match (input, from_pool) {
             (Some(path), false) => backfill::csv(path, settings, shutdown, bar).await,
@@ -195,6 +195,8 @@ struct Summary<'a> {
     total: Option<u64>,
     /// `consume` keeps its plain summary in JSON log format too.
     format: LogFormat,
+    /// The pool, when the run read it: what its profile makes of the counts.
+    pool: Option<&'a parts::PoolAccess>,
 }
 
 impl Summary<'_> {
@@ -212,6 +214,9 @@ impl Summary<'_> {
         );
         if let StopCause::SpendCapped(cap) = self.cause {
             summary.push_str(&format!("\n  {}", spend_capped(*cap)));
+        }
+        for note in identity_notes(tally, self.pool, settings) {
+            summary.push_str(&format!("\n  note: {note}"));
         }
         match self.format {
             LogFormat::Text => eprintln!("{summary}"),
@@ -233,6 +238,43 @@ impl Summary<'_> {
             ),
         }
     }
+}
+
+/// What the summary says about who the jobs were for: rows that may be aliases nobody resolved
+/// (no pool access), and `sent` counts a pool with PreventUserExistenceErrors may have faked.
+fn identity_notes(
+    tally: &Tally,
+    pool: Option<&parts::PoolAccess>,
+    settings: &Settings,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    let alias_like = tally.alias_like();
+    if alias_like > 0 {
+        notes.push(format!(
+            "{alias_like} row(s) look like an email address, a phone number or a sub; without \
+             the pool they were keyed as written, so one that names a user another row names by \
+             username is counted as a second person: --user-pool-id resolves them to the username"
+        ));
+    }
+    let sent = tally.count(OutcomeKind::Sent);
+    if let Some(pool) = pool
+        && sent > 0
+        && !settings.run.precheck
+        && !pool.profile.has_aliases()
+        && let Some(c) = pool
+            .profile
+            .clients
+            .iter()
+            .find(|c| c.prevents_user_existence_errors)
+    {
+        notes.push(format!(
+            "app client {} has PreventUserExistenceErrors enabled: Cognito answers a user it does \
+             not have with a simulated success, so some of the {sent} `sent` may be users the pool \
+             does not have; --precheck or backfill --from-pool sends only to users it has",
+            c.client_id
+        ));
+    }
+    notes
 }
 
 /// The result of a command that did its work and had nothing to count as failed.

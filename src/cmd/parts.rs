@@ -313,6 +313,7 @@ pub(super) fn engine_config(
         shutdown_grace: settings.sqs.shutdown_grace,
         ledger,
         identity: identity(settings, pool),
+        default_email_account: pool.is_some_and(|p| p.profile.default_email_account),
         request_defaults: settings.cognito.request_defaults(),
     }
 }

@@ -73,6 +73,10 @@ pub struct EngineConfig {
     /// Who a job is for: the pool's case rule, and the pool reads (`--precheck`, alias
     /// resolution; their rate is `run.precheck_rate`).
     pub identity: IdentityConfig,
+    /// The pool sends email through Cognito's default email account (its profile says so):
+    /// Cognito's "Exceeded daily email limit" is then the day's known budget running out, a
+    /// spend-cap stop (`--max-email-per-day`, exit 4), not a configuration error.
+    pub default_email_account: bool,
     /// `--client-metadata`, `--analytics-endpoint-id`: merged under every job's own request
     /// fields as the engine takes it, so every source and shape gets them.
     pub request_defaults: RequestDefaults,
@@ -187,6 +191,8 @@ struct Shared {
     /// How the pool compares usernames: the ledger key's case rule.
     case: crate::job::UsernameCase,
     lookup: Option<Lookup>,
+    /// See [`EngineConfig::default_email_account`].
+    default_email_account: bool,
     spend: SpendLimits,
     /// Sends reserved against `--max-sends` and not given back.
     run_reserved: std::sync::atomic::AtomicU64,
@@ -235,6 +241,7 @@ pub async fn run<S: Source, C: Resend>(
             rate: RateLimiter::unreported(config.run.precheck_rate),
             answers: Answers::default(),
         }),
+        default_email_account: config.default_email_account,
         spend: SpendLimits {
             run: config.limits.max_sends,
             day: config.limits.day(),
@@ -887,13 +894,15 @@ async fn look_up(
     client_id: &str,
 ) -> Result<Option<Looked>, Option<Outcome>> {
     let username = &job.request.username;
+    // A user the pool listed is named by its canonical username already.
+    let listed = matches!(job.origin, crate::job::Origin::Pool { .. });
     let Some(lookup) = &shared.lookup else {
-        if identity::looks_like_alias(username) {
+        if !listed && identity::looks_like_alias(username) {
             shared.recorder.alias_like();
         }
         return Ok(None);
     };
-    if !lookup.pool.wants(username) {
+    if (listed && !lookup.pool.precheck) || !lookup.pool.wants(username) {
         return Ok(None);
     }
     let spelling = shared.case.key(username);
@@ -1220,6 +1229,13 @@ impl Shared {
     /// Counts one configuration error (or delivery or trigger failure) of `client_id`, and
     /// stops the run when its kind has come [`Misconfiguration::stop_after`] times in a row.
     fn misconfigured(&self, kind: Misconfiguration, client_id: &str, detail: &str) {
+        if kind == Misconfiguration::EmailQuota && self.default_email_account {
+            tracing::warn!(
+                "{detail}: Cognito's default email account sent its 50 emails for today"
+            );
+            self.spend_capped(SpendCap::EmailDay);
+            return;
+        }
         let mut w = self.misconfig.lock().unwrap_or_else(|e| e.into_inner());
         let in_a_row = {
             let n = w.in_a_row.entry((client_id.to_owned(), kind)).or_default();

@@ -186,6 +186,7 @@ fn config(concurrency: usize) -> EngineConfig {
         shutdown_grace: Duration::from_secs(1),
         ledger: None,
         identity: Default::default(),
+        default_email_account: false,
         request_defaults: Default::default(),
     }
 }

@@ -46,6 +46,9 @@ const MAX_BINS: u64 = 120;
 struct Line {
     username: Option<String>,
     client_id: Option<String>,
+    /// The person's ledger key (reports of this version on): what "users" count by.
+    #[serde(default)]
+    user_key: Option<String>,
     outcome: String,
     reason: Option<String>,
     #[serde(default)]
@@ -184,8 +187,12 @@ pub struct DoubtSummary {
 /// One job in doubt. Holds a username: personal data.
 #[derive(Debug, Clone, Serialize)]
 pub struct DoubtRow {
-    /// The user.
+    /// The user, as the row spelled them.
     pub username: String,
+    /// The person's ledger key (the canonical username, folded for a case-insensitive pool),
+    /// when the report has it: two spellings of one person are one user in doubt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_key: Option<String>,
     /// The app client.
     pub client_id: String,
     /// Why it is in doubt.
@@ -440,6 +447,7 @@ impl Aggregator {
         if line.in_doubt {
             self.doubt.push(DoubtRow {
                 username: line.username.unwrap_or_default(),
+                user_key: line.user_key,
                 client_id: line.client_id.unwrap_or_default(),
                 in_doubt_cause: line.in_doubt_cause.unwrap_or_else(|| "unknown".into()),
                 outcome: line.outcome,
@@ -499,7 +507,10 @@ impl Aggregator {
         let users: HashSet<(&str, &str)> = self
             .doubt
             .iter()
-            .map(|d| (d.client_id.as_str(), d.username.as_str()))
+            .map(|d| {
+                let person = d.user_key.as_deref().unwrap_or(&d.username);
+                (d.client_id.as_str(), person)
+            })
             .collect();
         let mut causes = BTreeMap::new();
         for d in &self.doubt {

@@ -197,7 +197,8 @@ pub fn render(s: &Summary) -> String {
     out
 }
 
-/// Writes the jobs in doubt as CSV: `username,client_id,in_doubt_cause,outcome,source,at,file`.
+/// Writes the jobs in doubt as CSV: `username,client_id,in_doubt_cause,outcome,source,at,file,
+/// user_key` (`user_key` empty for reports written before it existed).
 /// A username column first, so the file reads back as backfill input; cells a spreadsheet would
 /// run as formulas are written as `discover` writes them (a `'` in front), which `backfill`
 /// reads back.
@@ -212,6 +213,7 @@ pub fn in_doubt_csv(s: &Summary, out: impl std::io::Write) -> csv::Result<()> {
         "source",
         "at",
         "file",
+        "user_key",
     ])?;
     for d in s.in_doubt.list.iter().flatten() {
         w.write_record([
@@ -222,6 +224,7 @@ pub fn in_doubt_csv(s: &Summary, out: impl std::io::Write) -> csv::Result<()> {
             neutralise(&d.source).as_ref(),
             &d.at,
             neutralise(&d.file).as_ref(),
+            neutralise(d.user_key.as_deref().unwrap_or_default()).as_ref(),
         ])?;
     }
     w.flush()?;

@@ -6,6 +6,8 @@
 //! `username`, `email`, `phone_number`, `name`, `given_name`, `family_name`,
 //! `preferred_username`, `sub` (case-sensitive), `cognito:user_status` (case-insensitive) and
 //! `status` (`Enabled`/`Disabled`, case-sensitive: it is the Enabled flag, not the user status).
+//! In a pool whose `UsernameConfiguration.CaseSensitive` is false, `username` matches whatever
+//! the case (both sides folded with `str::to_lowercase`), as the pool's usernames do.
 
 use super::model::User;
 
@@ -103,9 +105,23 @@ pub(crate) fn parse(input: &str) -> Result<Option<Filter>, FilterError> {
 }
 
 impl Filter {
-    /// Whether `user` passes the filter.
-    pub(crate) fn matches(&self, user: &User) -> bool {
+    /// Prepares the filter for a case-insensitive pool: a `username` value is folded (with
+    /// `str::to_lowercase`, as the pool folds usernames) once, here.
+    pub(crate) fn fold_username(&mut self) {
+        if self.field == FilterField::Username {
+            self.value = self.value.to_lowercase();
+        }
+    }
+
+    /// Whether `user` passes the filter; `fold` compares usernames folded (a case-insensitive
+    /// pool, after [`Filter::fold_username`]).
+    pub(crate) fn matches(&self, user: &User, fold: bool) -> bool {
+        let folded;
         let candidate = match self.field {
+            FilterField::Username if fold => {
+                folded = user.username.to_lowercase();
+                Some(folded.as_str())
+            }
             FilterField::Username => Some(user.username.as_str()),
             FilterField::Enabled => Some("Enabled"),
             FilterField::UserStatus => {
@@ -130,6 +146,7 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::super::model::{UserSpec, UserStatus};
+    use super::super::settings::PoolSettings;
     use super::*;
 
     fn f(field: FilterField, op: FilterOp, value: &str) -> Result<Option<Filter>, FilterError> {
@@ -187,8 +204,14 @@ mod tests {
     fn matches_with_cognito_case_rules() {
         let alice = User::from_spec(
             UserSpec::new("alice", UserStatus::Unconfirmed).with_attribute("given_name", "Alice"),
+            &PoolSettings::default(),
         );
-        let yes = |s: &str| parse(s).expect("valid").expect("non-empty").matches(&alice);
+        let yes = |s: &str| {
+            parse(s)
+                .expect("valid")
+                .expect("non-empty")
+                .matches(&alice, false)
+        };
         assert!(yes(r#"username = "alice""#));
         assert!(!yes(r#"username = "Alice""#), "username is case-sensitive");
         assert!(yes(r#"username ^= "al""#));
@@ -200,5 +223,17 @@ mod tests {
         assert!(yes(r#"email = "alice@example.com""#));
         assert!(yes(r#"given_name ^= "Ali""#));
         assert!(!yes(r#"phone_number ^= "+""#), "no phone, no match");
+        // In a case-insensitive pool the username filter folds both sides.
+        let fold = |s: &str| {
+            let mut f = parse(s).expect("valid").expect("non-empty");
+            f.fold_username();
+            f.matches(&alice, true)
+        };
+        assert!(fold(r#"username = "ALICE""#));
+        assert!(fold(r#"username ^= "Al""#));
+        assert!(
+            !fold(r#"email = "ALICE@example.com""#),
+            "only the username folds"
+        );
     }
 }

@@ -5,7 +5,28 @@
 //! AWSCognitoIdentityProviderService.<Operation>`; errors as HTTP 400, or 500 for
 //! `InternalErrorException`, with `x-amzn-ErrorType` and `{"__type", "message"}`), so the AWS
 //! SDK for Rust and boto3 parse its answers into their typed errors exactly as they would
-//! Cognito's. It implements `ResendConfirmationCode`, `AdminGetUser` and `ListUsers`.
+//! Cognito's. It implements `ResendConfirmationCode`, `AdminGetUser`, `ListUsers`,
+//! `DescribeUserPool` and `DescribeUserPoolClient`.
+//!
+//! # The pool's settings, and who a `Username` names
+//!
+//! The builder sets what `DescribeUserPool` reports and the operations obey:
+//! [`EmulatorBuilder::case_sensitive`] (`UsernameConfiguration.CaseSensitive`),
+//! [`EmulatorBuilder::alias_attributes`], [`EmulatorBuilder::username_attributes`],
+//! [`EmulatorBuilder::auto_verified_attributes`] (which medium a code goes by),
+//! [`EmulatorBuilder::email_sending_account`] (`COGNITO_DEFAULT` allows
+//! [`COGNITO_DEFAULT_DAILY_EMAILS`] email codes) and
+//! [`EmulatorBuilder::custom_message_trigger`]. `ResendConfirmationCode` and `AdminGetUser`
+//! resolve their `Username` as Cognito does: the canonical username (folded with
+//! `str::to_lowercase` in a case-insensitive pool, as is ListUsers' `username` filter), the
+//! user's `sub`, the email or phone number of a pool with those `UsernameAttributes`, and in a
+//! pool with `AliasAttributes` a verified email or phone number or the `preferred_username`.
+//! They answer with, and record sends against, the canonical user: [`SendRecord::username`] is
+//! the person, [`SendRecord::requested_as`] the spelling the request used, and
+//! [`Stats::users_sent_more_than_once`] counts persons. [`Emulator::codes_sent_to`] answers "how
+//! many codes did this person get" by any of their names. A pool Cognito could not hold (two
+//! usernames that fold together in a case-insensitive pool, an alias shared by two users, ...)
+//! fails to start. `docs/emulator.md` says what is implemented and on which documentation.
 //!
 //! Beyond the protocol it is a test instrument: it injects latency, 500s, dropped connections
 //! and slow requests ([`Faults`]) before the operation runs, and 500s and dropped connections
@@ -29,11 +50,14 @@
 //! server saw.
 //!
 //! # Layout
-//! - `model`: the pool (clients, users) and Cognito's pure rules: SecretHash, masking, demo data.
+//! - `settings`: the pool's settings (case sensitivity, aliases, username and auto-verified
+//!   attributes, email account) with Cognito's wire names.
+//! - `model`: the pool (clients, users, Username resolution) and Cognito's pure rules:
+//!   SecretHash, masking, the code's medium, demo data.
 //! - `filter`: ListUsers' filter language.
 //! - `state`: what changes at run time: knobs, counters, the rate bucket, the send ledger.
 //! - `quota`: the quota over time (schedule, changes) and the per-second counts.
-//! - `ops`: the three operations, as functions from request body to JSON or Cognito error.
+//! - `ops`: the five operations, as functions from request body to JSON or Cognito error.
 //! - `server`: hyper accept loop (serving, or down) and request pipeline (faults and quota
 //!   before the operation).
 //!
@@ -62,6 +86,7 @@ mod model;
 mod ops;
 mod quota;
 mod server;
+mod settings;
 mod state;
 
 use std::collections::HashMap;
@@ -75,12 +100,17 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use model::{ClientSpec, UserSpec, UserStatus, demo_pool, secret_hash};
+pub use model::{ClientSpec, UserSpec, UserStatus, demo_pool, secret_hash, sub_for};
 pub use quota::{QuotaSchedule, QuotaScheduleError, SecondCount};
+pub use settings::{
+    AliasAttribute, COGNITO_DEFAULT_DAILY_EMAILS, EMULATOR_ACCOUNT_ID, EmailSendingAccount,
+    UsernameAttribute, VerifiedAttribute, parse_list,
+};
 pub use state::{Faults, SendRecord, Stats};
 
 use model::{Client, Pool};
 use quota::RateQuota;
+use settings::PoolSettings;
 use state::{Counters, FaultKnobs, Ledger, Shared, lock};
 
 /// The user pool id used when the builder is not given one.
@@ -100,9 +130,11 @@ pub struct EmulatorBuilder {
     quota_rps: Option<u32>,
     quota_schedule: Option<QuotaSchedule>,
     attempt_limit: Option<u32>,
-    email_quota: Option<u64>,
+    /// `None`: not given, so it follows the email sending account.
+    email_quota: Option<Option<u64>>,
     faults: Faults,
     keep_send_records: bool,
+    settings: PoolSettings,
 }
 
 impl Default for EmulatorBuilder {
@@ -117,6 +149,7 @@ impl Default for EmulatorBuilder {
             email_quota: None,
             faults: Faults::default(),
             keep_send_records: true,
+            settings: PoolSettings::default(),
         }
     }
 }
@@ -128,14 +161,15 @@ impl EmulatorBuilder {
         self
     }
 
-    /// Sets the user pool id AdminGetUser and ListUsers accept (default
-    /// [`DEFAULT_USER_POOL_ID`]).
+    /// Sets the user pool id AdminGetUser, ListUsers, DescribeUserPool and
+    /// DescribeUserPoolClient accept (default [`DEFAULT_USER_POOL_ID`]); any other is
+    /// `ResourceNotFoundException` "User pool `ID` does not exist.".
     pub fn user_pool_id(mut self, id: impl Into<String>) -> Self {
         self.pool_id = id.into();
         self
     }
 
-    /// Seeds a user (a later one with the same username replaces it).
+    /// Seeds a user (a later one with exactly the same username replaces it).
     pub fn user(mut self, u: UserSpec) -> Self {
         self.users.push(u);
         self
@@ -168,10 +202,82 @@ impl EmulatorBuilder {
         self
     }
 
-    /// Codes the whole account can send before `LimitExceededException` "Exceeded daily email
-    /// limit"; `None` (the default) means unlimited.
+    /// Email codes the whole account can send before `LimitExceededException` "Exceeded daily
+    /// email limit" (SMS codes don't count); `None` means unlimited. When not called, it
+    /// follows [`EmulatorBuilder::email_sending_account`]: unlimited for `DEVELOPER` (the
+    /// default), [`COGNITO_DEFAULT_DAILY_EMAILS`] for `COGNITO_DEFAULT`.
     pub fn email_quota(mut self, n: Option<u64>) -> Self {
-        self.email_quota = n;
+        self.email_quota = Some(n);
+        self
+    }
+
+    /// The pool's name in DescribeUserPool (default `emulator`).
+    pub fn user_pool_name(mut self, name: impl Into<String>) -> Self {
+        self.settings.name = name.into();
+        self
+    }
+
+    /// `UsernameConfiguration.CaseSensitive`. `Some(false)` makes the pool case-insensitive:
+    /// ResendConfirmationCode, AdminGetUser and ListUsers' `username` filter match usernames
+    /// (and the email and preferred_username aliases) whatever their case, folded with
+    /// `str::to_lowercase`, and answer with the stored username; seeding two users whose
+    /// usernames fold together is then an error. `None` (the default) leaves it unset, as a
+    /// pool created without it: case-sensitive, and DescribeUserPool omits
+    /// `UsernameConfiguration`.
+    pub fn case_sensitive(mut self, c: Option<bool>) -> Self {
+        self.settings.case_sensitive = c;
+        self
+    }
+
+    /// `AliasAttributes` (default none): users can be named by a verified email or phone
+    /// number, or by their preferred_username. Exclusive with
+    /// [`EmulatorBuilder::username_attributes`].
+    pub fn alias_attributes(mut self, a: impl IntoIterator<Item = AliasAttribute>) -> Self {
+        self.settings.alias_attributes = a.into_iter().collect();
+        self
+    }
+
+    /// `UsernameAttributes` (default none): users sign up with their email or phone number,
+    /// which then names them whether verified or not; their canonical username is a UUID (seed
+    /// them with one, such as their [`sub_for`]).
+    pub fn username_attributes(mut self, a: impl IntoIterator<Item = UsernameAttribute>) -> Self {
+        self.settings.username_attributes = a.into_iter().collect();
+        self
+    }
+
+    /// `AutoVerifiedAttributes` (default `email` and `phone_number`): where confirmation codes
+    /// go. By SMS when phone_number is verified and the user has a phone, else by email when
+    /// email is verified and the user has an email (so by default a user with only an email
+    /// gets email, one with only a phone gets SMS, one with both gets SMS, as Cognito
+    /// documents). Empty: `InvalidParameterException` "Cannot resend codes. Auto verification
+    /// not turned on.", as for a client with [`ClientSpec::with_auto_verify`] false.
+    pub fn auto_verified_attributes(
+        mut self,
+        a: impl IntoIterator<Item = VerifiedAttribute>,
+    ) -> Self {
+        self.settings.auto_verified = a.into_iter().collect();
+        self
+    }
+
+    /// `EmailConfiguration.EmailSendingAccount` (default `DEVELOPER`). `COGNITO_DEFAULT` limits
+    /// the account to [`COGNITO_DEFAULT_DAILY_EMAILS`] email codes unless
+    /// [`EmulatorBuilder::email_quota`] says otherwise.
+    pub fn email_sending_account(mut self, a: EmailSendingAccount) -> Self {
+        self.settings.email_account = a;
+        self
+    }
+
+    /// `EmailConfiguration.SourceArn` (default: for `DEVELOPER`, an SES identity of the
+    /// emulator's account in the pool's region; for `COGNITO_DEFAULT`, none).
+    pub fn email_source_arn(mut self, arn: Option<String>) -> Self {
+        self.settings.email_source_arn = arn;
+        self
+    }
+
+    /// The ARN of a CustomMessage Lambda trigger, reported as `LambdaConfig.CustomMessage`
+    /// (default none). The emulator does not call it.
+    pub fn custom_message_trigger(mut self, arn: Option<String>) -> Self {
+        self.settings.custom_message_arn = arn;
         self
     }
 
@@ -190,27 +296,43 @@ impl EmulatorBuilder {
 
     /// Binds `addr` (loopback only; port 0 picks a free port) and starts serving on the
     /// current tokio runtime.
+    ///
+    /// Fails with `InvalidInput` on a non-loopback address and on a pool Cognito could not
+    /// hold: usernames that fold together in a case-insensitive pool, an alias or username
+    /// attribute value (or sub) shared by two users, usernames shaped like the pool's email or
+    /// phone alias or username attribute, or both alias and username attributes set.
     pub async fn start(self, addr: SocketAddr) -> std::io::Result<Emulator> {
+        let invalid = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, msg);
         if !addr.ip().is_loopback() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("the emulator only listens on loopback addresses, not {addr}"),
-            ));
+            return Err(invalid(format!(
+                "the emulator only listens on loopback addresses, not {addr}"
+            )));
         }
+        let email_quota = self
+            .email_quota
+            .unwrap_or(match self.settings.email_account {
+                EmailSendingAccount::CognitoDefault => Some(COGNITO_DEFAULT_DAILY_EMAILS),
+                EmailSendingAccount::Developer => None,
+            });
+        let pool = Pool::new(self.users, self.settings)
+            .map_err(|e| invalid(format!("cannot seed the user pool: {e}")))?;
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let pool = Pool::new(self.users);
         let ledger = Ledger::new(
             pool.users.len(),
             self.attempt_limit,
-            self.email_quota,
+            email_quota,
             self.keep_send_records,
         );
         let faults = FaultKnobs::default();
         faults.set(&self.faults);
         let (down, down_requests) = mpsc::unbounded_channel();
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_millis() as f64 / 1000.0);
         let shared = Arc::new(Shared {
             pool_id: self.pool_id,
+            created,
             pool,
             clients: self
                 .clients
@@ -284,7 +406,7 @@ impl Emulator {
         self.addr
     }
 
-    /// The user pool id AdminGetUser and ListUsers accept.
+    /// The user pool id AdminGetUser, ListUsers and the Describe operations accept.
     pub fn user_pool_id(&self) -> &str {
         &self.shared.pool_id
     }
@@ -318,7 +440,7 @@ impl Emulator {
         self.shared.quota.seconds()
     }
 
-    /// Changes the account email quota (total codes, counting those already sent).
+    /// Changes the account email quota (total email codes, counting those already sent).
     pub fn set_email_quota(&self, n: Option<u64>) {
         lock(&self.shared.ledger).email_quota = n;
     }
@@ -333,9 +455,25 @@ impl Emulator {
         self.shared.sends()
     }
 
-    /// Codes sent per username (users with none are absent).
+    /// Codes sent per canonical username (users with none are absent): per person, however
+    /// the requests spelled them.
     pub fn send_counts(&self) -> HashMap<String, usize> {
         self.shared.send_counts()
+    }
+
+    /// Codes sent to the user `name` names, resolved as ResendConfirmationCode resolves a
+    /// `Username` (canonical username, another case in a case-insensitive pool, sub, active
+    /// alias or username attribute); `None` when it names no user.
+    pub fn codes_sent_to(&self, name: &str) -> Option<usize> {
+        let position = self.shared.pool.resolve(name)?;
+        Some(self.shared.sends_to(position))
+    }
+
+    /// The canonical username of the user `name` names (resolved as in
+    /// [`Emulator::codes_sent_to`]).
+    pub fn canonical_username(&self, name: &str) -> Option<&str> {
+        let position = self.shared.pool.resolve(name)?;
+        Some(&self.shared.pool.users[position].username)
     }
 
     /// A snapshot of the counters.

@@ -17,10 +17,14 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use cognito_emulator::{ClientSpec, Emulator, Faults, QuotaSchedule, UserStatus, demo_pool};
+use cognito_emulator::{
+    AliasAttribute, ClientSpec, EmailSendingAccount, Emulator, Faults, QuotaSchedule, UserStatus,
+    UsernameAttribute, VerifiedAttribute, demo_pool, parse_list,
+};
 
-/// A local Amazon Cognito emulator (ResendConfirmationCode, AdminGetUser, ListUsers) with
-/// fault injection and a ledger of every code it "sends". Loopback only.
+/// A local Amazon Cognito emulator (ResendConfirmationCode, AdminGetUser, ListUsers,
+/// DescribeUserPool, DescribeUserPoolClient) with fault injection and a ledger of every code it
+/// "sends". Loopback only.
 #[derive(Debug, Parser)]
 #[command(name = "cognito-emulator", version)]
 struct Args {
@@ -49,7 +53,8 @@ struct Args {
     #[arg(long)]
     prevent_user_existence_errors: bool,
 
-    /// The user pool id AdminGetUser and ListUsers accept.
+    /// The user pool id AdminGetUser, ListUsers, DescribeUserPool and DescribeUserPoolClient
+    /// accept.
     #[arg(long, default_value = cognito_emulator::DEFAULT_USER_POOL_ID)]
     user_pool_id: String,
 
@@ -98,9 +103,55 @@ struct Args {
     #[arg(long, value_name = "N")]
     attempt_limit: Option<u32>,
 
-    /// Codes the account can send before "Exceeded daily email limit" (default: unlimited).
+    /// Email codes the account can send before "Exceeded daily email limit" (SMS codes don't
+    /// count). Default: unlimited, or 50 with --email-sending-account COGNITO_DEFAULT.
     #[arg(long, value_name = "N")]
     email_quota: Option<u64>,
+
+    /// The user pool name DescribeUserPool reports.
+    #[arg(long, default_value = "emulator")]
+    user_pool_name: String,
+
+    /// UsernameConfiguration.CaseSensitive: `false` matches usernames (and the email and
+    /// preferred_username aliases) whatever their case. Unset by default (case-sensitive, and
+    /// DescribeUserPool omits UsernameConfiguration).
+    #[arg(long, value_name = "BOOL")]
+    case_sensitive: Option<bool>,
+
+    /// AliasAttributes, comma-separated: email, phone_number, preferred_username (email and
+    /// phone_number only resolve once verified). Exclusive with --username-attributes.
+    #[arg(long, value_name = "LIST", value_parser = list::<AliasAttribute>)]
+    alias_attributes: Option<List<AliasAttribute>>,
+
+    /// UsernameAttributes, comma-separated: email, phone_number. The demo users' usernames are
+    /// kept (a real pool's would be UUIDs).
+    #[arg(long, value_name = "LIST", value_parser = list::<UsernameAttribute>)]
+    username_attributes: Option<List<UsernameAttribute>>,
+
+    /// AutoVerifiedAttributes, comma-separated (`none` for none): codes go by SMS when
+    /// phone_number is verified and the user has a phone, else by email.
+    #[arg(long, value_name = "LIST", value_parser = list::<VerifiedAttribute>, default_value = "email,phone_number")]
+    auto_verified_attributes: List<VerifiedAttribute>,
+
+    /// EmailConfiguration.EmailSendingAccount: DEVELOPER or COGNITO_DEFAULT (50 emails a day).
+    #[arg(long, value_name = "ACCOUNT", default_value = "DEVELOPER")]
+    email_sending_account: EmailSendingAccount,
+
+    /// EmailConfiguration.SourceArn (default: an SES identity for DEVELOPER, none otherwise).
+    #[arg(long, value_name = "ARN")]
+    email_source_arn: Option<String>,
+
+    /// The ARN of a CustomMessage Lambda trigger, reported in LambdaConfig (never called).
+    #[arg(long, value_name = "ARN")]
+    custom_message_lambda: Option<String>,
+}
+
+/// A comma-separated list of Cognito wire names, as one flag value.
+#[derive(Debug, Clone)]
+struct List<T>(Vec<T>);
+
+fn list<T: std::str::FromStr<Err = String>>(s: &str) -> Result<List<T>, String> {
+    parse_list(s).map(List)
 }
 
 fn probability(s: &str) -> Result<f64, String> {
@@ -164,14 +215,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         client = client.with_secret(secret);
     }
-    let emulator = Emulator::builder()
+    let mut builder = Emulator::builder();
+    if let Some(n) = args.email_quota {
+        builder = builder.email_quota(Some(n));
+    }
+    let emulator = builder
         .user_pool_id(args.user_pool_id)
+        .user_pool_name(args.user_pool_name)
+        .case_sensitive(args.case_sensitive)
+        .alias_attributes(args.alias_attributes.map(|l| l.0).unwrap_or_default())
+        .username_attributes(args.username_attributes.map(|l| l.0).unwrap_or_default())
+        .auto_verified_attributes(args.auto_verified_attributes.0)
+        .email_sending_account(args.email_sending_account)
+        .email_source_arn(args.email_source_arn)
+        .custom_message_trigger(args.custom_message_lambda)
         .client(client)
         .users(users)
         .quota_rps(args.quota)
         .quota_schedule(args.quota_schedule)
         .attempt_limit(args.attempt_limit)
-        .email_quota(args.email_quota)
         .faults(Faults {
             latency: args.latency,
             error_rate: args.error_rate,
@@ -186,7 +248,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .keep_send_records(false)
         .start(args.listen)
         .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+        .with_context(|| format!("starting the emulator on {}", args.listen))?;
 
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {}", emulator.endpoint())

@@ -1,10 +1,12 @@
 //! The emulated user pool: app clients, users and the pure rules Cognito applies to them
-//! (SecretHash, masked delivery destinations, `sub` values, the demo pool).
+//! (SecretHash, masked delivery destinations, which medium a code goes by, `sub` values, which
+//! user a `Username` names, the demo pool).
 //!
 //! Everything here is fixed when the emulator starts, so the hot path reads it without locks.
 //! Anything that changes while the emulator runs lives in `state`.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -13,6 +15,8 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use super::settings::{AliasAttribute, PoolSettings, UsernameAttribute, VerifiedAttribute};
 
 /// An app client of the emulated user pool.
 #[derive(Debug, Clone)]
@@ -25,7 +29,11 @@ pub struct ClientSpec {
     /// `UserNotFoundException`, so callers cannot probe which usernames exist.
     pub prevent_user_existence_errors: bool,
     /// Whether the pool auto-verifies email/phone; without it Cognito refuses to resend codes.
+    /// An emulator knob per client (in Cognito it is the pool's `AutoVerifiedAttributes`): when
+    /// false, this client's calls see a pool with no auto-verified attribute.
     pub auto_verify: bool,
+    /// The app client name (`ClientName` in DescribeUserPoolClient); `None` uses the client id.
+    pub name: Option<String>,
 }
 
 impl ClientSpec {
@@ -36,7 +44,14 @@ impl ClientSpec {
             secret: None,
             prevent_user_existence_errors: false,
             auto_verify: true,
+            name: None,
         }
+    }
+
+    /// Sets the app client name DescribeUserPoolClient reports (default: the client id).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     /// Sets the client secret (calls must then carry a SecretHash).
@@ -104,7 +119,9 @@ impl std::fmt::Display for UserStatus {
 /// A user to seed into the emulated pool.
 #[derive(Debug, Clone)]
 pub struct UserSpec {
-    /// The username (case-sensitive, as Cognito's `username` filter).
+    /// The canonical username, as AdminGetUser and ListUsers return it. In a pool with
+    /// `UsernameAttributes` it is typically the user's `sub` (Cognito makes it a UUID), and it
+    /// can't look like an email address or phone number there.
     pub username: String,
     /// The user's status.
     pub status: UserStatus,
@@ -114,7 +131,9 @@ pub struct UserSpec {
     pub phone: Option<String>,
     /// `UserCreateDate` (and `UserLastModifiedDate`).
     pub created: SystemTime,
-    /// Further attributes (`name`, `given_name`, `custom:...`, or overrides such as `sub`).
+    /// Further attributes (`name`, `given_name`, `preferred_username`, `custom:...`, or
+    /// overrides such as `sub` and `email_verified`). Without a `sub`, the user gets
+    /// [`sub_for`] of its username.
     pub attributes: Vec<(String, String)>,
 }
 
@@ -160,6 +179,31 @@ impl UserSpec {
     pub fn with_attribute(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.attributes.push((name.into(), value.into()));
         self
+    }
+
+    /// Sets the `sub` attribute (default: [`sub_for`] of the username).
+    pub fn with_sub(self, sub: impl Into<String>) -> Self {
+        self.with_attribute("sub", sub)
+    }
+
+    /// Sets `email_verified` (default: `"false"` for an UNCONFIRMED user, `"true"` otherwise).
+    /// An email alias only resolves once verified.
+    pub fn with_email_verified(self, verified: bool) -> Self {
+        self.with_attribute("email_verified", if verified { "true" } else { "false" })
+    }
+
+    /// Sets `phone_number_verified` (default as for [`UserSpec::with_email_verified`]).
+    pub fn with_phone_verified(self, verified: bool) -> Self {
+        self.with_attribute(
+            "phone_number_verified",
+            if verified { "true" } else { "false" },
+        )
+    }
+
+    /// Sets the `preferred_username` attribute (an alias when the pool's `AliasAttributes` has
+    /// `preferred_username`).
+    pub fn with_preferred_username(self, name: impl Into<String>) -> Self {
+        self.with_attribute("preferred_username", name)
     }
 }
 
@@ -214,6 +258,7 @@ impl Client {
 
 /// A user as the emulator serves it, with everything derived once at start.
 pub(crate) struct User {
+    /// The canonical username.
     pub(crate) username: String,
     pub(crate) status: UserStatus,
     /// Seconds since the epoch, millisecond precision, as Cognito's timestamps.
@@ -221,12 +266,15 @@ pub(crate) struct User {
     /// Every attribute, `sub` first, as AdminGetUser and ListUsers return them.
     pub(crate) attributes: Vec<(String, String)>,
     /// The complete ResendConfirmationCode success body, built once so a send answers with a
-    /// reference-counted clone; `None` when the user has neither email nor phone.
+    /// reference-counted clone; `None` when the user has none of the pool's auto-verified
+    /// attributes.
     pub(crate) resend_body: Option<Bytes>,
+    /// Whether that code goes by email (and so counts against the email quota).
+    pub(crate) resend_by_email: bool,
 }
 
 impl User {
-    pub(crate) fn from_spec(spec: UserSpec) -> Self {
+    pub(crate) fn from_spec(spec: UserSpec, settings: &PoolSettings) -> Self {
         let verified = if spec.status == UserStatus::Unconfirmed {
             "false"
         } else {
@@ -247,14 +295,16 @@ impl User {
                 None => attributes.push((name, value)),
             }
         }
-        let resend_body =
-            delivery_for(spec.email.as_deref(), spec.phone.as_deref()).map(|d| d.response_body());
+        let delivery = delivery_for(spec.email.as_deref(), spec.phone.as_deref(), settings);
         Self {
             username: spec.username,
             status: spec.status,
             created: epoch_seconds(spec.created),
             attributes,
-            resend_body,
+            resend_by_email: delivery
+                .as_ref()
+                .is_some_and(|d| d.delivery_medium == "EMAIL"),
+            resend_body: delivery.map(|d| d.response_body()),
         }
     }
 
@@ -264,6 +314,80 @@ impl User {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// Whether `name_verified` is `"true"`.
+    fn verified(&self, name: &str) -> bool {
+        self.attribute(&format!("{name}_verified")) == Some("true")
+    }
+
+    /// Every value this user answers to as a `Username`, as Cognito resolves one (the API
+    /// reference: "typically your user's username, but it can be any of their alias
+    /// attributes. If username isn't an alias attribute in your user pool, this value must be
+    /// the sub of a local user"), with what it is, for seeding errors.
+    fn identifiers(&self, settings: &PoolSettings) -> Vec<(&'static str, &str)> {
+        let mut ids = vec![("username", self.username.as_str())];
+        ids.extend(self.attribute("sub").map(|v| ("sub", v)));
+        let email = self.attribute("email");
+        let phone = self.attribute("phone_number");
+        if settings.username_attribute(UsernameAttribute::Email) {
+            ids.extend(email.map(|v| ("email", v)));
+        }
+        if settings.username_attribute(UsernameAttribute::PhoneNumber) {
+            ids.extend(phone.map(|v| ("phone_number", v)));
+        }
+        // Aliases: email and phone only once verified, preferred_username always.
+        if settings.alias(AliasAttribute::Email) && self.verified("email") {
+            ids.extend(email.map(|v| ("email alias", v)));
+        }
+        if settings.alias(AliasAttribute::PhoneNumber) && self.verified("phone_number") {
+            ids.extend(phone.map(|v| ("phone_number alias", v)));
+        }
+        if settings.alias(AliasAttribute::PreferredUsername) {
+            ids.extend(
+                self.attribute("preferred_username")
+                    .map(|v| ("preferred_username alias", v)),
+            );
+        }
+        ids
+    }
+}
+
+/// Whether `s` has the shape of an email address (`local@domain`).
+fn looks_like_email(s: &str) -> bool {
+    s.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+    })
+}
+
+/// Whether `s` has the shape of an E.164 phone number (`+` and digits).
+fn looks_like_phone(s: &str) -> bool {
+    s.strip_prefix('+')
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A username Cognito would not have stored in a pool with these settings.
+fn check_username(username: &str, settings: &PoolSettings) -> Result<(), String> {
+    let email = looks_like_email(username);
+    let phone = looks_like_phone(username);
+    if (email && settings.alias(AliasAttribute::Email))
+        || (phone && settings.alias(AliasAttribute::PhoneNumber))
+    {
+        return Err(format!(
+            "username {username:?} has the format of an alias attribute of the pool; Cognito \
+             refuses such usernames (\"If email is selected as an alias, a username can't match \
+             a valid email format\", and likewise for phone numbers)"
+        ));
+    }
+    if (email && settings.username_attribute(UsernameAttribute::Email))
+        || (phone && settings.username_attribute(UsernameAttribute::PhoneNumber))
+    {
+        return Err(format!(
+            "username {username:?} is an email address or phone number, but in a pool with \
+             UsernameAttributes Cognito stores a UUID as the username: seed the user with its \
+             canonical username (for example its sub) and give the email or phone as attributes"
+        ));
+    }
+    Ok(())
 }
 
 /// Seconds since the epoch with millisecond precision (Cognito's JSON timestamps).
@@ -272,8 +396,9 @@ fn epoch_seconds(t: SystemTime) -> f64 {
     d.as_millis() as f64 / 1000.0
 }
 
-/// A deterministic, UUID-shaped `sub` for a username, so runs are reproducible.
-fn sub_for(username: &str) -> String {
+/// The `sub` the emulator gives a user seeded without one: a deterministic, UUID-shaped (version
+/// 4) value derived from the username, so runs are reproducible and tests can know it ahead.
+pub fn sub_for(username: &str) -> String {
     let h = Sha256::digest(username.as_bytes());
     let mut b = [0u8; 16];
     b.copy_from_slice(&h[..16]);
@@ -317,20 +442,30 @@ impl Delivery {
     }
 }
 
-/// Email first, as a pool that auto-verifies email does; SMS when the user only has a phone.
-pub(crate) fn delivery_for(email: Option<&str>, phone: Option<&str>) -> Option<Delivery> {
-    if let Some(email) = email {
+/// Where a confirmation code goes, by the pool's `AutoVerifiedAttributes`: by SMS when the pool
+/// verifies phone numbers and the user has one, else by email when it verifies email and the
+/// user has one. Cognito documents the first rule: "If a user signs up with both a phone number
+/// and an email address, and your user pool settings require verification of both attributes,
+/// a verification code is sent via SMS to the phone."
+pub(crate) fn delivery_for(
+    email: Option<&str>,
+    phone: Option<&str>,
+    settings: &PoolSettings,
+) -> Option<Delivery> {
+    if let Some(phone) = phone.filter(|_| settings.verifies(VerifiedAttribute::PhoneNumber)) {
         return Some(Delivery {
+            destination: mask_phone(phone),
+            delivery_medium: "SMS",
+            attribute_name: "phone_number",
+        });
+    }
+    email
+        .filter(|_| settings.verifies(VerifiedAttribute::Email))
+        .map(|email| Delivery {
             destination: mask_email(email),
             delivery_medium: "EMAIL",
             attribute_name: "email",
-        });
-    }
-    phone.map(|phone| Delivery {
-        destination: mask_phone(phone),
-        delivery_medium: "SMS",
-        attribute_name: "phone_number",
-    })
+        })
 }
 
 /// Cognito's masking: first character of the local part and of the domain, `a***@e***`.
@@ -380,32 +515,71 @@ pub(crate) fn simulated_delivery(username: &str) -> Delivery {
     }
 }
 
-/// The users of the emulated pool, sorted by username (ListUsers' stable order), with a
-/// position index for O(1) lookups.
+/// The users of the emulated pool, sorted by username (ListUsers' stable order), with an index
+/// of every value each user answers to as a `Username` (folded in a case-insensitive pool).
 pub(crate) struct Pool {
     pub(crate) users: Vec<User>,
+    pub(crate) settings: PoolSettings,
     index: HashMap<String, usize>,
 }
 
 impl Pool {
-    /// Builds the pool; a later spec with the same username replaces an earlier one.
-    pub(crate) fn new(specs: Vec<UserSpec>) -> Self {
+    /// Builds the pool; a later spec with the same username replaces an earlier one. Fails on
+    /// what Cognito would never hold: usernames that fold together in a case-insensitive pool,
+    /// an alias or username attribute shared by two users, usernames shaped like the pool's
+    /// alias or username attributes, and settings Cognito refuses.
+    pub(crate) fn new(specs: Vec<UserSpec>, settings: PoolSettings) -> Result<Self, String> {
+        settings.validate()?;
         let mut by_name: HashMap<String, UserSpec> = HashMap::with_capacity(specs.len());
         for spec in specs {
             by_name.insert(spec.username.clone(), spec);
         }
-        let mut users: Vec<User> = by_name.into_values().map(User::from_spec).collect();
-        users.sort_by(|a, b| a.username.cmp(&b.username));
-        let index = users
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.username.clone(), i))
+        for name in by_name.keys() {
+            check_username(name, &settings)?;
+        }
+        let mut users: Vec<User> = by_name
+            .into_values()
+            .map(|spec| User::from_spec(spec, &settings))
             .collect();
-        Self { users, index }
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        let mut index: HashMap<String, usize> = HashMap::with_capacity(users.len() * 2);
+        for (position, user) in users.iter().enumerate() {
+            for (what, value) in user.identifiers(&settings) {
+                let key = settings.fold(value).into_owned();
+                match index.entry(key) {
+                    Entry::Vacant(e) => {
+                        e.insert(position);
+                    }
+                    Entry::Occupied(e) if *e.get() == position => {}
+                    Entry::Occupied(e) => {
+                        let other = &users[*e.get()].username;
+                        let folded = if settings.case_insensitive() {
+                            " (the pool is case-insensitive)"
+                        } else {
+                            ""
+                        };
+                        return Err(format!(
+                            "users {other:?} and {:?} both answer to {:?}{folded}: the {what} \
+                             of {:?} is already a username, sub or alias of {other:?}",
+                            user.username,
+                            e.key(),
+                            user.username,
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            users,
+            settings,
+            index,
+        })
     }
 
-    pub(crate) fn position(&self, username: &str) -> Option<usize> {
-        self.index.get(username).copied()
+    /// The user a request's `Username` names: the canonical username, the `sub`, or an active
+    /// alias or username attribute (see `User::identifiers`), folded in a case-insensitive pool.
+    pub(crate) fn resolve(&self, name: &str) -> Option<usize> {
+        self.index.get(self.settings.fold(name).as_ref()).copied()
     }
 }
 
@@ -482,16 +656,26 @@ mod tests {
     }
 
     #[test]
-    fn delivery_prefers_email_then_sms() {
-        let d = delivery_for(Some("a@b.c"), Some("+15555550123")).expect("has email");
-        assert_eq!((d.delivery_medium, d.attribute_name), ("EMAIL", "email"));
-        let d = delivery_for(None, Some("+15555550123")).expect("has phone");
+    fn delivery_follows_auto_verified_attributes_sms_first() {
+        let both = PoolSettings::default();
+        let d = delivery_for(Some("a@b.c"), Some("+15555550123"), &both).expect("has both");
         assert_eq!(
             (d.delivery_medium, d.attribute_name),
-            ("SMS", "phone_number")
+            ("SMS", "phone_number"),
+            "both verified: Cognito sends the code by SMS"
         );
-        assert_eq!(delivery_for(None, None), None);
-        let body = Delivery::response_body(&delivery_for(Some("a@b.c"), None).expect("email"));
+        let d = delivery_for(Some("a@b.c"), None, &both).expect("has email");
+        assert_eq!((d.delivery_medium, d.attribute_name), ("EMAIL", "email"));
+        assert_eq!(delivery_for(None, None, &both), None);
+        let email_only = PoolSettings {
+            auto_verified: vec![VerifiedAttribute::Email],
+            ..PoolSettings::default()
+        };
+        let d = delivery_for(Some("a@b.c"), Some("+15555550123"), &email_only).expect("email");
+        assert_eq!(d.delivery_medium, "EMAIL");
+        assert_eq!(delivery_for(None, Some("+15555550123"), &email_only), None);
+        let body =
+            Delivery::response_body(&delivery_for(Some("a@b.c"), None, &both).expect("email"));
         assert_eq!(
             &body[..],
             br#"{"CodeDeliveryDetails":{"Destination":"a***@b***","DeliveryMedium":"EMAIL","AttributeName":"email"}}"#
@@ -500,18 +684,166 @@ mod tests {
 
     #[test]
     fn users_get_stable_subs_and_overridable_attributes() {
-        let a = User::from_spec(UserSpec::new("alice", UserStatus::Unconfirmed));
+        let s = PoolSettings::default();
+        let a = User::from_spec(UserSpec::new("alice", UserStatus::Unconfirmed), &s);
         let b = User::from_spec(
             UserSpec::new("alice", UserStatus::Confirmed).with_attribute("email", "x@y.z"),
+            &s,
         );
         assert_eq!(a.attribute("sub"), b.attribute("sub"));
         let sub = a.attribute("sub").expect("sub is always set");
+        assert_eq!(sub, sub_for("alice"));
         assert_eq!(sub.len(), 36);
         assert_eq!(&sub[14..15], "4");
         assert_eq!(a.attribute("email"), Some("alice@example.com"));
         assert_eq!(a.attribute("email_verified"), Some("false"));
         assert_eq!(b.attribute("email"), Some("x@y.z"));
         assert_eq!(b.attribute("email_verified"), Some("true"));
+        let c = User::from_spec(
+            UserSpec::new("carol", UserStatus::Unconfirmed).with_sub("my-sub"),
+            &s,
+        );
+        assert_eq!(c.attribute("sub"), Some("my-sub"));
+    }
+
+    fn pool(settings: PoolSettings, users: Vec<UserSpec>) -> Result<Pool, String> {
+        Pool::new(users, settings)
+    }
+
+    #[test]
+    fn resolves_usernames_subs_and_aliases_as_cognito() {
+        let ci = PoolSettings {
+            case_sensitive: Some(false),
+            alias_attributes: vec![AliasAttribute::Email, AliasAttribute::PreferredUsername],
+            ..PoolSettings::default()
+        };
+        let p = pool(
+            ci,
+            vec![
+                UserSpec::new("Alice", UserStatus::Unconfirmed)
+                    .with_email(Some("Alice@Example.com".into()))
+                    .with_email_verified(true)
+                    .with_preferred_username("Ally"),
+                UserSpec::new("bob", UserStatus::Unconfirmed),
+            ],
+        )
+        .expect("valid pool");
+        let alice = p.resolve("Alice");
+        assert!(alice.is_some());
+        for name in [
+            "alice",
+            "ALICE",
+            "alice@example.com",
+            "ally",
+            &sub_for("Alice"),
+        ] {
+            assert_eq!(p.resolve(name), alice, "{name}");
+        }
+        assert!(p.resolve("bob").is_some());
+        assert_eq!(
+            p.resolve("bob@example.com"),
+            None,
+            "unverified email is no alias"
+        );
+        assert_eq!(p.resolve("nobody"), None);
+
+        let cs = pool(
+            PoolSettings::default(),
+            vec![UserSpec::new("Alice", UserStatus::Unconfirmed)],
+        )
+        .expect("valid pool");
+        assert!(cs.resolve("Alice").is_some());
+        assert_eq!(cs.resolve("alice"), None, "case-sensitive by default");
+        assert_eq!(
+            cs.resolve("Alice@example.com"),
+            None,
+            "no aliases by default"
+        );
+        assert!(
+            cs.resolve(&sub_for("Alice")).is_some(),
+            "sub always resolves"
+        );
+
+        let by_email = PoolSettings {
+            username_attributes: vec![UsernameAttribute::Email],
+            ..PoolSettings::default()
+        };
+        let uuid = sub_for("erin");
+        let p = pool(
+            by_email,
+            vec![
+                UserSpec::new(uuid.clone(), UserStatus::Unconfirmed)
+                    .with_sub(uuid.clone())
+                    .with_email(Some("erin@example.com".into())),
+            ],
+        )
+        .expect("valid pool");
+        assert_eq!(p.resolve("erin@example.com"), p.resolve(&uuid));
+        assert!(
+            p.resolve("erin@example.com").is_some(),
+            "no verification needed"
+        );
+        assert_eq!(p.resolve("Erin@example.com"), None, "case-sensitive pool");
+    }
+
+    #[test]
+    fn seeding_errors() {
+        let ci = || PoolSettings {
+            case_sensitive: Some(false),
+            ..PoolSettings::default()
+        };
+        let err = pool(
+            ci(),
+            vec![
+                UserSpec::new("Alice", UserStatus::Unconfirmed),
+                UserSpec::new("alice", UserStatus::Confirmed),
+            ],
+        )
+        .err()
+        .expect("fold together");
+        assert!(err.contains("case-insensitive"), "{err}");
+        assert!(
+            pool(
+                PoolSettings::default(),
+                vec![
+                    UserSpec::new("Alice", UserStatus::Unconfirmed),
+                    UserSpec::new("alice", UserStatus::Confirmed),
+                ],
+            )
+            .is_ok(),
+            "distinct users in a case-sensitive pool"
+        );
+        let aliases = PoolSettings {
+            alias_attributes: vec![AliasAttribute::Email],
+            ..PoolSettings::default()
+        };
+        assert!(
+            pool(
+                aliases.clone(),
+                vec![UserSpec::new("a@b.c", UserStatus::Unconfirmed)]
+            )
+            .is_err()
+        );
+        let shared = |n: &str| {
+            UserSpec::new(n, UserStatus::Confirmed).with_email(Some("same@example.com".into()))
+        };
+        assert!(pool(aliases.clone(), vec![shared("x"), shared("y")]).is_err());
+        let by_email = PoolSettings {
+            username_attributes: vec![UsernameAttribute::Email],
+            ..PoolSettings::default()
+        };
+        assert!(
+            pool(
+                by_email,
+                vec![UserSpec::new("a@b.c", UserStatus::Unconfirmed)]
+            )
+            .is_err()
+        );
+        let both = PoolSettings {
+            username_attributes: vec![UsernameAttribute::Email],
+            ..aliases
+        };
+        assert!(pool(both, vec![]).is_err());
     }
 
     #[test]

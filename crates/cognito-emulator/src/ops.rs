@@ -1,4 +1,4 @@
-//! The three Cognito operations the emulator implements, as pure functions of the shared state
+//! The Cognito operations the emulator implements, as pure functions of the shared state
 //! and a request body: parse, validate (with AWS's validation messages), apply Cognito's rules,
 //! and return a JSON body or a typed Cognito error.
 //!
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::filter;
 use super::model::{User, UserStatus, simulated_delivery};
+use super::settings::PoolSettings;
 use super::state::{ErrorCode, Operation, SendRecord, SendRefused, Shared, lock};
 
 /// A Cognito error answer: its code (`__type`) and message.
@@ -55,7 +56,7 @@ impl ApiError {
 
 /// The message of `UnknownOperationException`: names what the emulator does implement, which is
 /// what a developer calling anything else needs to know.
-pub(crate) const UNKNOWN_OPERATION_MESSAGE: &str = "Unknown or unsupported operation: the emulator implements ResendConfirmationCode, AdminGetUser and ListUsers.";
+pub(crate) const UNKNOWN_OPERATION_MESSAGE: &str = "Unknown or unsupported operation: the emulator implements ResendConfirmationCode, AdminGetUser, ListUsers, DescribeUserPool and DescribeUserPoolClient.";
 pub(crate) const ATTEMPT_LIMIT_MESSAGE: &str =
     "Attempt limit exceeded, please try after some time.";
 pub(crate) const EMAIL_QUOTA_MESSAGE: &str = "Exceeded daily email limit for the operation or the account. If a higher limit is required, please configure your user pool to use your own Amazon SES configuration for sending email.";
@@ -71,6 +72,8 @@ pub(crate) fn dispatch(
         Operation::ResendConfirmationCode => resend_confirmation_code(shared, parse(body)?),
         Operation::AdminGetUser => admin_get_user(shared, parse(body)?),
         Operation::ListUsers => list_users(shared, parse(body)?, request_id),
+        Operation::DescribeUserPool => describe_user_pool(shared, parse(body)?),
+        Operation::DescribeUserPoolClient => describe_user_pool_client(shared, parse(body)?),
         Operation::Unknown => Err(ApiError::new(
             ErrorCode::UnknownOperation,
             UNKNOWN_OPERATION_MESSAGE,
@@ -293,10 +296,7 @@ fn resend_confirmation_code(shared: &Shared, req: ResendRequest) -> Result<Bytes
     };
 
     let Some(client) = shared.clients.get(client_id) else {
-        return Err(ApiError::new(
-            ErrorCode::ResourceNotFound,
-            format!("User pool client {client_id} does not exist."),
-        ));
+        return Err(unknown_client(client_id));
     };
     if client.spec.secret.is_some() {
         let Some(hash) = req.secret_hash.as_deref() else {
@@ -314,13 +314,15 @@ fn resend_confirmation_code(shared: &Shared, req: ResendRequest) -> Result<Bytes
             ));
         }
     }
-    if !client.spec.auto_verify {
+    if !client.spec.auto_verify || shared.pool.settings.auto_verified.is_empty() {
         return Err(ApiError::new(
             ErrorCode::InvalidParameter,
             "Cannot resend codes. Auto verification not turned on.",
         ));
     }
-    let Some(position) = shared.pool.position(username) else {
+    // The SecretHash above was checked against the Username as given (an alias, say), as
+    // Cognito does; from here on the user is the canonical one it resolves to.
+    let Some(position) = shared.pool.resolve(username) else {
         if client.spec.prevent_user_existence_errors {
             shared.counters.simulated_successes.fetch_add(1, Relaxed);
             return Ok(simulated_delivery(username).response_body());
@@ -341,15 +343,19 @@ fn resend_confirmation_code(shared: &Shared, req: ResendRequest) -> Result<Bytes
     }
     let Some(body) = user.resend_body.clone() else {
         // Not a message Cognito is known to send: a pool that auto-verifies requires the
-        // attribute, so real users always have one. Seeded users may not.
+        // attribute, so real users always have one. Seeded users may not (or have only one the
+        // pool does not verify).
         return Err(ApiError::new(
             ErrorCode::InvalidParameter,
             "Cannot resend codes. No email or phone_number is set for the user.",
         ));
     };
 
-    let refused = lock(&shared.ledger).try_send(position, || SendRecord {
+    let by_email = user.resend_by_email;
+    let refused = lock(&shared.ledger).try_send(position, by_email, || SendRecord {
         username: user.username.clone(),
+        requested_as: username.to_owned(),
+        delivery_medium: if by_email { "EMAIL" } else { "SMS" }.to_owned(),
         client_id: client.spec.client_id.clone(),
         client_metadata: req.client_metadata.unwrap_or_default(),
         analytics_endpoint_id: req.analytics_metadata.and_then(|a| a.analytics_endpoint_id),
@@ -392,6 +398,15 @@ fn attributes<'a>(user: &'a User, only: Option<&[String]>) -> Vec<Attribute<'a>>
         .collect()
 }
 
+/// Cognito's answer for a client id the pool does not have.
+fn unknown_client(client_id: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::ResourceNotFound,
+        format!("User pool client {client_id} does not exist."),
+    )
+}
+
+/// Cognito's answer for a user pool id that is not the emulated pool.
 fn check_pool(shared: &Shared, pool_id: Option<&str>) -> Result<(), ApiError> {
     match pool_id {
         Some(id) if id == shared.pool_id => Ok(()),
@@ -420,10 +435,12 @@ fn admin_get_user(shared: &Shared, req: AdminGetUserRequest) -> Result<Bytes, Ap
     v.check(&USERNAME, req.username.as_deref());
     v.finish()?;
     check_pool(shared, req.user_pool_id.as_deref())?;
+    // Any name Cognito resolves (another case, an alias, the sub); the answer always carries
+    // the canonical Username.
     let user = req
         .username
         .as_deref()
-        .and_then(|name| shared.pool.position(name))
+        .and_then(|name| shared.pool.resolve(name))
         .map(|i| &shared.pool.users[i])
         .ok_or_else(|| ApiError::new(ErrorCode::UserNotFound, "User does not exist."))?;
 
@@ -493,8 +510,12 @@ fn list_users(shared: &Shared, req: ListUsersRequest, request_id: &str) -> Resul
     v.finish()?;
     check_pool(shared, req.user_pool_id.as_deref())?;
 
-    let filter = filter::parse(req.filter.as_deref().unwrap_or(""))
+    let mut filter = filter::parse(req.filter.as_deref().unwrap_or(""))
         .map_err(|_| ApiError::new(ErrorCode::InvalidParameter, filter::PARSE_ERROR))?;
+    let fold = shared.pool.settings.case_insensitive();
+    if let Some(f) = filter.as_mut().filter(|_| fold) {
+        f.fold_username();
+    }
     let users = &shared.pool.users;
     let start = match req.pagination_token.as_deref() {
         None => 0,
@@ -515,7 +536,7 @@ fn list_users(shared: &Shared, req: ListUsersRequest, request_id: &str) -> Resul
 
     let mut matching = users[start..]
         .iter()
-        .filter(|u| filter.as_ref().is_none_or(|f| f.matches(u)));
+        .filter(|u| filter.as_ref().is_none_or(|f| f.matches(u, fold)));
     let page: Vec<&User> = matching.by_ref().take(limit).collect();
     // A token only when another matching user exists, so the last page has none.
     let pagination_token = match page.last() {
@@ -557,6 +578,169 @@ fn list_users(shared: &Shared, req: ListUsersRequest, request_id: &str) -> Resul
     }))
 }
 
+// ----------------------------------------------------------------------------------------------
+// DescribeUserPool and DescribeUserPoolClient
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeUserPoolRequest {
+    user_pool_id: Option<String>,
+}
+
+fn describe_user_pool(shared: &Shared, req: DescribeUserPoolRequest) -> Result<Bytes, ApiError> {
+    let mut v = Violations::default();
+    v.check(&USER_POOL_ID, req.user_pool_id.as_deref());
+    v.finish()?;
+    check_pool(shared, req.user_pool_id.as_deref())?;
+    let settings: &PoolSettings = &shared.pool.settings;
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct UsernameConfiguration {
+        case_sensitive: bool,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct EmailConfiguration {
+        email_sending_account: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source_arn: Option<String>,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct LambdaConfig<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        custom_message: Option<&'a str>,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct UserPool<'a> {
+        id: &'a str,
+        name: &'a str,
+        arn: String,
+        creation_date: f64,
+        last_modified_date: f64,
+        // Unset by the builder: absent, as in a pool created without it (case-sensitive).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        username_configuration: Option<UsernameConfiguration>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        alias_attributes: Vec<&'static str>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        username_attributes: Vec<&'static str>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        auto_verified_attributes: Vec<&'static str>,
+        email_configuration: EmailConfiguration,
+        lambda_config: LambdaConfig<'a>,
+        estimated_number_of_users: usize,
+        mfa_configuration: &'static str,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Response<'a> {
+        user_pool: UserPool<'a>,
+    }
+    Ok(to_json(&Response {
+        user_pool: UserPool {
+            id: &shared.pool_id,
+            name: &settings.name,
+            arn: PoolSettings::pool_arn(&shared.pool_id),
+            creation_date: shared.created,
+            last_modified_date: shared.created,
+            username_configuration: settings
+                .case_sensitive
+                .map(|case_sensitive| UsernameConfiguration { case_sensitive }),
+            alias_attributes: settings
+                .alias_attributes
+                .iter()
+                .map(|a| a.as_str())
+                .collect(),
+            username_attributes: settings
+                .username_attributes
+                .iter()
+                .map(|a| a.as_str())
+                .collect(),
+            auto_verified_attributes: settings.auto_verified.iter().map(|a| a.as_str()).collect(),
+            email_configuration: EmailConfiguration {
+                email_sending_account: settings.email_account.as_str(),
+                source_arn: settings.source_arn(&shared.pool_id),
+            },
+            lambda_config: LambdaConfig {
+                custom_message: settings.custom_message_arn.as_deref(),
+            },
+            estimated_number_of_users: shared.pool.users.len(),
+            mfa_configuration: "OFF",
+        },
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeUserPoolClientRequest {
+    user_pool_id: Option<String>,
+    client_id: Option<String>,
+}
+
+fn describe_user_pool_client(
+    shared: &Shared,
+    req: DescribeUserPoolClientRequest,
+) -> Result<Bytes, ApiError> {
+    let mut v = Violations::default();
+    v.check(&USER_POOL_ID, req.user_pool_id.as_deref());
+    v.check(&CLIENT_ID, req.client_id.as_deref());
+    v.finish()?;
+    check_pool(shared, req.user_pool_id.as_deref())?;
+    let client_id = req.client_id.as_deref().unwrap_or_default();
+    let client = shared
+        .clients
+        .get(client_id)
+        .ok_or_else(|| unknown_client(client_id))?;
+    let spec = &client.spec;
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct UserPoolClient<'a> {
+        user_pool_id: &'a str,
+        client_name: &'a str,
+        client_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_secret: Option<&'a str>,
+        creation_date: f64,
+        last_modified_date: f64,
+        // The defaults of a client created through the API.
+        refresh_token_validity: u32,
+        allowed_o_auth_flows_user_pool_client: bool,
+        prevent_user_existence_errors: &'static str,
+        enable_token_revocation: bool,
+        enable_propagate_additional_user_context_data: bool,
+        auth_session_validity: u32,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Response<'a> {
+        user_pool_client: UserPoolClient<'a>,
+    }
+    Ok(to_json(&Response {
+        user_pool_client: UserPoolClient {
+            user_pool_id: &shared.pool_id,
+            client_name: spec.name.as_deref().unwrap_or(&spec.client_id),
+            client_id: &spec.client_id,
+            client_secret: spec.secret.as_deref(),
+            creation_date: shared.created,
+            last_modified_date: shared.created,
+            refresh_token_validity: 30,
+            allowed_o_auth_flows_user_pool_client: false,
+            prevent_user_existence_errors: if spec.prevent_user_existence_errors {
+                "ENABLED"
+            } else {
+                "LEGACY"
+            },
+            enable_token_revocation: true,
+            enable_propagate_additional_user_context_data: false,
+            auth_session_validity: 3,
+        },
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::model::{Client, ClientSpec, Pool, UserSpec};
@@ -568,10 +752,19 @@ mod tests {
     use std::sync::Mutex;
 
     fn shared(users: Vec<UserSpec>, clients: Vec<ClientSpec>) -> Shared {
-        let pool = Pool::new(users);
+        shared_with(PoolSettings::default(), users, clients)
+    }
+
+    fn shared_with(
+        settings: PoolSettings,
+        users: Vec<UserSpec>,
+        clients: Vec<ClientSpec>,
+    ) -> Shared {
+        let pool = Pool::new(users, settings).expect("valid pool");
         let n = pool.users.len();
         Shared {
             pool_id: "us-east-1_Test".into(),
+            created: 1_700_000_000.0,
             pool,
             clients: clients
                 .into_iter()
@@ -803,5 +996,73 @@ mod tests {
         assert_eq!(r.ip_address.as_deref(), Some("192.0.2.1"));
         assert_eq!(r.encoded_data.as_deref(), Some("blob"));
         assert!(!r.secret_hash_given);
+    }
+
+    #[test]
+    fn describe_user_pool_omits_what_is_unset() {
+        let s = pool_of(2);
+        let out = call(
+            &s,
+            Operation::DescribeUserPool,
+            json!({"UserPoolId": "us-east-1_Test"}),
+        )
+        .expect("described");
+        let pool = &out["UserPool"];
+        for absent in [
+            "UsernameConfiguration",
+            "AliasAttributes",
+            "UsernameAttributes",
+        ] {
+            assert!(pool.get(absent).is_none(), "{absent} in {pool}");
+        }
+        assert_eq!(pool["LambdaConfig"], json!({}));
+        assert_eq!(pool["CreationDate"], json!(1_700_000_000.0));
+        assert_eq!(pool["EstimatedNumberOfUsers"], 2);
+        assert_eq!(
+            pool["AutoVerifiedAttributes"],
+            json!(["email", "phone_number"])
+        );
+        assert_eq!(
+            pool["EmailConfiguration"]["EmailSendingAccount"],
+            "DEVELOPER"
+        );
+
+        let settings = PoolSettings {
+            case_sensitive: Some(true),
+            auto_verified: vec![],
+            ..PoolSettings::default()
+        };
+        let s = shared_with(settings, vec![], vec![ClientSpec::new("c")]);
+        let out = call(
+            &s,
+            Operation::DescribeUserPool,
+            json!({"UserPoolId": "us-east-1_Test"}),
+        )
+        .expect("described");
+        assert_eq!(
+            out["UserPool"]["UsernameConfiguration"],
+            json!({"CaseSensitive": true})
+        );
+        assert!(out["UserPool"].get("AutoVerifiedAttributes").is_none());
+        let err = call(
+            &s,
+            Operation::ResendConfirmationCode,
+            json!({"ClientId": "c", "Username": "anyone"}),
+        )
+        .expect_err("nothing auto-verified");
+        assert_eq!(
+            err.message,
+            "Cannot resend codes. Auto verification not turned on."
+        );
+        let err = call(
+            &s,
+            Operation::DescribeUserPoolClient,
+            json!({"UserPoolId": "us-east-1_Test"}),
+        )
+        .expect_err("no client id");
+        assert_eq!(
+            err.message,
+            "1 validation error detected: Value null at 'clientId' failed to satisfy constraint: Member must not be null"
+        );
     }
 }

@@ -48,8 +48,14 @@ pub struct Faults {
 /// One recorded code delivery: the ground truth tests compare the worker's report against.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SendRecord {
-    /// The user the code went to.
+    /// The user the code went to: the canonical username, whatever spelling, alias or `sub`
+    /// the request named them by.
     pub username: String,
+    /// The `Username` exactly as the request gave it (another case in a case-insensitive pool,
+    /// an alias, the `sub`, or the canonical username itself).
+    pub requested_as: String,
+    /// `EMAIL` or `SMS`: how the code went.
+    pub delivery_medium: String,
     /// The app client the call named.
     pub client_id: String,
     /// `ClientMetadata` as received.
@@ -105,9 +111,12 @@ pub struct Stats {
     pub max_in_flight: u64,
     /// Codes sent (recorded sends).
     pub sends_total: u64,
-    /// Users who got at least one code.
+    /// Of those, codes sent by email (what an email quota counts).
+    pub emails_sent: u64,
+    /// Users (persons: canonical users, however requests spelled them) who got at least one
+    /// code.
     pub distinct_users_sent: u64,
-    /// Users who got more than one code: zero in an exactly-once run.
+    /// Users (persons, as above) who got more than one code: zero in an exactly-once run.
     pub users_sent_more_than_once: u64,
     /// Successes simulated for unknown users under PreventUserExistenceErrors (no send).
     pub simulated_successes: u64,
@@ -121,14 +130,18 @@ pub(crate) enum Operation {
     ResendConfirmationCode,
     AdminGetUser,
     ListUsers,
+    DescribeUserPool,
+    DescribeUserPoolClient,
     Unknown,
 }
 
 impl Operation {
-    const ALL: [Operation; 4] = [
+    const ALL: [Operation; 6] = [
         Self::ResendConfirmationCode,
         Self::AdminGetUser,
         Self::ListUsers,
+        Self::DescribeUserPool,
+        Self::DescribeUserPoolClient,
         Self::Unknown,
     ];
 
@@ -138,6 +151,8 @@ impl Operation {
             Some(b"ResendConfirmationCode") => Self::ResendConfirmationCode,
             Some(b"AdminGetUser") => Self::AdminGetUser,
             Some(b"ListUsers") => Self::ListUsers,
+            Some(b"DescribeUserPool") => Self::DescribeUserPool,
+            Some(b"DescribeUserPoolClient") => Self::DescribeUserPoolClient,
             _ => Self::Unknown,
         }
     }
@@ -147,6 +162,8 @@ impl Operation {
             Self::ResendConfirmationCode => "ResendConfirmationCode",
             Self::AdminGetUser => "AdminGetUser",
             Self::ListUsers => "ListUsers",
+            Self::DescribeUserPool => "DescribeUserPool",
+            Self::DescribeUserPoolClient => "DescribeUserPoolClient",
             Self::Unknown => "unknown",
         }
     }
@@ -351,7 +368,7 @@ impl Bucket {
 pub(crate) enum SendRefused {
     /// This user already had `attempt_limit` codes.
     AttemptLimit,
-    /// The account already sent `email_quota` codes.
+    /// The account already sent `email_quota` email codes.
     EmailQuota,
 }
 
@@ -364,9 +381,12 @@ pub(crate) struct Ledger {
     /// Whether to keep full [`SendRecord`]s (benchmarks may turn it off to bound memory).
     keep_records: bool,
     sends_total: u64,
+    emails_sent: u64,
     distinct_users: u64,
     repeated_users: u64,
     pub(crate) attempt_limit: Option<u32>,
+    /// Email codes the account may send (SMS codes don't count). Cognito's limit is daily; an
+    /// emulator run is shorter than a day, so it is never reset.
     pub(crate) email_quota: Option<u64>,
 }
 
@@ -382,6 +402,7 @@ impl Ledger {
             records: Vec::new(),
             keep_records,
             sends_total: 0,
+            emails_sent: 0,
             distinct_users: 0,
             repeated_users: 0,
             attempt_limit,
@@ -389,25 +410,30 @@ impl Ledger {
         }
     }
 
-    /// Records a send to the user at `position` unless a limit forbids it. `record` is only
-    /// built when the send is allowed.
+    /// Records a send to the user at `position` (by email when `by_email`) unless a limit
+    /// forbids it. `record` is only built when the send is allowed.
     pub(crate) fn try_send(
         &mut self,
         position: usize,
+        by_email: bool,
         record: impl FnOnce() -> SendRecord,
     ) -> Result<(), SendRefused> {
         let count = self.per_user[position];
         if self.attempt_limit.is_some_and(|limit| count >= limit) {
             return Err(SendRefused::AttemptLimit);
         }
-        if self
-            .email_quota
-            .is_some_and(|quota| self.sends_total >= quota)
+        if by_email
+            && self
+                .email_quota
+                .is_some_and(|quota| self.emails_sent >= quota)
         {
             return Err(SendRefused::EmailQuota);
         }
         self.per_user[position] = count + 1;
         self.sends_total += 1;
+        if by_email {
+            self.emails_sent += 1;
+        }
         match count {
             0 => self.distinct_users += 1,
             1 => self.repeated_users += 1,
@@ -423,6 +449,8 @@ impl Ledger {
 /// Everything a request handler needs, shared by all connections.
 pub(crate) struct Shared {
     pub(crate) pool_id: String,
+    /// When the emulator started: the pool's and its clients' `CreationDate`, in epoch seconds.
+    pub(crate) created: f64,
     pub(crate) pool: Pool,
     pub(crate) clients: HashMap<String, Client>,
     pub(crate) faults: FaultKnobs,
@@ -460,9 +488,14 @@ impl Shared {
             .map(|e| (e.name().to_owned(), c.by_error[*e as usize].load(Relaxed)))
             .filter(|(_, n)| *n > 0)
             .collect();
-        let (sends_total, distinct_users_sent, users_sent_more_than_once) = {
+        let (sends_total, emails_sent, distinct_users_sent, users_sent_more_than_once) = {
             let l = lock(&self.ledger);
-            (l.sends_total, l.distinct_users, l.repeated_users)
+            (
+                l.sends_total,
+                l.emails_sent,
+                l.distinct_users,
+                l.repeated_users,
+            )
         };
         Stats {
             requests_total: c.requests_total.load(Relaxed),
@@ -480,6 +513,7 @@ impl Shared {
             in_flight: c.in_flight.load(Relaxed),
             max_in_flight: c.max_in_flight.load(Relaxed),
             sends_total,
+            emails_sent,
             distinct_users_sent,
             users_sent_more_than_once,
             simulated_successes: c.simulated_successes.load(Relaxed),
@@ -491,7 +525,12 @@ impl Shared {
         lock(&self.ledger).records.clone()
     }
 
-    /// Sends per username, for users who got at least one.
+    /// Codes sent to the user at `position`.
+    pub(crate) fn sends_to(&self, position: usize) -> usize {
+        lock(&self.ledger).per_user[position] as usize
+    }
+
+    /// Sends per canonical username, for users who got at least one.
     pub(crate) fn send_counts(&self) -> HashMap<String, usize> {
         let l = lock(&self.ledger);
         self.pool
@@ -511,6 +550,8 @@ mod tests {
     fn record() -> SendRecord {
         SendRecord {
             username: "u".into(),
+            requested_as: "U".into(),
+            delivery_medium: "EMAIL".into(),
             client_id: "c".into(),
             client_metadata: BTreeMap::new(),
             analytics_endpoint_id: None,
@@ -545,19 +586,25 @@ mod tests {
 
     #[test]
     fn ledger_enforces_attempt_limit_before_email_quota() {
-        let mut l = Ledger::new(2, Some(2), Some(3), true);
-        assert_eq!(l.try_send(0, record), Ok(()));
-        assert_eq!(l.try_send(0, record), Ok(()));
-        assert_eq!(l.try_send(0, record), Err(SendRefused::AttemptLimit));
-        assert_eq!(l.try_send(1, record), Ok(()));
-        assert_eq!(l.try_send(1, record), Err(SendRefused::EmailQuota));
+        let mut l = Ledger::new(3, Some(2), Some(3), true);
+        assert_eq!(l.try_send(0, true, record), Ok(()));
+        assert_eq!(l.try_send(0, true, record), Ok(()));
+        assert_eq!(l.try_send(0, true, record), Err(SendRefused::AttemptLimit));
+        assert_eq!(l.try_send(1, true, record), Ok(()));
+        assert_eq!(l.try_send(1, true, record), Err(SendRefused::EmailQuota));
+        assert_eq!(l.try_send(2, false, record), Ok(()), "SMS is not email");
         assert_eq!(
-            (l.sends_total, l.distinct_users, l.repeated_users),
-            (3, 2, 1)
+            (
+                l.sends_total,
+                l.emails_sent,
+                l.distinct_users,
+                l.repeated_users
+            ),
+            (4, 3, 3, 1)
         );
-        assert_eq!(l.records.len(), 3);
+        assert_eq!(l.records.len(), 4);
         l.email_quota = None;
-        assert_eq!(l.try_send(1, record), Ok(()));
+        assert_eq!(l.try_send(1, true, record), Ok(()));
     }
 
     #[test]
@@ -602,6 +649,14 @@ mod tests {
         assert_eq!(
             op("AWSCognitoIdentityProviderService.ListUsers"),
             Operation::ListUsers
+        );
+        assert_eq!(
+            op("AWSCognitoIdentityProviderService.DescribeUserPool"),
+            Operation::DescribeUserPool
+        );
+        assert_eq!(
+            op("AWSCognitoIdentityProviderService.DescribeUserPoolClient"),
+            Operation::DescribeUserPoolClient
         );
         assert_eq!(
             op("AWSCognitoIdentityProviderService.SignUp"),

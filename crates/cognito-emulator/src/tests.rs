@@ -4,6 +4,7 @@
 //! test-instrument behaviours clients rely on: slow requests that a client abandons send
 //! nothing, and going down refuses connections, then serves again with the state intact.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -170,7 +171,8 @@ async fn sdk_sees_cognito_typed_errors() {
         )
     );
     emu.set_attempt_limit(None);
-    emu.set_email_quota(Some(2));
+    // One email code so far (alice's; carol's went by SMS, which the email quota ignores).
+    emu.set_email_quota(Some(1));
     let err = resend("plain", "alice").await.expect_err("email quota");
     assert_eq!(
         code_and_message(err),
@@ -254,6 +256,7 @@ async fn sdk_sees_cognito_typed_errors() {
     assert_eq!(stats.throttled, 1);
     assert_eq!(stats.errors_injected, 1);
     assert_eq!(stats.sends_total, 2);
+    assert_eq!(stats.emails_sent, 1);
     emu.shutdown().await;
 }
 
@@ -880,5 +883,509 @@ async fn quota_changes_from_outside_and_rates_count_what_the_server_saw() {
         2,
         "the in-process view agrees"
     );
+    emu.shutdown().await;
+}
+
+// ----------------------------------------------------------------------------------------------
+// The pool's settings: DescribeUserPool, DescribeUserPoolClient, and how Usernames resolve.
+
+type ResendResult = Result<
+    aws_sdk_cognitoidentityprovider::operation::resend_confirmation_code::ResendConfirmationCodeOutput,
+    SdkError<
+        aws_sdk_cognitoidentityprovider::operation::resend_confirmation_code::ResendConfirmationCodeError,
+        aws_sdk_cognitoidentityprovider::config::http::HttpResponse,
+    >,
+>;
+
+/// ResendConfirmationCode for `user` through `client` (no SecretHash).
+async fn resend(c: &Client, client: &str, user: &str) -> ResendResult {
+    c.resend_confirmation_code()
+        .client_id(client)
+        .username(user)
+        .send()
+        .await
+}
+
+/// AdminGetUser's canonical Username for `name`, or the service error's code.
+async fn get_user(c: &Client, name: &str) -> Result<String, String> {
+    match c
+        .admin_get_user()
+        .user_pool_id(DEFAULT_USER_POOL_ID)
+        .username(name)
+        .send()
+        .await
+    {
+        Ok(u) => Ok(u.username().to_owned()),
+        Err(e) => Err(code_and_message(e).0),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_parses_describe_user_pool_and_client() {
+    use aws_sdk_cognitoidentityprovider::types::{
+        AliasAttributeType, EmailSendingAccountType, PreventUserExistenceErrorTypes,
+        UserPoolMfaType, VerifiedAttributeType,
+    };
+    const TRIGGER: &str = "arn:aws:lambda:us-east-1:123456789012:function:custom-message";
+    let emu = Emulator::builder()
+        .user_pool_name("signups")
+        .case_sensitive(Some(false))
+        .alias_attributes([AliasAttribute::Email, AliasAttribute::PreferredUsername])
+        .auto_verified_attributes([VerifiedAttribute::Email])
+        .email_sending_account(EmailSendingAccount::CognitoDefault)
+        .custom_message_trigger(Some(TRIGGER.into()))
+        .client(
+            ClientSpec::new("secretive")
+                .with_secret(SECRET)
+                .with_name("web app"),
+        )
+        .client(ClientSpec::new("private").with_prevent_user_existence_errors(true))
+        .users([
+            UserSpec::new("alice", UserStatus::Unconfirmed),
+            UserSpec::new("bob", UserStatus::Confirmed),
+        ])
+        .start("127.0.0.1:0".parse().expect("valid address"))
+        .await
+        .expect("emulator starts");
+    let c = sdk(&emu);
+    let out = c
+        .describe_user_pool()
+        .user_pool_id(DEFAULT_USER_POOL_ID)
+        .send()
+        .await
+        .expect("describe user pool");
+    let pool = out.user_pool().expect("UserPool");
+    assert_eq!(pool.id(), Some(DEFAULT_USER_POOL_ID));
+    assert_eq!(pool.name(), Some("signups"));
+    assert_eq!(
+        pool.arn(),
+        Some("arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_Emulator")
+    );
+    let created = pool.creation_date().expect("CreationDate").secs();
+    assert!(created > 1_700_000_000, "epoch seconds: {created}");
+    assert_eq!(pool.last_modified_date().map(|d| d.secs()), Some(created));
+    assert_eq!(
+        pool.username_configuration().map(|u| u.case_sensitive()),
+        Some(false)
+    );
+    assert_eq!(
+        pool.alias_attributes(),
+        [
+            AliasAttributeType::Email,
+            AliasAttributeType::PreferredUsername
+        ]
+    );
+    assert!(pool.username_attributes().is_empty());
+    assert_eq!(
+        pool.auto_verified_attributes(),
+        [VerifiedAttributeType::Email]
+    );
+    let email = pool.email_configuration().expect("EmailConfiguration");
+    assert_eq!(
+        email.email_sending_account(),
+        Some(&EmailSendingAccountType::CognitoDefault)
+    );
+    assert_eq!(email.source_arn(), None);
+    assert_eq!(
+        pool.lambda_config().and_then(|l| l.custom_message()),
+        Some(TRIGGER)
+    );
+    assert_eq!(pool.estimated_number_of_users(), 2);
+    assert_eq!(pool.mfa_configuration(), Some(&UserPoolMfaType::Off));
+
+    let client = c
+        .describe_user_pool_client()
+        .user_pool_id(DEFAULT_USER_POOL_ID)
+        .client_id("secretive")
+        .send()
+        .await
+        .expect("describe client");
+    let client = client.user_pool_client().expect("UserPoolClient");
+    assert_eq!(client.user_pool_id(), Some(DEFAULT_USER_POOL_ID));
+    assert_eq!(client.client_id(), Some("secretive"));
+    assert_eq!(client.client_name(), Some("web app"));
+    assert_eq!(client.client_secret(), Some(SECRET));
+    assert_eq!(
+        client.prevent_user_existence_errors(),
+        Some(&PreventUserExistenceErrorTypes::Legacy)
+    );
+    assert_eq!(client.creation_date().map(|d| d.secs()), Some(created));
+    let private = c
+        .describe_user_pool_client()
+        .user_pool_id(DEFAULT_USER_POOL_ID)
+        .client_id("private")
+        .send()
+        .await
+        .expect("describe client");
+    let private = private.user_pool_client().expect("UserPoolClient");
+    assert_eq!(private.client_secret(), None, "no secret, no member");
+    assert_eq!(private.client_name(), Some("private"), "named by its id");
+    assert_eq!(
+        private.prevent_user_existence_errors(),
+        Some(&PreventUserExistenceErrorTypes::Enabled)
+    );
+
+    // Unknown pools and clients are typed ResourceNotFoundExceptions, in Cognito's words.
+    let err = c
+        .describe_user_pool()
+        .user_pool_id("us-east-1_Nope")
+        .send()
+        .await
+        .expect_err("unknown pool");
+    assert!(matches!(&err, SdkError::ServiceError(e) if e.err().is_resource_not_found_exception()));
+    assert_eq!(
+        code_and_message(err).1,
+        "User pool us-east-1_Nope does not exist."
+    );
+    let err = c
+        .describe_user_pool_client()
+        .user_pool_id(DEFAULT_USER_POOL_ID)
+        .client_id("nope")
+        .send()
+        .await
+        .expect_err("unknown client");
+    assert!(matches!(&err, SdkError::ServiceError(e) if e.err().is_resource_not_found_exception()));
+    assert_eq!(
+        code_and_message(err).1,
+        "User pool client nope does not exist."
+    );
+    let err = c
+        .describe_user_pool_client()
+        .user_pool_id("us-east-1_Nope")
+        .client_id("secretive")
+        .send()
+        .await
+        .expect_err("unknown pool");
+    assert!(matches!(&err, SdkError::ServiceError(e) if e.err().is_resource_not_found_exception()));
+    let err = c
+        .list_users()
+        .user_pool_id("us-east-1_Nope")
+        .send()
+        .await
+        .expect_err("unknown pool");
+    assert!(matches!(&err, SdkError::ServiceError(e) if e.err().is_resource_not_found_exception()));
+    let err = c
+        .describe_user_pool()
+        .user_pool_id("no-underscore")
+        .send()
+        .await
+        .expect_err("malformed pool id");
+    assert!(matches!(&err, SdkError::ServiceError(e) if e.err().is_invalid_parameter_exception()));
+    emu.shutdown().await;
+
+    // The defaults: no UsernameConfiguration at all (unset: case-sensitive), no aliases, both
+    // attributes auto-verified, the developer's own SES identity, no trigger.
+    let emu = emulator().await;
+    let c = sdk(&emu);
+    let out = c
+        .describe_user_pool()
+        .user_pool_id(DEFAULT_USER_POOL_ID)
+        .send()
+        .await
+        .expect("describe user pool");
+    let pool = out.user_pool().expect("UserPool");
+    assert!(pool.username_configuration().is_none());
+    assert!(pool.alias_attributes().is_empty());
+    assert_eq!(
+        pool.auto_verified_attributes(),
+        [
+            VerifiedAttributeType::Email,
+            VerifiedAttributeType::PhoneNumber
+        ]
+    );
+    let email = pool.email_configuration().expect("EmailConfiguration");
+    assert_eq!(
+        email.email_sending_account(),
+        Some(&EmailSendingAccountType::Developer)
+    );
+    assert!(
+        email
+            .source_arn()
+            .is_some_and(|a| a.starts_with("arn:aws:ses:us-east-1:"))
+    );
+    assert_eq!(pool.lambda_config().and_then(|l| l.custom_message()), None);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_insensitive_pool_finds_users_whatever_the_case() {
+    let emu = Emulator::builder()
+        .case_sensitive(Some(false))
+        .client(ClientSpec::new("plain"))
+        .user(UserSpec::new("Alice", UserStatus::Unconfirmed))
+        .user(UserSpec::new("Zed", UserStatus::Unconfirmed))
+        .start("127.0.0.1:0".parse().expect("valid address"))
+        .await
+        .expect("emulator starts");
+    let c = sdk(&emu);
+    for spelling in ["ALICE", "alice", "Alice"] {
+        resend(&c, "plain", spelling).await.expect("sent");
+        assert_eq!(get_user(&c, spelling).await, Ok("Alice".into()));
+    }
+    let listed = c
+        .list_users()
+        .user_pool_id(DEFAULT_USER_POOL_ID)
+        .filter("username = \"aLiCe\"")
+        .send()
+        .await
+        .expect("list users");
+    let names: Vec<&str> = listed.users().iter().filter_map(|u| u.username()).collect();
+    assert_eq!(names, ["Alice"]);
+    let listed = c
+        .list_users()
+        .user_pool_id(DEFAULT_USER_POOL_ID)
+        .filter("username ^= \"ZE\"")
+        .send()
+        .await
+        .expect("list users");
+    let names: Vec<&str> = listed.users().iter().filter_map(|u| u.username()).collect();
+    assert_eq!(names, ["Zed"]);
+
+    // Ground truth per person: three spellings, one user who got three codes.
+    let sends = emu.sends();
+    let who: Vec<(&str, &str)> = sends
+        .iter()
+        .map(|s| (s.username.as_str(), s.requested_as.as_str()))
+        .collect();
+    assert_eq!(
+        who,
+        [("Alice", "ALICE"), ("Alice", "alice"), ("Alice", "Alice")]
+    );
+    assert_eq!(emu.codes_sent_to("aLICE"), Some(3));
+    assert_eq!(emu.codes_sent_to("zed"), Some(0));
+    assert_eq!(emu.codes_sent_to("nobody"), None);
+    assert_eq!(emu.canonical_username("ALICE"), Some("Alice"));
+    assert_eq!(
+        emu.send_counts(),
+        HashMap::from([("Alice".to_owned(), 3usize)])
+    );
+    let stats = emu.stats();
+    assert_eq!(
+        (stats.distinct_users_sent, stats.users_sent_more_than_once),
+        (1, 1)
+    );
+    emu.shutdown().await;
+
+    // The same names in an unset (case-sensitive) pool: only the exact spelling exists.
+    let emu = Emulator::builder()
+        .client(ClientSpec::new("plain"))
+        .user(UserSpec::new("Alice", UserStatus::Unconfirmed))
+        .start("127.0.0.1:0".parse().expect("valid address"))
+        .await
+        .expect("emulator starts");
+    let c = sdk(&emu);
+    let err = resend(&c, "plain", "alice")
+        .await
+        .expect_err("case-sensitive");
+    assert!(matches!(&err, SdkError::ServiceError(e) if e.err().is_user_not_found_exception()));
+    assert_eq!(
+        get_user(&c, "ALICE").await,
+        Err("UserNotFoundException".into())
+    );
+    emu.shutdown().await;
+
+    // Two users whose names fold together cannot be seeded in a case-insensitive pool.
+    let err = Emulator::builder()
+        .case_sensitive(Some(false))
+        .user(UserSpec::new("Bob", UserStatus::Unconfirmed))
+        .user(UserSpec::new("bob", UserStatus::Unconfirmed))
+        .start("127.0.0.1:0".parse().expect("valid address"))
+        .await
+        .expect_err("a seeding error");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("case-insensitive"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn username_attribute_pool_resolves_email_and_sub() {
+    let uuid = sub_for("erin");
+    let emu = Emulator::builder()
+        .username_attributes([UsernameAttribute::Email])
+        .client(ClientSpec::new("plain"))
+        .client(ClientSpec::new("secretive").with_secret(SECRET))
+        .user(
+            UserSpec::new(uuid.clone(), UserStatus::Unconfirmed)
+                .with_sub(uuid.clone())
+                .with_email(Some("erin@example.com".into())),
+        )
+        .start("127.0.0.1:0".parse().expect("valid address"))
+        .await
+        .expect("emulator starts");
+    let c = sdk(&emu);
+    // An unverified email names the user in a username-attribute pool.
+    let ok = resend(&c, "plain", "erin@example.com").await.expect("sent");
+    assert_eq!(
+        ok.code_delivery_details().and_then(|d| d.destination()),
+        Some("e***@e***")
+    );
+    assert_eq!(get_user(&c, "erin@example.com").await, Ok(uuid.clone()));
+    assert_eq!(get_user(&c, &uuid).await, Ok(uuid.clone()));
+    // The SecretHash is over the Username as sent: here the email.
+    c.resend_confirmation_code()
+        .client_id("secretive")
+        .username("erin@example.com")
+        .secret_hash(secret_hash(SECRET, "erin@example.com", "secretive"))
+        .send()
+        .await
+        .expect("hash over the email");
+    // Case-sensitive pool (unset): the email's case matters too.
+    assert_eq!(
+        get_user(&c, "Erin@example.com").await,
+        Err("UserNotFoundException".into())
+    );
+    let sends = emu.sends();
+    assert!(sends.iter().all(|s| s.username == uuid), "{sends:?}");
+    assert_eq!(sends[0].requested_as, "erin@example.com");
+    assert_eq!(emu.codes_sent_to(&uuid), Some(2));
+    assert_eq!(emu.stats().users_sent_more_than_once, 1);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alias_pool_resolves_verified_email_preferred_username_and_sub_only() {
+    let emu = Emulator::builder()
+        .case_sensitive(Some(false))
+        .alias_attributes([AliasAttribute::Email, AliasAttribute::PreferredUsername])
+        .client(ClientSpec::new("plain"))
+        .client(ClientSpec::new("private").with_prevent_user_existence_errors(true))
+        .user(
+            // Unconfirmed, yet its email verified (an administrator marked it so).
+            UserSpec::new("vera", UserStatus::Unconfirmed)
+                .with_email(Some("Vera@Example.com".into()))
+                .with_email_verified(true)
+                .with_preferred_username("V"),
+        )
+        // A plain signed-up user: email unverified, so no email alias yet.
+        .user(UserSpec::new("ursula", UserStatus::Unconfirmed))
+        .start("127.0.0.1:0".parse().expect("valid address"))
+        .await
+        .expect("emulator starts");
+    let c = sdk(&emu);
+    resend(&c, "plain", "vera@example.com")
+        .await
+        .expect("verified email alias, any case");
+    resend(&c, "plain", "v").await.expect("preferred username");
+    resend(&c, "plain", &sub_for("vera")).await.expect("sub");
+    assert_eq!(get_user(&c, "VERA@example.com").await, Ok("vera".into()));
+    assert_eq!(get_user(&c, "V").await, Ok("vera".into()));
+
+    let err = resend(&c, "plain", "ursula@example.com")
+        .await
+        .expect_err("unverified email is no alias");
+    assert_eq!(
+        code_and_message(err),
+        (
+            "UserNotFoundException".into(),
+            "Username/client id combination not found.".into()
+        )
+    );
+    assert_eq!(
+        get_user(&c, "ursula@example.com").await,
+        Err("UserNotFoundException".into())
+    );
+    // Under PreventUserExistenceErrors, the unknown alias gets a simulated success: no send.
+    resend(&c, "private", "ursula@example.com")
+        .await
+        .expect("simulated success");
+    assert_eq!(get_user(&c, &sub_for("ursula")).await, Ok("ursula".into()));
+    resend(&c, "plain", "URSULA").await.expect("username");
+
+    // Ground truth per person: vera got three codes by three names, ursula one.
+    let sends = emu.sends();
+    let who: Vec<(&str, &str)> = sends
+        .iter()
+        .map(|s| (s.username.as_str(), s.requested_as.as_str()))
+        .collect();
+    let vera_sub = sub_for("vera");
+    assert_eq!(
+        who,
+        [
+            ("vera", "vera@example.com"),
+            ("vera", "v"),
+            ("vera", vera_sub.as_str()),
+            ("ursula", "URSULA"),
+        ]
+    );
+    assert_eq!(emu.codes_sent_to("vera"), Some(3));
+    assert_eq!(emu.codes_sent_to("V"), Some(3));
+    assert_eq!(emu.codes_sent_to("ursula"), Some(1));
+    let stats = emu.stats();
+    assert_eq!(stats.sends_total, 4);
+    assert_eq!(
+        (stats.distinct_users_sent, stats.users_sent_more_than_once),
+        (2, 1)
+    );
+    assert_eq!(stats.simulated_successes, 1);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cognito_default_email_account_sends_fifty_emails_a_day() {
+    let users = (0..=COGNITO_DEFAULT_DAILY_EMAILS)
+        .map(|i| UserSpec::new(format!("e{i:02}"), UserStatus::Unconfirmed))
+        .chain([
+            UserSpec::new("sms-only", UserStatus::Unconfirmed)
+                .with_email(None)
+                .with_phone(Some("+15555550123".into())),
+            // Both attributes, both auto-verified: Cognito sends the code by SMS.
+            UserSpec::new("both", UserStatus::Unconfirmed).with_phone(Some("+15555550199".into())),
+        ]);
+    let emu = Emulator::builder()
+        .email_sending_account(EmailSendingAccount::CognitoDefault)
+        .client(ClientSpec::new("plain"))
+        .users(users)
+        .start("127.0.0.1:0".parse().expect("valid address"))
+        .await
+        .expect("emulator starts");
+    let c = sdk(&emu);
+    for i in 0..COGNITO_DEFAULT_DAILY_EMAILS {
+        resend(&c, "plain", &format!("e{i:02}"))
+            .await
+            .expect("within the daily 50");
+    }
+    let err = resend(&c, "plain", &format!("e{COGNITO_DEFAULT_DAILY_EMAILS:02}"))
+        .await
+        .expect_err("the 51st email");
+    assert!(matches!(&err, SdkError::ServiceError(e) if e.err().is_limit_exceeded_exception()));
+    assert_eq!(code_and_message(err).1, EMAIL_QUOTA_MESSAGE);
+    // SMS codes are not emails.
+    for user in ["sms-only", "both"] {
+        let ok = resend(&c, "plain", user).await.expect("SMS still goes");
+        assert_eq!(
+            ok.code_delivery_details()
+                .and_then(|d| d.delivery_medium())
+                .map(|m| m.as_str()),
+            Some("SMS")
+        );
+    }
+    let stats = emu.stats();
+    assert_eq!(stats.emails_sent, COGNITO_DEFAULT_DAILY_EMAILS);
+    assert_eq!(stats.sends_total, COGNITO_DEFAULT_DAILY_EMAILS + 2);
+    assert_eq!(stats.errors_by_type.get("LimitExceededException"), Some(&1));
+    let sms: Vec<String> = emu
+        .sends()
+        .into_iter()
+        .filter(|s| s.delivery_medium == "SMS")
+        .map(|s| s.username)
+        .collect();
+    assert_eq!(sms, ["sms-only", "both"]);
+    emu.shutdown().await;
+
+    // An explicit quota wins over the account's default.
+    let emu = Emulator::builder()
+        .email_sending_account(EmailSendingAccount::CognitoDefault)
+        .email_quota(Some(1))
+        .client(ClientSpec::new("plain"))
+        .users([
+            UserSpec::new("a", UserStatus::Unconfirmed),
+            UserSpec::new("b", UserStatus::Unconfirmed),
+        ])
+        .start("127.0.0.1:0".parse().expect("valid address"))
+        .await
+        .expect("emulator starts");
+    let c = sdk(&emu);
+    resend(&c, "plain", "a").await.expect("the one email");
+    let err = resend(&c, "plain", "b").await.expect_err("quota of one");
+    assert_eq!(code_and_message(err).1, EMAIL_QUOTA_MESSAGE);
     emu.shutdown().await;
 }
