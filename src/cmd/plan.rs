@@ -96,7 +96,10 @@ pub(super) async fn csv(
                     .client_id
                     .clone()
                     .or_else(|| settings.cognito.client_id.clone());
-                if !planner.row(client.as_deref(), &job.request.username, None).await? {
+                if !planner
+                    .row(client.as_deref(), &job.request.username, None)
+                    .await?
+                {
                     return interrupted();
                 }
             }
@@ -435,7 +438,11 @@ impl<'a> Planner<'a> {
         let mut limits = Vec::new();
         for (cap, limit, spent) in [
             (SpendCap::Run, effective.max_sends, None),
-            (SpendCap::Day, effective.max_sends_per_day, Some(spend.sends)),
+            (
+                SpendCap::Day,
+                effective.max_sends_per_day,
+                Some(spend.sends),
+            ),
             (SpendCap::SmsDay, effective.max_sms_per_day, Some(spend.sms)),
             (
                 SpendCap::EmailDay,
@@ -522,9 +529,7 @@ impl<'a> Planner<'a> {
         // `engine::identity`); a discovered user's name is already canonical.
         let run_reads = match (self.pool, &known) {
             (Some(p), None) => {
-                self.settings.run.precheck
-                    || p.profile.has_aliases()
-                    || looks_like_sub(spelling)
+                self.settings.run.precheck || p.profile.has_aliases() || looks_like_sub(spelling)
             }
             (Some(p), Some(_)) => self.settings.run.precheck || p.profile.has_aliases(),
             (None, _) => false,
@@ -717,10 +722,7 @@ impl<'a> Planner<'a> {
         };
         let seconds = |calls: u64, reads: u64| {
             let calls = calls as f64 / rate.per_second;
-            let reads = settings
-                .run
-                .precheck_rate
-                .map_or(0.0, |r| reads as f64 / r);
+            let reads = settings.run.precheck_rate.map_or(0.0, |r| reads as f64 / r);
             calls.max(reads)
         };
         let stop = self.stop_at.clone().map(|s| Stop {
@@ -871,7 +873,10 @@ fn render(f: &Forecast) -> String {
         ("cooldown", j.cooldown),
         ("capped", j.capped),
         ("aliases merged (the run: cooldown)", j.aliases_merged),
-        ("case variants merged (the run: cooldown)", j.case_variants_merged),
+        (
+            "case variants merged (the run: cooldown)",
+            j.case_variants_merged,
+        ),
         ("duplicates merged (the run: cooldown)", j.duplicates_merged),
         ("invalid", j.invalid),
         ("pool read failed", j.pool_read_failed),
