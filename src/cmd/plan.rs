@@ -4,8 +4,11 @@
 //! says what the run would do: jobs by expected outcome, codes by medium, which spend cap stops
 //! it and when, how long it takes at the rate, and what its SMS cost.
 //!
-//! It never calls `ResendConfirmationCode` and writes nothing: no ledger run, no claim, no
-//! report (a SQLite ledger that does not exist yet is not created). Each job is judged in the
+//! It never calls `ResendConfirmationCode` and records nothing: no ledger run, no claim, no
+//! report (a SQLite ledger that does not exist yet is not created). The ledger is opened as the
+//! run opens it, with the run's case rule, so an older ledger's keys get the one-time fold a
+//! run of this version makes first ([`crate::ledger::fold`]): the only write a plan can make,
+//! and one that changes no run's outcome. Each job is judged in the
 //! order the engine judges it ([`crate::engine`]'s `guarded`), so the counts are the ones the
 //! run's report would show:
 //!
