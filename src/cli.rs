@@ -56,6 +56,30 @@ pub enum Command {
         #[arg(long)]
         from_pool: bool,
     },
+    /// Dry run with a forecast: what `backfill` would do with the same input and settings, and
+    /// how long it would take. Sends nothing: only reads (the ledger, and with --user-pool-id
+    /// DescribeUserPool, DescribeUserPoolClient, AdminGetUser or ListUsers); never
+    /// ResendConfirmationCode.
+    ///
+    /// Prints jobs by expected outcome (would send, already_confirmed, not_found, cooldown,
+    /// capped, aliases and case variants merged, invalid), codes by medium, the spend cap that
+    /// stops the run (after how many codes, and when), the wall time at --rate (with --rate 0,
+    /// at Cognito's default quota), and with --sms-price the SMS cost. No usernames. Exit 0, or
+    /// 2 on a bad setting.
+    Plan {
+        /// The CSV file to read, or `-` for standard input.
+        #[arg(required_unless_present = "from_pool", conflicts_with = "from_pool")]
+        input: Option<PathBuf>,
+        /// Plan a run over the pool's UNCONFIRMED users (--user-pool-id) instead of a CSV.
+        #[arg(long)]
+        from_pool: bool,
+        /// Print the forecast as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// USD per SMS message: the forecast adds the SMS codes' cost.
+        #[arg(long, value_name = "USD")]
+        sms_price: Option<f64>,
+    },
     /// List the pool's UNCONFIRMED users (ListUsers, paginated) as backfill CSV — username,
     /// created, status, and --attributes — to stdout or --out, or send them to --queue-url.
     ///

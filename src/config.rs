@@ -116,9 +116,7 @@ impl EnvFlags {
             dry_run: env_bool("COGNITO_RESEND_RUN_DRY_RUN")?,
             precheck: env_bool("COGNITO_RESEND_RUN_PRECHECK")?,
             log_usernames: env_bool("COGNITO_RESEND_LOG_USERNAMES")?,
-            case_sensitive_usernames: env_bool(
-                "COGNITO_RESEND_COGNITO_CASE_SENSITIVE_USERNAMES",
-            )?,
+            case_sensitive_usernames: env_bool("COGNITO_RESEND_COGNITO_CASE_SENSITIVE_USERNAMES")?,
         })
     }
 }

@@ -54,7 +54,15 @@ async fn case_variants_of_a_user_get_one_code_without_pool_access() {
     let dir = tempfile::tempdir().unwrap();
     let csv = usernames_csv(
         dir.path(),
-        &["alice", "Alice", "ALICE", "bob.smith", "BOB.SMITH", "Bob.Smith"].map(String::from),
+        &[
+            "alice",
+            "Alice",
+            "ALICE",
+            "bob.smith",
+            "BOB.SMITH",
+            "Bob.Smith",
+        ]
+        .map(String::from),
     );
     let mut cmd = backfill(&emu.endpoint(), &csv);
     cmd.args(["--rate", "0"]);
@@ -198,7 +206,8 @@ async fn the_pool_profile_refuses_a_contradicting_flag_and_a_missing_secret_befo
     let ran = run(cmd).await;
     assert_eq!(ran.code, 2, "{}", ran.stderr);
     assert!(
-        ran.stderr.contains(&format!("app client {CLIENT} has a secret"))
+        ran.stderr
+            .contains(&format!("app client {CLIENT} has a secret"))
             && ran.stderr.contains("--client-secret-file"),
         "{}",
         ran.stderr

@@ -686,7 +686,7 @@ mod in_process {
             shutdown_grace: Duration::from_secs(10),
             ledger: Some(ledger.clone()),
             identity: Default::default(),
-        default_email_account: false,
+            default_email_account: false,
             request_defaults: Default::default(),
         };
         let recorder = Arc::new(Recorder::new("csv", Some(report), false).expect("report"));
@@ -889,10 +889,7 @@ async fn a_run_whose_heartbeat_fails_for_half_a_lease_stops_claiming() {
     tokio::time::timeout(lease * 5 / 6, run.fenced().cancelled())
         .await
         .expect("fenced within half a lease and a beat or two");
-    let err = run
-        .claim(&key("anyone"))
-        .await
-        .expect_err("no more claims");
+    let err = run.claim(&key("anyone")).await.expect_err("no more claims");
     assert!(err.to_string().contains("half the claim lease"), "{err}");
 }
 

@@ -29,6 +29,13 @@ pub(super) async fn csv(
     let mut source = CsvSource::open(input.clone())
         .await
         .map_err(|e| RunError::Usage(e.to_string()))?;
+    check_client_ids(&settings, &source)?;
+    backfill(started, &mut source, Some(input), settings, shutdown, bar).await
+}
+
+/// A CSV run needs a client id for its rows: `--client-id`, or a `client_id` column whose ids
+/// `--allow-client-id` allows.
+pub(super) fn check_client_ids(settings: &Settings, source: &CsvSource) -> Result<(), RunError> {
     if settings.cognito.client_id.is_none() && !source.has_client_id_column() {
         return Err(RunError::Usage(
             "missing --client-id (cognito.client_id): the CSV has no client_id column either"
@@ -42,7 +49,7 @@ pub(super) async fn csv(
                 .into(),
         ));
     }
-    backfill(started, &mut source, Some(input), settings, shutdown, bar).await
+    Ok(())
 }
 
 /// `backfill --from-pool`: the pool's UNCONFIRMED users, discovered as the run goes.

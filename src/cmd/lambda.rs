@@ -38,8 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::parts::{
     PoolAccess, cognito, engine_config, install_metrics, open_ledger, pool_access, push_final,
-    recorder, username_case,
-    start_ledger,
+    recorder, start_ledger, username_case,
 };
 use super::{Finished, RunError};
 use crate::cognito::Cognito;

@@ -14,6 +14,7 @@ mod enqueue;
 pub mod lambda;
 mod ledger;
 mod parts;
+mod plan;
 mod report;
 
 use std::process::ExitCode;
@@ -85,6 +86,21 @@ pub async fn run(
                 "backfill takes a CSV file (or -) or --from-pool, not both".into(),
             )),
         },
+        Command::Plan {
+            input,
+            from_pool,
+            json,
+            sms_price,
+        } => {
+            let out = plan::Output { json, sms_price };
+            match (input, from_pool) {
+                (Some(path), false) => plan::csv(path, out, settings, shutdown).await,
+                (None, true) => plan::pool(out, settings, shutdown).await,
+                _ => Err(RunError::Usage(
+                    "plan takes a CSV file (or -) or --from-pool, not both".into(),
+                )),
+            }
+        }
         Command::Discover {
             out,
             attributes,

@@ -305,15 +305,7 @@ pub(super) fn engine_config(
     ledger: Option<Ledger>,
     pool: Option<&PoolAccess>,
 ) -> EngineConfig {
-    let mut limits = settings.limits.clone();
-    // Cognito's default email account sends 50 emails a day: the email day cap unless one is
-    // set (it needs the ledger, which keeps the day's counts).
-    if ledger.is_some()
-        && limits.max_email_per_day.is_none()
-        && pool.is_some_and(|p| p.profile.default_email_account)
-    {
-        limits.max_email_per_day = Some(DEFAULT_EMAIL_ACCOUNT_PER_DAY);
-    }
+    let limits = effective_limits(settings, ledger.is_some(), pool);
     EngineConfig {
         run: settings.run.clone(),
         retry: settings.retry.clone(),
@@ -326,6 +318,24 @@ pub(super) fn engine_config(
         default_email_account: pool.is_some_and(|p| p.profile.default_email_account),
         request_defaults: settings.cognito.request_defaults(),
     }
+}
+
+/// The spend caps a run applies: the settings', and Cognito's default email account's 50
+/// emails a day as the email day cap unless one is set (it needs the ledger, which keeps the
+/// day's counts). `plan` forecasts with the same caps.
+pub(crate) fn effective_limits(
+    settings: &Settings,
+    has_ledger: bool,
+    pool: Option<&PoolAccess>,
+) -> crate::config::LimitSettings {
+    let mut limits = settings.limits.clone();
+    if has_ledger
+        && limits.max_email_per_day.is_none()
+        && pool.is_some_and(|p| p.profile.default_email_account)
+    {
+        limits.max_email_per_day = Some(DEFAULT_EMAIL_ACCOUNT_PER_DAY);
+    }
+    limits
 }
 
 /// `--pushgateway`: pushes a one-shot run's final metrics. A failed push is logged, not fatal:

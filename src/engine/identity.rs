@@ -27,21 +27,13 @@ use crate::job::{UserKey, UsernameCase};
 const CACHE_MAX: usize = 100_000;
 
 /// How the engine tells who a job is for.
+#[derive(Default)]
 pub struct IdentityConfig {
     /// How the pool compares usernames (from the pool profile, `--case-sensitive-usernames`,
     /// or the default: insensitive).
     pub case: UsernameCase,
     /// Pool reads, when the run has the pool (`--user-pool-id`) and needs them.
     pub lookup: Option<PoolLookup>,
-}
-
-impl Default for IdentityConfig {
-    fn default() -> Self {
-        Self {
-            case: UsernameCase::default(),
-            lookup: None,
-        }
-    }
 }
 
 /// The pool reads a run makes for its jobs.

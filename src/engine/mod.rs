@@ -445,7 +445,11 @@ async fn run_job(shared: &Shared, job: Job, permit: OwnedSemaphorePermit) {
         };
     }
     outcome.timing = progress.take_timing();
-    let key = progress.key.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let key = progress
+        .key
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     shared.recorder.record_for(
         Some(&req.username),
         client_id,

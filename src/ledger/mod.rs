@@ -1185,8 +1185,7 @@ impl Ledger {
                 |_| async move {
                     let mut failed = Vec::new();
                     for u in take() {
-                        if self.write(&u.key, u.how, u.at).await.is_err()
-                        {
+                        if self.write(&u.key, u.how, u.at).await.is_err() {
                             failed.push(u);
                         }
                     }
