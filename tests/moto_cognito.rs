@@ -380,3 +380,61 @@ async fn a_client_with_a_secret_and_no_secret_given_is_refused_before_any_call()
         "no report lines: {sent}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_rows_by_email_resolve_through_moto_admin_get_user_in_an_email_as_username_pool() {
+    let (moto, client) = moto_cognito().await;
+    let pool = seed(&client, Kind::EmailAsUsername, "byemail").await;
+    // The unconfirmed users by the email they signed up with: the worker resolves each row to
+    // the generated username with AdminGetUser (the profile has username attributes), which
+    // moto supports for UsernameAttributes (not for AliasAttributes: see docs/emulator.md).
+    let mut emails = Vec::new();
+    for username in &pool.unconfirmed {
+        let user = client
+            .admin_get_user()
+            .user_pool_id(&pool.pool_id)
+            .username(username)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("AdminGetUser {username}: {e:?}"));
+        let email = user
+            .user_attributes
+            .unwrap_or_default()
+            .into_iter()
+            .find(|a| a.name == "email")
+            .and_then(|a| a.value)
+            .unwrap_or_else(|| panic!("{username} has an email"));
+        emails.push(email);
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let csv = usernames_csv(dir.path(), &emails);
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = command(&moto.endpoint);
+    cmd.arg("backfill")
+        .arg(&csv)
+        .args(["--user-pool-id", &pool.pool_id])
+        .args(["--client-id", &pool.client_id])
+        .args(["--dry-run", "--rate", "0"])
+        .arg("--report")
+        .arg(&report_path);
+    let ran = run(cmd).await;
+    assert_eq!(
+        ran.code,
+        0,
+        "the dry run failed\n{}\n--- moto ---\n{}",
+        ran.stderr,
+        moto.output()
+    );
+    let lines = report(&report_path);
+    assert_eq!(
+        outcomes(&lines),
+        [("dry_run".to_owned(), emails.len())].into_iter().collect(),
+        "{lines:#?}"
+    );
+    // Each row keyed by the username moto resolved it to (generated ids, already lower case).
+    let keys: BTreeSet<String> = lines
+        .iter()
+        .map(|l| l["user_key"].as_str().expect("a user_key").to_owned())
+        .collect();
+    assert_eq!(keys, pool.unconfirmed, "{lines:#?}");
+}
