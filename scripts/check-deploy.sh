@@ -88,7 +88,9 @@ DASHBOARD_METRICS = {
 }
 # Least privilege: each policy grants exactly what its shape calls (src/: source/sqs.rs,
 # enqueue.rs, ledger/dynamo.rs, ledger/inspect.rs, cognito/admin.rs).
-LEDGER = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DescribeTable"}
+# DeleteItem and Scan: the one-time fold of the usernames (docs/ledger.md, "Who a person is").
+LEDGER = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+          "dynamodb:Scan", "dynamodb:DescribeTable"}
 IAM_ACTIONS = {
     "consume.json": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                      "sqs:GetQueueAttributes"} | LEDGER,

@@ -604,3 +604,41 @@ async fn dynamodb_spend_reservations_never_pass_the_cap_even_raced_from_two_clie
     let stats = a.stats(rules_at(0)).await.unwrap();
     assert_eq!(stats.users, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamodb_fold_whose_answer_was_lost_merges_the_row_once() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let moto = Moto::start().await;
+    dynamo_table(&moto, "lossyfold").await;
+    let direct = moto::dynamodb_client(&moto.endpoint).await;
+    // Three spellings of one person, as the previous build wrote them.
+    for (username, sends) in [("Alice", 2), ("alice", 1), ("ALICE", 4)] {
+        direct
+            .put_item()
+            .table_name("lossyfold")
+            .item("pk", AttributeValue::S(format!("u#{CLIENT}#{username}")))
+            .item("client_id", AttributeValue::S(CLIENT.into()))
+            .item("username", AttributeValue::S(username.into()))
+            .item("sends", AttributeValue::N(sends.to_string()))
+            .item("w#w", AttributeValue::N(sends.to_string()))
+            .send()
+            .await
+            .unwrap();
+    }
+    // The first merge goes through and its answer is lost: the SDK sends it again.
+    let proxy = LossyProxy::start(&moto.endpoint, vec![vec!["TransactWriteItems".into()]]).await;
+    let lossy = DynamoStore::from_client(retrying_client(&proxy.endpoint).await, "lossyfold");
+    let folded = tokio::time::timeout(Duration::from_secs(60), lossy.fold_usernames())
+        .await
+        .expect("a bounded end")
+        .unwrap();
+    assert_eq!(proxy.unused_rules(), 0, "the answer was lost");
+    // The merge whose answer was lost may not be counted as this call's; it is merged once.
+    assert!((1..=2).contains(&folded.rows), "{folded:?}");
+    let store = DynamoStore::from_client(direct, "lossyfold");
+    let (rows, _) = store.export_page(None, 100).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].username, "alice");
+    assert_eq!(rows[0].sends, 7, "{rows:?}");
+    assert_eq!(rows[0].waves, [("w".to_owned(), 7)].into());
+}

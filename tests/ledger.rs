@@ -1090,3 +1090,361 @@ async fn per_day_caps_need_a_ledger_and_max_sends_does_not() {
 fn key(user: &str) -> cognito_resend::job::UserKey {
     cognito_resend::job::UserKey::new(CLIENT, user, Default::default())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Folding the keys of a DynamoDB ledger written by the previous build (moto): each person's
+// rows merged once, even by two replicas folding at the same time.
+// ---------------------------------------------------------------------------------------------
+
+mod folding {
+    use std::collections::HashMap;
+
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use cognito_resend::job::fold_username;
+    use cognito_resend::ledger::dynamo::DynamoStore;
+    use cognito_resend::ledger::{Claim, Folded, InDoubt, Rules, RunId, Store};
+
+    use super::support::moto::{self, Moto};
+
+    type Item = HashMap<String, AttributeValue>;
+
+    fn s(v: &str) -> AttributeValue {
+        AttributeValue::S(v.into())
+    }
+
+    fn n(v: i64) -> AttributeValue {
+        AttributeValue::N(v.to_string())
+    }
+
+    /// A user item as the previous build wrote it (its claims and results were UpdateItems
+    /// setting these attributes).
+    fn user(client_id: &str, username: &str, attrs: &[(&str, AttributeValue)]) -> Item {
+        let mut item = Item::from([
+            ("pk".to_owned(), s(&format!("u#{client_id}#{username}"))),
+            ("client_id".to_owned(), s(client_id)),
+            ("username".to_owned(), s(username)),
+        ]);
+        item.extend(attrs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        item
+    }
+
+    /// A run that ended, as the previous build wrote it.
+    fn ended_run(run: &str, at: i64) -> Item {
+        Item::from([
+            ("pk".to_owned(), s(&format!("r#{run}"))),
+            ("run".to_owned(), s(run)),
+            ("command".to_owned(), s("backfill")),
+            ("host".to_owned(), s("h:1")),
+            ("started_at".to_owned(), n(1)),
+            ("heartbeat_at".to_owned(), n(at)),
+            ("finished_at".to_owned(), n(at)),
+            ("beats".to_owned(), n(3)),
+        ])
+    }
+
+    async fn table(moto: &Moto, name: &str, items: Vec<Item>) -> aws_sdk_dynamodb::Client {
+        let client = moto::dynamodb_client(&moto.endpoint).await;
+        DynamoStore::from_client(client.clone(), name)
+            .create_table()
+            .await
+            .expect("create the table on moto");
+        for item in items {
+            client
+                .put_item()
+                .table_name(name)
+                .set_item(Some(item))
+                .send()
+                .await
+                .expect("put an item");
+        }
+        client
+    }
+
+    /// Every item of the table, by `pk`.
+    async fn items(client: &aws_sdk_dynamodb::Client, name: &str) -> HashMap<String, Item> {
+        let mut all = HashMap::new();
+        let mut start = None;
+        loop {
+            let out = client
+                .scan()
+                .table_name(name)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .expect("scan");
+            for item in out.items() {
+                let pk = item["pk"].as_s().unwrap().clone();
+                all.insert(pk, item.clone());
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        all
+    }
+
+    fn rules(now: i64) -> Rules {
+        Rules {
+            now,
+            cooldown_since: now - 1_000,
+            alive_since: now - 100,
+            max_sends_per_user: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dynamodb_ledger_of_the_previous_build_is_folded_once_by_the_merge_rule() {
+        let moto = Moto::start().await;
+        let carol = user(
+            "c",
+            "carol",
+            &[
+                ("sends", n(1)),
+                ("last_sent_at", n(9100)),
+                ("last_outcome", s("sent")),
+                ("last_outcome_at", n(9100)),
+                ("finish_token", s("ft-carol")),
+                ("w#w1", n(1)),
+            ],
+        );
+        let client = table(
+            &moto,
+            "fold",
+            vec![
+                ended_run("gone", 9900),
+                ended_run("older", 6100),
+                user(
+                    "c",
+                    "Alice",
+                    &[
+                        ("sends", n(2)),
+                        ("last_sent_at", n(9000)),
+                        ("last_outcome", s("sent")),
+                        ("last_outcome_at", n(9000)),
+                        ("doubt_run", s("dead1")),
+                        ("doubt_at", n(5000)),
+                        ("finish_token", s("ft-Alice")),
+                        ("w#w1", n(1)),
+                        ("w#w2", n(1)),
+                    ],
+                ),
+                user(
+                    "c",
+                    "alice",
+                    &[
+                        ("sends", n(1)),
+                        ("last_sent_at", n(9500)),
+                        ("last_outcome", s("failed")),
+                        ("last_outcome_at", n(9800)),
+                        ("claim_run", s("gone")),
+                        ("claimed_at", n(9700)),
+                        ("claim_token", s("tok-gone")),
+                        ("finish_token", s("ft-alice")),
+                        ("w#w2", n(1)),
+                    ],
+                ),
+                user(
+                    "c",
+                    "ALICE",
+                    &[
+                        ("sends", n(3)),
+                        ("last_sent_at", n(8000)),
+                        ("last_outcome", s("sent")),
+                        ("last_outcome_at", n(8000)),
+                        ("claim_run", s("older")),
+                        ("claimed_at", n(6000)),
+                        ("claim_token", s("tok-older")),
+                        ("doubt_run", s("dead0")),
+                        ("doubt_at", n(4000)),
+                        ("w#w1", n(2)),
+                    ],
+                ),
+                user(
+                    "c",
+                    "ÉMILE",
+                    &[
+                        ("sends", n(1)),
+                        ("last_sent_at", n(7000)),
+                        ("last_outcome", s("sent")),
+                        ("last_outcome_at", n(7000)),
+                    ],
+                ),
+                carol.clone(),
+                user(
+                    "d",
+                    "Alice",
+                    &[
+                        ("sends", n(1)),
+                        ("last_sent_at", n(9200)),
+                        ("last_outcome", s("sent")),
+                        ("last_outcome_at", n(9200)),
+                        ("w#w1", n(1)),
+                    ],
+                ),
+            ],
+        )
+        .await;
+        let before = items(&client, "fold").await;
+        let store = DynamoStore::from_client(client.clone(), "fold");
+        let folded = store.fold_usernames().await.unwrap();
+        assert_eq!(folded, Folded { rows: 4, users: 3 });
+
+        let after = items(&client, "fold").await;
+        let mut keys: Vec<&str> = after.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "m#keys",
+                "r#gone",
+                "r#older",
+                "u#c#alice",
+                "u#c#carol",
+                "u#c#émile",
+                "u#d#alice"
+            ]
+        );
+        // Sends 2+1+3 and waves added up; the latest send (alice's) and outcome (alice's at
+        // 9800); the newer claim (alice's, with its token), `older`'s not turned into a mark since
+        // there is one; of the marks dead1@5000 and dead0@4000 the earlier; the folded item's own
+        // finish_token.
+        assert_eq!(
+            after["u#c#alice"],
+            user(
+                "c",
+                "alice",
+                &[
+                    ("sends", n(6)),
+                    ("last_sent_at", n(9500)),
+                    ("last_outcome", s("failed")),
+                    ("last_outcome_at", n(9800)),
+                    ("claim_run", s("gone")),
+                    ("claimed_at", n(9700)),
+                    ("claim_token", s("tok-gone")),
+                    ("doubt_run", s("dead0")),
+                    ("doubt_at", n(4000)),
+                    ("finish_token", s("ft-alice")),
+                    ("w#w1", n(3)),
+                    ("w#w2", n(2)),
+                ],
+            )
+        );
+        assert_eq!(
+            after["u#c#émile"],
+            user(
+                "c",
+                "émile",
+                &[
+                    ("sends", n(1)),
+                    ("last_sent_at", n(7000)),
+                    ("last_outcome", s("sent")),
+                    ("last_outcome_at", n(7000)),
+                ],
+            )
+        );
+        // Another client's Alice is another person.
+        assert_eq!(
+            after["u#d#alice"],
+            user(
+                "d",
+                "alice",
+                &[
+                    ("sends", n(1)),
+                    ("last_sent_at", n(9200)),
+                    ("last_outcome", s("sent")),
+                    ("last_outcome_at", n(9200)),
+                    ("w#w1", n(1)),
+                ],
+            )
+        );
+        for untouched in ["u#c#carol", "r#gone", "r#older"] {
+            assert_eq!(after[untouched], before[untouched], "{untouched}");
+        }
+
+        // Once: a second fold reads the marker and does nothing, even to a row of another
+        // spelling written since (by a build that did not fold).
+        client
+            .put_item()
+            .table_name("fold")
+            .set_item(Some(user("c", "Carol", &[("sends", n(1))])))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(store.fold_usernames().await.unwrap(), Folded::default());
+        let again = items(&client, "fold").await;
+        assert_eq!(again.len(), after.len() + 1);
+        assert!(again.contains_key("u#c#Carol"));
+
+        // A claim of any spelling's folded key finds the merged item's cooldown...
+        let me = RunId::new();
+        store.begin_run(&me, "test", 10_000).await.unwrap();
+        for spelling in ["Alice", "ALICE", "aLiCe"] {
+            let c = store
+                .claim(&me, "c", &fold_username(spelling), rules(10_000), None)
+                .await
+                .unwrap();
+            assert_eq!(c, Claim::Cooldown { last_sent: 9500 }, "{spelling}");
+        }
+        // ...and past it, takes the kept claim of a run that ended over, in doubt.
+        let c = store
+            .claim(&me, "c", &fold_username("Alice"), rules(20_000), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            c,
+            Claim::Granted {
+                in_doubt: Some(InDoubt {
+                    run: "gone".into(),
+                    claimed_at: 9700
+                })
+            }
+        );
+        // The marker is not a user.
+        let stats = store.stats(rules(20_000)).await.unwrap();
+        assert_eq!((stats.users, stats.sends), (5, 10), "{stats:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_replicas_folding_one_dynamodb_ledger_at_once_merge_each_item_once() {
+        let moto = Moto::start().await;
+        const PEOPLE: usize = 15;
+        let mut written = Vec::new();
+        for i in 0..PEOPLE {
+            let at = 1_000 + i as i64;
+            written.push(user(
+                "c",
+                &format!("User{i}"),
+                &[("sends", n(1)), ("last_sent_at", n(at)), ("w#w", n(1))],
+            ));
+            written.push(user(
+                "c",
+                &format!("USER{i}"),
+                &[("sends", n(2)), ("last_sent_at", n(at + 1))],
+            ));
+            written.push(user(
+                "c",
+                &format!("user{i}"),
+                &[("sends", n(4)), ("last_sent_at", n(at - 1)), ("w#w", n(2))],
+            ));
+        }
+        let client = table(&moto, "race", written).await;
+        // Two replicas, each with a client of its own.
+        let a = DynamoStore::from_client(moto::dynamodb_client(&moto.endpoint).await, "race");
+        let b = DynamoStore::from_client(moto::dynamodb_client(&moto.endpoint).await, "race");
+        let (x, y) = tokio::join!(a.fold_usernames(), b.fold_usernames());
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert_eq!(x.rows + y.rows, 2 * PEOPLE as u64, "{x:?} {y:?}");
+        assert!(x.users <= PEOPLE as u64 && y.users <= PEOPLE as u64);
+        let after = items(&client, "race").await;
+        assert_eq!(after.len(), PEOPLE + 1, "one item a person, and the marker");
+        for i in 0..PEOPLE {
+            let item = &after[&format!("u#c#user{i}")];
+            let at = 1_000 + i as i64;
+            assert_eq!(item["sends"], n(7), "user{i}: {item:?}");
+            assert_eq!(item["w#w"], n(3), "user{i}");
+            assert_eq!(item["last_sent_at"], n(at + 1), "user{i}");
+        }
+    }
+}

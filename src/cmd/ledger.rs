@@ -6,6 +6,7 @@ use std::io::Write;
 use super::parts::open_ledger;
 use super::{Finished, RunError, done};
 use crate::config::Settings;
+use crate::job::UsernameCase;
 use crate::ledger::{self, Rules, StateSpec, fleet, now_millis};
 
 /// What `ledger` does: the command's own action, mapped from the parsed command line by the
@@ -60,7 +61,9 @@ pub(super) async fn run(action: LedgerAction, settings: &Settings) -> Result<Fin
             path.display()
         )));
     }
-    let store = open_ledger(settings, super::parts::username_case(settings, None))
+    // Sensitive: the keys as they are. Folding is a run's business, once it knows its pool: a
+    // case-sensitive pool's ledger must never be folded, and this command does not know.
+    let store = open_ledger(settings, UsernameCase::Sensitive)
         .await?
         .ok_or_else(|| RunError::Usage("no ledger".into()))?;
     match action {

@@ -255,18 +255,20 @@ pub(super) async fn start_ledger(
     }))
 }
 
-/// Opens the store `--state` names; a failure is a configuration error (nothing was sent).
+/// Opens the store `--state` names for a pool whose usernames are `case` (a case-insensitive
+/// pool's ledger has its keys folded once, see [`ledger::open`]); a failure is a configuration
+/// error (nothing was sent).
 pub(super) async fn open_ledger(
     settings: &Settings,
     case: UsernameCase,
 ) -> Result<Option<Arc<dyn ledger::Store>>, RunError> {
-    let _ = case; // folding an older ledger's keys: see ledger::open
     ledger::open(
         &settings.ledger.path,
         &ledger::dynamo::DynamoSettings {
             region: settings.cognito.region.clone(),
             endpoint: settings.ledger.dynamodb_endpoint.clone(),
         },
+        case,
     )
     .await
     .map_err(|e| RunError::Usage(format!("ledger.path (--state): {e}")))

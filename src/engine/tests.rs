@@ -208,6 +208,8 @@ async fn ledger(dir: &std::path::Path) -> Ledger {
             region: None,
             endpoint: None,
         },
+        // The default, as a run of a pool not known: the keys are folded.
+        crate::job::UsernameCase::default(),
     )
     .await
     .unwrap()

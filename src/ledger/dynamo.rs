@@ -21,25 +21,30 @@
 //! (client ids have no `#`, so the split is unambiguous), with a number attribute `w#<wave>` per
 //! `--wave` that sent them a code, run items `r#<run id>`, and each UTC
 //! day's spend counters `d#<YYYY-MM-DD>` (one conditional `UpdateItem` per reservation: `ADD
-//! sends 1` only while every cap still holds). Create it with
+//! sends 1` only while every cap still holds), and `m#keys`, the marker that the usernames are
+//! folded ([`super::fold`]; the fold merges with conditional `TransactWriteItems`, see
+//! `DynamoStore::fold_one`). Create it with
 //! `cognito-resend ledger init --state dynamodb://TABLE` or the CloudFormation in `deploy/`.
 //! The SDK's standard retries stay on here: unlike Cognito's resend, a DynamoDB write is safe to
 //! retry (the conditions make a repeated claim fail, not double).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, KeySchemaElement, KeyType, Put,
+    ScalarAttributeType, TransactWriteItem,
 };
 use futures::future::BoxFuture;
 
 use aws_sdk_dynamodb::types::ReturnValue;
 
+use crate::job::fold_username;
+
 use super::fleet;
+use super::fold::{Folded, Hold, Row, merge};
 use super::{
     Claim, DayCaps, DaySpend, Finish, Holder, InDoubt, LedgerError, Medium, Millis, Page, Rules,
     RunId, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide, host_label, plan,
@@ -110,6 +115,112 @@ fn waves_of(item: &Item) -> std::collections::BTreeMap<String, i64> {
             Some((wave.to_owned(), v.as_n().ok()?.parse().ok()?))
         })
         .collect()
+}
+
+/// The marker item that the users' keys are folded ([`super::fold`]).
+const FOLDED_PK: &str = "m#keys";
+
+/// The attributes a user item may have besides `pk` and its `w#<wave>` counts: those the fold's
+/// "unchanged since read" condition requires absent when the item was read without them.
+const USER_ATTRS: [&str; 12] = [
+    "client_id",
+    "username",
+    "sends",
+    "last_sent_at",
+    "last_outcome",
+    "last_outcome_at",
+    "claim_run",
+    "claimed_at",
+    "claim_token",
+    "doubt_run",
+    "doubt_at",
+    "finish_token",
+];
+
+/// A user item as the fold merges it.
+fn row_of(item: &Item) -> Row {
+    Row {
+        sends: get_n(item, "sends").unwrap_or(0),
+        last_sent_at: get_n(item, "last_sent_at"),
+        last_outcome: get_s(item, "last_outcome"),
+        last_outcome_at: get_n(item, "last_outcome_at"),
+        claim: get_s(item, "claim_run").map(|run| Hold {
+            run,
+            claimed_at: get_n(item, "claimed_at").unwrap_or(0),
+            token: get_s(item, "claim_token"),
+        }),
+        doubt: mark_of(item),
+        waves: waves_of(item),
+    }
+}
+
+/// The user item of (`client_id`, `username`) holding `row`.
+fn item_of(client_id: &str, username: &str, row: &Row) -> Item {
+    let mut item = Item::from([
+        ("pk".to_owned(), s(user_pk(client_id, username))),
+        ("client_id".to_owned(), s(client_id)),
+        ("username".to_owned(), s(username)),
+    ]);
+    let mut put = |k: &str, v: Option<AttributeValue>| {
+        if let Some(v) = v {
+            item.insert(k.to_owned(), v);
+        }
+    };
+    put("sends", (row.sends != 0).then(|| n(row.sends)));
+    put("last_sent_at", row.last_sent_at.map(n));
+    put("last_outcome", row.last_outcome.clone().map(s));
+    put("last_outcome_at", row.last_outcome_at.map(n));
+    if let Some(c) = &row.claim {
+        put("claim_run", Some(s(&c.run)));
+        put("claimed_at", Some(n(c.claimed_at)));
+        put("claim_token", c.token.clone().map(s));
+    }
+    if let Some(d) = &row.doubt {
+        put("doubt_run", Some(s(&d.run)));
+        put("doubt_at", Some(n(d.claimed_at)));
+    }
+    for (wave, count) in &row.waves {
+        put(&wave_attr(wave), Some(n(*count)));
+    }
+    item
+}
+
+/// A condition expression, with its attribute names and values.
+type Condition = (
+    String,
+    HashMap<String, String>,
+    HashMap<String, AttributeValue>,
+);
+
+/// The condition that `item` is as it was read: it exists, every attribute has the value read,
+/// and every user attribute it lacked is still absent. Every write to a user item changes one of
+/// these (a claim its token, a result its `finish_token` or `sends`; a new wave's count comes
+/// with `sends`).
+fn unchanged(item: &Item) -> Condition {
+    let mut terms = vec!["attribute_exists(pk)".to_owned()];
+    let mut names = HashMap::new();
+    let mut values = HashMap::new();
+    let mut attrs: Vec<&String> = item.keys().filter(|k| *k != "pk").collect();
+    attrs.sort();
+    for (i, k) in attrs.into_iter().enumerate() {
+        terms.push(format!("#a{i} = :v{i}"));
+        names.insert(format!("#a{i}"), k.clone());
+        values.insert(format!(":v{i}"), item[k].clone());
+    }
+    for (i, k) in USER_ATTRS
+        .iter()
+        .filter(|k| !item.contains_key(**k))
+        .enumerate()
+    {
+        terms.push(format!("attribute_not_exists(#n{i})"));
+        names.insert(format!("#n{i}"), (*k).to_owned());
+    }
+    (terms.join(" AND "), names, values)
+}
+
+/// The client id and username of a user item's `pk`.
+fn user_of(pk: &str) -> Option<(&str, &str)> {
+    pk.strip_prefix("u#")?.split_once('#')
 }
 
 /// The fleet item (`--fleet-rate`): one attribute per live run, its census counter, and the
@@ -331,6 +442,129 @@ impl DynamoStore {
             }
             Err(e) => Err(self.sdk("UpdateItem (claim)", e)),
         }
+    }
+}
+
+// (continued) folding the users' keys ([`super::fold`]).
+impl DynamoStore {
+    /// Merges the item of (`client_id`, `username`) into the item of its folded key `key`, in
+    /// one `TransactWriteItems`: the merged item is put on condition that the folded item is as
+    /// read (or still absent), and the old item deleted on condition that it is as read. A
+    /// condition that fails (another replica folding, a claim or a result written meanwhile, or
+    /// the SDK's retry of a transaction whose answer was lost after it went through) makes it
+    /// read both again; an old item gone means it was merged already. So a row is merged at most
+    /// once, whoever folds. True if this call merged it.
+    async fn fold_one(
+        &self,
+        client_id: &str,
+        username: &str,
+        key: &str,
+    ) -> Result<bool, LedgerError> {
+        let from_pk = user_pk(client_id, username);
+        let to_pk = user_pk(client_id, key);
+        for _ in 0..16 {
+            let Some(from) = self.get(from_pk.clone()).await? else {
+                return Ok(false);
+            };
+            let to = self.get(to_pk.clone()).await?;
+            let merged = merge(to.as_ref().map(row_of).unwrap_or_default(), row_of(&from));
+            let mut item = item_of(client_id, key, &merged);
+            // A result's token stays with the item it was written to: a run whose answer was
+            // lost still recognises its write there.
+            if let Some(ft) = to.as_ref().and_then(|t| t.get("finish_token")) {
+                item.insert("finish_token".to_owned(), ft.clone());
+            }
+            let (cond, names, values) = match &to {
+                Some(t) => unchanged(t),
+                None => (
+                    "attribute_not_exists(pk)".to_owned(),
+                    HashMap::new(),
+                    HashMap::new(),
+                ),
+            };
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(cond)
+                .set_expression_attribute_names((!names.is_empty()).then_some(names))
+                .set_expression_attribute_values((!values.is_empty()).then_some(values))
+                .build()
+                .map_err(|e| self.fail(e.to_string()))?;
+            let (cond, names, values) = unchanged(&from);
+            let delete = Delete::builder()
+                .table_name(&self.table)
+                .key("pk", s(from_pk.clone()))
+                .condition_expression(cond)
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values((!values.is_empty()).then_some(values))
+                .build()
+                .map_err(|e| self.fail(e.to_string()))?;
+            let sent = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(put).build())
+                .transact_items(TransactWriteItem::builder().delete(delete).build())
+                .send()
+                .await;
+            match sent {
+                Ok(_) => return Ok(true),
+                Err(e)
+                    if e.as_service_error().is_some_and(|e| {
+                        e.is_transaction_canceled_exception()
+                            || e.is_transaction_in_progress_exception()
+                    }) =>
+                {
+                    tracing::debug!(
+                        "folding a user's key: {}; reading it again",
+                        DisplayErrorContext(&e)
+                    );
+                }
+                Err(e) => return Err(self.sdk("TransactWriteItems (fold a key)", e)),
+            }
+        }
+        Err(self.fail(
+            "folding a user's key: the items kept changing under contention; giving up".into(),
+        ))
+    }
+
+    /// The user items whose username is not folded, by their folded key (client id, key).
+    async fn unfolded(&self) -> Result<BTreeMap<(String, String), Vec<String>>, LedgerError> {
+        let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(pk, :u)")
+                .expression_attribute_values(":u", s("u#"))
+                .projection_expression("pk")
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.sdk("Scan (fold keys)", e))?;
+            for item in out.items() {
+                let pk = get_s(item, "pk").unwrap_or_default();
+                let Some((client_id, username)) = user_of(&pk) else {
+                    continue;
+                };
+                let key = fold_username(username);
+                if key != username {
+                    groups
+                        .entry((client_id.to_owned(), key))
+                        .or_default()
+                        .push(username.to_owned());
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        for spellings in groups.values_mut() {
+            spellings.sort();
+        }
+        Ok(groups)
     }
 }
 
@@ -693,6 +927,9 @@ impl Store for DynamoStore {
                         );
                         continue;
                     }
+                    if !pk.starts_with("u#") {
+                        continue; // the marker that the keys are folded
+                    }
                     stats.users += 1;
                     let sends = get_n(item, "sends").unwrap_or(0);
                     for (wave, n) in waves_of(item) {
@@ -933,6 +1170,36 @@ impl Store for DynamoStore {
                 }
             }
             Ok(listing)
+        })
+    }
+
+    fn fold_usernames(&self) -> BoxFuture<'_, Result<Folded, LedgerError>> {
+        Box::pin(async move {
+            // The cheap path of every open after the first: one read.
+            if self.get(FOLDED_PK.to_owned()).await?.is_some() {
+                return Ok(Folded::default());
+            }
+            let mut folded = Folded::default();
+            for ((client_id, key), spellings) in self.unfolded().await? {
+                let mut merged = false;
+                for username in &spellings {
+                    if self.fold_one(&client_id, username, &key).await? {
+                        folded.rows += 1;
+                        merged = true;
+                    }
+                }
+                folded.users += u64::from(merged);
+            }
+            // Written last: a fold cut short is done again (and finds what is left) by the next.
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(FOLDED_PK))
+                .item("folded_at", n(super::now_millis()))
+                .send()
+                .await
+                .map_err(|e| self.sdk("PutItem (keys folded)", e))?;
+            Ok(folded)
         })
     }
 }

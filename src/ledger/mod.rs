@@ -38,6 +38,11 @@
 //! holds. If it never comes back while this run lives, a later run finds a claim of a dead run:
 //! it sends again and reports the user in doubt (`dead_run`) — the limit no client can remove.
 //!
+//! A person's key is (client id, canonical username), the username folded
+//! ([`crate::job::fold_username`]) when the pool is case-insensitive or not known
+//! ([`crate::job::UserKey`]). Ledgers written when keys were the row's spelling are folded once,
+//! when a run for a case-insensitive pool opens them ([`open`], [`fold`]).
+//!
 //! The same counters size a fleet budget (`--fleet-rate`): each run counts the live runs
 //! sharing the ledger with every heartbeat and takes its share ([`fleet`]).
 //!
@@ -50,7 +55,10 @@
 
 pub mod dynamo;
 pub mod fleet;
+pub mod fold;
 pub mod sqlite;
+
+pub use fold::Folded;
 
 use std::fmt;
 use std::sync::Arc;
@@ -61,6 +69,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::job::UserKey;
+use crate::job::UsernameCase;
 use crate::retry::{Backoff, Budget, Policy, Quota, Retry, Verdict};
 
 /// Where the ledger lives, as `--state` names it.
@@ -405,6 +414,16 @@ pub trait Store: Send + Sync + 'static {
         cursor: Option<String>,
         limit: u32,
     ) -> BoxFuture<'_, Result<Page, LedgerError>>;
+    /// Folds the ledger's keys, once ([`fold`]): every user row whose username differs from
+    /// [`fold_username`](crate::job::fold_username) of it is merged ([`fold::merge`]) into the
+    /// row of the folded key (created if missing) and removed, and a marker records that the
+    /// keys are folded. Later calls only read the marker and return zeros. Safe to run from
+    /// several processes or replicas at once: nothing is merged twice. Only for a ledger of a
+    /// case-insensitive pool ([`open`] calls it then); the default refuses.
+    fn fold_usernames(&self) -> BoxFuture<'_, Result<Folded, LedgerError>> {
+        let e = unsupported(self.describe(), "folding of usernames");
+        Box::pin(async move { Err(e) })
+    }
     // Spend caps (see [`DayCaps`]). Defaults refuse, so a store without them cannot be used
     // with a per-day cap by mistake.
     /// Reserves one send on `day` unless a cap is reached, atomically: `None` if granted (the
@@ -1205,18 +1224,35 @@ impl Ledger {
     }
 }
 
-/// Opens the store `spec` names (`None` for `none`).
+/// Opens the store `spec` names (`None` for `none`) for a pool whose usernames are `case`.
+/// For a case-insensitive pool (also the default, for a pool not known) the ledger's keys are
+/// folded first, once per ledger ([`Store::fold_usernames`]); a case-sensitive pool's ledger
+/// is never folded.
 pub async fn open(
     spec: &StateSpec,
     aws: &dynamo::DynamoSettings,
+    case: UsernameCase,
 ) -> Result<Option<Arc<dyn Store>>, LedgerError> {
-    Ok(match spec {
-        StateSpec::None => None,
-        StateSpec::Sqlite(path) => Some(Arc::new(sqlite::SqliteStore::open(path)?)),
-        StateSpec::Dynamo { table } => {
-            Some(Arc::new(dynamo::DynamoStore::connect(table, aws).await?))
+    let store: Arc<dyn Store> = match spec {
+        StateSpec::None => return Ok(None),
+        StateSpec::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(path)?),
+        StateSpec::Dynamo { table } => Arc::new(dynamo::DynamoStore::connect(table, aws).await?),
+    };
+    if case == UsernameCase::Insensitive {
+        let folded = store.fold_usernames().await?;
+        if folded.rows > 0 {
+            tracing::info!(
+                rows = folded.rows,
+                users = folded.users,
+                "ledger {}: the keys are folded for a case-insensitive pool: {} row(s) of \
+                 another spelling merged into {} user(s)",
+                store.describe(),
+                folded.rows,
+                folded.users
+            );
         }
-    })
+    }
+    Ok(Some(store))
 }
 
 /// The decision both backends share, given a user's row as read inside their atomic step:

@@ -7,6 +7,7 @@
 //! write that is not on disk. Other processes may open the same file: SQLite's write lock
 //! (with a busy timeout) serialises their transactions with ours.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -15,7 +16,10 @@ use futures::future::BoxFuture;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
+use crate::job::fold_username;
+
 use super::fleet;
+use super::fold::{Folded, Hold, Row, merge};
 use super::{
     Claim, DayCaps, DaySpend, Finish, Holder, InDoubt, LedgerError, Medium, Millis, Page, Rules,
     RunId, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide, host_label, plan,
@@ -30,8 +34,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The schema this build writes (`PRAGMA user_version`). 1: the first. 2: `runs.beats` (the
 /// heartbeat counter liveness is judged by) and `users.doubt_run`/`doubt_at` (the in-doubt mark
 /// that survives a release). 3: `user_waves`, each user's codes per `--wave` (an older build
-/// would send without counting them).
-const SCHEMA_VERSION: i64 = 3;
+/// would send without counting them). 4: `meta`, where the marker that the keys are folded
+/// lives (see [`super::fold`]; written only when a run opens the ledger for a case-insensitive
+/// pool). An older build keys users by the row's spelling: in a folded ledger it would miss the
+/// folded rows (a second code) and add rows of other spellings no fold would ever merge, so it
+/// must not open a file this build has opened.
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -64,6 +72,10 @@ CREATE TABLE IF NOT EXISTS user_waves (
     sends     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (client_id, username, wave)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// From version 1 to 2: files written by earlier builds keep working, rows and all.
@@ -83,6 +95,17 @@ CREATE TABLE IF NOT EXISTS user_waves (
     PRIMARY KEY (client_id, username, wave)
 ) WITHOUT ROWID;
 ";
+
+/// From version 3 to 4: the ledger's markers (`keys` = `folded`: the usernames are folded).
+const MIGRATE_3_TO_4: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
+/// The marker in `meta` that the keys are folded: its name, and its value.
+const FOLDED_MARKER: (&str, &str) = ("keys", "folded");
 
 /// The spend counters of each UTC day (`--max-sends-per-day` and the per-medium caps), and the
 /// fleet's counters (the throttles its runs counted, `--fleet-rate`). Created on open if
@@ -113,8 +136,12 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
         0 => txn.execute_batch(SCHEMA),
         1 => txn
             .execute_batch(MIGRATE_1_TO_2)
-            .and_then(|()| txn.execute_batch(MIGRATE_2_TO_3)),
-        2 => txn.execute_batch(MIGRATE_2_TO_3),
+            .and_then(|()| txn.execute_batch(MIGRATE_2_TO_3))
+            .and_then(|()| txn.execute_batch(MIGRATE_3_TO_4)),
+        2 => txn
+            .execute_batch(MIGRATE_2_TO_3)
+            .and_then(|()| txn.execute_batch(MIGRATE_3_TO_4)),
+        3 => txn.execute_batch(MIGRATE_3_TO_4),
         SCHEMA_VERSION => Ok(()),
         newer => {
             return Err(format!(
@@ -185,6 +212,7 @@ enum Op {
     Census {
         throttles: u64,
     },
+    FoldUsernames,
 }
 
 /// What it answers.
@@ -197,6 +225,7 @@ enum Reply {
     Reserved(Option<SpendCap>),
     DaySpend(DaySpend),
     Census(fleet::Listing),
+    Folded(Folded),
 }
 
 struct Request {
@@ -485,6 +514,15 @@ impl Store for SqliteStore {
         throttles: u64,
     ) -> BoxFuture<'a, Result<fleet::Listing, LedgerError>> {
         Box::pin(self.census_rows(throttles))
+    }
+
+    fn fold_usernames(&self) -> BoxFuture<'_, Result<Folded, LedgerError>> {
+        Box::pin(async move {
+            match self.ask(Op::FoldUsernames).await? {
+                Reply::Folded(f) => Ok(f),
+                _ => unreachable!("a fold is answered with what it folded"),
+            }
+        })
     }
 }
 
@@ -778,6 +816,22 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
             Ok(Reply::Done)
         }
         Op::DaySpend { day } => day_spend(db, day).map(Reply::DaySpend),
+        // In the writer's transaction (BEGIN IMMEDIATE: other processes on the file wait, and
+        // the first to fold writes the marker the others then find), inside a savepoint so that
+        // a failure leaves nothing half merged while the group's other operations commit.
+        Op::FoldUsernames => {
+            db.execute_batch("SAVEPOINT fold")?;
+            match fold_usernames(db) {
+                Ok(folded) => {
+                    db.execute_batch("RELEASE fold")?;
+                    Ok(Reply::Folded(folded))
+                }
+                Err(e) => {
+                    let _ = db.execute_batch("ROLLBACK TO fold; RELEASE fold");
+                    Err(e)
+                }
+            }
+        }
         Op::Export { after, limit } => {
             let (c, u) = after.clone().unwrap_or_default();
             let mut stmt = db.prepare_cached(
@@ -814,6 +868,138 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
             Ok(Reply::Export(rows))
         }
     }
+}
+
+/// [`Store::fold_usernames`] inside the caller's transaction: nothing if the marker is there;
+/// else merges each row whose username is not folded (by Rust's [`fold_username`], not
+/// SQLite's ASCII-only `lower()`) into its folded key's row, with its waves, and writes the
+/// marker.
+fn fold_usernames(db: &Connection) -> rusqlite::Result<Folded> {
+    let (marker, folded_value) = FOLDED_MARKER;
+    let done: Option<String> = db
+        .prepare_cached("SELECT value FROM meta WHERE name = ?1")?
+        .query_row(params![marker], |r| r.get(0))
+        .optional()?;
+    if done.as_deref() == Some(folded_value) {
+        return Ok(Folded::default());
+    }
+    // Every key, once: the fold needs Rust's lower-case mapping, so the scan cannot be a query.
+    let mut groups: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    {
+        let mut stmt = db.prepare("SELECT client_id, username FROM users")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let (client_id, username): (String, String) = (r.get(0)?, r.get(1)?);
+            let key = fold_username(&username);
+            if key != username {
+                groups.entry((client_id, key)).or_default().push(username);
+            }
+        }
+    }
+    let mut folded = Folded::default();
+    for ((client_id, key), spellings) in groups {
+        let mut merged = read_row(db, &client_id, &key)?.unwrap_or_default();
+        // In a fixed order (the keys' order), so the merge does not depend on the scan's.
+        for username in &spellings {
+            if let Some(row) = read_row(db, &client_id, username)? {
+                merged = merge(merged, row);
+            }
+            db.prepare_cached("DELETE FROM users WHERE client_id = ?1 AND username = ?2")?
+                .execute(params![client_id, username])?;
+            db.prepare_cached("DELETE FROM user_waves WHERE client_id = ?1 AND username = ?2")?
+                .execute(params![client_id, username])?;
+        }
+        write_row(db, &client_id, &key, &merged)?;
+        folded.rows += spellings.len() as u64;
+        folded.users += 1;
+    }
+    db.prepare_cached(
+        "INSERT INTO meta (name, value) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![marker, folded_value])?;
+    Ok(folded)
+}
+
+/// A user's row and its waves, as the fold merges them.
+fn read_row(db: &Connection, client_id: &str, username: &str) -> rusqlite::Result<Option<Row>> {
+    let row = db
+        .prepare_cached(
+            "SELECT sends, last_sent_at, last_outcome, last_outcome_at, claim_run, claimed_at,
+                    doubt_run, doubt_at
+             FROM users WHERE client_id = ?1 AND username = ?2",
+        )?
+        .query_row(params![client_id, username], |r| {
+            Ok(Row {
+                sends: r.get(0)?,
+                last_sent_at: r.get(1)?,
+                last_outcome: r.get(2)?,
+                last_outcome_at: r.get(3)?,
+                claim: r
+                    .get::<_, Option<String>>(4)?
+                    .map(|run| {
+                        Ok::<_, rusqlite::Error>(Hold {
+                            run,
+                            claimed_at: r.get::<_, Option<Millis>>(5)?.unwrap_or(0),
+                            token: None,
+                        })
+                    })
+                    .transpose()?,
+                doubt: r
+                    .get::<_, Option<String>>(6)?
+                    .map(|run| {
+                        Ok::<_, rusqlite::Error>(InDoubt {
+                            run,
+                            claimed_at: r.get::<_, Option<Millis>>(7)?.unwrap_or(0),
+                        })
+                    })
+                    .transpose()?,
+                waves: BTreeMap::new(),
+            })
+        })
+        .optional()?;
+    let Some(mut row) = row else {
+        return Ok(None);
+    };
+    row.waves = db
+        .prepare_cached(
+            "SELECT wave, sends FROM user_waves WHERE client_id = ?1 AND username = ?2",
+        )?
+        .query_map(params![client_id, username], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Some(row))
+}
+
+/// Writes a user's row and its waves as `row` has them (replacing what was there).
+fn write_row(db: &Connection, client_id: &str, username: &str, row: &Row) -> rusqlite::Result<()> {
+    let claim = row.claim.as_ref();
+    let doubt = row.doubt.as_ref();
+    db.prepare_cached(
+        "INSERT OR REPLACE INTO users (client_id, username, sends, last_sent_at, last_outcome,
+                                       last_outcome_at, claim_run, claimed_at, doubt_run, doubt_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        client_id,
+        username,
+        row.sends,
+        row.last_sent_at,
+        row.last_outcome,
+        row.last_outcome_at,
+        claim.map(|c| &c.run),
+        claim.map(|c| c.claimed_at),
+        doubt.map(|d| &d.run),
+        doubt.map(|d| d.claimed_at),
+    ])?;
+    db.prepare_cached("DELETE FROM user_waves WHERE client_id = ?1 AND username = ?2")?
+        .execute(params![client_id, username])?;
+    for (wave, sends) in &row.waves {
+        db.prepare_cached(
+            "INSERT INTO user_waves (client_id, username, wave, sends) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![client_id, username, wave, sends])?;
+    }
+    Ok(())
 }
 
 /// The spend counters of `day` (zeros if it has no row).
@@ -927,6 +1113,8 @@ fn stats(db: &Connection, rules: &Rules) -> rusqlite::Result<Stats> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::ledger::InDoubt;
 
@@ -1225,7 +1413,263 @@ mod tests {
             .unwrap()
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    /// A file as version 3 wrote it, the keys as the rows spelled them: three spellings of
+    /// one person of client `c` (sends, sends per wave, outcomes, two in-doubt marks, two claims
+    /// of runs that ended), two spellings of a name whose capital Rust folds and SQLite's
+    /// `lower()` does not, a lower-case user, and another client's `Alice`.
+    fn version_3_file(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE users (client_id TEXT NOT NULL, username TEXT NOT NULL,
+                sends INTEGER NOT NULL DEFAULT 0, last_sent_at INTEGER, last_outcome TEXT,
+                last_outcome_at INTEGER, claim_run TEXT, claimed_at INTEGER,
+                doubt_run TEXT, doubt_at INTEGER,
+                PRIMARY KEY (client_id, username)) WITHOUT ROWID;
+             CREATE INDEX users_claimed ON users (claim_run) WHERE claim_run IS NOT NULL;
+             CREATE TABLE runs (run TEXT PRIMARY KEY, command TEXT NOT NULL,
+                host TEXT NOT NULL, started_at INTEGER NOT NULL,
+                heartbeat_at INTEGER NOT NULL, finished_at INTEGER,
+                beats INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE user_waves (client_id TEXT NOT NULL, username TEXT NOT NULL,
+                wave TEXT NOT NULL, sends INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (client_id, username, wave)) WITHOUT ROWID;
+             INSERT INTO runs VALUES ('gone', 'backfill', 'h', 1, 9700, 9900, 3);
+             INSERT INTO runs VALUES ('older', 'backfill', 'h', 1, 6000, 6100, 1);
+             INSERT INTO users VALUES ('c', 'Alice', 2, 9000, 'sent', 9000, NULL, NULL,
+                'dead1', 5000);
+             INSERT INTO users VALUES ('c', 'alice', 1, 9500, 'failed', 9800, 'gone', 9700,
+                NULL, NULL);
+             INSERT INTO users VALUES ('c', 'ALICE', 3, 8000, 'sent', 8000, 'older', 6000,
+                'dead0', 4000);
+             INSERT INTO users VALUES ('c', 'ÉMILE', 1, 7000, 'sent', 7000, NULL, NULL,
+                NULL, NULL);
+             INSERT INTO users VALUES ('c', 'émile', 1, 7500, 'sent', 7500, NULL, NULL,
+                NULL, NULL);
+             INSERT INTO users VALUES ('c', 'carol', 1, 9100, 'sent', 9100, NULL, NULL,
+                NULL, NULL);
+             INSERT INTO users VALUES ('d', 'Alice', 1, 9200, 'sent', 9200, NULL, NULL,
+                NULL, NULL);
+             INSERT INTO user_waves VALUES ('c', 'Alice', 'w1', 1), ('c', 'Alice', 'w2', 1),
+                ('c', 'alice', 'w2', 1), ('c', 'ALICE', 'w1', 2), ('c', 'carol', 'w1', 1),
+                ('d', 'Alice', 'w1', 1);
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    }
+
+    type UserLine = (
+        String,
+        String,
+        i64,
+        Option<Millis>,
+        Option<String>,
+        Option<Millis>,
+        Option<String>,
+        Option<Millis>,
+        Option<String>,
+        Option<Millis>,
+    );
+
+    type WaveLine = (String, String, String, i64);
+
+    /// Every user row and wave count of the file, in key order.
+    fn contents(path: &Path) -> (Vec<UserLine>, Vec<WaveLine>) {
+        let conn = Connection::open(path).unwrap();
+        let users = conn
+            .prepare("SELECT * FROM users ORDER BY client_id, username")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let waves = conn
+            .prepare("SELECT * FROM user_waves ORDER BY client_id, username, wave")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        (users, waves)
+    }
+
+    fn line(
+        client_id: &str,
+        username: &str,
+        sends: i64,
+        sent: Millis,
+        outcome: (&str, Millis),
+        claim: Option<(&str, Millis)>,
+        doubt: Option<(&str, Millis)>,
+    ) -> UserLine {
+        (
+            client_id.into(),
+            username.into(),
+            sends,
+            Some(sent),
+            Some(outcome.0.into()),
+            Some(outcome.1),
+            claim.map(|c| c.0.into()),
+            claim.map(|c| c.1),
+            doubt.map(|d| d.0.into()),
+            doubt.map(|d| d.1),
+        )
+    }
+
+    fn wave(client_id: &str, username: &str, wave: &str, n: i64) -> WaveLine {
+        (client_id.into(), username.into(), wave.into(), n)
+    }
+
+    async fn open_as(path: &Path, case: crate::job::UsernameCase) -> Arc<dyn Store> {
+        crate::ledger::open(
+            &crate::ledger::StateSpec::Sqlite(path.to_owned()),
+            &crate::ledger::dynamo::DynamoSettings::default(),
+            case,
+        )
+        .await
+        .expect("opens")
+        .expect("a store")
+    }
+
+    #[tokio::test]
+    async fn a_version_3_file_opened_for_a_case_insensitive_pool_merges_each_persons_rows_once() {
+        use crate::job::{UsernameCase, fold_username};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        version_3_file(&path);
+        let before = contents(&path);
+
+        // A case-sensitive pool's run: the schema moves to 4, the keys stay as they are.
+        drop(open_as(&path, UsernameCase::Sensitive).await);
+        assert_eq!(
+            contents(&path),
+            before,
+            "never folded in a case-sensitive run"
+        );
+        let marker = |p: &Path| -> Option<String> {
+            Connection::open(p)
+                .unwrap()
+                .query_row("SELECT value FROM meta WHERE name = 'keys'", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .unwrap()
+        };
+        assert_eq!(marker(&path), None);
+
+        // The first fold: Alice and ALICE into c/alice, ÉMILE into c/émile, d's Alice into
+        // d/alice.
+        let db = SqliteStore::open(&path).unwrap();
+        let folded = db.fold_usernames().await.unwrap();
+        assert_eq!(folded, Folded { rows: 4, users: 3 });
+        drop(db);
+        let want_users = vec![
+            // Sends 2+1+3; the latest send (alice's 9500); the latest outcome (alice's failed at
+            // 9800); the newer claim (alice's, of `gone`), `older`'s claim not turned into a mark
+            // since there is one; of the marks dead1@5000 and dead0@4000, the earlier.
+            line(
+                "c",
+                "alice",
+                6,
+                9500,
+                ("failed", 9800),
+                Some(("gone", 9700)),
+                Some(("dead0", 4000)),
+            ),
+            line("c", "carol", 1, 9100, ("sent", 9100), None, None),
+            line("c", "émile", 2, 7500, ("sent", 7500), None, None),
+            // Another client's Alice is another person: folded on its own, values as they were.
+            line("d", "alice", 1, 9200, ("sent", 9200), None, None),
+        ];
+        let want_waves = vec![
+            wave("c", "alice", "w1", 3),
+            wave("c", "alice", "w2", 2),
+            wave("c", "carol", "w1", 1),
+            wave("d", "alice", "w1", 1),
+        ];
+        let after = contents(&path);
+        assert_eq!(after, (want_users, want_waves));
+        assert_eq!(marker(&path).as_deref(), Some("folded"));
+
+        // Opened again (for either kind of pool): nothing changes.
+        let store = open_as(&path, UsernameCase::Insensitive).await;
+        assert_eq!(store.fold_usernames().await.unwrap(), Folded::default());
+        drop(store);
+        drop(open_as(&path, UsernameCase::Sensitive).await);
+        assert_eq!(contents(&path), after, "idempotent");
+
+        // A claim of any spelling's folded key finds the merged row's cooldown, and its cap.
+        let store = open_as(&path, UsernameCase::Insensitive).await;
+        let me = RunId::new();
+        store.begin_run(&me, "test", 10_000).await.unwrap();
+        for spelling in ["Alice", "alice", "ALICE", "aLiCe"] {
+            let key = fold_username(spelling);
+            let c = store
+                .claim(&me, "c", &key, rules(10_000), None)
+                .await
+                .unwrap();
+            assert_eq!(c, Claim::Cooldown { last_sent: 9500 }, "{spelling}");
+            let capped = Rules {
+                max_sends_per_user: Some(6),
+                ..rules(20_000)
+            };
+            assert_eq!(
+                store.peek("c", &key, capped).await.unwrap(),
+                Some(Claim::Capped { sends: 6 }),
+                "{spelling}"
+            );
+        }
+        // Past the cooldown: the kept claim of a run that ended is taken over, in doubt.
+        let c = store
+            .claim(&me, "c", &fold_username("ALICE"), rules(20_000), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            c,
+            Claim::Granted {
+                in_doubt: Some(InDoubt {
+                    run: "gone".into(),
+                    claimed_at: 9700
+                })
+            }
+        );
+        let s = store.stats(rules(20_000)).await.unwrap();
+        assert_eq!((s.users, s.sends), (4, 10), "{s:?}");
+        assert_eq!(
+            s.sends_per_wave,
+            [("w1".to_owned(), 5), ("w2".to_owned(), 2)].into()
+        );
+    }
+
+    #[tokio::test]
+    async fn two_stores_folding_one_file_at_once_merge_each_row_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        version_3_file(&path);
+        let (a, b) = (
+            SqliteStore::open(&path).unwrap(),
+            SqliteStore::open(&path).unwrap(),
+        );
+        let (x, y) = tokio::join!(a.fold_usernames(), b.fold_usernames());
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert_eq!((x.rows + y.rows, x.users + y.users), (4, 3), "{x:?} {y:?}");
+        let s = a.stats(rules(20_000)).await.unwrap();
+        assert_eq!((s.users, s.sends), (4, 10), "{s:?}");
     }
 
     #[tokio::test]
