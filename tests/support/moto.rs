@@ -405,3 +405,178 @@ pub async fn wait_until_empty(client: &Client, url: &str, limit: Duration) {
 pub fn job(username: &str) -> String {
     serde_json::json!({ "username": username }).to_string()
 }
+
+// ---------------------------------------------------------------------------------------------
+// moto's Cognito (cognito-idp), on the same server: it serves every service on one port, so
+// `--cognito-endpoint <endpoint>` points the binary's Cognito client and pool client at it.
+// moto 5.2.5 has CreateUserPool, CreateUserPoolClient, SignUp, AdminCreateUser,
+// AdminConfirmSignUp, ListUsers, AdminGetUser, DescribeUserPool and DescribeUserPoolClient, but
+// no ResendConfirmationCode: only the read paths (and dry runs) can be checked against it.
+// ---------------------------------------------------------------------------------------------
+
+use aws_sdk_cognitoidentityprovider as idp;
+
+/// A password moto's default policy accepts (8+ characters, upper, lower, digit, symbol).
+pub const PASSWORD: &str = "Passw0rd!-moto";
+
+/// A Cognito user pools client for `endpoint`, set up like [`sqs_client`].
+pub async fn cognito_client(endpoint: &str) -> idp::Client {
+    let config = idp::Config::builder()
+        .behavior_version(idp::config::BehaviorVersion::latest())
+        .region(idp::config::Region::new("us-east-1"))
+        .credentials_provider(idp::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .endpoint_url(endpoint)
+        .build();
+    idp::Client::from_conf(config)
+}
+
+/// How a test pool is created.
+#[derive(Debug, Clone, Default)]
+pub struct PoolSpec {
+    /// `UsernameConfiguration.CaseSensitive`; `None`: no `UsernameConfiguration` at all.
+    pub case_sensitive: Option<bool>,
+    /// `UsernameAttributes` (`email`): users sign up with their email, the username is an id.
+    pub username_attributes: Vec<idp::types::UsernameAttributeType>,
+    /// `AliasAttributes`.
+    pub alias_attributes: Vec<idp::types::AliasAttributeType>,
+}
+
+/// Creates a user pool (email auto-verified) in moto; returns its id.
+pub async fn create_user_pool(client: &idp::Client, name: &str, spec: &PoolSpec) -> String {
+    let mut req = client
+        .create_user_pool()
+        .pool_name(name)
+        .auto_verified_attributes(idp::types::VerifiedAttributeType::Email);
+    if let Some(cs) = spec.case_sensitive {
+        req = req.username_configuration(
+            idp::types::UsernameConfigurationType::builder()
+                .case_sensitive(cs)
+                .build()
+                .expect("CaseSensitive is set"),
+        );
+    }
+    for a in &spec.username_attributes {
+        req = req.username_attributes(a.clone());
+    }
+    for a in &spec.alias_attributes {
+        req = req.alias_attributes(a.clone());
+    }
+    req.send()
+        .await
+        .unwrap_or_else(|e| panic!("CreateUserPool {name}: {e:?}"))
+        .user_pool
+        .and_then(|p| p.id)
+        .unwrap_or_else(|| panic!("CreateUserPool {name} returned no pool id"))
+}
+
+/// Creates an app client (with a generated secret if `secret`); returns its id.
+pub async fn create_app_client(
+    client: &idp::Client,
+    pool_id: &str,
+    name: &str,
+    secret: bool,
+) -> String {
+    client
+        .create_user_pool_client()
+        .user_pool_id(pool_id)
+        .client_name(name)
+        .generate_secret(secret)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("CreateUserPoolClient {name} in {pool_id}: {e:?}"))
+        .user_pool_client
+        .and_then(|c| c.client_id)
+        .unwrap_or_else(|| panic!("CreateUserPoolClient {name} returned no client id"))
+}
+
+/// SignUp on a client without a secret: the user is UNCONFIRMED. Returns its `sub` (which, in a
+/// pool with username attributes, is also the username the pool gave it).
+pub async fn sign_up(client: &idp::Client, client_id: &str, username: &str, email: &str) -> String {
+    let out = client
+        .sign_up()
+        .client_id(client_id)
+        .username(username)
+        .password(PASSWORD)
+        .user_attributes(attr("email", email))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("SignUp {username}: {e:?}"));
+    assert!(!out.user_confirmed, "SignUp {username}: confirmed already");
+    out.user_sub
+}
+
+/// AdminConfirmSignUp: the user becomes CONFIRMED.
+pub async fn admin_confirm(client: &idp::Client, pool_id: &str, username: &str) {
+    client
+        .admin_confirm_sign_up()
+        .user_pool_id(pool_id)
+        .username(username)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("AdminConfirmSignUp {username}: {e:?}"));
+}
+
+/// AdminCreateUser (no invitation): the user is FORCE_CHANGE_PASSWORD. Returns its username.
+pub async fn admin_create(
+    client: &idp::Client,
+    pool_id: &str,
+    username: &str,
+    email: &str,
+) -> String {
+    client
+        .admin_create_user()
+        .user_pool_id(pool_id)
+        .username(username)
+        .temporary_password(PASSWORD)
+        .message_action(idp::types::MessageActionType::Suppress)
+        .user_attributes(attr("email", email))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("AdminCreateUser {username}: {e:?}"))
+        .user
+        .and_then(|u| u.username)
+        .unwrap_or_else(|| panic!("AdminCreateUser {username} returned no user"))
+}
+
+fn attr(name: &str, value: &str) -> idp::types::AttributeType {
+    idp::types::AttributeType::builder()
+        .name(name)
+        .value(value)
+        .build()
+        .expect("the name is set")
+}
+
+/// Every user ListUsers returns (all pages), with its status: (username, status).
+pub async fn list_users(
+    client: &idp::Client,
+    pool_id: &str,
+    filter: Option<&str>,
+) -> Vec<(String, String)> {
+    let mut users = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let out = client
+            .list_users()
+            .user_pool_id(pool_id)
+            .set_filter(filter.map(str::to_owned))
+            .limit(7) // small pages, so pagination is exercised
+            .set_pagination_token(token.take())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("ListUsers {pool_id} {filter:?}: {e:?}"));
+        for u in out.users.unwrap_or_default() {
+            users.push((
+                u.username.expect("a username"),
+                u.user_status
+                    .map(|s| s.as_str().to_owned())
+                    .expect("a status"),
+            ));
+        }
+        match out.pagination_token {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => return users,
+        }
+    }
+}
