@@ -73,6 +73,9 @@ pub struct Job {
     pub origin: Origin,
     /// What to send.
     pub request: ResendRequest,
+    /// The user's attributes, when the source read them from the pool (`--from-pool`): with the
+    /// pool profile they tell the medium of the code before the call.
+    pub attributes: Option<Vec<(String, String)>>,
 }
 
 /// A row or message that could not be read: it ends as outcome `invalid`.

@@ -564,7 +564,7 @@ async fn dynamodb_spend_reservations_never_pass_the_cap_even_raced_from_two_clie
     for i in 0..40 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.push(tokio::spawn(async move {
-            store.reserve_send(day, caps).await.unwrap()
+            store.reserve_send(day, caps, None).await.unwrap()
         }));
     }
     let mut granted = 0;
@@ -577,9 +577,9 @@ async fn dynamodb_spend_reservations_never_pass_the_cap_even_raced_from_two_clie
     assert_eq!(granted, 25);
     // Given back when nothing was sent: one more fits, then the cap holds again.
     a.settle_send(day, Spent::Nothing).await.unwrap();
-    assert_eq!(a.reserve_send(day, caps).await.unwrap(), None);
+    assert_eq!(a.reserve_send(day, caps, None).await.unwrap(), None);
     assert_eq!(
-        b.reserve_send(day, caps).await.unwrap(),
+        b.reserve_send(day, caps, None).await.unwrap(),
         Some(SpendCap::Day)
     );
     // Per medium: counted from the answer; a medium cap refuses once reached.
@@ -589,17 +589,59 @@ async fn dynamodb_spend_reservations_never_pass_the_cap_even_raced_from_two_clie
     };
     let other = "2030-01-02";
     for _ in 0..2 {
-        assert_eq!(a.reserve_send(other, email_caps).await.unwrap(), None);
+        assert_eq!(a.reserve_send(other, email_caps, None).await.unwrap(), None);
         a.settle_send(other, Spent::Code(Medium::Email))
             .await
             .unwrap();
     }
     assert_eq!(
-        b.reserve_send(other, email_caps).await.unwrap(),
+        b.reserve_send(other, email_caps, None).await.unwrap(),
         Some(SpendCap::EmailDay)
     );
     let spend = b.day_spend(other).await.unwrap();
     assert_eq!((spend.sends, spend.sms, spend.email), (2, 0, 2));
+    // A medium known ahead counts with the reservation: raced from two clients, exactly the
+    // cap is granted; the other medium's cap does not concern it; a give-back returns both.
+    let sms_caps = DayCaps {
+        sms: Some(5),
+        email: Some(0),
+        ..DayCaps::default()
+    };
+    let third = "2030-01-03";
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            store
+                .reserve_send(third, sms_caps, Some(Medium::Sms))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            None => granted += 1,
+            Some(cap) => assert_eq!(cap, SpendCap::SmsDay),
+        }
+    }
+    assert_eq!(granted, 5);
+    a.settle_send(third, Spent::NothingOf(Medium::Sms))
+        .await
+        .unwrap();
+    let spend = b.day_spend(third).await.unwrap();
+    assert_eq!((spend.sends, spend.sms, spend.email), (4, 4, 0));
+    a.settle_send(
+        third,
+        Spent::Moved {
+            reserved: Medium::Sms,
+            sent: Medium::Email,
+        },
+    )
+    .await
+    .unwrap();
+    let spend = b.day_spend(third).await.unwrap();
+    assert_eq!((spend.sends, spend.sms, spend.email), (4, 3, 1));
     // The day items are not users: `ledger stats` does not count them.
     let stats = a.stats(rules_at(0)).await.unwrap();
     assert_eq!(stats.users, 0);

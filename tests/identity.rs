@@ -273,3 +273,69 @@ async fn a_client_hiding_missing_users_is_named_in_the_summary() {
         ran.stderr
     );
 }
+
+/// 150 users, one in two reached by SMS (a phone only), the others by email, answered slowly
+/// so that 64 calls are in flight at once.
+async fn media_pool() -> Emulator {
+    let users: Vec<UserSpec> = (0..150)
+        .map(|i| {
+            let name = format!("user{i:03}");
+            let user = UserSpec::new(name.as_str(), UserStatus::Unconfirmed);
+            if i % 2 == 0 {
+                user.with_email(Some(format!("{name}@example.com")))
+            } else {
+                user.with_phone(Some(format!("+1555{i:07}")))
+            }
+        })
+        .collect();
+    emulator_with(users, |b| {
+        b.faults(cognito_emulator::Faults {
+            latency: std::time::Duration::from_millis(300),
+            ..Default::default()
+        })
+    })
+    .await
+}
+
+/// Codes the emulator sent by `medium`.
+fn sent_by(emu: &Emulator, medium: &str) -> usize {
+    emu.sends()
+        .iter()
+        .filter(|s| s.delivery_medium == medium)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_medium_day_caps_hold_exactly_with_64_calls_in_flight() {
+    // The medium known from the pool's listing (--from-pool) and from AdminGetUser (--precheck
+    // on a CSV): each reservation counts toward its medium before the call.
+    for from_pool in [true, false] {
+        let emu = media_pool().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = command(&emu.endpoint());
+        cmd.args(["backfill", "--client-id", CLIENT]);
+        if from_pool {
+            cmd.arg("--from-pool");
+        } else {
+            let names: Vec<String> = (0..150).map(|i| format!("user{i:03}")).collect();
+            cmd.arg(usernames_csv(dir.path(), &names))
+                .args(["--precheck", "--precheck-rate", "0"]);
+        }
+        cmd.args(["--user-pool-id", emu.user_pool_id()])
+            .args(["--concurrency", "64", "--rate", "0"])
+            .args(["--max-sms-per-day", "10", "--max-email-per-day", "7"]);
+        let ran = run(cmd).await;
+        assert_eq!(ran.code, 4, "from_pool {from_pool}: {}", ran.stderr);
+        let (sms, email) = (sent_by(&emu, "SMS"), sent_by(&emu, "EMAIL"));
+        assert!(
+            sms <= 10 && email <= 7,
+            "from_pool {from_pool}: {sms} SMS (cap 10), {email} emails (cap 7): {}",
+            ran.stderr
+        );
+        // The cap that stopped the run was reached, not stopped short of.
+        assert!(
+            sms == 10 || email == 7,
+            "from_pool {from_pool}: {sms} SMS, {email} emails"
+        );
+    }
+}

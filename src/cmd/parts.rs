@@ -228,6 +228,7 @@ pub(crate) fn identity(settings: &Settings, pool: Option<&PoolAccess>) -> Identi
             admin: p.admin.clone(),
             precheck: settings.run.precheck,
             resolve_aliases: p.profile.has_aliases(),
+            profile: p.profile.clone(),
         }),
     }
 }

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::cognito::admin::{PoolAdmin, PoolUser};
+use crate::cognito::profile::PoolProfile;
 use crate::job::{UserKey, UsernameCase};
 
 /// Answers kept at most; past it the cache starts over (a bound on memory for a run over
@@ -44,6 +45,8 @@ pub struct PoolLookup {
     pub precheck: bool,
     /// The pool has alias or username attributes: every row is read (resolved).
     pub resolve_aliases: bool,
+    /// What the pool said at the start: the medium of each user's code comes from it.
+    pub profile: PoolProfile,
 }
 
 impl PoolLookup {

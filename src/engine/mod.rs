@@ -592,6 +592,7 @@ async fn guarded(
         Some(Looked::Found(user)) if user.username != job.request.username => {
             resolved = Job {
                 origin: job.origin.clone(),
+                attributes: None,
                 request: ResendRequest {
                     username: user.username.clone(),
                     ..job.request.clone()
@@ -633,11 +634,20 @@ async fn guarded(
                 .store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
+    // The medium the code will go by, when the pool says (its profile and the user's contacts,
+    // from the read above or the pool's listing): reserved ahead, so its cap holds exactly.
+    let medium = shared.lookup.as_ref().and_then(|l| {
+        let attributes = match &looked {
+            Some(Looked::Found(user)) => Some(user.attributes.as_slice()),
+            _ => job.attributes.as_deref(),
+        };
+        l.pool.profile.medium_for(attributes?)
+    });
     // The spend reservation, next to the claim: a job refused one is a job never started.
     let reservation = if shared.dry_run {
         None
     } else {
-        match reserve(shared).await {
+        match reserve(shared, medium).await {
             Ok(r) => Some(r),
             Err(refused) => {
                 if let Some(ledger) = claimed {
@@ -733,12 +743,17 @@ struct Reservation {
     run: bool,
     /// Reserved in the ledger on this UTC day.
     day: Option<String>,
+    /// The medium reserved with it, when known before the call.
+    medium: Option<Medium>,
 }
 
 /// Reserves one send against every spend cap set. `Err(None)`: a cap refused it (the run is
 /// stopping, see [`Shared::spend_capped`]); `Err(Some(e))`: the ledger failed. Nothing stays
 /// reserved on either.
-async fn reserve(shared: &Shared) -> Result<Reservation, Option<LedgerError>> {
+async fn reserve(
+    shared: &Shared,
+    medium: Option<Medium>,
+) -> Result<Reservation, Option<LedgerError>> {
     use std::sync::atomic::Ordering::SeqCst;
     let run = match shared.spend.run {
         None => false,
@@ -775,7 +790,7 @@ async fn reserve(shared: &Shared) -> Result<Reservation, Option<LedgerError>> {
     };
     let day = match &shared.ledger {
         Some(ledger) if !shared.spend.day.is_empty() => {
-            match ledger.reserve_send(shared.spend.day).await {
+            match ledger.reserve_send(shared.spend.day, medium).await {
                 Ok(Ok(day)) => Some(day),
                 Ok(Err(cap)) => {
                     give_back_run();
@@ -790,12 +805,13 @@ async fn reserve(shared: &Shared) -> Result<Reservation, Option<LedgerError>> {
         }
         _ => None,
     };
-    Ok(Reservation { run, day })
+    Ok(Reservation { run, day, medium })
 }
 
 /// Settles a reservation once the job's calls are over: kept for a code sent or possibly sent
 /// (an ambiguous attempt, a call abandoned at shutdown), given back otherwise; the day's count
-/// of the code's medium grows from Cognito's answer.
+/// of the code's medium grows from Cognito's answer (or, reserved ahead, moves if Cognito used
+/// the other medium).
 async fn settle_spend(shared: &Shared, r: Reservation, tried: &Tried) {
     let spent = match tried {
         Tried::NotStarted => Some(Spent::Nothing),
@@ -818,6 +834,13 @@ async fn settle_spend(shared: &Shared, r: Reservation, tried: &Tried) {
         }
         shared.run_settled.notify_waiters();
     }
+    // A medium reserved ahead was counted with the reservation.
+    let spent = match (r.medium, spent) {
+        (Some(reserved), Some(Spent::Nothing)) => Some(Spent::NothingOf(reserved)),
+        (Some(reserved), Some(Spent::Code(sent))) if sent == reserved => None,
+        (Some(reserved), Some(Spent::Code(sent))) => Some(Spent::Moved { reserved, sent }),
+        (_, spent) => spent,
+    };
     if let (Some(day), Some(spent), Some(ledger)) = (r.day, spent, &shared.ledger)
         && let Err(e) = ledger.settle_send(&day, spent).await
     {

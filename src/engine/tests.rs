@@ -108,6 +108,7 @@ impl Jobs {
                         client_id: client_id.map(str::to_owned),
                         ..ResendRequest::default()
                     },
+                    attributes: None,
                 })
             })
             .collect();

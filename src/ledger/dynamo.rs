@@ -86,6 +86,14 @@ fn get_n(item: &Item, k: &str) -> Option<i64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The day item's counter of a medium.
+fn medium_attr(medium: Medium) -> &'static str {
+    match medium {
+        Medium::Sms => "sms",
+        Medium::Email => "email",
+    }
+}
+
 fn user_pk(client_id: &str, username: &str) -> String {
     format!("u#{client_id}#{username}")
 }
@@ -1021,22 +1029,33 @@ impl Store for DynamoStore {
         &'a self,
         day: &'a str,
         caps: DayCaps,
+        medium: Option<Medium>,
     ) -> BoxFuture<'a, Result<Option<SpendCap>, LedgerError>> {
         Box::pin(async move {
             // One conditional write: the count grows only while every cap holds, so replicas
-            // on many hosts can never reserve past a cap together.
+            // on many hosts can never reserve past a cap together. A medium known ahead is
+            // counted in the same write, and only its own cap concerns it (see `refused_by`).
             let mut condition = Vec::new();
             let mut call = self
                 .client
                 .update_item()
                 .table_name(&self.table)
                 .key("pk", s(day_pk(day)))
-                .update_expression("ADD sends :one")
+                .update_expression(match medium {
+                    Some(Medium::Sms) => "ADD sends :one, sms :one",
+                    Some(Medium::Email) => "ADD sends :one, email :one",
+                    None => "ADD sends :one",
+                })
                 .expression_attribute_values(":one", n(1));
+            let (sms_cap, email_cap) = match medium {
+                Some(Medium::Sms) => (caps.sms, None),
+                Some(Medium::Email) => (None, caps.email),
+                None => (caps.sms, caps.email),
+            };
             for (attr, cap) in [
                 ("sends", caps.sends),
-                ("sms", caps.sms),
-                ("email", caps.email),
+                ("sms", sms_cap),
+                ("email", email_cap),
             ] {
                 if let Some(cap) = cap {
                     condition.push(format!(
@@ -1061,7 +1080,7 @@ impl Store for DynamoStore {
                             .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
                     {
                         let spend = self.day_spend(day).await?;
-                        if let Some(cap) = refused_by(&spend, caps) {
+                        if let Some(cap) = refused_by(&spend, caps, medium) {
                             return Ok(Some(cap));
                         }
                     }
@@ -1095,6 +1114,25 @@ impl Store for DynamoStore {
                         Medium::Email => "ADD email :one",
                     })
                     .expression_attribute_values(":one", n(1)),
+                Spent::NothingOf(medium) => {
+                    let attr = medium_attr(medium);
+                    call.update_expression(format!("ADD sends :minus, {attr} :minus"))
+                        .condition_expression(format!("sends > :zero AND {attr} > :zero"))
+                        .expression_attribute_values(":minus", n(-1))
+                        .expression_attribute_values(":zero", n(0))
+                }
+                // Reserved and sent by the same medium: the reservation already counted it.
+                Spent::Moved { reserved, sent } if reserved == sent => return Ok(()),
+                Spent::Moved { reserved, sent } => call
+                    .update_expression(format!(
+                        "ADD {} :minus, {} :one",
+                        medium_attr(reserved),
+                        medium_attr(sent)
+                    ))
+                    .condition_expression(format!("{} > :zero", medium_attr(reserved)))
+                    .expression_attribute_values(":minus", n(-1))
+                    .expression_attribute_values(":one", n(1))
+                    .expression_attribute_values(":zero", n(0)),
             };
             match call.send().await {
                 Ok(_) => Ok(()),

@@ -427,13 +427,15 @@ pub trait Store: Send + Sync + 'static {
     // Spend caps (see [`DayCaps`]). Defaults refuse, so a store without them cannot be used
     // with a per-day cap by mistake.
     /// Reserves one send on `day` unless a cap is reached, atomically: `None` if granted (the
-    /// day's `sends` grew by one), else the cap that refused it (nothing written).
+    /// day's `sends` grew by one, and `medium`'s count too when the medium is known ahead),
+    /// else the cap that refused it (nothing written). See [`refused_by`].
     fn reserve_send<'a>(
         &'a self,
         day: &'a str,
         caps: DayCaps,
+        medium: Option<Medium>,
     ) -> BoxFuture<'a, Result<Option<SpendCap>, LedgerError>> {
-        let _ = (day, caps);
+        let _ = (day, caps, medium);
         let e = unsupported(self.describe(), "spend counters");
         Box::pin(async move { Err(e) })
     }
@@ -539,10 +541,21 @@ impl Medium {
 /// How a reserved send ended, for the day's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Spent {
-    /// Nothing was sent: the reservation is given back.
+    /// Nothing was sent: the reservation (of no medium) is given back.
     Nothing,
-    /// A code went out by this medium: the reservation stays and the medium's count grows.
+    /// A code went out by this medium: the reservation (of no medium) stays and the medium's
+    /// count grows.
     Code(Medium),
+    /// Nothing was sent on a reservation of this medium: both are given back.
+    NothingOf(Medium),
+    /// A reservation of one medium went out by the other (the user's contacts changed since
+    /// the pool was read): the count moves from `reserved` to `sent`.
+    Moved {
+        /// The medium reserved.
+        reserved: Medium,
+        /// The medium Cognito named.
+        sent: Medium,
+    },
 }
 
 /// One UTC day's spend, as the ledger counts it.
@@ -552,9 +565,10 @@ pub struct DaySpend {
     pub day: String,
     /// Reservations kept: codes sent, possibly sent, and calls in flight.
     pub sends: u64,
-    /// Codes confirmed sent by SMS.
+    /// Codes sent by SMS: confirmed by Cognito's answer, or reserved as SMS ahead of the call
+    /// (the medium known from the pool) and not given back.
     pub sms: u64,
-    /// Codes confirmed sent by email.
+    /// Codes sent by email, counted the same way.
     pub email: u64,
 }
 
@@ -564,13 +578,36 @@ pub fn utc_day(ms: Millis) -> String {
 }
 
 /// The reservation rule both backends apply inside their atomic step: the first cap that a
-/// new reservation would break, given the day's counters. Per-medium caps compare against codes
-/// *confirmed* by medium (the medium is known only from the answer), so calls in flight when a
-/// medium's count reaches its cap may still go out by that medium: the overshoot is at most the
-/// calls in flight across the fleet at that moment.
-pub(crate) fn refused_by(spend: &DaySpend, caps: DayCaps) -> Option<SpendCap> {
+/// new reservation would break, given the day's counters.
+///
+/// When the medium of the code is known before the call (`medium`: from the pool profile's
+/// auto-verified attributes and the user's contacts), the reservation counts toward that
+/// medium at once, so its cap holds exactly, whatever is in flight; the other medium's cap does
+/// not concern it. When it is not known (no pool access), per-medium caps compare against the
+/// codes counted so far, and calls in flight when a medium's count reaches its cap may still go
+/// out by that medium: the overshoot is at most the calls in flight across the fleet then.
+pub(crate) fn refused_by(
+    spend: &DaySpend,
+    caps: DayCaps,
+    medium: Option<Medium>,
+) -> Option<SpendCap> {
     if caps.sends.is_some_and(|c| spend.sends >= c) {
         return Some(SpendCap::Day);
+    }
+    match medium {
+        Some(Medium::Sms) => {
+            return caps
+                .sms
+                .is_some_and(|c| spend.sms >= c)
+                .then_some(SpendCap::SmsDay);
+        }
+        Some(Medium::Email) => {
+            return caps
+                .email
+                .is_some_and(|c| spend.email >= c)
+                .then_some(SpendCap::EmailDay);
+        }
+        None => {}
     }
     if caps.sms.is_some_and(|c| spend.sms >= c) {
         return Some(SpendCap::SmsDay);
@@ -1135,9 +1172,10 @@ impl Ledger {
     pub async fn reserve_send(
         &self,
         caps: DayCaps,
+        medium: Option<Medium>,
     ) -> Result<Result<String, SpendCap>, LedgerError> {
         let day = utc_day(self.clock.now());
-        Ok(match self.store.reserve_send(&day, caps).await? {
+        Ok(match self.store.reserve_send(&day, caps, medium).await? {
             None => Ok(day),
             Some(cap) => Err(cap),
         })

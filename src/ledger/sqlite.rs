@@ -201,6 +201,7 @@ enum Op {
     Reserve {
         day: String,
         caps: DayCaps,
+        medium: Option<Medium>,
     },
     Settle {
         day: String,
@@ -463,12 +464,14 @@ impl Store for SqliteStore {
         &'a self,
         day: &'a str,
         caps: DayCaps,
+        medium: Option<Medium>,
     ) -> BoxFuture<'a, Result<Option<SpendCap>, LedgerError>> {
         Box::pin(async move {
             match self
                 .ask(Op::Reserve {
                     day: day.to_owned(),
                     caps,
+                    medium,
                 })
                 .await?
             {
@@ -794,15 +797,21 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
         Op::Stats { rules } => stats(db, rules).map(Reply::Stats),
         // Read and write in the writer's one transaction (and under SQLite's write lock, which
         // other processes on the file wait for): no two reservations see the same count.
-        Op::Reserve { day, caps } => {
+        Op::Reserve { day, caps, medium } => {
             let spend = day_spend(db, day)?;
-            let refused = refused_by(&spend, *caps);
+            let refused = refused_by(&spend, *caps, *medium);
             if refused.is_none() {
+                let (sms, email) = match medium {
+                    Some(Medium::Sms) => (1, 0),
+                    Some(Medium::Email) => (0, 1),
+                    None => (0, 0),
+                };
                 db.prepare_cached(
-                    "INSERT INTO spend (day, sends) VALUES (?1, 1)
-                     ON CONFLICT (day) DO UPDATE SET sends = sends + 1",
+                    "INSERT INTO spend (day, sends, sms, email) VALUES (?1, 1, ?2, ?3)
+                     ON CONFLICT (day) DO UPDATE SET sends = sends + 1, sms = sms + ?2,
+                     email = email + ?3",
                 )?
-                .execute(params![day])?;
+                .execute(params![day, sms, email])?;
             }
             Ok(Reply::Reserved(refused))
         }
@@ -811,6 +820,23 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
                 Spent::Nothing => "UPDATE spend SET sends = max(sends - 1, 0) WHERE day = ?1",
                 Spent::Code(Medium::Sms) => "UPDATE spend SET sms = sms + 1 WHERE day = ?1",
                 Spent::Code(Medium::Email) => "UPDATE spend SET email = email + 1 WHERE day = ?1",
+                Spent::NothingOf(Medium::Sms) => {
+                    "UPDATE spend SET sends = max(sends - 1, 0), sms = max(sms - 1, 0) WHERE day = ?1"
+                }
+                Spent::NothingOf(Medium::Email) => {
+                    "UPDATE spend SET sends = max(sends - 1, 0), email = max(email - 1, 0)
+                     WHERE day = ?1"
+                }
+                Spent::Moved {
+                    reserved: Medium::Sms,
+                    sent: Medium::Email,
+                } => "UPDATE spend SET sms = max(sms - 1, 0), email = email + 1 WHERE day = ?1",
+                Spent::Moved {
+                    reserved: Medium::Email,
+                    sent: Medium::Sms,
+                } => "UPDATE spend SET email = max(email - 1, 0), sms = sms + 1 WHERE day = ?1",
+                // Reserved and sent by the same medium: the reservation already counted it.
+                Spent::Moved { .. } => return Ok(Reply::Done),
             };
             db.prepare_cached(sql)?.execute(params![day])?;
             Ok(Reply::Done)
@@ -1751,19 +1777,28 @@ mod tests {
             ..DayCaps::default()
         };
         for _ in 0..3 {
-            assert_eq!(db.reserve_send("2030-01-01", caps).await.unwrap(), None);
+            assert_eq!(
+                db.reserve_send("2030-01-01", caps, None).await.unwrap(),
+                None
+            );
         }
         assert_eq!(
-            db.reserve_send("2030-01-01", caps).await.unwrap(),
+            db.reserve_send("2030-01-01", caps, None).await.unwrap(),
             Some(SpendCap::Day)
         );
         // Another day has its own budget.
-        assert_eq!(db.reserve_send("2030-01-02", caps).await.unwrap(), None);
+        assert_eq!(
+            db.reserve_send("2030-01-02", caps, None).await.unwrap(),
+            None
+        );
         // A reservation given back (nothing sent) can be taken again, once.
         db.settle_send("2030-01-01", Spent::Nothing).await.unwrap();
-        assert_eq!(db.reserve_send("2030-01-01", caps).await.unwrap(), None);
         assert_eq!(
-            db.reserve_send("2030-01-01", caps).await.unwrap(),
+            db.reserve_send("2030-01-01", caps, None).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            db.reserve_send("2030-01-01", caps, None).await.unwrap(),
             Some(SpendCap::Day)
         );
         db.settle_send("2030-01-01", Spent::Code(Medium::Sms))
@@ -1785,16 +1820,57 @@ mod tests {
         let day = "2030-01-01";
         // Two SMS codes in flight and a third reservation: all granted while none is confirmed.
         for _ in 0..3 {
-            assert_eq!(db.reserve_send(day, caps).await.unwrap(), None);
+            assert_eq!(db.reserve_send(day, caps, None).await.unwrap(), None);
         }
         db.settle_send(day, Spent::Code(Medium::Sms)).await.unwrap();
-        assert_eq!(db.reserve_send(day, caps).await.unwrap(), None);
+        assert_eq!(db.reserve_send(day, caps, None).await.unwrap(), None);
         db.settle_send(day, Spent::Code(Medium::Sms)).await.unwrap();
         assert_eq!(
-            db.reserve_send(day, caps).await.unwrap(),
+            db.reserve_send(day, caps, None).await.unwrap(),
             Some(SpendCap::SmsDay)
         );
         assert_eq!(db.day_spend("2030-01-09").await.unwrap().sends, 0);
+    }
+
+    #[tokio::test]
+    async fn a_medium_known_ahead_is_reserved_exactly_and_settles_back_or_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store(&dir).await;
+        let caps = DayCaps {
+            sms: Some(2),
+            email: Some(1),
+            ..DayCaps::default()
+        };
+        let day = "2030-01-01";
+        let sms = Some(Medium::Sms);
+        // Two SMS reservations in flight, none answered yet: the third is refused already.
+        assert_eq!(db.reserve_send(day, caps, sms).await.unwrap(), None);
+        assert_eq!(db.reserve_send(day, caps, sms).await.unwrap(), None);
+        assert_eq!(
+            db.reserve_send(day, caps, sms).await.unwrap(),
+            Some(SpendCap::SmsDay)
+        );
+        // The SMS cap does not concern an email code.
+        let email = Some(Medium::Email);
+        assert_eq!(db.reserve_send(day, caps, email).await.unwrap(), None);
+        // One SMS sent nothing: both counts come back, and an SMS fits again.
+        db.settle_send(day, Spent::NothingOf(Medium::Sms))
+            .await
+            .unwrap();
+        let spend = db.day_spend(day).await.unwrap();
+        assert_eq!((spend.sends, spend.sms, spend.email), (2, 1, 1));
+        // An SMS reservation Cognito sent by email moves its count.
+        db.settle_send(
+            day,
+            Spent::Moved {
+                reserved: Medium::Sms,
+                sent: Medium::Email,
+            },
+        )
+        .await
+        .unwrap();
+        let spend = db.day_spend(day).await.unwrap();
+        assert_eq!((spend.sends, spend.sms, spend.email), (2, 0, 2));
     }
 
     #[tokio::test]
@@ -1809,8 +1885,8 @@ mod tests {
         let mut granted = 0;
         for _ in 0..100 {
             let (x, y) = tokio::join!(
-                a.reserve_send("2030-01-01", caps),
-                b.reserve_send("2030-01-01", caps)
+                a.reserve_send("2030-01-01", caps, None),
+                b.reserve_send("2030-01-01", caps, None)
             );
             granted += [x.unwrap(), y.unwrap()]
                 .iter()

@@ -152,7 +152,11 @@ impl Columns {
             Ok(())
         })();
         match read {
-            Ok(()) => Input::Job(Job { origin, request }),
+            Ok(()) => Input::Job(Job {
+                origin,
+                request,
+                attributes: None,
+            }),
             Err(e) => unreadable(e, Some(request.username)),
         }
     }

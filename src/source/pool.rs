@@ -153,6 +153,7 @@ impl Source for PoolSource {
                 username: user.username,
                 ..ResendRequest::default()
             },
+            attributes: Some(user.attributes),
         }))
     }
 

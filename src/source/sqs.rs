@@ -706,7 +706,11 @@ pub(crate) fn disposition(outcome: Option<&Outcome>) -> Disposition {
 pub(crate) fn input(message_id: String, text: &str) -> Input {
     let origin = Origin::Sqs { message_id };
     match body::decode(text) {
-        Ok(request) => Input::Job(Job { origin, request }),
+        Ok(request) => Input::Job(Job {
+            origin,
+            request,
+            attributes: None,
+        }),
         Err(problem) => Input::Unreadable(Unreadable {
             reason: format!("message {}: {}", origin_id(&origin), problem.reason),
             username: problem.username,
