@@ -472,6 +472,9 @@ pub enum Reason {
     PrecheckFailed,
     /// `--precheck` found no such user (`not_found`).
     Precheck,
+    /// The pool read that resolves a row to its user (alias resolution, without `--precheck`)
+    /// found no such user (`not_found`, without a resend).
+    PoolLookup,
     /// A configuration problem that stops the run; the name is the stop reason too
     /// (`not_authorized`, `email_quota`, ...).
     Misconfigured(&'static str),
@@ -496,6 +499,7 @@ impl Reason {
             Self::UnexpectedError => "unexpected_error",
             Self::PrecheckFailed => "precheck_failed",
             Self::Precheck => "precheck",
+            Self::PoolLookup => "pool_lookup",
             Self::Misconfigured(name) => name,
             Self::Text(text) => text,
         }

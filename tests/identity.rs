@@ -154,6 +154,8 @@ async fn rows_naming_a_user_by_email_or_sub_are_resolved_and_sent_once() {
     // The pool has no such user: known without a resend (which a client hiding missing users
     // would have answered with a simulated success).
     assert_eq!(by.get("not_found"), Some(&1), "{by:?}");
+    let missing = lines.iter().find(|l| l["outcome"] == "not_found").unwrap();
+    assert_eq!(missing["reason"], "pool_lookup", "{missing}");
     assert_eq!(resend_calls(&emu), 3);
     // Every line of one person carries the same key: the canonical username.
     for line in lines.iter().filter(|l| l["outcome"] != "not_found") {

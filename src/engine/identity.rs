@@ -4,8 +4,8 @@
 //! case-insensitive pool, and an alias (email, phone number, `preferred_username`) or the
 //! user's `sub` to the user it names. So `alice`, `Alice` and `alice@example.com` can be one
 //! person, and keying the ledger by the row's string would send that person three codes. Here
-//! a job gets its [`UserKey`]: the canonical username (the one `AdminGetUser` answers with),
-//! folded when the pool is case-insensitive or unknown.
+//! a job gets its [`UserKey`](crate::job::UserKey): the canonical username (the one
+//! `AdminGetUser` answers with), folded when the pool is case-insensitive or unknown.
 //!
 //! A pool read (`AdminGetUser`, under the precheck's own rate limit, through the one retry
 //! layer) is made for a row when it can change the answer: with `--precheck` (every row: its
@@ -21,7 +21,7 @@ use std::sync::Mutex;
 
 use crate::cognito::admin::{PoolAdmin, PoolUser};
 use crate::cognito::profile::PoolProfile;
-use crate::job::{UserKey, UsernameCase};
+use crate::job::UsernameCase;
 
 /// Answers kept at most; past it the cache starts over (a bound on memory for a run over
 /// millions of rows: 100,000 entries are about 20 MB).
@@ -89,12 +89,6 @@ impl Answers {
         }
         map.insert(spelling, answer);
     }
-}
-
-/// The key of a job whose row names `username` (canonical, or an alias the pool resolved to
-/// `canonical`).
-pub(crate) fn key(client_id: &str, canonical: &str, case: UsernameCase) -> UserKey {
-    UserKey::new(client_id, canonical, case)
 }
 
 /// Whether a row looks like something other than a plain username: an email address, a phone

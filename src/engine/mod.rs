@@ -603,11 +603,16 @@ async fn guarded(
         _ => job,
     };
     let username = &job.request.username;
-    let key = identity::key(client_id, username, shared.case);
+    let key = UserKey::new(client_id, username, shared.case);
     *progress.key.lock().unwrap_or_else(|e| e.into_inner()) = Some(key.clone());
     if let Some(Looked::Missing) = &looked {
+        let precheck = shared.lookup.as_ref().is_some_and(|l| l.pool.precheck);
         return Some(Outcome {
-            reason: Some(Reason::Precheck),
+            reason: Some(if precheck {
+                Reason::Precheck
+            } else {
+                Reason::PoolLookup
+            }),
             ..Outcome::new(OutcomeKind::NotFound, 0)
         });
     }
