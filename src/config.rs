@@ -17,6 +17,7 @@ use figment::providers::{Format, Serialized, Toml};
 use serde::Serialize;
 
 pub use crate::cognito::ClientSecret;
+use crate::outcome::report::IfExists;
 use crate::telemetry::LogFormat;
 
 mod args;
@@ -64,6 +65,9 @@ jitter = 0.5
 [discover]
 list_rate = 5
 
+[report]
+if_exists = "refuse"
+
 [ledger]
 path = "cognito-resend.db"
 cooldown = "24h"
@@ -99,6 +103,16 @@ margin = "5s"
 /// one reads as empty and fails its parse naming the key.
 fn given(value: &Option<String>) -> &str {
     value.as_deref().unwrap_or_default()
+}
+
+/// `report.if_exists`.
+fn if_exists(text: &str) -> Result<IfExists, ConfigError> {
+    IfExists::parse(text).ok_or_else(|| {
+        ConfigError::new(format!(
+            "report.if_exists (--report-if-exists): {text:?} is not one of refuse, append, \
+             overwrite"
+        ))
+    })
 }
 
 /// Boolean settings given in the environment (clap reads the others).
@@ -426,6 +440,8 @@ impl LimitSettings {
 pub struct ReportSettings {
     /// One line per job outcome goes here.
     pub path: Option<PathBuf>,
+    /// What to do when that file already holds an earlier run's lines.
+    pub if_exists: IfExists,
 }
 
 /// How logs look.
@@ -520,6 +536,17 @@ impl Settings {
         given.run.precheck |= env.precheck;
         given.log.log_usernames |= env.log_usernames;
         given.cognito.case_sensitive_usernames |= env.case_sensitive_usernames;
+        // `--append` and `--overwrite` are `--report-if-exists append|overwrite` spelled short.
+        if given.report.append && given.report.overwrite {
+            return Err(ConfigError::new(
+                "--append and --overwrite (report.if_exists) say opposite things: give one",
+            ));
+        }
+        if given.report.append {
+            given.report.if_exists = Some("append".to_owned());
+        } else if given.report.overwrite {
+            given.report.if_exists = Some("overwrite".to_owned());
+        }
         figment = figment.merge(Serialized::defaults(given));
         let raw: SettingsArgs = figment
             .extract()
@@ -887,6 +914,7 @@ impl Settings {
             retry,
             report: ReportSettings {
                 path: raw.report.report.filter(|p| !p.as_os_str().is_empty()),
+                if_exists: if_exists(given(&raw.report.if_exists))?,
             },
             ledger,
             discover,

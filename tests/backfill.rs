@@ -773,7 +773,13 @@ async fn the_ledger_and_the_report_are_created_owner_only() {
     }
     drop(store);
     let report = dir.path().join("report.jsonl");
-    drop(cognito_resend::outcome::report::ReportWriter::create(&report).unwrap());
+    drop(
+        cognito_resend::outcome::report::ReportWriter::create(
+            &report,
+            cognito_resend::outcome::report::IfExists::Refuse,
+        )
+        .unwrap(),
+    );
     assert_eq!(mode(&report), 0o600);
 }
 
@@ -860,4 +866,75 @@ async fn rows_naming_a_foreign_client_are_invalid_and_do_not_stop_the_run() {
         pool.csv_usernames.len(),
         "no call for a foreign client"
     );
+}
+
+/// A rerun naming the same `--report` must not erase the previous run's record of who was sent
+/// a code: it is refused (exit 2, before any call) and names `--append` and `--overwrite`, which
+/// add to the file or replace it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_with_the_same_report_path_keeps_the_earlier_record() {
+    let pool = pool(20, None, |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let path = dir.path().join("report.jsonl");
+    let state = dir.path().join("ledger.db");
+    let rerun = |extra: &[&str]| {
+        let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+        cmd.arg("--report").arg(&path).arg("--state").arg(&state);
+        cmd.args(extra);
+        cmd
+    };
+    let ran = run(rerun(&[])).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let first = std::fs::read_to_string(&path).unwrap();
+    let jobs = pool.csv_usernames.len();
+    assert_eq!(first.lines().count(), jobs);
+    let calls = pool.emu.stats().requests_total;
+
+    let ran = run(rerun(&[])).await;
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("--append") && ran.stderr.contains("--overwrite"),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("report.jsonl"), "{}", ran.stderr);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), first, "untouched");
+    assert_eq!(
+        pool.emu.stats().requests_total,
+        calls,
+        "refused before any call"
+    );
+
+    let ran = run(rerun(&["--append"])).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let both = std::fs::read_to_string(&path).unwrap();
+    assert!(both.starts_with(&first), "the first run's lines stay first");
+    assert_eq!(both.lines().count(), 2 * jobs);
+    // The rerun's lines are the ledger's answer: the users sent a code are in cooldown now.
+    let second: Vec<serde_json::Value> = both
+        .lines()
+        .skip(jobs)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(count(&second, "cooldown"), pool.unconfirmed.len());
+
+    let ran = run(rerun(&["--overwrite"])).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(report(&path).len(), jobs, "replaced");
+
+    // An empty file (touched beforehand) is no record: it is used without a flag.
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    cmd.arg("--report").arg(&empty).args(["--dry-run"]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(report(&empty).len(), jobs);
+
+    // The settings file says it too; the two flags together are a usage error.
+    let mut cmd = rerun(&["--append", "--overwrite"]);
+    cmd.arg("--dry-run");
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
 }

@@ -518,6 +518,7 @@ mod in_process {
         Store,
     };
     use cognito_resend::outcome::Recorder;
+    use cognito_resend::outcome::report::IfExists;
     use cognito_resend::source::csv::CsvSource;
     use futures::future::BoxFuture;
     use tokio_util::sync::CancellationToken;
@@ -689,7 +690,9 @@ mod in_process {
             default_email_account: false,
             request_defaults: Default::default(),
         };
-        let recorder = Arc::new(Recorder::new("csv", Some(report), false).expect("report"));
+        let recorder = Arc::new(
+            Recorder::new("csv", Some((report, IfExists::Overwrite)), false).expect("report"),
+        );
         let mut source = CsvSource::open(csv.to_owned()).await.expect("csv");
         let stop = engine::run(
             config,

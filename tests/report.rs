@@ -352,3 +352,61 @@ async fn the_html_page_is_self_contained_names_nobody_and_renders_in_chromium() 
     assert!(sent > 2_000, "sent bars: {sent} pixels");
     assert!(throttled > 50, "throttled bars: {throttled} pixels");
 }
+
+/// A report is a file anyone who could write it may have crafted: escape sequences in its
+/// fields (a `reason` that retitles the terminal and clears the screen, a newline that fakes a
+/// line) reach the terminal escaped, and every cell of `--list in-doubt` — `at` too — is
+/// neutralised against spreadsheet formulas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crafted_report_fields_reach_neither_the_terminal_nor_a_spreadsheet_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let evil = "\u{1b}]0;owned\u{7}\u{1b}[2J\nsent 999999 100.0%\u{202e}";
+    let line = serde_json::json!({
+        "username": "=cmd|' /C calc'!A0",
+        "client_id": "c1",
+        "outcome": "failed",
+        "reason": evil,
+        "attempts": 1,
+        "in_doubt": true,
+        "in_doubt_cause": evil,
+        "wave": evil,
+        "source": "csv",
+        "at": "=HYPERLINK(\"http://127.0.0.1/\",\"x\")",
+    });
+    let path = write_file(dir.path(), "crafted.jsonl", format!("{line}\n"));
+
+    let ran = report_cmd(&[os(&path)]).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    for bad in ['\u{1b}', '\u{7}', '\u{202e}'] {
+        assert!(
+            !ran.stdout.contains(bad),
+            "{bad:?} printed raw: {:?}",
+            ran.stdout
+        );
+    }
+    assert!(
+        ran.stdout.contains("\\u{1b}]0;owned"),
+        "shown escaped: {}",
+        ran.stdout
+    );
+    assert!(
+        !ran.stdout.lines().any(|l| l.starts_with("sent 999999")),
+        "a newline in a field fakes no line: {}",
+        ran.stdout
+    );
+
+    let ran = report_cmd(&[os("--list"), os("in-doubt"), os(&path)]).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(!ran.stdout.contains('\u{1b}'), "{:?}", ran.stdout);
+    let mut rows = csv::Reader::from_reader(ran.stdout.as_bytes());
+    let headers = rows.headers().unwrap().clone();
+    let row = rows.records().next().expect("one row").unwrap();
+    for (name, cell) in headers.iter().zip(row.iter()) {
+        assert!(
+            !cell.starts_with(['=', '+', '-', '@']),
+            "{name} cell {cell:?} would run as a formula"
+        );
+    }
+    let at = headers.iter().position(|h| h == "at").unwrap();
+    assert!(row[at].starts_with("'="), "{:?}", &row[at]);
+}

@@ -8,6 +8,7 @@ use super::{Finished, RunError, done};
 use crate::config::Settings;
 use crate::job::UsernameCase;
 use crate::ledger::{self, Rules, StateSpec, fleet, now_millis};
+use crate::report::text::printable;
 
 /// What `ledger` does: the command's own action, mapped from the parsed command line by the
 /// dispatcher, so nothing here depends on how the command line is spelled.
@@ -127,7 +128,7 @@ pub(super) async fn run(action: LedgerAction, settings: &Settings) -> Result<Fin
                 if !stats.sends_per_wave.is_empty() {
                     println!("  codes sent per wave (--wave):");
                     for (wave, n) in &stats.sends_per_wave {
-                        println!("    {wave}: {n}");
+                        println!("    {}: {n}", printable(wave));
                     }
                 }
                 let of = |n: u64, cap: Option<u64>| match cap {
@@ -160,10 +161,12 @@ pub(super) async fn run(action: LedgerAction, settings: &Settings) -> Result<Fin
                             Some(f) => format!("ended {f}"),
                             None => format!("no clean end (last heartbeat {})", r.heartbeat_at),
                         };
-                        println!(
+                        // Written by whoever could write the ledger: shown escaped.
+                        let line = format!(
                             "    {} {} on {}: started {}, {end}",
                             r.run, r.command, r.host, r.started_at
                         );
+                        println!("{}", printable(&line));
                     }
                 }
             }

@@ -81,23 +81,14 @@ pub(super) fn recorder(
     settings: &Settings,
     source: &'static str,
 ) -> Result<Arc<Recorder>, RunError> {
-    let recorder = Recorder::new(
-        source,
-        settings.report.path.as_deref(),
-        settings.log.usernames,
-    )
-    .map(|r| r.with_wave(settings.run.wave.clone()))
-    .map_err(|e| {
-        RunError::Usage(format!(
-            "--report (report.path): cannot create {}: {e}",
-            settings
-                .report
-                .path
-                .as_deref()
-                .unwrap_or(std::path::Path::new("the report"))
-                .display()
-        ))
-    })?;
+    let report = settings
+        .report
+        .path
+        .as_deref()
+        .map(|path| (path, settings.report.if_exists));
+    let recorder = Recorder::new(source, report, settings.log.usernames)
+        .map(|r| r.with_wave(settings.run.wave.clone()))
+        .map_err(|e| RunError::Usage(format!("--report (report.path): {e}")))?;
     Ok(Arc::new(recorder))
 }
 

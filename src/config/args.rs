@@ -437,6 +437,27 @@ pub struct ReportArgs {
     )]
     #[serde(skip_serializing_if = "unset", rename = "path")]
     pub report: Option<PathBuf>,
+
+    /// When the report file already holds lines (an earlier run's record of who was sent a
+    /// code): `refuse` to start, `append` this run's lines, or `overwrite` it [default: refuse].
+    #[arg(
+        long = "report-if-exists",
+        global = true,
+        env = "COGNITO_RESEND_REPORT_IF_EXISTS",
+        value_name = "refuse|append|overwrite"
+    )]
+    #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
+    pub if_exists: Option<String>,
+
+    /// Add this run's lines to an existing report (`--report-if-exists append`).
+    #[arg(long, global = true)]
+    #[serde(skip)]
+    pub append: bool,
+
+    /// Replace an existing report (`--report-if-exists overwrite`).
+    #[arg(long, global = true)]
+    #[serde(skip)]
+    pub overwrite: bool,
 }
 
 /// The `[ledger]` section as flags.

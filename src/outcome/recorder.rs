@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::report::ReportWriter;
+use super::report::{CreateError, IfExists, ReportWriter};
 use super::{Outcome, OutcomeKind, Reason};
 use crate::job::Origin;
 use crate::telemetry::UserRef;
@@ -86,14 +86,15 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// A recorder for jobs of `source` (the metric label), writing `report` if given.
+    /// A recorder for jobs of `source` (the metric label), writing `report` if given (an
+    /// existing file dealt with as its [`IfExists`] says).
     pub fn new(
         source: &'static str,
-        report: Option<&Path>,
+        report: Option<(&Path, IfExists)>,
         log_usernames: bool,
-    ) -> std::io::Result<Self> {
+    ) -> Result<Self, CreateError> {
         let report = match report {
-            Some(p) => Some(Mutex::new(ReportWriter::create(p)?)),
+            Some((path, if_exists)) => Some(Mutex::new(ReportWriter::create(path, if_exists)?)),
             None => None,
         };
         metrics::register_outcomes(source);

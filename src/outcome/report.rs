@@ -4,7 +4,11 @@
 //! soon as it is recorded, even if the process is killed.
 //!
 //! It names users and their masked contacts: personal data, so it is readable by its owner only
-//! (0600), whether it is created or an older one is truncated.
+//! (0600), whether it is created, appended to or an older one is replaced.
+//!
+//! A report is the record of who was sent a code: a rerun naming the same file must not erase
+//! the previous run's. An existing non-empty file is refused unless the run says what to do
+//! with it ([`IfExists`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{LineWriter, Write};
@@ -16,6 +20,56 @@ use serde::Serialize;
 
 use super::{Delivery, DoubtCause, Outcome, Reason};
 use crate::job::CallTime;
+
+/// What to do when the report file already holds lines (`report.if_exists`, `--append`,
+/// `--overwrite`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IfExists {
+    /// Refuse to start (exit 2): the file is an earlier run's record.
+    #[default]
+    Refuse,
+    /// Add this run's lines after the earlier ones (`report` reads them all).
+    Append,
+    /// Replace the file.
+    Overwrite,
+}
+
+impl IfExists {
+    /// The settings file's spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "refuse" => Some(Self::Refuse),
+            "append" => Some(Self::Append),
+            "overwrite" => Some(Self::Overwrite),
+            _ => None,
+        }
+    }
+}
+
+/// Why the report cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The file holds an earlier run's lines and the run did not say what to do with them.
+    #[error(
+        "{path} already holds {bytes} bytes of an earlier run's outcomes: pass --append to add \
+         this run's lines after them, --overwrite to replace them, or name another file"
+    )]
+    Exists {
+        /// The report path.
+        path: String,
+        /// Its size.
+        bytes: u64,
+    },
+    /// The file cannot be opened or written.
+    #[error("cannot create {path}: {source}")]
+    Io {
+        /// The report path.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
 
 /// An open report file.
 pub struct ReportWriter {
@@ -68,16 +122,34 @@ impl From<&CallTime> for CallEntry {
 }
 
 impl ReportWriter {
-    /// Creates (or truncates) the report file.
-    pub fn create(path: &Path) -> std::io::Result<Self> {
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
+    /// Opens the report file: creates it, or deals with an existing one as `if_exists` says.
+    pub fn create(path: &Path, if_exists: IfExists) -> Result<Self, CreateError> {
+        let io = |source| CreateError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut options = OpenOptions::new();
+        options.create(true).mode(0o600);
+        match if_exists {
+            IfExists::Append => options.append(true),
+            IfExists::Overwrite => options.write(true).truncate(true),
+            // Opened without truncating; refused below when it already holds anything. An empty
+            // file (one `touch`ed, or left by a run that recorded nothing) is no record to keep.
+            IfExists::Refuse => options.write(true),
+        };
+        let file = options.open(path).map_err(io)?;
+        if if_exists == IfExists::Refuse {
+            let bytes = file.metadata().map_err(io)?.len();
+            if bytes > 0 {
+                return Err(CreateError::Exists {
+                    path: path.display().to_string(),
+                    bytes,
+                });
+            }
+        }
         // `mode` applies only to a file created now; one left by an older run is tightened too.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
         Ok(Self {
             out: LineWriter::new(file),
             buf: Vec::with_capacity(512),

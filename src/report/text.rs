@@ -3,6 +3,7 @@
 //! The text names nobody: usernames are personal data, and a summary gets pasted into tickets
 //! and chats. Only the list (`--list in-doubt`), asked for explicitly, holds them.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use super::summary::{Counts, Summary, rfc3339};
@@ -61,12 +62,34 @@ pub fn span(first_ms: i64, last_ms: i64) -> String {
     format!("{} {} to {b} UTC", &a[..10], &a[11..19])
 }
 
-/// The summary as text.
+/// `text` safe to print on a terminal: control characters (escape sequences that retitle the
+/// window, clear the screen or fake a line; a report is a file anyone with write access to it
+/// could have crafted) and the bidirectional overrides that reorder what is shown are written
+/// as Rust escapes (`\u{1b}`), everything else as it is.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The summary as text. Every line passes [`printable`]: names in it (reasons, waves, files,
+/// media) come from the report files.
 pub fn render(s: &Summary) -> String {
     let mut out = String::new();
     // `write!` to a String cannot fail.
     let mut line = |text: String| {
-        out.push_str(&text);
+        out.push_str(&printable(&text));
         out.push('\n');
     };
     let files = match s.files.len() {
@@ -199,9 +222,10 @@ pub fn render(s: &Summary) -> String {
 
 /// Writes the jobs in doubt as CSV: `username,client_id,in_doubt_cause,outcome,source,at,file,
 /// user_key` (`user_key` empty for reports written before it existed).
-/// A username column first, so the file reads back as backfill input; cells a spreadsheet would
-/// run as formulas are written as `discover` writes them (a `'` in front), which `backfill`
-/// reads back.
+/// A username column first, so the file reads back as backfill input; every cell a spreadsheet
+/// would run as a formula is written as `discover` writes it (a `'` in front), which `backfill`
+/// reads back, and control characters are escaped as [`printable`] does (a username Cognito
+/// accepts has none).
 pub fn in_doubt_csv(s: &Summary, out: impl std::io::Write) -> csv::Result<()> {
     use crate::source::csv::neutralise;
     let mut w = csv::Writer::from_writer(out);
@@ -215,16 +239,17 @@ pub fn in_doubt_csv(s: &Summary, out: impl std::io::Write) -> csv::Result<()> {
         "file",
         "user_key",
     ])?;
+    let cell = |text: &str| neutralise(&printable(text)).into_owned();
     for d in s.in_doubt.list.iter().flatten() {
         w.write_record([
-            neutralise(&d.username).as_ref(),
-            neutralise(&d.client_id).as_ref(),
-            neutralise(&d.in_doubt_cause).as_ref(),
-            neutralise(&d.outcome).as_ref(),
-            neutralise(&d.source).as_ref(),
-            &d.at,
-            neutralise(&d.file).as_ref(),
-            neutralise(d.user_key.as_deref().unwrap_or_default()).as_ref(),
+            cell(&d.username),
+            cell(&d.client_id),
+            cell(&d.in_doubt_cause),
+            cell(&d.outcome),
+            cell(&d.source),
+            cell(&d.at),
+            cell(&d.file),
+            cell(d.user_key.as_deref().unwrap_or_default()),
         ])?;
     }
     w.flush()?;
