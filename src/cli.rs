@@ -165,7 +165,7 @@ pub struct LambdaCli {
 }
 
 /// `ledger` subcommands.
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum LedgerAction {
     /// Totals: users, codes sent, users in cooldown, claims held and in doubt, recent runs.
     Stats {
@@ -177,8 +177,32 @@ pub enum LedgerAction {
     /// last_outcome, last_outcome_at, claimed_by). Contains usernames: personal data.
     Export,
     /// Create the ledger: the SQLite file, or the DynamoDB table (on-demand billing, partition
-    /// key `pk`) for --state dynamodb://TABLE.
+    /// key `pk`, TTL on `expires_at`) for --state dynamodb://TABLE.
     Init,
+    /// Erase users (an erasure request): their sends, cooldown, claim, in-doubt mark and
+    /// per-wave counts, under --client-id and every --allow-client-id, as written and folded to
+    /// lower case (unless --case-sensitive-usernames). A user forgotten is a user the ledger
+    /// no longer protects from a second code.
+    Forget {
+        /// The usernames to erase.
+        #[arg(value_name = "USERNAME")]
+        usernames: Vec<String>,
+        /// Also every username of this file: a CSV with a `username` column, as backfill reads
+        /// (`-` for standard input).
+        #[arg(long = "from", value_name = "FILE")]
+        from: Option<PathBuf>,
+    },
+    /// Delete the rows of users with nothing written for a while (a retention policy): no send,
+    /// outcome, claim or in-doubt mark since. Claimed rows are kept.
+    Prune {
+        /// How long a row must have been idle [default: --retention].
+        #[arg(long, value_name = "DURATION")]
+        inactive_for: Option<String>,
+        /// Prune even when that is shorter than --cooldown (rows of users in cooldown would
+        /// go, and they could get a second code).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// The documentation and the settings describe the same things: every flag of every command's

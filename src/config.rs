@@ -73,6 +73,7 @@ path = "cognito-resend.db"
 cooldown = "24h"
 claim_lease = "30s"
 max_sends_per_user = 0
+retention = "0s"
 
 [metrics]
 listen = "127.0.0.1:9464"
@@ -391,6 +392,10 @@ pub struct LedgerSettings {
     /// `--max-sends-per-user`: codes a user may get from this tool over the ledger's life.
     #[serde(serialize_with = "show::zero_if_none")]
     pub max_sends_per_user: Option<u64>,
+    /// `--retention`: user rows idle this long are deleted (DynamoDB's TTL; SQLite when a run
+    /// opens it). `None` keeps them.
+    #[serde(serialize_with = "show::duration_or_zero")]
+    pub retention: Option<Duration>,
 }
 
 /// Where metrics are served.
@@ -749,10 +754,25 @@ impl Settings {
                  the ledger: it needs one (--state FILE or dynamodb://TABLE, not none)",
             ));
         }
+        let retention = duration(
+            "ledger.retention (--retention)",
+            given(&raw.ledger.retention),
+        )?;
+        let retention = (!retention.is_zero()).then_some(retention);
+        if let Some(keep) = retention
+            && keep < cooldown
+        {
+            return Err(ConfigError::new(format!(
+                "ledger.retention (--retention): {} is shorter than ledger.cooldown (--cooldown)                  {}: a user's row would be deleted while they are in cooldown, and they could                  get a second code",
+                humantime::format_duration(keep),
+                humantime::format_duration(cooldown)
+            )));
+        }
         let ledger = LedgerSettings {
             path: state,
             cooldown,
             claim_lease,
+            retention,
             dynamodb_endpoint: http_url(
                 "ledger.dynamodb_endpoint (--dynamodb-endpoint)",
                 non_empty(raw.ledger.dynamodb_endpoint),
@@ -1027,6 +1047,14 @@ mod show {
             Some(d) => duration(d, s),
             None => s.serialize_none(),
         }
+    }
+
+    /// `None` means "keep forever", which the file writes as `0s`.
+    pub(super) fn duration_or_zero<S: Serializer>(
+        d: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        duration(&d.unwrap_or_default(), s)
     }
 
     pub(super) fn time<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {

@@ -938,3 +938,56 @@ async fn a_rerun_with_the_same_report_path_keeps_the_earlier_record() {
     let ran = run(cmd).await;
     assert_eq!(ran.code, 2, "{}", ran.stderr);
 }
+
+/// The hash that stands for a username in logs is keyed: unkeyed, a phone-number username was
+/// found again from its 48 bits by hashing every candidate. Without a key each run draws its
+/// own (the same user hashes differently in two runs); with `COGNITO_RESEND_LOG_USERNAME_KEY`
+/// it is HMAC-SHA-256 under that key, stable across runs and replicas, and the key is never
+/// printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn username_hashes_in_logs_are_keyed() {
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    let emu = emulator_with(vec![], |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let name = "+15551234567";
+    let csv = usernames_csv(dir.path(), &[name.to_owned()]);
+    let token_of = |stderr: &str| -> String {
+        let at = stderr
+            .find("u-")
+            .unwrap_or_else(|| panic!("a hashed user: {stderr}"));
+        stderr[at..at + 14].to_owned()
+    };
+    let hex = |bytes: &[u8]| {
+        bytes[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let unkeyed = format!("u-{}", hex(&Sha256::digest(name.as_bytes())));
+    let run_with = |key: Option<&str>| {
+        let mut cmd = backfill(&emu.endpoint(), &csv);
+        cmd.args(["-v", "--state", "none"]);
+        if let Some(k) = key {
+            cmd.env("COGNITO_RESEND_LOG_USERNAME_KEY", k);
+        }
+        run(cmd)
+    };
+
+    let (a, b) = (run_with(None).await, run_with(None).await);
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    let (ta, tb) = (token_of(&a.stderr), token_of(&b.stderr));
+    assert_ne!(ta, unkeyed, "not the unkeyed SHA-256 of the name");
+    assert_ne!(ta, tb, "a key of its own per run");
+
+    let key = "deployment-key-4711";
+    let (a, b) = (run_with(Some(key)).await, run_with(Some(key)).await);
+    let (ta, tb) = (token_of(&a.stderr), token_of(&b.stderr));
+    assert_eq!(ta, tb, "stable across runs under one key");
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(name.as_bytes());
+    assert_eq!(ta, format!("u-{}", hex(&mac.finalize().into_bytes())));
+    for out in [&a.stderr, &a.stdout] {
+        assert!(!out.contains(key) && !out.contains(name), "{out}");
+    }
+}

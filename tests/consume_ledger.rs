@@ -684,3 +684,114 @@ async fn a_dynamodb_fold_whose_answer_was_lost_merges_the_row_once() {
     assert_eq!(rows[0].sends, 7, "{rows:?}");
     assert_eq!(rows[0].waves, [("w".to_owned(), 7)].into());
 }
+
+/// Personal data has an end on DynamoDB too: `ledger init` enables TTL on `expires_at`, a run
+/// with `--retention` sets it on every user it records (that long after the outcome), and
+/// `ledger forget` / `ledger prune` delete the items they name and no others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_rows_expire_with_the_retention_and_can_be_forgotten_or_pruned() {
+    use cognito_emulator::{UserSpec, UserStatus};
+    let moto = Moto::start().await;
+    let names: Vec<String> = (0..4).map(|i| format!("person-{i}")).collect();
+    let emu = emulator_with(
+        names
+            .iter()
+            .map(|n| UserSpec::new(n.clone(), UserStatus::Unconfirmed))
+            .collect(),
+        |b| b,
+    )
+    .await;
+    let table = "retained";
+    let state = format!("dynamodb://{table}");
+    let ledger = |args: &[&str]| {
+        let mut c = command(&emu.endpoint());
+        c.args([
+            "ledger",
+            "--state",
+            &state,
+            "--dynamodb-endpoint",
+            &moto.endpoint,
+        ])
+        .args(args);
+        c
+    };
+    let ran = run(ledger(&["init"])).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let ddb = moto::dynamodb_client(&moto.endpoint).await;
+    let ttl = ddb
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .unwrap();
+    let ttl = ttl.time_to_live_description().expect("a TTL description");
+    assert_eq!(ttl.attribute_name(), Some("expires_at"));
+    assert_eq!(
+        ttl.time_to_live_status().map(|s| s.as_str()),
+        Some("ENABLED")
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &names);
+    let mut cmd = backfill(&emu.endpoint(), &csv);
+    cmd.args(["--state", &state, "--dynamodb-endpoint", &moto.endpoint])
+        .args(["--retention", "30d"]);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let items = ddb.scan().table_name(table).send().await.unwrap();
+    let users: Vec<_> = items
+        .items()
+        .iter()
+        .filter(|i| i["pk"].as_s().unwrap().starts_with("u#"))
+        .collect();
+    assert_eq!(users.len(), 4);
+    for item in &users {
+        let expires: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+        let month = 30 * 86_400;
+        assert!(
+            (before + month..before + month + 120).contains(&expires),
+            "expires_at {expires} is 30 days after the send ({before})"
+        );
+    }
+
+    let ran = run(ledger(&["forget", "person-1", "--client-id", CLIENT])).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(
+        ran.stdout.contains("forgot 1 user row(s)"),
+        "{}",
+        ran.stdout
+    );
+    let user_pks = || async {
+        let items = ddb.scan().table_name(table).send().await.unwrap();
+        let mut pks: Vec<String> = items
+            .items()
+            .iter()
+            .map(|i| i["pk"].as_s().unwrap().clone())
+            .filter(|pk| pk.starts_with("u#"))
+            .collect();
+        pks.sort();
+        pks
+    };
+    assert_eq!(
+        user_pks().await,
+        ["person-0", "person-2", "person-3"]
+            .map(|u| format!("u#{CLIENT}#{u}"))
+            .to_vec()
+    );
+    let ran = run(ledger(&["prune", "--inactive-for", "365d"])).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(user_pks().await.len(), 3, "nothing idle for a year");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let ran = run(ledger(&["prune", "--inactive-for", "1ms", "--force"])).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(
+        ran.stdout.contains("pruned 3 user row(s)"),
+        "{}",
+        ran.stdout
+    );
+    assert!(user_pks().await.is_empty());
+}

@@ -1448,3 +1448,127 @@ mod folding {
         }
     }
 }
+
+/// Personal data has an end. `ledger forget` erases named users (command line and `--from` a
+/// CSV, in any case for a case-insensitive ledger) and nobody else; `ledger prune` deletes idle
+/// rows but refuses what would reopen a live cooldown unless `--force`; `--retention` prunes a
+/// SQLite ledger as a run opens it and cannot be shorter than the cooldown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_erases_named_users_and_prune_respects_the_cooldown() {
+    let users: Vec<UserSpec> = (0..6)
+        .map(|i| UserSpec::new(format!("person-{i}"), UserStatus::Unconfirmed))
+        .collect();
+    let emu = emulator_with(users, |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("ledger.db");
+    let names: Vec<String> = (0..6).map(|i| format!("person-{i}")).collect();
+    let csv = usernames_csv(dir.path(), &names);
+    let mut cmd = backfill(&emu.endpoint(), &csv);
+    cmd.arg("--state").arg(&state);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(ledger_rows(&emu, &state).await.len(), 6);
+
+    let ledger = |args: &[&str]| {
+        let mut cmd = command(&emu.endpoint());
+        cmd.arg("ledger").arg("--state").arg(&state).args(args);
+        cmd
+    };
+    // Without the client id the ledger cannot name the rows: a usage error.
+    let ran = run(ledger(&["forget", "person-0"])).await;
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(ran.stderr.contains("--client-id"), "{}", ran.stderr);
+
+    let erase = write_file(
+        dir.path(),
+        "erase.csv",
+        "username,reason\nperson-2,request 17\n",
+    );
+    let ran = run(ledger(&[
+        "forget",
+        "PERSON-0",
+        "--client-id",
+        CLIENT,
+        "--from",
+        erase.to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(
+        ran.stdout.contains("forgot 2 user row(s)"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        !ran.stdout.contains("person-"),
+        "names nobody: {}",
+        ran.stdout
+    );
+    let left: HashSet<String> = ledger_rows(&emu, &state)
+        .await
+        .iter()
+        .map(|r| r["username"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: HashSet<String> = ["person-1", "person-3", "person-4", "person-5"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(left, expected);
+
+    // Pruning rows idle for less than the cooldown (24 h) would reopen it: refused, untouched.
+    let ran = run(ledger(&["prune", "--inactive-for", "1h"])).await;
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(ran.stderr.contains("--cooldown"), "{}", ran.stderr);
+    assert_eq!(ledger_rows(&emu, &state).await.len(), 4);
+    // Idle for a year: nothing here is.
+    let ran = run(ledger(&["prune", "--inactive-for", "365d"])).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(
+        ran.stdout.contains("pruned 0 user row(s)"),
+        "{}",
+        ran.stdout
+    );
+    assert_eq!(ledger_rows(&emu, &state).await.len(), 4);
+    // Forced: every row idle for a millisecond goes.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let ran = run(ledger(&["prune", "--inactive-for", "1ms", "--force"])).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(
+        ran.stdout.contains("pruned 4 user row(s)"),
+        "{}",
+        ran.stdout
+    );
+    assert!(ledger_rows(&emu, &state).await.is_empty());
+
+    // A retention shorter than the cooldown is refused; one of it prunes as a run opens the file.
+    let mut cmd = backfill(&emu.endpoint(), &csv);
+    cmd.arg("--state").arg(&state).args(["--retention", "1h"]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(ran.stderr.contains("--retention"), "{}", ran.stderr);
+    let mut cmd = backfill(&emu.endpoint(), &csv);
+    cmd.arg("--state")
+        .arg(&state)
+        .args(["--cooldown", "1ms", "--retention", "1ms"]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(
+        ledger_rows(&emu, &state).await.len(),
+        6,
+        "the run wrote its rows"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut cmd = backfill(
+        &emu.endpoint(),
+        &write_file(dir.path(), "none.csv", "username\n"),
+    );
+    cmd.arg("--state")
+        .arg(&state)
+        .args(["--cooldown", "1ms", "--retention", "1ms"]);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(
+        ledger_rows(&emu, &state).await.is_empty(),
+        "idle rows pruned as the run opened the ledger"
+    );
+}

@@ -2,17 +2,19 @@
 //! whom and when, without opening SQLite or the DynamoDB console.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use super::parts::open_ledger;
 use super::{Finished, RunError, done};
 use crate::config::Settings;
-use crate::job::UsernameCase;
+use crate::job::{UserKey, UsernameCase, fold_username};
 use crate::ledger::{self, Rules, StateSpec, fleet, now_millis};
 use crate::report::text::printable;
+use crate::source::csv::unneutralise;
 
 /// What `ledger` does: the command's own action, mapped from the parsed command line by the
 /// dispatcher, so nothing here depends on how the command line is spelled.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum LedgerAction {
     /// Totals: users, codes sent, cooldowns, claims, sends per wave, users at the cap, today's
     /// spend, recent runs.
@@ -24,6 +26,20 @@ pub enum LedgerAction {
     Export,
     /// Create the ledger (the SQLite file, or the DynamoDB table).
     Init,
+    /// Erase these users (and those of the `username` column of `from`).
+    Forget {
+        /// As given on the command line.
+        usernames: Vec<String>,
+        /// A CSV with a `username` column, or `-`.
+        from: Option<PathBuf>,
+    },
+    /// Delete rows idle for `inactive_for` (default `--retention`).
+    Prune {
+        /// `--inactive-for`, unparsed.
+        inactive_for: Option<String>,
+        /// Prune even inside the cooldown.
+        force: bool,
+    },
 }
 
 /// Rows per page of `export`.
@@ -37,12 +53,13 @@ pub(super) async fn run(action: LedgerAction, settings: &Settings) -> Result<Fin
             "ledger.path (--state) is `none`: there is no ledger to show".into(),
         ));
     }
-    if let (LedgerAction::Init, StateSpec::Dynamo { table }) = (action, spec) {
+    if let (LedgerAction::Init, StateSpec::Dynamo { table }) = (&action, spec) {
         let store = ledger::dynamo::DynamoStore::client_only(
             table,
             &ledger::dynamo::DynamoSettings {
                 region: settings.cognito.region.clone(),
                 endpoint: settings.ledger.dynamodb_endpoint.clone(),
+                retention: None,
             },
         )
         .await;
@@ -53,8 +70,13 @@ pub(super) async fn run(action: LedgerAction, settings: &Settings) -> Result<Fin
         println!("created {spec}");
         return done();
     }
-    if let (LedgerAction::Stats { .. } | LedgerAction::Export, StateSpec::Sqlite(path)) =
-        (action, spec)
+    if let (
+        LedgerAction::Stats { .. }
+        | LedgerAction::Export
+        | LedgerAction::Forget { .. }
+        | LedgerAction::Prune { .. },
+        StateSpec::Sqlite(path),
+    ) = (&action, spec)
         && !path.exists()
     {
         return Err(RunError::Usage(format!(
@@ -69,6 +91,53 @@ pub(super) async fn run(action: LedgerAction, settings: &Settings) -> Result<Fin
         .ok_or_else(|| RunError::Usage("no ledger".into()))?;
     match action {
         LedgerAction::Init => println!("ready: {spec}"),
+        LedgerAction::Forget { usernames, from } => {
+            let keys = forget_keys(settings, usernames, from.as_deref())?;
+            let removed = store
+                .forget(&keys)
+                .await
+                .map_err(|e| RunError::Fatal(e.into()))?;
+            // Counts only: the usernames are what is being erased.
+            println!(
+                "forgot {removed} user row(s) ({} key(s) looked up) in {spec}",
+                keys.len()
+            );
+        }
+        LedgerAction::Prune {
+            inactive_for,
+            force,
+        } => {
+            let idle = match (inactive_for, settings.ledger.retention) {
+                (Some(text), _) => crate::config::parse_duration(&text)
+                    .map_err(|e| RunError::Usage(format!("--inactive-for: {e}")))?,
+                (None, Some(keep)) => keep,
+                (None, None) => {
+                    return Err(RunError::Usage(
+                        "ledger prune: give --inactive-for DURATION (or set ledger.retention, \
+                         --retention)"
+                            .into(),
+                    ));
+                }
+            };
+            if idle < settings.ledger.cooldown && !force {
+                return Err(RunError::Usage(format!(
+                    "ledger prune --inactive-for {}: shorter than --cooldown {}, so users still in \
+                     their cooldown would be forgotten and could get a second code; give a longer \
+                     duration, or --force",
+                    humantime::format_duration(idle),
+                    humantime::format_duration(settings.ledger.cooldown)
+                )));
+            }
+            let millis = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
+            let removed = store
+                .prune(now_millis().saturating_sub(millis))
+                .await
+                .map_err(|e| RunError::Fatal(e.into()))?;
+            println!(
+                "pruned {removed} user row(s) idle for longer than {} from {spec}",
+                humantime::format_duration(idle)
+            );
+        }
         LedgerAction::Stats { json } => {
             let now = now_millis();
             let millis = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
@@ -194,4 +263,96 @@ pub(super) async fn run(action: LedgerAction, settings: &Settings) -> Result<Fin
         }
     }
     done()
+}
+
+/// The ledger keys `ledger forget` erases: each username (from the command line and the
+/// `username` column of `from`) under every client id the settings name, as written and — unless
+/// the pool is known case-sensitive — folded, since a case-insensitive run keys it folded.
+fn forget_keys(
+    settings: &Settings,
+    usernames: Vec<String>,
+    from: Option<&Path>,
+) -> Result<Vec<UserKey>, RunError> {
+    let mut clients: Vec<&str> = settings
+        .cognito
+        .client_id
+        .iter()
+        .map(String::as_str)
+        .collect();
+    clients.extend(
+        settings
+            .cognito
+            .allowed_client_ids
+            .iter()
+            .map(String::as_str),
+    );
+    if clients.is_empty() {
+        return Err(RunError::Usage(
+            "ledger forget: the ledger keys users by app client: give --client-id (and \
+             --allow-client-id for more)"
+                .into(),
+        ));
+    }
+    let mut names = usernames;
+    if let Some(path) = from {
+        names.extend(usernames_of(path)?);
+    }
+    if names.is_empty() {
+        return Err(RunError::Usage(
+            "ledger forget: name the users (USERNAME... or --from FILE)".into(),
+        ));
+    }
+    let mut keys = std::collections::BTreeSet::new();
+    for name in &names {
+        for client in &clients {
+            keys.insert((client.to_string(), name.clone()));
+            if !settings.cognito.case_sensitive_usernames {
+                keys.insert((client.to_string(), fold_username(name)));
+            }
+        }
+    }
+    Ok(keys
+        .into_iter()
+        .map(|(client_id, username)| UserKey {
+            client_id,
+            username,
+        })
+        .collect())
+}
+
+/// The `username` column of a CSV (`-`: standard input), cells read as `backfill` reads them.
+fn usernames_of(path: &Path) -> Result<Vec<String>, RunError> {
+    let input: Box<dyn std::io::Read> = if path == Path::new("-") {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(path).map_err(|e| {
+            RunError::Usage(format!("ledger forget --from {}: {e}", path.display()))
+        })?)
+    };
+    let bad =
+        |e: csv::Error| RunError::Usage(format!("ledger forget --from {}: {e}", path.display()));
+    let mut reader = csv::Reader::from_reader(input);
+    let column = reader
+        .headers()
+        .map_err(bad)?
+        .iter()
+        .position(|h| {
+            h.trim_start_matches('\u{feff}')
+                .trim()
+                .eq_ignore_ascii_case("username")
+        })
+        .ok_or_else(|| {
+            RunError::Usage(format!(
+                "ledger forget --from {}: no `username` column in the header",
+                path.display()
+            ))
+        })?;
+    let mut names = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(bad)?;
+        if let Some(cell) = record.get(column).map(str::trim).filter(|c| !c.is_empty()) {
+            names.push(unneutralise(cell).to_owned());
+        }
+    }
+    Ok(names)
 }

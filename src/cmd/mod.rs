@@ -126,6 +126,14 @@ impl From<cli::LedgerAction> for LedgerAction {
             cli::LedgerAction::Stats { json } => Self::Stats { json },
             cli::LedgerAction::Export => Self::Export,
             cli::LedgerAction::Init => Self::Init,
+            cli::LedgerAction::Forget { usernames, from } => Self::Forget { usernames, from },
+            cli::LedgerAction::Prune {
+                inactive_for,
+                force,
+            } => Self::Prune {
+                inactive_for,
+                force,
+            },
         }
     }
 }

@@ -230,6 +230,25 @@ pub(super) async fn start_ledger(
     store: Arc<dyn ledger::Store>,
     command: &str,
 ) -> Result<Ledger, RunError> {
+    // `--retention` on a SQLite ledger: what DynamoDB's TTL does for a table, done as the run
+    // starts (a run is the one thing that writes the file).
+    if let (ledger::StateSpec::Sqlite(_), Some(keep)) =
+        (&settings.ledger.path, settings.ledger.retention)
+    {
+        let before = ledger::now_millis().saturating_sub(ledger::duration_millis(keep));
+        let removed = store
+            .prune(before)
+            .await
+            .map_err(|e| RunError::Usage(format!("ledger.retention (--retention): {e}")))?;
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "ledger {}: {removed} user row(s) idle for longer than --retention {} deleted",
+                store.describe(),
+                humantime::format_duration(keep)
+            );
+        }
+    }
     let timing = LedgerTiming {
         cooldown: settings.ledger.cooldown,
         lease: settings.ledger.claim_lease,
@@ -259,6 +278,7 @@ pub(super) async fn open_ledger(
         &ledger::dynamo::DynamoSettings {
             region: settings.cognito.region.clone(),
             endpoint: settings.ledger.dynamodb_endpoint.clone(),
+            retention: settings.ledger.retention,
         },
         case,
     )

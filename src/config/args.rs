@@ -511,6 +511,18 @@ pub struct LedgerArgs {
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub dynamodb_endpoint: Option<String>,
 
+    /// Retention: user rows with nothing written for this long are deleted — by DynamoDB's TTL
+    /// (attribute `expires_at`), or for SQLite when a run opens the ledger; at least the
+    /// cooldown. Also what `ledger prune` keeps by default. 0s = keep forever [default: 0s].
+    #[arg(
+        long,
+        global = true,
+        env = "COGNITO_RESEND_LEDGER_RETENTION",
+        value_name = "DURATION"
+    )]
+    #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
+    pub retention: Option<String>,
+
     /// Lifetime cap: a user who already got N codes from this tool (every run and wave the
     /// ledger has seen) is `capped`, never called; needs a ledger. 0 = no cap [default: 0].
     #[arg(

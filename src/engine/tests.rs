@@ -208,6 +208,7 @@ async fn ledger(dir: &std::path::Path) -> Ledger {
         &crate::ledger::dynamo::DynamoSettings {
             region: None,
             endpoint: None,
+            retention: None,
         },
         // The default, as a run of a pool not known: the keys are folded.
         crate::job::UsernameCase::default(),

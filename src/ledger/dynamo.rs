@@ -35,20 +35,20 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, KeySchemaElement, KeyType, Put,
-    ScalarAttributeType, TransactWriteItem,
+    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
 };
 use futures::future::BoxFuture;
 
 use aws_sdk_dynamodb::types::ReturnValue;
 
-use crate::job::fold_username;
+use crate::job::{UserKey, fold_username};
 
 use super::fleet;
 use super::fold::{Folded, Hold, Row, merge};
 use super::{
     Claim, DayCaps, DaySpend, Finish, Holder, InDoubt, LedgerError, Medium, Millis, Page, Rules,
-    RunId, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide, host_label, plan,
-    refused_by, rfc3339,
+    RunId, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide, duration_millis,
+    host_label, plan, refused_by, rfc3339,
 };
 
 /// Where DynamoDB is.
@@ -58,12 +58,20 @@ pub struct DynamoSettings {
     pub region: Option<String>,
     /// `--dynamodb-endpoint` (local DynamoDB, moto, VPC endpoints).
     pub endpoint: Option<url::Url>,
+    /// `--retention`: every recorded outcome sets the user item's [`TTL_ATTR`] to this long
+    /// after it, so DynamoDB's TTL deletes users idle for longer.
+    pub retention: Option<Duration>,
 }
+
+/// The user items' time-to-live attribute (epoch seconds), which `ledger init` and the
+/// CloudFormation in deploy/ enable TTL on.
+pub const TTL_ATTR: &str = "expires_at";
 
 /// A DynamoDB ledger table.
 pub struct DynamoStore {
     client: Client,
     table: String,
+    retention: Option<Duration>,
 }
 
 type Item = HashMap<String, AttributeValue>;
@@ -265,7 +273,14 @@ impl DynamoStore {
         Self {
             client,
             table: table.to_owned(),
+            retention: None,
         }
+    }
+
+    /// Sets `ledger.retention` (see [`DynamoSettings::retention`]).
+    pub fn with_retention(mut self, retention: Option<Duration>) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// A client without the existence check (for `ledger init`).
@@ -283,6 +298,7 @@ impl DynamoStore {
         Self {
             client: Client::new(&sdk),
             table: table.to_owned(),
+            retention: settings.retention,
         }
     }
 
@@ -318,6 +334,25 @@ impl DynamoStore {
                 .await
                 .map_err(|e| self.fail(DisplayErrorContext(&e).to_string()))?;
             if d.table().and_then(|t| t.table_status()).map(|s| s.as_str()) == Some("ACTIVE") {
+                // Items carry the attribute only with `--retention`; enabling it costs nothing.
+                self.client
+                    .update_time_to_live()
+                    .table_name(&self.table)
+                    .time_to_live_specification(
+                        TimeToLiveSpecification::builder()
+                            .attribute_name(TTL_ATTR)
+                            .enabled(true)
+                            .build()
+                            .map_err(|e| self.fail(e.to_string()))?,
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        self.fail(format!(
+                            "cannot enable TTL on {TTL_ATTR}: {}",
+                            DisplayErrorContext(&e)
+                        ))
+                    })?;
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -777,49 +812,69 @@ impl Store for DynamoStore {
             // Like a claim, a result carries a token, so a retried write whose first try went
             // through is not mistaken for a takeover (and a send counted twice).
             let token = RunId::new().0;
+            // `--retention`: each recorded outcome pushes the item's expiry out again.
+            let ttl = match self.retention {
+                Some(_) => ", #ttl = :exp",
+                None => "",
+            };
             let base = || {
-                self.client
+                let call = self
+                    .client
                     .update_item()
                     .table_name(&self.table)
                     .key("pk", s(pk.clone()))
                     .expression_attribute_values(":me", s(&run.0))
-                    .expression_attribute_values(":ft", s(&token))
+                    .expression_attribute_values(":ft", s(&token));
+                match self.retention {
+                    Some(keep) => call
+                        .expression_attribute_names("#ttl", TTL_ATTR)
+                        .expression_attribute_values(
+                            ":exp",
+                            n((now + duration_millis(keep)) / 1000),
+                        ),
+                    None => call,
+                }
             };
             let mine = "claim_run = :me";
             let call = match how {
                 Finish::Sent => base()
                     .update_expression(format!(
                         "SET last_sent_at = :now, last_outcome = :o, last_outcome_at = :now, \
-                         finish_token = :ft ADD sends :one{add_wave} \
+                         finish_token = :ft{ttl} ADD sends :one{add_wave} \
                          REMOVE claim_run, claimed_at, claim_token, doubt_run, doubt_at"
                     ))
-                    .set_expression_attribute_names(
-                        wave_name
-                            .clone()
-                            .map(|w| HashMap::from([("#w".to_owned(), w)])),
-                    )
+                    .set_expression_attribute_names({
+                        let mut names: HashMap<String, String> = HashMap::new();
+                        if let Some(w) = wave_name.clone() {
+                            names.insert("#w".to_owned(), w);
+                        }
+                        if self.retention.is_some() {
+                            names.insert("#ttl".to_owned(), TTL_ATTR.to_owned());
+                        }
+                        (!names.is_empty()).then_some(names)
+                    })
                     .expression_attribute_values(":now", n(now))
                     .expression_attribute_values(":o", s("sent"))
                     .expression_attribute_values(":one", n(1)),
                 Finish::MaybeSent(outcome) => base()
-                    .update_expression(
+                    .update_expression(format!(
                         "SET last_sent_at = :now, last_outcome = :o, last_outcome_at = :now, \
-                         finish_token = :ft \
-                         REMOVE claim_run, claimed_at, claim_token, doubt_run, doubt_at",
-                    )
+                         finish_token = :ft{ttl} \
+                         REMOVE claim_run, claimed_at, claim_token, doubt_run, doubt_at"
+                    ))
                     .expression_attribute_values(":now", n(now))
                     .expression_attribute_values(":o", s(outcome)),
                 Finish::NotSent(outcome) => base()
-                    .update_expression(
-                        "SET last_outcome = :o, last_outcome_at = :now, finish_token = :ft \
-                         REMOVE claim_run, claimed_at, claim_token, doubt_run, doubt_at",
-                    )
+                    .update_expression(format!(
+                        "SET last_outcome = :o, last_outcome_at = :now, finish_token = :ft{ttl} \
+                         REMOVE claim_run, claimed_at, claim_token, doubt_run, doubt_at"
+                    ))
                     .expression_attribute_values(":now", n(now))
                     .expression_attribute_values(":o", s(outcome)),
                 // The in-doubt mark stays until a result is recorded.
-                Finish::Release => base().update_expression(
-                    "SET finish_token = :ft REMOVE claim_run, claimed_at, claim_token",
-                ),
+                Finish::Release => base().update_expression(format!(
+                    "SET finish_token = :ft{ttl} REMOVE claim_run, claimed_at, claim_token"
+                )),
             };
             match call.condition_expression(mine).send().await {
                 Ok(_) => Ok(()),
@@ -986,6 +1041,80 @@ impl Store for DynamoStore {
             recent.truncate(10);
             stats.recent_runs = recent;
             Ok(stats)
+        })
+    }
+
+    fn forget<'a>(&'a self, keys: &'a [UserKey]) -> BoxFuture<'a, Result<u64, LedgerError>> {
+        Box::pin(async move {
+            let mut removed = 0;
+            for key in keys {
+                let out = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key("pk", s(user_pk(&key.client_id, &key.username)))
+                    .return_values(ReturnValue::AllOld)
+                    .send()
+                    .await
+                    .map_err(|e| self.sdk("DeleteItem (forget)", e))?;
+                if out.attributes.is_some_and(|a| !a.is_empty()) {
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+    }
+
+    fn prune(&self, before: Millis) -> BoxFuture<'_, Result<u64, LedgerError>> {
+        Box::pin(async move {
+            // Written since `before`, or claimed: kept. The same test again as the delete's
+            // condition, so a row written between the scan and the delete stays.
+            let idle = "attribute_not_exists(claim_run) \
+                AND (attribute_not_exists(last_sent_at) OR last_sent_at < :before) \
+                AND (attribute_not_exists(last_outcome_at) OR last_outcome_at < :before) \
+                AND (attribute_not_exists(doubt_at) OR doubt_at < :before)";
+            let mut removed = 0;
+            let mut start = None;
+            loop {
+                let page = self
+                    .client
+                    .scan()
+                    .table_name(&self.table)
+                    .consistent_read(true)
+                    .filter_expression(format!("begins_with(pk, :u) AND {idle}"))
+                    .expression_attribute_values(":u", s("u#"))
+                    .expression_attribute_values(":before", n(before))
+                    .projection_expression("pk")
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|e| self.sdk("Scan (prune)", e))?;
+                for item in page.items() {
+                    let Some(pk) = get_s(item, "pk") else {
+                        continue;
+                    };
+                    let gone = self
+                        .client
+                        .delete_item()
+                        .table_name(&self.table)
+                        .key("pk", s(pk))
+                        .condition_expression(format!("attribute_exists(pk) AND {idle}"))
+                        .expression_attribute_values(":before", n(before))
+                        .send()
+                        .await;
+                    match gone {
+                        Ok(_) => removed += 1,
+                        Err(e)
+                            if e.as_service_error()
+                                .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                        Err(e) => return Err(self.sdk("DeleteItem (prune)", e)),
+                    }
+                }
+                start = page.last_evaluated_key;
+                if start.is_none() {
+                    return Ok(removed);
+                }
+            }
         })
     }
 

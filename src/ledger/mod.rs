@@ -150,7 +150,7 @@ pub fn rfc3339(ms: Millis) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-fn duration_millis(d: Duration) -> Millis {
+pub(crate) fn duration_millis(d: Duration) -> Millis {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -422,6 +422,22 @@ pub trait Store: Send + Sync + 'static {
     /// case-insensitive pool ([`open`] calls it then); the default refuses.
     fn fold_usernames(&self) -> BoxFuture<'_, Result<Folded, LedgerError>> {
         let e = unsupported(self.describe(), "folding of usernames");
+        Box::pin(async move { Err(e) })
+    }
+    // Personal data has an end: erasure requests and a retention policy.
+    /// Erases the rows of these users (their sends, cooldown, claim, in-doubt mark and per-wave
+    /// counts): `ledger forget`. Returns how many user rows were there.
+    fn forget<'a>(&'a self, keys: &'a [UserKey]) -> BoxFuture<'a, Result<u64, LedgerError>> {
+        let _ = keys;
+        let e = unsupported(self.describe(), "erasure");
+        Box::pin(async move { Err(e) })
+    }
+    /// Deletes every user row with no claim and nothing written since `before` (no send, no
+    /// outcome, no claim, no in-doubt mark): `ledger prune`, and `ledger.retention` for SQLite.
+    /// Returns how many rows went.
+    fn prune(&self, before: Millis) -> BoxFuture<'_, Result<u64, LedgerError>> {
+        let _ = before;
+        let e = unsupported(self.describe(), "pruning");
         Box::pin(async move { Err(e) })
     }
     // Spend caps (see [`DayCaps`]). Defaults refuse, so a store without them cannot be used

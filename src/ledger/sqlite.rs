@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use crate::job::fold_username;
+use crate::job::{UserKey, fold_username};
 
 use super::fleet;
 use super::fold::{Folded, Hold, Row, merge};
@@ -214,6 +214,12 @@ enum Op {
         throttles: u64,
     },
     FoldUsernames,
+    Forget {
+        keys: Vec<(String, String)>,
+    },
+    Prune {
+        before: Millis,
+    },
 }
 
 /// What it answers.
@@ -227,6 +233,7 @@ enum Reply {
     DaySpend(DaySpend),
     Census(fleet::Listing),
     Folded(Folded),
+    Removed(u64),
 }
 
 struct Request {
@@ -457,6 +464,28 @@ impl Store for SqliteStore {
                 .flatten()
                 .map(|r| serde_json::json!([r.client_id, r.username]).to_string());
             Ok((rows, next))
+        })
+    }
+
+    fn forget<'a>(&'a self, keys: &'a [UserKey]) -> BoxFuture<'a, Result<u64, LedgerError>> {
+        Box::pin(async move {
+            let keys = keys
+                .iter()
+                .map(|k| (k.client_id.clone(), k.username.clone()))
+                .collect();
+            match self.ask(Op::Forget { keys }).await? {
+                Reply::Removed(n) => Ok(n),
+                _ => unreachable!("an erasure is answered with a count"),
+            }
+        })
+    }
+
+    fn prune(&self, before: Millis) -> BoxFuture<'_, Result<u64, LedgerError>> {
+        Box::pin(async move {
+            match self.ask(Op::Prune { before }).await? {
+                Reply::Removed(n) => Ok(n),
+                _ => unreachable!("a prune is answered with a count"),
+            }
         })
     }
 
@@ -857,6 +886,41 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
                     Err(e)
                 }
             }
+        }
+        // Both inside the writer's transaction; a retry after a failure deletes the rest.
+        Op::Forget { keys } => {
+            let txn = db;
+            let mut removed = 0;
+            for (client_id, username) in keys {
+                removed += txn.execute(
+                    "DELETE FROM users WHERE client_id = ?1 AND username = ?2",
+                    params![client_id, username],
+                )? as u64;
+                txn.execute(
+                    "DELETE FROM user_waves WHERE client_id = ?1 AND username = ?2",
+                    params![client_id, username],
+                )?;
+            }
+            Ok(Reply::Removed(removed))
+        }
+        Op::Prune { before } => {
+            let txn = db;
+            // The latest thing written to a row; a row with a claim is never pruned.
+            let idle = "claim_run IS NOT NULL
+                OR COALESCE(last_sent_at, 0) >= ?1 OR COALESCE(last_outcome_at, 0) >= ?1
+                OR COALESCE(claimed_at, 0) >= ?1 OR COALESCE(doubt_at, 0) >= ?1";
+            txn.execute(
+                &format!(
+                    "DELETE FROM user_waves WHERE (client_id, username) IN
+                     (SELECT client_id, username FROM users WHERE NOT ({idle}))"
+                ),
+                params![before],
+            )?;
+            let removed = txn.execute(
+                &format!("DELETE FROM users WHERE NOT ({idle})"),
+                params![before],
+            )? as u64;
+            Ok(Reply::Removed(removed))
         }
         Op::Export { after, limit } => {
             let (c, u) = after.clone().unwrap_or_default();

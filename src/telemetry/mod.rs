@@ -2,8 +2,9 @@
 //! ([`metrics`], served by [`server`], pushed by [`push`]) and the progress bar's place
 //! ([`BarSlot`]; the bar itself is [`crate::outcome::progress`]'s).
 //!
-//! Usernames are personal data: logs show them through [`UserRef`], a short stable hash unless
-//! `--log-usernames` is given. Secrets never reach this module.
+//! Usernames are personal data: logs show them through [`UserRef`], a short keyed hash unless
+//! `--log-usernames` is given. Secrets never reach this module but one: the key of that hash
+//! ([`USERNAME_KEY_ENV`]), read here and never shown.
 
 pub(crate) mod metrics;
 pub(crate) mod push;
@@ -13,8 +14,9 @@ use std::fmt;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use hmac::{Hmac, Mac};
 use indicatif::ProgressBar;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -31,13 +33,49 @@ impl<'a> UserRef<'a> {
     }
 }
 
+/// The environment variable holding the key of the usernames' hash in logs: any text, kept
+/// like the client secret. Set the same on every replica and run to follow one user's lines
+/// across them; without it each process draws a random key, so a hash means something only
+/// within its run.
+pub const USERNAME_KEY_ENV: &str = "COGNITO_RESEND_LOG_USERNAME_KEY";
+
+/// The key of [`UserRef`]'s hash, drawn or read once per process.
+static USERNAME_KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// [`USERNAME_KEY_ENV`], else 32 random bytes.
+fn username_key() -> &'static [u8] {
+    USERNAME_KEY.get_or_init(|| match std::env::var(USERNAME_KEY_ENV) {
+        Ok(key) if !key.is_empty() => key.into_bytes(),
+        _ => {
+            let mut key = vec![0; 32];
+            // The OS's generator; if it cannot answer, the time and pid are still unknown to
+            // whoever reads the logs afterwards, which is the point.
+            if getrandom::fill(&mut key).is_err() {
+                let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+                key = seed.into_bytes();
+            }
+            key
+        }
+    })
+}
+
+/// Whether usernames' hashes are keyed by [`USERNAME_KEY_ENV`] (stable across runs) rather
+/// than a key drawn for this run.
+pub fn username_key_is_set() -> bool {
+    std::env::var(USERNAME_KEY_ENV).is_ok_and(|k| !k.is_empty())
+}
+
 impl fmt::Display for UserRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.reveal {
             return f.write_str(self.name);
         }
-        // Stable across runs and replicas, so one user's lines can be followed without the name.
-        let digest = Sha256::digest(self.name.as_bytes());
+        // HMAC-SHA-256, cut to 48 bits: one user's lines can be followed without the name, and
+        // without the key the name cannot be found again by hashing candidates (a phone number
+        // is a search of 10^10, an unkeyed hash of it is undone in a second).
+        let mut mac = Hmac::<Sha256>::new_from_slice(username_key()).expect("any key length");
+        mac.update(self.name.as_bytes());
+        let digest = mac.finalize().into_bytes();
         write!(f, "u-")?;
         for b in &digest[..6] {
             write!(f, "{b:02x}")?;
