@@ -21,7 +21,10 @@ async fn with_report(
     mut cmd: tokio::process::Command,
     dir: &std::path::Path,
 ) -> (Ran, Vec<serde_json::Value>) {
-    let path = dir.join("report.jsonl");
+    // A file per run: a run refuses to replace an earlier run's report.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("report-{n}.jsonl"));
     cmd.args(["--report"]).arg(&path);
     let ran = run(cmd).await;
     let lines = if path.exists() {

@@ -1053,7 +1053,12 @@ async fn max_sends_stops_one_run_at_that_many_codes_and_a_rerun_goes_on() {
     );
 
     // The rerun (same ledger, a bigger cap) sends the others and nobody twice.
-    let mut again = backfill_with(&emu, &csv, &dir.path().join("l.db"), &report_path);
+    let mut again = backfill_with(
+        &emu,
+        &csv,
+        &dir.path().join("l.db"),
+        &dir.path().join("rerun.jsonl"),
+    );
     again.args(["--max-sends", "100"]);
     let ran = run(again).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
