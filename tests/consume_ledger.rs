@@ -684,3 +684,38 @@ async fn a_dynamodb_fold_whose_answer_was_lost_merges_the_row_once() {
     assert_eq!(rows[0].sends, 7, "{rows:?}");
     assert_eq!(rows[0].waves, [("w".to_owned(), 7)].into());
 }
+
+/// Issue 21, item 2: a give-back whose answer is lost (the SDK sends it again) gives back one
+/// reservation, not two. Seen before: cap 2, three codes sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamodb_give_back_whose_answer_was_lost_gives_back_one_reservation() {
+    use cognito_resend::ledger::{DayCaps, SpendCap, Spent};
+    let moto = Moto::start().await;
+    dynamo_table(&moto, "lossyspend").await;
+    let direct =
+        DynamoStore::from_client(moto::dynamodb_client(&moto.endpoint).await, "lossyspend");
+    let day = "2030-02-01";
+    let caps = DayCaps {
+        sends: Some(2),
+        ..DayCaps::default()
+    };
+    // Two reservations: the cap. One call sends nothing and gives its reservation back; the
+    // answer of that give-back is lost, and the SDK sends it again.
+    assert_eq!(direct.reserve_send(day, caps, None).await.unwrap(), None);
+    assert_eq!(direct.reserve_send(day, caps, None).await.unwrap(), None);
+    let proxy = LossyProxy::start(
+        &moto.endpoint,
+        vec![vec!["UpdateItem".into(), format!("d#{day}")]],
+    )
+    .await;
+    let lossy = DynamoStore::from_client(retrying_client(&proxy.endpoint).await, "lossyspend");
+    lossy.settle_send(day, Spent::Nothing).await.unwrap();
+    assert_eq!(proxy.unused_rules(), 0, "the answer was lost");
+    assert_eq!(direct.day_spend(day).await.unwrap().sends, 1);
+    // One more fits (the one given back), and then the cap holds: two codes, not three.
+    assert_eq!(direct.reserve_send(day, caps, None).await.unwrap(), None);
+    assert_eq!(
+        direct.reserve_send(day, caps, None).await.unwrap(),
+        Some(SpendCap::Day)
+    );
+}

@@ -873,6 +873,69 @@ async fn a_run_whose_clock_is_two_leases_ahead_does_not_take_over_live_claims() 
     assert!(held_for >= lease, "{held_for:?}");
 }
 
+/// Issue 21, item 7: two runs with different `--claim-lease` on one ledger. A claim is judged by
+/// its holder's lease, not the reader's: a run with a short lease does not take over the live
+/// claim of a run with a long one between two of its heartbeats (seen before: 30 s and 300 ms,
+/// two calls for one user); once the holder's counter stands still, it does, after the
+/// holder's lease.
+async fn a_claim_is_judged_by_its_holders_lease(flaky: Arc<Flaky>) {
+    let store: Arc<dyn Store> = flaky.clone();
+    // The holder beats every half second (a sixth of its lease): longer than the reader's lease.
+    let long = Duration::from_secs(3);
+    let short = Duration::from_millis(300);
+    let holder = Ledger::start(store.clone(), "test", timing(long))
+        .await
+        .unwrap();
+    let reader = Ledger::start(store.clone(), "test", timing(short))
+        .await
+        .unwrap();
+    assert_eq!(
+        holder.claim(&key("live")).await.unwrap(),
+        Claim::Granted { in_doubt: None }
+    );
+    // A full lease of the holder's (ten of the reader's) of asking: held all along.
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < long {
+        let c = reader.claim(&key("live")).await.unwrap();
+        assert!(
+            matches!(c, Claim::Held { .. }),
+            "a live claim of a run with a longer lease was taken over: {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The holder hangs (its counter stands still): taken over, after the holder's lease.
+    flaky.heartbeat_frozen.store(true, Ordering::SeqCst);
+    let (c, held_for) = claim_when_free(&reader, "live", 20 * long).await;
+    assert!(
+        matches!(&c, Claim::Granted { in_doubt: Some(d) } if d.run == holder.run().0),
+        "{c:?}"
+    );
+    assert!(
+        held_for >= long,
+        "not before the holder's lease: {held_for:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_a_short_lease_does_not_take_over_live_claims_of_a_long_one_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_claim_is_judged_by_its_holders_lease(Flaky::over(sqlite(dir.path()))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_a_short_lease_does_not_take_over_live_claims_of_a_long_one_dynamodb() {
+    use cognito_resend::ledger::dynamo::DynamoStore;
+    use support::moto::{self, Moto};
+    let moto = Moto::start().await;
+    let client = moto::dynamodb_client(&moto.endpoint).await;
+    let store = DynamoStore::from_client(client, "leases");
+    store
+        .create_table()
+        .await
+        .expect("create the table on moto");
+    a_claim_is_judged_by_its_holders_lease(Flaky::over(Arc::new(store))).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_run_whose_heartbeat_fails_for_half_a_lease_stops_claiming() {
     let dir = tempfile::tempdir().unwrap();
