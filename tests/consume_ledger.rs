@@ -406,7 +406,10 @@ async fn a_dynamodb_claim_whose_answer_was_lost_is_recognised_as_ours() {
     let now = cognito_resend::ledger::now_millis();
     // A run that ended while it held a claim on "orphan".
     let dead = RunId::new();
-    direct.begin_run(&dead, "test", now).await.unwrap();
+    direct
+        .begin_run(&dead, "test", Duration::from_secs(30), now)
+        .await
+        .unwrap();
     let c = direct
         .claim(&dead, CLIENT, "orphan", rules_at(now), None)
         .await;
@@ -432,7 +435,10 @@ async fn a_dynamodb_claim_whose_answer_was_lost_is_recognised_as_ours() {
     .await;
     let lossy = DynamoStore::from_client(retrying_client(&proxy.endpoint).await, "lossy");
     let me = RunId::new();
-    lossy.begin_run(&me, "test", now).await.unwrap();
+    lossy
+        .begin_run(&me, "test", Duration::from_secs(30), now)
+        .await
+        .unwrap();
     // Bounded: before the fix, the retried write failed its condition against our own claim,
     // the claim was "held" by our own run, and the job polled itself forever.
     let bound = Duration::from_secs(60);
@@ -493,7 +499,9 @@ async fn a_released_dynamodb_takeover_keeps_its_in_doubt_mark_and_a_late_maybe_s
     let db = DynamoStore::from_client(moto::dynamodb_client(&moto.endpoint).await, "marks");
     let now = cognito_resend::ledger::now_millis();
     let dead = RunId::new();
-    db.begin_run(&dead, "test", now).await.unwrap();
+    db.begin_run(&dead, "test", Duration::from_secs(30), now)
+        .await
+        .unwrap();
     for user in ["fay", "gus"] {
         db.claim(&dead, CLIENT, user, rules_at(now), None)
             .await
@@ -508,7 +516,9 @@ async fn a_released_dynamodb_takeover_keeps_its_in_doubt_mark_and_a_late_maybe_s
     };
     // Taken over, then released before the call (SIGTERM): the mark stays.
     let second = RunId::new();
-    db.begin_run(&second, "test", now).await.unwrap();
+    db.begin_run(&second, "test", Duration::from_secs(30), now)
+        .await
+        .unwrap();
     let c = db.claim(&second, CLIENT, "fay", rules_at(now), None).await;
     assert_eq!(c.unwrap(), doubt);
     db.finish(&second, CLIENT, "fay", Finish::Release, None, now)
@@ -517,7 +527,9 @@ async fn a_released_dynamodb_takeover_keeps_its_in_doubt_mark_and_a_late_maybe_s
     let stats = db.stats(rules_at(now)).await.unwrap();
     assert_eq!(stats.doubt_marks, 1, "{stats:?}");
     let third = RunId::new();
-    db.begin_run(&third, "test", now).await.unwrap();
+    db.begin_run(&third, "test", Duration::from_secs(30), now)
+        .await
+        .unwrap();
     let c = db.claim(&third, CLIENT, "fay", rules_at(now), None).await;
     assert_eq!(c.unwrap(), doubt, "the next run is told");
     db.finish(&third, CLIENT, "fay", Finish::Sent, None, now)

@@ -560,9 +560,10 @@ mod in_process {
             &'a self,
             run: &'a RunId,
             command: &'a str,
+            lease: Duration,
             now: Millis,
         ) -> BoxFuture<'a, Result<(), LedgerError>> {
-            self.inner.begin_run(run, command, now)
+            self.inner.begin_run(run, command, lease, now)
         }
         fn heartbeat<'a>(
             &'a self,
@@ -1439,7 +1440,10 @@ mod folding {
 
         // A claim of any spelling's folded key finds the merged item's cooldown...
         let me = RunId::new();
-        store.begin_run(&me, "test", 10_000).await.unwrap();
+        store
+            .begin_run(&me, "test", std::time::Duration::from_secs(30), 10_000)
+            .await
+            .unwrap();
         for spelling in ["Alice", "ALICE", "aLiCe"] {
             let c = store
                 .claim(&me, "c", &fold_username(spelling), rules(10_000), None)

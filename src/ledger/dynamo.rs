@@ -19,7 +19,9 @@
 //!
 //! The table has one string partition key, `pk`. User items are `u#<client id>#<username>`
 //! (client ids have no `#`, so the split is unambiguous), with a number attribute `w#<wave>` per
-//! `--wave` that sent them a code, run items `r#<run id>`, and each UTC
+//! `--wave` that sent them a code, run items `r#<run id>` (with the run's `lease_ms`, by which
+//! other runs judge its claims; an item of an older build has none, and the reader's lease
+//! judges it), and each UTC
 //! day's spend counters `d#<YYYY-MM-DD>` (one conditional `UpdateItem` per reservation: `ADD
 //! sends 1` only while every cap still holds), and `m#keys`, the marker that the usernames are
 //! folded ([`super::fold`]; the fold merges with conditional `TransactWriteItems`, see
@@ -47,8 +49,8 @@ use super::fleet;
 use super::fold::{Folded, Hold, Row, merge};
 use super::{
     Claim, DayCaps, DaySpend, Finish, Holder, InDoubt, LedgerError, Medium, Millis, Page, Rules,
-    RunId, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide, host_label, plan,
-    refused_by, rfc3339,
+    RunId, RunLiveness, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide, host_label,
+    plan, refused_by, rfc3339,
 };
 
 /// Where DynamoDB is.
@@ -353,14 +355,14 @@ impl DynamoStore {
         Ok(out.item)
     }
 
-    /// A run's heartbeat counter and whether it ended cleanly; `None` if it has no item.
-    async fn run_state(&self, run: &str) -> Result<Option<(i64, bool)>, LedgerError> {
+    /// A run's heartbeat counter, whether it ended cleanly, and its lease (`lease_ms`, absent
+    /// from items of older builds); `None` if it has no item.
+    async fn run_state(&self, run: &str) -> Result<Option<RunLiveness>, LedgerError> {
         let item = self.get(run_pk(run)).await?;
-        Ok(item.map(|i| {
-            (
-                get_n(&i, "beats").unwrap_or(0),
-                i.contains_key("finished_at"),
-            )
+        Ok(item.map(|i| RunLiveness {
+            beats: get_n(&i, "beats").unwrap_or(0),
+            ended: i.contains_key("finished_at"),
+            lease: get_n(&i, "lease_ms"),
         }))
     }
 
@@ -592,6 +594,7 @@ impl Store for DynamoStore {
         &'a self,
         run: &'a RunId,
         command: &'a str,
+        lease: Duration,
         now: Millis,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
         Box::pin(async move {
@@ -604,6 +607,10 @@ impl Store for DynamoStore {
                 .item("host", s(host_label()))
                 .item("started_at", n(now))
                 .item("heartbeat_at", n(now))
+                .item(
+                    "lease_ms",
+                    n(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
+                )
                 .send()
                 .await
                 .map_err(|e| self.sdk("PutItem (run)", e))?;
@@ -703,12 +710,9 @@ impl Store for DynamoStore {
                     Some(h) if h != run.0 => self.run_state(h).await?,
                     _ => None,
                 };
-                let holder = holder_run.as_deref().map(|h| Holder {
-                    run: h,
-                    claimed_at: get_n(&item, "claimed_at").unwrap_or(0),
-                    beats: state.map_or(0, |(beats, _)| beats),
-                    ended: state.is_none_or(|(_, ended)| ended),
-                });
+                let holder = holder_run
+                    .as_deref()
+                    .map(|h| Holder::of(h, get_n(&item, "claimed_at").unwrap_or(0), state));
                 let taking_over = holder.is_some();
                 let sends = get_n(&item, "sends").unwrap_or(0);
                 match decide(

@@ -23,6 +23,10 @@
 //! replica whose clock runs ahead cannot take over live claims. The other side of the bargain
 //! is the *fence*: a run whose own heartbeat has failed for half a lease stops claiming and stops
 //! (a ledger error), so by the time anyone could judge it dead it has stopped starting calls.
+//! The lease is the *holder's*: each run records its `--claim-lease` in its row, and others
+//! judge its claims by it, so runs with different leases can share a ledger (a run with a short
+//! lease would otherwise take a long-lease run's claims between two of its beats). A run row of
+//! an older build has no lease; its claims are judged by the reader's, as before.
 //! Wall-clock times in the ledger (`last_sent_at`, `heartbeat_at`) serve the cooldown and people
 //! (`ledger stats`), never liveness.
 //!
@@ -218,8 +222,11 @@ pub enum Claim {
         /// Its run.
         run: String,
         /// That run's heartbeat counter, as read in the same step: the caller judges the run
-        /// dead once it has seen this unchanged for a full lease.
+        /// dead once it has seen this unchanged for a full lease of that run's.
         beats: i64,
+        /// That run's claim lease, as it recorded it when it began; `None` for a run of an
+        /// older build, which recorded none (the caller's own lease judges it then).
+        lease: Option<Duration>,
     },
 }
 
@@ -244,6 +251,33 @@ pub(crate) struct Holder<'a> {
     pub beats: i64,
     /// It ended cleanly (or has no run row at all): its claims are dead at once.
     pub ended: bool,
+    /// Its claim lease in milliseconds, as its run row records it (none from older builds).
+    pub lease: Option<Millis>,
+}
+
+/// A run's row as a claim of that run is judged by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RunLiveness {
+    /// Its heartbeat counter.
+    pub beats: i64,
+    /// It ended cleanly.
+    pub ended: bool,
+    /// Its `--claim-lease` in milliseconds (none from older builds).
+    pub lease: Option<Millis>,
+}
+
+impl<'a> Holder<'a> {
+    /// The holder of a claim `run` made at `claimed_at`, by its run's row (`None`: no row, so
+    /// its claims are dead at once).
+    pub(crate) fn of(run: &'a str, claimed_at: Millis, row: Option<RunLiveness>) -> Self {
+        Self {
+            run,
+            claimed_at,
+            beats: row.map_or(0, |r| r.beats),
+            ended: row.is_none_or(|r| r.ended),
+            lease: row.and_then(|r| r.lease),
+        }
+    }
 }
 
 /// A claim left by a run that died.
@@ -358,11 +392,13 @@ pub struct LedgerError {
 pub trait Store: Send + Sync + 'static {
     /// `--state`, for messages.
     fn describe(&self) -> String;
-    /// Records that `run` started (and refreshes its heartbeat).
+    /// Records that `run` started (and refreshes its heartbeat), with its claim lease: other
+    /// runs judge its claims by that lease, not by theirs.
     fn begin_run<'a>(
         &'a self,
         run: &'a RunId,
         command: &'a str,
+        lease: Duration,
         now: Millis,
     ) -> BoxFuture<'a, Result<(), LedgerError>>;
     /// Refreshes `run`'s heartbeat time and adds one to its heartbeat counter.
@@ -759,7 +795,9 @@ impl Ledger {
         budget: Option<f64>,
     ) -> Result<Self, LedgerError> {
         let run = RunId::new();
-        store.begin_run(&run, command, clock.now()).await?;
+        store
+            .begin_run(&run, command, timing.lease, clock.now())
+            .await?;
         let ledger = Self {
             store,
             run,
@@ -1033,9 +1071,10 @@ impl Ledger {
     }
 
     /// Claims a user for a call. A claim of another run is judged by that run's heartbeat
-    /// counter: once this run has seen it unchanged for a full lease (on this run's monotonic
-    /// clock), the claim is taken over as in doubt; until then it is [`Claim::Held`] and the
-    /// caller asks again.
+    /// counter: once this run has seen it unchanged for a full lease of that run's (its
+    /// `--claim-lease`, from its row; this run's own for a row without one), on this run's
+    /// monotonic clock, the claim is taken over as in doubt; until then it is [`Claim::Held`]
+    /// and the caller asks again.
     pub async fn claim(&self, key: &UserKey) -> Result<Claim, LedgerError> {
         let (client_id, username) = (key.client_id.as_str(), key.username.as_str());
         if self.state.fenced.is_cancelled() {
@@ -1045,10 +1084,12 @@ impl Ledger {
             .store
             .claim(&self.run, client_id, username, self.rules(), None)
             .await?;
-        let Claim::Held { run, beats } = &first else {
+        let Claim::Held { run, beats, lease } = &first else {
             return Ok(first);
         };
-        if *run == self.run.0 || !self.stood_still(run, *beats) {
+        // Judged by the holder's own lease: it fences itself at half of it, whatever ours is.
+        let lease = lease.unwrap_or(self.timing.lease);
+        if *run == self.run.0 || !self.stood_still(run, *beats, lease) {
             return Ok(first);
         }
         let stale = Stale {
@@ -1060,12 +1101,12 @@ impl Ledger {
             .await
     }
 
-    /// Notes `run`'s counter; true once it has stood still for a full lease.
-    fn stood_still(&self, run: &str, beats: i64) -> bool {
+    /// Notes `run`'s counter; true once it has stood still for a full `lease` (that run's).
+    fn stood_still(&self, run: &str, beats: i64, lease: Duration) -> bool {
         let now = tokio::time::Instant::now();
         let mut seen = self.state.seen.lock().unwrap_or_else(|e| e.into_inner());
         match seen.get(run) {
-            Some(&(b, since)) if b == beats => now.duration_since(since) >= self.timing.lease,
+            Some(&(b, since)) if b == beats => now.duration_since(since) >= lease,
             _ => {
                 seen.insert(run.to_owned(), (beats, now));
                 false
@@ -1335,6 +1376,10 @@ pub(crate) fn decide(
         Some(h) => Claim::Held {
             run: h.run.to_owned(),
             beats: h.beats,
+            lease: h
+                .lease
+                .and_then(|ms| u64::try_from(ms).ok())
+                .map(Duration::from_millis),
         },
     }
 }
@@ -1399,6 +1444,7 @@ mod tests {
             claimed_at: 7,
             beats,
             ended,
+            lease: None,
         })
     }
 
@@ -1433,6 +1479,7 @@ mod tests {
         let held = Claim::Held {
             run: "other".into(),
             beats: 3,
+            lease: None,
         };
         assert_eq!(
             decide(
