@@ -462,26 +462,28 @@ pub trait Store: Send + Sync + 'static {
     }
     // Spend caps (see [`DayCaps`]). Defaults refuse, so a store without them cannot be used
     // with a per-day cap by mistake.
-    /// Reserves one send on `day` unless a cap is reached, atomically: `None` if granted (the
-    /// day's `sends` grew by one, and `medium`'s count too when the medium is known ahead),
-    /// else the cap that refused it (nothing written). See [`refused_by`].
+    /// Makes reservation `r` on its day unless a cap is reached, atomically: `None` if granted
+    /// (the day's `sends` grew by one, and `medium`'s count too when the medium is known
+    /// ahead), else the cap that refused it (nothing written). See [`refused_by`]. Asked twice
+    /// for the same `r` (a write whose answer was lost, sent again), it reserves once.
     fn reserve_send<'a>(
         &'a self,
-        day: &'a str,
+        r: &'a DayReservation,
         caps: DayCaps,
         medium: Option<Medium>,
     ) -> BoxFuture<'a, Result<Option<SpendCap>, LedgerError>> {
-        let _ = (day, caps, medium);
+        let _ = (r, caps, medium);
         let e = unsupported(self.describe(), "spend counters");
         Box::pin(async move { Err(e) })
     }
-    /// Settles a reservation made on `day`: gives it back, or counts its code's medium.
+    /// Settles reservation `r`: gives it back, counts its code's medium, or keeps it as it is.
+    /// Asked twice for the same `r`, it settles once.
     fn settle_send<'a>(
         &'a self,
-        day: &'a str,
+        r: &'a DayReservation,
         spent: Spent,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
-        let _ = (day, spent);
+        let _ = (r, spent);
         let e = unsupported(self.describe(), "spend counters");
         Box::pin(async move { Err(e) })
     }
@@ -574,9 +576,34 @@ impl Medium {
     }
 }
 
+/// One send reserved on a day's counters ([`Ledger::reserve_send`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayReservation {
+    /// The UTC day it counts on, `YYYY-MM-DD`.
+    pub day: String,
+    /// Its own random token, written with it and taken away by its settlement, so that a write
+    /// whose answer was lost and that is sent again (DynamoDB's SDK retries) reserves or
+    /// settles once, not twice.
+    pub token: String,
+}
+
+impl DayReservation {
+    /// A new reservation on `day`, with a fresh token.
+    pub fn new(day: impl Into<String>) -> Self {
+        Self {
+            day: day.into(),
+            token: RunId::new().0,
+        }
+    }
+}
+
 /// How a reserved send ended, for the day's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Spent {
+    /// A code went out, or may have, and the reservation already counts it as it should: a
+    /// code by the medium reserved ahead, a code whose medium is not known, an ambiguous
+    /// attempt, a call abandoned. The counters stay; the reservation is done.
+    Kept,
     /// Nothing was sent: the reservation (of no medium) is given back.
     Nothing,
     /// A code went out by this medium: the reservation (of no medium) stays and the medium's
@@ -1208,16 +1235,16 @@ impl Ledger {
     }
 
     /// Reserves one send against the per-day caps, on today's UTC day by this run's clock.
-    /// `Ok(Ok(day))`: granted, settle it on `day` with [`Ledger::settle_send`]; `Ok(Err(cap))`:
-    /// refused.
+    /// `Ok(Ok(r))`: granted, settle it (once, however it ends) with [`Ledger::settle_send`];
+    /// `Ok(Err(cap))`: refused.
     pub async fn reserve_send(
         &self,
         caps: DayCaps,
         medium: Option<Medium>,
-    ) -> Result<Result<String, SpendCap>, LedgerError> {
-        let day = utc_day(self.clock.now());
-        Ok(match self.store.reserve_send(&day, caps, medium).await? {
-            None => Ok(day),
+    ) -> Result<Result<DayReservation, SpendCap>, LedgerError> {
+        let r = DayReservation::new(utc_day(self.clock.now()));
+        Ok(match self.store.reserve_send(&r, caps, medium).await? {
+            None => Ok(r),
             Some(cap) => Err(cap),
         })
     }
@@ -1227,9 +1254,9 @@ impl Ledger {
         self.store.day_spend(&utc_day(self.clock.now())).await
     }
 
-    /// Settles a reservation [`Ledger::reserve_send`] granted on `day`.
-    pub async fn settle_send(&self, day: &str, spent: Spent) -> Result<(), LedgerError> {
-        self.store.settle_send(day, spent).await
+    /// Settles a reservation [`Ledger::reserve_send`] granted.
+    pub async fn settle_send(&self, r: &DayReservation, spent: Spent) -> Result<(), LedgerError> {
+        self.store.settle_send(r, spent).await
     }
 
     /// Sends this run could not record, so far.

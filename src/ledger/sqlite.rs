@@ -21,9 +21,9 @@ use crate::job::fold_username;
 use super::fleet;
 use super::fold::{Folded, Hold, Row, merge};
 use super::{
-    Claim, DayCaps, DaySpend, Finish, Holder, InDoubt, LedgerError, Medium, Millis, Page, Rules,
-    RunId, RunLiveness, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide, host_label,
-    plan, refused_by, rfc3339,
+    Claim, DayCaps, DayReservation, DaySpend, Finish, Holder, InDoubt, LedgerError, Medium, Millis,
+    Page, Rules, RunId, RunLiveness, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide,
+    host_label, plan, refused_by, rfc3339,
 };
 
 /// Most operations one transaction takes.
@@ -481,16 +481,19 @@ impl Store for SqliteStore {
         })
     }
 
+    // A reservation's token is not written here: the writer answers each request once, in
+    // process, after its commit, and nothing sends a reservation or a settlement again, so
+    // neither can count twice (unlike a DynamoDB write whose answer was lost).
     fn reserve_send<'a>(
         &'a self,
-        day: &'a str,
+        r: &'a DayReservation,
         caps: DayCaps,
         medium: Option<Medium>,
     ) -> BoxFuture<'a, Result<Option<SpendCap>, LedgerError>> {
         Box::pin(async move {
             match self
                 .ask(Op::Reserve {
-                    day: day.to_owned(),
+                    day: r.day.clone(),
                     caps,
                     medium,
                 })
@@ -504,12 +507,16 @@ impl Store for SqliteStore {
 
     fn settle_send<'a>(
         &'a self,
-        day: &'a str,
+        r: &'a DayReservation,
         spent: Spent,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
         Box::pin(async move {
+            // Nothing to write: the counters already hold what a kept reservation counts.
+            if let Spent::Kept = spent {
+                return Ok(());
+            }
             self.ask(Op::Settle {
-                day: day.to_owned(),
+                day: r.day.clone(),
                 spent,
             })
             .await
@@ -854,7 +861,7 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
                     sent: Medium::Sms,
                 } => "UPDATE spend SET email = max(email - 1, 0), sms = sms + 1 WHERE day = ?1",
                 // Reserved and sent by the same medium: the reservation already counted it.
-                Spent::Moved { .. } => return Ok(Reply::Done),
+                Spent::Moved { .. } | Spent::Kept => return Ok(Reply::Done),
             };
             db.prepare_cached(sql)?.execute(params![day])?;
             Ok(Reply::Done)
@@ -1833,30 +1840,42 @@ mod tests {
         };
         for _ in 0..3 {
             assert_eq!(
-                db.reserve_send("2030-01-01", caps, None).await.unwrap(),
+                db.reserve_send(&DayReservation::new("2030-01-01"), caps, None)
+                    .await
+                    .unwrap(),
                 None
             );
         }
         assert_eq!(
-            db.reserve_send("2030-01-01", caps, None).await.unwrap(),
+            db.reserve_send(&DayReservation::new("2030-01-01"), caps, None)
+                .await
+                .unwrap(),
             Some(SpendCap::Day)
         );
         // Another day has its own budget.
         assert_eq!(
-            db.reserve_send("2030-01-02", caps, None).await.unwrap(),
+            db.reserve_send(&DayReservation::new("2030-01-02"), caps, None)
+                .await
+                .unwrap(),
             None
         );
         // A reservation given back (nothing sent) can be taken again, once.
-        db.settle_send("2030-01-01", Spent::Nothing).await.unwrap();
+        db.settle_send(&DayReservation::new("2030-01-01"), Spent::Nothing)
+            .await
+            .unwrap();
         assert_eq!(
-            db.reserve_send("2030-01-01", caps, None).await.unwrap(),
+            db.reserve_send(&DayReservation::new("2030-01-01"), caps, None)
+                .await
+                .unwrap(),
             None
         );
         assert_eq!(
-            db.reserve_send("2030-01-01", caps, None).await.unwrap(),
+            db.reserve_send(&DayReservation::new("2030-01-01"), caps, None)
+                .await
+                .unwrap(),
             Some(SpendCap::Day)
         );
-        db.settle_send("2030-01-01", Spent::Code(Medium::Sms))
+        db.settle_send(&DayReservation::new("2030-01-01"), Spent::Code(Medium::Sms))
             .await
             .unwrap();
         let day = db.day_spend("2030-01-01").await.unwrap();
@@ -1875,13 +1894,29 @@ mod tests {
         let day = "2030-01-01";
         // Two SMS codes in flight and a third reservation: all granted while none is confirmed.
         for _ in 0..3 {
-            assert_eq!(db.reserve_send(day, caps, None).await.unwrap(), None);
+            assert_eq!(
+                db.reserve_send(&DayReservation::new(day), caps, None)
+                    .await
+                    .unwrap(),
+                None
+            );
         }
-        db.settle_send(day, Spent::Code(Medium::Sms)).await.unwrap();
-        assert_eq!(db.reserve_send(day, caps, None).await.unwrap(), None);
-        db.settle_send(day, Spent::Code(Medium::Sms)).await.unwrap();
+        db.settle_send(&DayReservation::new(day), Spent::Code(Medium::Sms))
+            .await
+            .unwrap();
         assert_eq!(
-            db.reserve_send(day, caps, None).await.unwrap(),
+            db.reserve_send(&DayReservation::new(day), caps, None)
+                .await
+                .unwrap(),
+            None
+        );
+        db.settle_send(&DayReservation::new(day), Spent::Code(Medium::Sms))
+            .await
+            .unwrap();
+        assert_eq!(
+            db.reserve_send(&DayReservation::new(day), caps, None)
+                .await
+                .unwrap(),
             Some(SpendCap::SmsDay)
         );
         assert_eq!(db.day_spend("2030-01-09").await.unwrap().sends, 0);
@@ -1899,24 +1934,41 @@ mod tests {
         let day = "2030-01-01";
         let sms = Some(Medium::Sms);
         // Two SMS reservations in flight, none answered yet: the third is refused already.
-        assert_eq!(db.reserve_send(day, caps, sms).await.unwrap(), None);
-        assert_eq!(db.reserve_send(day, caps, sms).await.unwrap(), None);
         assert_eq!(
-            db.reserve_send(day, caps, sms).await.unwrap(),
+            db.reserve_send(&DayReservation::new(day), caps, sms)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            db.reserve_send(&DayReservation::new(day), caps, sms)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            db.reserve_send(&DayReservation::new(day), caps, sms)
+                .await
+                .unwrap(),
             Some(SpendCap::SmsDay)
         );
         // The SMS cap does not concern an email code.
         let email = Some(Medium::Email);
-        assert_eq!(db.reserve_send(day, caps, email).await.unwrap(), None);
+        assert_eq!(
+            db.reserve_send(&DayReservation::new(day), caps, email)
+                .await
+                .unwrap(),
+            None
+        );
         // One SMS sent nothing: both counts come back, and an SMS fits again.
-        db.settle_send(day, Spent::NothingOf(Medium::Sms))
+        db.settle_send(&DayReservation::new(day), Spent::NothingOf(Medium::Sms))
             .await
             .unwrap();
         let spend = db.day_spend(day).await.unwrap();
         assert_eq!((spend.sends, spend.sms, spend.email), (2, 1, 1));
         // An SMS reservation Cognito sent by email moves its count.
         db.settle_send(
-            day,
+            &DayReservation::new(day),
             Spent::Moved {
                 reserved: Medium::Sms,
                 sent: Medium::Email,
@@ -1939,9 +1991,13 @@ mod tests {
         };
         let mut granted = 0;
         for _ in 0..100 {
+            let (ra, rb) = (
+                DayReservation::new("2030-01-01"),
+                DayReservation::new("2030-01-01"),
+            );
             let (x, y) = tokio::join!(
-                a.reserve_send("2030-01-01", caps, None),
-                b.reserve_send("2030-01-01", caps, None)
+                a.reserve_send(&ra, caps, None),
+                b.reserve_send(&rb, caps, None)
             );
             granted += [x.unwrap(), y.unwrap()]
                 .iter()
