@@ -13,7 +13,8 @@
 //!
 //! Spend caps. Next to the claim, a job reserves one send against `--max-sends` (this run, in
 //! memory) and the per-day caps (in the ledger, atomically, shared by every run on it); the
-//! reservation is given back if nothing was sent. A refused reservation stops the run, and its
+//! reservation is settled once on every path, a panic included: given back if nothing was sent,
+//! kept if a code went out or may have. A refused reservation stops the run, and its
 //! job is handed back like one never started (its claim released, no outcome).
 //!
 //! Stopping. Five things end a run: the source runs dry; a signal (the `shutdown` token); or
