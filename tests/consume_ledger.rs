@@ -274,7 +274,10 @@ async fn a_ledger_that_fails_mid_run_stops_the_run_and_nothing_is_acknowledged_p
 use std::sync::{Arc, Mutex};
 
 use cognito_resend::ledger::dynamo::DynamoStore;
-use cognito_resend::ledger::{Claim, Finish, InDoubt, Rules, RunId, Store};
+use cognito_resend::ledger::{
+    Claim, DayCaps, DayReservation, DaySpend, Finish, InDoubt, Medium, Rules, RunId, SpendCap,
+    Spent, Store,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -406,7 +409,10 @@ async fn a_dynamodb_claim_whose_answer_was_lost_is_recognised_as_ours() {
     let now = cognito_resend::ledger::now_millis();
     // A run that ended while it held a claim on "orphan".
     let dead = RunId::new();
-    direct.begin_run(&dead, "test", now).await.unwrap();
+    direct
+        .begin_run(&dead, "test", Duration::from_secs(30), now)
+        .await
+        .unwrap();
     let c = direct
         .claim(&dead, CLIENT, "orphan", rules_at(now), None)
         .await;
@@ -432,7 +438,10 @@ async fn a_dynamodb_claim_whose_answer_was_lost_is_recognised_as_ours() {
     .await;
     let lossy = DynamoStore::from_client(retrying_client(&proxy.endpoint).await, "lossy");
     let me = RunId::new();
-    lossy.begin_run(&me, "test", now).await.unwrap();
+    lossy
+        .begin_run(&me, "test", Duration::from_secs(30), now)
+        .await
+        .unwrap();
     // Bounded: before the fix, the retried write failed its condition against our own claim,
     // the claim was "held" by our own run, and the job polled itself forever.
     let bound = Duration::from_secs(60);
@@ -493,7 +502,9 @@ async fn a_released_dynamodb_takeover_keeps_its_in_doubt_mark_and_a_late_maybe_s
     let db = DynamoStore::from_client(moto::dynamodb_client(&moto.endpoint).await, "marks");
     let now = cognito_resend::ledger::now_millis();
     let dead = RunId::new();
-    db.begin_run(&dead, "test", now).await.unwrap();
+    db.begin_run(&dead, "test", Duration::from_secs(30), now)
+        .await
+        .unwrap();
     for user in ["fay", "gus"] {
         db.claim(&dead, CLIENT, user, rules_at(now), None)
             .await
@@ -508,7 +519,9 @@ async fn a_released_dynamodb_takeover_keeps_its_in_doubt_mark_and_a_late_maybe_s
     };
     // Taken over, then released before the call (SIGTERM): the mark stays.
     let second = RunId::new();
-    db.begin_run(&second, "test", now).await.unwrap();
+    db.begin_run(&second, "test", Duration::from_secs(30), now)
+        .await
+        .unwrap();
     let c = db.claim(&second, CLIENT, "fay", rules_at(now), None).await;
     assert_eq!(c.unwrap(), doubt);
     db.finish(&second, CLIENT, "fay", Finish::Release, None, now)
@@ -517,7 +530,9 @@ async fn a_released_dynamodb_takeover_keeps_its_in_doubt_mark_and_a_late_maybe_s
     let stats = db.stats(rules_at(now)).await.unwrap();
     assert_eq!(stats.doubt_marks, 1, "{stats:?}");
     let third = RunId::new();
-    db.begin_run(&third, "test", now).await.unwrap();
+    db.begin_run(&third, "test", Duration::from_secs(30), now)
+        .await
+        .unwrap();
     let c = db.claim(&third, CLIENT, "fay", rules_at(now), None).await;
     assert_eq!(c.unwrap(), doubt, "the next run is told");
     db.finish(&third, CLIENT, "fay", Finish::Sent, None, now)
@@ -542,9 +557,36 @@ async fn a_released_dynamodb_takeover_keeps_its_in_doubt_mark_and_a_late_maybe_s
     );
 }
 
+/// Reserves `n` sends on `day` at once, half from each store; returns those granted and the
+/// caps that refused the others.
+async fn reserve_raced(
+    stores: [&Arc<DynamoStore>; 2],
+    day: &str,
+    n: usize,
+    caps: DayCaps,
+    medium: Option<Medium>,
+) -> (Vec<DayReservation>, Vec<SpendCap>) {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let store = stores[i % 2].clone();
+        let r = DayReservation::new(day);
+        tasks.push(tokio::spawn(async move {
+            let refused = store.reserve_send(&r, caps, medium).await.unwrap();
+            (r, refused)
+        }));
+    }
+    let (mut granted, mut refused) = (Vec::new(), Vec::new());
+    for t in tasks {
+        match t.await.unwrap() {
+            (r, None) => granted.push(r),
+            (_, Some(cap)) => refused.push(cap),
+        }
+    }
+    (granted, refused)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_spend_reservations_never_pass_the_cap_even_raced_from_two_clients() {
-    use cognito_resend::ledger::{DayCaps, Medium, SpendCap, Spent};
     let moto = Moto::start().await;
     dynamo_table(&moto, "spend").await;
     let a = Arc::new(DynamoStore::from_client(
@@ -560,26 +602,17 @@ async fn dynamodb_spend_reservations_never_pass_the_cap_even_raced_from_two_clie
         ..DayCaps::default()
     };
     let day = "2030-01-01";
-    let mut tasks = Vec::new();
-    for i in 0..40 {
-        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-        tasks.push(tokio::spawn(async move {
-            store.reserve_send(day, caps, None).await.unwrap()
-        }));
-    }
-    let mut granted = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            None => granted += 1,
-            Some(cap) => assert_eq!(cap, SpendCap::Day),
-        }
-    }
-    assert_eq!(granted, 25);
+    let (granted, refused) = reserve_raced([&a, &b], day, 40, caps, None).await;
+    assert_eq!(granted.len(), 25);
+    assert!(refused.iter().all(|c| *c == SpendCap::Day), "{refused:?}");
     // Given back when nothing was sent: one more fits, then the cap holds again.
-    a.settle_send(day, Spent::Nothing).await.unwrap();
-    assert_eq!(a.reserve_send(day, caps, None).await.unwrap(), None);
+    a.settle_send(&granted[0], Spent::Nothing).await.unwrap();
+    let again = DayReservation::new(day);
+    assert_eq!(a.reserve_send(&again, caps, None).await.unwrap(), None);
     assert_eq!(
-        b.reserve_send(day, caps, None).await.unwrap(),
+        b.reserve_send(&DayReservation::new(day), caps, None)
+            .await
+            .unwrap(),
         Some(SpendCap::Day)
     );
     // Per medium: counted from the answer; a medium cap refuses once reached.
@@ -589,13 +622,14 @@ async fn dynamodb_spend_reservations_never_pass_the_cap_even_raced_from_two_clie
     };
     let other = "2030-01-02";
     for _ in 0..2 {
-        assert_eq!(a.reserve_send(other, email_caps, None).await.unwrap(), None);
-        a.settle_send(other, Spent::Code(Medium::Email))
-            .await
-            .unwrap();
+        let r = DayReservation::new(other);
+        assert_eq!(a.reserve_send(&r, email_caps, None).await.unwrap(), None);
+        a.settle_send(&r, Spent::Code(Medium::Email)).await.unwrap();
     }
     assert_eq!(
-        b.reserve_send(other, email_caps, None).await.unwrap(),
+        b.reserve_send(&DayReservation::new(other), email_caps, None)
+            .await
+            .unwrap(),
         Some(SpendCap::EmailDay)
     );
     let spend = b.day_spend(other).await.unwrap();
@@ -608,31 +642,19 @@ async fn dynamodb_spend_reservations_never_pass_the_cap_even_raced_from_two_clie
         ..DayCaps::default()
     };
     let third = "2030-01-03";
-    let mut tasks = Vec::new();
-    for i in 0..12 {
-        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-        tasks.push(tokio::spawn(async move {
-            store
-                .reserve_send(third, sms_caps, Some(Medium::Sms))
-                .await
-                .unwrap()
-        }));
-    }
-    let mut granted = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            None => granted += 1,
-            Some(cap) => assert_eq!(cap, SpendCap::SmsDay),
-        }
-    }
-    assert_eq!(granted, 5);
-    a.settle_send(third, Spent::NothingOf(Medium::Sms))
+    let (granted, refused) = reserve_raced([&a, &b], third, 12, sms_caps, Some(Medium::Sms)).await;
+    assert_eq!(granted.len(), 5);
+    assert!(
+        refused.iter().all(|c| *c == SpendCap::SmsDay),
+        "{refused:?}"
+    );
+    a.settle_send(&granted[0], Spent::NothingOf(Medium::Sms))
         .await
         .unwrap();
     let spend = b.day_spend(third).await.unwrap();
     assert_eq!((spend.sends, spend.sms, spend.email), (4, 4, 0));
     a.settle_send(
-        third,
+        &granted[1],
         Spent::Moved {
             reserved: Medium::Sms,
             sent: Medium::Email,
@@ -794,4 +816,132 @@ async fn dynamodb_rows_expire_with_the_retention_and_can_be_forgotten_or_pruned(
         ran.stdout
     );
     assert!(user_pks().await.is_empty());
+}
+
+/// Issue 21, item 2: a reservation or a settlement whose answer is lost (the SDK sends it again)
+/// counts once. Seen before: a give-back sent twice gave back two reservations; cap 2, three
+/// codes sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamodb_give_back_whose_answer_was_lost_gives_back_one_reservation() {
+    let moto = Moto::start().await;
+    dynamo_table(&moto, "lossyspend").await;
+    let direct =
+        DynamoStore::from_client(moto::dynamodb_client(&moto.endpoint).await, "lossyspend");
+    let day = "2030-02-01";
+    let caps = DayCaps {
+        sends: Some(2),
+        ..DayCaps::default()
+    };
+    // Two reservations: the cap. One call sends nothing and gives its reservation back; the
+    // answer of that give-back is lost, and the SDK sends it again.
+    let (first, second) = (DayReservation::new(day), DayReservation::new(day));
+    assert_eq!(direct.reserve_send(&first, caps, None).await.unwrap(), None);
+    assert_eq!(
+        direct.reserve_send(&second, caps, None).await.unwrap(),
+        None
+    );
+    let proxy = LossyProxy::start(
+        &moto.endpoint,
+        vec![vec!["UpdateItem".into(), format!("d#{day}")]],
+    )
+    .await;
+    let lossy = DynamoStore::from_client(retrying_client(&proxy.endpoint).await, "lossyspend");
+    lossy.settle_send(&first, Spent::Nothing).await.unwrap();
+    assert_eq!(proxy.unused_rules(), 0, "the answer was lost");
+    assert_eq!(direct.day_spend(day).await.unwrap().sends, 1);
+    // One more fits (the one given back), and then the cap holds: two codes, not three.
+    let third = DayReservation::new(day);
+    assert_eq!(direct.reserve_send(&third, caps, None).await.unwrap(), None);
+    assert_eq!(
+        direct
+            .reserve_send(&DayReservation::new(day), caps, None)
+            .await
+            .unwrap(),
+        Some(SpendCap::Day)
+    );
+
+    // Every other write of a reservation, each answer lost once: the per-medium counts stay
+    // exact, and every settled token is let go.
+    let day = "2030-02-02";
+    let caps = DayCaps {
+        sends: Some(10),
+        sms: Some(5),
+        email: Some(5),
+    };
+    let sms = Some(Medium::Sms);
+    let [a, b, c, d] = [(); 4].map(|()| DayReservation::new(day));
+    let reserve = |r: &DayReservation| vec!["UpdateItem".to_owned(), r.token.clone()];
+    let settle = |r: &DayReservation| {
+        vec![
+            "UpdateItem".to_owned(),
+            r.token.clone(),
+            "DELETE held".to_owned(),
+        ]
+    };
+    let proxy = LossyProxy::start(
+        &moto.endpoint,
+        vec![
+            reserve(&a),
+            settle(&a),
+            settle(&b),
+            reserve(&c),
+            settle(&c),
+            settle(&d),
+        ],
+    )
+    .await;
+    let lossy = DynamoStore::from_client(retrying_client(&proxy.endpoint).await, "lossyspend");
+    let spend = || async { direct.day_spend(day).await.unwrap() };
+    let counts = |s: DaySpend| (s.sends, s.sms, s.email);
+    // Reserved ahead as SMS, answer lost: reserved once.
+    assert_eq!(lossy.reserve_send(&a, caps, sms).await.unwrap(), None);
+    assert_eq!(counts(spend().await), (1, 1, 0));
+    // Nothing sent: both counts given back, once.
+    lossy
+        .settle_send(&a, Spent::NothingOf(Medium::Sms))
+        .await
+        .unwrap();
+    assert_eq!(counts(spend().await), (0, 0, 0));
+    // The medium not known ahead; an email went out: counted once.
+    assert_eq!(lossy.reserve_send(&b, caps, None).await.unwrap(), None);
+    lossy
+        .settle_send(&b, Spent::Code(Medium::Email))
+        .await
+        .unwrap();
+    assert_eq!(counts(spend().await), (1, 0, 1));
+    // Reserved as SMS, sent by email: moved once.
+    assert_eq!(lossy.reserve_send(&c, caps, sms).await.unwrap(), None);
+    lossy
+        .settle_send(
+            &c,
+            Spent::Moved {
+                reserved: Medium::Sms,
+                sent: Medium::Email,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts(spend().await), (2, 0, 2));
+    // Reserved as SMS and sent by SMS: kept as counted.
+    assert_eq!(lossy.reserve_send(&d, caps, sms).await.unwrap(), None);
+    lossy.settle_send(&d, Spent::Kept).await.unwrap();
+    assert_eq!(counts(spend().await), (3, 1, 2));
+    assert_eq!(proxy.unused_rules(), 0, "every answer named was lost");
+    let item = moto::dynamodb_client(&moto.endpoint)
+        .await
+        .get_item()
+        .table_name("lossyspend")
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("d#{day}")),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert!(
+        !item.contains_key("held"),
+        "every settled reservation's token is gone: {item:?}"
+    );
 }

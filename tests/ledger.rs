@@ -561,9 +561,10 @@ mod in_process {
             &'a self,
             run: &'a RunId,
             command: &'a str,
+            lease: Duration,
             now: Millis,
         ) -> BoxFuture<'a, Result<(), LedgerError>> {
-            self.inner.begin_run(run, command, now)
+            self.inner.begin_run(run, command, lease, now)
         }
         fn heartbeat<'a>(
             &'a self,
@@ -713,6 +714,46 @@ use in_process::*;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+/// A holder's heartbeat counter as a test sees it through the `Claim::Held` answers of one
+/// run: its last value, and when the ask that first returned it started. That run judges the
+/// holder by the same answers, so the counter has stood still, for that run, at most this long.
+#[derive(Default)]
+struct Watch(Option<(i64, tokio::time::Instant)>);
+
+impl Watch {
+    async fn claim(&mut self, ledger: &Ledger, user: &str) -> Claim {
+        let asked = tokio::time::Instant::now();
+        let c = ledger.claim(&key(user)).await.expect("claim");
+        if let Claim::Held { beats, .. } = &c
+            && self.0.is_none_or(|(seen, _)| seen != *beats)
+        {
+            self.0 = Some((*beats, asked));
+        }
+        c
+    }
+
+    /// Asks (bounded by `limit`) until the claim is no longer held; returns the answer and how
+    /// long the counter had then stood still, as seen. A takeover before a full lease of the
+    /// holder's shows as less than that lease.
+    async fn claim_when_free(
+        &mut self,
+        ledger: &Ledger,
+        user: &str,
+        limit: Duration,
+    ) -> (Claim, Duration) {
+        let started = tokio::time::Instant::now();
+        loop {
+            let c = self.claim(ledger, user).await;
+            if !matches!(c, Claim::Held { .. }) {
+                let still = self.0.map_or(Duration::ZERO, |(_, since)| since.elapsed());
+                return (c, still);
+            }
+            assert!(started.elapsed() < limit, "still held after {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// Waits (bounded) until `ledger`'s claim of `user` is no longer held; returns the answer and
 /// how long, on the monotonic clock, it was held.
 async fn claim_when_free(ledger: &Ledger, user: &str, limit: Duration) -> (Claim, Duration) {
@@ -857,23 +898,87 @@ async fn a_run_whose_clock_is_two_leases_ahead_does_not_take_over_live_claims() 
         Claim::Granted { in_doubt: None }
     );
     // Two full leases of asking: the claim's run beats, so it stays held, whatever the clocks.
+    let mut watch = Watch::default();
     let started = tokio::time::Instant::now();
     while started.elapsed() < 2 * lease {
-        let c = ahead.claim(&key("live")).await.unwrap();
+        let c = watch.claim(&ahead, "live").await;
         assert!(
             matches!(c, Claim::Held { .. }),
             "taken over a live claim: {c:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The same run hangs (its counter stands still): taken over, after a full lease.
+    // The same run hangs (its counter stands still): taken over, after a full lease of seeing
+    // the counter still (measured from its last value, which may predate the freeze by a beat).
     flaky.heartbeat_frozen.store(true, Ordering::SeqCst);
-    let (c, held_for) = claim_when_free(&ahead, "live", 20 * lease).await;
+    let (c, still) = watch.claim_when_free(&ahead, "live", 20 * lease).await;
     assert!(
         matches!(&c, Claim::Granted { in_doubt: Some(d) } if d.run == behind.run().0),
         "{c:?}"
     );
-    assert!(held_for >= lease, "{held_for:?}");
+    assert!(still >= lease, "{still:?}");
+}
+
+/// Issue 21, item 7: two runs with different `--claim-lease` on one ledger. A claim is judged by
+/// its holder's lease, not the reader's: a run with a short lease does not take over the live
+/// claim of a run with a long one between two of its heartbeats (seen before: 30 s and 300 ms,
+/// two calls for one user); once the holder's counter stands still, it does, after the
+/// holder's lease.
+async fn a_claim_is_judged_by_its_holders_lease(flaky: Arc<Flaky>) {
+    let store: Arc<dyn Store> = flaky.clone();
+    // The holder beats every half second (a sixth of its lease): longer than the reader's lease.
+    let long = Duration::from_secs(3);
+    let short = Duration::from_millis(300);
+    let holder = Ledger::start(store.clone(), "test", timing(long))
+        .await
+        .unwrap();
+    let reader = Ledger::start(store.clone(), "test", timing(short))
+        .await
+        .unwrap();
+    assert_eq!(
+        holder.claim(&key("live")).await.unwrap(),
+        Claim::Granted { in_doubt: None }
+    );
+    // A full lease of the holder's (ten of the reader's) of asking: held all along.
+    let mut watch = Watch::default();
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < long {
+        let c = watch.claim(&reader, "live").await;
+        assert!(
+            matches!(c, Claim::Held { .. }),
+            "a live claim of a run with a longer lease was taken over: {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The holder hangs (its counter stands still): taken over, after the holder's lease of
+    // seeing the counter still (measured from its last value, which may predate the freeze).
+    flaky.heartbeat_frozen.store(true, Ordering::SeqCst);
+    let (c, still) = watch.claim_when_free(&reader, "live", 20 * long).await;
+    assert!(
+        matches!(&c, Claim::Granted { in_doubt: Some(d) } if d.run == holder.run().0),
+        "{c:?}"
+    );
+    assert!(still >= long, "not before the holder's lease: {still:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_a_short_lease_does_not_take_over_live_claims_of_a_long_one_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_claim_is_judged_by_its_holders_lease(Flaky::over(sqlite(dir.path()))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_a_short_lease_does_not_take_over_live_claims_of_a_long_one_dynamodb() {
+    use cognito_resend::ledger::dynamo::DynamoStore;
+    use support::moto::{self, Moto};
+    let moto = Moto::start().await;
+    let client = moto::dynamodb_client(&moto.endpoint).await;
+    let store = DynamoStore::from_client(client, "leases");
+    store
+        .create_table()
+        .await
+        .expect("create the table on moto");
+    a_claim_is_judged_by_its_holders_lease(Flaky::over(Arc::new(store))).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -1384,7 +1489,10 @@ mod folding {
 
         // A claim of any spelling's folded key finds the merged item's cooldown...
         let me = RunId::new();
-        store.begin_run(&me, "test", 10_000).await.unwrap();
+        store
+            .begin_run(&me, "test", std::time::Duration::from_secs(30), 10_000)
+            .await
+            .unwrap();
         for spelling in ["Alice", "ALICE", "aLiCe"] {
             let c = store
                 .claim(&me, "c", &fold_username(spelling), rules(10_000), None)

@@ -13,7 +13,8 @@
 //!
 //! Spend caps. Next to the claim, a job reserves one send against `--max-sends` (this run, in
 //! memory) and the per-day caps (in the ledger, atomically, shared by every run on it); the
-//! reservation is given back if nothing was sent. A refused reservation stops the run, and its
+//! reservation is settled once on every path, a panic included: given back if nothing was sent,
+//! kept if a code went out or may have. A refused reservation stops the run, and its
 //! job is handed back like one never started (its claim released, no outcome).
 //!
 //! Stopping. Five things end a run: the source runs dry; a signal (the `shutdown` token); or
@@ -42,7 +43,9 @@ use crate::config::{LimitSettings, RetrySettings, RunSettings};
 use crate::job::{
     CallTime, Input, Job, Reason, RequestDefaults, ResendRequest, Settle, Source, Timing, UserKey,
 };
-use crate::ledger::{Claim, DayCaps, Finish, Ledger, LedgerError, Medium, SpendCap, Spent};
+use crate::ledger::{
+    Claim, DayCaps, DayReservation, Finish, Ledger, LedgerError, Medium, SpendCap, Spent,
+};
 use crate::outcome::{DoubtCause, Outcome, OutcomeKind, Recorder};
 use crate::retry::{Failure, Quota, Retry, Verdict};
 use crate::telemetry::metrics::{self, AttemptResult};
@@ -470,6 +473,9 @@ struct Progress {
     timing: Mutex<CallLog>,
     /// Who the job is for, once known: the ledger key, and the report's `user_key`.
     key: Mutex<Option<UserKey>>,
+    /// The job's spend reservation while it holds one: settled by the job, or, if it panics,
+    /// by [`panicked`], so that a `--max-sends` run never waits for a settlement nobody makes.
+    reservation: Mutex<Option<Reservation>>,
 }
 
 /// The calls of one job as they happen: the first call's start (by both clocks: the wall clock
@@ -507,10 +513,10 @@ impl Progress {
     }
 }
 
-/// The job panicked: logs the panic message, finishes its ledger claim as the outcome
-/// `failed` (`internal_error`) it gets, and returns that outcome. A panic after a call started is
-/// treated as possibly sent: the job is in doubt and its claim is finished `MaybeSent`, so the
-/// cooldown keeps a rerun from sending again.
+/// The job panicked: logs the panic message, settles its spend reservation, finishes its ledger
+/// claim as the outcome `failed` (`internal_error`) it gets, and returns that outcome. A panic
+/// after a call started is treated as possibly sent: the job is in doubt, its reservation is
+/// kept, and its claim is finished `MaybeSent`, so the cooldown keeps a rerun from sending again.
 async fn panicked(
     shared: &Shared,
     job: &Job,
@@ -538,6 +544,20 @@ async fn panicked(
     );
     if maybe_sent {
         outcome.in_doubt = Some(DoubtCause::AmbiguousAttempt);
+    }
+    // A reservation is kept if a call started (a code may have gone out), else given back.
+    let reservation = progress
+        .reservation
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(r) = reservation {
+        let spent = if maybe_sent {
+            Spent::Kept
+        } else {
+            Spent::Nothing
+        };
+        settle_spend(shared, r, spent).await;
     }
     let key = progress
         .key
@@ -649,11 +669,15 @@ async fn guarded(
         l.pool.profile.medium_for(attributes?)
     });
     // The spend reservation, next to the claim: a job refused one is a job never started.
-    let reservation = if shared.dry_run {
-        None
-    } else {
+    if !shared.dry_run {
         match reserve(shared, medium).await {
-            Ok(r) => Some(r),
+            // Kept outside this future, so that a panic from here on still settles it.
+            Ok(r) => {
+                *progress
+                    .reservation
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(r)
+            }
             Err(refused) => {
                 if let Some(ledger) = claimed {
                     progress
@@ -666,14 +690,19 @@ async fn guarded(
                 return refused.map(|e| shared.ledger_failed(e, 0));
             }
         }
-    };
+    }
     let tried = match precheck(shared, looked.as_ref()) {
         None if shared.dry_run => Tried::Done(Outcome::new(OutcomeKind::DryRun, 0)),
         None => attempt(shared, job, client_id, progress).await,
         Some(outcome) => Tried::Done(outcome),
     };
+    let reservation = progress
+        .reservation
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     if let Some(r) = reservation {
-        settle_spend(shared, r, &tried).await;
+        settle_spend(shared, r, spent_of(&tried)).await;
     }
     if let Tried::Done(o) = &tried
         && o.kind == OutcomeKind::Sent
@@ -746,8 +775,8 @@ async fn guarded(
 struct Reservation {
     /// Counted against `--max-sends`.
     run: bool,
-    /// Reserved in the ledger on this UTC day.
-    day: Option<String>,
+    /// Reserved in the ledger, on its UTC day.
+    day: Option<DayReservation>,
     /// The medium reserved with it, when known before the call.
     medium: Option<Medium>,
 }
@@ -796,7 +825,7 @@ async fn reserve(
     let day = match &shared.ledger {
         Some(ledger) if !shared.spend.day.is_empty() => {
             match ledger.reserve_send(shared.spend.day, medium).await {
-                Ok(Ok(day)) => Some(day),
+                Ok(Ok(r)) => Some(r),
                 Ok(Err(cap)) => {
                     give_back_run();
                     shared.spend_capped(cap);
@@ -813,26 +842,33 @@ async fn reserve(
     Ok(Reservation { run, day, medium })
 }
 
-/// Settles a reservation once the job's calls are over: kept for a code sent or possibly sent
-/// (an ambiguous attempt, a call abandoned at shutdown), given back otherwise; the day's count
-/// of the code's medium grows from Cognito's answer (or, reserved ahead, moves if Cognito used
-/// the other medium).
-async fn settle_spend(shared: &Shared, r: Reservation, tried: &Tried) {
-    let spent = match tried {
-        Tried::NotStarted => Some(Spent::Nothing),
-        Tried::Abandoned(_) => None,
+/// How a job's calls spent its reservation: kept for a code sent or possibly sent (an
+/// ambiguous attempt, a call abandoned at shutdown), given back otherwise; a code's medium from
+/// Cognito's answer.
+fn spent_of(tried: &Tried) -> Spent {
+    match tried {
+        Tried::NotStarted => Spent::Nothing,
+        Tried::Abandoned(_) => Spent::Kept,
         Tried::Done(o) if o.kind == OutcomeKind::Sent => o
             .delivery
             .as_ref()
             .and_then(|d| d.medium.as_deref())
             .and_then(Medium::parse)
-            .map(Spent::Code),
-        Tried::Done(o) if o.in_doubt.is_some() => None,
-        Tried::Done(_) => Some(Spent::Nothing),
-    };
+            .map_or(Spent::Kept, Spent::Code),
+        Tried::Done(o) if o.in_doubt.is_some() => Spent::Kept,
+        Tried::Done(_) => Spent::Nothing,
+    }
+}
+
+/// Settles a reservation, once, whatever the job's end (see [`spent_of`]; a panic, see
+/// [`panicked`]): the `--max-sends` count, and the day's counters, where the count of the code's
+/// medium grows from Cognito's answer (or, reserved ahead, moves if Cognito used the other
+/// medium). Every day reservation is settled, kept ones too, so the ledger can let go of its
+/// token.
+async fn settle_spend(shared: &Shared, r: Reservation, spent: Spent) {
     if r.run {
         use std::sync::atomic::Ordering::SeqCst;
-        if spent == Some(Spent::Nothing) {
+        if spent == Spent::Nothing {
             shared.run_reserved.fetch_sub(1, SeqCst);
         } else {
             shared.run_kept.fetch_add(1, SeqCst);
@@ -841,12 +877,12 @@ async fn settle_spend(shared: &Shared, r: Reservation, tried: &Tried) {
     }
     // A medium reserved ahead was counted with the reservation.
     let spent = match (r.medium, spent) {
-        (Some(reserved), Some(Spent::Nothing)) => Some(Spent::NothingOf(reserved)),
-        (Some(reserved), Some(Spent::Code(sent))) if sent == reserved => None,
-        (Some(reserved), Some(Spent::Code(sent))) => Some(Spent::Moved { reserved, sent }),
+        (Some(reserved), Spent::Nothing) => Spent::NothingOf(reserved),
+        (Some(reserved), Spent::Code(sent)) if sent == reserved => Spent::Kept,
+        (Some(reserved), Spent::Code(sent)) => Spent::Moved { reserved, sent },
         (_, spent) => spent,
     };
-    if let (Some(day), Some(spent), Some(ledger)) = (r.day, spent, &shared.ledger)
+    if let (Some(day), Some(ledger)) = (r.day, &shared.ledger)
         && let Err(e) = ledger.settle_send(&day, spent).await
     {
         // A reservation not given back only lowers the day's budget; a medium not counted

@@ -308,6 +308,45 @@ async fn a_panic_after_the_call_started_keeps_the_cooldown_on_the_ledger() {
     assert!(calls.lock().unwrap().is_empty());
 }
 
+/// Issue 21, item 3: a job that panics holding a `--max-sends` reservation settles it. Before,
+/// the reservation was dropped with the job's future and never settled: the run then waited
+/// forever for a settlement nobody would make (here it never ended).
+#[tokio::test(start_paused = true)]
+async fn a_panicking_job_settles_its_spend_reservation_so_a_max_sends_run_ends() {
+    let (fake, calls) = Fake::new(|user, _, _| {
+        if user == "alice" {
+            panic!("bug in the call for this job");
+        }
+        sent()
+    });
+    let mut jobs = Jobs::users(["alice", "bob", "carol", "dave", "erin"]);
+    let cause = run_engine(
+        EngineConfig {
+            limits: LimitSettings {
+                max_sends: Some(2),
+                ..LimitSettings::default()
+            },
+            ..config(2)
+        },
+        &mut jobs,
+        fake,
+    )
+    .await;
+    // The panic came after the call started: the code may have gone out, so the reservation is
+    // kept and counts toward the cap, with bob's code.
+    assert_eq!(cause, StopCause::SpendCapped(SpendCap::Run));
+    let out = jobs.outcomes();
+    assert_eq!(reason(&out["alice"]), "internal_error");
+    assert_eq!(out["alice"].in_doubt, Some(DoubtCause::AmbiguousAttempt));
+    assert_eq!(out["bob"].kind, OutcomeKind::Sent);
+    assert_eq!(out.len(), 2, "nobody else was called: {out:?}");
+    assert_eq!(calls.lock().unwrap().len(), 2);
+    assert!(
+        jobs.untouched() >= 1,
+        "a job refused its reservation is handed back"
+    );
+}
+
 // ---- Item 4: ambiguous attempts -----------------------------------------------------------------
 
 #[tokio::test(start_paused = true)]

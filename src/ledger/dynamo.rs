@@ -19,14 +19,24 @@
 //!
 //! The table has one string partition key, `pk`. User items are `u#<client id>#<username>`
 //! (client ids have no `#`, so the split is unambiguous), with a number attribute `w#<wave>` per
-//! `--wave` that sent them a code, run items `r#<run id>`, and each UTC
-//! day's spend counters `d#<YYYY-MM-DD>` (one conditional `UpdateItem` per reservation: `ADD
-//! sends 1` only while every cap still holds), and `m#keys`, the marker that the usernames are
-//! folded ([`super::fold`]; the fold merges with conditional `TransactWriteItems`, see
-//! `DynamoStore::fold_one`). Create it with
+//! `--wave` that sent them a code, run items `r#<run id>` (with the run's `lease_ms`, by which
+//! other runs judge its claims; an item of an older build has none, and the reader's lease
+//! judges it), each UTC day's spend counters `d#<YYYY-MM-DD>`, and `m#keys`, the marker that
+//! the usernames are folded ([`super::fold`]; the fold merges with conditional
+//! `TransactWriteItems`, see `DynamoStore::fold_one`). Create it with
 //! `cognito-resend ledger init --state dynamodb://TABLE` or the CloudFormation in `deploy/`.
+//!
+//! A day item counts `sends`, `sms` and `email`, and holds in a string set `held` the token of
+//! every reservation not yet settled. A reservation is one conditional `UpdateItem` (`ADD sends
+//! 1` and its token, only while every cap holds and the token is not there yet); its settlement
+//! another (give back, count the medium, or nothing, and take the token out, only while the token
+//! is there). So a reservation or a settlement sent again after its answer was lost counts once:
+//! the second write fails its condition. The set holds only reservations in flight (and those of
+//! a run that died mid-call), since every reservation is settled, whatever its end.
+//!
 //! The SDK's standard retries stay on here: unlike Cognito's resend, a DynamoDB write is safe to
-//! retry (the conditions make a repeated claim fail, not double).
+//! retry (the conditions and tokens make a repeated claim, result, reservation or settlement
+//! fail, not double).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -46,9 +56,9 @@ use crate::job::{UserKey, fold_username};
 use super::fleet;
 use super::fold::{Folded, Hold, Row, merge};
 use super::{
-    Claim, DayCaps, DaySpend, Finish, Holder, InDoubt, LedgerError, Medium, Millis, Page, Rules,
-    RunId, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide, duration_millis,
-    host_label, plan, refused_by, rfc3339,
+    Claim, DayCaps, DayReservation, DaySpend, Finish, Holder, InDoubt, LedgerError, Medium, Millis,
+    Page, Rules, RunId, RunLiveness, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide,
+    duration_millis, host_label, plan, refused_by, rfc3339,
 };
 
 /// Where DynamoDB is.
@@ -92,6 +102,27 @@ fn get_n(item: &Item, k: &str) -> Option<i64> {
     item.get(k)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
+}
+
+/// The day item's set of the tokens of reservations not yet settled ([`DayReservation`]).
+const HELD: &str = "held";
+
+/// Whether a day item holds reservation `token`, not yet settled.
+fn holds(item: &Item, token: &str) -> bool {
+    item.get(HELD)
+        .and_then(|v| v.as_ss().ok())
+        .is_some_and(|set| set.iter().any(|t| t == token))
+}
+
+/// The spend counters of a day item.
+fn spend_of(day: &str, item: &Item) -> DaySpend {
+    let count = |k: &str| u64::try_from(get_n(item, k).unwrap_or(0)).unwrap_or(0);
+    DaySpend {
+        day: day.to_owned(),
+        sends: count("sends"),
+        sms: count("sms"),
+        email: count("email"),
+    }
 }
 
 /// The day item's counter of a medium.
@@ -388,14 +419,14 @@ impl DynamoStore {
         Ok(out.item)
     }
 
-    /// A run's heartbeat counter and whether it ended cleanly; `None` if it has no item.
-    async fn run_state(&self, run: &str) -> Result<Option<(i64, bool)>, LedgerError> {
+    /// A run's heartbeat counter, whether it ended cleanly, and its lease (`lease_ms`, absent
+    /// from items of older builds); `None` if it has no item.
+    async fn run_state(&self, run: &str) -> Result<Option<RunLiveness>, LedgerError> {
         let item = self.get(run_pk(run)).await?;
-        Ok(item.map(|i| {
-            (
-                get_n(&i, "beats").unwrap_or(0),
-                i.contains_key("finished_at"),
-            )
+        Ok(item.map(|i| RunLiveness {
+            beats: get_n(&i, "beats").unwrap_or(0),
+            ended: i.contains_key("finished_at"),
+            lease: get_n(&i, "lease_ms"),
         }))
     }
 
@@ -627,6 +658,7 @@ impl Store for DynamoStore {
         &'a self,
         run: &'a RunId,
         command: &'a str,
+        lease: Duration,
         now: Millis,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
         Box::pin(async move {
@@ -639,6 +671,10 @@ impl Store for DynamoStore {
                 .item("host", s(host_label()))
                 .item("started_at", n(now))
                 .item("heartbeat_at", n(now))
+                .item(
+                    "lease_ms",
+                    n(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
+                )
                 .send()
                 .await
                 .map_err(|e| self.sdk("PutItem (run)", e))?;
@@ -738,12 +774,9 @@ impl Store for DynamoStore {
                     Some(h) if h != run.0 => self.run_state(h).await?,
                     _ => None,
                 };
-                let holder = holder_run.as_deref().map(|h| Holder {
-                    run: h,
-                    claimed_at: get_n(&item, "claimed_at").unwrap_or(0),
-                    beats: state.map_or(0, |(beats, _)| beats),
-                    ended: state.is_none_or(|(_, ended)| ended),
-                });
+                let holder = holder_run
+                    .as_deref()
+                    .map(|h| Holder::of(h, get_n(&item, "claimed_at").unwrap_or(0), state));
                 let taking_over = holder.is_some();
                 let sends = get_n(&item, "sends").unwrap_or(0);
                 match decide(
@@ -1156,7 +1189,7 @@ impl Store for DynamoStore {
 
     fn reserve_send<'a>(
         &'a self,
-        day: &'a str,
+        r: &'a DayReservation,
         caps: DayCaps,
         medium: Option<Medium>,
     ) -> BoxFuture<'a, Result<Option<SpendCap>, LedgerError>> {
@@ -1164,18 +1197,25 @@ impl Store for DynamoStore {
             // One conditional write: the count grows only while every cap holds, so replicas
             // on many hosts can never reserve past a cap together. A medium known ahead is
             // counted in the same write, and only its own cap concerns it (see `refused_by`).
-            let mut condition = Vec::new();
+            // The reservation's token joins the day's `held` set in the same write, and the
+            // write requires it absent: sent again after its answer was lost, it fails instead
+            // of reserving twice, and the read below finds the token.
+            let mut condition = vec![format!(
+                "(attribute_not_exists({HELD}) OR NOT contains({HELD}, :tok))"
+            )];
             let mut call = self
                 .client
                 .update_item()
                 .table_name(&self.table)
-                .key("pk", s(day_pk(day)))
+                .key("pk", s(day_pk(&r.day)))
                 .update_expression(match medium {
-                    Some(Medium::Sms) => "ADD sends :one, sms :one",
-                    Some(Medium::Email) => "ADD sends :one, email :one",
-                    None => "ADD sends :one",
+                    Some(Medium::Sms) => format!("ADD sends :one, sms :one, {HELD} :toks"),
+                    Some(Medium::Email) => format!("ADD sends :one, email :one, {HELD} :toks"),
+                    None => format!("ADD sends :one, {HELD} :toks"),
                 })
-                .expression_attribute_values(":one", n(1));
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":tok", s(&r.token))
+                .expression_attribute_values(":toks", AttributeValue::Ss(vec![r.token.clone()]));
             let (sms_cap, email_cap) = match medium {
                 Some(Medium::Sms) => (caps.sms, None),
                 Some(Medium::Email) => (None, caps.email),
@@ -1196,11 +1236,10 @@ impl Store for DynamoStore {
                     );
                 }
             }
-            if !condition.is_empty() {
-                call = call.condition_expression(condition.join(" AND "));
-            }
-            // A refusal reads the counters to name the cap. If none is reached by then (a
-            // reservation was given back in between), the write is tried again, a few times.
+            let call = call.condition_expression(condition.join(" AND "));
+            // A refusal reads the day to learn why: our own token there (our write went
+            // through, its answer was lost), or the cap reached. If neither (a reservation was
+            // given back in between), the write is tried again, a few times.
             for _ in 0..4 {
                 match call.clone().send().await {
                     Ok(_) => return Ok(None),
@@ -1208,8 +1247,11 @@ impl Store for DynamoStore {
                         if e.as_service_error()
                             .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
                     {
-                        let spend = self.day_spend(day).await?;
-                        if let Some(cap) = refused_by(&spend, caps, medium) {
+                        let item = self.get(day_pk(&r.day)).await?.unwrap_or_default();
+                        if holds(&item, &r.token) {
+                            return Ok(None);
+                        }
+                        if let Some(cap) = refused_by(&spend_of(&r.day, &item), caps, medium) {
                             return Ok(Some(cap));
                         }
                     }
@@ -1222,50 +1264,47 @@ impl Store for DynamoStore {
 
     fn settle_send<'a>(
         &'a self,
-        day: &'a str,
+        r: &'a DayReservation,
         spent: Spent,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
         Box::pin(async move {
-            let call = self
+            // Every settlement takes the token out of `held` in the same write, on condition
+            // that it is there: sent again after its answer was lost, the write fails its
+            // condition and changes nothing, so a reservation is given back (or its medium
+            // counted) once. The counters never go below zero: a token held means its
+            // reservation is in them.
+            let changes = match spent {
+                Spent::Kept => String::new(),
+                Spent::Moved { reserved, sent } if reserved == sent => String::new(),
+                Spent::Nothing => "ADD sends :minus ".to_owned(),
+                Spent::Code(medium) => format!("ADD {} :one ", medium_attr(medium)),
+                Spent::NothingOf(medium) => {
+                    format!("ADD sends :minus, {} :minus ", medium_attr(medium))
+                }
+                Spent::Moved { reserved, sent } => format!(
+                    "ADD {} :minus, {} :one ",
+                    medium_attr(reserved),
+                    medium_attr(sent)
+                ),
+            };
+            let mut call = self
                 .client
                 .update_item()
                 .table_name(&self.table)
-                .key("pk", s(day_pk(day)));
-            let call = match spent {
-                Spent::Nothing => call
-                    .update_expression("ADD sends :minus")
-                    .condition_expression("sends > :zero")
-                    .expression_attribute_values(":minus", n(-1))
-                    .expression_attribute_values(":zero", n(0)),
-                Spent::Code(medium) => call
-                    .update_expression(match medium {
-                        Medium::Sms => "ADD sms :one",
-                        Medium::Email => "ADD email :one",
-                    })
-                    .expression_attribute_values(":one", n(1)),
-                Spent::NothingOf(medium) => {
-                    let attr = medium_attr(medium);
-                    call.update_expression(format!("ADD sends :minus, {attr} :minus"))
-                        .condition_expression(format!("sends > :zero AND {attr} > :zero"))
-                        .expression_attribute_values(":minus", n(-1))
-                        .expression_attribute_values(":zero", n(0))
-                }
-                // Reserved and sent by the same medium: the reservation already counted it.
-                Spent::Moved { reserved, sent } if reserved == sent => return Ok(()),
-                Spent::Moved { reserved, sent } => call
-                    .update_expression(format!(
-                        "ADD {} :minus, {} :one",
-                        medium_attr(reserved),
-                        medium_attr(sent)
-                    ))
-                    .condition_expression(format!("{} > :zero", medium_attr(reserved)))
-                    .expression_attribute_values(":minus", n(-1))
-                    .expression_attribute_values(":one", n(1))
-                    .expression_attribute_values(":zero", n(0)),
-            };
+                .key("pk", s(day_pk(&r.day)))
+                .update_expression(format!("{changes}DELETE {HELD} :toks"))
+                .condition_expression(format!("contains({HELD}, :tok)"))
+                .expression_attribute_values(":tok", s(&r.token))
+                .expression_attribute_values(":toks", AttributeValue::Ss(vec![r.token.clone()]));
+            if changes.contains(":minus") {
+                call = call.expression_attribute_values(":minus", n(-1));
+            }
+            if changes.contains(":one") {
+                call = call.expression_attribute_values(":one", n(1));
+            }
             match call.send().await {
                 Ok(_) => Ok(()),
-                // Nothing to give back (never below zero).
+                // Settled already (our own write, whose answer was lost).
                 Err(e)
                     if e.as_service_error()
                         .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
@@ -1280,13 +1319,7 @@ impl Store for DynamoStore {
     fn day_spend<'a>(&'a self, day: &'a str) -> BoxFuture<'a, Result<DaySpend, LedgerError>> {
         Box::pin(async move {
             let item = self.get(day_pk(day)).await?.unwrap_or_default();
-            let count = |k: &str| u64::try_from(get_n(&item, k).unwrap_or(0)).unwrap_or(0);
-            Ok(DaySpend {
-                day: day.to_owned(),
-                sends: count("sends"),
-                sms: count("sms"),
-                email: count("email"),
-            })
+            Ok(spend_of(day, &item))
         })
     }
 

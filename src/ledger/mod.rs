@@ -23,6 +23,10 @@
 //! replica whose clock runs ahead cannot take over live claims. The other side of the bargain
 //! is the *fence*: a run whose own heartbeat has failed for half a lease stops claiming and stops
 //! (a ledger error), so by the time anyone could judge it dead it has stopped starting calls.
+//! The lease is the *holder's*: each run records its `--claim-lease` in its row, and others
+//! judge its claims by it, so runs with different leases can share a ledger (a run with a short
+//! lease would otherwise take a long-lease run's claims between two of its beats). A run row of
+//! an older build has no lease; its claims are judged by the reader's, as before.
 //! Wall-clock times in the ledger (`last_sent_at`, `heartbeat_at`) serve the cooldown and people
 //! (`ledger stats`), never liveness.
 //!
@@ -218,8 +222,11 @@ pub enum Claim {
         /// Its run.
         run: String,
         /// That run's heartbeat counter, as read in the same step: the caller judges the run
-        /// dead once it has seen this unchanged for a full lease.
+        /// dead once it has seen this unchanged for a full lease of that run's.
         beats: i64,
+        /// That run's claim lease, as it recorded it when it began; `None` for a run of an
+        /// older build, which recorded none (the caller's own lease judges it then).
+        lease: Option<Duration>,
     },
 }
 
@@ -244,6 +251,33 @@ pub(crate) struct Holder<'a> {
     pub beats: i64,
     /// It ended cleanly (or has no run row at all): its claims are dead at once.
     pub ended: bool,
+    /// Its claim lease in milliseconds, as its run row records it (none from older builds).
+    pub lease: Option<Millis>,
+}
+
+/// A run's row as a claim of that run is judged by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RunLiveness {
+    /// Its heartbeat counter.
+    pub beats: i64,
+    /// It ended cleanly.
+    pub ended: bool,
+    /// Its `--claim-lease` in milliseconds (none from older builds).
+    pub lease: Option<Millis>,
+}
+
+impl<'a> Holder<'a> {
+    /// The holder of a claim `run` made at `claimed_at`, by its run's row (`None`: no row, so
+    /// its claims are dead at once).
+    pub(crate) fn of(run: &'a str, claimed_at: Millis, row: Option<RunLiveness>) -> Self {
+        Self {
+            run,
+            claimed_at,
+            beats: row.map_or(0, |r| r.beats),
+            ended: row.is_none_or(|r| r.ended),
+            lease: row.and_then(|r| r.lease),
+        }
+    }
 }
 
 /// A claim left by a run that died.
@@ -358,11 +392,13 @@ pub struct LedgerError {
 pub trait Store: Send + Sync + 'static {
     /// `--state`, for messages.
     fn describe(&self) -> String;
-    /// Records that `run` started (and refreshes its heartbeat).
+    /// Records that `run` started (and refreshes its heartbeat), with its claim lease: other
+    /// runs judge its claims by that lease, not by theirs.
     fn begin_run<'a>(
         &'a self,
         run: &'a RunId,
         command: &'a str,
+        lease: Duration,
         now: Millis,
     ) -> BoxFuture<'a, Result<(), LedgerError>>;
     /// Refreshes `run`'s heartbeat time and adds one to its heartbeat counter.
@@ -442,26 +478,28 @@ pub trait Store: Send + Sync + 'static {
     }
     // Spend caps (see [`DayCaps`]). Defaults refuse, so a store without them cannot be used
     // with a per-day cap by mistake.
-    /// Reserves one send on `day` unless a cap is reached, atomically: `None` if granted (the
-    /// day's `sends` grew by one, and `medium`'s count too when the medium is known ahead),
-    /// else the cap that refused it (nothing written). See [`refused_by`].
+    /// Makes reservation `r` on its day unless a cap is reached, atomically: `None` if granted
+    /// (the day's `sends` grew by one, and `medium`'s count too when the medium is known
+    /// ahead), else the cap that refused it (nothing written). See [`refused_by`]. Asked twice
+    /// for the same `r` (a write whose answer was lost, sent again), it reserves once.
     fn reserve_send<'a>(
         &'a self,
-        day: &'a str,
+        r: &'a DayReservation,
         caps: DayCaps,
         medium: Option<Medium>,
     ) -> BoxFuture<'a, Result<Option<SpendCap>, LedgerError>> {
-        let _ = (day, caps, medium);
+        let _ = (r, caps, medium);
         let e = unsupported(self.describe(), "spend counters");
         Box::pin(async move { Err(e) })
     }
-    /// Settles a reservation made on `day`: gives it back, or counts its code's medium.
+    /// Settles reservation `r`: gives it back, counts its code's medium, or keeps it as it is.
+    /// Asked twice for the same `r`, it settles once.
     fn settle_send<'a>(
         &'a self,
-        day: &'a str,
+        r: &'a DayReservation,
         spent: Spent,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
-        let _ = (day, spent);
+        let _ = (r, spent);
         let e = unsupported(self.describe(), "spend counters");
         Box::pin(async move { Err(e) })
     }
@@ -554,9 +592,34 @@ impl Medium {
     }
 }
 
+/// One send reserved on a day's counters ([`Ledger::reserve_send`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayReservation {
+    /// The UTC day it counts on, `YYYY-MM-DD`.
+    pub day: String,
+    /// Its own random token, written with it and taken away by its settlement, so that a write
+    /// whose answer was lost and that is sent again (DynamoDB's SDK retries) reserves or
+    /// settles once, not twice.
+    pub token: String,
+}
+
+impl DayReservation {
+    /// A new reservation on `day`, with a fresh token.
+    pub fn new(day: impl Into<String>) -> Self {
+        Self {
+            day: day.into(),
+            token: RunId::new().0,
+        }
+    }
+}
+
 /// How a reserved send ended, for the day's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Spent {
+    /// A code went out, or may have, and the reservation already counts it as it should: a
+    /// code by the medium reserved ahead, a code whose medium is not known, an ambiguous
+    /// attempt, a call abandoned. The counters stay; the reservation is done.
+    Kept,
     /// Nothing was sent: the reservation (of no medium) is given back.
     Nothing,
     /// A code went out by this medium: the reservation (of no medium) stays and the medium's
@@ -775,7 +838,9 @@ impl Ledger {
         budget: Option<f64>,
     ) -> Result<Self, LedgerError> {
         let run = RunId::new();
-        store.begin_run(&run, command, clock.now()).await?;
+        store
+            .begin_run(&run, command, timing.lease, clock.now())
+            .await?;
         let ledger = Self {
             store,
             run,
@@ -1049,9 +1114,10 @@ impl Ledger {
     }
 
     /// Claims a user for a call. A claim of another run is judged by that run's heartbeat
-    /// counter: once this run has seen it unchanged for a full lease (on this run's monotonic
-    /// clock), the claim is taken over as in doubt; until then it is [`Claim::Held`] and the
-    /// caller asks again.
+    /// counter: once this run has seen it unchanged for a full lease of that run's (its
+    /// `--claim-lease`, from its row; this run's own for a row without one), on this run's
+    /// monotonic clock, the claim is taken over as in doubt; until then it is [`Claim::Held`]
+    /// and the caller asks again.
     pub async fn claim(&self, key: &UserKey) -> Result<Claim, LedgerError> {
         let (client_id, username) = (key.client_id.as_str(), key.username.as_str());
         if self.state.fenced.is_cancelled() {
@@ -1061,10 +1127,12 @@ impl Ledger {
             .store
             .claim(&self.run, client_id, username, self.rules(), None)
             .await?;
-        let Claim::Held { run, beats } = &first else {
+        let Claim::Held { run, beats, lease } = &first else {
             return Ok(first);
         };
-        if *run == self.run.0 || !self.stood_still(run, *beats) {
+        // Judged by the holder's own lease: it fences itself at half of it, whatever ours is.
+        let lease = lease.unwrap_or(self.timing.lease);
+        if *run == self.run.0 || !self.stood_still(run, *beats, lease) {
             return Ok(first);
         }
         let stale = Stale {
@@ -1076,12 +1144,12 @@ impl Ledger {
             .await
     }
 
-    /// Notes `run`'s counter; true once it has stood still for a full lease.
-    fn stood_still(&self, run: &str, beats: i64) -> bool {
+    /// Notes `run`'s counter; true once it has stood still for a full `lease` (that run's).
+    fn stood_still(&self, run: &str, beats: i64, lease: Duration) -> bool {
         let now = tokio::time::Instant::now();
         let mut seen = self.state.seen.lock().unwrap_or_else(|e| e.into_inner());
         match seen.get(run) {
-            Some(&(b, since)) if b == beats => now.duration_since(since) >= self.timing.lease,
+            Some(&(b, since)) if b == beats => now.duration_since(since) >= lease,
             _ => {
                 seen.insert(run.to_owned(), (beats, now));
                 false
@@ -1183,16 +1251,16 @@ impl Ledger {
     }
 
     /// Reserves one send against the per-day caps, on today's UTC day by this run's clock.
-    /// `Ok(Ok(day))`: granted, settle it on `day` with [`Ledger::settle_send`]; `Ok(Err(cap))`:
-    /// refused.
+    /// `Ok(Ok(r))`: granted, settle it (once, however it ends) with [`Ledger::settle_send`];
+    /// `Ok(Err(cap))`: refused.
     pub async fn reserve_send(
         &self,
         caps: DayCaps,
         medium: Option<Medium>,
-    ) -> Result<Result<String, SpendCap>, LedgerError> {
-        let day = utc_day(self.clock.now());
-        Ok(match self.store.reserve_send(&day, caps, medium).await? {
-            None => Ok(day),
+    ) -> Result<Result<DayReservation, SpendCap>, LedgerError> {
+        let r = DayReservation::new(utc_day(self.clock.now()));
+        Ok(match self.store.reserve_send(&r, caps, medium).await? {
+            None => Ok(r),
             Some(cap) => Err(cap),
         })
     }
@@ -1202,9 +1270,9 @@ impl Ledger {
         self.store.day_spend(&utc_day(self.clock.now())).await
     }
 
-    /// Settles a reservation [`Ledger::reserve_send`] granted on `day`.
-    pub async fn settle_send(&self, day: &str, spent: Spent) -> Result<(), LedgerError> {
-        self.store.settle_send(day, spent).await
+    /// Settles a reservation [`Ledger::reserve_send`] granted.
+    pub async fn settle_send(&self, r: &DayReservation, spent: Spent) -> Result<(), LedgerError> {
+        self.store.settle_send(r, spent).await
     }
 
     /// Sends this run could not record, so far.
@@ -1351,6 +1419,10 @@ pub(crate) fn decide(
         Some(h) => Claim::Held {
             run: h.run.to_owned(),
             beats: h.beats,
+            lease: h
+                .lease
+                .and_then(|ms| u64::try_from(ms).ok())
+                .map(Duration::from_millis),
         },
     }
 }
@@ -1415,6 +1487,7 @@ mod tests {
             claimed_at: 7,
             beats,
             ended,
+            lease: None,
         })
     }
 
@@ -1449,6 +1522,7 @@ mod tests {
         let held = Claim::Held {
             run: "other".into(),
             beats: 3,
+            lease: None,
         };
         assert_eq!(
             decide(

@@ -21,9 +21,9 @@ use crate::job::{UserKey, fold_username};
 use super::fleet;
 use super::fold::{Folded, Hold, Row, merge};
 use super::{
-    Claim, DayCaps, DaySpend, Finish, Holder, InDoubt, LedgerError, Medium, Millis, Page, Rules,
-    RunId, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide, host_label, plan,
-    refused_by, rfc3339,
+    Claim, DayCaps, DayReservation, DaySpend, Finish, Holder, InDoubt, LedgerError, Medium, Millis,
+    Page, Rules, RunId, RunLiveness, RunRow, SpendCap, Spent, Stale, Stats, Store, UserRow, decide,
+    host_label, plan, refused_by, rfc3339,
 };
 
 /// Most operations one transaction takes.
@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at   INTEGER NOT NULL,
     heartbeat_at INTEGER NOT NULL,
     finished_at  INTEGER,
-    beats        INTEGER NOT NULL DEFAULT 0
+    beats        INTEGER NOT NULL DEFAULT 0,
+    lease_ms     INTEGER
 );
 CREATE TABLE IF NOT EXISTS user_waves (
     client_id TEXT    NOT NULL,
@@ -123,6 +124,22 @@ CREATE TABLE IF NOT EXISTS fleet (
 ) WITHOUT ROWID;
 ";
 
+/// `runs.lease_ms`, each run's `--claim-lease`, by which other runs judge its claims. Added on
+/// open to a file that lacks it, without a schema version of its own: an older build still opens
+/// the file and writes runs without it, and their claims are judged by the reader's lease, as
+/// that build did.
+fn add_run_lease(db: &Connection) -> rusqlite::Result<()> {
+    let has: bool = db.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('runs') WHERE name = 'lease_ms'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        db.execute_batch("ALTER TABLE runs ADD COLUMN lease_ms INTEGER")?;
+    }
+    Ok(())
+}
+
 /// Creates or upgrades the schema, in one write transaction (another process may be opening
 /// the same file at the same moment).
 fn migrate(conn: &mut Connection) -> Result<(), String> {
@@ -151,6 +168,7 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
         }
     }
     .and_then(|()| txn.execute_batch(SPEND_SCHEMA))
+    .and_then(|()| add_run_lease(&txn))
     .and_then(|()| txn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")))
     .and_then(|()| txn.commit())
     .map_err(|e| format!("cannot write it: {e}"))
@@ -161,6 +179,7 @@ enum Op {
     BeginRun {
         run: String,
         command: String,
+        lease: Millis,
         now: Millis,
     },
     Heartbeat {
@@ -318,12 +337,14 @@ impl Store for SqliteStore {
         &'a self,
         run: &'a RunId,
         command: &'a str,
+        lease: Duration,
         now: Millis,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
         Box::pin(async move {
             self.ask(Op::BeginRun {
                 run: run.0.clone(),
                 command: command.to_owned(),
+                lease: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
                 now,
             })
             .await
@@ -489,16 +510,19 @@ impl Store for SqliteStore {
         })
     }
 
+    // A reservation's token is not written here: the writer answers each request once, in
+    // process, after its commit, and nothing sends a reservation or a settlement again, so
+    // neither can count twice (unlike a DynamoDB write whose answer was lost).
     fn reserve_send<'a>(
         &'a self,
-        day: &'a str,
+        r: &'a DayReservation,
         caps: DayCaps,
         medium: Option<Medium>,
     ) -> BoxFuture<'a, Result<Option<SpendCap>, LedgerError>> {
         Box::pin(async move {
             match self
                 .ask(Op::Reserve {
-                    day: day.to_owned(),
+                    day: r.day.clone(),
                     caps,
                     medium,
                 })
@@ -512,12 +536,16 @@ impl Store for SqliteStore {
 
     fn settle_send<'a>(
         &'a self,
-        day: &'a str,
+        r: &'a DayReservation,
         spent: Spent,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
         Box::pin(async move {
+            // Nothing to write: the counters already hold what a kept reservation counts.
+            if let Spent::Kept = spent {
+                return Ok(());
+            }
             self.ask(Op::Settle {
-                day: day.to_owned(),
+                day: r.day.clone(),
                 spent,
             })
             .await
@@ -612,12 +640,17 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Request>, described: &str) {
 
 fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
     match op {
-        Op::BeginRun { run, command, now } => {
+        Op::BeginRun {
+            run,
+            command,
+            lease,
+            now,
+        } => {
             db.prepare_cached(
-                "INSERT INTO runs (run, command, host, started_at, heartbeat_at)
-                 VALUES (?1, ?2, ?3, ?4, ?4)",
+                "INSERT INTO runs (run, command, host, started_at, heartbeat_at, lease_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
             )?
-            .execute(params![run, command, host_label(), now])?;
+            .execute(params![run, command, host_label(), now, lease])?;
             Ok(Reply::Done)
         }
         Op::Heartbeat { run, now } => {
@@ -692,15 +725,7 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
             let (last_sent, claim_run, claimed_at, doubt_run, doubt_at, sends) =
                 row.unwrap_or_default();
             let holder = match claim_run.as_deref() {
-                Some(h) => {
-                    let state = run_state(db, h)?;
-                    Some(Holder {
-                        run: h,
-                        claimed_at: claimed_at.unwrap_or(0),
-                        beats: state.map_or(0, |(beats, _)| beats),
-                        ended: state.is_none_or(|(_, ended)| ended),
-                    })
-                }
+                Some(h) => Some(Holder::of(h, claimed_at.unwrap_or(0), run_state(db, h)?)),
                 None => None,
             };
             let mark = doubt_run.map(|run| InDoubt {
@@ -865,7 +890,7 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
                     sent: Medium::Sms,
                 } => "UPDATE spend SET email = max(email - 1, 0), sms = sms + 1 WHERE day = ?1",
                 // Reserved and sent by the same medium: the reservation already counted it.
-                Spent::Moved { .. } => return Ok(Reply::Done),
+                Spent::Moved { .. } | Spent::Kept => return Ok(Reply::Done),
             };
             db.prepare_cached(sql)?.execute(params![day])?;
             Ok(Reply::Done)
@@ -1108,10 +1133,16 @@ fn day_spend(db: &Connection, day: &str) -> rusqlite::Result<DaySpend> {
     })
 }
 
-/// A run's heartbeat counter and whether it ended cleanly; `None` if it has no row.
-fn run_state(db: &Connection, run: &str) -> rusqlite::Result<Option<(i64, bool)>> {
-    db.prepare_cached("SELECT beats, finished_at IS NOT NULL FROM runs WHERE run = ?1")?
-        .query_row(params![run], |r| Ok((r.get(0)?, r.get(1)?)))
+/// A run's heartbeat counter, whether it ended cleanly, and its lease; `None` if it has no row.
+fn run_state(db: &Connection, run: &str) -> rusqlite::Result<Option<RunLiveness>> {
+    db.prepare_cached("SELECT beats, finished_at IS NOT NULL, lease_ms FROM runs WHERE run = ?1")?
+        .query_row(params![run], |r| {
+            Ok(RunLiveness {
+                beats: r.get(0)?,
+                ended: r.get(1)?,
+                lease: r.get(2)?,
+            })
+        })
         .optional()
 }
 
@@ -1226,7 +1257,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = store(&dir).await;
         let me = RunId::new();
-        db.begin_run(&me, "test", 10_000).await.unwrap();
+        db.begin_run(&me, "test", Duration::from_secs(30), 10_000)
+            .await
+            .unwrap();
         let c = db
             .claim(&me, "c", "alice", rules(10_000), None)
             .await
@@ -1241,7 +1274,8 @@ mod tests {
             again,
             Claim::Held {
                 run: me.0.clone(),
-                beats: 0
+                beats: 0,
+                lease: Some(Duration::from_secs(30)),
             }
         );
         db.finish(&me, "c", "alice", Finish::Sent, None, 10_002)
@@ -1275,12 +1309,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = store(&dir).await;
         let dead = RunId::new();
-        db.begin_run(&dead, "test", 10_000).await.unwrap();
+        db.begin_run(&dead, "test", Duration::from_secs(30), 10_000)
+            .await
+            .unwrap();
         db.claim(&dead, "c", "bob", rules(10_000), None)
             .await
             .unwrap();
         let me = RunId::new();
-        db.begin_run(&me, "test", 10_050).await.unwrap();
+        db.begin_run(&me, "test", Duration::from_secs(30), 10_050)
+            .await
+            .unwrap();
         // Its heartbeat is fresh: held.
         let held = db
             .claim(&me, "c", "bob", rules(10_050), None)
@@ -1290,7 +1328,8 @@ mod tests {
             held,
             Claim::Held {
                 run: dead.0.clone(),
-                beats: 0
+                beats: 0,
+                lease: Some(Duration::from_secs(30)),
             }
         );
         // A counter judged standing still, but it moved since: still held.
@@ -1328,7 +1367,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = store(&dir).await;
         let first = RunId::new();
-        db.begin_run(&first, "test", 10_000).await.unwrap();
+        db.begin_run(&first, "test", Duration::from_secs(30), 10_000)
+            .await
+            .unwrap();
         db.claim(&first, "c", "carol", rules(10_000), None)
             .await
             .unwrap();
@@ -1346,7 +1387,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = store(&dir).await;
         let dead = RunId::new();
-        db.begin_run(&dead, "test", 10_000).await.unwrap();
+        db.begin_run(&dead, "test", Duration::from_secs(30), 10_000)
+            .await
+            .unwrap();
         db.claim(&dead, "c", "fay", rules(10_000), None)
             .await
             .unwrap();
@@ -1359,7 +1402,9 @@ mod tests {
         };
         // A second run takes the claim over, then is stopped before its call (SIGTERM).
         let second = RunId::new();
-        db.begin_run(&second, "test", 10_010).await.unwrap();
+        db.begin_run(&second, "test", Duration::from_secs(30), 10_010)
+            .await
+            .unwrap();
         let c = db
             .claim(&second, "c", "fay", rules(10_010), None)
             .await
@@ -1372,7 +1417,9 @@ mod tests {
         assert_eq!((s.claims_in_doubt, s.doubt_marks), (0, 1), "{s:?}");
         // The third run is told the user is in doubt, the dead run named.
         let third = RunId::new();
-        db.begin_run(&third, "test", 10_020).await.unwrap();
+        db.begin_run(&third, "test", Duration::from_secs(30), 10_020)
+            .await
+            .unwrap();
         let c = db
             .claim(&third, "c", "fay", rules(10_020), None)
             .await
@@ -1416,7 +1463,9 @@ mod tests {
         }
         let db = SqliteStore::open(&path).expect("migrates");
         let me = RunId::new();
-        db.begin_run(&me, "test", 10_100).await.unwrap();
+        db.begin_run(&me, "test", Duration::from_secs(30), 10_100)
+            .await
+            .unwrap();
         let c = db
             .claim(&me, "c", "old", rules(10_100), None)
             .await
@@ -1429,9 +1478,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             c,
+            // A run of the old file recorded no lease: judged by the reader's.
             Claim::Held {
                 run: "r1".into(),
-                beats: 0
+                beats: 0,
+                lease: None,
             }
         );
         drop(db);
@@ -1468,7 +1519,9 @@ mod tests {
         }
         let db = SqliteStore::open(&path).expect("migrates");
         let me = RunId::new();
-        db.begin_run(&me, "test", 10_000).await.unwrap();
+        db.begin_run(&me, "test", Duration::from_secs(30), 10_000)
+            .await
+            .unwrap();
         let capped = Rules {
             max_sends_per_user: Some(2),
             ..rules(10_000)
@@ -1706,7 +1759,10 @@ mod tests {
         // A claim of any spelling's folded key finds the merged row's cooldown, and its cap.
         let store = open_as(&path, UsernameCase::Insensitive).await;
         let me = RunId::new();
-        store.begin_run(&me, "test", 10_000).await.unwrap();
+        store
+            .begin_run(&me, "test", Duration::from_secs(30), 10_000)
+            .await
+            .unwrap();
         for spelling in ["Alice", "alice", "ALICE", "aLiCe"] {
             let key = fold_username(spelling);
             let c = store
@@ -1768,8 +1824,12 @@ mod tests {
         let a = store(&dir).await;
         let b = store(&dir).await;
         let (ra, rb) = (RunId::new(), RunId::new());
-        a.begin_run(&ra, "test", 10_000).await.unwrap();
-        b.begin_run(&rb, "test", 10_000).await.unwrap();
+        a.begin_run(&ra, "test", Duration::from_secs(30), 10_000)
+            .await
+            .unwrap();
+        b.begin_run(&rb, "test", Duration::from_secs(30), 10_000)
+            .await
+            .unwrap();
         // No cooldown: only the cap stops a third code.
         let no_cooldown = Rules {
             cooldown_since: Millis::MAX,
@@ -1808,7 +1868,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = store(&dir).await;
         let me = RunId::new();
-        db.begin_run(&me, "test", 10_000).await.unwrap();
+        db.begin_run(&me, "test", Duration::from_secs(30), 10_000)
+            .await
+            .unwrap();
         db.claim(&me, "c", "dan", rules(10_000), None)
             .await
             .unwrap();
@@ -1842,30 +1904,42 @@ mod tests {
         };
         for _ in 0..3 {
             assert_eq!(
-                db.reserve_send("2030-01-01", caps, None).await.unwrap(),
+                db.reserve_send(&DayReservation::new("2030-01-01"), caps, None)
+                    .await
+                    .unwrap(),
                 None
             );
         }
         assert_eq!(
-            db.reserve_send("2030-01-01", caps, None).await.unwrap(),
+            db.reserve_send(&DayReservation::new("2030-01-01"), caps, None)
+                .await
+                .unwrap(),
             Some(SpendCap::Day)
         );
         // Another day has its own budget.
         assert_eq!(
-            db.reserve_send("2030-01-02", caps, None).await.unwrap(),
+            db.reserve_send(&DayReservation::new("2030-01-02"), caps, None)
+                .await
+                .unwrap(),
             None
         );
         // A reservation given back (nothing sent) can be taken again, once.
-        db.settle_send("2030-01-01", Spent::Nothing).await.unwrap();
+        db.settle_send(&DayReservation::new("2030-01-01"), Spent::Nothing)
+            .await
+            .unwrap();
         assert_eq!(
-            db.reserve_send("2030-01-01", caps, None).await.unwrap(),
+            db.reserve_send(&DayReservation::new("2030-01-01"), caps, None)
+                .await
+                .unwrap(),
             None
         );
         assert_eq!(
-            db.reserve_send("2030-01-01", caps, None).await.unwrap(),
+            db.reserve_send(&DayReservation::new("2030-01-01"), caps, None)
+                .await
+                .unwrap(),
             Some(SpendCap::Day)
         );
-        db.settle_send("2030-01-01", Spent::Code(Medium::Sms))
+        db.settle_send(&DayReservation::new("2030-01-01"), Spent::Code(Medium::Sms))
             .await
             .unwrap();
         let day = db.day_spend("2030-01-01").await.unwrap();
@@ -1884,13 +1958,29 @@ mod tests {
         let day = "2030-01-01";
         // Two SMS codes in flight and a third reservation: all granted while none is confirmed.
         for _ in 0..3 {
-            assert_eq!(db.reserve_send(day, caps, None).await.unwrap(), None);
+            assert_eq!(
+                db.reserve_send(&DayReservation::new(day), caps, None)
+                    .await
+                    .unwrap(),
+                None
+            );
         }
-        db.settle_send(day, Spent::Code(Medium::Sms)).await.unwrap();
-        assert_eq!(db.reserve_send(day, caps, None).await.unwrap(), None);
-        db.settle_send(day, Spent::Code(Medium::Sms)).await.unwrap();
+        db.settle_send(&DayReservation::new(day), Spent::Code(Medium::Sms))
+            .await
+            .unwrap();
         assert_eq!(
-            db.reserve_send(day, caps, None).await.unwrap(),
+            db.reserve_send(&DayReservation::new(day), caps, None)
+                .await
+                .unwrap(),
+            None
+        );
+        db.settle_send(&DayReservation::new(day), Spent::Code(Medium::Sms))
+            .await
+            .unwrap();
+        assert_eq!(
+            db.reserve_send(&DayReservation::new(day), caps, None)
+                .await
+                .unwrap(),
             Some(SpendCap::SmsDay)
         );
         assert_eq!(db.day_spend("2030-01-09").await.unwrap().sends, 0);
@@ -1908,24 +1998,41 @@ mod tests {
         let day = "2030-01-01";
         let sms = Some(Medium::Sms);
         // Two SMS reservations in flight, none answered yet: the third is refused already.
-        assert_eq!(db.reserve_send(day, caps, sms).await.unwrap(), None);
-        assert_eq!(db.reserve_send(day, caps, sms).await.unwrap(), None);
         assert_eq!(
-            db.reserve_send(day, caps, sms).await.unwrap(),
+            db.reserve_send(&DayReservation::new(day), caps, sms)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            db.reserve_send(&DayReservation::new(day), caps, sms)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            db.reserve_send(&DayReservation::new(day), caps, sms)
+                .await
+                .unwrap(),
             Some(SpendCap::SmsDay)
         );
         // The SMS cap does not concern an email code.
         let email = Some(Medium::Email);
-        assert_eq!(db.reserve_send(day, caps, email).await.unwrap(), None);
+        assert_eq!(
+            db.reserve_send(&DayReservation::new(day), caps, email)
+                .await
+                .unwrap(),
+            None
+        );
         // One SMS sent nothing: both counts come back, and an SMS fits again.
-        db.settle_send(day, Spent::NothingOf(Medium::Sms))
+        db.settle_send(&DayReservation::new(day), Spent::NothingOf(Medium::Sms))
             .await
             .unwrap();
         let spend = db.day_spend(day).await.unwrap();
         assert_eq!((spend.sends, spend.sms, spend.email), (2, 1, 1));
         // An SMS reservation Cognito sent by email moves its count.
         db.settle_send(
-            day,
+            &DayReservation::new(day),
             Spent::Moved {
                 reserved: Medium::Sms,
                 sent: Medium::Email,
@@ -1948,9 +2055,13 @@ mod tests {
         };
         let mut granted = 0;
         for _ in 0..100 {
+            let (ra, rb) = (
+                DayReservation::new("2030-01-01"),
+                DayReservation::new("2030-01-01"),
+            );
             let (x, y) = tokio::join!(
-                a.reserve_send("2030-01-01", caps, None),
-                b.reserve_send("2030-01-01", caps, None)
+                a.reserve_send(&ra, caps, None),
+                b.reserve_send(&rb, caps, None)
             );
             granted += [x.unwrap(), y.unwrap()]
                 .iter()
@@ -1967,8 +2078,12 @@ mod tests {
         let a = store(&dir).await;
         let b = store(&dir).await;
         let (ra, rb) = (RunId::new(), RunId::new());
-        a.begin_run(&ra, "test", 10_000).await.unwrap();
-        b.begin_run(&rb, "test", 10_000).await.unwrap();
+        a.begin_run(&ra, "test", Duration::from_secs(30), 10_000)
+            .await
+            .unwrap();
+        b.begin_run(&rb, "test", Duration::from_secs(30), 10_000)
+            .await
+            .unwrap();
         let mut granted = 0;
         for i in 0..200 {
             let user = format!("user{i}");
