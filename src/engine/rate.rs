@@ -571,9 +571,11 @@ impl State {
         }
         // The part of the gap each clock had counted: from the last success, or from when the
         // clock started, if later (a throttle in the gap restarted the probe).
-        let skip = |clock: Instant| clock + now.duration_since(clock.max(last));
+        let skip = move |clock: Instant| clock + now.duration_since(clock.max(last));
         self.probe_from = skip(self.probe_from);
-        self.quiet_from = self.quiet_from.map(skip);
+        if let Some(quiet) = self.quiet_from {
+            self.quiet_from = Some(skip(quiet));
+        }
     }
 
     /// The quota, from the successes since the server's bucket was last full: the bucket holds
