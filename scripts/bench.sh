@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: `backfill` throughput and footprint against the bundled emulator (20 ms latency,
 # no quota), --concurrency 64 --rate 0. Prints jobs/s, the ideal (concurrency / latency), their
-# ratio, CPU seconds per 1,000 jobs and peak RSS of the worker process.
+# ratio, CPU seconds per 1,000 jobs and peak RSS of the worker process, and the size of the
+# release binary (fails over 40 MiB).
 #
 #   scripts/bench.sh [ROWS]      (default 100000; the memory run uses 1000000)
 #
@@ -50,3 +51,10 @@ awk -v rows="$actual" -v wall="$wall" -v user="$user" -v sys="$sys" -v rss="$rss
   printf "peak RSS             %.1f MiB\n", rss / 1024.0;
 }'
 echo "report lines         $(wc -l < "$work/report.jsonl")"
+# What `cargo install` and the image ship: the release profile strips the debug info.
+size=$(stat -c %s "$bin/cognito-resend")
+awk -v s="$size" 'BEGIN { printf "release binary       %.1f MiB (at most 40)\n", s / 1048576 }'
+[ "$size" -le $(( 40 * 1024 * 1024 )) ] || {
+  echo "the release binary is over 40 MiB: does [profile.release] still strip the debug info?" >&2
+  exit 1
+}

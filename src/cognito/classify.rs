@@ -6,9 +6,11 @@
 //! InvalidParameterException, and the per-user attempt limit versus the exhausted account email
 //! quota among LimitExceededException.
 //!
-//! A transient error is one of two kinds, because a retry after the second may send a second
-//! code. [`CallError::Transient`]: the request cannot have reached Cognito, or Cognito refused it
-//! before acting (connection refused, connect timeout, a request that could not be sent).
+//! A transient error is one of three kinds, because a retry after the last may send a second
+//! code, and the first, before anything was ever answered, is a wrong endpoint rather than a
+//! blip. [`CallError::Unreachable`]: no connection could be made (refused, a DNS lookup or a TLS
+//! handshake that failed, a connect timeout), so nothing was sent. [`CallError::Transient`]: the
+//! request cannot have reached Cognito otherwise (a request that could not be sent).
 //! [`CallError::Ambiguous`]: Cognito may have acted (the attempt timed out after the request was
 //! written, the connection closed before the answer, an answer we could not read,
 //! InternalErrorException or another 5xx). The engine retries both, and reports a job with an
@@ -57,11 +59,15 @@ pub enum Misconfiguration {
     /// InvalidLambdaResponseException / UserLambdaValidationException for user after user: a
     /// Lambda trigger of the pool is broken.
     TriggerBroken,
+    /// No connection to Cognito could be made (refused, DNS, TLS, connect timeout) for a few
+    /// seconds, and no call of the run was ever answered: the endpoint, the region, a proxy or
+    /// the network is wrong. Judged by time, not by a count (see `engine`, "Stopping").
+    Unreachable,
 }
 
 impl Misconfiguration {
     /// Every kind.
-    pub const ALL: [Misconfiguration; 10] = [
+    pub const ALL: [Misconfiguration; 11] = [
         Self::NotAuthorized,
         Self::UnknownClient,
         Self::AutoVerifyOff,
@@ -72,6 +78,7 @@ impl Misconfiguration {
         Self::PoolAccess,
         Self::DeliveryBroken,
         Self::TriggerBroken,
+        Self::Unreachable,
     ];
 
     /// The `reason` of the `failed` outcome of the job that met it.
@@ -87,6 +94,7 @@ impl Misconfiguration {
             Self::PoolAccess => "pool_access",
             Self::DeliveryBroken => "delivery_broken",
             Self::TriggerBroken => "trigger_broken",
+            Self::Unreachable => "unreachable",
         }
     }
 
@@ -127,6 +135,10 @@ impl Misconfiguration {
                 "a Lambda trigger of the user pool fails for user after user (custom message, \
                  pre sign-up, ...): fix the trigger"
             }
+            Self::Unreachable => {
+                "check the endpoint (--cognito-endpoint), the region (--region), any proxy \
+                 in between, and that the network lets this host reach it"
+            }
         }
     }
 
@@ -162,6 +174,12 @@ pub enum CallError {
     /// TooManyRequestsException: retry later, and slow down.
     #[error("{0}")]
     Throttled(String),
+    /// No connection to Cognito could be made (refused, DNS, TLS, connect timeout): nothing was
+    /// sent. Retried; but before any call of the run has been answered, the engine takes it for
+    /// a wrong endpoint, region or network and stops (see `engine`, "Stopping"). The detail
+    /// names the endpoint and the region.
+    #[error("{0}")]
+    Unreachable(String),
     /// A transient failure Cognito cannot have acted on (it never got the request, or refused
     /// it first): retry.
     #[error("{0}")]
@@ -288,48 +306,76 @@ pub(crate) fn classify_service(err: &E, status: u16) -> Result<Answer, CallError
 
 /// Classifies anything the SDK returned as an error.
 pub(crate) fn classify(err: SdkError<E, Response>) -> Result<Answer, CallError> {
-    // `true`: Cognito may have acted on the request.
-    let (what, ambiguous) = match &err {
+    use CallError::{Ambiguous, Transient, Unreachable};
+    let connecting = match &err {
+        SdkError::DispatchFailure(_) => connect_failed(&err),
+        _ => None,
+    };
+    let (what, kind): (_, fn(String) -> CallError) = match &err {
         SdkError::ServiceError(se) => {
             return classify_service(se.err(), se.raw().status().as_u16());
         }
         // The whole attempt ran out of time; the request may well have been written and acted on.
-        SdkError::TimeoutError(_) => ("attempt timed out", true),
+        SdkError::TimeoutError(_) => ("attempt timed out", Ambiguous),
         // No connection was made: nothing was sent.
-        SdkError::DispatchFailure(f) if f.is_timeout() => ("connect timeout", false),
-        SdkError::DispatchFailure(_) if never_connected(&err) => ("connection refused", false),
+        SdkError::DispatchFailure(f) if f.is_timeout() => ("connect timeout", Unreachable),
+        SdkError::DispatchFailure(_) if connecting.is_some() => {
+            (connecting.unwrap_or_default(), Unreachable)
+        }
         // hyper reports a connection closed before the answer as a transient "other" error (or
         // an I/O one, a reset). The request may have been written and carried out.
         SdkError::DispatchFailure(f)
             if f.is_io() || matches!(f.as_other(), Some(ErrorKind::TransientError)) =>
         {
-            ("connection failed or dropped", true)
+            ("connection failed or dropped", Ambiguous)
         }
-        SdkError::DispatchFailure(f) if f.is_user() => ("request could not be sent", false),
-        SdkError::DispatchFailure(_) => ("request could not be sent", true),
+        SdkError::DispatchFailure(f) if f.is_user() => ("request could not be sent", Transient),
+        SdkError::DispatchFailure(_) => ("request could not be sent", Ambiguous),
         // An answer we could not read (a truncated or garbled response): the connection's
         // trouble, not the user's, and Cognito answered, so it may have acted.
-        SdkError::ResponseError(_) => ("unreadable response", true),
+        SdkError::ResponseError(_) => ("unreadable response", Ambiguous),
         SdkError::ConstructionFailure(_) => {
             return Err(CallError::Permanent {
                 reason: Reason::InvalidRequest,
                 detail: format!("request could not be built: {}", chain(&err)),
             });
         }
-        _ => ("unexpected SDK error", true),
+        _ => ("unexpected SDK error", Ambiguous),
     };
-    let detail = format!("{what}: {}", chain(&err));
-    Err(if ambiguous {
-        CallError::Ambiguous(detail)
-    } else {
-        CallError::Transient(detail)
-    })
+    Err(kind(format!("{what}: {}", chain(&err))))
 }
 
-/// Whether a dispatch failure happened while connecting (refused, unreachable), so no byte of the
-/// request left: the operating system's refusal shows as an I/O error of that kind somewhere in
-/// the chain of the HTTP client's errors. Checked against a real refused connection in
-/// `cognito::tests`.
+/// Whether a dispatch failure happened while connecting, so no byte of the request left, and
+/// how: refused or unreachable (the operating system's refusal, an I/O error of that kind
+/// somewhere in the chain of the HTTP client's errors), or any failure of the HTTP client's
+/// connect step (a DNS lookup, a TLS handshake, a proxy's tunnel). Checked against a refused
+/// connection and a failed handshake in `cognito::tests`.
+fn connect_failed(err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    if never_connected(err) {
+        return Some("connection refused");
+    }
+    let mut connecting = false;
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some_and(hyper_util::client::legacy::Error::is_connect)
+        {
+            connecting = true;
+        }
+        // The TLS stack reports a failed handshake (garbage, a certificate refused) as invalid
+        // data: a plain TCP connect never does.
+        if connecting
+            && e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
+        {
+            return Some("TLS handshake failed");
+        }
+        cur = e.source();
+    }
+    connecting.then_some("could not connect")
+}
+
+/// Whether the operating system refused the connection (or found no route to it).
 fn never_connected(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
@@ -566,12 +612,12 @@ mod tests {
         let refused: SdkError<E, Response> = SdkError::dispatch_failure(ConnectorError::io(
             std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
         ));
-        assert!(matches!(classify(refused), Err(CallError::Transient(_))));
+        assert!(matches!(classify(refused), Err(CallError::Unreachable(_))));
         let connect_timeout: SdkError<E, Response> =
             SdkError::dispatch_failure(ConnectorError::timeout("connect".into()));
         assert!(matches!(
             classify(connect_timeout),
-            Err(CallError::Transient(_))
+            Err(CallError::Unreachable(_))
         ));
     }
 }

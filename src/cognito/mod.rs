@@ -53,6 +53,8 @@ pub struct Cognito {
     client: Client,
     /// Applied to every job: SecretHash is computed per username and client id.
     secret: Option<ClientSecret>,
+    /// Where the calls go, for a connection that fails: the endpoint and the region.
+    target: String,
 }
 
 /// The app client secret. Its `Debug` and `Display` never show the value.
@@ -109,9 +111,21 @@ impl Cognito {
     /// Builds the SDK client; `secret`, when given, signs every request with its SecretHash.
     pub async fn connect(conn: &Connection, secret: Option<ClientSecret>) -> Self {
         let sdk = sdk_config(conn, false).await;
+        let client = Client::new(&sdk);
+        let region = sdk.region().map(|r| r.to_string());
+        let endpoint = match (sdk.endpoint_url(), &region) {
+            (Some(url), _) => url.to_owned(),
+            (None, Some(region)) => format!("https://cognito-idp.{region}.amazonaws.com"),
+            (None, None) => "Cognito's regional endpoint".to_owned(),
+        };
+        let target = format!(
+            "{endpoint} (region {})",
+            region.as_deref().unwrap_or("not set")
+        );
         Self {
-            client: Client::new(&sdk),
+            client,
             secret,
+            target,
         }
     }
 
@@ -164,7 +178,12 @@ impl Cognito {
                     attribute: d.and_then(|d| d.attribute_name()).map(str::to_owned),
                 }))
             }
-            Err(e) => classify::classify(e),
+            Err(e) => classify::classify(e).map_err(|e| match e {
+                CallError::Unreachable(detail) => {
+                    CallError::Unreachable(format!("{}: {detail}", self.target))
+                }
+                e => e,
+            }),
         }
     }
 }
@@ -197,7 +216,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_refused_connection_is_transient_but_a_lost_answer_or_a_500_is_ambiguous() {
+    async fn a_refused_connection_is_unreachable_but_a_lost_answer_or_a_500_is_ambiguous() {
         // Nothing listens: the request never left.
         let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = free.local_addr().unwrap();
@@ -209,9 +228,33 @@ mod tests {
         .await;
         let refused = cognito.resend(&alice(), "app").await;
         assert!(
-            matches!(&refused, Err(CallError::Transient(_))),
+            matches!(&refused, Err(CallError::Unreachable(d))
+                if d.starts_with(&format!("http://{addr} (region us-east-1): connection refused"))),
             "{refused:?}"
         );
+
+        // Something listens, but it is no TLS server: the handshake fails before a request is
+        // written (it was once taken for a dropped connection, in doubt).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let garbage = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let _ = socket.write_all(b"SSH-2.0-OpenSSH_9.6 not TLS\r\n").await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        let cognito = Cognito::connect(
+            &settings(&format!("https://{addr}"), Duration::from_secs(5)),
+            None,
+        )
+        .await;
+        let tls = cognito.resend(&alice(), "app").await;
+        assert!(
+            matches!(&tls, Err(CallError::Unreachable(d)) if d.contains("TLS handshake failed")),
+            "{tls:?}"
+        );
+        garbage.abort();
 
         let emu = Emulator::builder()
             .client(ClientSpec::new("app"))

@@ -19,10 +19,19 @@
 //!
 //! Stopping. Five things end a run: the source runs dry; a signal (the `shutdown` token); or
 //! the same configuration error a few times in a row (a wrong secret, an unknown client, a spent
-//! email quota); a ledger failure; a spend cap reached. In each case the engine stops taking jobs first. Calls in flight finish (after a
+//! email quota), or Cognito unreachable from the start; a ledger failure; a spend cap reached.
+//! In each case the engine stops taking jobs first. Calls in flight finish (after a
 //! signal, within the grace period; past it they are abandoned and their jobs fail as
 //! `interrupted`). Jobs that had not made their first call yet get no outcome and are handed
 //! back to the source as untouched, so a rerun (or the queue) picks them up.
+//!
+//! Unreachable. A connection that cannot be made (refused, a DNS lookup or TLS handshake that
+//! fails, a connect timeout) is retried like any transient error, but the run watches them
+//! (`Reach`): before any call of the run has been answered they mean a wrong endpoint, region,
+//! proxy or network, so the first is logged at once and the run stops early (exit 1, as for a
+//! configuration error) once `UNREACHABLE_STOP` (5 s) has passed without an answer. After calls
+//! have been answered it is an outage: the calls keep retrying within their budget, and a
+//! warning says why, again every `UNREACHABLE_REPEAT` (30 s) while it lasts.
 
 pub mod identity;
 pub(crate) mod rate;
@@ -151,6 +160,18 @@ pub struct MisconfigStop {
 
 impl std::fmt::Display for MisconfigStop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.kind == Misconfiguration::Unreachable {
+            return write!(
+                f,
+                "stopped early: cannot connect to Cognito at {} ({} attempts failed over {} s \
+                 or more, and no call of this run was ever answered); {}. Jobs not yet \
+                 attempted were left untouched: rerun after fixing it.",
+                self.detail,
+                self.in_a_row,
+                UNREACHABLE_STOP.as_secs(),
+                self.kind.fix()
+            );
+        }
         write!(
             f,
             "stopped early: Cognito answered {} for client id {} ({} in a row); {}. Jobs not yet \
@@ -172,6 +193,32 @@ struct MisconfigWatch {
     tripped: Option<MisconfigStop>,
 }
 
+/// A run that has never been answered stops after connection failures lasting this long.
+const UNREACHABLE_STOP: Duration = Duration::from_secs(5);
+/// While connections fail after calls were answered, the warning is repeated this often.
+const UNREACHABLE_REPEAT: Duration = Duration::from_secs(30);
+
+/// Whether Cognito can be reached: the connection failures of the run so far (see the module
+/// doc, "Unreachable").
+#[derive(Default)]
+struct Reach {
+    /// A call of this run has been answered: the endpoint, region and network are right, and a
+    /// connection failure from now on is an outage.
+    answered: bool,
+    /// The connection failures since the last answer, if the last call did not connect.
+    outage: Option<Outage>,
+}
+
+/// Connection failures with no answer between.
+struct Outage {
+    /// The first one.
+    since: Instant,
+    /// When the last warning about it was logged.
+    said: Instant,
+    /// How many.
+    failures: u32,
+}
+
 /// What every job task shares.
 struct Shared {
     /// Cognito, or a fake in tests; type-erased so the job functions need no type parameter.
@@ -189,6 +236,8 @@ struct Shared {
     /// Abandon calls in flight (the grace period is over).
     abort: CancellationToken,
     misconfig: Mutex<MisconfigWatch>,
+    /// Whether Cognito can be reached at all.
+    reach: Mutex<Reach>,
     ledger: Option<Ledger>,
     ledger_failed: Mutex<Option<LedgerError>>,
     /// How the pool compares usernames: the ledger key's case rule.
@@ -236,6 +285,7 @@ pub async fn run<S: Source, C: Resend>(
         stop: stop.clone(),
         abort: CancellationToken::new(),
         misconfig: Mutex::new(MisconfigWatch::default()),
+        reach: Mutex::new(Reach::default()),
         ledger: config.ledger,
         ledger_failed: Mutex::new(None),
         case: config.identity.case,
@@ -1083,7 +1133,9 @@ impl std::fmt::Display for Failed {
 fn verdict(error: &CallError, attempts: u32) -> Verdict {
     match error {
         CallError::Throttled(_) => Verdict::Retry(Quota::Throttled),
-        CallError::Transient(_) | CallError::Ambiguous(_) => Verdict::Retry(Quota::Unknown),
+        CallError::Unreachable(_) | CallError::Transient(_) | CallError::Ambiguous(_) => {
+            Verdict::Retry(Quota::Unknown)
+        }
         CallError::LambdaUnavailable(_) if attempts >= LAMBDA_ATTEMPTS => {
             Verdict::Stop(Quota::Granted)
         }
@@ -1194,6 +1246,7 @@ async fn calls(
                 }
                 // Never refused by `verdict`; as if the budget were spent.
                 e @ (CallError::Throttled(_)
+                | CallError::Unreachable(_)
                 | CallError::Transient(_)
                 | CallError::Ambiguous(_)) => (Reason::RetriesExhausted, e.to_string()),
             };
@@ -1237,16 +1290,24 @@ async fn one_call(
     let error = match result {
         Ok(answer) => {
             count(AttemptResult::Ok);
+            shared.answered();
             shared.misconfig_cleared(client_id);
             return Ok(answer);
         }
         Err(e) => e,
     };
+    match &error {
+        CallError::Unreachable(detail) => shared.unreachable(client_id, detail),
+        // No answer either, but a connection was made (or never tried): not a sign either way.
+        CallError::Transient(_) | CallError::Ambiguous(_) => {}
+        _ => shared.answered(),
+    }
     let counted = match &error {
         CallError::Throttled(_) => AttemptResult::Throttled,
-        CallError::Transient(_) | CallError::Ambiguous(_) | CallError::LambdaUnavailable(_) => {
-            AttemptResult::Transient
-        }
+        CallError::Unreachable(_)
+        | CallError::Transient(_)
+        | CallError::Ambiguous(_)
+        | CallError::LambdaUnavailable(_) => AttemptResult::Transient,
         CallError::AttemptLimit(_) | CallError::Permanent { .. } => AttemptResult::Permanent,
         CallError::Broken { kind, detail, .. } | CallError::Misconfigured { kind, detail } => {
             shared.misconfigured(*kind, client_id, detail);
@@ -1283,6 +1344,79 @@ impl Shared {
             *first = Some(cap);
             metrics::stopped("spend_cap");
             self.capped.cancel();
+        }
+    }
+
+    /// Cognito answered a call: it can be reached, and an outage (if one was on) is over.
+    fn answered(&self) {
+        let mut r = self.reach.lock().unwrap_or_else(|e| e.into_inner());
+        r.answered = true;
+        if let Some(outage) = r.outage.take() {
+            tracing::info!(
+                "Cognito answers again, after {:.1} s and {} failed connections",
+                outage.since.elapsed().as_secs_f64(),
+                outage.failures
+            );
+        }
+    }
+
+    /// A call of `client_id` could not connect (`detail` names the endpoint, the region and the
+    /// error). Never answered: logged at once, and the run stops once the failures have lasted
+    /// `UNREACHABLE_STOP`. Answered before: an outage, warned about while it lasts.
+    fn unreachable(&self, client_id: &str, detail: &str) {
+        let now = Instant::now();
+        let mut r = self.reach.lock().unwrap_or_else(|e| e.into_inner());
+        let answered = r.answered;
+        let Some(outage) = &mut r.outage else {
+            r.outage = Some(Outage {
+                since: now,
+                said: now,
+                failures: 1,
+            });
+            if answered {
+                tracing::warn!(
+                    "cannot connect to Cognito at {detail}; it answered before, so the calls \
+                     keep retrying"
+                );
+            } else {
+                tracing::error!(
+                    "cannot connect to Cognito at {detail}; no call has been answered yet: the \
+                     run stops unless one is within {} s",
+                    UNREACHABLE_STOP.as_secs()
+                );
+            }
+            return;
+        };
+        outage.failures += 1;
+        let lasted = now.duration_since(outage.since);
+        if answered {
+            if now.duration_since(outage.said) >= UNREACHABLE_REPEAT {
+                outage.said = now;
+                tracing::warn!(
+                    "cannot connect to Cognito at {detail}, for {:.0} s now ({} failed \
+                     connections); the calls keep retrying",
+                    lasted.as_secs_f64(),
+                    outage.failures
+                );
+            }
+            return;
+        }
+        if lasted < UNREACHABLE_STOP {
+            return;
+        }
+        let stop = MisconfigStop {
+            kind: Misconfiguration::Unreachable,
+            client_id: client_id.to_owned(),
+            detail: detail.to_owned(),
+            in_a_row: outage.failures,
+        };
+        drop(r);
+        let mut w = self.misconfig.lock().unwrap_or_else(|e| e.into_inner());
+        if w.tripped.is_none() {
+            tracing::error!("{stop}");
+            w.tripped = Some(stop);
+            metrics::stopped(Misconfiguration::Unreachable.reason());
+            self.stop.cancel();
         }
     }
 

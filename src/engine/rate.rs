@@ -86,6 +86,14 @@
 //! left the spread at 8-10 s (docs/benchmarks.md). Runs that share a ledger act as one
 //! controller instead (below).
 //!
+//! **Idle.** A consumer waits for messages for hours, or a month. The probe's clock counts only
+//! the time the run makes calls: a gap of more than `IDLE_GAP` (5 s) between two successes is
+//! taken out of it, so a run comes back at the rate it had settled at and probes on from there
+//! (with the idle time in, the cubic term made the rate after a quiet night 10^19 per second, and
+//! the first calls went out at full concurrency into a throttle). The history of successes keeps
+//! its last `HISTORY_SLOTS` slots whatever the gap: a success after a month allocates nothing
+//! (it once made a slot per 100 ms of the idle time, 7 MB a day).
+//!
 //! **Schedule.** Callers take numbered tickets; ticket `n` is due at `anchor + (n - anchor) /
 //! rate`, with a tenth of a second of burst when idle. A rate change re-anchors the schedule at
 //! the ticket due now, so calls queued at the old rate move to the new spacing in order, and
@@ -161,6 +169,9 @@ const BUCKET_SECS: f64 = 1.0;
 const HISTORY_SLOTS: usize = 100;
 /// ... of this length.
 const SLOT: Duration = Duration::from_millis(100);
+/// A gap between two successes longer than this is idle time (an empty queue, a paused run),
+/// which the probe's clock does not count (see the module doc, "Idle").
+const IDLE_GAP: Duration = WINDOW_MAX;
 
 /// The limiter shared by every task of a run.
 #[derive(Debug)]
@@ -181,9 +192,12 @@ struct State {
     rate: Option<f64>,
     /// Slow start: no throttle yet and no ceiling; each success raises the rate.
     slow_start: bool,
-    /// Successes per `SLOT`, the newest last, since `history_from` (at most `HISTORY_SLOTS`).
+    /// Successes per `SLOT`, the newest last, since `history_from` (at most `HISTORY_SLOTS`,
+    /// whatever the time since the last success).
     history: VecDeque<u64>,
     history_from: Instant,
+    /// The last success (or the start): a longer gap than `IDLE_GAP` to the next is idle time.
+    last_success: Instant,
     /// The schedule: ticket `n` is due at `anchor + (n - anchor_ticket) / rate`.
     anchor: Instant,
     anchor_ticket: f64,
@@ -231,8 +245,9 @@ impl RateLimiter {
                 ceiling: rate,
                 rate: Some(rate.unwrap_or(START_RATE)),
                 slow_start: rate.is_none(),
-                history: VecDeque::new(),
+                history: VecDeque::with_capacity(HISTORY_SLOTS),
                 history_from: now,
+                last_success: now,
                 anchor: now,
                 // The first `burst` tickets are due at once.
                 anchor_ticket: burst(rate.unwrap_or(START_RATE)) - 1.0,
@@ -297,6 +312,7 @@ impl RateLimiter {
         let mut s = self.lock();
         s.accepted += 1;
         s.record(now);
+        s.skip_idle(now);
         let Some(rate) = s.rate else { return };
         let new = if s.slow_start {
             rate + SLOW_START_GAIN
@@ -518,19 +534,47 @@ fn burst(rate: f64) -> f64 {
 }
 
 impl State {
-    /// Counts one success in the history of `SLOT`s.
+    /// Counts one success in the history of `SLOT`s. The slots older than `HISTORY_SLOTS` are
+    /// dropped before the new one is made, so a success after a long idle time (a month: 26
+    /// million slots) neither allocates nor keeps more than `HISTORY_SLOTS`.
     fn record(&mut self, now: Instant) {
-        let slot =
-            (now.duration_since(self.history_from).as_secs_f64() / SLOT.as_secs_f64()) as usize;
+        let mut slot = now.duration_since(self.history_from).as_nanos() / SLOT.as_nanos();
+        let keep = HISTORY_SLOTS as u128;
+        if slot >= keep {
+            // The window moves forward to end at the new slot: what falls out of it goes.
+            let shift = slot + 1 - keep;
+            let dropped = shift.min(self.history.len() as u128) as usize;
+            self.history.drain(..dropped);
+            // The exact shift, in whole slots: `history_from` stays on the slot grid.
+            let by = SLOT.as_nanos() * shift;
+            self.history_from +=
+                Duration::new((by / 1_000_000_000) as u64, (by % 1_000_000_000) as u32);
+            slot -= shift;
+        }
+        // Now below `HISTORY_SLOTS`.
+        let slot = slot as usize;
         if slot >= self.history.len() {
             self.history.resize(slot + 1, 0);
         }
         if let Some(last) = self.history.back_mut() {
             *last += 1;
         }
-        while self.history.len() > HISTORY_SLOTS {
-            self.history.pop_front();
-            self.history_from += SLOT;
+    }
+
+    /// Takes a gap since the last success longer than `IDLE_GAP` out of the probe's clocks: the
+    /// probe raises the rate by the time the run spent using it, and an idle run learns nothing
+    /// about the quota (left in, a night without calls made the cubic term a rate of 10^19/s).
+    fn skip_idle(&mut self, now: Instant) {
+        let last = std::mem::replace(&mut self.last_success, now);
+        if now.duration_since(last) <= IDLE_GAP {
+            return;
+        }
+        // The part of the gap each clock had counted: from the last success, or from when the
+        // clock started, if later (a throttle in the gap restarted the probe).
+        let skip = move |clock: Instant| clock + now.duration_since(clock.max(last));
+        self.probe_from = skip(self.probe_from);
+        if let Some(quiet) = self.quiet_from {
+            self.quiet_from = Some(skip(quiet));
         }
     }
 
@@ -1390,6 +1434,105 @@ mod tests {
                 limiter.on_success();
             }
         }
+    }
+
+    const MONTH: Duration = Duration::from_secs(30 * 24 * 3600);
+
+    /// A consumer whose queue stays empty for a month: its first success afterwards must not
+    /// allocate a slot per 100 ms of the idle time (26 million of them, 200 MB), nor keep them.
+    #[tokio::test(start_paused = true)]
+    async fn the_history_stays_bounded_over_a_month_of_idleness() {
+        for ceiling in [None, Some(100.0)] {
+            let limiter = RateLimiter::unreported(ceiling);
+            succeed(&limiter, 50, Duration::from_millis(20)).await;
+            for _ in 0..3 {
+                tokio::time::advance(MONTH).await;
+                limiter.on_success();
+                let s = limiter.lock();
+                assert!(
+                    s.history.len() <= HISTORY_SLOTS,
+                    "{} slots kept",
+                    s.history.len()
+                );
+                assert!(
+                    s.history.capacity() <= 2 * HISTORY_SLOTS,
+                    "{} slots allocated after a month idle",
+                    s.history.capacity()
+                );
+                assert_eq!(
+                    s.history.iter().sum::<u64>(),
+                    1,
+                    "only the success after the idle month is recent"
+                );
+            }
+        }
+    }
+
+    /// Phase one of a run: `jobs` calls by 16 workers against a fresh quota of `QUOTA`; returns
+    /// (accepted, throttled).
+    async fn busy(limiter: &Arc<RateLimiter>, jobs: u64) -> (u64, u64) {
+        let cognito = Arc::new(Cognito::new(flat(QUOTA)));
+        let left = Arc::new(AtomicU64::new(jobs));
+        let workers: Vec<_> = (0..16)
+            .map(|w| {
+                tokio::spawn(worker(
+                    limiter.clone(),
+                    cognito.clone(),
+                    left.clone(),
+                    Duration::from_millis(20),
+                    w + 1,
+                    None,
+                ))
+            })
+            .collect();
+        for w in workers {
+            w.await.unwrap();
+        }
+        let b = cognito.state.lock().unwrap();
+        (b.accepted.iter().sum(), b.throttled)
+    }
+
+    /// After a month without calls, the controller goes on from the rate it had settled at: the
+    /// idle time is not probing time. (The probe once counted it: a `--rate 0` consumer came
+    /// back from a month, or a quiet night, at a rate of 10^19 per second or more, and its first
+    /// calls went out at full concurrency into a throttle.)
+    #[tokio::test(start_paused = true)]
+    async fn after_a_month_idle_the_controller_resumes_where_it_settled() {
+        fastrand::seed(SEED);
+        let limiter = Arc::new(RateLimiter::unreported(None));
+        let (accepted, _) = busy(&limiter, 1_500).await;
+        assert_eq!(accepted, 1_500);
+        let settled = limiter.current().unwrap();
+        tokio::time::advance(MONTH).await;
+        // The first call answered after the month.
+        limiter.acquire().await;
+        limiter.on_success();
+        let back = limiter.current().unwrap();
+        assert!(
+            (settled..=1.1 * settled).contains(&back),
+            "settled at {settled}/s, {back}/s after a month idle"
+        );
+        let (accepted, throttled) = busy(&limiter, 500).await;
+        let rate = limiter.current().unwrap();
+        eprintln!(
+            "settled at {settled:.1}/s; after a month idle {back:.1}/s; 500 calls: {throttled} \
+             throttled, then {rate:.1}/s"
+        );
+        assert_eq!(accepted, 500);
+        assert!(
+            throttled as f64 <= 0.03 * accepted as f64,
+            "{throttled} throttled coming back"
+        );
+        // And it still limits: callers are paced at the rate.
+        let before = Instant::now();
+        for _ in 0..(2.0 * rate) as usize {
+            limiter.acquire().await;
+        }
+        assert!(
+            before.elapsed() >= Duration::from_secs(1),
+            "{:?} for two seconds' worth of calls at {rate}/s",
+            before.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -757,3 +757,97 @@ async fn a_medium_cap_overshoots_by_at_most_the_calls_in_flight() {
     assert!(jobs.untouched() >= 1);
     l.close().await;
 }
+
+// ---- Cognito unreachable (a wrong endpoint, region, proxy or network) -----------------------
+
+/// The `retry.*` defaults: ten attempts over up to ten minutes, so a job outlives a few seconds
+/// of connection failures.
+fn default_retry() -> RetrySettings {
+    RetrySettings {
+        max_attempts: NonZeroU32::new(10).unwrap(),
+        max_elapsed: Duration::from_secs(600),
+        initial_backoff: Duration::from_millis(250),
+        max_backoff: Duration::from_secs(30),
+        multiplier: 2.0,
+        jitter: 0.5,
+    }
+}
+
+const NOWHERE: &str = "http://127.0.0.1:9 (region us-east-1): connection refused: io error";
+
+fn refused() -> Result<Answer, CallError> {
+    Err(CallError::Unreachable(NOWHERE.into()))
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_never_reached_stops_the_run_after_a_few_seconds_naming_it() {
+    let (fake, calls) = Fake::new(|_, _, _| refused());
+    let names = names("user", 500);
+    let mut jobs = Jobs::users(names.iter().map(String::as_str));
+    let cause = run_engine(
+        EngineConfig {
+            retry: default_retry(),
+            ..config(16)
+        },
+        &mut jobs,
+        fake,
+    )
+    .await;
+    let StopCause::Misconfigured(stop) = cause else {
+        panic!("expected an early stop, got {cause:?}");
+    };
+    assert_eq!(stop.kind, Misconfiguration::Unreachable);
+    let said = stop.to_string();
+    assert!(said.contains(NOWHERE), "{said}");
+    assert!(
+        said.contains("no call of this run was ever answered"),
+        "{said}"
+    );
+    // A few seconds of attempts at the rate limit's start (10/s), not ten per user.
+    let calls = calls.lock().unwrap().len();
+    assert!(calls < 100, "{calls} calls before the stop");
+    // The jobs in flight end `interrupted` (a queue takes them back at once); the others were
+    // handed back untouched or never read.
+    let out = jobs.outcomes();
+    assert!(!out.is_empty() && out.len() <= 16, "{}", out.len());
+    assert!(
+        out.values()
+            .all(|o| o.kind == OutcomeKind::Failed && reason(o) == "interrupted"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn connections_lost_after_answers_are_retried_and_never_stop_the_run() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let down = Arc::new(AtomicBool::new(false));
+    let (fake, _) = Fake::new({
+        let down = down.clone();
+        move |_, _, _| if down.load(SeqCst) { refused() } else { sent() }
+    });
+    // Up for a second, then 20 s of refused connections (four times what stops a run never
+    // answered), then up again.
+    let outage = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        down.store(true, SeqCst);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        down.store(false, SeqCst);
+    });
+    let names = names("user", 300);
+    let mut jobs = Jobs::users(names.iter().map(String::as_str));
+    let cause = run_engine(
+        EngineConfig {
+            retry: default_retry(),
+            ..config(8)
+        },
+        &mut jobs,
+        fake,
+    )
+    .await;
+    outage.await.unwrap();
+    assert_eq!(cause, StopCause::EndOfInput);
+    let out = jobs.outcomes();
+    assert_eq!(out.len(), 300);
+    assert!(out.values().all(|o| o.kind == OutcomeKind::Sent), "{out:?}");
+    assert!(out.values().any(|o| o.attempts > 1), "the outage was felt");
+}
