@@ -162,6 +162,8 @@ async fn wait_for_the_days_budget(
             return Ok(Budget::Left);
         };
         let wait = ledger::until_next_day(now) + crate::engine::DAY_TURN_SLACK;
+        metrics::spend_cap_waiting(true);
+        ready.set(true);
         tracing::warn!(
             day = %spend.day,
             sends = spend.sends,
@@ -174,8 +176,6 @@ async fn wait_for_the_days_budget(
             spend.day,
             humantime::format_duration(std::time::Duration::from_secs(wait.as_secs()))
         );
-        metrics::spend_cap_waiting(true);
-        ready.set(true);
         tokio::select! {
             _ = shutdown.token.cancelled() => {
                 metrics::spend_cap_waiting(false);
