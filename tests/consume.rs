@@ -759,8 +759,7 @@ async fn queued_users(
 /// A restart (as Kubernetes restarts the pod) finds the day's budget spent and waits without
 /// receiving anything, even messages queued since, until a signal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_consumer_at_its_day_cap_holds_its_messages_back_and_a_restart_waits_without_receiving()
-{
+async fn a_consumer_at_its_day_cap_holds_its_messages_back_and_a_restart_waits_without_receiving() {
     let moto = Moto::start().await;
     let sqs = moto::sqs_client(&moto.endpoint).await;
     let (url, dlq) = moto::create_queue_with_dlq(&sqs, "day-capped", 2).await;
@@ -799,7 +798,12 @@ async fn a_consumer_at_its_day_cap_holds_its_messages_back_and_a_restart_waits_w
     restarted
         .wait_for_line("waiting until the day turns", Duration::from_secs(60))
         .await;
-    let metrics = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(
         sample(&metrics, "cognito_resend_spend_cap_waiting", &[]),
         Some(1.0),
@@ -813,9 +817,16 @@ async fn a_consumer_at_its_day_cap_holds_its_messages_back_and_a_restart_waits_w
     restarted.signal("TERM");
     let (code, stderr) = restarted.wait(Duration::from_secs(60)).await;
     assert_eq!(code, 0, "{stderr}");
-    assert!(!stderr.contains("consuming"), "it never started receiving: {stderr}");
+    assert!(
+        !stderr.contains("consuming"),
+        "it never started receiving: {stderr}"
+    );
     assert_eq!(moto::queue_counts(&sqs, &url).await, (3, 5));
-    assert_eq!(moto::queue_counts(&sqs, &dlq).await, (0, 0), "nothing in the DLQ");
+    assert_eq!(
+        moto::queue_counts(&sqs, &dlq).await,
+        (0, 0),
+        "nothing in the DLQ"
+    );
     assert_eq!(emu.send_counts().len(), 1);
 }
 
@@ -852,10 +863,17 @@ async fn messages_whose_own_metadata_breaks_the_trigger_cannot_stop_the_consumer
     let dir = tempfile::tempdir().unwrap();
     let report_path = dir.path().join("report.jsonl");
     let mut cmd = consume(&emu.endpoint(), &moto.endpoint, &url);
-    cmd.args(["--concurrency", "1", "--batch-size", "1", "--max-messages", "15"])
-        .args(["--client-metadata", "wave=day-1"])
-        .arg("--report")
-        .arg(&report_path);
+    cmd.args([
+        "--concurrency",
+        "1",
+        "--batch-size",
+        "1",
+        "--max-messages",
+        "15",
+    ])
+    .args(["--client-metadata", "wave=day-1"])
+    .arg("--report")
+    .arg(&report_path);
     let (code, stderr) = Running::spawn(cmd).wait(Duration::from_secs(120)).await;
     assert_eq!(code, 0, "the consumer was not stopped: {stderr}");
     assert!(!stderr.contains("trigger_broken"), "{stderr}");

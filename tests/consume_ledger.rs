@@ -290,22 +290,34 @@ async fn after_sigterm_a_ledger_that_stopped_answering_is_given_up_within_the_sh
     moto::send_bodies(&sqs, &url, &[job("graceful")], None).await;
     dynamo_table(&moto, "grace").await;
     // Result writes (`SET last_sent_at = :now, last_outcome = :o, ...`) get no answer.
-    let slow = HoldingProxy::start(&moto.endpoint, "last_outcome = :o", Duration::from_secs(900))
-        .await;
+    let slow = HoldingProxy::start(
+        &moto.endpoint,
+        "last_outcome = :o",
+        Duration::from_secs(900),
+    )
+    .await;
 
     let dir = tempfile::tempdir().unwrap();
     let report_path = dir.path().join("report.jsonl");
     let mut cmd = consume(&emu.endpoint(), &moto.endpoint, &url);
-    cmd.args(["--state", "dynamodb://grace", "--dynamodb-endpoint", &slow.endpoint])
-        // Without the bound, recording would be retried for a lease, and again at close.
-        .args(["--claim-lease", "300s", "--shutdown-grace", "6s"])
-        .arg("--report")
-        .arg(&report_path);
+    cmd.args([
+        "--state",
+        "dynamodb://grace",
+        "--dynamodb-endpoint",
+        &slow.endpoint,
+    ])
+    // Without the bound, recording would be retried for a lease, and again at close.
+    .args(["--claim-lease", "300s", "--shutdown-grace", "6s"])
+    .arg("--report")
+    .arg(&report_path);
     let running = start_consumer(cmd).await;
     wait_for_sends(&emu, 1).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while slow.held() == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the result write reached the proxy");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the result write reached the proxy"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     running.signal("TERM");

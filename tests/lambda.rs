@@ -799,7 +799,6 @@ async fn one_push(mut conn: tokio::net::TcpStream, kept: Arc<Mutex<Vec<(String, 
     }
 }
 
-
 /// Issue 21, item 1, the Lambda: at a per-day spend cap, the records not started are answered
 /// as failures (as before) and held back until the UTC day turns (ChangeMessageVisibility), so
 /// the event source mapping does not deliver them again at the visibility timeout, each time
@@ -882,8 +881,8 @@ async fn at_a_day_cap_the_function_holds_back_the_records_it_did_not_start() {
 /// code sent is answered done (in doubt, unrecorded), not resent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_deadline_a_silent_ledger_and_pushgateway_are_given_up_before_the_timeout() {
-    let emu = support::emulator_with(vec![UserSpec::new("late", UserStatus::Unconfirmed)], |b| b)
-        .await;
+    let emu =
+        support::emulator_with(vec![UserSpec::new("late", UserStatus::Unconfirmed)], |b| b).await;
     let moto = Moto::start().await;
     ledger_table(&emu.endpoint(), &moto, "lambda-late").await;
     let slow = support::HoldingProxy::start(
@@ -897,7 +896,10 @@ async fn past_the_deadline_a_silent_ledger_and_pushgateway_are_given_up_before_t
     settings.retain(|(k, _)| {
         *k != "COGNITO_RESEND_LAMBDA_TIMEOUT" && *k != "COGNITO_RESEND_LEDGER_DYNAMODB_ENDPOINT"
     });
-    settings.push(("COGNITO_RESEND_LEDGER_DYNAMODB_ENDPOINT", slow.endpoint.clone()));
+    settings.push((
+        "COGNITO_RESEND_LEDGER_DYNAMODB_ENDPOINT",
+        slow.endpoint.clone(),
+    ));
     settings.push(("COGNITO_RESEND_LAMBDA_TIMEOUT", "12s".into()));
     settings.push(("COGNITO_RESEND_LAMBDA_MARGIN", "6s".into()));
     settings.push(("COGNITO_RESEND_LEDGER_CLAIM_LEASE", "300s".into()));
@@ -915,7 +917,10 @@ async fn past_the_deadline_a_silent_ledger_and_pushgateway_are_given_up_before_t
         .await;
     assert_eq!(failures(&answer), BTreeSet::new(), "{answer}");
     assert_eq!(emu.send_counts().len(), 1);
-    assert!(slow.held() >= 1, "the result write reached the silent ledger");
+    assert!(
+        slow.held() >= 1,
+        "the result write reached the silent ledger"
+    );
     let lines = function.lines();
     let took: Vec<f64> = lines
         .iter()

@@ -435,7 +435,12 @@ impl Container {
             .queue_owner_aws_account_id(account)
             .send()
             .await
-            .map_err(|e| format!("GetQueueUrl {name}: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)))?
+            .map_err(|e| {
+                format!(
+                    "GetQueueUrl {name}: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                )
+            })?
             .queue_url
             .ok_or_else(|| format!("GetQueueUrl {name}: no URL in the answer"))?;
         self.queue_urls
@@ -596,7 +601,9 @@ fn redacted(args: &[String]) -> Vec<String> {
             continue;
         }
         match arg.split_once('=') {
-            Some((flag, _)) if SECRET_FLAGS.contains(&flag) => out.push(format!("{flag}={REDACTED}")),
+            Some((flag, _)) if SECRET_FLAGS.contains(&flag) => {
+                out.push(format!("{flag}={REDACTED}"))
+            }
             Some((flag, value)) if flag.starts_with("--") => {
                 out.push(format!("{flag}={}", redacted_url(value)));
             }
@@ -631,7 +638,11 @@ fn redacted_url(text: &str) -> String {
             .extend_pairs(keys.iter().map(|k| (k.as_str(), "redacted")));
         changed = true;
     }
-    if changed { url.to_string() } else { text.to_owned() }
+    if changed {
+        url.to_string()
+    } else {
+        text.to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -672,7 +683,12 @@ mod tests {
         std::fs::write(&file, "another").unwrap();
         let refused = scheduled_settings_with(
             &base,
-            &args(&["--wave", "day-3", "--client-secret-file", file.to_str().unwrap()]),
+            &args(&[
+                "--wave",
+                "day-3",
+                "--client-secret-file",
+                file.to_str().unwrap(),
+            ]),
             with_secret_in_the_environment,
         )
         .unwrap_err();
@@ -697,7 +713,14 @@ mod tests {
             "--cognito-endpoint=http://user:pw@127.0.0.1:9/",
         ]))
         .join(" ");
-        for secret in ["hunter2", "metrics:", "s3cret", "/run/secret", "prod/secret", "pw@"] {
+        for secret in [
+            "hunter2",
+            "metrics:",
+            "s3cret",
+            "/run/secret",
+            "prod/secret",
+            "pw@",
+        ] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert!(shown.contains("--wave day-3"), "{shown}");

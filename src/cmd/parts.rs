@@ -87,7 +87,11 @@ impl Prepared {
     }
 
     /// Registers the run in the ledger (last: only once nothing else can fail).
-    pub(super) async fn register(self, settings: &Settings, command: &str) -> Result<Parts, RunError> {
+    pub(super) async fn register(
+        self,
+        settings: &Settings,
+        command: &str,
+    ) -> Result<Parts, RunError> {
         let ledger = match self.store {
             Some(store) => Some(start_ledger(settings, store, command).await?),
             None => {

@@ -817,7 +817,9 @@ impl Source for Unacknowledged {
 async fn a_failed_acknowledgement_keeps_the_jobs_in_doubt_mark() {
     // A 500 (Cognito may have sent), then a code: the user may hold two. The delete fails.
     let (fake, _) = Fake::new(|_, _, before| match before {
-        0 => Err(CallError::Ambiguous("InternalErrorException (HTTP 500)".into())),
+        0 => Err(CallError::Ambiguous(
+            "InternalErrorException (HTTP 500)".into(),
+        )),
         _ => sent(),
     });
     let dir = tempfile::tempdir().unwrap();
@@ -919,7 +921,11 @@ async fn trigger_failures_of_jobs_with_their_own_metadata_do_not_stop_the_run() 
         fake,
     )
     .await;
-    assert_eq!(cause, StopCause::EndOfInput, "a queue writer cannot stop the run");
+    assert_eq!(
+        cause,
+        StopCause::EndOfInput,
+        "a queue writer cannot stop the run"
+    );
     let calls = calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 2 * STORM_USIZE + 5, "every job was tried");
     assert_eq!(jobs.settled.0.lock().unwrap().len(), 2 * STORM_USIZE + 5);

@@ -1118,13 +1118,10 @@ impl Ledger {
             run: run.clone(),
             beats: *beats,
         };
-        self.bounded(self.store.claim(
-            &self.run,
-            client_id,
-            username,
-            self.rules(),
-            Some(&stale),
-        ))
+        self.bounded(
+            self.store
+                .claim(&self.run, client_id, username, self.rules(), Some(&stale)),
+        )
         .await
     }
 
@@ -1144,11 +1141,8 @@ impl Ledger {
     /// What a claim would find, claims aside: a send within the cooldown, the cap reached, or
     /// `None` (`--dry-run`).
     pub async fn peek(&self, key: &UserKey) -> Result<Option<Claim>, LedgerError> {
-        self.bounded(
-            self.store
-                .peek(&key.client_id, &key.username, self.rules()),
-        )
-        .await
+        self.bounded(self.store.peek(&key.client_id, &key.username, self.rules()))
+            .await
     }
 
     /// Ends this run's claim on a user: one write, no retry.
@@ -1245,10 +1239,15 @@ impl Ledger {
         medium: Option<Medium>,
     ) -> Result<Result<String, SpendCap>, LedgerError> {
         let day = utc_day(self.clock.now());
-        Ok(match self.bounded(self.store.reserve_send(&day, caps, medium)).await? {
-            None => Ok(day),
-            Some(cap) => Err(cap),
-        })
+        Ok(
+            match self
+                .bounded(self.store.reserve_send(&day, caps, medium))
+                .await?
+            {
+                None => Ok(day),
+                Some(cap) => Err(cap),
+            },
+        )
     }
 
     /// How long until the next UTC day by this run's clock: when the per-day caps' budgets

@@ -224,12 +224,18 @@ mod tests {
             .await
             .unwrap();
         let failed = Outcome::failed(Reason::RetriesExhausted, None, 3);
-        settler.settle(seen[1].origin(), Some(&failed)).await.unwrap();
+        settler
+            .settle(seen[1].origin(), Some(&failed))
+            .await
+            .unwrap();
         let hold = std::time::Duration::from_secs(3600);
         settler.hold_back(hold);
         settler.settle(seen[2].origin(), None).await.unwrap();
         // m3 was refused its reservation, m4 never reached: both held; m2 failed on its own.
-        assert_eq!(source.held_back(), Some((hold, vec!["m3".into(), "m4".into()])));
+        assert_eq!(
+            source.held_back(),
+            Some((hold, vec!["m3".into(), "m4".into()]))
+        );
         assert_eq!(source.finish(), ["m2", "m3", "m4"]);
     }
 

@@ -847,19 +847,16 @@ impl<Q: Queue> Shared<Q> {
         let handles: Vec<(String, String, Duration)> = lock(&self.held)
             .drain()
             .map(|(id, h)| {
-                let delay = held_back_until
-                    .map_or(Duration::ZERO, |until| held_back_delay(until, h.received_at, now));
+                let delay = held_back_until.map_or(Duration::ZERO, |until| {
+                    held_back_delay(until, h.received_at, now)
+                });
                 (id, h.receipt_handle, delay)
             })
             .collect();
         for chunk in handles.chunks(10) {
             let receipts: Vec<String> = chunk.iter().map(|(_, r, _)| r.clone()).collect();
             // One visibility for the batch: the shortest, so none passes SQS's limit.
-            let delay = chunk
-                .iter()
-                .map(|(_, _, d)| *d)
-                .min()
-                .unwrap_or_default();
+            let delay = chunk.iter().map(|(_, _, d)| *d).min().unwrap_or_default();
             let pending: Mutex<Vec<usize>> = Mutex::new((0..chunk.len()).collect());
             let policy = ack_policy(Duration::from_millis(100));
             // Each attempt hands back the entries still pending; the executor repeats it.
@@ -950,7 +947,12 @@ impl<Q: Queue> Shared<Q> {
         let ran = Retry::new(&policy)
             .until(&self.give_up)
             .run(
-                |_| bounded(&self.give_up, self.queue.change_visibility(receipt_handle, delay)),
+                |_| {
+                    bounded(
+                        &self.give_up,
+                        self.queue.change_visibility(receipt_handle, delay),
+                    )
+                },
                 |e, attempts| {
                     tracing::debug!(message_id, attempts, "changing visibility failed: {e}");
                     Verdict::Retry(Quota::Unknown)
@@ -1461,10 +1463,7 @@ async fn delete_batch<Q: Queue>(queue: &Q, batch: Vec<AckRequest>, give_up: &Can
         } else {
             format!("the message could not be deleted after {ACK_ATTEMPTS} attempts")
         };
-        tracing::error!(
-            message_id = r.message_id,
-            "{why}: it will be redelivered"
-        );
+        tracing::error!(message_id = r.message_id, "{why}: it will be redelivered");
         metrics::sqs_message("delete_failed");
         let _ = r.done.send(Err(why.clone()));
     }

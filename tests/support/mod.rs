@@ -425,7 +425,8 @@ impl HoldingProxy {
         let (counted, needle) = (held.clone(), needle.to_owned());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (upstream, needle, counted) = (upstream.clone(), needle.clone(), counted.clone());
+                let (upstream, needle, counted) =
+                    (upstream.clone(), needle.clone(), counted.clone());
                 tokio::spawn(async move {
                     let _ = hold_or_pass(client, &upstream, &needle, hold, &counted).await;
                 });

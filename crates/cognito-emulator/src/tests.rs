@@ -1416,11 +1416,17 @@ async fn a_custom_message_trigger_that_throws_on_some_metadata_fails_only_those_
         .expect_err("the trigger throws");
     let (code, message) = code_and_message(err);
     assert_eq!(code, "UserLambdaValidationException");
-    assert!(message.starts_with("CustomMessage failed with error "), "{message}");
+    assert!(
+        message.starts_with("CustomMessage failed with error "),
+        "{message}"
+    );
     assert!(emu.sends().is_empty(), "no code is sent");
     // Other metadata, or none: the trigger runs fine.
     for (user, value) in [("alice", "spring"), ("bob", "")] {
-        let mut req = c.resend_confirmation_code().client_id("plain").username(user);
+        let mut req = c
+            .resend_confirmation_code()
+            .client_id("plain")
+            .username(user);
         if !value.is_empty() {
             req = req.client_metadata("template", value);
         }

@@ -702,13 +702,21 @@ async fn a_spend_cap_holds_back_every_message_not_started_and_stops_receiving() 
     tokio::time::sleep(Duration::from_secs(60)).await;
     let late = queue.send(&job("capped-late"), None);
     tokio::time::sleep(Duration::from_secs(60)).await;
-    assert_eq!(queue.receive_count(&late), 0, "nothing received after the cap");
+    assert_eq!(
+        queue.receive_count(&late),
+        0,
+        "nothing received after the cap"
+    );
     source.close().await;
     assert_eq!(queue.deleted(), [id_of(&first)]);
     // Everything else is invisible for the hold, not back at once.
     assert_eq!(queue.visible(), 1, "only the late message is visible");
     tokio::time::sleep_until(capped_at + hold - Duration::from_secs(60)).await;
-    assert_eq!(queue.visible(), 1, "still held back just before the budget is back");
+    assert_eq!(
+        queue.visible(),
+        1,
+        "still held back just before the budget is back"
+    );
     tokio::time::sleep_until(capped_at + hold + Duration::from_secs(60)).await;
     assert_eq!(queue.visible(), 6, "back once the day turned");
     assert!(
