@@ -147,7 +147,8 @@ async fn wait_for_the_days_budget(
     ready: &Readiness,
 ) -> Result<Budget, RunError> {
     let caps = effective_limits(settings, true, pool).day();
-    if caps.is_empty() {
+    // A dry run reserves nothing: no cap stops it.
+    if caps.is_empty() || settings.run.dry_run {
         return Ok(Budget::Left);
     }
     let mediums_known = settings.run.precheck && pool.is_some();

@@ -149,7 +149,7 @@ impl Container {
         invocation: lambda_runtime::LambdaEvent<Value>,
     ) -> Result<Value, lambda_runtime::Error> {
         let arrived = SystemTime::now();
-        let stop_at = tokio::time::Instant::now();
+        let arrived_at = tokio::time::Instant::now();
         let started = Instant::now();
         let budget = deadline::budget(
             invocation.context.deadline(),
@@ -165,12 +165,10 @@ impl Container {
                 budget.work
             );
         }
-        let finish_by = stop_at + budget.finish;
-        let stop_at = stop_at + budget.work;
         let times = Times {
-            arrived: finish_by - budget.finish,
-            stop_at,
-            finish_by,
+            arrived: arrived_at,
+            stop_at: arrived_at + budget.work,
+            finish_by: arrived_at + budget.finish,
             grace: budget.grace,
         };
         let request_id = invocation.context.request_id.clone();
@@ -196,7 +194,7 @@ impl Container {
                 ("schedule", result)
             }
         };
-        self.emit(kind, &request_id, finish_by).await;
+        self.emit(kind, &request_id, times.finish_by).await;
         tracing::info!(
             event = kind,
             seconds = started.elapsed().as_secs_f64(),

@@ -14,7 +14,9 @@
 //! Spend caps. Next to the claim, a job reserves one send against `--max-sends` (this run, in
 //! memory) and the per-day caps (in the ledger, atomically, shared by every run on it); the
 //! reservation is given back if nothing was sent. A refused reservation stops the run, and its
-//! job is handed back like one never started (its claim released, no outcome).
+//! job is handed back like one never started (its claim released, no outcome); the source is
+//! told first how long the budget is spent ([`Settle::hold_back`]: until the UTC day turns for a
+//! per-day cap), so a queue keeps those jobs away until then instead of redelivering them.
 //!
 //! Stopping. Five things end a run: the source runs dry; a signal (the `shutdown` token); or
 //! the same configuration error a few times in a row (a wrong secret, an unknown client, a spent

@@ -25,7 +25,9 @@
 //! that no held message has.
 //!
 //! What each outcome does to its message (docs/contract.md): terminal outcomes delete it; jobs never
-//! started return it at once (visibility 0); `failed` leaves it invisible for a delay that grows
+//! started return it at once (visibility 0), unless a spend cap holds them back until its budget
+//! comes back ([`Settle::hold_back`]: the poller stops, and every message not started stays
+//! invisible until then, within SQS's 12 hours); `failed` leaves it invisible for a delay that grows
 //! with its receive count (an hour for Cognito's per-user attempt limit), so redeliveries back
 //! off and the queue's redrive policy eventually moves it to the DLQ; `invalid` is left alone for
 //! the same redrive policy.
