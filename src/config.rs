@@ -197,7 +197,7 @@ fn env_bool(name: &str) -> Result<bool, ConfigError> {
 // ---------------------------------------------------------------------------------------------
 
 /// Where the client secret came from, for `check` (never the value).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
     /// The file named by `--client-secret-file` / `cognito.client_secret_file`.
     File(PathBuf),

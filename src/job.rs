@@ -138,6 +138,14 @@ pub trait Settle: Send + Sync {
         origin: &'a Origin,
         outcome: Option<&'a Outcome>,
     ) -> BoxFuture<'a, Result<(), String>>;
+
+    /// The run stopped at a spend cap whose budget comes back in `hold` (a per-day cap: when
+    /// the UTC day turns; zero: at once, for the next run). Told once, before the jobs it stops
+    /// are handed back (settled with `None`): those, and anything else the source holds, should
+    /// stay away until then, and the source should take no more. A cap reached is no fault of
+    /// the jobs: a queue must not redeliver them meanwhile and count each delivery toward its
+    /// redrive policy. Sources with nothing to hand back ignore it.
+    fn hold_back(&self, _hold: std::time::Duration) {}
 }
 
 /// For sources with nothing to acknowledge (a file: rerunning it is how it resumes).

@@ -751,3 +751,134 @@ async fn queued_users(
     moto::send_bodies(sqs, url, &bodies, None).await;
     (emu, bodies)
 }
+
+/// Issue 21, item 1: a consumer at its day cap. Six messages, `maxReceiveCount` 2,
+/// `--max-sends-per-day 1`: the first consumer sends one code and exits 4, holding the five it
+/// received but did not send out of sight until the UTC day turns (not back at once, to be
+/// received again and again until the redrive policy moves them to the DLQ with no outcome).
+/// A restart (as Kubernetes restarts the pod) finds the day's budget spent and waits without
+/// receiving anything, even messages queued since, until a signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_at_its_day_cap_holds_its_messages_back_and_a_restart_waits_without_receiving() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let (url, dlq) = moto::create_queue_with_dlq(&sqs, "day-capped", 2).await;
+    let (emu, _) = queued_users(&sqs, &url, "daycap", 6).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("ledger.db");
+    let consumer = || {
+        let mut cmd = consume(&emu.endpoint(), &moto.endpoint, &url);
+        cmd.args(["--max-sends-per-day", "1", "--concurrency", "2"])
+            .arg("--state")
+            .arg(&state);
+        cmd
+    };
+    let (code, stderr) = Running::spawn(consumer())
+        .wait(Duration::from_secs(120))
+        .await;
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("--max-sends-per-day"), "{stderr}");
+    assert_eq!(emu.send_counts().len(), 1);
+    assert_eq!(
+        moto::queue_counts(&sqs, &url).await,
+        (0, 5),
+        "the five not sent are held back, none visible: {stderr}"
+    );
+
+    // Messages queued since are visible; a restart at the spent cap must leave them be.
+    let later: Vec<String> = (0..3).map(|i| job(&format!("daycap-later-{i}"))).collect();
+    moto::send_bodies(&sqs, &url, &later, None).await;
+    let mut restarted = consumer();
+    restarted.args(["--metrics-addr", "127.0.0.1:0"]);
+    let restarted = Running::spawn(restarted);
+    let line = restarted
+        .wait_for_line("metrics on http://", Duration::from_secs(60))
+        .await;
+    let metrics_url = url_in(&line);
+    restarted
+        .wait_for_line("waiting until the day turns", Duration::from_secs(60))
+        .await;
+    let metrics = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        sample(&metrics, "cognito_resend_spend_cap_waiting", &[]),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        moto::queue_counts(&sqs, &url).await,
+        (3, 5),
+        "nothing received while the budget is spent"
+    );
+    restarted.signal("TERM");
+    let (code, stderr) = restarted.wait(Duration::from_secs(60)).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !stderr.contains("consuming"),
+        "it never started receiving: {stderr}"
+    );
+    assert_eq!(moto::queue_counts(&sqs, &url).await, (3, 5));
+    assert_eq!(
+        moto::queue_counts(&sqs, &dlq).await,
+        (0, 0),
+        "nothing in the DLQ"
+    );
+    assert_eq!(emu.send_counts().len(), 1);
+}
+
+/// Issue 21, item 5: ten messages whose own `client_metadata` makes the pool's CustomMessage
+/// trigger fail are those jobs' failures, not a broken trigger: the consumer does not stop
+/// (exit 1, `trigger_broken`), and the plain messages behind them are sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_whose_own_metadata_breaks_the_trigger_cannot_stop_the_consumer() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let (url, _dlq) = moto::create_queue_with_dlq(&sqs, "trigger", 5).await;
+    let users: Vec<UserSpec> = (0..15)
+        .map(|i| UserSpec::new(format!("trig-{i:02}"), UserStatus::Unconfirmed))
+        .collect();
+    let emu = emulator_with(users, |b| {
+        b.custom_message_trigger(Some(
+            "arn:aws:lambda:us-east-1:123456789012:function:custom-message".into(),
+        ))
+        .custom_message_fails_when("template", "missing")
+    })
+    .await;
+    // Ten with a template the trigger does not have, then five plain ones, in that order.
+    let mut bodies: Vec<String> = (0..10)
+        .map(|i| {
+            serde_json::json!({
+                "username": format!("trig-{i:02}"),
+                "client_metadata": {"template": "missing"},
+            })
+            .to_string()
+        })
+        .collect();
+    bodies.extend((10..15).map(|i| job(&format!("trig-{i:02}"))));
+    moto::send_bodies(&sqs, &url, &bodies, None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = consume(&emu.endpoint(), &moto.endpoint, &url);
+    cmd.args([
+        "--concurrency",
+        "1",
+        "--batch-size",
+        "1",
+        "--max-messages",
+        "15",
+    ])
+    .args(["--client-metadata", "wave=day-1"])
+    .arg("--report")
+    .arg(&report_path);
+    let (code, stderr) = Running::spawn(cmd).wait(Duration::from_secs(120)).await;
+    assert_eq!(code, 0, "the consumer was not stopped: {stderr}");
+    assert!(!stderr.contains("trigger_broken"), "{stderr}");
+    let lines = report(&report_path);
+    assert_eq!(outcomes(&lines).get("sent"), Some(&5), "{lines:?}");
+    assert_eq!(outcomes(&lines).get("failed"), Some(&10), "{lines:?}");
+    assert_eq!(emu.send_counts().len(), 5);
+}

@@ -267,6 +267,78 @@ async fn a_ledger_that_fails_mid_run_stops_the_run_and_nothing_is_acknowledged_p
     );
 }
 
+/// Issue 21, item 6: after SIGTERM, what `consume` still has to do ends within
+/// `--shutdown-grace`, whatever the ledger does: here DynamoDB stops answering result writes
+/// (a proxy holds them), and recording the code just sent would retry for a whole claim lease,
+/// then once more at close — past the pod's terminationGracePeriodSeconds, so SIGKILL would
+/// cut the run short with its report unwritten. Within the grace, the run gives up on the
+/// ledger, reports the send in doubt (unrecorded: its claim stays for the next run to judge),
+/// and exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigterm_a_ledger_that_stopped_answering_is_given_up_within_the_shutdown_grace() {
+    let moto = Moto::start().await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let (url, _dlq) = moto::create_queue_with_dlq(&sqs, "grace", 5).await;
+    let emu = emulator_with(
+        vec![cognito_emulator::UserSpec::new(
+            "graceful",
+            cognito_emulator::UserStatus::Unconfirmed,
+        )],
+        |b| b,
+    )
+    .await;
+    moto::send_bodies(&sqs, &url, &[job("graceful")], None).await;
+    dynamo_table(&moto, "grace").await;
+    // Result writes (`SET last_sent_at = :now, last_outcome = :o, ...`) get no answer.
+    let slow = HoldingProxy::start(
+        &moto.endpoint,
+        "last_outcome = :o",
+        Duration::from_secs(900),
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("report.jsonl");
+    let mut cmd = consume(&emu.endpoint(), &moto.endpoint, &url);
+    cmd.args([
+        "--state",
+        "dynamodb://grace",
+        "--dynamodb-endpoint",
+        &slow.endpoint,
+    ])
+    // Without the bound, recording would be retried for a lease, and again at close.
+    .args(["--claim-lease", "300s", "--shutdown-grace", "6s"])
+    .arg("--report")
+    .arg(&report_path);
+    let running = start_consumer(cmd).await;
+    wait_for_sends(&emu, 1).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while slow.held() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the result write reached the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.signal("TERM");
+    // Well under a lease: the run does not wait for the ledger past its grace.
+    let (code, stderr) = running.wait(Duration::from_secs(90)).await;
+    assert!(
+        stderr.contains("shutdown grace is over"),
+        "the grace ended the wait: {stderr}"
+    );
+    assert_eq!(code, 1, "the ledger could not record a send: {stderr}");
+    let lines = report(&report_path);
+    assert_eq!(lines.len(), 1, "one outcome for the one job: {lines:?}");
+    // The grace was over before the message could be deleted too: it comes back, and the
+    // report keeps what Cognito did (a code went out, unrecorded).
+    assert_eq!(lines[0]["outcome"], "failed", "{lines:?}");
+    assert_eq!(lines[0]["reason"], "ack_failed", "{lines:?}");
+    assert_eq!(lines[0]["in_doubt"], true, "{lines:?}");
+    assert_eq!(lines[0]["in_doubt_cause"], "unrecorded", "{lines:?}");
+    assert_eq!(emu.send_counts().len(), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The DynamoDB store in process, on moto, behind a proxy that can lose answers.
 // ---------------------------------------------------------------------------------------------

@@ -515,7 +515,10 @@ async fn a_short_deadline_returns_the_records_not_started_and_the_redelivery_sen
 /// UNCONFIRMED user is sent once, no one else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_backfills_go_on_from_the_ledger_until_every_unconfirmed_user_is_sent_once() {
-    let pool = support::pool(60, None, |b| {
+    // The app client has a secret, given in the function's environment (issue 21, item 9: a
+    // schedule's own flags were refused whenever the secret came from the environment).
+    const ENV_SECRET: &str = "schedule-client-secret";
+    let pool = support::pool(60, Some(ENV_SECRET), |b| {
         b.faults(Faults {
             latency: Duration::from_millis(200),
             ..Default::default()
@@ -533,6 +536,7 @@ async fn scheduled_backfills_go_on_from_the_ledger_until_every_unconfirmed_user_
         "COGNITO_RESEND_COGNITO_USER_POOL_ID",
         pool.emu.user_pool_id().to_owned(),
     ));
+    settings.push(("COGNITO_RESEND_CLIENT_SECRET", ENV_SECRET.to_owned()));
     let function = Function::start(&settings).await;
 
     let summaries = scheduled_until_complete(&function, &scheduled_event()).await;
@@ -562,6 +566,9 @@ async fn scheduled_backfills_go_on_from_the_ledger_until_every_unconfirmed_user_
         "2",
         "--client-metadata",
         "wave=day-2",
+        // Credentials in a flag's URL never reach the logs (the flags are logged, redacted).
+        "--pushgateway",
+        "http://wave:hunter2@127.0.0.1:9/?token=s3cret",
     ];
     let waves = scheduled_until_complete(&function, &scheduled_wave(&day2)).await;
     let sent: u64 = waves
@@ -602,6 +609,23 @@ async fn scheduled_backfills_go_on_from_the_ledger_until_every_unconfirmed_user_
         .invoke_err(&scheduled_wave(&["--wave", "day-4", "--state", "none"]))
         .await;
     assert!(refused.contains("--state"), "{refused}");
+    let secret_file = function.dir.path().join("other-secret");
+    std::fs::write(&secret_file, "another").unwrap();
+    let refused = function
+        .invoke_err(&scheduled_wave(&[
+            "--wave",
+            "day-4",
+            "--client-secret-file",
+            secret_file.to_str().unwrap(),
+        ]))
+        .await;
+    assert!(refused.contains("--client-secret-file"), "{refused}");
+    let leaked: Vec<String> = function
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("hunter2") || l.contains("s3cret") || l.contains(ENV_SECRET))
+        .collect();
+    assert!(leaked.is_empty(), "secrets in the logs: {leaked:#?}");
 }
 
 /// Scheduled invocations of `event` until one says the pool is done (at most 30).
@@ -773,4 +797,148 @@ async fn one_push(mut conn: tokio::net::TcpStream, kept: Arc<Mutex<Vec<(String, 
             .await;
         return;
     }
+}
+
+/// Issue 21, item 1, the Lambda: at a per-day spend cap, the records not started are answered
+/// as failures (as before) and held back until the UTC day turns (ChangeMessageVisibility), so
+/// the event source mapping does not deliver them again at the visibility timeout, each time
+/// counted toward the redrive policy, and drain the queue into the DLQ with no outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_day_cap_the_function_holds_back_the_records_it_did_not_start() {
+    let users: Vec<String> = (0..4).map(|i| format!("capped-{i}")).collect();
+    let emu = support::emulator_with(
+        users
+            .iter()
+            .map(|u| UserSpec::new(u.clone(), UserStatus::Unconfirmed))
+            .collect(),
+        |b| b,
+    )
+    .await;
+    let moto = Moto::start().await;
+    ledger_table(&emu.endpoint(), &moto, "lambda-capped").await;
+    let sqs = moto::sqs_client(&moto.endpoint).await;
+    let (url, _dlq) = moto::create_queue_with_dlq(&sqs, "lambda-capped", 2).await;
+    let bodies: Vec<String> = users.iter().map(|u| moto::job(u)).collect();
+    moto::send_bodies(&sqs, &url, &bodies, None).await;
+    let arn = moto::queue_arn(&sqs, &url).await;
+    let mut settings = base_settings(&emu.endpoint(), &moto, "lambda-capped");
+    settings.push(("COGNITO_RESEND_LIMITS_MAX_SENDS_PER_DAY", "1".into()));
+    settings.push(("COGNITO_RESEND_RUN_CONCURRENCY", "1".into()));
+    settings.push(("COGNITO_RESEND_SQS_ENDPOINT", moto.endpoint.clone()));
+    let function = Function::start(&settings).await;
+
+    // What the mapping does, with a visibility timeout of 0 so that whatever the function does
+    // not hold back is visible again at once.
+    let messages = sqs
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(10)
+        .visibility_timeout(0)
+        .send()
+        .await
+        .expect("ReceiveMessage")
+        .messages
+        .unwrap_or_default();
+    assert_eq!(messages.len(), 4);
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            json!({
+                "messageId": m.message_id(), "receiptHandle": m.receipt_handle(),
+                "body": m.body(), "attributes": {}, "messageAttributes": {},
+                "md5OfBody": m.md5_of_body(), "eventSource": "aws:sqs",
+                "eventSourceARN": arn, "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    let answer = function.invoke(&json!({ "Records": records })).await;
+    let failed = failures(&answer);
+    assert_eq!(emu.send_counts().len(), 1, "the day's one send");
+    assert_eq!(failed.len(), 3, "{answer}");
+    for m in &messages {
+        if !failed.contains(m.message_id().unwrap_or_default()) {
+            sqs.delete_message()
+                .queue_url(&url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("DeleteMessage");
+        }
+    }
+    assert_eq!(
+        moto::queue_counts(&sqs, &url).await,
+        (0, 3),
+        "the three not started are held back, none visible; function output:\n{}",
+        function.lines().join("\n")
+    );
+}
+
+/// Issue 21, item 6: past the deadline, everything the function still has to do is bounded by
+/// the time left. Here DynamoDB stops answering result writes (a proxy holds them: the record
+/// would be retried for a whole claim lease, then again at close) and the Pushgateway accepts
+/// connections and never answers (the push would take ~31 s): each invocation still ends
+/// before its timeout (12 s), so Lambda never cuts it short and sends the whole batch back. The
+/// code sent is answered done (in doubt, unrecorded), not resent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_deadline_a_silent_ledger_and_pushgateway_are_given_up_before_the_timeout() {
+    let emu =
+        support::emulator_with(vec![UserSpec::new("late", UserStatus::Unconfirmed)], |b| b).await;
+    let moto = Moto::start().await;
+    ledger_table(&emu.endpoint(), &moto, "lambda-late").await;
+    let slow = support::HoldingProxy::start(
+        &moto.endpoint,
+        "last_outcome = :o",
+        Duration::from_secs(900),
+    )
+    .await;
+    let pushgateway = support::black_hole().await;
+    let mut settings = base_settings(&emu.endpoint(), &moto, "lambda-late");
+    settings.retain(|(k, _)| {
+        *k != "COGNITO_RESEND_LAMBDA_TIMEOUT" && *k != "COGNITO_RESEND_LEDGER_DYNAMODB_ENDPOINT"
+    });
+    settings.push((
+        "COGNITO_RESEND_LEDGER_DYNAMODB_ENDPOINT",
+        slow.endpoint.clone(),
+    ));
+    settings.push(("COGNITO_RESEND_LAMBDA_TIMEOUT", "12s".into()));
+    settings.push(("COGNITO_RESEND_LAMBDA_MARGIN", "6s".into()));
+    settings.push(("COGNITO_RESEND_LEDGER_CLAIM_LEASE", "300s".into()));
+    settings.push(("COGNITO_RESEND_METRICS_PUSHGATEWAY", pushgateway));
+    settings.push(("COGNITO_RESEND_LOG_FORMAT", "json".into()));
+    let function = Function::start(&settings).await;
+
+    // The first invocation starts the container (cargo-lambda builds it first): a poison record.
+    let answer = function
+        .invoke(&sqs_event(&[("m-warm", "poison".to_owned())]))
+        .await;
+    assert_eq!(failures(&answer), ids(&["m-warm"]));
+    let answer = function
+        .invoke(&sqs_event(&[("m-late", moto::job("late"))]))
+        .await;
+    assert_eq!(failures(&answer), BTreeSet::new(), "{answer}");
+    assert_eq!(emu.send_counts().len(), 1);
+    assert!(
+        slow.held() >= 1,
+        "the result write reached the silent ledger"
+    );
+    let lines = function.lines();
+    let took: Vec<f64> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "invocation done")
+        .filter_map(|v| v["seconds"].as_f64())
+        .collect();
+    assert_eq!(took.len(), 2, "{}", lines.join("\n"));
+    assert!(
+        took.iter().all(|&s| s < 12.0),
+        "every invocation answered before its 12 s timeout: {took:?}\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("sent code(s) could not be recorded in the ledger")),
+        "the send is reported unrecorded: {}",
+        lines.join("\n")
+    );
 }

@@ -130,6 +130,7 @@ async fn backfill<S: Source>(
         });
     }
 
+    let time_up = super::parts::time_up_after_signal(&settings, &shutdown);
     let cause = run_engine(
         &settings,
         source,
@@ -138,6 +139,7 @@ async fn backfill<S: Source>(
         pool.as_ref(),
         &recorder,
         &shutdown,
+        &time_up,
     )
     .await;
     progress.finish().await;
@@ -158,7 +160,7 @@ async fn backfill<S: Source>(
     }
     .print(&settings);
 
-    push_final(&settings, "backfill").await;
+    push_final(&settings, "backfill", None).await;
     if let Some(addr) = server
         && !settings.metrics.linger.is_zero()
     {

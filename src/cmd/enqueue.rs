@@ -135,7 +135,7 @@ pub(super) async fn send_all<S: Source>(
         .collect::<Vec<()>>()
         .await;
     progress.abort();
-    push_final(settings, command).await;
+    push_final(settings, command, None).await;
     stop_server.cancel();
 
     let (enqueued, invalid, failed) = (

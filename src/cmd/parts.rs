@@ -44,6 +44,28 @@ impl Parts {
         command: &str,
         source: &'static str,
     ) -> Result<Self, RunError> {
+        Prepared::start(settings, source)
+            .await?
+            .register(settings, command)
+            .await
+    }
+}
+
+/// Every part but the run in the ledger: what a command may look at (the ledger's store, the
+/// day's spend) before it registers a run ([`Prepared::register`]).
+pub(super) struct Prepared {
+    pub(super) stop_server: tokio_util::sync::CancellationToken,
+    pub(super) ready: Readiness,
+    pub(super) server: Option<std::net::SocketAddr>,
+    pub(super) recorder: Arc<Recorder>,
+    pub(super) cognito: Cognito,
+    pub(super) pool: Option<PoolAccess>,
+    /// The ledger's store, opened (`None`: `--state none`).
+    pub(super) store: Option<Arc<dyn ledger::Store>>,
+}
+
+impl Prepared {
+    pub(super) async fn start(settings: &Settings, source: &'static str) -> Result<Self, RunError> {
         // The recorder registers its counters: the metrics recorder must exist first.
         let stop_server = tokio_util::sync::CancellationToken::new();
         let ready = Readiness::default();
@@ -52,8 +74,25 @@ impl Parts {
         let cognito = cognito(settings).await?;
         let pool = pool_access(settings).await?;
         let case = username_case(settings, pool.as_ref());
-        // Last: a run is registered in the ledger only once nothing else can fail.
-        let ledger = match open_ledger(settings, case).await? {
+        let store = open_ledger(settings, case).await?;
+        Ok(Self {
+            stop_server,
+            ready,
+            server,
+            recorder,
+            cognito,
+            pool,
+            store,
+        })
+    }
+
+    /// Registers the run in the ledger (last: only once nothing else can fail).
+    pub(super) async fn register(
+        self,
+        settings: &Settings,
+        command: &str,
+    ) -> Result<Parts, RunError> {
+        let ledger = match self.store {
             Some(store) => Some(start_ledger(settings, store, command).await?),
             None => {
                 tracing::warn!(
@@ -63,14 +102,14 @@ impl Parts {
                 None
             }
         };
-        Ok(Self {
-            stop_server,
-            ready,
-            server,
-            recorder,
-            cognito,
+        Ok(Parts {
+            stop_server: self.stop_server,
+            ready: self.ready,
+            server: self.server,
+            recorder: self.recorder,
+            cognito: self.cognito,
             ledger,
-            pool,
+            pool: self.pool,
         })
     }
 }
@@ -286,6 +325,9 @@ pub(super) async fn open_ledger(
     .map_err(|e| RunError::Usage(format!("ledger.path (--state): {e}")))
 }
 
+/// Runs the engine over `source`, then closes the ledger. Once `time_up` is cancelled (see
+/// [`time_up_after_signal`]) every ledger call gives up at once.
+#[allow(clippy::too_many_arguments)] // the parts a command built, handed over once
 pub(super) async fn run_engine<S: Source>(
     settings: &Settings,
     source: &mut S,
@@ -294,7 +336,9 @@ pub(super) async fn run_engine<S: Source>(
     pool: Option<&PoolAccess>,
     recorder: &Arc<Recorder>,
     shutdown: &Shutdown,
+    time_up: &tokio_util::sync::CancellationToken,
 ) -> StopCause {
+    let ledger = ledger.map(|l| l.with_give_up(time_up.clone()));
     let cause = engine::run(
         engine_config(settings, ledger.clone(), pool),
         source,
@@ -324,12 +368,45 @@ pub(super) fn engine_config(
         limits,
         default_client_id: settings.cognito.client_id.clone(),
         allowed_client_ids: settings.cognito.allowed_client_ids.clone(),
-        shutdown_grace: settings.sqs.shutdown_grace,
+        shutdown_grace: calls_grace(settings.sqs.shutdown_grace),
         ledger,
         identity: identity(settings, pool),
         default_email_account: pool.is_some_and(|p| p.profile.default_email_account),
         request_defaults: settings.cognito.request_defaults(),
     }
+}
+
+/// Of `--shutdown-grace` (all the time a run has after a signal), what calls in flight may
+/// take: two thirds. The last third is for what comes after them — recording their results,
+/// deleting or returning their messages, closing the ledger — so that all of it ends within
+/// the grace, before the orchestrator's SIGKILL ([`time_up_after_signal`]).
+pub(super) fn calls_grace(shutdown_grace: std::time::Duration) -> std::time::Duration {
+    shutdown_grace * 2 / 3
+}
+
+/// A token cancelled `--shutdown-grace` after the first signal: the run's time is up, and every
+/// ledger call and queue acknowledgement still pending gives up rather than run into the
+/// orchestrator's SIGKILL (a pod's terminationGracePeriodSeconds, which the grace stays under).
+pub(super) fn time_up_after_signal(
+    settings: &Settings,
+    shutdown: &Shutdown,
+) -> tokio_util::sync::CancellationToken {
+    let time_up = tokio_util::sync::CancellationToken::new();
+    let (signal, grace, up) = (
+        shutdown.token.clone(),
+        settings.sqs.shutdown_grace,
+        time_up.clone(),
+    );
+    tokio::spawn(async move {
+        signal.cancelled().await;
+        tokio::time::sleep(grace).await;
+        tracing::warn!(
+            "the {grace:?} shutdown grace is over: giving up on what is still pending (results \
+             not yet recorded stay claimed, and the next run reports those users in doubt)"
+        );
+        up.cancel();
+    });
+    time_up
 }
 
 /// The spend caps a run applies: the settings', and Cognito's default email account's 50
@@ -352,12 +429,25 @@ pub(crate) fn effective_limits(
 
 /// `--pushgateway`: pushes a one-shot run's final metrics. A failed push is logged, not fatal:
 /// the jobs are done and reported either way.
-pub(super) async fn push_final(settings: &Settings, command: &str) {
-    if let Some(url) = &settings.metrics.pushgateway {
-        match crate::telemetry::push::push(url, command).await {
-            Ok(to) => tracing::info!("pushed the final metrics to {to}"),
-            Err(e) => tracing::error!("pushing the final metrics failed: {e}"),
-        }
+/// `by`, when given, bounds it (the Lambda's deadline): a push not done by then is given up.
+pub(super) async fn push_final(
+    settings: &Settings,
+    command: &str,
+    by: Option<tokio::time::Instant>,
+) {
+    let Some(url) = &settings.metrics.pushgateway else {
+        return;
+    };
+    let push = crate::telemetry::push::push(url, command);
+    let pushed = match by {
+        Some(by) => tokio::time::timeout_at(by, push).await.unwrap_or_else(|_| {
+            Err("no answer before the invocation's deadline: given up".to_owned())
+        }),
+        None => push.await,
+    };
+    match pushed {
+        Ok(to) => tracing::info!("pushed the final metrics to {to}"),
+        Err(e) => tracing::error!("pushing the final metrics failed: {e}"),
     }
 }
 

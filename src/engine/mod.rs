@@ -15,7 +15,9 @@
 //! memory) and the per-day caps (in the ledger, atomically, shared by every run on it); the
 //! reservation is settled once on every path, a panic included: given back if nothing was sent,
 //! kept if a code went out or may have. A refused reservation stops the run, and its
-//! job is handed back like one never started (its claim released, no outcome).
+//! job is handed back like one never started (its claim released, no outcome); the source is
+//! told first how long the budget is spent ([`Settle::hold_back`]: until the UTC day turns for a
+//! per-day cap), so a queue keeps those jobs away until then instead of redelivering them.
 //!
 //! Stopping. Five things end a run: the source runs dry; a signal (the `shutdown` token); or
 //! the same configuration error a few times in a row (a wrong secret, an unknown client, a spent
@@ -219,6 +221,10 @@ struct Outage {
     failures: u32,
 }
 
+/// How long after the UTC day turns a job held back by a per-day cap comes back: the ledger's
+/// day is each run's clock's, and a peer whose clock runs behind would still count yesterday.
+pub(crate) const DAY_TURN_SLACK: Duration = Duration::from_secs(60);
+
 /// What every job task shares.
 struct Shared {
     /// Cognito, or a fake in tests; type-erased so the job functions need no type parameter.
@@ -245,6 +251,9 @@ struct Shared {
     lookup: Option<Lookup>,
     /// See [`EngineConfig::default_email_account`].
     default_email_account: bool,
+    /// `--client-metadata`: a job whose metadata is more than this carries its own, and a
+    /// trigger failure it meets may be its own doing ([`Shared::counts_toward_a_storm`]).
+    run_metadata: std::collections::BTreeMap<String, String>,
     spend: SpendLimits,
     /// Sends reserved against `--max-sends` and not given back.
     run_reserved: std::sync::atomic::AtomicU64,
@@ -295,6 +304,7 @@ pub async fn run<S: Source, C: Resend>(
             answers: Answers::default(),
         }),
         default_email_account: config.default_email_account,
+        run_metadata: config.request_defaults.client_metadata.clone(),
         spend: SpendLimits {
             run: config.limits.max_sends,
             day: config.limits.day(),
@@ -484,8 +494,11 @@ async fn run_job(shared: &Shared, job: Job, permit: OwnedSemaphorePermit) {
         return;
     };
     if let Err(detail) = settled {
+        // The job is not done, but what its calls did stands: a user who may hold a code from
+        // them stays in doubt (the redelivery will be `cooldown`, and only this line says so).
         outcome = Outcome {
             delivery: outcome.delivery.take(),
+            in_doubt: outcome.in_doubt,
             ..Outcome::failed(
                 Reason::AckFailed,
                 Some(format!(
@@ -1309,6 +1322,14 @@ async fn one_call(
         | CallError::Ambiguous(_)
         | CallError::LambdaUnavailable(_) => AttemptResult::Transient,
         CallError::AttemptLimit(_) | CallError::Permanent { .. } => AttemptResult::Permanent,
+        CallError::Broken { kind, .. } if !shared.counts_toward_a_storm(*kind, job) => {
+            tracing::debug!(
+                user = %shared.recorder.user(&job.request.username),
+                "a trigger failure of a job with client_metadata of its own: this job fails, \
+                 and it does not count toward stopping the run"
+            );
+            AttemptResult::Permanent
+        }
         CallError::Broken { kind, detail, .. } | CallError::Misconfigured { kind, detail } => {
             shared.misconfigured(*kind, client_id, detail);
             AttemptResult::Permanent
@@ -1343,6 +1364,7 @@ impl Shared {
             );
             *first = Some(cap);
             metrics::stopped("spend_cap");
+            self.settler.hold_back(self.budget_back_in(cap));
             self.capped.cancel();
         }
     }
@@ -1418,6 +1440,33 @@ impl Shared {
             metrics::stopped(Misconfiguration::Unreachable.reason());
             self.stop.cancel();
         }
+    }
+
+    /// How long until `cap` lets a send through again: at once for `--max-sends` (the next run
+    /// has a budget of its own); for a per-day cap, when the UTC day turns by the ledger's
+    /// clock, and [`DAY_TURN_SLACK`] past it for peers whose clocks run a little behind.
+    fn budget_back_in(&self, cap: SpendCap) -> Duration {
+        match cap {
+            SpendCap::Run => Duration::ZERO,
+            SpendCap::Day | SpendCap::SmsDay | SpendCap::EmailDay => {
+                let left = match &self.ledger {
+                    Some(ledger) => ledger.until_next_day(),
+                    // Cognito's own email quota, met without a ledger.
+                    None => crate::ledger::until_next_day(crate::ledger::now_millis()),
+                };
+                left + DAY_TURN_SLACK
+            }
+        }
+    }
+
+    /// Whether a failure of `kind` met by `job` counts toward the early stop. A Lambda trigger
+    /// gets the request's ClientMetadata, so a trigger that fails on metadata a job carries of
+    /// its own (beyond the run's `--client-metadata`) may be failing on that job's doing: whoever
+    /// writes the queue could otherwise stop every consumer with ten such messages. Only jobs
+    /// with nothing but the run's own metadata count toward `trigger_broken`; the others fail
+    /// one by one.
+    fn counts_toward_a_storm(&self, kind: Misconfiguration, job: &Job) -> bool {
+        kind != Misconfiguration::TriggerBroken || job.request.client_metadata == self.run_metadata
     }
 
     /// Cognito answered a call of `client_id`: its runs of errors are broken.

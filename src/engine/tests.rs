@@ -67,9 +67,10 @@ fn sent() -> Result<Answer, CallError> {
     }))
 }
 
-/// Every settle the engine made, in order: `None` for a job handed back untouched.
+/// Every settle the engine made, in order: `None` for a job handed back untouched. And the
+/// holds a spend cap asked for ([`Settle::hold_back`]).
 #[derive(Default)]
-struct Settled(Mutex<Vec<(Origin, Option<Outcome>)>>);
+struct Settled(Mutex<Vec<(Origin, Option<Outcome>)>>, Mutex<Vec<Duration>>);
 
 impl Settle for Settled {
     fn settle<'a>(
@@ -82,6 +83,10 @@ impl Settle for Settled {
             .unwrap()
             .push((origin.clone(), outcome.cloned()));
         Box::pin(async { Ok(()) })
+    }
+
+    fn hold_back(&self, hold: Duration) {
+        self.1.lock().unwrap().push(hold);
     }
 }
 
@@ -850,4 +855,244 @@ async fn connections_lost_after_answers_are_retried_and_never_stop_the_run() {
     assert_eq!(out.len(), 300);
     assert!(out.values().all(|o| o.kind == OutcomeKind::Sent), "{out:?}");
     assert!(out.values().any(|o| o.attempts > 1), "the outage was felt");
+}
+
+// ---- A spend cap holds the jobs handed back until the budget allows (issue 21, item 1) -------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_cap_asks_the_source_to_hold_back_its_jobs_until_the_day_turns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, _) = Fake::new(|_, _, _| sent());
+    let users = names("h", 6);
+    let mut jobs = Jobs::users(users.iter().map(String::as_str));
+    let l = ledger(dir.path()).await;
+    let cause = run_engine(
+        EngineConfig {
+            ledger: Some(l.clone()),
+            limits: LimitSettings {
+                max_sends_per_day: Some(1),
+                ..LimitSettings::default()
+            },
+            ..config(1)
+        },
+        &mut jobs,
+        fake,
+    )
+    .await;
+    l.close().await;
+    assert_eq!(cause, StopCause::SpendCapped(SpendCap::Day));
+    let holds = jobs.settled.1.lock().unwrap().clone();
+    assert_eq!(holds.len(), 1, "told once: {holds:?}");
+    // Until the next UTC midnight (and a minute past it, for clocks a little behind).
+    let until_midnight = crate::ledger::until_next_day(crate::ledger::now_millis());
+    assert!(
+        holds[0] > until_midnight && holds[0] <= until_midnight + Duration::from_secs(120),
+        "{holds:?} vs {until_midnight:?}"
+    );
+    assert!(jobs.untouched() >= 1);
+
+    // `--max-sends` is this run's: the next run has its own budget, so nothing is held back.
+    let (fake, _) = Fake::new(|_, _, _| sent());
+    let mut jobs = Jobs::users(users.iter().map(String::as_str));
+    let cause = run_engine(
+        EngineConfig {
+            limits: LimitSettings {
+                max_sends: Some(1),
+                ..LimitSettings::default()
+            },
+            ..config(1)
+        },
+        &mut jobs,
+        fake,
+    )
+    .await;
+    assert_eq!(cause, StopCause::SpendCapped(SpendCap::Run));
+    assert_eq!(*jobs.settled.1.lock().unwrap(), [Duration::ZERO]);
+}
+
+// ---- A failed acknowledgement keeps the in-doubt mark (issue 21, item 4) ------------------------
+
+/// A source whose acknowledgements all fail (a queue whose deletes fail for good).
+struct Unacknowledged {
+    inputs: VecDeque<Input>,
+}
+
+struct FailingAcks;
+
+impl Settle for FailingAcks {
+    fn settle<'a>(
+        &'a self,
+        _: &'a Origin,
+        outcome: Option<&'a Outcome>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        let result = match outcome {
+            Some(_) => Err("the message could not be deleted after 4 attempts".to_owned()),
+            None => Ok(()),
+        };
+        Box::pin(async move { result })
+    }
+}
+
+impl Source for Unacknowledged {
+    fn label(&self) -> &'static str {
+        "sqs"
+    }
+
+    fn next(&mut self) -> impl Future<Output = Option<Input>> + Send {
+        std::future::ready(self.inputs.pop_front())
+    }
+
+    fn settler(&self) -> Arc<dyn Settle> {
+        Arc::new(FailingAcks)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_acknowledgement_keeps_the_jobs_in_doubt_mark() {
+    // A 500 (Cognito may have sent), then a code: the user may hold two. The delete fails.
+    let (fake, _) = Fake::new(|_, _, before| match before {
+        0 => Err(CallError::Ambiguous(
+            "InternalErrorException (HTTP 500)".into(),
+        )),
+        _ => sent(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.jsonl");
+    let recorder = Arc::new(
+        Recorder::new(
+            "sqs",
+            Some((&path, crate::outcome::report::IfExists::Refuse)),
+            false,
+        )
+        .unwrap(),
+    );
+    let mut source = Unacknowledged {
+        inputs: VecDeque::from([Input::Job(Job {
+            origin: Origin::Sqs {
+                message_id: "m-1".into(),
+            },
+            request: ResendRequest {
+                username: "alice".into(),
+                ..ResendRequest::default()
+            },
+            attributes: None,
+        })]),
+    };
+    let cause = run(
+        config(1),
+        &mut source,
+        fake,
+        recorder.clone(),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(cause, StopCause::EndOfInput);
+    recorder.finish();
+    let tally = recorder.tally();
+    assert_eq!(tally.count(OutcomeKind::Failed), 1);
+    assert_eq!(tally.in_doubt(), 1, "the report's \"in doubt\" counts her");
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&path).unwrap().trim()).unwrap();
+    assert_eq!(line["reason"], "ack_failed", "{line}");
+    assert_eq!(line["in_doubt"], true, "{line}");
+    assert_eq!(line["in_doubt_cause"], "ambiguous_attempt", "{line}");
+}
+
+// ---- A job's own metadata cannot stop the run (issue 21, item 5) --------------------------------
+
+fn with_metadata(username: &str, metadata: &[(&str, &str)], line: u64) -> Input {
+    Input::Job(Job {
+        origin: Origin::Csv { line },
+        request: ResendRequest {
+            username: username.into(),
+            client_metadata: metadata
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..ResendRequest::default()
+        },
+        attributes: None,
+    })
+}
+
+fn trigger_fails_on_broken_template(user: &str) -> Result<Answer, CallError> {
+    if user.starts_with("bad") {
+        Err(CallError::Broken {
+            reason: Reason::LambdaError,
+            kind: Misconfiguration::TriggerBroken,
+            detail: "UserLambdaValidationException: CustomMessage failed with error no such \
+                     template."
+                .into(),
+        })
+    } else {
+        sent()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn trigger_failures_of_jobs_with_their_own_metadata_do_not_stop_the_run() {
+    let (fake, calls) = Fake::new(|user, _, _| trigger_fails_on_broken_template(user));
+    // Twenty jobs whose own metadata breaks the trigger, then five plain ones; the run's own
+    // `--client-metadata` goes under every job.
+    let mut inputs: Vec<Input> = (0..2 * STORM_USIZE)
+        .map(|i| {
+            with_metadata(
+                &format!("bad{i}"),
+                &[("template", "missing"), ("wave", "day-1")],
+                i as u64 + 2,
+            )
+        })
+        .collect();
+    inputs.extend((0..5).map(|i| with_metadata(&format!("good{i}"), &[], 100 + i)));
+    let mut jobs = Jobs {
+        names: Vec::new(),
+        inputs: inputs.into(),
+        settled: Arc::default(),
+    };
+    let mut defaults = RequestDefaults::default();
+    defaults
+        .client_metadata
+        .insert("wave".into(), "day-1".into());
+    let cause = run_engine(
+        EngineConfig {
+            request_defaults: defaults.clone(),
+            ..config(1)
+        },
+        &mut jobs,
+        fake,
+    )
+    .await;
+    assert_eq!(
+        cause,
+        StopCause::EndOfInput,
+        "a queue writer cannot stop the run"
+    );
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2 * STORM_USIZE + 5, "every job was tried");
+    assert_eq!(jobs.settled.0.lock().unwrap().len(), 2 * STORM_USIZE + 5);
+
+    // The same failures with nothing but the run's own metadata are a broken trigger: stopped.
+    let (fake, _) = Fake::new(|user, _, _| trigger_fails_on_broken_template(user));
+    let mut inputs: Vec<Input> = (0..2 * STORM_USIZE)
+        .map(|i| with_metadata(&format!("bad{i}"), &[("wave", "day-1")], i as u64 + 2))
+        .collect();
+    inputs.extend((0..5).map(|i| with_metadata(&format!("good{i}"), &[], 100 + i)));
+    let mut jobs = Jobs {
+        names: Vec::new(),
+        inputs: inputs.into(),
+        settled: Arc::default(),
+    };
+    let cause = run_engine(
+        EngineConfig {
+            request_defaults: defaults,
+            ..config(1)
+        },
+        &mut jobs,
+        fake,
+    )
+    .await;
+    assert!(
+        matches!(&cause, StopCause::Misconfigured(m) if m.kind == Misconfiguration::TriggerBroken),
+        "{cause:?}"
+    );
 }

@@ -1,8 +1,10 @@
 //! An invocation's time budget. Lambda ends an invocation that runs past its deadline without a
 //! word: records in flight would then be in an unknown state, and the whole batch would come
 //! back. So the function stops taking work `lambda.margin` before the deadline, lets calls in
-//! flight run for half the margin, and keeps the other half to record results, answer which
-//! records must come back and write its metrics.
+//! flight run for half the margin, and keeps the other half for what comes after: a quarter of
+//! the margin to record results, close the run in the ledger, hold back records a spend cap
+//! stopped and push the metrics (each given up when that quarter is over: [`Budget::finish`]),
+//! and the last quarter to answer which records must come back and write the EMF lines.
 //!
 //! The deadline is the runtime's (`Lambda-Runtime-Deadline-Ms`), bounded by `lambda.timeout`
 //! when that is set. A runtime deadline that had already passed when the invocation arrived
@@ -23,6 +25,10 @@ pub(crate) struct Budget {
     /// Then let calls in flight finish for at most this long; past it they are abandoned (their
     /// records in doubt, and returned).
     pub(crate) grace: Duration,
+    /// Everything after the calls (ledger writes and their retries, closing the run, holding
+    /// records back, the Pushgateway push) ends by this time from the arrival: what is not
+    /// done by then is given up, so the answer still comes before Lambda's deadline.
+    pub(crate) finish: Duration,
     /// The runtime's deadline was not usable (already past on arrival).
     pub(crate) runtime_deadline_ignored: bool,
 }
@@ -47,6 +53,7 @@ pub(crate) fn budget(
     Budget {
         work: left.saturating_sub(margin),
         grace: margin / 2,
+        finish: left.saturating_sub(margin / 4),
         runtime_deadline_ignored: from_runtime.is_none(),
     }
 }
@@ -62,6 +69,8 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + S(1_800_000_000);
         let b = budget(now + S(60), now, None, S(5));
         assert_eq!((b.work, b.grace), (S(55), Duration::from_millis(2500)));
+        // Recording, closing and pushing end a quarter margin before the deadline.
+        assert_eq!(b.finish, Duration::from_millis(58_750));
         assert!(!b.runtime_deadline_ignored);
         assert_eq!(budget(now + S(60), now, Some(S(20)), S(5)).work, S(15));
         assert_eq!(budget(now + S(10), now, Some(S(20)), S(5)).work, S(5));

@@ -14,7 +14,12 @@ use crate::source::sqs;
 #[derive(Debug)]
 pub(crate) enum Event {
     /// Run these records (in the event's order); answer which must come back.
-    Sqs(Vec<Input>),
+    Sqs {
+        /// The records' jobs.
+        inputs: Vec<Input>,
+        /// Where each record can be reached, for holding it back ([`Receipt`]).
+        receipts: Vec<Receipt>,
+    },
     /// Run `backfill --from-pool` for the time the invocation has.
     Scheduled {
         /// The event's id, for the logs.
@@ -24,6 +29,34 @@ pub(crate) enum Event {
         /// ...). Empty: the environment alone.
         args: Vec<String>,
     },
+}
+
+/// An SQS record's message as a queue call names it: what holding it back at a spend cap
+/// (ChangeMessageVisibility) needs. A record without a receipt handle or a queue ARN has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Receipt {
+    /// The record's `messageId`.
+    pub(crate) message_id: String,
+    /// The queue, by its ARN (`eventSourceARN`).
+    pub(crate) queue_arn: String,
+    /// The record's `receiptHandle`.
+    pub(crate) receipt_handle: String,
+}
+
+/// A queue's name and owner account, from its ARN (`arn:aws:sqs:REGION:ACCOUNT:NAME`).
+pub(crate) fn queue_of(arn: &str) -> Option<(&str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    let (Some("arn"), Some(_partition), Some("sqs"), Some(_region), Some(account), Some(name)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    (!account.is_empty() && !name.is_empty()).then_some((name, account))
 }
 
 /// Why an event cannot be run: the invocation fails (and, for SQS, the whole batch comes back).
@@ -37,6 +70,7 @@ pub(crate) fn decode(payload: Value) -> Result<Event, Unsupported> {
         let event: SqsEvent = serde_json::from_value(payload)
             .map_err(|e| Unsupported(format!("an event with Records, but not SQS's: {e}")))?;
         let mut inputs = Vec::with_capacity(event.records.len());
+        let mut receipts = Vec::new();
         for record in event.records {
             if record.event_source.as_deref() != Some("aws:sqs") {
                 return Err(Unsupported(format!(
@@ -49,9 +83,18 @@ pub(crate) fn decode(payload: Value) -> Result<Event, Unsupported> {
             let Some(id) = record.message_id else {
                 return Err(Unsupported("an SQS record without a messageId".into()));
             };
+            if let (Some(queue_arn), Some(receipt_handle)) =
+                (record.event_source_arn, record.receipt_handle)
+            {
+                receipts.push(Receipt {
+                    message_id: id.clone(),
+                    queue_arn,
+                    receipt_handle,
+                });
+            }
             inputs.push(sqs::input(id, record.body.as_deref().unwrap_or_default()));
         }
-        return Ok(Event::Sqs(inputs));
+        return Ok(Event::Sqs { inputs, receipts });
     }
     if payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
         let event: CloudWatchEvent = serde_json::from_value(payload)
@@ -121,9 +164,16 @@ mod tests {
             record("m1", r#"{"username":"alice"}"#),
             record("m2", "{}"),
         ]});
-        let Event::Sqs(inputs) = decode(payload).unwrap() else {
+        let Event::Sqs { inputs, receipts } = decode(payload).unwrap() else {
             panic!("an SQS event")
         };
+        assert_eq!(receipts.len(), 2);
+        assert_eq!(
+            queue_of(&receipts[0].queue_arn),
+            Some(("q", "123456789012")),
+            "{receipts:?}"
+        );
+        assert_eq!(queue_of("arn:aws:sns:us-east-1:1:t"), None);
         assert!(matches!(&inputs[0], Input::Job(j) if j.request.username == "alice"));
         assert!(
             matches!(&inputs[1], Input::Unreadable(u) if u.reason.contains("m2") && u.reason.contains("username"))

@@ -651,6 +651,12 @@ pub struct DaySpend {
     pub email: u64,
 }
 
+/// How long from `ms` until the next UTC day begins: when the per-day caps' budgets come back.
+pub fn until_next_day(ms: Millis) -> Duration {
+    const DAY: Millis = 86_400_000;
+    Duration::from_millis((DAY - ms.rem_euclid(DAY)) as u64)
+}
+
 /// The UTC day of `ms`, `YYYY-MM-DD`: the key of the day's spend counters.
 pub fn utc_day(ms: Millis) -> String {
     rfc3339(ms)[..10].to_owned()
@@ -695,6 +701,23 @@ pub(crate) fn refused_by(
         return Some(SpendCap::EmailDay);
     }
     None
+}
+
+/// The cap that refuses every reservation a run could make now, given the day's counters: its
+/// day's budget is spent. A run whose reservations carry no medium is refused as soon as any
+/// cap is reached ([`refused_by`] with none); one that knows each code's medium ahead
+/// (`mediums_known`) only once both media are refused.
+pub(crate) fn spent_for_every_job(
+    spend: &DaySpend,
+    caps: DayCaps,
+    mediums_known: bool,
+) -> Option<SpendCap> {
+    let cap = refused_by(spend, caps, None)?;
+    if mediums_known {
+        refused_by(spend, caps, Some(Medium::Sms))?;
+        refused_by(spend, caps, Some(Medium::Email))?;
+    }
+    Some(cap)
 }
 
 /// How often a run in a fleet (`--fleet-rate`) takes the census at most. Half a second: a
@@ -797,6 +820,10 @@ pub struct Ledger {
     state: Arc<RunState>,
     /// `--wave` and `--max-sends-per-user`: the same for every job of the run.
     waves: Arc<Waves>,
+    /// Cancelled when the run's time is up (a Lambda invocation's deadline, a pod's termination
+    /// grace after SIGTERM): from then on every ledger call fails at once instead of waiting or
+    /// retrying ([`Ledger::with_give_up`]).
+    give_up: CancellationToken,
 }
 
 impl Ledger {
@@ -848,6 +875,7 @@ impl Ledger {
             clock,
             stop_heartbeat: CancellationToken::new(),
             waves: Arc::default(),
+            give_up: CancellationToken::new(),
             state: Arc::new(RunState {
                 seen: Default::default(),
                 fenced: CancellationToken::new(),
@@ -1070,6 +1098,39 @@ impl Ledger {
         self
     }
 
+    /// A handle whose ledger calls end when `give_up` is cancelled: the time the run has is up
+    /// (a Lambda invocation's deadline, the termination grace of a pod after SIGTERM), and work
+    /// past it would be cut short by the platform anyway, without a word. A call in progress
+    /// (with the SDK's own retries under it) is dropped, no retry or backoff starts, and the
+    /// call fails with [`Ledger::gave_up`]'s error: a result not recorded so is kept as
+    /// unrecorded, its claim left in place, exactly as when the ledger fails ([`Ledger::record`]).
+    pub fn with_give_up(mut self, give_up: CancellationToken) -> Self {
+        self.give_up = give_up;
+        self
+    }
+
+    /// The error of a ledger call made or cut short once the run's time was up.
+    fn gave_up(&self) -> LedgerError {
+        LedgerError {
+            state: self.store.describe(),
+            detail: "the run's time was up (the invocation's deadline, or the termination grace \
+                     after a signal) before the ledger answered: gave up"
+                .into(),
+        }
+    }
+
+    /// `op`, unless the run's time is up first.
+    async fn bounded<T>(
+        &self,
+        op: impl Future<Output = Result<T, LedgerError>>,
+    ) -> Result<T, LedgerError> {
+        tokio::select! {
+            biased;
+            answered = op => answered,
+            _ = self.give_up.cancelled() => Err(self.gave_up()),
+        }
+    }
+
     /// This run's id.
     pub fn run(&self) -> &RunId {
         &self.run
@@ -1124,8 +1185,10 @@ impl Ledger {
             return Err(self.fence_error());
         }
         let first = self
-            .store
-            .claim(&self.run, client_id, username, self.rules(), None)
+            .bounded(
+                self.store
+                    .claim(&self.run, client_id, username, self.rules(), None),
+            )
             .await?;
         let Claim::Held { run, beats, lease } = &first else {
             return Ok(first);
@@ -1139,9 +1202,11 @@ impl Ledger {
             run: run.clone(),
             beats: *beats,
         };
-        self.store
-            .claim(&self.run, client_id, username, self.rules(), Some(&stale))
-            .await
+        self.bounded(
+            self.store
+                .claim(&self.run, client_id, username, self.rules(), Some(&stale)),
+        )
+        .await
     }
 
     /// Notes `run`'s counter; true once it has stood still for a full `lease` (that run's).
@@ -1160,8 +1225,7 @@ impl Ledger {
     /// What a claim would find, claims aside: a send within the cooldown, the cap reached, or
     /// `None` (`--dry-run`).
     pub async fn peek(&self, key: &UserKey) -> Result<Option<Claim>, LedgerError> {
-        self.store
-            .peek(&key.client_id, &key.username, self.rules())
+        self.bounded(self.store.peek(&key.client_id, &key.username, self.rules()))
             .await
     }
 
@@ -1172,16 +1236,15 @@ impl Ledger {
 
     /// One write of a claim's end, under this run and its wave.
     async fn write(&self, key: &UserKey, how: Finish, at: Millis) -> Result<(), LedgerError> {
-        self.store
-            .finish(
-                &self.run,
-                &key.client_id,
-                &key.username,
-                how,
-                self.waves.wave.as_deref(),
-                at,
-            )
-            .await
+        self.bounded(self.store.finish(
+            &self.run,
+            &key.client_id,
+            &key.username,
+            how,
+            self.waves.wave.as_deref(),
+            at,
+        ))
+        .await
     }
 
     /// Records how a claimed job ended, retrying a failing ledger with backoff for up to a
@@ -1213,6 +1276,7 @@ impl Ledger {
         at: Millis,
     ) -> Result<(), LedgerError> {
         let ran = Retry::new(&self.write_policy())
+            .until(&self.give_up)
             .run_observed(
                 |_| self.write(key, how, at),
                 |_, _| Verdict::Retry(Quota::Unknown),
@@ -1223,11 +1287,11 @@ impl Ledger {
             )
             .await;
         ran.result.map_err(|failure| {
-            // Without a stop token an attempt was always made.
-            let e = failure.into_last().unwrap_or_else(|| LedgerError {
-                state: self.store.describe(),
-                detail: "no attempt to record the result was made".into(),
-            });
+            // No attempt is made only once the run's time is up.
+            let e = match failure {
+                crate::retry::Failure::Stopped(_) => self.gave_up(),
+                failure => failure.into_last().unwrap_or_else(|| self.gave_up()),
+            };
             tracing::error!(
                 "{e}: recording a result failed {} times; giving up",
                 ran.attempts
@@ -1259,10 +1323,21 @@ impl Ledger {
         medium: Option<Medium>,
     ) -> Result<Result<DayReservation, SpendCap>, LedgerError> {
         let r = DayReservation::new(utc_day(self.clock.now()));
-        Ok(match self.store.reserve_send(&r, caps, medium).await? {
-            None => Ok(r),
-            Some(cap) => Err(cap),
-        })
+        Ok(
+            match self
+                .bounded(self.store.reserve_send(&r, caps, medium))
+                .await?
+            {
+                None => Ok(r),
+                Some(cap) => Err(cap),
+            },
+        )
+    }
+
+    /// How long until the next UTC day by this run's clock: when the per-day caps' budgets
+    /// come back.
+    pub fn until_next_day(&self) -> Duration {
+        until_next_day(self.clock.now())
     }
 
     /// Today's spend counters (UTC, by this run's clock).
@@ -1272,7 +1347,7 @@ impl Ledger {
 
     /// Settles a reservation [`Ledger::reserve_send`] granted.
     pub async fn settle_send(&self, r: &DayReservation, spent: Spent) -> Result<(), LedgerError> {
-        self.store.settle_send(r, spent).await
+        self.bounded(self.store.settle_send(r, spent)).await
     }
 
     /// Sends this run could not record, so far.
@@ -1303,6 +1378,7 @@ impl Ledger {
         let left = &left;
         let take = || std::mem::take(&mut *left.lock().unwrap_or_else(|e| e.into_inner()));
         Retry::new(&self.write_policy())
+            .until(&self.give_up)
             .run_observed(
                 |_| async move {
                     let mut failed = Vec::new();
@@ -1339,7 +1415,10 @@ impl Ledger {
             Some(f) => Some(f.busy.lock().await),
             None => None,
         };
-        if let Err(e) = self.store.end_run(&self.run, self.clock.now()).await {
+        if let Err(e) = self
+            .bounded(self.store.end_run(&self.run, self.clock.now()))
+            .await
+        {
             tracing::warn!("{e}; claims of this run become in doubt after the claim lease");
         }
     }

@@ -28,6 +28,11 @@ pub(crate) struct BatchSource {
 pub(crate) struct Fates {
     order: Vec<String>,
     settled: Mutex<HashMap<String, Disposition>>,
+    /// Records handed back never started (settled with `None`).
+    unstarted: Mutex<std::collections::HashSet<String>>,
+    /// Set at a spend cap ([`Settle::hold_back`]): how long the records never started should
+    /// stay away.
+    hold: Mutex<Option<std::time::Duration>>,
 }
 
 impl BatchSource {
@@ -45,7 +50,7 @@ impl BatchSource {
             inputs: inputs.into(),
             fates: Arc::new(Fates {
                 order,
-                settled: Mutex::default(),
+                ..Fates::default()
             }),
         }
     }
@@ -74,6 +79,31 @@ impl BatchSource {
     }
 }
 
+impl BatchSource {
+    /// After a spend cap ([`Settle::hold_back`] with a time): how long, and the records never
+    /// started (handed back, or never reached), in the event's order. They must stay away that
+    /// long — the mapping would otherwise redeliver them at the visibility timeout, and count
+    /// each delivery toward the queue's redrive policy while the budget is spent. Call once the
+    /// engine stopped.
+    pub(crate) fn held_back(&self) -> Option<(std::time::Duration, Vec<String>)> {
+        let hold = (*self.fates.hold.lock().unwrap_or_else(|e| e.into_inner()))?;
+        let settled = self.fates.settled.lock().unwrap_or_else(|e| e.into_inner());
+        let unstarted = self
+            .fates
+            .unstarted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let ids = self
+            .fates
+            .order
+            .iter()
+            .filter(|id| unstarted.contains(*id) || !settled.contains_key(*id))
+            .cloned()
+            .collect();
+        Some((hold, ids))
+    }
+}
+
 impl Source for BatchSource {
     fn label(&self) -> &'static str {
         "sqs"
@@ -89,12 +119,24 @@ impl Source for BatchSource {
 }
 
 impl Settle for Fates {
+    fn hold_back(&self, hold: std::time::Duration) {
+        if !hold.is_zero() {
+            *self.hold.lock().unwrap_or_else(|e| e.into_inner()) = Some(hold);
+        }
+    }
+
     fn settle<'a>(
         &'a self,
         origin: &'a Origin,
         outcome: Option<&'a Outcome>,
     ) -> BoxFuture<'a, Result<(), String>> {
         if let Origin::Sqs { message_id } = origin {
+            if outcome.is_none() {
+                self.unstarted
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(message_id.clone());
+            }
             let mut settled = self.settled.lock().unwrap_or_else(|e| e.into_inner());
             let fate = sqs::disposition(outcome);
             // A message listed twice in one event is done only if every copy's job is.
@@ -161,6 +203,40 @@ mod tests {
                 "m-not-reached"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_spend_cap_holds_back_the_records_never_started_and_only_them() {
+        let mut source = BatchSource::new(
+            ["m1", "m2", "m3", "m4"]
+                .iter()
+                .map(|id| sqs::input((*id).to_owned(), r#"{"username":"a"}"#))
+                .collect(),
+        );
+        let settler = source.settler();
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(source.next().await.expect("an input"));
+        }
+        assert_eq!(source.held_back(), None, "no cap, nothing held back");
+        settler
+            .settle(seen[0].origin(), Some(&outcome(OutcomeKind::Sent)))
+            .await
+            .unwrap();
+        let failed = Outcome::failed(Reason::RetriesExhausted, None, 3);
+        settler
+            .settle(seen[1].origin(), Some(&failed))
+            .await
+            .unwrap();
+        let hold = std::time::Duration::from_secs(3600);
+        settler.hold_back(hold);
+        settler.settle(seen[2].origin(), None).await.unwrap();
+        // m3 was refused its reservation, m4 never reached: both held; m2 failed on its own.
+        assert_eq!(
+            source.held_back(),
+            Some((hold, vec!["m3".into(), "m4".into()]))
+        );
+        assert_eq!(source.finish(), ["m2", "m3", "m4"]);
     }
 
     #[tokio::test]

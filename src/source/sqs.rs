@@ -25,7 +25,9 @@
 //! that no held message has.
 //!
 //! What each outcome does to its message (docs/contract.md): terminal outcomes delete it; jobs never
-//! started return it at once (visibility 0); `failed` leaves it invisible for a delay that grows
+//! started return it at once (visibility 0), unless a spend cap holds them back until its budget
+//! comes back ([`Settle::hold_back`]: the poller stops, and every message not started stays
+//! invisible until then, within SQS's 12 hours); `failed` leaves it invisible for a delay that grows
 //! with its receive count (an hour for Cognito's per-user attempt limit), so redeliveries back
 //! off and the queue's redrive policy eventually moves it to the DLQ; `invalid` is left alone for
 //! the same redrive policy.
@@ -55,7 +57,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::QueueSettings;
 use crate::job::{Input, Job, Origin, Reason, Settle, Source, Unreadable};
 use crate::outcome::{Outcome, OutcomeKind};
-use crate::retry::{Backoff, Budget, Failure, Policy, Quota, Retry, Verdict};
+use crate::retry::{Backoff, Budget, Policy, Quota, Retry, Verdict};
 use crate::telemetry::metrics;
 use crate::telemetry::server::Readiness;
 
@@ -383,6 +385,30 @@ struct Shared<Q> {
     fifo_ready: Notify,
     acks: mpsc::UnboundedSender<AckRequest>,
     watch: Mutex<PollerWatch>,
+    /// Ends the poller: a signal, or a spend cap ([`Settle::hold_back`]).
+    stop: CancellationToken,
+    /// Set at a spend cap: until when messages handed back stay away (the budget's return).
+    held_back_until: Mutex<Option<Instant>>,
+    /// Cancelled when the run's time is up (the termination grace after a signal): deletes and
+    /// visibility changes still pending give up rather than run past it (see [`bounded`]).
+    give_up: CancellationToken,
+}
+
+/// `call`, unless the run's time is up first. A message whose delete or visibility change is
+/// given up so comes back when its visibility runs out, and the ledger makes the redelivery
+/// harmless (`cooldown`).
+async fn bounded<T>(
+    give_up: &CancellationToken,
+    call: impl Future<Output = Result<T, QueueError>>,
+) -> Result<T, QueueError> {
+    tokio::select! {
+        biased;
+        answered = call => answered,
+        _ = give_up.cancelled() => Err(QueueError(
+            "the run's time was up (the termination grace after a signal) before SQS answered"
+                .into(),
+        )),
+    }
 }
 
 /// Per-group queues of a FIFO queue's messages: one in progress per group, in order.
@@ -506,6 +532,7 @@ impl<Q: Queue> SqsSource<Q> {
         pass: Pass,
         ready: Readiness,
         stop: CancellationToken,
+        give_up: CancellationToken,
     ) -> Self {
         let fifo = settings
             .queue_url
@@ -532,6 +559,9 @@ impl<Q: Queue> SqsSource<Q> {
                 last_return: now,
                 stopped: false,
             }),
+            stop: stop.clone(),
+            held_back_until: Mutex::new(None),
+            give_up: give_up.clone(),
         });
         // Weak: the probe outlives the source in the metrics server, and the acker ends only
         // once every `Shared` is gone.
@@ -543,7 +573,7 @@ impl<Q: Queue> SqsSource<Q> {
         let (tx, rx) = mpsc::channel(shared.settings.batch_size as usize);
         let poller = tokio::spawn(poll(shared.clone(), tx, ready.clone(), stop.clone()));
         let heartbeat = tokio::spawn(heartbeat(shared.clone(), stop.clone()));
-        let acker = tokio::spawn(acker(shared.queue.clone(), ack_rx));
+        let acker = tokio::spawn(acker(shared.queue.clone(), ack_rx, give_up));
         Self {
             shared,
             rx,
@@ -556,7 +586,8 @@ impl<Q: Queue> SqsSource<Q> {
     }
 
     /// After the engine is done: stop polling, return what was received but never started (and,
-    /// after a dry run, every message held), and wait for pending deletes.
+    /// after a dry run, every message held), and wait for pending deletes; all of it within the
+    /// run's time (the `give_up` token given to [`SqsSource::start`]).
     pub(crate) async fn close(self) {
         let Self {
             shared,
@@ -628,6 +659,22 @@ impl<Q: Queue> Source for SqsSource<Q> {
 }
 
 impl<Q: Queue> Settle for Shared<Q> {
+    fn hold_back(&self, hold: Duration) {
+        if hold.is_zero() {
+            // The budget is back for the next run: hand back at once, as at any stop.
+            return;
+        }
+        *lock(&self.held_back_until) = Some(Instant::now() + hold);
+        tracing::info!(
+            "a spend cap holds the messages this consumer has not started back for {}: they \
+             stay invisible until its budget comes back (at most {} after each was received), \
+             and nothing more is received",
+            humantime::format_duration(whole_seconds(hold)),
+            humantime::format_duration(MAX_VISIBILITY),
+        );
+        self.stop.cancel();
+    }
+
     fn settle<'a>(
         &'a self,
         origin: &'a Origin,
@@ -644,6 +691,12 @@ impl<Q: Queue> Settle for Shared<Q> {
                 return Ok(());
             }
             match disposition(outcome) {
+                // Never started: back at once, unless a spend cap holds it back.
+                Disposition::ReturnNow if outcome.is_none() => {
+                    let delay = self.return_delay(message_id);
+                    self.release(message_id, delay).await;
+                    Ok(())
+                }
                 Disposition::ReturnNow => {
                     self.release(message_id, Duration::ZERO).await;
                     Ok(())
@@ -728,6 +781,21 @@ impl<Q: Queue> Shared<Q> {
         redelivery_delay(self.settings.visibility_timeout, count)
     }
 
+    /// How long a message never started stays away when handed back: no time at all, unless a
+    /// spend cap holds messages back ([`Settle::hold_back`]); then until its budget comes back,
+    /// within SQS's limit of 12 hours of visibility after a receive (less a minute, for the
+    /// calls' own time).
+    fn return_delay(&self, message_id: &str) -> Duration {
+        let Some(until) = *lock(&self.held_back_until) else {
+            return Duration::ZERO;
+        };
+        let now = Instant::now();
+        let received = lock(&self.held)
+            .get(message_id)
+            .map_or(now, |h| h.received_at);
+        held_back_delay(until, received, now)
+    }
+
     /// Gives `n` credits back to the poller.
     fn give_back(&self, n: usize) {
         if n == 0 {
@@ -773,28 +841,40 @@ impl<Q: Queue> Shared<Q> {
         }
     }
 
-    /// Hands every message still held back to the queue at once (visibility 0, in batches).
+    /// Hands every message still held back to the queue (in batches): visible at once, or,
+    /// held back by a spend cap, when its budget comes back ([`Shared::return_delay`]).
     async fn release_all(&self) {
-        let handles: Vec<(String, String)> = lock(&self.held)
+        let held_back_until = *lock(&self.held_back_until);
+        let now = Instant::now();
+        let handles: Vec<(String, String, Duration)> = lock(&self.held)
             .drain()
-            .map(|(id, h)| (id, h.receipt_handle))
+            .map(|(id, h)| {
+                let delay = held_back_until.map_or(Duration::ZERO, |until| {
+                    held_back_delay(until, h.received_at, now)
+                });
+                (id, h.receipt_handle, delay)
+            })
             .collect();
         for chunk in handles.chunks(10) {
-            let receipts: Vec<String> = chunk.iter().map(|(_, r)| r.clone()).collect();
+            let receipts: Vec<String> = chunk.iter().map(|(_, r, _)| r.clone()).collect();
+            // One visibility for the batch: the shortest, so none passes SQS's limit.
+            let delay = chunk.iter().map(|(_, _, d)| *d).min().unwrap_or_default();
             let pending: Mutex<Vec<usize>> = Mutex::new((0..chunk.len()).collect());
             let policy = ack_policy(Duration::from_millis(100));
             // Each attempt hands back the entries still pending; the executor repeats it.
             let _ = Retry::new(&policy)
+                .until(&self.give_up)
                 .run(
                     |_| {
                         let (pending, receipts) = (&pending, &receipts);
                         async move {
                             let batch: Vec<String> =
                                 lock(pending).iter().map(|&i| receipts[i].clone()).collect();
-                            let failed = match self
-                                .queue
-                                .change_visibility_batch(&batch, Duration::ZERO)
-                                .await
+                            let failed = match bounded(
+                                &self.give_up,
+                                self.queue.change_visibility_batch(&batch, delay),
+                            )
+                            .await
                             {
                                 Ok(failed) => failed,
                                 Err(e) => {
@@ -853,8 +933,10 @@ impl<Q: Queue> Shared<Q> {
             let Origin::Sqs { message_id } = input.origin().clone() else {
                 continue;
             };
+            // Never started: at once, or held back with the rest at a spend cap.
+            let delay = self.return_delay(&message_id);
             if let Some(h) = self.unhold(&message_id) {
-                self.set_visibility(&message_id, &h.receipt_handle, Duration::ZERO)
+                self.set_visibility(&message_id, &h.receipt_handle, delay)
                     .await;
             }
         }
@@ -865,20 +947,30 @@ impl<Q: Queue> Shared<Q> {
     async fn set_visibility(&self, message_id: &str, receipt_handle: &str, delay: Duration) {
         let policy = ack_policy(Duration::from_millis(100));
         let ran = Retry::new(&policy)
+            .until(&self.give_up)
             .run(
-                |_| self.queue.change_visibility(receipt_handle, delay),
+                |_| {
+                    bounded(
+                        &self.give_up,
+                        self.queue.change_visibility(receipt_handle, delay),
+                    )
+                },
                 |e, attempts| {
                     tracing::debug!(message_id, attempts, "changing visibility failed: {e}");
                     Verdict::Retry(Quota::Unknown)
                 },
             )
             .await;
-        if let Err(Some(e)) = ran.result.map_err(Failure::into_last) {
+        if let Err(failure) = ran.result {
             // It comes back when its current visibility runs out instead.
+            let e = failure
+                .into_last()
+                .map_or_else(|| "the run's time was up".to_owned(), |e| e.to_string());
             tracing::warn!(message_id, "could not change the message's visibility: {e}");
             return;
         }
-        if delay.is_zero() {
+        // Never started: back to the queue, at once or when a spend cap's budget is back.
+        if delay.is_zero() || lock(&self.held_back_until).is_some() {
             metrics::sqs_message("returned");
         }
     }
@@ -968,6 +1060,16 @@ impl<Q: Queue> Shared<Q> {
             stall_bound(self.settings.wait_time),
         )
     }
+}
+
+/// How long a message received at `received` is kept away, now, when held back until
+/// `until`: that long, within SQS's 12 hours of visibility counted from the receive (less a
+/// minute for the call's own time).
+pub(crate) fn held_back_delay(until: Instant, received: Instant, now: Instant) -> Duration {
+    let limit = MAX_VISIBILITY
+        .saturating_sub(now.saturating_duration_since(received))
+        .saturating_sub(Duration::from_secs(60));
+    until.saturating_duration_since(now).min(limit)
 }
 
 /// Failed jobs come back later each time: the visibility timeout doubled per receive so far,
@@ -1077,7 +1179,8 @@ async fn poll_until_done<Q: Queue>(
                 }
                 for input in back {
                     if let Origin::Sqs { message_id } = input.origin() {
-                        shared.release(message_id, Duration::ZERO).await;
+                        let delay = shared.return_delay(message_id);
+                        shared.release(message_id, delay).await;
                     }
                 }
                 return;
@@ -1288,7 +1391,11 @@ async fn heartbeat<Q: Queue>(shared: Arc<Shared<Q>>, stop: CancellationToken) {
 }
 
 /// The acker: DeleteMessageBatch in tens, retrying the entries a partial failure names.
-async fn acker<Q: Queue>(queue: Arc<Q>, mut rx: mpsc::UnboundedReceiver<AckRequest>) {
+async fn acker<Q: Queue>(
+    queue: Arc<Q>,
+    mut rx: mpsc::UnboundedReceiver<AckRequest>,
+    give_up: CancellationToken,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + ACK_LINGER;
@@ -1298,16 +1405,17 @@ async fn acker<Q: Queue>(queue: Arc<Q>, mut rx: mpsc::UnboundedReceiver<AckReque
                 _ => break,
             }
         }
-        delete_batch(queue.as_ref(), batch).await;
+        delete_batch(queue.as_ref(), batch, &give_up).await;
     }
 }
 
 /// Deletes a batch through the retry executor; each attempt deletes the entries still pending
 /// (a partial failure names the ones to repeat).
-async fn delete_batch<Q: Queue>(queue: &Q, batch: Vec<AckRequest>) {
+async fn delete_batch<Q: Queue>(queue: &Q, batch: Vec<AckRequest>, give_up: &CancellationToken) {
     let pending = Mutex::new(batch);
     let policy = ack_policy(Duration::from_millis(200));
     let ran = Retry::new(&policy)
+        .until(give_up)
         .run(
             |attempt| {
                 let pending = &pending;
@@ -1316,7 +1424,7 @@ async fn delete_batch<Q: Queue>(queue: &Q, batch: Vec<AckRequest>) {
                         .iter()
                         .map(|r| r.receipt_handle.clone())
                         .collect();
-                    let failed = match queue.delete_batch(&receipts).await {
+                    let failed = match bounded(give_up, queue.delete_batch(&receipts)).await {
                         Ok(failed) => failed,
                         Err(e) => {
                             tracing::warn!("DeleteMessageBatch failed (attempt {attempt}): {e}");
@@ -1351,13 +1459,14 @@ async fn delete_batch<Q: Queue>(queue: &Q, batch: Vec<AckRequest>) {
     for r in batch {
         // The job's outcome stands (and the ledger will make the redelivery harmless); the
         // message comes back when its visibility runs out.
-        tracing::error!(
-            message_id = r.message_id,
-            "could not delete the message after {ACK_ATTEMPTS} attempts: it will be redelivered"
-        );
+        let why = if give_up.is_cancelled() {
+            "the run's time was up (the termination grace after a signal) before it was deleted"
+                .to_owned()
+        } else {
+            format!("the message could not be deleted after {ACK_ATTEMPTS} attempts")
+        };
+        tracing::error!(message_id = r.message_id, "{why}: it will be redelivered");
         metrics::sqs_message("delete_failed");
-        let _ = r.done.send(Err(format!(
-            "the message could not be deleted after {ACK_ATTEMPTS} attempts"
-        )));
+        let _ = r.done.send(Err(why.clone()));
     }
 }

@@ -37,6 +37,8 @@ pub(crate) const SQS_DELETE_RETRIES: &str = "cognito_resend_sqs_delete_retries_t
 pub(crate) const LEDGER_RETRIES: &str = "cognito_resend_ledger_retries_total";
 /// Live runs sharing the fleet budget (`--fleet-rate`), this one included.
 pub(crate) const FLEET_RUNS: &str = "cognito_resend_fleet_runs";
+/// 1 while `consume` waits, receiving nothing, for a spent per-day cap's budget to come back.
+pub(crate) const SPEND_CAP_WAITING: &str = "cognito_resend_spend_cap_waiting";
 
 /// The `action` values of [`SQS_MESSAGES`]: the contract's four, `enqueued` for `enqueue`, and
 /// `delete_failed` for a delete that failed for good (the message will be redelivered).
@@ -179,6 +181,17 @@ pub(crate) fn register_sqs() {
     counter!(SQS_RECEIVE_ERRORS).absolute(0);
     counter!(SQS_VISIBILITY_EXTENSIONS).absolute(0);
     counter!(SQS_DELETE_RETRIES).absolute(0);
+    describe_gauge!(
+        SPEND_CAP_WAITING,
+        "1 while consume waits, receiving nothing, for a spent per-day spend cap's budget to \
+         come back when the UTC day turns."
+    );
+    gauge!(SPEND_CAP_WAITING).set(0.0);
+}
+
+/// `consume` waits for a spent day cap's budget (`true`), or no longer does.
+pub(crate) fn spend_cap_waiting(waiting: bool) {
+    gauge!(SPEND_CAP_WAITING).set(if waiting { 1.0 } else { 0.0 });
 }
 
 /// Counts an SQS message event (one of [`SQS_ACTIONS`]).

@@ -404,3 +404,100 @@ pub async fn slow_pool(n: usize, latency: Duration) -> Pool {
     })
     .await
 }
+
+/// An HTTP proxy on 127.0.0.1 in front of `upstream` (moto) that holds every request containing
+/// `needle` for `hold` before forwarding it: a service that has stopped answering some calls
+/// (a DynamoDB whose writes time out). Other requests pass at once. Works because moto's
+/// server answers one request per connection and closes it.
+pub struct HoldingProxy {
+    pub endpoint: String,
+    held: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HoldingProxy {
+    pub async fn start(upstream: &str, needle: &str, hold: Duration) -> Self {
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port for the proxy");
+        let endpoint = format!("http://{}", listener.local_addr().expect("bound"));
+        let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (counted, needle) = (held.clone(), needle.to_owned());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (upstream, needle, counted) =
+                    (upstream.clone(), needle.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let _ = hold_or_pass(client, &upstream, &needle, hold, &counted).await;
+                });
+            }
+        });
+        Self { endpoint, held }
+    }
+
+    /// Requests held so far.
+    pub fn held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn hold_or_pass(
+    mut client: tokio::net::TcpStream,
+    upstream: &str,
+    needle: &str,
+    hold: Duration,
+    held: &std::sync::atomic::AtomicUsize,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // One request: the head, then Content-Length bytes of body.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap_or(0));
+    while buf.len() < head_end + length {
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    if String::from_utf8_lossy(&buf).contains(needle) {
+        held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(hold).await;
+    }
+    let mut up = tokio::net::TcpStream::connect(upstream).await?;
+    up.write_all(&buf).await?;
+    let mut answer = Vec::new();
+    up.read_to_end(&mut answer).await?;
+    client.write_all(&answer).await?;
+    client.shutdown().await
+}
+
+/// A listener on 127.0.0.1 that accepts connections and never answers: a Pushgateway (or any
+/// HTTP service) that hangs. Returns its `http://` URL; it serves until the test ends.
+pub async fn black_hole() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port for the black hole");
+    let url = format!("http://{}", listener.local_addr().expect("bound"));
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            open.push(conn); // kept open, never read from or written to
+        }
+    });
+    url
+}

@@ -281,6 +281,22 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Makes the CustomMessage trigger's function throw for every `ResendConfirmationCode`
+    /// whose `ClientMetadata` has `key` set to `value` (the trigger is given the request's
+    /// ClientMetadata, so a function can fail on what one request carries). Cognito then sends
+    /// no code and answers as it does for a trigger whose function throws:
+    /// `UserLambdaValidationException`, "CustomMessage failed with error <the function's
+    /// message>." Other requests are not affected. Only with a trigger set
+    /// ([`EmulatorBuilder::custom_message_trigger`]): a pool without one runs no function.
+    pub fn custom_message_fails_when(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.settings.custom_message_fails_when = Some((key.into(), value.into()));
+        self
+    }
+
     /// Initial fault injection (none by default).
     pub fn faults(mut self, f: Faults) -> Self {
         self.faults = f;

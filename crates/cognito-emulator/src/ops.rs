@@ -351,6 +351,19 @@ fn resend_confirmation_code(shared: &Shared, req: ResendRequest) -> Result<Bytes
         ));
     };
 
+    // The CustomMessage trigger runs as the message is made, before anything is sent; a
+    // function that throws ends the request, and nothing is sent.
+    let settings = &shared.pool.settings;
+    if let (Some(_), Some((key, value))) = (
+        &settings.custom_message_arn,
+        &settings.custom_message_fails_when,
+    ) && req.client_metadata.as_ref().and_then(|m| m.get(key)) == Some(value)
+    {
+        return Err(ApiError::new(
+            ErrorCode::UserLambdaValidation,
+            format!("CustomMessage failed with error no message for {key} {value:?}."),
+        ));
+    }
     let by_email = user.resend_by_email;
     let refused = lock(&shared.ledger).try_send(position, by_email, || SendRecord {
         username: user.username.clone(),

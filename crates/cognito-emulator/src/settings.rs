@@ -149,6 +149,9 @@ pub(crate) struct PoolSettings {
     pub(crate) email_account: EmailSendingAccount,
     pub(crate) email_source_arn: Option<String>,
     pub(crate) custom_message_arn: Option<String>,
+    /// The CustomMessage trigger's function throws for a request whose `ClientMetadata` has
+    /// this key and value (only with a trigger set).
+    pub(crate) custom_message_fails_when: Option<(String, String)>,
 }
 
 impl Default for PoolSettings {
@@ -162,6 +165,7 @@ impl Default for PoolSettings {
             email_account: EmailSendingAccount::default(),
             email_source_arn: None,
             custom_message_arn: None,
+            custom_message_fails_when: None,
         }
     }
 }

@@ -181,10 +181,11 @@ pub(crate) enum ErrorCode {
     InternalError,
     UnknownOperation,
     Serialization,
+    UserLambdaValidation,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 9] = [
+    const ALL: [ErrorCode; 10] = [
         Self::ResourceNotFound,
         Self::NotAuthorized,
         Self::InvalidParameter,
@@ -194,6 +195,7 @@ impl ErrorCode {
         Self::InternalError,
         Self::UnknownOperation,
         Self::Serialization,
+        Self::UserLambdaValidation,
     ];
 
     /// The `__type` / `x-amzn-ErrorType` name.
@@ -208,6 +210,7 @@ impl ErrorCode {
             Self::InternalError => "InternalErrorException",
             Self::UnknownOperation => "UnknownOperationException",
             Self::Serialization => "SerializationException",
+            Self::UserLambdaValidation => "UserLambdaValidationException",
         }
     }
 

@@ -1389,3 +1389,48 @@ async fn cognito_default_email_account_sends_fifty_emails_a_day() {
     assert_eq!(code_and_message(err).1, EMAIL_QUOTA_MESSAGE);
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_message_trigger_that_throws_on_some_metadata_fails_only_those_requests() {
+    let emu = Emulator::builder()
+        .custom_message_trigger(Some(
+            "arn:aws:lambda:us-east-1:123456789012:function:custom-message".into(),
+        ))
+        .custom_message_fails_when("template", "missing")
+        .client(ClientSpec::new("plain"))
+        .users([
+            UserSpec::new("alice", UserStatus::Unconfirmed),
+            UserSpec::new("bob", UserStatus::Unconfirmed),
+        ])
+        .start("127.0.0.1:0".parse().expect("valid address"))
+        .await
+        .expect("emulator starts");
+    let c = sdk(&emu);
+    let err = c
+        .resend_confirmation_code()
+        .client_id("plain")
+        .username("alice")
+        .client_metadata("template", "missing")
+        .send()
+        .await
+        .expect_err("the trigger throws");
+    let (code, message) = code_and_message(err);
+    assert_eq!(code, "UserLambdaValidationException");
+    assert!(
+        message.starts_with("CustomMessage failed with error "),
+        "{message}"
+    );
+    assert!(emu.sends().is_empty(), "no code is sent");
+    // Other metadata, or none: the trigger runs fine.
+    for (user, value) in [("alice", "spring"), ("bob", "")] {
+        let mut req = c
+            .resend_confirmation_code()
+            .client_id("plain")
+            .username(user);
+        if !value.is_empty() {
+            req = req.client_metadata("template", value);
+        }
+        req.send().await.expect("sent");
+    }
+    assert_eq!(emu.sends().len(), 2);
+}

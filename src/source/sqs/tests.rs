@@ -300,6 +300,7 @@ fn start(queue: &FakeQueue, given: Given, ready: &Readiness) -> SqsSource<FakeQu
         given.pass,
         ready.clone(),
         CancellationToken::new(),
+        CancellationToken::new(),
     )
 }
 
@@ -648,6 +649,7 @@ async fn a_stop_while_an_answer_is_on_its_way_hands_its_messages_back_at_once() 
             given.pass,
             Readiness::default(),
             stop.clone(),
+            CancellationToken::new(),
         )
     };
     wait_for(
@@ -664,4 +666,72 @@ async fn a_stop_while_an_answer_is_on_its_way_hands_its_messages_back_at_once() 
         "every message is visible again without waiting out its visibility timeout"
     );
     assert_eq!(queue.receive_counts(), [1, 1, 1]);
+}
+
+/// Issue 21, item 1: at a per-day spend cap the engine tells the source how long the budget is
+/// spent. The message whose job was refused, the messages received and not started, and those
+/// still in flight to the consumer all stay invisible until then (within SQS's 12 hours after
+/// their receive), not visible at once to be received again and counted toward the DLQ; and
+/// nothing more is received.
+#[tokio::test(start_paused = true)]
+async fn a_spend_cap_holds_back_every_message_not_started_and_stops_receiving() {
+    let queue = FakeQueue::new(false);
+    for i in 0..6 {
+        queue.send(&job(&format!("capped-{i}")), None);
+    }
+    // One receive takes all six (a batch of 10).
+    let mut source = start(&queue, settings(&queue, 2, 10), &Readiness::default());
+    let first = next_within(&mut source, Duration::from_secs(60))
+        .await
+        .expect("a first message");
+    let second = next_within(&mut source, Duration::from_secs(60))
+        .await
+        .expect("a second message");
+    settle(&source, &first, OutcomeKind::Sent).await;
+    // The second job's reservation is refused: the day's cap is spent for five more hours.
+    let hold = Duration::from_secs(5 * 3600);
+    let capped_at = Instant::now();
+    source.settler().hold_back(hold);
+    source
+        .settler()
+        .settle(second.origin(), None)
+        .await
+        .expect("handed back");
+    // The poller stops: a message sent a while after the cap (once a long poll in flight at
+    // that moment has had its answer) is never received.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let late = queue.send(&job("capped-late"), None);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        queue.receive_count(&late),
+        0,
+        "nothing received after the cap"
+    );
+    source.close().await;
+    assert_eq!(queue.deleted(), [id_of(&first)]);
+    // Everything else is invisible for the hold, not back at once.
+    assert_eq!(queue.visible(), 1, "only the late message is visible");
+    tokio::time::sleep_until(capped_at + hold - Duration::from_secs(60)).await;
+    assert_eq!(
+        queue.visible(),
+        1,
+        "still held back just before the budget is back"
+    );
+    tokio::time::sleep_until(capped_at + hold + Duration::from_secs(60)).await;
+    assert_eq!(queue.visible(), 6, "back once the day turned");
+    assert!(
+        queue.receive_counts().iter().all(|&n| n <= 1),
+        "each received once at most: {:?}",
+        queue.receive_counts()
+    );
+
+    // A hold longer than SQS allows is cut to 12 hours after the receive, less a minute.
+    assert_eq!(
+        held_back_delay(
+            Instant::now() + Duration::from_secs(20 * 3600),
+            Instant::now() - Duration::from_secs(3600),
+            Instant::now()
+        ),
+        MAX_VISIBILITY - Duration::from_secs(3600 + 60)
+    );
 }
