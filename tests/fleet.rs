@@ -203,6 +203,53 @@ async fn dynamodb_runs_share_the_budget_through_one_fleet_item() {
     assert!(runs.is_empty(), "left in the fleet item: {runs:?}");
 }
 
+/// Issue 21, item 7, for the fleet budget: a run with a short `--claim-lease` (a census every
+/// 50 ms) next to one with a long lease (a heartbeat every 500 ms) never drops the long one from
+/// the fleet between its beats — which would give the short run the whole budget while the long
+/// one still spends its half. Each run is judged by the lease it recorded.
+async fn different_leases_share_the_budget(store: impl Fn() -> Arc<dyn Store>) {
+    let budget = 60.0;
+    let long = Ledger::start_in_fleet(store(), "long", timing(Duration::from_secs(3)), budget)
+        .await
+        .unwrap();
+    let short = Ledger::start_in_fleet(store(), "short", timing(Duration::from_millis(300)), budget)
+        .await
+        .unwrap();
+    let share = short.fleet_share().unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        let now = *share.borrow();
+        assert_eq!(now.runs, 2, "the short-lease run dropped a live run: {now:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    short.close().await;
+    long.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_with_different_leases_on_sqlite_keep_each_other_in_the_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    different_leases_share_the_budget(|| -> Arc<dyn Store> {
+        Arc::new(SqliteStore::open(&path).unwrap())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_with_different_leases_on_dynamodb_keep_each_other_in_the_fleet() {
+    let moto = Moto::start().await;
+    let client = moto::dynamodb_client(&moto.endpoint).await;
+    DynamoStore::from_client(client.clone(), "leases")
+        .create_table()
+        .await
+        .unwrap();
+    different_leases_share_the_budget(|| -> Arc<dyn Store> {
+        Arc::new(DynamoStore::from_client(client.clone(), "leases"))
+    })
+    .await;
+}
+
 /// Backfill processes sharing one SQLite ledger and a fleet budget below the quota: every user
 /// is sent exactly once, and the emulator sees the fleet's calls stay within the budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -275,6 +275,14 @@ fn user_of(pk: &str) -> Option<(&str, &str)> {
 const FLEET_PK: &str = "f#fleet";
 /// The fleet item's throttle total (a run id is 32 hex digits, never this).
 const FLEET_THROTTLES: &str = "throttles";
+/// The fleet item's attribute holding a run's lease in milliseconds: `l#<run id>` (a run id is
+/// 32 hex digits, so never this).
+const LEASE_PREFIX: &str = "l#";
+
+fn lease_attr(run: &str) -> String {
+    format!("{LEASE_PREFIX}{run}")
+}
+
 /// Most dead runs one census removes (the rest go at the next, a beat later).
 const PRUNE_MAX: usize = 25;
 
@@ -723,9 +731,10 @@ impl Store for DynamoStore {
                 .update_item()
                 .table_name(&self.table)
                 .key("pk", s(FLEET_PK))
-                .update_expression("REMOVE #me")
+                .update_expression("REMOVE #me, #mylease")
                 .condition_expression("attribute_exists(#me)")
                 .expression_attribute_names("#me", &run.0)
+                .expression_attribute_names("#mylease", lease_attr(&run.0))
                 .send()
                 .await;
             if let Err(e) = left
@@ -1326,21 +1335,25 @@ impl Store for DynamoStore {
     fn census<'a>(
         &'a self,
         run: &'a RunId,
+        lease: Duration,
         dead: &'a [String],
         throttles: u64,
     ) -> BoxFuture<'a, Result<fleet::Listing, LedgerError>> {
         Box::pin(async move {
             // One write to the one fleet item: bump this run's counter and the fleet's throttle
-            // total, drop the dead, and read the whole item back. Never a Scan.
-            let mut update = "ADD #me :one, #throttles :throttles".to_owned();
+            // total, note this run's lease (`l#<run>`: others judge it by it), drop the dead, and
+            // read the whole item back. Never a Scan.
+            let mut update = "SET #mylease = :lease ADD #me :one, #throttles :throttles".to_owned();
             let mut call = self
                 .client
                 .update_item()
                 .table_name(&self.table)
                 .key("pk", s(FLEET_PK))
                 .expression_attribute_names("#me", &run.0)
+                .expression_attribute_names("#mylease", lease_attr(&run.0))
                 .expression_attribute_names("#throttles", FLEET_THROTTLES)
                 .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":lease", n(duration_millis(lease)))
                 .expression_attribute_values(":throttles", n(throttles as i64))
                 .return_values(ReturnValue::AllNew);
             let dead: Vec<&String> = dead
@@ -1350,8 +1363,10 @@ impl Store for DynamoStore {
                 .collect();
             for (i, d) in dead.iter().enumerate() {
                 update.push_str(if i == 0 { " REMOVE " } else { ", " });
-                update.push_str(&format!("#d{i}"));
-                call = call.expression_attribute_names(format!("#d{i}"), d.as_str());
+                update.push_str(&format!("#d{i}, #l{i}"));
+                call = call
+                    .expression_attribute_names(format!("#d{i}"), d.as_str())
+                    .expression_attribute_names(format!("#l{i}"), lease_attr(d));
             }
             let out = call
                 .update_expression(update)
@@ -1366,7 +1381,15 @@ impl Store for DynamoStore {
                 match k.as_str() {
                     "pk" => {}
                     FLEET_THROTTLES => listing.throttles = count.max(0) as u64,
-                    _ => listing.runs.push((k, count)),
+                    _ => match k.strip_prefix(LEASE_PREFIX) {
+                        Some(run) if count > 0 => {
+                            listing
+                                .leases
+                                .insert(run.to_owned(), Duration::from_millis(count as u64));
+                        }
+                        Some(_) => {}
+                        None => listing.runs.push((k, count)),
+                    },
                 }
             }
             Ok(listing)

@@ -68,6 +68,9 @@ impl Share {
 pub struct Listing {
     /// Every run the store lists as running, with its counter.
     pub runs: Vec<(String, i64)>,
+    /// The `--claim-lease` of each listed run that recorded one (runs of older builds did not):
+    /// a run is judged dead by its own lease, as its claims are.
+    pub leases: HashMap<String, Duration>,
     /// Throttles counted by every run of the fleet so far, this run's latest included.
     pub throttles: u64,
 }
@@ -104,8 +107,15 @@ impl Census {
         }
     }
 
-    /// Counts the live runs among `listed` (run, counter) as read now; `me` always counts.
-    pub fn count(&mut self, me: &str, listed: &[(String, i64)]) -> Counted {
+    /// Counts the live runs among `listed` (run, counter) as read now; `me` always counts. A run
+    /// with a lease in `leases` is dead once its counter stood still for that lease (its heartbeat
+    /// period is a sixth of it), one without for this run's own.
+    pub fn count(
+        &mut self,
+        me: &str,
+        listed: &[(String, i64)],
+        leases: &HashMap<String, Duration>,
+    ) -> Counted {
         let now = Instant::now();
         // Runs no longer listed (ended, or pruned) are forgotten: the map stays the fleet's size.
         self.seen
@@ -118,7 +128,8 @@ impl Census {
             }
             match self.seen.get(run) {
                 Some(&(b, since)) if b == *beats => {
-                    if now.duration_since(since) >= self.lease {
+                    let lease = leases.get(run).copied().unwrap_or(self.lease);
+                    if now.duration_since(since) >= lease {
                         dead.push(run.clone());
                     } else {
                         live += 1;
@@ -183,7 +194,7 @@ mod tests {
     async fn beat(fleet: &mut Fleet, census: &mut Census) -> Counted {
         tokio::time::advance(BEAT).await;
         fleet.beat();
-        census.count("me", &fleet.listed())
+        census.count("me", &fleet.listed(), &HashMap::new())
     }
 
     #[test]
@@ -214,7 +225,7 @@ mod tests {
     async fn runs_joining_and_leaving_change_the_share_at_the_next_census() {
         let mut fleet = Fleet::new(&["me", "a"]);
         let mut census = Census::new(LEASE);
-        assert_eq!(census.count("me", &fleet.listed()).live, 2);
+        assert_eq!(census.count("me", &fleet.listed(), &HashMap::new()).live, 2);
         fleet.join("b");
         fleet.join("c");
         assert_eq!(beat(&mut fleet, &mut census).await.live, 4, "joined");
@@ -259,15 +270,50 @@ mod tests {
         assert_eq!(beat(&mut fleet, &mut census).await.live, 3);
     }
 
+    /// Issue 21, item 7, for the fleet: a run with a short lease does not drop a live run whose
+    /// own lease (and heartbeat period) is longer, which would hand the dropped run's share out
+    /// twice; it judges each run by the lease that run recorded.
+    #[tokio::test(start_paused = true)]
+    async fn a_run_is_judged_dead_by_its_own_lease_not_the_readers() {
+        let fleet = Fleet::new(&["me", "slow"]);
+        // `slow` beats every 5 s (a 30 s lease); this reader's lease is 2 s.
+        let mut census = Census::new(Duration::from_secs(2));
+        let leases = HashMap::from([("slow".to_owned(), LEASE)]);
+        let mut fleet = fleet;
+        for _ in 0..30 {
+            // The reader takes a census every 300 ms; `slow` beats every 5 s.
+            for _ in 0..16 {
+                tokio::time::advance(Duration::from_millis(300)).await;
+                let c = census.count("me", &fleet.listed(), &leases);
+                assert_eq!((c.live, c.dead.len()), (2, 0), "a live run was dropped");
+            }
+            fleet.beat();
+        }
+        // Dead by its own lease, not before.
+        fleet.kill("slow");
+        let died = Instant::now();
+        while census.count("me", &fleet.listed(), &leases).live == 2 {
+            tokio::time::advance(Duration::from_millis(300)).await;
+        }
+        assert!(died.elapsed() >= LEASE - BEAT, "{:?}", died.elapsed());
+        // Without its lease recorded (an older build), the reader's own lease judges.
+        let mut census = Census::new(Duration::from_secs(2));
+        let mut fleet = Fleet::new(&["me", "old"]);
+        census.count("me", &fleet.listed(), &HashMap::new());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(census.count("me", &fleet.listed(), &HashMap::new()).live, 1);
+        fleet.beat();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_run_first_seen_standing_still_counts_until_it_stood_still_a_lease() {
         // A run that died before this one started: listed, never moving.
         let mut fleet = Fleet::new(&["me", "ghost"]);
         fleet.kill("ghost");
         let mut census = Census::new(LEASE);
-        assert_eq!(census.count("me", &fleet.listed()).live, 2, "errs low");
+        assert_eq!(census.count("me", &fleet.listed(), &HashMap::new()).live, 2, "errs low");
         let started = Instant::now();
-        while census.count("me", &fleet.listed()).live == 2 {
+        while census.count("me", &fleet.listed(), &HashMap::new()).live == 2 {
             tokio::time::advance(BEAT).await;
             fleet.beat();
         }

@@ -519,10 +519,11 @@ pub trait Store: Send + Sync + 'static {
     fn census<'a>(
         &'a self,
         run: &'a RunId,
+        lease: Duration,
         dead: &'a [String],
         throttles: u64,
     ) -> BoxFuture<'a, Result<fleet::Listing, LedgerError>> {
-        let _ = (run, dead, throttles);
+        let _ = (run, lease, dead, throttles);
         let e = unsupported(self.describe(), "fleet census");
         Box::pin(async move { Err(e) })
     }
@@ -989,7 +990,11 @@ impl Ledger {
         };
         let dead = std::mem::take(&mut *f.dead.lock().unwrap_or_else(|e| e.into_inner()));
         let mine = f.unreported.swap(0, std::sync::atomic::Ordering::Relaxed);
-        let listing = match self.store.census(&self.run, &dead, mine).await {
+        let listing = match self
+            .store
+            .census(&self.run, self.timing.lease, &dead, mine)
+            .await
+        {
             Ok(listing) => listing,
             Err(e) => {
                 // Pruned, and told, at the next census instead. (A census whose answer was
@@ -1014,7 +1019,7 @@ impl Ledger {
             .census
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .count(&self.run.0, &listed);
+            .count(&self.run.0, &listed, &listing.leases);
         *f.dead.lock().unwrap_or_else(|e| e.into_inner()) = counted.dead;
         let budget = f.share.borrow().budget;
         let share = fleet::Share::of(budget, counted.live);

@@ -570,6 +570,7 @@ impl Store for SqliteStore {
     fn census<'a>(
         &'a self,
         _run: &'a RunId,
+        _lease: Duration,
         _dead: &'a [String],
         throttles: u64,
     ) -> BoxFuture<'a, Result<fleet::Listing, LedgerError>> {
@@ -661,11 +662,23 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
             Ok(Reply::Done)
         }
         Op::Census { throttles } => {
-            let mut stmt =
-                db.prepare_cached("SELECT run, beats FROM runs WHERE finished_at IS NULL")?;
-            let runs = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<Vec<(String, i64)>>>()?;
+            // Each run's own lease (`runs.lease_ms`, absent for runs of older builds) judges it.
+            let mut stmt = db.prepare_cached(
+                "SELECT run, beats, lease_ms FROM runs WHERE finished_at IS NULL",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<i64>>(2)?))
+                })?
+                .collect::<rusqlite::Result<Vec<(String, i64, Option<i64>)>>>()?;
+            let mut runs = Vec::with_capacity(rows.len());
+            let mut leases = std::collections::HashMap::new();
+            for (run, beats, lease_ms) in rows {
+                if let Some(ms) = lease_ms.filter(|ms| *ms > 0) {
+                    leases.insert(run.clone(), Duration::from_millis(ms as u64));
+                }
+                runs.push((run, beats));
+            }
             // A write only when there is something to add: most censuses stay reads.
             let total: i64 = if *throttles > 0 {
                 db.prepare_cached(
@@ -681,6 +694,7 @@ fn apply(db: &Connection, op: &Op) -> rusqlite::Result<Reply> {
             };
             Ok(Reply::Census(fleet::Listing {
                 runs,
+                leases,
                 throttles: total.max(0) as u64,
             }))
         }
