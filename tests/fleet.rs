@@ -212,14 +212,18 @@ async fn different_leases_share_the_budget(store: impl Fn() -> Arc<dyn Store>) {
     let long = Ledger::start_in_fleet(store(), "long", timing(Duration::from_secs(3)), budget)
         .await
         .unwrap();
-    let short = Ledger::start_in_fleet(store(), "short", timing(Duration::from_millis(300)), budget)
-        .await
-        .unwrap();
+    let short =
+        Ledger::start_in_fleet(store(), "short", timing(Duration::from_millis(300)), budget)
+            .await
+            .unwrap();
     let share = short.fleet_share().unwrap();
     let until = tokio::time::Instant::now() + Duration::from_secs(3);
     while tokio::time::Instant::now() < until {
         let now = *share.borrow();
-        assert_eq!(now.runs, 2, "the short-lease run dropped a live run: {now:?}");
+        assert_eq!(
+            now.runs, 2,
+            "the short-lease run dropped a live run: {now:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     short.close().await;

@@ -63,17 +63,7 @@ impl Share {
     }
 }
 
-/// What a store answers a census with.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Listing {
-    /// Every run the store lists as running, with its counter.
-    pub runs: Vec<(String, i64)>,
-    /// The `--claim-lease` of each listed run that recorded one (runs of older builds did not):
-    /// a run is judged dead by its own lease, as its claims are.
-    pub leases: HashMap<String, Duration>,
-    /// Throttles counted by every run of the fleet so far, this run's latest included.
-    pub throttles: u64,
-}
+pub use super::types::Listing;
 
 /// The throttles counted by other runs between two censuses: the fleet's total grew by the
 /// others' and this run's own (`mine`, added by this census). The first census only learns the
@@ -311,7 +301,11 @@ mod tests {
         let mut fleet = Fleet::new(&["me", "ghost"]);
         fleet.kill("ghost");
         let mut census = Census::new(LEASE);
-        assert_eq!(census.count("me", &fleet.listed(), &HashMap::new()).live, 2, "errs low");
+        assert_eq!(
+            census.count("me", &fleet.listed(), &HashMap::new()).live,
+            2,
+            "errs low"
+        );
         let started = Instant::now();
         while census.count("me", &fleet.listed(), &HashMap::new()).live == 2 {
             tokio::time::advance(BEAT).await;
