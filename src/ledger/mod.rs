@@ -84,12 +84,6 @@ use crate::job::UserKey;
 use crate::job::UsernameCase;
 use crate::retry::{Backoff, Budget, Policy, Quota, Retry, Verdict};
 
-/// How often a run in a fleet (`--fleet-rate`) takes the census at most. Half a second: a
-/// throttle one run counted reaches the others within it (the bench's fleet above the quota
-/// measured 3.5 % of calls throttled with a census every second, 2.4 % with this). On DynamoDB,
-/// two small writes a second per run to the fleet item.
-const CENSUS_EVERY: Duration = Duration::from_millis(500);
-
 /// A send (or possible send) the ledger could not record: kept until [`Ledger::close`].
 #[derive(Debug, Clone)]
 struct Unrecorded {
@@ -106,27 +100,8 @@ struct RunState {
     fenced: CancellationToken,
     /// Sends that could not be recorded.
     unrecorded: std::sync::Mutex<Vec<Unrecorded>>,
-    /// `--fleet-rate`: the runs seen in the census, and this run's share as last published.
-    fleet: Option<FleetState>,
-}
-
-/// A run's side of the fleet budget.
-struct FleetState {
-    census: std::sync::Mutex<fleet::Census>,
-    /// Runs judged dead at the last census, removed from the store at the next.
-    dead: std::sync::Mutex<Vec<String>>,
-    share: tokio::sync::watch::Sender<fleet::Share>,
-    /// Whether the last census failed (logged once per failing stretch).
-    failing: std::sync::atomic::AtomicBool,
-    /// Held by a census in flight: [`Ledger::close`] waits for it, so a census cannot put this
-    /// run back into the fleet after its end was recorded.
-    busy: tokio::sync::Mutex<()>,
-    /// Throttles this run's controller counted that the fleet has not been told of yet.
-    unreported: std::sync::atomic::AtomicU64,
-    /// The fleet's throttle total at the last census (`None` before the first).
-    throttles_seen: std::sync::Mutex<Option<u64>>,
-    /// Wakes the census loop: this run was throttled, the fleet should hear of it now.
-    throttled: tokio::sync::Notify,
+    /// `--fleet-rate`: the census task, and the share it publishes.
+    fleet: Option<fleet::FleetCensus>,
 }
 
 /// The ledger as the engine uses it: a store, this run's id, and the heartbeat that keeps its
@@ -189,48 +164,47 @@ impl Ledger {
         store
             .begin_run(&run, command, timing.lease, clock.now())
             .await?;
+        let stop_heartbeat = CancellationToken::new();
+        let fleet = match budget {
+            None => None,
+            // The first share is known before the first call: a run that cannot take the
+            // census does not start (and ends its row, so nobody waits a lease on it).
+            Some(budget) => {
+                let every = beat_every(timing.lease).min(fleet::CENSUS_EVERY);
+                let started = fleet::FleetCensus::start(
+                    store.clone(),
+                    run.clone(),
+                    timing.lease,
+                    every,
+                    budget,
+                    stop_heartbeat.clone(),
+                )
+                .await;
+                match started {
+                    Ok(census) => Some(census),
+                    Err(e) => {
+                        let _ = store.end_run(&run, clock.now()).await;
+                        return Err(e);
+                    }
+                }
+            }
+        };
         let ledger = Self {
             store,
             run,
             timing,
             clock,
-            stop_heartbeat: CancellationToken::new(),
+            stop_heartbeat,
             waves: Arc::default(),
             give_up: CancellationToken::new(),
             state: Arc::new(RunState {
                 seen: Default::default(),
                 fenced: CancellationToken::new(),
                 unrecorded: Default::default(),
-                fleet: budget.map(|budget| FleetState {
-                    census: std::sync::Mutex::new(fleet::Census::new(timing.lease)),
-                    dead: Default::default(),
-                    // No run yet: the first census always publishes (and logs) a share.
-                    share: tokio::sync::watch::Sender::new(fleet::Share {
-                        budget,
-                        runs: 0,
-                        rate: budget,
-                        peer_throttles: 0,
-                    }),
-                    failing: Default::default(),
-                    busy: Default::default(),
-                    unreported: Default::default(),
-                    throttles_seen: Default::default(),
-                    throttled: Default::default(),
-                }),
+                fleet,
             }),
         };
-        if ledger.state.fleet.is_some() {
-            // The first share is known before the first call: a run that cannot take the
-            // census does not start (and ends its row, so nobody waits a lease on it).
-            if let Err(e) = ledger.take_census().await {
-                let _ = ledger.store.end_run(&ledger.run, clock.now()).await;
-                return Err(e);
-            }
-        }
         tokio::spawn(ledger.clone().beat());
-        if ledger.state.fleet.is_some() {
-            tokio::spawn(ledger.clone().count_the_fleet());
-        }
         tracing::info!(run = %ledger.run, "ledger: {}", ledger.store.describe());
         Ok(ledger)
     }
@@ -240,7 +214,7 @@ impl Ledger {
     /// after its last successful beat was sent, before anyone can have seen its counter still
     /// for a full lease.
     fn beat_every(&self) -> Duration {
-        (self.timing.lease / 6).max(Duration::from_millis(50))
+        beat_every(self.timing.lease)
     }
 
     async fn beat(self) {
@@ -299,120 +273,15 @@ impl Ledger {
     /// `--fleet-rate`: this run's share of the fleet budget, updated with every heartbeat
     /// (`None` without a fleet budget).
     pub fn fleet_share(&self) -> Option<tokio::sync::watch::Receiver<fleet::Share>> {
-        self.state.fleet.as_ref().map(|f| f.share.subscribe())
-    }
-
-    /// Takes the census and publishes this run's share if it changed (logged, and shown by the
-    /// `cognito_resend_fleet_runs` gauge).
-    async fn take_census(&self) -> Result<(), LedgerError> {
-        let Some(f) = &self.state.fleet else {
-            return Ok(());
-        };
-        let dead = std::mem::take(&mut *f.dead.lock().unwrap_or_else(|e| e.into_inner()));
-        let mine = f.unreported.swap(0, std::sync::atomic::Ordering::Relaxed);
-        let listing = match self
-            .store
-            .census(&self.run, self.timing.lease, &dead, mine)
-            .await
-        {
-            Ok(listing) => listing,
-            Err(e) => {
-                // Pruned, and told, at the next census instead. (A census whose answer was
-                // lost after its write may count these twice: one extra cut, never a missed one.)
-                *f.dead.lock().unwrap_or_else(|e| e.into_inner()) = dead;
-                f.unreported
-                    .fetch_add(mine, std::sync::atomic::Ordering::Relaxed);
-                return Err(e);
-            }
-        };
-        let heard = {
-            let mut seen = f.throttles_seen.lock().unwrap_or_else(|e| e.into_inner());
-            let heard = fleet::peer_throttles(*seen, listing.throttles, mine);
-            *seen = Some(listing.throttles);
-            heard
-        };
-        let listed = listing.runs;
-        if f.failing.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            tracing::info!("the fleet census works again");
-        }
-        let counted = f.census.lock().unwrap_or_else(|e| e.into_inner()).count(
-            &self.run.0,
-            &listed,
-            &listing.leases,
-        );
-        *f.dead.lock().unwrap_or_else(|e| e.into_inner()) = counted.dead;
-        let budget = f.share.borrow().budget;
-        let share = fleet::Share::of(budget, counted.live);
-        crate::telemetry::metrics::fleet_runs(share.runs);
-        f.share.send_if_modified(|old| {
-            if heard > 0 {
-                old.peer_throttles += heard;
-                tracing::debug!(heard, "peers in the fleet were throttled");
-            }
-            if old.runs == share.runs && old.rate == share.rate {
-                return heard > 0;
-            }
-            tracing::info!(
-                runs = share.runs,
-                budget,
-                share = share.rate,
-                "fleet budget: {} live run(s) share {budget}/s; this run takes {:.2}/s",
-                share.runs,
-                share.rate
-            );
-            *old = fleet::Share {
-                peer_throttles: old.peer_throttles,
-                ..share
-            };
-            true
-        });
-        Ok(())
+        self.state.fleet.as_ref().map(fleet::FleetCensus::share)
     }
 
     /// `--fleet-rate`: this run's controller acted on a throttle. The fleet hears of it at a
     /// census taken now rather than at the next second, so the other runs cut with this one
     /// ([`fleet`], "Throttles are shared too"). Nothing without a fleet budget.
     pub fn note_throttle(&self) {
-        if let Some(f) = &self.state.fleet {
-            f.unreported
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            f.throttled.notify_one();
-        }
-    }
-
-    /// The census loop: a census every half second (or every heartbeat period, if shorter), and
-    /// at once after a throttle this run counted, apart from the heartbeat so that a slow census
-    /// never delays a beat (which could fence this run). Often, because a share is only right
-    /// once every run has seen the others, and a throttle only helps the fleet once the others
-    /// hear of it: a run that joins or ends changes everyone's share within a second, not a
-    /// heartbeat period (5 s by default), during which the fleet would ask for more (or use
-    /// less) than its budget. One cheap read and upsert (SQLite) or one write to the fleet item
-    /// (DynamoDB) each.
-    async fn count_the_fleet(self) {
-        let every = self.beat_every().min(CENSUS_EVERY);
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            let Some(f) = &self.state.fleet else { return };
-            tokio::select! {
-                _ = self.stop_heartbeat.cancelled() => return,
-                _ = tick.tick() => {}
-                // The next tick is a full period after this census, not sooner.
-                _ = f.throttled.notified() => tick.reset(),
-            }
-            let _busy = f.busy.lock().await;
-            if self.stop_heartbeat.is_cancelled() {
-                return;
-            }
-            let failed = match tokio::time::timeout(every, self.take_census()).await {
-                Ok(Ok(())) => continue,
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("a census took longer than {every:?}"),
-            };
-            if !f.failing.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                tracing::warn!("{failed}: the fleet census failed; keeping the last share");
-            }
+        if let Some(census) = &self.state.fleet {
+            census.note_throttle();
         }
     }
 
@@ -700,10 +569,9 @@ impl Ledger {
             return;
         }
         // A census in flight finishes first (the loop stops at the next one).
-        let _census = match &self.state.fleet {
-            Some(f) => Some(f.busy.lock().await),
-            None => None,
-        };
+        if let Some(census) = &self.state.fleet {
+            census.stop().await;
+        }
         if let Err(e) = self
             .bounded(self.store.end_run(&self.run, self.clock.now()))
             .await
@@ -711,6 +579,12 @@ impl Ledger {
             tracing::warn!("{e}; claims of this run become in doubt after the claim lease");
         }
     }
+}
+
+/// How often the heartbeat beats, for a run of this claim lease: a sixth of it (at least
+/// 50 ms).
+fn beat_every(lease: Duration) -> Duration {
+    (lease / 6).max(Duration::from_millis(50))
 }
 
 /// Opens the store `spec` names (`None` for `none`) for a pool whose usernames are `case`.
