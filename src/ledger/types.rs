@@ -29,7 +29,7 @@ pub enum StateSpec {
 
 impl StateSpec {
     /// Parses a `--state` value.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, StateSpecError> {
         let s = s.trim();
         if s.eq_ignore_ascii_case("none") {
             return Ok(Self::None);
@@ -41,24 +41,34 @@ impl StateSpec {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
             if !valid {
-                return Err(format!(
-                    "`{s}`: a DynamoDB table name is 3-255 characters of a-z, A-Z, 0-9, _, - and ."
-                ));
+                return Err(StateSpecError::TableName(s.to_owned()));
             }
             return Ok(Self::Dynamo {
                 table: table.to_owned(),
             });
         }
         if s.is_empty() {
-            return Err("empty: give a file, dynamodb://TABLE or none".into());
+            return Err(StateSpecError::Empty);
         }
         if s.contains("://") {
-            return Err(format!(
-                "`{s}`: unknown scheme; give a file, dynamodb://TABLE or none"
-            ));
+            return Err(StateSpecError::Scheme(s.to_owned()));
         }
         Ok(Self::Sqlite(s.into()))
     }
+}
+
+/// Why a `--state` value names no ledger.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateSpecError {
+    /// `dynamodb://` with a name DynamoDB would refuse.
+    #[error("`{0}`: a DynamoDB table name is 3-255 characters of a-z, A-Z, 0-9, _, - and .")]
+    TableName(String),
+    /// Nothing given.
+    #[error("empty: give a file, dynamodb://TABLE or none")]
+    Empty,
+    /// A scheme other than `dynamodb://`.
+    #[error("`{0}`: unknown scheme; give a file, dynamodb://TABLE or none")]
+    Scheme(String),
 }
 
 impl fmt::Display for StateSpec {
@@ -502,8 +512,14 @@ mod tests {
             StateSpec::parse("/var/lib/x.db").unwrap(),
             StateSpec::Sqlite("/var/lib/x.db".into())
         );
-        assert!(StateSpec::parse("dynamodb://a b").is_err());
-        assert!(StateSpec::parse("s3://bucket").is_err());
-        assert!(StateSpec::parse("").is_err());
+        assert_eq!(
+            StateSpec::parse("dynamodb://a b"),
+            Err(StateSpecError::TableName("dynamodb://a b".into()))
+        );
+        assert_eq!(
+            StateSpec::parse("s3://bucket"),
+            Err(StateSpecError::Scheme("s3://bucket".into()))
+        );
+        assert_eq!(StateSpec::parse(""), Err(StateSpecError::Empty));
     }
 }
