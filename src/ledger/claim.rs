@@ -58,7 +58,7 @@ pub(crate) fn decide(
 }
 
 /// What a claim would find for a row with this last send and count, claims of runs aside
-/// ([`Store::peek`], `--dry-run`): the same rules as [`decide`].
+/// ([`Store::peek`](super::Store::peek), `--dry-run`): the same rules as [`decide`].
 pub(crate) fn plan(last_sent: Option<Millis>, sends: i64, rules: Rules) -> Option<Claim> {
     match decide("", last_sent, sends, None, None, None, rules) {
         Claim::Granted { .. } => None,

@@ -56,6 +56,14 @@
 //!   share it.
 //! - [`dynamo`]: a DynamoDB table (`--state dynamodb://TABLE`) with conditional writes, for
 //!   replicas on many hosts — the pattern Powertools' idempotency utility uses.
+//!
+//! # Layout
+//!
+//! Values at the bottom, logic above them: [`types`] (what every file speaks), [`store`] (the
+//! [`Store`] trait), [`claim`] (the pure claim decision both backends share), [`spend`] (the
+//! per-day caps), [`fleet`] (the census task), [`fold`] (folding usernames), the two backends,
+//! and this file: the run handle ([`Ledger`]: begin, heartbeat, claim, record, close) and
+//! [`open`].
 
 mod claim;
 pub mod dynamo;

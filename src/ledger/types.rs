@@ -399,7 +399,7 @@ impl Medium {
     }
 }
 
-/// One send reserved on a day's counters ([`Ledger::reserve_send`]).
+/// One send reserved on a day's counters ([`Ledger::reserve_send`](super::Ledger::reserve_send)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DayReservation {
     /// The UTC day it counts on, `YYYY-MM-DD`.

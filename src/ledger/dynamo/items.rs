@@ -28,7 +28,7 @@ pub(super) fn get_n(item: &Item, k: &str) -> Option<i64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// The day item's set of the tokens of reservations not yet settled ([`DayReservation`]).
+/// The day item's set of the tokens of reservations not yet settled ([`DayReservation`](crate::ledger::DayReservation)).
 pub(super) const HELD: &str = "held";
 
 /// Whether a day item holds reservation `token`, not yet settled.
@@ -88,7 +88,7 @@ pub(super) fn waves_of(item: &Item) -> std::collections::BTreeMap<String, i64> {
         .collect()
 }
 
-/// The marker item that the users' keys are folded ([`super::fold`]).
+/// The marker item that the users' keys are folded ([`crate::ledger::fold`]).
 pub(super) const FOLDED_PK: &str = "m#keys";
 
 /// The attributes a user item may have besides `pk` and its `w#<wave>` counts: those the fold's

@@ -7,7 +7,7 @@
 //! write that is not on disk. Other processes may open the same file: SQLite's write lock
 //! (with a busy timeout) serialises their transactions with ours.
 //!
-//! Layout: [`schema`] (the tables and the migrations of older files), [`writer`] (the thread
+//! Layout: [`schema`] (the tables and the migrations of older files), [`writer`](mod@writer) (the thread
 //! and its group commit, each operation with its own typed answer), [`ops`] (each operation's
 //! SQL), [`stats`] (`ledger stats`); this file is the store's front, turning [`Store`] calls
 //! into operations for the writer.

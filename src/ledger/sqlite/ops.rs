@@ -1,6 +1,6 @@
 //! Each operation of the SQLite store, as the writer thread runs it inside its transaction:
 //! the SQL of one [`Store`](crate::ledger::Store) method and nothing else, so the store's
-//! front ([`super::SqliteStore`]) and the group commit ([`super::writer`]) stay readable.
+//! front ([`super::SqliteStore`]) and the group commit ([`super::writer`](mod@super::writer)) stay readable.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -385,7 +385,7 @@ pub(super) fn export(
     Ok(rows)
 }
 
-/// [`Store::fold_usernames`] inside the caller's transaction: nothing if the marker is there;
+/// [`Store::fold_usernames`](crate::ledger::Store::fold_usernames) inside the caller's transaction: nothing if the marker is there;
 /// else merges each row whose username is not folded (by Rust's [`fold_username`], not
 /// SQLite's ASCII-only `lower()`) into its folded key's row, with its waves, and writes the
 /// marker.

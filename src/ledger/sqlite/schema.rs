@@ -8,7 +8,7 @@ use rusqlite::{Connection, TransactionBehavior};
 /// heartbeat counter liveness is judged by) and `users.doubt_run`/`doubt_at` (the in-doubt mark
 /// that survives a release). 3: `user_waves`, each user's codes per `--wave` (an older build
 /// would send without counting them). 4: `meta`, where the marker that the keys are folded
-/// lives (see [`super::fold`]; written only when a run opens the ledger for a case-insensitive
+/// lives (see [`crate::ledger::fold`]; written only when a run opens the ledger for a case-insensitive
 /// pool). An older build keys users by the row's spelling: in a folded ledger it would miss the
 /// folded rows (a second code) and add rows of other spellings no fold would ever merge, so it
 /// must not open a file this build has opened.
