@@ -160,6 +160,9 @@ enum Told {
 /// feeds the task, and the watch it publishes this run's share through.
 pub(crate) struct FleetCensus {
     told: mpsc::UnboundedSender<Told>,
+    /// Cancelled once the task has ended (returned, or dropped with its runtime): a stop told
+    /// to a task that was ending anyway waits on this, not on an answer that may never come.
+    ended: CancellationToken,
     /// Kept by the handle so the share stays readable (and the watch open) as long as the run's
     /// handle lives, whatever the task does.
     share: watch::Sender<Share>,
@@ -184,7 +187,9 @@ impl FleetCensus {
             rate: budget,
             peer_throttles: 0,
         });
+        let ended = CancellationToken::new();
         let mut task = Task {
+            _ended: ended.clone().drop_guard(),
             store,
             census: Census::new(lease),
             run,
@@ -198,7 +203,7 @@ impl FleetCensus {
         task.take().await?;
         let (told, heard) = mpsc::unbounded_channel();
         tokio::spawn(task.run(every, heard, stop));
-        Ok(Self { told, share })
+        Ok(Self { told, ended, share })
     }
 
     /// This run's share, as the task last published it.
@@ -214,9 +219,14 @@ impl FleetCensus {
     /// Stops the task, and returns once no census is in flight (at once if it has stopped).
     pub(crate) async fn stop(&self) {
         let (ack, acked) = oneshot::channel();
-        if self.told.send(Told::Stop(ack)).is_ok() {
-            // Answered, or dropped with the task's channel when it returned.
-            let _ = acked.await;
+        if self.told.send(Told::Stop(ack)).is_err() {
+            return;
+        }
+        // Answered; or the task was ending as the stop was told (the run's stop token), and a
+        // message sent while its channel closes may stay unread: then its end says it.
+        tokio::select! {
+            _ = acked => {}
+            _ = self.ended.cancelled() => {}
         }
     }
 }
@@ -224,6 +234,8 @@ impl FleetCensus {
 /// The census task: owns everything a census needs from one to the next, so nothing of it is
 /// shared.
 struct Task {
+    /// Cancels [`FleetCensus::ended`] when the task ends, however it ends.
+    _ended: tokio_util::sync::DropGuard,
     store: Arc<dyn Store>,
     run: RunId,
     lease: Duration,
