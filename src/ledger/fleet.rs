@@ -311,7 +311,11 @@ mod tests {
         let mut fleet = Fleet::new(&["me", "ghost"]);
         fleet.kill("ghost");
         let mut census = Census::new(LEASE);
-        assert_eq!(census.count("me", &fleet.listed(), &HashMap::new()).live, 2, "errs low");
+        assert_eq!(
+            census.count("me", &fleet.listed(), &HashMap::new()).live,
+            2,
+            "errs low"
+        );
         let started = Instant::now();
         while census.count("me", &fleet.listed(), &HashMap::new()).live == 2 {
             tokio::time::advance(BEAT).await;

@@ -1015,11 +1015,11 @@ impl Ledger {
         if f.failing.swap(false, std::sync::atomic::Ordering::Relaxed) {
             tracing::info!("the fleet census works again");
         }
-        let counted = f
-            .census
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .count(&self.run.0, &listed, &listing.leases);
+        let counted = f.census.lock().unwrap_or_else(|e| e.into_inner()).count(
+            &self.run.0,
+            &listed,
+            &listing.leases,
+        );
         *f.dead.lock().unwrap_or_else(|e| e.into_inner()) = counted.dead;
         let budget = f.share.borrow().budget;
         let share = fleet::Share::of(budget, counted.live);
