@@ -518,7 +518,7 @@ mod in_process {
         Store,
     };
     use cognito_resend::outcome::Recorder;
-    use cognito_resend::outcome::report::IfExists;
+    use cognito_resend::outcome::report_writer::IfExists;
     use cognito_resend::source::csv::CsvSource;
     use futures::future::BoxFuture;
     use tokio_util::sync::CancellationToken;

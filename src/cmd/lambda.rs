@@ -61,7 +61,7 @@ use crate::lambda::event::{self, Event, Receipt};
 use crate::lambda::secret;
 use crate::ledger::{self, StateSpec};
 use crate::outcome::{OutcomeKind, Tally};
-use crate::source::batch::BatchSource;
+use crate::source::lambda_batch::BatchSource;
 use crate::source::pool::PoolSource;
 use crate::source::sqs::{self, Queue as _};
 use crate::telemetry::metrics;

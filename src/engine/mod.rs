@@ -3,7 +3,7 @@
 //! one outcome per job.
 //!
 //! - [`rate`]: the adaptive token bucket shared by all tasks.
-//! - [`retry`]: the `retry.*` settings as the executor's policy ([`crate::retry`]).
+//! - [`resend_policy`]: the `retry.*` settings as the executor's policy for resends ([`crate::retry`]).
 //!
 //! The ledger. With one ([`crate::ledger`]), a job claims its user before the first call and
 //! writes the result before its source is told or the outcome recorded: a user in cooldown is
@@ -37,7 +37,7 @@
 
 pub mod identity;
 pub(crate) mod rate;
-pub mod retry;
+pub mod resend_policy;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -62,7 +62,7 @@ use crate::retry::{Failure, Quota, Retry, Verdict};
 use crate::telemetry::metrics::{self, AttemptResult};
 use identity::{Answers, IdentityConfig, Looked, PoolLookup};
 use rate::RateLimiter;
-use retry::{LAMBDA_ATTEMPTS, RetryPolicy};
+use resend_policy::{LAMBDA_ATTEMPTS, RetryPolicy};
 
 /// What the engine needs besides its source: the settings sections it reads, as they are, and
 /// the working parts a command built.
@@ -1040,7 +1040,7 @@ async fn look_up(
     if let Some(looked) = lookup.answers.get(&spelling) {
         return Ok(Some(looked));
     }
-    let answer = retry::pool_call(
+    let answer = resend_policy::pool_call(
         &shared.retry,
         &lookup.rate,
         &shared.stop,

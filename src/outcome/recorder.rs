@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::report::{CreateError, IfExists, ReportWriter};
+use super::report_writer::{CreateError, IfExists, ReportWriter};
 use super::{Outcome, OutcomeKind, Reason};
 use crate::job::Origin;
 use crate::telemetry::UserRef;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cognito::admin::{PoolAdmin, PoolUser};
 use crate::engine::rate::RateLimiter;
-use crate::engine::retry::{RetryPolicy, pool_call};
+use crate::engine::resend_policy::{RetryPolicy, pool_call};
 use crate::job::{
     Input, Job, NothingToSettle, Origin, ResendRequest, Settle, Source, Unreadable, Window,
     check_username,
