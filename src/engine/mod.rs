@@ -59,6 +59,7 @@ use crate::ledger::{
 };
 use crate::outcome::{DoubtCause, Outcome, OutcomeKind, Recorder};
 use crate::retry::{Failure, Quota, Retry, Verdict};
+use crate::sync::Locked;
 use crate::telemetry::metrics::{self, AttemptResult};
 use identity::{Answers, IdentityConfig, Looked, PoolLookup};
 use rate::RateLimiter;
@@ -419,21 +420,9 @@ pub async fn run<S: Source, C: Resend>(
         }
     }
 
-    let tripped = shared
-        .misconfig
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .tripped
-        .clone();
-    let ledger_failed = shared
-        .ledger_failed
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let capped = *shared
-        .spend_capped
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let tripped = shared.misconfig.locked().tripped.clone();
+    let ledger_failed = shared.ledger_failed.locked().clone();
+    let capped = *shared.spend_capped.locked();
     match (tripped, ledger_failed, capped) {
         (_, Some(e), _) => StopCause::LedgerFailed(e),
         (Some(m), None, _) => StopCause::Misconfigured(m),
@@ -511,11 +500,7 @@ async fn run_job(shared: &Shared, job: Job, permit: OwnedSemaphorePermit) {
         };
     }
     outcome.timing = progress.take_timing();
-    let key = progress
-        .key
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
+    let key = progress.key.locked().take();
     shared.recorder.record_for(
         Some(&req.username),
         client_id,
@@ -552,13 +537,13 @@ struct CallLog {
 impl Progress {
     /// A call starts now (`at`).
     fn call_starts(&self, at: Instant) {
-        let mut log = self.timing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut log = self.timing.locked();
         log.first.get_or_insert_with(|| (SystemTime::now(), at));
     }
 
     /// The call that started at `at` ended so.
     fn call_ended(&self, at: Instant, took: Duration, result: AttemptResult) {
-        let mut log = self.timing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut log = self.timing.locked();
         let first = log.first.map_or(at, |(_, first)| first);
         log.calls.push(CallTime {
             offset: at.saturating_duration_since(first),
@@ -569,7 +554,7 @@ impl Progress {
 
     /// The job's calls, if it made any; taken once, when its outcome is recorded.
     fn take_timing(&self) -> Option<Timing> {
-        let mut log = self.timing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut log = self.timing.locked();
         let calls = std::mem::take(&mut log.calls);
         log.first
             .map(|(started_at, _)| Timing { started_at, calls })
@@ -609,11 +594,7 @@ async fn panicked(
         outcome.in_doubt = Some(DoubtCause::AmbiguousAttempt);
     }
     // A reservation is kept if a call started (a code may have gone out), else given back.
-    let reservation = progress
-        .reservation
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
+    let reservation = progress.reservation.locked().take();
     if let Some(r) = reservation {
         let spent = if maybe_sent {
             Spent::Kept
@@ -622,11 +603,7 @@ async fn panicked(
         };
         settle_spend(shared, r, spent).await;
     }
-    let key = progress
-        .key
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let key = progress.key.locked().clone();
     if progress.claimed.load(SeqCst)
         && let Some(ledger) = &shared.ledger
         && let Some(key) = key
@@ -687,7 +664,7 @@ async fn guarded(
     };
     let username = &job.request.username;
     let key = UserKey::new(client_id, username, shared.case);
-    *progress.key.lock().unwrap_or_else(|e| e.into_inner()) = Some(key.clone());
+    *progress.key.locked() = Some(key.clone());
     if let Some(Looked::Missing) = &looked {
         let precheck = shared.lookup.as_ref().is_some_and(|l| l.pool.precheck);
         return Some(Outcome {
@@ -735,12 +712,7 @@ async fn guarded(
     if !shared.dry_run {
         match reserve(shared, medium).await {
             // Kept outside this future, so that a panic from here on still settles it.
-            Ok(r) => {
-                *progress
-                    .reservation
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = Some(r)
-            }
+            Ok(r) => *progress.reservation.locked() = Some(r),
             Err(refused) => {
                 if let Some(ledger) = claimed {
                     progress
@@ -759,11 +731,7 @@ async fn guarded(
         None => attempt(shared, job, client_id, progress).await,
         Some(outcome) => Tried::Done(outcome),
     };
-    let reservation = progress
-        .reservation
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
+    let reservation = progress.reservation.locked().take();
     if let Some(r) = reservation {
         settle_spend(shared, r, spent_of(&tried)).await;
     }
@@ -1343,7 +1311,7 @@ impl Shared {
     /// A ledger operation failed: this job fails (its source keeps it: a queue redelivers it,
     /// a rerun of the CSV retries it) and the run stops taking work.
     fn ledger_failed(&self, e: LedgerError, attempts: u32) -> Outcome {
-        let mut first = self.ledger_failed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut first = self.ledger_failed.locked();
         if first.is_none() {
             tracing::error!("{e}: stopping (nothing is sent without a ledger claim)");
             *first = Some(e.clone());
@@ -1355,7 +1323,7 @@ impl Shared {
 
     /// A spend cap refused a reservation: the run stops taking work (once, for the first cap).
     fn spend_capped(&self, cap: SpendCap) {
-        let mut first = self.spend_capped.lock().unwrap_or_else(|p| p.into_inner());
+        let mut first = self.spend_capped.locked();
         if first.is_none() {
             tracing::error!(
                 "spend cap reached: {}; stopping. Jobs not yet attempted are left untouched: \
@@ -1371,7 +1339,7 @@ impl Shared {
 
     /// Cognito answered a call: it can be reached, and an outage (if one was on) is over.
     fn answered(&self) {
-        let mut r = self.reach.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self.reach.locked();
         r.answered = true;
         if let Some(outage) = r.outage.take() {
             tracing::info!(
@@ -1387,7 +1355,7 @@ impl Shared {
     /// `UNREACHABLE_STOP`. Answered before: an outage, warned about while it lasts.
     fn unreachable(&self, client_id: &str, detail: &str) {
         let now = Instant::now();
-        let mut r = self.reach.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self.reach.locked();
         let answered = r.answered;
         let Some(outage) = &mut r.outage else {
             r.outage = Some(Outage {
@@ -1433,7 +1401,7 @@ impl Shared {
             in_a_row: outage.failures,
         };
         drop(r);
-        let mut w = self.misconfig.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.misconfig.locked();
         if w.tripped.is_none() {
             tracing::error!("{stop}");
             w.tripped = Some(stop);
@@ -1471,7 +1439,7 @@ impl Shared {
 
     /// Cognito answered a call of `client_id`: its runs of errors are broken.
     fn misconfig_cleared(&self, client_id: &str) {
-        let mut w = self.misconfig.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.misconfig.locked();
         if !w.in_a_row.is_empty() {
             w.in_a_row.retain(|(c, _), _| c != client_id);
         }
@@ -1487,7 +1455,7 @@ impl Shared {
             self.spend_capped(SpendCap::EmailDay);
             return;
         }
-        let mut w = self.misconfig.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.misconfig.locked();
         let in_a_row = {
             let n = w.in_a_row.entry((client_id.to_owned(), kind)).or_default();
             *n += 1;

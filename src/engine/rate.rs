@@ -120,6 +120,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::sync::Locked;
 use crate::telemetry::metrics;
 
 /// Never limit below this many calls per second: the slowest a limited run goes.
@@ -275,7 +276,7 @@ impl RateLimiter {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The state is plain numbers, consistent after every statement: a panic elsewhere
         // cannot leave it half-updated.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     /// Waits for permission to make one call.

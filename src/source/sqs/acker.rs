@@ -2,6 +2,7 @@
 //! partial failure names.
 
 use super::*;
+use crate::sync::Locked;
 
 /// A delete for the acker, with who to tell when it is done.
 pub(super) struct AckRequest {
@@ -45,7 +46,8 @@ pub(super) async fn delete_batch<Q: Queue>(
             |attempt| {
                 let pending = &pending;
                 async move {
-                    let receipts: Vec<String> = lock(pending)
+                    let receipts: Vec<String> = pending
+                        .locked()
                         .iter()
                         .map(|r| r.receipt_handle.clone())
                         .collect();
@@ -56,7 +58,7 @@ pub(super) async fn delete_batch<Q: Queue>(
                             (0..receipts.len()).collect()
                         }
                     };
-                    let mut pending = lock(pending);
+                    let mut pending = pending.locked();
                     let mut retry = Vec::new();
                     for (i, r) in pending.drain(..).enumerate() {
                         if failed.contains(&i) {

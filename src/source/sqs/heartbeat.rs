@@ -2,6 +2,7 @@
 //! out (batched ChangeMessageVisibility), up to `--max-extension`.
 
 use super::*;
+use crate::sync::Locked;
 
 /// The heartbeat: renew the visibility of held messages before it runs out.
 pub(super) async fn heartbeat<Q: Queue>(shared: Arc<Shared<Q>>, stop: CancellationToken) {
@@ -17,7 +18,9 @@ pub(super) async fn heartbeat<Q: Queue>(shared: Arc<Shared<Q>>, stop: Cancellati
         // After a stop the engine is still draining: keep its messages invisible until the end
         // (close() aborts this task).
         let now = Instant::now();
-        let due: Vec<(String, String)> = lock(&shared.held)
+        let due: Vec<(String, String)> = shared
+            .held
+            .locked()
             .iter()
             .filter(|(_, h)| {
                 h.visible_until.saturating_duration_since(now) < vt / 2
@@ -34,7 +37,7 @@ pub(super) async fn heartbeat<Q: Queue>(shared: Arc<Shared<Q>>, stop: Cancellati
                     (0..chunk.len()).collect()
                 }
             };
-            let mut held = lock(&shared.held);
+            let mut held = shared.held.locked();
             for (i, (id, receipt)) in chunk.iter().enumerate() {
                 if failed.contains(&i) {
                     continue;

@@ -70,6 +70,7 @@ mod settle;
 #[cfg(test)]
 mod tests;
 
+use crate::sync::Locked;
 use acker::{AckRequest, acker};
 use heartbeat::heartbeat;
 #[cfg(test)]
@@ -309,7 +310,7 @@ impl<Q: Queue> SqsSource<Q> {
         // Whatever is still held now was never started (in the channel, a FIFO group's queue)
         // or is a dry run's plan: all of it goes back at once.
         if shared.fifo {
-            let mut f = lock(&shared.fifo_state);
+            let mut f = shared.fifo_state.locked();
             f.ready.clear();
             f.waiting.clear();
         }
@@ -333,7 +334,7 @@ impl<Q: Queue> Source for SqsSource<Q> {
         loop {
             let notified = self.shared.fifo_ready.notified();
             {
-                let mut f = lock(&self.shared.fifo_state);
+                let mut f = self.shared.fifo_state.locked();
                 if let Some(input) = f.ready.pop_front() {
                     return Some(input);
                 }
@@ -374,11 +375,6 @@ pub(crate) fn input(message_id: String, text: &str) -> Input {
             origin,
         }),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section leaves the maps consistent; a panic elsewhere cannot corrupt them.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn origin_id(origin: &Origin) -> &str {

@@ -3,6 +3,7 @@
 //! what it is doing ([`PollerWatch`]).
 
 use super::*;
+use crate::sync::Locked;
 
 /// What the poller is doing, for the `/healthz` watchdog.
 #[derive(Debug, Clone)]
@@ -78,7 +79,7 @@ pub(super) async fn poll<Q: Queue>(
     stop: CancellationToken,
 ) {
     poll_until_done(&shared, tx, ready, stop).await;
-    let mut w = lock(&shared.watch);
+    let mut w = shared.watch.locked();
     w.stopped = true;
 }
 
@@ -111,7 +112,7 @@ pub(super) async fn poll_until_done<Q: Queue>(
                     Received::Stopped => Verdict::Stop(Quota::Unknown),
                 },
                 |_, _, delay| {
-                    let error = lock(&shared.watch).last_error.clone().unwrap_or_default();
+                    let error = shared.watch.locked().last_error.clone().unwrap_or_default();
                     tracing::warn!(
                         "receiving from the queue failed (retrying in {delay:.1?}): {error}"
                     );
@@ -183,7 +184,7 @@ pub(super) async fn receive_some<Q: Queue>(
     let settings = &shared.settings;
     // One credit to start with (wait for it), then whatever else is free, up to a batch.
     let waiting_since = Instant::now();
-    lock(&shared.watch).waiting_since = Some(waiting_since);
+    shared.watch.locked().waiting_since = Some(waiting_since);
     let first = tokio::select! {
         biased;
         _ = stop.cancelled() => return Err(Received::Stopped),
@@ -194,7 +195,7 @@ pub(super) async fn receive_some<Q: Queue>(
     };
     first.forget();
     {
-        let mut w = lock(&shared.watch);
+        let mut w = shared.watch.locked();
         w.waiting_since = None;
         // Time spent waiting for a credit (busy) is not time spent failing to receive.
         let now = Instant::now();
@@ -237,7 +238,7 @@ pub(super) async fn receive_some<Q: Queue>(
     match received {
         Ok(messages) => {
             {
-                let mut w = lock(&shared.watch);
+                let mut w = shared.watch.locked();
                 w.trying_since = None;
                 w.last_error = None;
             }
@@ -248,7 +249,7 @@ pub(super) async fn receive_some<Q: Queue>(
             shared.give_back(want as usize);
             ready.set(false);
             metrics::sqs_receive_error();
-            lock(&shared.watch).last_error = Some(e.to_string());
+            shared.watch.locked().last_error = Some(e.to_string());
             Err(Received::Failed)
         }
     }
@@ -273,7 +274,7 @@ impl<Q: Queue> Shared<Q> {
             .cloned();
         let now = Instant::now();
         {
-            let mut held = lock(&self.held);
+            let mut held = self.held.locked();
             if let Some(h) = held.get_mut(&message_id) {
                 h.receipt_handle = receipt_handle;
                 h.receive_count = receive_count;
@@ -307,8 +308,8 @@ impl<Q: Queue> Shared<Q> {
 impl<Q: Queue> Shared<Q> {
     /// The `/healthz` probe (see [`diagnose`]).
     pub(super) fn health(&self) -> Result<(), String> {
-        let active = lock(&self.held).values().filter(|h| !h.parked).count();
-        let watch = lock(&self.watch).clone();
+        let active = self.held.locked().values().filter(|h| !h.parked).count();
+        let watch = self.watch.locked().clone();
         diagnose(
             &watch,
             active,

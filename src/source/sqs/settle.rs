@@ -3,6 +3,7 @@
 //! park for a dry run's pass.
 
 use super::*;
+use crate::sync::Locked;
 
 impl<Q: Queue> Settle for Shared<Q> {
     fn hold_back(&self, hold: Duration) {
@@ -10,7 +11,7 @@ impl<Q: Queue> Settle for Shared<Q> {
             // The budget is back for the next run: hand back at once, as at any stop.
             return;
         }
-        *lock(&self.held_back_until) = Some(Instant::now() + hold);
+        *self.held_back_until.locked() = Some(Instant::now() + hold);
         tracing::info!(
             "a spend cap holds the messages this consumer has not started back for {}: they \
              stay invisible until its budget comes back (at most {} after each was received), \
@@ -103,7 +104,9 @@ pub(crate) fn disposition(outcome: Option<&Outcome>) -> Disposition {
 impl<Q: Queue> Shared<Q> {
     /// How long a failed job's message stays away (see [`redelivery_delay`]).
     pub(super) fn redelivery_delay(&self, message_id: &str) -> Duration {
-        let count = lock(&self.held)
+        let count = self
+            .held
+            .locked()
             .get(message_id)
             .map_or(1, |h| h.receive_count);
         redelivery_delay(self.settings.visibility_timeout, count)
@@ -114,11 +117,13 @@ impl<Q: Queue> Shared<Q> {
     /// within SQS's limit of 12 hours of visibility after a receive (less a minute, for the
     /// calls' own time).
     pub(super) fn return_delay(&self, message_id: &str) -> Duration {
-        let Some(until) = *lock(&self.held_back_until) else {
+        let Some(until) = *self.held_back_until.locked() else {
             return Duration::ZERO;
         };
         let now = Instant::now();
-        let received = lock(&self.held)
+        let received = self
+            .held
+            .locked()
             .get(message_id)
             .map_or(now, |h| h.received_at);
         held_back_delay(until, received, now)
@@ -130,13 +135,13 @@ impl<Q: Queue> Shared<Q> {
             return;
         }
         self.credits.add_permits(n);
-        lock(&self.watch).last_return = Instant::now();
+        self.watch.locked().last_return = Instant::now();
     }
 
     /// Stops holding a message and gives its credit back, in one step (the watchdog compares
     /// the two). `None`: not held (settled already, or never admitted).
     pub(super) fn unhold(&self, message_id: &str) -> Option<Held> {
-        let mut held = lock(&self.held);
+        let mut held = self.held.locked();
         let h = held.remove(message_id)?;
         if !h.parked {
             self.give_back(1);
@@ -148,7 +153,7 @@ impl<Q: Queue> Shared<Q> {
     /// its FIFO group.
     pub(super) fn park(&self, message_id: &str) {
         let group = {
-            let mut held = lock(&self.held);
+            let mut held = self.held.locked();
             let Some(h) = held.get_mut(message_id) else {
                 return;
             };
@@ -172,9 +177,11 @@ impl<Q: Queue> Shared<Q> {
     /// Hands every message still held back to the queue (in batches): visible at once, or,
     /// held back by a spend cap, when its budget comes back ([`Shared::return_delay`]).
     pub(super) async fn release_all(&self) {
-        let held_back_until = *lock(&self.held_back_until);
+        let held_back_until = *self.held_back_until.locked();
         let now = Instant::now();
-        let handles: Vec<(String, String, Duration)> = lock(&self.held)
+        let handles: Vec<(String, String, Duration)> = self
+            .held
+            .locked()
             .drain()
             .map(|(id, h)| {
                 let delay = held_back_until.map_or(Duration::ZERO, |until| {
@@ -196,8 +203,11 @@ impl<Q: Queue> Shared<Q> {
                     |_| {
                         let (pending, receipts) = (&pending, &receipts);
                         async move {
-                            let batch: Vec<String> =
-                                lock(pending).iter().map(|&i| receipts[i].clone()).collect();
+                            let batch: Vec<String> = pending
+                                .locked()
+                                .iter()
+                                .map(|&i| receipts[i].clone())
+                                .collect();
                             let failed = match bounded(
                                 &self.give_up,
                                 self.queue.change_visibility_batch(&batch, delay),
@@ -213,7 +223,7 @@ impl<Q: Queue> Shared<Q> {
                             for _ in 0..batch.len() - failed.len() {
                                 metrics::sqs_message("returned");
                             }
-                            let mut pending = lock(pending);
+                            let mut pending = pending.locked();
                             let still: Vec<usize> = pending
                                 .iter()
                                 .enumerate()
@@ -253,7 +263,7 @@ impl<Q: Queue> Shared<Q> {
         // not overtake it. Hand them back too; SQS delivers the group again in order.
         let Some(group) = h.group else { return };
         let behind: Vec<Input> = {
-            let mut f = lock(&self.fifo_state);
+            let mut f = self.fifo_state.locked();
             f.busy.remove(&group);
             f.waiting.remove(&group).map(Vec::from).unwrap_or_default()
         };
@@ -303,7 +313,7 @@ impl<Q: Queue> Shared<Q> {
             return;
         }
         // Never started: back to the queue, at once or when a spend cap's budget is back.
-        if delay.is_zero() || lock(&self.held_back_until).is_some() {
+        if delay.is_zero() || self.held_back_until.locked().is_some() {
             metrics::sqs_message("returned");
         }
     }
@@ -315,7 +325,9 @@ impl<Q: Queue> Shared<Q> {
         let mut tried: Option<String> = None;
         let mut result = Ok(());
         for _ in 0..ACK_ATTEMPTS {
-            let current = lock(&self.held)
+            let current = self
+                .held
+                .locked()
                 .get(message_id)
                 .map(|h| h.receipt_handle.clone());
             let Some(receipt_handle) = current else {
@@ -349,10 +361,12 @@ impl<Q: Queue> Shared<Q> {
         let Origin::Sqs { message_id } = input.origin() else {
             return;
         };
-        let group = lock(&self.held)
+        let group = self
+            .held
+            .locked()
             .get(message_id)
             .and_then(|h| h.group.clone());
-        let mut f = lock(&self.fifo_state);
+        let mut f = self.fifo_state.locked();
         match group {
             Some(g) if f.busy.contains(&g) => f.waiting.entry(g).or_default().push_back(input),
             Some(g) => {
@@ -368,7 +382,7 @@ impl<Q: Queue> Shared<Q> {
         let (Some(g), true) = (group, self.fifo) else {
             return;
         };
-        let mut f = lock(&self.fifo_state);
+        let mut f = self.fifo_state.locked();
         let next = f.waiting.get_mut(g).and_then(VecDeque::pop_front);
         match next {
             Some(input) => f.ready.push_back(input),
