@@ -98,7 +98,7 @@ DASHBOARD_METRICS = {
     "cognito_resend_pool_calls_total",
     "cognito_resend_stopped_total",
 }
-# Least privilege: each policy grants exactly what its shape calls (src/: source/sqs.rs,
+# Least privilege: each policy grants exactly what its shape calls (src/: source/sqs/queue.rs,
 # enqueue.rs, ledger/dynamo.rs, ledger/inspect.rs, cognito/admin.rs).
 # DeleteItem and Scan: the one-time fold of the usernames (docs/ledger.md, "Who a person is").
 LEDGER = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",

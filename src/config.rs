@@ -17,7 +17,7 @@ use figment::providers::{Format, Serialized, Toml};
 use serde::Serialize;
 
 pub use crate::cognito::ClientSecret;
-use crate::outcome::report::IfExists;
+use crate::outcome::report_writer::IfExists;
 use crate::telemetry::LogFormat;
 
 mod args;

@@ -62,4 +62,5 @@ pub mod report;
 pub(crate) mod retry;
 pub mod shutdown;
 pub mod source;
+pub(crate) mod sync;
 pub mod telemetry;

@@ -774,9 +774,9 @@ async fn the_ledger_and_the_report_are_created_owner_only() {
     drop(store);
     let report = dir.path().join("report.jsonl");
     drop(
-        cognito_resend::outcome::report::ReportWriter::create(
+        cognito_resend::outcome::report_writer::ReportWriter::create(
             &report,
-            cognito_resend::outcome::report::IfExists::Refuse,
+            cognito_resend::outcome::report_writer::IfExists::Refuse,
         )
         .unwrap(),
     );

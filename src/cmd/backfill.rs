@@ -89,7 +89,7 @@ pub(super) fn discovery(
         window: settings.discover.window(),
         attributes,
         list_rate: settings.discover.list_rate,
-        retry: engine::retry::RetryPolicy::new(settings.retry.clone()),
+        retry: engine::resend_policy::RetryPolicy::new(settings.retry.clone()),
     }
 }
 

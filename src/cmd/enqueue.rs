@@ -26,6 +26,7 @@ use crate::retry::{Backoff, Budget, Policy, Quota, Retry, Verdict};
 use crate::shutdown::Shutdown;
 use crate::source::csv::CsvSource;
 use crate::source::sqs::{body, check_queue, connect};
+use crate::sync::Locked;
 use crate::telemetry::BarSlot;
 use crate::telemetry::metrics;
 use crate::telemetry::server::Readiness;
@@ -180,7 +181,8 @@ async fn send_batch(client: &Client, queue_url: &str, batch: Vec<Pending>, count
             |attempt| {
                 let pending = &pending;
                 async move {
-                    let entries: Vec<_> = lock(pending)
+                    let entries: Vec<_> = pending
+                        .locked()
                         .iter()
                         .enumerate()
                         .filter_map(|(i, p)| {
@@ -219,7 +221,7 @@ async fn send_batch(client: &Client, queue_url: &str, batch: Vec<Pending>, count
                             f.id().parse().ok().map(|i| (i, (f.sender_fault(), detail)))
                         })
                         .collect();
-                    let mut pending = lock(pending);
+                    let mut pending = pending.locked();
                     let mut retry = Vec::new();
                     for (i, p) in pending.drain(..).enumerate() {
                         match failed.get(&i) {
@@ -254,11 +256,6 @@ async fn send_batch(client: &Client, queue_url: &str, batch: Vec<Pending>, count
             "could not enqueue after {ATTEMPTS} attempts"
         );
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Each critical section leaves the batch whole; a panic elsewhere cannot corrupt it.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn short_hash(text: &str) -> String {

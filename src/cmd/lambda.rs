@@ -61,9 +61,10 @@ use crate::lambda::event::{self, Event, Receipt};
 use crate::lambda::secret;
 use crate::ledger::{self, StateSpec};
 use crate::outcome::{OutcomeKind, Tally};
-use crate::source::batch::BatchSource;
+use crate::source::lambda_batch::BatchSource;
 use crate::source::pool::PoolSource;
 use crate::source::sqs::{self, Queue as _};
+use crate::sync::Locked;
 use crate::telemetry::metrics;
 
 /// Builds the container's parts, then serves invocations until the runtime stops.
@@ -417,12 +418,7 @@ impl Container {
 
     /// The URL of the queue `arn` names (GetQueueUrl, once per queue and container).
     async fn queue_url(&self, client: &aws_sdk_sqs::Client, arn: &str) -> Result<String, String> {
-        if let Some(url) = self
-            .queue_urls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(arn)
-        {
+        if let Some(url) = self.queue_urls.locked().get(arn) {
             return Ok(url.clone());
         }
         let (name, account) =
@@ -441,10 +437,7 @@ impl Container {
             })?
             .queue_url
             .ok_or_else(|| format!("GetQueueUrl {name}: no URL in the answer"))?;
-        self.queue_urls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(arn.to_owned(), url.clone());
+        self.queue_urls.locked().insert(arn.to_owned(), url.clone());
         Ok(url)
     }
 
@@ -462,7 +455,7 @@ impl Container {
         properties.insert("cold_start".into(), json!(cold));
         let timestamp = crate::ledger::now_millis();
         let lines = {
-            let mut emitted = self.emitted.lock().unwrap_or_else(|e| e.into_inner());
+            let mut emitted = self.emitted.locked();
             let lines = emf::lines(&emitted, &now, timestamp, &properties);
             *emitted = now;
             lines

@@ -196,10 +196,10 @@ async fn read_profile(
     admin: &PoolAdmin,
     clients: &[String],
 ) -> Result<PoolProfile, RunError> {
-    let retry = engine::retry::RetryPolicy::new(settings.retry.clone());
+    let retry = engine::resend_policy::RetryPolicy::new(settings.retry.clone());
     let limiter = engine::rate::RateLimiter::unreported(settings.run.precheck_rate);
     let never = tokio_util::sync::CancellationToken::new();
-    match engine::retry::pool_call(&retry, &limiter, &never, "DescribeUserPool", || {
+    match engine::resend_policy::pool_call(&retry, &limiter, &never, "DescribeUserPool", || {
         admin.profile(clients)
     })
     .await

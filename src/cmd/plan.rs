@@ -47,7 +47,7 @@ use crate::cognito::profile::DEFAULT_EMAIL_ACCOUNT_PER_DAY;
 use crate::config::Settings;
 use crate::engine::identity::{Answers, Looked, looks_like_sub};
 use crate::engine::rate::RateLimiter;
-use crate::engine::retry::{RetryPolicy, pool_call};
+use crate::engine::resend_policy::{RetryPolicy, pool_call};
 use crate::job::{Input, Source, UserKey, UsernameCase, check_username, fold_username};
 use crate::ledger::{self, Claim, DaySpend, Medium, Rules, SpendCap, StateSpec, Store};
 use crate::shutdown::Shutdown;

@@ -22,6 +22,7 @@ use std::sync::Mutex;
 use crate::cognito::admin::{PoolAdmin, PoolUser};
 use crate::cognito::profile::PoolProfile;
 use crate::job::UsernameCase;
+use crate::sync::Locked;
 
 /// Answers kept at most; past it the cache starts over (a bound on memory for a run over
 /// millions of rows: 100,000 entries are about 20 MB).
@@ -74,16 +75,12 @@ pub(crate) struct Answers {
 impl Answers {
     /// A cached answer for `spelling` (already keyed by the pool's case rule).
     pub(crate) fn get(&self, spelling: &str) -> Option<Looked> {
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(spelling)
-            .cloned()
+        self.map.locked().get(spelling).cloned()
     }
 
     /// Keeps `answer` for `spelling`.
     pub(crate) fn put(&self, spelling: String, answer: Looked) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.map.locked();
         if map.len() >= CACHE_MAX {
             map.clear();
         }

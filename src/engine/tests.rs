@@ -961,7 +961,7 @@ async fn a_failed_acknowledgement_keeps_the_jobs_in_doubt_mark() {
     let recorder = Arc::new(
         Recorder::new(
             "sqs",
-            Some((&path, crate::outcome::report::IfExists::Refuse)),
+            Some((&path, crate::outcome::report_writer::IfExists::Refuse)),
             false,
         )
         .unwrap(),

@@ -4,7 +4,7 @@
 //! ([`emf`]), and the client secret from AWS Secrets Manager ([`secret`]).
 //!
 //! The work itself is the CLI's: the records of an SQS event become a
-//! `source::batch::BatchSource`, a scheduled event runs `backfill --from-pool`'s pool source,
+//! `source::lambda_batch::BatchSource`, a scheduled event runs `backfill --from-pool`'s pool source,
 //! and both go through the one engine, ledger, Cognito client and recorder.
 
 pub(crate) mod deadline;

@@ -91,6 +91,7 @@ use tokio_util::sync::CancellationToken;
 use crate::job::UserKey;
 use crate::job::UsernameCase;
 use crate::retry::{Backoff, Budget, Policy, Quota, Retry, Verdict};
+use crate::sync::Locked;
 
 /// A send (or possible send) the ledger could not record: kept until [`Ledger::close`].
 #[derive(Debug, Clone)]
@@ -414,7 +415,7 @@ impl Ledger {
     /// Notes `run`'s counter; true once it has stood still for a full `lease` (that run's).
     fn stood_still(&self, run: &str, beats: i64, lease: Duration) -> bool {
         let now = tokio::time::Instant::now();
-        let mut seen = self.state.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self.state.seen.locked();
         match seen.get(run) {
             Some(&(b, since)) if b == beats => now.duration_since(since) >= lease,
             _ => {
@@ -458,15 +459,11 @@ impl Ledger {
         let at = self.clock.now();
         let result = self.write_patiently(key, how, at).await;
         if result.is_err() && matches!(how, Finish::Sent | Finish::MaybeSent(_)) {
-            self.state
-                .unrecorded
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Unrecorded {
-                    key: key.clone(),
-                    how,
-                    at,
-                });
+            self.state.unrecorded.locked().push(Unrecorded {
+                key: key.clone(),
+                how,
+                at,
+            });
         }
         result
     }
@@ -518,11 +515,7 @@ impl Ledger {
 
     /// Sends this run could not record, so far.
     pub fn unrecorded(&self) -> usize {
-        self.state
-            .unrecorded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.state.unrecorded.locked().len()
     }
 
     /// Ends the run: records what could not be recorded yet (heartbeat still beating, so other
@@ -531,18 +524,12 @@ impl Ledger {
     /// once. With sends still unrecorded, the run is not marked ended: other runs then wait a
     /// full lease after its last heartbeat before they take its claims over as in doubt.
     pub async fn close(&self) {
-        let pending = std::mem::take(
-            &mut *self
-                .state
-                .unrecorded
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let pending = std::mem::take(&mut *self.state.unrecorded.locked());
         // Rounds over everything still pending, with backoff, within one lease in all (not a
         // lease each: a dead ledger must not hold the exit for `concurrency` leases).
         let left = std::sync::Mutex::new(pending);
         let left = &left;
-        let take = || std::mem::take(&mut *left.lock().unwrap_or_else(|e| e.into_inner()));
+        let take = || std::mem::take(&mut *left.locked());
         Retry::new(&self.write_policy())
             .until(&self.give_up)
             .run_observed(
@@ -554,7 +541,7 @@ impl Ledger {
                         }
                     }
                     let still = failed.len();
-                    *left.lock().unwrap_or_else(|e| e.into_inner()) = failed;
+                    *left.locked() = failed;
                     if still == 0 { Ok(()) } else { Err(still) }
                 },
                 |_, _| Verdict::Retry(Quota::Unknown),
@@ -569,11 +556,7 @@ impl Ledger {
                  later run reports those users in doubt (dead_run) and sends again",
                 left.len()
             );
-            *self
-                .state
-                .unrecorded
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = left;
+            *self.state.unrecorded.locked() = left;
             return;
         }
         // A census in flight finishes first (the loop stops at the next one).

@@ -4,7 +4,7 @@
 
 pub(crate) mod progress;
 pub mod recorder;
-pub mod report;
+pub mod report_writer;
 
 pub use recorder::{Recorder, Tally};
 

@@ -4,9 +4,10 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::report::{CreateError, IfExists, ReportWriter};
+use super::report_writer::{CreateError, IfExists, ReportWriter};
 use super::{Outcome, OutcomeKind, Reason};
 use crate::job::Origin;
+use crate::sync::Locked;
 use crate::telemetry::UserRef;
 use crate::telemetry::metrics::{self, AttemptResult};
 
@@ -198,7 +199,7 @@ impl Recorder {
         }
         if let Some(report) = &self.report {
             // A poisoned lock means a writer panicked mid-line; keep writing the rest.
-            let mut w = report.lock().unwrap_or_else(|e| e.into_inner());
+            let mut w = report.locked();
             if let Err(e) = w.write(username, client_id, user_key, &source, outcome) {
                 if !self.report_failed.swap(true, Ordering::Relaxed) {
                     tracing::error!("writing the report failed: {e}; later lines may be missing");
@@ -210,7 +211,7 @@ impl Recorder {
     /// Flushes the report. Returns false if any line could not be written.
     pub fn finish(&self) -> bool {
         if let Some(report) = &self.report {
-            let mut w = report.lock().unwrap_or_else(|e| e.into_inner());
+            let mut w = report.locked();
             if let Err(e) = w.flush() {
                 tracing::error!("flushing the report failed: {e}");
                 return false;

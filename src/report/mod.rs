@@ -9,7 +9,7 @@
 //! - [`text`]: the summary for a terminal, and the list of jobs in doubt as CSV.
 //! - [`html`]: the page, over [`chart`] (inline SVG bar charts).
 //!
-//! The report's line format is [`crate::outcome::report`]'s (docs/contract.md, *Report*).
+//! The report's line format is [`crate::outcome::report_writer`]'s (docs/contract.md, *Report*).
 
 mod chart;
 pub mod html;

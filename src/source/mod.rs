@@ -6,11 +6,11 @@
 //! - [`csv`]: a backfill file or stdin, streamed through a bounded channel.
 //! - [`sqs`]: a queue, long-polled, with visibility heartbeats and batched deletes.
 //! - [`pool`]: the user pool itself (ListUsers), for `discover` and `backfill --from-pool`.
-//! - `batch`: the records of one SQS event already in memory (the Lambda function), which
+//! - `lambda_batch`: the records of one SQS event already in memory (the Lambda function), which
 //!   names at the end the records that must come back.
 
-#[cfg(feature = "lambda")]
-pub(crate) mod batch;
 pub mod csv;
+#[cfg(feature = "lambda")]
+pub(crate) mod lambda_batch;
 pub(crate) mod pool;
 pub(crate) mod sqs;

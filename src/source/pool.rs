@@ -16,11 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cognito::admin::{PoolAdmin, PoolUser};
 use crate::engine::rate::RateLimiter;
-use crate::engine::retry::{RetryPolicy, pool_call};
+use crate::engine::resend_policy::{RetryPolicy, pool_call};
 use crate::job::{
     Input, Job, NothingToSettle, Origin, ResendRequest, Settle, Source, Unreadable, Window,
     check_username,
 };
+use crate::sync::Locked;
 
 /// The ListUsers filter: Cognito filters by status on its side; the window is ours.
 pub(crate) const UNCONFIRMED_FILTER: &str = "cognito:user_status = \"UNCONFIRMED\"";
@@ -50,10 +51,7 @@ pub(crate) struct Discovered {
 impl Discovered {
     /// Why discovery ended before the last page, if it did.
     pub(crate) fn take_failure(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+        self.failure.locked().take()
     }
 }
 
@@ -76,7 +74,7 @@ pub(crate) fn discover(d: Discovery, stop: CancellationToken) -> Discovered {
                 None => return, // stopped
                 Some(Ok(p)) => p,
                 Some(Err(e)) => {
-                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                    *failed.locked() = Some(format!(
                         "ListUsers on {} failed after {pages} pages ({listed} users listed): {e}",
                         d.admin.pool_id()
                     ));

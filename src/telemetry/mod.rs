@@ -14,6 +14,7 @@ use std::fmt;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use crate::sync::Locked;
 use hmac::{Hmac, Mac};
 use indicatif::ProgressBar;
 use sha2::Sha256;
@@ -91,11 +92,11 @@ pub struct BarSlot(Arc<Mutex<Option<ProgressBar>>>);
 impl BarSlot {
     /// Puts a bar in (or takes it out).
     pub fn set(&self, bar: Option<ProgressBar>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = bar;
+        *self.0.locked() = bar;
     }
 
     fn with_suspended(&self, f: impl FnOnce()) {
-        let bar = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let bar = self.0.locked().clone();
         match bar {
             Some(bar) => bar.suspend(f),
             None => f(),

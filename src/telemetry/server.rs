@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::sync::Locked;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -39,22 +40,18 @@ impl Readiness {
 
     /// Makes `/healthz` run `check` (replacing any earlier one).
     pub(crate) fn set_health_check(&self, check: HealthCheck) {
-        *self.health.lock().unwrap_or_else(|e| e.into_inner()) = Some(check);
+        *self.health.locked() = Some(check);
     }
 
     /// `/healthz` answers 200 again without asking anyone.
     pub(crate) fn clear_health_check(&self) {
-        *self.health.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.health.locked() = None;
     }
 
     /// What `/healthz` says: `Err(reason)` when the registered check fails.
     pub(crate) fn health(&self) -> Result<(), String> {
         // Cloned out first: the check takes its own locks.
-        let check = self
-            .health
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let check = self.health.locked().clone();
         check.map_or(Ok(()), |c| c())
     }
 }

@@ -15,6 +15,7 @@ use futures::future::BoxFuture;
 
 use super::sqs::{self, Disposition};
 use crate::job::{Input, Origin, Outcome, Settle, Source};
+use crate::sync::Locked;
 use crate::telemetry::metrics;
 
 /// The records of one event, handed to the engine one at a time.
@@ -59,7 +60,7 @@ impl BatchSource {
     /// not settled as done), counted in `cognito_resend_sqs_messages_total` as `consume` counts
     /// them (`deleted` is what the event source mapping deletes). Call once the engine stopped.
     pub(crate) fn finish(&self) -> Vec<String> {
-        let settled = self.fates.settled.lock().unwrap_or_else(|e| e.into_inner());
+        let settled = self.fates.settled.locked();
         let mut returned = Vec::new();
         for id in &self.fates.order {
             metrics::sqs_message("received");
@@ -86,13 +87,9 @@ impl BatchSource {
     /// each delivery toward the queue's redrive policy while the budget is spent. Call once the
     /// engine stopped.
     pub(crate) fn held_back(&self) -> Option<(std::time::Duration, Vec<String>)> {
-        let hold = (*self.fates.hold.lock().unwrap_or_else(|e| e.into_inner()))?;
-        let settled = self.fates.settled.lock().unwrap_or_else(|e| e.into_inner());
-        let unstarted = self
-            .fates
-            .unstarted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let hold = (*self.fates.hold.locked())?;
+        let settled = self.fates.settled.locked();
+        let unstarted = self.fates.unstarted.locked();
         let ids = self
             .fates
             .order
@@ -121,7 +118,7 @@ impl Source for BatchSource {
 impl Settle for Fates {
     fn hold_back(&self, hold: std::time::Duration) {
         if !hold.is_zero() {
-            *self.hold.lock().unwrap_or_else(|e| e.into_inner()) = Some(hold);
+            *self.hold.locked() = Some(hold);
         }
     }
 
@@ -132,12 +129,9 @@ impl Settle for Fates {
     ) -> BoxFuture<'a, Result<(), String>> {
         if let Origin::Sqs { message_id } = origin {
             if outcome.is_none() {
-                self.unstarted
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(message_id.clone());
+                self.unstarted.locked().insert(message_id.clone());
             }
-            let mut settled = self.settled.lock().unwrap_or_else(|e| e.into_inner());
+            let mut settled = self.settled.locked();
             let fate = sqs::disposition(outcome);
             // A message listed twice in one event is done only if every copy's job is.
             let keep = match settled.get(message_id) {

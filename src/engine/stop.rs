@@ -1,0 +1,246 @@
+//! Why a run stops early, and the watches that decide it: a configuration error repeated
+//! ([`MisconfigWatch`]), Cognito unreachable from the start (`Reach`), a ledger failure, a
+//! spend cap reached.
+
+use super::*;
+
+/// Why the engine stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopCause {
+    /// The source ran dry: every job it yielded has an outcome.
+    EndOfInput,
+    /// The shutdown token was cancelled (SIGINT/SIGTERM).
+    Shutdown,
+    /// The configuration is wrong; the run stopped early.
+    Misconfigured(MisconfigStop),
+    /// The ledger failed; the run stopped early.
+    LedgerFailed(LedgerError),
+    /// A spend cap was reached; the run stopped taking work.
+    SpendCapped(SpendCap),
+}
+
+/// The configuration error that stopped a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MisconfigStop {
+    /// Which problem.
+    pub kind: Misconfiguration,
+    /// The client id the last such error came back for.
+    pub client_id: String,
+    /// Cognito's code and message.
+    pub detail: String,
+    /// How many in a row.
+    pub in_a_row: u32,
+}
+
+impl std::fmt::Display for MisconfigStop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.kind == Misconfiguration::Unreachable {
+            return write!(
+                f,
+                "stopped early: cannot connect to Cognito at {} ({} attempts failed over {} s \
+                 or more, and no call of this run was ever answered); {}. Jobs not yet \
+                 attempted were left untouched: rerun after fixing it.",
+                self.detail,
+                self.in_a_row,
+                UNREACHABLE_STOP.as_secs(),
+                self.kind.fix()
+            );
+        }
+        write!(
+            f,
+            "stopped early: Cognito answered {} for client id {} ({} in a row); {}. Jobs not yet \
+             attempted were left untouched: rerun after fixing it.",
+            self.detail,
+            self.client_id,
+            self.in_a_row,
+            self.kind.fix()
+        )
+    }
+}
+
+/// Counts consecutive configuration errors (and delivery or trigger failures) per client id and
+/// kind, across all tasks. Per client id: an allowed second client that is broken trips its own
+/// count, and the first client's successes do not hide it.
+#[derive(Default)]
+pub(super) struct MisconfigWatch {
+    pub(super) in_a_row: std::collections::HashMap<(String, Misconfiguration), u32>,
+    pub(super) tripped: Option<MisconfigStop>,
+}
+
+/// A run that has never been answered stops after connection failures lasting this long.
+pub(super) const UNREACHABLE_STOP: Duration = Duration::from_secs(5);
+/// While connections fail after calls were answered, the warning is repeated this often.
+pub(super) const UNREACHABLE_REPEAT: Duration = Duration::from_secs(30);
+
+/// Whether Cognito can be reached: the connection failures of the run so far (see the module
+/// doc, "Unreachable").
+#[derive(Default)]
+pub(super) struct Reach {
+    /// A call of this run has been answered: the endpoint, region and network are right, and a
+    /// connection failure from now on is an outage.
+    pub(super) answered: bool,
+    /// The connection failures since the last answer, if the last call did not connect.
+    pub(super) outage: Option<Outage>,
+}
+
+/// Connection failures with no answer between.
+pub(super) struct Outage {
+    /// The first one.
+    pub(super) since: Instant,
+    /// When the last warning about it was logged.
+    pub(super) said: Instant,
+    /// How many.
+    pub(super) failures: u32,
+}
+
+impl Shared {
+    /// A ledger operation failed: this job fails (its source keeps it: a queue redelivers it,
+    /// a rerun of the CSV retries it) and the run stops taking work.
+    pub(super) fn ledger_failed(&self, e: LedgerError, attempts: u32) -> Outcome {
+        let mut first = self.ledger_failed.locked();
+        if first.is_none() {
+            tracing::error!("{e}: stopping (nothing is sent without a ledger claim)");
+            *first = Some(e.clone());
+            metrics::stopped("ledger_error");
+            self.stop.cancel();
+        }
+        Outcome::failed(Reason::LedgerError, Some(e.to_string()), attempts)
+    }
+
+    /// A spend cap refused a reservation: the run stops taking work (once, for the first cap).
+    pub(super) fn spend_capped(&self, cap: SpendCap) {
+        let mut first = self.spend_capped.locked();
+        if first.is_none() {
+            tracing::error!(
+                "spend cap reached: {}; stopping. Jobs not yet attempted are left untouched: \
+                 a rerun (or the queue) takes them once the budget allows",
+                cap.setting()
+            );
+            *first = Some(cap);
+            metrics::stopped("spend_cap");
+            self.settler.hold_back(self.budget_back_in(cap));
+            self.capped.cancel();
+        }
+    }
+
+    /// Cognito answered a call: it can be reached, and an outage (if one was on) is over.
+    pub(super) fn answered(&self) {
+        let mut r = self.reach.locked();
+        r.answered = true;
+        if let Some(outage) = r.outage.take() {
+            tracing::info!(
+                "Cognito answers again, after {:.1} s and {} failed connections",
+                outage.since.elapsed().as_secs_f64(),
+                outage.failures
+            );
+        }
+    }
+
+    /// A call of `client_id` could not connect (`detail` names the endpoint, the region and the
+    /// error). Never answered: logged at once, and the run stops once the failures have lasted
+    /// `UNREACHABLE_STOP`. Answered before: an outage, warned about while it lasts.
+    pub(super) fn unreachable(&self, client_id: &str, detail: &str) {
+        let now = Instant::now();
+        let mut r = self.reach.locked();
+        let answered = r.answered;
+        let Some(outage) = &mut r.outage else {
+            r.outage = Some(Outage {
+                since: now,
+                said: now,
+                failures: 1,
+            });
+            if answered {
+                tracing::warn!(
+                    "cannot connect to Cognito at {detail}; it answered before, so the calls \
+                     keep retrying"
+                );
+            } else {
+                tracing::error!(
+                    "cannot connect to Cognito at {detail}; no call has been answered yet: the \
+                     run stops unless one is within {} s",
+                    UNREACHABLE_STOP.as_secs()
+                );
+            }
+            return;
+        };
+        outage.failures += 1;
+        let lasted = now.duration_since(outage.since);
+        if answered {
+            if now.duration_since(outage.said) >= UNREACHABLE_REPEAT {
+                outage.said = now;
+                tracing::warn!(
+                    "cannot connect to Cognito at {detail}, for {:.0} s now ({} failed \
+                     connections); the calls keep retrying",
+                    lasted.as_secs_f64(),
+                    outage.failures
+                );
+            }
+            return;
+        }
+        if lasted < UNREACHABLE_STOP {
+            return;
+        }
+        let stop = MisconfigStop {
+            kind: Misconfiguration::Unreachable,
+            client_id: client_id.to_owned(),
+            detail: detail.to_owned(),
+            in_a_row: outage.failures,
+        };
+        drop(r);
+        let mut w = self.misconfig.locked();
+        if w.tripped.is_none() {
+            tracing::error!("{stop}");
+            w.tripped = Some(stop);
+            metrics::stopped(Misconfiguration::Unreachable.reason());
+            self.stop.cancel();
+        }
+    }
+
+    /// Whether a failure of `kind` met by `job` counts toward the early stop. A Lambda trigger
+    /// gets the request's ClientMetadata, so a trigger that fails on metadata a job carries of
+    /// its own (beyond the run's `--client-metadata`) may be failing on that job's doing: whoever
+    /// writes the queue could otherwise stop every consumer with ten such messages. Only jobs
+    /// with nothing but the run's own metadata count toward `trigger_broken`; the others fail
+    /// one by one.
+    pub(super) fn counts_toward_a_storm(&self, kind: Misconfiguration, job: &Job) -> bool {
+        kind != Misconfiguration::TriggerBroken || job.request.client_metadata == self.run_metadata
+    }
+
+    /// Cognito answered a call of `client_id`: its runs of errors are broken.
+    pub(super) fn misconfig_cleared(&self, client_id: &str) {
+        let mut w = self.misconfig.locked();
+        if !w.in_a_row.is_empty() {
+            w.in_a_row.retain(|(c, _), _| c != client_id);
+        }
+    }
+
+    /// Counts one configuration error (or delivery or trigger failure) of `client_id`, and
+    /// stops the run when its kind has come [`Misconfiguration::stop_after`] times in a row.
+    pub(super) fn misconfigured(&self, kind: Misconfiguration, client_id: &str, detail: &str) {
+        if kind == Misconfiguration::EmailQuota && self.default_email_account {
+            tracing::warn!(
+                "{detail}: Cognito's default email account sent its 50 emails for today"
+            );
+            self.spend_capped(SpendCap::EmailDay);
+            return;
+        }
+        let mut w = self.misconfig.locked();
+        let in_a_row = {
+            let n = w.in_a_row.entry((client_id.to_owned(), kind)).or_default();
+            *n += 1;
+            *n
+        };
+        if w.tripped.is_none() && in_a_row >= kind.stop_after() {
+            let stop = MisconfigStop {
+                kind,
+                client_id: client_id.to_owned(),
+                detail: detail.to_owned(),
+                in_a_row,
+            };
+            tracing::error!("{stop}");
+            w.tripped = Some(stop);
+            metrics::stopped(kind.reason());
+            self.stop.cancel();
+        }
+    }
+}
