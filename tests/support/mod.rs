@@ -441,21 +441,17 @@ impl HoldingProxy {
     }
 }
 
-async fn hold_or_pass(
-    mut client: tokio::net::TcpStream,
-    upstream: &str,
-    needle: &str,
-    hold: Duration,
-    held: &std::sync::atomic::AtomicUsize,
-) -> std::io::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// One HTTP/1.1 request read from `client`: the head, then Content-Length bytes of body
+/// (`None` if the client closed before sending one). What the test proxies forward.
+pub async fn read_request(client: &mut tokio::net::TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    use tokio::io::AsyncReadExt;
     // One request: the head, then Content-Length bytes of body.
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {
         let n = client.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -474,6 +470,20 @@ async fn hold_or_pass(
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+    Ok(Some(buf))
+}
+
+async fn hold_or_pass(
+    mut client: tokio::net::TcpStream,
+    upstream: &str,
+    needle: &str,
+    hold: Duration,
+    held: &std::sync::atomic::AtomicUsize,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(buf) = read_request(&mut client).await? else {
+        return Ok(());
+    };
     if String::from_utf8_lossy(&buf).contains(needle) {
         held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::time::sleep(hold).await;
