@@ -510,7 +510,7 @@ mod in_process {
     use std::time::Duration;
 
     use cognito_resend::cognito::{Cognito, Connection};
-    use cognito_resend::config::{LimitSettings, RetrySettings, RunSettings};
+    use cognito_resend::config::RetrySettings;
     use cognito_resend::engine::{self, EngineConfig, StopCause};
     use cognito_resend::ledger::sqlite::SqliteStore;
     use cognito_resend::ledger::{
@@ -665,15 +665,9 @@ mod in_process {
         )
         .await;
         let config = EngineConfig {
-            run: RunSettings {
-                concurrency: 4.try_into().unwrap(),
-                rate: None,
-                fleet_rate: None,
-                dry_run: false,
-                precheck: false,
-                precheck_rate: None,
-                wave: None,
-            },
+            concurrency: 4.try_into().unwrap(),
+            rate: None,
+            dry_run: false,
             retry: RetrySettings {
                 max_attempts: 3.try_into().unwrap(),
                 max_elapsed: Duration::from_secs(30),
@@ -682,7 +676,7 @@ mod in_process {
                 multiplier: 2.0,
                 jitter: 0.0,
             },
-            limits: LimitSettings::default(),
+            spend: Default::default(),
             default_client_id: Some(CLIENT.into()),
             allowed_client_ids: Vec::new(),
             shutdown_grace: Duration::from_secs(10),

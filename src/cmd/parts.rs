@@ -11,7 +11,7 @@ use crate::cognito::profile::{DEFAULT_EMAIL_ACCOUNT_PER_DAY, PoolProfile};
 use crate::cognito::{Cognito, Misconfiguration};
 use crate::config::Settings;
 use crate::engine::identity::{IdentityConfig, PoolLookup};
-use crate::engine::{self, EngineConfig, StopCause};
+use crate::engine::{self, EngineConfig, SpendLimits, StopCause};
 use crate::job::{Source, UsernameCase};
 use crate::ledger::{self, Ledger, LedgerTiming, Waves};
 use crate::outcome::Recorder;
@@ -259,6 +259,7 @@ pub(crate) fn identity(settings: &Settings, pool: Option<&PoolAccess>) -> Identi
             precheck: settings.run.precheck,
             resolve_aliases: p.profile.has_aliases(),
             profile: p.profile.clone(),
+            rate: settings.run.precheck_rate,
         }),
     }
 }
@@ -363,9 +364,14 @@ pub(super) fn engine_config(
 ) -> EngineConfig {
     let limits = effective_limits(settings, ledger.is_some(), pool);
     EngineConfig {
-        run: settings.run.clone(),
+        concurrency: settings.run.concurrency,
+        rate: settings.run.rate,
+        dry_run: settings.run.dry_run,
         retry: settings.retry.clone(),
-        limits,
+        spend: SpendLimits {
+            run: limits.max_sends,
+            day: limits.day(),
+        },
         default_client_id: settings.cognito.client_id.clone(),
         allowed_client_ids: settings.cognito.allowed_client_ids.clone(),
         shutdown_grace: calls_grace(settings.sqs.shutdown_grace),

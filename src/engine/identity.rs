@@ -48,6 +48,8 @@ pub struct PoolLookup {
     pub resolve_aliases: bool,
     /// What the pool said at the start: the medium of each user's code comes from it.
     pub profile: PoolProfile,
+    /// `--precheck-rate`: these reads per second at most (`None`: no limit).
+    pub rate: Option<f64>,
 }
 
 impl PoolLookup {

@@ -2,6 +2,12 @@
 //! concurrency permit and the shared rate limit, retries what is retryable, and records exactly
 //! one outcome per job.
 //!
+//! - `pipeline`: one job from start to outcome (claim → pool read and precheck → reservation →
+//!   calls → record → settle), a panic included.
+//! - `calls`: the job's calls to Cognito through the retry executor.
+//! - `spend`: the spend guard, which every job reserves a send from and settles it with.
+//! - `stop`: the stop latch holding why the run stops early, and the watches that trip it.
+//! - [`identity`]: who a job is for (case rule, aliases, `sub`s, the pool reads).
 //! - [`rate`]: the adaptive token bucket shared by all tasks.
 //! - [`resend_policy`]: the `retry.*` settings as the executor's policy for resends ([`crate::retry`]).
 //!
@@ -36,6 +42,7 @@
 //! warning says why, again every `UNREACHABLE_REPEAT` (30 s) while it lasts.
 
 pub mod identity;
+mod calls;
 mod pipeline;
 pub(crate) mod rate;
 pub mod resend_policy;
@@ -53,13 +60,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::cognito::admin::{AdminError, UserState};
 use crate::cognito::{Answer, CallError, Misconfiguration, Resend};
-use crate::config::{LimitSettings, RetrySettings, RunSettings};
+use crate::config::RetrySettings;
 use crate::job::{
     CallTime, Input, Job, Reason, RequestDefaults, ResendRequest, Settle, Source, Timing, UserKey,
 };
-use crate::ledger::{
-    Claim, DayCaps, DayReservation, Finish, Ledger, LedgerError, Medium, SpendCap, Spent,
-};
+use crate::ledger::{Claim, Finish, Ledger, LedgerError, Medium, SpendCap, Spent};
 use crate::outcome::{DoubtCause, Outcome, OutcomeKind, Recorder};
 use crate::retry::{Failure, Quota, Retry, Verdict};
 use crate::sync::Locked;
@@ -69,20 +74,25 @@ use pipeline::run_job;
 use rate::RateLimiter;
 use resend_policy::{LAMBDA_ATTEMPTS, RetryPolicy};
 pub(crate) use spend::DAY_TURN_SLACK;
-use spend::SpendLimits;
+pub use spend::SpendLimits;
+use spend::{Refused, Reservation, SpendGuard};
 pub use stop::{MisconfigStop, StopCause};
-use stop::{MisconfigWatch, Reach};
+use stop::{MisconfigWatch, Reach, StopLatch};
 
-/// What the engine needs besides its source: the settings sections it reads, as they are, and
-/// the working parts a command built.
+/// What the engine needs besides its source: the settings it reads, and the working parts a
+/// command built.
 pub struct EngineConfig {
-    /// `[run]`: concurrency, rate, `--dry-run` and the precheck's rate (`fleet_rate` is the
-    /// ledger's, and `precheck` is whether `precheck` below is given).
-    pub run: RunSettings,
+    /// `--concurrency`: calls in flight at most.
+    pub concurrency: std::num::NonZeroUsize,
+    /// `--rate`: calls per second at most (`None`: no limit; `--fleet-rate` sets the ceiling
+    /// through the ledger's census instead).
+    pub rate: Option<f64>,
+    /// `--dry-run`: everything but the send.
+    pub dry_run: bool,
     /// `[retry]`: retry budget and backoff.
     pub retry: RetrySettings,
-    /// `[limits]`: `--max-sends` and the per-day caps (these need `ledger`).
-    pub limits: LimitSettings,
+    /// `--max-sends` and the per-day caps (these need `ledger`).
+    pub spend: SpendLimits,
     /// `--client-id`, for jobs that carry none.
     pub default_client_id: Option<String>,
     /// `--allow-client-id`: the app client ids a job may name besides `default_client_id`
@@ -94,7 +104,7 @@ pub struct EngineConfig {
     /// The send ledger (`None`: `--state none`).
     pub ledger: Option<Ledger>,
     /// Who a job is for: the pool's case rule, and the pool reads (`--precheck`, alias
-    /// resolution; their rate is `run.precheck_rate`).
+    /// resolution) with their rate.
     pub identity: IdentityConfig,
     /// The pool sends email through Cognito's default email account (its profile says so):
     /// Cognito's "Exceeded daily email limit" is then the day's known budget running out, a
@@ -144,15 +154,12 @@ struct Shared {
     default_client_id: Option<String>,
     /// Every client id a job may name (`--client-id` included).
     allowed_client_ids: std::collections::HashSet<String>,
-    /// Stop starting calls (signal or misconfiguration).
-    stop: CancellationToken,
-    /// Abandon calls in flight (the grace period is over).
-    abort: CancellationToken,
+    /// Why the run stops, and the tokens that stop it.
+    latch: StopLatch,
     misconfig: Mutex<MisconfigWatch>,
     /// Whether Cognito can be reached at all.
     reach: Mutex<Reach>,
     ledger: Option<Ledger>,
-    ledger_failed: Mutex<Option<LedgerError>>,
     /// How the pool compares usernames: the ledger key's case rule.
     case: crate::job::UsernameCase,
     lookup: Option<Lookup>,
@@ -161,19 +168,8 @@ struct Shared {
     /// `--client-metadata`: a job whose metadata is more than this carries its own, and a
     /// trigger failure it meets may be its own doing ([`Shared::counts_toward_a_storm`]).
     run_metadata: std::collections::BTreeMap<String, String>,
-    spend: SpendLimits,
-    /// Sends reserved against `--max-sends` and not given back.
-    run_reserved: std::sync::atomic::AtomicU64,
-    /// Of those, the ones settled as sent or possibly sent.
-    run_kept: std::sync::atomic::AtomicU64,
-    /// Woken when a `--max-sends` reservation is settled.
-    run_settled: tokio::sync::Notify,
-    /// The first spend cap that refused a reservation.
-    spend_capped: Mutex<Option<SpendCap>>,
-    /// Cancelled at a spend cap: no more jobs are taken or claimed, but jobs holding a
-    /// reservation still make their call (unlike `stop`, which would hand them back and end the
-    /// run short of the cap).
-    capped: CancellationToken,
+    /// The spend caps and what is reserved against them.
+    spend: SpendGuard,
 }
 
 /// Runs every job of `source` and returns why it stopped.
@@ -184,45 +180,34 @@ pub async fn run<S: Source, C: Resend>(
     recorder: Arc<Recorder>,
     shutdown: CancellationToken,
 ) -> StopCause {
-    let stop = shutdown.child_token();
     let shared = Arc::new(Shared {
         cognito: Box::new(cognito),
-        rate: RateLimiter::new(config.run.rate),
+        rate: RateLimiter::new(config.rate),
         retry: RetryPolicy::new(config.retry),
         recorder,
         settler: source.settler(),
-        dry_run: config.run.dry_run,
+        dry_run: config.dry_run,
         allowed_client_ids: config
             .allowed_client_ids
             .into_iter()
             .chain(config.default_client_id.clone())
             .collect(),
         default_client_id: config.default_client_id,
-        stop: stop.clone(),
-        abort: CancellationToken::new(),
+        latch: StopLatch::new(&shutdown),
         misconfig: Mutex::new(MisconfigWatch::default()),
         reach: Mutex::new(Reach::default()),
+        spend: SpendGuard::new(config.spend, config.ledger.clone()),
         ledger: config.ledger,
-        ledger_failed: Mutex::new(None),
         case: config.identity.case,
         lookup: config.identity.lookup.map(|pool| Lookup {
+            rate: RateLimiter::unreported(pool.rate),
             pool,
-            rate: RateLimiter::unreported(config.run.precheck_rate),
             answers: Answers::default(),
         }),
         default_email_account: config.default_email_account,
         run_metadata: config.request_defaults.client_metadata.clone(),
-        spend: SpendLimits {
-            run: config.limits.max_sends,
-            day: config.limits.day(),
-        },
-        run_reserved: Default::default(),
-        run_kept: Default::default(),
-        run_settled: tokio::sync::Notify::new(),
-        spend_capped: Mutex::new(None),
-        capped: CancellationToken::new(),
     });
-    let permits = Arc::new(Semaphore::new(config.run.concurrency.get()));
+    let permits = Arc::new(Semaphore::new(config.concurrency.get()));
     let tracker = TaskTracker::new();
     // A fenced ledger (this run's heartbeat failing for half a lease) stops the run at once,
     // so jobs already claimed but not yet called do not call.
@@ -273,8 +258,7 @@ pub async fn run<S: Source, C: Resend>(
         // A permit first, then a job: the source is never asked for more than can start now.
         let permit = tokio::select! {
             biased;
-            _ = stop.cancelled() => break,
-            _ = shared.capped.cancelled() => break,
+            _ = shared.latch.taking_ends() => break,
             p = permits.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break, // never closed; a closed semaphore would mean we are done
@@ -282,8 +266,7 @@ pub async fn run<S: Source, C: Resend>(
         };
         let input = tokio::select! {
             biased;
-            _ = stop.cancelled() => break,
-            _ = shared.capped.cancelled() => break,
+            _ = shared.latch.taking_ends() => break,
             i = source.next() => i,
         };
         match input {
@@ -320,21 +303,38 @@ pub async fn run<S: Source, C: Resend>(
                     "calls still in flight after the {:?} grace period: abandoning them",
                     config.shutdown_grace
                 );
-                shared.abort.cancel();
+                shared.latch.abort();
                 drained.await;
             }
         }
     }
 
-    let tripped = shared.misconfig.locked().tripped.clone();
-    let ledger_failed = shared.ledger_failed.locked().clone();
-    let capped = *shared.spend_capped.locked();
-    match (tripped, ledger_failed, capped) {
-        (_, Some(e), _) => StopCause::LedgerFailed(e),
-        (Some(m), None, _) => StopCause::Misconfigured(m),
-        (None, None, Some(cap)) => StopCause::SpendCapped(cap),
-        (None, None, None) if shutdown.is_cancelled() => StopCause::Shutdown,
-        (None, None, None) => StopCause::EndOfInput,
+    shared.latch.cause(shutdown.is_cancelled())
+}
+
+impl Shared {
+    /// Reserves one send for a job about to call (see [`SpendGuard::reserve`]). `Err(None)`:
+    /// refused by a cap (the run is stopping at it) or by the run stopping; `Err(Some(e))`: the
+    /// ledger failed. Nothing stays reserved on either.
+    async fn reserve(&self, medium: Option<Medium>) -> Result<Reservation, Option<LedgerError>> {
+        match self.spend.reserve(medium, &self.latch).await {
+            Ok(r) => Ok(r),
+            Err(Refused::Cap(cap)) => {
+                self.spend_capped(cap);
+                Err(None)
+            }
+            Err(Refused::Stopping) => Err(None),
+            Err(Refused::Ledger(e)) => Err(Some(e)),
+        }
+    }
+
+    /// Settles a job's reservation (see [`SpendGuard::settle`]). A ledger that does not take
+    /// it stops the run: a reservation not given back only lowers the day's budget, but a
+    /// medium not counted could let that medium pass its cap, so stop rather than guess.
+    async fn settle_spend(&self, r: Reservation, spent: Spent) {
+        if let Err(e) = self.spend.settle(r, spent).await {
+            let _ = self.ledger_failed(e, 0);
+        }
     }
 }
 

@@ -1,16 +1,26 @@
-//! Spend caps on the engine's side: a job's reservation of one send against `--max-sends`
-//! (this run, in memory) and the per-day caps (in the ledger), settled once on every path; and
-//! how long a reached cap keeps jobs away ([`DAY_TURN_SLACK`]).
+//! Spend caps on the engine's side: the [`SpendGuard`] every job reserves one send from before
+//! its call — against `--max-sends` (this run, in memory) and the per-day caps (in the ledger,
+//! shared by every run on it) — and settles once on every path; and how long a reached cap keeps
+//! jobs away ([`DAY_TURN_SLACK`]).
+//!
+//! The guard decides and counts; what a refusal does to the run (stop taking work, tell the
+//! source to hold its jobs back) is the stop latch's business ([`super::stop`]).
 
-use super::*;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::stop::StopLatch;
+use crate::ledger::{DayCaps, DayReservation, Ledger, LedgerError, Medium, SpendCap, Spent};
 
 /// The spend caps a run enforces, from `[limits]`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct SpendLimits {
+pub struct SpendLimits {
     /// `--max-sends`: codes this run may send.
-    pub(super) run: Option<u64>,
-    /// The per-day caps, kept in the ledger.
-    pub(super) day: DayCaps,
+    pub run: Option<u64>,
+    /// The per-day caps, kept in the ledger (they need one).
+    pub day: DayCaps,
 }
 
 /// How long after the UTC day turns a job held back by a per-day cap comes back: the ledger's
@@ -20,106 +30,132 @@ pub(crate) const DAY_TURN_SLACK: Duration = Duration::from_secs(60);
 /// A send reserved against the spend caps.
 pub(super) struct Reservation {
     /// Counted against `--max-sends`.
-    pub(super) run: bool,
+    run: bool,
     /// Reserved in the ledger, on its UTC day.
-    pub(super) day: Option<DayReservation>,
+    day: Option<DayReservation>,
     /// The medium reserved with it, when known before the call.
-    pub(super) medium: Option<Medium>,
-}
-
-/// Reserves one send against every spend cap set. `Err(None)`: a cap refused it (the run is
-/// stopping, see [`Shared::spend_capped`]); `Err(Some(e))`: the ledger failed. Nothing stays
-/// reserved on either.
-pub(super) async fn reserve(
-    shared: &Shared,
     medium: Option<Medium>,
-) -> Result<Reservation, Option<LedgerError>> {
-    use std::sync::atomic::Ordering::SeqCst;
-    let run = match shared.spend.run {
-        None => false,
-        Some(max) => loop {
-            // Registered before the check, so a settle in between is not missed.
-            let settled = shared.run_settled.notified();
-            tokio::pin!(settled);
-            settled.as_mut().enable();
-            let took = shared
-                .run_reserved
-                .fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1));
-            if took.is_ok() {
-                break true;
-            }
-            // Every reservation is held. Once `max` codes are sent (or may be), the cap is
-            // reached; until then, a call in flight may yet send nothing and give its
-            // reservation back, so wait for it rather than stop short of the cap.
-            if shared.run_kept.load(SeqCst) >= max {
-                shared.spend_capped(SpendCap::Run);
-                return Err(None);
-            }
-            tokio::select! {
-                biased;
-                _ = shared.stop.cancelled() => return Err(None),
-                _ = shared.capped.cancelled() => return Err(None),
-                _ = settled => {}
-            }
-        },
-    };
-    let give_back_run = || {
-        if run {
-            shared.run_reserved.fetch_sub(1, SeqCst);
-        }
-    };
-    let day = match &shared.ledger {
-        Some(ledger) if !shared.spend.day.is_empty() => {
-            match ledger.reserve_send(shared.spend.day, medium).await {
-                Ok(Ok(r)) => Some(r),
-                Ok(Err(cap)) => {
-                    give_back_run();
-                    shared.spend_capped(cap);
-                    return Err(None);
-                }
-                Err(e) => {
-                    give_back_run();
-                    return Err(Some(e));
-                }
-            }
-        }
-        _ => None,
-    };
-    Ok(Reservation { run, day, medium })
 }
 
-/// Settles a reservation, once, whatever the job's end (see [`super::pipeline::spent_of`]; a panic, see
-/// [`super::pipeline::panicked`]): the `--max-sends` count, and the day's counters, where the count of the code's
-/// medium grows from Cognito's answer (or, reserved ahead, moves if Cognito used the other
-/// medium). Every day reservation is settled, kept ones too, so the ledger can let go of its
-/// token.
-pub(super) async fn settle_spend(shared: &Shared, r: Reservation, spent: Spent) {
-    if r.run {
-        use std::sync::atomic::Ordering::SeqCst;
-        if spent == Spent::Nothing {
-            shared.run_reserved.fetch_sub(1, SeqCst);
-        } else {
-            shared.run_kept.fetch_add(1, SeqCst);
-        }
-        shared.run_settled.notify_waiters();
-    }
-    // A medium reserved ahead was counted with the reservation.
-    let spent = match (r.medium, spent) {
-        (Some(reserved), Spent::Nothing) => Spent::NothingOf(reserved),
-        (Some(reserved), Spent::Code(sent)) if sent == reserved => Spent::Kept,
-        (Some(reserved), Spent::Code(sent)) => Spent::Moved { reserved, sent },
-        (_, spent) => spent,
-    };
-    if let (Some(day), Some(ledger)) = (r.day, &shared.ledger)
-        && let Err(e) = ledger.settle_send(&day, spent).await
-    {
-        // A reservation not given back only lowers the day's budget; a medium not counted
-        // could let that medium pass its cap: either way, stop rather than guess.
-        let _ = shared.ledger_failed(e, 0);
-    }
+/// Why a reservation was refused. Nothing stays reserved on any of them.
+pub(super) enum Refused {
+    /// A cap is reached.
+    Cap(SpendCap),
+    /// The run is stopping (or already capped) while the job waited for a `--max-sends` slot.
+    Stopping,
+    /// The ledger failed.
+    Ledger(LedgerError),
 }
 
-impl Shared {
+/// The run's spend caps and what is reserved against them: one per engine, shared by its jobs.
+pub(super) struct SpendGuard {
+    limits: SpendLimits,
+    /// Where the per-day counters live (`None`: `--state none`, no per-day caps).
+    ledger: Option<Ledger>,
+    /// Sends reserved against `--max-sends` and not given back.
+    run_reserved: AtomicU64,
+    /// Of those, the ones settled as sent or possibly sent.
+    run_kept: AtomicU64,
+    /// Woken when a `--max-sends` reservation is settled.
+    run_settled: Notify,
+}
+
+impl SpendGuard {
+    pub(super) fn new(limits: SpendLimits, ledger: Option<Ledger>) -> Self {
+        Self {
+            limits,
+            ledger,
+            run_reserved: AtomicU64::new(0),
+            run_kept: AtomicU64::new(0),
+            run_settled: Notify::new(),
+        }
+    }
+
+    /// Reserves one send (of `medium`, when known) against every spend cap set. A job waits
+    /// here while every `--max-sends` slot is held by a call that may yet give it back, until
+    /// one is given back or `latch` says the run stops taking work.
+    pub(super) async fn reserve(
+        &self,
+        medium: Option<Medium>,
+        latch: &StopLatch,
+    ) -> Result<Reservation, Refused> {
+        let run = match self.limits.run {
+            None => false,
+            Some(max) => loop {
+                // Registered before the check, so a settle in between is not missed.
+                let settled = self.run_settled.notified();
+                tokio::pin!(settled);
+                settled.as_mut().enable();
+                let took = self
+                    .run_reserved
+                    .fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1));
+                if took.is_ok() {
+                    break true;
+                }
+                // Every reservation is held. Once `max` codes are sent (or may be), the cap is
+                // reached; until then, a call in flight may yet send nothing and give its
+                // reservation back, so wait for it rather than stop short of the cap.
+                if self.run_kept.load(SeqCst) >= max {
+                    return Err(Refused::Cap(SpendCap::Run));
+                }
+                tokio::select! {
+                    biased;
+                    _ = latch.taking_ends() => return Err(Refused::Stopping),
+                    _ = settled => {}
+                }
+            },
+        };
+        let give_back_run = || {
+            if run {
+                self.run_reserved.fetch_sub(1, SeqCst);
+            }
+        };
+        let day = match &self.ledger {
+            Some(ledger) if !self.limits.day.is_empty() => {
+                match ledger.reserve_send(self.limits.day, medium).await {
+                    Ok(Ok(r)) => Some(r),
+                    Ok(Err(cap)) => {
+                        give_back_run();
+                        return Err(Refused::Cap(cap));
+                    }
+                    Err(e) => {
+                        give_back_run();
+                        return Err(Refused::Ledger(e));
+                    }
+                }
+            }
+            _ => None,
+        };
+        Ok(Reservation { run, day, medium })
+    }
+
+    /// Settles a reservation, once, whatever the job's end (see [`super::pipeline::spent_of`];
+    /// a panic, see [`super::pipeline::panicked`]): the `--max-sends` count, and the day's
+    /// counters, where the count of the code's medium grows from Cognito's answer (or, reserved
+    /// ahead, moves if Cognito used the other medium). Every day reservation is settled, kept
+    /// ones too, so the ledger can let go of its token. An error: the ledger did not take it.
+    pub(super) async fn settle(&self, r: Reservation, spent: Spent) -> Result<(), LedgerError> {
+        if r.run {
+            if spent == Spent::Nothing {
+                self.run_reserved.fetch_sub(1, SeqCst);
+            } else {
+                self.run_kept.fetch_add(1, SeqCst);
+            }
+            self.run_settled.notify_waiters();
+        }
+        // A medium reserved ahead was counted with the reservation.
+        let spent = match (r.medium, spent) {
+            (Some(reserved), Spent::Nothing) => Spent::NothingOf(reserved),
+            (Some(reserved), Spent::Code(sent)) if sent == reserved => Spent::Kept,
+            (Some(reserved), Spent::Code(sent)) => Spent::Moved { reserved, sent },
+            (_, spent) => spent,
+        };
+        match (r.day, &self.ledger) {
+            (Some(day), Some(ledger)) => ledger.settle_send(&day, spent).await,
+            _ => Ok(()),
+        }
+    }
+
     /// How long until `cap` lets a send through again: at once for `--max-sends` (the next run
     /// has a budget of its own); for a per-day cap, when the UTC day turns by the ledger's
     /// clock, and [`DAY_TURN_SLACK`] past it for peers whose clocks run a little behind.

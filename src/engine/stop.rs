@@ -1,6 +1,6 @@
 //! Why a run stops early, and the watches that decide it: a configuration error repeated
 //! ([`MisconfigWatch`]), Cognito unreachable from the start (`Reach`), a ledger failure, a
-//! spend cap reached.
+//! spend cap reached. Whichever comes, the [`StopLatch`] holds it and cancels what it stops.
 
 use super::*;
 
@@ -58,13 +58,110 @@ impl std::fmt::Display for MisconfigStop {
     }
 }
 
+/// An early stop, as the latch holds it.
+#[derive(Debug, Clone)]
+pub(super) enum EarlyStop {
+    /// A spend cap refused a reservation: take no more jobs; those holding a reservation still
+    /// make their call.
+    Capped(SpendCap),
+    /// The configuration is wrong: start no more calls.
+    Misconfigured(MisconfigStop),
+    /// The ledger failed: start no more calls (nothing is sent without a claim).
+    LedgerFailed(LedgerError),
+}
+
+impl EarlyStop {
+    /// Which cause the run reports when more than one comes: a ledger failure (what is sent
+    /// is no longer known) over a configuration error (nothing can be sent) over a cap (the
+    /// run did what it was allowed to).
+    fn weight(&self) -> u8 {
+        match self {
+            EarlyStop::Capped(_) => 0,
+            EarlyStop::Misconfigured(_) => 1,
+            EarlyStop::LedgerFailed(_) => 2,
+        }
+    }
+}
+
+/// Why the run stops, held once, and the tokens it cancels. Every early stop goes through
+/// [`StopLatch::trip`]: the cause it holds is the first of the weightiest kind that came.
+pub(super) struct StopLatch {
+    cause: Mutex<Option<EarlyStop>>,
+    /// Start no more calls: a signal (a child of the shutdown token), a configuration error, a
+    /// ledger failure.
+    stop: CancellationToken,
+    /// Take no more jobs: a spend cap (jobs holding a reservation still call).
+    capped: CancellationToken,
+    /// Abandon calls in flight: the grace period after a signal is over.
+    abort: CancellationToken,
+}
+
+impl StopLatch {
+    pub(super) fn new(shutdown: &CancellationToken) -> Self {
+        Self {
+            cause: Mutex::new(None),
+            stop: shutdown.child_token(),
+            capped: CancellationToken::new(),
+            abort: CancellationToken::new(),
+        }
+    }
+
+    /// Holds `cause` unless one as weighty is held already, and cancels what it stops. `true`:
+    /// it is now the run's cause (the caller logs it and counts it, once).
+    pub(super) fn trip(&self, cause: EarlyStop) -> bool {
+        let mut held = self.cause.locked();
+        if held.as_ref().is_some_and(|h| h.weight() >= cause.weight()) {
+            return false;
+        }
+        match cause {
+            EarlyStop::Capped(_) => self.capped.cancel(),
+            EarlyStop::Misconfigured(_) | EarlyStop::LedgerFailed(_) => self.stop.cancel(),
+        }
+        *held = Some(cause);
+        true
+    }
+
+    /// Cancelled when no more calls may start (a signal included).
+    pub(super) fn stopping(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// Resolves when the run takes no more jobs: stopping, or capped.
+    pub(super) async fn taking_ends(&self) {
+        tokio::select! {
+            _ = self.stop.cancelled() => {}
+            _ = self.capped.cancelled() => {}
+        }
+    }
+
+    /// Abandons the calls in flight.
+    pub(super) fn abort(&self) {
+        self.abort.cancel();
+    }
+
+    /// Cancelled when calls in flight are abandoned.
+    pub(super) fn aborted(&self) -> &CancellationToken {
+        &self.abort
+    }
+
+    /// Why the run ended: its early stop, else a signal (`shutdown`) or the end of the input.
+    pub(super) fn cause(&self, shutdown: bool) -> StopCause {
+        match self.cause.locked().clone() {
+            Some(EarlyStop::LedgerFailed(e)) => StopCause::LedgerFailed(e),
+            Some(EarlyStop::Misconfigured(m)) => StopCause::Misconfigured(m),
+            Some(EarlyStop::Capped(cap)) => StopCause::SpendCapped(cap),
+            None if shutdown => StopCause::Shutdown,
+            None => StopCause::EndOfInput,
+        }
+    }
+}
+
 /// Counts consecutive configuration errors (and delivery or trigger failures) per client id and
 /// kind, across all tasks. Per client id: an allowed second client that is broken trips its own
 /// count, and the first client's successes do not hide it.
 #[derive(Default)]
 pub(super) struct MisconfigWatch {
     pub(super) in_a_row: std::collections::HashMap<(String, Misconfiguration), u32>,
-    pub(super) tripped: Option<MisconfigStop>,
 }
 
 /// A run that has never been answered stops after connection failures lasting this long.
@@ -97,29 +194,23 @@ impl Shared {
     /// A ledger operation failed: this job fails (its source keeps it: a queue redelivers it,
     /// a rerun of the CSV retries it) and the run stops taking work.
     pub(super) fn ledger_failed(&self, e: LedgerError, attempts: u32) -> Outcome {
-        let mut first = self.ledger_failed.locked();
-        if first.is_none() {
+        if self.latch.trip(EarlyStop::LedgerFailed(e.clone())) {
             tracing::error!("{e}: stopping (nothing is sent without a ledger claim)");
-            *first = Some(e.clone());
             metrics::stopped("ledger_error");
-            self.stop.cancel();
         }
         Outcome::failed(Reason::LedgerError, Some(e.to_string()), attempts)
     }
 
     /// A spend cap refused a reservation: the run stops taking work (once, for the first cap).
     pub(super) fn spend_capped(&self, cap: SpendCap) {
-        let mut first = self.spend_capped.locked();
-        if first.is_none() {
+        if self.latch.trip(EarlyStop::Capped(cap)) {
             tracing::error!(
                 "spend cap reached: {}; stopping. Jobs not yet attempted are left untouched: \
                  a rerun (or the queue) takes them once the budget allows",
                 cap.setting()
             );
-            *first = Some(cap);
             metrics::stopped("spend_cap");
-            self.settler.hold_back(self.budget_back_in(cap));
-            self.capped.cancel();
+            self.settler.hold_back(self.spend.budget_back_in(cap));
         }
     }
 
@@ -187,13 +278,7 @@ impl Shared {
             in_a_row: outage.failures,
         };
         drop(r);
-        let mut w = self.misconfig.locked();
-        if w.tripped.is_none() {
-            tracing::error!("{stop}");
-            w.tripped = Some(stop);
-            metrics::stopped(Misconfiguration::Unreachable.reason());
-            self.stop.cancel();
-        }
+        self.misconfig_stop(stop);
     }
 
     /// Whether a failure of `kind` met by `job` counts toward the early stop. A Lambda trigger
@@ -230,17 +315,79 @@ impl Shared {
             *n += 1;
             *n
         };
-        if w.tripped.is_none() && in_a_row >= kind.stop_after() {
-            let stop = MisconfigStop {
+        drop(w);
+        if in_a_row >= kind.stop_after() {
+            self.misconfig_stop(MisconfigStop {
                 kind,
                 client_id: client_id.to_owned(),
                 detail: detail.to_owned(),
                 in_a_row,
-            };
-            tracing::error!("{stop}");
-            w.tripped = Some(stop);
-            metrics::stopped(kind.reason());
-            self.stop.cancel();
+            });
         }
+    }
+
+    /// A configuration error stops the run (logged and counted if it is the run's cause).
+    fn misconfig_stop(&self, stop: MisconfigStop) {
+        let reason = stop.kind.reason();
+        let said = stop.to_string();
+        if self.latch.trip(EarlyStop::Misconfigured(stop)) {
+            tracing::error!("{said}");
+            metrics::stopped(reason);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger_error() -> LedgerError {
+        LedgerError {
+            state: "test.db".into(),
+            detail: "disk full".into(),
+        }
+    }
+
+    fn misconfig(client_id: &str) -> MisconfigStop {
+        MisconfigStop {
+            kind: Misconfiguration::UnknownClient,
+            client_id: client_id.into(),
+            detail: "ResourceNotFoundException".into(),
+            in_a_row: 3,
+        }
+    }
+
+    #[test]
+    fn a_cap_stops_taking_jobs_but_not_the_calls_and_reports_itself() {
+        let shutdown = CancellationToken::new();
+        let latch = StopLatch::new(&shutdown);
+        assert!(latch.trip(EarlyStop::Capped(SpendCap::Day)));
+        assert!(!latch.stopping().is_cancelled(), "reserved jobs still call");
+        assert!(!latch.trip(EarlyStop::Capped(SpendCap::Run)), "the first cap is kept");
+        assert_eq!(latch.cause(false), StopCause::SpendCapped(SpendCap::Day));
+    }
+
+    #[test]
+    fn a_ledger_failure_outweighs_whatever_came_before_or_after_it() {
+        let shutdown = CancellationToken::new();
+        let latch = StopLatch::new(&shutdown);
+        assert!(latch.trip(EarlyStop::Capped(SpendCap::Run)));
+        assert!(latch.trip(EarlyStop::Misconfigured(misconfig("a"))));
+        assert!(latch.stopping().is_cancelled());
+        assert!(!latch.trip(EarlyStop::Misconfigured(misconfig("b"))));
+        assert_eq!(latch.cause(true), StopCause::Misconfigured(misconfig("a")));
+        assert!(latch.trip(EarlyStop::LedgerFailed(ledger_error())));
+        assert!(!latch.trip(EarlyStop::Misconfigured(misconfig("c"))));
+        assert_eq!(latch.cause(true), StopCause::LedgerFailed(ledger_error()));
+    }
+
+    #[test]
+    fn without_an_early_stop_the_run_ended_by_signal_or_input() {
+        let shutdown = CancellationToken::new();
+        let latch = StopLatch::new(&shutdown);
+        assert_eq!(latch.cause(false), StopCause::EndOfInput);
+        shutdown.cancel();
+        assert!(latch.stopping().is_cancelled(), "a signal stops the calls");
+        assert_eq!(latch.cause(true), StopCause::Shutdown);
     }
 }

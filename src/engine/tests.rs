@@ -5,9 +5,9 @@ use std::collections::{HashMap, VecDeque};
 use std::num::{NonZeroU32, NonZeroUsize};
 
 use super::*;
-use crate::config::{LimitSettings, RetrySettings, RunSettings};
+use crate::config::RetrySettings;
 use crate::job::{Origin, Reason};
-use crate::ledger::{LedgerTiming, SpendCap, StateSpec};
+use crate::ledger::{DayCaps, LedgerTiming, SpendCap, StateSpec};
 use crate::outcome::Delivery;
 
 /// What a fake answers for one call: given the username, client id and how many calls this
@@ -169,15 +169,9 @@ impl Source for Jobs {
 
 fn config(concurrency: usize) -> EngineConfig {
     EngineConfig {
-        run: RunSettings {
-            concurrency: NonZeroUsize::new(concurrency).unwrap(),
-            rate: None,
-            fleet_rate: None,
-            dry_run: false,
-            precheck: false,
-            precheck_rate: None,
-            wave: None,
-        },
+        concurrency: NonZeroUsize::new(concurrency).unwrap(),
+        rate: None,
+        dry_run: false,
         retry: RetrySettings {
             max_attempts: NonZeroU32::new(3).unwrap(),
             max_elapsed: Duration::from_secs(60),
@@ -186,7 +180,7 @@ fn config(concurrency: usize) -> EngineConfig {
             multiplier: 2.0,
             jitter: 0.0,
         },
-        limits: LimitSettings::default(),
+        spend: SpendLimits::default(),
         default_client_id: Some("app".into()),
         allowed_client_ids: Vec::new(),
         shutdown_grace: Duration::from_secs(1),
@@ -327,9 +321,9 @@ async fn a_panicking_job_settles_its_spend_reservation_so_a_max_sends_run_ends()
     let mut jobs = Jobs::users(["alice", "bob", "carol", "dave", "erin"]);
     let cause = run_engine(
         EngineConfig {
-            limits: LimitSettings {
-                max_sends: Some(2),
-                ..LimitSettings::default()
+            spend: SpendLimits {
+                run: Some(2),
+                ..SpendLimits::default()
             },
             ..config(2)
         },
@@ -620,9 +614,9 @@ async fn max_sends_stops_the_run_after_that_many_codes_and_leaves_the_rest_untou
     let mut jobs = Jobs::users(users.iter().map(String::as_str));
     let cause = run_engine(
         EngineConfig {
-            limits: LimitSettings {
-                max_sends: Some(5),
-                ..LimitSettings::default()
+            spend: SpendLimits {
+                run: Some(5),
+                ..SpendLimits::default()
             },
             ..config(3)
         },
@@ -651,9 +645,12 @@ async fn max_sends_stops_the_run_after_that_many_codes_and_leaves_the_rest_untou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_never_reserves_and_a_day_cap_holds_across_runs_on_one_ledger() {
     let dir = tempfile::tempdir().unwrap();
-    let caps = LimitSettings {
-        max_sends_per_day: Some(4),
-        ..LimitSettings::default()
+    let caps = SpendLimits {
+        day: DayCaps {
+            sends: Some(4),
+            ..DayCaps::default()
+        },
+        ..SpendLimits::default()
     };
     let users = names("d", 10);
     // A dry run plans every user and reserves nothing.
@@ -663,11 +660,8 @@ async fn a_dry_run_never_reserves_and_a_day_cap_holds_across_runs_on_one_ledger(
     let cause = run_engine(
         EngineConfig {
             ledger: Some(l.clone()),
-            run: RunSettings {
-                dry_run: true,
-                ..config(4).run
-            },
-            limits: caps.clone(),
+            dry_run: true,
+            spend: caps,
             ..config(4)
         },
         &mut jobs,
@@ -692,7 +686,7 @@ async fn a_dry_run_never_reserves_and_a_day_cap_holds_across_runs_on_one_ledger(
         let cause = run_engine(
             EngineConfig {
                 ledger: Some(l.clone()),
-                limits: caps.clone(),
+                spend: caps,
                 ..config(2)
             },
             &mut jobs,
@@ -734,10 +728,13 @@ async fn a_medium_cap_overshoots_by_at_most_the_calls_in_flight() {
     let cause = run_engine(
         EngineConfig {
             ledger: Some(l.clone()),
-            limits: LimitSettings {
-                max_sms_per_day: Some(cap),
-                max_email_per_day: Some(100),
-                ..LimitSettings::default()
+            spend: SpendLimits {
+                day: DayCaps {
+                    sms: Some(cap),
+                    email: Some(100),
+                    ..DayCaps::default()
+                },
+                ..SpendLimits::default()
             },
             ..config(concurrency)
         },
@@ -869,9 +866,12 @@ async fn a_day_cap_asks_the_source_to_hold_back_its_jobs_until_the_day_turns() {
     let cause = run_engine(
         EngineConfig {
             ledger: Some(l.clone()),
-            limits: LimitSettings {
-                max_sends_per_day: Some(1),
-                ..LimitSettings::default()
+            spend: SpendLimits {
+                day: DayCaps {
+                    sends: Some(1),
+                    ..DayCaps::default()
+                },
+                ..SpendLimits::default()
             },
             ..config(1)
         },
@@ -896,9 +896,9 @@ async fn a_day_cap_asks_the_source_to_hold_back_its_jobs_until_the_day_turns() {
     let mut jobs = Jobs::users(users.iter().map(String::as_str));
     let cause = run_engine(
         EngineConfig {
-            limits: LimitSettings {
-                max_sends: Some(1),
-                ..LimitSettings::default()
+            spend: SpendLimits {
+                run: Some(1),
+                ..SpendLimits::default()
             },
             ..config(1)
         },
