@@ -137,7 +137,7 @@ pub trait Settle: Send + Sync {
         &'a self,
         origin: &'a Origin,
         outcome: Option<&'a Outcome>,
-    ) -> BoxFuture<'a, Result<(), String>>;
+    ) -> BoxFuture<'a, Result<(), AckError>>;
 
     /// The run stopped at a spend cap whose budget comes back in `hold` (a per-day cap: when
     /// the UTC day turns; zero: at once, for the next run). Told once, before the jobs it stops
@@ -146,6 +146,24 @@ pub trait Settle: Send + Sync {
     /// the jobs: a queue must not redeliver them meanwhile and count each delivery toward its
     /// redrive policy. Sources with nothing to hand back ignore it.
     fn hold_back(&self, _hold: std::time::Duration) {}
+}
+
+/// Why a source could not acknowledge a job's outcome: the job is not done (its queue message
+/// comes back), though what its calls did stands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    /// The run's time was up (the termination grace after a signal) first.
+    #[error("the run's time was up (the termination grace after a signal) before it was deleted")]
+    TimeUp,
+    /// Every attempt failed.
+    #[error("the message could not be deleted after {attempts} attempts")]
+    Failed {
+        /// How many were made.
+        attempts: u32,
+    },
+    /// The task that acknowledges had stopped.
+    #[error("the acker stopped before deleting it")]
+    Stopped,
 }
 
 /// For sources with nothing to acknowledge (a file: rerunning it is how it resumes).
@@ -157,7 +175,7 @@ impl Settle for NothingToSettle {
         &'a self,
         _: &'a Origin,
         _: Option<&'a Outcome>,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), AckError>> {
         Box::pin(std::future::ready(Ok(())))
     }
 }
@@ -170,29 +188,59 @@ impl Settle for NothingToSettle {
 /// another user's in every log, report and terminal. Cognito's own pattern
 /// (`[\p{L}\p{M}\p{S}\p{N}\p{P}]+`) has no room for them either. Every source (CSV, SQS, the
 /// pool) passes its usernames through here.
-pub fn check_username(username: &str) -> Result<(), String> {
+pub fn check_username(username: &str) -> Result<(), BadField> {
+    const FIELD: &str = "username";
     if username.is_empty() {
-        return Err("username is empty".into());
+        return Err(BadField::Empty(FIELD));
     }
     let chars = username.chars().count();
     if chars > MAX_USERNAME_CHARS {
-        return Err(format!(
-            "username is {chars} characters long; Cognito allows at most {MAX_USERNAME_CHARS}"
-        ));
+        return Err(BadField::TooLong {
+            field: FIELD,
+            chars,
+            max: MAX_USERNAME_CHARS,
+        });
     }
     if username
         .chars()
         .any(|c| c.is_whitespace() || c.is_control())
     {
-        return Err("username contains whitespace or control characters".into());
+        return Err(BadField::Whitespace(FIELD));
     }
     if let Some(c) = username.chars().find(|&c| is_format_char(c)) {
-        return Err(format!(
-            "username contains the invisible format character U+{:04X}",
-            u32::from(c)
-        ));
+        return Err(BadField::FormatChar(FIELD, c));
     }
     Ok(())
+}
+
+/// Why a username or client id is not one Cognito would take: a job's `invalid` reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadField {
+    /// Nothing there.
+    #[error("{0} is empty")]
+    Empty(&'static str),
+    /// Longer than Cognito's model allows.
+    #[error("{field} is {chars} characters long; Cognito allows at most {max}")]
+    TooLong {
+        /// `username` or `client_id`.
+        field: &'static str,
+        /// Its length in characters.
+        chars: usize,
+        /// Cognito's limit.
+        max: usize,
+    },
+    /// Whitespace or a control character.
+    #[error("{0} contains whitespace or control characters")]
+    Whitespace(&'static str),
+    /// An invisible format character (Unicode category Cf).
+    #[error("{0} contains the invisible format character U+{code:04X}", code = u32::from(*.1))]
+    FormatChar(&'static str, char),
+    /// A character outside the client id's pattern.
+    #[error(
+        "{0} contains {1:?} (U+{code:04X}); Cognito allows only letters, digits, `_` and `+`",
+        code = u32::from(*.1)
+    )]
+    NotInPattern(&'static str, char),
 }
 
 /// Cognito's limit on an app client id's length, in characters.
@@ -201,24 +249,24 @@ pub const MAX_CLIENT_ID_CHARS: usize = 128;
 /// Checks an app client id against Cognito's model (`[\w+]+`, 1 to 128 characters; `\w` is
 /// ASCII there: letters, digits, `_`). A job's client id becomes part of the ledger key and of
 /// a DynamoDB item, so one that Cognito would refuse anyway is `invalid` before it gets there.
-pub fn check_client_id(client_id: &str) -> Result<(), String> {
+pub fn check_client_id(client_id: &str) -> Result<(), BadField> {
+    const FIELD: &str = "client_id";
     if client_id.is_empty() {
-        return Err("client_id is empty".into());
+        return Err(BadField::Empty(FIELD));
     }
     let chars = client_id.chars().count();
     if chars > MAX_CLIENT_ID_CHARS {
-        return Err(format!(
-            "client_id is {chars} characters long; Cognito allows at most {MAX_CLIENT_ID_CHARS}"
-        ));
+        return Err(BadField::TooLong {
+            field: FIELD,
+            chars,
+            max: MAX_CLIENT_ID_CHARS,
+        });
     }
     if let Some(c) = client_id
         .chars()
         .find(|&c| !(c.is_ascii_alphanumeric() || c == '_' || c == '+'))
     {
-        return Err(format!(
-            "client_id contains {c:?} (U+{:04X}); Cognito allows only letters, digits, `_` and `+`",
-            u32::from(c)
-        ));
+        return Err(BadField::NotInPattern(FIELD, c));
     }
     Ok(())
 }
@@ -674,7 +722,7 @@ mod tests {
             "soft\u{00AD}hyphen",
             "tag\u{E0041}",
         ] {
-            let err = check_username(bad).unwrap_err();
+            let err = check_username(bad).unwrap_err().to_string();
             assert!(err.contains("format character"), "{bad:?}: {err}");
         }
         for bad in ["a b", "tab\there", "nl\n", "nul\0"] {
@@ -708,7 +756,7 @@ mod tests {
             ("c/1".into(), "'/'"),
         ];
         for (bad, expected) in cases {
-            let err = check_client_id(&bad).unwrap_err();
+            let err = check_client_id(&bad).unwrap_err().to_string();
             assert!(err.contains(expected), "{bad:?}: {err}");
         }
     }

@@ -70,7 +70,7 @@ pub(super) async fn pool(
         "backfill --from-pool",
     )
     .await
-    .map_err(RunError::Usage)?;
+    .map_err(|e| RunError::Usage(e.to_string()))?;
     let mut source = PoolSource::start(
         discovery(&settings, admin, Vec::new()),
         shutdown.token.child_token(),

@@ -42,7 +42,7 @@ pub(super) async fn run(settings: Settings, shutdown: Shutdown) -> Result<Finish
     .await;
     if let Some(warning) = sqs::check_queue(&client, &queue_url)
         .await
-        .map_err(RunError::Usage)?
+        .map_err(|e| RunError::Usage(e.to_string()))?
     {
         tracing::warn!("{warning}");
     }

@@ -91,7 +91,7 @@ pub(super) async fn send_all<S: Source>(
     .await;
     check_queue(&client, &queue_url)
         .await
-        .map_err(RunError::Usage)?;
+        .map_err(|e| RunError::Usage(e.to_string()))?;
 
     let counts = Arc::new(Counts::default());
     let progress = tokio::spawn(log_progress(counts.clone()));
@@ -249,7 +249,7 @@ async fn send_batch(client: &Client, queue_url: &str, batch: Vec<Pending>, count
     if ran.result.is_ok() {
         return;
     }
-    for p in pending.into_inner().unwrap_or_else(|e| e.into_inner()) {
+    for p in pending.unlocked() {
         counts.failed.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             source = p.line,

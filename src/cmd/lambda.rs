@@ -43,6 +43,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use anyhow::{anyhow, bail};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -189,7 +190,7 @@ impl Container {
                     Ok(settings) => self.backfill(&settings, times).await,
                     Err(e) => {
                         tracing::error!("{e}");
-                        Err(e)
+                        Err(e.into())
                     }
                 };
                 ("schedule", result)
@@ -210,7 +211,7 @@ impl Container {
         inputs: Vec<crate::job::Input>,
         receipts: &[Receipt],
         times: Times,
-    ) -> Result<Value, String> {
+    ) -> anyhow::Result<Value> {
         let records = inputs.len();
         let mut source = BatchSource::new(inputs);
         let (cause, tally) = self.pass(&self.settings, &mut source, times).await?;
@@ -225,19 +226,20 @@ impl Container {
             outcomes = %tally.outcome_line(false),
             "SQS batch done"
         );
-        serde_json::to_value(event::batch_response(returned)).map_err(|e| e.to_string())
+        Ok(serde_json::to_value(event::batch_response(returned))?)
     }
 
     /// `backfill --from-pool`, until the pool is done or the deadline comes.
-    async fn backfill(&self, settings: &Settings, times: Times) -> Result<Value, String> {
-        let admin = self.pool.as_ref().map(|p| p.admin.clone()).ok_or(
-            "a scheduled backfill needs the user pool: COGNITO_RESEND_COGNITO_USER_POOL_ID \
-             (cognito.user_pool_id)",
-        )?;
+    async fn backfill(&self, settings: &Settings, times: Times) -> anyhow::Result<Value> {
+        let admin = self.pool.as_ref().map(|p| p.admin.clone()).ok_or_else(|| {
+            anyhow!(
+                "a scheduled backfill needs the user pool: COGNITO_RESEND_COGNITO_USER_POOL_ID \
+                 (cognito.user_pool_id)"
+            )
+        })?;
         if settings.cognito.client_id.is_none() {
-            return Err(
+            bail!(
                 "a scheduled backfill needs COGNITO_RESEND_COGNITO_CLIENT_ID (cognito.client_id)"
-                    .into(),
             );
         }
         let discovery_stop = CancellationToken::new();
@@ -248,7 +250,7 @@ impl Container {
         );
         let (cause, tally) = self.pass(settings, &mut source, times).await?;
         if let Some(failure) = source.take_failure() {
-            return Err(format!("{failure}; users before it have their outcomes"));
+            bail!("{failure}; users before it have their outcomes");
         }
         let complete = cause == StopCause::EndOfInput;
         tracing::info!(
@@ -278,14 +280,14 @@ impl Container {
         settings: &Settings,
         source: &mut S,
         times: Times,
-    ) -> Result<(StopCause, Arc<Tally>), String> {
+    ) -> anyhow::Result<(StopCause, Arc<Tally>)> {
         let Times {
             stop_at,
             finish_by,
             grace,
             ..
         } = times;
-        let recorder = recorder(settings, source.label()).map_err(|e| e.to_string())?;
+        let recorder = recorder(settings, source.label())?;
         // At `finish_by` every ledger call still pending gives up (its retries, the SDK's,
         // closing the run): a result not recorded by then is kept as unrecorded, its claim
         // left for the next run to judge, rather than the whole batch lost to Lambda's timeout.
@@ -304,8 +306,7 @@ impl Container {
         let ledger = match &self.store {
             Some(store) => Some(
                 start_ledger(settings, store.clone(), "lambda")
-                    .await
-                    .map_err(|e| e.to_string())?
+                    .await?
                     .with_give_up(time_up),
             ),
             None => None,
@@ -363,7 +364,7 @@ impl Container {
         let delay = sqs::held_back_delay(now + hold, received, now);
         let held = tokio::time::timeout_at(times.finish_by, self.change_visibility(&wanted, delay))
             .await
-            .unwrap_or_else(|_| Err("no answer before the invocation's deadline".into()));
+            .unwrap_or_else(|_| Err(anyhow!("no answer before the invocation's deadline")));
         match held {
             Ok(()) => tracing::info!(
                 records = wanted.len(),
@@ -380,7 +381,7 @@ impl Container {
     }
 
     /// ChangeMessageVisibilityBatch of `records` to `delay`, queue by queue, in tens.
-    async fn change_visibility(&self, records: &[&Receipt], delay: Duration) -> Result<(), String> {
+    async fn change_visibility(&self, records: &[&Receipt], delay: Duration) -> anyhow::Result<()> {
         let client = self
             .sqs
             .get_or_init(|| {
@@ -403,26 +404,22 @@ impl Container {
             let url = self.queue_url(client, arn).await?;
             let queue = sqs::SqsQueue::new(client.clone(), url);
             for chunk in handles.chunks(10) {
-                failed += queue
-                    .change_visibility_batch(chunk, delay)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .len();
+                failed += queue.change_visibility_batch(chunk, delay).await?.len();
             }
         }
         match failed {
             0 => Ok(()),
-            n => Err(format!("{n} of them were refused")),
+            n => Err(anyhow!("{n} of them were refused")),
         }
     }
 
     /// The URL of the queue `arn` names (GetQueueUrl, once per queue and container).
-    async fn queue_url(&self, client: &aws_sdk_sqs::Client, arn: &str) -> Result<String, String> {
+    async fn queue_url(&self, client: &aws_sdk_sqs::Client, arn: &str) -> anyhow::Result<String> {
         if let Some(url) = self.queue_urls.locked().get(arn) {
             return Ok(url.clone());
         }
         let (name, account) =
-            event::queue_of(arn).ok_or_else(|| format!("{arn:?} is not an SQS queue's ARN"))?;
+            event::queue_of(arn).ok_or_else(|| anyhow!("{arn:?} is not an SQS queue's ARN"))?;
         let url = client
             .get_queue_url()
             .queue_name(name)
@@ -430,13 +427,13 @@ impl Container {
             .send()
             .await
             .map_err(|e| {
-                format!(
+                anyhow!(
                     "GetQueueUrl {name}: {}",
                     aws_sdk_sqs::error::DisplayErrorContext(&e)
                 )
             })?
             .queue_url
-            .ok_or_else(|| format!("GetQueueUrl {name}: no URL in the answer"))?;
+            .ok_or_else(|| anyhow!("GetQueueUrl {name}: no URL in the answer"))?;
         self.queue_urls.locked().insert(arn.to_owned(), url.clone());
         Ok(url)
     }
@@ -510,7 +507,10 @@ impl Drop for AbortOnDrop {
 /// `--older-than`, `--cooldown`, `--max-sends-per-user`, `--client-metadata`, ...). What the
 /// container was built from (the ledger, the pool, the app client, the endpoints, the secret)
 /// cannot change per invocation: a flag that changes it is refused, naming it.
-pub(crate) fn scheduled_settings(base: &Settings, args: &[String]) -> Result<Settings, String> {
+pub(crate) fn scheduled_settings(
+    base: &Settings,
+    args: &[String],
+) -> Result<Settings, BadScheduleArgs> {
     scheduled_settings_with(base, args, Settings::load)
 }
 
@@ -519,12 +519,12 @@ fn scheduled_settings_with(
     base: &Settings,
     args: &[String],
     load: impl Fn(&crate::config::SettingsArgs) -> Result<Settings, crate::config::ConfigError>,
-) -> Result<Settings, String> {
+) -> Result<Settings, BadScheduleArgs> {
     use clap::Parser;
     if args.is_empty() {
         return Ok(base.clone());
     }
-    let said = |e: &dyn std::fmt::Display| format!("the scheduled event's detail.args: {e}");
+    let said = |e: &dyn std::fmt::Display| BadScheduleArgs(e.to_string());
     let parse = |args: &[String]| {
         crate::cli::LambdaCli::try_parse_from(
             std::iter::once("cognito-resend-lambda").chain(args.iter().map(String::as_str)),
@@ -573,6 +573,11 @@ fn scheduled_settings_with(
     settings.cognito.region = base.cognito.region.clone();
     Ok(settings)
 }
+
+/// A scheduled event's flags that cannot be taken: the invocation fails, naming the flag.
+#[derive(Debug, thiserror::Error)]
+#[error("the scheduled event's detail.args: {0}")]
+pub(crate) struct BadScheduleArgs(String);
 
 /// A scheduled event's flags as the logs may show them: the values of the secret flags
 /// (`--client-secret-file`, `--lambda-client-secret-id`) replaced, and in every URL (a
@@ -682,7 +687,8 @@ mod tests {
             ]),
             with_secret_in_the_environment,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(refused.contains("--client-secret-file"), "{refused}");
     }
 

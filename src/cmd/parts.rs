@@ -169,7 +169,7 @@ pub(crate) async fn pool_access(settings: &Settings) -> Result<Option<PoolAccess
         },
     )
     .await
-    .map_err(RunError::Usage)?;
+    .map_err(|e| RunError::Usage(e.to_string()))?;
     let clients: Vec<String> = settings
         .cognito
         .client_id
@@ -446,9 +446,9 @@ pub(super) async fn push_final(
     };
     let push = crate::telemetry::push::push(url, command);
     let pushed = match by {
-        Some(by) => tokio::time::timeout_at(by, push).await.unwrap_or_else(|_| {
-            Err("no answer before the invocation's deadline: given up".to_owned())
-        }),
+        Some(by) => tokio::time::timeout_at(by, push)
+            .await
+            .unwrap_or(Err(crate::telemetry::push::PushError::TimeUp)),
         None => push.await,
     };
     match pushed {

@@ -92,19 +92,23 @@ impl PoolAdmin {
         conn: &super::Connection,
         pool_id: Option<&str>,
         why: &str,
-    ) -> Result<Self, String> {
-        let pool_id = pool_id.map(str::to_owned).ok_or_else(|| {
-            format!("{why} needs the user pool: --user-pool-id (cognito.user_pool_id)")
-        })?;
+    ) -> Result<Self, ConnectError> {
+        let pool_id = pool_id
+            .map(str::to_owned)
+            .ok_or_else(|| ConnectError::Pool(why.to_owned()))?;
         let sdk = super::sdk_config(conn, true).await;
         if sdk.region().is_none() {
-            return Err("no AWS region: set --region (aws.region) or AWS_REGION".into());
+            return Err(ConnectError::Region);
         }
+        let no_credentials = |detail: String| ConnectError::Credentials {
+            why: why.to_owned(),
+            detail,
+        };
         let provider = sdk
             .credentials_provider()
-            .ok_or_else(|| no_credentials(why, "none"))?;
+            .ok_or_else(|| no_credentials("none".into()))?;
         if let Err(e) = provider.provide_credentials().await {
-            return Err(no_credentials(why, &e.to_string()));
+            return Err(no_credentials(e.to_string()));
         }
         Ok(Self {
             client: Client::new(&sdk),
@@ -206,12 +210,27 @@ impl PoolAdmin {
     }
 }
 
-fn no_credentials(why: &str, detail: &str) -> String {
-    format!(
+/// What is missing to read the pool: a usage error, before any work starts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// No pool id given; the text names what needs it.
+    #[error("{0} needs the user pool: --user-pool-id (cognito.user_pool_id)")]
+    Pool(String),
+    /// No region from the settings or the environment.
+    #[error("no AWS region: set --region (aws.region) or AWS_REGION")]
+    Region,
+    /// The credential chain found nothing.
+    #[error(
         "{why} reads the pool (DescribeUserPool, ListUsers, AdminGetUser), which IAM authorises, \
-         but no AWS credentials were \
-         found (environment, profile, web identity, container or instance role): {detail}"
-    )
+         but no AWS credentials were found (environment, profile, web identity, container or \
+         instance role): {detail}"
+    )]
+    Credentials {
+        /// What needs the pool.
+        why: String,
+        /// The credential chain's last word.
+        detail: String,
+    },
 }
 
 /// Classifies a pool call's error by the SDK's error code (never by HTTP status alone: Cognito

@@ -41,8 +41,8 @@
 //! have been answered it is an outage: the calls keep retrying within their budget, and a
 //! warning says why, again every `UNREACHABLE_REPEAT` (30 s) while it lasts.
 
-pub mod identity;
 mod calls;
+pub mod identity;
 mod pipeline;
 pub(crate) mod rate;
 pub mod resend_policy;

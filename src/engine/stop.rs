@@ -363,7 +363,10 @@ mod tests {
         let latch = StopLatch::new(&shutdown);
         assert!(latch.trip(EarlyStop::Capped(SpendCap::Day)));
         assert!(!latch.stopping().is_cancelled(), "reserved jobs still call");
-        assert!(!latch.trip(EarlyStop::Capped(SpendCap::Run)), "the first cap is kept");
+        assert!(
+            !latch.trip(EarlyStop::Capped(SpendCap::Run)),
+            "the first cap is kept"
+        );
         assert_eq!(latch.cause(false), StopCause::SpendCapped(SpendCap::Day));
     }
 

@@ -6,7 +6,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 
 use super::*;
 use crate::config::RetrySettings;
-use crate::job::{Origin, Reason};
+use crate::job::{AckError, Origin, Reason};
 use crate::ledger::{DayCaps, LedgerTiming, SpendCap, StateSpec};
 use crate::outcome::Delivery;
 
@@ -77,7 +77,7 @@ impl Settle for Settled {
         &'a self,
         origin: &'a Origin,
         outcome: Option<&'a Outcome>,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), AckError>> {
         self.0
             .lock()
             .unwrap()
@@ -924,9 +924,9 @@ impl Settle for FailingAcks {
         &'a self,
         _: &'a Origin,
         outcome: Option<&'a Outcome>,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), AckError>> {
         let result = match outcome {
-            Some(_) => Err("the message could not be deleted after 4 attempts".to_owned()),
+            Some(_) => Err(AckError::Failed { attempts: 4 }),
             None => Ok(()),
         };
         Box::pin(async move { result })

@@ -111,10 +111,7 @@ impl Recorder {
     /// Names every report line's wave (`--wave`); not a metric label.
     pub fn with_wave(mut self, wave: Option<String>) -> Self {
         if let Some(report) = self.report.as_mut() {
-            report
-                .get_mut()
-                .unwrap_or_else(|e| e.into_inner())
-                .set_wave(wave);
+            report.locked_mut().set_wave(wave);
         }
         self
     }

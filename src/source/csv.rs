@@ -46,8 +46,56 @@ pub enum CsvError {
         /// The file (or `-`).
         path: String,
         /// What is wrong with it.
-        problem: String,
+        problem: HeaderProblem,
     },
+    /// Reading failed part-way (an I/O error, not a bad row): the rows after it were not read.
+    #[error("reading {path} failed: {source}")]
+    Read {
+        /// The file (or `-`).
+        path: String,
+        /// The cause.
+        source: csv::Error,
+    },
+}
+
+/// What is wrong with a CSV file's header row.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderProblem {
+    /// No header row at all.
+    #[error("empty file: a header row is required")]
+    Empty,
+    /// A first "row" too long to be a header.
+    #[error("the header row is over {kib} KiB: is this a CSV file?")]
+    TooLong {
+        /// The limit, in KiB.
+        kib: usize,
+    },
+    /// A column name that is not UTF-8.
+    #[error("header column {column} is not valid UTF-8")]
+    NotUtf8 {
+        /// Its position, from 1.
+        column: usize,
+    },
+    /// No column names the user.
+    #[error(
+        "the header row has no username column (expected `username`, `Username` or \
+         `cognito:username`)"
+    )]
+    NoUsername,
+    /// The reader failed on it.
+    #[error("cannot read the header row: {0}")]
+    Unreadable(csv::Error),
+}
+
+/// What is wrong with one row: its job is `invalid` with this reason.
+#[derive(Debug, thiserror::Error)]
+enum RowProblem {
+    /// A field that is not UTF-8.
+    #[error("column `{0}` is not valid UTF-8")]
+    NotUtf8(String),
+    /// A username or client id Cognito would not take.
+    #[error(transparent)]
+    Bad(#[from] crate::job::BadField),
 }
 
 /// Which column holds what, from the header row.
@@ -63,12 +111,12 @@ struct Columns {
 }
 
 impl Columns {
-    fn from_header(header: &ByteRecord) -> Result<Self, String> {
+    fn from_header(header: &ByteRecord) -> Result<Self, HeaderProblem> {
         let mut cols = Columns::default();
         let mut username = None;
         for (i, raw) in header.iter().enumerate() {
-            let name = std::str::from_utf8(raw)
-                .map_err(|_| format!("header column {} is not valid UTF-8", i + 1))?;
+            let name =
+                std::str::from_utf8(raw).map_err(|_| HeaderProblem::NotUtf8 { column: i + 1 })?;
             // An export written by Excel starts with a byte order mark.
             let name = name.trim_start_matches('\u{feff}').trim();
             let lower = name.to_ascii_lowercase();
@@ -91,41 +139,37 @@ impl Columns {
                 _ => {}
             }
         }
-        cols.username = username.ok_or_else(|| {
-            "the header row has no username column (expected `username`, `Username` or \
-             `cognito:username`)"
-                .to_owned()
-        })?;
+        cols.username = username.ok_or(HeaderProblem::NoUsername)?;
         Ok(cols)
     }
 
     /// Turns one record into a job, or says what is wrong with it.
     fn job(&self, rec: &ByteRecord, line: u64) -> Input {
         let origin = Origin::Csv { line };
-        let unreadable = |reason: String, username: Option<String>| {
+        let unreadable = |reason: &dyn std::fmt::Display, username: Option<String>| {
             Input::Unreadable(Unreadable {
                 origin: origin.clone(),
                 reason: format!("line {line}: {reason}{}", quote_hint(rec)),
                 username,
             })
         };
-        let field = |i: usize, name: &str| -> Result<Option<String>, String> {
+        let field = |i: usize, name: &str| -> Result<Option<String>, RowProblem> {
             match rec.get(i) {
                 None => Ok(None),
                 Some(b) => match std::str::from_utf8(b) {
                     Ok("") => Ok(None),
                     Ok(s) => Ok(Some(s.to_owned())),
-                    Err(_) => Err(format!("column `{name}` is not valid UTF-8")),
+                    Err(_) => Err(RowProblem::NotUtf8(name.to_owned())),
                 },
             }
         };
         let username = match field(self.username, "username") {
             Ok(Some(u)) => unneutralise(&u).to_owned(),
-            Ok(None) => return unreadable("username is empty".into(), None),
-            Err(e) => return unreadable(e, None),
+            Ok(None) => return unreadable(&"username is empty", None),
+            Err(e) => return unreadable(&e, None),
         };
         if let Err(e) = crate::job::check_username(&username) {
-            return unreadable(e, Some(username));
+            return unreadable(&e, Some(username));
         }
         let mut request = ResendRequest {
             username,
@@ -135,7 +179,7 @@ impl Columns {
             Some(i) => field(i, name),
             None => Ok(None),
         };
-        let read = (|| -> Result<(), String> {
+        let read = (|| -> Result<(), RowProblem> {
             request.client_id = optional(self.client_id, "client_id")?;
             if let Some(id) = &request.client_id {
                 crate::job::check_client_id(id)?;
@@ -157,7 +201,7 @@ impl Columns {
                 request,
                 attributes: None,
             }),
-            Err(e) => unreadable(e, Some(request.username)),
+            Err(e) => unreadable(&e, Some(request.username)),
         }
     }
 }
@@ -193,9 +237,9 @@ pub fn unneutralise(cell: &str) -> &str {
 
 /// A CSV file or stdin as a [`Source`].
 pub struct CsvSource {
-    rx: mpsc::Receiver<Result<Input, String>>,
+    rx: mpsc::Receiver<Result<Input, CsvError>>,
     /// Set when reading failed part-way (an I/O error, not a bad row): the run must say so.
-    failure: Option<String>,
+    failure: Option<CsvError>,
     /// Whether the header has a `client_id` column (so `--client-id` may be omitted).
     has_client_id_column: bool,
 }
@@ -251,7 +295,7 @@ impl Source for CsvSource {
     }
 
     fn take_failure(&mut self) -> Option<String> {
-        self.failure.take()
+        self.failure.take().map(|e| e.to_string())
     }
 }
 
@@ -285,7 +329,7 @@ fn quote_hint(rec: &ByteRecord) -> String {
 /// The reader thread: header, then every record into the channel.
 fn read_all(
     path: &Path,
-    tx: &mpsc::Sender<Result<Input, String>>,
+    tx: &mpsc::Sender<Result<Input, CsvError>>,
     ready: tokio::sync::oneshot::Sender<Result<bool, CsvError>>,
 ) {
     let name = display(path);
@@ -310,14 +354,13 @@ fn read_all(
     let columns = match headers {
         _ if header_cut.is_some() => Err(CsvError::Header {
             path: name.clone(),
-            problem: format!(
-                "the header row is over {} KiB: is this a CSV file?",
-                MAX_RECORD_BYTES / 1024
-            ),
+            problem: HeaderProblem::TooLong {
+                kib: MAX_RECORD_BYTES / 1024,
+            },
         }),
         Ok(h) if h.is_empty() || (h.len() == 1 && h[0].is_empty()) => Err(CsvError::Header {
             path: name.clone(),
-            problem: "empty file: a header row is required".into(),
+            problem: HeaderProblem::Empty,
         }),
         Ok(h) => Columns::from_header(h).map_err(|problem| CsvError::Header {
             path: name.clone(),
@@ -325,7 +368,7 @@ fn read_all(
         }),
         Err(e) => Err(CsvError::Header {
             path: name.clone(),
-            problem: format!("cannot read the header row: {e}"),
+            problem: HeaderProblem::Unreadable(e),
         }),
     };
     let columns = match columns {
@@ -385,7 +428,10 @@ fn read_all(
                         username: None,
                     }))
                 }
-                ErrorKind::Io(_) => Err(format!("reading {name} failed: {e}")),
+                ErrorKind::Io(_) => Err(CsvError::Read {
+                    path: name.clone(),
+                    source: e,
+                }),
                 _ => {
                     let line = e.position().map_or(0, |p| p.line());
                     Ok(Input::Unreadable(Unreadable {
@@ -705,11 +751,11 @@ mod tests {
         use crate::job::check_username;
         use proptest::prelude::*;
 
-        fn read_sync(bytes: &[u8]) -> Result<Vec<Input>, String> {
+        fn read_sync(bytes: &[u8]) -> Result<Vec<Input>, CsvError> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(read(bytes)).map_err(|e| e.to_string())
+                .expect("a runtime");
+            rt.block_on(read(bytes))
         }
 
         proptest! {

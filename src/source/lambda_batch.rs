@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 
 use super::sqs::{self, Disposition};
-use crate::job::{Input, Origin, Outcome, Settle, Source};
+use crate::job::{AckError, Input, Origin, Outcome, Settle, Source};
 use crate::sync::Locked;
 use crate::telemetry::metrics;
 
@@ -126,7 +126,7 @@ impl Settle for Fates {
         &'a self,
         origin: &'a Origin,
         outcome: Option<&'a Outcome>,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), AckError>> {
         if let Origin::Sqs { message_id } = origin {
             if outcome.is_none() {
                 self.unstarted.locked().insert(message_id.clone());

@@ -18,8 +18,8 @@ const ATTEMPTS: u32 = 3;
 /// A user and password in `base` (a Pushgateway behind basic auth) are taken out of the URL and
 /// sent as an `Authorization` header instead, so the URL this returns, logs and puts in its
 /// errors (reqwest's errors name the URL) never carries them.
-pub(crate) async fn push(base: &url::Url, command: &str) -> Result<String, String> {
-    let body = metrics::render().ok_or("no metrics recorder is installed")?;
+pub(crate) async fn push(base: &url::Url, command: &str) -> Result<String, PushError> {
+    let body = metrics::render().ok_or(PushError::NoRecorder)?;
     let (base, credentials) = split_credentials(base);
     let url = format!(
         "{}/metrics/job/cognito-resend/command/{command}",
@@ -28,8 +28,8 @@ pub(crate) async fn push(base: &url::Url, command: &str) -> Result<String, Strin
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
-        .map_err(|e| e.to_string())?;
-    let mut last = String::new();
+        .map_err(PushError::Client)?;
+    let mut last = None;
     for attempt in 1..=ATTEMPTS {
         let mut request = client
             .put(&url)
@@ -44,19 +44,60 @@ pub(crate) async fn push(base: &url::Url, command: &str) -> Result<String, Strin
             Ok(r) => {
                 let status = r.status();
                 let text = r.text().await.unwrap_or_default();
-                last = format!("{url} answered {status}: {}", text.trim());
+                last = Some(PushError::Refused {
+                    url: url.clone(),
+                    status,
+                    body: text.trim().to_owned(),
+                });
                 // The Pushgateway rejected the content: a retry would be rejected too.
                 if status.is_client_error() {
                     break;
                 }
             }
-            Err(e) => last = format!("{url}: {e}"),
+            Err(source) => {
+                last = Some(PushError::Unreachable {
+                    url: url.clone(),
+                    source,
+                })
+            }
         }
         if attempt < ATTEMPTS {
             tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
         }
     }
-    Err(last)
+    Err(last.unwrap_or(PushError::TimeUp))
+}
+
+/// Why the metrics were not pushed. None of these carries the URL's credentials.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PushError {
+    /// The process has no metrics recorder.
+    #[error("no metrics recorder is installed")]
+    NoRecorder,
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(reqwest::Error),
+    /// The Pushgateway answered with an error.
+    #[error("{url} answered {status}: {body}")]
+    Refused {
+        /// Where it was pushed.
+        url: String,
+        /// Its status.
+        status: reqwest::StatusCode,
+        /// What it said.
+        body: String,
+    },
+    /// No answer (reqwest's error names the URL, without credentials).
+    #[error("{url}: {source}")]
+    Unreachable {
+        /// Where it was pushed.
+        url: String,
+        /// The cause.
+        source: reqwest::Error,
+    },
+    /// The run's time was up first.
+    #[error("no answer before the invocation's deadline: given up")]
+    TimeUp,
 }
 
 /// `base` without its user and password, and those (percent-decoded) if it had any.
@@ -115,7 +156,7 @@ mod tests {
         // Nothing listens on port 9 of loopback (discard); the error names the URL.
         let base = url::Url::parse("http://metrics:hunter2@127.0.0.1:9/").unwrap();
         let _ = crate::telemetry::metrics::install(&[]);
-        let err = push(&base, "backfill").await.unwrap_err();
+        let err = push(&base, "backfill").await.unwrap_err().to_string();
         assert!(
             !err.contains("hunter2") && !err.contains("metrics:"),
             "{err}"

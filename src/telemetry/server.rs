@@ -18,8 +18,12 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-/// A liveness probe: `Err(reason)` when the process is stuck.
-pub(crate) type HealthCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+/// A liveness probe: `Err(why)` when the process is stuck (what is stuck, and why, is the
+/// probing part's to say: `/healthz` shows it).
+pub(crate) type HealthCheck = Arc<dyn Fn() -> Result<(), Unhealthy> + Send + Sync>;
+
+/// Why a liveness probe failed, as its part says it.
+pub(crate) type Unhealthy = Box<dyn std::error::Error + Send + Sync>;
 
 /// Shared readiness, flipped by the command, and the health check `/healthz` runs.
 #[derive(Clone, Default)]
@@ -49,7 +53,7 @@ impl Readiness {
     }
 
     /// What `/healthz` says: `Err(reason)` when the registered check fails.
-    pub(crate) fn health(&self) -> Result<(), String> {
+    pub(crate) fn health(&self) -> Result<(), Unhealthy> {
         // Cloned out first: the check takes its own locks.
         let check = self.health.locked().clone();
         check.map_or(Ok(()), |c| c())

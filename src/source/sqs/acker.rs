@@ -9,7 +9,7 @@ pub(super) struct AckRequest {
     pub(super) message_id: String,
     pub(super) receipt_handle: String,
     /// `Ok` once deleted; `Err` when the delete failed for good.
-    pub(super) done: oneshot::Sender<Result<(), String>>,
+    pub(super) done: oneshot::Sender<Result<(), AckError>>,
 }
 
 /// The acker: DeleteMessageBatch in tens, retrying the entries a partial failure names.
@@ -82,15 +82,16 @@ pub(super) async fn delete_batch<Q: Queue>(
     if ran.result.is_ok() {
         return;
     }
-    let batch = pending.into_inner().unwrap_or_else(|e| e.into_inner());
+    let batch = pending.unlocked();
     for r in batch {
         // The job's outcome stands (and the ledger will make the redelivery harmless); the
         // message comes back when its visibility runs out.
         let why = if give_up.is_cancelled() {
-            "the run's time was up (the termination grace after a signal) before it was deleted"
-                .to_owned()
+            AckError::TimeUp
         } else {
-            format!("the message could not be deleted after {ACK_ATTEMPTS} attempts")
+            AckError::Failed {
+                attempts: ACK_ATTEMPTS,
+            }
         };
         tracing::error!(message_id = r.message_id, "{why}: it will be redelivered");
         metrics::sqs_message("delete_failed");

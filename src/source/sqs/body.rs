@@ -53,17 +53,17 @@ pub(crate) fn decode(text: &str) -> Result<ResendRequest, BodyProblem> {
         }
         None => return Err(problem("field \"username\" is missing")),
     };
-    let with_user = |reason: String| BodyProblem {
-        reason,
+    let with_user = |reason: &dyn std::fmt::Display| BodyProblem {
+        reason: reason.to_string(),
         username: Some(username.clone()),
     };
-    check_username(&username).map_err(with_user)?;
+    check_username(&username).map_err(|e| with_user(&e))?;
     let text_field = |name: &str| -> Result<Option<String>, BodyProblem> {
         match obj.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.is_empty() => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(with_user(format!(
+            Some(other) => Err(with_user(&format!(
                 "field \"{name}\" must be a string, not {}",
                 kind(other)
             ))),
@@ -71,36 +71,50 @@ pub(crate) fn decode(text: &str) -> Result<ResendRequest, BodyProblem> {
     };
     let client_id = text_field("client_id")?;
     if let Some(id) = &client_id {
-        check_client_id(id).map_err(with_user)?;
+        check_client_id(id).map_err(|e| with_user(&e))?;
     }
     Ok(ResendRequest {
         client_id,
         analytics_endpoint_id: text_field("analytics_endpoint_id")?,
         encoded_data: text_field("encoded_data")?,
         ip_address: text_field("ip_address")?,
-        client_metadata: metadata(&obj).map_err(with_user)?,
+        client_metadata: metadata(&obj).map_err(|e| with_user(&e))?,
         username: username.clone(),
     })
 }
 
-fn metadata(obj: &Map<String, Value>) -> Result<BTreeMap<String, String>, String> {
+fn metadata(obj: &Map<String, Value>) -> Result<BTreeMap<String, String>, WrongType> {
     match obj.get("client_metadata") {
         None | Some(Value::Null) => Ok(BTreeMap::new()),
         Some(Value::Object(m)) => m
             .iter()
             .map(|(k, v)| match v {
                 Value::String(s) => Ok((k.clone(), s.clone())),
-                other => Err(format!(
-                    "field \"client_metadata\".\"{k}\" must be a string, not {}",
-                    kind(other)
-                )),
+                other => Err(WrongType {
+                    field: format!("\"client_metadata\".\"{k}\""),
+                    want: "a string",
+                    found: kind(other),
+                }),
             })
             .collect(),
-        Some(other) => Err(format!(
-            "field \"client_metadata\" must be an object of strings, not {}",
-            kind(other)
-        )),
+        Some(other) => Err(WrongType {
+            field: "\"client_metadata\"".into(),
+            want: "an object of strings",
+            found: kind(other),
+        }),
     }
+}
+
+/// A field of the wrong JSON type.
+#[derive(Debug, thiserror::Error)]
+#[error("field {field} must be {want}, not {found}")]
+struct WrongType {
+    /// The field, quoted as JSON (a path for a nested one).
+    field: String,
+    /// The type it must have.
+    want: &'static str,
+    /// The type it has.
+    found: &'static str,
 }
 
 fn kind(v: &Value) -> &'static str {

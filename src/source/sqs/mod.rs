@@ -55,7 +55,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::QueueSettings;
-use crate::job::{Input, Job, Origin, Reason, Settle, Source, Unreadable};
+use crate::job::{AckError, Input, Job, Origin, Reason, Settle, Source, Unreadable};
 use crate::outcome::{Outcome, OutcomeKind};
 use crate::retry::{Backoff, Budget, Policy, Quota, Retry, Verdict};
 use crate::telemetry::metrics;
@@ -268,7 +268,7 @@ impl<Q: Queue> SqsSource<Q> {
         // once every `Shared` is gone.
         let watched: Weak<Shared<Q>> = Arc::downgrade(&shared);
         ready.set_health_check(Arc::new(move || match watched.upgrade() {
-            Some(shared) => shared.health(),
+            Some(shared) => Ok(shared.health()?),
             None => Ok(()),
         }));
         let (tx, rx) = mpsc::channel(shared.settings.batch_size as usize);

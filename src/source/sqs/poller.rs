@@ -20,6 +20,38 @@ pub(super) struct PollerWatch {
     pub(super) stopped: bool,
 }
 
+/// Why the poller is stuck: `/healthz` fails with it, and the orchestrator restarts the
+/// process.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Stuck {
+    /// The receive has failed (or not answered) for too long.
+    #[error(
+        "no message could be received for {}: {}",
+        humantime::format_duration(*lasted),
+        last_error.as_deref().unwrap_or("the receive has not answered")
+    )]
+    CannotReceive {
+        /// Since the first failure.
+        lasted: Duration,
+        /// The last error, if the receive answered one.
+        last_error: Option<String>,
+    },
+    /// Credits went missing: the poller waits for one that no message holds.
+    #[error(
+        "the poller has waited {} for a credit while only {held} of {total} are held by \
+         messages: credits were lost",
+        humantime::format_duration(*waited)
+    )]
+    CreditsLost {
+        /// How long it has waited.
+        waited: Duration,
+        /// Credits held by messages in progress.
+        held: usize,
+        /// Credits there are.
+        total: usize,
+    },
+}
+
 /// The watchdog's verdict on a snapshot of the poller: `Err(reason)` when it has been unable to
 /// receive for longer than `bound`. `active` is the messages held and not parked, `total` the
 /// credits there are.
@@ -29,20 +61,17 @@ pub(super) fn diagnose(
     total: usize,
     now: Instant,
     bound: Duration,
-) -> Result<(), String> {
+) -> Result<(), Stuck> {
     if w.stopped {
         return Ok(());
     }
     if let Some(since) = w.trying_since
         && now.duration_since(since) > bound
     {
-        return Err(format!(
-            "no message could be received for {}: {}",
-            humantime::format_duration(whole_seconds(now.duration_since(since))),
-            w.last_error
-                .as_deref()
-                .unwrap_or("the receive has not answered")
-        ));
+        return Err(Stuck::CannotReceive {
+            lasted: whole_seconds(now.duration_since(since)),
+            last_error: w.last_error.clone(),
+        });
     }
     // Waiting for a credit is normal while every credit is held by a message in progress. A
     // credit that no held message has, with none coming back for as long, is lost.
@@ -51,11 +80,11 @@ pub(super) fn diagnose(
         && now.duration_since(w.last_return) > bound
         && active < total
     {
-        return Err(format!(
-            "the poller has waited {} for a credit while only {active} of {total} are held by \
-             messages: credits were lost",
-            humantime::format_duration(whole_seconds(now.duration_since(since)))
-        ));
+        return Err(Stuck::CreditsLost {
+            waited: whole_seconds(now.duration_since(since)),
+            held: active,
+            total,
+        });
     }
     Ok(())
 }
@@ -307,7 +336,7 @@ impl<Q: Queue> Shared<Q> {
 
 impl<Q: Queue> Shared<Q> {
     /// The `/healthz` probe (see [`diagnose`]).
-    pub(super) fn health(&self) -> Result<(), String> {
+    pub(super) fn health(&self) -> Result<(), Stuck> {
         let active = self.held.locked().values().filter(|h| !h.parked).count();
         let watch = self.watch.locked().clone();
         diagnose(

@@ -212,12 +212,21 @@ pub(crate) fn sdk_retryable<E: aws_sdk_sqs::error::ProvideErrorMetadata, R>(
     }
 }
 
+/// A queue that cannot be used: a usage error, before any work starts.
+#[derive(Debug, thiserror::Error)]
+#[error("sqs.queue_url (--queue-url): cannot use {queue_url}: {detail}")]
+pub(crate) struct UnusableQueue {
+    queue_url: String,
+    /// The SDK's error, with its context.
+    detail: String,
+}
+
 /// Checks the queue exists and is reachable before any work starts. Returns a warning to log
 /// when it has no redrive policy (invalid messages would then come back forever).
 pub(crate) async fn check_queue(
     client: &Client,
     queue_url: &str,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, UnusableQueue> {
     let policy = check_policy();
     let attrs = Retry::new(&policy)
         .run(
@@ -239,11 +248,9 @@ pub(crate) async fn check_queue(
         .await
         .result
         .map_err(|f| f.into_last().expect("no stop token: an attempt was made"))
-        .map_err(|e| {
-            format!(
-                "sqs.queue_url (--queue-url): cannot use {queue_url}: {}",
-                aws_sdk_sqs::error::DisplayErrorContext(&e)
-            )
+        .map_err(|e| UnusableQueue {
+            queue_url: queue_url.to_owned(),
+            detail: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
         })?;
     let has_redrive = attrs
         .attributes()

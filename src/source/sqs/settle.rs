@@ -26,7 +26,7 @@ impl<Q: Queue> Settle for Shared<Q> {
         &'a self,
         origin: &'a Origin,
         outcome: Option<&'a Outcome>,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), AckError>> {
         Box::pin(async move {
             let Origin::Sqs { message_id } = origin else {
                 return Ok(());
@@ -237,7 +237,7 @@ impl<Q: Queue> Shared<Q> {
                     |_, _| Verdict::Retry(Quota::Unknown),
                 )
                 .await;
-            let pending = pending.into_inner().unwrap_or_else(|e| e.into_inner());
+            let pending = pending.unlocked();
             for i in pending {
                 // It comes back when its current visibility runs out instead.
                 tracing::warn!(
@@ -321,7 +321,7 @@ impl<Q: Queue> Shared<Q> {
     /// Deletes a finished job's message (batched by the acker) and waits for it. When the
     /// message was received again meanwhile, the delete is repeated with the newer receipt
     /// handle: SQS may ignore a delete with an outdated one.
-    pub(super) async fn delete(&self, message_id: &str) -> Result<(), String> {
+    pub(super) async fn delete(&self, message_id: &str) -> Result<(), AckError> {
         let mut tried: Option<String> = None;
         let mut result = Ok(());
         for _ in 0..ACK_ATTEMPTS {
@@ -343,10 +343,8 @@ impl<Q: Queue> Shared<Q> {
                 done,
             });
             result = match queued {
-                Ok(()) => wait
-                    .await
-                    .unwrap_or_else(|_| Err("the acker stopped before deleting it".into())),
-                Err(_) => Err("the acker is not running".into()),
+                Ok(()) => wait.await.unwrap_or(Err(AckError::Stopped)),
+                Err(_) => Err(AckError::Stopped),
             };
             tried = Some(receipt_handle);
         }

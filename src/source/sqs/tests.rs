@@ -401,7 +401,7 @@ async fn received_again_while_held(lapse: Lapse) {
         4,
         "every message deleted, with its newest receipt"
     );
-    assert_eq!(ready.health(), Ok(()));
+    assert!(ready.health().is_ok());
     source.close().await;
 }
 
@@ -467,13 +467,15 @@ async fn healthz_fails_when_receiving_has_not_worked_for_a_few_long_polls() {
     let ready = Readiness::default();
     let source = start(&queue, s, &ready);
     tokio::time::sleep(bound / 2).await;
-    assert_eq!(
-        ready.health(),
-        Ok(()),
+    assert!(
+        ready.health().is_ok(),
         "a short outage is not a stuck poller"
     );
     tokio::time::sleep(bound).await;
-    let reason = ready.health().expect_err("stuck for longer than the bound");
+    let reason = ready
+        .health()
+        .expect_err("stuck for longer than the bound")
+        .to_string();
     assert!(
         reason.contains("no message could be received") && reason.contains("Unavailable"),
         "{reason}"
@@ -484,7 +486,7 @@ async fn healthz_fails_when_receiving_has_not_worked_for_a_few_long_polls() {
     })
     .await;
     source.close().await;
-    assert_eq!(ready.health(), Ok(()), "a closed source asks nothing");
+    assert!(ready.health().is_ok(), "a closed source asks nothing");
 }
 
 #[tokio::test]
@@ -504,7 +506,9 @@ async fn the_watchdog_tells_a_busy_poller_from_one_that_lost_its_credits() {
         Ok(()),
         "every credit with a message in progress: busy, not stuck"
     );
-    let lost = diagnose(&waiting, 3, 26, now, bound).expect_err("credits lost");
+    let lost = diagnose(&waiting, 3, 26, now, bound)
+        .expect_err("credits lost")
+        .to_string();
     assert!(lost.contains("only 3 of 26"), "{lost}");
     let returning = PollerWatch {
         last_return: now,
