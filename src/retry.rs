@@ -1,8 +1,13 @@
 //! The one retry executor: every call this tool repeats (the resend, the pool calls, the SQS
 //! calls of the consumer and of `enqueue`, the ledger's writes of results) goes through
-//! [`Retry::run`], and the AWS SDK's own
-//! retries are off for those clients (see `aws::SdkOptions::sdk_retries`), so no call is retried
-//! by two layers at once.
+//! [`Retry::run`]. The AWS SDK's own retries are off for the Cognito and SQS clients, so none
+//! of their calls is retried by two layers at once. The DynamoDB client is the one exception
+//! (see `aws::SdkOptions::sdk_retries`): its SDK retries stay on, under the ledger's executor,
+//! because every ledger write is conditional and carries a token, so a repeat cannot apply
+//! twice, and the ledger's reads and claims have no retry of their own: the SDK's few quick
+//! attempts are what keeps one dropped connection from stopping the run. A ledger result write
+//! may so be attempted up to the SDK's attempts times the executor's; its budget of time bounds
+//! both.
 //!
 //! The split follows tower's retry layer:
 //!
