@@ -4,13 +4,13 @@
 //! Why the launcher and not `moto_server`: moto 5.2.5's SQS backend is not safe under
 //! concurrent requests (two concurrent DeleteMessage calls can undo each other, so a deleted
 //! message comes back), and the stock server is threaded. The launcher lets one request at a
-//! time into moto and proves it at `/_launcher/stats` (tests/moto_serial.rs checks that).
+//! time into moto and proves it at `/_launcher/stats` (tests/it/moto_serial.rs checks that).
 //!
 //! Each test starts its own server (~0.6 s) on a free loopback port, so tests never share
 //! queues. The server ends when its [`Moto`] is dropped, and also when the test process dies
 //! (it watches its stdin), so none outlives the run.
 //!
-//! Known limits of moto's SQS (measured by the ignored test in tests/moto_serial.rs): a request
+//! Known limits of moto's SQS (measured by the ignored test in tests/it/moto_serial.rs): a request
 //! costs ~8 ms, and SendMessage and DeleteMessage cost time in proportion to the messages in
 //! the queue (a SendMessageBatch of 10: 18 ms at 1,000 queued, 68 ms at 5,000, 285 ms at
 //! 20,000), so keep test queues in the low thousands.

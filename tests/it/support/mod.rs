@@ -1,7 +1,6 @@
 //! What the integration tests share: the bundled Cognito emulator with a seeded pool, CSV
 //! writing, running the real `cognito-resend` binary, reading its report, scraping its metrics
 //! and checking them with promtool.
-#![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod moto;
 
