@@ -497,6 +497,7 @@ async fn hold_or_pass(
 
 /// A listener on 127.0.0.1 that accepts connections and never answers: a Pushgateway (or any
 /// HTTP service) that hangs. Returns its `http://` URL; it serves until the test ends.
+#[allow(dead_code, reason = "only tests/lambda.rs uses it")]
 pub async fn black_hole() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -38,7 +38,7 @@ pub struct Moto {
     /// `http://127.0.0.1:PORT`: the SQS endpoint, and the host of the queue URLs moto hands out.
     pub endpoint: String,
     /// Killed on drop (`kill_on_drop`), so a failing test does not leak a server.
-    child: Child,
+    _child: Child,
     /// Held open only: the launcher runs with `--exit-with-stdin`, so if this process dies
     /// without dropping `Moto` (an abort, a SIGKILL) the closed pipe still ends the server.
     _stdin: ChildStdin,
@@ -119,7 +119,7 @@ impl Moto {
         collect_lines(stdout.into_inner(), output.clone());
         Moto {
             endpoint,
-            child,
+            _child: child,
             _stdin: stdin,
             output,
         }
