@@ -38,7 +38,7 @@
 //! is the AWS Lambda function over the same parts, and `lambda` holds what only it needs (its
 //! events, deadline, EMF metrics, the secret from Secrets Manager). The bundled Cognito emulator that the
 //! tests, the demo and the benchmarks run against is a crate of its own
-//! (`crates/cognito-emulator`), not part of the worker. `tests/structure.rs` fails on an import
+//! (`crates/cognito-emulator`), not part of the worker. `tests/it/structure.rs` fails on an import
 //! cycle between these modules.
 
 #![forbid(unsafe_code)]

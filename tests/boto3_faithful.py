@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks that boto3 (a second, independent AWS SDK) reads the Cognito emulator as Cognito.
 
-Run by tests/emulator_boto3.rs, which starts the emulators, passes their endpoints and fixture
+Run by tests/it/emulator_boto3.rs, which starts the emulators, passes their endpoints and fixture
 names on the command line, and afterwards checks the emulators' ground truth (which sends were
 recorded). Every error must arrive with Cognito's code (e.response["Error"]["Code"]) and message,
 and every success must parse into boto3's output shapes. The SecretHash is computed here with

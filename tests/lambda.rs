@@ -14,6 +14,9 @@
 //! does what the mapping does: receive up to 10 messages, invoke with them, delete every record
 //! the answer does not name.
 
+// The integration tests' support (tests/it/main.rs), of which this binary uses a part.
+#[path = "it/support/mod.rs"]
+#[allow(dead_code)]
 mod support;
 
 use std::collections::{BTreeSet, HashMap};

@@ -3,7 +3,7 @@
 //! user (`--max-sends-per-user`) that holds on both ledgers however many runs race on them.
 //! Ground truth: the emulator's record of every code sent, with the request fields it received.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! against the emulator's ListUsers and AdminGetUser (signed requests through the AWS SDK's
 //! credential chain). Ground truth: the seeded pool and the emulator's record of every call.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;

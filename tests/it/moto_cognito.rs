@@ -2,7 +2,7 @@
 //! the bundled emulator: `discover`, `backfill --from-pool --dry-run`, `check`'s pool profile and
 //! the secret check must agree with what moto holds, as read back through the AWS SDK.
 //!
-//! Each test starts its own moto server (`scripts/moto_server.py`, as tests/support/moto.rs
+//! Each test starts its own moto server (`scripts/moto_server.py`, as tests/it/support/moto.rs
 //! does for SQS) and creates its pools there through the AWS SDK for Rust, with a mix of users:
 //! UNCONFIRMED (SignUp on a client without a secret), CONFIRMED (SignUp, then
 //! AdminConfirmSignUp) and FORCE_CHANGE_PASSWORD (AdminCreateUser). The pools: one created with
@@ -14,7 +14,7 @@
 //! `sub` lookups, see docs/emulator.md, "Where moto and the emulator disagree"), the tests keep to
 //! what both do the same way, and say so where it matters.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 

@@ -5,7 +5,7 @@
 //! call, the default email account's 50 a day stops the run at a spend cap, and a client that
 //! hides missing users is named in the summary.
 
-mod support;
+use crate::support;
 
 use cognito_emulator::{
     ClientSpec, EmailSendingAccount, Emulator, UserSpec, UserStatus, UsernameAttribute, sub_for,

@@ -3,7 +3,7 @@
 //! ground truth says; a Pushgateway (Debian `prometheus-pushgateway`) receives a backfill's final
 //! metrics. Both run on loopback, started and stopped by the tests.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 use std::time::Duration;

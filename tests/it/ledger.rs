@@ -2,7 +2,7 @@
 //! of every code it sent as ground truth. Duplicates, reruns, SIGTERM and `kill -9`, cooldown
 //! expiry, `--state none`, `ledger stats|export`, and a ledger that cannot be written.
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

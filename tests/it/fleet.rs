@@ -2,7 +2,7 @@
 //! (several `Ledger`s on one SQLite file in-process; a DynamoDB table on moto), and backfill
 //! processes sharing one SQLite ledger stay under the budget as the emulator measures it.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -4,13 +4,13 @@
 //! Why the launcher and not `moto_server`: moto 5.2.5's SQS backend is not safe under
 //! concurrent requests (two concurrent DeleteMessage calls can undo each other, so a deleted
 //! message comes back), and the stock server is threaded. The launcher lets one request at a
-//! time into moto and proves it at `/_launcher/stats` (tests/moto_serial.rs checks that).
+//! time into moto and proves it at `/_launcher/stats` (tests/it/moto_serial.rs checks that).
 //!
 //! Each test starts its own server (~0.6 s) on a free loopback port, so tests never share
 //! queues. The server ends when its [`Moto`] is dropped, and also when the test process dies
 //! (it watches its stdin), so none outlives the run.
 //!
-//! Known limits of moto's SQS (measured by the ignored test in tests/moto_serial.rs): a request
+//! Known limits of moto's SQS (measured by the ignored test in tests/it/moto_serial.rs): a request
 //! costs ~8 ms, and SendMessage and DeleteMessage cost time in proportion to the messages in
 //! the queue (a SendMessageBatch of 10: 18 ms at 1,000 queued, 68 ms at 5,000, 285 ms at
 //! 20,000), so keep test queues in the low thousands.
@@ -38,7 +38,7 @@ pub struct Moto {
     /// `http://127.0.0.1:PORT`: the SQS endpoint, and the host of the queue URLs moto hands out.
     pub endpoint: String,
     /// Killed on drop (`kill_on_drop`), so a failing test does not leak a server.
-    child: Child,
+    _child: Child,
     /// Held open only: the launcher runs with `--exit-with-stdin`, so if this process dies
     /// without dropping `Moto` (an abort, a SIGKILL) the closed pipe still ends the server.
     _stdin: ChildStdin,
@@ -119,7 +119,7 @@ impl Moto {
         collect_lines(stdout.into_inner(), output.clone());
         Moto {
             endpoint,
-            child,
+            _child: child,
             _stdin: stdin,
             output,
         }

@@ -3,7 +3,7 @@
 //! emulator's record of every send. (5 % 500s with 1 % dropped connections, malformed input and
 //! configuration faults are in backfill.rs and consume.rs.)
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::path::Path;

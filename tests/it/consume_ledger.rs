@@ -3,7 +3,7 @@
 //! ledger that fails mid-run. Ground truth: the emulator's record of every code sent, and what is
 //! left in the queue.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! `backfill` end to end: the real binary, through the real AWS SDK, against the bundled Cognito
 //! emulator over HTTP. Ground truth is what the emulator recorded.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -11,7 +11,7 @@
 //! load with the lock turned off (`--no-serialize`) must show more than 1, or the probe could
 //! not see concurrency at all.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! describes with the same settings and ledger, and compares the plan's counts with the
 //! report's outcomes and the emulator's record.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

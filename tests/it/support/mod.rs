@@ -1,7 +1,6 @@
 //! What the integration tests share: the bundled Cognito emulator with a seeded pool, CSV
 //! writing, running the real `cognito-resend` binary, reading its report, scraping its metrics
 //! and checking them with promtool.
-#![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod moto;
 
@@ -498,6 +497,7 @@ async fn hold_or_pass(
 
 /// A listener on 127.0.0.1 that accepts connections and never answers: a Pushgateway (or any
 /// HTTP service) that hangs. Returns its `http://` URL; it serves until the test ends.
+#[allow(dead_code, reason = "only tests/lambda.rs uses it")]
 pub async fn black_hole() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

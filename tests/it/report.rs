@@ -3,7 +3,7 @@
 //! rendered by headless Chromium to a PNG, which must load without a console message and show
 //! its charts.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;

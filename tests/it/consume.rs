@@ -2,7 +2,7 @@
 //! time), Cognito on the bundled emulator. Ground truth: what the emulator recorded and what is
 //! left in the queues.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;
