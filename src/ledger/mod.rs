@@ -383,15 +383,11 @@ impl Ledger {
     /// monotonic clock, the claim is taken over as in doubt; until then it is [`Claim::Held`]
     /// and the caller asks again.
     pub async fn claim(&self, key: &UserKey) -> Result<Claim, LedgerError> {
-        let (client_id, username) = (key.client_id.as_str(), key.username.as_str());
         if self.state.fenced.is_cancelled() {
             return Err(self.fence_error());
         }
         let first = self
-            .bounded(
-                self.store
-                    .claim(&self.run, client_id, username, self.rules(), None),
-            )
+            .bounded(self.store.claim(&self.run, key, self.rules(), None))
             .await?;
         let Claim::Held { run, beats, lease } = &first else {
             return Ok(first);
@@ -405,11 +401,8 @@ impl Ledger {
             run: run.clone(),
             beats: *beats,
         };
-        self.bounded(
-            self.store
-                .claim(&self.run, client_id, username, self.rules(), Some(&stale)),
-        )
-        .await
+        self.bounded(self.store.claim(&self.run, key, self.rules(), Some(&stale)))
+            .await
     }
 
     /// Notes `run`'s counter; true once it has stood still for a full `lease` (that run's).
@@ -428,8 +421,7 @@ impl Ledger {
     /// What a claim would find, claims aside: a send within the cooldown, the cap reached, or
     /// `None` (`--dry-run`).
     pub async fn peek(&self, key: &UserKey) -> Result<Option<Claim>, LedgerError> {
-        self.bounded(self.store.peek(&key.client_id, &key.username, self.rules()))
-            .await
+        self.bounded(self.store.peek(key, self.rules())).await
     }
 
     /// Ends this run's claim on a user: one write, no retry.
@@ -439,14 +431,10 @@ impl Ledger {
 
     /// One write of a claim's end, under this run and its wave.
     async fn write(&self, key: &UserKey, how: Finish, at: Millis) -> Result<(), LedgerError> {
-        self.bounded(self.store.finish(
-            &self.run,
-            &key.client_id,
-            &key.username,
-            how,
-            self.waves.wave.as_deref(),
-            at,
-        ))
+        self.bounded(
+            self.store
+                .finish(&self.run, key, how, self.waves.wave.as_deref(), at),
+        )
         .await
     }
 

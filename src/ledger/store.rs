@@ -42,8 +42,7 @@ pub trait Store: Send + Sync + 'static {
     fn claim<'a>(
         &'a self,
         run: &'a RunId,
-        client_id: &'a str,
-        username: &'a str,
+        key: &'a UserKey,
         rules: Rules,
         take_over: Option<&'a Stale>,
     ) -> BoxFuture<'a, Result<Claim, LedgerError>>;
@@ -52,8 +51,7 @@ pub trait Store: Send + Sync + 'static {
     /// (`--dry-run`).
     fn peek<'a>(
         &'a self,
-        client_id: &'a str,
-        username: &'a str,
+        key: &'a UserKey,
         rules: Rules,
     ) -> BoxFuture<'a, Result<Option<Claim>, LedgerError>>;
     /// Ends `run`'s claim on (client id, username), durably. A send ([`Finish::Sent`]) adds one
@@ -61,8 +59,7 @@ pub trait Store: Send + Sync + 'static {
     fn finish<'a>(
         &'a self,
         run: &'a RunId,
-        client_id: &'a str,
-        username: &'a str,
+        key: &'a UserKey,
         how: Finish,
         wave: Option<&'a str>,
         now: Millis,

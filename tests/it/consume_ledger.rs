@@ -464,7 +464,7 @@ async fn a_dynamodb_claim_whose_answer_was_lost_is_recognised_as_ours() {
         .await
         .unwrap();
     let c = direct
-        .claim(&dead, CLIENT, "orphan", rules_at(now), None)
+        .claim(&dead, &key(CLIENT, "orphan"), rules_at(now), None)
         .await;
     assert_eq!(c.unwrap(), Claim::Granted { in_doubt: None });
     direct.end_run(&dead, now).await.unwrap();
@@ -497,7 +497,7 @@ async fn a_dynamodb_claim_whose_answer_was_lost_is_recognised_as_ours() {
     let bound = Duration::from_secs(60);
     let fresh = tokio::time::timeout(
         bound,
-        lossy.claim(&me, CLIENT, "fresh", rules_at(now), None),
+        lossy.claim(&me, &key(CLIENT, "fresh"), rules_at(now), None),
     )
     .await
     .expect("a bounded end")
@@ -505,7 +505,7 @@ async fn a_dynamodb_claim_whose_answer_was_lost_is_recognised_as_ours() {
     assert_eq!(fresh, Claim::Granted { in_doubt: None });
     let orphan = tokio::time::timeout(
         bound,
-        lossy.claim(&me, CLIENT, "orphan", rules_at(now), None),
+        lossy.claim(&me, &key(CLIENT, "orphan"), rules_at(now), None),
     )
     .await
     .expect("a bounded end")
@@ -521,7 +521,9 @@ async fn a_dynamodb_claim_whose_answer_was_lost_is_recognised_as_ours() {
     );
     assert_eq!(proxy.unused_rules(), 0, "both answers were lost");
     // Another job of this same run asking for the same user is held: a duplicate row waits.
-    let dup = lossy.claim(&me, CLIENT, "fresh", rules_at(now), None).await;
+    let dup = lossy
+        .claim(&me, &key(CLIENT, "fresh"), rules_at(now), None)
+        .await;
     assert!(matches!(dup.unwrap(), Claim::Held { .. }));
     // A result whose answer is lost is recorded once, not counted twice.
     let proxy2 = LossyProxy::start(
@@ -535,7 +537,7 @@ async fn a_dynamodb_claim_whose_answer_was_lost_is_recognised_as_ours() {
     .await;
     let lossy2 = DynamoStore::from_client(retrying_client(&proxy2.endpoint).await, "lossy");
     lossy2
-        .finish(&me, CLIENT, "fresh", Finish::Sent, None, now)
+        .finish(&me, &key(CLIENT, "fresh"), Finish::Sent, None, now)
         .await
         .unwrap();
     assert_eq!(proxy2.unused_rules(), 0);
@@ -556,7 +558,7 @@ async fn a_released_dynamodb_takeover_keeps_its_in_doubt_mark_and_a_late_maybe_s
         .await
         .unwrap();
     for user in ["fay", "gus"] {
-        db.claim(&dead, CLIENT, user, rules_at(now), None)
+        db.claim(&dead, &key(CLIENT, user), rules_at(now), None)
             .await
             .unwrap();
     }
@@ -572,9 +574,11 @@ async fn a_released_dynamodb_takeover_keeps_its_in_doubt_mark_and_a_late_maybe_s
     db.begin_run(&second, "test", Duration::from_secs(30), now)
         .await
         .unwrap();
-    let c = db.claim(&second, CLIENT, "fay", rules_at(now), None).await;
+    let c = db
+        .claim(&second, &key(CLIENT, "fay"), rules_at(now), None)
+        .await;
     assert_eq!(c.unwrap(), doubt);
-    db.finish(&second, CLIENT, "fay", Finish::Release, None, now)
+    db.finish(&second, &key(CLIENT, "fay"), Finish::Release, None, now)
         .await
         .unwrap();
     let stats = db.stats(rules_at(now)).await.unwrap();
@@ -583,23 +587,33 @@ async fn a_released_dynamodb_takeover_keeps_its_in_doubt_mark_and_a_late_maybe_s
     db.begin_run(&third, "test", Duration::from_secs(30), now)
         .await
         .unwrap();
-    let c = db.claim(&third, CLIENT, "fay", rules_at(now), None).await;
+    let c = db
+        .claim(&third, &key(CLIENT, "fay"), rules_at(now), None)
+        .await;
     assert_eq!(c.unwrap(), doubt, "the next run is told");
-    db.finish(&third, CLIENT, "fay", Finish::Sent, None, now)
+    db.finish(&third, &key(CLIENT, "fay"), Finish::Sent, None, now)
         .await
         .unwrap();
     let stats = db.stats(rules_at(now)).await.unwrap();
     assert_eq!(stats.doubt_marks, 0, "{stats:?}");
 
     // "gus": the dead run was not dead after all; its call ended ambiguous after the takeover.
-    let c = db.claim(&third, CLIENT, "gus", rules_at(now), None).await;
+    let c = db
+        .claim(&third, &key(CLIENT, "gus"), rules_at(now), None)
+        .await;
     assert!(matches!(c.unwrap(), Claim::Granted { in_doubt: Some(_) }));
-    db.finish(&dead, CLIENT, "gus", Finish::MaybeSent("failed"), None, now)
-        .await
-        .unwrap();
+    db.finish(
+        &dead,
+        &key(CLIENT, "gus"),
+        Finish::MaybeSent("failed"),
+        None,
+        now,
+    )
+    .await
+    .unwrap();
     let fourth = RunId::new();
     let c = db
-        .claim(&fourth, CLIENT, "gus", rules_at(now + 1), None)
+        .claim(&fourth, &key(CLIENT, "gus"), rules_at(now + 1), None)
         .await;
     assert!(
         matches!(c.unwrap(), Claim::Cooldown { .. }),

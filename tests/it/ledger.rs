@@ -512,6 +512,7 @@ mod in_process {
     use cognito_resend::cognito::{Cognito, Connection};
     use cognito_resend::config::RetrySettings;
     use cognito_resend::engine::{self, EngineConfig, StopCause};
+    use cognito_resend::job::UserKey;
     use cognito_resend::ledger::sqlite::SqliteStore;
     use cognito_resend::ledger::{
         Claim, Finish, Ledger, LedgerError, LedgerTiming, Millis, Page, Rules, RunId, Stale, Stats,
@@ -590,26 +591,23 @@ mod in_process {
         fn claim<'a>(
             &'a self,
             run: &'a RunId,
-            client_id: &'a str,
-            username: &'a str,
+            key: &'a UserKey,
             rules: Rules,
             take_over: Option<&'a Stale>,
         ) -> BoxFuture<'a, Result<Claim, LedgerError>> {
-            self.inner.claim(run, client_id, username, rules, take_over)
+            self.inner.claim(run, key, rules, take_over)
         }
         fn peek<'a>(
             &'a self,
-            client_id: &'a str,
-            username: &'a str,
+            key: &'a UserKey,
             rules: Rules,
         ) -> BoxFuture<'a, Result<Option<Claim>, LedgerError>> {
-            self.inner.peek(client_id, username, rules)
+            self.inner.peek(key, rules)
         }
         fn finish<'a>(
             &'a self,
             run: &'a RunId,
-            client_id: &'a str,
-            username: &'a str,
+            key: &'a UserKey,
             how: Finish,
             wave: Option<&'a str>,
             now: Millis,
@@ -622,7 +620,7 @@ mod in_process {
                 let e = self.down("finish");
                 return Box::pin(async move { Err(e) });
             }
-            self.inner.finish(run, client_id, username, how, wave, now)
+            self.inner.finish(run, key, how, wave, now)
         }
         fn stats(&self, rules: Rules) -> BoxFuture<'_, Result<Stats, LedgerError>> {
             self.inner.stats(rules)
@@ -1210,6 +1208,7 @@ mod folding {
     use cognito_resend::ledger::dynamo::DynamoStore;
     use cognito_resend::ledger::{Claim, Folded, InDoubt, Rules, RunId, Store};
 
+    use super::support::key;
     use super::support::moto::{self, Moto};
 
     type Item = HashMap<String, AttributeValue>;
@@ -1491,14 +1490,19 @@ mod folding {
             .unwrap();
         for spelling in ["Alice", "ALICE", "aLiCe"] {
             let c = store
-                .claim(&me, "c", &fold_username(spelling), rules(10_000), None)
+                .claim(
+                    &me,
+                    &key("c", &fold_username(spelling)),
+                    rules(10_000),
+                    None,
+                )
                 .await
                 .unwrap();
             assert_eq!(c, Claim::Cooldown { last_sent: 9500 }, "{spelling}");
         }
         // ...and past it, takes the kept claim of a run that ended over, in doubt.
         let c = store
-            .claim(&me, "c", &fold_username("Alice"), rules(20_000), None)
+            .claim(&me, &key("c", &fold_username("Alice")), rules(20_000), None)
             .await
             .unwrap();
         assert_eq!(

@@ -406,7 +406,7 @@ impl<'a> Planner<'a> {
             return Ok(true);
         }
         if let Some(store) = &self.ledger.store {
-            match store.peek(client, &key.username, self.ledger.rules).await {
+            match store.peek(&key, self.ledger.rules).await {
                 Ok(Some(Claim::Capped { .. })) => {
                     self.jobs.capped += 1;
                     return Ok(true);

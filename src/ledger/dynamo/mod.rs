@@ -365,12 +365,12 @@ impl Store for DynamoStore {
     fn claim<'a>(
         &'a self,
         run: &'a RunId,
-        client_id: &'a str,
-        username: &'a str,
+        key: &'a UserKey,
         rules: Rules,
         take_over: Option<&'a Stale>,
     ) -> BoxFuture<'a, Result<Claim, LedgerError>> {
         Box::pin(async move {
+            let (client_id, username) = (key.client_id.as_str(), key.username.as_str());
             let token = RunId::new().0;
             // Each round either decides or saw the item change under it; a few rounds settle.
             for _ in 0..8 {
@@ -434,11 +434,11 @@ impl Store for DynamoStore {
 
     fn peek<'a>(
         &'a self,
-        client_id: &'a str,
-        username: &'a str,
+        key: &'a UserKey,
         rules: Rules,
     ) -> BoxFuture<'a, Result<Option<Claim>, LedgerError>> {
         Box::pin(async move {
+            let (client_id, username) = (key.client_id.as_str(), key.username.as_str());
             let item = self.get(user_pk(client_id, username)).await?;
             let item = item.unwrap_or_default();
             Ok(plan(
@@ -452,13 +452,13 @@ impl Store for DynamoStore {
     fn finish<'a>(
         &'a self,
         run: &'a RunId,
-        client_id: &'a str,
-        username: &'a str,
+        key: &'a UserKey,
         how: Finish,
         wave: Option<&'a str>,
         now: Millis,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
         Box::pin(async move {
+            let (client_id, username) = (key.client_id.as_str(), key.username.as_str());
             let pk = user_pk(client_id, username);
             // A send's wave is counted in the same write as the send (`ADD #w :one`).
             let (add_wave, wave_name) = match wave {

@@ -149,12 +149,12 @@ impl Store for SqliteStore {
     fn claim<'a>(
         &'a self,
         run: &'a RunId,
-        client_id: &'a str,
-        username: &'a str,
+        key: &'a UserKey,
         rules: Rules,
         take_over: Option<&'a Stale>,
     ) -> BoxFuture<'a, Result<Claim, LedgerError>> {
-        let (run, client_id, username) = (run.0.clone(), client_id.to_owned(), username.to_owned());
+        let (run, client_id, username) =
+            (run.0.clone(), key.client_id.clone(), key.username.clone());
         let take_over = take_over.cloned();
         Box::pin(
             self.ask(move |db| {
@@ -165,24 +165,23 @@ impl Store for SqliteStore {
 
     fn peek<'a>(
         &'a self,
-        client_id: &'a str,
-        username: &'a str,
+        key: &'a UserKey,
         rules: Rules,
     ) -> BoxFuture<'a, Result<Option<Claim>, LedgerError>> {
-        let (client_id, username) = (client_id.to_owned(), username.to_owned());
+        let (client_id, username) = (key.client_id.clone(), key.username.clone());
         Box::pin(self.ask(move |db| ops::peek(db, &client_id, &username, rules)))
     }
 
     fn finish<'a>(
         &'a self,
         run: &'a RunId,
-        client_id: &'a str,
-        username: &'a str,
+        key: &'a UserKey,
         how: Finish,
         wave: Option<&'a str>,
         now: Millis,
     ) -> BoxFuture<'a, Result<(), LedgerError>> {
-        let (run, client_id, username) = (run.0.clone(), client_id.to_owned(), username.to_owned());
+        let (run, client_id, username) =
+            (run.0.clone(), key.client_id.clone(), key.username.clone());
         let wave = wave.map(str::to_owned);
         Box::pin(
             self.ask(move |db| {

@@ -11,6 +11,14 @@ use rusqlite::OptionalExtension;
 use super::schema::SCHEMA_VERSION;
 use crate::ledger::InDoubt;
 
+/// The key of `username` under `client_id`, as given.
+fn key(client_id: &str, username: &str) -> UserKey {
+    UserKey {
+        client_id: client_id.into(),
+        username: username.into(),
+    }
+}
+
 fn rules(now: Millis) -> Rules {
     Rules {
         now,
@@ -33,13 +41,13 @@ async fn claim_send_then_cooldown_until_it_passes() {
         .await
         .unwrap();
     let c = db
-        .claim(&me, "c", "alice", rules(10_000), None)
+        .claim(&me, &key("c", "alice"), rules(10_000), None)
         .await
         .unwrap();
     assert_eq!(c, Claim::Granted { in_doubt: None });
     // The same run asking again while the call is out: held, not granted twice.
     let again = db
-        .claim(&me, "c", "alice", rules(10_001), None)
+        .claim(&me, &key("c", "alice"), rules(10_001), None)
         .await
         .unwrap();
     assert_eq!(
@@ -50,27 +58,27 @@ async fn claim_send_then_cooldown_until_it_passes() {
             lease: Some(Duration::from_secs(30)),
         }
     );
-    db.finish(&me, "c", "alice", Finish::Sent, None, 10_002)
+    db.finish(&me, &key("c", "alice"), Finish::Sent, None, 10_002)
         .await
         .unwrap();
     let c = db
-        .claim(&me, "c", "alice", rules(10_500), None)
+        .claim(&me, &key("c", "alice"), rules(10_500), None)
         .await
         .unwrap();
     assert_eq!(c, Claim::Cooldown { last_sent: 10_002 });
     assert_eq!(
-        db.peek("c", "alice", rules(10_500)).await.unwrap(),
+        db.peek(&key("c", "alice"), rules(10_500)).await.unwrap(),
         Some(Claim::Cooldown { last_sent: 10_002 })
     );
     // Another client id is another key.
     let other = db
-        .claim(&me, "d", "alice", rules(10_500), None)
+        .claim(&me, &key("d", "alice"), rules(10_500), None)
         .await
         .unwrap();
     assert_eq!(other, Claim::Granted { in_doubt: None });
     // Past the cooldown: granted again.
     let later = db
-        .claim(&me, "c", "alice", rules(11_100), None)
+        .claim(&me, &key("c", "alice"), rules(11_100), None)
         .await
         .unwrap();
     assert_eq!(later, Claim::Granted { in_doubt: None });
@@ -84,7 +92,7 @@ async fn a_claim_of_a_dead_run_is_taken_over_as_in_doubt() {
     db.begin_run(&dead, "test", Duration::from_secs(30), 10_000)
         .await
         .unwrap();
-    db.claim(&dead, "c", "bob", rules(10_000), None)
+    db.claim(&dead, &key("c", "bob"), rules(10_000), None)
         .await
         .unwrap();
     let me = RunId::new();
@@ -93,7 +101,7 @@ async fn a_claim_of_a_dead_run_is_taken_over_as_in_doubt() {
         .unwrap();
     // Its heartbeat is fresh: held.
     let held = db
-        .claim(&me, "c", "bob", rules(10_050), None)
+        .claim(&me, &key("c", "bob"), rules(10_050), None)
         .await
         .unwrap();
     assert_eq!(
@@ -110,7 +118,9 @@ async fn a_claim_of_a_dead_run_is_taken_over_as_in_doubt() {
         run: dead.0.clone(),
         beats: 0,
     };
-    let moved = db.claim(&me, "c", "bob", rules(10_070), Some(&stale)).await;
+    let moved = db
+        .claim(&me, &key("c", "bob"), rules(10_070), Some(&stale))
+        .await;
     assert!(matches!(moved.unwrap(), Claim::Held { beats: 1, .. }));
     // Judged standing still at the counter it has: in doubt, and ours now.
     let stale = Stale {
@@ -118,7 +128,7 @@ async fn a_claim_of_a_dead_run_is_taken_over_as_in_doubt() {
         beats: 1,
     };
     let taken = db
-        .claim(&me, "c", "bob", rules(10_200), Some(&stale))
+        .claim(&me, &key("c", "bob"), rules(10_200), Some(&stale))
         .await
         .unwrap();
     assert_eq!(
@@ -142,13 +152,13 @@ async fn a_run_that_ended_leaves_its_claims_in_doubt_at_once() {
     db.begin_run(&first, "test", Duration::from_secs(30), 10_000)
         .await
         .unwrap();
-    db.claim(&first, "c", "carol", rules(10_000), None)
+    db.claim(&first, &key("c", "carol"), rules(10_000), None)
         .await
         .unwrap();
     db.end_run(&first, 10_010).await.unwrap();
     let me = RunId::new();
     let c = db
-        .claim(&me, "c", "carol", rules(10_020), None)
+        .claim(&me, &key("c", "carol"), rules(10_020), None)
         .await
         .unwrap();
     assert!(matches!(c, Claim::Granted { in_doubt: Some(_) }), "{c:?}");
@@ -162,7 +172,7 @@ async fn a_released_takeover_keeps_its_in_doubt_mark_until_a_result_is_recorded(
     db.begin_run(&dead, "test", Duration::from_secs(30), 10_000)
         .await
         .unwrap();
-    db.claim(&dead, "c", "fay", rules(10_000), None)
+    db.claim(&dead, &key("c", "fay"), rules(10_000), None)
         .await
         .unwrap();
     db.end_run(&dead, 10_001).await.unwrap();
@@ -178,11 +188,11 @@ async fn a_released_takeover_keeps_its_in_doubt_mark_until_a_result_is_recorded(
         .await
         .unwrap();
     let c = db
-        .claim(&second, "c", "fay", rules(10_010), None)
+        .claim(&second, &key("c", "fay"), rules(10_010), None)
         .await
         .unwrap();
     assert_eq!(c, doubt);
-    db.finish(&second, "c", "fay", Finish::Release, None, 10_011)
+    db.finish(&second, &key("c", "fay"), Finish::Release, None, 10_011)
         .await
         .unwrap();
     let s = db.stats(rules(10_012)).await.unwrap();
@@ -193,16 +203,22 @@ async fn a_released_takeover_keeps_its_in_doubt_mark_until_a_result_is_recorded(
         .await
         .unwrap();
     let c = db
-        .claim(&third, "c", "fay", rules(10_020), None)
+        .claim(&third, &key("c", "fay"), rules(10_020), None)
         .await
         .unwrap();
     assert_eq!(c, doubt);
     // A definite answer recorded: the mark goes.
-    db.finish(&third, "c", "fay", Finish::NotSent("failed"), None, 10_021)
-        .await
-        .unwrap();
+    db.finish(
+        &third,
+        &key("c", "fay"),
+        Finish::NotSent("failed"),
+        None,
+        10_021,
+    )
+    .await
+    .unwrap();
     let c = db
-        .claim(&third, "c", "fay", rules(10_022), None)
+        .claim(&third, &key("c", "fay"), rules(10_022), None)
         .await
         .unwrap();
     assert_eq!(c, Claim::Granted { in_doubt: None });
@@ -239,13 +255,13 @@ async fn a_version_1_file_is_migrated_with_its_rows() {
         .await
         .unwrap();
     let c = db
-        .claim(&me, "c", "old", rules(10_100), None)
+        .claim(&me, &key("c", "old"), rules(10_100), None)
         .await
         .unwrap();
     assert_eq!(c, Claim::Cooldown { last_sent: 10_000 });
     // The old run's claim: held at counter 0, taken over once judged standing still.
     let c = db
-        .claim(&me, "c", "held", rules(10_100), None)
+        .claim(&me, &key("c", "held"), rules(10_100), None)
         .await
         .unwrap();
     assert_eq!(
@@ -299,14 +315,14 @@ async fn a_version_2_file_is_migrated_and_counts_sends_per_wave_from_then_on() {
         ..rules(10_000)
     };
     // The codes sent before the upgrade count toward the cap.
-    let c = db.claim(&me, "c", "old", capped, None).await.unwrap();
+    let c = db.claim(&me, &key("c", "old"), capped, None).await.unwrap();
     assert_eq!(c, Claim::Capped { sends: 2 });
     assert_eq!(
-        db.peek("c", "old", capped).await.unwrap(),
+        db.peek(&key("c", "old"), capped).await.unwrap(),
         Some(Claim::Capped { sends: 2 })
     );
-    db.claim(&me, "c", "new", capped, None).await.unwrap();
-    db.finish(&me, "c", "new", Finish::Sent, Some("day-3"), 10_001)
+    db.claim(&me, &key("c", "new"), capped, None).await.unwrap();
+    db.finish(&me, &key("c", "new"), Finish::Sent, Some("day-3"), 10_001)
         .await
         .unwrap();
     let s = db.stats(capped).await.unwrap();
@@ -536,9 +552,9 @@ async fn a_version_3_file_opened_for_a_case_insensitive_pool_merges_each_persons
         .await
         .unwrap();
     for spelling in ["Alice", "alice", "ALICE", "aLiCe"] {
-        let key = fold_username(spelling);
+        let folded = key("c", &fold_username(spelling));
         let c = store
-            .claim(&me, "c", &key, rules(10_000), None)
+            .claim(&me, &folded, rules(10_000), None)
             .await
             .unwrap();
         assert_eq!(c, Claim::Cooldown { last_sent: 9500 }, "{spelling}");
@@ -547,14 +563,14 @@ async fn a_version_3_file_opened_for_a_case_insensitive_pool_merges_each_persons
             ..rules(20_000)
         };
         assert_eq!(
-            store.peek("c", &key, capped).await.unwrap(),
+            store.peek(&folded, capped).await.unwrap(),
             Some(Claim::Capped { sends: 6 }),
             "{spelling}"
         );
     }
     // Past the cooldown: the kept claim of a run that ended is taken over, in doubt.
     let c = store
-        .claim(&me, "c", &fold_username("ALICE"), rules(20_000), None)
+        .claim(&me, &key("c", &fold_username("ALICE")), rules(20_000), None)
         .await
         .unwrap();
     assert_eq!(
@@ -603,6 +619,7 @@ async fn two_stores_on_one_file_never_send_a_user_past_the_cap() {
         .await
         .unwrap();
     // No cooldown: only the cap stops a third code.
+    let zoe = key("c", "zoe");
     let no_cooldown = Rules {
         cooldown_since: Millis::MAX,
         max_sends_per_user: Some(3),
@@ -611,15 +628,21 @@ async fn two_stores_on_one_file_never_send_a_user_past_the_cap() {
     let mut sent = 0;
     for round in 0..20 {
         let (x, y) = tokio::join!(
-            a.claim(&ra, "c", "zoe", no_cooldown, None),
-            b.claim(&rb, "c", "zoe", no_cooldown, None)
+            a.claim(&ra, &zoe, no_cooldown, None),
+            b.claim(&rb, &zoe, no_cooldown, None)
         );
         for (store, run, claim) in [(&a, &ra, x.unwrap()), (&b, &rb, y.unwrap())] {
             match claim {
                 Claim::Granted { .. } => {
                     sent += 1;
                     store
-                        .finish(run, "c", "zoe", Finish::Sent, Some("w"), 10_000 + round)
+                        .finish(
+                            run,
+                            &key("c", "zoe"),
+                            Finish::Sent,
+                            Some("w"),
+                            10_000 + round,
+                        )
                         .await
                         .unwrap();
                 }
@@ -643,20 +666,29 @@ async fn release_and_not_sent_free_the_user_without_a_cooldown() {
     db.begin_run(&me, "test", Duration::from_secs(30), 10_000)
         .await
         .unwrap();
-    db.claim(&me, "c", "dan", rules(10_000), None)
+    db.claim(&me, &key("c", "dan"), rules(10_000), None)
         .await
         .unwrap();
-    db.finish(&me, "c", "dan", Finish::Release, None, 10_001)
+    db.finish(&me, &key("c", "dan"), Finish::Release, None, 10_001)
         .await
         .unwrap();
-    db.claim(&me, "c", "erin", rules(10_000), None)
+    db.claim(&me, &key("c", "erin"), rules(10_000), None)
         .await
         .unwrap();
-    db.finish(&me, "c", "erin", Finish::NotSent("failed"), None, 10_001)
-        .await
-        .unwrap();
+    db.finish(
+        &me,
+        &key("c", "erin"),
+        Finish::NotSent("failed"),
+        None,
+        10_001,
+    )
+    .await
+    .unwrap();
     for user in ["dan", "erin"] {
-        let c = db.claim(&me, "c", user, rules(10_002), None).await.unwrap();
+        let c = db
+            .claim(&me, &key("c", user), rules(10_002), None)
+            .await
+            .unwrap();
         assert_eq!(c, Claim::Granted { in_doubt: None }, "{user}");
     }
     let (rows, next) = db.export_page(None, 10).await.unwrap();
@@ -858,10 +890,10 @@ async fn two_stores_on_one_file_never_both_get_a_claim() {
         .unwrap();
     let mut granted = 0;
     for i in 0..200 {
-        let user = format!("user{i}");
+        let user = key("c", &format!("user{i}"));
         let (x, y) = tokio::join!(
-            a.claim(&ra, "c", &user, rules(10_010), None),
-            b.claim(&rb, "c", &user, rules(10_010), None)
+            a.claim(&ra, &user, rules(10_010), None),
+            b.claim(&rb, &user, rules(10_010), None)
         );
         let grants = [x.unwrap(), y.unwrap()]
             .iter()
@@ -880,8 +912,10 @@ async fn export_pages_through_every_row_in_order() {
     let me = RunId::new();
     for i in 0..25 {
         let u = format!("u{i:02}");
-        db.claim(&me, "c", &u, rules(10_000), None).await.unwrap();
-        db.finish(&me, "c", &u, Finish::Sent, None, 10_000)
+        db.claim(&me, &key("c", &u), rules(10_000), None)
+            .await
+            .unwrap();
+        db.finish(&me, &key("c", &u), Finish::Sent, None, 10_000)
             .await
             .unwrap();
     }

@@ -511,3 +511,11 @@ pub async fn black_hole() -> String {
     });
     url
 }
+
+/// The ledger key of `username` under `client_id`, as given (already folded).
+pub fn key(client_id: &str, username: &str) -> cognito_resend::job::UserKey {
+    cognito_resend::job::UserKey {
+        client_id: client_id.into(),
+        username: username.into(),
+    }
+}
