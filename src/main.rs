@@ -4,7 +4,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use cognito_resend::cli::{Cli, Command};
 use cognito_resend::cmd::{self, RunError};
 use cognito_resend::config::Settings;
@@ -20,7 +19,12 @@ fn main() -> ExitCode {
     // without THP has nothing to turn off.
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
-    let cli = Cli::parse();
+    // Every setting flag on every command, as before the sections were split.
+    let cli = {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().mut_args(|a| a.global(true)).get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    };
     let mut settings = match Settings::load(&cli.settings) {
         Ok(s) => s,
         Err(e) => {
