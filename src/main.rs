@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use clap::Parser;
 use cognito_resend::cli::{Cli, Command};
 use cognito_resend::cmd::{self, RunError};
 use cognito_resend::config::Settings;
@@ -19,13 +20,8 @@ fn main() -> ExitCode {
     // without THP has nothing to turn off.
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
-    // Every setting flag on every command, as before the sections were split.
-    let cli = {
-        use clap::{CommandFactory, FromArgMatches};
-        let matches = Cli::command().mut_args(|a| a.global(true)).get_matches();
-        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
-    };
-    let mut settings = match Settings::load(&cli.settings) {
+    let cli = Cli::parse();
+    let mut settings = match Settings::load(&cli.settings()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("cognito-resend: {e}");
@@ -34,7 +30,7 @@ fn main() -> ExitCode {
     };
     let bar = telemetry::init_logging(settings.log.format, settings.log.verbosity);
     // `check` prints them with the settings; every other command says them first, loudly.
-    if !matches!(cli.command, Command::Check) {
+    if !matches!(cli.command, Command::Check { .. }) {
         for warning in &settings.warnings {
             tracing::warn!("{warning}");
         }
@@ -47,7 +43,7 @@ fn main() -> ExitCode {
     let calls_aws = matches!(
         cli.command,
         Command::Backfill { .. }
-            | Command::Consume
+            | Command::Consume { .. }
             | Command::Discover { .. }
             | Command::Enqueue { .. }
     );
