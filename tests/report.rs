@@ -450,5 +450,8 @@ async fn a_flag_the_command_does_not_read_is_a_usage_error_and_help_lists_only_i
     assert!(report.contains("--config") && report.contains("--log-format"));
     let prune = help(&["ledger", "prune"]);
     assert!(prune.contains("--older-than") && prune.contains("--inactive-for"));
-    assert!(!prune.contains("--concurrency"), "ledger prune --help lists --concurrency");
+    assert!(
+        !prune.contains("--concurrency"),
+        "ledger prune --help lists --concurrency"
+    );
 }

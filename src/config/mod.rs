@@ -383,9 +383,11 @@ impl Settings {
         given.report.spell_out()?;
         figment = figment.merge(Serialized::defaults(given));
         unknown_keys(&figment)?;
-        let raw: SettingsArgs = figment
+        let mut raw: SettingsArgs = figment
             .extract()
             .map_err(|e| ConfigError::whole(format!("invalid settings: {e}")))?;
+        // Not settings of the file: the command line's own.
+        raw.global = args.global.clone();
         Self::validate(raw, env)
     }
 

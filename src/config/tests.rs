@@ -785,3 +785,18 @@ fn an_unknown_key_in_the_file_is_named_with_the_file() {
         assert!(e.to_string().contains("c.toml"), "{e}");
     }
 }
+
+/// `-v`, `-q` and `--config` are the command line's, not keys: they survive the layering.
+#[test]
+fn verbosity_and_the_file_come_from_the_command_line() {
+    let s = load_with(&["cognito-resend", "check", "-vv"], None).unwrap();
+    assert_eq!(s.log.verbosity, 2);
+    let s = load_with(&["cognito-resend", "-q", "check"], None).unwrap();
+    assert_eq!(s.log.verbosity, -1);
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
+    let s = load_with(&["cognito-resend", "--config", example, "check"], None).unwrap();
+    assert_eq!(
+        s.config_file.as_deref(),
+        Some(std::path::Path::new(example))
+    );
+}
