@@ -1,6 +1,10 @@
 //! `[aws]`: the region every AWS client (Cognito, SQS, DynamoDB) uses. It has no typed form of
 //! its own: the region is kept with the Cognito settings, which every client is built from.
 
+// The doc comments here are `--help` text, written for the terminal: `<KEY>` is a placeholder
+// there, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use clap::Args;
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,10 @@
 //! `[discover]`: which of the pool's users discovery lists (`discover`, `backfill --from-pool`,
 //! `plan --from-pool`) and how fast it may call ListUsers.
 
+// The doc comments here are `--help` text, written for the terminal: `<KEY>` is a placeholder
+// there, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::time::{Duration, SystemTime};
 
 use clap::Args;

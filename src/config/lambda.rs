@@ -3,6 +3,10 @@
 //! reads the client secret from. Of the commands, only `check` takes these flags (to validate
 //! a function's settings).
 
+// The doc comments here are `--help` text, written for the terminal: `<KEY>` is a placeholder
+// there, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::time::Duration;
 
 use clap::Args;

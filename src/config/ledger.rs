@@ -2,6 +2,10 @@
 //! (when a run is taken for dead), retention and the per-user lifetime cap. Every command that
 //! sends reads them, and so does every `ledger` subcommand.
 
+// The doc comments here are `--help` text, written for the terminal: `<KEY>` is a placeholder
+// there, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::time::Duration;
 
 use clap::Args;

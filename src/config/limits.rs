@@ -2,6 +2,10 @@
 //! in the ledger, shared by every run, so they are a group of their own that `ledger stats`
 //! reads too (to show the day's spend against them).
 
+// The doc comments here are `--help` text, written for the terminal: `<KEY>` is a placeholder
+// there, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use clap::Args;
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,10 @@
 //! `[log]`: how logs look and whether they may show usernames. Its flags are global: every
 //! command logs.
 
+// The doc comments here are `--help` text, written for the terminal: `<KEY>` is a placeholder
+// there, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use clap::Args;
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,10 @@
 //! `[metrics]`: where a command serves `/metrics`, `/healthz` and `/readyz`, how long a one-shot
 //! command keeps serving its final counts, and the Pushgateway it pushes them to.
 
+// The doc comments here are `--help` text, written for the terminal: `<KEY>` is a placeholder
+// there, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -12,12 +12,16 @@
 //! the code that reads it.
 //!
 //! Every validation error names the setting by its key and flag ([`ConfigError`]), both derived
-//! from the declaration ([`key!`]), never written by hand. [`show`] prints the typed settings
+//! from the declaration (the `key!` macro), never written by hand. [`show`] prints the typed settings
 //! back as a TOML file (`check`); [`value`] holds what the sections' parsers share.
 //!
 //! This is the only module that reads the environment: clap reads the variables of the flags a
 //! command takes; [`Settings::load`] the boolean ones (clap rejects an empty value for a flag)
 //! and the client secret, `COGNITO_RESEND_CLIENT_SECRET`, which is never a flag.
+
+// The doc comments here are `--help` text, written for the terminal: `<KEY>` is a placeholder
+// there, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
 
 use std::path::PathBuf;
 
@@ -141,7 +145,7 @@ impl std::fmt::Display for Key {
 impl Key {
     /// The key and flag of `field` (its Rust name) of the flag group `G`, read back from the
     /// declaration: clap gives the flag; serde, when only that flag is given, the key. Use
-    /// [`key!`], which checks the field exists.
+    /// `key!`, which checks the field exists.
     pub(crate) fn of<G: Group>(field: &str) -> Self {
         // Environment variables would set other fields too: only the flag speaks here.
         let cmd = G::augment_args(clap::Command::new("key").no_binary_name(true))

@@ -1,6 +1,10 @@
 //! `[report]`: the JSON Lines report a run writes, one line per job outcome, and what to do
 //! when the file already holds an earlier run's lines.
 
+// The doc comments here are `--help` text, written for the terminal: `<KEY>` is a placeholder
+// there, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::path::PathBuf;
 
 use clap::Args;

@@ -1,6 +1,10 @@
 //! `[retry]`: the retry budget and backoff schedule of one job's calls (and of every other
 //! repeated call: pool reads, queue sends), validated so the schedule can be built.
 
+// The doc comments here are `--help` text, written for the terminal: `<KEY>` is a placeholder
+// there, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::num::NonZeroU32;
 use std::time::Duration;
 

@@ -2,6 +2,10 @@
 //! wave name, and the fleet's shared budget. `--fleet-rate` is a group of its own since `ledger
 //! stats` reads it (each live run's share) without running anything.
 
+// The doc comments here are `--help` text, written for the terminal: `<KEY>` is a placeholder
+// there, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::num::NonZeroUsize;
 
 use clap::Args;

@@ -3,6 +3,10 @@
 //! jobs (the key lives here for compatibility). Three flag groups, since `enqueue` needs only
 //! the queue and `backfill` only the grace.
 
+// The doc comments here are `--help` text, written for the terminal: `<KEY>` is a placeholder
+// there, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::time::Duration;
 
 use clap::Args;
