@@ -38,8 +38,8 @@ for _ in $(seq 300); do grep -q '^listening on ' "$work/moto.out" 2>/dev/null &&
 moto=$(sed -n 's/^listening on //p' "$work/moto.out")
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 \
   AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-"$bin/cognito-resend" ledger --state dynamodb://bench --dynamodb-endpoint "$moto" \
-  --region us-east-1 init >&2
+"$bin/cognito-resend" ledger init --state dynamodb://bench --dynamodb-endpoint "$moto" \
+  --region us-east-1 >&2
 
 port=$("$venv/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 COGNITO_RESEND_COGNITO_ENDPOINT="$endpoint" COGNITO_RESEND_COGNITO_CLIENT_ID=benchclient \

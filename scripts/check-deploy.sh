@@ -850,7 +850,8 @@ def check_lambda() -> None:
     queues = [r["Properties"] for r in res.values() if r.get("Type") == "AWS::SQS::Queue"]
     expect(any(dig(q, "RedrivePolicy", "deadLetterTargetArn") for q in queues), f"{path}: a queue with a DLQ")
     env = dig(fn, "Environment", "Variables", default={})
-    r = run([BIN, "--help"])
+    # `check` takes every setting's flag, so its --help names every setting's variable.
+    r = run([BIN, "check", "--help"])
     known = set(re.findall(r"env: (COGNITO_RESEND_[A-Z_]+)", r.stdout))
     unknown = sorted(k for k in env if k.startswith("COGNITO_RESEND_") and k not in known)
     expect(bool(known) and not unknown, f"{path}: every COGNITO_RESEND_* variable is a setting "
@@ -879,7 +880,7 @@ def check_lambda() -> None:
         if not expect(event.get("detail-type") == "Scheduled Event" and isinstance(args, list),
                       f"{path}: {name}'s Input is a scheduled event with detail.args"):
             continue
-        r = run([BIN, *args, "--state", "dynamodb://ledger", "check"])
+        r = run([BIN, "check", *args, "--state", "dynamodb://ledger"])
         expect(r.returncode == 0, f"{path}: {name}'s detail.args pass `cognito-resend check`"
                + ("" if r.returncode == 0 else "\n" + indent(r.stdout + r.stderr)))
 

@@ -1,8 +1,11 @@
 //! The command line, parsed raw (ripgrep's `LowArgs`): nothing here is validated beyond its type.
 //!
-//! The settings' flags are declared by [`crate::config`]'s section structs
-//! ([`SettingsArgs`]), each field a flag, its `COGNITO_RESEND_<SECTION>_<KEY>` environment
-//! variable and its TOML key at once; this module adds the commands.
+//! The settings' flags are declared by [`crate::config`]'s sections, in flag groups, each field
+//! a flag, its `COGNITO_RESEND_<SECTION>_<KEY>` environment variable and its TOML key at once;
+//! this module adds the commands, and says which groups each one takes: only those it reads, so
+//! a flag a command would ignore is a usage error (`report --concurrency 5`), and its `--help`
+//! lists what it reads. `--config`, `-v`, `-q` and the `[log]` flags are global. The settings
+//! file and the environment may still hold every key: what a command does not read, it ignores.
 
 // The doc comments here are `--help` text, written for the terminal: `<KEY>` is a placeholder
 // there, not an HTML tag.
@@ -13,6 +16,141 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub use crate::config::SettingsArgs;
+use crate::config::{
+    AwsArgs, ClientArgs, CognitoArgs, ConsumeArgs, DayCapsArgs, DiscoverArgs, FleetArgs,
+    GlobalArgs, GraceArgs, Group, LambdaArgs, LedgerArgs, LimitsArgs, LogArgs, MetricsArgs,
+    QueueArgs, ReportArgs, RequestArgs, RetryArgs, RunArgs,
+};
+
+/// A command's flag groups: `flags!(Name { field: Group, ... })` is a clap struct flattening
+/// each group, and puts them in the raw settings.
+macro_rules! flags {
+    ($($(#[$meta:meta])* $name:ident { $($field:ident: $group:ty),* $(,)? })*) => {$(
+        $(#[$meta])*
+        #[derive(Debug, Clone, Default, clap::Args)]
+        pub struct $name {
+            $(
+                #[doc = concat!("The `", stringify!($group), "` flags.")]
+                #[command(flatten)]
+                pub $field: $group,
+            )*
+        }
+
+        impl $name {
+            /// Puts these flags in their place of the raw settings.
+            fn put(&self, into: &mut SettingsArgs) {
+                $(Group::put(self.$field.clone(), into);)*
+            }
+        }
+    )*};
+}
+
+flags! {
+    /// `backfill`: a run, from a CSV or the pool.
+    BackfillFlags {
+        clients: ClientArgs,
+        cognito: CognitoArgs,
+        request: RequestArgs,
+        aws: AwsArgs,
+        run: RunArgs,
+        fleet: FleetArgs,
+        retry: RetryArgs,
+        report: ReportArgs,
+        ledger: LedgerArgs,
+        discover: DiscoverArgs,
+        metrics: MetricsArgs,
+        grace: GraceArgs,
+        limits: LimitsArgs,
+        day_caps: DayCapsArgs,
+    }
+    /// `plan`: what `backfill` reads to decide, and nothing that only sending needs (what
+    /// requests carry, the report, metrics, the shutdown grace).
+    PlanFlags {
+        clients: ClientArgs,
+        cognito: CognitoArgs,
+        aws: AwsArgs,
+        run: RunArgs,
+        fleet: FleetArgs,
+        retry: RetryArgs,
+        ledger: LedgerArgs,
+        discover: DiscoverArgs,
+        limits: LimitsArgs,
+        day_caps: DayCapsArgs,
+    }
+    /// `discover`: the pool, the window, and the queue for `--to-queue`.
+    DiscoverFlags {
+        clients: ClientArgs,
+        cognito: CognitoArgs,
+        aws: AwsArgs,
+        retry: RetryArgs,
+        discover: DiscoverArgs,
+        queue: QueueArgs,
+        metrics: MetricsArgs,
+    }
+    /// `consume`: a run, from the queue.
+    ConsumeFlags {
+        clients: ClientArgs,
+        cognito: CognitoArgs,
+        request: RequestArgs,
+        aws: AwsArgs,
+        run: RunArgs,
+        fleet: FleetArgs,
+        retry: RetryArgs,
+        report: ReportArgs,
+        ledger: LedgerArgs,
+        metrics: MetricsArgs,
+        queue: QueueArgs,
+        consume: ConsumeArgs,
+        grace: GraceArgs,
+        limits: LimitsArgs,
+        day_caps: DayCapsArgs,
+    }
+    /// `enqueue`: the queue.
+    EnqueueFlags {
+        aws: AwsArgs,
+        queue: QueueArgs,
+        metrics: MetricsArgs,
+    }
+    /// `check`: every setting of a run (and of the Lambda function), to validate them all.
+    CheckFlags {
+        clients: ClientArgs,
+        cognito: CognitoArgs,
+        request: RequestArgs,
+        aws: AwsArgs,
+        run: RunArgs,
+        fleet: FleetArgs,
+        retry: RetryArgs,
+        report: ReportArgs,
+        ledger: LedgerArgs,
+        discover: DiscoverArgs,
+        metrics: MetricsArgs,
+        queue: QueueArgs,
+        consume: ConsumeArgs,
+        grace: GraceArgs,
+        limits: LimitsArgs,
+        day_caps: DayCapsArgs,
+        lambda: LambdaArgs,
+    }
+    /// `ledger export|init|prune`: the ledger.
+    LedgerFlags {
+        ledger: LedgerArgs,
+        aws: AwsArgs,
+    }
+    /// `ledger stats`: the ledger, and what its numbers are shown against (the fleet budget,
+    /// the day caps).
+    StatsFlags {
+        ledger: LedgerArgs,
+        aws: AwsArgs,
+        fleet: FleetArgs,
+        day_caps: DayCapsArgs,
+    }
+    /// `ledger forget`: the ledger, and the app clients users are keyed under.
+    ForgetFlags {
+        ledger: LedgerArgs,
+        aws: AwsArgs,
+        clients: ClientArgs,
+    }
+}
 
 /// Re-send Amazon Cognito sign-up confirmation codes to users who never confirmed, at scale and
 /// safely.
@@ -31,9 +169,43 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// Every setting, shared by all commands.
+    /// `--config`, `-v`, `-q`: every command's.
     #[command(flatten)]
-    pub settings: SettingsArgs,
+    pub global: GlobalArgs,
+
+    /// The `[log]` flags: every command logs.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl Cli {
+    /// The settings as the command line gives them: the global flags and the command's own
+    /// groups; every other key is left to the file, the environment (for the groups the
+    /// command takes) and the defaults.
+    pub fn settings(&self) -> SettingsArgs {
+        let mut settings = SettingsArgs {
+            global: self.global.clone(),
+            ..SettingsArgs::default()
+        };
+        self.log.clone().put(&mut settings);
+        match &self.command {
+            Command::Backfill { flags, .. } => flags.put(&mut settings),
+            Command::Plan { flags, .. } => flags.put(&mut settings),
+            Command::Discover { flags, .. } => flags.put(&mut settings),
+            Command::Consume { flags } => flags.put(&mut settings),
+            Command::Enqueue { flags, .. } => flags.put(&mut settings),
+            Command::Check { flags } => flags.put(&mut settings),
+            Command::Ledger { action } => match action {
+                LedgerAction::Stats { flags, .. } => flags.put(&mut settings),
+                LedgerAction::Forget { flags, .. } => flags.put(&mut settings),
+                LedgerAction::Export { flags }
+                | LedgerAction::Init { flags }
+                | LedgerAction::Prune { flags, .. } => flags.put(&mut settings),
+            },
+            Command::Report { .. } => {}
+        }
+        settings
+    }
 }
 
 /// The commands of the contract (docs/contract.md), and `ledger`.
@@ -55,6 +227,9 @@ pub enum Command {
         /// Take the jobs from the user pool (--user-pool-id) instead of a CSV.
         #[arg(long)]
         from_pool: bool,
+        /// The settings it reads.
+        #[command(flatten)]
+        flags: BackfillFlags,
     },
     /// Dry run with a forecast: what `backfill` would do with the same input and settings, and
     /// how long it would take. Sends nothing: only reads (the ledger, and with --user-pool-id
@@ -79,6 +254,9 @@ pub enum Command {
         /// USD per SMS message: the forecast adds the SMS codes' cost.
         #[arg(long, value_name = "USD")]
         sms_price: Option<f64>,
+        /// The settings it reads.
+        #[command(flatten)]
+        flags: PlanFlags,
     },
     /// List the pool's UNCONFIRMED users (ListUsers, paginated) as backfill CSV — username,
     /// created, status, and --attributes — to stdout or --out, or send them to --queue-url.
@@ -95,12 +273,19 @@ pub enum Command {
         /// Send the users to --queue-url as jobs instead of writing CSV.
         #[arg(long)]
         to_queue: bool,
+        /// The settings it reads.
+        #[command(flatten)]
+        flags: DiscoverFlags,
     },
     /// Long-running: jobs from --queue-url until SIGTERM/SIGINT, then drain and exit 0.
     ///
     /// Each message body is a JSON object with the CSV's fields: {"username": "...",
     /// "client_id": "...", "client_metadata": {"k": "v"}, ...}; only username is required.
-    Consume,
+    Consume {
+        /// The settings it reads.
+        #[command(flatten)]
+        flags: ConsumeFlags,
+    },
     /// Send CSV rows (or stdin with `-`) to --queue-url as jobs, 10 per SendMessageBatch.
     ///
     /// For a FIFO queue (URL ending in .fifo) every message gets a MessageGroupId
@@ -113,9 +298,18 @@ pub enum Command {
         /// different users run in parallel and one user's jobs in order.
         #[arg(long, value_name = "ID")]
         fifo_group_id: Option<String>,
+        /// The settings it reads.
+        #[command(flatten)]
+        flags: EnqueueFlags,
     },
     /// Validate the configuration, print the effective settings with secrets redacted, exit 0 or 2.
-    Check,
+    ///
+    /// Takes every setting of every command (and of the Lambda function).
+    Check {
+        /// Every setting.
+        #[command(flatten)]
+        flags: CheckFlags,
+    },
     /// Inspect the send ledger (--state): what was sent to whom, and when.
     Ledger {
         /// What to show.
@@ -172,13 +366,24 @@ pub enum LedgerAction {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// The settings it reads.
+        #[command(flatten)]
+        flags: StatsFlags,
     },
     /// Every user row as JSON Lines on stdout (client_id, username, sends, last_sent_at,
     /// last_outcome, last_outcome_at, claimed_by). Contains usernames: personal data.
-    Export,
+    Export {
+        /// The settings it reads.
+        #[command(flatten)]
+        flags: LedgerFlags,
+    },
     /// Create the ledger: the SQLite file, or the DynamoDB table (on-demand billing, partition
     /// key `pk`, TTL on `expires_at`) for --state dynamodb://TABLE.
-    Init,
+    Init {
+        /// The settings it reads.
+        #[command(flatten)]
+        flags: LedgerFlags,
+    },
     /// Erase users (an erasure request): their sends, cooldown, claim, in-doubt mark and
     /// per-wave counts, under --client-id and every --allow-client-id, as written and folded to
     /// lower case (unless --case-sensitive-usernames). A user forgotten is a user the ledger
@@ -191,17 +396,23 @@ pub enum LedgerAction {
         /// (`-` for standard input).
         #[arg(long = "from", value_name = "FILE")]
         from: Option<PathBuf>,
+        /// The settings it reads.
+        #[command(flatten)]
+        flags: ForgetFlags,
     },
     /// Delete the rows of users with nothing written for a while (a retention policy): no send,
     /// outcome, claim or in-doubt mark since. Claimed rows are kept.
     Prune {
         /// How long a row must have been idle [default: --retention].
-        #[arg(long, value_name = "DURATION")]
-        inactive_for: Option<String>,
+        #[arg(long, visible_alias = "inactive-for", value_name = "DURATION")]
+        older_than: Option<String>,
         /// Prune even when that is shorter than --cooldown (rows of users in cooldown would
         /// go, and they could get a second code).
         #[arg(long)]
         force: bool,
+        /// The settings it reads.
+        #[command(flatten)]
+        flags: LedgerFlags,
     },
 }
 
@@ -226,6 +437,10 @@ mod docs_agree {
                 if long != "help" && long != "version" {
                     out.insert(format!("--{long}"));
                 }
+            }
+            // A renamed flag's old name, still accepted and shown.
+            for alias in arg.get_visible_aliases().into_iter().flatten() {
+                out.insert(format!("--{alias}"));
             }
         }
         for sub in cmd.get_subcommands() {
@@ -286,8 +501,15 @@ mod docs_agree {
     #[test]
     fn every_setting_flag_serializes_to_its_config_key_and_every_key_has_a_flag() {
         let cmd = super::Cli::command();
+        let check = cmd.find_subcommand("check").expect("a check command");
+        // The global flags before the command, the command's own after it.
         let mut argv = vec!["cognito-resend".to_owned()];
-        for arg in cmd.get_arguments() {
+        let global = cmd.get_arguments().map(|a| (a, false));
+        let own = check.get_arguments().map(|a| (a, true));
+        for (arg, after) in global.chain(own) {
+            if after && !argv.iter().any(|a| a == "check") {
+                argv.push("check".to_owned());
+            }
             let Some(long) = arg.get_long() else { continue };
             if ["help", "version", "config", "verbose", "quiet"].contains(&long) {
                 continue;
@@ -298,9 +520,8 @@ mod docs_agree {
                 argv.push("k=v".to_owned());
             }
         }
-        argv.push("check".to_owned());
         let cli = <super::Cli as clap::Parser>::try_parse_from(&argv).expect("argv parses");
-        let given = serde_json::to_value(&cli.settings).expect("the flags serialize");
+        let given = serde_json::to_value(cli.settings()).expect("the flags serialize");
         let mut from_flags = BTreeSet::new();
         for (section, fields) in given.as_object().into_iter().flatten() {
             for key in fields.as_object().into_iter().flatten().map(|(k, _)| k) {

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
-    let mut settings = match Settings::load(&cli.settings) {
+    let mut settings = match Settings::load(&cli.settings()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("cognito-resend: {e}");
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     };
     let bar = telemetry::init_logging(settings.log.format, settings.log.verbosity);
     // `check` prints them with the settings; every other command says them first, loudly.
-    if !matches!(cli.command, Command::Check) {
+    if !matches!(cli.command, Command::Check { .. }) {
         for warning in &settings.warnings {
             tracing::warn!("{warning}");
         }
@@ -43,7 +43,7 @@ fn main() -> ExitCode {
     let calls_aws = matches!(
         cli.command,
         Command::Backfill { .. }
-            | Command::Consume
+            | Command::Consume { .. }
             | Command::Discover { .. }
             | Command::Enqueue { .. }
     );

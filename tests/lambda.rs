@@ -277,8 +277,8 @@ fn ids(list: &[&str]) -> BTreeSet<String> {
 /// Creates the ledger's DynamoDB table in moto (`cognito-resend ledger init`).
 async fn ledger_table(emulator: &str, moto: &Moto, table: &str) {
     let mut cmd = command(emulator);
-    cmd.args(["ledger", "--state", &format!("dynamodb://{table}")])
-        .args(["--dynamodb-endpoint", &moto.endpoint, "init"]);
+    cmd.args(["ledger", "init", "--state", &format!("dynamodb://{table}")])
+        .args(["--dynamodb-endpoint", &moto.endpoint]);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "ledger init: {}", ran.stderr);
 }

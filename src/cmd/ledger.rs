@@ -33,10 +33,10 @@ pub enum LedgerAction {
         /// A CSV with a `username` column, or `-`.
         from: Option<PathBuf>,
     },
-    /// Delete rows idle for `inactive_for` (default `--retention`).
+    /// Delete rows idle for `older_than` (default `--retention`).
     Prune {
-        /// `--inactive-for`, unparsed.
-        inactive_for: Option<String>,
+        /// `--older-than` (alias `--inactive-for`), unparsed.
+        older_than: Option<String>,
         /// Prune even inside the cooldown.
         force: bool,
     },
@@ -103,17 +103,14 @@ pub(super) async fn run(action: LedgerAction, settings: &Settings) -> Result<Fin
                 keys.len()
             );
         }
-        LedgerAction::Prune {
-            inactive_for,
-            force,
-        } => {
-            let idle = match (inactive_for, settings.ledger.retention) {
+        LedgerAction::Prune { older_than, force } => {
+            let idle = match (older_than, settings.ledger.retention) {
                 (Some(text), _) => crate::config::parse_duration(&text)
-                    .map_err(|e| RunError::Usage(format!("--inactive-for: {e}")))?,
+                    .map_err(|e| RunError::Usage(format!("--older-than: {e}")))?,
                 (None, Some(keep)) => keep,
                 (None, None) => {
                     return Err(RunError::Usage(
-                        "ledger prune: give --inactive-for DURATION (or set ledger.retention, \
+                        "ledger prune: give --older-than DURATION (or set ledger.retention, \
                          --retention)"
                             .into(),
                     ));
@@ -121,7 +118,7 @@ pub(super) async fn run(action: LedgerAction, settings: &Settings) -> Result<Fin
             };
             if idle < settings.ledger.cooldown && !force {
                 return Err(RunError::Usage(format!(
-                    "ledger prune --inactive-for {}: shorter than --cooldown {}, so users still in \
+                    "ledger prune --older-than {}: shorter than --cooldown {}, so users still in \
                      their cooldown would be forgotten and could get a second code; give a longer \
                      duration, or --force",
                     humantime::format_duration(idle),

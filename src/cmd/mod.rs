@@ -77,9 +77,11 @@ pub async fn run(
     bar: BarSlot,
 ) -> Result<Finished, RunError> {
     match command {
-        Command::Check => check::run(&settings).await,
+        Command::Check { .. } => check::run(&settings).await,
         Command::Ledger { action } => ledger::run(action.into(), &settings).await,
-        Command::Backfill { input, from_pool } => match (input, from_pool) {
+        Command::Backfill {
+            input, from_pool, ..
+        } => match (input, from_pool) {
             (Some(path), false) => backfill::csv(path, settings, shutdown, bar).await,
             (None, true) => backfill::pool(settings, shutdown, bar).await,
             _ => Err(RunError::Usage(
@@ -91,6 +93,7 @@ pub async fn run(
             from_pool,
             json,
             sms_price,
+            ..
         } => {
             let out = plan::Output { json, sms_price };
             match (input, from_pool) {
@@ -105,8 +108,9 @@ pub async fn run(
             out,
             attributes,
             to_queue,
+            ..
         } => discover::run(out, attributes, to_queue, &settings, &shutdown).await,
-        Command::Consume => consume::run(settings, shutdown).await,
+        Command::Consume { .. } => consume::run(settings, shutdown).await,
         Command::Report {
             files,
             json,
@@ -116,6 +120,7 @@ pub async fn run(
         Command::Enqueue {
             input,
             fifo_group_id,
+            ..
         } => enqueue::run(input, fifo_group_id, settings, shutdown, bar).await,
     }
 }
@@ -123,17 +128,15 @@ pub async fn run(
 impl From<cli::LedgerAction> for LedgerAction {
     fn from(action: cli::LedgerAction) -> Self {
         match action {
-            cli::LedgerAction::Stats { json } => Self::Stats { json },
-            cli::LedgerAction::Export => Self::Export,
-            cli::LedgerAction::Init => Self::Init,
-            cli::LedgerAction::Forget { usernames, from } => Self::Forget { usernames, from },
+            cli::LedgerAction::Stats { json, .. } => Self::Stats { json },
+            cli::LedgerAction::Export { .. } => Self::Export,
+            cli::LedgerAction::Init { .. } => Self::Init,
+            cli::LedgerAction::Forget {
+                usernames, from, ..
+            } => Self::Forget { usernames, from },
             cli::LedgerAction::Prune {
-                inactive_for,
-                force,
-            } => Self::Prune {
-                inactive_for,
-                force,
-            },
+                older_than, force, ..
+            } => Self::Prune { older_than, force },
         }
     }
 }

@@ -805,13 +805,13 @@ async fn no_region_anywhere_is_one_clear_line_and_exit_2() {
             "AWS_EC2_METADATA_SERVICE_ENDPOINT",
             format!("http://{closed}/"),
         )
+        .args(["backfill", "--state", "none"])
         .args([
             "--cognito-endpoint",
             "http://127.0.0.1:9",
             "--metrics-addr",
             "none",
         ])
-        .args(["--state", "none", "backfill"])
         .arg(&csv)
         .args(["--client-id", CLIENT])
         .stdin(std::process::Stdio::null())

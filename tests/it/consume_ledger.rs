@@ -107,14 +107,9 @@ async fn kill_9_a_consumer_then_two_more_on_a_dynamodb_ledger_lose_nothing() {
     let table = "dynamodb://resend-ledger";
     let ledger = |args: &[&str]| {
         let mut c = command(&pool.emu.endpoint());
-        c.args([
-            "ledger",
-            "--state",
-            table,
-            "--dynamodb-endpoint",
-            &moto.endpoint,
-        ])
-        .args(args);
+        c.arg("ledger")
+            .args(args)
+            .args(["--state", table, "--dynamodb-endpoint", &moto.endpoint]);
         c
     };
     let ran = run(ledger(&["init"])).await;
@@ -791,14 +786,9 @@ async fn dynamodb_rows_expire_with_the_retention_and_can_be_forgotten_or_pruned(
     let state = format!("dynamodb://{table}");
     let ledger = |args: &[&str]| {
         let mut c = command(&emu.endpoint());
-        c.args([
-            "ledger",
-            "--state",
-            &state,
-            "--dynamodb-endpoint",
-            &moto.endpoint,
-        ])
-        .args(args);
+        c.arg("ledger")
+            .args(args)
+            .args(["--state", &state, "--dynamodb-endpoint", &moto.endpoint]);
         c
     };
     let ran = run(ledger(&["init"])).await;

@@ -332,7 +332,7 @@ async fn a_fleet_budget_without_a_ledger_is_refused_with_exit_2() {
     assert_eq!(ran.code, 2, "{}", ran.stderr);
     assert!(
         ran.stderr
-            .contains("run.fleet_rate (--fleet-rate) needs a ledger"),
+            .contains("run.fleet_rate (--fleet-rate): needs a ledger"),
         "{}",
         ran.stderr
     );

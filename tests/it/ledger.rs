@@ -187,7 +187,7 @@ async fn a_rerun_sends_nobody_twice_until_the_cooldown_has_passed() {
 /// `ledger export` of `state`, as JSON rows.
 async fn ledger_rows(emu: &Emulator, state: &Path) -> Vec<serde_json::Value> {
     let mut cmd = command(&emu.endpoint());
-    cmd.arg("ledger").arg("--state").arg(state).arg("export");
+    cmd.arg("ledger").arg("export").arg("--state").arg(state);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     ran.stdout
@@ -1036,9 +1036,9 @@ async fn a_ledger_kept_after_kill_9_mid_record_opens_and_the_rerun_sends_nobody_
     // is the only kind it does not know about.
     let mut cmd = command(&pool.emu.endpoint());
     cmd.arg("ledger")
+        .args(["stats", "--json"])
         .arg("--state")
-        .arg(&state)
-        .args(["stats", "--json"]);
+        .arg(&state);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     let stats: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
@@ -1584,7 +1584,7 @@ async fn forget_erases_named_users_and_prune_respects_the_cooldown() {
 
     let ledger = |args: &[&str]| {
         let mut cmd = command(&emu.endpoint());
-        cmd.arg("ledger").arg("--state").arg(&state).args(args);
+        cmd.arg("ledger").args(args).arg("--state").arg(&state);
         cmd
     };
     // Without the client id the ledger cannot name the rows: a usage error.

@@ -89,7 +89,7 @@ impl Seeded {
     /// A command with the pool id and the SDK's test credentials (from `command`).
     fn cmd(&self) -> tokio::process::Command {
         let mut c = command(&self.emu.endpoint());
-        c.args(["--user-pool-id", DEFAULT_USER_POOL_ID]);
+        c.env("COGNITO_RESEND_COGNITO_USER_POOL_ID", DEFAULT_USER_POOL_ID);
         c
     }
 }
@@ -471,7 +471,7 @@ async fn discover_out_is_private_formula_safe_and_reads_back() {
         std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
     let mut cmd = command(&emu.endpoint());
-    cmd.args(["--user-pool-id", DEFAULT_USER_POOL_ID, "discover", "--out"])
+    cmd.args(["discover", "--user-pool-id", DEFAULT_USER_POOL_ID, "--out"])
         .arg(&out);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);

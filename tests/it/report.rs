@@ -410,3 +410,48 @@ async fn crafted_report_fields_reach_neither_the_terminal_nor_a_spreadsheet_raw(
     let at = headers.iter().position(|h| h == "at").unwrap();
     assert!(row[at].starts_with("'="), "{:?}", &row[at]);
 }
+
+/// Each command takes only the flags it reads: a run's flag given to `report` is a usage error
+/// (exit 2, before anything is read), and each command's `--help` lists its own flags only.
+#[tokio::test]
+async fn a_flag_the_command_does_not_read_is_a_usage_error_and_help_lists_only_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "r.jsonl", "");
+    let ran = report_cmd(&[os("--concurrency"), os("5"), os(&file)]).await;
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(ran.stderr.contains("--concurrency"), "{}", ran.stderr);
+
+    let help = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .arg("--help")
+            .output()
+            .expect("the binary runs");
+        assert!(out.status.success(), "{args:?} --help");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let backfill = help(&["backfill"]);
+    for flag in ["--concurrency", "--state", "--report", "--client-id"] {
+        assert!(backfill.contains(flag), "backfill --help lacks {flag}");
+    }
+    for flag in [
+        "--inactive-for",
+        "--html",
+        "--queue-url",
+        "--batch-size",
+        "--lambda-margin",
+    ] {
+        assert!(!backfill.contains(flag), "backfill --help lists {flag}");
+    }
+    let report = help(&["report"]);
+    for flag in ["--concurrency", "--state", "--client-id", "--rate"] {
+        assert!(!report.contains(flag), "report --help lists {flag}");
+    }
+    assert!(report.contains("--config") && report.contains("--log-format"));
+    let prune = help(&["ledger", "prune"]);
+    assert!(prune.contains("--older-than") && prune.contains("--inactive-for"));
+    assert!(
+        !prune.contains("--concurrency"),
+        "ledger prune --help lists --concurrency"
+    );
+}

@@ -267,9 +267,10 @@ async fn the_cap_per_user_is_never_passed_by_replicas_racing_on_one_dynamodb_led
     let table = "dynamodb://waves";
     let ledger = |args: &[&str]| {
         let mut c = command(&emu.endpoint());
-        c.args(["ledger", "--state", table])
-            .args(["--dynamodb-endpoint", &moto.endpoint])
-            .args(args);
+        c.arg("ledger")
+            .args(args)
+            .args(["--state", table])
+            .args(["--dynamodb-endpoint", &moto.endpoint]);
         c
     };
     let ran = run(ledger(&["init"])).await;

@@ -118,6 +118,9 @@ fn fresh_ledger() -> PathBuf {
 }
 
 /// A command running the binary against `endpoint`, isolated from the machine's AWS setup.
+/// The endpoint, the region and `--metrics-addr none` are given as environment variables: each
+/// command takes only its own flags, after its name, and reads the variables of those alone, so
+/// they suit every command (`report` and `ledger` ignore them). A flag a test adds wins.
 pub fn command(endpoint: &str) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.env_clear()
@@ -129,8 +132,9 @@ pub fn command(endpoint: &str) -> tokio::process::Command {
         // SQS needs credentials (moto accepts any); Cognito's resend is sent unsigned.
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
-        .args(["--cognito-endpoint", endpoint, "--region", "us-east-1"])
-        .args(["--metrics-addr", "none"])
+        .env("COGNITO_RESEND_COGNITO_ENDPOINT", endpoint)
+        .env("COGNITO_RESEND_AWS_REGION", "us-east-1")
+        .env("COGNITO_RESEND_METRICS_LISTEN", "none")
         .stdin(Stdio::null())
         .kill_on_drop(true);
     cmd
