@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 
 /// Cognito's limit on a username's length, in characters.
-pub const MAX_USERNAME_CHARS: usize = 128;
+pub(crate) const MAX_USERNAME_CHARS: usize = 128;
 
 /// One ResendConfirmationCode to make, with every request field a job may carry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -168,7 +168,7 @@ pub enum AckError {
 
 /// For sources with nothing to acknowledge (a file: rerunning it is how it resumes).
 #[derive(Debug, Default)]
-pub struct NothingToSettle;
+pub(crate) struct NothingToSettle;
 
 impl Settle for NothingToSettle {
     fn settle<'a>(
@@ -188,7 +188,7 @@ impl Settle for NothingToSettle {
 /// another user's in every log, report and terminal. Cognito's own pattern
 /// (`[\p{L}\p{M}\p{S}\p{N}\p{P}]+`) has no room for them either. Every source (CSV, SQS, the
 /// pool) passes its usernames through here.
-pub fn check_username(username: &str) -> Result<(), BadField> {
+pub(crate) fn check_username(username: &str) -> Result<(), BadField> {
     const FIELD: &str = "username";
     if username.is_empty() {
         return Err(BadField::Empty(FIELD));
@@ -215,7 +215,7 @@ pub fn check_username(username: &str) -> Result<(), BadField> {
 
 /// Why a username or client id is not one Cognito would take: a job's `invalid` reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadField {
+pub(crate) enum BadField {
     /// Nothing there.
     #[error("{0} is empty")]
     Empty(&'static str),
@@ -244,12 +244,12 @@ pub enum BadField {
 }
 
 /// Cognito's limit on an app client id's length, in characters.
-pub const MAX_CLIENT_ID_CHARS: usize = 128;
+pub(crate) const MAX_CLIENT_ID_CHARS: usize = 128;
 
 /// Checks an app client id against Cognito's model (`[\w+]+`, 1 to 128 characters; `\w` is
 /// ASCII there: letters, digits, `_`). A job's client id becomes part of the ledger key and of
 /// a DynamoDB item, so one that Cognito would refuse anyway is `invalid` before it gets there.
-pub fn check_client_id(client_id: &str) -> Result<(), BadField> {
+pub(crate) fn check_client_id(client_id: &str) -> Result<(), BadField> {
     const FIELD: &str = "client_id";
     if client_id.is_empty() {
         return Err(BadField::Empty(FIELD));
@@ -299,7 +299,7 @@ const FORMAT_CHARS: &[(u32, u32)] = &[
 ];
 
 /// Whether `c` is a Unicode format character (category Cf).
-pub fn is_format_char(c: char) -> bool {
+pub(crate) fn is_format_char(c: char) -> bool {
     let c = u32::from(c);
     FORMAT_CHARS.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
 }
@@ -470,7 +470,7 @@ impl Outcome {
 
 /// Which users, by UserCreateDate. All bounds are optional.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Window {
+pub(crate) struct Window {
     /// Created at or after this.
     pub created_after: Option<SystemTime>,
     /// Created before this.
@@ -483,7 +483,7 @@ pub struct Window {
 impl Window {
     /// Whether a user created at `created` is in the window at `now`. A user without a creation
     /// date is in it only when the window has no bounds.
-    pub fn admits(&self, created: Option<SystemTime>, now: SystemTime) -> bool {
+    pub(crate) fn admits(&self, created: Option<SystemTime>, now: SystemTime) -> bool {
         let unbounded = self.created_after.is_none()
             && self.created_before.is_none()
             && self.older_than.is_none();
@@ -602,7 +602,7 @@ impl RequestDefaults {
 
 /// Cognito's limit on a ClientMetadata key or value, and on AnalyticsEndpointId, in characters
 /// (its API model's `StringType`: 0 to 131,072).
-pub const MAX_METADATA_CHARS: usize = 131_072;
+pub(crate) const MAX_METADATA_CHARS: usize = 131_072;
 
 /// Whether the user pool tells usernames apart by case (`UsernameConfiguration.CaseSensitive`).
 ///

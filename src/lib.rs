@@ -38,7 +38,15 @@
 //! is the AWS Lambda function over the same parts, and `lambda` holds what only it needs (its
 //! events, deadline, EMF metrics, the secret from Secrets Manager). The bundled Cognito emulator that the
 //! tests, the demo and the benchmarks run against is a crate of its own
-//! (`crates/cognito-emulator`), not part of the worker. `tests/it/structure.rs` fails on an import
+//! (`crates/cognito-emulator`), not part of the worker.
+//!
+//! # Public surface
+//!
+//! Three modules are public: [`cli`] and [`cmd`] for the two binaries (each parses its command
+//! line and hands it to `cmd::main` or `cmd::lambda::main`), and [`testing`], the re-exports the
+//! integration tests assemble runs and drive ledgers with. Every other module is `pub(crate)`,
+//! and `unreachable_pub` keeps their items so: the tool's contract is its command line, files
+//! and metrics, not a Rust API. `tests/it/structure.rs` fails on an import
 //! cycle between these modules.
 
 #![forbid(unsafe_code)]
@@ -50,17 +58,18 @@
 mod aws;
 pub mod cli;
 pub mod cmd;
-pub mod cognito;
-pub mod config;
-pub mod engine;
-pub mod job;
+pub(crate) mod cognito;
+pub(crate) mod config;
+pub(crate) mod engine;
+pub(crate) mod job;
 #[cfg(feature = "lambda")]
 pub(crate) mod lambda;
-pub mod ledger;
-pub mod outcome;
-pub mod report;
+pub(crate) mod ledger;
+pub(crate) mod outcome;
+pub(crate) mod report;
 pub(crate) mod retry;
-pub mod shutdown;
-pub mod source;
+pub(crate) mod shutdown;
+pub(crate) mod source;
 pub(crate) mod sync;
-pub mod telemetry;
+pub(crate) mod telemetry;
+pub mod testing;

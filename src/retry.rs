@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 /// What a failed attempt's answer says about the rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Quota {
+pub(crate) enum Quota {
     /// Answered (with an error): the call used quota the service granted, so the rate
     /// controller counts it as accepted, or it would underestimate the quota when many calls
     /// fail.
@@ -51,7 +51,7 @@ pub enum Quota {
 
 /// The classifier's decision about one failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Try again after a backoff, if the budget allows.
     Retry(Quota),
     /// Give up now: the error is permanent (or the caller caps this kind of error).
@@ -67,7 +67,7 @@ impl Verdict {
 }
 
 /// An error type that classifies itself, for callers that need no context to decide.
-pub trait Classify {
+pub(crate) trait Classify {
     /// The verdict on an attempt that failed with this error (`attempts` so far, this one
     /// included).
     fn verdict(&self, attempts: u32) -> Verdict;
@@ -95,7 +95,7 @@ impl Pace for Unpaced {
 
 /// Backoff parameters that are not usable.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum BackoffError {
+pub(crate) enum BackoffError {
     /// The first delay is zero.
     #[error("the initial backoff must be positive")]
     ZeroInitial,
@@ -121,7 +121,7 @@ type Random = Arc<dyn Fn() -> f64 + Send + Sync>;
 /// Exponential delays, capped, with jitter: the n-th delay is `initial × multiplierⁿ⁻¹` (at most
 /// `max`), spread uniformly over ±`jitter` of itself.
 #[derive(Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     initial: Duration,
     max: Duration,
     multiplier: f64,
@@ -142,7 +142,7 @@ impl std::fmt::Debug for Backoff {
 
 impl Backoff {
     /// Checked parameters; the jitter's randomness is `fastrand`'s.
-    pub fn new(
+    pub(crate) fn new(
         initial: Duration,
         max: Duration,
         multiplier: f64,
@@ -170,7 +170,8 @@ impl Backoff {
     }
 
     /// The same delays with another random source (`[0, 1)`), for tests.
-    pub fn with_random(mut self, random: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_random(mut self, random: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
         self.random = Arc::new(random);
         self
     }
@@ -219,7 +220,7 @@ impl Delays {
 
 /// How much one call may take in all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Budget {
+pub(crate) struct Budget {
     /// Attempts in all (`None`: no limit).
     pub max_attempts: Option<NonZeroU32>,
     /// Time from the first attempt to the start of the last, counting the backoff before it
@@ -229,7 +230,7 @@ pub struct Budget {
 
 impl Budget {
     /// At most `n` attempts (at least one), however long they take.
-    pub fn attempts(n: u32) -> Self {
+    pub(crate) fn attempts(n: u32) -> Self {
         Self {
             max_attempts: Some(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)),
             max_elapsed: None,
@@ -237,7 +238,7 @@ impl Budget {
     }
 
     /// Retry for as long as it takes (until the stop token).
-    pub const UNLIMITED: Self = Self {
+    pub(crate) const UNLIMITED: Self = Self {
         max_attempts: None,
         max_elapsed: None,
     };
@@ -245,14 +246,14 @@ impl Budget {
 
 /// Backoff and budget: how a call is retried, whatever its errors.
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub(crate) struct Policy {
     backoff: Backoff,
     budget: Budget,
 }
 
 impl Policy {
     /// `backoff` between attempts, within `budget`.
-    pub fn new(backoff: Backoff, budget: Budget) -> Self {
+    pub(crate) fn new(backoff: Backoff, budget: Budget) -> Self {
         Self { backoff, budget }
     }
 

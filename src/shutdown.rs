@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Which signal stopped the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Signal {
     /// Ctrl-C.
     Interrupt,
     /// `kill`, Kubernetes, systemd.
@@ -17,7 +17,7 @@ pub enum Signal {
 
 impl Signal {
     /// The conventional exit status: 128 + signal number.
-    pub fn exit_code(self) -> u8 {
+    pub(crate) fn exit_code(self) -> u8 {
         match self {
             Self::Interrupt => 130,
             Self::Terminate => 143,
@@ -34,7 +34,7 @@ impl Signal {
 
 /// The run's shutdown token and the signal that cancelled it.
 #[derive(Clone)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     /// Cancelled by the first signal.
     pub token: CancellationToken,
     signal: Arc<OnceLock<Signal>>,
@@ -42,12 +42,12 @@ pub struct Shutdown {
 
 impl Shutdown {
     /// The signal received, if any.
-    pub fn signal(&self) -> Option<Signal> {
+    pub(crate) fn signal(&self) -> Option<Signal> {
         self.signal.get().copied()
     }
 
     /// Starts listening for SIGINT and SIGTERM.
-    pub fn listen() -> std::io::Result<Self> {
+    pub(crate) fn listen() -> std::io::Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut int = signal(SignalKind::interrupt())?;
         let mut term = signal(SignalKind::terminate())?;

@@ -69,7 +69,34 @@ use crate::sync::Locked;
 use crate::telemetry::metrics;
 
 /// Builds the container's parts, then serves invocations until the runtime stops.
-pub async fn serve(mut settings: Settings) -> Result<Finished, RunError> {
+/// The `cognito-resend-lambda` binary's whole life once its command line (the environment:
+/// Lambda passes no arguments) is parsed: the settings (exit 2 when they are wrong), logging,
+/// the runtime, the region, then [`serve`] until the runtime stops the container.
+pub fn main(cli: crate::cli::LambdaCli) -> std::process::ExitCode {
+    let mut settings = match Settings::load(&cli.settings) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cognito-resend-lambda: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init_logging(settings.log.format, settings.log.verbosity);
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match super::runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    if let Err(e) = runtime.block_on(settings.resolve_region()) {
+        tracing::error!("{e}");
+        return std::process::ExitCode::from(2);
+    }
+    let result = runtime.block_on(serve(settings));
+    super::exit_code(&result, None)
+}
+
+pub(crate) async fn serve(mut settings: Settings) -> Result<Finished, RunError> {
     let started = Instant::now();
     if let Some(id) = settings.lambda.client_secret_id.clone() {
         let secret = secret::fetch(settings.cognito.region.as_deref(), &id)

@@ -69,8 +69,60 @@ pub fn spend_capped(cap: crate::ledger::SpendCap) -> String {
     )
 }
 
+/// The `cognito-resend` binary's whole life once its command line is parsed: the settings
+/// (exit 2 when they are wrong), logging, the runtime, the region for commands that call AWS,
+/// signals, the command, and its exit code.
+pub fn main(cli: cli::Cli) -> ExitCode {
+    let mut settings = match Settings::load(&cli.settings()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cognito-resend: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let bar = crate::telemetry::init_logging(settings.log.format, settings.log.verbosity);
+    // `check` prints them with the settings; every other command says them first, loudly.
+    if !matches!(cli.command, Command::Check { .. }) {
+        for warning in &settings.warnings {
+            tracing::warn!("{warning}");
+        }
+    }
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    // Commands that call AWS need a region: found once, or one clear line and exit 2.
+    let calls_aws = matches!(
+        cli.command,
+        Command::Backfill { .. }
+            | Command::Consume { .. }
+            | Command::Discover { .. }
+            | Command::Enqueue { .. }
+    );
+    if calls_aws && let Err(e) = runtime.block_on(settings.resolve_region()) {
+        tracing::error!("{e}");
+        return ExitCode::from(2);
+    }
+    let (result, signal) = runtime.block_on(async {
+        let shutdown = match Shutdown::listen() {
+            Ok(s) => s,
+            Err(e) => {
+                return (
+                    Err(RunError::Fatal(anyhow::anyhow!(
+                        "cannot listen for signals: {e}"
+                    ))),
+                    None,
+                );
+            }
+        };
+        let result = run(cli.command, settings, shutdown.clone(), bar).await;
+        (result, shutdown.signal())
+    });
+    exit_code(&result, signal)
+}
+
 /// Runs `command`.
-pub async fn run(
+pub(crate) async fn run(
     command: Command,
     settings: Settings,
     shutdown: Shutdown,
@@ -143,7 +195,7 @@ impl From<cli::LedgerAction> for LedgerAction {
 
 /// The async runtime both binaries run on; if it cannot start, the error is logged and the
 /// exit code is 1.
-pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -155,7 +207,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 
 /// The exit status of a command that ended so, `signal` being the signal that stopped it, if
 /// any; a run-level error is said last, too, for people reading a tail.
-pub fn exit_code(result: &Result<Finished, RunError>, signal: Option<Signal>) -> ExitCode {
+pub(crate) fn exit_code(result: &Result<Finished, RunError>, signal: Option<Signal>) -> ExitCode {
     match result {
         Ok(finished) => match signal {
             Some(sig) if !finished.complete => ExitCode::from(sig.exit_code()),

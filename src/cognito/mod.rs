@@ -18,7 +18,7 @@ use aws_sdk_cognitoidentityprovider::Client;
 use aws_sdk_cognitoidentityprovider::types::{AnalyticsMetadataType, UserContextDataType};
 use secrecy::{ExposeSecret, SecretString};
 
-pub use classify::{Answer, CallError, Misconfiguration};
+pub(crate) use classify::{Answer, CallError, Misconfiguration};
 
 use crate::job::Delivery;
 use crate::job::ResendRequest;

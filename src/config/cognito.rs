@@ -16,10 +16,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::value::{given, http_url, non_empty, positive_duration, some, text, unset};
 use super::{ConfigError, Env, Group, SettingsArgs, show};
-pub use crate::cognito::ClientSecret;
+pub(crate) use crate::cognito::ClientSecret;
 
 /// The environment variable that may hold the client secret itself (never a flag).
-pub const CLIENT_SECRET_ENV: &str = "COGNITO_RESEND_CLIENT_SECRET";
+pub(crate) const CLIENT_SECRET_ENV: &str = "COGNITO_RESEND_CLIENT_SECRET";
 
 /// The `[cognito]` table: its three flag groups, one table in the file.
 #[derive(Debug, Clone, Args, Default, Serialize, Deserialize)]
@@ -208,18 +208,19 @@ impl Group for RequestArgs {
 
 /// Where the client secret came from, for `check` (never the value).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
+pub(crate) enum SecretSource {
     /// The file named by `--client-secret-file` / `cognito.client_secret_file`.
     File(PathBuf),
     /// The `COGNITO_RESEND_CLIENT_SECRET` environment variable.
     Env,
     /// AWS Secrets Manager (`lambda.client_secret_id`), read by the Lambda function.
+    #[cfg_attr(not(feature = "lambda"), allow(dead_code))]
     SecretsManager(String),
 }
 
 /// Everything about talking to Cognito.
 #[derive(Debug, Clone, Serialize)]
-pub struct CognitoSettings {
+pub(crate) struct CognitoSettings {
     /// Default app client id; a job may carry its own.
     pub client_id: Option<String>,
     /// Other app client ids a job may name (`client_id` is always allowed); a job naming any
@@ -304,7 +305,7 @@ impl CognitoSettings {
     }
 
     /// Where and how the Cognito clients connect, as the client takes it.
-    pub fn connection(&self) -> crate::cognito::Connection {
+    pub(crate) fn connection(&self) -> crate::cognito::Connection {
         crate::cognito::Connection {
             region: self.region.clone(),
             endpoint: self.endpoint.clone(),
@@ -314,12 +315,12 @@ impl CognitoSettings {
     }
 
     /// The client secret, if one was given.
-    pub fn client_secret(&self) -> Option<ClientSecret> {
+    pub(crate) fn client_secret(&self) -> Option<ClientSecret> {
         self.secret.as_ref().map(|(s, _)| s.clone())
     }
 
     /// What the engine merges under every job's own request fields.
-    pub fn request_defaults(&self) -> crate::job::RequestDefaults {
+    pub(crate) fn request_defaults(&self) -> crate::job::RequestDefaults {
         crate::job::RequestDefaults {
             client_metadata: self.client_metadata.clone(),
             analytics_endpoint_id: self.analytics_endpoint_id.clone(),
@@ -421,7 +422,7 @@ fn analytics_endpoint_id(id: Option<String>) -> Result<Option<String>, ConfigErr
     "`{0}` is not KEY=VALUE (a value holding a comma goes in the settings file's \
      [cognito.client_metadata] table)"
 )]
-pub struct NotKeyValue(String);
+pub(crate) struct NotKeyValue(String);
 
 /// `--client-metadata KEY=VALUE`: split at the first `=` (a value may hold more). An empty
 /// text (an empty environment variable) is no pair at all: it counts as unset.

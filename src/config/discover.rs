@@ -78,7 +78,7 @@ impl Group for DiscoverArgs {
 
 /// Discovery (`discover`, `backfill --from-pool`).
 #[derive(Debug, Clone, Serialize)]
-pub struct DiscoverSettings {
+pub(crate) struct DiscoverSettings {
     /// Only users created at or after this time.
     #[serde(serialize_with = "show::time")]
     pub created_after: Option<SystemTime>,
@@ -113,7 +113,7 @@ impl TryFrom<DiscoverArgs> for DiscoverSettings {
 
 impl DiscoverSettings {
     /// The creation window these settings draw.
-    pub fn window(&self) -> crate::job::Window {
+    pub(crate) fn window(&self) -> crate::job::Window {
         crate::job::Window {
             created_after: self.created_after,
             created_before: self.created_before,

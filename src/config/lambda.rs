@@ -84,7 +84,7 @@ impl Group for LambdaArgs {
 
 /// The Lambda function's own settings (`[lambda]`, docs/lambda.md).
 #[derive(Debug, Clone, Serialize)]
-pub struct LambdaSettings {
+pub(crate) struct LambdaSettings {
     /// Stop taking work when the invocation has less than this left; calls in flight get half
     /// of it, the other half is for recording, returning records and the metrics.
     #[serde(serialize_with = "show::duration")]

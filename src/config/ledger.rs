@@ -17,12 +17,12 @@ use crate::ledger::StateSpec;
 
 /// How often a run heartbeats its claims at the most (the ledger heartbeats every lease / 6, but
 /// not more often than this).
-pub const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
+pub(crate) const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
 
 /// The shortest `--claim-lease`: six heartbeats, so a live run's counter moves several times
 /// before another run may judge it dead, and a run fences itself (half a lease without a
 /// heartbeat) after three missed beats, well before that.
-pub const MIN_CLAIM_LEASE: Duration = Duration::from_millis(300);
+pub(crate) const MIN_CLAIM_LEASE: Duration = Duration::from_millis(300);
 
 /// The `[ledger]` section as flags.
 #[derive(Debug, Clone, Args, Default, Serialize, Deserialize)]
@@ -109,7 +109,7 @@ impl Group for LedgerArgs {
 
 /// The send ledger.
 #[derive(Debug, Clone, Serialize)]
-pub struct LedgerSettings {
+pub(crate) struct LedgerSettings {
     /// `--state`: a file, `dynamodb://TABLE` or `none`.
     #[serde(serialize_with = "show::display")]
     pub path: StateSpec,

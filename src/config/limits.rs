@@ -104,7 +104,7 @@ impl Group for DayCapsArgs {
 
 /// Spend caps (`limits.*`): 0 in the file or on the command line means no cap.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct LimitSettings {
+pub(crate) struct LimitSettings {
     /// `--max-sends`: codes this run may send.
     #[serde(serialize_with = "show::zero_if_none")]
     pub max_sends: Option<u64>,
@@ -165,7 +165,7 @@ impl LimitSettings {
     }
 
     /// The per-day caps, kept in the ledger (UTC days).
-    pub fn day(&self) -> crate::ledger::DayCaps {
+    pub(crate) fn day(&self) -> crate::ledger::DayCaps {
         crate::ledger::DayCaps {
             sends: self.max_sends_per_day,
             sms: self.max_sms_per_day,

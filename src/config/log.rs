@@ -63,7 +63,7 @@ impl Group for LogArgs {
 
 /// How logs look.
 #[derive(Debug, Clone, Serialize)]
-pub struct LogSettings {
+pub(crate) struct LogSettings {
     /// Text or JSON.
     pub format: LogFormat,
     /// Show usernames instead of their hash.

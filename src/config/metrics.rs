@@ -67,7 +67,7 @@ impl Group for MetricsArgs {
 
 /// Where metrics are served.
 #[derive(Debug, Clone, Serialize)]
-pub struct MetricsSettings {
+pub(crate) struct MetricsSettings {
     /// `None` = serve nothing.
     #[serde(serialize_with = "show::listen")]
     pub listen: Option<SocketAddr>,

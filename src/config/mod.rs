@@ -67,22 +67,24 @@ mod sqs;
 mod tests;
 mod value;
 
-pub use aws::AwsArgs;
-pub use cognito::{
-    CLIENT_SECRET_ENV, ClientArgs, ClientSecret, CognitoArgs, CognitoSection, CognitoSettings,
-    NotKeyValue, RequestArgs, SecretSource,
+pub(crate) use aws::AwsArgs;
+#[cfg(feature = "lambda")]
+pub(crate) use cognito::SecretSource;
+pub(crate) use cognito::{
+    CLIENT_SECRET_ENV, ClientArgs, CognitoArgs, CognitoSection, CognitoSettings, RequestArgs,
 };
-pub use discover::{DiscoverArgs, DiscoverSettings};
-pub use lambda::{LambdaArgs, LambdaSettings};
-pub use ledger::{LedgerArgs, LedgerSettings, MIN_CLAIM_LEASE, MIN_HEARTBEAT};
-pub use limits::{DayCapsArgs, LimitSettings, LimitsArgs, LimitsSection};
-pub use log::{LogArgs, LogSettings};
-pub use metrics::{MetricsArgs, MetricsSettings};
-pub use report::{ReportArgs, ReportSettings};
-pub use retry::{RetryArgs, RetrySettings};
-pub use run::{FleetArgs, MAX_CONCURRENCY, RunArgs, RunSection, RunSettings};
-pub use sqs::{ConsumeArgs, GraceArgs, QueueArgs, QueueSettings, SqsSection};
-pub use value::{DurationError, MIN_RATE, parse_duration, redact_url};
+pub(crate) use discover::{DiscoverArgs, DiscoverSettings};
+pub(crate) use lambda::{LambdaArgs, LambdaSettings};
+pub(crate) use ledger::{LedgerArgs, LedgerSettings};
+pub(crate) use limits::{DayCapsArgs, LimitSettings, LimitsArgs, LimitsSection};
+pub(crate) use log::{LogArgs, LogSettings};
+pub(crate) use metrics::{MetricsArgs, MetricsSettings};
+pub(crate) use report::{ReportArgs, ReportSettings};
+pub(crate) use retry::RetryArgs;
+pub use retry::RetrySettings;
+pub(crate) use run::{FleetArgs, RunArgs, RunSection, RunSettings};
+pub(crate) use sqs::{ConsumeArgs, GraceArgs, QueueArgs, QueueSettings, SqsSection};
+pub(crate) use value::parse_duration;
 
 /// A configuration problem: the run does not start and the process exits 2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,7 +131,7 @@ impl ConfigError {
 
 /// A setting's names: its TOML key and its flag, as errors and warnings say them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Key {
+pub(crate) struct Key {
     /// `section.key`, as the TOML file spells it.
     pub key: String,
     /// `--flag`.
@@ -187,7 +189,7 @@ impl Key {
 
 /// A group of flags a command may take: all or part of one section. Groups are what commands
 /// flatten ([`crate::cli`]); [`SettingsArgs`] holds every group in its section.
-pub trait Group: clap::Args + clap::FromArgMatches + Serialize + Clone {
+pub(crate) trait Group: clap::Args + clap::FromArgMatches + Serialize + Clone {
     /// The section (`[table]` of the TOML file) the group's keys are in.
     const SECTION: &'static str;
     /// Puts the group's flags in their place of the raw settings.
@@ -320,7 +322,7 @@ impl Env<'_> {
 /// The validated settings every command starts from. Sections and keys serialize as the TOML
 /// file spells them: that is what `check` prints.
 #[derive(Debug, Clone, Serialize)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The TOML file, if any.
     #[serde(skip)]
     pub config_file: Option<PathBuf>,
@@ -354,7 +356,7 @@ pub struct Settings {
 
 impl Settings {
     /// Layers defaults, the TOML file, the environment and the command line, then validates.
-    pub fn load(args: &SettingsArgs) -> Result<Self, ConfigError> {
+    pub(crate) fn load(args: &SettingsArgs) -> Result<Self, ConfigError> {
         Self::layered(
             args,
             &Env {
@@ -431,7 +433,7 @@ impl Settings {
     /// one, the error is a single line naming the settings to set; every later client then
     /// reuses the region found instead of probing the chain again (each probe of an absent
     /// metadata service costs a timeout and a screen of SDK warnings).
-    pub async fn resolve_region(&mut self) -> Result<(), ConfigError> {
+    pub(crate) async fn resolve_region(&mut self) -> Result<(), ConfigError> {
         if self.cognito.region.is_some() {
             return Ok(());
         }
@@ -499,7 +501,7 @@ fn unknown_keys(figment: &Figment) -> Result<(), ConfigError> {
 
 /// Every key the configuration reads, `section.key`: what [`SettingsArgs`] serializes when every
 /// setting flag is given (each flag is its key).
-pub fn config_keys() -> Vec<String> {
+pub(crate) fn config_keys() -> Vec<String> {
     use clap::CommandFactory;
 
     /// The settings flags alone, without their environment variables.

@@ -84,7 +84,7 @@ impl Group for ReportArgs {
 
 /// The JSON Lines report.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct ReportSettings {
+pub(crate) struct ReportSettings {
     /// One line per job outcome goes here.
     pub path: Option<PathBuf>,
     /// What to do when that file already holds an earlier run's lines.

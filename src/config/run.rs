@@ -20,7 +20,7 @@ use crate::ledger::StateSpec;
 /// tens of calls per second per account, shared with live sign-ups; beyond this many, calls only
 /// wait behind the rate limit holding sockets, memory and (with a ledger) claims that another run
 /// cannot take.
-pub const MAX_CONCURRENCY: usize = 1024;
+pub(crate) const MAX_CONCURRENCY: usize = 1024;
 
 /// The `[run]` table: the run's flags and the fleet budget, one table in the file.
 #[derive(Debug, Clone, Args, Default, Serialize, Deserialize)]
@@ -140,7 +140,7 @@ impl Group for FleetArgs {
 
 /// How the engine runs jobs.
 #[derive(Debug, Clone, Serialize)]
-pub struct RunSettings {
+pub(crate) struct RunSettings {
     /// Max Cognito calls in flight.
     pub concurrency: NonZeroUsize,
     /// Calls per second ceiling; `None` = no limit (`--rate 0`).

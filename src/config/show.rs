@@ -16,7 +16,7 @@ use super::value::redact_url;
 
 impl Settings {
     /// The effective settings as TOML, secrets redacted: what `check` prints.
-    pub fn render_redacted(&self) -> String {
+    pub(crate) fn render_redacted(&self) -> String {
         /// The region lives with the Cognito settings (every client reads it from there)
         /// but is the `aws` section's key.
         #[derive(Serialize)]

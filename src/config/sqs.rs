@@ -154,7 +154,7 @@ impl Group for GraceArgs {
 
 /// The SQS side of `consume` and `enqueue`, and the shutdown grace of every command.
 #[derive(Debug, Clone, Serialize)]
-pub struct QueueSettings {
+pub(crate) struct QueueSettings {
     /// The queue; required by `consume` and `enqueue`.
     pub queue_url: Option<String>,
     /// Endpoint override (moto, VPC endpoints).

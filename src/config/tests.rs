@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use super::value::redact_url;
 use super::*;
 
 fn load_with(argv: &[&str], env_secret: Option<&str>) -> Result<Settings, ConfigError> {

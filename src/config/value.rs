@@ -125,7 +125,7 @@ pub(crate) enum Invalid {
 /// A duration that does not parse: what [`parse_duration`] says.
 #[derive(Debug, thiserror::Error)]
 #[error("{text:?} is not a duration like 250ms, 30s, 10m or 24h ({source})")]
-pub struct DurationError {
+pub(crate) struct DurationError {
     /// The text given, trimmed.
     text: String,
     /// What humantime said.
@@ -133,7 +133,7 @@ pub struct DurationError {
 }
 
 /// Parses "250ms", "30s", "10m", "24h" (and combinations like "1h 30m"); a bare `0` is zero.
-pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let t = text.trim();
     if t == "0" {
         return Ok(Duration::ZERO);
@@ -174,7 +174,7 @@ pub(super) fn positive_duration(text: &str) -> Result<Duration, Invalid> {
 /// The smallest non-zero calls-per-second a rate setting accepts: one call every 1000 s. A
 /// smaller one is almost certainly a typo, and its interval (1/rate) overflows the timers the
 /// rate limiter works with.
-pub const MIN_RATE: f64 = 0.001;
+pub(crate) const MIN_RATE: f64 = 0.001;
 
 /// A calls-per-second setting: 0 means no limit (`None`).
 pub(super) fn rate(text: &str) -> Result<Option<f64>, Invalid> {
@@ -225,7 +225,7 @@ pub(super) fn timestamp(value: Option<&str>) -> Result<Option<std::time::SystemT
 
 /// A URL as it may be shown (`check`, logs, errors): user and password, if any, replaced by
 /// `<redacted>`. Works on text, so a URL that does not even parse is redacted too.
-pub fn redact_url(text: &str) -> String {
+pub(crate) fn redact_url(text: &str) -> String {
     let Some(scheme_end) = text.find("://").map(|i| i + 3) else {
         return text.to_owned();
     };

@@ -93,7 +93,7 @@ impl Answers {
 /// Whether a row looks like something other than a plain username: an email address, a phone
 /// number in E.164 form, or a `sub` (a UUID). Only counted (and, for a `sub`, resolved when the
 /// pool is known): a username may legitimately look like any of them.
-pub fn looks_like_alias(username: &str) -> bool {
+pub(crate) fn looks_like_alias(username: &str) -> bool {
     username.contains('@') || looks_like_phone(username) || looks_like_sub(username)
 }
 
@@ -104,7 +104,7 @@ fn looks_like_phone(s: &str) -> bool {
 }
 
 /// A UUID in its 8-4-4-4-12 hex form, as Cognito writes a `sub`.
-pub fn looks_like_sub(s: &str) -> bool {
+pub(crate) fn looks_like_sub(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
     groups.len() == 5
         && groups

@@ -42,10 +42,10 @@
 //! warning says why, again every `UNREACHABLE_REPEAT` (30 s) while it lasts.
 
 mod calls;
-pub mod identity;
+pub(crate) mod identity;
 mod pipeline;
 pub(crate) mod rate;
-pub mod resend_policy;
+pub(crate) mod resend_policy;
 mod spend;
 mod stop;
 
@@ -76,7 +76,8 @@ use resend_policy::{LAMBDA_ATTEMPTS, RetryPolicy};
 pub(crate) use spend::DAY_TURN_SLACK;
 pub use spend::SpendLimits;
 use spend::{Refused, Reservation, SpendGuard};
-pub use stop::{MisconfigStop, StopCause};
+pub(crate) use stop::MisconfigStop;
+pub use stop::StopCause;
 use stop::{MisconfigWatch, Reach, StopLatch};
 
 /// What the engine needs besides its source: the settings it reads, and the working parts a

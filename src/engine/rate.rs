@@ -176,7 +176,7 @@ const IDLE_GAP: Duration = WINDOW_MAX;
 
 /// The limiter shared by every task of a run.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     /// Whether this is the resend limiter, whose rate the gauge shows.
     reported: bool,
     state: Mutex<State>,
@@ -228,13 +228,13 @@ struct State {
 impl RateLimiter {
     /// The resend limiter: ceiling `rate` calls per second (`None` = no ceiling), shown by the
     /// `cognito_resend_rate_limit_per_second` gauge.
-    pub fn new(rate: Option<f64>) -> Self {
+    pub(crate) fn new(rate: Option<f64>) -> Self {
         metrics::rate_limit(rate.unwrap_or(START_RATE));
         Self::build(rate, true)
     }
 
     /// A limiter for another API (ListUsers, AdminGetUser), not shown by the gauge.
-    pub fn unreported(rate: Option<f64>) -> Self {
+    pub(crate) fn unreported(rate: Option<f64>) -> Self {
         Self::build(rate, false)
     }
 
@@ -269,7 +269,8 @@ impl RateLimiter {
     }
 
     /// The current rate, `None` when unlimited.
-    pub fn current(&self) -> Option<f64> {
+    #[cfg(test)]
+    pub(crate) fn current(&self) -> Option<f64> {
         self.lock().rate
     }
 
@@ -280,7 +281,7 @@ impl RateLimiter {
     }
 
     /// Waits for permission to make one call.
-    pub async fn acquire(&self) {
+    pub(crate) async fn acquire(&self) {
         let ticket = {
             let mut s = self.lock();
             let now = Instant::now();
@@ -308,7 +309,7 @@ impl RateLimiter {
     }
 
     /// Cognito answered a call without throttling it: count it, and probe upward.
-    pub fn on_success(&self) {
+    pub(crate) fn on_success(&self) {
         let now = Instant::now();
         let mut s = self.lock();
         s.accepted += 1;
@@ -358,7 +359,7 @@ impl RateLimiter {
     /// throttled yet moves to the new ceiling (as `--rate R` starts at `R`); one that has keeps
     /// the rate it settled at and lets its probe (now capped by the new ceiling) raise it,
     /// since the quota it measured still holds.
-    pub fn set_ceiling(&self, ceiling: f64) {
+    pub(crate) fn set_ceiling(&self, ceiling: f64) {
         let now = Instant::now();
         let mut s = self.lock();
         s.ceiling = Some(ceiling);
@@ -383,7 +384,7 @@ impl RateLimiter {
     /// A call was throttled: settle just under the rate Cognito accepted, and restart probing.
     /// Returns whether the throttle was counted (false: an echo of the last one, which only
     /// restarts the probe).
-    pub fn on_throttle(&self) -> bool {
+    pub(crate) fn on_throttle(&self) -> bool {
         self.throttled(Instant::now())
     }
 
@@ -403,7 +404,7 @@ impl RateLimiter {
     /// the probes find it. Not down: a run counted late is already inside the quota this run
     /// measured, and a real newcomer finds its part by a throttle that the whole fleet then acts
     /// on. Always under the ceiling ([`Self::set_ceiling`]).
-    pub fn fleet_changed(&self, from: usize, to: usize) {
+    pub(crate) fn fleet_changed(&self, from: usize, to: usize) {
         if from == 0 || to == 0 || from == to {
             return;
         }
@@ -448,7 +449,7 @@ impl RateLimiter {
     /// [`crate::ledger::fleet`]). The server's bucket was empty then, so this run settles under
     /// what it was accepted, as if the throttle were its own: the fleet cuts together. Unless
     /// this run counted one of its own just before, most likely in the same episode.
-    pub fn on_peer_throttle(&self) {
+    pub(crate) fn on_peer_throttle(&self) {
         let now = Instant::now();
         let recent = self
             .lock()

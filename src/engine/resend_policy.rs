@@ -8,19 +8,19 @@ use crate::telemetry::metrics;
 
 /// UnexpectedLambdaException is retried, but only this many attempts in all: a trigger that
 /// keeps failing is a bug in the trigger, not a blip.
-pub const LAMBDA_ATTEMPTS: u32 = 3;
+pub(crate) const LAMBDA_ATTEMPTS: u32 = 3;
 
 /// The retry budget and backoff of one job (the resend, and the pool calls of discovery and
 /// `--precheck`), from the `retry.*` settings.
 #[derive(Debug, Clone)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     policy: Policy,
 }
 
 impl RetryPolicy {
     /// From validated settings. `config` checks the backoff with the same rules as
     /// [`Backoff::new`]; settings built by hand that break them fall back to its bounds.
-    pub fn new(s: RetrySettings) -> Self {
+    pub(crate) fn new(s: RetrySettings) -> Self {
         let backoff = Backoff::new(s.initial_backoff, s.max_backoff, s.multiplier, s.jitter)
             .unwrap_or_else(|e| {
                 tracing::warn!("retry settings: {e}; using the nearest valid backoff");
@@ -51,7 +51,7 @@ impl RetryPolicy {
     }
 
     /// The policy for [`crate::retry::Retry`].
-    pub fn policy(&self) -> &Policy {
+    pub(crate) fn policy(&self) -> &Policy {
         &self.policy
     }
 }
@@ -60,7 +60,7 @@ impl RetryPolicy {
 /// budget of `policy` is spent, or `stop` is cancelled (then `None`). Each attempt waits for
 /// `limiter` and is counted once in `cognito_resend_pool_calls_total`; throttling slows the
 /// limiter, and an error answer counts as quota granted (see [`crate::retry::Quota`]).
-pub async fn pool_call<T, E, F, Fut>(
+pub(crate) async fn pool_call<T, E, F, Fut>(
     policy: &RetryPolicy,
     limiter: &super::rate::RateLimiter,
     stop: &tokio_util::sync::CancellationToken,

@@ -69,18 +69,16 @@ impl Share {
     }
 }
 
-pub use super::types::Listing;
-
 /// The throttles counted by other runs between two censuses: the fleet's total grew by the
 /// others' and this run's own (`mine`, added by this census). The first census only learns the
 /// total (throttles before this run started are not news).
-pub fn peer_throttles(last_total: Option<u64>, total: u64, mine: u64) -> u64 {
+pub(crate) fn peer_throttles(last_total: Option<u64>, total: u64, mine: u64) -> u64 {
     last_total.map_or(0, |last| total.saturating_sub(last).saturating_sub(mine))
 }
 
 /// What one census found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Counted {
+pub(crate) struct Counted {
     /// Live runs, this one included.
     pub live: usize,
     /// Listed runs whose counter this run has seen standing still for a full lease: dead.
@@ -89,14 +87,14 @@ pub struct Counted {
 
 /// The runs this run has seen in the census, with their counters and since when (monotonic).
 #[derive(Debug)]
-pub struct Census {
+pub(crate) struct Census {
     lease: Duration,
     seen: HashMap<String, (i64, Instant)>,
 }
 
 impl Census {
     /// A census that judges a run dead once its counter stood still for `lease`.
-    pub fn new(lease: Duration) -> Self {
+    pub(crate) fn new(lease: Duration) -> Self {
         Self {
             lease,
             seen: HashMap::new(),
@@ -106,7 +104,7 @@ impl Census {
     /// Counts the live runs among `listed` (run, counter) as read now; `me` always counts. A run
     /// with a lease in `leases` is dead once its counter stood still for that lease (its heartbeat
     /// period is a sixth of it), one without for this run's own.
-    pub fn count(
+    pub(crate) fn count(
         &mut self,
         me: &str,
         listed: &[(String, i64)],

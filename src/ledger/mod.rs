@@ -66,16 +66,16 @@
 //! [`open`].
 
 mod claim;
-pub mod dynamo;
-pub mod fleet;
-pub mod fold;
+pub(crate) mod dynamo;
+pub(crate) mod fleet;
+pub(crate) mod fold;
 mod spend;
-pub mod sqlite;
+pub(crate) mod sqlite;
 mod store;
 mod types;
 
 pub use fold::Folded;
-pub use spend::{until_next_day, utc_day};
+pub(crate) use spend::{until_next_day, utc_day};
 pub use store::Store;
 pub use types::*;
 
@@ -570,7 +570,7 @@ fn beat_every(lease: Duration) -> Duration {
 /// For a case-insensitive pool (also the default, for a pool not known) the ledger's keys are
 /// folded first, once per ledger ([`Store::fold_usernames`]); a case-sensitive pool's ledger
 /// is never folded.
-pub async fn open(
+pub(crate) async fn open(
     spec: &StateSpec,
     aws: &dynamo::DynamoSettings,
     case: UsernameCase,

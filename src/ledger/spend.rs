@@ -20,13 +20,13 @@ impl DayReservation {
 }
 
 /// How long from `ms` until the next UTC day begins: when the per-day caps' budgets come back.
-pub fn until_next_day(ms: Millis) -> Duration {
+pub(crate) fn until_next_day(ms: Millis) -> Duration {
     const DAY: Millis = 86_400_000;
     Duration::from_millis((DAY - ms.rem_euclid(DAY)) as u64)
 }
 
 /// The UTC day of `ms`, `YYYY-MM-DD`: the key of the day's spend counters.
-pub fn utc_day(ms: Millis) -> String {
+pub(crate) fn utc_day(ms: Millis) -> String {
     rfc3339(ms)[..10].to_owned()
 }
 

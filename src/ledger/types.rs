@@ -15,7 +15,7 @@ use serde::Serialize;
 
 /// Where the ledger lives, as `--state` names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StateSpec {
+pub(crate) enum StateSpec {
     /// `none`: no ledger.
     None,
     /// A SQLite file.
@@ -29,7 +29,7 @@ pub enum StateSpec {
 
 impl StateSpec {
     /// Parses a `--state` value.
-    pub fn parse(s: &str) -> Result<Self, StateSpecError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, StateSpecError> {
         let s = s.trim();
         if s.eq_ignore_ascii_case("none") {
             return Ok(Self::None);
@@ -59,7 +59,7 @@ impl StateSpec {
 
 /// Why a `--state` value names no ledger.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StateSpecError {
+pub(crate) enum StateSpecError {
     /// `dynamodb://` with a name DynamoDB would refuse.
     #[error("`{0}`: a DynamoDB table name is 3-255 characters of a-z, A-Z, 0-9, _, - and .")]
     TableName(String),
@@ -90,13 +90,13 @@ pub fn now_millis() -> Millis {
 }
 
 /// A time in [`Millis`].
-pub fn to_millis(t: SystemTime) -> Millis {
+pub(crate) fn to_millis(t: SystemTime) -> Millis {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// [`Millis`] as RFC 3339, for people.
-pub fn rfc3339(ms: Millis) -> String {
+pub(crate) fn rfc3339(ms: Millis) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(t).to_string()
 }

@@ -3,10 +3,11 @@
 //! first (a queue deletes the message), so a job is reported done only once its source agrees.
 
 pub(crate) mod progress;
-pub mod recorder;
-pub mod report_writer;
+pub(crate) mod recorder;
+pub(crate) mod report_writer;
 
-pub use recorder::{Recorder, Tally};
+pub use recorder::Recorder;
+pub(crate) use recorder::Tally;
 
 // The outcome types themselves live with the job types, below every layer that makes them.
-pub use crate::job::{Delivery, DoubtCause, Outcome, OutcomeKind, Reason};
+pub(crate) use crate::job::{Delivery, DoubtCause, Outcome, OutcomeKind, Reason};

@@ -148,7 +148,7 @@ fn time_labels(
 }
 
 /// The page.
-pub fn page(s: &Summary, generated_at: &str) -> String {
+pub(crate) fn page(s: &Summary, generated_at: &str) -> String {
     let outcome_names: Vec<&str> = s.outcomes.0.iter().map(|(o, _)| o.as_str()).collect();
     let known: Vec<&str> = OUTCOME_COLORS.iter().map(|(o, _)| *o).collect();
     let others: Vec<&str> = outcome_names

@@ -4,7 +4,7 @@
 //! their latency — and shows it as text, JSON or one self-contained HTML page.
 //!
 //! # Layout
-//! - [`summary`]: reading lines (loosely) and adding them up into a [`Summary`]; nothing here
+//! - [`summary`]: reading lines (loosely) and adding them up into a [`summary::Summary`]; nothing here
 //!   knows how it is shown.
 //! - [`text`]: the summary for a terminal, and the list of jobs in doubt as CSV.
 //! - [`html`]: the page, over [`chart`] (inline SVG bar charts).
@@ -12,8 +12,8 @@
 //! The report's line format is [`crate::outcome::report_writer`]'s (docs/contract.md, *Report*).
 
 mod chart;
-pub mod html;
-pub mod summary;
-pub mod text;
+pub(crate) mod html;
+pub(crate) mod summary;
+pub(crate) mod text;
 
-pub use summary::{Aggregator, ReadError, Summary};
+pub(crate) use summary::Aggregator;

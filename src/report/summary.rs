@@ -21,13 +21,13 @@ use serde::{Deserialize, Serialize};
 use crate::job::OutcomeKind;
 
 /// How a wave is named in the summary when the report lines carry none.
-pub const NO_WAVE: &str = "(none)";
+pub(crate) const NO_WAVE: &str = "(none)";
 
 /// How many unreadable lines of a file are named (by number) in the summary.
 const NAMED_UNREADABLE: usize = 5;
 
 /// The attempt results, in the order the summary lists them (others follow, by name).
-pub const RESULTS: [&str; 4] = ["ok", "throttled", "transient", "permanent"];
+pub(crate) const RESULTS: [&str; 4] = ["ok", "throttled", "transient", "permanent"];
 
 /// About how many buckets the latency histogram has below its 99th percentile.
 const LATENCY_BUCKETS: f64 = 40.0;
@@ -72,11 +72,11 @@ struct LineDelivery {
 
 /// Counts by name, in a chosen order; JSON shows them as an object in that order.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Ordered<T>(pub Vec<(String, T)>);
+pub(crate) struct Ordered<T>(pub Vec<(String, T)>);
 
 impl<T> Ordered<T> {
     /// The value under `name`.
-    pub fn get(&self, name: &str) -> Option<&T> {
+    pub(crate) fn get(&self, name: &str) -> Option<&T> {
         self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 }
@@ -93,11 +93,11 @@ impl<T: Serialize> Serialize for Ordered<T> {
 }
 
 /// Counts by name.
-pub type Counts = Ordered<u64>;
+pub(crate) type Counts = Ordered<u64>;
 
 /// What the reports say, added up.
 #[derive(Debug, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Each file read.
     pub files: Vec<FileSummary>,
     /// Report lines read (one per job).
@@ -129,7 +129,7 @@ pub struct Summary {
 
 /// One file read.
 #[derive(Debug, Serialize)]
-pub struct FileSummary {
+pub(crate) struct FileSummary {
     /// As given on the command line.
     pub path: String,
     /// Report lines read.
@@ -150,7 +150,7 @@ pub struct FileSummary {
 
 /// Jobs of one outcome with one reason.
 #[derive(Debug, Serialize, PartialEq)]
-pub struct ReasonCount {
+pub(crate) struct ReasonCount {
     /// The outcome.
     pub outcome: String,
     /// The reason.
@@ -161,7 +161,7 @@ pub struct ReasonCount {
 
 /// Jobs of one wave.
 #[derive(Debug, Serialize)]
-pub struct WaveSummary {
+pub(crate) struct WaveSummary {
     /// The wave's name, or `(none)`.
     pub wave: String,
     /// Its jobs.
@@ -172,7 +172,7 @@ pub struct WaveSummary {
 
 /// The jobs in doubt.
 #[derive(Debug, Serialize)]
-pub struct DoubtSummary {
+pub(crate) struct DoubtSummary {
     /// Jobs reported `"in_doubt": true`.
     pub jobs: u64,
     /// Distinct users (client id and username) among them.
@@ -186,7 +186,7 @@ pub struct DoubtSummary {
 
 /// One job in doubt. Holds a username: personal data.
 #[derive(Debug, Clone, Serialize)]
-pub struct DoubtRow {
+pub(crate) struct DoubtRow {
     /// The user, as the row spelled them.
     pub username: String,
     /// The person's ledger key (the canonical username, folded for a case-insensitive pool),
@@ -209,7 +209,7 @@ pub struct DoubtRow {
 
 /// Calls to Cognito.
 #[derive(Debug, Serialize)]
-pub struct AttemptSummary {
+pub(crate) struct AttemptSummary {
     /// All calls (the lines' `attempts`).
     pub total: u64,
     /// Calls whose time and result the report carries (`calls`); the rest come from lines
@@ -223,7 +223,7 @@ pub struct AttemptSummary {
 
 /// When the runs ran.
 #[derive(Debug, Serialize)]
-pub struct TimeSummary {
+pub(crate) struct TimeSummary {
     /// The first call's start or outcome (RFC 3339).
     pub first: Option<String>,
     /// The last outcome (RFC 3339).
@@ -244,7 +244,7 @@ pub struct TimeSummary {
 
 /// How long the calls took.
 #[derive(Debug, Serialize)]
-pub struct LatencySummary {
+pub(crate) struct LatencySummary {
     /// Timed calls.
     pub calls: u64,
     /// Median.
@@ -262,7 +262,7 @@ pub struct LatencySummary {
 
 /// One bucket of the latency histogram.
 #[derive(Debug, Serialize)]
-pub struct LatencyBucket {
+pub(crate) struct LatencyBucket {
     /// Lower bound in ms, exclusive.
     pub above_ms: f64,
     /// Upper bound in ms, inclusive; `None` for the last bucket, the calls slower than the 99th
@@ -274,7 +274,7 @@ pub struct LatencyBucket {
 
 /// Outcomes and calls over time.
 #[derive(Debug, Serialize)]
-pub struct Timeline {
+pub(crate) struct Timeline {
     /// The first bin's start (RFC 3339), a multiple of the bin length.
     pub start: Option<String>,
     /// Bin length.
@@ -292,7 +292,7 @@ pub struct Timeline {
 
 /// Adds report lines up, file by file.
 #[derive(Debug, Default)]
-pub struct Aggregator {
+pub(crate) struct Aggregator {
     files: Vec<FileSummary>,
     jobs: u64,
     outcomes: BTreeMap<String, u64>,
@@ -316,7 +316,7 @@ type WaveTally = (i64, BTreeMap<String, u64>);
 
 /// Why a report could not be read at all.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// The file could not be opened or read.
     #[error("{path}: {source}")]
     Io {
@@ -329,12 +329,12 @@ pub enum ReadError {
 
 impl Aggregator {
     /// An empty aggregate.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Reads one report file.
-    pub fn read_file(&mut self, path: &Path) -> Result<(), ReadError> {
+    pub(crate) fn read_file(&mut self, path: &Path) -> Result<(), ReadError> {
         let shown = path.display().to_string();
         let io = |source| ReadError::Io {
             path: shown.clone(),
@@ -345,7 +345,7 @@ impl Aggregator {
     }
 
     /// Reads one report from `input`, named `name`.
-    pub fn read(&mut self, name: &str, mut input: impl BufRead) -> std::io::Result<()> {
+    pub(crate) fn read(&mut self, name: &str, mut input: impl BufRead) -> std::io::Result<()> {
         self.files.push(FileSummary {
             path: name.to_owned(),
             jobs: 0,
@@ -459,7 +459,7 @@ impl Aggregator {
     }
 
     /// The summary; the jobs in doubt are listed (with usernames) only when `list_in_doubt`.
-    pub fn finish(mut self, list_in_doubt: bool) -> Summary {
+    pub(crate) fn finish(mut self, list_in_doubt: bool) -> Summary {
         for f in &mut self.files {
             if let Some((a, b)) = f.span_ms {
                 f.first = Some(rfc3339(a));
@@ -759,7 +759,7 @@ fn millis(text: &str) -> Option<i64> {
 }
 
 /// The RFC 3339 form of milliseconds since the epoch.
-pub fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     let t = if ms >= 0 {
         UNIX_EPOCH + Duration::from_millis(ms as u64)
     } else {
@@ -770,13 +770,13 @@ pub fn rfc3339(ms: i64) -> String {
 
 impl TimeSummary {
     /// First and last, in ms since the epoch.
-    pub fn span_ms(&self) -> Option<(i64, i64)> {
+    pub(crate) fn span_ms(&self) -> Option<(i64, i64)> {
         self.span_ms
     }
 }
 
 /// When the summary was made (for the page's footer).
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 

@@ -30,7 +30,7 @@ fn inline(counts: &Counts) -> String {
 }
 
 /// A duration in seconds, as people read it.
-pub fn seconds(s: f64) -> String {
+pub(crate) fn seconds(s: f64) -> String {
     if s < 120.0 {
         format!("{s:.1} s")
     } else if s < 7_200.0 {
@@ -41,7 +41,7 @@ pub fn seconds(s: f64) -> String {
 }
 
 /// Milliseconds, as people read them.
-pub fn ms(v: f64) -> String {
+pub(crate) fn ms(v: f64) -> String {
     if v < 10.0 {
         format!("{v:.1} ms")
     } else if v < 10_000.0 {
@@ -52,7 +52,7 @@ pub fn ms(v: f64) -> String {
 }
 
 /// `2026-11-29 01:30:03 to 01:30:45 UTC`, with the second date only when it differs.
-pub fn span(first_ms: i64, last_ms: i64) -> String {
+pub(crate) fn span(first_ms: i64, last_ms: i64) -> String {
     let (a, b) = (rfc3339(first_ms), rfc3339(last_ms));
     let b = if a[..10] == b[..10] {
         b[11..19].to_owned()
@@ -66,7 +66,7 @@ pub fn span(first_ms: i64, last_ms: i64) -> String {
 /// window, clear the screen or fake a line; a report is a file anyone with write access to it
 /// could have crafted) and the bidirectional overrides that reorder what is shown are written
 /// as Rust escapes (`\u{1b}`), everything else as it is.
-pub fn printable(text: &str) -> Cow<'_, str> {
+pub(crate) fn printable(text: &str) -> Cow<'_, str> {
     let unsafe_char =
         |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
     if !text.chars().any(unsafe_char) {
@@ -85,7 +85,7 @@ pub fn printable(text: &str) -> Cow<'_, str> {
 
 /// The summary as text. Every line passes [`printable`]: names in it (reasons, waves, files,
 /// media) come from the report files.
-pub fn render(s: &Summary) -> String {
+pub(crate) fn render(s: &Summary) -> String {
     let mut out = String::new();
     // `write!` to a String cannot fail.
     let mut line = |text: String| {
@@ -226,7 +226,7 @@ pub fn render(s: &Summary) -> String {
 /// would run as a formula is written as `discover` writes it (a `'` in front), which `backfill`
 /// reads back, and control characters are escaped as [`printable`] does (a username Cognito
 /// accepts has none).
-pub fn in_doubt_csv(s: &Summary, out: impl std::io::Write) -> csv::Result<()> {
+pub(crate) fn in_doubt_csv(s: &Summary, out: impl std::io::Write) -> csv::Result<()> {
     use crate::source::csv::neutralise;
     let mut w = csv::Writer::from_writer(out);
     w.write_record([

@@ -13,7 +13,7 @@
 
 mod bounded;
 
-pub use bounded::MAX_RECORD_BYTES;
+pub(crate) use bounded::MAX_RECORD_BYTES;
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -216,7 +216,7 @@ fn formula_start(c: char) -> bool {
 /// front (the usual CSV-injection defence). A cell that already starts with `'`s followed by
 /// such a character gets one more, so [`unneutralise`] is its exact inverse and a username that
 /// really starts with `'` survives too.
-pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
     if cell.trim_start_matches('\'').starts_with(formula_start) {
         format!("'{cell}").into()
     } else {
@@ -228,7 +228,7 @@ pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
 /// and) a formula character loses its first `'`. So `'+15551234567` from `discover` is the user
 /// `+15551234567` again. The one cost: a username that really starts with `'` and then one of
 /// `=+-@` must be written with one `'` more (as `discover` does).
-pub fn unneutralise(cell: &str) -> &str {
+pub(crate) fn unneutralise(cell: &str) -> &str {
     match cell.strip_prefix('\'') {
         Some(rest) if rest.trim_start_matches('\'').starts_with(formula_start) => rest,
         _ => cell,
@@ -484,7 +484,7 @@ fn cut_input(line: u64, cut: &bounded::Cut) -> Input {
 
 /// Counts the records of a file (not stdin) for the progress bar's length. Cheap next to the
 /// network work; runs on its own thread so the run does not wait for it.
-pub fn count_records(path: &Path) -> Option<u64> {
+pub(crate) fn count_records(path: &Path) -> Option<u64> {
     if path == Path::new("-") {
         return None;
     }

@@ -9,7 +9,7 @@
 //! - `lambda_batch`: the records of one SQS event already in memory (the Lambda function), which
 //!   names at the end the records that must come back.
 
-pub mod csv;
+pub(crate) mod csv;
 #[cfg(feature = "lambda")]
 pub(crate) mod lambda_batch;
 pub(crate) mod pool;

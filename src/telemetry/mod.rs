@@ -38,7 +38,7 @@ impl<'a> UserRef<'a> {
 /// like the client secret. Set the same on every replica and run to follow one user's lines
 /// across them; without it each process draws a random key, so a hash means something only
 /// within its run.
-pub const USERNAME_KEY_ENV: &str = "COGNITO_RESEND_LOG_USERNAME_KEY";
+pub(crate) const USERNAME_KEY_ENV: &str = "COGNITO_RESEND_LOG_USERNAME_KEY";
 
 /// The key of [`UserRef`]'s hash, drawn or read once per process.
 static USERNAME_KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
@@ -58,12 +58,6 @@ fn username_key() -> &'static [u8] {
             key
         }
     })
-}
-
-/// Whether usernames' hashes are keyed by [`USERNAME_KEY_ENV`] (stable across runs) rather
-/// than a key drawn for this run.
-pub fn username_key_is_set() -> bool {
-    std::env::var(USERNAME_KEY_ENV).is_ok_and(|k| !k.is_empty())
 }
 
 impl fmt::Display for UserRef<'_> {
@@ -87,11 +81,11 @@ impl fmt::Display for UserRef<'_> {
 
 /// Where the progress bar lives, so log lines can be printed around it instead of through it.
 #[derive(Clone, Default)]
-pub struct BarSlot(Arc<Mutex<Option<ProgressBar>>>);
+pub(crate) struct BarSlot(Arc<Mutex<Option<ProgressBar>>>);
 
 impl BarSlot {
     /// Puts a bar in (or takes it out).
-    pub fn set(&self, bar: Option<ProgressBar>) {
+    pub(crate) fn set(&self, bar: Option<ProgressBar>) {
         *self.0.locked() = bar;
     }
 
@@ -105,7 +99,7 @@ impl BarSlot {
 }
 
 /// A log line buffered, then written to stderr in one piece with the progress bar suspended.
-pub struct LineOut {
+pub(crate) struct LineOut {
     slot: BarSlot,
     buf: Vec<u8>,
 }
@@ -142,7 +136,7 @@ impl<'a> MakeWriter<'a> for BarSlot {
 /// How log lines are written (`log.format`, `--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line, for log pipelines.
@@ -150,7 +144,7 @@ pub enum LogFormat {
 }
 
 /// Starts logging to stderr. Returns the slot a progress bar goes into.
-pub fn init_logging(format: LogFormat, verbosity: i8) -> BarSlot {
+pub(crate) fn init_logging(format: LogFormat, verbosity: i8) -> BarSlot {
     let level = match verbosity {
         i8::MIN..=-1 => "warn",
         0 => "info",

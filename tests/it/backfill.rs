@@ -766,7 +766,7 @@ async fn the_ledger_and_the_report_are_created_owner_only() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ledger.db");
-    let store = cognito_resend::ledger::sqlite::SqliteStore::open(&db).unwrap();
+    let store = cognito_resend::testing::SqliteStore::open(&db).unwrap();
     // Opening wrote the schema, so SQLite has its write-ahead log and shared memory open now.
     for file in ["ledger.db", "ledger.db-wal", "ledger.db-shm"] {
         assert_eq!(mode(&dir.path().join(file)), 0o600, "{file}");
@@ -774,9 +774,9 @@ async fn the_ledger_and_the_report_are_created_owner_only() {
     drop(store);
     let report = dir.path().join("report.jsonl");
     drop(
-        cognito_resend::outcome::report_writer::ReportWriter::create(
+        cognito_resend::testing::ReportWriter::create(
             &report,
-            cognito_resend::outcome::report_writer::IfExists::Refuse,
+            cognito_resend::testing::IfExists::Refuse,
         )
         .unwrap(),
     );

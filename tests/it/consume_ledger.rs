@@ -340,8 +340,8 @@ async fn after_sigterm_a_ledger_that_stopped_answering_is_given_up_within_the_sh
 
 use std::sync::{Arc, Mutex};
 
-use cognito_resend::ledger::dynamo::DynamoStore;
-use cognito_resend::ledger::{
+use cognito_resend::testing::DynamoStore;
+use cognito_resend::testing::{
     Claim, DayCaps, DayReservation, DaySpend, Finish, InDoubt, Medium, Rules, RunId, SpendCap,
     Spent, Store,
 };
@@ -451,7 +451,7 @@ async fn a_dynamodb_claim_whose_answer_was_lost_is_recognised_as_ours() {
     let moto = Moto::start().await;
     dynamo_table(&moto, "lossy").await;
     let direct = DynamoStore::from_client(moto::dynamodb_client(&moto.endpoint).await, "lossy");
-    let now = cognito_resend::ledger::now_millis();
+    let now = cognito_resend::testing::now_millis();
     // A run that ended while it held a claim on "orphan".
     let dead = RunId::new();
     direct
@@ -547,7 +547,7 @@ async fn a_released_dynamodb_takeover_keeps_its_in_doubt_mark_and_a_late_maybe_s
     let moto = Moto::start().await;
     dynamo_table(&moto, "marks").await;
     let db = DynamoStore::from_client(moto::dynamodb_client(&moto.endpoint).await, "marks");
-    let now = cognito_resend::ledger::now_millis();
+    let now = cognito_resend::testing::now_millis();
     let dead = RunId::new();
     db.begin_run(&dead, "test", Duration::from_secs(30), now)
         .await

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cognito_emulator::{UserSpec, UserStatus};
-use cognito_resend::ledger::dynamo::DynamoStore;
-use cognito_resend::ledger::fleet::Share;
-use cognito_resend::ledger::sqlite::SqliteStore;
-use cognito_resend::ledger::{Ledger, LedgerTiming, Store};
+use cognito_resend::testing::DynamoStore;
+use cognito_resend::testing::Share;
+use cognito_resend::testing::SqliteStore;
+use cognito_resend::testing::{Ledger, LedgerTiming, Store};
 use support::moto::{self, Moto};
 use support::*;
 use tokio::sync::watch;
@@ -111,8 +111,8 @@ async fn shares_follow_the_fleet(store: impl Fn() -> Arc<dyn Store>) {
     until_runs(&mut share_b, 3, 10 * lease).await;
     assert_eq!(share_a.borrow().rate, 20.0);
     // `ledger stats` shows them (by the reading host's clock: a view for people).
-    let now = cognito_resend::ledger::now_millis();
-    let rules = cognito_resend::ledger::Rules {
+    let now = cognito_resend::testing::now_millis();
+    let rules = cognito_resend::testing::Rules {
         now,
         cooldown_since: now,
         alive_since: now - 10 * lease.as_millis() as i64,

@@ -509,18 +509,18 @@ mod in_process {
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use std::time::Duration;
 
-    use cognito_resend::cognito::{Cognito, Connection};
-    use cognito_resend::config::RetrySettings;
-    use cognito_resend::engine::{self, EngineConfig, StopCause};
-    use cognito_resend::job::UserKey;
-    use cognito_resend::ledger::sqlite::SqliteStore;
-    use cognito_resend::ledger::{
+    use cognito_resend::testing::CsvSource;
+    use cognito_resend::testing::IfExists;
+    use cognito_resend::testing::Recorder;
+    use cognito_resend::testing::RetrySettings;
+    use cognito_resend::testing::SqliteStore;
+    use cognito_resend::testing::UserKey;
+    use cognito_resend::testing::{self, EngineConfig, StopCause};
+    use cognito_resend::testing::{
         Claim, Finish, Ledger, LedgerError, LedgerTiming, Millis, Page, Rules, RunId, Stale, Stats,
         Store,
     };
-    use cognito_resend::outcome::Recorder;
-    use cognito_resend::outcome::report_writer::IfExists;
-    use cognito_resend::source::csv::CsvSource;
+    use cognito_resend::testing::{Cognito, Connection};
     use futures::future::BoxFuture;
     use tokio_util::sync::CancellationToken;
 
@@ -687,7 +687,7 @@ mod in_process {
             Recorder::new("csv", Some((report, IfExists::Overwrite)), false).expect("report"),
         );
         let mut source = CsvSource::open(csv.to_owned()).await.expect("csv");
-        let stop = engine::run(
+        let stop = testing::run_engine(
             config,
             &mut source,
             cognito,
@@ -700,8 +700,8 @@ mod in_process {
     }
 }
 
-use cognito_resend::engine::StopCause;
-use cognito_resend::ledger::{Claim, Clock, Ledger, Store};
+use cognito_resend::testing::StopCause;
+use cognito_resend::testing::{Claim, Clock, Ledger, Store};
 use in_process::*;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -819,7 +819,7 @@ async fn a_ledger_that_never_comes_back_leaves_the_user_in_doubt_for_the_next_ru
     flaky.finish_failures.store(u32::MAX, Ordering::SeqCst);
     assert!(
         first
-            .record(&key("gone"), cognito_resend::ledger::Finish::Sent)
+            .record(&key("gone"), cognito_resend::testing::Finish::Sent)
             .await
             .is_err()
     );
@@ -963,7 +963,7 @@ async fn a_run_with_a_short_lease_does_not_take_over_live_claims_of_a_long_one_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_with_a_short_lease_does_not_take_over_live_claims_of_a_long_one_dynamodb() {
-    use cognito_resend::ledger::dynamo::DynamoStore;
+    use cognito_resend::testing::DynamoStore;
     use support::moto::{self, Moto};
     let moto = Moto::start().await;
     let client = moto::dynamodb_client(&moto.endpoint).await;
@@ -1191,8 +1191,8 @@ async fn per_day_caps_need_a_ledger_and_max_sends_does_not() {
 }
 
 /// The ledger key of `user` under [`CLIENT`] (a case-insensitive pool, the default).
-fn key(user: &str) -> cognito_resend::job::UserKey {
-    cognito_resend::job::UserKey::new(CLIENT, user, Default::default())
+fn key(user: &str) -> cognito_resend::testing::UserKey {
+    cognito_resend::testing::UserKey::new(CLIENT, user, Default::default())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1204,9 +1204,9 @@ mod folding {
     use std::collections::HashMap;
 
     use aws_sdk_dynamodb::types::AttributeValue;
-    use cognito_resend::job::fold_username;
-    use cognito_resend::ledger::dynamo::DynamoStore;
-    use cognito_resend::ledger::{Claim, Folded, InDoubt, Rules, RunId, Store};
+    use cognito_resend::testing::DynamoStore;
+    use cognito_resend::testing::fold_username;
+    use cognito_resend::testing::{Claim, Folded, InDoubt, Rules, RunId, Store};
 
     use super::support::key;
     use super::support::moto::{self, Moto};

@@ -70,7 +70,7 @@ pub struct DynamoSettings {
 
 /// The user items' time-to-live attribute (epoch seconds), which `ledger init` and the
 /// CloudFormation in deploy/ enable TTL on.
-pub const TTL_ATTR: &str = "expires_at";
+pub(crate) const TTL_ATTR: &str = "expires_at";
 
 mod census;
 mod folding;

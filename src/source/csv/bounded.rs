@@ -27,7 +27,7 @@ use std::rc::Rc;
 /// A record over this many bytes is `invalid`. Generous for a job (a username of at most 128
 /// characters, a client id, a few metadata values), small enough that holding one is nothing.
 /// The same bound as an SQS body ([`crate::source::sqs::body::MAX_BODY_BYTES`]).
-pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_RECORD_BYTES: usize = 64 * 1024;
 
 /// One record handed to the `csv` crate (blank lines, which the crate skips, are not records).
 #[derive(Debug, Clone, PartialEq, Eq)]

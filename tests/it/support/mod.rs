@@ -517,8 +517,8 @@ pub async fn black_hole() -> String {
 }
 
 /// The ledger key of `username` under `client_id`, as given (already folded).
-pub fn key(client_id: &str, username: &str) -> cognito_resend::job::UserKey {
-    cognito_resend::job::UserKey {
+pub fn key(client_id: &str, username: &str) -> cognito_resend::testing::UserKey {
+    cognito_resend::testing::UserKey {
         client_id: client_id.into(),
         username: username.into(),
     }
