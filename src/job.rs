@@ -19,11 +19,82 @@ use serde::Serialize;
 /// Cognito's limit on a username's length, in characters.
 pub(crate) const MAX_USERNAME_CHARS: usize = 128;
 
-/// One ResendConfirmationCode to make, with every request field a job may carry.
+/// What a job sends: the two ways to reach a user who never finished signing up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// A self-service sign-up (`UNCONFIRMED`): a new confirmation code, with
+    /// `ResendConfirmationCode` (unsigned, as the app client).
+    #[default]
+    Confirm,
+    /// A user an administrator created (`FORCE_CHANGE_PASSWORD`) who never signed in: the
+    /// invitation again, with a new temporary password, with `AdminCreateUser` and
+    /// `MessageAction = RESEND` (IAM-signed, `cognito-idp:AdminCreateUser` on the pool).
+    Invite,
+}
+
+impl Action {
+    /// Both, in the order summaries list them.
+    pub const ALL: [Action; 2] = [Self::Confirm, Self::Invite];
+
+    /// The report's and the metrics' spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Confirm => "confirm",
+            Self::Invite => "invite",
+        }
+    }
+
+    /// The action a user's status calls for: `UNCONFIRMED` a code, `FORCE_CHANGE_PASSWORD` an
+    /// invitation; any other status neither.
+    pub fn for_status(status: &str) -> Option<Self> {
+        match status {
+            "UNCONFIRMED" => Some(Self::Confirm),
+            "FORCE_CHANGE_PASSWORD" => Some(Self::Invite),
+            _ => None,
+        }
+    }
+
+    /// What `--action` or a row's `action` column says (`confirm`, `invite`), or a row's
+    /// `status` column (`UNCONFIRMED`, `FORCE_CHANGE_PASSWORD`), any case.
+    pub fn parse(text: &str) -> Option<Self> {
+        let t = text.trim();
+        match t.to_ascii_lowercase().as_str() {
+            "confirm" => Some(Self::Confirm),
+            "invite" => Some(Self::Invite),
+            _ => Self::for_status(&t.to_ascii_uppercase()),
+        }
+    }
+
+    /// The Cognito operation the action calls.
+    pub fn operation(self) -> &'static str {
+        match self {
+            Self::Confirm => "ResendConfirmationCode",
+            Self::Invite => "AdminCreateUser",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One message to send — a confirmation code or an invitation ([`Action`]) — with every request
+/// field a job may carry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResendRequest {
     /// The Cognito username (personal data: logs show it hashed).
     pub username: String,
+    /// What to send, when the job says (a row's `action` or `status` column, a message's
+    /// field, the user's status in the pool); `None` takes the run's `--action` (default
+    /// `confirm`): see [`ResendRequest::action`].
+    pub action: Option<Action>,
+    /// For an invitation, the medium to ask for (`EMAIL` or `SMS`), when the user's contacts
+    /// are known before the call; `None`: Cognito's default. Set by the engine, never read
+    /// from a source.
+    pub invite_medium: Option<String>,
     /// The job's own app client id; `None` uses `--client-id`.
     pub client_id: Option<String>,
     /// ClientMetadata, passed to the pool's Lambda triggers.
@@ -34,6 +105,59 @@ pub struct ResendRequest {
     pub encoded_data: Option<String>,
     /// UserContextData.IpAddress.
     pub ip_address: Option<String>,
+}
+
+impl ResendRequest {
+    /// What the job sends: its own action, else a confirmation code.
+    pub fn action(&self) -> Action {
+        self.action.unwrap_or_default()
+    }
+}
+
+/// A job's action from its `action` and `status` fields (a CSV row's columns, a queue
+/// message's fields), either or both: `Ok(None)` when neither says.
+pub(crate) fn action_of(
+    action: Option<&str>,
+    status: Option<&str>,
+) -> Result<Option<Action>, BadAction> {
+    let said = action
+        .map(|a| Action::parse(a).ok_or_else(|| BadAction::Action(a.to_owned())))
+        .transpose()?;
+    let by_status = status
+        .map(|s| {
+            Action::for_status(&s.trim().to_ascii_uppercase())
+                .ok_or_else(|| BadAction::Status(s.to_owned()))
+        })
+        .transpose()?;
+    match (said, by_status) {
+        (Some(a), Some(b)) if a != b => Err(BadAction::Disagree {
+            action: a,
+            status: status.unwrap_or_default().to_owned(),
+        }),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+/// Why a job's `action` or `status` cannot be taken: the job is `invalid`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadAction {
+    /// An action that is neither.
+    #[error("action {0:?}: expected confirm or invite")]
+    Action(String),
+    /// A status that calls for neither.
+    #[error(
+        "status {0:?}: only UNCONFIRMED users get a code and FORCE_CHANGE_PASSWORD users an \
+         invitation"
+    )]
+    Status(String),
+    /// Both given, and they disagree.
+    #[error("action {action} does not go with status {status:?}")]
+    Disagree {
+        /// The action given.
+        action: Action,
+        /// The status given.
+        status: String,
+    },
 }
 
 /// Where a job came from: the `source` field of the report and the key for acknowledging it.
@@ -312,6 +436,9 @@ pub enum OutcomeKind {
     Sent,
     /// The user is already confirmed.
     AlreadyConfirmed,
+    /// An invitation's user is no longer `FORCE_CHANGE_PASSWORD` (Cognito's
+    /// `UnsupportedUserStateException`): they signed in since they were found.
+    AlreadySignedIn,
     /// No such user for this client.
     NotFound,
     /// Sent to this client+username within the cooldown, as the ledger shows.
@@ -329,9 +456,10 @@ pub enum OutcomeKind {
 
 impl OutcomeKind {
     /// Every outcome, in the order summaries list them.
-    pub const ALL: [OutcomeKind; 8] = [
+    pub const ALL: [OutcomeKind; 9] = [
         Self::Sent,
         Self::AlreadyConfirmed,
+        Self::AlreadySignedIn,
         Self::NotFound,
         Self::Cooldown,
         Self::Capped,
@@ -345,6 +473,7 @@ impl OutcomeKind {
         match self {
             Self::Sent => "sent",
             Self::AlreadyConfirmed => "already_confirmed",
+            Self::AlreadySignedIn => "already_signed_in",
             Self::NotFound => "not_found",
             Self::Cooldown => "cooldown",
             Self::Capped => "capped",
@@ -417,6 +546,8 @@ pub struct Outcome {
     /// When the job's calls to Cognito happened (none were made: `None`), for the report's
     /// `started_at` and `calls`, from which `cognito-resend report` draws its pictures.
     pub timing: Option<Timing>,
+    /// What the job sent, or would have (`None`: a row that never became a job).
+    pub action: Option<Action>,
 }
 
 /// When a job's calls to Cognito happened and how each went.
@@ -451,6 +582,7 @@ impl Outcome {
             delivery: None,
             in_doubt: None,
             timing: None,
+            action: None,
         }
     }
 
@@ -464,6 +596,7 @@ impl Outcome {
             delivery: None,
             in_doubt: None,
             timing: None,
+            action: None,
         }
     }
 }
@@ -584,6 +717,8 @@ pub struct RequestDefaults {
     pub client_metadata: BTreeMap<String, String>,
     /// AnalyticsMetadata.AnalyticsEndpointId for jobs that carry none.
     pub analytics_endpoint_id: Option<String>,
+    /// `--action`: what jobs that do not say send.
+    pub action: Option<Action>,
 }
 
 impl RequestDefaults {
@@ -596,6 +731,9 @@ impl RequestDefaults {
         }
         if req.analytics_endpoint_id.is_none() {
             req.analytics_endpoint_id = self.analytics_endpoint_id.clone();
+        }
+        if req.action.is_none() {
+            req.action = self.action;
         }
     }
 }
@@ -687,6 +825,7 @@ mod tests {
                 ("campaign".into(), "spring".into()),
             ]),
             analytics_endpoint_id: Some("run-endpoint".into()),
+            action: None,
         };
         let mut own = ResendRequest {
             username: "ana".into(),

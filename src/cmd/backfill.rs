@@ -90,6 +90,7 @@ pub(super) fn discovery(
         attributes,
         list_rate: settings.discover.list_rate,
         retry: engine::resend_policy::RetryPolicy::new(settings.retry.clone()),
+        statuses: settings.discover.status.clone(),
     }
 }
 

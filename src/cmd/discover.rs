@@ -1,4 +1,5 @@
-//! `discover`: the pool's UNCONFIRMED users as backfill CSV (stdout or `--out`), or as jobs on
+//! `discover`: the pool's UNCONFIRMED users (and with `--status`, FORCE_CHANGE_PASSWORD ones) as
+//! backfill CSV (stdout or `--out`), or as jobs on
 //! `--queue-url` (`--to-queue`).
 //!
 //! The CSV's columns are `username`, `created` (UserCreateDate, RFC 3339), `status`, then one
@@ -105,7 +106,8 @@ pub(super) async fn run(
         .map_err(|e| RunError::Fatal(anyhow::anyhow!("writing the CSV: {e}")))?;
     if settings.log.verbosity >= 0 {
         eprintln!(
-            "discover: {written} UNCONFIRMED users in {:.1}s{}",
+            "discover: {written} {} users in {:.1}s{}",
+            settings.discover.status.join(" or "),
             started.elapsed().as_secs_f64(),
             match &out {
                 Some(p) => format!(", written to {}", p.display()),

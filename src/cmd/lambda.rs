@@ -49,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::parts::{
     PoolAccess, cognito, engine_config, install_metrics, open_ledger, pool_access, push_final,
-    recorder, start_ledger, username_case,
+    recorder, start_ledger, username_case, with_invites,
 };
 use super::{Finished, RunError};
 use crate::cognito::Cognito;
@@ -151,8 +151,8 @@ impl Container {
         }
         install_metrics()?;
         metrics::register_sqs();
-        let cognito = cognito(&settings).await?;
         let pool = pool_access(&settings).await?;
+        let cognito = with_invites(cognito(&settings).await?, pool.as_ref());
         let store = open_ledger(&settings, username_case(&settings, pool.as_ref())).await?;
         if store.is_none() {
             tracing::warn!(

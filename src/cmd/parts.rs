@@ -71,8 +71,8 @@ impl Prepared {
         let ready = Readiness::default();
         let server = start_metrics(settings, ready.clone(), stop_server.clone()).await?;
         let recorder = recorder(settings, source)?;
-        let cognito = cognito(settings).await?;
         let pool = pool_access(settings).await?;
+        let cognito = with_invites(cognito(settings).await?, pool.as_ref());
         let case = username_case(settings, pool.as_ref());
         let store = open_ledger(settings, case).await?;
         Ok(Self {
@@ -131,6 +131,14 @@ pub(super) fn recorder(
     Ok(Arc::new(recorder))
 }
 
+/// The Cognito client sends invitations through the pool's signed client, when the run has one.
+pub(super) fn with_invites(cognito: Cognito, pool: Option<&PoolAccess>) -> Cognito {
+    match pool {
+        Some(p) => cognito.with_invites(p.admin.clone()),
+        None => cognito,
+    }
+}
+
 /// The Cognito client; no region anywhere is a usage error.
 pub(super) async fn cognito(settings: &Settings) -> Result<Cognito, RunError> {
     let cognito = Cognito::connect(
@@ -152,6 +160,13 @@ pub(super) async fn cognito(settings: &Settings) -> Result<Cognito, RunError> {
 /// `--precheck` without a pool is one too.
 pub(crate) async fn pool_access(settings: &Settings) -> Result<Option<PoolAccess>, RunError> {
     let Some(pool_id) = settings.cognito.user_pool_id.as_deref() else {
+        if settings.cognito.action == Some(crate::job::Action::Invite) {
+            return Err(RunError::Usage(
+                "--action invite sends invitations with AdminCreateUser to the pool: it needs \
+                 --user-pool-id (cognito.user_pool_id)"
+                    .into(),
+            ));
+        }
         if settings.run.precheck {
             return Err(RunError::Usage(
                 "--precheck needs the user pool: --user-pool-id (cognito.user_pool_id)".into(),
@@ -366,6 +381,7 @@ pub(super) fn engine_config(
     EngineConfig {
         concurrency: settings.run.concurrency,
         rate: settings.run.rate,
+        invite_rate: settings.run.invite_rate,
         dry_run: settings.run.dry_run,
         retry: settings.retry.clone(),
         spend: SpendLimits {

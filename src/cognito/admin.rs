@@ -1,4 +1,6 @@
-//! Reading the user pool: `ListUsers` (discovery) and `AdminGetUser` (`--precheck`).
+//! Reading the user pool: `ListUsers` (discovery) and `AdminGetUser` (`--precheck`); and the one
+//! write an administrator makes, the invitation again (`AdminCreateUser` with `MessageAction =
+//! RESEND`, [`PoolAdmin::resend_invitation`]).
 //!
 //! Unlike `ResendConfirmationCode`, these are authorised by IAM, so this client signs its
 //! requests with the standard AWS credential chain (environment, profile, web identity / IRSA,
@@ -114,6 +116,39 @@ impl PoolAdmin {
             client: Client::new(&sdk),
             pool_id,
         })
+    }
+
+    /// AdminCreateUser with `MessageAction = RESEND`: the invitation again, with a new temporary
+    /// password, to a user an administrator created who never signed in (`FORCE_CHANGE_PASSWORD`).
+    /// `medium` (EMAIL or SMS), when known, is the one asked for (`DesiredDeliveryMediums`);
+    /// without it Cognito uses its default (SMS). Classified like a resend
+    /// ([`super::classify::classify_invite_service`]); Cognito's answer names no medium, so the
+    /// one asked for is the one reported.
+    pub(crate) async fn resend_invitation(
+        &self,
+        req: &crate::job::ResendRequest,
+        medium: Option<&str>,
+    ) -> Result<super::Answer, super::CallError> {
+        use aws_sdk_cognitoidentityprovider::types::{DeliveryMediumType, MessageActionType};
+        let call = self
+            .client
+            .admin_create_user()
+            .user_pool_id(&self.pool_id)
+            .username(&req.username)
+            .message_action(MessageActionType::Resend)
+            .set_desired_delivery_mediums(medium.map(|m| vec![DeliveryMediumType::from(m)]))
+            .set_client_metadata(
+                (!req.client_metadata.is_empty())
+                    .then(|| req.client_metadata.clone().into_iter().collect()),
+            );
+        match call.send().await {
+            Ok(_) => Ok(super::Answer::Sent(crate::job::Delivery {
+                medium: medium.map(str::to_owned),
+                destination: None,
+                attribute: None,
+            })),
+            Err(e) => super::classify::classify_invite(e),
+        }
     }
 
     /// The pool.

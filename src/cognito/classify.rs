@@ -1,4 +1,5 @@
-//! The retry *policy*: what a ResendConfirmationCode result means.
+//! The retry *policy*: what a ResendConfirmationCode (or, for an invitation, an AdminCreateUser
+//! RESEND) result means.
 //!
 //! Classification uses the SDK's typed error and its `code()`, never the HTTP status (Cognito
 //! answers most client errors with 400). Messages are read only where Cognito uses one error
@@ -17,6 +18,7 @@
 //! ambiguous attempt as in doubt. Throttling and every 4xx are answers: Cognito did not act.
 
 use aws_sdk_cognitoidentityprovider::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_cognitoidentityprovider::operation::admin_create_user::AdminCreateUserError as I;
 use aws_sdk_cognitoidentityprovider::operation::resend_confirmation_code::ResendConfirmationCodeError as E;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::retry::ErrorKind;
@@ -32,6 +34,9 @@ pub enum Answer {
     AlreadyConfirmed,
     /// UserNotFoundException.
     NotFound,
+    /// UnsupportedUserStateException to an invitation: the user is no longer
+    /// `FORCE_CHANGE_PASSWORD` (they signed in since they were found).
+    NotInvited,
 }
 
 /// A configuration problem: every further call would fail the same way, so the run stops.
@@ -63,11 +68,15 @@ pub enum Misconfiguration {
     /// seconds, and no call of the run was ever answered: the endpoint, the region, a proxy or
     /// the network is wrong. Judged by time, not by a count (see `engine`, "Stopping").
     Unreachable,
+    /// An invitation's AdminCreateUser was refused as IAM refuses (AccessDeniedException,
+    /// NotAuthorizedException, an unsigned request) or the pool was not found: the run's
+    /// credentials cannot send invitations to this pool.
+    InviteAccess,
 }
 
 impl Misconfiguration {
     /// Every kind.
-    pub const ALL: [Misconfiguration; 11] = [
+    pub const ALL: [Misconfiguration; 12] = [
         Self::NotAuthorized,
         Self::UnknownClient,
         Self::AutoVerifyOff,
@@ -79,6 +88,7 @@ impl Misconfiguration {
         Self::DeliveryBroken,
         Self::TriggerBroken,
         Self::Unreachable,
+        Self::InviteAccess,
     ];
 
     /// The `reason` of the `failed` outcome of the job that met it.
@@ -95,6 +105,7 @@ impl Misconfiguration {
             Self::DeliveryBroken => "delivery_broken",
             Self::TriggerBroken => "trigger_broken",
             Self::Unreachable => "unreachable",
+            Self::InviteAccess => "invite_access",
         }
     }
 
@@ -138,6 +149,11 @@ impl Misconfiguration {
             Self::Unreachable => {
                 "check the endpoint (--cognito-endpoint), the region (--region), any proxy \
                  in between, and that the network lets this host reach it"
+            }
+            Self::InviteAccess => {
+                "invitations (action invite) call AdminCreateUser, which IAM authorises: give \
+                 the run's credentials cognito-idp:AdminCreateUser on the user pool, and check \
+                 --user-pool-id and --region"
             }
         }
     }
@@ -304,8 +320,95 @@ pub(crate) fn classify_service(err: &E, status: u16) -> Result<Answer, CallError
     }
 }
 
-/// Classifies anything the SDK returned as an error.
+/// Classifies an error response to an invitation (AdminCreateUser, MessageAction RESEND). The
+/// same kinds as a resend's where Cognito means the same; what differs: the user is no longer
+/// invited (`UnsupportedUserStateException`, an answer), and a refusal by IAM or an unknown pool
+/// is the run's credentials, not the app client.
+pub(crate) fn classify_invite_service(err: &I, status: u16) -> Result<Answer, CallError> {
+    let d = detail(err);
+    let misconfigured = |kind| {
+        Err(CallError::Misconfigured {
+            kind,
+            detail: d.clone(),
+        })
+    };
+    // IAM's refusals are not in the operation's model: by their code.
+    if matches!(
+        err.code(),
+        Some(
+            "AccessDeniedException"
+                | "MissingAuthenticationTokenException"
+                | "UnrecognizedClientException"
+                | "InvalidSignatureException"
+                | "ExpiredTokenException"
+        )
+    ) {
+        return misconfigured(Misconfiguration::InviteAccess);
+    }
+    // Not in the operation's model either, but sent: the account's email quota (an invitation
+    // by email counts toward it), or another limit, which is never a hot retry.
+    if err.code() == Some("LimitExceededException") {
+        if message_has(err, EMAIL_QUOTA) {
+            return misconfigured(Misconfiguration::EmailQuota);
+        }
+        return Err(CallError::AttemptLimit(d));
+    }
+    match err {
+        I::UserNotFoundException(_) => Ok(Answer::NotFound),
+        I::UnsupportedUserStateException(_) => Ok(Answer::NotInvited),
+        I::InvalidParameterException(_) => Err(CallError::Permanent {
+            reason: Reason::InvalidParameter,
+            detail: d,
+        }),
+        I::TooManyRequestsException(_) => Err(CallError::Throttled(d)),
+        I::InternalErrorException(_) => Err(CallError::Ambiguous(d)),
+        I::UnexpectedLambdaException(_) => Err(CallError::LambdaUnavailable(d)),
+        I::NotAuthorizedException(_) | I::ResourceNotFoundException(_) => {
+            misconfigured(Misconfiguration::InviteAccess)
+        }
+        I::InvalidSmsRoleAccessPolicyException(_)
+        | I::InvalidSmsRoleTrustRelationshipException(_) => {
+            misconfigured(Misconfiguration::RolePolicy)
+        }
+        I::CodeDeliveryFailureException(_) => Err(CallError::Broken {
+            reason: Reason::CodeDeliveryFailure,
+            kind: Misconfiguration::DeliveryBroken,
+            detail: d,
+        }),
+        I::InvalidLambdaResponseException(_) | I::UserLambdaValidationException(_) => {
+            Err(CallError::Broken {
+                reason: Reason::LambdaError,
+                kind: Misconfiguration::TriggerBroken,
+                detail: d,
+            })
+        }
+        _ if status >= 500 => Err(CallError::Ambiguous(d)),
+        _ => Err(CallError::Permanent {
+            reason: Reason::UnexpectedError,
+            detail: d,
+        }),
+    }
+}
+
+/// Classifies anything the SDK returned as an error of a resend.
 pub(crate) fn classify(err: SdkError<E, Response>) -> Result<Answer, CallError> {
+    classify_with(err, classify_service)
+}
+
+/// Classifies anything the SDK returned as an error of an invitation.
+pub(crate) fn classify_invite(err: SdkError<I, Response>) -> Result<Answer, CallError> {
+    classify_with(err, classify_invite_service)
+}
+
+/// Classifies anything the SDK returned as an error: a service error by `service`, the rest
+/// (connections, timeouts, unreadable answers) alike for every operation.
+fn classify_with<X>(
+    err: SdkError<X, Response>,
+    service: fn(&X, u16) -> Result<Answer, CallError>,
+) -> Result<Answer, CallError>
+where
+    X: std::error::Error + 'static,
+{
     use CallError::{Ambiguous, Transient, Unreachable};
     let connecting = match &err {
         SdkError::DispatchFailure(_) => connect_failed(&err),
@@ -313,7 +416,7 @@ pub(crate) fn classify(err: SdkError<E, Response>) -> Result<Answer, CallError> 
     };
     let (what, kind): (_, fn(String) -> CallError) = match &err {
         SdkError::ServiceError(se) => {
-            return classify_service(se.err(), se.raw().status().as_u16());
+            return service(se.err(), se.raw().status().as_u16());
         }
         // The whole attempt ran out of time; the request may well have been written and acted on.
         SdkError::TimeoutError(_) => ("attempt timed out", Ambiguous),

@@ -47,10 +47,12 @@ impl Resend for Cognito {
     }
 }
 
-/// A ResendConfirmationCode caller.
+/// A ResendConfirmationCode caller, and with the pool's signed client an invitation sender.
 #[derive(Clone)]
 pub struct Cognito {
     client: Client,
+    /// The signed pool client invitations go through (`None`: no `--user-pool-id`).
+    invites: Option<admin::PoolAdmin>,
     /// Applied to every job: SecretHash is computed per username and client id.
     secret: Option<ClientSecret>,
     /// Where the calls go, for a connection that fails: the endpoint and the region.
@@ -124,9 +126,17 @@ impl Cognito {
         );
         Self {
             client,
+            invites: None,
             secret,
             target,
         }
+    }
+
+    /// Sends invitations (jobs with [`crate::job::Action::Invite`]) through `admin`'s signed
+    /// client, to its pool.
+    pub(crate) fn with_invites(mut self, admin: admin::PoolAdmin) -> Self {
+        self.invites = Some(admin);
+        self
     }
 
     /// Whether the SDK found a region (from settings or the AWS config chain).
@@ -134,8 +144,28 @@ impl Cognito {
         self.client.config().region().map(|r| r.to_string())
     }
 
-    /// One ResendConfirmationCode call, classified.
+    /// One call for `req`, classified: ResendConfirmationCode as app client `client_id`, or for
+    /// an invitation AdminCreateUser RESEND to the pool (by `req.invite_medium`).
     pub async fn resend(&self, req: &ResendRequest, client_id: &str) -> Result<Answer, CallError> {
+        if req.action() == crate::job::Action::Invite {
+            let Some(admin) = &self.invites else {
+                return Err(CallError::Permanent {
+                    reason: crate::job::Reason::InvalidRequest,
+                    detail: "an invitation (action invite) is sent with AdminCreateUser to the \
+                             pool: give --user-pool-id"
+                        .into(),
+                });
+            };
+            return admin
+                .resend_invitation(req, req.invite_medium.as_deref())
+                .await
+                .map_err(|e| match e {
+                    CallError::Unreachable(detail) => {
+                        CallError::Unreachable(format!("{}: {detail}", self.target))
+                    }
+                    e => e,
+                });
+        }
         let mut call = self
             .client
             .resend_confirmation_code()

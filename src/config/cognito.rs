@@ -152,6 +152,16 @@ pub struct RequestArgs {
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub analytics_endpoint_id: Option<String>,
+
+    /// What jobs that do not say send: `confirm` (a new confirmation code, ResendConfirmationCode,
+    /// for UNCONFIRMED sign-ups) or `invite` (the invitation again, AdminCreateUser with
+    /// MessageAction RESEND, for FORCE_CHANGE_PASSWORD users an administrator created; needs
+    /// --user-pool-id and cognito-idp:AdminCreateUser). A row's `action` or `status` column, a
+    /// message's field, and with --from-pool or --precheck each user's status, decide for
+    /// their own job. [default: confirm]
+    #[arg(long, env = "COGNITO_RESEND_COGNITO_ACTION", value_name = "ACTION")]
+    #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
+    pub action: Option<String>,
 }
 
 impl CognitoSection {
@@ -173,6 +183,7 @@ impl CognitoSection {
             request: RequestArgs {
                 client_metadata: Vec::new(),
                 analytics_endpoint_id: None,
+                action: None,
             },
         }
     }
@@ -254,6 +265,9 @@ pub(crate) struct CognitoSettings {
     /// AnalyticsMetadata.AnalyticsEndpointId for jobs that carry none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub analytics_endpoint_id: Option<String>,
+    /// `--action`: what jobs that do not say send (`None`: a confirmation code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<crate::job::Action>,
     /// ClientMetadata every request carries under the job's own keys (last: a TOML table).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub client_metadata: BTreeMap<String, String>,
@@ -300,6 +314,7 @@ impl CognitoSettings {
             connect_timeout: positive_duration(given(&call.connect_timeout))
                 .map_err(at!(CognitoArgs, connect_timeout))?,
             analytics_endpoint_id: analytics_endpoint_id(request.analytics_endpoint_id)?,
+            action: action(request.action)?,
             client_metadata: client_metadata(request.client_metadata)?,
         })
     }
@@ -324,6 +339,7 @@ impl CognitoSettings {
         crate::job::RequestDefaults {
             client_metadata: self.client_metadata.clone(),
             analytics_endpoint_id: self.analytics_endpoint_id.clone(),
+            action: self.action,
         }
     }
 }
@@ -400,6 +416,21 @@ fn client_metadata(pairs: Vec<(String, String)>) -> Result<BTreeMap<String, Stri
 }
 
 /// `cognito.analytics_endpoint_id`: within Cognito's limit, like a ClientMetadata value.
+fn action(text: Option<String>) -> Result<Option<crate::job::Action>, ConfigError> {
+    use crate::job::Action;
+    match non_empty(text) {
+        None => Ok(None),
+        Some(t) => match t.trim().to_ascii_lowercase().as_str() {
+            "confirm" => Ok(Some(Action::Confirm)),
+            "invite" => Ok(Some(Action::Invite)),
+            _ => Err(ConfigError::at(
+                key!(RequestArgs, action),
+                format!("{t:?}: expected confirm or invite"),
+            )),
+        },
+    }
+}
+
 fn analytics_endpoint_id(id: Option<String>) -> Result<Option<String>, ConfigError> {
     let id = non_empty(id);
     if let Some(chars) = id.as_ref().map(|i| i.chars().count())

@@ -55,6 +55,19 @@ pub struct DiscoverArgs {
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub list_rate: Option<String>,
+
+    /// Discovery: the user statuses to list, comma-separated: UNCONFIRMED (self-service
+    /// sign-ups, who get a new confirmation code) and FORCE_CHANGE_PASSWORD (users an
+    /// administrator created who never signed in, who get the invitation again). Each user's
+    /// status picks its action [default: UNCONFIRMED].
+    #[arg(
+        long,
+        env = "COGNITO_RESEND_DISCOVER_STATUS",
+        value_delimiter = ',',
+        value_name = "STATUSES"
+    )]
+    #[serde(skip_serializing_if = "unset")]
+    pub status: Vec<String>,
 }
 
 impl DiscoverArgs {
@@ -65,6 +78,7 @@ impl DiscoverArgs {
             created_before: None,
             older_than: None,
             list_rate: some("5"),
+            status: vec!["UNCONFIRMED".into()],
         }
     }
 }
@@ -91,6 +105,8 @@ pub(crate) struct DiscoverSettings {
     /// ListUsers calls per second (`None` = no limit).
     #[serde(serialize_with = "show::zero_if_none")]
     pub list_rate: Option<f64>,
+    /// The statuses listed (`UNCONFIRMED`, `FORCE_CHANGE_PASSWORD`), each once, in order.
+    pub status: Vec<&'static str>,
 }
 
 impl TryFrom<DiscoverArgs> for DiscoverSettings {
@@ -107,8 +123,33 @@ impl TryFrom<DiscoverArgs> for DiscoverSettings {
                 .transpose()
                 .map_err(at!(DiscoverArgs, older_than))?,
             list_rate: rate(given(&raw.list_rate)).map_err(at!(DiscoverArgs, list_rate))?,
+            status: statuses(&raw.status)?,
         })
     }
+}
+
+/// `--status`: the statuses discovery lists, known ones only, each once.
+fn statuses(raw: &[String]) -> Result<Vec<&'static str>, ConfigError> {
+    const KNOWN: [&str; 2] = ["UNCONFIRMED", "FORCE_CHANGE_PASSWORD"];
+    let mut out = Vec::new();
+    for s in raw.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let Some(known) = KNOWN.iter().find(|k| k.eq_ignore_ascii_case(s)) else {
+            return Err(ConfigError::at(
+                key!(DiscoverArgs, status),
+                format!(
+                    "{s:?}: expected UNCONFIRMED (a new confirmation code) or \
+                     FORCE_CHANGE_PASSWORD (the invitation again)"
+                ),
+            ));
+        };
+        if !out.contains(known) {
+            out.push(*known);
+        }
+    }
+    if out.is_empty() {
+        out.push(KNOWN[0]);
+    }
+    Ok(out)
 }
 
 impl DiscoverSettings {

@@ -53,6 +53,18 @@ pub struct RunArgs {
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub rate: Option<String>,
 
+    /// Max invitations (AdminCreateUser RESEND, action invite) per second: a ceiling of their
+    /// own rate controller. AdminCreateUser draws on Cognito's UserCreation quota, shared with
+    /// live SignUp and ConfirmSignUp, not on the resend's: throttling of one never slows the
+    /// other. 0 = no ceiling [default: 10].
+    #[arg(
+        long,
+        env = "COGNITO_RESEND_RUN_INVITE_RATE",
+        value_name = "PER_SECOND"
+    )]
+    #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
+    pub invite_rate: Option<String>,
+
     /// Do everything but the send: every job gets outcome `dry_run`, or `cooldown` when the
     /// ledger says so (with --precheck also `already_confirmed` / `not_found`): the plan.
     /// [env: COGNITO_RESEND_RUN_DRY_RUN=true]
@@ -104,6 +116,7 @@ impl RunSection {
             run: RunArgs {
                 concurrency: some("16"),
                 rate: some("10"),
+                invite_rate: some("10"),
                 dry_run: false,
                 precheck: false,
                 precheck_rate: some("20"),
@@ -146,6 +159,9 @@ pub(crate) struct RunSettings {
     /// Calls per second ceiling; `None` = no limit (`--rate 0`).
     #[serde(serialize_with = "show::zero_if_none")]
     pub rate: Option<f64>,
+    /// `--invite-rate`: invitations per second ceiling; `None` = no limit.
+    #[serde(serialize_with = "show::zero_if_none")]
+    pub invite_rate: Option<f64>,
     /// `--fleet-rate`: calls per second for every run sharing the ledger; each live run takes
     /// its share as its ceiling, instead of `rate`. `None`: no fleet budget.
     #[serde(serialize_with = "show::zero_if_none")]
@@ -193,6 +209,7 @@ impl RunSettings {
         Ok(Self {
             concurrency,
             rate: rate(given(&run.rate)).map_err(at!(RunArgs, rate))?,
+            invite_rate: rate(given(&run.invite_rate)).map_err(at!(RunArgs, invite_rate))?,
             fleet_rate,
             dry_run: run.dry_run,
             precheck: run.precheck,

@@ -6,6 +6,7 @@
 
 use super::pipeline::{Progress, Tried};
 use super::*;
+use crate::job::Action;
 
 /// Calls Cognito until the job has an answer or its budget is spent. A job with an ambiguous
 /// attempt (Cognito may have acted on it) that ends `sent` (a retry after it), `failed`, or
@@ -78,18 +79,35 @@ pub(super) fn verdict(error: &CallError, attempts: u32) -> Verdict {
     }
 }
 
-/// The resend calls' pace: the rate limiter, and with a fleet budget the fleet, which hears of
-/// every throttle this run's controller acts on (see [`crate::ledger::fleet`]).
-impl crate::retry::Pace for Shared {
+/// A job's calls' pace: the rate controller of its action (each action draws on a quota
+/// category of its own, so a throttle of one never slows the other), and for resends with a
+/// fleet budget the fleet, which hears of every throttle this run's controller acts on (see
+/// [`crate::ledger::fleet`]).
+struct Paced<'a> {
+    shared: &'a Shared,
+    action: Action,
+}
+
+impl Paced<'_> {
+    fn limiter(&self) -> &RateLimiter {
+        match self.action {
+            Action::Confirm => &self.shared.rate,
+            Action::Invite => &self.shared.invite_rate,
+        }
+    }
+}
+
+impl crate::retry::Pace for Paced<'_> {
     fn acquire(&self) -> impl Future<Output = ()> + Send {
-        self.rate.acquire()
+        self.limiter().acquire()
     }
     fn on_success(&self) {
-        self.rate.on_success();
+        self.limiter().on_success();
     }
     fn on_throttle(&self) {
-        if self.rate.on_throttle()
-            && let Some(ledger) = &self.ledger
+        if self.limiter().on_throttle()
+            && self.action == Action::Confirm
+            && let Some(ledger) = &self.shared.ledger
         {
             ledger.note_throttle();
         }
@@ -105,8 +123,12 @@ pub(super) async fn calls(
     progress: &Progress,
     ambiguous: &mut Option<String>,
 ) -> Tried {
+    let pace = Paced {
+        shared,
+        action: job.request.action(),
+    };
     let ran = Retry::new(shared.retry.policy())
-        .paced(shared)
+        .paced(&pace)
         .until(shared.latch.stopping())
         .run(
             |attempts| one_call(shared, job, client_id, progress, attempts),
@@ -142,6 +164,7 @@ pub(super) async fn calls(
             match answer {
                 Answer::Sent(d) => outcome.delivery = Some(d),
                 Answer::AlreadyConfirmed => outcome.kind = OutcomeKind::AlreadyConfirmed,
+                Answer::NotInvited => outcome.kind = OutcomeKind::AlreadySignedIn,
                 Answer::NotFound => outcome.kind = OutcomeKind::NotFound,
             }
             Tried::Done(outcome)
@@ -211,7 +234,9 @@ pub(super) async fn one_call(
     };
     let took = started.elapsed();
     let count = |result| {
-        shared.recorder.attempt(result, took.as_secs_f64());
+        shared
+            .recorder
+            .attempt(job.request.action(), result, took.as_secs_f64());
         progress.call_ended(started, took, result);
     };
     let Some(result) = result else {

@@ -88,6 +88,9 @@ pub struct EngineConfig {
     /// `--rate`: calls per second at most (`None`: no limit; `--fleet-rate` sets the ceiling
     /// through the ledger's census instead).
     pub rate: Option<f64>,
+    /// `--invite-rate`: invitations per second at most (`None`: no limit), under a rate
+    /// controller of their own (AdminCreateUser's quota is not the resend's).
+    pub invite_rate: Option<f64>,
     /// `--dry-run`: everything but the send.
     pub dry_run: bool,
     /// `[retry]`: retry budget and backoff.
@@ -147,7 +150,10 @@ struct Lookup {
 struct Shared {
     /// Cognito, or a fake in tests; type-erased so the job functions need no type parameter.
     cognito: Box<dyn DynResend>,
+    /// The resends' rate controller (ResendConfirmationCode's quota; the fleet's share).
     rate: RateLimiter,
+    /// The invitations' own (AdminCreateUser: the UserCreation quota).
+    invite_rate: RateLimiter,
     retry: RetryPolicy,
     recorder: Arc<Recorder>,
     settler: Arc<dyn Settle>,
@@ -184,6 +190,7 @@ pub async fn run<S: Source, C: Resend>(
     let shared = Arc::new(Shared {
         cognito: Box::new(cognito),
         rate: RateLimiter::new(config.rate),
+        invite_rate: RateLimiter::of(crate::job::Action::Invite, config.invite_rate),
         retry: RetryPolicy::new(config.retry),
         recorder,
         settler: source.settler(),

@@ -4,6 +4,7 @@
 
 use super::calls::attempt;
 use super::*;
+use crate::job::Action;
 
 /// One job from start to recorded outcome. The permit is held through the calls and the waits
 /// between them (so jobs in progress stay bounded), and given back before recording, which
@@ -73,6 +74,7 @@ pub(super) async fn run_job(shared: &Shared, job: Job, permit: OwnedSemaphorePer
         };
     }
     outcome.timing = progress.take_timing();
+    outcome.action = Some(progress.action.locked().unwrap_or_else(|| req.action()));
     let key = progress.key.locked().take();
     shared.recorder.record_for(
         Some(&req.username),
@@ -97,6 +99,8 @@ pub(super) struct Progress {
     /// The job's spend reservation while it holds one: settled by the job, or, if it panics,
     /// by [`panicked`], so that a `--max-sends` run never waits for a settlement nobody makes.
     pub(super) reservation: Mutex<Option<Reservation>>,
+    /// What the job sends, once the pool's status had its say (the report's `action`).
+    pub(super) action: Mutex<Option<Action>>,
 }
 
 /// The calls of one job as they happen: the first call's start (by both clocks: the wall clock
@@ -219,22 +223,32 @@ pub(super) async fn guarded(
         Ok(looked) => looked,
         Err(ended) => return ended,
     };
-    // The row may be an alias or a `sub`: the call names the user as the pool does.
+    // The row may be an alias or a `sub`: the call names the user as the pool does. And the
+    // user's status, when read, picks the action (see [`action_by_status`]).
     let resolved;
     let job = match &looked {
-        Some(Looked::Found(user)) if user.username != job.request.username => {
-            resolved = Job {
-                origin: job.origin.clone(),
-                attributes: None,
-                request: ResendRequest {
-                    username: user.username.clone(),
-                    ..job.request.clone()
-                },
-            };
-            &resolved
+        Some(Looked::Found(user)) => {
+            let action = action_by_status(shared, job, &user.status);
+            if user.username != job.request.username || action != job.request.action {
+                resolved = Job {
+                    origin: job.origin.clone(),
+                    attributes: (user.username == job.request.username)
+                        .then(|| job.attributes.clone())
+                        .flatten(),
+                    request: ResendRequest {
+                        username: user.username.clone(),
+                        action,
+                        ..job.request.clone()
+                    },
+                };
+                &resolved
+            } else {
+                job
+            }
         }
         _ => job,
     };
+    *progress.action.locked() = Some(job.request.action());
     let username = &job.request.username;
     let key = UserKey::new(client_id, username, shared.case);
     *progress.key.locked() = Some(key.clone());
@@ -273,14 +287,37 @@ pub(super) async fn guarded(
         }
     }
     // The medium the code will go by, when the pool says (its profile and the user's contacts,
-    // from the read above or the pool's listing): reserved ahead, so its cap holds exactly.
-    let medium = shared.lookup.as_ref().and_then(|l| {
-        let attributes = match &looked {
-            Some(Looked::Found(user)) => Some(user.attributes.as_slice()),
-            _ => job.attributes.as_deref(),
-        };
-        l.pool.profile.medium_for(attributes?)
-    });
+    // from the read above or the pool's listing): reserved ahead, so its cap holds exactly. An
+    // invitation goes by the contact the user has (email first), asked for by name.
+    let attributes = match &looked {
+        Some(Looked::Found(user)) => Some(user.attributes.as_slice()),
+        _ => job.attributes.as_deref(),
+    };
+    let invite_medium = match job.request.action() {
+        Action::Invite => attributes.and_then(invite_medium),
+        Action::Confirm => None,
+    };
+    let medium = match job.request.action() {
+        Action::Invite => invite_medium,
+        Action::Confirm => shared
+            .lookup
+            .as_ref()
+            .and_then(|l| l.pool.profile.medium_for(attributes?)),
+    };
+    let with_medium;
+    let job = match invite_medium {
+        Some(m) => {
+            with_medium = Job {
+                request: ResendRequest {
+                    invite_medium: Some(m.as_str().to_owned()),
+                    ..job.request.clone()
+                },
+                ..job.clone()
+            };
+            &with_medium
+        }
+        None => job,
+    };
     // The spend reservation, next to the claim: a job refused one is a job never started.
     if !shared.dry_run {
         match shared.reserve(medium).await {
@@ -299,7 +336,7 @@ pub(super) async fn guarded(
             }
         }
     }
-    let tried = match precheck(shared, looked.as_ref()) {
+    let tried = match precheck(shared, job, looked.as_ref()) {
         None if shared.dry_run => Tried::Done(Outcome::new(OutcomeKind::DryRun, 0)),
         None => attempt(shared, job, client_id, progress).await,
         Some(outcome) => Tried::Done(outcome),
@@ -471,7 +508,10 @@ pub(super) async fn look_up(
         }
         return Ok(None);
     };
-    if (listed && !lookup.pool.precheck) || !lookup.pool.wants(username) {
+    // An invitation's user is read too: their contacts pick the medium it is asked to go by
+    // (Cognito's own default is SMS, which a user without a phone number cannot get).
+    let invite = job.request.action() == Action::Invite;
+    if (listed && !lookup.pool.precheck) || !(invite || lookup.pool.wants(username)) {
         return Ok(None);
     }
     let spelling = shared.case.key(username);
@@ -512,9 +552,36 @@ pub(super) async fn look_up(
     Ok(Some(looked))
 }
 
-/// `--precheck`: the status the pool read found decides. `None`: send (UNCONFIRMED, or no
-/// precheck); `Some`: this outcome, no send.
-pub(super) fn precheck(shared: &Shared, looked: Option<&Looked>) -> Option<Outcome> {
+/// The action a job takes once its user's `status` is read from the pool: with `--precheck`
+/// the status decides (UNCONFIRMED a code, FORCE_CHANGE_PASSWORD an invitation; any other
+/// status leaves the job's own, and [`precheck`] ends it without a call); without it, the
+/// status decides only for a job that does not say (the run's `--action` applies later).
+fn action_by_status(shared: &Shared, job: &Job, status: &str) -> Option<Action> {
+    let precheck = shared.lookup.as_ref().is_some_and(|l| l.pool.precheck);
+    match Action::for_status(status) {
+        Some(a) if precheck || job.request.action.is_none() => Some(a),
+        _ => job.request.action,
+    }
+}
+
+/// The medium an invitation is asked to go by: email when the user has an address, else SMS
+/// when they have a phone number.
+fn invite_medium(attributes: &[(String, String)]) -> Option<Medium> {
+    let has = |name: &str| attributes.iter().any(|(n, v)| n == name && !v.is_empty());
+    if has("email") {
+        Some(Medium::Email)
+    } else if has("phone_number") {
+        Some(Medium::Sms)
+    } else {
+        None
+    }
+}
+
+/// `--precheck`: the status the pool read found decides. `None`: send (UNCONFIRMED for a code,
+/// FORCE_CHANGE_PASSWORD for an invitation, or no precheck); `Some`: this outcome, no send — a
+/// code's user confirmed already (`already_confirmed`), an invitation's signed in
+/// (`already_signed_in`).
+pub(super) fn precheck(shared: &Shared, job: &Job, looked: Option<&Looked>) -> Option<Outcome> {
     if !shared.lookup.as_ref().is_some_and(|l| l.pool.precheck) {
         return None;
     }
@@ -524,10 +591,18 @@ pub(super) fn precheck(shared: &Shared, looked: Option<&Looked>) -> Option<Outco
             reason: Some(Reason::Precheck),
             ..Outcome::new(OutcomeKind::NotFound, 0)
         }),
-        Looked::Found(user) if user.status == "UNCONFIRMED" => None,
+        Looked::Found(user) if Action::for_status(&user.status) == Some(job.request.action()) => {
+            None
+        }
         Looked::Found(user) => Some(Outcome {
             reason: Some(Reason::Text(format!("precheck: {}", user.status))),
-            ..Outcome::new(OutcomeKind::AlreadyConfirmed, 0)
+            ..Outcome::new(
+                match job.request.action() {
+                    Action::Confirm => OutcomeKind::AlreadyConfirmed,
+                    Action::Invite => OutcomeKind::AlreadySignedIn,
+                },
+                0,
+            )
         }),
     }
 }

@@ -178,7 +178,8 @@ const IDLE_GAP: Duration = WINDOW_MAX;
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
     /// Whether this is the resend limiter, whose rate the gauge shows.
-    reported: bool,
+    /// The gauge's `action` label, when it is shown.
+    reported: Option<&'static str>,
     state: Mutex<State>,
     /// Wakes sleeping callers when their slot moved (rate lowered, or raised a lot).
     changed: Notify,
@@ -229,16 +230,22 @@ impl RateLimiter {
     /// The resend limiter: ceiling `rate` calls per second (`None` = no ceiling), shown by the
     /// `cognito_resend_rate_limit_per_second` gauge.
     pub(crate) fn new(rate: Option<f64>) -> Self {
-        metrics::rate_limit(rate.unwrap_or(START_RATE));
-        Self::build(rate, true)
+        Self::of(crate::job::Action::Confirm, rate)
+    }
+
+    /// The limiter of `action`'s calls (each draws on a quota category of its own), shown by
+    /// the `cognito_resend_rate_limit_per_second{action}` gauge.
+    pub(crate) fn of(action: crate::job::Action, rate: Option<f64>) -> Self {
+        metrics::rate_limit(action.as_str(), rate.unwrap_or(START_RATE));
+        Self::build(rate, Some(action.as_str()))
     }
 
     /// A limiter for another API (ListUsers, AdminGetUser), not shown by the gauge.
     pub(crate) fn unreported(rate: Option<f64>) -> Self {
-        Self::build(rate, false)
+        Self::build(rate, None)
     }
 
-    fn build(rate: Option<f64>, reported: bool) -> Self {
+    fn build(rate: Option<f64>, reported: Option<&'static str>) -> Self {
         let now = Instant::now();
         Self {
             reported,
@@ -349,8 +356,8 @@ impl RateLimiter {
         if wake {
             self.changed.notify_waiters();
         }
-        if self.reported {
-            metrics::rate_limit(new);
+        if let Some(action) = self.reported {
+            metrics::rate_limit(action, new);
         }
     }
 
@@ -376,8 +383,8 @@ impl RateLimiter {
         s.notified_rate = new;
         drop(s);
         self.changed.notify_waiters();
-        if self.reported {
-            metrics::rate_limit(new);
+        if let Some(action) = self.reported {
+            metrics::rate_limit(action, new);
         }
     }
 
@@ -440,8 +447,8 @@ impl RateLimiter {
         s.notified_rate = new;
         drop(s);
         self.changed.notify_waiters();
-        if self.reported {
-            metrics::rate_limit(new);
+        if let Some(action) = self.reported {
+            metrics::rate_limit(action, new);
         }
     }
 
@@ -523,8 +530,8 @@ impl RateLimiter {
             estimate,
             "throttled: settling under the accepted rate"
         );
-        if self.reported {
-            metrics::rate_limit(new);
+        if let Some(action) = self.reported {
+            metrics::rate_limit(action, new);
         }
         true
     }

@@ -171,6 +171,7 @@ fn config(concurrency: usize) -> EngineConfig {
     EngineConfig {
         concurrency: NonZeroUsize::new(concurrency).unwrap(),
         rate: None,
+        invite_rate: None,
         dry_run: false,
         retry: RetrySettings {
             max_attempts: NonZeroU32::new(3).unwrap(),

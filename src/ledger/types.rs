@@ -397,6 +397,14 @@ impl Medium {
             _ => None,
         }
     }
+
+    /// Cognito's name for it (`DeliveryMediumType`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sms => "SMS",
+            Self::Email => "EMAIL",
+        }
+    }
 }
 
 /// One send reserved on a day's counters ([`Ledger::reserve_send`](super::Ledger::reserve_send)).

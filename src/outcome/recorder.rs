@@ -126,10 +126,10 @@ impl Recorder {
         UserRef::new(username, self.log_usernames)
     }
 
-    /// Counts one call to Cognito.
-    pub fn attempt(&self, result: AttemptResult, seconds: f64) {
+    /// Counts one call to Cognito for `action`.
+    pub fn attempt(&self, action: crate::job::Action, result: AttemptResult, seconds: f64) {
         self.tally.attempts[result as usize].fetch_add(1, Ordering::Relaxed);
-        metrics::attempt(result, seconds);
+        metrics::attempt(action.as_str(), result, seconds);
     }
 
     /// Notes a job that was read but never attempted (the run stopped first).
@@ -165,7 +165,11 @@ impl Recorder {
         outcome: &Outcome,
     ) {
         self.tally.outcomes[outcome.kind.index()].fetch_add(1, Ordering::Relaxed);
-        metrics::job(self.source, outcome.kind);
+        metrics::job(
+            self.source,
+            outcome.action.unwrap_or_default().as_str(),
+            outcome.kind,
+        );
         if let Some(cause) = outcome.in_doubt {
             self.tally.in_doubt.fetch_add(1, Ordering::Relaxed);
             metrics::in_doubt(self.source, cause);

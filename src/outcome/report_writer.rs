@@ -87,6 +87,9 @@ struct Line<'a> {
     /// once the job got that far: what the ledger, the cooldown and the in-doubt lists go by.
     #[serde(skip_serializing_if = "Option::is_none")]
     user_key: Option<&'a str>,
+    /// What the job sent: `confirm` (a confirmation code) or `invite` (the invitation again);
+    /// `null` for a row that never became a job.
+    action: Option<&'static str>,
     outcome: &'static str,
     reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -175,6 +178,7 @@ impl ReportWriter {
             username,
             client_id,
             user_key,
+            action: outcome.action.map(crate::job::Action::as_str),
             outcome: outcome.kind.as_str(),
             reason: outcome.reason.as_ref().map(Reason::as_str),
             error: outcome.error.as_deref(),

@@ -14,9 +14,10 @@ use super::summary::{Counts, NO_WAVE, Summary, rfc3339};
 use super::text::{ms, seconds, span};
 
 /// The colours of the contract's outcomes; other outcomes take [`OTHER_COLORS`] in turn.
-const OUTCOME_COLORS: [(&str, &str); 7] = [
+const OUTCOME_COLORS: [(&str, &str); 8] = [
     ("sent", "#2a9d8f"),
     ("already_confirmed", "#8ab17d"),
+    ("already_signed_in", "#b5c99a"),
     ("not_found", "#e9c46a"),
     ("cooldown", "#a3b1bd"),
     ("dry_run", "#7fb7d9"),

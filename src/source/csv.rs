@@ -96,6 +96,9 @@ enum RowProblem {
     /// A username or client id Cognito would not take.
     #[error(transparent)]
     Bad(#[from] crate::job::BadField),
+    /// An action or status that calls for nothing this tool sends.
+    #[error(transparent)]
+    Action(#[from] crate::job::BadAction),
 }
 
 /// Which column holds what, from the header row.
@@ -106,6 +109,10 @@ struct Columns {
     analytics_endpoint_id: Option<usize>,
     encoded_data: Option<usize>,
     ip_address: Option<usize>,
+    /// `action` (`confirm`, `invite`).
+    action: Option<usize>,
+    /// `status` (`UNCONFIRMED`, `FORCE_CHANGE_PASSWORD`: what `discover` writes).
+    status: Option<usize>,
     /// (column, ClientMetadata key as written after `client_metadata.`)
     metadata: Vec<(usize, String)>,
 }
@@ -130,6 +137,8 @@ impl Columns {
                 }
                 "encoded_data" => cols.encoded_data = cols.encoded_data.or(Some(i)),
                 "ip_address" => cols.ip_address = cols.ip_address.or(Some(i)),
+                "action" => cols.action = cols.action.or(Some(i)),
+                "status" | "userstatus" => cols.status = cols.status.or(Some(i)),
                 _ if lower.starts_with("client_metadata.") => {
                     let key = &name["client_metadata.".len()..];
                     if !key.is_empty() {
@@ -188,6 +197,10 @@ impl Columns {
                 optional(self.analytics_endpoint_id, "analytics_endpoint_id")?;
             request.encoded_data = optional(self.encoded_data, "encoded_data")?;
             request.ip_address = optional(self.ip_address, "ip_address")?;
+            request.action = crate::job::action_of(
+                optional(self.action, "action")?.as_deref(),
+                optional(self.status, "status")?.as_deref(),
+            )?;
             for (i, key) in &self.metadata {
                 if let Some(v) = field(*i, &format!("client_metadata.{key}"))? {
                     request.client_metadata.insert(key.clone(), v);

@@ -1,5 +1,7 @@
-//! The user pool as a source: `ListUsers` with `cognito:user_status = "UNCONFIRMED"`, page by
-//! page (60 users a page), filtered to a creation window, streamed through a bounded channel.
+//! The user pool as a source: `ListUsers` with `cognito:user_status = "UNCONFIRMED"` (and, with
+//! `--status`, `"FORCE_CHANGE_PASSWORD"`: one listing per status, as a filter names one value),
+//! page by page (60 users a page), filtered to a creation window, streamed through a bounded
+//! channel. Each user's status picks its job's action.
 //!
 //! Used by `discover` (which writes the users as backfill CSV or sends them to a queue) and by
 //! `backfill --from-pool` (which runs them straight through the engine, with no file between).
@@ -23,8 +25,10 @@ use crate::job::{
 };
 use crate::sync::Locked;
 
-/// The ListUsers filter: Cognito filters by status on its side; the window is ours.
-pub(crate) const UNCONFIRMED_FILTER: &str = "cognito:user_status = \"UNCONFIRMED\"";
+/// The ListUsers filter of `status`: Cognito filters by status on its side; the window is ours.
+pub(crate) fn status_filter(status: &str) -> String {
+    format!("cognito:user_status = \"{status}\"")
+}
 
 /// What discovery needs.
 #[derive(Clone)]
@@ -39,6 +43,8 @@ pub(crate) struct Discovery {
     pub list_rate: Option<f64>,
     /// Backoff and budget per page.
     pub retry: RetryPolicy,
+    /// The statuses listed, in turn (`--status`).
+    pub statuses: Vec<&'static str>,
 }
 
 /// Discovered users, as they come.
@@ -55,55 +61,60 @@ impl Discovered {
     }
 }
 
-/// Starts listing the pool's UNCONFIRMED users in the window.
+/// Starts listing the pool's users of the statuses asked for, in the window.
 pub(crate) fn discover(d: Discovery, stop: CancellationToken) -> Discovered {
     let (tx, rx) = mpsc::channel(120);
     let failure = Arc::new(Mutex::new(None));
     let failed = failure.clone();
     tokio::spawn(async move {
         let limiter = RateLimiter::unreported(d.list_rate);
-        let mut token: Option<String> = None;
         let (mut pages, mut listed, mut admitted) = (0u64, 0u64, 0u64);
-        loop {
-            let page = pool_call(&d.retry, &limiter, &stop, "ListUsers", || {
-                d.admin
-                    .list_page(UNCONFIRMED_FILTER, &d.attributes, token.clone())
-            })
-            .await;
-            let (users, next) = match page {
-                None => return, // stopped
-                Some(Ok(p)) => p,
-                Some(Err(e)) => {
-                    *failed.locked() = Some(format!(
-                        "ListUsers on {} failed after {pages} pages ({listed} users listed): {e}",
-                        d.admin.pool_id()
-                    ));
-                    return;
+        for status in &d.statuses {
+            let filter = status_filter(status);
+            let mut token: Option<String> = None;
+            loop {
+                let page = pool_call(&d.retry, &limiter, &stop, "ListUsers", || {
+                    d.admin.list_page(&filter, &d.attributes, token.clone())
+                })
+                .await;
+                let (users, next) = match page {
+                    None => return, // stopped
+                    Some(Ok(p)) => p,
+                    Some(Err(e)) => {
+                        *failed.locked() = Some(format!(
+                            "ListUsers on {} failed after {pages} pages ({listed} users listed): \
+                             {e}",
+                            d.admin.pool_id()
+                        ));
+                        return;
+                    }
+                };
+                pages += 1;
+                let now = SystemTime::now();
+                for user in users {
+                    listed += 1;
+                    // The filter asks for the status; a user whose status changed since is
+                    // skipped too.
+                    if user.status != *status || !d.window.admits(user.created, now) {
+                        continue;
+                    }
+                    admitted += 1;
+                    if tx.send(user).await.is_err() {
+                        return; // the reader is gone
+                    }
                 }
-            };
-            pages += 1;
-            let now = SystemTime::now();
-            for user in users {
-                listed += 1;
-                // The filter asks for UNCONFIRMED; a user confirmed since is skipped too.
-                if user.status != "UNCONFIRMED" || !d.window.admits(user.created, now) {
-                    continue;
+                match next {
+                    Some(t) => token = Some(t),
+                    None => break,
                 }
-                admitted += 1;
-                if tx.send(user).await.is_err() {
-                    return; // the reader is gone
-                }
-            }
-            match next {
-                Some(t) => token = Some(t),
-                None => break,
             }
         }
         tracing::info!(
             pages,
             listed,
             in_window = admitted,
-            "discovery done: {admitted} UNCONFIRMED users in the window ({listed} listed)"
+            "discovery done: {admitted} {} users in the window ({listed} listed)",
+            d.statuses.join(" or ")
         );
     });
     Discovered { users: rx, failure }
@@ -148,6 +159,7 @@ impl Source for PoolSource {
         Some(Input::Job(Job {
             origin,
             request: ResendRequest {
+                action: crate::job::Action::for_status(&user.status),
                 username: user.username,
                 ..ResendRequest::default()
             },

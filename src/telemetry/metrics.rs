@@ -118,21 +118,29 @@ fn install_recorder(stop_reasons: &[&'static str]) -> anyhow::Result<PrometheusH
         .install_recorder()?;
     describe_counter!(
         JOBS_TOTAL,
-        "Jobs that reached an outcome, by source and outcome."
+        "Jobs that reached an outcome, by source, action (confirm, invite) and outcome."
     );
-    describe_counter!(ATTEMPTS_TOTAL, "ResendConfirmationCode calls, by result.");
+    describe_counter!(
+        ATTEMPTS_TOTAL,
+        "Calls to Cognito by action (confirm: ResendConfirmationCode, invite: AdminCreateUser \
+         RESEND) and result."
+    );
     describe_histogram!(
         REQUEST_DURATION,
         metrics::Unit::Seconds,
-        "Duration of each ResendConfirmationCode call."
+        "Duration of each call to Cognito, by action."
     );
-    describe_gauge!(IN_FLIGHT, "ResendConfirmationCode calls in flight.");
+    describe_gauge!(IN_FLIGHT, "Calls to Cognito in flight.");
     describe_gauge!(
         RATE_LIMIT,
-        "Current client-side rate limit in calls per second (0 = no limit)."
+        "Current client-side rate limit in calls per second (0 = no limit), by action: each \
+         action has a rate controller of its own."
     );
-    for result in AttemptResult::ALL {
-        counter!(ATTEMPTS_TOTAL, "result" => result.as_str()).absolute(0);
+    for action in crate::job::Action::ALL {
+        for result in AttemptResult::ALL {
+            counter!(ATTEMPTS_TOTAL, "action" => action.as_str(), "result" => result.as_str())
+                .absolute(0);
+        }
     }
     gauge!(IN_FLIGHT).set(0.0);
     describe_counter!(
@@ -217,8 +225,16 @@ pub(crate) fn sqs_delete_retried(n: u64) {
 /// Makes every outcome of `source` visible at 0 from the start, so rates and alerts work before
 /// the first job of each kind.
 pub(crate) fn register_outcomes(source: &'static str) {
-    for kind in OutcomeKind::ALL {
-        counter!(JOBS_TOTAL, "source" => source, "outcome" => kind.as_str()).increment(0);
+    for action in crate::job::Action::ALL {
+        for kind in OutcomeKind::ALL {
+            counter!(
+                JOBS_TOTAL,
+                "source" => source,
+                "action" => action.as_str(),
+                "outcome" => kind.as_str()
+            )
+            .increment(0);
+        }
     }
     describe_counter!(
         IN_DOUBT_TOTAL,
@@ -248,14 +264,15 @@ pub(crate) fn in_doubt(source: &'static str, cause: DoubtCause) {
 }
 
 /// Counts a job's outcome.
-pub(crate) fn job(source: &'static str, kind: OutcomeKind) {
-    counter!(JOBS_TOTAL, "source" => source, "outcome" => kind.as_str()).increment(1);
+pub(crate) fn job(source: &'static str, action: &'static str, kind: OutcomeKind) {
+    counter!(JOBS_TOTAL, "source" => source, "action" => action, "outcome" => kind.as_str())
+        .increment(1);
 }
 
-/// Counts a call and observes its duration.
-pub(crate) fn attempt(result: AttemptResult, seconds: f64) {
-    counter!(ATTEMPTS_TOTAL, "result" => result.as_str()).increment(1);
-    histogram!(REQUEST_DURATION).record(seconds);
+/// Counts a call of `action` and observes its duration.
+pub(crate) fn attempt(action: &'static str, result: AttemptResult, seconds: f64) {
+    counter!(ATTEMPTS_TOTAL, "action" => action, "result" => result.as_str()).increment(1);
+    histogram!(REQUEST_DURATION, "action" => action).record(seconds);
 }
 
 /// Moves the in-flight gauge.
@@ -263,9 +280,9 @@ pub(crate) fn in_flight(delta: f64) {
     gauge!(IN_FLIGHT).increment(delta);
 }
 
-/// Sets the current rate limit (0 = none).
-pub(crate) fn rate_limit(per_second: f64) {
-    gauge!(RATE_LIMIT).set(per_second);
+/// Sets the current rate limit of `action`'s calls (0 = none).
+pub(crate) fn rate_limit(action: &'static str, per_second: f64) {
+    gauge!(RATE_LIMIT, "action" => action).set(per_second);
 }
 
 /// Sets the live runs sharing the fleet budget (`--fleet-rate`), as this run's census counts

@@ -665,6 +665,7 @@ mod in_process {
         let config = EngineConfig {
             concurrency: 4.try_into().unwrap(),
             rate: None,
+            invite_rate: None,
             dry_run: false,
             retry: RetrySettings {
                 max_attempts: 3.try_into().unwrap(),

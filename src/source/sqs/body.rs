@@ -73,8 +73,15 @@ pub(crate) fn decode(text: &str) -> Result<ResendRequest, BodyProblem> {
     if let Some(id) = &client_id {
         check_client_id(id).map_err(|e| with_user(&e))?;
     }
+    let action = crate::job::action_of(
+        text_field("action")?.as_deref(),
+        text_field("status")?.as_deref(),
+    )
+    .map_err(|e| with_user(&e))?;
     Ok(ResendRequest {
         client_id,
+        action,
+        invite_medium: None,
         analytics_endpoint_id: text_field("analytics_endpoint_id")?,
         encoded_data: text_field("encoded_data")?,
         ip_address: text_field("ip_address")?,
@@ -138,6 +145,7 @@ pub(crate) fn encode(req: &ResendRequest) -> String {
         }
     };
     put("client_id", &req.client_id);
+    put("action", &req.action.map(|a| a.as_str().to_owned()));
     put("analytics_endpoint_id", &req.analytics_endpoint_id);
     put("encoded_data", &req.encoded_data);
     put("ip_address", &req.ip_address);
@@ -163,6 +171,8 @@ mod tests {
     fn full_body_round_trips() {
         let req = ResendRequest {
             username: "josé".into(),
+            action: Some(crate::job::Action::Invite),
+            invite_medium: None,
             client_id: Some("c1".into()),
             client_metadata: BTreeMap::from([("k".into(), "v".into())]),
             analytics_endpoint_id: Some("ep".into()),
@@ -250,9 +260,12 @@ mod tests {
                 encoded_data in field(),
                 ip_address in field(),
                 client_metadata in proptest::collection::btree_map("\\PC{1,20}", "\\PC{0,40}", 0..5),
+                action in proptest::option::of(proptest::sample::select(crate::job::Action::ALL.to_vec())),
             ) {
                 let req = ResendRequest {
                     username,
+                    action,
+                    invite_medium: None,
                     client_id,
                     client_metadata,
                     analytics_endpoint_id,
