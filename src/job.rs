@@ -115,7 +115,9 @@ impl ResendRequest {
 }
 
 /// A job's action from its `action` and `status` fields (a CSV row's columns, a queue
-/// message's fields), either or both: `Ok(None)` when neither says.
+/// message's fields), either or both: `Ok(None)` when neither says. A status that calls for
+/// neither action (`CONFIRMED` in a user export, ...) says nothing: the job goes by `--action`,
+/// and Cognito's answer decides (`already_confirmed`, as before the status was read).
 pub(crate) fn action_of(
     action: Option<&str>,
     status: Option<&str>,
@@ -123,12 +125,7 @@ pub(crate) fn action_of(
     let said = action
         .map(|a| Action::parse(a).ok_or_else(|| BadAction::Action(a.to_owned())))
         .transpose()?;
-    let by_status = status
-        .map(|s| {
-            Action::for_status(&s.trim().to_ascii_uppercase())
-                .ok_or_else(|| BadAction::Status(s.to_owned()))
-        })
-        .transpose()?;
+    let by_status = status.and_then(|s| Action::for_status(&s.trim().to_ascii_uppercase()));
     match (said, by_status) {
         (Some(a), Some(b)) if a != b => Err(BadAction::Disagree {
             action: a,
@@ -138,18 +135,12 @@ pub(crate) fn action_of(
     }
 }
 
-/// Why a job's `action` or `status` cannot be taken: the job is `invalid`.
+/// Why a job's `action` cannot be taken: the job is `invalid`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum BadAction {
     /// An action that is neither.
     #[error("action {0:?}: expected confirm or invite")]
     Action(String),
-    /// A status that calls for neither.
-    #[error(
-        "status {0:?}: only UNCONFIRMED users get a code and FORCE_CHANGE_PASSWORD users an \
-         invitation"
-    )]
-    Status(String),
     /// Both given, and they disagree.
     #[error("action {action} does not go with status {status:?}")]
     Disagree {

@@ -158,7 +158,7 @@ pub struct RequestArgs {
     /// MessageAction RESEND, for FORCE_CHANGE_PASSWORD users an administrator created; needs
     /// --user-pool-id and cognito-idp:AdminCreateUser). A row's `action` or `status` column, a
     /// message's field, and with --from-pool or --precheck each user's status, decide for
-    /// their own job. [default: confirm]
+    /// their own job. Without it, jobs that do not say get a confirmation code.
     #[arg(long, env = "COGNITO_RESEND_COGNITO_ACTION", value_name = "ACTION")]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub action: Option<String>,

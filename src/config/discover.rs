@@ -59,7 +59,7 @@ pub struct DiscoverArgs {
     /// Discovery: the user statuses to list, comma-separated: UNCONFIRMED (self-service
     /// sign-ups, who get a new confirmation code) and FORCE_CHANGE_PASSWORD (users an
     /// administrator created who never signed in, who get the invitation again). Each user's
-    /// status picks its action [default: UNCONFIRMED].
+    /// status picks its action. Without it: UNCONFIRMED only.
     #[arg(
         long,
         env = "COGNITO_RESEND_DISCOVER_STATUS",

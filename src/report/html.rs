@@ -399,6 +399,26 @@ pub(crate) fn page(s: &Summary, generated_at: &str) -> String {
                         }
                     }
                 }
+                @if s.actions.iter().any(|a| a.action != "confirm") {
+                    section class="card" {
+                        h2 { "Actions" }
+                        table {
+                            tr {
+                                th { "action" } th class="n" { "jobs" }
+                                @for o in &outcome_names { th class="n" { (o) } }
+                            }
+                            @for a in &s.actions {
+                                tr {
+                                    td { (a.action) } td class="n" { (a.jobs) }
+                                    @for o in &outcome_names {
+                                        td class="n" { (a.outcomes.get(o).copied().unwrap_or(0)) }
+                                    }
+                                }
+                            }
+                        }
+                        p class="note" { "confirm: a new confirmation code (ResendConfirmationCode); invite: the invitation again (AdminCreateUser RESEND)." }
+                    }
+                }
                 section class="card" {
                     h2 { "Waves" }
                     table {

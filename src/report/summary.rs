@@ -23,6 +23,9 @@ use crate::job::OutcomeKind;
 /// How a wave is named in the summary when the report lines carry none.
 pub(crate) const NO_WAVE: &str = "(none)";
 
+/// How the rows that never became a job (no action) are grouped by action.
+pub(crate) const NO_ACTION: &str = "(none)";
+
 /// How many unreadable lines of a file are named (by number) in the summary.
 const NAMED_UNREADABLE: usize = 5;
 
@@ -49,6 +52,9 @@ struct Line {
     /// The person's ledger key (reports of this version on): what "users" count by.
     #[serde(default)]
     user_key: Option<String>,
+    /// `confirm` or `invite` (reports before the invite action have none: all `confirm`).
+    #[serde(default)]
+    action: Option<String>,
     outcome: String,
     reason: Option<String>,
     #[serde(default)]
@@ -113,6 +119,9 @@ pub(crate) struct Summary {
     pub failed: Counts,
     /// Codes sent (`sent` jobs) per delivery medium (`unknown` when Cognito named none).
     pub delivery: Counts,
+    /// Jobs per action (`confirm`, `invite`; `(none)` for rows that never became a job): each
+    /// action's outcomes and messages by medium.
+    pub actions: Vec<ActionSummary>,
     /// Jobs per wave (`wave` of the lines; `(none)` without), in the order the waves began.
     pub waves: Vec<WaveSummary>,
     /// Jobs whose user may hold a code the ledger cannot confirm.
@@ -157,6 +166,19 @@ pub(crate) struct ReasonCount {
     pub reason: String,
     /// Jobs.
     pub jobs: u64,
+}
+
+/// Jobs of one action.
+#[derive(Debug, Serialize)]
+pub(crate) struct ActionSummary {
+    /// `confirm`, `invite`, or `(none)`.
+    pub action: String,
+    /// Its jobs.
+    pub jobs: u64,
+    /// Its jobs per outcome.
+    pub outcomes: Counts,
+    /// Its messages sent (`sent` jobs) per medium.
+    pub delivery: Counts,
 }
 
 /// Jobs of one wave.
@@ -300,6 +322,8 @@ pub(crate) struct Aggregator {
     delivery: BTreeMap<String, u64>,
     /// Per wave: when it was first seen, and its jobs per outcome.
     waves: BTreeMap<String, WaveTally>,
+    /// Per action: jobs per outcome, and `sent` per medium.
+    actions: BTreeMap<String, (BTreeMap<String, u64>, BTreeMap<String, u64>)>,
     doubt: Vec<DoubtRow>,
     attempts: u64,
     /// Call durations (ms) per result.
@@ -402,6 +426,25 @@ impl Aggregator {
                 .or_default() += 1;
         }
         *self.outcomes.entry(line.outcome.clone()).or_default() += 1;
+        {
+            let action = match (&line.action, line.outcome.as_str()) {
+                (Some(a), _) => a.clone(),
+                // A row that never became a job names no action.
+                (None, "invalid") => NO_ACTION.to_owned(),
+                // Reports from before the invite action: every job was a confirmation code.
+                (None, _) => "confirm".to_owned(),
+            };
+            let (outcomes, delivery) = self.actions.entry(action).or_default();
+            *outcomes.entry(line.outcome.clone()).or_default() += 1;
+            if line.outcome == OutcomeKind::Sent.as_str() {
+                let medium = line
+                    .delivery
+                    .as_ref()
+                    .and_then(|d| d.medium.clone())
+                    .unwrap_or_else(|| "unknown".to_owned());
+                *delivery.entry(medium).or_default() += 1;
+            }
+        }
         if let Some(reason) = &line.reason {
             let reason = if line.outcome == OutcomeKind::Invalid.as_str() {
                 without_location(reason)
@@ -504,6 +547,22 @@ impl Aggregator {
                 outcomes: in_outcome_order(outcomes),
             })
             .collect();
+        let mut actions: Vec<ActionSummary> = std::mem::take(&mut self.actions)
+            .into_iter()
+            .map(|(action, (outcomes, delivery))| ActionSummary {
+                jobs: outcomes.values().sum(),
+                outcomes: in_outcome_order(outcomes),
+                delivery: Ordered(delivery.into_iter().collect()),
+                action,
+            })
+            .collect();
+        // confirm, invite, then anything else, (none) last.
+        actions.sort_by_key(|a| match a.action.as_str() {
+            "confirm" => (0, String::new()),
+            "invite" => (1, String::new()),
+            NO_ACTION => (3, String::new()),
+            other => (2, other.to_owned()),
+        });
         let users: HashSet<(&str, &str)> = self
             .doubt
             .iter()
@@ -546,6 +605,7 @@ impl Aggregator {
             reasons,
             failed,
             delivery: Ordered(self.delivery.into_iter().collect()),
+            actions,
             waves,
             in_doubt,
             attempts,

@@ -164,6 +164,18 @@ pub(crate) fn render(s: &Summary) -> String {
 
     line(String::new());
     line(format!("codes sent by medium: {}", inline(&s.delivery)));
+    // Both kinds of message: each action's outcomes apart.
+    if s.actions.iter().any(|a| a.action != "confirm") {
+        for a in &s.actions {
+            line(format!(
+                "action {}: {} jobs: {}; sent by medium: {}",
+                a.action,
+                a.jobs,
+                inline(&a.outcomes),
+                inline(&a.delivery)
+            ));
+        }
+    }
     let waves: Vec<String> = s
         .waves
         .iter()
