@@ -618,9 +618,45 @@ pub fn demo_pool(n: usize) -> (Vec<UserSpec>, Vec<String>) {
     (users, names)
 }
 
+/// `n` deterministic invited users `invited-000001`, `invited-000002`, ...: created by an
+/// administrator (AdminCreateUser) and never signed in, so FORCE_CHANGE_PASSWORD, the users
+/// only AdminCreateUser `RESEND` reaches. Each has an email (`<name>@example.com`); every
+/// other one (the even ones) also a phone number, so both `DesiredDeliveryMediums` can be
+/// exercised. Creation times are one minute apart from 2024-01-01T00:00:00Z, as in
+/// [`demo_pool`], which this leaves unchanged: seed both to mix them.
+pub fn demo_invited(n: usize) -> Vec<UserSpec> {
+    const START: u64 = 1_704_067_200; // 2024-01-01T00:00:00Z
+    (1..=n)
+        .map(|i| {
+            let created = UNIX_EPOCH + Duration::from_secs(START + 60 * i as u64);
+            let phone = (i % 2 == 0).then(|| format!("+1555{i:07}"));
+            UserSpec::new(format!("invited-{i:06}"), UserStatus::ForceChangePassword)
+                .with_phone(phone)
+                .with_created(created)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn demo_invited_users_wait_for_their_first_sign_in() {
+        let users = demo_invited(4);
+        let names: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
+        assert_eq!(
+            names,
+            ["invited-000001", "invited-000002", "invited-000003", "invited-000004"]
+        );
+        assert!(
+            users
+                .iter()
+                .all(|u| u.status == UserStatus::ForceChangePassword && u.email.is_some())
+        );
+        assert_eq!(users[0].phone, None);
+        assert_eq!(users[1].phone.as_deref(), Some("+15550000002"));
+    }
 
     #[test]
     fn secret_hash_matches_python_hmac() {
