@@ -647,7 +647,12 @@ mod tests {
         let names: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
         assert_eq!(
             names,
-            ["invited-000001", "invited-000002", "invited-000003", "invited-000004"]
+            [
+                "invited-000001",
+                "invited-000002",
+                "invited-000003",
+                "invited-000004"
+            ]
         );
         assert!(
             users

@@ -532,9 +532,7 @@ async fn introspection(
 /// The `category=` parameter (`resend`, the default, or `user_creation`).
 fn category_param(query: Option<&str>) -> Result<QuotaCategory, String> {
     query
-        .and_then(|q| {
-            url::form_urlencoded::parse(q.as_bytes()).find(|(key, _)| key == "category")
-        })
+        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(key, _)| key == "category"))
         .map_or(Ok(QuotaCategory::Resend), |(_, value)| value.parse())
 }
 

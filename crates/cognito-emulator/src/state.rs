@@ -743,7 +743,10 @@ mod tests {
             ),
             (1, 2, 3, 2, 1)
         );
-        assert_eq!((l.per_user.clone(), l.invites_per_user.clone()), (vec![1, 0], vec![1, 2]));
+        assert_eq!(
+            (l.per_user.clone(), l.invites_per_user.clone()),
+            (vec![1, 0], vec![1, 2])
+        );
     }
 
     #[test]

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ApiError, Attribute, EMAIL_QUOTA_MESSAGE, Rule, USER_POOL_ID, USERNAME, Violations,
-    attributes, check_pool, to_json,
+    ApiError, Attribute, EMAIL_QUOTA_MESSAGE, Rule, USER_POOL_ID, USERNAME, Violations, attributes,
+    check_pool, to_json,
 };
 use crate::model::UserStatus;
 use crate::state::{ErrorCode, SendAction, SendRecord, SendRefused, Shared, lock};
@@ -79,7 +79,11 @@ fn check_attributes(v: &mut Violations, list: &'static str, items: Option<&[Attr
             )),
             Some(_) => {}
         }
-        if item.value.as_deref().is_some_and(|v| v.chars().count() > 2048) {
+        if item
+            .value
+            .as_deref()
+            .is_some_and(|v| v.chars().count() > 2048)
+        {
             v.push_raw(format!(
                 "Value at '{}' failed to satisfy constraint: Member must have length less than or equal to 2048",
                 at("value")

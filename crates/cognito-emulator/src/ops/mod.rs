@@ -769,6 +769,5 @@ fn describe_user_pool_client(
     }))
 }
 
-
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,9 @@
 //! Unit tests of the operations: each runs `dispatch` on a request body against a small pool.
 
+use super::*;
 use crate::model::{Client, ClientSpec, Pool, UserSpec};
 use crate::quota::RateQuota;
 use crate::state::{Counters, FaultKnobs, Ledger};
-use super::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,11 +12,7 @@ fn shared(users: Vec<UserSpec>, clients: Vec<ClientSpec>) -> Shared {
     shared_with(PoolSettings::default(), users, clients)
 }
 
-fn shared_with(
-    settings: PoolSettings,
-    users: Vec<UserSpec>,
-    clients: Vec<ClientSpec>,
-) -> Shared {
+fn shared_with(settings: PoolSettings, users: Vec<UserSpec>, clients: Vec<ClientSpec>) -> Shared {
     let pool = Pool::new(users, settings).expect("valid pool");
     let n = pool.users.len();
     Shared {
@@ -213,8 +209,8 @@ fn resend_validation_messages_match_aws() {
         err.message,
         "2 validation errors detected: Value null at 'clientId' failed to satisfy constraint: Member must not be null; Value null at 'username' failed to satisfy constraint: Member must not be null"
     );
-    let err = dispatch(&s, Operation::ResendConfirmationCode, b"{not json", "r")
-        .expect_err("bad json");
+    let err =
+        dispatch(&s, Operation::ResendConfirmationCode, b"{not json", "r").expect_err("bad json");
     assert_eq!(err.code, ErrorCode::Serialization);
     let err = call(
         &s,
@@ -322,5 +318,58 @@ fn describe_user_pool_omits_what_is_unset() {
     assert_eq!(
         err.message,
         "1 validation error detected: Value null at 'clientId' failed to satisfy constraint: Member must not be null"
+    );
+}
+
+#[test]
+fn admin_create_user_validation_messages_match_aws() {
+    let s = shared(
+        vec![UserSpec::new("ivy", UserStatus::ForceChangePassword)],
+        vec![],
+    );
+    let create = |body: Value| call(&s, Operation::AdminCreateUser, body);
+    let err = create(json!({})).expect_err("empty");
+    assert_eq!(
+        err.message,
+        "2 validation errors detected: Value null at 'userPoolId' failed to satisfy constraint: Member must not be null; Value null at 'username' failed to satisfy constraint: Member must not be null"
+    );
+    let err = create(json!({
+        "UserPoolId": "us-east-1_Test", "Username": "ivy", "MessageAction": "RESENT",
+        "DesiredDeliveryMediums": ["FAX"], "UserAttributes": [{"Value": "x"}]
+    }))
+    .expect_err("three violations");
+    assert_eq!(err.code, ErrorCode::InvalidParameter);
+    assert_eq!(
+        err.message,
+        "3 validation errors detected: Value null at 'userAttributes.1.member.name' failed to satisfy constraint: Member must not be null; Value 'RESENT' at 'messageAction' failed to satisfy constraint: Member must satisfy enum value set: [RESEND, SUPPRESS]; Value '[FAX]' at 'desiredDeliveryMediums' failed to satisfy constraint: Member must satisfy constraint: [Member must satisfy enum value set: [SMS, EMAIL]]"
+    );
+    let err = create(
+        json!({"UserPoolId": "us-east-1_Other", "Username": "ivy", "MessageAction": "RESEND"}),
+    )
+    .expect_err("unknown pool");
+    assert_eq!(err.code, ErrorCode::ResourceNotFound);
+    let err = create(json!({"UserPoolId": "us-east-1_Test", "Username": "ivy"}))
+        .expect_err("creating is not implemented");
+    assert_eq!(
+        (err.code, err.message.as_ref()),
+        (ErrorCode::InvalidParameter, CREATE_NOT_IMPLEMENTED_MESSAGE)
+    );
+    let ok = create(json!({
+        "UserPoolId": "us-east-1_Test", "Username": "ivy", "MessageAction": "RESEND",
+        "DesiredDeliveryMediums": ["EMAIL"], "TemporaryPassword": "Temp-1234",
+        "ClientMetadata": {"campaign": "spring"}
+    }))
+    .expect("invited again");
+    assert_eq!(ok["User"]["Username"], "ivy");
+    assert_eq!(ok["User"]["UserStatus"], "FORCE_CHANGE_PASSWORD");
+    assert_eq!(ok["User"]["Enabled"], true);
+    assert!(ok["User"]["UserCreateDate"].is_f64());
+    let sends = s.sends();
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0].action, SendAction::Invite);
+    assert_eq!(sends[0].client_id, "");
+    assert_eq!(
+        sends[0].client_metadata.get("campaign").map(String::as_str),
+        Some("spring")
     );
 }
