@@ -6,7 +6,23 @@
 //! `InternalErrorException`, with `x-amzn-ErrorType` and `{"__type", "message"}`), so the AWS
 //! SDK for Rust and boto3 parse its answers into their typed errors exactly as they would
 //! Cognito's. It implements `ResendConfirmationCode`, `AdminGetUser`, `ListUsers`,
-//! `DescribeUserPool` and `DescribeUserPoolClient`.
+//! `DescribeUserPool`, `DescribeUserPoolClient` and `AdminCreateUser` with `MessageAction`
+//! `RESEND` (creating users is not implemented: seed them).
+//!
+//! # Invited users
+//!
+//! Users an administrator created are FORCE_CHANGE_PASSWORD until their first sign-in
+//! ([`demo_invited`] seeds some); AdminCreateUser `RESEND` sends them their invitation again. It
+//! resolves `Username` as AdminGetUser does, refuses other statuses
+//! (`UnsupportedUserStateException`) and requested mediums the user has no attribute for
+//! (`DesiredDeliveryMediums`, default SMS), runs the CustomMessage trigger, spends the email
+//! quota, and records the invitation as a [`SendRecord`] whose [`SendRecord::action`] is
+//! [`SendAction::Invite`], counted apart from codes ([`Emulator::invitations_sent_to`],
+//! [`Emulator::invite_counts`]). AdminCreateUser is IAM-authorised: unsigned it is
+//! `MissingAuthenticationTokenException` (403), and [`EmulatorBuilder::deny`] makes IAM refuse
+//! an [`IamAction`] (`AccessDeniedException`). It draws on its own quota
+//! ([`QuotaCategory::UserCreation`], [`EmulatorBuilder::user_creation_quota_rps`]), so its
+//! throttling and the resend's never touch each other.
 //!
 //! # The pool's settings, and who a `Username` names
 //!
@@ -47,7 +63,8 @@
 //! at any moment (`POST /_emulator/quota?rps=20` or `?schedule=...` out of process). Every
 //! request that reaches the quota is counted per second, accepted or throttled
 //! ([`Emulator::rates`], `GET /_emulator/rates`), so a benchmark judges a client by what the
-//! server saw.
+//! server saw. The UserCreation quota has the same knobs per category
+//! ([`Emulator::set_quota_rps_of`], [`Emulator::rates_of`], `?category=user_creation`).
 //!
 //! # Layout
 //! - `settings`: the pool's settings (case sensitivity, aliases, username and auto-verified
@@ -56,10 +73,12 @@
 //!   SecretHash, masking, the code's medium, demo data.
 //! - `filter`: ListUsers' filter language.
 //! - `state`: what changes at run time: knobs, counters, the rate bucket, the send ledger.
-//! - `quota`: the quota over time (schedule, changes) and the per-second counts.
-//! - `ops`: the five operations, as functions from request body to JSON or Cognito error.
-//! - `server`: hyper accept loop (serving, or down) and request pipeline (faults and quota
-//!   before the operation).
+//! - `quota`: the quota over time (schedule, changes) and the per-second counts, per category.
+//! - `iam`: what AWS refuses before Cognito sees a request (no signature, IAM denial).
+//! - `ops`: the six operations, as functions from request body to JSON or Cognito error
+//!   (`ops/admin_create_user.rs` for the invitation).
+//! - `server`: hyper accept loop (serving, or down) and request pipeline (faults, then IAM,
+//!   then the category's quota, before the operation).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {

@@ -1,7 +1,9 @@
 //! The HTTP side of the emulator: a hyper 1 HTTP/1.1 server (keep-alive on) that turns
 //! awsJson1_1 requests into operations, and applies, in this order, the in-flight count, the
-//! slow hold, the injected latency, the injected faults (dropped connection, then 500), and the
-//! requests-per-second quota, before the operation runs; and after it ran, the faults that lose
+//! slow hold, the injected latency, the injected faults (dropped connection, then 500), IAM's
+//! refusals (`iam`: no signature, denied), and the requests-per-second quota of the operation's
+//! category (AdminCreateUser's UserCreation quota, or the one of everything else), before the
+//! operation runs; and after it ran, the faults that lose
 //! its answer (a 500 or a dropped connection after acting: the code is sent and recorded, the
 //! client cannot know).
 //!
