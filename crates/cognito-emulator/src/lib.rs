@@ -6,7 +6,23 @@
 //! `InternalErrorException`, with `x-amzn-ErrorType` and `{"__type", "message"}`), so the AWS
 //! SDK for Rust and boto3 parse its answers into their typed errors exactly as they would
 //! Cognito's. It implements `ResendConfirmationCode`, `AdminGetUser`, `ListUsers`,
-//! `DescribeUserPool` and `DescribeUserPoolClient`.
+//! `DescribeUserPool`, `DescribeUserPoolClient` and `AdminCreateUser` with `MessageAction`
+//! `RESEND` (creating users is not implemented: seed them).
+//!
+//! # Invited users
+//!
+//! Users an administrator created are FORCE_CHANGE_PASSWORD until their first sign-in
+//! ([`demo_invited`] seeds some); AdminCreateUser `RESEND` sends them their invitation again. It
+//! resolves `Username` as AdminGetUser does, refuses other statuses
+//! (`UnsupportedUserStateException`) and requested mediums the user has no attribute for
+//! (`DesiredDeliveryMediums`, default SMS), runs the CustomMessage trigger, spends the email
+//! quota, and records the invitation as a [`SendRecord`] whose [`SendRecord::action`] is
+//! [`SendAction::Invite`], counted apart from codes ([`Emulator::invitations_sent_to`],
+//! [`Emulator::invite_counts`]). AdminCreateUser is IAM-authorised: unsigned it is
+//! `MissingAuthenticationTokenException` (403), and [`EmulatorBuilder::deny`] makes IAM refuse
+//! an [`IamAction`] (`AccessDeniedException`). It draws on its own quota
+//! ([`QuotaCategory::UserCreation`], [`EmulatorBuilder::user_creation_quota_rps`]), so its
+//! throttling and the resend's never touch each other.
 //!
 //! # The pool's settings, and who a `Username` names
 //!
@@ -47,7 +63,8 @@
 //! at any moment (`POST /_emulator/quota?rps=20` or `?schedule=...` out of process). Every
 //! request that reaches the quota is counted per second, accepted or throttled
 //! ([`Emulator::rates`], `GET /_emulator/rates`), so a benchmark judges a client by what the
-//! server saw.
+//! server saw. The UserCreation quota has the same knobs per category
+//! ([`Emulator::set_quota_rps_of`], [`Emulator::rates_of`], `?category=user_creation`).
 //!
 //! # Layout
 //! - `settings`: the pool's settings (case sensitivity, aliases, username and auto-verified
@@ -56,10 +73,12 @@
 //!   SecretHash, masking, the code's medium, demo data.
 //! - `filter`: ListUsers' filter language.
 //! - `state`: what changes at run time: knobs, counters, the rate bucket, the send ledger.
-//! - `quota`: the quota over time (schedule, changes) and the per-second counts.
-//! - `ops`: the five operations, as functions from request body to JSON or Cognito error.
-//! - `server`: hyper accept loop (serving, or down) and request pipeline (faults and quota
-//!   before the operation).
+//! - `quota`: the quota over time (schedule, changes) and the per-second counts, per category.
+//! - `iam`: what AWS refuses before Cognito sees a request (no signature, IAM denial).
+//! - `ops`: the six operations, as functions from request body to JSON or Cognito error
+//!   (`ops/admin_create_user.rs` for the invitation).
+//! - `server`: hyper accept loop (serving, or down) and request pipeline (faults, then IAM,
+//!   then the category's quota, before the operation).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -82,6 +101,7 @@
 
 mod delay;
 mod filter;
+mod iam;
 mod model;
 mod ops;
 mod quota;
@@ -100,13 +120,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use model::{ClientSpec, UserSpec, UserStatus, demo_pool, secret_hash, sub_for};
-pub use quota::{QuotaSchedule, QuotaScheduleError, SecondCount};
+pub use iam::IamAction;
+pub use model::{ClientSpec, UserSpec, UserStatus, demo_invited, demo_pool, secret_hash, sub_for};
+pub use quota::{QuotaCategory, QuotaSchedule, QuotaScheduleError, SecondCount};
 pub use settings::{
     AliasAttribute, COGNITO_DEFAULT_DAILY_EMAILS, EMULATOR_ACCOUNT_ID, EmailSendingAccount,
     UsernameAttribute, VerifiedAttribute, parse_list,
 };
-pub use state::{Faults, SendRecord, Stats};
+pub use state::{Faults, SendAction, SendRecord, Stats};
 
 use model::{Client, Pool};
 use quota::RateQuota;
@@ -120,6 +141,18 @@ pub const DEFAULT_USER_POOL_ID: &str = "us-east-1_Emulator";
 pub const ATTEMPT_LIMIT_MESSAGE: &str = ops::ATTEMPT_LIMIT_MESSAGE;
 /// The message of `LimitExceededException` when the account's email quota is spent.
 pub const EMAIL_QUOTA_MESSAGE: &str = ops::EMAIL_QUOTA_MESSAGE;
+/// The message of `MissingAuthenticationTokenException` (HTTP 403), the answer to an unsigned
+/// AdminCreateUser.
+pub const MISSING_AUTHENTICATION_TOKEN_MESSAGE: &str = iam::MISSING_TOKEN_MESSAGE;
+/// The message of the `InvalidParameterException` AdminCreateUser answers for a `MessageAction`
+/// other than `RESEND` (creating users is not implemented).
+pub const CREATE_USER_NOT_IMPLEMENTED_MESSAGE: &str = ops::CREATE_NOT_IMPLEMENTED_MESSAGE;
+
+/// The message of `AccessDeniedException` for `action` on the pool `pool_id`, as IAM words it
+/// (see [`EmulatorBuilder::deny`]).
+pub fn access_denied_message(action: IamAction, pool_id: &str) -> String {
+    iam::denial_message(action, pool_id)
+}
 
 /// Configures and starts an [`Emulator`]. See [`Emulator::builder`].
 #[derive(Debug, Clone)]
@@ -129,6 +162,9 @@ pub struct EmulatorBuilder {
     users: Vec<UserSpec>,
     quota_rps: Option<u32>,
     quota_schedule: Option<QuotaSchedule>,
+    user_creation_quota_rps: Option<u32>,
+    user_creation_quota_schedule: Option<QuotaSchedule>,
+    denied: Vec<IamAction>,
     attempt_limit: Option<u32>,
     /// `None`: not given, so it follows the email sending account.
     email_quota: Option<Option<u64>>,
@@ -145,6 +181,9 @@ impl Default for EmulatorBuilder {
             users: Vec::new(),
             quota_rps: None,
             quota_schedule: None,
+            user_creation_quota_rps: None,
+            user_creation_quota_schedule: None,
+            denied: Vec::new(),
             attempt_limit: None,
             email_quota: None,
             faults: Faults::default(),
@@ -181,8 +220,10 @@ impl EmulatorBuilder {
         self
     }
 
-    /// Requests per second across all operations before `TooManyRequestsException`; `None`
-    /// (the default) means unlimited, `Some(0)` throttles everything.
+    /// Requests per second across all operations but AdminCreateUser (the category
+    /// ResendConfirmationCode draws on, [`QuotaCategory::Resend`]) before
+    /// `TooManyRequestsException`; `None` (the default) means unlimited, `Some(0)` throttles
+    /// everything.
     pub fn quota_rps(mut self, q: Option<u32>) -> Self {
         self.quota_rps = q;
         self
@@ -195,6 +236,29 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Requests per second of the UserCreation category (AdminCreateUser) before
+    /// `TooManyRequestsException` "Rate exceeded", a budget of its own: throttling here never
+    /// touches [`EmulatorBuilder::quota_rps`]'s category, nor the other way round. `None` (the
+    /// default) means unlimited.
+    pub fn user_creation_quota_rps(mut self, q: Option<u32>) -> Self {
+        self.user_creation_quota_rps = q;
+        self
+    }
+
+    /// A UserCreation quota that changes over time, as [`EmulatorBuilder::quota_schedule`].
+    pub fn user_creation_quota_schedule(mut self, s: Option<QuotaSchedule>) -> Self {
+        self.user_creation_quota_schedule = s;
+        self
+    }
+
+    /// Denies an IAM-authorised operation, as a policy that does not allow it:
+    /// `AccessDeniedException` (HTTP 400) with IAM's message ([`access_denied_message`]), before
+    /// the quota and the operation. [`Emulator::deny`] and [`Emulator::allow`] change it later.
+    pub fn deny(mut self, action: IamAction) -> Self {
+        self.denied.push(action);
+        self
+    }
+
     /// Codes one user can receive before `LimitExceededException` "Attempt limit exceeded";
     /// `None` (the default) means unlimited.
     pub fn attempt_limit(mut self, n: Option<u32>) -> Self {
@@ -202,8 +266,9 @@ impl EmulatorBuilder {
         self
     }
 
-    /// Email codes the whole account can send before `LimitExceededException` "Exceeded daily
-    /// email limit" (SMS codes don't count); `None` means unlimited. When not called, it
+    /// Emails the whole account can send (confirmation codes and invitations alike) before
+    /// `LimitExceededException` "Exceeded daily email limit" (SMS don't count); `None` means
+    /// unlimited. When not called, it
     /// follows [`EmulatorBuilder::email_sending_account`]: unlimited for `DEVELOPER` (the
     /// default), [`COGNITO_DEFAULT_DAILY_EMAILS`] for `COGNITO_DEFAULT`.
     pub fn email_quota(mut self, n: Option<u64>) -> Self {
@@ -281,8 +346,9 @@ impl EmulatorBuilder {
         self
     }
 
-    /// Makes the CustomMessage trigger's function throw for every `ResendConfirmationCode`
-    /// whose `ClientMetadata` has `key` set to `value` (the trigger is given the request's
+    /// Makes the CustomMessage trigger's function throw for every `ResendConfirmationCode` (and
+    /// AdminCreateUser `RESEND`: trigger source `CustomMessage_AdminCreateUser`) whose
+    /// `ClientMetadata` has `key` set to `value` (the trigger is given the request's
     /// ClientMetadata, so a function can fail on what one request carries). Cognito then sends
     /// no code and answers as it does for a trigger whose function throws:
     /// `UserLambdaValidationException`, "CustomMessage failed with error <the function's
@@ -358,10 +424,19 @@ impl EmulatorBuilder {
             faults,
             counters: Counters::default(),
             quota: RateQuota::new(self.quota_rps, self.quota_schedule, Instant::now()),
+            user_creation_quota: RateQuota::new(
+                self.user_creation_quota_rps,
+                self.user_creation_quota_schedule,
+                Instant::now(),
+            ),
+            denied: iam::Denied::default(),
             ledger: Mutex::new(ledger),
             delay: delay::PreciseDelay::start(),
             down,
         });
+        for action in self.denied {
+            shared.denied.set(action, true);
+        }
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let accept = tokio::spawn(server::run(
@@ -456,7 +531,44 @@ impl Emulator {
         self.shared.quota.seconds()
     }
 
-    /// Changes the account email quota (total email codes, counting those already sent).
+    /// Changes the quota of `category` now (the bucket restarts full, any schedule is dropped):
+    /// [`Emulator::set_quota_rps`] for [`QuotaCategory::Resend`]. `POST
+    /// /_emulator/quota?rps=N&category=user_creation` does the same from outside.
+    pub fn set_quota_rps_of(&self, category: QuotaCategory, q: Option<u32>) {
+        self.shared.quota_of(category).set(q);
+    }
+
+    /// Replaces the quota schedule of `category`, offsets counted from now.
+    pub fn set_quota_schedule_of(&self, category: QuotaCategory, s: QuotaSchedule) {
+        self.shared
+            .quota_of(category)
+            .set_schedule(s, Instant::now());
+    }
+
+    /// The quota of `category` in force (`None`: unlimited).
+    pub fn quota_rps_of(&self, category: QuotaCategory) -> Option<u32> {
+        self.shared.quota_of(category).current()
+    }
+
+    /// Requests of `category` its quota accepted and throttled, per second since the start
+    /// ([`Emulator::rates`] for [`QuotaCategory::Resend`]). Also at `GET
+    /// /_emulator/rates?category=user_creation`.
+    pub fn rates_of(&self, category: QuotaCategory) -> Vec<SecondCount> {
+        self.shared.quota_of(category).seconds()
+    }
+
+    /// Denies `action` from now on (see [`EmulatorBuilder::deny`]).
+    pub fn deny(&self, action: IamAction) {
+        self.shared.denied.set(action, true);
+    }
+
+    /// Allows `action` again.
+    pub fn allow(&self, action: IamAction) {
+        self.shared.denied.set(action, false);
+    }
+
+    /// Changes the account email quota (total emails, codes and invitations, counting those
+    /// already sent).
     pub fn set_email_quota(&self, n: Option<u64>) {
         lock(&self.shared.ledger).email_quota = n;
     }
@@ -466,23 +578,37 @@ impl Emulator {
         lock(&self.shared.ledger).attempt_limit = n;
     }
 
-    /// Every recorded send, in the order they were accepted (empty when records are off).
+    /// Every recorded send, confirmation codes and invitations ([`SendRecord::action`]), in the
+    /// order they were accepted (empty when records are off).
     pub fn sends(&self) -> Vec<SendRecord> {
         self.shared.sends()
     }
 
-    /// Codes sent per canonical username (users with none are absent): per person, however
-    /// the requests spelled them.
+    /// Confirmation codes sent per canonical username (users with none are absent): per person,
+    /// however the requests spelled them. Invitations are apart ([`Emulator::invite_counts`]).
     pub fn send_counts(&self) -> HashMap<String, usize> {
-        self.shared.send_counts()
+        self.shared.send_counts(SendAction::Confirm)
     }
 
-    /// Codes sent to the user `name` names, resolved as ResendConfirmationCode resolves a
+    /// Invitations sent (AdminCreateUser `RESEND`) per canonical username (users with none are
+    /// absent). Also at `GET /_emulator/invitations`.
+    pub fn invite_counts(&self) -> HashMap<String, usize> {
+        self.shared.send_counts(SendAction::Invite)
+    }
+
+    /// Invitations sent to the user `name` names (resolved as in [`Emulator::codes_sent_to`]);
+    /// `None` when it names no user.
+    pub fn invitations_sent_to(&self, name: &str) -> Option<usize> {
+        let position = self.shared.pool.resolve(name)?;
+        Some(self.shared.sends_to(position, SendAction::Invite))
+    }
+
+    /// Confirmation codes sent to the user `name` names, resolved as ResendConfirmationCode resolves a
     /// `Username` (canonical username, another case in a case-insensitive pool, sub, active
     /// alias or username attribute); `None` when it names no user.
     pub fn codes_sent_to(&self, name: &str) -> Option<usize> {
         let position = self.shared.pool.resolve(name)?;
-        Some(self.shared.sends_to(position))
+        Some(self.shared.sends_to(position, SendAction::Confirm))
     }
 
     /// The canonical username of the user `name` names (resolved as in

@@ -7,7 +7,7 @@
 //! `POST /_emulator/down?for=2s` takes it down for that long (connections refused, open ones
 //! closed), after which it listens on the same address again. `POST /_emulator/quota?rps=20` (or
 //! `?schedule=0s=50,20s=20`) changes the quota; `GET /_emulator/rates` has the accepted and
-//! throttled requests per second.
+//! throttled requests per second (`&category=user_creation` for AdminCreateUser's own quota).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -19,12 +19,12 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use cognito_emulator::{
     AliasAttribute, ClientSpec, EmailSendingAccount, Emulator, Faults, QuotaSchedule, UserStatus,
-    UsernameAttribute, VerifiedAttribute, demo_pool, parse_list,
+    UsernameAttribute, VerifiedAttribute, demo_invited, demo_pool, parse_list,
 };
 
 /// A local Amazon Cognito emulator (ResendConfirmationCode, AdminGetUser, ListUsers,
-/// DescribeUserPool, DescribeUserPoolClient) with fault injection and a ledger of every code it
-/// "sends". Loopback only.
+/// DescribeUserPool, DescribeUserPoolClient, AdminCreateUser RESEND) with fault injection and a
+/// ledger of every code and invitation it "sends". Loopback only.
 #[derive(Debug, Parser)]
 #[command(name = "cognito-emulator", version)]
 struct Args {
@@ -36,6 +36,12 @@ struct Args {
     /// ~10% missing from the pool.
     #[arg(long, value_name = "N", default_value_t = 0)]
     seed: usize,
+
+    /// Also seed N invited users (invited-000001...): FORCE_CHANGE_PASSWORD, as created by an
+    /// administrator and never signed in, each with an email and every other one a phone; only
+    /// AdminCreateUser with MessageAction RESEND reaches them.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed_invited: usize,
 
     /// Write the demo pool's usernames (missing ones too) as CSV `username,email,status`.
     #[arg(long, value_name = "PATH")]
@@ -67,6 +73,15 @@ struct Args {
     /// holds. Per-second accepted and throttled counts are at GET /_emulator/rates.
     #[arg(long, value_name = "SCHEDULE")]
     quota_schedule: Option<QuotaSchedule>,
+
+    /// Requests per second of the UserCreation category (AdminCreateUser) before
+    /// TooManyRequestsException, a budget apart from --quota's (default: unlimited).
+    #[arg(long, value_name = "RPS")]
+    user_creation_quota: Option<u32>,
+
+    /// A UserCreation quota that changes over time, as --quota-schedule.
+    #[arg(long, value_name = "SCHEDULE")]
+    user_creation_quota_schedule: Option<QuotaSchedule>,
 
     /// Latency added to every request, e.g. 20ms.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
@@ -198,7 +213,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let (users, usernames) = demo_pool(args.seed);
+    let (mut users, mut usernames) = demo_pool(args.seed);
+    let invited = demo_invited(args.seed_invited);
+    usernames.extend(invited.iter().map(|u| u.username.clone()));
+    users.extend(invited);
     if let Some(path) = &args.csv_out {
         write_csv(path, &users, &usernames)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -233,6 +251,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .users(users)
         .quota_rps(args.quota)
         .quota_schedule(args.quota_schedule)
+        .user_creation_quota_rps(args.user_creation_quota)
+        .user_creation_quota_schedule(args.user_creation_quota_schedule)
         .attempt_limit(args.attempt_limit)
         .faults(Faults {
             latency: args.latency,

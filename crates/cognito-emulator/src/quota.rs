@@ -114,6 +114,57 @@ impl fmt::Display for QuotaSchedule {
     }
 }
 
+/// A request-rate category with a quota of its own. Cognito budgets its operations per category
+/// (*Quotas in Amazon Cognito*: "these operations are grouped into categories of common use
+/// cases like UserAuthentication or UserCreation"), so throttling in one never touches another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuotaCategory {
+    /// The category ResendConfirmationCode draws on. The emulator puts every operation it
+    /// implements here but AdminCreateUser (as before it had categories): the quota of
+    /// [`EmulatorBuilder::quota_rps`](super::EmulatorBuilder::quota_rps). Wire name `resend`.
+    Resend,
+    /// `UserCreation`: AdminCreateUser. Wire name `user_creation`.
+    UserCreation,
+}
+
+impl QuotaCategory {
+    /// Every category.
+    pub const ALL: [QuotaCategory; 2] = [Self::Resend, Self::UserCreation];
+
+    /// The name `/_emulator/quota` and `/_emulator/rates` take as `category=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Resend => "resend",
+            Self::UserCreation => "user_creation",
+        }
+    }
+
+    /// The category an operation draws on.
+    pub(crate) fn of(op: super::state::Operation) -> Self {
+        match op {
+            super::state::Operation::AdminCreateUser => Self::UserCreation,
+            _ => Self::Resend,
+        }
+    }
+}
+
+impl fmt::Display for QuotaCategory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for QuotaCategory {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("{s:?} is not a quota category (resend or user_creation)"))
+    }
+}
+
 /// A schedule that does not parse or is out of order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid quota schedule: {0}")]

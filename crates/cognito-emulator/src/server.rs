@@ -1,7 +1,9 @@
 //! The HTTP side of the emulator: a hyper 1 HTTP/1.1 server (keep-alive on) that turns
 //! awsJson1_1 requests into operations, and applies, in this order, the in-flight count, the
-//! slow hold, the injected latency, the injected faults (dropped connection, then 500), and the
-//! requests-per-second quota, before the operation runs; and after it ran, the faults that lose
+//! slow hold, the injected latency, the injected faults (dropped connection, then 500), IAM's
+//! refusals (`iam`: no signature, denied), and the requests-per-second quota of the operation's
+//! category (AdminCreateUser's UserCreation quota, or the one of everything else), before the
+//! operation runs; and after it ran, the faults that lose
 //! its answer (a 500 or a dropped connection after acting: the code is sent and recorded, the
 //! client cannot know).
 //!
@@ -46,8 +48,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::iam;
 use super::ops::{self, ApiError};
-use super::state::{Counters, ErrorCode, Operation, Shared};
+use super::quota::QuotaCategory;
+use super::state::{Counters, ErrorCode, Operation, SendAction, Shared};
 
 /// How long open connections get to finish their in-flight request at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -305,6 +309,13 @@ async fn handle(shared: Arc<Shared>, flags: Arc<ConnFlags>, req: Request<Incomin
         .map_or(Operation::Unknown, |t| Operation::from_target(t.as_bytes()));
     shared.counters.count_request(op);
     let _in_flight = shared.counters.enter();
+    // A SigV4-signed request carries `Authorization` (or, presigned, `X-Amz-Signature` in the
+    // query); the emulator checks that it is there, not that it is valid.
+    let signed = req.headers().contains_key(hyper::header::AUTHORIZATION)
+        || req
+            .uri()
+            .query()
+            .is_some_and(|q| q.contains("X-Amz-Signature="));
 
     // Read the whole body before any fault, so an answered request leaves the connection
     // reusable (hyper cannot keep a connection whose request body was not consumed).
@@ -343,8 +354,16 @@ async fn handle(shared: Arc<Shared>, flags: Arc<ConnFlags>, req: Request<Incomin
         let err = ApiError::new(ErrorCode::UnknownOperation, ops::UNKNOWN_OPERATION_MESSAGE);
         return Ok(error_response(&shared, &err, request_id));
     }
-    if !shared.quota.try_acquire(Instant::now()) {
-        shared.counters.throttled.fetch_add(1, Relaxed);
+    // Refused at AWS's front door (no signature, or IAM denies it): before the quota, so such
+    // a request takes no token.
+    if let Err(err) = iam::authorize(&shared, op, signed, &body) {
+        return Ok(error_response(&shared, &err, request_id));
+    }
+    let category = QuotaCategory::of(op);
+    if !shared.quota_of(category).try_acquire(Instant::now()) {
+        if category == QuotaCategory::Resend {
+            shared.counters.throttled.fetch_add(1, Relaxed);
+        }
         let err = ApiError::new(ErrorCode::TooManyRequests, "Rate exceeded");
         return Ok(error_response(&shared, &err, request_id));
     }
@@ -466,19 +485,33 @@ async fn introspection(
         ("down", _) => return plain(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
         ("quota", &Method::POST) => return set_quota(shared, query),
         ("quota", _) => return plain(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
-        ("stats" | "sends" | "rates", m) if m != Method::GET => {
+        ("stats" | "sends" | "invitations" | "rates", m) if m != Method::GET => {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
         }
         ("stats", _) => serde_json::to_vec(&shared.stats()),
-        ("rates", _) => serde_json::to_vec(&serde_json::json!({
-            "quota_rps": shared.quota.current(),
-            // Where "now" falls among the seconds, so a client can line its own events up.
-            "elapsed_s": shared.quota.elapsed(Instant::now()).as_secs_f64(),
-            "seconds": shared.quota.seconds(),
-        })),
+        ("rates", _) => {
+            let category = match category_param(query) {
+                Ok(c) => c,
+                Err(e) => return plain(StatusCode::BAD_REQUEST, format!("{e}\n")),
+            };
+            let quota = shared.quota_of(category);
+            serde_json::to_vec(&serde_json::json!({
+                "category": category.as_str(),
+                "quota_rps": quota.current(),
+                // Where "now" falls among the seconds, so a client can line its own events up.
+                "elapsed_s": quota.elapsed(Instant::now()).as_secs_f64(),
+                "seconds": quota.seconds(),
+            }))
+        }
         ("sends", _) => serde_json::to_vec(
             &shared
-                .send_counts()
+                .send_counts(SendAction::Confirm)
+                .into_iter()
+                .collect::<BTreeMap<String, usize>>(),
+        ),
+        ("invitations", _) => serde_json::to_vec(
+            &shared
+                .send_counts(SendAction::Invite)
                 .into_iter()
                 .collect::<BTreeMap<String, usize>>(),
         ),
@@ -498,16 +531,30 @@ async fn introspection(
     }
 }
 
+/// The `category=` parameter (`resend`, the default, or `user_creation`).
+fn category_param(query: Option<&str>) -> Result<QuotaCategory, String> {
+    query
+        .and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(key, _)| key == "category"))
+        .map_or(Ok(QuotaCategory::Resend), |(_, value)| value.parse())
+}
+
 /// `POST /_emulator/quota?rps=N` (or `rps=off`) sets the quota now and drops any schedule;
-/// `POST /_emulator/quota?schedule=0s=50,20s=20` replaces the schedule, offsets from now.
+/// `POST /_emulator/quota?schedule=0s=50,20s=20` replaces the schedule, offsets from now. Either
+/// takes `&category=user_creation` for the UserCreation quota (default `resend`).
 fn set_quota(shared: &Shared, query: Option<&str>) -> Response<Full<Bytes>> {
+    let category = match category_param(query) {
+        Ok(c) => c,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
     let params: Vec<(String, String)> = query
         .map(|q| {
             url::form_urlencoded::parse(q.as_bytes())
                 .into_owned()
+                .filter(|(key, _)| key != "category")
                 .collect()
         })
         .unwrap_or_default();
+    let target = shared.quota_of(category);
     match params.as_slice() {
         [(key, value)] if key == "rps" => {
             let quota = match value.as_str() {
@@ -519,21 +566,22 @@ fn set_quota(shared: &Shared, query: Option<&str>) -> Response<Full<Bytes>> {
                     }
                 },
             };
-            shared.quota.set(quota);
+            target.set(quota);
             let shown = quota.map_or_else(|| "off".to_owned(), |q| q.to_string());
             plain(StatusCode::OK, format!("quota {shown}\n"))
         }
         [(key, value)] if key == "schedule" => match value.parse::<super::QuotaSchedule>() {
             Ok(schedule) => {
                 let shown = schedule.to_string();
-                shared.quota.set_schedule(schedule, Instant::now());
+                target.set_schedule(schedule, Instant::now());
                 plain(StatusCode::OK, format!("schedule {shown}\n"))
             }
             Err(e) => plain(StatusCode::BAD_REQUEST, format!("{e}\n")),
         },
         _ => plain(
             StatusCode::BAD_REQUEST,
-            "give one of ?rps=N, ?rps=off or ?schedule=0s=50,20s=20\n",
+            "give one of ?rps=N, ?rps=off or ?schedule=0s=50,20s=20 (and optionally \
+             &category=resend|user_creation)\n",
         ),
     }
 }

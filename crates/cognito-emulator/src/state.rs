@@ -45,18 +45,31 @@ pub struct Faults {
     pub drop_after_rate: f64,
 }
 
-/// One recorded code delivery: the ground truth tests compare the worker's report against.
+/// What a recorded send was: a confirmation code or an invitation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum SendAction {
+    /// A confirmation code, sent by `ResendConfirmationCode` to an UNCONFIRMED user.
+    Confirm,
+    /// An invitation (a new temporary password), sent again by `AdminCreateUser` with
+    /// `MessageAction` `RESEND` to a FORCE_CHANGE_PASSWORD user.
+    Invite,
+}
+
+/// One recorded delivery (a confirmation code or an invitation): the ground truth tests compare
+/// the worker's report against.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SendRecord {
+    /// What was sent: a confirmation code or an invitation.
+    pub action: SendAction,
     /// The user the code went to: the canonical username, whatever spelling, alias or `sub`
     /// the request named them by.
     pub username: String,
     /// The `Username` exactly as the request gave it (another case in a case-insensitive pool,
     /// an alias, the `sub`, or the canonical username itself).
     pub requested_as: String,
-    /// `EMAIL` or `SMS`: how the code went.
+    /// `EMAIL` or `SMS`: how the code went (an invitation sent by both: `EMAIL,SMS`).
     pub delivery_medium: String,
-    /// The app client the call named.
+    /// The app client the call named (empty for an invitation: AdminCreateUser names none).
     pub client_id: String,
     /// `ClientMetadata` as received.
     pub client_metadata: BTreeMap<String, String>,
@@ -79,7 +92,8 @@ pub struct Stats {
     pub requests_total: u64,
     /// Requests per `X-Amz-Target` operation; unrecognised targets count as `"unknown"`.
     pub requests_by_operation: BTreeMap<String, u64>,
-    /// Requests answered `TooManyRequestsException` by the requests-per-second quota.
+    /// Requests answered `TooManyRequestsException` by the requests-per-second quota (every
+    /// operation but AdminCreateUser, whose UserCreation quota counts apart).
     pub throttled: u64,
     /// Requests that passed the requests-per-second quota (all that reached it when there is
     /// none); per second at `GET /_emulator/rates`.
@@ -109,10 +123,23 @@ pub struct Stats {
     pub in_flight: u64,
     /// The most requests ever handled at the same time (the client's real concurrency).
     pub max_in_flight: u64,
-    /// Codes sent (recorded sends).
+    /// Confirmation codes sent (recorded sends of [`SendAction::Confirm`]).
     pub sends_total: u64,
-    /// Of those, codes sent by email (what an email quota counts).
+    /// Emails sent, confirmation codes and invitations alike (what the email quota counts).
     pub emails_sent: u64,
+    /// Invitations sent again (AdminCreateUser `RESEND`, [`SendAction::Invite`]).
+    pub invitations_total: u64,
+    /// Users (persons) who got at least one invitation.
+    pub distinct_users_invited: u64,
+    /// Users (persons) who got more than one invitation: zero in an exactly-once run.
+    pub users_invited_more_than_once: u64,
+    /// Requests that passed the UserCreation quota (AdminCreateUser); per second at `GET
+    /// /_emulator/rates?category=user_creation`.
+    pub user_creation_accepted: u64,
+    /// Requests answered `TooManyRequestsException` by the UserCreation quota.
+    pub user_creation_throttled: u64,
+    /// The UserCreation quota in force (`None`: unlimited).
+    pub user_creation_quota_rps: Option<u32>,
     /// Users (persons: canonical users, however requests spelled them) who got at least one
     /// code.
     pub distinct_users_sent: u64,
@@ -132,11 +159,13 @@ pub(crate) enum Operation {
     ListUsers,
     DescribeUserPool,
     DescribeUserPoolClient,
+    AdminCreateUser,
     Unknown,
 }
 
 impl Operation {
-    const ALL: [Operation; 6] = [
+    const ALL: [Operation; 7] = [
+        Self::AdminCreateUser,
         Self::ResendConfirmationCode,
         Self::AdminGetUser,
         Self::ListUsers,
@@ -153,17 +182,19 @@ impl Operation {
             Some(b"ListUsers") => Self::ListUsers,
             Some(b"DescribeUserPool") => Self::DescribeUserPool,
             Some(b"DescribeUserPoolClient") => Self::DescribeUserPoolClient,
+            Some(b"AdminCreateUser") => Self::AdminCreateUser,
             _ => Self::Unknown,
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::ResendConfirmationCode => "ResendConfirmationCode",
             Self::AdminGetUser => "AdminGetUser",
             Self::ListUsers => "ListUsers",
             Self::DescribeUserPool => "DescribeUserPool",
             Self::DescribeUserPoolClient => "DescribeUserPoolClient",
+            Self::AdminCreateUser => "AdminCreateUser",
             Self::Unknown => "unknown",
         }
     }
@@ -182,10 +213,13 @@ pub(crate) enum ErrorCode {
     UnknownOperation,
     Serialization,
     UserLambdaValidation,
+    UnsupportedUserState,
+    AccessDenied,
+    MissingAuthenticationToken,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 10] = [
+    const ALL: [ErrorCode; 13] = [
         Self::ResourceNotFound,
         Self::NotAuthorized,
         Self::InvalidParameter,
@@ -196,6 +230,9 @@ impl ErrorCode {
         Self::UnknownOperation,
         Self::Serialization,
         Self::UserLambdaValidation,
+        Self::UnsupportedUserState,
+        Self::AccessDenied,
+        Self::MissingAuthenticationToken,
     ];
 
     /// The `__type` / `x-amzn-ErrorType` name.
@@ -211,14 +248,19 @@ impl ErrorCode {
             Self::UnknownOperation => "UnknownOperationException",
             Self::Serialization => "SerializationException",
             Self::UserLambdaValidation => "UserLambdaValidationException",
+            Self::UnsupportedUserState => "UnsupportedUserStateException",
+            Self::AccessDenied => "AccessDeniedException",
+            Self::MissingAuthenticationToken => "MissingAuthenticationTokenException",
         }
     }
 
-    /// Cognito answers every client error with 400 (throttling included) and its own failures
-    /// with 500.
+    /// Cognito answers every client error with 400 (throttling and IAM's AccessDenied
+    /// included) and its own failures with 500; a request without a signature is refused with
+    /// 403 before it reaches Cognito (AWS's common errors: MissingAuthenticationToken, 403).
     pub(crate) fn http_status(self) -> u16 {
         match self {
             Self::InternalError => 500,
+            Self::MissingAuthenticationToken => 403,
             _ => 400,
         }
     }
@@ -378,8 +420,13 @@ pub(crate) enum SendRefused {
 /// Every send, and the per-user and account limits checked against them. One lock covers the
 /// checks and the record, so two concurrent calls cannot both take the last allowed send.
 pub(crate) struct Ledger {
-    /// Sends per user, indexed by the user's position in the pool.
+    /// Confirmation codes per user, indexed by the user's position in the pool.
     per_user: Vec<u32>,
+    /// Invitations per user, likewise.
+    invites_per_user: Vec<u32>,
+    invitations_total: u64,
+    distinct_invited: u64,
+    repeated_invited: u64,
     records: Vec<SendRecord>,
     /// Whether to keep full [`SendRecord`]s (benchmarks may turn it off to bound memory).
     keep_records: bool,
@@ -402,6 +449,10 @@ impl Ledger {
     ) -> Self {
         Self {
             per_user: vec![0; users],
+            invites_per_user: vec![0; users],
+            invitations_total: 0,
+            distinct_invited: 0,
+            repeated_invited: 0,
             records: Vec::new(),
             keep_records,
             sends_total: 0,
@@ -425,11 +476,7 @@ impl Ledger {
         if self.attempt_limit.is_some_and(|limit| count >= limit) {
             return Err(SendRefused::AttemptLimit);
         }
-        if by_email
-            && self
-                .email_quota
-                .is_some_and(|quota| self.emails_sent >= quota)
-        {
+        if by_email && self.email_quota_spent() {
             return Err(SendRefused::EmailQuota);
         }
         self.per_user[position] = count + 1;
@@ -440,6 +487,40 @@ impl Ledger {
         match count {
             0 => self.distinct_users += 1,
             1 => self.repeated_users += 1,
+            _ => {}
+        }
+        if self.keep_records {
+            self.records.push(record());
+        }
+        Ok(())
+    }
+
+    fn email_quota_spent(&self) -> bool {
+        self.email_quota
+            .is_some_and(|quota| self.emails_sent >= quota)
+    }
+
+    /// Records an invitation to the user at `position` (one email among its mediums when
+    /// `by_email`) unless the email quota forbids it. The per-user attempt limit is
+    /// ResendConfirmationCode's and does not apply.
+    pub(crate) fn try_invite(
+        &mut self,
+        position: usize,
+        by_email: bool,
+        record: impl FnOnce() -> SendRecord,
+    ) -> Result<(), SendRefused> {
+        if by_email && self.email_quota_spent() {
+            return Err(SendRefused::EmailQuota);
+        }
+        let count = self.invites_per_user[position];
+        self.invites_per_user[position] = count + 1;
+        self.invitations_total += 1;
+        if by_email {
+            self.emails_sent += 1;
+        }
+        match count {
+            0 => self.distinct_invited += 1,
+            1 => self.repeated_invited += 1,
             _ => {}
         }
         if self.keep_records {
@@ -458,7 +539,12 @@ pub(crate) struct Shared {
     pub(crate) clients: HashMap<String, Client>,
     pub(crate) faults: FaultKnobs,
     pub(crate) counters: Counters,
+    /// The quota of every operation but AdminCreateUser (ResendConfirmationCode's category).
     pub(crate) quota: super::quota::RateQuota,
+    /// The UserCreation category's own quota (AdminCreateUser).
+    pub(crate) user_creation_quota: super::quota::RateQuota,
+    /// Operations IAM denies (see `iam`).
+    pub(crate) denied: super::iam::Denied,
     pub(crate) ledger: Mutex<Ledger>,
     /// Injected latency, precise to the OS timer (see `delay`).
     pub(crate) delay: super::delay::PreciseDelay,
@@ -500,6 +586,11 @@ impl Shared {
                 l.repeated_users,
             )
         };
+        let (invitations_total, distinct_users_invited, users_invited_more_than_once) = {
+            let l = lock(&self.ledger);
+            (l.invitations_total, l.distinct_invited, l.repeated_invited)
+        };
+        let (user_creation_accepted, user_creation_throttled) = self.user_creation_quota.totals();
         Stats {
             requests_total: c.requests_total.load(Relaxed),
             requests_by_operation,
@@ -519,8 +610,22 @@ impl Shared {
             emails_sent,
             distinct_users_sent,
             users_sent_more_than_once,
+            invitations_total,
+            distinct_users_invited,
+            users_invited_more_than_once,
+            user_creation_accepted,
+            user_creation_throttled,
+            user_creation_quota_rps: self.user_creation_quota.current(),
             simulated_successes: c.simulated_successes.load(Relaxed),
             errors_by_type,
+        }
+    }
+
+    /// The quota of a category.
+    pub(crate) fn quota_of(&self, category: super::QuotaCategory) -> &super::quota::RateQuota {
+        match category {
+            super::QuotaCategory::Resend => &self.quota,
+            super::QuotaCategory::UserCreation => &self.user_creation_quota,
         }
     }
 
@@ -528,18 +633,26 @@ impl Shared {
         lock(&self.ledger).records.clone()
     }
 
-    /// Codes sent to the user at `position`.
-    pub(crate) fn sends_to(&self, position: usize) -> usize {
-        lock(&self.ledger).per_user[position] as usize
+    /// Codes (or invitations) sent to the user at `position`.
+    pub(crate) fn sends_to(&self, position: usize, action: SendAction) -> usize {
+        let l = lock(&self.ledger);
+        match action {
+            SendAction::Confirm => l.per_user[position] as usize,
+            SendAction::Invite => l.invites_per_user[position] as usize,
+        }
     }
 
-    /// Sends per canonical username, for users who got at least one.
-    pub(crate) fn send_counts(&self) -> HashMap<String, usize> {
+    /// Codes (or invitations) per canonical username, for users who got at least one.
+    pub(crate) fn send_counts(&self, action: SendAction) -> HashMap<String, usize> {
         let l = lock(&self.ledger);
+        let counts = match action {
+            SendAction::Confirm => &l.per_user,
+            SendAction::Invite => &l.invites_per_user,
+        };
         self.pool
             .users
             .iter()
-            .zip(&l.per_user)
+            .zip(counts)
             .filter(|(_, n)| **n > 0)
             .map(|(u, n)| (u.username.clone(), *n as usize))
             .collect()
@@ -547,124 +660,4 @@ impl Shared {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record() -> SendRecord {
-        SendRecord {
-            username: "u".into(),
-            requested_as: "U".into(),
-            delivery_medium: "EMAIL".into(),
-            client_id: "c".into(),
-            client_metadata: BTreeMap::new(),
-            analytics_endpoint_id: None,
-            encoded_data: None,
-            ip_address: None,
-            secret_hash_given: false,
-            at: SystemTime::now(),
-        }
-    }
-
-    #[test]
-    fn bucket_allows_a_burst_of_quota_then_refills() {
-        let t0 = Instant::now();
-        let mut b = Bucket::new(Some(3));
-        assert!((0..3).all(|_| b.try_acquire(t0)));
-        assert!(!b.try_acquire(t0), "bucket empty");
-        assert!(
-            !b.try_acquire(t0),
-            "throttled calls take no token and get none"
-        );
-        assert!(
-            b.try_acquire(t0 + Duration::from_millis(334)),
-            "one token per 1/3 s"
-        );
-        assert!(!b.try_acquire(t0 + Duration::from_millis(340)));
-        // Long idle refills only up to capacity.
-        let later = t0 + Duration::from_secs(60);
-        assert_eq!((0..10).filter(|_| b.try_acquire(later)).count(), 3);
-        let mut off = Bucket::new(None);
-        assert!((0..1000).all(|_| off.try_acquire(t0)));
-    }
-
-    #[test]
-    fn ledger_enforces_attempt_limit_before_email_quota() {
-        let mut l = Ledger::new(3, Some(2), Some(3), true);
-        assert_eq!(l.try_send(0, true, record), Ok(()));
-        assert_eq!(l.try_send(0, true, record), Ok(()));
-        assert_eq!(l.try_send(0, true, record), Err(SendRefused::AttemptLimit));
-        assert_eq!(l.try_send(1, true, record), Ok(()));
-        assert_eq!(l.try_send(1, true, record), Err(SendRefused::EmailQuota));
-        assert_eq!(l.try_send(2, false, record), Ok(()), "SMS is not email");
-        assert_eq!(
-            (
-                l.sends_total,
-                l.emails_sent,
-                l.distinct_users,
-                l.repeated_users
-            ),
-            (4, 3, 3, 1)
-        );
-        assert_eq!(l.records.len(), 4);
-        l.email_quota = None;
-        assert_eq!(l.try_send(1, true, record), Ok(()));
-    }
-
-    #[test]
-    fn fault_knobs_round_trip_and_any_needs_a_slow_hold() {
-        let knobs = FaultKnobs::default();
-        assert!(!knobs.any());
-        assert_eq!(knobs.get(), Faults::default());
-        let slow = Faults {
-            slow_rate: 0.25,
-            slow_latency: Duration::from_millis(1500),
-            ..Faults::default()
-        };
-        knobs.set(&slow);
-        assert!(knobs.any());
-        assert_eq!(knobs.get(), slow);
-        // A slow rate with no hold, or a hold never drawn, injects nothing.
-        knobs.set(&Faults {
-            slow_rate: 1.0,
-            ..Faults::default()
-        });
-        assert!(!knobs.any());
-        knobs.set(&Faults {
-            slow_latency: Duration::from_secs(1),
-            ..Faults::default()
-        });
-        assert!(!knobs.any());
-        knobs.set(&Faults {
-            slow_rate: 7.0,
-            slow_latency: Duration::from_secs(1),
-            ..Faults::default()
-        });
-        assert_eq!(knobs.get().slow_rate, 1.0, "clamped");
-    }
-
-    #[test]
-    fn targets_map_to_operations() {
-        let op = |t: &str| Operation::from_target(t.as_bytes());
-        assert_eq!(
-            op("AWSCognitoIdentityProviderService.ResendConfirmationCode"),
-            Operation::ResendConfirmationCode
-        );
-        assert_eq!(
-            op("AWSCognitoIdentityProviderService.ListUsers"),
-            Operation::ListUsers
-        );
-        assert_eq!(
-            op("AWSCognitoIdentityProviderService.DescribeUserPool"),
-            Operation::DescribeUserPool
-        );
-        assert_eq!(
-            op("AWSCognitoIdentityProviderService.DescribeUserPoolClient"),
-            Operation::DescribeUserPoolClient
-        );
-        assert_eq!(
-            op("AWSCognitoIdentityProviderService.SignUp"),
-            Operation::Unknown
-        );
-        assert_eq!(op("ListUsers"), Operation::Unknown);
-    }
-}
+mod tests;

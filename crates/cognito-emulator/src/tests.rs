@@ -20,6 +20,8 @@ use aws_smithy_types::retry::ErrorKind;
 
 use super::*;
 
+mod invitations;
+
 const SECRET: &str = "s3cret-value";
 
 async fn emulator() -> Emulator {
