@@ -131,6 +131,11 @@ fn install_recorder(stop_reasons: &[&'static str]) -> anyhow::Result<PrometheusH
         "Duration of each call to Cognito, by action."
     );
     describe_gauge!(IN_FLIGHT, "Calls to Cognito in flight.");
+    describe_counter!(
+        POOL_CALLS,
+        "Pool reads (ListUsers, AdminGetUser, DescribeUserPool, DescribeUserPoolClient), by \
+         operation and result."
+    );
     describe_gauge!(
         RATE_LIMIT,
         "Current client-side rate limit in calls per second (0 = no limit), by action: each \

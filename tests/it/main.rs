@@ -18,6 +18,7 @@ mod emulator_boto3;
 mod faults;
 mod fleet;
 mod identity;
+mod invite;
 mod ledger;
 mod moto_cognito;
 mod moto_serial;
