@@ -110,7 +110,10 @@ IAM_ACTIONS = {
                      "sqs:GetQueueAttributes"} | LEDGER,
     "consume-precheck.json": {"cognito-idp:AdminGetUser"} | PROFILE,
     "enqueue.json": {"sqs:SendMessage", "sqs:GetQueueAttributes"},
-    "backfill-from-pool.json": {"cognito-idp:ListUsers", "cognito-idp:AdminGetUser"} | PROFILE,
+    "backfill-from-pool.json": {"cognito-idp:ListUsers", "cognito-idp:AdminGetUser",
+                                "cognito-idp:AdminCreateUser"} | PROFILE,
+    # Invitations (action invite): AdminCreateUser with MessageAction RESEND (cognito/admin.rs).
+    "invite.json": {"cognito-idp:AdminCreateUser"},
     "discover-to-queue.json": {"cognito-idp:ListUsers", "sqs:SendMessage",
                                "sqs:GetQueueAttributes"} | PROFILE,
     "ledger-dynamodb.json": LEDGER,
