@@ -9,8 +9,9 @@
 //! `UsernameConfiguration.CaseSensitive = false`, one with no `UsernameConfiguration`, and one
 //! with `UsernameAttributes = [email]` (users sign up with their email; the username is an id).
 //!
-//! moto 5.2.5 has no ResendConfirmationCode, so nothing here may send: a dry run that called it
-//! would fail. Where moto and AWS's documentation disagree (case-insensitive usernames, alias and
+//! moto 5.2.5 has no ResendConfirmationCode, so no code is sent here: a dry run that called it
+//! would fail. It does implement AdminCreateUser with `MessageAction = RESEND`: the invitations
+//! (action `invite`) are sent to it for real, signed. Where moto and AWS's documentation disagree (case-insensitive usernames, alias and
 //! `sub` lookups, see docs/emulator.md, "Where moto and the emulator disagree"), the tests keep to
 //! what both do the same way, and say so where it matters.
 
@@ -437,4 +438,49 @@ async fn csv_rows_by_email_resolve_through_moto_admin_get_user_in_an_email_as_us
         .map(|l| l["user_key"].as_str().expect("a user_key").to_owned())
         .collect();
     assert_eq!(keys, pool.unconfirmed, "{lines:#?}");
+}
+
+/// The invitation's request as moto, an implementation written outside this project, takes it:
+/// AdminCreateUser with `MessageAction = RESEND`, signed with the credential chain (moto checks
+/// the signature's presence), for the users moto holds FORCE_CHANGE_PASSWORD, read first with
+/// AdminGetUser for their contacts. Had the request lacked RESEND, moto would have answered
+/// UsernameExistsException (the user exists) and the jobs would have failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_are_admin_create_user_resend_calls_that_moto_accepts() {
+    let (moto, client) = moto_cognito().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    for kind in [Kind::CaseInsensitive, Kind::NoUsernameConfiguration] {
+        let pool = seed(&client, kind, "invite").await;
+        let rows: Vec<String> = std::iter::once("username,status".to_owned())
+            .chain(
+                pool.force_change
+                    .iter()
+                    .map(|u| format!("{u},FORCE_CHANGE_PASSWORD")),
+            )
+            .collect();
+        let csv = write_file(dir.path(), &format!("{kind:?}.csv"), rows.join("\n"));
+        let report_path = dir.path().join(format!("{kind:?}.jsonl"));
+        let mut cmd = pool.cmd(&moto.endpoint, "backfill");
+        cmd.arg(&csv)
+            .args(["--rate", "0", "--invite-rate", "0"])
+            .arg("--report")
+            .arg(&report_path);
+        let ran = run(cmd).await;
+        assert_eq!(
+            ran.code,
+            0,
+            "{kind:?}\n{}\n--- moto ---\n{}",
+            ran.stderr,
+            moto.output()
+        );
+        let lines = report(&report_path);
+        assert_eq!(lines.len(), pool.force_change.len(), "{lines:?}");
+        for l in &lines {
+            assert_eq!(l["action"], "invite", "{kind:?}: {l}");
+            assert_eq!(l["outcome"], "sent", "{kind:?}: {l}");
+            assert_eq!(l["delivery"]["medium"], "EMAIL", "{kind:?}: {l}");
+        }
+        // A resent invitation changes nobody's status: the pool is as it was.
+        pool.agrees_with_list_users(&client).await;
+    }
 }
