@@ -245,3 +245,25 @@ async fn throttling_of_user_creation_never_slows_the_resends() {
     assert!(limit("invite") < 20.0, "{metrics}");
     promtool_check(&metrics);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_without_admin_create_user_stop_the_run_early_naming_the_permission() {
+    let (emu, unconfirmed, _) = mixed_pool(5, 20, 0, |b| {
+        b.deny(cognito_emulator::IamAction::AdminCreateUser)
+    })
+    .await;
+    let mut c = cmd(&emu);
+    c.args(["backfill", "--from-pool", "--client-id", CLIENT])
+        .args(["--rate", "0", "--invite-rate", "0", "--concurrency", "1"])
+        .args(["--status", "FORCE_CHANGE_PASSWORD,UNCONFIRMED"]);
+    let ran = run(c).await;
+    assert_eq!(ran.code, 1, "an early stop: {}", ran.stderr);
+    assert!(
+        ran.stderr.contains("cognito-idp:AdminCreateUser"),
+        "the message names the permission: {}",
+        ran.stderr
+    );
+    assert!(emu.invite_counts().is_empty());
+    // Invited users are listed first here: the run stopped before the sign-ups' turn.
+    assert!(emu.send_counts().len() < unconfirmed.len());
+}
