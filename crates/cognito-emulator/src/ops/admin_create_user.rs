@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ApiError, Attribute, EMAIL_QUOTA_MESSAGE, Rule, USER_POOL_ID, USERNAME, Violations, attributes,
+    ApiError, EMAIL_QUOTA_MESSAGE, Rule, USER_POOL_ID, USERNAME, Violations, attributes,
     check_pool, to_json,
 };
 use crate::model::UserStatus;
@@ -229,18 +229,8 @@ pub(super) fn admin_create_user(
 
     #[derive(Serialize)]
     #[serde(rename_all = "PascalCase")]
-    struct UserType<'a> {
-        username: &'a str,
-        attributes: Vec<Attribute<'a>>,
-        user_create_date: f64,
-        user_last_modified_date: f64,
-        enabled: bool,
-        user_status: &'static str,
-    }
-    #[derive(Serialize)]
-    #[serde(rename_all = "PascalCase")]
     struct Response<'a> {
-        user: UserType<'a>,
+        user: super::UserJson<'a>,
     }
     // RESEND resets the temporary password, so the user was modified now (users report
     // UserLastModifiedDate no longer equal to UserCreateDate after a RESEND).
@@ -248,7 +238,7 @@ pub(super) fn admin_create_user(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(user.created, |d| d.as_millis() as f64 / 1000.0);
     Ok(to_json(&Response {
-        user: UserType {
+        user: super::UserJson {
             username: &user.username,
             attributes: attributes(user, None),
             user_create_date: user.created,

@@ -521,6 +521,18 @@ pub(crate) fn decode_token(token: &str) -> Option<String> {
     String::from_utf8(name.to_vec()).ok()
 }
 
+/// A user as ListUsers and AdminCreateUser answer it (`UserType`).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct UserJson<'a> {
+    username: &'a str,
+    attributes: Vec<Attribute<'a>>,
+    user_create_date: f64,
+    user_last_modified_date: f64,
+    enabled: bool,
+    user_status: &'static str,
+}
+
 fn list_users(shared: &Shared, req: ListUsersRequest, request_id: &str) -> Result<Bytes, ApiError> {
     let mut v = Violations::default();
     v.check(&USER_POOL_ID, req.user_pool_id.as_deref());
@@ -572,16 +584,6 @@ fn list_users(shared: &Shared, req: ListUsersRequest, request_id: &str) -> Resul
         _ => None,
     };
 
-    #[derive(Serialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct UserJson<'a> {
-        username: &'a str,
-        attributes: Vec<Attribute<'a>>,
-        user_create_date: f64,
-        user_last_modified_date: f64,
-        enabled: bool,
-        user_status: &'static str,
-    }
     #[derive(Serialize)]
     #[serde(rename_all = "PascalCase")]
     struct Response<'a> {
