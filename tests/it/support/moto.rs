@@ -10,8 +10,8 @@
 //! queues. The server ends when its [`Moto`] is dropped, and also when the test process dies
 //! (it watches its stdin), so none outlives the run.
 //!
-//! Known limits of moto's SQS (measured by the ignored test in tests/it/moto_serial.rs): a request
-//! costs ~8 ms, and SendMessage and DeleteMessage cost time in proportion to the messages in
+//! Known limits of moto's SQS (measured once, by hand, while tests/it/moto_serial.rs was written;
+//! no test measures them now): a request costs ~8 ms, and SendMessage and DeleteMessage cost time in proportion to the messages in
 //! the queue (a SendMessageBatch of 10: 18 ms at 1,000 queued, 68 ms at 5,000, 285 ms at
 //! 20,000), so keep test queues in the low thousands.
 
