@@ -323,7 +323,7 @@ pub(crate) struct Aggregator {
     /// Per wave: when it was first seen, and its jobs per outcome.
     waves: BTreeMap<String, WaveTally>,
     /// Per action: jobs per outcome, and `sent` per medium.
-    actions: BTreeMap<String, (BTreeMap<String, u64>, BTreeMap<String, u64>)>,
+    actions: BTreeMap<String, ActionTally>,
     doubt: Vec<DoubtRow>,
     attempts: u64,
     /// Call durations (ms) per result.
@@ -333,6 +333,9 @@ pub(crate) struct Aggregator {
     /// Per second since the epoch: calls started per result.
     call_seconds: BTreeMap<i64, BTreeMap<String, u64>>,
 }
+
+/// An action's jobs per outcome, and its `sent` jobs per medium.
+type ActionTally = (BTreeMap<String, u64>, BTreeMap<String, u64>);
 
 /// A wave's first outcome (ms since the epoch; `i64::MAX` while none had a time) and its jobs
 /// per outcome.

@@ -420,8 +420,17 @@ impl<'a> Planner<'a> {
             }
         }
         self.reserve();
+        // An invited user (FORCE_CHANGE_PASSWORD) is a send when the run invites: `--status`
+        // lists them, or `--action invite`.
+        let invites = self.settings.cognito.action == Some(crate::job::Action::Invite)
+            || self
+                .settings
+                .discover
+                .status
+                .contains(&"FORCE_CHANGE_PASSWORD");
         if let Some(u) = &user
             && u.status != "UNCONFIRMED"
+            && !(invites && u.status == "FORCE_CHANGE_PASSWORD")
         {
             self.jobs.already_confirmed += 1;
             if !self.settings.run.precheck {
