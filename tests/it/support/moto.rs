@@ -387,18 +387,16 @@ pub async fn drain_bodies(client: &Client, url: &str) -> Vec<String> {
 
 /// Waits until the queue has nothing visible and nothing in flight (bounded).
 pub async fn wait_until_empty(client: &Client, url: &str, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let (visible, in_flight) = queue_counts(client, url).await;
-        if visible == 0 && in_flight == 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "queue not empty after {limit:?}: {visible} visible, {in_flight} in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    super::eventually(
+        "an empty queue",
+        limit,
+        Duration::from_millis(250),
+        async || match queue_counts(client, url).await {
+            (0, 0) => Ok(()),
+            (visible, in_flight) => Err(format!("{visible} visible, {in_flight} in flight")),
+        },
+    )
+    .await
 }
 
 /// A job message body for `username`.
