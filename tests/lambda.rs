@@ -115,15 +115,20 @@ impl Function {
 
     /// Waits (at most `limit`) for an output line containing `needle`.
     async fn wait_for(&self, needle: &str, limit: Duration) {
-        let deadline = tokio::time::Instant::now() + limit;
-        while !self.lines().iter().any(|l| l.contains(needle)) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no line containing {needle:?} within {limit:?}; output:\n{}",
-                self.lines().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        support::eventually(
+            format!("a line containing {needle:?}"),
+            limit,
+            Duration::from_millis(50),
+            || {
+                let lines = self.lines();
+                if lines.iter().any(|l| l.contains(needle)) {
+                    Ok(())
+                } else {
+                    Err(format!("the output so far:\n{}", lines.join("\n")))
+                }
+            },
+        )
+        .await
     }
 
     fn lines(&self) -> Vec<String> {

@@ -510,14 +510,13 @@ async fn signals_drain_in_flight_calls_and_exit_130_or_143() {
         cmd.arg("--report").arg(&report_path);
         let running = Running::spawn(cmd);
         // Wait until some calls have been made, then signal.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while pool.emu.stats().requests_total < before + 20 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no calls within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            "20 calls",
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            || pool.emu.stats().requests_total >= before + 20,
+        )
+        .await;
         running.signal(signal);
         let (code, stderr) = running.wait(Duration::from_secs(40)).await;
         assert_eq!(code, expected, "SIG{signal}: {stderr}");

@@ -182,20 +182,21 @@ async fn throttled_cognito_slows_receiving_and_nothing_is_processed_twice() {
     // While the emulator throttles, messages held (received, not yet settled) never exceed
     // what can start soon: the concurrency plus one batch.
     let mut max_held = 0.0f64;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let m = consumer.metrics().await;
-        let get = |a: &str| {
-            sample(&m, "cognito_resend_sqs_messages_total", &[("action", a)]).unwrap_or(0.0)
-        };
-        let held = get("received") - get("deleted") - get("returned") - get("invalid");
-        max_held = max_held.max(held);
-        if get("deleted") as usize == bodies.len() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not done in 120 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "every message deleted",
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        async || {
+            let m = consumer.metrics().await;
+            let get = |a: &str| {
+                sample(&m, "cognito_resend_sqs_messages_total", &[("action", a)]).unwrap_or(0.0)
+            };
+            let held = get("received") - get("deleted") - get("returned") - get("invalid");
+            max_held = max_held.max(held);
+            get("deleted") as usize == bodies.len()
+        },
+    )
+    .await;
     let throttled = sample(
         &consumer.metrics().await,
         "cognito_resend_attempts_total",
@@ -285,11 +286,13 @@ async fn sigterm_drains_and_a_second_consumer_finishes_the_queue() {
         .arg("--state")
         .arg(&state);
     let first = Consumer::start(cmd).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while pool.emu.stats().requests_total < 40 {
-        assert!(tokio::time::Instant::now() < deadline, "no progress");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "40 calls",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || pool.emu.stats().requests_total >= 40,
+    )
+    .await;
     let signalled = tokio::time::Instant::now();
     let (code, stderr) = first.stop().await;
     assert_eq!(code, 0, "drained and exited 0: {stderr}");
@@ -482,28 +485,29 @@ async fn receive_errors_back_off_and_fail_readiness_until_receiving_works_again(
         .send()
         .await
         .expect("delete queue");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while status(readyz.clone()).await != 503 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "readyz never failed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "readyz to fail",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        async || status(readyz.clone()).await == 503,
+    )
+    .await;
     // Not a hot loop: the logged retry delays grow (0.5 s × 1.5ⁿ, ±50 % jitter, so the fourth
     // is always longer than the first).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let delays = loop {
-        let delays = retry_delays(&consumer.running.stderr());
-        if delays.len() >= 4 {
-            break delays;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "four receive failures logged: {delays:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let delays = eventually(
+        "four receive failures logged",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || {
+            let delays = retry_delays(&consumer.running.stderr());
+            if delays.len() >= 4 {
+                Ok(delays)
+            } else {
+                Err(format!("{delays:?}"))
+            }
+        },
+    )
+    .await;
     assert!(
         delays[3] > delays[0],
         "receive errors back off, not a hot loop: {delays:?}"
@@ -666,11 +670,13 @@ async fn fifo_with_the_ledger_a_failed_message_comes_back_before_the_rest_of_its
         .arg("--report")
         .arg(&report_path);
     let consumer = Consumer::start(cmd).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while emu.stats().throttled == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "no call was made");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "a throttled call",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || emu.stats().throttled > 0,
+    )
+    .await;
     emu.set_quota_rps(None);
     wait_until_empty(&sqs, &url, Duration::from_secs(90)).await;
     let (code, stderr) = consumer.stop().await;
@@ -723,16 +729,21 @@ async fn a_consumer_stopped_by_a_spend_cap_returns_the_messages_it_did_not_send(
     assert_eq!(sends.len(), 6, "{sends:?}");
     // Nothing else was deleted, and every message not sent is visible again, well before any
     // visibility timeout could have brought it back.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let counts = moto::queue_counts(&sqs, &url).await;
-        assert_eq!(counts.0 + counts.1, 19, "{counts:?}");
-        if counts == (19, 0) || tokio::time::Instant::now() > deadline {
-            assert_eq!(counts, (19, 0), "the messages not sent are back, visible");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(
+        "the messages not sent back, visible: (19, 0)",
+        Duration::from_secs(10),
+        Duration::from_millis(500),
+        async || {
+            let counts = moto::queue_counts(&sqs, &url).await;
+            assert_eq!(counts.0 + counts.1, 19, "{counts:?}");
+            if counts == (19, 0) {
+                Ok(())
+            } else {
+                Err(format!("{counts:?}"))
+            }
+        },
+    )
+    .await;
 }
 
 /// `n` UNCONFIRMED users named `{prefix}-00`, ..., an emulator that knows them, and one job per

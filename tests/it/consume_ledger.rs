@@ -307,14 +307,13 @@ async fn after_sigterm_a_ledger_that_stopped_answering_is_given_up_within_the_sh
     .arg(&report_path);
     let running = start_consumer(cmd).await;
     wait_for_sends(&emu, 1).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while slow.held() == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the result write reached the proxy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the result write to reach the proxy",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || slow.held() > 0,
+    )
+    .await;
     running.signal("TERM");
     // Well under a lease: the run does not wait for the ledger past its grace.
     let (code, stderr) = running.wait(Duration::from_secs(90)).await;

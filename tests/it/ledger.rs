@@ -301,16 +301,20 @@ async fn calls_abandoned_after_the_shutdown_grace_are_in_doubt_for_the_next_run(
         .args(["--shutdown-grace", "200ms"]);
     let running = Running::spawn(cmd);
     // Every permit is in a call the emulator holds for 30 s.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while pool.emu.stats().in_flight < concurrency as u64 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the calls never arrived: {:?}\n{}",
-            pool.emu.stats(),
-            running.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        format!("{concurrency} calls in flight"),
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || {
+            let stats = pool.emu.stats();
+            if stats.in_flight >= concurrency as u64 {
+                Ok(())
+            } else {
+                Err(format!("{stats:?}\n{}", running.stderr()))
+            }
+        },
+    )
+    .await;
     running.signal("TERM");
     let (code, stderr) = running.wait(Duration::from_secs(60)).await;
     assert_eq!(code, 143, "{stderr}");
@@ -734,16 +738,18 @@ impl Watch {
         user: &str,
         limit: Duration,
     ) -> (Claim, Duration) {
-        let started = tokio::time::Instant::now();
-        loop {
-            let c = self.claim(ledger, user).await;
-            if !matches!(c, Claim::Held { .. }) {
-                let still = self.0.map_or(Duration::ZERO, |(_, since)| since.elapsed());
-                return (c, still);
-            }
-            assert!(started.elapsed() < limit, "still held after {limit:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let c = eventually(
+            format!("the claim of {user} to be free"),
+            limit,
+            Duration::from_millis(20),
+            async || match self.claim(ledger, user).await {
+                c @ Claim::Held { .. } => Err(format!("{c:?}")),
+                c => Ok(c),
+            },
+        )
+        .await;
+        let still = self.0.map_or(Duration::ZERO, |(_, since)| since.elapsed());
+        (c, still)
     }
 }
 
@@ -751,14 +757,17 @@ impl Watch {
 /// how long, on the monotonic clock, it was held.
 async fn claim_when_free(ledger: &Ledger, user: &str, limit: Duration) -> (Claim, Duration) {
     let started = tokio::time::Instant::now();
-    loop {
-        let c = ledger.claim(&key(user)).await.expect("claim");
-        if !matches!(c, Claim::Held { .. }) {
-            return (c, started.elapsed());
-        }
-        assert!(started.elapsed() < limit, "still held after {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let c = eventually(
+        format!("the claim of {user} to be free"),
+        limit,
+        Duration::from_millis(20),
+        async || match ledger.claim(&key(user)).await.expect("claim") {
+            c @ Claim::Held { .. } => Err(format!("{c:?}")),
+            c => Ok(c),
+        },
+    )
+    .await;
+    (c, started.elapsed())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

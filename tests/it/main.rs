@@ -6,8 +6,10 @@
 //! What the tests of one process share, and why that is safe: `support` keeps a ledger
 //! directory and counters (unique file names, FIFO deduplication ids) process-wide; every moto
 //! server ([`support::moto::Moto`]), emulator, Prometheus and Pushgateway is started by the test
-//! that uses it, on a port of its own; and no test changes the process's environment or working
-//! directory (the binary under test gets its own, through [`support::command`]).
+//! that uses it, on a port of its own; the AWS SDK's retry token buckets, process-wide too, are
+//! one per client (`support::moto`'s clients each take a retry partition of their own); and no
+//! test changes the process's environment or working directory (the binary under test gets its
+//! own, through [`support::command`]).
 
 mod support;
 

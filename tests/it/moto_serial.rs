@@ -258,9 +258,11 @@ async fn an_abandoned_long_poll_takes_no_message() {
 /// Waits (bounded) until a long poll is waiting in the launcher, so what follows happens
 /// during it.
 async fn wait_for_long_poll(moto: &Moto) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while moto.stats().await.long_polls == 0 {
-        assert!(Instant::now() < deadline, "the long poll never arrived");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::eventually(
+        "the long poll to arrive",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        async || moto.stats().await.long_polls > 0,
+    )
+    .await
 }

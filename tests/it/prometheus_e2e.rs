@@ -48,24 +48,29 @@ async fn start(program: &str, args: impl Fn(u16) -> Vec<String>, ready_path: &st
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
         let base = format!("http://127.0.0.1:{port}");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = reqwest::get(format!("{base}{ready_path}")).await
-                && r.status().is_success()
-            {
-                return Server {
-                    _child: child,
-                    base,
+        // Ready, or exited: most likely the port was taken meanwhile, so another one.
+        let ready = eventually(
+            format!("{program} to become ready on {base}"),
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            async || {
+                let answer = match reqwest::get(format!("{base}{ready_path}")).await {
+                    Ok(r) if r.status().is_success() => return Ok(true),
+                    Ok(r) => format!("{ready_path} answered {}", r.status()),
+                    Err(e) => format!("{ready_path}: {e}"),
                 };
-            }
-            if child.try_wait().expect("try_wait works").is_some() {
-                break; // most likely the port was taken meanwhile: another one
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{program} did not become ready on {base} within 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+                if child.try_wait().expect("try_wait works").is_some() {
+                    return Ok(false);
+                }
+                Err(answer)
+            },
+        )
+        .await;
+        if ready {
+            return Server {
+                _child: child,
+                base,
+            };
         }
     }
     panic!("{program} exited before it was ready, five times on five ports");
@@ -159,18 +164,20 @@ async fn prometheus_scrapes_a_run_and_promql_returns_the_emulators_counts() {
         ("invalid".to_owned(), 0),
         ("failed".to_owned(), 0),
     ]);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let seen = outcomes_in_prometheus(&server.base).await;
-        if seen == expected {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "Prometheus has {seen:?}, the emulator says {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(
+        format!("Prometheus to have what the emulator says, {expected:?}"),
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        async || {
+            let seen = outcomes_in_prometheus(&server.base).await;
+            if seen == expected {
+                Ok(())
+            } else {
+                Err(format!("Prometheus has {seen:?}"))
+            }
+        },
+    )
+    .await;
     assert_eq!(
         pool.emu.send_counts().len() as u64,
         expected["sent"],

@@ -385,16 +385,96 @@ pub fn promtool_check(exposition: &str) {
     );
 }
 
+/// Polls `cond` every `every` until it holds, and returns what it gave; panics naming `what`
+/// (what was waited for) and how long it waited if it still does not hold after `limit`.
+///
+/// `cond` answers `bool`, or `Result`: `Ok(value)` when the wait is over, `Err(seen)` with
+/// what it saw instead, which the panic shows (the last one). It may be async
+/// (`async || queue_counts(..).await == (0, 0)`) or not (`|| emu.sends().len() >= n`), and may
+/// keep state between polls. Checked once more after the limit, never left mid-poll.
+pub async fn eventually<C: Polled, M>(
+    what: impl std::fmt::Display,
+    limit: Duration,
+    every: Duration,
+    mut cond: impl Condition<C, M>,
+) -> C::Value {
+    let started = tokio::time::Instant::now();
+    loop {
+        let seen = match cond.check().await.polled() {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        let waited = started.elapsed();
+        if waited >= limit {
+            match seen {
+                Some(seen) => panic!(
+                    "gave up waiting for {what} after {waited:?} (limit {limit:?}); last seen: \
+                     {seen}"
+                ),
+                None => panic!("gave up waiting for {what} after {waited:?} (limit {limit:?})"),
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// What a condition of [`eventually`] answers: whether the wait is over, and with what.
+pub trait Polled {
+    /// What [`eventually`] returns.
+    type Value;
+    /// What the condition saw while it did not hold, for the panic.
+    type Seen: std::fmt::Display;
+    fn polled(self) -> Result<Self::Value, Option<Self::Seen>>;
+}
+
+impl Polled for bool {
+    type Value = ();
+    type Seen = &'static str;
+    fn polled(self) -> Result<(), Option<&'static str>> {
+        if self { Ok(()) } else { Err(None) }
+    }
+}
+
+impl<T, E: std::fmt::Display> Polled for Result<T, E> {
+    type Value = T;
+    type Seen = E;
+    fn polled(self) -> Result<T, Option<E>> {
+        self.map_err(Some)
+    }
+}
+
+/// A condition [`eventually`] polls: a closure, async or not. (`M` only tells the two kinds of
+/// closure apart, which one blanket impl over both could not.)
+pub trait Condition<C, M> {
+    fn check(&mut self) -> impl Future<Output = C>;
+}
+
+/// Marks [`Condition`]'s impl for async closures.
+pub struct IsAsync;
+/// Marks [`Condition`]'s impl for plain closures.
+pub struct IsSync;
+
+impl<C: Polled, F: AsyncFnMut() -> C> Condition<C, IsAsync> for F {
+    fn check(&mut self) -> impl Future<Output = C> {
+        self()
+    }
+}
+
+impl<C: Polled, F: FnMut() -> C> Condition<C, IsSync> for F {
+    async fn check(&mut self) -> C {
+        self()
+    }
+}
+
 /// Waits (at most 60 s) until the emulator has sent `n` codes.
 pub async fn wait_for_sends(emu: &Emulator, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while emu.sends().len() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "fewer than {n} sends within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(
+        format!("{n} sends"),
+        Duration::from_secs(60),
+        Duration::from_millis(5),
+        || emu.sends().len() >= n,
+    )
+    .await
 }
 
 /// [`pool`] with every answer delayed by `latency`.

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::config::retry::RetryPartition;
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -170,10 +171,12 @@ fn collect_lines(stream: impl AsyncRead + Unpin + Send + 'static, into: Arc<Mute
 
 /// An SQS client for `endpoint`, isolated from the machine's AWS setup: region us-east-1 and
 /// dummy static credentials (moto does not check signatures, but reads the region from them).
-/// The SDK's default retries are kept: the test side is not what is under test.
+/// The SDK's default retries are kept: the test side is not what is under test (but in a
+/// retry partition of the client's own, see [`own_retry_partition`]).
 pub async fn sqs_client(endpoint: &str) -> Client {
     let config = aws_sdk_sqs::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .retry_partition(own_retry_partition("sqs"))
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "test"))
         .endpoint_url(endpoint)
@@ -185,11 +188,25 @@ pub async fn sqs_client(endpoint: &str) -> Client {
 pub async fn dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .retry_partition(own_retry_partition("dynamodb"))
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "test"))
         .endpoint_url(endpoint)
         .build();
     aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// A retry partition no other client shares. The SDK keeps the retry token bucket of each
+/// partition (by default one per service) in a process-wide static, and every test runs in one
+/// process: the errors one test's clients retry (a proxy that loses answers) must not use up the
+/// retries of another's.
+fn own_retry_partition(service: &str) -> RetryPartition {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    RetryPartition::new(format!(
+        "test-{service}-{}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// Creates a queue with these attributes; returns its URL.
@@ -387,18 +404,16 @@ pub async fn drain_bodies(client: &Client, url: &str) -> Vec<String> {
 
 /// Waits until the queue has nothing visible and nothing in flight (bounded).
 pub async fn wait_until_empty(client: &Client, url: &str, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let (visible, in_flight) = queue_counts(client, url).await;
-        if visible == 0 && in_flight == 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "queue not empty after {limit:?}: {visible} visible, {in_flight} in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    super::eventually(
+        "an empty queue",
+        limit,
+        Duration::from_millis(250),
+        async || match queue_counts(client, url).await {
+            (0, 0) => Ok(()),
+            (visible, in_flight) => Err(format!("{visible} visible, {in_flight} in flight")),
+        },
+    )
+    .await
 }
 
 /// A job message body for `username`.
@@ -423,6 +438,7 @@ pub const PASSWORD: &str = "Passw0rd!-moto";
 pub async fn cognito_client(endpoint: &str) -> idp::Client {
     let config = idp::Config::builder()
         .behavior_version(idp::config::BehaviorVersion::latest())
+        .retry_partition(own_retry_partition("cognito-idp"))
         .region(idp::config::Region::new("us-east-1"))
         .credentials_provider(idp::config::Credentials::new(
             "test", "test", None, None, "test",
