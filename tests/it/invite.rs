@@ -267,3 +267,29 @@ async fn credentials_without_admin_create_user_stop_the_run_early_naming_the_per
     // Invited users are listed first here: the run stopped before the sign-ups' turn.
     assert!(emu.send_counts().len() < unconfirmed.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_by_email_counts_toward_the_days_email_cap() {
+    let (emu, _, invited) = mixed_pool(0, 10, 0, |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("report.jsonl");
+    let mut c = cmd(&emu);
+    c.args(["backfill", "--from-pool", "--client-id", CLIENT])
+        .args(["--rate", "0", "--invite-rate", "0", "--concurrency", "4"])
+        .args([
+            "--status",
+            "FORCE_CHANGE_PASSWORD",
+            "--max-email-per-day",
+            "3",
+        ])
+        .arg("--state")
+        .arg(dir.path().join("ledger.db"))
+        .arg("--report")
+        .arg(&report_path);
+    let ran = run(c).await;
+    assert_eq!(ran.code, 4, "stopped at the spend cap: {}", ran.stderr);
+    let sent = emu.invite_counts();
+    assert_eq!(sent.len(), 3, "exactly the cap: {sent:?}");
+    assert!(sent.keys().all(|u| invited.contains(u)));
+    assert_eq!(users_with(&report(&report_path), "sent").len(), 3);
+}
