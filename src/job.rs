@@ -91,6 +91,9 @@ pub struct ResendRequest {
     /// field, the user's status in the pool); `None` takes the run's `--action` (default
     /// `confirm`): see [`ResendRequest::action`].
     pub action: Option<Action>,
+    /// The action the user's status (a row's `status` column, a message's field) calls for,
+    /// when the job does not say its own: taken as [`RequestDefaults::apply`] says.
+    pub status_action: Option<Action>,
     /// For an invitation, the medium to ask for (`EMAIL` or `SMS`), when the user's contacts
     /// are known before the call; `None`: Cognito's default. Set by the engine, never read
     /// from a source.
@@ -114,14 +117,16 @@ impl ResendRequest {
     }
 }
 
-/// A job's action from its `action` and `status` fields (a CSV row's columns, a queue
-/// message's fields), either or both: `Ok(None)` when neither says. A status that calls for
-/// neither action (`CONFIRMED` in a user export, ...) says nothing: the job goes by `--action`,
-/// and Cognito's answer decides (`already_confirmed`, as before the status was read).
+/// A job's `action` and `status` fields (a CSV row's columns, a queue message's fields), either
+/// or both: the action the job asks for itself, and the status it names when that status calls
+/// for an action (`UNCONFIRMED`, `FORCE_CHANGE_PASSWORD`; any other status, `CONFIRMED` in a user
+/// export, says nothing). What a status alone decides is the run's business
+/// ([`RequestDefaults::apply`]): `FORCE_CHANGE_PASSWORD` means an invitation only in a run that
+/// invites.
 pub(crate) fn action_of(
     action: Option<&str>,
     status: Option<&str>,
-) -> Result<Option<Action>, BadAction> {
+) -> Result<(Option<Action>, Option<Action>), BadAction> {
     let said = action
         .map(|a| Action::parse(a).ok_or_else(|| BadAction::Action(a.to_owned())))
         .transpose()?;
@@ -131,7 +136,7 @@ pub(crate) fn action_of(
             action: a,
             status: status.unwrap_or_default().to_owned(),
         }),
-        (a, b) => Ok(a.or(b)),
+        (a, b) => Ok((a, b)),
     }
 }
 
@@ -710,6 +715,10 @@ pub struct RequestDefaults {
     pub analytics_endpoint_id: Option<String>,
     /// `--action`: what jobs that do not say send.
     pub action: Option<Action>,
+    /// The run sends invitations (`--action invite`, or `--status` lists FORCE_CHANGE_PASSWORD):
+    /// a job whose status is FORCE_CHANGE_PASSWORD is one. Otherwise that status says nothing,
+    /// so a user export's statuses never start invitations a run did not ask for.
+    pub invites: bool,
 }
 
 impl RequestDefaults {
@@ -724,7 +733,11 @@ impl RequestDefaults {
             req.analytics_endpoint_id = self.analytics_endpoint_id.clone();
         }
         if req.action.is_none() {
-            req.action = self.action;
+            req.action = match req.status_action {
+                Some(Action::Invite) if !self.invites => self.action,
+                Some(a) => Some(a),
+                None => self.action,
+            };
         }
     }
 }
@@ -809,6 +822,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_status_invites_only_in_a_run_that_invites_and_an_action_always_decides() {
+        let row = |action, status_action| ResendRequest {
+            username: "u".into(),
+            action,
+            status_action,
+            ..ResendRequest::default()
+        };
+        let run = |invites, action| RequestDefaults {
+            invites,
+            action,
+            ..RequestDefaults::default()
+        };
+        let took = |defaults: RequestDefaults, mut req: ResendRequest| {
+            defaults.apply(&mut req);
+            req.action()
+        };
+        let invited = || row(None, Some(Action::Invite));
+        // A user export's FORCE_CHANGE_PASSWORD starts no invitation the run did not ask for.
+        assert_eq!(took(run(false, None), invited()), Action::Confirm);
+        assert_eq!(took(run(true, None), invited()), Action::Invite);
+        // UNCONFIRMED says a code, whatever --action says for the rest.
+        assert_eq!(
+            took(
+                run(true, Some(Action::Invite)),
+                row(None, Some(Action::Confirm))
+            ),
+            Action::Confirm
+        );
+        // The row's own action wins over everything.
+        assert_eq!(
+            took(run(false, None), row(Some(Action::Invite), None)),
+            Action::Invite
+        );
+        assert_eq!(
+            took(run(false, Some(Action::Invite)), row(None, None)),
+            Action::Invite
+        );
+    }
+
+    #[test]
     fn run_defaults_merge_under_the_jobs_own_values() {
         let defaults = RequestDefaults {
             client_metadata: BTreeMap::from([
@@ -817,6 +870,7 @@ mod tests {
             ]),
             analytics_endpoint_id: Some("run-endpoint".into()),
             action: None,
+            invites: false,
         };
         let mut own = ResendRequest {
             username: "ana".into(),

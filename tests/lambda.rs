@@ -435,7 +435,7 @@ async fn an_sqs_batch_returns_exactly_the_records_that_must_come_back_and_sends_
         .expect("an EMF line for outcome=sent in the first invocation");
     assert_eq!(sent_first["cognito_resend_jobs_total"], json!(3.0));
     let dims = &sent_first["_aws"]["CloudWatchMetrics"][0]["Dimensions"];
-    assert_eq!(dims, &json!([["outcome", "source"], []]));
+    assert_eq!(dims, &json!([["action", "outcome", "source"], []]));
 }
 
 async fn secrets_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {

@@ -131,6 +131,13 @@ pub(super) fn recorder(
     Ok(Arc::new(recorder))
 }
 
+/// Whether the run sends invitations to the FORCE_CHANGE_PASSWORD users it meets: `--action
+/// invite`, or `--status` lists them.
+pub(crate) fn invites(settings: &Settings) -> bool {
+    settings.cognito.action == Some(crate::job::Action::Invite)
+        || settings.discover.status.contains(&"FORCE_CHANGE_PASSWORD")
+}
+
 /// The Cognito client sends invitations through the pool's signed client, when the run has one.
 pub(super) fn with_invites(cognito: Cognito, pool: Option<&PoolAccess>) -> Cognito {
     match pool {
@@ -394,7 +401,10 @@ pub(super) fn engine_config(
         ledger,
         identity: identity(settings, pool),
         default_email_account: pool.is_some_and(|p| p.profile.default_email_account),
-        request_defaults: settings.cognito.request_defaults(),
+        request_defaults: crate::job::RequestDefaults {
+            invites: invites(settings),
+            ..settings.cognito.request_defaults()
+        },
     }
 }
 

@@ -340,6 +340,7 @@ impl CognitoSettings {
             client_metadata: self.client_metadata.clone(),
             analytics_endpoint_id: self.analytics_endpoint_id.clone(),
             action: self.action,
+            invites: self.action == Some(crate::job::Action::Invite),
         }
     }
 }

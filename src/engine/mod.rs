@@ -177,6 +177,9 @@ struct Shared {
     run_metadata: std::collections::BTreeMap<String, String>,
     /// The spend caps and what is reserved against them.
     spend: SpendGuard,
+    /// The run sends invitations to the FORCE_CHANGE_PASSWORD users it meets
+    /// ([`RequestDefaults::invites`]).
+    invites: bool,
 }
 
 /// Runs every job of `source` and returns why it stopped.
@@ -214,6 +217,7 @@ pub async fn run<S: Source, C: Resend>(
         }),
         default_email_account: config.default_email_account,
         run_metadata: config.request_defaults.client_metadata.clone(),
+        invites: config.request_defaults.invites,
     });
     let permits = Arc::new(Semaphore::new(config.concurrency.get()));
     let tracker = TaskTracker::new();

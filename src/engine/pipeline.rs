@@ -559,6 +559,11 @@ pub(super) async fn look_up(
 fn action_by_status(shared: &Shared, job: &Job, status: &str) -> Option<Action> {
     let precheck = shared.lookup.as_ref().is_some_and(|l| l.pool.precheck);
     match Action::for_status(status) {
+        // An invited user's status invites only in a run that invites (or for a job that asked
+        // to): a run of codes finds them `already_confirmed` with `--precheck`, as before.
+        Some(Action::Invite) if !shared.invites && job.request.action != Some(Action::Invite) => {
+            job.request.action
+        }
         Some(a) if precheck || job.request.action.is_none() => Some(a),
         _ => job.request.action,
     }

@@ -197,7 +197,7 @@ impl Columns {
                 optional(self.analytics_endpoint_id, "analytics_endpoint_id")?;
             request.encoded_data = optional(self.encoded_data, "encoded_data")?;
             request.ip_address = optional(self.ip_address, "ip_address")?;
-            request.action = crate::job::action_of(
+            (request.action, request.status_action) = crate::job::action_of(
                 optional(self.action, "action")?.as_deref(),
                 optional(self.status, "status")?.as_deref(),
             )?;

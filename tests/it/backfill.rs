@@ -61,7 +61,11 @@ async fn mixed_pool_sends_each_unconfirmed_user_exactly_once_and_everything_adds
         sample(
             &metrics,
             "cognito_resend_jobs_total",
-            &[("source", "csv"), ("outcome", outcome)],
+            &[
+                ("source", "csv"),
+                ("action", "confirm"),
+                ("outcome", outcome),
+            ],
         )
         .unwrap_or_else(|| panic!("jobs_total for {outcome} in:\n{metrics}"))
     };
@@ -73,7 +77,7 @@ async fn mixed_pool_sends_each_unconfirmed_user_exactly_once_and_everything_adds
     let ok = sample(
         &metrics,
         "cognito_resend_attempts_total",
-        &[("result", "ok")],
+        &[("action", "confirm"), ("result", "ok")],
     )
     .unwrap();
     assert_eq!(ok as usize, pool.csv_usernames.len());
@@ -84,14 +88,19 @@ async fn mixed_pool_sends_each_unconfirmed_user_exactly_once_and_everything_adds
     let observed = sample(
         &metrics,
         "cognito_resend_request_duration_seconds_count",
-        &[],
+        &[("action", "confirm")],
     )
     .unwrap();
     assert_eq!(observed as usize, pool.csv_usernames.len());
     assert_eq!(sample(&metrics, "cognito_resend_in_flight", &[]), Some(0.0));
     // `--rate 0` sets no ceiling, but the controller always has a rate (it slow-starts from
     // 10/s and follows the quota), and the gauge shows it.
-    let limit = sample(&metrics, "cognito_resend_rate_limit_per_second", &[]).unwrap();
+    let limit = sample(
+        &metrics,
+        "cognito_resend_rate_limit_per_second",
+        &[("action", "confirm")],
+    )
+    .unwrap();
     assert!(
         limit >= 10.0 && limit.is_finite(),
         "rate limit gauge {limit}"
@@ -315,7 +324,7 @@ async fn throttling_without_a_client_limit_still_sends_everyone_exactly_once() {
     let throttled = sample(
         &metrics,
         "cognito_resend_attempts_total",
-        &[("result", "throttled")],
+        &[("action", "confirm"), ("result", "throttled")],
     )
     .unwrap();
     assert!(throttled > 0.0, "the emulator throttled and we counted it");
@@ -324,7 +333,12 @@ async fn throttling_without_a_client_limit_still_sends_everyone_exactly_once() {
         pool.emu.stats().throttled,
         "every throttle counted once"
     );
-    let rate = sample(&metrics, "cognito_resend_rate_limit_per_second", &[]).unwrap();
+    let rate = sample(
+        &metrics,
+        "cognito_resend_rate_limit_per_second",
+        &[("action", "confirm")],
+    )
+    .unwrap();
     assert!(rate > 0.0, "the limiter engaged after throttling: {rate}");
     let report = report(&report_path);
     assert_eq!(report.len(), pool.csv_usernames.len());

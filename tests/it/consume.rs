@@ -200,7 +200,7 @@ async fn throttled_cognito_slows_receiving_and_nothing_is_processed_twice() {
     let throttled = sample(
         &consumer.metrics().await,
         "cognito_resend_attempts_total",
-        &[("result", "throttled")],
+        &[("action", "confirm"), ("result", "throttled")],
     )
     .unwrap_or(0.0);
     let received = consumer.sqs("received").await;

@@ -133,6 +133,8 @@ async fn an_invited_user_who_signed_in_since_ends_already_signed_in_and_gets_not
     c.arg("backfill")
         .arg(&csv)
         .args(["--client-id", CLIENT, "--rate", "0", "--invite-rate", "0"])
+        // The run invites: a row's FORCE_CHANGE_PASSWORD is then an invitation.
+        .args(["--status", "UNCONFIRMED,FORCE_CHANGE_PASSWORD"])
         .arg("--report")
         .arg(&report_path);
     let ran = run(c).await;

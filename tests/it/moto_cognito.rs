@@ -463,6 +463,7 @@ async fn invitations_are_admin_create_user_resend_calls_that_moto_accepts() {
         let mut cmd = pool.cmd(&moto.endpoint, "backfill");
         cmd.arg(&csv)
             .args(["--rate", "0", "--invite-rate", "0"])
+            .args(["--status", "FORCE_CHANGE_PASSWORD"])
             .arg("--report")
             .arg(&report_path);
         let ran = run(cmd).await;

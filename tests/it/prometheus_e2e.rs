@@ -157,6 +157,8 @@ async fn prometheus_scrapes_a_run_and_promql_returns_the_emulators_counts() {
     let expected = std::collections::BTreeMap::from([
         ("sent".to_owned(), pool.unconfirmed.len() as u64),
         ("already_confirmed".to_owned(), pool.confirmed.len() as u64),
+        // Invitations' outcome, pre-registered at 0 like every other.
+        ("already_signed_in".to_owned(), 0),
         ("not_found".to_owned(), pool.missing.len() as u64),
         ("cooldown".to_owned(), 0),
         ("capped".to_owned(), 0),
@@ -225,6 +227,7 @@ async fn a_backfill_pushes_its_final_metrics_to_a_pushgateway() {
                 ("instance", ""),
                 ("job", "cognito-resend"),
                 ("outcome", outcome),
+                ("action", "confirm"),
                 ("source", "csv"),
             ],
         )

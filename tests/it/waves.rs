@@ -373,7 +373,11 @@ async fn three_waves_tag_every_send_and_the_third_is_capped_everywhere() {
         sample(
             &exposition,
             "cognito_resend_jobs_total",
-            &[("source", "csv"), ("outcome", "capped")]
+            &[
+                ("source", "csv"),
+                ("action", "confirm"),
+                ("outcome", "capped")
+            ]
         ),
         Some(6.0)
     );

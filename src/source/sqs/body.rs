@@ -73,7 +73,7 @@ pub(crate) fn decode(text: &str) -> Result<ResendRequest, BodyProblem> {
     if let Some(id) = &client_id {
         check_client_id(id).map_err(|e| with_user(&e))?;
     }
-    let action = crate::job::action_of(
+    let (action, status_action) = crate::job::action_of(
         text_field("action")?.as_deref(),
         text_field("status")?.as_deref(),
     )
@@ -81,6 +81,7 @@ pub(crate) fn decode(text: &str) -> Result<ResendRequest, BodyProblem> {
     Ok(ResendRequest {
         client_id,
         action,
+        status_action,
         invite_medium: None,
         analytics_endpoint_id: text_field("analytics_endpoint_id")?,
         encoded_data: text_field("encoded_data")?,
@@ -146,6 +147,16 @@ pub(crate) fn encode(req: &ResendRequest) -> String {
     };
     put("client_id", &req.client_id);
     put("action", &req.action.map(|a| a.as_str().to_owned()));
+    put(
+        "status",
+        &req.status_action.map(|a| {
+            match a {
+                crate::job::Action::Confirm => "UNCONFIRMED",
+                crate::job::Action::Invite => "FORCE_CHANGE_PASSWORD",
+            }
+            .to_owned()
+        }),
+    );
     put("analytics_endpoint_id", &req.analytics_endpoint_id);
     put("encoded_data", &req.encoded_data);
     put("ip_address", &req.ip_address);
@@ -172,6 +183,7 @@ mod tests {
         let req = ResendRequest {
             username: "josé".into(),
             action: Some(crate::job::Action::Invite),
+            status_action: Some(crate::job::Action::Invite),
             invite_medium: None,
             client_id: Some("c1".into()),
             client_metadata: BTreeMap::from([("k".into(), "v".into())]),
@@ -265,6 +277,7 @@ mod tests {
                 let req = ResendRequest {
                     username,
                     action,
+                    status_action: None,
                     invite_medium: None,
                     client_id,
                     client_metadata,
