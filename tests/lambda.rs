@@ -744,7 +744,9 @@ async fn a_queue_drained_through_the_function_sends_each_user_once_and_poison_go
     let (path, body) = pushes.last().unwrap();
     assert_eq!(path, "/metrics/job/cognito-resend/command/lambda");
     assert!(
-        body.contains(r#"cognito_resend_jobs_total{source="sqs",outcome="sent"} 12"#),
+        body.contains(
+            r#"cognito_resend_jobs_total{source="sqs",action="confirm",outcome="sent"} 12"#
+        ),
         "{body}"
     );
 }
