@@ -252,7 +252,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// USD per SMS message: the forecast adds the SMS codes' cost.
-        #[arg(long, value_name = "USD")]
+        #[arg(long, value_name = "USD", allow_negative_numbers = true)]
         sms_price: Option<f64>,
         /// The settings it reads.
         #[command(flatten)]
@@ -404,7 +404,12 @@ pub enum LedgerAction {
     /// outcome, claim or in-doubt mark since. Claimed rows are kept.
     Prune {
         /// How long a row must have been idle [default: --retention].
-        #[arg(long, visible_alias = "inactive-for", value_name = "DURATION")]
+        #[arg(
+            long,
+            visible_alias = "inactive-for",
+            value_name = "DURATION",
+            allow_negative_numbers = true
+        )]
         older_than: Option<String>,
         /// Prune even when that is shorter than --cooldown (rows of users in cooldown would
         /// go, and they could get a second code).

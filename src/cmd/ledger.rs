@@ -247,16 +247,27 @@ pub(super) async fn run(action: LedgerAction, settings: &Settings) -> Result<Fin
                     .await
                     .map_err(|e| RunError::Fatal(e.into()))?;
                 for row in rows {
-                    serde_json::to_writer(&mut out, &row).map_err(|e| RunError::Fatal(e.into()))?;
-                    out.write_all(b"\n")
-                        .map_err(|e| RunError::Fatal(e.into()))?;
+                    let written = serde_json::to_writer(&mut out, &row)
+                        .map_err(std::io::Error::from)
+                        .and_then(|()| out.write_all(b"\n"));
+                    match written {
+                        Ok(()) => {}
+                        // The reader has all it wants (`| head`): a quiet end, not an error.
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return done(),
+                        Err(e) => return Err(RunError::Fatal(e.into())),
+                    }
                 }
                 match next {
                     Some(n) => cursor = Some(n),
                     None => break,
                 }
             }
-            out.flush().map_err(|e| RunError::Fatal(e.into()))?;
+            match out.flush() {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(RunError::Fatal(e.into()));
+                }
+                _ => {}
+            }
         }
     }
     done()

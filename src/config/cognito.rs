@@ -106,7 +106,8 @@ pub struct CognitoArgs {
     #[arg(
         long,
         env = "COGNITO_RESEND_COGNITO_ATTEMPT_TIMEOUT",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        allow_negative_numbers = true
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub attempt_timeout: Option<String>,
@@ -115,7 +116,8 @@ pub struct CognitoArgs {
     #[arg(
         long,
         env = "COGNITO_RESEND_COGNITO_CONNECT_TIMEOUT",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        allow_negative_numbers = true
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub connect_timeout: Option<String>,
@@ -347,8 +349,14 @@ impl CognitoSettings {
 
 fn read_secret_file(path: &Path) -> Result<ClientSecret, ConfigError> {
     let at = |reason: String| ConfigError::at(key!(CognitoArgs, client_secret_file), reason);
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| at(format!("cannot read {}: {e}", path.display())))?;
+    // The value given is not shown: it may be the secret itself, given where its file's name
+    // belongs.
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        at(format!(
+            "cannot read the file it names: {e} (the name is not shown, in case it is the \
+             secret itself: a secret belongs in a file, or in {CLIENT_SECRET_ENV})"
+        ))
+    })?;
     let value = text.trim();
     if value.is_empty() {
         return Err(at(format!("{} is empty", path.display())));

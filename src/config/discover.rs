@@ -41,7 +41,8 @@ pub struct DiscoverArgs {
     #[arg(
         long,
         env = "COGNITO_RESEND_DISCOVER_OLDER_THAN",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        allow_negative_numbers = true
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub older_than: Option<String>,
@@ -51,7 +52,8 @@ pub struct DiscoverArgs {
     #[arg(
         long,
         env = "COGNITO_RESEND_DISCOVER_LIST_RATE",
-        value_name = "PER_SECOND"
+        value_name = "PER_SECOND",
+        allow_negative_numbers = true
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub list_rate: Option<String>,

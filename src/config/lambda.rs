@@ -26,7 +26,8 @@ pub struct LambdaArgs {
     #[arg(
         long = "lambda-margin",
         env = "COGNITO_RESEND_LAMBDA_MARGIN",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        allow_negative_numbers = true
     )]
     #[serde(
         skip_serializing_if = "unset",
@@ -40,7 +41,8 @@ pub struct LambdaArgs {
     #[arg(
         long = "lambda-timeout",
         env = "COGNITO_RESEND_LAMBDA_TIMEOUT",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        allow_negative_numbers = true
     )]
     #[serde(
         skip_serializing_if = "unset",

@@ -45,7 +45,12 @@ pub struct LedgerArgs {
     pub state: Option<String>,
 
     /// Never send the same client id + username twice within this window [default: 24h].
-    #[arg(long, env = "COGNITO_RESEND_LEDGER_COOLDOWN", value_name = "DURATION")]
+    #[arg(
+        long,
+        env = "COGNITO_RESEND_LEDGER_COOLDOWN",
+        value_name = "DURATION",
+        allow_negative_numbers = true
+    )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub cooldown: Option<String>,
 
@@ -54,7 +59,8 @@ pub struct LedgerArgs {
     #[arg(
         long,
         env = "COGNITO_RESEND_LEDGER_CLAIM_LEASE",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        allow_negative_numbers = true
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub claim_lease: Option<String>,
@@ -71,7 +77,12 @@ pub struct LedgerArgs {
     /// Retention: user rows with nothing written for this long are deleted — by DynamoDB's TTL
     /// (attribute `expires_at`), or for SQLite when a run opens the ledger; at least the
     /// cooldown. Also what `ledger prune` keeps by default. 0s = keep forever [default: 0s].
-    #[arg(long, env = "COGNITO_RESEND_LEDGER_RETENTION", value_name = "DURATION")]
+    #[arg(
+        long,
+        env = "COGNITO_RESEND_LEDGER_RETENTION",
+        value_name = "DURATION",
+        allow_negative_numbers = true
+    )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub retention: Option<String>,
 
@@ -80,7 +91,8 @@ pub struct LedgerArgs {
     #[arg(
         long,
         env = "COGNITO_RESEND_LEDGER_MAX_SENDS_PER_USER",
-        value_name = "N"
+        value_name = "N",
+        allow_negative_numbers = true
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub max_sends_per_user: Option<String>,

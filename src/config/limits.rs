@@ -35,7 +35,12 @@ pub struct LimitsSection {
 pub struct LimitsArgs {
     /// Spend cap: codes this run may send; a job reserves one before its call and gives it back
     /// if nothing was sent. Reached: the run stops taking work, exit 4. 0 = no cap [default: 0].
-    #[arg(long, env = "COGNITO_RESEND_LIMITS_MAX_SENDS", value_name = "N")]
+    #[arg(
+        long,
+        env = "COGNITO_RESEND_LIMITS_MAX_SENDS",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub max_sends: Option<String>,
 }
@@ -50,14 +55,20 @@ pub struct DayCapsArgs {
     #[arg(
         long,
         env = "COGNITO_RESEND_LIMITS_MAX_SENDS_PER_DAY",
-        value_name = "N"
+        value_name = "N",
+        allow_negative_numbers = true
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub max_sends_per_day: Option<String>,
 
     /// Spend cap: SMS codes a UTC day across the ledger; may overshoot by the calls in flight
     /// when it is reached (the medium is known only from the answer). 0 = no cap [default: 0].
-    #[arg(long, env = "COGNITO_RESEND_LIMITS_MAX_SMS_PER_DAY", value_name = "N")]
+    #[arg(
+        long,
+        env = "COGNITO_RESEND_LIMITS_MAX_SMS_PER_DAY",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub max_sms_per_day: Option<String>,
 
@@ -66,7 +77,8 @@ pub struct DayCapsArgs {
     #[arg(
         long,
         env = "COGNITO_RESEND_LIMITS_MAX_EMAIL_PER_DAY",
-        value_name = "N"
+        value_name = "N",
+        allow_negative_numbers = true
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub max_email_per_day: Option<String>,

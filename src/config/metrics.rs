@@ -31,7 +31,12 @@ pub struct MetricsArgs {
 
     /// After a one-shot command finishes, keep serving /metrics this long so a scraper sees the
     /// final counts (SIGINT/SIGTERM ends it sooner) [default: 0s].
-    #[arg(long, env = "COGNITO_RESEND_METRICS_LINGER", value_name = "DURATION")]
+    #[arg(
+        long,
+        env = "COGNITO_RESEND_METRICS_LINGER",
+        value_name = "DURATION",
+        allow_negative_numbers = true
+    )]
     #[serde(
         skip_serializing_if = "unset",
         deserialize_with = "text",

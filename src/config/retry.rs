@@ -20,7 +20,12 @@ use super::{ConfigError, Group, SettingsArgs, show};
 #[serde(deny_unknown_fields, default)]
 pub struct RetryArgs {
     /// Max attempts per job [default: 10].
-    #[arg(long, env = "COGNITO_RESEND_RETRY_MAX_ATTEMPTS", value_name = "N")]
+    #[arg(
+        long,
+        env = "COGNITO_RESEND_RETRY_MAX_ATTEMPTS",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub max_attempts: Option<String>,
 
@@ -28,7 +33,8 @@ pub struct RetryArgs {
     #[arg(
         long,
         env = "COGNITO_RESEND_RETRY_MAX_ELAPSED",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        allow_negative_numbers = true
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub max_elapsed: Option<String>,
@@ -37,7 +43,8 @@ pub struct RetryArgs {
     #[arg(
         long,
         env = "COGNITO_RESEND_RETRY_INITIAL_BACKOFF",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        allow_negative_numbers = true
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub initial_backoff: Option<String>,
@@ -46,18 +53,29 @@ pub struct RetryArgs {
     #[arg(
         long,
         env = "COGNITO_RESEND_RETRY_MAX_BACKOFF",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        allow_negative_numbers = true
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub max_backoff: Option<String>,
 
     /// Growth factor of the retry delay [default: 2.0].
-    #[arg(long, env = "COGNITO_RESEND_RETRY_MULTIPLIER", value_name = "X")]
+    #[arg(
+        long,
+        env = "COGNITO_RESEND_RETRY_MULTIPLIER",
+        value_name = "X",
+        allow_negative_numbers = true
+    )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub multiplier: Option<String>,
 
     /// Randomization factor of the retry delay, 0 to 1 [default: 0.5].
-    #[arg(long, env = "COGNITO_RESEND_RETRY_JITTER", value_name = "X")]
+    #[arg(
+        long,
+        env = "COGNITO_RESEND_RETRY_JITTER",
+        value_name = "X",
+        allow_negative_numbers = true
+    )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub jitter: Option<String>,
 }

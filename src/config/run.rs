@@ -42,14 +42,24 @@ pub struct RunSection {
 #[serde(default)]
 pub struct RunArgs {
     /// Max Cognito calls in flight (the semaphore) [default: 16].
-    #[arg(long, env = "COGNITO_RESEND_RUN_CONCURRENCY", value_name = "N")]
+    #[arg(
+        long,
+        env = "COGNITO_RESEND_RUN_CONCURRENCY",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub concurrency: Option<String>,
 
     /// Max Cognito calls per second across the process (a ceiling for the rate controller, which
     /// settles under the quota it measures); 0 = no ceiling (slow start from 10/s). Cognito's
     /// quota is per account and region and shared with live sign-ups: stay below it [default: 10].
-    #[arg(long, env = "COGNITO_RESEND_RUN_RATE", value_name = "PER_SECOND")]
+    #[arg(
+        long,
+        env = "COGNITO_RESEND_RUN_RATE",
+        value_name = "PER_SECOND",
+        allow_negative_numbers = true
+    )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub rate: Option<String>,
 
@@ -60,7 +70,8 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "COGNITO_RESEND_RUN_INVITE_RATE",
-        value_name = "PER_SECOND"
+        value_name = "PER_SECOND",
+        allow_negative_numbers = true
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub invite_rate: Option<String>,
@@ -83,7 +94,8 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "COGNITO_RESEND_RUN_PRECHECK_RATE",
-        value_name = "PER_SECOND"
+        value_name = "PER_SECOND",
+        allow_negative_numbers = true
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub precheck_rate: Option<String>,
@@ -104,7 +116,12 @@ pub struct FleetArgs {
     /// A calls-per-second budget for every run sharing the ledger (needs --state FILE or
     /// dynamodb://TABLE): each live run takes budget / live runs as its ceiling, recomputed with
     /// every heartbeat as runs come and go, and replacing --rate. 0 = none [default: 0].
-    #[arg(long, env = "COGNITO_RESEND_RUN_FLEET_RATE", value_name = "PER_SECOND")]
+    #[arg(
+        long,
+        env = "COGNITO_RESEND_RUN_FLEET_RATE",
+        value_name = "PER_SECOND",
+        allow_negative_numbers = true
+    )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub fleet_rate: Option<String>,
 }

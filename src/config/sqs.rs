@@ -60,12 +60,22 @@ pub struct QueueArgs {
 #[serde(default)]
 pub struct ConsumeArgs {
     /// Messages per ReceiveMessage, 1 to 10 [default: 10].
-    #[arg(long, env = "COGNITO_RESEND_SQS_BATCH_SIZE", value_name = "N")]
+    #[arg(
+        long,
+        env = "COGNITO_RESEND_SQS_BATCH_SIZE",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub batch_size: Option<String>,
 
     /// Long-poll wait of ReceiveMessage, 0s to 20s [default: 20s].
-    #[arg(long, env = "COGNITO_RESEND_SQS_WAIT_TIME", value_name = "DURATION")]
+    #[arg(
+        long,
+        env = "COGNITO_RESEND_SQS_WAIT_TIME",
+        value_name = "DURATION",
+        allow_negative_numbers = true
+    )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub wait_time: Option<String>,
 
@@ -73,7 +83,8 @@ pub struct ConsumeArgs {
     #[arg(
         long,
         env = "COGNITO_RESEND_SQS_VISIBILITY_TIMEOUT",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        allow_negative_numbers = true
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub visibility_timeout: Option<String>,
@@ -82,14 +93,20 @@ pub struct ConsumeArgs {
     #[arg(
         long,
         env = "COGNITO_RESEND_SQS_MAX_EXTENSION",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        allow_negative_numbers = true
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub max_extension: Option<String>,
 
     /// consume: stop receiving after N messages and exit once they are settled; with
     /// --dry-run, the pass also ends at the first empty long poll. 0 = no limit [default: 0].
-    #[arg(long, env = "COGNITO_RESEND_SQS_MAX_MESSAGES", value_name = "N")]
+    #[arg(
+        long,
+        env = "COGNITO_RESEND_SQS_MAX_MESSAGES",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub max_messages: Option<String>,
 }
@@ -103,7 +120,8 @@ pub struct GraceArgs {
     #[arg(
         long,
         env = "COGNITO_RESEND_SQS_SHUTDOWN_GRACE",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        allow_negative_numbers = true
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub shutdown_grace: Option<String>,

@@ -586,7 +586,11 @@ fn secret_never_prints_and_comes_from_one_place_only() {
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("--client-secret-file") && err.contains("/nonexistent/secret"));
+    // The name is not echoed either: it may have been the secret itself.
+    assert!(
+        err.contains("--client-secret-file") && !err.contains("/nonexistent/secret"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -800,4 +804,34 @@ fn verbosity_and_the_file_come_from_the_command_line() {
         s.config_file.as_deref(),
         Some(std::path::Path::new(example))
     );
+}
+
+/// A negative number reaches the validation, which names the setting, instead of being taken
+/// for a flag ("unexpected argument '-1'").
+#[test]
+fn a_negative_number_is_a_bad_value_of_its_setting_not_an_unknown_flag() {
+    let err = load_with(&["cognito-resend", "--rate", "-1", "check"], None).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("run.rate"));
+    assert!(err.to_string().contains("-1 must be 0"), "{err}");
+    let err = load_with(&["cognito-resend", "--concurrency", "-3", "check"], None).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("run.concurrency"), "{err}");
+}
+
+/// `--client-secret-file` given the secret itself by mistake: the error says the file cannot be
+/// read and never prints the value given.
+#[test]
+fn a_secret_given_as_the_files_name_is_never_echoed() {
+    let err = load_with(
+        &[
+            "cognito-resend",
+            "--client-secret-file",
+            "hunter2-s3cret",
+            "check",
+        ],
+        None,
+    )
+    .unwrap_err();
+    let said = err.to_string();
+    assert!(!said.contains("hunter2"), "{said}");
+    assert!(said.contains("--client-secret-file"), "{said}");
 }

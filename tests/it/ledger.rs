@@ -1695,3 +1695,38 @@ async fn forget_erases_named_users_and_prune_respects_the_cooldown() {
         "idle rows pruned as the run opened the ledger"
     );
 }
+
+/// `ledger export | head -1`: a reader that stops early is no error; the export ends quietly,
+/// exit 0. The ledger holds far more than a pipe's buffer, so the export does meet the closed
+/// pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_export_into_a_reader_that_stops_early_exits_quietly() {
+    use tokio::io::AsyncBufReadExt;
+    let pool = pool(2_000, None, |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let state = dir.path().join("ledger.db");
+    let mut fill = backfill(&pool.emu.endpoint(), &csv);
+    fill.arg("--state")
+        .arg(&state)
+        .args(["--rate", "0", "--concurrency", "32"]);
+    let ran = run(fill).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+
+    let mut export = command(&pool.emu.endpoint());
+    export
+        .args(["ledger", "export", "--state"])
+        .arg(&state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = export.spawn().expect("spawn the export");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = lines.next_line().await.unwrap().expect("a first row");
+    assert!(first.starts_with('{'), "{first}");
+    drop(lines); // `head -1` is done
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+}
