@@ -274,6 +274,7 @@ impl Summary<'_> {
             started.elapsed(),
             self.stopped_early,
             self.total,
+            settings.run.dry_run,
         );
         if let StopCause::SpendCapped(cap) = self.cause {
             summary.push_str(&format!("\n  {}", spend_capped(*cap)));

@@ -124,21 +124,33 @@ async fn log_lines(
     }
 }
 
+/// `1 job`, `2 jobs`.
+fn jobs(n: u64) -> String {
+    if n == 1 {
+        "1 job".to_owned()
+    } else {
+        format!("{n} jobs")
+    }
+}
+
 /// The end-of-run summary: counts per outcome, attempts, throttles, wall time, jobs per second.
 ///
-/// `stopped_early`: the run ended before its input did; `total`: the input's size, when known.
+/// `stopped_early`: the run ended before its input did; `total`: the input's size, when known;
+/// `dry_run`: the plan line is said whatever it plans.
 pub(crate) fn summary(
     command: &str,
     tally: &Tally,
     wall: Duration,
     stopped_early: bool,
     total: Option<u64>,
+    dry_run: bool,
 ) -> String {
     let done = tally.done();
     let secs = wall.as_secs_f64().max(0.001);
     let mut s = format!(
-        "{command}: {done} jobs in {:.1}s ({:.1} jobs/s)\n  outcomes: {}\n  attempts: {} \
+        "{command}: {} in {:.1}s ({:.1} jobs/s)\n  outcomes: {}\n  attempts: {} \
          (ok {}, throttled {}, transient {}, permanent {})",
+        jobs(done),
         wall.as_secs_f64(),
         done as f64 / secs,
         tally.outcome_line(true),
@@ -158,8 +170,9 @@ pub(crate) fn summary(
              (no outcome, no report line)"
         ));
     }
+    // A dry run says its plan even when it would send nobody (every user in cooldown, say).
     let planned = tally.count(OutcomeKind::DryRun);
-    if planned > 0 {
+    if dry_run || planned > 0 {
         s.push_str(&format!(
             "\n  plan (dry run, nothing sent): would send {planned}; would skip {} already \
              confirmed, {} not found, {} in cooldown, {} capped",
@@ -183,4 +196,44 @@ pub(crate) fn summary(
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_job_is_one_job() {
+        assert_eq!(jobs(1), "1 job");
+        assert_eq!(jobs(0), "0 jobs");
+        assert_eq!(jobs(2), "2 jobs");
+    }
+
+    #[test]
+    fn a_dry_run_says_its_plan_when_every_user_is_in_cooldown() {
+        let tally = Tally::default();
+        tally.add(OutcomeKind::Cooldown, 3);
+        let said = summary(
+            "backfill",
+            &tally,
+            Duration::from_secs(1),
+            false,
+            None,
+            true,
+        );
+        assert!(
+            said.contains("plan (dry run, nothing sent): would send 0")
+                && said.contains("3 in cooldown"),
+            "{said}"
+        );
+        let run = summary(
+            "backfill",
+            &tally,
+            Duration::from_secs(1),
+            false,
+            None,
+            false,
+        );
+        assert!(!run.contains("plan (dry run"), "{run}");
+    }
 }

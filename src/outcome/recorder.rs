@@ -22,6 +22,12 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Counts `n` jobs of `kind`, as the recorder does, for tests of what is said of a tally.
+    #[cfg(test)]
+    pub(crate) fn add(&self, kind: OutcomeKind, n: u64) {
+        self.outcomes[kind.index()].fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Jobs that reached an outcome.
     pub fn done(&self) -> u64 {
         self.outcomes

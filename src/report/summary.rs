@@ -704,12 +704,15 @@ impl Aggregator {
     fn latency(&self) -> LatencySummary {
         let mut all: Vec<f32> = self.latencies.values().flatten().copied().collect();
         all.sort_unstable_by(f32::total_cmp);
+        // Kept as f32 (a number per call); shown to the report's precision, a tenth of a
+        // millisecond, not as the f64 nearest to the f32 (20.799999237060547).
+        let ms = |v: f32| (f64::from(v) * 10.0).round() / 10.0;
         let pick = |q: f64| -> Option<f64> {
             // Nearest rank.
             let n = all.len();
             (n > 0).then(|| {
                 let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-                f64::from(all[rank - 1])
+                ms(all[rank - 1])
             })
         };
         let histogram = match (all.first(), pick(0.99)) {
@@ -721,7 +724,7 @@ impl Aggregator {
             p50: pick(0.5),
             p90: pick(0.9),
             p99: pick(0.99),
-            max: all.last().map(|v| f64::from(*v)),
+            max: all.last().map(|v| ms(*v)),
             histogram,
         }
     }

@@ -158,3 +158,13 @@ fn an_invalid_reason_loses_only_the_place_it_names() {
         assert_eq!(without_location(reason), expected);
     }
 }
+
+#[test]
+fn latencies_read_to_a_tenth_of_a_millisecond_not_to_f32_noise() {
+    let line = r#"{"username":"a","client_id":"c","outcome":"sent","reason":null,"attempts":1,"delivery":null,"source":"csv:2","at":"2026-01-01T00:00:01.000Z","started_at":"2026-01-01T00:00:00.900Z","calls":[[0,20.8,"ok"]]}"#;
+    let s = summary(&[("r.jsonl", line)], false);
+    assert_eq!(s.latency_ms.p50, Some(20.8));
+    assert_eq!(s.latency_ms.max, Some(20.8));
+    let json = serde_json::to_string(&s.latency_ms).unwrap();
+    assert!(!json.contains("20.799"), "{json}");
+}
