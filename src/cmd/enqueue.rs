@@ -81,7 +81,7 @@ pub(super) async fn send_all<S: Source>(
     })?;
     let fifo = queue_url.ends_with(".fifo");
     let stop_server = tokio_util::sync::CancellationToken::new();
-    let _server = start_metrics(settings, Readiness::default(), stop_server.clone()).await?;
+    let _server = start_metrics(settings, Readiness::default(), stop_server.clone(), false).await?;
     metrics::register_sqs();
     let client = connect(
         settings.cognito.region.as_deref(),

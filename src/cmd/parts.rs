@@ -69,7 +69,14 @@ impl Prepared {
         // The recorder registers its counters: the metrics recorder must exist first.
         let stop_server = tokio_util::sync::CancellationToken::new();
         let ready = Readiness::default();
-        let server = start_metrics(settings, ready.clone(), stop_server.clone()).await?;
+        // `consume` (the SQS source) is the long-running command.
+        let server = start_metrics(
+            settings,
+            ready.clone(),
+            stop_server.clone(),
+            source == "sqs",
+        )
+        .await?;
         let recorder = recorder(settings, source)?;
         let pool = pool_access(settings).await?;
         let cognito = with_invites(cognito(settings).await?, pool.as_ref());
@@ -488,21 +495,25 @@ pub(super) fn install_metrics() -> Result<metrics_exporter_prometheus::Prometheu
     metrics::install(&Misconfiguration::ALL.map(Misconfiguration::reason)).map_err(RunError::Fatal)
 }
 
-/// Installs the recorder and, unless `none`, serves it. Returns the bound address.
+/// Installs the recorder and serves it where `--metrics-addr` says (without it: a
+/// `long_running` command on its fixed port, a one-shot nowhere). Returns the bound address.
 pub(super) async fn start_metrics(
     settings: &Settings,
     ready: Readiness,
     stop: tokio_util::sync::CancellationToken,
+    long_running: bool,
 ) -> Result<Option<std::net::SocketAddr>, RunError> {
     let handle = install_metrics()?;
-    let Some(addr) = settings.metrics.listen else {
+    let Some(addr) = settings.metrics.listen.for_command(long_running) else {
         return Ok(None);
     };
     let (bound, _task) = server::serve(addr, handle, ready, stop)
         .await
         .map_err(|e| {
             RunError::Usage(format!(
-                "metrics.listen (--metrics-addr): cannot listen on {addr}: {e}"
+                "metrics.listen (--metrics-addr): cannot listen on {addr}: {e}; another \
+                 process may hold the port: give another (--metrics-addr 127.0.0.1:0 picks a \
+                 free one and logs it) or --metrics-addr none"
             ))
         })?;
     tracing::info!("metrics on http://{bound}/metrics (also /healthz, /readyz)");

@@ -20,7 +20,8 @@ use super::{ConfigError, Group, SettingsArgs, show};
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsArgs {
     /// Serve /metrics, /healthz and /readyz here; port 0 picks a free port and logs it; `none`
-    /// serves nothing [default: 127.0.0.1:9464].
+    /// serves nothing. Without it, `consume` serves on 127.0.0.1:9464 and the one-shot commands
+    /// serve nothing (two backfills on one host need no port of their own).
     #[arg(long, env = "COGNITO_RESEND_METRICS_LISTEN", value_name = "ADDR")]
     #[serde(
         skip_serializing_if = "unset",
@@ -56,7 +57,7 @@ impl MetricsArgs {
     /// The built-in defaults: serve on the loopback's port 9464, no lingering, no push.
     pub(super) fn defaults() -> Self {
         Self {
-            metrics_addr: some("127.0.0.1:9464"),
+            metrics_addr: None,
             metrics_linger: some("0s"),
             pushgateway: None,
         }
@@ -70,12 +71,49 @@ impl Group for MetricsArgs {
     }
 }
 
+/// `--metrics-addr` as given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listen {
+    /// Not given: the command's own default ([`Listen::for_command`]).
+    Default,
+    /// `none`.
+    Off,
+    /// An address (port 0: a free one, logged).
+    At(SocketAddr),
+}
+
+/// Where a long-running command (`consume`) serves when `--metrics-addr` is not given.
+pub(crate) const LONG_RUNNING_LISTEN: &str = "127.0.0.1:9464";
+
+impl Listen {
+    /// Not given.
+    pub(crate) fn is_default(&self) -> bool {
+        *self == Self::Default
+    }
+
+    /// Where the command serves: what was given, or without it a fixed port for a long-running
+    /// command (the one Prometheus scrapes, and a probe asks) and nothing for a one-shot.
+    pub(crate) fn for_command(self, long_running: bool) -> Option<SocketAddr> {
+        match self {
+            Self::At(addr) => Some(addr),
+            Self::Off => None,
+            Self::Default => {
+                long_running.then(|| LONG_RUNNING_LISTEN.parse().expect("a valid socket address"))
+            }
+        }
+    }
+}
+
 /// Where metrics are served.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct MetricsSettings {
-    /// `None` = serve nothing.
-    #[serde(serialize_with = "show::listen")]
-    pub listen: Option<SocketAddr>,
+    /// Where to serve, as given (`check` leaves the key out when it was not: the file it prints
+    /// loads back to the same per-command default).
+    #[serde(
+        serialize_with = "show::listen",
+        skip_serializing_if = "Listen::is_default"
+    )]
+    pub listen: Listen,
     /// How long a finished one-shot run keeps serving its final metrics.
     #[serde(serialize_with = "show::duration")]
     pub linger: Duration,
@@ -88,11 +126,17 @@ impl TryFrom<MetricsArgs> for MetricsSettings {
     type Error = ConfigError;
 
     fn try_from(raw: MetricsArgs) -> Result<Self, ConfigError> {
-        let listen = given(&raw.metrics_addr).trim();
-        let listen = if listen.eq_ignore_ascii_case("none") || listen.is_empty() {
-            None
+        let listen = raw
+            .metrics_addr
+            .as_deref()
+            .map(str::trim)
+            .unwrap_or_default();
+        let listen = if listen.is_empty() {
+            Listen::Default
+        } else if listen.eq_ignore_ascii_case("none") {
+            Listen::Off
         } else {
-            Some(listen.parse().map_err(|_| {
+            Listen::At(listen.parse().map_err(|_| {
                 ConfigError::at(
                     key!(MetricsArgs, metrics_addr),
                     format!("{listen:?} is not an address like 127.0.0.1:9464 (or `none`)"),

@@ -5,7 +5,6 @@
 //! `serialize_with`.
 
 use std::fmt::Display;
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use serde::{Serialize, Serializer};
@@ -108,10 +107,12 @@ pub(super) fn url<S: Serializer>(u: &Option<url::Url>, s: S) -> Result<S::Ok, S:
     }
 }
 
-pub(super) fn listen<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn listen<S: Serializer>(a: &super::metrics::Listen, s: S) -> Result<S::Ok, S::Error> {
+    use super::metrics::Listen;
     match a {
-        Some(a) => s.collect_str(a),
-        None => s.serialize_str("none"),
+        Listen::At(a) => s.collect_str(a),
+        // Left out (`skip_serializing_if`): no value stands for "each command's default".
+        Listen::Off | Listen::Default => s.serialize_str("none"),
     }
 }
 

@@ -286,7 +286,15 @@ fn defaults_match_the_spec() {
     assert_eq!(s.retry.max_backoff, Duration::from_secs(30));
     assert_eq!(s.retry.multiplier, 2.0);
     assert_eq!(s.retry.jitter, 0.5);
-    assert_eq!(s.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(
+        s.metrics.listen.for_command(true),
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    assert_eq!(
+        s.metrics.listen.for_command(false),
+        None,
+        "a one-shot needs no port"
+    );
     assert_eq!(s.sqs.shutdown_grace, Duration::from_secs(30));
     assert_eq!(
         s.ledger.path,

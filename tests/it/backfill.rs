@@ -1004,3 +1004,25 @@ async fn username_hashes_in_logs_are_keyed() {
         assert!(!out.contains(key) && !out.contains(name), "{out}");
     }
 }
+
+/// Two one-shot backfills on one host, neither given `--metrics-addr`: a one-shot serves no
+/// metrics unless asked, so neither needs a port and both finish (before, the second failed with
+/// "cannot listen on 127.0.0.1:9464: Address already in use").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_backfills_side_by_side_on_one_host_need_no_port() {
+    let pool = slow_pool(100, Duration::from_millis(30)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let go = |n: usize| {
+        let mut c = backfill(&pool.emu.endpoint(), &csv);
+        c.env_remove("COGNITO_RESEND_METRICS_LISTEN")
+            .args(["--rate", "0", "--concurrency", "4", "--state", "none"])
+            .arg("--report")
+            .arg(dir.path().join(format!("{n}.jsonl")));
+        run(c)
+    };
+    let (a, b) = tokio::join!(go(1), go(2));
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    assert!(!a.stderr.contains("metrics on http://"), "{}", a.stderr);
+}
