@@ -81,7 +81,19 @@ impl Prepared {
         let pool = pool_access(settings).await?;
         let cognito = with_invites(cognito(settings).await?, pool.as_ref());
         let case = username_case(settings, pool.as_ref());
-        let store = open_ledger(settings, case).await?;
+        let store = match &settings.ledger.path {
+            // A dry run writes nothing, a ledger file included: with none there yet, nobody is
+            // in cooldown or capped, and it is planned so.
+            ledger::StateSpec::Sqlite(path) if settings.run.dry_run && !path.exists() => {
+                tracing::info!(
+                    "dry run: no ledger at {} yet, and a dry run creates none: nobody is in \
+                     cooldown or capped",
+                    path.display()
+                );
+                None
+            }
+            _ => open_ledger(settings, case).await?,
+        };
         Ok(Self {
             stop_server,
             ready,
@@ -101,6 +113,7 @@ impl Prepared {
     ) -> Result<Parts, RunError> {
         let ledger = match self.store {
             Some(store) => Some(start_ledger(settings, store, command).await?),
+            None if settings.run.dry_run => None,
             None => {
                 tracing::warn!(
                     "--state none: no ledger. A rerun, a duplicate row or a redelivered message \

@@ -599,14 +599,17 @@ async fn dry_run_sends_nothing_and_reports_every_job() {
     let dir = tempfile::tempdir().unwrap();
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
     let report_path = dir.path().join("report.jsonl");
+    // A ledger that does not exist yet: a dry run writes nothing, so it creates none either.
+    let state = dir.path().join("new-ledger.db");
     let mut cmd = backfill(&pool.emu.endpoint(), &csv);
-    cmd.args(["--dry-run"]);
+    cmd.args(["--dry-run"]).arg("--state").arg(&state);
     cmd.arg("--report").arg(&report_path);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     assert_eq!(pool.emu.stats().requests_total, 0);
     let report = report(&report_path);
     assert_eq!(count(&report, "dry_run"), pool.csv_usernames.len());
+    assert!(!state.exists(), "the dry run created {}", state.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
