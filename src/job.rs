@@ -94,10 +94,6 @@ pub struct ResendRequest {
     /// The action the user's status (a row's `status` column, a message's field) calls for,
     /// when the job does not say its own: taken as [`RequestDefaults::apply`] says.
     pub status_action: Option<Action>,
-    /// For an invitation, the medium to ask for (`EMAIL` or `SMS`), when the user's contacts
-    /// are known before the call; `None`: Cognito's default. Set by the engine, never read
-    /// from a source.
-    pub invite_medium: Option<String>,
     /// The job's own app client id; `None` uses `--client-id`.
     pub client_id: Option<String>,
     /// ClientMetadata, passed to the pool's Lambda triggers.

@@ -29,11 +29,13 @@ use crate::job::ResendRequest;
 /// that tests can run it in-process against fakes (a panicking call, a scripted error storm,
 /// paused time) without a network, an emulator or a process.
 pub trait Resend: Send + Sync + 'static {
-    /// Calls ResendConfirmationCode for `req` as app client `client_id`.
+    /// Calls ResendConfirmationCode for `req` as app client `client_id`, or for an invitation
+    /// AdminCreateUser RESEND, asking for `medium` (`EMAIL`, `SMS`) when the engine knows it.
     fn resend(
         &self,
         req: &ResendRequest,
         client_id: &str,
+        medium: Option<&'static str>,
     ) -> impl Future<Output = Result<Answer, CallError>> + Send;
 }
 
@@ -42,8 +44,9 @@ impl Resend for Cognito {
         &self,
         req: &ResendRequest,
         client_id: &str,
+        medium: Option<&'static str>,
     ) -> impl Future<Output = Result<Answer, CallError>> + Send {
-        Cognito::resend(self, req, client_id)
+        Cognito::resend(self, req, client_id, medium)
     }
 }
 
@@ -145,8 +148,13 @@ impl Cognito {
     }
 
     /// One call for `req`, classified: ResendConfirmationCode as app client `client_id`, or for
-    /// an invitation AdminCreateUser RESEND to the pool (by `req.invite_medium`).
-    pub async fn resend(&self, req: &ResendRequest, client_id: &str) -> Result<Answer, CallError> {
+    /// an invitation AdminCreateUser RESEND to the pool, asking for `medium` when given.
+    pub async fn resend(
+        &self,
+        req: &ResendRequest,
+        client_id: &str,
+        medium: Option<&'static str>,
+    ) -> Result<Answer, CallError> {
         if req.action() == crate::job::Action::Invite {
             let Some(admin) = &self.invites else {
                 return Err(CallError::Permanent {
@@ -157,7 +165,7 @@ impl Cognito {
                 });
             };
             return admin
-                .resend_invitation(req, req.invite_medium.as_deref())
+                .resend_invitation(req, medium)
                 .await
                 .map_err(|e| match e {
                     CallError::Unreachable(detail) => {
@@ -256,7 +264,7 @@ mod tests {
             None,
         )
         .await;
-        let refused = cognito.resend(&alice(), "app").await;
+        let refused = cognito.resend(&alice(), "app", None).await;
         assert!(
             matches!(&refused, Err(CallError::Unreachable(d))
                 if d.starts_with(&format!("http://{addr} (region us-east-1): connection refused"))),
@@ -279,7 +287,7 @@ mod tests {
             None,
         )
         .await;
-        let tls = cognito.resend(&alice(), "app").await;
+        let tls = cognito.resend(&alice(), "app", None).await;
         assert!(
             matches!(&tls, Err(CallError::Unreachable(d)) if d.contains("TLS handshake failed")),
             "{tls:?}"
@@ -311,7 +319,7 @@ mod tests {
             },
         ] {
             emu.set_faults(faults.clone());
-            let r = cognito.resend(&alice(), "app").await;
+            let r = cognito.resend(&alice(), "app", None).await;
             assert!(
                 matches!(&r, Err(CallError::Ambiguous(_))),
                 "{faults:?}: {r:?}"
@@ -320,7 +328,7 @@ mod tests {
         // Throttling is an answer: Cognito did not act.
         emu.set_faults(Faults::default());
         emu.set_quota_rps(Some(0));
-        let r = cognito.resend(&alice(), "app").await;
+        let r = cognito.resend(&alice(), "app", None).await;
         assert!(matches!(&r, Err(CallError::Throttled(_))), "{r:?}");
         emu.shutdown().await;
     }

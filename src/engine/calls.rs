@@ -16,9 +16,10 @@ pub(super) async fn attempt(
     job: &Job,
     client_id: &str,
     progress: &Progress,
+    medium: Option<Medium>,
 ) -> Tried {
     let mut ambiguous = None;
-    let tried = calls(shared, job, client_id, progress, &mut ambiguous).await;
+    let tried = calls(shared, job, client_id, progress, medium, &mut ambiguous).await;
     let Some(first) = ambiguous else {
         return tried;
     };
@@ -121,6 +122,7 @@ pub(super) async fn calls(
     job: &Job,
     client_id: &str,
     progress: &Progress,
+    medium: Option<Medium>,
     ambiguous: &mut Option<String>,
 ) -> Tried {
     let pace = Paced {
@@ -131,7 +133,7 @@ pub(super) async fn calls(
         .paced(&pace)
         .until(shared.latch.stopping())
         .run(
-            |attempts| one_call(shared, job, client_id, progress, attempts),
+            |attempts| one_call(shared, job, client_id, progress, medium, attempts),
             |failed, attempts| {
                 let verdict = match failed {
                     Failed::Abandoned => {
@@ -216,6 +218,7 @@ pub(super) async fn one_call(
     job: &Job,
     client_id: &str,
     progress: &Progress,
+    medium: Option<Medium>,
     attempts: u32,
 ) -> Result<Answer, Failed> {
     progress
@@ -228,7 +231,7 @@ pub(super) async fn one_call(
         let _in_flight = InFlight::enter();
         tokio::select! {
             biased;
-            r = shared.cognito.call(&job.request, client_id) => Some(r),
+            r = shared.cognito.call(&job.request, client_id, medium.map(Medium::as_str)) => Some(r),
             _ = shared.latch.aborted().cancelled() => None,
         }
     };

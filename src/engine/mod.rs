@@ -126,6 +126,7 @@ trait DynResend: Send + Sync {
         &'a self,
         req: &'a ResendRequest,
         client_id: &'a str,
+        medium: Option<&'static str>,
     ) -> BoxFuture<'a, Result<Answer, CallError>>;
 }
 
@@ -134,8 +135,9 @@ impl<C: Resend> DynResend for C {
         &'a self,
         req: &'a ResendRequest,
         client_id: &'a str,
+        medium: Option<&'static str>,
     ) -> BoxFuture<'a, Result<Answer, CallError>> {
-        Box::pin(Resend::resend(self, req, client_id))
+        Box::pin(Resend::resend(self, req, client_id, medium))
     }
 }
 

@@ -304,20 +304,6 @@ pub(super) async fn guarded(
             .as_ref()
             .and_then(|l| l.pool.profile.medium_for(attributes?)),
     };
-    let with_medium;
-    let job = match invite_medium {
-        Some(m) => {
-            with_medium = Job {
-                request: ResendRequest {
-                    invite_medium: Some(m.as_str().to_owned()),
-                    ..job.request.clone()
-                },
-                ..job.clone()
-            };
-            &with_medium
-        }
-        None => job,
-    };
     // The spend reservation, next to the claim: a job refused one is a job never started.
     if !shared.dry_run {
         match shared.reserve(medium).await {
@@ -338,7 +324,7 @@ pub(super) async fn guarded(
     }
     let tried = match precheck(shared, job, looked.as_ref()) {
         None if shared.dry_run => Tried::Done(Outcome::new(OutcomeKind::DryRun, 0)),
-        None => attempt(shared, job, client_id, progress).await,
+        None => attempt(shared, job, client_id, progress, invite_medium).await,
         Some(outcome) => Tried::Done(outcome),
     };
     let reservation = progress.reservation.locked().take();

@@ -41,6 +41,7 @@ impl Resend for Fake {
         &self,
         req: &ResendRequest,
         client_id: &str,
+        _medium: Option<&'static str>,
     ) -> impl Future<Output = Result<Answer, CallError>> + Send {
         let before = {
             let mut calls = self.calls.lock().unwrap();

@@ -91,8 +91,8 @@ pub(super) fn diagnose(
 
 /// What became of a received message.
 pub(super) enum Admitted {
-    /// A new message: hand it to the engine (boxed: a job is large beside the other variants).
-    New(Box<Input>),
+    /// A new message: hand it to the engine.
+    New(Input),
     /// A message this process already holds, received again: its job is already here.
     Again,
     /// No id or receipt handle: nothing can be done with it.
@@ -164,7 +164,7 @@ pub(super) async fn poll_until_done<Q: Queue>(
         let mut messages = messages.into_iter();
         while let Some(message) = messages.next() {
             let input = match shared.admit(message) {
-                Admitted::New(input) => *input,
+                Admitted::New(input) => input,
                 Admitted::Again | Admitted::Unusable => {
                     shared.give_back(1);
                     continue;
@@ -176,7 +176,7 @@ pub(super) async fn poll_until_done<Q: Queue>(
                 let mut back = vec![unsent.0];
                 for m in messages.by_ref() {
                     match shared.admit(m) {
-                        Admitted::New(input) => back.push(*input),
+                        Admitted::New(input) => back.push(input),
                         Admitted::Again | Admitted::Unusable => shared.give_back(1),
                     }
                 }
@@ -330,10 +330,7 @@ impl<Q: Queue> Shared<Q> {
             );
         }
         metrics::sqs_message("received");
-        Admitted::New(Box::new(input(
-            message_id,
-            &message.body.unwrap_or_default(),
-        )))
+        Admitted::New(input(message_id, &message.body.unwrap_or_default()))
     }
 }
 
