@@ -438,6 +438,12 @@ pub enum OutcomeKind {
     /// The user already got `--max-sends-per-user` codes from this tool (over every run the
     /// ledger has seen): no call.
     Capped,
+    /// The ledger recorded, within `--recheck-after`, that the user is confirmed
+    /// (`already_confirmed`, `already_signed_in`): no call.
+    KnownConfirmed,
+    /// The ledger recorded, within `--recheck-after`, that no such user exists (`not_found`):
+    /// no call.
+    KnownMissing,
     /// `--dry-run`: everything but the send.
     DryRun,
     /// The row or message could not be read.
@@ -448,13 +454,15 @@ pub enum OutcomeKind {
 
 impl OutcomeKind {
     /// Every outcome, in the order summaries list them.
-    pub const ALL: [OutcomeKind; 9] = [
+    pub const ALL: [OutcomeKind; 11] = [
         Self::Sent,
         Self::AlreadyConfirmed,
         Self::AlreadySignedIn,
         Self::NotFound,
         Self::Cooldown,
         Self::Capped,
+        Self::KnownConfirmed,
+        Self::KnownMissing,
         Self::DryRun,
         Self::Invalid,
         Self::Failed,
@@ -469,6 +477,8 @@ impl OutcomeKind {
             Self::NotFound => "not_found",
             Self::Cooldown => "cooldown",
             Self::Capped => "capped",
+            Self::KnownConfirmed => "known_confirmed",
+            Self::KnownMissing => "known_missing",
             Self::DryRun => "dry_run",
             Self::Invalid => "invalid",
             Self::Failed => "failed",

@@ -8,7 +8,7 @@ use super::parts::open_ledger;
 use super::{Finished, RunError, done};
 use crate::config::Settings;
 use crate::job::{UserKey, UsernameCase, fold_username};
-use crate::ledger::{self, Rules, StateSpec, fleet, now_millis};
+use crate::ledger::{self, StateSpec, fleet, now_millis};
 use crate::report::text::printable;
 use crate::source::csv::unneutralise;
 
@@ -137,13 +137,11 @@ pub(super) async fn run(action: LedgerAction, settings: &Settings) -> Result<Fin
         }
         LedgerAction::Stats { json } => {
             let now = now_millis();
-            let millis = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-            let rules = Rules {
-                now,
-                cooldown_since: now.saturating_sub(millis(settings.ledger.cooldown)),
-                alive_since: now.saturating_sub(millis(settings.ledger.claim_lease)),
-                max_sends_per_user: settings.ledger.max_sends_per_user,
-            };
+            let rules =
+                settings
+                    .ledger
+                    .timing()
+                    .rules(now, settings.ledger.max_sends_per_user, false);
             let stats = store
                 .stats(rules)
                 .await

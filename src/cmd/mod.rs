@@ -290,6 +290,8 @@ impl Summary<'_> {
                 not_found = tally.count(OutcomeKind::NotFound),
                 cooldown = tally.count(OutcomeKind::Cooldown),
                 capped = tally.count(OutcomeKind::Capped),
+                known_confirmed = tally.count(OutcomeKind::KnownConfirmed),
+                known_missing = tally.count(OutcomeKind::KnownMissing),
                 dry_run = tally.count(OutcomeKind::DryRun),
                 invalid = tally.count(OutcomeKind::Invalid),
                 failed = tally.count(OutcomeKind::Failed),

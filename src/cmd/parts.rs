@@ -13,7 +13,7 @@ use crate::config::Settings;
 use crate::engine::identity::{IdentityConfig, PoolLookup};
 use crate::engine::{self, EngineConfig, SpendLimits, StopCause};
 use crate::job::{Source, UsernameCase};
-use crate::ledger::{self, Ledger, LedgerTiming, Waves};
+use crate::ledger::{self, Ledger, Waves};
 use crate::outcome::Recorder;
 use crate::shutdown::Shutdown;
 use crate::telemetry::metrics;
@@ -331,10 +331,7 @@ pub(super) async fn start_ledger(
             );
         }
     }
-    let timing = LedgerTiming {
-        cooldown: settings.ledger.cooldown,
-        lease: settings.ledger.claim_lease,
-    };
+    let timing = settings.ledger.timing();
     // `--fleet-rate`: the run's share of the budget replaces `--rate` (the engine follows it as
     // runs come and go).
     let started = match settings.run.fleet_rate {

@@ -96,6 +96,20 @@ pub struct LedgerArgs {
     )]
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub max_sends_per_user: Option<String>,
+
+    /// A user whose last recorded outcome says they are confirmed (`already_confirmed`,
+    /// `already_signed_in`) or missing (`not_found`) is skipped without a call for this long
+    /// after it (`known_confirmed`, `known_missing`): the quota is shared with live sign-ups.
+    /// 0 = call again every time. Not for a user whose status the run reads from the pool
+    /// (`--from-pool`, `--precheck`, an alias lookup) [default: 7d].
+    #[arg(
+        long,
+        env = "COGNITO_RESEND_LEDGER_RECHECK_AFTER",
+        value_name = "DURATION",
+        allow_negative_numbers = true
+    )]
+    #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
+    pub recheck_after: Option<String>,
 }
 
 impl LedgerArgs {
@@ -108,6 +122,7 @@ impl LedgerArgs {
             dynamodb_endpoint: None,
             retention: some("0s"),
             max_sends_per_user: some("0"),
+            recheck_after: some("7d"),
         }
     }
 }
@@ -141,9 +156,22 @@ pub(crate) struct LedgerSettings {
     /// opens it). `None` keeps them.
     #[serde(serialize_with = "show::duration_or_zero")]
     pub retention: Option<Duration>,
+    /// `--recheck-after`: a recorded `already_confirmed` or `not_found` spares the user a call
+    /// for this long (zero: never).
+    #[serde(serialize_with = "show::duration")]
+    pub recheck_after: Duration,
 }
 
 impl LedgerSettings {
+    /// The ledger's timing rules, as a run follows them.
+    pub(crate) fn timing(&self) -> crate::ledger::LedgerTiming {
+        crate::ledger::LedgerTiming {
+            cooldown: self.cooldown,
+            lease: self.claim_lease,
+            recheck_after: self.recheck_after,
+        }
+    }
+
     /// Validates the `[ledger]` table; a zero cooldown is allowed, and said in `warnings`.
     pub(super) fn validate(
         raw: LedgerArgs,
@@ -206,6 +234,8 @@ impl LedgerSettings {
             dynamodb_endpoint: http_url(raw.dynamodb_endpoint)
                 .map_err(at!(LedgerArgs, dynamodb_endpoint))?,
             max_sends_per_user,
+            recheck_after: duration(given(&raw.recheck_after))
+                .map_err(at!(LedgerArgs, recheck_after))?,
         })
     }
 }

@@ -5,6 +5,7 @@
 use super::calls::attempt;
 use super::*;
 use crate::job::Action;
+use crate::ledger::Known;
 
 /// One job from start to recorded outcome. The permit is held through the calls and the waits
 /// between them (so jobs in progress stay bounded), and given back before recording, which
@@ -263,20 +264,25 @@ pub(super) async fn guarded(
             ..Outcome::new(OutcomeKind::NotFound, 0)
         });
     }
+    // A status read from the pool (its listing, or a read just now) says more than an
+    // outcome the ledger recorded earlier: `--recheck-after` is for jobs nobody looked up.
+    let status_read = matches!(looked, Some(Looked::Found(_)))
+        || matches!(job.origin, crate::job::Origin::Pool { .. });
     let mut in_doubt = None;
     let mut claimed = None;
     if let Some(ledger) = &shared.ledger {
         if shared.dry_run {
-            match ledger.peek(&key).await {
+            match ledger.peek(&key, status_read).await {
                 Ok(Some(Claim::Capped { .. })) => {
                     return Some(Outcome::new(OutcomeKind::Capped, 0));
                 }
+                Ok(Some(Claim::Known { known, .. })) => return Some(known_outcome(known)),
                 Ok(Some(_)) => return Some(Outcome::new(OutcomeKind::Cooldown, 0)),
                 Ok(None) => {}
                 Err(e) => return Some(shared.ledger_failed(e, 0)),
             }
         } else {
-            match claim(shared, ledger, &key).await {
+            match claim(shared, ledger, &key, status_read).await {
                 Claimed::Granted(doubt) => in_doubt = doubt,
                 Claimed::Ended(outcome) => return outcome,
             }
@@ -425,12 +431,28 @@ pub(super) enum Claimed {
     Ended(Option<Outcome>),
 }
 
+/// The outcome of a job the ledger knows about (`--recheck-after`): no call.
+fn known_outcome(known: Known) -> Outcome {
+    Outcome::new(
+        match known {
+            Known::Confirmed => OutcomeKind::KnownConfirmed,
+            Known::Missing => OutcomeKind::KnownMissing,
+        },
+        0,
+    )
+}
+
 /// Claims the user, waiting while a live call holds it.
-pub(super) async fn claim(shared: &Shared, ledger: &Ledger, key: &UserKey) -> Claimed {
+pub(super) async fn claim(
+    shared: &Shared,
+    ledger: &Ledger,
+    key: &UserKey,
+    status_read: bool,
+) -> Claimed {
     let username = &key.username;
     let mut waited = false;
     loop {
-        match ledger.claim(key).await {
+        match ledger.claim(key, status_read).await {
             Ok(Claim::Granted { in_doubt }) => {
                 if let Some(doubt) = &in_doubt {
                     tracing::warn!(
@@ -449,6 +471,7 @@ pub(super) async fn claim(shared: &Shared, ledger: &Ledger, key: &UserKey) -> Cl
             Ok(Claim::Capped { .. }) => {
                 return Claimed::Ended(Some(Outcome::new(OutcomeKind::Capped, 0)));
             }
+            Ok(Claim::Known { known, .. }) => return Claimed::Ended(Some(known_outcome(known))),
             Ok(Claim::Held { run, .. }) => {
                 if !waited {
                     waited = true;

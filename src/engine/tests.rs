@@ -223,6 +223,9 @@ async fn ledger(dir: &std::path::Path) -> Ledger {
         LedgerTiming {
             cooldown: Duration::from_secs(3600),
             lease: Duration::from_secs(30),
+            // Every test here calls again for what is known; the rerun test in `tests/it`
+            // covers `--recheck-after`.
+            recheck_after: Duration::ZERO,
         },
     )
     .await

@@ -362,14 +362,10 @@ impl Ledger {
         }
     }
 
-    fn rules(&self) -> Rules {
-        let now = self.clock.now();
-        Rules {
-            now,
-            cooldown_since: now.saturating_sub(duration_millis(self.timing.cooldown)),
-            alive_since: now.saturating_sub(duration_millis(self.timing.lease)),
-            max_sends_per_user: self.waves.max_sends_per_user,
-        }
+    /// The rules of a claim made now ([`LedgerTiming::rules`]).
+    fn rules(&self, status_read: bool) -> Rules {
+        self.timing
+            .rules(self.clock.now(), self.waves.max_sends_per_user, status_read)
     }
 
     /// How long to wait before asking again about a user a live call holds.
@@ -381,13 +377,16 @@ impl Ledger {
     /// counter: once this run has seen it unchanged for a full lease of that run's (its
     /// `--claim-lease`, from its row; this run's own for a row without one), on this run's
     /// monotonic clock, the claim is taken over as in doubt; until then it is [`Claim::Held`]
-    /// and the caller asks again.
-    pub async fn claim(&self, key: &UserKey) -> Result<Claim, LedgerError> {
+    /// and the caller asks again. `status_read`: see [`Claim::Known`] and `rules`.
+    pub async fn claim(&self, key: &UserKey, status_read: bool) -> Result<Claim, LedgerError> {
         if self.state.fenced.is_cancelled() {
             return Err(self.fence_error());
         }
         let first = self
-            .bounded(self.store.claim(&self.run, key, self.rules(), None))
+            .bounded(
+                self.store
+                    .claim(&self.run, key, self.rules(status_read), None),
+            )
             .await?;
         let Claim::Held { run, beats, lease } = &first else {
             return Ok(first);
@@ -401,8 +400,11 @@ impl Ledger {
             run: run.clone(),
             beats: *beats,
         };
-        self.bounded(self.store.claim(&self.run, key, self.rules(), Some(&stale)))
-            .await
+        self.bounded(
+            self.store
+                .claim(&self.run, key, self.rules(status_read), Some(&stale)),
+        )
+        .await
     }
 
     /// Notes `run`'s counter; true once it has stood still for a full `lease` (that run's).
@@ -418,10 +420,15 @@ impl Ledger {
         }
     }
 
-    /// What a claim would find, claims aside: a send within the cooldown, the cap reached, or
-    /// `None` (`--dry-run`).
-    pub async fn peek(&self, key: &UserKey) -> Result<Option<Claim>, LedgerError> {
-        self.bounded(self.store.peek(key, self.rules())).await
+    /// What a claim would find, claims aside: a send within the cooldown, the cap reached, an
+    /// outcome that is known, or `None` (`--dry-run`).
+    pub async fn peek(
+        &self,
+        key: &UserKey,
+        status_read: bool,
+    ) -> Result<Option<Claim>, LedgerError> {
+        self.bounded(self.store.peek(key, self.rules(status_read)))
+            .await
     }
 
     /// Ends this run's claim on a user: one write, no retry.

@@ -144,6 +144,38 @@ pub struct Rules {
     pub alive_since: Millis,
     /// `--max-sends-per-user`: a user with this many codes recorded is not claimed.
     pub max_sends_per_user: Option<u64>,
+    /// `--recheck-after`: a user whose last outcome, recorded at or after this, says they are
+    /// confirmed or missing ([`Known`]) is not claimed. `None`: no such skip (`--recheck-after
+    /// 0`, or a job whose status was just read from the pool).
+    pub recheck_since: Option<Millis>,
+}
+
+/// What the ledger already knows about a user, from the outcome last recorded for them: a
+/// claim within `--recheck-after` of it ends without a call ([`Claim::Known`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// `already_confirmed`, or `already_signed_in` (an invited user who signed in is
+    /// confirmed): outcome `known_confirmed`.
+    Confirmed,
+    /// `not_found`: outcome `known_missing`.
+    Missing,
+}
+
+impl Known {
+    /// The ledger's `last_outcome` values that say what is known.
+    pub(crate) const OUTCOMES: [(&'static str, Known); 3] = [
+        ("already_confirmed", Known::Confirmed),
+        ("already_signed_in", Known::Confirmed),
+        ("not_found", Known::Missing),
+    ];
+
+    /// What a recorded `last_outcome` says, if anything lasting.
+    pub(crate) fn of(last_outcome: &str) -> Option<Known> {
+        Self::OUTCOMES
+            .iter()
+            .find(|(o, _)| *o == last_outcome)
+            .map(|&(_, k)| k)
+    }
 }
 
 /// What a claim attempt found.
@@ -163,6 +195,14 @@ pub enum Claim {
     Capped {
         /// Codes recorded for the user.
         sends: i64,
+    },
+    /// The ledger's last outcome for the user, within `--recheck-after`, says they are
+    /// confirmed or missing: no call.
+    Known {
+        /// What is known.
+        known: Known,
+        /// When it was recorded.
+        at: Millis,
     },
     /// A live call holds the user: wait and ask again.
     Held {
@@ -464,6 +504,26 @@ pub struct LedgerTiming {
     /// `--claim-lease`: how long another run must see this run's heartbeat counter standing
     /// still before it treats this run's claims as in doubt.
     pub lease: Duration,
+    /// `--recheck-after`: how long a recorded `already_confirmed` or `not_found` spares the
+    /// user a call (zero: never).
+    pub recheck_after: Duration,
+}
+
+impl LedgerTiming {
+    /// The rules of a claim made at `now`. `status_read`: the job's status was just read from
+    /// the pool (its listing, `--precheck`, an alias lookup), which says more than an outcome
+    /// the ledger recorded earlier, so `--recheck-after` does not apply.
+    pub fn rules(&self, now: Millis, max_sends_per_user: Option<u64>, status_read: bool) -> Rules {
+        let since = |d: Duration| now.saturating_sub(super::duration_millis(d));
+        Rules {
+            now,
+            cooldown_since: since(self.cooldown),
+            alive_since: since(self.lease),
+            max_sends_per_user,
+            recheck_since: (!status_read && !self.recheck_after.is_zero())
+                .then(|| since(self.recheck_after)),
+        }
+    }
 }
 
 /// This run's wall clock, as the ledger reads it: the system clock plus a skew, so tests can

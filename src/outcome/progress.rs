@@ -181,6 +181,14 @@ pub(crate) fn summary(
             tally.count(OutcomeKind::Cooldown),
             tally.count(OutcomeKind::Capped),
         ));
+        let known =
+            [OutcomeKind::KnownConfirmed, OutcomeKind::KnownMissing].map(|k| tally.count(k));
+        if known.iter().any(|&n| n > 0) {
+            s.push_str(&format!(
+                ", {} known confirmed, {} known missing (--recheck-after)",
+                known[0], known[1]
+            ));
+        }
     }
     if tally.in_doubt() > 0 {
         s.push_str(&format!(

@@ -422,6 +422,7 @@ fn rules_at(now: i64) -> Rules {
         cooldown_since: now - 3_600_000,
         alive_since: now - 30_000,
         max_sends_per_user: None,
+        recheck_since: None,
     }
 }
 

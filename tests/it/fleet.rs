@@ -20,6 +20,7 @@ fn timing(lease: Duration) -> LedgerTiming {
     LedgerTiming {
         cooldown: Duration::from_secs(3600),
         lease,
+        recheck_after: Duration::ZERO,
     }
 }
 
@@ -118,6 +119,7 @@ async fn shares_follow_the_fleet(store: impl Fn() -> Arc<dyn Store>, lease: Dura
         cooldown_since: now,
         alive_since: now - 10 * lease.as_millis() as i64,
         max_sends_per_user: None,
+        recheck_since: None,
     };
     let stats = store().stats(rules).await.unwrap();
     assert_eq!(stats.fleet_runs, 3, "{stats:?}");

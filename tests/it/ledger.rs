@@ -642,6 +642,7 @@ mod in_process {
         LedgerTiming {
             cooldown: Duration::from_secs(3600),
             lease,
+            recheck_after: Duration::ZERO,
         }
     }
 
@@ -720,7 +721,7 @@ struct Watch(Option<(i64, tokio::time::Instant)>);
 impl Watch {
     async fn claim(&mut self, ledger: &Ledger, user: &str) -> Claim {
         let asked = tokio::time::Instant::now();
-        let c = ledger.claim(&key(user)).await.expect("claim");
+        let c = ledger.claim(&key(user), false).await.expect("claim");
         if let Claim::Held { beats, .. } = &c
             && self.0.is_none_or(|(seen, _)| seen != *beats)
         {
@@ -761,7 +762,7 @@ async fn claim_when_free(ledger: &Ledger, user: &str, limit: Duration) -> (Claim
         format!("the claim of {user} to be free"),
         limit,
         Duration::from_millis(20),
-        async || match ledger.claim(&key(user)).await.expect("claim") {
+        async || match ledger.claim(&key(user), false).await.expect("claim") {
             c @ Claim::Held { .. } => Err(format!("{c:?}")),
             c => Ok(c),
         },
@@ -803,7 +804,7 @@ async fn a_send_the_ledger_cannot_record_is_reported_in_doubt_keeps_its_claim_an
     let later = Ledger::start(store.clone(), "test", timing(lease))
         .await
         .unwrap();
-    let c = later.claim(&key(&users[0])).await.unwrap();
+    let c = later.claim(&key(&users[0]), false).await.unwrap();
     assert!(matches!(c, Claim::Held { .. }), "{c:?}");
     // ...the ledger comes back, this run ends, and records the send on its way out...
     flaky.finish_failures.store(0, Ordering::SeqCst);
@@ -824,7 +825,7 @@ async fn a_ledger_that_never_comes_back_leaves_the_user_in_doubt_for_the_next_ru
     let first = Ledger::start(store.clone(), "test", timing(lease))
         .await
         .unwrap();
-    let c = first.claim(&key("gone")).await.unwrap();
+    let c = first.claim(&key("gone"), false).await.unwrap();
     assert_eq!(c, Claim::Granted { in_doubt: None });
     flaky.finish_failures.store(u32::MAX, Ordering::SeqCst);
     assert!(
@@ -871,7 +872,7 @@ async fn a_result_that_fails_to_record_a_few_times_is_retried_and_recorded() {
         lines[0]
     );
     assert_eq!(flaky.finish_failures.load(Ordering::SeqCst), 0, "retried");
-    let c = run.claim(&key(&users[0])).await.unwrap();
+    let c = run.claim(&key(&users[0]), false).await.unwrap();
     assert!(matches!(c, Claim::Cooldown { .. }), "recorded: {c:?}");
     run.close().await;
 }
@@ -896,7 +897,7 @@ async fn a_run_whose_clock_is_two_leases_ahead_does_not_take_over_live_claims() 
     .await
     .unwrap();
     assert_eq!(
-        behind.claim(&key("live")).await.unwrap(),
+        behind.claim(&key("live"), false).await.unwrap(),
         Claim::Granted { in_doubt: None }
     );
     // Two full leases of asking: the claim's run beats, so it stays held, whatever the clocks.
@@ -940,7 +941,7 @@ async fn a_claim_is_judged_by_its_holders_lease(flaky: Arc<Flaky>) {
         .await
         .unwrap();
     assert_eq!(
-        holder.claim(&key("live")).await.unwrap(),
+        holder.claim(&key("live"), false).await.unwrap(),
         Claim::Granted { in_doubt: None }
     );
     // A full lease of the holder's (ten of the reader's) of asking: held all along.
@@ -1001,7 +1002,10 @@ async fn a_run_whose_heartbeat_fails_for_half_a_lease_stops_claiming() {
     tokio::time::timeout(lease * 5 / 6, run.fenced().cancelled())
         .await
         .expect("fenced within half a lease and a beat or two");
-    let err = run.claim(&key("anyone")).await.expect_err("no more claims");
+    let err = run
+        .claim(&key("anyone"), false)
+        .await
+        .expect_err("no more claims");
     assert!(err.to_string().contains("half the claim lease"), "{err}");
 }
 
@@ -1306,6 +1310,7 @@ mod folding {
             cooldown_since: now - 1_000,
             alive_since: now - 100,
             max_sends_per_user: None,
+            recheck_since: None,
         }
     }
 

@@ -27,6 +27,7 @@ mod moto_serial;
 mod plan;
 mod pool;
 mod prometheus_e2e;
+mod recheck;
 mod release_profile;
 mod report;
 mod structure;

@@ -19,6 +19,10 @@ pub(super) struct Jobs {
     pub(super) cooldown: u64,
     /// The ledger shows `--max-sends-per-user` codes.
     pub(super) capped: u64,
+    /// The ledger recorded, within `--recheck-after`, that the user is confirmed.
+    pub(super) known_confirmed: u64,
+    /// The ledger recorded, within `--recheck-after`, that there is no such user.
+    pub(super) known_missing: u64,
     /// An earlier row named the same person by an alias (or the row is the alias): the run's
     /// `cooldown`.
     pub(super) aliases_merged: u64,
@@ -39,6 +43,8 @@ impl Jobs {
             + self.not_found
             + self.cooldown
             + self.capped
+            + self.known_confirmed
+            + self.known_missing
             + self.aliases_merged
             + self.case_variants_merged
             + self.duplicates_merged

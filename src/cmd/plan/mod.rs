@@ -15,7 +15,9 @@
 //! 1. `invalid`: an unreadable row, no client id, a client id not allowed;
 //! 2. `not_found`: the pool has no such user (`AdminGetUser`);
 //! 3. `capped`, `cooldown`: the ledger's [`Store::peek`], keyed by the person ([`UserKey`]:
-//!    client id + canonical username, folded as the pool compares usernames);
+//!    client id + canonical username, folded as the pool compares usernames); before the pool
+//!    is read, for a row whose status the run would not read, `known_confirmed` and
+//!    `known_missing` (`--recheck-after`);
 //! 4. merged: a person an earlier row of this input would already have been sent a code to —
 //!    by an alias (`aliases merged`), by another case (`case variants merged`) or by the very
 //!    same spelling (`duplicates merged`); the run reports these `cooldown` (or `capped`, at
@@ -354,6 +356,23 @@ impl<'a> Planner<'a> {
         if run_reads {
             self.run_pool_reads += 1;
         }
+        // A run that reads no status for the row asks the ledger what it knows first
+        // (`--recheck-after`): a user known confirmed or missing gets no call, and no read.
+        let status_read = run_reads || known.is_some();
+        if !status_read && let Some(store) = &self.ledger.store {
+            let key = UserKey::new(client, spelling, self.case);
+            match store.peek(&key, self.ledger.rules).await {
+                Ok(Some(Claim::Known { known, .. })) => {
+                    match known {
+                        ledger::Known::Confirmed => self.jobs.known_confirmed += 1,
+                        ledger::Known::Missing => self.jobs.known_missing += 1,
+                    }
+                    return Ok(true);
+                }
+                Ok(_) => {}
+                Err(e) => return Err(RunError::Fatal(e.into())),
+            }
+        }
         let looked = match known {
             Some(looked) => Some(looked),
             None => match self.read(spelling).await? {
@@ -406,7 +425,12 @@ impl<'a> Planner<'a> {
             return Ok(true);
         }
         if let Some(store) = &self.ledger.store {
-            match store.peek(&key, self.ledger.rules).await {
+            // What is known was asked above, for the rows whose status the run does not read.
+            let rules = Rules {
+                recheck_since: None,
+                ..self.ledger.rules
+            };
+            match store.peek(&key, rules).await {
                 Ok(Some(Claim::Capped { .. })) => {
                     self.jobs.capped += 1;
                     return Ok(true);
@@ -647,14 +671,10 @@ impl<'a> Planner<'a> {
 /// file that does not exist yet, not opened at all (a plan creates nothing).
 async fn open_ledger(settings: &Settings, case: UsernameCase) -> Result<LedgerView, RunError> {
     let now = ledger::now_millis();
-    let rules = Rules {
-        now,
-        cooldown_since: now.saturating_sub(
-            i64::try_from(settings.ledger.cooldown.as_millis()).unwrap_or(i64::MAX),
-        ),
-        alive_since: now,
-        max_sends_per_user: settings.ledger.max_sends_per_user,
-    };
+    let rules = settings
+        .ledger
+        .timing()
+        .rules(now, settings.ledger.max_sends_per_user, false);
     let describe = settings.ledger.path.to_string();
     let (store, present) = match &settings.ledger.path {
         StateSpec::None => (None, false),

@@ -33,6 +33,8 @@ pub(super) fn render(f: &Forecast) -> String {
         ("not_found", j.not_found),
         ("cooldown", j.cooldown),
         ("capped", j.capped),
+        ("known_confirmed", j.known_confirmed),
+        ("known_missing", j.known_missing),
         ("aliases merged (the run: cooldown)", j.aliases_merged),
         (
             "case variants merged (the run: cooldown)",

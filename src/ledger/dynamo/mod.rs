@@ -51,7 +51,7 @@ use crate::job::UserKey;
 
 use super::fold::Folded;
 use super::{
-    Claim, DayCaps, DayReservation, DaySpend, Finish, Holder, InDoubt, LedgerError, Listing,
+    Claim, DayCaps, DayReservation, DaySpend, Finish, Holder, InDoubt, Known, LedgerError, Listing,
     Medium, Millis, Page, Rules, RunId, RunLiveness, SpendCap, Spent, Stale, Stats, Store, UserRow,
     decide, duration_millis, host_label, plan, rfc3339,
 };
@@ -236,6 +236,26 @@ impl DynamoStore {
             }
             None => "",
         };
+        // What is known (`--recheck-after`), in the same condition: a user whose recorded
+        // outcome says confirmed or missing, recently, with no in-doubt mark, is not claimed;
+        // the read after the failed condition tells [`decide`] why.
+        let known = match (rules.recheck_since, take_from) {
+            (Some(since), None) => {
+                call = call.expression_attribute_values(":recheck", n(since));
+                let mut names = Vec::new();
+                for (i, (outcome, _)) in Known::OUTCOMES.iter().enumerate() {
+                    let name = format!(":known{i}");
+                    call = call.expression_attribute_values(&name, s(*outcome));
+                    names.push(name);
+                }
+                format!(
+                    " AND (attribute_exists(doubt_run) OR attribute_not_exists(last_outcome_at) \
+                     OR last_outcome_at < :recheck OR NOT (last_outcome IN ({})))",
+                    names.join(", ")
+                )
+            }
+            _ => String::new(),
+        };
         call = match take_from {
             None => call
                 .update_expression(
@@ -244,7 +264,7 @@ impl DynamoStore {
                 )
                 .condition_expression(format!(
                     "attribute_not_exists(claim_run) AND \
-                     (attribute_not_exists(last_sent_at) OR last_sent_at < :since){capped}"
+                     (attribute_not_exists(last_sent_at) OR last_sent_at < :since){capped}{known}"
                 )),
             Some(dead) => call
                 .update_expression(
@@ -402,12 +422,15 @@ impl Store for DynamoStore {
                     .map(|h| Holder::of(h, get_n(&item, "claimed_at").unwrap_or(0), state));
                 let taking_over = holder.is_some();
                 let sends = get_n(&item, "sends").unwrap_or(0);
+                let last_outcome = get_s(&item, "last_outcome");
+                let last = last_outcome.as_deref().zip(get_n(&item, "last_outcome_at"));
                 match decide(
                     &run.0,
                     last_sent,
                     sends,
                     holder,
                     mark_of(&item),
+                    last,
                     take_over,
                     rules,
                 ) {
@@ -441,9 +464,11 @@ impl Store for DynamoStore {
             let (client_id, username) = (key.client_id.as_str(), key.username.as_str());
             let item = self.get(user_pk(client_id, username)).await?;
             let item = item.unwrap_or_default();
+            let last_outcome = get_s(&item, "last_outcome");
             Ok(plan(
                 get_n(&item, "last_sent_at"),
                 get_n(&item, "sends").unwrap_or(0),
+                last_outcome.as_deref().zip(get_n(&item, "last_outcome_at")),
                 rules,
             ))
         })

@@ -99,10 +99,13 @@ pub(super) fn claim(
         Option<String>,
         Option<Millis>,
         i64,
+        Option<String>,
+        Option<Millis>,
     );
     let row: Option<Row> = db
         .prepare_cached(
-            "SELECT last_sent_at, claim_run, claimed_at, doubt_run, doubt_at, sends
+            "SELECT last_sent_at, claim_run, claimed_at, doubt_run, doubt_at, sends,
+                    last_outcome, last_outcome_at
              FROM users WHERE client_id = ?1 AND username = ?2",
         )?
         .query_row(params![client_id, username], |r| {
@@ -113,10 +116,13 @@ pub(super) fn claim(
                 r.get(3)?,
                 r.get(4)?,
                 r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
             ))
         })
         .optional()?;
-    let (last_sent, claim_run, claimed_at, doubt_run, doubt_at, sends) = row.unwrap_or_default();
+    let (last_sent, claim_run, claimed_at, doubt_run, doubt_at, sends, last_outcome, outcome_at) =
+        row.unwrap_or_default();
     let holder = match claim_run.as_deref() {
         Some(h) => Some(Holder::of(h, claimed_at.unwrap_or(0), run_state(db, h)?)),
         None => None,
@@ -125,7 +131,8 @@ pub(super) fn claim(
         run,
         claimed_at: doubt_at.unwrap_or(0),
     });
-    let decision = decide(run, last_sent, sends, holder, mark, take_over, rules);
+    let last = last_outcome.as_deref().zip(outcome_at);
+    let decision = decide(run, last_sent, sends, holder, mark, last, take_over, rules);
     if let Claim::Granted { in_doubt } = &decision {
         // A takeover leaves the mark (the dead run) in the row until a result is
         // recorded, so a release before the call does not forget the doubt.
@@ -154,14 +161,23 @@ pub(super) fn peek(
     username: &str,
     rules: Rules,
 ) -> rusqlite::Result<Option<Claim>> {
-    let row: Option<(Option<Millis>, i64)> = db
+    type Row = (Option<Millis>, i64, Option<String>, Option<Millis>);
+    let row: Option<Row> = db
         .prepare_cached(
-            "SELECT last_sent_at, sends FROM users WHERE client_id = ?1 AND username = ?2",
+            "SELECT last_sent_at, sends, last_outcome, last_outcome_at
+             FROM users WHERE client_id = ?1 AND username = ?2",
         )?
-        .query_row(params![client_id, username], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![client_id, username], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()?;
-    let (last_sent, sends) = row.unwrap_or_default();
-    Ok(plan(last_sent, sends, rules))
+    let (last_sent, sends, last_outcome, outcome_at) = row.unwrap_or_default();
+    Ok(plan(
+        last_sent,
+        sends,
+        last_outcome.as_deref().zip(outcome_at),
+        rules,
+    ))
 }
 
 pub(super) fn finish(

@@ -9,7 +9,7 @@ use std::path::Path;
 use rusqlite::OptionalExtension;
 
 use super::schema::SCHEMA_VERSION;
-use crate::ledger::InDoubt;
+use crate::ledger::{InDoubt, Known};
 
 /// The key of `username` under `client_id`, as given.
 fn key(client_id: &str, username: &str) -> UserKey {
@@ -25,7 +25,62 @@ fn rules(now: Millis) -> Rules {
         cooldown_since: now - 1_000,
         alive_since: now - 100,
         max_sends_per_user: None,
+        recheck_since: Some(now - 5_000),
     }
+}
+
+#[tokio::test]
+async fn a_recorded_confirmed_or_missing_user_is_known_until_the_recheck_window_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = store(&dir).await;
+    let me = RunId::new();
+    db.begin_run(&me, "test", Duration::from_secs(30), 10_000)
+        .await
+        .unwrap();
+    for (name, outcome) in [("ann", "already_confirmed"), ("ned", "not_found")] {
+        let c = db
+            .claim(&me, &key("c", name), rules(10_000), None)
+            .await
+            .unwrap();
+        assert_eq!(c, Claim::Granted { in_doubt: None });
+        db.finish(&me, &key("c", name), Finish::NotSent(outcome), None, 10_001)
+            .await
+            .unwrap();
+    }
+    let known = |known, at| Claim::Known { known, at };
+    let ann = db
+        .claim(&me, &key("c", "ann"), rules(12_000), None)
+        .await
+        .unwrap();
+    assert_eq!(ann, known(Known::Confirmed, 10_001));
+    assert_eq!(
+        db.peek(&key("c", "ned"), rules(12_000)).await.unwrap(),
+        Some(known(Known::Missing, 10_001))
+    );
+    // Known, the claim wrote nothing: the row is as the finish left it.
+    let ned = db
+        .claim(&me, &key("c", "ned"), rules(12_000), None)
+        .await
+        .unwrap();
+    assert_eq!(ned, known(Known::Missing, 10_001));
+    // Past the window, or with none: claimed and called again.
+    let later = db
+        .claim(&me, &key("c", "ann"), rules(15_002), None)
+        .await
+        .unwrap();
+    assert_eq!(later, Claim::Granted { in_doubt: None });
+    let fresh = Rules {
+        recheck_since: None,
+        ..rules(12_000)
+    };
+    let ned = db.claim(&me, &key("c", "ned"), fresh, None).await.unwrap();
+    assert_eq!(ned, Claim::Granted { in_doubt: None });
+    // Another client id is another key.
+    let other = db
+        .claim(&me, &key("d", "ann"), rules(12_000), None)
+        .await
+        .unwrap();
+    assert_eq!(other, Claim::Granted { in_doubt: None });
 }
 
 async fn store(dir: &tempfile::TempDir) -> SqliteStore {
