@@ -200,13 +200,26 @@ pub(super) async fn run(action: LedgerAction, settings: &Settings) -> Result<Fin
                     None => format!("{n} (no cap)"),
                 };
                 println!(
-                    "  today ({} UTC): sends reserved {} (sent, possibly sent or in flight); \
-                     confirmed by medium: sms {}, email {}",
-                    today.day,
-                    of(today.sends, caps.sends),
-                    of(today.sms, caps.sms),
-                    of(today.email, caps.email),
+                    "  today ({} UTC): users sent a code {} (by their last send)",
+                    today.day, stats.users_sent_today
                 );
+                // The day's spend counters are kept by runs with a day cap only: said so, not
+                // shown as zeros that look like nothing was sent.
+                if today.sends > 0 || !caps.is_empty() {
+                    println!(
+                        "  today's spend counters (runs with a --max-*-per-day cap): sends \
+                         reserved {} (sent, possibly sent or in flight); confirmed by medium: \
+                         sms {}, email {}",
+                        of(today.sends, caps.sends),
+                        of(today.sms, caps.sms),
+                        of(today.email, caps.email),
+                    );
+                } else {
+                    println!(
+                        "  today's spend counters: none kept (only runs with a --max-*-per-day \
+                         cap count them)"
+                    );
+                }
                 let fleet = match settings.run.fleet_rate {
                     Some(budget) => format!(
                         "; --fleet-rate {budget}/s gives each {:.2}/s",

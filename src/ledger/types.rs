@@ -344,6 +344,9 @@ pub struct Stats {
     pub users_sent_more_than_once: u64,
     /// Users sent within the last `cooldown`.
     pub in_cooldown: u64,
+    /// Users whose last code went out today (UTC, by the reader's clock): kept whether or not a
+    /// day cap is set, unlike the day's spend counters.
+    pub users_sent_today: u64,
     /// Claims held right now, by live runs.
     pub claims_live: u64,
     /// Claims left by dead runs: these users are in doubt.
@@ -507,6 +510,13 @@ pub struct LedgerTiming {
     /// `--recheck-after`: how long a recorded `already_confirmed` or `not_found` spares the
     /// user a call (zero: never).
     pub recheck_after: Duration,
+}
+
+impl Rules {
+    /// The start of today (UTC) by this rule's clock.
+    pub fn day_start(&self) -> Millis {
+        self.now - self.now.rem_euclid(86_400_000)
+    }
 }
 
 impl LedgerTiming {

@@ -442,6 +442,15 @@ async fn ledger_stats_and_export_show_what_was_sent_and_the_default_file_is_in_t
         "{}",
         ran.stdout
     );
+    // Today's sends are shown without a day cap too, not as zeros nobody kept.
+    assert_eq!(stats["users_sent_today"], n, "{stats}");
+    assert!(
+        ran.stdout
+            .contains(&format!("users sent a code {n} (by their last send)"))
+            && ran.stdout.contains("today's spend counters: none kept"),
+        "{}",
+        ran.stdout
+    );
 
     let ran = run(ledger_cmd(&["export"])).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);

@@ -85,6 +85,10 @@ impl DynamoStore {
                 if get_n(item, "last_sent_at").is_some_and(|t| t >= rules.cooldown_since) {
                     stats.in_cooldown += 1;
                 }
+                if sends > 0 && get_n(item, "last_sent_at").is_some_and(|t| t >= rules.day_start())
+                {
+                    stats.users_sent_today += 1;
+                }
                 match get_s(item, "claim_run") {
                     Some(run) => claims.push(run),
                     None if item.contains_key("doubt_run") => stats.doubt_marks += 1,

@@ -6,7 +6,8 @@ use rusqlite::{Connection, params};
 use crate::ledger::{Millis, Rules, RunRow, Stats, rfc3339};
 
 pub(super) fn stats(db: &Connection, rules: &Rules) -> rusqlite::Result<Stats> {
-    let (users, users_sent, sends, more_than_once, in_cooldown, marks): (
+    let (users, users_sent, sends, more_than_once, in_cooldown, marks, today): (
+        i64,
         i64,
         i64,
         i64,
@@ -17,9 +18,10 @@ pub(super) fn stats(db: &Connection, rules: &Rules) -> rusqlite::Result<Stats> {
         "SELECT count(*), count(*) FILTER (WHERE sends > 0), coalesce(sum(sends), 0),
                 count(*) FILTER (WHERE sends > 1),
                 count(*) FILTER (WHERE last_sent_at >= ?1),
-                count(*) FILTER (WHERE doubt_run IS NOT NULL AND claim_run IS NULL)
+                count(*) FILTER (WHERE doubt_run IS NOT NULL AND claim_run IS NULL),
+                count(*) FILTER (WHERE sends > 0 AND last_sent_at >= ?2)
          FROM users",
-        params![rules.cooldown_since],
+        params![rules.cooldown_since, rules.day_start()],
         |r| {
             Ok((
                 r.get(0)?,
@@ -28,6 +30,7 @@ pub(super) fn stats(db: &Connection, rules: &Rules) -> rusqlite::Result<Stats> {
                 r.get(3)?,
                 r.get(4)?,
                 r.get(5)?,
+                r.get(6)?,
             ))
         },
     )?;
@@ -84,6 +87,7 @@ pub(super) fn stats(db: &Connection, rules: &Rules) -> rusqlite::Result<Stats> {
         sends: count(sends),
         users_sent_more_than_once: count(more_than_once),
         in_cooldown: count(in_cooldown),
+        users_sent_today: count(today),
         claims_live: count(claims_live),
         claims_in_doubt: count(claims_in_doubt),
         doubt_marks: count(marks),
