@@ -152,7 +152,6 @@ async fn backfill<S: Source>(
         command: "backfill",
         tally: &tally,
         started,
-        cause: &cause,
         stopped_early: cause != StopCause::EndOfInput,
         total: total_rows,
         format: settings.log.format,

@@ -113,7 +113,6 @@ pub(super) async fn run(settings: Settings, shutdown: Shutdown) -> Result<Finish
         command: "consume",
         tally: &recorder.tally(),
         started,
-        cause: &cause,
         stopped_early: false,
         total: None,
         format: LogFormat::Text,

@@ -76,7 +76,7 @@ pub fn main(cli: crate::cli::LambdaCli) -> std::process::ExitCode {
     let mut settings = match Settings::load(&cli.settings) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("cognito-resend-lambda: {e}");
+            super::say_error(crate::telemetry::LogFormat::Text, &e);
             return std::process::ExitCode::from(2);
         }
     };
@@ -89,11 +89,12 @@ pub fn main(cli: crate::cli::LambdaCli) -> std::process::ExitCode {
         Err(code) => return code,
     };
     if let Err(e) = runtime.block_on(settings.resolve_region()) {
-        tracing::error!("{e}");
+        super::say_error(settings.log.format, &e);
         return std::process::ExitCode::from(2);
     }
+    let format = settings.log.format;
     let result = runtime.block_on(serve(settings));
-    super::exit_code(&result, None)
+    super::exit_code(&result, None, format)
 }
 
 pub(crate) async fn serve(mut settings: Settings) -> Result<Finished, RunError> {

@@ -76,7 +76,8 @@ pub fn main(cli: cli::Cli) -> ExitCode {
     let mut settings = match Settings::load(&cli.settings()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("cognito-resend: {e}");
+            // No logging yet (its format is a setting): plain text, as the parser says.
+            say_error(LogFormat::Text, &e);
             return ExitCode::from(2);
         }
     };
@@ -100,9 +101,10 @@ pub fn main(cli: cli::Cli) -> ExitCode {
             | Command::Enqueue { .. }
     );
     if calls_aws && let Err(e) = runtime.block_on(settings.resolve_region()) {
-        tracing::error!("{e}");
+        say_error(settings.log.format, &e);
         return ExitCode::from(2);
     }
+    let format = settings.log.format;
     let (result, signal) = runtime.block_on(async {
         let shutdown = match Shutdown::listen() {
             Ok(s) => s,
@@ -118,7 +120,7 @@ pub fn main(cli: cli::Cli) -> ExitCode {
         let result = run(cli.command, settings, shutdown.clone(), bar).await;
         (result, shutdown.signal())
     });
-    exit_code(&result, signal)
+    exit_code(&result, signal, format)
 }
 
 /// Runs `command`.
@@ -205,9 +207,24 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
+/// The one way a command says the error it ends with, as its last line on stderr: in text
+/// format `error: ...`, the style of the command-line parser's own errors (no time stamp, no
+/// program name); in JSON format one log event, so that every line stays JSON.
+pub(crate) fn say_error(format: LogFormat, message: &dyn std::fmt::Display) {
+    match format {
+        LogFormat::Text => eprintln!("error: {message}"),
+        LogFormat::Json => tracing::error!("{message}"),
+    }
+}
+
 /// The exit status of a command that ended so, `signal` being the signal that stopped it, if
-/// any; a run-level error is said last, too, for people reading a tail.
-pub(crate) fn exit_code(result: &Result<Finished, RunError>, signal: Option<Signal>) -> ExitCode {
+/// any. A run-level error is said here, once, last ([`say_error`]): where it was detected, the
+/// run only noted that it is stopping.
+pub(crate) fn exit_code(
+    result: &Result<Finished, RunError>,
+    signal: Option<Signal>,
+    format: LogFormat,
+) -> ExitCode {
     match result {
         Ok(finished) => match signal {
             Some(sig) if !finished.complete => ExitCode::from(sig.exit_code()),
@@ -215,20 +232,19 @@ pub(crate) fn exit_code(result: &Result<Finished, RunError>, signal: Option<Sign
             _ => ExitCode::SUCCESS,
         },
         Err(RunError::Usage(msg)) => {
-            tracing::error!("{msg}");
+            say_error(format, msg);
             ExitCode::from(2)
         }
         Err(RunError::StoppedEarly(stop)) => {
-            // Already logged where it was detected; say it last, too, for people reading a tail.
-            eprintln!("cognito-resend: {stop}");
+            say_error(format, stop);
             ExitCode::from(1)
         }
         Err(RunError::SpendCapped(cap)) => {
-            eprintln!("cognito-resend: {}", spend_capped(*cap));
+            say_error(format, &spend_capped(*cap));
             ExitCode::from(4)
         }
         Err(RunError::Fatal(e)) => {
-            tracing::error!("{e:#}");
+            say_error(format, &format_args!("{e:#}"));
             ExitCode::from(1)
         }
     }
@@ -251,7 +267,6 @@ struct Summary<'a> {
     command: &'a str,
     tally: &'a Tally,
     started: Instant,
-    cause: &'a StopCause,
     /// Whether to say what was not attempted (a one-shot run that did not reach its input's end).
     stopped_early: bool,
     /// The input's size, when it is known.
@@ -276,9 +291,6 @@ impl Summary<'_> {
             self.total,
             settings.run.dry_run,
         );
-        if let StopCause::SpendCapped(cap) = self.cause {
-            summary.push_str(&format!("\n  {}", spend_capped(*cap)));
-        }
         for note in identity_notes(tally, self.pool, settings) {
             summary.push_str(&format!("\n  note: {note}"));
         }

@@ -195,7 +195,11 @@ impl Shared {
     /// a rerun of the CSV retries it) and the run stops taking work.
     pub(super) fn ledger_failed(&self, e: LedgerError, attempts: u32) -> Outcome {
         if self.latch.trip(EarlyStop::LedgerFailed(e.clone())) {
-            tracing::error!("{e}: stopping (nothing is sent without a ledger claim)");
+            // The command says the error itself, once, as its last line.
+            tracing::warn!(
+                "the ledger {} failed: stopping (nothing is sent without a ledger claim)",
+                e.state
+            );
             metrics::stopped("ledger_error");
         }
         Outcome::failed(Reason::LedgerError, Some(e.to_string()), attempts)
@@ -204,7 +208,7 @@ impl Shared {
     /// A spend cap refused a reservation: the run stops taking work (once, for the first cap).
     pub(super) fn spend_capped(&self, cap: SpendCap) {
         if self.latch.trip(EarlyStop::Capped(cap)) {
-            tracing::error!(
+            tracing::warn!(
                 "spend cap reached: {}; stopping. Jobs not yet attempted are left untouched: \
                  a rerun (or the queue) takes them once the budget allows",
                 cap.setting()
@@ -326,12 +330,16 @@ impl Shared {
         }
     }
 
-    /// A configuration error stops the run (logged and counted if it is the run's cause).
+    /// A configuration error stops the run (noted and counted if it is the run's cause; the
+    /// command says the whole of it once, as its last line).
     fn misconfig_stop(&self, stop: MisconfigStop) {
         let reason = stop.kind.reason();
-        let said = stop.to_string();
         if self.latch.trip(EarlyStop::Misconfigured(stop)) {
-            tracing::error!("{said}");
+            tracing::warn!(
+                reason,
+                "stopping early: the configuration is wrong ({reason}); calls in flight finish, \
+                 no new ones start"
+            );
             metrics::stopped(reason);
         }
     }

@@ -110,18 +110,39 @@ async fn log_lines(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let done = tally.done();
-        let secs = started.elapsed().as_secs_f64().max(0.001);
-        let of = match *total.borrow() {
-            Some(n) => format!("/{n}"),
-            None => String::new(),
-        };
+        let total = *total.borrow();
         tracing::info!(
-            "progress: {done}{of} jobs, {:.1} jobs/s; {}",
-            done as f64 / secs,
-            tally.outcome_line(false)
+            "{}",
+            progress_line(
+                tally.done(),
+                total,
+                started.elapsed(),
+                &tally.outcome_line(false)
+            )
         );
     }
+}
+
+/// One progress line for a log (no terminal): jobs done (of the total, when known), the rate,
+/// the time left at that rate (when the total is known), and the outcomes so far.
+fn progress_line(done: u64, total: Option<u64>, elapsed: Duration, outcomes: &str) -> String {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let rate = done as f64 / secs;
+    let mut line = match total {
+        Some(n) => format!("progress: {done}/{n} jobs, {rate:.1} jobs/s"),
+        None => format!("progress: {done} jobs, {rate:.1} jobs/s"),
+    };
+    if let Some(n) = total
+        && rate > 0.0
+    {
+        let left = Duration::from_secs_f64((n.saturating_sub(done) as f64 / rate).ceil());
+        line.push_str(&format!(", ETA {}", humantime::format_duration(left)));
+    }
+    if !outcomes.is_empty() {
+        line.push_str("; ");
+        line.push_str(outcomes);
+    }
+    line
 }
 
 /// `1 job`, `2 jobs`.
@@ -243,5 +264,18 @@ mod tests {
             false,
         );
         assert!(!run.contains("plan (dry run"), "{run}");
+    }
+
+    #[test]
+    fn a_log_progress_line_has_an_eta_when_the_total_is_known_and_no_dangling_separator() {
+        let line = progress_line(100, Some(400), Duration::from_secs(10), "sent=100");
+        assert_eq!(
+            line,
+            "progress: 100/400 jobs, 10.0 jobs/s, ETA 30s; sent=100"
+        );
+        let line = progress_line(0, None, Duration::from_secs(10), "");
+        assert_eq!(line, "progress: 0 jobs, 0.0 jobs/s");
+        let line = progress_line(7, None, Duration::from_secs(1), "sent=7");
+        assert_eq!(line, "progress: 7 jobs, 7.0 jobs/s; sent=7");
     }
 }

@@ -79,12 +79,91 @@ pub enum HeaderProblem {
     /// No column names the user.
     #[error(
         "the header row has no username column (expected `username`, `Username` or \
-         `cognito:username`)"
+         `cognito:username`); found {found}{hint}",
+        found = shown_header(.found),
+        hint = header_hint(.found)
     )]
-    NoUsername,
+    NoUsername {
+        /// The header row's names, as read.
+        found: Vec<String>,
+    },
     /// The reader failed on it.
     #[error("cannot read the header row: {0}")]
     Unreadable(csv::Error),
+}
+
+/// Whether a header cell reads as a column name (not a value: a file without a header row has a
+/// username or an address there, which is personal data and not shown).
+fn looks_like_a_name(cell: &str) -> bool {
+    let cell = cell.trim();
+    !cell.is_empty()
+        && cell.len() <= 40
+        && !cell.contains('@')
+        && cell.starts_with(|c: char| c.is_ascii_alphabetic())
+        && cell
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " _.:-;\t".contains(c))
+}
+
+/// The header row as found, for the error: names quoted, anything else hidden.
+fn shown_header(found: &[String]) -> String {
+    let shown: Vec<String> = found
+        .iter()
+        .take(12)
+        .map(|c| {
+            if looks_like_a_name(c) {
+                format!("`{}`", c.trim().escape_debug())
+            } else {
+                "(a value, not shown)".to_owned()
+            }
+        })
+        .collect();
+    let more = found.len().saturating_sub(shown.len());
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!("{} column(s): {}{more}", found.len(), shown.join(", "))
+}
+
+/// A hint for the usual mistakes: a file separated by `;` or tabs, an `email` column, a
+/// file with no header row.
+fn header_hint(found: &[String]) -> String {
+    let lower: Vec<String> = found
+        .iter()
+        .map(|c| c.trim().to_ascii_lowercase())
+        .collect();
+    if found.len() == 1 && (found[0].contains(';') || found[0].contains('\t')) {
+        let sep = if found[0].contains(';') {
+            "`;`"
+        } else {
+            "tabs"
+        };
+        return format!(
+            ". The file looks separated by {sep}: this tool reads comma-separated CSV (save it \
+             as \"CSV UTF-8 (comma delimited)\", or convert it, e.g. `tr ';' ','` when no field \
+             holds one)"
+        );
+    }
+    if let Some(col) = lower.iter().find(|c| {
+        matches!(
+            c.as_str(),
+            "email" | "e-mail" | "email_address" | "phone_number"
+        )
+    }) {
+        return format!(
+            ". The `{col}` column does not name the user: rename it `username` if it holds the \
+             usernames; if it holds an alias (the pool lets users sign in by email or phone), \
+             rename it `username` and give --user-pool-id, and each row is resolved to its user"
+        );
+    }
+    if found.iter().any(|c| !looks_like_a_name(c)) {
+        return ". The first row looks like data: add a header row naming the columns, e.g. \
+                `username`"
+            .to_owned();
+    }
+    String::new()
 }
 
 /// What is wrong with one row: its job is `invalid` with this reason.
@@ -148,7 +227,16 @@ impl Columns {
                 _ => {}
             }
         }
-        cols.username = username.ok_or(HeaderProblem::NoUsername)?;
+        cols.username = username.ok_or_else(|| HeaderProblem::NoUsername {
+            found: header
+                .iter()
+                .map(|raw| {
+                    String::from_utf8_lossy(raw)
+                        .trim_start_matches('\u{feff}')
+                        .to_owned()
+                })
+                .collect(),
+        })?;
         Ok(cols)
     }
 

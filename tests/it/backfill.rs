@@ -547,6 +547,17 @@ async fn signals_drain_in_flight_calls_and_exit_130_or_143() {
     }
 }
 
+/// A usage error is one line, `error: ...`, as the command-line parser's own: no time stamp,
+/// no program name, said once.
+fn one_error_line(stderr: &str) {
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error") || l.contains("ERROR") || l.contains("cognito-resend:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].starts_with("error: "), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_settings_exit_2_naming_the_setting_and_send_nothing() {
     let emu = emulator_with(vec![UserSpec::new("z", UserStatus::Unconfirmed)], |b| b).await;
@@ -573,6 +584,7 @@ async fn bad_settings_exit_2_naming_the_setting_and_send_nothing() {
             "{args:?} names {named}: {}",
             ran.stderr
         );
+        one_error_line(&ran.stderr);
     }
     // No client id anywhere.
     let mut cmd = command(&emu.endpoint());
@@ -580,6 +592,13 @@ async fn bad_settings_exit_2_naming_the_setting_and_send_nothing() {
     let ran = run(cmd).await;
     assert_eq!(ran.code, 2, "{}", ran.stderr);
     assert!(ran.stderr.contains("--client-id"), "{}", ran.stderr);
+    one_error_line(&ran.stderr);
+    // The parser's own errors are in the same style.
+    let mut cmd = backfill(&emu.endpoint(), &csv);
+    cmd.arg("--no-such-flag");
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(ran.stderr.starts_with("error: "), "{}", ran.stderr);
     // A CSV that does not exist.
     let mut cmd = command(&emu.endpoint());
     cmd.args(["backfill", "/nonexistent/users.csv", "--client-id", CLIENT]);

@@ -177,6 +177,20 @@ async fn an_unknown_client_stops_early_and_a_fixed_rerun_sends_everyone_once() {
         "names the client: {}",
         ran.stderr
     );
+    // Said once, as the last line, in the one style every error has.
+    assert_eq!(
+        ran.stderr.matches("stopped early:").count(),
+        1,
+        "{}",
+        ran.stderr
+    );
+    let last = ran.stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap();
+    assert!(
+        last.starts_with("error: stopped early:") && last.contains("nosuchclient"),
+        "{}",
+        ran.stderr
+    );
+    assert!(!ran.stderr.contains("cognito-resend:"), "{}", ran.stderr);
     assert!(pool.emu.sends().is_empty(), "nothing sent");
     assert!(
         pool.emu.stats().requests_total < 40,

@@ -365,8 +365,8 @@ async fn the_default_email_accounts_50_a_day_binds_in_the_plan_where_it_stops_th
     );
     assert_eq!(n(&stop["after_codes"]), 50, "{f:#}");
     assert_eq!(f["rate"]["from"], "quota", "{f:#}");
-    assert_eq!(f["rate"]["quota_category"], "UserCreation", "{f:#}");
-    assert_eq!(stop["after_seconds"], 1.0, "50 calls at 50/s: {f:#}");
+    assert_eq!(f["rate"]["per_second"], 25.0, "{f:#}");
+    assert_eq!(stop["after_seconds"], 2.0, "50 calls at 25/s: {f:#}");
 
     // From the pool (ListUsers): the same forecast.
     let listed = calls(&emu, "ListUsers");

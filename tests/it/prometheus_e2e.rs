@@ -162,6 +162,8 @@ async fn prometheus_scrapes_a_run_and_promql_returns_the_emulators_counts() {
         ("not_found".to_owned(), pool.missing.len() as u64),
         ("cooldown".to_owned(), 0),
         ("capped".to_owned(), 0),
+        ("known_confirmed".to_owned(), 0),
+        ("known_missing".to_owned(), 0),
         ("dry_run".to_owned(), 0),
         ("invalid".to_owned(), 0),
         ("failed".to_owned(), 0),

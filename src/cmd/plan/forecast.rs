@@ -120,10 +120,9 @@ pub(super) struct Stop {
 pub(super) struct Rate {
     /// Calls per second.
     pub(super) per_second: f64,
-    /// `--rate`, `--fleet-rate` or `quota` (`--rate 0`: Cognito's default quota).
+    /// `--rate`, `--fleet-rate` or `quota` (`--rate 0`: the lowest default quota of Cognito's
+    /// user-operation categories, [`RESEND_DEFAULT_QUOTA_RPS`]).
     pub(super) from: &'static str,
-    /// With `--rate 0`: the quota's API category.
-    pub(super) quota_category: Option<&'static str>,
 }
 
 /// What `--sms-price` makes of the SMS codes.

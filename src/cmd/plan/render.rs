@@ -60,13 +60,13 @@ pub(super) fn render(f: &Forecast) -> String {
         "calls: {} ResendConfirmationCode, {} AdminGetUser",
         f.calls, f.run_pool_reads
     );
-    let rate = match f.rate.quota_category {
-        Some(category) => format!(
-            "{}/s (--rate 0: the default quota of {category}, shared with the account's other \
-             callers in the Region)",
+    let rate = match f.rate.from {
+        "quota" => format!(
+            "{}/s (--rate 0: the lowest default quota of Cognito's user-operation categories, \
+             shared with the account's other callers in the Region; the run may find more)",
             f.rate.per_second
         ),
-        None => format!("{}/s ({})", f.rate.per_second, f.rate.from),
+        from => format!("{}/s ({from})", f.rate.per_second),
     };
     if f.limits.is_empty() {
         let _ = writeln!(s, "spend caps: none");

@@ -218,6 +218,25 @@ async fn missing_username_column_or_header_is_a_usage_error() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("no username column"), "{err}");
+    // What was found, and a hint for the usual mistakes.
+    assert!(
+        err.to_string()
+            .contains("found 2 column(s): `email`, `status`. The `email` column"),
+        "{err}"
+    );
+    let err = read(b"username;client_id\nalice;c\n").await.err().unwrap();
+    assert!(
+        err.to_string()
+            .contains("found 1 column(s): `username;client_id`. The file looks separated by `;`"),
+        "{err}"
+    );
+    // No header row: the first row is someone's name, and is not shown.
+    let err = read(b"alice@example.com,x\nbob@example.com,y\n")
+        .await
+        .err()
+        .unwrap();
+    assert!(!err.to_string().contains("alice"), "{err}");
+    assert!(err.to_string().contains("looks like data"), "{err}");
     let err = read(b"").await.err().unwrap();
     assert!(err.to_string().contains("header row is required"), "{err}");
 }
