@@ -51,6 +51,20 @@ awk -v rows="$actual" -v wall="$wall" -v user="$user" -v sys="$sys" -v rss="$rss
   printf "peak RSS             %.1f MiB\n", rss / 1024.0;
 }'
 echo "report lines         $(wc -l < "$work/report.jsonl")"
+# The same command again: everyone is either in cooldown or known confirmed or missing
+# (--recheck-after), so a rerun should make no call at all.
+requests() {
+  python3 - "$endpoint" <<'PY'
+import json, sys, urllib.request
+print(json.load(urllib.request.urlopen(sys.argv[1] + "/_emulator/stats"))["requests_total"])
+PY
+}
+before=$(requests)
+/usr/bin/time -f '%e' -o "$work/time2" \
+  "$bin/cognito-resend" backfill "$work/users.csv" --client-id benchclient --region us-east-1 \
+  --cognito-endpoint "$endpoint" --concurrency "$concurrency" --rate "${BENCH_RATE:-0}" --metrics-addr none \
+  --state "${BENCH_STATE:-$work/ledger.db}" -q || { echo "the rerun failed (exit $?)" >&2; exit 1; }
+echo "rerun calls          $(( $(requests) - before )) (of $actual rows; wall $(cat "$work/time2") s)"
 # What `cargo install` and the image ship: the release profile strips the debug info.
 size=$(stat -c %s "$bin/cognito-resend")
 awk -v s="$size" 'BEGIN { printf "release binary       %.1f MiB (at most 40)\n", s / 1048576 }'
