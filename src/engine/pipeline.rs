@@ -336,7 +336,11 @@ pub(super) async fn guarded(
     {
         let medium = o.delivery.as_ref().and_then(|d| d.medium.as_deref());
         // Cognito's spelling (`SMS`, `EMAIL`), as the report's `delivery.medium` has it.
-        metrics::code_sent(medium.and_then(Medium::parse).map_or("unknown", Medium::as_str));
+        metrics::code_sent(
+            medium
+                .and_then(Medium::parse)
+                .map_or("unknown", Medium::as_str),
+        );
     }
     let Some(ledger) = claimed else {
         return match tried {

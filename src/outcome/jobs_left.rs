@@ -40,7 +40,11 @@ impl JobsLeft {
     }
 }
 
-async fn follow(tally: Arc<Tally>, mut total: watch::Receiver<Option<u64>>, stop: CancellationToken) {
+async fn follow(
+    tally: Arc<Tally>,
+    mut total: watch::Receiver<Option<u64>>,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(EVERY);
     loop {
         let stopped = tokio::select! {

@@ -6,6 +6,7 @@ pub(crate) mod jobs_left;
 pub(crate) mod progress;
 pub(crate) mod recorder;
 pub(crate) mod report_writer;
+pub(crate) mod run_record;
 
 pub use recorder::Recorder;
 pub(crate) use recorder::Tally;
