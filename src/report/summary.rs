@@ -88,7 +88,7 @@ struct LineDelivery {
 #[serde(tag = "kind")]
 enum Record {
     #[serde(rename = "run")]
-    Run(RunRecord),
+    Run(Box<RunRecord>),
     #[serde(rename = "run_end")]
     End(RunEnd),
     #[serde(other)]
@@ -467,7 +467,7 @@ impl Aggregator {
             Record::Run(run) => {
                 self.runs.push(RunSummary {
                     file: file.to_owned(),
-                    run,
+                    run: *run,
                     ended_at: None,
                     untouched: None,
                     jobs: 0,

@@ -306,7 +306,7 @@ pub(crate) fn run_details(r: &RunSummary) -> Vec<String> {
     );
     let rate = |r: Option<f64>| match r {
         None => "-".to_owned(),
-        Some(r) if r == 0.0 => "no ceiling".to_owned(),
+        Some(0.0) => "no ceiling".to_owned(),
         Some(r) => format!("{r}/s"),
     };
     let caps = [
