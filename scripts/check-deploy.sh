@@ -97,6 +97,8 @@ DASHBOARD_METRICS = {
     "cognito_resend_in_doubt_total",
     "cognito_resend_pool_calls_total",
     "cognito_resend_stopped_total",
+    "cognito_resend_jobs_known",
+    "cognito_resend_jobs_remaining",
 }
 # Least privilege: each policy grants exactly what its shape calls (src/: source/sqs/queue.rs,
 # enqueue.rs, ledger/dynamo.rs, ledger/inspect.rs, cognito/admin.rs).

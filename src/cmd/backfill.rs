@@ -11,6 +11,7 @@ use crate::config::Settings;
 use crate::engine::{self, StopCause};
 use crate::job::Source;
 use crate::outcome::OutcomeKind;
+use crate::outcome::jobs_left::JobsLeft;
 use crate::outcome::progress::Progress;
 use crate::shutdown::Shutdown;
 use crate::source::csv::{CsvSource, count_records};
@@ -123,6 +124,8 @@ async fn backfill<S: Source>(
         settings.log.format == LogFormat::Json,
     );
     let total_rows_rx = total.subscribe();
+    // `cognito_resend_jobs_known` / `_remaining`, from the same count as the progress bar.
+    let jobs_left = JobsLeft::start(recorder.tally(), total.subscribe());
     if let Some(count_path) = counted {
         tokio::task::spawn_blocking(move || {
             if let Some(n) = count_records(&count_path) {
@@ -144,6 +147,7 @@ async fn backfill<S: Source>(
     )
     .await;
     progress.finish().await;
+    jobs_left.finish().await;
     let report_ok = recorder.finish();
 
     let tally = recorder.tally();

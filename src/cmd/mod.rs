@@ -16,6 +16,7 @@ mod ledger;
 mod parts;
 mod plan;
 mod report;
+mod run_record;
 
 use std::process::ExitCode;
 use std::time::Instant;

@@ -122,6 +122,15 @@ impl Prepared {
                 None
             }
         };
+        // The report's first record, now that the run is certain to start.
+        self.recorder.begin_run(&super::run_record::run_record(
+            settings,
+            command,
+            ledger.as_ref().map(Ledger::run),
+            self.pool.as_ref(),
+            std::env::args().skip(1),
+            super::run_record::target(settings),
+        ));
         Ok(Parts {
             stop_server: self.stop_server,
             ready: self.ready,

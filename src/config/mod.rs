@@ -68,7 +68,6 @@ mod tests;
 mod value;
 
 pub(crate) use aws::AwsArgs;
-#[cfg(feature = "lambda")]
 pub(crate) use cognito::SecretSource;
 pub(crate) use cognito::{
     CLIENT_SECRET_ENV, ClientArgs, CognitoArgs, CognitoSection, CognitoSettings, RequestArgs,
@@ -84,7 +83,7 @@ pub(crate) use retry::RetryArgs;
 pub use retry::RetrySettings;
 pub(crate) use run::{FleetArgs, RunArgs, RunSection, RunSettings};
 pub(crate) use sqs::{ConsumeArgs, GraceArgs, QueueArgs, QueueSettings, SqsSection};
-pub(crate) use value::parse_duration;
+pub(crate) use value::{parse_duration, redact_url};
 
 /// A configuration problem: the run does not start and the process exits 2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

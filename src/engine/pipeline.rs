@@ -341,11 +341,12 @@ pub(super) async fn guarded(
         && o.kind == OutcomeKind::Sent
     {
         let medium = o.delivery.as_ref().and_then(|d| d.medium.as_deref());
-        metrics::code_sent(match medium.and_then(Medium::parse) {
-            Some(Medium::Sms) => "sms",
-            Some(Medium::Email) => "email",
-            None => "unknown",
-        });
+        // Cognito's spelling (`SMS`, `EMAIL`), as the report's `delivery.medium` has it.
+        metrics::code_sent(
+            medium
+                .and_then(Medium::parse)
+                .map_or("unknown", Medium::as_str),
+        );
     }
     let Some(ledger) = claimed else {
         return match tried {

@@ -13,7 +13,8 @@
 //! a sample, not a bucket count); Lambda's own Duration metric and the logs cover timing.
 //!
 //! The values come from the recorder's own exposition text, so the names and labels are exactly
-//! those `/metrics` and `--pushgateway` show.
+//! those `/metrics` and `--pushgateway` show; the process metrics and the build's info, which
+//! a scrape reads, are left out ([`published`]).
 
 use std::collections::BTreeMap;
 
@@ -51,6 +52,9 @@ pub(crate) fn parse(exposition: &str) -> Snapshot {
         let Some((name, labels, value)) = sample(line) else {
             continue;
         };
+        if !published(&name) {
+            continue;
+        }
         let map = match types.get(name.as_str()) {
             Some(&"counter") => &mut snapshot.counters,
             Some(&"gauge") => &mut snapshot.gauges,
@@ -59,6 +63,14 @@ pub(crate) fn parse(exposition: &str) -> Snapshot {
         map.insert((name, labels), value);
     }
     snapshot
+}
+
+/// Whether a metric goes out as EMF: the tool's own counters and gauges, not the standard
+/// process metrics nor `cognito_resend_build_info`, which are for scrapes. Lambda reports a
+/// function's memory and duration itself, and every EMF metric is a CloudWatch custom metric,
+/// billed per metric.
+fn published(name: &str) -> bool {
+    name.starts_with("cognito_resend_") && name != crate::telemetry::metrics::BUILD_INFO
 }
 
 /// One sample line: `name{a="x",b="y"} value`.
@@ -230,7 +242,9 @@ cognito_resend_request_duration_seconds_sum 0.01
 
     #[test]
     fn label_values_are_unescaped() {
-        let s = parse("# TYPE m counter\nm{reason=\"a \\\"b\\\"\",z=\"1\"} 2\n");
+        let s = parse(
+            "# TYPE cognito_resend_m counter\ncognito_resend_m{reason=\"a \\\"b\\\"\",z=\"1\"} 2\n",
+        );
         let (key, value) = s.counters.iter().next().unwrap();
         assert_eq!(
             key.1,
@@ -240,5 +254,17 @@ cognito_resend_request_duration_seconds_sum 0.01
             ]
         );
         assert_eq!(*value, 2.0);
+    }
+
+    #[test]
+    fn the_process_metrics_and_the_build_info_are_not_published() {
+        let s = parse(
+            "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 4e7\n\
+             # TYPE cognito_resend_build_info gauge\n\
+             cognito_resend_build_info{version=\"0.1.0\",arch=\"x86_64\",os=\"linux\"} 1\n\
+             # TYPE cognito_resend_in_flight gauge\ncognito_resend_in_flight 3\n",
+        );
+        let names: Vec<&str> = s.gauges.keys().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["cognito_resend_in_flight"]);
     }
 }

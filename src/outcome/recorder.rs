@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::report_writer::{CreateError, IfExists, ReportWriter};
+use super::run_record::{RunEnd, RunRecord};
 use super::{Outcome, OutcomeKind, Reason};
 use crate::job::Origin;
 use crate::sync::Locked;
@@ -90,6 +91,9 @@ pub struct Recorder {
     report_failed: std::sync::atomic::AtomicBool,
     tally: std::sync::Arc<Tally>,
     log_usernames: bool,
+    /// The run whose `run` record opened the report ([`Recorder::begin_run`]): its `run_end`
+    /// is owed when the run finishes.
+    run_id: Mutex<Option<String>>,
 }
 
 impl Recorder {
@@ -111,6 +115,7 @@ impl Recorder {
             report_failed: Default::default(),
             tally: Default::default(),
             log_usernames,
+            run_id: Mutex::new(None),
         })
     }
 
@@ -120,6 +125,17 @@ impl Recorder {
             report.locked_mut().set_wave(wave);
         }
         self
+    }
+
+    /// Writes the report's first record, about the run (with no report, nothing): called once
+    /// the run is certain to start, before its first job. [`Recorder::finish`] closes it.
+    pub(crate) fn begin_run(&self, record: &RunRecord) {
+        let Some(report) = &self.report else { return };
+        if let Err(e) = report.locked().write_record(&record.tagged()) {
+            self.report_failed.store(true, Ordering::Relaxed);
+            tracing::error!("writing the report's run record failed: {e}");
+        }
+        *self.run_id.locked() = Some(record.run_id.clone());
     }
 
     /// The running counts.
@@ -215,10 +231,29 @@ impl Recorder {
         }
     }
 
-    /// Flushes the report. Returns false if any line could not be written.
+    /// Closes the report: the run's `run_end` record (when [`Recorder::begin_run`] wrote its
+    /// `run` record), then a flush. Returns false if any line could not be written.
     pub fn finish(&self) -> bool {
         if let Some(report) = &self.report {
             let mut w = report.locked();
+            if let Some(run_id) = self.run_id.locked().take() {
+                let end = RunEnd {
+                    run_id,
+                    ended_at: humantime::format_rfc3339_millis(std::time::SystemTime::now())
+                        .to_string(),
+                    jobs: self.tally.done(),
+                    outcomes: OutcomeKind::ALL
+                        .iter()
+                        .map(|k| (k.as_str().to_owned(), self.tally.count(*k)))
+                        .filter(|(_, n)| *n > 0)
+                        .collect(),
+                    untouched: self.tally.untouched(),
+                };
+                if let Err(e) = w.write_record(&end.tagged()) {
+                    tracing::error!("writing the report's run_end record failed: {e}");
+                    self.report_failed.store(true, Ordering::Relaxed);
+                }
+            }
             if let Err(e) = w.flush() {
                 tracing::error!("flushing the report failed: {e}");
                 return false;

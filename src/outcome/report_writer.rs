@@ -1,4 +1,5 @@
-//! The JSON Lines report: one line per job outcome, in the form docs/contract.md gives.
+//! The JSON Lines report: one line per job outcome, in the form docs/contract.md gives, between
+//! a `run` record and a `run_end` record about the run ([`super::run_record`]).
 //!
 //! Lines are written through a `LineWriter`, so each outcome is on disk (in the page cache) as
 //! soon as it is recorded, even if the process is killed.
@@ -200,6 +201,15 @@ impl ReportWriter {
         };
         self.buf.clear();
         serde_json::to_writer(&mut self.buf, &line)?;
+        self.buf.push(b'\n');
+        self.out.write_all(&self.buf)
+    }
+
+    /// Writes one record about the run ([`super::run_record`]): a line of its own, `kind`
+    /// first.
+    pub fn write_record(&mut self, record: &impl Serialize) -> std::io::Result<()> {
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, record)?;
         self.buf.push(b'\n');
         self.out.write_all(&self.buf)
     }

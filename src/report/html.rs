@@ -11,7 +11,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::chart::{self, Bars, Series};
 use super::summary::{Counts, NO_WAVE, Summary, rfc3339};
-use super::text::{ms, seconds, span};
+use super::text::{ms, run_details, run_when, seconds, span};
 
 /// The colours of the contract's outcomes; other outcomes take [`OTHER_COLORS`] in turn.
 const OUTCOME_COLORS: [(&str, &str); 8] = [
@@ -75,6 +75,7 @@ tr.reason td { color: #5b6475; font-size: 12px; }
 tr.reason td:first-child { padding-left: 24px; }
 tr.total td { font-weight: 600; border-bottom: 0; }
 footer { color: #7a8294; font-size: 12px; margin-top: 16px; }
+.runs td { font-size: 12px; } .runs code { word-break: break-all; }
 "#;
 
 /// The colour of `outcome`; `others` are the outcomes outside the contract, in order.
@@ -324,6 +325,35 @@ pub(crate) fn page(s: &Summary, generated_at: &str) -> String {
                             @if let Some(p) = s.time.peak_attempts_per_second { ", peak " (p) } }
                     }
                     div class="kpi" { b { (throttled) } span { "of calls throttled" } }
+                }
+                @if !s.runs.is_empty() {
+                    section class="card runs" {
+                        h2 { @if s.runs.len() == 1 { "The run" } @else { "The runs" } }
+                        table {
+                            tr { th { "run" } th { "when" } th class="n" { "jobs" } th { "target and settings" } }
+                            @for r in &s.runs {
+                                tr {
+                                    td {
+                                        b { (r.run.command) } br;
+                                        "cognito-resend " (r.run.version)
+                                        @if r.run.dry_run { br; "dry run" }
+                                        @if s.files.len() > 1 { br; (r.file) }
+                                    }
+                                    td { (run_when(r)) }
+                                    td class="n" { (r.jobs) }
+                                    td {
+                                        @for detail in run_details(r) {
+                                            @if let Some(line) = detail.strip_prefix("command line: ") {
+                                                div { code { (line) } }
+                                            } @else {
+                                                div { (detail) }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
                 section class="card" {
                     h2 { "Outcomes over time" }

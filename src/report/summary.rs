@@ -1,6 +1,11 @@
 //! Reading reports back and adding them up: the [`Summary`] every rendering (text, JSON, HTML)
 //! shows.
 //!
+//! A report is a run's `run` record, its job lines, and its `run_end` record (and again for
+//! each run `--append`ed); the records about a run ([`crate::outcome::run_record`]) say their
+//! `kind`, job lines have none. Reports written before the run records are job lines only, and
+//! read the same.
+//!
 //! Lines are read loosely, so a report of any command and of any version reads: fields this
 //! version does not know are ignored, an outcome is any string (a newer run's outcome is counted
 //! under its own name), `wave` is grouped as `(none)` when absent, and lines without timing
@@ -19,6 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::job::OutcomeKind;
+use crate::outcome::run_record::{RunEnd, RunRecord};
 
 /// How a wave is named in the summary when the report lines carry none.
 pub(crate) const NO_WAVE: &str = "(none)";
@@ -76,6 +82,19 @@ struct LineDelivery {
     medium: Option<String>,
 }
 
+/// A line about the run rather than a job: it says its `kind`. A kind this version does not
+/// know (a later version's) is skipped: neither a job nor an unreadable line.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind")]
+enum Record {
+    #[serde(rename = "run")]
+    Run(Box<RunRecord>),
+    #[serde(rename = "run_end")]
+    End(RunEnd),
+    #[serde(other)]
+    Other,
+}
+
 /// Counts by name, in a chosen order; JSON shows them as an object in that order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Ordered<T>(pub Vec<(String, T)>);
@@ -106,6 +125,9 @@ pub(crate) type Counts = Ordered<u64>;
 pub(crate) struct Summary {
     /// Each file read.
     pub files: Vec<FileSummary>,
+    /// The runs that wrote them, each from its `run` record (reports of versions before it have
+    /// none), in the order read.
+    pub runs: Vec<RunSummary>,
     /// Report lines read (one per job).
     pub jobs: u64,
     /// Lines that were not report lines, over all files.
@@ -155,6 +177,23 @@ pub(crate) struct FileSummary {
     pub wall_seconds: f64,
     #[serde(skip)]
     span_ms: Option<(i64, i64)>,
+}
+
+/// One run, as its `run` and `run_end` records say.
+#[derive(Debug, Serialize)]
+pub(crate) struct RunSummary {
+    /// The report file its records are in.
+    pub file: String,
+    /// Its `run` record.
+    #[serde(flatten)]
+    pub run: RunRecord,
+    /// When it ended, from its `run_end` record; `None`: the run was killed, or is still
+    /// running.
+    pub ended_at: Option<String>,
+    /// Jobs it read but never attempted (stopped first), from its `run_end` record.
+    pub untouched: Option<u64>,
+    /// Job lines after its `run` record in its file, up to the next run's.
+    pub jobs: u64,
 }
 
 /// Jobs of one outcome with one reason.
@@ -316,6 +355,9 @@ pub(crate) struct Timeline {
 #[derive(Debug, Default)]
 pub(crate) struct Aggregator {
     files: Vec<FileSummary>,
+    runs: Vec<RunSummary>,
+    /// The run whose lines the current file is at (an index into `runs`), if it named one.
+    current_run: Option<usize>,
     jobs: u64,
     outcomes: BTreeMap<String, u64>,
     reasons: BTreeMap<(String, String), u64>,
@@ -383,6 +425,7 @@ impl Aggregator {
             wall_seconds: 0.0,
             span_ms: None,
         });
+        self.current_run = None;
         let mut buf = Vec::new();
         let mut number = 0;
         loop {
@@ -396,8 +439,16 @@ impl Aggregator {
             if text.is_empty() {
                 continue;
             }
-            match serde_json::from_str::<Line>(text) {
-                Ok(line) => self.add(line),
+            // A job's line first: nearly every line is one.
+            let record = match serde_json::from_str::<Line>(text) {
+                Ok(line) => {
+                    self.add(line);
+                    continue;
+                }
+                Err(_) => serde_json::from_str::<Record>(text),
+            };
+            match record {
+                Ok(record) => self.add_record(name, record),
                 Err(_) => {
                     let file = self.files.last_mut().expect("pushed above");
                     file.unreadable += 1;
@@ -409,7 +460,39 @@ impl Aggregator {
         }
     }
 
+    /// A record about the run: a `run` opens a run (the job lines after it are its own), a
+    /// `run_end` closes the run it names.
+    fn add_record(&mut self, file: &str, record: Record) {
+        match record {
+            Record::Run(run) => {
+                self.runs.push(RunSummary {
+                    file: file.to_owned(),
+                    run: *run,
+                    ended_at: None,
+                    untouched: None,
+                    jobs: 0,
+                });
+                self.current_run = Some(self.runs.len() - 1);
+            }
+            Record::End(end) => {
+                if let Some(run) = self
+                    .runs
+                    .iter_mut()
+                    .rev()
+                    .find(|r| r.file == file && r.run.run_id == end.run_id)
+                {
+                    run.ended_at = Some(end.ended_at);
+                    run.untouched = Some(end.untouched);
+                }
+            }
+            Record::Other => {}
+        }
+    }
+
     fn add(&mut self, line: Line) {
+        if let Some(run) = self.current_run {
+            self.runs[run].jobs += 1;
+        }
         let file = self.files.last_mut().expect("a file is being read");
         file.jobs += 1;
         self.jobs += 1;
@@ -440,12 +523,7 @@ impl Aggregator {
             let (outcomes, delivery) = self.actions.entry(action).or_default();
             *outcomes.entry(line.outcome.clone()).or_default() += 1;
             if line.outcome == OutcomeKind::Sent.as_str() {
-                let medium = line
-                    .delivery
-                    .as_ref()
-                    .and_then(|d| d.medium.clone())
-                    .unwrap_or_else(|| "unknown".to_owned());
-                *delivery.entry(medium).or_default() += 1;
+                *delivery.entry(medium_of(&line)).or_default() += 1;
             }
         }
         if let Some(reason) = &line.reason {
@@ -460,12 +538,7 @@ impl Aggregator {
                 .or_default() += 1;
         }
         if line.outcome == OutcomeKind::Sent.as_str() {
-            let medium = line
-                .delivery
-                .as_ref()
-                .and_then(|d| d.medium.clone())
-                .unwrap_or_else(|| "unknown".into());
-            *self.delivery.entry(medium).or_default() += 1;
+            *self.delivery.entry(medium_of(&line)).or_default() += 1;
         }
         let wave = self
             .waves
@@ -603,6 +676,7 @@ impl Aggregator {
         Summary {
             unreadable_lines: self.files.iter().map(|f| f.unreadable).sum(),
             files: self.files,
+            runs: self.runs,
             jobs: self.jobs,
             outcomes,
             reasons,
@@ -763,6 +837,19 @@ impl Aggregator {
     }
 }
 
+/// The medium a sent job's code went by, spelled as Cognito's `DeliveryMediumType` (`SMS`,
+/// `EMAIL`) whatever the line's case, as `cognito_resend_codes_sent_total{medium}` spells it;
+/// `unknown` when the line names none, as the metric says too.
+fn medium_of(line: &Line) -> String {
+    match line.delivery.as_ref().and_then(|d| d.medium.as_deref()) {
+        None => "unknown".to_owned(),
+        Some(m) if m.eq_ignore_ascii_case("sms") || m.eq_ignore_ascii_case("email") => {
+            m.to_ascii_uppercase()
+        }
+        Some(m) => m.to_owned(),
+    }
+}
+
 /// The round number (1, 2, 2.5 or 5 times a power of ten) at or above `x`.
 pub(crate) fn nice_step(x: f64) -> f64 {
     if x <= 0.0 || !x.is_finite() {
@@ -815,7 +902,7 @@ fn without_location(reason: &str) -> &str {
 }
 
 /// Milliseconds since the epoch of an RFC 3339 UTC timestamp.
-fn millis(text: &str) -> Option<i64> {
+pub(crate) fn millis(text: &str) -> Option<i64> {
     let t = humantime::parse_rfc3339_weak(text).ok()?;
     let ms = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_millis()).ok()?,

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use super::summary::{Counts, Summary, rfc3339};
+use super::summary::{Counts, RunSummary, Summary, millis, rfc3339};
 
 /// `n` of `total` as a percentage with one decimal.
 fn percent(n: u64, total: u64) -> String {
@@ -138,6 +138,9 @@ pub(crate) fn render(s: &Summary) -> String {
             ));
         }
     }
+    for text in runs(s) {
+        line(text);
+    }
 
     line(String::new());
     let width = s
@@ -230,6 +233,146 @@ pub(crate) fn render(s: &Summary) -> String {
         ));
     }
     out
+}
+
+/// The runs behind the reports, from their `run` records: for each, what ran where, with what
+/// limits, and when (none for reports written before the records existed).
+pub(crate) fn runs(s: &Summary) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, r) in s.runs.iter().enumerate() {
+        let run = &r.run;
+        let number = if s.runs.len() > 1 {
+            format!("run {} of {}", i + 1, s.runs.len())
+        } else {
+            "run".to_owned()
+        };
+        let file = if s.files.len() > 1 {
+            format!(" ({})", r.file)
+        } else {
+            String::new()
+        };
+        let dry = if run.dry_run { ", dry run" } else { "" };
+        out.push(format!(
+            "{number}{file}: {} (cognito-resend {}){dry}, {}, {}",
+            run.command,
+            run.version,
+            run_when(r),
+            jobs_word(r.jobs)
+        ));
+        for detail in run_details(r) {
+            out.push(format!("  {detail}"));
+        }
+    }
+    out
+}
+
+/// `2026-11-29 01:30:03 to 01:30:45 UTC`, or how far it is known.
+pub(crate) fn run_when(r: &RunSummary) -> String {
+    let started = millis(&r.run.started_at);
+    match (started, r.ended_at.as_deref().and_then(millis)) {
+        (Some(a), Some(b)) => span(a, b),
+        (Some(a), None) => format!(
+            "started {} UTC, no end recorded (killed, or still running)",
+            &span(a, a)[..19]
+        ),
+        (None, _) => "start not recorded".to_owned(),
+    }
+}
+
+/// The lines under a run's heading: target, limits, the command line.
+pub(crate) fn run_details(r: &RunSummary) -> Vec<String> {
+    let run = &r.run;
+    let none = || "(none)".to_owned();
+    let mut clients = run.client_id.clone().unwrap_or_else(none);
+    if !run.allowed_client_ids.is_empty() {
+        let _ = write!(
+            clients,
+            " (also allowed: {})",
+            run.allowed_client_ids.join(", ")
+        );
+    }
+    let target = format!(
+        "target: {}, region {}, pool {}, client {clients}{}",
+        run.target
+            .endpoint
+            .as_deref()
+            .map_or_else(|| "AWS".to_owned(), |e| format!("endpoint {e}")),
+        run.target.region.clone().unwrap_or_else(none),
+        run.pool_id.clone().unwrap_or_else(none),
+        match run.client_secret.as_deref() {
+            Some(from) => format!(", client secret from {from}"),
+            None => String::new(),
+        }
+    );
+    let rate = |r: Option<f64>| match r {
+        None => "-".to_owned(),
+        Some(0.0) => "no ceiling".to_owned(),
+        Some(r) => format!("{r}/s"),
+    };
+    let caps = [
+        ("max-sends", run.caps.max_sends),
+        ("max-sends-per-user", run.caps.max_sends_per_user),
+        ("max-sends-per-day", run.caps.max_sends_per_day),
+        ("max-sms-per-day", run.caps.max_sms_per_day),
+        ("max-email-per-day", run.caps.max_email_per_day),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(name, n)| format!("{name} {n}"))
+    .collect::<Vec<_>>();
+    let mut limits = format!(
+        "ledger {}, cooldown {}; rate {}, invite rate {}",
+        if run.target.ledger.is_empty() {
+            "-"
+        } else {
+            &run.target.ledger
+        },
+        run.cooldown.as_deref().unwrap_or("-"),
+        rate(run.rate),
+        rate(run.invite_rate),
+    );
+    if let Some(f) = run.fleet_rate.filter(|f| *f > 0.0) {
+        let _ = write!(limits, ", fleet rate {f}/s");
+    }
+    if let Some(c) = run.concurrency {
+        let _ = write!(limits, ", concurrency {c}");
+    }
+    let _ = write!(
+        limits,
+        "; caps: {}; wave {}",
+        if caps.is_empty() {
+            "none".to_owned()
+        } else {
+            caps.join(", ")
+        },
+        run.wave.clone().unwrap_or_else(none)
+    );
+    if run.precheck {
+        limits.push_str("; precheck");
+    }
+    let mut lines = vec![target, limits];
+    if !run.args.is_empty() {
+        lines.push(format!(
+            "command line: cognito-resend {}",
+            run.args.join(" ")
+        ));
+    }
+    if let Some(n) = r.untouched.filter(|n| *n > 0) {
+        lines.push(format!(
+            "{} read but not attempted (the run stopped first)",
+            jobs_word(n)
+        ));
+    }
+    lines
+}
+
+/// `1 job`, `2 jobs`.
+fn jobs_word(n: u64) -> String {
+    if n == 1 {
+        "1 job".to_owned()
+    } else {
+        format!("{n} jobs")
+    }
 }
 
 /// Writes the jobs in doubt as CSV: `username,client_id,in_doubt_cause,outcome,source,at,file,

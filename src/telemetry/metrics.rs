@@ -39,6 +39,18 @@ pub(crate) const LEDGER_RETRIES: &str = "cognito_resend_ledger_retries_total";
 pub(crate) const FLEET_RUNS: &str = "cognito_resend_fleet_runs";
 /// 1 while `consume` waits, receiving nothing, for a spent per-day cap's budget to come back.
 pub(crate) const SPEND_CAP_WAITING: &str = "cognito_resend_spend_cap_waiting";
+/// Always 1; its labels say which build is running (`version`, `arch`, `os`).
+pub(crate) const BUILD_INFO: &str = "cognito_resend_build_info";
+/// The jobs a run knows it has, once it knows (a backfill's CSV rows, counted in the background).
+pub(crate) const JOBS_KNOWN: &str = "cognito_resend_jobs_known";
+/// Of those, the jobs without an outcome yet: with the rate of `cognito_resend_jobs_total`, the
+/// time left.
+pub(crate) const JOBS_REMAINING: &str = "cognito_resend_jobs_remaining";
+
+/// The delivery media `cognito_resend_codes_sent_total{medium}` starts at zero for, spelled as
+/// Cognito's `DeliveryMediumType` and the report's `delivery.medium` spell them; `unknown` (when
+/// Cognito named none) is the report summary's word too.
+pub(crate) const MEDIA: [&str; 2] = ["SMS", "EMAIL"];
 
 /// The `action` values of [`SQS_MESSAGES`]: the contract's four, `enqueued` for `enqueue`, and
 /// `delete_failed` for a delete that failed for good (the message will be redelivered).
@@ -102,9 +114,23 @@ static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new(
 /// The current exposition, if the recorder is installed.
 pub(crate) fn render() -> Option<String> {
     HANDLE.get().map(|h| {
+        collect_process();
         h.run_upkeep();
         h.render()
     })
+}
+
+/// The standard process metrics (`process_start_time_seconds`, `process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`,
+/// `process_max_fds`, ...), read from `/proc` when an exposition is rendered: a scrape or a push
+/// sees them as of that moment, and nothing reads `/proc` while nobody asks.
+static PROCESS: std::sync::OnceLock<metrics_process::Collector> = std::sync::OnceLock::new();
+
+/// Reads the process metrics now (a no-op before the recorder is installed).
+pub(crate) fn collect_process() {
+    if let Some(c) = PROCESS.get() {
+        c.collect();
+    }
 }
 
 fn install_recorder(stop_reasons: &[&'static str]) -> anyhow::Result<PrometheusHandle> {
@@ -160,11 +186,35 @@ fn install_recorder(stop_reasons: &[&'static str]) -> anyhow::Result<PrometheusH
     counter!(STOPPED_TOTAL, "reason" => "spend_cap").absolute(0);
     describe_counter!(
         CODES_SENT_TOTAL,
-        "Codes Cognito confirmed sent, by delivery medium (sms, email, unknown)."
+        "Codes Cognito confirmed sent, by delivery medium as Cognito names it (SMS, EMAIL; \
+         unknown when it named none)."
     );
-    for medium in ["sms", "email"] {
+    for medium in MEDIA {
         counter!(CODES_SENT_TOTAL, "medium" => medium).absolute(0);
     }
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1: the labels say which build of cognito-resend is running."
+    );
+    gauge!(
+        BUILD_INFO,
+        "version" => env!("CARGO_PKG_VERSION"),
+        "arch" => std::env::consts::ARCH,
+        "os" => std::env::consts::OS
+    )
+    .set(1.0);
+    describe_gauge!(
+        JOBS_KNOWN,
+        "Jobs this run knows it has (a backfill's CSV rows, once counted); absent until known."
+    );
+    describe_gauge!(
+        JOBS_REMAINING,
+        "Jobs of cognito_resend_jobs_known without an outcome yet; over the rate of \
+         cognito_resend_jobs_total, the time left."
+    );
+    let process = PROCESS.get_or_init(|| metrics_process::Collector::new(""));
+    process.describe();
+    process.collect();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -253,7 +303,7 @@ pub(crate) fn pool_call(operation: &'static str, result: &'static str) {
     counter!(POOL_CALLS, "operation" => operation, "result" => result).increment(1);
 }
 
-/// Counts a code Cognito confirmed sent, by delivery medium (`sms`, `email`, `unknown`).
+/// Counts a code Cognito confirmed sent, by delivery medium (one of [`MEDIA`], or `unknown`).
 pub(crate) fn code_sent(medium: &'static str) {
     counter!(CODES_SENT_TOTAL, "medium" => medium).increment(1);
 }
@@ -307,4 +357,10 @@ pub(crate) fn ledger_retry(op: &'static str) {
         "Ledger writes retried after a failure, by operation (finish: recording a result)."
     );
     counter!(LEDGER_RETRIES, "op" => op).increment(1);
+}
+
+/// Sets the jobs the run knows it has (once known) and how many of them have no outcome yet.
+pub(crate) fn jobs_left(known: u64, done: u64) {
+    gauge!(JOBS_KNOWN).set(known as f64);
+    gauge!(JOBS_REMAINING).set(known.saturating_sub(done) as f64);
 }

@@ -93,6 +93,8 @@ pub(crate) async fn serve(
 }
 
 async fn render(State(s): State<AppState>) -> impl IntoResponse {
+    // The process metrics as of this scrape.
+    super::metrics::collect_process();
     (
         [(
             header::CONTENT_TYPE,

@@ -923,7 +923,8 @@ async fn a_rerun_with_the_same_report_path_keeps_the_earlier_record() {
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     let first = std::fs::read_to_string(&path).unwrap();
     let jobs = pool.csv_usernames.len();
-    assert_eq!(first.lines().count(), jobs);
+    // The run's `run` record, a line per job, its `run_end` record.
+    assert_eq!(first.lines().count(), jobs + 2);
     let calls = pool.emu.stats().requests_total;
 
     let ran = run(rerun(&[])).await;
@@ -945,13 +946,21 @@ async fn a_rerun_with_the_same_report_path_keeps_the_earlier_record() {
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     let both = std::fs::read_to_string(&path).unwrap();
     assert!(both.starts_with(&first), "the first run's lines stay first");
-    assert_eq!(both.lines().count(), 2 * jobs);
+    assert_eq!(both.lines().count(), 2 * (jobs + 2));
+    // Two runs, each between its own records.
+    let kinds: Vec<String> = report_lines(&path)
+        .iter()
+        .filter_map(|l| l["kind"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(kinds, ["run", "run_end", "run", "run_end"]);
     // The rerun's lines are the ledger's answer: the users sent a code are in cooldown now.
     let second: Vec<serde_json::Value> = both
         .lines()
-        .skip(jobs)
+        .skip(jobs + 2)
         .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &serde_json::Value| l.get("kind").is_none())
         .collect();
+    assert_eq!(second.len(), jobs);
     assert_eq!(count(&second, "cooldown"), pool.unconfirmed.len());
 
     let ran = run(rerun(&["--overwrite"])).await;

@@ -303,3 +303,97 @@ async fn a_backfill_pushes_its_final_metrics_to_a_pushgateway() {
         ran.stderr
     );
 }
+
+/// What an operator reaches for first, scraped from a running backfill: which build it is
+/// (`cognito_resend_build_info`), the standard process metrics, and how many of the jobs it knows
+/// it has are left (`cognito_resend_jobs_known`, `_remaining`: a dashboard's ETA) — mid-run
+/// between none and all, and none once the run is done. `promtool check metrics` accepts it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_exports_its_build_the_process_and_the_jobs_it_has_left() {
+    let pool = pool(60, None, |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let rows = pool.csv_usernames.len() as f64;
+    let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+    // Slow enough (60 rows at 10/s) to be scraped mid-run.
+    cmd.args([
+        "--rate",
+        "10",
+        "--concurrency",
+        "2",
+        "--metrics-linger",
+        "5m",
+    ])
+    .args(["--metrics-addr", "127.0.0.1:0"]);
+    let running = Running::spawn(cmd);
+    let line = running
+        .wait_for_line("metrics on http://", Duration::from_secs(120))
+        .await;
+    let url = url_in(&line);
+    let mid = eventually(
+        "jobs known = the CSV's rows and some, not all, remaining",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        async || {
+            let m = scrape(url.trim_end_matches("/metrics")).await;
+            let known = sample(&m, "cognito_resend_jobs_known", &[]);
+            let left = sample(&m, "cognito_resend_jobs_remaining", &[]);
+            match (known, left) {
+                (Some(k), Some(r)) if k == rows && r > 0.0 && r < k => Ok(m),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let build = sample(
+        &mid,
+        "cognito_resend_build_info",
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("arch", std::env::consts::ARCH),
+            ("os", std::env::consts::OS),
+        ],
+    );
+    assert_eq!(build, Some(1.0), "build_info in:\n{mid}");
+    let process =
+        |name: &str| sample(&mid, name, &[]).unwrap_or_else(|| panic!("{name} in:\n{mid}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = process("process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 300.0,
+        "started {started}, now {now}"
+    );
+    assert!(process("process_cpu_seconds_total") >= 0.0);
+    let resident = process("process_resident_memory_bytes");
+    assert!(resident > 1e6, "resident {resident}");
+    assert!(process("process_virtual_memory_bytes") >= resident);
+    let fds = process("process_open_fds");
+    assert!(fds >= 3.0 && fds <= process("process_max_fds"), "fds {fds}");
+    promtool_check(&mid);
+
+    running
+        .wait_for_line("serving final metrics on http://", Duration::from_secs(120))
+        .await;
+    let end = scrape(url.trim_end_matches("/metrics")).await;
+    assert_eq!(sample(&end, "cognito_resend_jobs_known", &[]), Some(rows));
+    assert_eq!(
+        sample(&end, "cognito_resend_jobs_remaining", &[]),
+        Some(0.0)
+    );
+    // The medium as Cognito and the report spell it.
+    assert_eq!(
+        sample(
+            &end,
+            "cognito_resend_codes_sent_total",
+            &[("medium", "EMAIL")]
+        ),
+        Some(pool.unconfirmed.len() as f64)
+    );
+    promtool_check(&end);
+    running.signal("TERM");
+    let (code, stderr) = running.wait(Duration::from_secs(30)).await;
+    assert_eq!(code, 0, "{stderr}");
+}

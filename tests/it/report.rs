@@ -287,11 +287,14 @@ async fn the_html_page_is_self_contained_names_nobody_and_renders_in_chromium() 
     let ran = report_cmd(&[os("--html"), os(&page), os(&r)]).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     let html = std::fs::read_to_string(&page).expect("the page was written");
+    // The run's record names the endpoint it ran against, as text: which environment this was.
+    assert!(html.contains(&pool.emu.endpoint()), "the run's target");
+    let without_target = html.replace(&pool.emu.endpoint(), "");
     // Self-contained: nothing to fetch, nothing to run.
     for banned in [
         "<script", "http:", "https:", "url(", "@import", "src=", "href=", "<link",
     ] {
-        assert!(!html.contains(banned), "{banned} in the page");
+        assert!(!without_target.contains(banned), "{banned} in the page");
     }
     for name in &pool.csv_usernames {
         assert!(!html.contains(name.as_str()), "{name} named in the page");
@@ -451,4 +454,126 @@ async fn a_flag_the_command_does_not_read_is_a_usage_error_and_help_lists_only_i
         !prune.contains("--concurrency"),
         "ledger prune --help lists --concurrency"
     );
+}
+
+/// The report's `run` record, written by a real backfill against the emulator, read back by
+/// `report`: `--json` gives every field as the run had it, the text shows it, a second run
+/// `--append`ed to the file is a second run, and the client secret appears nowhere in the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_record_round_trips_through_report() {
+    const SECRET: &str = "run-record-secret-0123456789abcdef";
+    let pool = pool(30, Some(SECRET), |b| b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = usernames_csv(dir.path(), &pool.csv_usernames);
+    let secret_file = write_file(dir.path(), "s3cr3t-file", format!("{SECRET}\n"));
+    let ledger = dir.path().join("ledger.db");
+    let path = dir.path().join("run.jsonl");
+    let backfill_with = |extra: &[&str]| {
+        let mut cmd = backfill(&pool.emu.endpoint(), &csv);
+        cmd.args(["--rate", "25", "--max-sends", "100", "--wave", "w1"])
+            .args(["--allow-client-id", "otherclient"])
+            .arg("--client-secret-file")
+            .arg(&secret_file)
+            .arg("--state")
+            .arg(&ledger)
+            .arg("--report")
+            .arg(&path)
+            .args(extra);
+        cmd
+    };
+    let ran = run(backfill_with(&[])).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let ran = run(backfill_with(&["--append", "--dry-run"])).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+
+    let file = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !file.contains(SECRET),
+        "the secret is in the report:\n{file}"
+    );
+    assert!(
+        !file.contains("s3cr3t-file"),
+        "the secret file's name is withheld too:\n{file}"
+    );
+    let lines = report_lines(&path);
+    assert_eq!(lines[0]["kind"], "run", "the first line is the run record");
+    let jobs = pool.csv_usernames.len() as u64;
+
+    let ran = report_cmd(&[os("--json"), os(&path)]).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let summary: Value = serde_json::from_str(&ran.stdout).expect("--json prints JSON");
+    let runs = summary["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let run1 = &runs[0];
+    assert_eq!(run1["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(run1["command"], "backfill");
+    assert_eq!(run1["client_id"], CLIENT);
+    assert_eq!(
+        run1["allowed_client_ids"],
+        serde_json::json!(["otherclient"])
+    );
+    assert_eq!(run1["client_secret"], "file");
+    assert_eq!(run1["pool_id"], Value::Null);
+    assert_eq!(run1["region"], "us-east-1");
+    assert!(
+        run1["endpoint"]
+            .as_str()
+            .is_some_and(|e| e.starts_with(&pool.emu.endpoint())),
+        "{run1}"
+    );
+    assert_eq!(run1["ledger"], ledger.display().to_string());
+    assert_eq!(run1["rate"], 25.0);
+    assert_eq!(run1["caps"]["max_sends"], 100);
+    assert_eq!(run1["wave"], "w1");
+    assert_eq!(run1["dry_run"], false);
+    assert_eq!(count(run1, "jobs"), jobs);
+    let args: Vec<&str> = run1["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "backfill");
+    let at = args
+        .iter()
+        .position(|a| *a == "--client-secret-file")
+        .unwrap();
+    assert_eq!(args[at + 1], "<redacted>");
+    let (started, ended) = (
+        run1["started_at"].as_str().expect("started_at"),
+        run1["ended_at"].as_str().expect("ended_at"),
+    );
+    assert!(
+        started <= ended && ended.ends_with('Z'),
+        "{started} {ended}"
+    );
+    let run2 = &runs[1];
+    assert_eq!(run2["dry_run"], true);
+    assert_eq!(count(run2, "jobs"), jobs);
+    assert_ne!(run1["run_id"], run2["run_id"]);
+    assert!(run2["ended_at"].is_string());
+    assert_eq!(count(&summary, "jobs"), 2 * jobs, "run records are no jobs");
+    assert_eq!(count(&summary, "unreadable_lines"), 0);
+
+    let ran = report_cmd(&[os(&path)]).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let text = &ran.stdout;
+    for needle in [
+        &format!(
+            "run 1 of 2: backfill (cognito-resend {})",
+            env!("CARGO_PKG_VERSION")
+        ),
+        &format!("client {CLIENT} (also allowed: otherclient)"),
+        "region us-east-1",
+        &format!("ledger {}", ledger.display()),
+        "rate 25/s",
+        "caps: max-sends 100",
+        "wave w1",
+        "run 2 of 2: backfill",
+        "dry run",
+        "--client-secret-file <redacted>",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in:\n{text}");
+    }
+    assert!(!text.contains(SECRET));
 }

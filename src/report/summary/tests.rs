@@ -168,3 +168,97 @@ fn latencies_read_to_a_tenth_of_a_millisecond_not_to_f32_noise() {
     let json = serde_json::to_string(&s.latency_ms).unwrap();
     assert!(!json.contains("20.799"), "{json}");
 }
+
+/// Two runs appended to one file, each between its `run` and `run_end` records, then a third
+/// killed before its end; a record of a later version's kind is neither a job nor unreadable.
+const APPENDED: &str = r#"{"kind":"run","run_id":"r1","version":"0.1.0","command":"backfill","args":["backfill","u.csv"],"client_id":"c1","region":"eu-west-1","endpoint":null,"ledger":"/var/l.db","rate":10.0,"caps":{"max_sends":50},"started_at":"2026-01-01T00:00:00.000Z"}
+{"username":"ann","client_id":"c1","outcome":"sent","reason":null,"attempts":1,"delivery":{"medium":"email"},"source":"csv:2","at":"2026-01-01T00:00:01.000Z"}
+{"kind":"run_end","run_id":"r1","ended_at":"2026-01-01T00:00:02.000Z","jobs":1,"outcomes":{"sent":1},"untouched":0}
+{"kind":"run","run_id":"r2","version":"0.1.0","command":"backfill","started_at":"2026-01-02T00:00:00.000Z","wave":"day-3"}
+{"kind":"progress","done":1}
+{"username":"bob","client_id":"c1","outcome":"cooldown","reason":null,"attempts":0,"delivery":null,"source":"csv:2","at":"2026-01-02T00:00:01.000Z"}
+{"username":"cy","client_id":"c1","outcome":"sent","reason":null,"attempts":1,"delivery":{"medium":"SMS"},"source":"csv:3","at":"2026-01-02T00:00:01.000Z"}
+{"kind":"run_end","run_id":"r2","ended_at":"2026-01-02T00:00:05.000Z","jobs":2,"outcomes":{"cooldown":1,"sent":1},"untouched":3}
+{"kind":"run","run_id":"r3","version":"0.2.0","command":"consume","started_at":"2026-01-03T00:00:00.000Z"}
+{"username":"dee","client_id":"c1","outcome":"sent","reason":null,"attempts":1,"delivery":null,"source":"sqs:m1","at":"2026-01-03T00:00:01.000Z"}
+"#;
+
+#[test]
+fn each_run_record_opens_its_run_and_its_run_end_closes_it() {
+    let s = summary(&[("r.jsonl", APPENDED)], false);
+    assert_eq!(s.jobs, 4, "records about runs are no jobs");
+    assert_eq!(
+        s.unreadable_lines, 0,
+        "nor unreadable, a later kind included"
+    );
+    let runs: Vec<(&str, u64, Option<&str>, Option<u64>)> = s
+        .runs
+        .iter()
+        .map(|r| {
+            (
+                r.run.run_id.as_str(),
+                r.jobs,
+                r.ended_at.as_deref(),
+                r.untouched,
+            )
+        })
+        .collect();
+    assert_eq!(
+        runs,
+        vec![
+            ("r1", 1, Some("2026-01-01T00:00:02.000Z"), Some(0)),
+            ("r2", 2, Some("2026-01-02T00:00:05.000Z"), Some(3)),
+            ("r3", 1, None, None),
+        ]
+    );
+    let first = &s.runs[0].run;
+    assert_eq!(first.target.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(first.target.ledger, "/var/l.db");
+    assert_eq!(first.caps.max_sends, 50);
+    assert_eq!(s.runs[1].run.wave.as_deref(), Some("day-3"));
+
+    let text = super::super::text::render(&s);
+    assert!(text.contains("run 1 of 3: backfill (cognito-resend 0.1.0), 2026-01-01 00:00:00 to 00:00:02 UTC, 1 job"), "{text}");
+    assert!(text.contains("target: AWS, region eu-west-1"), "{text}");
+    assert!(text.contains("caps: max-sends 50"), "{text}");
+    assert!(text.contains("3 jobs read but not attempted"), "{text}");
+    assert!(
+        text.contains("run 3 of 3: consume (cognito-resend 0.2.0), started 2026-01-03 00:00:00 UTC, no end recorded"),
+        "{text}"
+    );
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["runs"][1]["run_id"], "r2");
+    assert_eq!(json["runs"][1]["jobs"], 2);
+    assert_eq!(
+        json["runs"][0]["region"], "eu-west-1",
+        "the target flattened"
+    );
+    let page = super::super::html::page(&s, "now");
+    assert!(page.contains("The runs") && page.contains("region eu-west-1"));
+}
+
+#[test]
+fn a_report_without_run_records_reads_as_before() {
+    let s = summary(&[("r.jsonl", RUN)], false);
+    assert!(s.runs.is_empty());
+    assert_eq!(s.jobs, 5);
+    let text = super::super::text::render(&s);
+    assert!(
+        !text.contains("run:") && !text.contains("target:"),
+        "{text}"
+    );
+    assert!(!super::super::html::page(&s, "now").contains("card runs"));
+}
+
+#[test]
+fn media_are_counted_in_cognitos_spelling_whatever_the_lines_case() {
+    let s = summary(&[("r.jsonl", APPENDED)], false);
+    assert_eq!(
+        s.delivery.0,
+        vec![
+            ("EMAIL".to_owned(), 1),
+            ("SMS".to_owned(), 1),
+            ("unknown".to_owned(), 1)
+        ]
+    );
+}

@@ -177,8 +177,17 @@ pub async fn run(mut cmd: tokio::process::Command) -> Ran {
     }
 }
 
-/// The report's lines.
+/// The report's job lines: every line but the records about the run (`run`, `run_end`: those
+/// say their `kind`).
 pub fn report(path: &Path) -> Vec<serde_json::Value> {
+    report_lines(path)
+        .into_iter()
+        .filter(|l| l.get("kind").is_none())
+        .collect()
+}
+
+/// Every line of the report, the records about the run included.
+pub fn report_lines(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).expect("the report exists");
     text.lines()
         .map(|l| {
