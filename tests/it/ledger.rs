@@ -1169,7 +1169,7 @@ async fn max_sends_stops_one_run_at_that_many_codes_and_a_rerun_goes_on() {
         sample(
             &metrics,
             "cognito_resend_codes_sent_total",
-            &[("medium", "email")]
+            &[("medium", "EMAIL")]
         ),
         Some(7.0)
     );
