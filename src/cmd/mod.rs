@@ -16,6 +16,7 @@ mod ledger;
 mod parts;
 mod plan;
 mod report;
+pub(crate) mod target;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -27,6 +28,7 @@ use crate::outcome::{OutcomeKind, Tally, progress};
 use crate::shutdown::{Shutdown, Signal};
 use crate::telemetry::LogFormat;
 use crate::telemetry::{BarSlot, metrics};
+use target::{Target, Uses};
 
 pub use ledger::LedgerAction;
 
@@ -103,6 +105,18 @@ pub fn main(cli: cli::Cli) -> ExitCode {
         tracing::error!("{e}");
         return ExitCode::from(2);
     }
+    // Commands that keep the ledger need a place for it (`check` says so as one of its checks).
+    let keeps_ledger = matches!(
+        cli.command,
+        Command::Backfill { .. }
+            | Command::Consume { .. }
+            | Command::Plan { .. }
+            | Command::Ledger { .. }
+    );
+    if keeps_ledger && let Err(e) = settings.ledger.usable() {
+        tracing::error!("{e}");
+        return ExitCode::from(2);
+    }
     let (result, signal) = runtime.block_on(async {
         let shutdown = match Shutdown::listen() {
             Ok(s) => s,
@@ -128,8 +142,34 @@ pub(crate) async fn run(
     shutdown: Shutdown,
     bar: BarSlot,
 ) -> Result<Finished, RunError> {
+    // Every command but `check` (which prints it) and `report` (which reads files) logs what it
+    // will hit before it does anything.
+    let uses = match &command {
+        Command::Check { .. } | Command::Report { .. } => None,
+        Command::Backfill { .. } | Command::Plan { .. } => Some(Uses {
+            queue: false,
+            ..Uses::run(&settings)
+        }),
+        Command::Consume { .. } => Some(Uses::run(&settings)),
+        Command::Discover { to_queue, .. } => Some(Uses {
+            cognito: true,
+            queue: *to_queue,
+            ledger: false,
+        }),
+        Command::Enqueue { .. } => Some(Uses {
+            queue: true,
+            ..Uses::default()
+        }),
+        Command::Ledger { .. } => Some(Uses {
+            ledger: true,
+            ..Uses::default()
+        }),
+    };
+    if let Some(uses) = uses {
+        Target::of(&settings, uses).await.log();
+    }
     match command {
-        Command::Check { .. } => check::run(&settings).await,
+        Command::Check { offline, .. } => check::run(&settings, offline).await,
         Command::Ledger { action } => ledger::run(action.into(), &settings).await,
         Command::Backfill {
             input, from_pool, ..
@@ -282,6 +322,9 @@ impl Summary<'_> {
         for note in identity_notes(tally, self.pool, settings) {
             summary.push_str(&format!("\n  note: {note}"));
         }
+        // Where the next run must look to skip who this one reached.
+        let ledger = target::ledger_place(settings);
+        summary.push_str(&format!("\n  ledger: {ledger}"));
         match self.format {
             LogFormat::Text => eprintln!("{summary}"),
             LogFormat::Json => tracing::info!(
@@ -298,6 +341,7 @@ impl Summary<'_> {
                 attempts = tally.attempts_total(),
                 throttled = tally.attempts(metrics::AttemptResult::Throttled),
                 wall_seconds = started.elapsed().as_secs_f64(),
+                ledger = %ledger,
                 "{summary}"
             ),
         }

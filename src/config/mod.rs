@@ -75,7 +75,7 @@ pub(crate) use cognito::{
 };
 pub(crate) use discover::{DiscoverArgs, DiscoverSettings};
 pub(crate) use lambda::{LambdaArgs, LambdaSettings};
-pub(crate) use ledger::{LedgerArgs, LedgerSettings};
+pub(crate) use ledger::{LedgerArgs, LedgerOrigin, LedgerSettings};
 pub(crate) use limits::{DayCapsArgs, LimitSettings, LimitsArgs, LimitsSection};
 pub(crate) use log::{LogArgs, LogSettings};
 pub(crate) use metrics::{MetricsArgs, MetricsSettings};
@@ -84,7 +84,7 @@ pub(crate) use retry::RetryArgs;
 pub use retry::RetrySettings;
 pub(crate) use run::{FleetArgs, RunArgs, RunSection, RunSettings};
 pub(crate) use sqs::{ConsumeArgs, GraceArgs, QueueArgs, QueueSettings, SqsSection};
-pub(crate) use value::parse_duration;
+pub(crate) use value::{parse_duration, redact_url};
 
 /// A configuration problem: the run does not start and the process exits 2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -330,6 +330,10 @@ pub(crate) struct Settings {
     /// 0`): said loudly when logging starts and by `check`.
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// The settings as they were written (every layer merged, nothing validated yet), by section
+    /// and key: `check` prints a duration as the user wrote it (`24h`, not `1day`).
+    #[serde(skip)]
+    pub written: serde_json::Value,
     /// Cognito connection.
     pub cognito: CognitoSettings,
     /// Engine.
@@ -400,8 +404,9 @@ impl Settings {
     /// Each section validated, those that depend on another after it.
     fn validate(raw: SettingsArgs, env: &Env) -> Result<Self, ConfigError> {
         let mut warnings = Vec::new();
-        let cognito = CognitoSettings::validate(raw.cognito, raw.aws.region(), env)?;
-        let ledger = LedgerSettings::validate(raw.ledger, &mut warnings)?;
+        let written = serde_json::to_value(&raw).unwrap_or_default();
+        let cognito = CognitoSettings::validate(raw.cognito, &raw.aws, env)?;
+        let ledger = LedgerSettings::validate(raw.ledger, env, &mut warnings)?;
         let run = RunSettings::validate(raw.run, &ledger)?;
         let retry = RetrySettings::try_from(raw.retry)?;
         let discover = DiscoverSettings::try_from(raw.discover)?;
@@ -414,6 +419,7 @@ impl Settings {
         Ok(Self {
             config_file: raw.global.config,
             warnings,
+            written,
             cognito,
             run,
             retry,
@@ -429,7 +435,8 @@ impl Settings {
     }
 
     /// Finds the AWS region once, before any client is built, when no `--region` is set: from
-    /// the AWS config chain (`AWS_REGION`, the profile, the instance metadata service). Without
+    /// the AWS config chain (`AWS_REGION`, the profile — `--profile`'s, else `AWS_PROFILE`'s —
+    /// the instance metadata service). Without
     /// one, the error is a single line naming the settings to set; every later client then
     /// reuses the region found instead of probing the chain again (each probe of an absent
     /// metadata service costs a timeout and a screen of SDK warnings).
@@ -437,9 +444,13 @@ impl Settings {
         if self.cognito.region.is_some() {
             return Ok(());
         }
-        let found = aws_config::meta::region::RegionProviderChain::default_provider()
-            .region()
-            .await;
+        // The chain the SDK's own loader runs (environment, profile, instance metadata), with
+        // the profile `--profile` names.
+        let mut chain = aws_config::default_provider::region::DefaultRegionChain::builder();
+        if let Some(profile) = &self.cognito.profile {
+            chain = chain.profile_name(profile);
+        }
+        let found = chain.build().region().await;
         match found {
             Some(region) => {
                 self.cognito.region = Some(region.to_string());

@@ -660,6 +660,7 @@ mod in_process {
             &Connection {
                 endpoint: Some(endpoint.parse().unwrap()),
                 region: Some("us-east-1".into()),
+                profile: None,
                 attempt_timeout: Duration::from_secs(10),
                 connect_timeout: Duration::from_secs(5),
             },
