@@ -30,4 +30,5 @@ mod prometheus_e2e;
 mod release_profile;
 mod report;
 mod structure;
+mod target;
 mod waves;
