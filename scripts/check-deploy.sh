@@ -316,6 +316,12 @@ def run_check(where: str, config_text: str, extra: list[tuple[str, str | None]],
             env.update(AWS_ACCESS_KEY_ID="check-deploy", AWS_SECRET_ACCESS_KEY="check-deploy",
                        AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE="/dev/null",
                        AWS_SHARED_CREDENTIALS_FILE="/dev/null")
+        else:
+            # The settings alone: the endpoints, credentials and queue of the place the config is
+            # meant for are not this machine's (a config naming a pool is checked online above,
+            # against the bundled emulator).
+            cmd += ["--offline"]
+            env.update(AWS_EC2_METADATA_DISABLED="true")
         try:
             r = run(cmd, env=env, cwd=tmp)
         finally:
@@ -522,7 +528,8 @@ def check_workload(obj, by_kind, where: str) -> None:
                f"{cl}: metrics.listen {listen} is 0.0.0.0:{METRICS_PORT}, the container port 'metrics'")
         shutdown = duration_s(str(dig(config, "sqs", "shutdown_grace", default="30s")))
         expect(grace > shutdown, f"{cl}: terminationGracePeriodSeconds {grace} > sqs.shutdown_grace {shutdown:g}s")
-        ledger = str(dig(config, "ledger", "path", default="cognito-resend.db"))
+        # The image's default ledger: ledger.db in its XDG_DATA_HOME (deploy/Dockerfile).
+        ledger = str(dig(config, "ledger", "path", default="/var/lib/cognito-resend/ledger.db"))
         many_hosts = kind == "Deployment" and (
             obj["spec"].get("replicas", 1) > 1 or any(
                 dig(s, "spec", "scaleTargetRef", "name") == name for s in by_kind.get("ScaledObject", [])))
@@ -885,7 +892,9 @@ def check_lambda() -> None:
         if not expect(event.get("detail-type") == "Scheduled Event" and isinstance(args, list),
                       f"{path}: {name}'s Input is a scheduled event with detail.args"):
             continue
-        r = run([BIN, "check", *args, "--state", "dynamodb://ledger"])
+        # --offline: the function's AWS is not this machine's; the Lambda runtime sets AWS_REGION.
+        r = run([BIN, "check", *args, "--state", "dynamodb://ledger", "--offline"],
+                env=dict(os.environ, AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true"))
         expect(r.returncode == 0, f"{path}: {name}'s detail.args pass `cognito-resend check`"
                + ("" if r.returncode == 0 else "\n" + indent(r.stdout + r.stderr)))
 

@@ -194,7 +194,7 @@ impl Cli {
             Command::Discover { flags, .. } => flags.put(&mut settings),
             Command::Consume { flags } => flags.put(&mut settings),
             Command::Enqueue { flags, .. } => flags.put(&mut settings),
-            Command::Check { flags } => flags.put(&mut settings),
+            Command::Check { flags, .. } => flags.put(&mut settings),
             Command::Ledger { action } => match action {
                 LedgerAction::Stats { flags, .. } => flags.put(&mut settings),
                 LedgerAction::Forget { flags, .. } => flags.put(&mut settings),
@@ -302,10 +302,23 @@ pub enum Command {
         #[command(flatten)]
         flags: EnqueueFlags,
     },
-    /// Validate the configuration, print the effective settings with secrets redacted, exit 0 or 2.
+    /// Check what a run will hit and validate the configuration: prints the target, one `ok` or
+    /// `FAIL` line per check, and the effective settings with secrets redacted; exit 0, or 2 when
+    /// a check fails.
     ///
-    /// Takes every setting of every command (and of the Lambda function).
+    /// The checks: the settings themselves; the ledger's place; the region (as a run resolves it:
+    /// --region, AWS_REGION, the profile, the instance metadata service); AWS credentials, when
+    /// the settings make signed calls (--user-pool-id, --queue-url, a dynamodb:// ledger; the
+    /// resend itself is unsigned); that each endpoint answers (a TCP connection, and a TLS
+    /// handshake for https: no request is sent, so nothing can be sent to a user); and with
+    /// --user-pool-id, the pool and app clients (DescribeUserPool, DescribeUserPoolClient). Takes
+    /// every setting of every command (and of the Lambda function).
     Check {
+        /// Check the settings alone, without the network: no credentials, endpoint or pool check
+        /// (for a configuration file meant for another place, as in CI). The region is still
+        /// required.
+        #[arg(long)]
+        offline: bool,
         /// Every setting.
         #[command(flatten)]
         flags: CheckFlags,

@@ -36,6 +36,7 @@ pub(super) async fn run(settings: Settings, shutdown: Shutdown) -> Result<Finish
     metrics::register_sqs();
     let client = sqs::connect(
         settings.cognito.region.as_deref(),
+        settings.cognito.profile.as_deref(),
         settings.sqs.endpoint.as_ref(),
         settings.sqs.wait_time,
     )

@@ -85,6 +85,7 @@ pub(super) async fn send_all<S: Source>(
     metrics::register_sqs();
     let client = connect(
         settings.cognito.region.as_deref(),
+        settings.cognito.profile.as_deref(),
         settings.sqs.endpoint.as_ref(),
         settings.sqs.wait_time,
     )

@@ -415,6 +415,7 @@ impl Container {
             .get_or_init(|| {
                 sqs::connect(
                     self.settings.cognito.region.as_deref(),
+                    self.settings.cognito.profile.as_deref(),
                     self.settings.sqs.endpoint.as_ref(),
                     self.settings.sqs.wait_time,
                 )

@@ -58,6 +58,7 @@ pub(super) async fn run(action: LedgerAction, settings: &Settings) -> Result<Fin
             table,
             &ledger::dynamo::DynamoSettings {
                 region: settings.cognito.region.clone(),
+                profile: settings.cognito.profile.clone(),
                 endpoint: settings.ledger.dynamodb_endpoint.clone(),
                 retention: None,
             },

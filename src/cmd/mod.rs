@@ -17,6 +17,7 @@ mod parts;
 mod plan;
 mod report;
 mod run_record;
+pub(crate) mod target;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -28,6 +29,7 @@ use crate::outcome::{OutcomeKind, Tally, progress};
 use crate::shutdown::{Shutdown, Signal};
 use crate::telemetry::LogFormat;
 use crate::telemetry::{BarSlot, metrics};
+use target::{Target, Uses};
 
 pub use ledger::LedgerAction;
 
@@ -106,6 +108,18 @@ pub fn main(cli: cli::Cli) -> ExitCode {
         return ExitCode::from(2);
     }
     let format = settings.log.format;
+    // Commands that keep the ledger need a place for it (`check` says so as one of its checks).
+    let keeps_ledger = matches!(
+        cli.command,
+        Command::Backfill { .. }
+            | Command::Consume { .. }
+            | Command::Plan { .. }
+            | Command::Ledger { .. }
+    );
+    if keeps_ledger && let Err(e) = settings.ledger.usable() {
+        say_error(format, &e);
+        return ExitCode::from(2);
+    }
     let (result, signal) = runtime.block_on(async {
         let shutdown = match Shutdown::listen() {
             Ok(s) => s,
@@ -131,8 +145,34 @@ pub(crate) async fn run(
     shutdown: Shutdown,
     bar: BarSlot,
 ) -> Result<Finished, RunError> {
+    // Every command but `check` (which prints it) and `report` (which reads files) logs what it
+    // will hit before it does anything.
+    let uses = match &command {
+        Command::Check { .. } | Command::Report { .. } => None,
+        Command::Backfill { .. } | Command::Plan { .. } => Some(Uses {
+            queue: false,
+            ..Uses::run(&settings)
+        }),
+        Command::Consume { .. } => Some(Uses::run(&settings)),
+        Command::Discover { to_queue, .. } => Some(Uses {
+            cognito: true,
+            queue: *to_queue,
+            ledger: false,
+        }),
+        Command::Enqueue { .. } => Some(Uses {
+            queue: true,
+            ..Uses::default()
+        }),
+        Command::Ledger { .. } => Some(Uses {
+            ledger: true,
+            ..Uses::default()
+        }),
+    };
+    if let Some(uses) = uses {
+        Target::of(&settings, uses).await.log();
+    }
     match command {
-        Command::Check { .. } => check::run(&settings).await,
+        Command::Check { offline, .. } => check::run(&settings, offline).await,
         Command::Ledger { action } => ledger::run(action.into(), &settings).await,
         Command::Backfill {
             input, from_pool, ..
@@ -295,6 +335,9 @@ impl Summary<'_> {
         for note in identity_notes(tally, self.pool, settings) {
             summary.push_str(&format!("\n  note: {note}"));
         }
+        // Where the next run must look to skip who this one reached.
+        let ledger = target::ledger_place(settings);
+        summary.push_str(&format!("\n  ledger: {ledger}"));
         match self.format {
             LogFormat::Text => eprintln!("{summary}"),
             LogFormat::Json => tracing::info!(
@@ -313,6 +356,7 @@ impl Summary<'_> {
                 attempts = tally.attempts_total(),
                 throttled = tally.attempts(metrics::AttemptResult::Throttled),
                 wall_seconds = started.elapsed().as_secs_f64(),
+                ledger = %ledger,
                 "{summary}"
             ),
         }

@@ -361,10 +361,20 @@ pub(super) async fn open_ledger(
     settings: &Settings,
     case: UsernameCase,
 ) -> Result<Option<Arc<dyn ledger::Store>>, RunError> {
+    settings
+        .ledger
+        .usable()
+        .map_err(|e| RunError::Usage(e.to_string()))?;
+    if let ledger::StateSpec::Sqlite(path) = &settings.ledger.path
+        && settings.ledger.origin == crate::config::LedgerOrigin::DataHome
+    {
+        create_data_dir(path)?;
+    }
     ledger::open(
         &settings.ledger.path,
         &ledger::dynamo::DynamoSettings {
             region: settings.cognito.region.clone(),
+            profile: settings.cognito.profile.clone(),
             endpoint: settings.ledger.dynamodb_endpoint.clone(),
             retention: settings.ledger.retention,
         },
@@ -372,6 +382,30 @@ pub(super) async fn open_ledger(
     )
     .await
     .map_err(|e| RunError::Usage(format!("ledger.path (--state): {e}")))
+}
+
+/// Creates the folder of the default ledger (`cognito-resend/` in the data directory, and the
+/// data directory itself on a fresh machine), readable by its owner only: the ledger holds
+/// personal data. A `--state` path's folder is never created: a typo there should fail, not
+/// start a ledger nobody will find again.
+fn create_data_dir(ledger: &std::path::Path) -> Result<(), RunError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let Some(dir) = ledger.parent().filter(|d| !d.exists()) else {
+        return Ok(());
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            RunError::Usage(format!(
+                "ledger.path (--state): cannot create {} for the default ledger: {e}; give \
+                 --state FILE",
+                dir.display()
+            ))
+        })?;
+    tracing::info!("created {} for the ledger", dir.display());
+    Ok(())
 }
 
 /// Runs the engine over `source`, then closes the ledger. Once `time_up` is cancelled (see

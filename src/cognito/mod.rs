@@ -89,6 +89,8 @@ impl fmt::Debug for ClientSecret {
 pub struct Connection {
     /// The region (`None`: the AWS config chain decides).
     pub region: Option<String>,
+    /// The AWS profile (`None`: the AWS config chain decides).
+    pub profile: Option<String>,
     /// An endpoint override (emulators, VPC endpoints).
     pub endpoint: Option<url::Url>,
     /// Per-attempt timeout: a hung call cannot hold a concurrency permit.
@@ -103,6 +105,7 @@ pub struct Connection {
 pub(crate) async fn sdk_config(conn: &Connection, signed: bool) -> aws_config::SdkConfig {
     crate::aws::sdk_config(crate::aws::SdkOptions {
         region: conn.region.as_deref(),
+        profile: conn.profile.as_deref(),
         endpoint: conn.endpoint.as_ref(),
         connect_timeout: conn.connect_timeout,
         attempt_timeout: conn.attempt_timeout,
@@ -241,6 +244,7 @@ mod tests {
         Connection {
             endpoint: Some(endpoint.parse().unwrap()),
             region: Some("us-east-1".into()),
+            profile: None,
             attempt_timeout,
             connect_timeout: Duration::from_secs(3),
         }

@@ -86,8 +86,15 @@ pub struct CognitoArgs {
     #[serde(skip_serializing_if = "unset")]
     pub client_secret_file: Option<PathBuf>,
 
-    /// Cognito endpoint URL, for emulators and VPC endpoints (default: AWS's).
-    #[arg(long, env = "COGNITO_RESEND_COGNITO_ENDPOINT", value_name = "URL")]
+    /// Cognito endpoint URL, for emulators and VPC endpoints (default: AWS's; the SDK also reads
+    /// AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER, AWS_ENDPOINT_URL and the profile's
+    /// endpoint_url, which this beats). --endpoint-url, as the AWS CLI spells it, is the same flag.
+    #[arg(
+        long,
+        visible_alias = "endpoint-url",
+        env = "COGNITO_RESEND_COGNITO_ENDPOINT",
+        value_name = "URL"
+    )]
     #[serde(
         skip_serializing_if = "unset",
         deserialize_with = "text",
@@ -258,6 +265,10 @@ pub(crate) struct CognitoSettings {
     /// Region (`aws.region`, shown there by `check`); `None` leaves it to the AWS config chain.
     #[serde(skip)]
     pub region: Option<String>,
+    /// The AWS profile (`aws.profile`, `--profile`, shown there by `check`); `None` leaves it to
+    /// the AWS config chain (`AWS_PROFILE`, else `default`).
+    #[serde(skip)]
+    pub profile: Option<String>,
     /// Bounds one HTTP attempt, so a hung call cannot hold a permit forever.
     #[serde(serialize_with = "show::duration")]
     pub attempt_timeout: Duration,
@@ -276,11 +287,11 @@ pub(crate) struct CognitoSettings {
 }
 
 impl CognitoSettings {
-    /// Validates the `[cognito]` table; `region` is `aws.region`, kept here since every client
-    /// reads it with the rest.
+    /// Validates the `[cognito]` table; `aws` is the `[aws]` table (region and profile), kept
+    /// here since every client reads it with the rest.
     pub(super) fn validate(
         raw: CognitoSection,
-        region: Option<String>,
+        aws: &super::AwsArgs,
         env: &Env,
     ) -> Result<Self, ConfigError> {
         let CognitoSection {
@@ -310,7 +321,8 @@ impl CognitoSettings {
             secret,
             user_pool_id: non_empty(call.user_pool_id),
             case_sensitive_usernames: clients.case_sensitive_usernames,
-            region,
+            region: aws.region(),
+            profile: aws.profile(),
             attempt_timeout: positive_duration(given(&call.attempt_timeout))
                 .map_err(at!(CognitoArgs, attempt_timeout))?,
             connect_timeout: positive_duration(given(&call.connect_timeout))
@@ -325,6 +337,7 @@ impl CognitoSettings {
     pub(crate) fn connection(&self) -> crate::cognito::Connection {
         crate::cognito::Connection {
             region: self.region.clone(),
+            profile: self.profile.clone(),
             endpoint: self.endpoint.clone(),
             attempt_timeout: self.attempt_timeout,
             connect_timeout: self.connect_timeout,

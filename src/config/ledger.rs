@@ -1,18 +1,28 @@
 //! `[ledger]`: where the send ledger is and the rules it keeps: the cooldown, the claim lease
 //! (when a run is taken for dead), retention and the per-user lifetime cap. Every command that
 //! sends reads them, and so does every `ledger` subcommand.
+//!
+//! Without `--state`, the ledger is `ledger.db` in the user's data directory, the XDG data home
+//! ([`default_path`]): one place whatever directory a run starts in, so a rerun from elsewhere
+//! still sees who was sent a code (a file in the working directory silently protected nothing
+//! then). The XDG rule takes a few lines here rather than a crate: the `dirs` family answers
+//! `~/Library/Application Support` on macOS, and the environment it reads is the one
+//! [`super::Env`] gives, so tests give their own.
 
 // The doc comments here are `--help` text, written for the terminal: `<KEY>` is a placeholder
 // there, not an HTML tag.
 #![allow(rustdoc::invalid_html_tags)]
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::value::{count, duration, given, http_url, positive_duration, some, text, unset};
-use super::{ConfigError, Group, SettingsArgs, show};
+use super::value::{
+    count, duration, given, http_url, non_empty, positive_duration, some, text, unset,
+};
+use super::{ConfigError, Env, Group, SettingsArgs, show};
 use crate::ledger::StateSpec;
 
 /// How often a run heartbeats its claims at the most (the ledger heartbeats every lease / 6, but
@@ -31,7 +41,8 @@ pub(crate) const MIN_CLAIM_LEASE: Duration = Duration::from_millis(300);
 pub struct LedgerArgs {
     /// The send ledger: a SQLite file, `dynamodb://TABLE` (shared by replicas on many hosts), or
     /// `none` (no claim, no cooldown: a rerun or a redelivered message sends again)
-    /// [default: cognito-resend.db].
+    /// (default: ledger.db in the user's data directory, $XDG_DATA_HOME/cognito-resend/ledger.db,
+    /// else ~/.local/share/cognito-resend/ledger.db; every run logs where it is).
     #[arg(
         long,
         env = "COGNITO_RESEND_LEDGER_PATH",
@@ -65,7 +76,9 @@ pub struct LedgerArgs {
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub claim_lease: Option<String>,
 
-    /// DynamoDB endpoint URL for --state dynamodb://TABLE (local DynamoDB, VPC endpoints).
+    /// DynamoDB endpoint URL for --state dynamodb://TABLE (local DynamoDB, VPC endpoints;
+    /// default: AWS's; the SDK also reads AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL and the
+    /// profile's endpoint_url, which this beats).
     #[arg(
         long,
         env = "COGNITO_RESEND_LEDGER_DYNAMODB_ENDPOINT",
@@ -116,7 +129,8 @@ impl LedgerArgs {
     /// The built-in defaults.
     pub(super) fn defaults() -> Self {
         Self {
-            state: some("cognito-resend.db"),
+            // The data directory's `ledger.db`: found from the environment when validated.
+            state: None,
             cooldown: some("24h"),
             claim_lease: some("30s"),
             dynamodb_endpoint: None,
@@ -137,9 +151,12 @@ impl Group for LedgerArgs {
 /// The send ledger.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct LedgerSettings {
-    /// `--state`: a file, `dynamodb://TABLE` or `none`.
+    /// `--state`: a file, `dynamodb://TABLE` or `none`; without it, [`default_path`].
     #[serde(serialize_with = "show::display")]
     pub path: StateSpec,
+    /// Whether `path` was given or is the default, and whether there is a default at all.
+    #[serde(skip)]
+    pub origin: LedgerOrigin,
     /// Never send the same client+username twice within this.
     #[serde(serialize_with = "show::duration")]
     pub cooldown: Duration,
@@ -162,6 +179,35 @@ pub(crate) struct LedgerSettings {
     pub recheck_after: Duration,
 }
 
+/// Where the ledger's place came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LedgerOrigin {
+    /// `--state` (`ledger.path`) named it.
+    Given,
+    /// The default, in the user's data directory: a run that writes creates its folder.
+    DataHome,
+    /// No `--state`, and no data directory either (neither `XDG_DATA_HOME` nor `HOME` is set):
+    /// `path` names nothing usable, and a command that needs the ledger stops with
+    /// [`LedgerSettings::usable`]'s error. Commands that need none (`report`, `enqueue`,
+    /// `discover`) run as usual.
+    NoDataHome,
+}
+
+/// The default ledger file: `$XDG_DATA_HOME/cognito-resend/ledger.db`, else
+/// `$HOME/.local/share/cognito-resend/ledger.db` (the XDG Base Directory rule: a relative
+/// `XDG_DATA_HOME` is ignored). `None` when neither is set.
+pub(crate) fn default_path(env: &Env) -> Option<PathBuf> {
+    let absolute = |name: &str| {
+        (env.var)(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let data_home = absolute("XDG_DATA_HOME")
+        .or_else(|| absolute("HOME").map(|home| home.join(".local").join("share")))?;
+    Some(data_home.join("cognito-resend").join("ledger.db"))
+}
+
 impl LedgerSettings {
     /// The ledger's timing rules, as a run follows them.
     pub(crate) fn timing(&self) -> crate::ledger::LedgerTiming {
@@ -173,8 +219,10 @@ impl LedgerSettings {
     }
 
     /// Validates the `[ledger]` table; a zero cooldown is allowed, and said in `warnings`.
+    /// `env` gives the data directory of the default ledger.
     pub(super) fn validate(
         raw: LedgerArgs,
+        env: &Env,
         warnings: &mut Vec<String>,
     ) -> Result<Self, ConfigError> {
         let claim_lease =
@@ -200,7 +248,16 @@ impl LedgerSettings {
                 key!(LedgerArgs, cooldown)
             ));
         }
-        let path = StateSpec::parse(given(&raw.state)).map_err(at!(LedgerArgs, state))?;
+        let (path, origin) = match non_empty(raw.state.clone()) {
+            Some(state) => (
+                StateSpec::parse(&state).map_err(at!(LedgerArgs, state))?,
+                LedgerOrigin::Given,
+            ),
+            None => match default_path(env) {
+                Some(file) => (StateSpec::Sqlite(file), LedgerOrigin::DataHome),
+                None => (StateSpec::Sqlite(PathBuf::new()), LedgerOrigin::NoDataHome),
+            },
+        };
         let max_sends_per_user =
             count(given(&raw.max_sends_per_user)).map_err(at!(LedgerArgs, max_sends_per_user))?;
         if max_sends_per_user.is_some() && path == StateSpec::None {
@@ -228,6 +285,7 @@ impl LedgerSettings {
         }
         Ok(Self {
             path,
+            origin,
             cooldown,
             claim_lease,
             retention,
@@ -237,5 +295,20 @@ impl LedgerSettings {
             recheck_after: duration(given(&raw.recheck_after))
                 .map_err(at!(LedgerArgs, recheck_after))?,
         })
+    }
+}
+
+impl LedgerSettings {
+    /// Whether the ledger can be opened at all: without `--state` and without a data directory
+    /// (no `XDG_DATA_HOME`, no `HOME`) there is no default place for it.
+    pub(crate) fn usable(&self) -> Result<(), ConfigError> {
+        if self.origin == LedgerOrigin::NoDataHome {
+            return Err(ConfigError::at(
+                key!(LedgerArgs, state),
+                "not set, and there is no data directory for the default ledger (neither \
+                 XDG_DATA_HOME nor HOME is set): give --state FILE, dynamodb://TABLE or none",
+            ));
+        }
+        Ok(())
     }
 }

@@ -74,7 +74,7 @@ pub(crate) use cognito::{
 };
 pub(crate) use discover::{DiscoverArgs, DiscoverSettings};
 pub(crate) use lambda::{LambdaArgs, LambdaSettings};
-pub(crate) use ledger::{LedgerArgs, LedgerSettings};
+pub(crate) use ledger::{LedgerArgs, LedgerOrigin, LedgerSettings};
 pub(crate) use limits::{DayCapsArgs, LimitSettings, LimitsArgs, LimitsSection};
 pub(crate) use log::{LogArgs, LogSettings};
 pub(crate) use metrics::{MetricsArgs, MetricsSettings};
@@ -329,6 +329,10 @@ pub(crate) struct Settings {
     /// 0`): said loudly when logging starts and by `check`.
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// The settings as they were written (every layer merged, nothing validated yet), by section
+    /// and key: `check` prints a duration as the user wrote it (`24h`, not `1day`).
+    #[serde(skip)]
+    pub written: serde_json::Value,
     /// Cognito connection.
     pub cognito: CognitoSettings,
     /// Engine.
@@ -399,8 +403,9 @@ impl Settings {
     /// Each section validated, those that depend on another after it.
     fn validate(raw: SettingsArgs, env: &Env) -> Result<Self, ConfigError> {
         let mut warnings = Vec::new();
-        let cognito = CognitoSettings::validate(raw.cognito, raw.aws.region(), env)?;
-        let ledger = LedgerSettings::validate(raw.ledger, &mut warnings)?;
+        let written = serde_json::to_value(&raw).unwrap_or_default();
+        let cognito = CognitoSettings::validate(raw.cognito, &raw.aws, env)?;
+        let ledger = LedgerSettings::validate(raw.ledger, env, &mut warnings)?;
         let run = RunSettings::validate(raw.run, &ledger)?;
         let retry = RetrySettings::try_from(raw.retry)?;
         let discover = DiscoverSettings::try_from(raw.discover)?;
@@ -413,6 +418,7 @@ impl Settings {
         Ok(Self {
             config_file: raw.global.config,
             warnings,
+            written,
             cognito,
             run,
             retry,
@@ -428,7 +434,8 @@ impl Settings {
     }
 
     /// Finds the AWS region once, before any client is built, when no `--region` is set: from
-    /// the AWS config chain (`AWS_REGION`, the profile, the instance metadata service). Without
+    /// the AWS config chain (`AWS_REGION`, the profile — `--profile`'s, else `AWS_PROFILE`'s —
+    /// the instance metadata service). Without
     /// one, the error is a single line naming the settings to set; every later client then
     /// reuses the region found instead of probing the chain again (each probe of an absent
     /// metadata service costs a timeout and a screen of SDK warnings).
@@ -436,9 +443,13 @@ impl Settings {
         if self.cognito.region.is_some() {
             return Ok(());
         }
-        let found = aws_config::meta::region::RegionProviderChain::default_provider()
-            .region()
-            .await;
+        // The chain the SDK's own loader runs (environment, profile, instance metadata), with
+        // the profile `--profile` names.
+        let mut chain = aws_config::default_provider::region::DefaultRegionChain::builder();
+        if let Some(profile) = &self.cognito.profile {
+            chain = chain.profile_name(profile);
+        }
+        let found = chain.build().region().await;
         match found {
             Some(region) => {
                 self.cognito.region = Some(region.to_string());

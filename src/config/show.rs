@@ -16,11 +16,12 @@ use super::value::redact_url;
 impl Settings {
     /// The effective settings as TOML, secrets redacted: what `check` prints.
     pub(crate) fn render_redacted(&self) -> String {
-        /// The region lives with the Cognito settings (every client reads it from there)
-        /// but is the `aws` section's key.
+        /// The region and profile live with the Cognito settings (every client reads them
+        /// from there) but are the `aws` section's keys.
         #[derive(Serialize)]
         struct Aws<'a> {
             region: Option<&'a str>,
+            profile: Option<&'a str>,
         }
         #[derive(Serialize)]
         struct Shown<'a> {
@@ -32,9 +33,11 @@ impl Settings {
             settings: self,
             aws: Aws {
                 region: self.cognito.region.as_deref(),
+                profile: self.cognito.profile.as_deref(),
             },
         })
         .expect("the settings serialize as TOML");
+        let doc = durations_as_written(&doc, &self.written);
         let mut head: String = self
             .warnings
             .iter()
@@ -59,6 +62,35 @@ impl Settings {
         }
         head + &doc
     }
+}
+
+/// `doc` (the settings as TOML) with every duration spelled as it was written: `cooldown =
+/// "24h"` for a `24h` given, where the typed value alone would print `1day`. A value is replaced
+/// only by a written text that parses to the same duration, so what loads back is unchanged.
+fn durations_as_written(doc: &str, written: &serde_json::Value) -> String {
+    let mut section = String::new();
+    let mut out = String::with_capacity(doc.len());
+    for line in doc.lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+        }
+        let as_written = line.split_once(" = ").and_then(|(key, value)| {
+            let shown: String = toml::from_str::<toml::Value>(&format!("v = {value}"))
+                .ok()?
+                .get("v")?
+                .as_str()?
+                .to_owned();
+            let given = written.get(&section)?.get(key)?.as_str()?.trim();
+            let same = super::parse_duration(&shown).ok()? == super::parse_duration(given).ok()?;
+            (same && given != shown).then(|| {
+                let quoted = toml::Value::String(given.to_owned()).to_string();
+                format!("{key} = {quoted}")
+            })
+        });
+        out.push_str(as_written.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 pub(super) fn duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -44,7 +44,8 @@ pub struct QueueArgs {
     #[serde(skip_serializing_if = "unset", deserialize_with = "text")]
     pub queue_url: Option<String>,
 
-    /// SQS endpoint URL, for emulators and VPC endpoints (default: AWS's).
+    /// SQS endpoint URL, for emulators and VPC endpoints (default: AWS's; the SDK also reads
+    /// AWS_ENDPOINT_URL_SQS, AWS_ENDPOINT_URL and the profile's endpoint_url, which this beats).
     #[arg(long, env = "COGNITO_RESEND_SQS_ENDPOINT", value_name = "URL")]
     #[serde(
         skip_serializing_if = "unset",

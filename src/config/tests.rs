@@ -9,6 +9,16 @@ use super::value::redact_url;
 use super::*;
 
 fn load_with(argv: &[&str], env_secret: Option<&str>) -> Result<Settings, ConfigError> {
+    let vars: Vec<(&str, &str)> = env_secret
+        .map(|s| (CLIENT_SECRET_ENV, s))
+        .into_iter()
+        .collect();
+    load_env(argv, &vars)
+}
+
+/// [`load_with`], with these environment variables (and no others) for what
+/// [`Settings::load`] reads itself.
+fn load_env(argv: &[&str], vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
     /// The settings flags alone, every group at once.
     #[derive(clap::Parser)]
     struct Flags {
@@ -18,12 +28,11 @@ fn load_with(argv: &[&str], env_secret: Option<&str>) -> Result<Settings, Config
         command: Option<String>,
     }
     let cli = Flags::try_parse_from(argv).expect("argv parses");
-    let secret = env_secret.map(str::to_owned);
-    let var = move |name: &str| {
-        (name == CLIENT_SECRET_ENV)
-            .then(|| secret.clone())
-            .flatten()
-    };
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let var = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     Settings::layered(&cli.settings, &Env { var: &var })
 }
 
@@ -296,10 +305,6 @@ fn defaults_match_the_spec() {
         "a one-shot needs no port"
     );
     assert_eq!(s.sqs.shutdown_grace, Duration::from_secs(30));
-    assert_eq!(
-        s.ledger.path,
-        crate::ledger::StateSpec::Sqlite("cognito-resend.db".into())
-    );
     assert_eq!(s.ledger.cooldown, Duration::from_secs(86_400));
     assert_eq!(s.ledger.claim_lease, Duration::from_secs(30));
     assert_eq!(s.sqs.max_messages, None, "no limit");
@@ -842,4 +847,100 @@ fn a_secret_given_as_the_files_name_is_never_echoed() {
     let said = err.to_string();
     assert!(!said.contains("hunter2"), "{said}");
     assert!(said.contains("--client-secret-file"), "{said}");
+}
+
+/// Without `--state`, the ledger is `ledger.db` in the XDG data home (`XDG_DATA_HOME`, else
+/// `~/.local/share`), whatever the working directory; with neither variable there is no default,
+/// and a command that needs the ledger is told to give `--state` (one that does not runs).
+#[test]
+fn the_default_ledger_is_in_the_xdg_data_home() {
+    use crate::ledger::StateSpec;
+    let argv = ["cognito-resend", "check"];
+    let s = load_env(&argv, &[("XDG_DATA_HOME", "/data"), ("HOME", "/home/u")]).unwrap();
+    assert_eq!(
+        s.ledger.path,
+        StateSpec::Sqlite("/data/cognito-resend/ledger.db".into())
+    );
+    assert_eq!(s.ledger.origin, LedgerOrigin::DataHome);
+    let s = load_env(&argv, &[("HOME", "/home/u")]).unwrap();
+    assert_eq!(
+        s.ledger.path,
+        StateSpec::Sqlite("/home/u/.local/share/cognito-resend/ledger.db".into())
+    );
+    // A relative XDG_DATA_HOME is ignored, as the XDG rule says.
+    let s = load_env(&argv, &[("XDG_DATA_HOME", "rel"), ("HOME", "/home/u")]).unwrap();
+    assert_eq!(
+        s.ledger.path,
+        StateSpec::Sqlite("/home/u/.local/share/cognito-resend/ledger.db".into())
+    );
+    let s = load_env(&argv, &[]).unwrap();
+    let err = s.ledger.usable().unwrap_err().to_string();
+    assert!(
+        err.contains("ledger.path (--state)") && err.contains("XDG_DATA_HOME"),
+        "{err}"
+    );
+    // --state wins, and is kept as written.
+    let s = load_env(
+        &["cognito-resend", "--state", "here.db", "check"],
+        &[("HOME", "/home/u")],
+    )
+    .unwrap();
+    assert_eq!(s.ledger.path, StateSpec::Sqlite("here.db".into()));
+    assert_eq!(s.ledger.origin, LedgerOrigin::Given);
+    assert!(s.ledger.usable().is_ok());
+}
+
+/// `check` prints a duration as it was written (`24h`, not `1day`; `90s`, not `1m 30s`), and
+/// what it prints still loads back to the same settings.
+#[test]
+fn check_prints_durations_as_written() {
+    let s = load_with(
+        &[
+            "cognito-resend",
+            "--cooldown",
+            "24h",
+            "--claim-lease",
+            "90s",
+            "--retention",
+            "30d",
+            "check",
+        ],
+        None,
+    )
+    .unwrap();
+    let shown = s.render_redacted();
+    assert!(shown.contains("cooldown = \"24h\"\n"), "{shown}");
+    assert!(shown.contains("claim_lease = \"90s\"\n"), "{shown}");
+    assert!(shown.contains("retention = \"30d\"\n"), "{shown}");
+    assert!(!shown.contains("1day"), "{shown}");
+    // The defaults are written too: as the defaults spell them.
+    assert!(shown.contains("max_elapsed = \"10m\"\n"), "{shown}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shown.toml");
+    std::fs::write(&file, &shown).unwrap();
+    let again = load_with(
+        &[
+            "cognito-resend",
+            "--config",
+            file.to_str().unwrap(),
+            "check",
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(again.ledger.cooldown, Duration::from_secs(86_400));
+    assert_eq!(again.ledger.claim_lease, Duration::from_secs(90));
+}
+
+/// `--profile` (and `COGNITO_RESEND_AWS_PROFILE`, `aws.profile`) is the `[aws]` section's key,
+/// kept with the region, and `check` shows it there.
+#[test]
+fn the_profile_is_an_aws_setting_shown_by_check() {
+    let s = load_with(&["cognito-resend", "--profile", "staging", "check"], None).unwrap();
+    assert_eq!(s.cognito.profile.as_deref(), Some("staging"));
+    assert_eq!(s.cognito.connection().profile.as_deref(), Some("staging"));
+    let shown = s.render_redacted();
+    assert!(shown.contains("[aws]\nprofile = \"staging\"\n"), "{shown}");
+    let s = load_with(&["cognito-resend", "check"], None).unwrap();
+    assert_eq!(s.cognito.profile, None, "the AWS config chain decides");
 }

@@ -208,6 +208,7 @@ async fn ledger(dir: &std::path::Path) -> Ledger {
         &StateSpec::Sqlite(dir.join("ledger.db")),
         &crate::ledger::dynamo::DynamoSettings {
             region: None,
+            profile: None,
             endpoint: None,
             retention: None,
         },

@@ -21,6 +21,7 @@ pub(crate) struct SecretError(String);
 pub(crate) async fn fetch(region: Option<&str>, id: &str) -> Result<ClientSecret, SecretError> {
     let config = sdk_config(SdkOptions {
         region,
+        profile: None,
         endpoint: None,
         connect_timeout: Duration::from_secs(3),
         attempt_timeout: Duration::from_secs(10),

@@ -51,7 +51,7 @@
 //! sharing the ledger with every heartbeat and takes its share ([`fleet`]).
 //!
 //! Backends ([`Store`]):
-//! - [`sqlite`]: a file (default `cognito-resend.db`), WAL, one writer thread that commits in
+//! - [`sqlite`]: a file (default `ledger.db` in the XDG data home), WAL, one writer thread that commits in
 //!   groups, so durability does not cost one fsync per call. Several processes on one host may
 //!   share it.
 //! - [`dynamo`]: a DynamoDB table (`--state dynamodb://TABLE`) with conditional writes, for

@@ -156,12 +156,15 @@ pub(crate) fn init_logging(format: LogFormat, verbosity: i8) -> BarSlot {
     // The SDK warns once per client when the instance metadata service has no region for it;
     // the run already says so in one line (`Settings::resolve_region`), so those stay quiet
     // unless -vv asks for the SDK's own story.
+    // The SDK's credential chain warns for each provider that finds nothing (the instance
+    // metadata service's with a screen of debug output) before the run's own one-line "no AWS
+    // credentials were found": below -vv its crates say errors only.
     let filter = EnvFilter::new(format!(
         "warn,cognito_resend={level}{}",
         if verbosity >= 2 {
             ",aws=debug"
         } else {
-            ",aws_config::imds::region=off"
+            ",aws_config=error,aws_smithy=error,aws_config::imds::region=off"
         }
     ));
     let slot = BarSlot::default();

@@ -404,23 +404,55 @@ async fn dry_run_plans_from_the_ledger_and_writes_nothing() {
     assert!(sent_twice(&pool.emu).is_empty());
 }
 
+/// Without `--state` the ledger is `ledger.db` in the XDG data home, whatever the working
+/// directory: the run creates its folder (owner only), logs the full path in its target line at
+/// the start and repeats it in the summary; `ledger stats` started elsewhere finds the same file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ledger_stats_and_export_show_what_was_sent_and_the_default_file_is_in_the_cwd() {
+async fn ledger_stats_and_export_show_what_was_sent_and_the_default_file_is_in_the_data_home() {
+    use std::os::unix::fs::PermissionsExt;
     let pool = pool(200, None, |b| b).await;
     let dir = tempfile::tempdir().unwrap();
     let csv = usernames_csv(dir.path(), &pool.csv_usernames);
-    // No --state: the default file, in the working directory.
+    let data_home = dir.path().join("data");
+    let cwd = dir.path().join("somewhere");
+    std::fs::create_dir(&cwd).unwrap();
+    // No --state: the default file, in the data home (never the real home: HOME is a temp dir).
     let mut cmd = backfill(&pool.emu.endpoint(), &csv);
     cmd.env_remove("COGNITO_RESEND_LEDGER_PATH")
-        .current_dir(dir.path())
+        .env("XDG_DATA_HOME", &data_home)
+        .env("HOME", dir.path().join("home"))
+        .current_dir(&cwd)
         .args(["--rate", "0"]);
     let ran = run(cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
-    assert!(dir.path().join("cognito-resend.db").is_file());
+    let ledger = data_home.join("cognito-resend").join("ledger.db");
+    assert!(ledger.is_file(), "{}", ran.stderr);
+    assert!(!cwd.join("cognito-resend.db").exists());
+    let mode = std::fs::metadata(ledger.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "the ledger's folder is its owner's");
+    let target = ran
+        .stderr
+        .lines()
+        .find(|l| l.contains("target: "))
+        .unwrap_or_else(|| panic!("no target line in\n{}", ran.stderr));
+    assert!(
+        target.contains(&format!("ledger {} (the default", ledger.display())),
+        "{target}"
+    );
+    assert!(
+        ran.stderr
+            .contains(&format!("  ledger: {}\n", ledger.display())),
+        "the summary repeats the ledger's path:\n{}",
+        ran.stderr
+    );
 
     let ledger_cmd = |args: &[&str]| {
         let mut c = command(&pool.emu.endpoint());
         c.env_remove("COGNITO_RESEND_LEDGER_PATH")
+            .env("XDG_DATA_HOME", &data_home)
             .current_dir(dir.path())
             .arg("ledger")
             .args(args);
@@ -675,6 +707,7 @@ mod in_process {
             &Connection {
                 endpoint: Some(endpoint.parse().unwrap()),
                 region: Some("us-east-1".into()),
+                profile: None,
                 attempt_timeout: Duration::from_secs(10),
                 connect_timeout: Duration::from_secs(5),
             },

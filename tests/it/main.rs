@@ -31,4 +31,5 @@ mod recheck;
 mod release_profile;
 mod report;
 mod structure;
+mod target;
 mod waves;

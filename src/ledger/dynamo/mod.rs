@@ -61,6 +61,8 @@ use super::{
 pub struct DynamoSettings {
     /// `--region`.
     pub region: Option<String>,
+    /// `--profile`.
+    pub profile: Option<String>,
     /// `--dynamodb-endpoint` (local DynamoDB, moto, VPC endpoints).
     pub endpoint: Option<url::Url>,
     /// `--retention`: every recorded outcome sets the user item's [`TTL_ATTR`] to this long
@@ -128,6 +130,7 @@ impl DynamoStore {
     pub async fn client_only(table: &str, settings: &DynamoSettings) -> Self {
         let sdk = crate::aws::sdk_config(crate::aws::SdkOptions {
             region: settings.region.as_deref(),
+            profile: settings.profile.as_deref(),
             endpoint: settings.endpoint.as_ref(),
             connect_timeout: Duration::from_secs(3),
             attempt_timeout: Duration::from_secs(5),

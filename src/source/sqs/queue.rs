@@ -177,11 +177,13 @@ impl Queue for SqsQueue {
 /// timeout covers a long poll plus a margin, so a hung poll cannot stall the consumer.
 pub(crate) async fn connect(
     region: Option<&str>,
+    profile: Option<&str>,
     endpoint: Option<&url::Url>,
     wait_time: Duration,
 ) -> Client {
     let sdk = crate::aws::sdk_config(crate::aws::SdkOptions {
         region,
+        profile,
         endpoint,
         connect_timeout: Duration::from_secs(3),
         attempt_timeout: wait_time + POLL_MARGIN,
