@@ -2,37 +2,33 @@
 //! settings in one place: what a report says about the run that wrote it.
 
 use crate::config::{SecretSource, Settings, redact_url};
-use crate::ledger::{RunId, StateSpec};
+use crate::ledger::RunId;
 use crate::outcome::run_record::{RunCaps, RunRecord, RunTarget, redacted_args};
 
 use super::parts::{PoolAccess, effective_limits};
+use super::target::{EndpointFrom, LedgerTarget, Target, Uses};
 
 /// The flags whose value is (or may be, mistyped) a secret: never written as given. The client
 /// secret itself is never a flag's value; its file's name is withheld all the same, since a
 /// secret pasted where its file's name belongs is a mistake seen in practice.
 const SECRET_VALUED_FLAGS: [&str; 1] = ["--client-secret-file"];
 
-/// Where the run sends and keeps its state, from the settings: the region as resolved before the
-/// run (`--region`, else the AWS config chain: every command that calls AWS resolves it into the
-/// settings first), the Cognito endpoint without credentials, and the ledger with a SQLite
-/// file's full path.
-pub(super) fn target(settings: &Settings) -> RunTarget {
-    let ledger = match &settings.ledger.path {
-        StateSpec::Sqlite(path) => std::path::absolute(path)
-            .unwrap_or_else(|_| path.clone())
-            .display()
-            .to_string(),
-        other => other.to_string(),
+/// Where the run sends and keeps its state, for its `run` record: the region, the Cognito
+/// endpoint and the ledger as [`Target`] (the one description, logged at the start) says them.
+/// The endpoint is `None` when the calls go to AWS's own; the ledger is a SQLite file's full
+/// path, `dynamodb://TABLE` or `none`.
+pub(super) async fn target(settings: &Settings) -> RunTarget {
+    let t = Target::of(settings, Uses::run(settings)).await;
+    let endpoint = t
+        .cognito
+        .filter(|e| e.from != EndpointFrom::Aws)
+        .and_then(|e| e.url);
+    let ledger = match t.ledger {
+        Some(LedgerTarget::Sqlite { path, .. }) => path.display().to_string(),
+        Some(LedgerTarget::Dynamodb { table, .. }) => format!("dynamodb://{table}"),
+        Some(LedgerTarget::None) | None => "none".to_owned(),
     };
-    RunTarget::new(
-        settings.cognito.region.clone(),
-        settings
-            .cognito
-            .endpoint
-            .as_ref()
-            .map(|u| redact_url(u.as_str())),
-        ledger,
-    )
+    RunTarget::new(t.region, endpoint, ledger)
 }
 
 /// The `run` record of `command`, started now with `settings` against `target`: `run` is the
