@@ -71,6 +71,8 @@
 //!   attributes, email account) with Cognito's wire names.
 //! - `model`: the pool (clients, users, Username resolution) and Cognito's pure rules:
 //!   SecretHash, masking, the code's medium, demo data.
+//! - `seed`: users from CSV or JSON files (the binary's `--users`), and [`seed::seed_pool`],
+//!   everything the binary seeds.
 //! - `filter`: ListUsers' filter language.
 //! - `state`: what changes at run time: knobs, counters, the rate bucket, the send ledger.
 //! - `quota`: the quota over time (schedule, changes) and the per-second counts, per category.
@@ -105,6 +107,7 @@ mod iam;
 mod model;
 mod ops;
 mod quota;
+pub mod seed;
 mod server;
 mod settings;
 mod state;

@@ -1,9 +1,10 @@
 //! `cognito-emulator`: the bundled Cognito emulator as a process, for the README demo and for
 //! benchmarks that drive the release binary from outside.
 //!
-//! It only parses flags, seeds the demo pool, and runs [`cognito_emulator`] until
-//! SIGINT/SIGTERM. Its one line on stdout (`listening on http://127.0.0.1:PORT`) is what scripts
-//! wait for; the final stats go to stderr as JSON, and live ones are at `GET /_emulator/stats`.
+//! It only parses flags, seeds the pool (the demo users, and users from `--users` files), and
+//! runs [`cognito_emulator`] until SIGINT/SIGTERM. Its one line on stdout (`listening on
+//! http://127.0.0.1:PORT`) is what scripts wait for; the final stats go to stderr as JSON, and
+//! live ones are at `GET /_emulator/stats`.
 //! `POST /_emulator/down?for=2s` takes it down for that long (connections refused, open ones
 //! closed), after which it listens on the same address again. `POST /_emulator/quota?rps=20` (or
 //! `?schedule=0s=50,20s=20`) changes the quota; `GET /_emulator/rates` has the accepted and
@@ -11,15 +12,16 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use cognito_emulator::seed::seed_pool;
 use cognito_emulator::{
-    AliasAttribute, ClientSpec, EmailSendingAccount, Emulator, Faults, QuotaSchedule, UserStatus,
-    UsernameAttribute, VerifiedAttribute, demo_invited, demo_pool, parse_list,
+    AliasAttribute, ClientSpec, EmailSendingAccount, Emulator, Faults, QuotaSchedule,
+    UsernameAttribute, VerifiedAttribute, parse_list,
 };
 
 /// A local Amazon Cognito emulator (ResendConfirmationCode, AdminGetUser, ListUsers,
@@ -43,7 +45,17 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 0)]
     seed_invited: usize,
 
-    /// Write the demo pool's usernames (missing ones too) as CSV `username,email,status`.
+    /// Seed users from a CSV or JSON file (by extension, else by content), added to --seed and
+    /// --seed-invited; repeatable. CSV: a header with `username` (or `cognito:username`),
+    /// optional `status` (default UNCONFIRMED), `email`, `phone_number`, `email_verified`,
+    /// `phone_number_verified`, `created`, any other column an attribute. JSON: an array of
+    /// `{"username", "status", "attributes": {...}}`. A username seeded twice, or any bad row,
+    /// is an error naming the file and line (CSV) or index (JSON). See docs/emulator.md.
+    #[arg(long = "users", value_name = "FILE")]
+    users: Vec<PathBuf>,
+
+    /// Write the pool's usernames (the demo pool's missing ones too, then --seed-invited's and
+    /// --users') as CSV `username,email,status`.
     #[arg(long, value_name = "PATH")]
     csv_out: Option<PathBuf>,
 
@@ -213,12 +225,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let (mut users, mut usernames) = demo_pool(args.seed);
-    let invited = demo_invited(args.seed_invited);
-    usernames.extend(invited.iter().map(|u| u.username.clone()));
-    users.extend(invited);
+    let seeded = seed_pool(
+        args.seed,
+        args.seed_invited,
+        &args.users,
+        args.case_sensitive,
+    )?;
     if let Some(path) = &args.csv_out {
-        write_csv(path, &users, &usernames)
+        seeded
+            .write_csv(path)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let mut client = ClientSpec::new(args.client_id.clone())
@@ -248,7 +263,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .email_source_arn(args.email_source_arn)
         .custom_message_trigger(args.custom_message_lambda)
         .client(client)
-        .users(users)
+        .users(seeded.users)
         .quota_rps(args.quota)
         .quota_schedule(args.quota_schedule)
         .user_creation_quota_rps(args.user_creation_quota)
@@ -280,34 +295,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let stats = serde_json::to_string_pretty(&emulator.stats()).context("serializing stats")?;
     eprintln!("{stats}");
     emulator.shutdown().await;
-    Ok(())
-}
-
-/// The demo pool as a CSV a backfill can read: `username,email,status`, with empty email and
-/// status for the usernames that are not in the pool.
-fn write_csv(
-    path: &Path,
-    users: &[cognito_emulator::UserSpec],
-    usernames: &[String],
-) -> anyhow::Result<()> {
-    let known: std::collections::HashMap<&str, (&str, UserStatus)> = users
-        .iter()
-        .map(|u| {
-            (
-                u.username.as_str(),
-                (u.email.as_deref().unwrap_or(""), u.status),
-            )
-        })
-        .collect();
-    let mut w = csv::Writer::from_path(path)?;
-    w.write_record(["username", "email", "status"])?;
-    for name in usernames {
-        match known.get(name.as_str()) {
-            Some((email, status)) => w.write_record([name.as_str(), email, status.as_str()])?,
-            None => w.write_record([name.as_str(), "", ""])?,
-        }
-    }
-    w.flush()?;
     Ok(())
 }
 

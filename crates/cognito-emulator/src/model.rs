@@ -110,6 +110,37 @@ impl UserStatus {
     }
 }
 
+impl UserStatus {
+    /// Every status, in the order Cognito's model lists them (`UserStatusType`).
+    pub const ALL: &'static [UserStatus] = &[
+        Self::Unconfirmed,
+        Self::Confirmed,
+        Self::Archived,
+        Self::Compromised,
+        Self::Unknown,
+        Self::ResetRequired,
+        Self::ForceChangePassword,
+        Self::ExternalProvider,
+    ];
+}
+
+impl std::str::FromStr for UserStatus {
+    type Err = String;
+
+    /// The wire name (`UNCONFIRMED`, `FORCE_CHANGE_PASSWORD`, ...), ASCII case-insensitive.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|v| v.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+                format!("unknown status {s:?} (one of {})", names.join(", "))
+            })
+    }
+}
+
 impl std::fmt::Display for UserStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -360,7 +391,7 @@ fn looks_like_email(s: &str) -> bool {
 }
 
 /// Whether `s` has the shape of an E.164 phone number (`+` and digits).
-fn looks_like_phone(s: &str) -> bool {
+pub(crate) fn looks_like_phone(s: &str) -> bool {
     s.strip_prefix('+')
         .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
 }

@@ -21,6 +21,7 @@ use aws_smithy_types::retry::ErrorKind;
 use super::*;
 
 mod invitations;
+mod seeding;
 
 const SECRET: &str = "s3cret-value";
 
