@@ -214,7 +214,7 @@ async fn no_credentials_is_one_line_without_the_sdks_provider_dump() {
     );
     for line in ran.stderr.lines() {
         assert!(
-            line.contains("INFO target: ") || line.contains("ERROR "),
+            line.contains("INFO target: ") || line.starts_with("error: "),
             "a line that is neither the target nor the error:\n{}",
             ran.stderr
         );
