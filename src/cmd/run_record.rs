@@ -64,7 +64,11 @@ pub(super) fn run_record(
             })
             .map(str::to_owned),
         target,
-        cooldown: Some(humantime::format_duration(settings.ledger.cooldown).to_string()),
+        cooldown: Some(settings.duration_as_written(
+            "ledger",
+            "cooldown",
+            settings.ledger.cooldown,
+        )),
         concurrency: Some(settings.run.concurrency.get() as u64),
         rate: Some(settings.run.rate.unwrap_or(0.0)),
         invite_rate: Some(settings.run.invite_rate.unwrap_or(0.0)),

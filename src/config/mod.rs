@@ -358,6 +358,27 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
+    /// A duration setting (`section.key`, whose typed value is `value`) as the user wrote it,
+    /// `24h` rather than `1day`: the written text when it means the same, else `value` in
+    /// humantime's spelling (a default, or a value set in code).
+    pub(crate) fn duration_as_written(
+        &self,
+        section: &str,
+        key: &str,
+        value: std::time::Duration,
+    ) -> String {
+        self.written
+            .get(section)
+            .and_then(|s| s.get(key))
+            .and_then(serde_json::Value::as_str)
+            .map(str::trim)
+            .filter(|given| parse_duration(given).ok() == Some(value))
+            .map_or_else(
+                || humantime::format_duration(value).to_string(),
+                str::to_owned,
+            )
+    }
+
     /// Layers defaults, the TOML file, the environment and the command line, then validates.
     pub(crate) fn load(args: &SettingsArgs) -> Result<Self, ConfigError> {
         Self::layered(

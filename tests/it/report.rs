@@ -471,7 +471,7 @@ async fn the_run_record_round_trips_through_report() {
     let backfill_with = |extra: &[&str]| {
         let mut cmd = backfill(&pool.emu.endpoint(), &csv);
         cmd.args(["--rate", "25", "--max-sends", "100", "--wave", "w1"])
-            .args(["--allow-client-id", "otherclient"])
+            .args(["--allow-client-id", "otherclient", "--cooldown", "24h"])
             .arg("--client-secret-file")
             .arg(&secret_file)
             .arg("--state")
@@ -525,6 +525,7 @@ async fn the_run_record_round_trips_through_report() {
     assert_eq!(run1["rate"], 25.0);
     assert_eq!(run1["caps"]["max_sends"], 100);
     assert_eq!(run1["wave"], "w1");
+    assert_eq!(run1["cooldown"], "24h", "as it was written, not 1day");
     assert_eq!(run1["dry_run"], false);
     assert_eq!(count(run1, "jobs"), jobs);
     let args: Vec<&str> = run1["args"]
