@@ -63,7 +63,8 @@ before=$(requests)
 /usr/bin/time -f '%e' -o "$work/time2" \
   "$bin/cognito-resend" backfill "$work/users.csv" --client-id benchclient --region us-east-1 \
   --cognito-endpoint "$endpoint" --concurrency "$concurrency" --rate "${BENCH_RATE:-0}" --metrics-addr none \
-  --state "${BENCH_STATE:-$work/ledger.db}" -q || { echo "the rerun failed (exit $?)" >&2; exit 1; }
+  --state "${BENCH_STATE:-$work/ledger.db}" ${BENCH_RECHECK:+--recheck-after "$BENCH_RECHECK"} -q \
+  || { echo "the rerun failed (exit $?)" >&2; exit 1; }
 echo "rerun calls          $(( $(requests) - before )) (of $actual rows; wall $(cat "$work/time2") s)"
 # What `cargo install` and the image ship: the release profile strips the debug info.
 size=$(stat -c %s "$bin/cognito-resend")
