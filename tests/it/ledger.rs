@@ -433,11 +433,7 @@ async fn ledger_stats_and_export_show_what_was_sent_and_the_default_file_is_in_t
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o700, "the ledger's folder is its owner's");
-    let target = ran
-        .stderr
-        .lines()
-        .find(|l| l.contains("target: "))
-        .unwrap_or_else(|| panic!("no target line in\n{}", ran.stderr));
+    let target = target_line(&ran.stderr);
     assert!(
         target.contains(&format!("ledger {} (the default", ledger.display())),
         "{target}"

@@ -271,11 +271,7 @@ async fn profile_and_endpoint_url_are_taken_as_the_aws_cli_takes_them() {
         pool.emu.stats().sends_total as usize,
         pool.unconfirmed.len()
     );
-    let target = ran
-        .stderr
-        .lines()
-        .find(|l| l.contains("target: "))
-        .unwrap_or_else(|| panic!("no target line in\n{}", ran.stderr));
+    let target = target_line(&ran.stderr);
     assert!(
         target.contains("region ap-southeast-2") && target.contains("profile staging"),
         "{target}"
@@ -317,11 +313,7 @@ async fn an_endpoint_from_the_sdks_environment_is_the_target() {
         pool.emu.stats().sends_total as usize,
         pool.unconfirmed.len()
     );
-    let target = ran
-        .stderr
-        .lines()
-        .find(|l| l.contains("target: "))
-        .unwrap_or_else(|| panic!("no target line in\n{}", ran.stderr));
+    let target = target_line(&ran.stderr);
     assert!(
         target.contains(&format!("Cognito {}", pool.emu.endpoint()))
             && target.contains("AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER")

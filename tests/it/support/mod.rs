@@ -164,6 +164,14 @@ pub struct Ran {
     pub stderr: String,
 }
 
+/// The `target: ...` line a run logs at its start.
+pub fn target_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find(|l| l.contains("target: "))
+        .unwrap_or_else(|| panic!("no target line in\n{stderr}"))
+}
+
 /// Runs to completion (bounded: a hung run fails the test).
 pub async fn run(mut cmd: tokio::process::Command) -> Ran {
     let out = tokio::time::timeout(Duration::from_secs(240), cmd.output())
