@@ -298,32 +298,48 @@ impl Task {
             if stop.is_cancelled() {
                 return;
             }
-            let failed = match tokio::time::timeout(every, self.take()).await {
+            // What the census takes out (runs to prune, throttles to tell) is put back if it
+            // fails or is abandoned at the time limit, to go with the next one: dropping the
+            // census's future must not drop them with it.
+            let dead = std::mem::take(&mut self.dead);
+            let mine = std::mem::take(&mut self.unreported);
+            let failed = match tokio::time::timeout(every, self.census(&dead, mine)).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => format!("a census took longer than {every:?}"),
             };
+            self.put_back(dead, mine);
             if !std::mem::replace(&mut self.failing, true) {
                 tracing::warn!("{failed}: the fleet census failed; keeping the last share");
             }
         }
     }
 
-    /// Takes the census and publishes this run's share if it changed (logged, and shown by the
-    /// `cognito_resend_fleet_runs` gauge).
+    /// Takes the census (the first one: unbounded; the task bounds the others) and publishes
+    /// this run's share.
     async fn take(&mut self) -> Result<(), LedgerError> {
         let dead = std::mem::take(&mut self.dead);
         let mine = std::mem::take(&mut self.unreported);
-        let listing = match self.store.census(&self.run, self.lease, &dead, mine).await {
-            Ok(listing) => listing,
-            Err(e) => {
-                // Pruned, and told, at the next census instead. (A census whose answer was
-                // lost after its write may count these twice: one extra cut, never a missed one.)
-                self.dead = dead;
-                self.unreported += mine;
-                return Err(e);
-            }
-        };
+        let result = self.census(&dead, mine).await;
+        if result.is_err() {
+            self.put_back(dead, mine);
+        }
+        result
+    }
+
+    /// Runs judged dead and throttles not told, of a census that failed or was abandoned: pruned,
+    /// and told, at the next census instead. (A census whose answer was lost after its write
+    /// may count these twice: one extra cut, never a missed one.)
+    fn put_back(&mut self, dead: Vec<String>, mine: u64) {
+        self.dead = dead;
+        self.unreported += mine;
+    }
+
+    /// One census: forgets `dead`, tells the store `mine` (this run's throttles since the last
+    /// census), and publishes this run's share if it changed (logged, and shown by the
+    /// `cognito_resend_fleet_runs` gauge).
+    async fn census(&mut self, dead: &[String], mine: u64) -> Result<(), LedgerError> {
+        let listing = self.store.census(&self.run, self.lease, dead, mine).await?;
         let heard = peer_throttles(self.throttles_seen, listing.throttles, mine);
         self.throttles_seen = Some(listing.throttles);
         if std::mem::take(&mut self.failing) {
@@ -365,6 +381,9 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::UserKey;
+    use crate::ledger::{Claim, Finish, Listing, Millis, Page, Rules, Stale, Stats};
+    use futures::future::BoxFuture;
 
     const LEASE: Duration = Duration::from_secs(30);
     const BEAT: Duration = Duration::from_secs(5);
@@ -539,5 +558,131 @@ mod tests {
             fleet.beat();
         }
         assert_eq!(started.elapsed(), LEASE);
+    }
+
+    /// A store whose census can hang (until the task gives up on it) and that records the
+    /// throttles each answered census was told.
+    #[derive(Default)]
+    struct Hanging {
+        hang_next: std::sync::atomic::AtomicBool,
+        told: std::sync::Mutex<Vec<u64>>,
+    }
+
+    impl Store for Hanging {
+        fn describe(&self) -> String {
+            "hanging".into()
+        }
+        fn census<'a>(
+            &'a self,
+            run: &'a RunId,
+            _lease: Duration,
+            _dead: &'a [String],
+            throttles: u64,
+        ) -> BoxFuture<'a, Result<Listing, LedgerError>> {
+            Box::pin(async move {
+                if self
+                    .hang_next
+                    .swap(false, std::sync::atomic::Ordering::SeqCst)
+                {
+                    std::future::pending::<()>().await;
+                }
+                let mut told = self.told.lock().unwrap();
+                told.push(throttles);
+                Ok(Listing {
+                    runs: vec![(run.0.clone(), told.len() as i64)],
+                    leases: HashMap::new(),
+                    throttles: told.iter().sum(),
+                })
+            })
+        }
+        fn begin_run<'a>(
+            &'a self,
+            _: &'a RunId,
+            _: &'a str,
+            _: Duration,
+            _: Millis,
+        ) -> BoxFuture<'a, Result<(), LedgerError>> {
+            unimplemented!("not used by the census")
+        }
+        fn heartbeat<'a>(
+            &'a self,
+            _: &'a RunId,
+            _: Millis,
+        ) -> BoxFuture<'a, Result<(), LedgerError>> {
+            unimplemented!("not used by the census")
+        }
+        fn end_run<'a>(
+            &'a self,
+            _: &'a RunId,
+            _: Millis,
+        ) -> BoxFuture<'a, Result<(), LedgerError>> {
+            unimplemented!("not used by the census")
+        }
+        fn claim<'a>(
+            &'a self,
+            _: &'a RunId,
+            _: &'a UserKey,
+            _: Rules,
+            _: Option<&'a Stale>,
+        ) -> BoxFuture<'a, Result<Claim, LedgerError>> {
+            unimplemented!("not used by the census")
+        }
+        fn peek<'a>(
+            &'a self,
+            _: &'a UserKey,
+            _: Rules,
+        ) -> BoxFuture<'a, Result<Option<Claim>, LedgerError>> {
+            unimplemented!("not used by the census")
+        }
+        fn finish<'a>(
+            &'a self,
+            _: &'a RunId,
+            _: &'a UserKey,
+            _: Finish,
+            _: Option<&'a str>,
+            _: Millis,
+        ) -> BoxFuture<'a, Result<(), LedgerError>> {
+            unimplemented!("not used by the census")
+        }
+        fn stats(&self, _: Rules) -> BoxFuture<'_, Result<Stats, LedgerError>> {
+            unimplemented!("not used by the census")
+        }
+        fn export_page(
+            &self,
+            _: Option<String>,
+            _: u32,
+        ) -> BoxFuture<'_, Result<Page, LedgerError>> {
+            unimplemented!("not used by the census")
+        }
+    }
+
+    /// Throttles this run counted are told to the fleet even when the census that was to tell
+    /// them took too long and was abandoned: they go with the next one, not nowhere.
+    #[tokio::test(start_paused = true)]
+    async fn throttles_of_an_abandoned_census_go_with_the_next_one() {
+        let store = Arc::new(Hanging::default());
+        let every = Duration::from_millis(500);
+        let stop = CancellationToken::new();
+        let fleet = FleetCensus::start(store.clone(), RunId::new(), LEASE, every, 10.0, stop)
+            .await
+            .unwrap();
+        store
+            .hang_next
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        fleet.note_throttle();
+        fleet.note_throttle();
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if store.told.lock().unwrap().len() >= 2 {
+                break;
+            }
+        }
+        let told = store.told.lock().unwrap().clone();
+        assert_eq!(
+            told.iter().sum::<u64>(),
+            2,
+            "the fleet was told {told:?}: the abandoned census's throttles were lost"
+        );
+        fleet.stop().await;
     }
 }
