@@ -89,6 +89,24 @@ async fn a_rerun_calls_only_for_what_is_not_known(ledger: &[&str]) {
         "the plan line says them:\n{stderr}"
     );
 
+    // `plan` forecasts the same, and calls nobody either.
+    let before = requests();
+    let mut cmd = command(&endpoint);
+    cmd.args(["plan", "--json", "--client-id", CLIENT])
+        .arg(&csv)
+        .args(ledger);
+    let ran = run(cmd).await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(requests(), before, "a plan calls nobody");
+    let forecast: serde_json::Value = serde_json::from_str(&ran.stdout).expect("JSON");
+    assert_eq!(
+        forecast["jobs"]["known_confirmed"], confirmed,
+        "{forecast:#}"
+    );
+    assert_eq!(forecast["jobs"]["known_missing"], missing, "{forecast:#}");
+    assert_eq!(forecast["jobs"]["cooldown"], unconfirmed, "{forecast:#}");
+    assert_eq!(forecast["jobs"]["would_send"], 0, "{forecast:#}");
+
     // `--recheck-after 0` asks again (the sent ones are in cooldown now).
     let before = requests();
     let (third, _) = rerun(
