@@ -148,7 +148,7 @@ async fn backfill<S: Source>(
     .await;
     progress.finish().await;
     jobs_left.finish().await;
-    let report_ok = recorder.finish();
+    let report_ok = recorder.finish(Some((cause.label(), cause.detail())));
 
     let tally = recorder.tally();
     let total_rows = *total_rows_rx.borrow();

@@ -109,7 +109,7 @@ pub(super) async fn run(settings: Settings, shutdown: Shutdown) -> Result<Finish
             StopCause::Shutdown
         }
     };
-    recorder.finish();
+    recorder.finish(Some((cause.label(), cause.detail())));
     Summary {
         command: "consume",
         tally: &recorder.tally(),

@@ -364,7 +364,7 @@ impl Container {
         if let Some(l) = &ledger {
             l.close().await;
         }
-        recorder.finish();
+        recorder.finish(None);
         match &cause {
             StopCause::Misconfigured(stop) => tracing::error!("{stop}"),
             StopCause::LedgerFailed(e) => tracing::error!("{e}: records not done come back"),
@@ -501,11 +501,9 @@ impl Container {
 /// Why a pass stopped, for the logs and the scheduled summary.
 fn stop_label(cause: &StopCause) -> &'static str {
     match cause {
-        StopCause::EndOfInput => "end_of_input",
+        // An invocation's shutdown is its deadline.
         StopCause::Shutdown => "deadline",
-        StopCause::Misconfigured(_) => "misconfigured",
-        StopCause::LedgerFailed(_) => "ledger_error",
-        StopCause::SpendCapped(_) => "spend_cap",
+        cause => cause.label(),
     }
 }
 

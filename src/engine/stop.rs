@@ -19,6 +19,30 @@ pub enum StopCause {
     SpendCapped(SpendCap),
 }
 
+impl StopCause {
+    /// What stopped the run, as the report's `run_end` record says it: `end_of_input`,
+    /// `shutdown` (a signal), `misconfigured`, `ledger_error` or `spend_cap`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::EndOfInput => "end_of_input",
+            Self::Shutdown => "shutdown",
+            Self::Misconfigured(_) => "misconfigured",
+            Self::LedgerFailed(_) => "ledger_error",
+            Self::SpendCapped(_) => "spend_cap",
+        }
+    }
+
+    /// Which one, where the label leaves it open: the misconfiguration's reason, or the spend
+    /// cap's setting.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Self::Misconfigured(m) => Some(m.kind.reason().to_owned()),
+            Self::SpendCapped(cap) => Some(cap.setting().to_owned()),
+            _ => None,
+        }
+    }
+}
+
 /// The configuration error that stopped a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MisconfigStop {

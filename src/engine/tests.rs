@@ -993,7 +993,7 @@ async fn a_failed_acknowledgement_keeps_the_jobs_in_doubt_mark() {
     )
     .await;
     assert_eq!(cause, StopCause::EndOfInput);
-    recorder.finish();
+    recorder.finish(None);
     let tally = recorder.tally();
     assert_eq!(tally.count(OutcomeKind::Failed), 1);
     assert_eq!(tally.in_doubt(), 1, "the report's \"in doubt\" counts her");

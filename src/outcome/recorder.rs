@@ -232,8 +232,9 @@ impl Recorder {
     }
 
     /// Closes the report: the run's `run_end` record (when [`Recorder::begin_run`] wrote its
-    /// `run` record), then a flush. Returns false if any line could not be written.
-    pub fn finish(&self) -> bool {
+    /// `run` record), saying what stopped it (`stopped`: a label and its detail, see
+    /// [`RunEnd::stopped_by`]), then a flush. Returns false if any line could not be written.
+    pub fn finish(&self, stopped: Option<(&str, Option<String>)>) -> bool {
         if let Some(report) = &self.report {
             let mut w = report.locked();
             if let Some(run_id) = self.run_id.locked().take() {
@@ -248,6 +249,8 @@ impl Recorder {
                         .filter(|(_, n)| *n > 0)
                         .collect(),
                     untouched: self.tally.untouched(),
+                    stopped_by: stopped.as_ref().map(|(by, _)| (*by).to_owned()),
+                    stop_detail: stopped.and_then(|(_, detail)| detail),
                 };
                 if let Err(e) = w.write_record(&end.tagged()) {
                     tracing::error!("writing the report's run_end record failed: {e}");

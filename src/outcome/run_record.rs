@@ -125,6 +125,13 @@ pub(crate) struct RunEnd {
     pub outcomes: BTreeMap<String, u64>,
     /// Jobs read but never attempted because the run stopped first (no line).
     pub untouched: u64,
+    /// What stopped the run: `end_of_input`, `shutdown` (a signal), `misconfigured`,
+    /// `ledger_error` or `spend_cap` (`None`: not said, a report of an earlier version).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<String>,
+    /// Which misconfiguration (its reason) or spend cap (its setting), when `stopped_by` says one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_detail: Option<String>,
 }
 
 /// A record as the report writes it: its `kind`, then its fields.

@@ -192,6 +192,10 @@ pub(crate) struct RunSummary {
     pub ended_at: Option<String>,
     /// Jobs it read but never attempted (stopped first), from its `run_end` record.
     pub untouched: Option<u64>,
+    /// What stopped it, from its `run_end` record (`end_of_input`, `spend_cap`, ...).
+    pub stopped_by: Option<String>,
+    /// Which misconfiguration or spend cap, from its `run_end` record.
+    pub stop_detail: Option<String>,
     /// Job lines after its `run` record in its file, up to the next run's.
     pub jobs: u64,
 }
@@ -470,6 +474,8 @@ impl Aggregator {
                     run: *run,
                     ended_at: None,
                     untouched: None,
+                    stopped_by: None,
+                    stop_detail: None,
                     jobs: 0,
                 });
                 self.current_run = Some(self.runs.len() - 1);
@@ -483,6 +489,8 @@ impl Aggregator {
                 {
                     run.ended_at = Some(end.ended_at);
                     run.untouched = Some(end.untouched);
+                    run.stopped_by = end.stopped_by;
+                    run.stop_detail = end.stop_detail;
                 }
             }
             Record::Other => {}

@@ -357,6 +357,12 @@ pub(crate) fn run_details(r: &RunSummary) -> Vec<String> {
             run.args.join(" ")
         ));
     }
+    if let Some(by) = r.stopped_by.as_deref().filter(|by| *by != "end_of_input") {
+        lines.push(match &r.stop_detail {
+            Some(detail) => format!("stopped by: {by} ({detail})"),
+            None => format!("stopped by: {by}"),
+        });
+    }
     if let Some(n) = r.untouched.filter(|n| *n > 0) {
         lines.push(format!(
             "{} read but not attempted (the run stopped first)",

@@ -744,7 +744,7 @@ mod in_process {
             CancellationToken::new(),
         )
         .await;
-        recorder.finish();
+        recorder.finish(None);
         stop
     }
 }
@@ -1206,6 +1206,15 @@ async fn max_sends_stops_one_run_at_that_many_codes_and_a_rerun_goes_on() {
         report(&report_path).len(),
         7,
         "no outcome for jobs not attempted"
+    );
+    // The report's closing record says what stopped the run.
+    let lines = report_lines(&report_path);
+    let end = lines.last().unwrap();
+    assert_eq!(end["kind"], "run_end", "{end}");
+    assert_eq!(end["stopped_by"], "spend_cap", "{end}");
+    assert!(
+        end["stop_detail"].as_str().unwrap().contains("--max-sends"),
+        "{end}"
     );
 
     // The rerun (same ledger, a bigger cap) sends the others and nobody twice.

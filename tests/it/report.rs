@@ -548,6 +548,7 @@ async fn the_run_record_round_trips_through_report() {
         started <= ended && ended.ends_with('Z'),
         "{started} {ended}"
     );
+    assert_eq!(run1["stopped_by"], "end_of_input", "{run1}");
     let run2 = &runs[1];
     assert_eq!(run2["dry_run"], true);
     assert_eq!(count(run2, "jobs"), jobs);

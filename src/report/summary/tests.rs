@@ -178,7 +178,7 @@ const APPENDED: &str = r#"{"kind":"run","run_id":"r1","version":"0.1.0","command
 {"kind":"progress","done":1}
 {"username":"bob","client_id":"c1","outcome":"cooldown","reason":null,"attempts":0,"delivery":null,"source":"csv:2","at":"2026-01-02T00:00:01.000Z"}
 {"username":"cy","client_id":"c1","outcome":"sent","reason":null,"attempts":1,"delivery":{"medium":"SMS"},"source":"csv:3","at":"2026-01-02T00:00:01.000Z"}
-{"kind":"run_end","run_id":"r2","ended_at":"2026-01-02T00:00:05.000Z","jobs":2,"outcomes":{"cooldown":1,"sent":1},"untouched":3}
+{"kind":"run_end","run_id":"r2","ended_at":"2026-01-02T00:00:05.000Z","jobs":2,"outcomes":{"cooldown":1,"sent":1},"untouched":3,"stopped_by":"spend_cap","stop_detail":"--max-sends (limits.max_sends)"}
 {"kind":"run","run_id":"r3","version":"0.2.0","command":"consume","started_at":"2026-01-03T00:00:00.000Z"}
 {"username":"dee","client_id":"c1","outcome":"sent","reason":null,"attempts":1,"delivery":null,"source":"sqs:m1","at":"2026-01-03T00:00:01.000Z"}
 "#;
@@ -222,6 +222,13 @@ fn each_run_record_opens_its_run_and_its_run_end_closes_it() {
     assert!(text.contains("target: AWS, region eu-west-1"), "{text}");
     assert!(text.contains("caps: max-sends 50"), "{text}");
     assert!(text.contains("3 jobs read but not attempted"), "{text}");
+    // What stopped a run, when it was not the end of its input (r1's end says nothing: an
+    // earlier version's).
+    assert!(
+        text.contains("stopped by: spend_cap (--max-sends (limits.max_sends))"),
+        "{text}"
+    );
+    assert_eq!(text.matches("stopped by:").count(), 1, "{text}");
     assert!(
         text.contains("run 3 of 3: consume (cognito-resend 0.2.0), started 2026-01-03 00:00:00 UTC, no end recorded"),
         "{text}"
@@ -229,6 +236,7 @@ fn each_run_record_opens_its_run_and_its_run_end_closes_it() {
     let json = serde_json::to_value(&s).unwrap();
     assert_eq!(json["runs"][1]["run_id"], "r2");
     assert_eq!(json["runs"][1]["jobs"], 2);
+    assert_eq!(json["runs"][1]["stopped_by"], "spend_cap");
     assert_eq!(
         json["runs"][0]["region"], "eu-west-1",
         "the target flattened"
