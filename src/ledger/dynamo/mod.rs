@@ -245,19 +245,12 @@ impl DynamoStore {
         let known = match (rules.recheck_since, take_from) {
             (Some(since), None) => {
                 call = call.expression_attribute_values(":recheck", n(since));
-                let mut names = Vec::new();
-                for (i, (outcome, _)) in Known::OUTCOMES.iter().enumerate() {
-                    let name = format!(":known{i}");
-                    call = call.expression_attribute_values(&name, s(*outcome));
-                    names.push(name);
+                for (name, (outcome, _)) in KNOWN_VALUES.iter().zip(Known::OUTCOMES) {
+                    call = call.expression_attribute_values(*name, s(outcome));
                 }
-                format!(
-                    " AND (attribute_exists(doubt_run) OR attribute_not_exists(last_outcome_at) \
-                     OR last_outcome_at < :recheck OR NOT (last_outcome IN ({})))",
-                    names.join(", ")
-                )
+                KNOWN_CONDITION
             }
-            _ => String::new(),
+            _ => "",
         };
         call = match take_from {
             None => call
@@ -293,6 +286,14 @@ impl DynamoStore {
         }
     }
 }
+
+/// The values naming [`Known::OUTCOMES`] in [`KNOWN_CONDITION`], in that order.
+const KNOWN_VALUES: [&str; Known::OUTCOMES.len()] = [":known0", ":known1", ":known2"];
+
+/// A claim's condition for `--recheck-after`: the user is not known confirmed or missing since
+/// `:recheck` (or is left in doubt, which a call settles). See [`decide`].
+const KNOWN_CONDITION: &str = " AND (attribute_exists(doubt_run) OR attribute_not_exists(last_outcome_at) \
+     OR last_outcome_at < :recheck OR NOT (last_outcome IN (:known0, :known1, :known2)))";
 
 impl Store for DynamoStore {
     fn describe(&self) -> String {
