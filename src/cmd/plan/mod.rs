@@ -359,6 +359,9 @@ impl<'a> Planner<'a> {
         // A run that reads no status for the row asks the ledger what it knows first
         // (`--recheck-after`): a user known confirmed or missing gets no call, and no read.
         let status_read = run_reads || known.is_some();
+        // What that one read found, kept for the cap and cooldown below (the same key: a row
+        // whose status the run does not read is named as the run names it).
+        let mut peeked = None;
         if !status_read && let Some(store) = &self.ledger.store {
             let key = UserKey::new(client, spelling, self.case);
             match store.peek(&key, self.ledger.rules).await {
@@ -369,7 +372,7 @@ impl<'a> Planner<'a> {
                     }
                     return Ok(true);
                 }
-                Ok(_) => {}
+                Ok(found) => peeked = Some((key, found)),
                 Err(e) => return Err(RunError::Fatal(e.into())),
             }
         }
@@ -430,7 +433,11 @@ impl<'a> Planner<'a> {
                 recheck_since: None,
                 ..self.ledger.rules
             };
-            match store.peek(&key, rules).await {
+            let found = match peeked {
+                Some((asked, found)) if asked == key => Ok(found),
+                _ => store.peek(&key, rules).await,
+            };
+            match found {
                 Ok(Some(Claim::Capped { .. })) => {
                     self.jobs.capped += 1;
                     return Ok(true);
