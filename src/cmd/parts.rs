@@ -123,15 +123,17 @@ impl Prepared {
             }
         };
         // The report's first record, now that the run is certain to start.
-        let target = super::run_record::target(settings).await;
-        self.recorder.begin_run(&super::run_record::run_record(
-            settings,
-            command,
-            ledger.as_ref().map(Ledger::run),
-            self.pool.as_ref(),
-            std::env::args().skip(1),
-            target,
-        ));
+        if self.recorder.writes_report() {
+            let target = super::run_record::target(settings).await;
+            self.recorder.begin_run(&super::run_record::run_record(
+                settings,
+                command,
+                ledger.as_ref().map(Ledger::run),
+                self.pool.as_ref(),
+                std::env::args().skip(1),
+                target,
+            ));
+        }
         Ok(Parts {
             stop_server: self.stop_server,
             ready: self.ready,

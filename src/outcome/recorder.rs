@@ -127,6 +127,11 @@ impl Recorder {
         self
     }
 
+    /// Whether a report is written (`--report`): else a run record would go nowhere.
+    pub(crate) fn writes_report(&self) -> bool {
+        self.report.is_some()
+    }
+
     /// Writes the report's first record, about the run (with no report, nothing): called once
     /// the run is certain to start, before its first job. [`Recorder::finish`] closes it.
     pub(crate) fn begin_run(&self, record: &RunRecord) {
